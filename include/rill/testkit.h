@@ -1,0 +1,273 @@
+/*
+ * rill testkit: an embedded Kafka broker and the helpers that make pipelines
+ * testable on a laptop.
+ *
+ * The embedded broker is librdkafka's mock cluster (rdkafka_mock.h): N
+ * brokers listening on 127.0.0.1 random ports, speaking the real Kafka
+ * protocol over TCP, so any client (rill, plain librdkafka, kcat, kafkajs)
+ * can use it. It supports produce (also idempotent), fetch, consumer groups
+ * and offset commits; it does not implement transactions' read semantics and
+ * keeps at most 5 MiB or 100,000 records per partition (older records are
+ * dropped). Group joins wait a fixed 3 s initial rebalance delay.
+ *
+ * The produce/consume helpers take a bootstrap string, not a broker handle,
+ * so they work against the embedded broker, a `rill-broker` process and a
+ * real cluster alike.
+ */
+#ifndef RILL_TESTKIT_H
+#define RILL_TESTKIT_H
+
+#include <librdkafka/rdkafka.h>
+
+#include <rill/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --------------------------------------------------------------------- */
+/* Embedded broker                                                        */
+/* --------------------------------------------------------------------- */
+
+typedef struct rill_broker rill_broker_t;
+
+/* Broker id meaning "every broker" for the fault-injection calls. */
+#define RILL_BROKER_ALL ((int32_t)-1)
+
+/* Most brokers one embedded cluster may have. */
+#define RILL_BROKER_MAX 64
+
+/*
+ * Start an embedded cluster of broker_count brokers (ids 1..broker_count) on
+ * 127.0.0.1. The brokers listen when this returns.
+ * Returns NULL on failure with the reason in errstr (broker_count outside
+ * 1..RILL_BROKER_MAX, or librdkafka could not start the cluster).
+ * @locality any thread. The caller owns the result: rill_broker_destroy().
+ */
+RILL_API rill_broker_t *rill_broker_new(int broker_count, char *errstr, size_t errstr_size);
+
+/*
+ * Stop the brokers and free everything. Clients still connected see their
+ * connections close. NULL is a no-op.
+ * @locality any thread, but not concurrently with other calls on b.
+ */
+RILL_API void rill_broker_destroy(rill_broker_t *b);
+
+/*
+ * The bootstrap.servers string, e.g. "127.0.0.1:41235,127.0.0.1:38001".
+ * @locality any thread. Owned by b, valid until rill_broker_destroy().
+ */
+RILL_API const char *rill_broker_bootstraps(const rill_broker_t *b);
+
+/* Number of brokers in the cluster; 0 when b is NULL. */
+RILL_API int rill_broker_count(const rill_broker_t *b);
+
+/*
+ * Create a topic. partitions >= 1; 1 <= replication_factor <= brokers.
+ * Topic names follow Kafka's rules: 1..249 characters of [A-Za-z0-9._-],
+ * not "." or "..".
+ * Returns RILL_EINVAL (bad argument), RILL_EEXIST (topic exists) or
+ * RILL_EKAFKA, with the reason in errstr (which may be NULL).
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_broker_create_topic(rill_broker_t *b, const char *topic, int partitions,
+                                             int replication_factor, char *errstr,
+                                             size_t errstr_size);
+
+/*
+ * Fault injection. broker_id is 1..count or RILL_BROKER_ALL.
+ * All return RILL_OK, RILL_EINVAL (NULL b, bad argument) or RILL_ENOENT (no
+ * such broker).
+ * @locality any thread.
+ */
+
+/* Close the broker's connections and refuse new ones (the port stays
+ * reserved). Partition leadership does not move. */
+RILL_API rill_err_t rill_broker_set_down(rill_broker_t *b, int32_t broker_id);
+/* Accept connections again. */
+RILL_API rill_err_t rill_broker_set_up(rill_broker_t *b, int32_t broker_id);
+/* Delay every response from the broker by rtt_ms (>= 0; 0 removes it). */
+RILL_API rill_err_t rill_broker_set_rtt(rill_broker_t *b, int32_t broker_id, int rtt_ms);
+
+/*
+ * Make the next `count` requests with the given API key (any broker) fail
+ * with `err`, e.g. rill_broker_push_request_errors(b, 8, 3,
+ * RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID) fails the next three OffsetCommits.
+ * RD_KAFKA_RESP_ERR__TRANSPORT disconnects the client instead.
+ * Returns RILL_EINVAL for a NULL b, api_key outside 0..RILL_API_KEY_MAX or a
+ * count of 0.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_broker_push_request_errors(rill_broker_t *b, int16_t api_key, size_t count,
+                                                    rd_kafka_resp_err_t err);
+
+/* Drop every error still queued for api_key. */
+RILL_API rill_err_t rill_broker_clear_request_errors(rill_broker_t *b, int16_t api_key);
+
+/*
+ * Move a partition's leadership to broker_id (1..count, or -1 for no leader).
+ * Returns RILL_ENOENT for an unknown topic, partition or broker.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_broker_set_leader(rill_broker_t *b, const char *topic, int32_t partition,
+                                           int32_t broker_id);
+
+/*
+ * The underlying librdkafka mock cluster, for faults rill does not wrap.
+ * Experimental librdkafka API: no ABI promise. Owned by b.
+ */
+RILL_API struct rd_kafka_mock_cluster_s *rill_broker_mock_cluster(rill_broker_t *b);
+
+/* Highest Kafka API key rill knows by name (OffsetDelete..Envelope). */
+#define RILL_API_KEY_MAX 58
+
+/*
+ * Kafka protocol API key for a name such as "OffsetCommit" or "Produce"
+ * (case-insensitive), or a decimal number "0".."58". Returns -1 if unknown.
+ * @locality any thread.
+ */
+RILL_API int16_t rill_api_key_from_name(const char *name);
+
+/* The name of an API key, e.g. "OffsetCommit"; "?" if unknown. */
+RILL_API const char *rill_api_key_name(int16_t api_key);
+
+/*
+ * Parse a Kafka error code: a name as librdkafka spells it without the
+ * RD_KAFKA_RESP_ERR_ prefix ("UNKNOWN_MEMBER_ID", "_TRANSPORT",
+ * case-insensitive) or a decimal number ("25", "-195").
+ * Returns RILL_OK and sets *err, or RILL_EINVAL for an unknown name.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_kafka_err_from_name(const char *name, rd_kafka_resp_err_t *err);
+
+/* --------------------------------------------------------------------- */
+/* Produce and consume helpers                                            */
+/* --------------------------------------------------------------------- */
+
+/* Progress report: `done` of `total` records so far. Called on the calling
+ * thread, at most about a hundred times per call, and once at the end. */
+typedef void rill_progress_fn(void *opaque, size_t done, size_t total);
+
+/* Options shared by the helpers. A NULL pointer means all defaults. */
+typedef struct rill_testkit_opts {
+    /* Extra librdkafka properties: NULL, or a NULL-terminated array of
+     * "key", "value" pairs, applied after rill's defaults. */
+    const char *const *config;
+    /* Deadline for the whole call in ms; 0 means 30,000. */
+    int timeout_ms;
+    rill_progress_fn *progress;
+    void *opaque;
+} rill_testkit_opts_t;
+
+/*
+ * Produce `count` records to `topic` and wait until all are delivered
+ * (acks=all, idempotent producer). record->partition picks the partition
+ * (RILL_PARTITION_ANY: by key); topic and offset fields are ignored.
+ * Returns RILL_OK when every record was acknowledged; RILL_ETIMEDOUT if the
+ * deadline passed first; RILL_EKAFKA if a delivery failed or the
+ * configuration was refused; RILL_EINVAL for NULL arguments. errstr says
+ * how many records were delivered and the first failure.
+ * @locality any thread. Blocks. Records are copied; the caller keeps them.
+ */
+RILL_API rill_err_t rill_testkit_produce(const char *bootstraps, const char *topic,
+                                         const rill_record_t *records, size_t count,
+                                         const rill_testkit_opts_t *opts, char *errstr,
+                                         size_t errstr_size);
+
+/*
+ * A deterministic record generator, so tests can produce large volumes and
+ * check every consumed record's content without keeping a copy.
+ *
+ * Record number `seq` (first_seq, first_seq + 1, ...) has:
+ *   key    "key-<seq % key_space>"  (or "key-<seq>" when key_space is 0)
+ *   value  "seq=<seq> key=<key> " padded with '.' to value_size bytes
+ *          (never shorter than that prefix)
+ *   headers, when `headers` is non-zero: "rill-seq" = "<seq>",
+ *          "rill-gen" = "testkit"
+ */
+typedef struct rill_gen {
+    uint64_t first_seq;
+    size_t key_space;  /* distinct keys; 0 = every key unique */
+    size_t value_size; /* 0 means 100 */
+    int headers;       /* non-zero: add the two headers */
+    int32_t partition; /* a partition, or RILL_PARTITION_ANY (use this) */
+} rill_gen_t;
+
+/* Defaults: unique keys, 100-byte values, no headers, partition by key. */
+#define RILL_GEN_DEFAULT                                                                           \
+    {                                                                                              \
+        0, 0, 100, 0, RILL_PARTITION_ANY                                                           \
+    }
+
+/*
+ * Produce `count` generated records (see rill_gen_t); gen NULL = defaults.
+ * Same results and locality as rill_testkit_produce().
+ */
+RILL_API rill_err_t rill_testkit_produce_generated(const char *bootstraps, const char *topic,
+                                                   size_t count, const rill_gen_t *gen,
+                                                   const rill_testkit_opts_t *opts, char *errstr,
+                                                   size_t errstr_size);
+
+/* Records read back from a topic; owns their memory. */
+typedef struct rill_consumed rill_consumed_t;
+
+/* `expect` value for rill_testkit_consume: read up to the end offsets. */
+#define RILL_CONSUME_TO_END ((size_t)0)
+
+/*
+ * Read records of `topic` from the earliest retained offset of every
+ * partition, without joining a consumer group and without committing.
+ *
+ * expect == RILL_CONSUME_TO_END: read every partition up to its end offset
+ * as seen when the call starts. expect > 0: read until `expect` records
+ * arrived (including records produced meanwhile).
+ *
+ * Returns RILL_OK when done; RILL_ETIMEDOUT when the deadline passed first;
+ * RILL_ENOENT if the topic does not exist; RILL_EKAFKA for other client
+ * errors; RILL_EINVAL for NULL arguments. On RILL_OK and RILL_ETIMEDOUT,
+ * *out holds what was read (in order per partition), and the caller must
+ * free it with rill_consumed_destroy(); otherwise *out is NULL.
+ * @locality any thread. Blocks.
+ */
+RILL_API rill_err_t rill_testkit_consume(const char *bootstraps, const char *topic, size_t expect,
+                                         const rill_testkit_opts_t *opts, rill_consumed_t **out,
+                                         char *errstr, size_t errstr_size);
+
+/* Number of records held; 0 for NULL. */
+RILL_API size_t rill_consumed_count(const rill_consumed_t *c);
+
+/* Record i (0 <= i < count), or NULL when out of range. Owned by c. */
+RILL_API const rill_record_t *rill_consumed_at(const rill_consumed_t *c, size_t i);
+
+/* Free c and every record in it. NULL is a no-op. */
+RILL_API void rill_consumed_destroy(rill_consumed_t *c);
+
+/* What rill_testkit_verify found. */
+typedef struct rill_verify_report {
+    size_t expected;     /* count asked for */
+    size_t seen;         /* records examined */
+    size_t distinct;     /* distinct expected records seen */
+    size_t missing;      /* expected records never seen */
+    size_t duplicates;   /* extra copies of records already seen */
+    size_t unexpected;   /* well-formed records outside the expected range */
+    size_t corrupt;      /* key, value or headers differ from the generator's */
+    size_t out_of_order; /* order breaks: a seq below the previous one in its partition */
+} rill_verify_report_t;
+
+/*
+ * Check consumed records against `count` records of generator `gen` (NULL =
+ * defaults). Fills *report (may be NULL). Returns RILL_OK when every expected
+ * record was seen exactly once, intact, and nothing else was seen; otherwise
+ * RILL_ESTATE with the first problem described in errstr. Callers testing
+ * at-least-once delivery check report->missing and report->corrupt instead.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_testkit_verify(const rill_consumed_t *c, size_t count,
+                                        const rill_gen_t *gen, rill_verify_report_t *report,
+                                        char *errstr, size_t errstr_size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RILL_TESTKIT_H */
