@@ -1,0 +1,577 @@
+/*
+ * rill-broker: the embedded Kafka broker (librdkafka's mock cluster) as a
+ * standalone process, for multi-process demos, benchmarks and interop tests
+ * with other clients (kcat, kafkajs).
+ *
+ * It prints the bootstrap string as the first line on stdout, optionally
+ * writes it to a file, then serves fault-injection commands line by line on
+ * stdin and on an optional unix control socket until SIGINT or SIGTERM.
+ * Every command is answered with one line: "ok[ <detail>]" or
+ * "error: <reason>". See usage() for the commands.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include <rill/testkit.h>
+
+#define LINE_MAX_LEN 1024
+#define MAX_TOPICS   256
+
+typedef struct topic_spec {
+    char name[250];
+    int partitions;
+    int rf; /* 0 = min(3, brokers) */
+} topic_spec_t;
+
+typedef struct server server_t;
+
+/* One line-oriented command stream: stdin or a control-socket client. */
+typedef struct conn {
+    ev_io io;
+    server_t *srv;
+    int in_fd, out_fd;
+    char buf[LINE_MAX_LEN];
+    size_t len;
+    int discarding; /* the current line was too long: skip to its newline */
+    int is_stdin;
+    struct conn *next;
+} conn_t;
+
+struct server {
+    struct ev_loop *loop;
+    rill_broker_t *broker;
+    ev_signal sigint, sigterm;
+    ev_io listener;
+    int listen_fd;
+    const char *control_path;
+    int exit_on_eof;
+    conn_t *conns;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: rill-broker [options]\n"
+            "\n"
+            "Runs an embedded Kafka cluster (librdkafka's mock brokers) on 127.0.0.1\n"
+            "until SIGINT or SIGTERM. The first line on stdout is the bootstrap string.\n"
+            "\n"
+            "options:\n"
+            "  -b, --brokers N              number of brokers, 1..%d (default 1)\n"
+            "  -t, --topic NAME:PARTS[:RF]  create a topic (repeatable); RF defaults to\n"
+            "                               min(3, brokers)\n"
+            "  -f, --bootstrap-file PATH    write the bootstrap string to PATH once the\n"
+            "                               brokers listen (atomically; removed on exit)\n"
+            "  -c, --control PATH           also accept commands on a unix socket at PATH\n"
+            "  -n, --no-stdin               do not read commands from stdin\n"
+            "  -e, --exit-on-eof            exit when stdin closes (a parent's lifeline)\n"
+            "  -h, --help                   show this help\n"
+            "\n"
+            "commands (one per line; each is answered \"ok\" or \"error: <reason>\"):\n"
+            "  down B           broker B (1..N or all) refuses connections\n"
+            "  up B             broker B accepts connections again\n"
+            "  rtt B MS         delay broker B's responses by MS milliseconds\n"
+            "  error API CODE [COUNT]\n"
+            "                   fail the next COUNT (default 1) requests of API (name like\n"
+            "                   OffsetCommit, or number) with CODE (name like\n"
+            "                   UNKNOWN_MEMBER_ID or _TRANSPORT, or number)\n"
+            "  clear API        drop queued errors for API\n"
+            "  topic NAME:PARTS[:RF]   create a topic\n"
+            "  leader TOPIC PARTITION B   move a partition's leader to broker B\n"
+            "  bootstrap        answer \"ok <bootstrap servers>\"\n"
+            "  help             list the commands\n"
+            "  shutdown         stop the brokers and exit 0\n",
+            RILL_BROKER_MAX);
+}
+
+/* Parse a whole decimal int in [lo, hi]. */
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+    if (!s || !*s)
+        return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* "NAME:PARTS[:RF]" */
+static int parse_topic_spec(const char *arg, topic_spec_t *t, char *err, size_t errsize)
+{
+    char tmp[512];
+    if (strlen(arg) >= sizeof(tmp)) {
+        snprintf(err, errsize, "topic spec too long");
+        return -1;
+    }
+    strcpy(tmp, arg);
+    char *name = tmp;
+    char *parts = strchr(name, ':');
+    if (!parts) {
+        snprintf(err, errsize, "topic spec \"%.200s\" must be NAME:PARTITIONS[:RF]", arg);
+        return -1;
+    }
+    *parts++ = '\0';
+    char *rf = strchr(parts, ':');
+    if (rf)
+        *rf++ = '\0';
+    if (!*name || strlen(name) >= sizeof(t->name)) {
+        snprintf(err, errsize, "topic spec \"%.200s\": bad topic name", arg);
+        return -1;
+    }
+    strcpy(t->name, name);
+    if (parse_int(parts, 1, 100000, &t->partitions)) {
+        snprintf(err, errsize, "topic spec \"%.200s\": partitions must be a number from 1", arg);
+        return -1;
+    }
+    t->rf = 0;
+    if (rf && parse_int(rf, 1, RILL_BROKER_MAX, &t->rf)) {
+        snprintf(err, errsize, "topic spec \"%.200s\": replication factor must be a number from 1",
+                 arg);
+        return -1;
+    }
+    return 0;
+}
+
+static int create_topic(rill_broker_t *b, const topic_spec_t *t, char *err, size_t errsize)
+{
+    int rf = t->rf;
+    if (!rf)
+        rf = rill_broker_count(b) < 3 ? rill_broker_count(b) : 3;
+    return rill_broker_create_topic(b, t->name, t->partitions, rf, err, errsize) ? -1 : 0;
+}
+
+static int parse_broker_id(server_t *s, const char *arg, int32_t *id)
+{
+    int v;
+    if (arg && !strcasecmp(arg, "all")) {
+        *id = RILL_BROKER_ALL;
+        return 0;
+    }
+    if (parse_int(arg, 1, rill_broker_count(s->broker), &v))
+        return -1;
+    *id = v;
+    return 0;
+}
+
+static void reply(conn_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void reply(conn_t *c, const char *fmt, ...)
+{
+    char line[LINE_MAX_LEN + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof(line) - 2)
+        n = (int)sizeof(line) - 2;
+    line[n++] = '\n';
+    /* Replies are short; a client that does not read them only blocks
+     * itself once the socket buffer is full, and such a client is dropped. */
+    for (ssize_t off = 0; off < n;) {
+        ssize_t w = write(c->out_fd, line + off, (size_t)(n - off));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        off += w;
+    }
+}
+
+static void stop_server(server_t *s)
+{
+    ev_break(s->loop, EVBREAK_ALL);
+}
+
+/* Execute one command line and answer it. */
+static void handle_line(conn_t *c, char *line)
+{
+    server_t *s = c->srv;
+    char *argv[8];
+    int argc = 0;
+    for (char *save = NULL, *tok = strtok_r(line, " \t\r", &save); tok && argc < 8;
+         tok = strtok_r(NULL, " \t\r", &save))
+        argv[argc++] = tok;
+    if (argc == 0)
+        return; /* blank line: no answer */
+    const char *cmd = argv[0];
+    int32_t id;
+    char err[512];
+
+    if (!strcasecmp(cmd, "down") || !strcasecmp(cmd, "up")) {
+        if (argc != 2 || parse_broker_id(s, argv[1], &id)) {
+            reply(c, "error: usage: %s B, where B is 1..%d or all", cmd,
+                  rill_broker_count(s->broker));
+            return;
+        }
+        rill_err_t e = !strcasecmp(cmd, "down") ? rill_broker_set_down(s->broker, id)
+                                                : rill_broker_set_up(s->broker, id);
+        if (e)
+            reply(c, "error: %s %s: %s", cmd, argv[1], rill_err2str(e));
+        else
+            reply(c, "ok");
+    } else if (!strcasecmp(cmd, "rtt")) {
+        int ms;
+        if (argc != 3 || parse_broker_id(s, argv[1], &id) || parse_int(argv[2], 0, 3600000, &ms)) {
+            reply(c, "error: usage: rtt B MS, where B is 1..%d or all and MS is 0..3600000",
+                  rill_broker_count(s->broker));
+            return;
+        }
+        rill_err_t e = rill_broker_set_rtt(s->broker, id, ms);
+        if (e)
+            reply(c, "error: rtt: %s", rill_err2str(e));
+        else
+            reply(c, "ok");
+    } else if (!strcasecmp(cmd, "error")) {
+        int count = 1;
+        rd_kafka_resp_err_t kerr;
+        if (argc < 3 || argc > 4) {
+            reply(c, "error: usage: error API CODE [COUNT]");
+            return;
+        }
+        int16_t api = rill_api_key_from_name(argv[1]);
+        if (api < 0) {
+            reply(c, "error: unknown API \"%s\" (try OffsetCommit, Produce, Fetch, ...)", argv[1]);
+            return;
+        }
+        if (rill_kafka_err_from_name(argv[2], &kerr)) {
+            reply(c,
+                  "error: unknown error code \"%s\" (a librdkafka name without the "
+                  "RD_KAFKA_RESP_ERR_ prefix, e.g. UNKNOWN_MEMBER_ID, or a number)",
+                  argv[2]);
+            return;
+        }
+        if (argc == 4 && parse_int(argv[3], 1, 1000000, &count)) {
+            reply(c, "error: COUNT must be a number from 1 to 1000000");
+            return;
+        }
+        rill_err_t e = rill_broker_push_request_errors(s->broker, api, (size_t)count, kerr);
+        if (e)
+            reply(c, "error: %s", rill_err2str(e));
+        else
+            reply(c, "ok");
+    } else if (!strcasecmp(cmd, "clear")) {
+        int16_t api = argc == 2 ? rill_api_key_from_name(argv[1]) : -1;
+        if (api < 0) {
+            reply(c, "error: usage: clear API (a name like OffsetCommit, or a number)");
+            return;
+        }
+        rill_broker_clear_request_errors(s->broker, api);
+        reply(c, "ok");
+    } else if (!strcasecmp(cmd, "topic")) {
+        topic_spec_t t;
+        if (argc != 2) {
+            reply(c, "error: usage: topic NAME:PARTITIONS[:RF]");
+            return;
+        }
+        if (parse_topic_spec(argv[1], &t, err, sizeof(err)) ||
+            create_topic(s->broker, &t, err, sizeof(err)))
+            reply(c, "error: %s", err);
+        else
+            reply(c, "ok");
+    } else if (!strcasecmp(cmd, "leader")) {
+        int part;
+        if (argc != 4 || parse_int(argv[2], 0, 100000, &part) ||
+            parse_int(argv[3], -1, rill_broker_count(s->broker), &id)) {
+            reply(c, "error: usage: leader TOPIC PARTITION B, where B is 1..%d or -1",
+                  rill_broker_count(s->broker));
+            return;
+        }
+        rill_err_t e = rill_broker_set_leader(s->broker, argv[1], part, id);
+        if (e)
+            reply(c, "error: leader: %s", rill_err2str(e));
+        else
+            reply(c, "ok");
+    } else if (!strcasecmp(cmd, "bootstrap")) {
+        reply(c, "ok %s", rill_broker_bootstraps(s->broker));
+    } else if (!strcasecmp(cmd, "help")) {
+        reply(c, "ok commands: down B | up B | rtt B MS | error API CODE [COUNT] | clear API | "
+                 "topic NAME:PARTS[:RF] | leader TOPIC PART B | bootstrap | help | shutdown");
+    } else if (!strcasecmp(cmd, "shutdown") || !strcasecmp(cmd, "quit")) {
+        reply(c, "ok");
+        stop_server(s);
+    } else {
+        reply(c, "error: unknown command \"%s\" (try help)", cmd);
+    }
+}
+
+static void conn_close(conn_t *c)
+{
+    server_t *s = c->srv;
+    ev_io_stop(s->loop, &c->io);
+    for (conn_t **pp = &s->conns; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    if (!c->is_stdin)
+        close(c->in_fd);
+    int exit_now = c->is_stdin && s->exit_on_eof;
+    free(c);
+    if (exit_now)
+        stop_server(s);
+}
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_t *c = (conn_t *)w;
+    char chunk[4096];
+    ssize_t n = read(c->in_fd, chunk, sizeof(chunk));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n <= 0) {
+        conn_close(c);
+        return;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+        char ch = chunk[i];
+        if (ch == '\n') {
+            if (c->discarding)
+                reply(c, "error: line longer than %d bytes", LINE_MAX_LEN - 1);
+            else {
+                c->buf[c->len] = '\0';
+                handle_line(c, c->buf);
+            }
+            c->len = 0;
+            c->discarding = 0;
+        } else if (!c->discarding) {
+            if (c->len == LINE_MAX_LEN - 1)
+                c->discarding = 1;
+            else
+                c->buf[c->len++] = ch;
+        }
+    }
+}
+
+static conn_t *conn_new(server_t *s, int in_fd, int out_fd, int is_stdin)
+{
+    conn_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->srv = s;
+    c->in_fd = in_fd;
+    c->out_fd = out_fd;
+    c->is_stdin = is_stdin;
+    c->next = s->conns;
+    s->conns = c;
+    ev_io_init(&c->io, conn_read_cb, in_fd, EV_READ);
+    ev_io_start(s->loop, &c->io);
+    return c;
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    server_t *s = w->data;
+    int fd = accept(s->listen_fd, NULL, NULL);
+    if (fd < 0)
+        return;
+    if (!conn_new(s, fd, fd, 0))
+        close(fd);
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    (void)w;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static int listen_control(server_t *s, const char *path)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(addr.sun_path)) {
+        fprintf(stderr, "rill-broker: control socket path too long: %s\n", path);
+        return -1;
+    }
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        fprintf(stderr, "rill-broker: socket: %s\n", strerror(errno));
+        return -1;
+    }
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) || listen(fd, 16)) {
+        fprintf(stderr, "rill-broker: control socket %s: %s\n", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    s->listen_fd = fd;
+    s->control_path = path;
+    ev_io_init(&s->listener, accept_cb, fd, EV_READ);
+    s->listener.data = s;
+    ev_io_start(s->loop, &s->listener);
+    return 0;
+}
+
+/* Write the bootstrap string to path via a temporary file and rename, so a
+ * reader never sees a partial line. */
+static int write_bootstrap_file(const char *path, const char *bootstraps)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
+        return -1;
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return -1;
+    int ok = fprintf(f, "%s\n", bootstraps) > 0;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path)) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option long_opts[] = {
+        {"brokers", required_argument, NULL, 'b'},
+        {"topic", required_argument, NULL, 't'},
+        {"bootstrap-file", required_argument, NULL, 'f'},
+        {"control", required_argument, NULL, 'c'},
+        {"no-stdin", no_argument, NULL, 'n'},
+        {"exit-on-eof", no_argument, NULL, 'e'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int brokers = 1, use_stdin = 1, exit_on_eof = 0;
+    const char *bootstrap_file = NULL, *control = NULL;
+    topic_spec_t *topics = calloc(MAX_TOPICS, sizeof(*topics));
+    int ntopics = 0;
+    char err[512];
+    int opt;
+    if (!topics)
+        return 1;
+
+    while ((opt = getopt_long(argc, argv, "b:t:f:c:neh", long_opts, NULL)) != -1) {
+        switch (opt) {
+        case 'b':
+            if (parse_int(optarg, 1, RILL_BROKER_MAX, &brokers)) {
+                fprintf(stderr, "rill-broker: --brokers must be a number from 1 to %d\n",
+                        RILL_BROKER_MAX);
+                usage(stderr);
+                free(topics);
+                return 2;
+            }
+            break;
+        case 't':
+            if (ntopics == MAX_TOPICS) {
+                fprintf(stderr, "rill-broker: at most %d --topic options\n", MAX_TOPICS);
+                free(topics);
+                return 2;
+            }
+            if (parse_topic_spec(optarg, &topics[ntopics], err, sizeof(err))) {
+                fprintf(stderr, "rill-broker: %s\n", err);
+                usage(stderr);
+                free(topics);
+                return 2;
+            }
+            ntopics++;
+            break;
+        case 'f':
+            bootstrap_file = optarg;
+            break;
+        case 'c':
+            control = optarg;
+            break;
+        case 'n':
+            use_stdin = 0;
+            break;
+        case 'e':
+            exit_on_eof = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            free(topics);
+            return 0;
+        default:
+            usage(stderr);
+            free(topics);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "rill-broker: unexpected argument \"%s\"\n", argv[optind]);
+        usage(stderr);
+        free(topics);
+        return 2;
+    }
+
+    /* Writes to a control client that went away must not kill the broker. */
+    signal(SIGPIPE, SIG_IGN);
+
+    server_t s = {.listen_fd = -1, .exit_on_eof = exit_on_eof};
+    s.broker = rill_broker_new(brokers, err, sizeof(err));
+    if (!s.broker) {
+        fprintf(stderr, "rill-broker: %s\n", err);
+        free(topics);
+        return 1;
+    }
+    int rc = 0;
+    for (int i = 0; i < ntopics; i++)
+        if (create_topic(s.broker, &topics[i], err, sizeof(err))) {
+            fprintf(stderr, "rill-broker: %s\n", err);
+            rc = 1;
+        }
+    free(topics);
+    s.loop = ev_default_loop(EVFLAG_AUTO);
+    if (!rc && control && listen_control(&s, control))
+        rc = 1;
+    if (rc) {
+        rill_broker_destroy(s.broker);
+        return rc;
+    }
+
+    const char *bootstraps = rill_broker_bootstraps(s.broker);
+    if (bootstrap_file && write_bootstrap_file(bootstrap_file, bootstraps)) {
+        fprintf(stderr, "rill-broker: cannot write %s: %s\n", bootstrap_file, strerror(errno));
+        rill_broker_destroy(s.broker);
+        return 1;
+    }
+    printf("%s\n", bootstraps);
+    fflush(stdout);
+    fprintf(stderr, "rill-broker: %d broker(s) listening at %s%s%s\n", brokers, bootstraps,
+            control ? ", control socket " : "", control ? control : "");
+
+    ev_signal_init(&s.sigint, signal_cb, SIGINT);
+    ev_signal_start(s.loop, &s.sigint);
+    ev_signal_init(&s.sigterm, signal_cb, SIGTERM);
+    ev_signal_start(s.loop, &s.sigterm);
+    if (use_stdin)
+        conn_new(&s, STDIN_FILENO, STDOUT_FILENO, 1);
+
+    ev_run(s.loop, 0);
+
+    while (s.conns)
+        conn_close(s.conns);
+    if (s.listen_fd >= 0) {
+        ev_io_stop(s.loop, &s.listener);
+        close(s.listen_fd);
+        unlink(s.control_path);
+    }
+    if (bootstrap_file)
+        unlink(bootstrap_file);
+    rill_broker_destroy(s.broker);
+    fprintf(stderr, "rill-broker: stopped\n");
+    return 0;
+}
