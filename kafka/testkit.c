@@ -526,21 +526,30 @@ rill_err_t rill_testkit_consume(const char *bootstraps, const char *topic, size_
         goto out;
     }
 
+    /*
+     * Start every partition at its low watermark, as a concrete offset: a
+     * logical offset (BEGINNING) for a partition whose leader the client
+     * has not learnt yet waits for librdkafka 2.0.2's offset-query retry
+     * timer, a fixed 500 ms stall.
+     */
     int remaining = nparts;
     size_t total = expect;
-    if (expect == RILL_CONSUME_TO_END) {
+    if (expect == RILL_CONSUME_TO_END)
         total = 0;
-        for (int p = 0; p < nparts; p++) {
-            int64_t lo = 0, hi = 0;
-            rd_kafka_resp_err_t kerr =
-                rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, rill__ms_left(deadline));
-            if (kerr) {
-                err = rill__fail(
-                    kerr == RD_KAFKA_RESP_ERR__TIMED_OUT ? RILL_ETIMEDOUT : RILL_EKAFKA, errstr,
-                    errstr_size, "end offset of %s [%d]: %s", topic, p, rd_kafka_err2str(kerr));
-                goto out;
-            }
-            end[p] = hi;
+    parts = rd_kafka_topic_partition_list_new(nparts);
+    for (int p = 0; p < nparts; p++) {
+        int64_t lo = 0, hi = 0;
+        rd_kafka_resp_err_t kerr =
+            rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, rill__ms_left(deadline));
+        if (kerr) {
+            err = rill__fail(kerr == RD_KAFKA_RESP_ERR__TIMED_OUT ? RILL_ETIMEDOUT : RILL_EKAFKA,
+                             errstr, errstr_size, "watermarks of %s [%d]: %s", topic, p,
+                             rd_kafka_err2str(kerr));
+            goto out;
+        }
+        rd_kafka_topic_partition_list_add(parts, topic, p)->offset = lo;
+        end[p] = hi;
+        if (expect == RILL_CONSUME_TO_END) {
             total += (size_t)(hi - lo);
             if (hi <= lo) {
                 done[p] = 1;
@@ -549,9 +558,6 @@ rill_err_t rill_testkit_consume(const char *bootstraps, const char *topic, size_
         }
     }
 
-    parts = rd_kafka_topic_partition_list_new(nparts);
-    for (int p = 0; p < nparts; p++)
-        rd_kafka_topic_partition_list_add(parts, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
     rd_kafka_resp_err_t kerr = rd_kafka_assign(rk, parts);
     if (kerr) {
         err = rill__fail(RILL_EKAFKA, errstr, errstr_size, "assign %s: %s", topic,
