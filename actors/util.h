@@ -11,18 +11,12 @@
 
 #include <rill/common.h>
 
-#if defined(__GNUC__)
-#define RILL__PRINTF(fmt_idx, arg_idx) __attribute__((format(printf, fmt_idx, arg_idx)))
-#else
-#define RILL__PRINTF(fmt_idx, arg_idx)
-#endif
-
 /*
  * Write a message into a caller's errstr buffer (which may be NULL or of
  * size 0) and return err, so that failures read `return rill__fail(...)`.
  */
 rill_err_t rill__fail(rill_err_t err, char *errstr, size_t errstr_size, const char *fmt, ...)
-    RILL__PRINTF(4, 5);
+    RILL_PRINTF(4, 5);
 
 /* Monotonic clock in milliseconds and microseconds. */
 int64_t rill__now_ms(void);

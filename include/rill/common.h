@@ -24,6 +24,12 @@ extern "C" {
 #define RILL_API
 #endif
 
+#if defined(__GNUC__)
+#define RILL_PRINTF(fmt_idx, arg_idx) __attribute__((format(printf, fmt_idx, arg_idx)))
+#else
+#define RILL_PRINTF(fmt_idx, arg_idx)
+#endif
+
 /*
  * Every error rill returns. RILL_OK is zero, so `if (err)` tests for failure.
  * The numeric values are stable within a major version.

@@ -7,6 +7,7 @@
 #define RILL_H
 
 #include <rill/common.h>
+#include <rill/actor.h>
 #include <rill/testkit.h>
 
 #endif /* RILL_H */

@@ -1,0 +1,235 @@
+/*
+ * Internals of the actor runtime (not installed). Shared by system.c
+ * (system, executors, actor table, sending) and actor.c (what runs on an
+ * actor's executor: turns, control signals, stop, monitors, links, timers,
+ * ask).
+ */
+#ifndef RILL_ACTOR_INT_H
+#define RILL_ACTOR_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+#include <rill/actor.h>
+
+#include "mailbox.h"
+#include "mpsc.h"
+
+/* Set on messages sent by rill_reply(). */
+#define RILL__MSG_F_REPLY 0x80000000u
+
+typedef struct rill__actor rill__actor_t;
+typedef struct rill__executor rill__executor_t;
+
+/* ---- control signals ------------------------------------------------ */
+
+typedef enum rill__ctrl_kind {
+    CTRL_MSG = 1,     /* rill_signal(): deliver msg to the behaviour */
+    CTRL_STOP,        /* stop with `exit` (SHUTDOWN or KILLED) */
+    CTRL_MONITOR,     /* `who` monitors this actor with `ref` */
+    CTRL_DEMONITOR,   /* `who` dropped monitor `ref` */
+    CTRL_MONITORING,  /* this actor now monitors `who` with `ref` (spawn opts) */
+    CTRL_LINK,        /* `who` linked to this actor */
+    CTRL_UNLINK,      /* `who` unlinked */
+    CTRL_DOWN,        /* monitored `who` stopped with `exit` (monitor `ref`) */
+    CTRL_EXIT,        /* linked `who` stopped with `exit` */
+    CTRL_TIMER,       /* a timer fired; the node is embedded in the timer */
+    CTRL_ASK_TIMEOUT, /* an ask timed out; the node is embedded in the ask */
+} rill__ctrl_kind_t;
+
+typedef struct rill__ctrl {
+    rill__node_t node; /* first: the queue hands back this pointer */
+    rill__ctrl_kind_t kind;
+    int embedded; /* owned by a timer/ask, not freed after handling */
+    rill_aid_t who;
+    uint64_t ref;
+    rill_exit_t exit;
+    rill_msg_t msg;
+} rill__ctrl_t;
+
+/* ---- per-actor bookkeeping on its executor -------------------------- */
+
+typedef struct rill__peer {
+    rill_aid_t aid;
+    uint64_t ref; /* monitor ref; 0 for links */
+} rill__peer_t;
+
+typedef struct rill__peers {
+    rill__peer_t *v;
+    uint32_t n, cap;
+} rill__peers_t;
+
+typedef struct rill__timer {
+    ev_timer w;
+    rill__ctrl_t ctrl; /* CTRL_TIMER, pushed when the timer fires */
+    rill__actor_t *actor;
+    uint64_t id;
+    int queued;    /* ctrl is in the control queue */
+    int cancelled; /* free when ctrl comes out of the queue */
+    int repeating;
+    struct rill__timer *next;
+} rill__timer_t;
+
+typedef struct rill__ask {
+    ev_timer w;
+    rill__ctrl_t ctrl; /* CTRL_ASK_TIMEOUT */
+    rill__actor_t *actor;
+    uint64_t corr;
+    int queued, done;
+    struct rill__ask *next;
+} rill__ask_t;
+
+struct rill_ctx {
+    rill__actor_t *actor;
+    rill_system_t *sys;
+};
+
+/* ---- actor ---------------------------------------------------------- */
+
+struct rill__actor {
+    rill__mailbox_t mbox;
+    rill__mpsc_t ctrl;
+    /* 1 while the actor is queued to run or running; whoever sets it from
+     * 0 queues the actor on its executor. */
+    _Alignas(64) _Atomic int scheduled;
+    rill__node_t run_node; /* in the executor's inbox or run list */
+    rill__actor_t *run_next;
+
+    rill_system_t *sys;
+    rill__executor_t *exec;
+    rill_aid_t aid;
+    uint32_t slot_idx;
+    char *name;
+
+    rill_behavior_fn *behavior;
+    rill_init_fn *init;
+    rill_terminate_fn *terminate;
+    void *state;
+    uint32_t batch;
+    int trap_exits;
+
+    /* Executor-thread-only state. */
+    rill_ctx_t ctx;
+    int started;
+    int stopping;
+    rill_exit_t exit;
+    rill__peers_t watchers; /* who monitors me (aid, ref) */
+    rill__peers_t monitors; /* whom I monitor (aid, ref) */
+    rill__peers_t links;
+    rill__timer_t *timers;
+    uint64_t next_timer_id;
+    rill__ask_t *asks;
+    uint64_t next_corr;
+
+    /* Counters readable from any thread (relaxed: statistics only). */
+    _Atomic uint64_t processed;
+    _Atomic uint64_t refused;
+    _Atomic uint32_t hwm;
+    _Atomic uint32_t restarts;
+};
+
+/* ---- actor table ---------------------------------------------------- */
+
+enum { SLOT_FREE = 0, SLOT_ALIVE = 1, SLOT_DEAD = 2 };
+
+/*
+ * One entry of the actor table. An aid is (generation << 32 | index).
+ * Senders bracket every access to the actor with users++ / users--; the
+ * actor, when stopping on its own executor, marks the slot DEAD and waits
+ * for users to drain before it frees anything, so a sender never touches
+ * freed memory and a late sender sees DEAD (or a newer generation).
+ */
+typedef struct rill__slot {
+    _Atomic uint32_t gen;
+    _Atomic uint32_t state;
+    _Atomic uint32_t users;
+    uint32_t next_free;
+    rill__actor_t *_Atomic actor;
+} __attribute__((aligned(32))) rill__slot_t;
+
+#define RILL__CHUNK_SHIFT 12
+#define RILL__CHUNK_SIZE  (1u << RILL__CHUNK_SHIFT)
+#define RILL__MAX_CHUNKS  4096u
+
+/* ---- executor ------------------------------------------------------- */
+
+struct rill__executor {
+    rill_system_t *sys;
+    int index;
+    pthread_t thread;
+    int thread_started;
+    struct ev_loop *loop;
+    ev_async wake;
+    ev_idle idle;
+    rill__mpsc_t inbox; /* actors made runnable from other threads */
+    /* Run list, owner thread only. */
+    rill__actor_t *run_head, *run_tail;
+    int idle_active;
+};
+
+/* ---- name registry -------------------------------------------------- */
+
+typedef struct rill__name_entry {
+    char *name;
+    rill_aid_t aid;
+    struct rill__name_entry *next;
+} rill__name_entry_t;
+
+/* ---- system --------------------------------------------------------- */
+
+enum { SYS_NEW = 0, SYS_RUNNING, SYS_STOPPING, SYS_STOPPED };
+
+struct rill_system {
+    rill_system_opts_t opts;
+    int nexec;
+    rill__executor_t *execs;
+    _Atomic int state;
+    _Atomic uint32_t next_exec;
+
+    /* Actor table: chunks are allocated on demand and never move. */
+    rill__slot_t *_Atomic chunks[RILL__MAX_CHUNKS];
+    pthread_mutex_t slots_lock; /* spawn/free bookkeeping */
+    uint32_t slots_used;        /* indexes handed out so far */
+    uint32_t free_head;         /* index + 1 of the first free slot, 0 = none */
+
+    pthread_mutex_t names_lock;
+    rill__name_entry_t *names[256];
+
+    /* Actors alive; stop waits for 0. */
+    pthread_mutex_t alive_lock;
+    pthread_cond_t alive_cond;
+    uint32_t alive;
+
+    _Atomic uint64_t dead_letters;
+    _Atomic uint64_t spawned;
+    _Atomic uint64_t next_ref;
+};
+
+/* The executor the calling thread runs, or NULL. */
+extern _Thread_local rill__executor_t *rill__tls_exec;
+
+/* system.c */
+rill__actor_t *rill__actor_acquire(rill_system_t *sys, rill_aid_t aid, rill__slot_t **slotp);
+void rill__actor_release(rill__slot_t *slot);
+rill__slot_t *rill__slot_of(rill_system_t *sys, uint32_t idx);
+void rill__schedule(rill__actor_t *a);
+/* Push a control node to a live actor; RILL_ESTOPPED if gone (node not
+ * taken). */
+rill_err_t rill__ctrl_send(rill_system_t *sys, rill_aid_t to, rill__ctrl_t *c);
+rill__ctrl_t *rill__ctrl_new(rill__ctrl_kind_t kind, rill_aid_t who, uint64_t ref,
+                             const rill_exit_t *exit);
+void rill__release_msg(rill_system_t *sys, rill_msg_t *msg, int dead_letter);
+void rill__names_remove(rill_system_t *sys, const char *name, rill_aid_t aid);
+void rill__actor_finished(rill__actor_t *a); /* frees the actor and its slot */
+
+/* actor.c */
+/* Run one turn; returns 1 if the actor has more work now, 0 if idle, -1 if
+ * it stopped (and was freed). */
+int rill__actor_turn(rill__actor_t *a);
+void rill__exit_set(rill_exit_t *e, rill_exit_kind_t kind, rill_err_t code, const char *fmt, ...)
+    RILL_PRINTF(4, 5);
+
+#endif /* RILL_ACTOR_INT_H */

@@ -1,0 +1,92 @@
+/*
+ * The bounded user mailbox: a multi-producer single-consumer ring of
+ * message envelopes (Vyukov's bounded queue with a sequence number per
+ * slot). Producers claim a position with one CAS on the tail and publish
+ * the slot with a release store of its sequence; the consumer needs no
+ * atomic read-modify-write at all. A full ring is detected exactly, without
+ * blocking, so a refused send leaves nothing behind.
+ *
+ * Each slot fills one 64-byte cache line, so a producer writing slot i+1
+ * does not invalidate the line the consumer is reading slot i from.
+ */
+#ifndef RILL_MAILBOX_H
+#define RILL_MAILBOX_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <rill/actor.h>
+
+typedef struct rill__mslot {
+    _Atomic uint64_t seq;
+    rill_msg_t msg;
+} __attribute__((aligned(64))) rill__mslot_t;
+
+typedef struct rill__mailbox {
+    _Alignas(64) _Atomic uint64_t tail; /* next position producers claim */
+    _Alignas(64) _Atomic uint64_t head; /* next position the consumer reads;
+                                         * atomic only so stats can read it */
+    uint64_t mask;
+    rill__mslot_t *slots;
+} rill__mailbox_t;
+
+/* capacity: a power of two. Returns 0, or -1 on out of memory. */
+int rill__mailbox_init(rill__mailbox_t *mb, uint32_t capacity);
+void rill__mailbox_free(rill__mailbox_t *mb);
+
+/* Returns 0, or -1 when full. @locality any thread. */
+static inline int rill__mailbox_push(rill__mailbox_t *mb, const rill_msg_t *msg)
+{
+    uint64_t pos = atomic_load_explicit(&mb->tail, memory_order_relaxed);
+    rill__mslot_t *s;
+    for (;;) {
+        s = &mb->slots[pos & mb->mask];
+        /* acquire: the consumer's release store of seq means it is done
+         * reading the slot's previous message. */
+        uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
+        int64_t dif = (int64_t)(seq - pos);
+        if (dif == 0) {
+            /* seq_cst: the claim is ordered before the caller's check of
+             * the actor's scheduled flag (a StoreLoad pair with the
+             * consumer, which clears the flag and then re-checks us). */
+            if (atomic_compare_exchange_weak_explicit(&mb->tail, &pos, pos + 1,
+                                                      memory_order_seq_cst, memory_order_relaxed))
+                break;
+        } else if (dif < 0) {
+            return -1; /* the slot still holds a message from the last lap */
+        } else {
+            pos = atomic_load_explicit(&mb->tail, memory_order_relaxed);
+        }
+    }
+    s->msg = *msg;
+    /* release: publishes the envelope to the consumer. */
+    atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
+    return 0;
+}
+
+/* Returns 1 and fills *out, or 0 when empty (or the next slot is claimed
+ * but not yet written). @locality the owning executor thread. */
+static inline int rill__mailbox_pop(rill__mailbox_t *mb, rill_msg_t *out)
+{
+    uint64_t head = atomic_load_explicit(&mb->head, memory_order_relaxed);
+    rill__mslot_t *s = &mb->slots[head & mb->mask];
+    if (atomic_load_explicit(&s->seq, memory_order_acquire) != head + 1)
+        return 0;
+    *out = s->msg;
+    /* release: our read of msg happens before a producer reuses the slot. */
+    atomic_store_explicit(&s->seq, head + mb->mask + 1, memory_order_release);
+    atomic_store_explicit(&mb->head, head + 1, memory_order_relaxed);
+    return 1;
+}
+
+/* Messages queued or being written. The head is read first so that, from
+ * another thread, head <= tail still holds; seq_cst on the tail pairs with
+ * the producers' claim (see push). @locality any thread. */
+static inline uint64_t rill__mailbox_depth(rill__mailbox_t *mb)
+{
+    uint64_t head = atomic_load_explicit(&mb->head, memory_order_acquire);
+    uint64_t tail = atomic_load_explicit(&mb->tail, memory_order_seq_cst);
+    return tail - head;
+}
+
+#endif /* RILL_MAILBOX_H */

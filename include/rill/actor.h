@@ -1,0 +1,401 @@
+/*
+ * rill actor runtime: systems, executors, actors with bounded mailboxes,
+ * timers, monitors and links, ask.
+ *
+ * A system owns N executors; an executor is one thread running one libev
+ * loop. Every actor is bound to one executor for life and its callbacks only
+ * ever run on that thread, so actor state needs no locks.
+ *
+ * Messages. A message is a small envelope (rill_msg_t) copied by value into
+ * the target's mailbox slot, so sending allocates nothing; its payload is a
+ * pointer whose destructor the sender supplies. Ownership of the payload
+ * passes to rill when a send returns RILL_OK and stays with the caller on any
+ * error. rill calls msg->dtor(msg->payload) exactly once: after the handler
+ * returns (unless the handler took the payload, see rill_msg_take), or when
+ * the message cannot be delivered any more (target stopped: a dead letter).
+ * Kafka records travel without copying: payload = the rd_kafka_message_t *,
+ * dtor = rd_kafka_message_destroy.
+ *
+ * Two queues per actor. User messages go to a bounded lock-free mailbox:
+ * rill_tell() never blocks and never drops silently; it returns RILL_EFULL
+ * when the mailbox is full (and counts it). Control signals (lifecycle,
+ * monitors, links, timers, stream demand) go to a separate unbounded control
+ * queue that is never refused while the actor lives, and are handled before
+ * user messages.
+ *
+ * Actor ids. Actors are named by rill_aid_t values, not pointers: an id
+ * stays safe to use after its actor stopped (sends return RILL_ESTOPPED)
+ * and is never reused for another actor.
+ *
+ * Locality, as in librdkafka: "any thread" functions may be called from any
+ * thread, including executor threads; "actor context" functions only from
+ * inside a callback of the actor whose ctx is passed (behaviour, init,
+ * terminate), on its executor thread.
+ */
+#ifndef RILL_ACTOR_H
+#define RILL_ACTOR_H
+
+#include <stdint.h>
+
+#include <rill/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct rill_system rill_system_t;
+typedef struct rill_ctx rill_ctx_t;
+
+/* An actor id. 0 is never a valid actor. */
+typedef uint64_t rill_aid_t;
+#define RILL_AID_NONE ((rill_aid_t)0)
+
+/* ------------------------------------------------------------------ */
+/* Messages                                                            */
+/* ------------------------------------------------------------------ */
+
+/* Message types below RILL_MSG_USER are rill's own. */
+enum {
+    RILL_MSG_NONE = 0,
+    RILL_MSG_DOWN = 1,          /* a monitored actor stopped; payload rill_down_t */
+    RILL_MSG_EXIT = 2,          /* a linked actor failed (trap_exits only); payload rill_down_t */
+    RILL_MSG_ASK_TIMEOUT = 3,   /* no reply to rill_ask() in time; corr = the ask's id */
+    RILL_MSG_STREAM_FIRST = 16, /* 16..127: reserved for rill streams */
+    RILL_MSG_STREAM_LAST = 127,
+    RILL_MSG_USER = 256 /* first type for applications */
+};
+
+typedef void rill_dtor_fn(void *payload);
+
+/*
+ * The message envelope. 48 bytes, copied by value on send.
+ */
+typedef struct rill_msg {
+    uint32_t type;      /* RILL_MSG_USER and up for applications */
+    uint32_t flags;     /* reserved, set 0 */
+    uint64_t arg;       /* a small inline value (count, id, ...) */
+    void *payload;      /* may be NULL */
+    rill_dtor_fn *dtor; /* frees payload; NULL if nothing to free */
+    rill_aid_t from;    /* the sender; set by rill_send() / rill_reply() */
+    uint64_t corr;      /* correlation id for ask/reply; 0 otherwise */
+} rill_msg_t;
+
+/*
+ * Take the payload out of a message being handled: returns msg->payload and
+ * clears msg->dtor, so rill will not free it after the handler returns.
+ * The caller now owns the payload (keep it, or send it on and let the
+ * receiver's dtor free it).
+ * @locality actor context, on the message passed to the behaviour.
+ */
+RILL_API void *rill_msg_take(rill_msg_t *msg);
+
+/* How an actor ended. */
+typedef enum rill_exit_kind {
+    RILL_EXIT_NORMAL = 0, /* rill_stop_self(), or init asked for it */
+    RILL_EXIT_SHUTDOWN,   /* stopped from outside: rill_stop(), system stop */
+    RILL_EXIT_FAILURE,    /* behaviour or init returned an error, or rill_fail() */
+    RILL_EXIT_KILLED,     /* rill_kill() */
+    RILL_EXIT_LINKED,     /* a linked actor failed and this one does not trap exits */
+    RILL_EXIT_NOPROC      /* monitored or linked an actor that was already gone */
+} rill_exit_kind_t;
+
+typedef struct rill_exit {
+    rill_exit_kind_t kind;
+    rill_err_t code; /* the error returned, for FAILURE; RILL_OK otherwise */
+    char text[120];  /* a sentence, possibly empty */
+} rill_exit_t;
+
+/* Non-zero for exits that links propagate and transient children restart
+ * on: FAILURE, KILLED, LINKED. NORMAL, SHUTDOWN and NOPROC are normal. */
+RILL_API int rill_exit_abnormal(const rill_exit_t *reason);
+
+/* Short name of an exit kind: "normal", "shutdown", "failure", ... */
+RILL_API const char *rill_exit_kind_name(rill_exit_kind_t kind);
+
+/* Payload of RILL_MSG_DOWN and RILL_MSG_EXIT (freed by rill). */
+typedef struct rill_down {
+    rill_aid_t actor; /* who stopped */
+    uint64_t ref;     /* the monitor reference (DOWN), 0 for EXIT */
+    rill_exit_t reason;
+} rill_down_t;
+
+/* ------------------------------------------------------------------ */
+/* System                                                              */
+/* ------------------------------------------------------------------ */
+
+typedef struct rill_system_opts {
+    int executors;             /* 0 = number of online cores */
+    uint32_t mailbox_capacity; /* default for actors; 0 = 256 */
+    uint32_t batch;            /* messages per actor per turn; 0 = 64 */
+    uint32_t spin_us;          /* an idle executor polls this long before
+                                  sleeping; 0 = 50, UINT32_MAX = never spin */
+    uint32_t max_actors;       /* live actors at once; 0 = 1,048,576 */
+} rill_system_opts_t;
+
+/*
+ * Create a system (executors not started yet; actors may be spawned and
+ * messaged before rill_system_start()). opts may be NULL for defaults.
+ * Returns NULL with the reason in errstr on invalid options or resources.
+ * @locality any thread. The caller owns the result: rill_system_destroy().
+ */
+RILL_API rill_system_t *rill_system_new(const rill_system_opts_t *opts, char *errstr,
+                                        size_t errstr_size);
+
+/*
+ * Start the executor threads. RILL_ESTATE if already started or stopped.
+ * @locality any thread except an executor thread.
+ */
+RILL_API rill_err_t rill_system_start(rill_system_t *sys);
+
+/*
+ * Stop every actor (each gets its terminate hook with reason SHUTDOWN; its
+ * undelivered messages are released through their destructors and counted
+ * as dead letters), then stop and join the executor threads.
+ * Returns RILL_OK, or RILL_ETIMEDOUT if actors were still running when
+ * timeout_ms passed (a handler that never returns cannot be interrupted; the
+ * system is then left running and must not be destroyed). Idempotent.
+ * @locality any thread except an executor thread.
+ */
+RILL_API rill_err_t rill_system_stop(rill_system_t *sys, int timeout_ms);
+
+/*
+ * Stop (without a deadline) if still running, then free everything. NULL is
+ * a no-op.
+ * @locality any thread except an executor thread.
+ */
+RILL_API void rill_system_destroy(rill_system_t *sys);
+
+/* Number of executors; 0 for NULL. @locality any thread. */
+RILL_API int rill_system_executors(const rill_system_t *sys);
+
+/* ------------------------------------------------------------------ */
+/* Actors                                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The behaviour: handles one message. Return RILL_OK to continue; any other
+ * value stops the actor with RILL_EXIT_FAILURE and that code. msg->payload is
+ * freed with msg->dtor after return unless taken with rill_msg_take().
+ */
+typedef rill_err_t rill_behavior_fn(rill_ctx_t *ctx, void *state, rill_msg_t *msg);
+
+/* Runs once on the executor before any message. An error stops the actor
+ * with RILL_EXIT_FAILURE (terminate is still called). */
+typedef rill_err_t rill_init_fn(rill_ctx_t *ctx, void *state);
+
+/* Runs once when the actor stops, whatever the reason, after which rill
+ * touches neither the state nor the actor again: free state here. */
+typedef void rill_terminate_fn(rill_ctx_t *ctx, void *state, const rill_exit_t *reason);
+
+typedef struct rill_spawn_opts {
+    rill_behavior_fn *behavior;   /* required */
+    rill_init_fn *init;           /* optional */
+    rill_terminate_fn *terminate; /* optional */
+    void *state;                  /* passed to the callbacks; owned by the caller */
+    const char *name;             /* optional, unique among live actors; copied */
+    uint32_t mailbox_capacity;    /* 0 = system default; rounded up to a power of two */
+    int executor;                 /* 0..executors-1, or -1 = chosen by the system */
+    uint32_t batch;               /* 0 = system default */
+    int trap_exits;               /* receive RILL_MSG_EXIT instead of dying with links */
+    rill_aid_t link_to;           /* link to this actor before running, or 0 */
+    rill_aid_t monitor_by;        /* this actor monitors the new one from the start */
+    uint64_t *monitor_ref;        /* out: the ref of monitor_by's monitor, may be NULL */
+} rill_spawn_opts_t;
+
+/*
+ * Start an actor. Its init hook, then its messages, run on its executor.
+ * Returns RILL_OK and sets *aid; RILL_EINVAL (NULL arguments, no behaviour,
+ * executor out of range, capacity above 2^24); RILL_EEXIST (name taken);
+ * RILL_ESTOPPED (system stopping); RILL_ENOMEM (out of memory or max_actors
+ * reached). If link_to/monitor_by name an actor that is gone, the new actor
+ * still starts and receives EXIT / the monitor gets DOWN with NOPROC.
+ * @locality any thread. state stays owned by the caller (free it in
+ * terminate).
+ */
+RILL_API rill_err_t rill_spawn(rill_system_t *sys, const rill_spawn_opts_t *opts, rill_aid_t *aid);
+
+/*
+ * Send a message to an actor's mailbox. The envelope is copied.
+ * Returns RILL_OK (payload ownership passed), RILL_EFULL (mailbox full),
+ * RILL_ESTOPPED (no such live actor), or RILL_EINVAL (NULL sys or msg,
+ * aid 0); on every error the caller keeps the payload. Never blocks.
+ * msg->from is kept as given (0 from outside actors).
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_tell(rill_system_t *sys, rill_aid_t to, const rill_msg_t *msg);
+
+/* rill_tell() to the actor registered under name (RILL_ESTOPPED if none). */
+RILL_API rill_err_t rill_tell_name(rill_system_t *sys, const char *name, const rill_msg_t *msg);
+
+/*
+ * Send a control signal: delivered to the behaviour like a message, but
+ * through the control queue, which is never full and is served before the
+ * mailbox. For small, rare signals (stop requests, demand); there is no
+ * backpressure. Returns RILL_OK, RILL_ESTOPPED, RILL_EINVAL or RILL_ENOMEM.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_signal(rill_system_t *sys, rill_aid_t to, const rill_msg_t *msg);
+
+/* The id of the live actor registered under name, or RILL_AID_NONE. */
+RILL_API rill_aid_t rill_lookup(rill_system_t *sys, const char *name);
+
+/*
+ * Ask an actor to stop (reason SHUTDOWN) after the message it is handling;
+ * its queued messages become dead letters. RILL_ESTOPPED if already gone.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_stop(rill_system_t *sys, rill_aid_t aid);
+
+/* Stop an actor abnormally (reason KILLED, with text `why`, may be NULL):
+ * links propagate it. @locality any thread. */
+RILL_API rill_err_t rill_kill(rill_system_t *sys, rill_aid_t aid, const char *why);
+
+/* Non-zero while the actor is alive (spawned and not yet stopped). */
+RILL_API int rill_alive(rill_system_t *sys, rill_aid_t aid);
+
+/* ------------------------------------------------------------------ */
+/* Actor context                                                       */
+/* ------------------------------------------------------------------ */
+
+RILL_API rill_aid_t rill_self(const rill_ctx_t *ctx);
+RILL_API rill_system_t *rill_ctx_system(const rill_ctx_t *ctx);
+/* The executor index this actor runs on. */
+RILL_API int rill_ctx_executor(const rill_ctx_t *ctx);
+
+/* rill_tell() with msg->from set to the calling actor. @locality actor context. */
+RILL_API rill_err_t rill_send(rill_ctx_t *ctx, rill_aid_t to, const rill_msg_t *msg);
+
+/*
+ * Stop the calling actor normally once the current callback returns.
+ * @locality actor context.
+ */
+RILL_API void rill_stop_self(rill_ctx_t *ctx);
+
+/*
+ * Record a failure: the actor stops with RILL_EXIT_FAILURE, `code` and the
+ * formatted text once the current callback returns. Returns code, so a
+ * behaviour can `return rill_fail(ctx, RILL_EINVAL, "bad input %d", n);`.
+ * @locality actor context.
+ */
+RILL_API rill_err_t rill_fail(rill_ctx_t *ctx, rill_err_t code, const char *fmt, ...)
+    RILL_PRINTF(3, 4);
+
+/*
+ * Monitor another actor: exactly one RILL_MSG_DOWN (payload rill_down_t,
+ * ref = *ref) arrives when it stops, or at once with NOPROC if it is already
+ * gone. *ref (may be NULL) identifies the monitor for rill_demonitor().
+ * @locality actor context.
+ */
+RILL_API rill_err_t rill_monitor(rill_ctx_t *ctx, rill_aid_t target, uint64_t *ref);
+
+/* Cancel a monitor: no DOWN for it arrives after this returns. */
+RILL_API rill_err_t rill_demonitor(rill_ctx_t *ctx, uint64_t ref);
+
+/*
+ * Link with another actor, both ways: when either stops abnormally, the
+ * other stops with RILL_EXIT_LINKED, or receives RILL_MSG_EXIT if it traps
+ * exits. Normal stops do not propagate. Linking to a gone actor counts as
+ * its abnormal exit (NOPROC is delivered as EXIT to trappers and ignored
+ * otherwise, as in OTP).
+ * @locality actor context.
+ */
+RILL_API rill_err_t rill_link(rill_ctx_t *ctx, rill_aid_t target);
+RILL_API rill_err_t rill_unlink(rill_ctx_t *ctx, rill_aid_t target);
+
+/*
+ * Deliver msg to the calling actor after `after_ms`, then every `repeat_ms`
+ * if that is > 0. Timer messages come through the control queue (never
+ * refused); a repeating timer whose previous message is still queued skips
+ * that tick. Payload ownership: a one-shot timer hands the payload to the
+ * handler; a repeating timer lends it on every tick and frees it with dtor
+ * when cancelled or when the actor stops. Timers stop with the actor.
+ * @locality actor context.
+ */
+RILL_API rill_err_t rill_timer_start(rill_ctx_t *ctx, uint64_t after_ms, uint64_t repeat_ms,
+                                     const rill_msg_t *msg, uint64_t *timer_id);
+
+/* Cancel a timer; RILL_ENOENT if it already fired (one-shot) or is unknown. */
+RILL_API rill_err_t rill_timer_cancel(rill_ctx_t *ctx, uint64_t timer_id);
+
+/*
+ * Ask: send `request` (from = self, corr = a new id written to *corr) and
+ * expect a reply within timeout_ms. The reply arrives as a message with the
+ * same corr; if none arrives in time, a RILL_MSG_ASK_TIMEOUT message with
+ * that corr arrives instead, and a late reply is dropped as a dead letter.
+ * Returns the send's result (on error nothing is pending).
+ * @locality actor context.
+ */
+RILL_API rill_err_t rill_ask(rill_ctx_t *ctx, rill_aid_t to, const rill_msg_t *request,
+                             int timeout_ms, uint64_t *corr);
+
+/*
+ * Reply to a request received by the calling actor: sends `reply` to
+ * request->from with request->corr. Returns rill_tell()'s result, or
+ * RILL_EINVAL if the request has no sender.
+ * @locality actor context.
+ */
+RILL_API rill_err_t rill_reply(rill_ctx_t *ctx, const rill_msg_t *request, const rill_msg_t *reply);
+
+/*
+ * Blocking ask for threads that are not executors (main, tests): send
+ * request and wait up to timeout_ms for the reply, copied into *reply (the
+ * caller then owns reply->payload). Returns RILL_OK, RILL_ETIMEDOUT, or the
+ * send's error.
+ * @locality any thread except an executor thread (RILL_ESTATE there).
+ */
+RILL_API rill_err_t rill_ask_sync(rill_system_t *sys, rill_aid_t to, const rill_msg_t *request,
+                                  int timeout_ms, rill_msg_t *reply);
+
+/* ------------------------------------------------------------------ */
+/* Introspection                                                       */
+/* ------------------------------------------------------------------ */
+
+typedef struct rill_actor_stats {
+    uint64_t processed;     /* messages and signals handled */
+    uint32_t mailbox_depth; /* messages queued now (approximate) */
+    uint32_t mailbox_hwm;   /* highest depth seen */
+    uint32_t mailbox_capacity;
+    uint64_t refused;  /* sends refused with RILL_EFULL */
+    uint32_t restarts; /* filled in by supervisors */
+    int executor;
+} rill_actor_stats_t;
+
+/* Counters of a live actor. RILL_ESTOPPED if gone. @locality any thread. */
+RILL_API rill_err_t rill_actor_stats(rill_system_t *sys, rill_aid_t aid, rill_actor_stats_t *out);
+
+typedef struct rill_system_stats {
+    uint64_t dead_letters; /* messages released undelivered */
+    uint64_t spawned;      /* actors ever started */
+    uint32_t alive;        /* actors alive now */
+} rill_system_stats_t;
+
+/* System-wide counters. @locality any thread. */
+RILL_API void rill_system_stats(rill_system_t *sys, rill_system_stats_t *out);
+
+/* ------------------------------------------------------------------ */
+/* Payload pool                                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A lock-free pool of fixed-size payload blocks, for messages sent at high
+ * rates (the envelope itself never allocates). rill_pool_free is a valid
+ * rill_dtor_fn: `msg.payload = rill_pool_alloc(p); msg.dtor = rill_pool_free;`
+ */
+typedef struct rill_pool rill_pool_t;
+
+/* block_size > 0; blocks are 16-byte aligned. max_free blocks are kept for
+ * reuse (0 = 4096), beyond that they go back to malloc. */
+RILL_API rill_pool_t *rill_pool_new(size_t block_size, size_t max_free);
+/* NULL on out of memory. @locality any thread. */
+RILL_API void *rill_pool_alloc(rill_pool_t *pool);
+/* Return a block (NULL is a no-op). @locality any thread. */
+RILL_API void rill_pool_free(void *block);
+/* Free the pool's cached blocks. Blocks still out stay valid; the pool's
+ * memory goes when the last of them is freed. NULL is a no-op. */
+RILL_API void rill_pool_destroy(rill_pool_t *pool);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RILL_ACTOR_H */
