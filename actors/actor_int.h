@@ -115,6 +115,7 @@ struct rill__actor {
     rill_ctx_t ctx;
     int started;
     int stopping;
+    uint32_t turns;
     rill_exit_t exit;
     rill__peers_t watchers; /* who monitors me (aid, ref) */
     rill__peers_t monitors; /* whom I monitor (aid, ref) */
@@ -148,7 +149,8 @@ typedef struct rill__slot {
     _Atomic uint32_t users;
     uint32_t next_free;
     rill__actor_t *_Atomic actor;
-} __attribute__((aligned(32))) rill__slot_t;
+} __attribute__((aligned(64)))
+rill__slot_t; /* one per cache line: senders of different actors must not false-share */
 
 #define RILL__CHUNK_SHIFT 12
 #define RILL__CHUNK_SIZE  (1u << RILL__CHUNK_SHIFT)
@@ -226,8 +228,8 @@ void rill__names_remove(rill_system_t *sys, const char *name, rill_aid_t aid);
 void rill__actor_finished(rill__actor_t *a); /* frees the actor and its slot */
 
 /* actor.c */
-/* Run one turn; returns 1 if the actor has more work now, 0 if idle, -1 if
- * it stopped (and was freed). */
+/* Run one turn; returns 1 if the actor handled something (keep it queued),
+ * 0 if it found nothing (unschedule), -1 if it stopped (and was freed). */
 int rill__actor_turn(rill__actor_t *a);
 void rill__exit_set(rill_exit_t *e, rill_exit_kind_t kind, rill_err_t code, const char *fmt, ...)
     RILL_PRINTF(4, 5);

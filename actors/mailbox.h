@@ -1,10 +1,11 @@
 /*
  * The bounded user mailbox: a multi-producer single-consumer ring of
- * message envelopes (Vyukov's bounded queue with a sequence number per
- * slot). Producers claim a position with one CAS on the tail and publish
- * the slot with a release store of its sequence; the consumer needs no
- * atomic read-modify-write at all. A full ring is detected exactly, without
- * blocking, so a refused send leaves nothing behind.
+ * message envelopes. Producers claim a position with one CAS on the tail
+ * (after checking it is free against the consumer's head) and publish the
+ * slot with a release store of its sequence number (after Vyukov's bounded
+ * queue); the consumer needs no atomic read-modify-write at all. A full ring
+ * is detected exactly, without blocking, so a refused send leaves nothing
+ * behind.
  *
  * Each slot fills one 64-byte cache line, so a producer writing slot i+1
  * does not invalidate the line the consumer is reading slot i from.
@@ -18,14 +19,16 @@
 #include <rill/actor.h>
 
 typedef struct rill__mslot {
-    _Atomic uint64_t seq;
+    _Atomic uint64_t seq; /* position + 1 once the envelope is written */
     rill_msg_t msg;
 } __attribute__((aligned(64))) rill__mslot_t;
 
 typedef struct rill__mailbox {
-    _Alignas(64) _Atomic uint64_t tail; /* next position producers claim */
-    _Alignas(64) _Atomic uint64_t head; /* next position the consumer reads;
-                                         * atomic only so stats can read it */
+    /* Producers' line: the claim counter and their cached view of head. */
+    _Alignas(64) _Atomic uint64_t tail;
+    _Atomic uint64_t head_cache;
+    /* Consumer's line. */
+    _Alignas(64) _Atomic uint64_t head;
     uint64_t mask;
     rill__mslot_t *slots;
 } rill__mailbox_t;
@@ -34,30 +37,36 @@ typedef struct rill__mailbox {
 int rill__mailbox_init(rill__mailbox_t *mb, uint32_t capacity);
 void rill__mailbox_free(rill__mailbox_t *mb);
 
-/* Returns 0, or -1 when full. @locality any thread. */
+/*
+ * Returns 0, or -1 when full. @locality any thread.
+ *
+ * A slot's sequence is written only by producers (position + 1, unique per
+ * lap), so the consumer never writes to slot lines: it only advances head.
+ * Producers read head (the consumer's line) only when their cached copy
+ * says the ring may be full.
+ */
 static inline int rill__mailbox_push(rill__mailbox_t *mb, const rill_msg_t *msg)
 {
+    uint64_t cap = mb->mask + 1;
     uint64_t pos = atomic_load_explicit(&mb->tail, memory_order_relaxed);
-    rill__mslot_t *s;
     for (;;) {
-        s = &mb->slots[pos & mb->mask];
-        /* acquire: the consumer's release store of seq means it is done
-         * reading the slot's previous message. */
-        uint64_t seq = atomic_load_explicit(&s->seq, memory_order_acquire);
-        int64_t dif = (int64_t)(seq - pos);
-        if (dif == 0) {
-            /* seq_cst: the claim is ordered before the caller's check of
-             * the actor's scheduled flag (a StoreLoad pair with the
-             * consumer, which clears the flag and then re-checks us). */
-            if (atomic_compare_exchange_weak_explicit(&mb->tail, &pos, pos + 1,
-                                                      memory_order_seq_cst, memory_order_relaxed))
-                break;
-        } else if (dif < 0) {
-            return -1; /* the slot still holds a message from the last lap */
-        } else {
-            pos = atomic_load_explicit(&mb->tail, memory_order_relaxed);
+        uint64_t head = atomic_load_explicit(&mb->head_cache, memory_order_relaxed);
+        if (pos - head >= cap) {
+            /* acquire: the consumer finished reading the slot before it
+             * published the head that frees it. */
+            head = atomic_load_explicit(&mb->head, memory_order_acquire);
+            atomic_store_explicit(&mb->head_cache, head, memory_order_relaxed);
+            if (pos - head >= cap)
+                return -1;
         }
+        /* seq_cst: the claim is ordered before the caller's check of the
+         * actor's scheduled flag (a StoreLoad pair with the consumer, which
+         * clears the flag and then re-checks the tail). */
+        if (atomic_compare_exchange_weak_explicit(&mb->tail, &pos, pos + 1, memory_order_seq_cst,
+                                                  memory_order_relaxed))
+            break;
     }
+    rill__mslot_t *s = &mb->slots[pos & mb->mask];
     s->msg = *msg;
     /* release: publishes the envelope to the consumer. */
     atomic_store_explicit(&s->seq, pos + 1, memory_order_release);
@@ -70,12 +79,12 @@ static inline int rill__mailbox_pop(rill__mailbox_t *mb, rill_msg_t *out)
 {
     uint64_t head = atomic_load_explicit(&mb->head, memory_order_relaxed);
     rill__mslot_t *s = &mb->slots[head & mb->mask];
+    /* acquire: pairs with the producer's release of seq. */
     if (atomic_load_explicit(&s->seq, memory_order_acquire) != head + 1)
         return 0;
     *out = s->msg;
-    /* release: our read of msg happens before a producer reuses the slot. */
-    atomic_store_explicit(&s->seq, head + mb->mask + 1, memory_order_release);
-    atomic_store_explicit(&mb->head, head + 1, memory_order_relaxed);
+    /* release: our read of the slot happens before a producer reuses it. */
+    atomic_store_explicit(&mb->head, head + 1, memory_order_release);
     return 1;
 }
 

@@ -57,8 +57,9 @@ int rill__mailbox_init(rill__mailbox_t *mb, uint32_t capacity)
     if (!mb->slots)
         return -1;
     for (uint32_t i = 0; i < capacity; i++)
-        atomic_init(&mb->slots[i].seq, i);
+        atomic_init(&mb->slots[i].seq, 0); /* never position + 1 before written */
     atomic_init(&mb->tail, 0);
+    atomic_init(&mb->head_cache, 0);
     atomic_init(&mb->head, 0);
     mb->mask = capacity - 1;
     return 0;
