@@ -353,7 +353,10 @@ static void finish_stop(rill__actor_t *a)
 {
     rill_system_t *sys = a->sys;
     rill__slot_t *slot = rill__slot_of(sys, a->slot_idx);
-    /* From here on sends fail; wait for senders already inside. */
+    /* From here on sends fail; wait for non-executor senders already
+     * inside. (Executor senders that got past the flag are handled when
+     * the memory is reaped.) */
+    atomic_store_explicit(&a->dead, 1, memory_order_seq_cst);
     atomic_store_explicit(&slot->state, SLOT_DEAD, memory_order_seq_cst);
     while (atomic_load_explicit(&slot->users, memory_order_acquire))
         ;
@@ -388,6 +391,17 @@ static void finish_stop(rill__actor_t *a)
     for (uint32_t i = 0; i < a->monitors.n; i++)
         notify(a, a->monitors.v[i].aid, CTRL_DEMONITOR, a->monitors.v[i].ref);
     rill__actor_finished(a);
+}
+
+void rill__actor_reap(rill__actor_t *a)
+{
+    /* Stragglers: executor-thread sends that passed the dead check before
+     * it was set. Answer monitor and link requests, release payloads. */
+    drain_ctrl_final(a);
+    rill_msg_t m;
+    while (rill__mailbox_pop(&a->mbox, &m))
+        rill__release_msg(a->sys, &m, 1);
+    rill__actor_free(a);
 }
 
 /* ------------------------------------------------------------------ */

@@ -125,6 +125,14 @@ struct rill__actor {
     rill__ask_t *asks;
     uint64_t next_corr;
 
+    /* Set (seq_cst) when the actor starts stopping: executor-thread senders
+     * check it instead of the slot's users count (see rill__actor_acquire). */
+    _Atomic int dead;
+    /* Reclamation: retired actors wait here until every executor has
+     * passed a quiescent point (see rill__retire). */
+    rill__actor_t *limbo_next;
+    uint64_t *qs_snap;
+
     /* Counters readable from any thread (relaxed: statistics only). */
     _Atomic uint64_t processed;
     _Atomic uint64_t refused;
@@ -138,10 +146,17 @@ enum { SLOT_FREE = 0, SLOT_ALIVE = 1, SLOT_DEAD = 2 };
 
 /*
  * One entry of the actor table. An aid is (generation << 32 | index).
- * Senders bracket every access to the actor with users++ / users--; the
- * actor, when stopping on its own executor, marks the slot DEAD and waits
- * for users to drain before it frees anything, so a sender never touches
- * freed memory and a late sender sees DEAD (or a newer generation).
+ *
+ * Two ways to keep a sender from touching freed memory:
+ * - Executor threads (the hot path) take no lock and no count: an actor's
+ *   memory is freed only after every executor of the system has passed a
+ *   quiescent point (between turns, or asleep) since the actor retired
+ *   (quiescent-state-based reclamation, as in RCU). A sender on an executor
+ *   reads slot->actor, checks the actor's own aid and its dead flag, and
+ *   sends; anything that lands after the actor's final drain is released
+ *   when the memory is reaped.
+ * - Other threads bracket their access with users++ / users--; the
+ *   stopping actor marks the slot DEAD and waits for users to drain.
  */
 typedef struct rill__slot {
     _Atomic uint32_t gen;
@@ -170,6 +185,13 @@ struct rill__executor {
     /* Run list, owner thread only. */
     rill__actor_t *run_head, *run_tail;
     int idle_active;
+    /* Quiescent-state counter: even while the executor runs, odd while it
+     * sleeps in libev; it changes at every point where the executor holds
+     * no actor pointer (between turns, around sleeping). */
+    _Alignas(64) _Atomic uint64_t qs;
+    ev_prepare prepare;
+    ev_check check;
+    rill__actor_t *limbo_head, *limbo_tail; /* owner thread only */
 };
 
 /* ---- name registry -------------------------------------------------- */
@@ -225,7 +247,12 @@ rill__ctrl_t *rill__ctrl_new(rill__ctrl_kind_t kind, rill_aid_t who, uint64_t re
                              const rill_exit_t *exit);
 void rill__release_msg(rill_system_t *sys, rill_msg_t *msg, int dead_letter);
 void rill__names_remove(rill_system_t *sys, const char *name, rill_aid_t aid);
-void rill__actor_finished(rill__actor_t *a); /* frees the actor and its slot */
+/* The actor is gone: free its slot now and its memory once no executor
+ * can still be looking at it. */
+void rill__actor_finished(rill__actor_t *a);
+/* Release what stragglers left in a retired actor's queues, then free it. */
+void rill__actor_reap(rill__actor_t *a);
+void rill__actor_free(rill__actor_t *a);
 
 /* actor.c */
 /* Run one turn; returns 1 if the actor handled something (keep it queued),

@@ -80,6 +80,76 @@ static uint32_t round_pow2(uint32_t v)
 }
 
 /* ------------------------------------------------------------------ */
+/* Reclamation                                                         */
+/* ------------------------------------------------------------------ */
+
+/* A quiescent point: this executor holds no actor pointer right now.
+ * release: everything it did with actors happens before a reaper on
+ * another executor sees the new value. */
+static inline void qs_pass(rill__executor_t *e)
+{
+    atomic_store_explicit(&e->qs, atomic_load_explicit(&e->qs, memory_order_relaxed) + 2,
+                          memory_order_release);
+}
+
+static int grace_passed(rill_system_t *sys, const uint64_t *snap)
+{
+    if (!snap)
+        return 0;
+    for (int i = 0; i < sys->nexec; i++) {
+        uint64_t cur = atomic_load_explicit(&sys->execs[i].qs, memory_order_acquire);
+        /* Unchanged and running (even) at the snapshot: it may still be
+         * inside the callback that read the pointer. */
+        if (cur == snap[i] && !(snap[i] & 1))
+            return 0;
+    }
+    return 1;
+}
+
+static void reap_ready(rill__executor_t *e)
+{
+    while (e->limbo_head && grace_passed(e->sys, e->limbo_head->qs_snap)) {
+        rill__actor_t *a = e->limbo_head;
+        e->limbo_head = a->limbo_next;
+        if (!e->limbo_head)
+            e->limbo_tail = NULL;
+        rill__actor_reap(a);
+    }
+}
+
+static void reap_all(rill__executor_t *e)
+{
+    while (e->limbo_head) {
+        rill__actor_t *a = e->limbo_head;
+        e->limbo_head = a->limbo_next;
+        rill__actor_reap(a);
+    }
+    e->limbo_tail = NULL;
+}
+
+/* Called on the actor's executor once it is gone. Snapshots are taken in
+ * order, so the limbo list is reaped front to back. */
+static void retire(rill__actor_t *a)
+{
+    rill_system_t *sys = a->sys;
+    rill__executor_t *e = a->exec;
+    a->qs_snap = malloc((size_t)sys->nexec * sizeof(uint64_t));
+    if (!a->qs_snap) {
+        /* Cannot wait for a grace period without memory for the snapshot:
+         * keep the actor until the system is destroyed. */
+    } else {
+        for (int i = 0; i < sys->nexec; i++)
+            a->qs_snap[i] = atomic_load_explicit(&sys->execs[i].qs, memory_order_acquire);
+    }
+    a->limbo_next = NULL;
+    if (e->limbo_tail)
+        e->limbo_tail->limbo_next = a;
+    else
+        e->limbo_head = a;
+    e->limbo_tail = a;
+}
+
+/* ------------------------------------------------------------------ */
 /* Executors                                                           */
 /* ------------------------------------------------------------------ */
 
@@ -180,6 +250,9 @@ static void idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
         drain_inbox(e);
         if (e->run_head) {
             run_round(e);
+            qs_pass(e);
+            if (e->limbo_head)
+                reap_ready(e);
             spin_end = 0;
             if (rill__now_us() >= slice_end)
                 return; /* let libev serve I/O and timers, then come back */
@@ -209,8 +282,31 @@ static void wake_cb(struct ev_loop *loop, ev_async *w, int revents)
         ev_break(loop, EVBREAK_ALL);
         return;
     }
+    qs_pass(e);
     if (drain_inbox(e) || e->run_head)
         idle_on(e);
+}
+
+/* Around libev's poll: asleep counts as quiescent (odd), and a retired
+ * actor gets another chance to be reaped before the executor sleeps. */
+static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    rill__executor_t *e = w->data;
+    if (e->limbo_head)
+        reap_ready(e);
+    atomic_store_explicit(&e->qs, atomic_load_explicit(&e->qs, memory_order_relaxed) | 1,
+                          memory_order_release);
+}
+
+static void check_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    rill__executor_t *e = w->data;
+    atomic_store_explicit(&e->qs, (atomic_load_explicit(&e->qs, memory_order_relaxed) | 1) + 1,
+                          memory_order_release);
 }
 
 static void *executor_main(void *arg)
@@ -244,23 +340,37 @@ rill__actor_t *rill__actor_acquire(rill_system_t *sys, rill_aid_t aid, rill__slo
     rill__slot_t *slot = rill__slot_of(sys, (uint32_t)aid);
     if (!slot)
         return NULL;
+    rill__executor_t *self = rill__tls_exec;
+    if (self && self->sys == sys) {
+        /* Quiescent-state protected: the actor's memory cannot be reaped
+         * before this executor's current callback returns. */
+        rill__actor_t *a = atomic_load_explicit(&slot->actor, memory_order_acquire);
+        if (!a || a->aid != aid || atomic_load_explicit(&a->dead, memory_order_seq_cst))
+            return NULL;
+        *slotp = NULL;
+        return a;
+    }
     /* seq_cst: the increment is ordered before the state load below, and
      * the stopping actor's DEAD store before its load of users, so one of
      * the two always sees the other. */
     atomic_fetch_add_explicit(&slot->users, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&slot->gen, memory_order_seq_cst) != (uint32_t)(aid >> 32) ||
-        atomic_load_explicit(&slot->state, memory_order_seq_cst) != SLOT_ALIVE) {
+    rill__actor_t *a = NULL;
+    if (atomic_load_explicit(&slot->gen, memory_order_seq_cst) == (uint32_t)(aid >> 32) &&
+        atomic_load_explicit(&slot->state, memory_order_seq_cst) == SLOT_ALIVE)
+        a = atomic_load_explicit(&slot->actor, memory_order_acquire);
+    if (!a || a->aid != aid) {
         atomic_fetch_sub_explicit(&slot->users, 1, memory_order_release);
         return NULL;
     }
     *slotp = slot;
-    return atomic_load_explicit(&slot->actor, memory_order_acquire);
+    return a;
 }
 
 void rill__actor_release(rill__slot_t *slot)
 {
     /* release: our accesses to the actor happen before it may be freed. */
-    atomic_fetch_sub_explicit(&slot->users, 1, memory_order_release);
+    if (slot)
+        atomic_fetch_sub_explicit(&slot->users, 1, memory_order_release);
 }
 
 /* Claim a free slot for a; returns its index, or UINT32_MAX. */
@@ -303,6 +413,8 @@ static uint32_t slot_claim(rill_system_t *sys, rill__actor_t *a, rill_aid_t *aid
 static void slot_free(rill_system_t *sys, uint32_t idx)
 {
     rill__slot_t *slot = rill__slot_of(sys, idx);
+    if (!slot)
+        return; /* cannot happen: the index came from slot_claim */
     pthread_mutex_lock(&sys->slots_lock);
     atomic_store_explicit(&slot->actor, NULL, memory_order_relaxed);
     uint32_t gen = atomic_load_explicit(&slot->gen, memory_order_relaxed) + 1;
@@ -443,6 +555,12 @@ rill_system_t *rill_system_new(const rill_system_opts_t *opts, char *errstr, siz
         ev_async_start(e->loop, &e->wake);
         ev_idle_init(&e->idle, idle_cb);
         e->idle.data = e;
+        ev_prepare_init(&e->prepare, prepare_cb);
+        e->prepare.data = e;
+        ev_prepare_start(e->loop, &e->prepare);
+        ev_check_init(&e->check, check_cb);
+        e->check.data = e;
+        ev_check_start(e->loop, &e->check);
     }
     return sys;
 }
@@ -546,6 +664,9 @@ void rill_system_destroy(rill_system_t *sys)
     if (sys->execs && atomic_load(&sys->state) != SYS_STOPPED)
         rill_system_stop(sys, -1);
     if (sys->execs) {
+        /* Executors are joined: nothing can look at retired actors now. */
+        for (int i = 0; i < sys->nexec; i++)
+            reap_all(&sys->execs[i]);
         for (int i = 0; i < sys->nexec; i++)
             if (sys->execs[i].loop)
                 ev_loop_destroy(sys->execs[i].loop);
@@ -621,6 +742,7 @@ void rill__release_msg(rill_system_t *sys, rill_msg_t *msg, int dead_letter)
 
 static void actor_free(rill__actor_t *a)
 {
+    free(a->qs_snap);
     rill__mailbox_free(&a->mbox);
     free(a->watchers.v);
     free(a->monitors.v);
@@ -629,12 +751,16 @@ static void actor_free(rill__actor_t *a)
     free(a);
 }
 
+void rill__actor_free(rill__actor_t *a)
+{
+    actor_free(a);
+}
+
 void rill__actor_finished(rill__actor_t *a)
 {
     rill_system_t *sys = a->sys;
-    uint32_t idx = a->slot_idx;
-    actor_free(a);
-    slot_free(sys, idx);
+    slot_free(sys, a->slot_idx);
+    retire(a);
     pthread_mutex_lock(&sys->alive_lock);
     sys->alive--;
     pthread_cond_broadcast(&sys->alive_cond);
