@@ -24,13 +24,15 @@ typedef struct rill__mslot {
 } __attribute__((aligned(64))) rill__mslot_t;
 
 typedef struct rill__mailbox {
+    /* Read-only after init, on a line of their own: if they shared the
+     * consumer's line, every pop would evict them from the producers. */
+    _Alignas(64) uint64_t mask;
+    rill__mslot_t *slots;
     /* Producers' line: the claim counter and their cached view of head. */
     _Alignas(64) _Atomic uint64_t tail;
     _Atomic uint64_t head_cache;
     /* Consumer's line. */
     _Alignas(64) _Atomic uint64_t head;
-    uint64_t mask;
-    rill__mslot_t *slots;
 } rill__mailbox_t;
 
 /* capacity: a power of two. Returns 0, or -1 on out of memory. */
