@@ -133,7 +133,7 @@ static rill__ask_t *ask_find(rill__actor_t *a, uint64_t corr, rill__ask_t ***pre
 
 static void deliver(rill__actor_t *a, rill_msg_t *m)
 {
-    if (m->flags & RILL__MSG_F_REPLY) {
+    if ((m->flags & RILL__MSG_F_REPLY) && m->corr && !(m->corr & RILL__CORR_SYNC)) {
         rill__ask_t **pp;
         rill__ask_t *ask = m->corr ? ask_find(a, m->corr, &pp) : NULL;
         if (!ask) {
@@ -147,8 +147,8 @@ static void deliver(rill__actor_t *a, rill_msg_t *m)
             ask->done = 1; /* the queued timeout node frees it */
         else
             free(ask);
-        m->flags &= ~RILL__MSG_F_REPLY;
     }
+    m->flags &= ~RILL__MSG_F_REPLY;
     call_behavior(a, m);
 }
 
@@ -434,15 +434,19 @@ int rill__actor_turn(rill__actor_t *a)
             atomic_store_explicit(&a->hwm, (uint32_t)depth, memory_order_relaxed);
     }
 
+    /* Control signals go first at every message boundary, so a stop or a
+     * kill takes effect after the message being handled, not after the
+     * batch. (An empty control queue costs two loads to check.) */
     uint32_t n = 0, batch = a->batch;
-    rill__node_t *node;
-    while (n < batch && !a->stopping && (node = rill__mpsc_pop(&a->ctrl))) {
-        handle_ctrl(a, (rill__ctrl_t *)node);
-        n++;
-    }
     rill_msg_t m;
-    while (n < batch && !a->stopping && rill__mailbox_pop(&a->mbox, &m)) {
-        deliver(a, &m);
+    while (n < batch && !a->stopping) {
+        rill__node_t *node = rill__mpsc_pop(&a->ctrl);
+        if (node)
+            handle_ctrl(a, (rill__ctrl_t *)node);
+        else if (rill__mailbox_pop(&a->mbox, &m))
+            deliver(a, &m);
+        else
+            break;
         n++;
     }
     atomic_store_explicit(&a->processed,
@@ -675,41 +679,52 @@ rill_err_t rill_reply(rill_ctx_t *ctx, const rill_msg_t *request, const rill_msg
 }
 
 /* ------------------------------------------------------------------ */
-/* Blocking ask, through a short-lived actor                           */
+/* Blocking ask, through a short-lived reply actor                     */
 /* ------------------------------------------------------------------ */
 
+/*
+ * The caller sends the request itself (so a full mailbox answers at once),
+ * from a small reply actor, and waits on a condition variable with its own
+ * deadline (so busy executors cannot stretch it). The state is shared by
+ * the caller and the reply actor and freed by whichever lets go last.
+ */
 typedef struct sync_ask {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int finished; /* the helper actor terminated: state may be freed */
-    rill_err_t result;
-    rill_aid_t to;
-    rill_msg_t request;
-    int timeout_ms;
+    int refs;      /* under lock: caller + reply actor */
+    int answered;  /* under lock */
+    int abandoned; /* under lock: the caller gave up */
+    uint64_t corr;
     rill_msg_t reply;
 } sync_ask_t;
 
-static rill_err_t sync_ask_init(rill_ctx_t *ctx, void *state)
+static void sync_ask_unref_locked(sync_ask_t *s)
 {
-    sync_ask_t *s = state;
-    rill_err_t err = rill_ask(ctx, s->to, &s->request, s->timeout_ms, NULL);
-    if (err) {
-        s->result = err;
-        rill_stop_self(ctx);
+    int last = --s->refs == 0;
+    pthread_mutex_unlock(&s->lock);
+    if (last) {
+        pthread_cond_destroy(&s->cond);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
     }
-    return RILL_OK;
 }
 
 static rill_err_t sync_ask_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
 {
     sync_ask_t *s = state;
-    if (msg->type == RILL_MSG_ASK_TIMEOUT) {
-        s->result = RILL_ETIMEDOUT;
-    } else {
+    if (msg->corr != s->corr)
+        return RILL_OK; /* not ours: released as usual */
+    pthread_mutex_lock(&s->lock);
+    if (!s->abandoned && !s->answered) {
         s->reply = *msg;
+        s->reply.flags &= ~RILL__MSG_F_REPLY;
         rill_msg_take(msg);
-        s->result = RILL_OK;
+        s->answered = 1;
+        pthread_cond_signal(&s->cond);
+    } else {
+        atomic_fetch_add_explicit(&ctx->sys->dead_letters, 1, memory_order_relaxed);
     }
+    pthread_mutex_unlock(&s->lock);
     rill_stop_self(ctx);
     return RILL_OK;
 }
@@ -717,13 +732,11 @@ static rill_err_t sync_ask_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *ms
 static void sync_ask_terminate(rill_ctx_t *ctx, void *state, const rill_exit_t *reason)
 {
     (void)ctx;
+    (void)reason;
     sync_ask_t *s = state;
     pthread_mutex_lock(&s->lock);
-    if (s->result == RILL_EINVAL && reason->kind != RILL_EXIT_NORMAL)
-        s->result = RILL_ESTOPPED; /* the system stopped under us */
-    s->finished = 1;
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
+    pthread_cond_signal(&s->cond); /* wakes a caller waiting on a dying helper */
+    sync_ask_unref_locked(s);
 }
 
 rill_err_t rill_ask_sync(rill_system_t *sys, rill_aid_t to, const rill_msg_t *request,
@@ -740,12 +753,9 @@ rill_err_t rill_ask_sync(rill_system_t *sys, rill_aid_t to, const rill_msg_t *re
         return RILL_ENOMEM;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
-    s->result = RILL_EINVAL; /* "not decided yet" */
-    s->to = to;
-    s->request = *request;
-    s->timeout_ms = timeout_ms;
+    s->refs = 2;
+    s->corr = RILL__CORR_SYNC | atomic_fetch_add(&sys->next_ref, 1);
     rill_spawn_opts_t o = {.behavior = sync_ask_behavior,
-                           .init = sync_ask_init,
                            .terminate = sync_ask_terminate,
                            .state = s,
                            .executor = -1,
@@ -758,17 +768,37 @@ rill_err_t rill_ask_sync(rill_system_t *sys, rill_aid_t to, const rill_msg_t *re
         free(s);
         return err;
     }
-    /* The helper's own ask timer decides the outcome; it always terminates
-     * (also when the system stops), and only then may s be freed. */
-    pthread_mutex_lock(&s->lock);
-    while (!s->finished)
-        pthread_cond_wait(&s->cond, &s->lock);
-    pthread_mutex_unlock(&s->lock);
-    err = s->result;
-    if (err == RILL_OK)
-        *reply = s->reply;
-    pthread_cond_destroy(&s->cond);
-    pthread_mutex_destroy(&s->lock);
-    free(s);
+    rill_msg_t m = *request;
+    m.from = helper;
+    m.corr = s->corr;
+    m.flags &= ~RILL__MSG_F_REPLY;
+    err = rill_tell(sys, to, &m);
+    if (err == RILL_OK) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += timeout_ms / 1000;
+        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&s->lock);
+        while (!s->answered && s->refs == 2 && pthread_cond_timedwait(&s->cond, &s->lock, &ts) == 0)
+            ;
+        if (s->answered) {
+            *reply = s->reply;
+        } else {
+            err = s->refs == 2 ? RILL_ETIMEDOUT : RILL_ESTOPPED;
+            s->abandoned = 1;
+        }
+    } else {
+        pthread_mutex_lock(&s->lock);
+        s->abandoned = 1;
+    }
+    sync_ask_unref_locked(s);
+    /* After a reply the helper stops itself; otherwise stop it now, and a
+     * late reply becomes a dead letter. */
+    if (err != RILL_OK)
+        rill_stop(sys, helper);
     return err;
 }

@@ -20,6 +20,8 @@
 
 /* Set on messages sent by rill_reply(). */
 #define RILL__MSG_F_REPLY 0x80000000u
+/* Correlation ids of rill_ask_sync(): replies pass straight through. */
+#define RILL__CORR_SYNC   (1ull << 63)
 
 typedef struct rill__actor rill__actor_t;
 typedef struct rill__executor rill__executor_t;
@@ -191,6 +193,7 @@ struct rill__executor {
     _Alignas(64) _Atomic uint64_t qs;
     ev_prepare prepare;
     ev_check check;
+    ev_timer reap_timer; /* retries reaping while the limbo list is not empty */
     rill__actor_t *limbo_head, *limbo_tail; /* owner thread only */
 };
 

@@ -52,12 +52,15 @@ static inline int rill__mailbox_push(rill__mailbox_t *mb, const rill_msg_t *msg)
     uint64_t cap = mb->mask + 1;
     uint64_t pos = atomic_load_explicit(&mb->tail, memory_order_relaxed);
     for (;;) {
-        uint64_t head = atomic_load_explicit(&mb->head_cache, memory_order_relaxed);
+        /* acquire/release on head_cache too: a producer that trusts
+         * another producer's copy of head must also inherit its
+         * synchronisation with the consumer's reads (free on x86). */
+        uint64_t head = atomic_load_explicit(&mb->head_cache, memory_order_acquire);
         if (pos - head >= cap) {
             /* acquire: the consumer finished reading the slot before it
              * published the head that frees it. */
             head = atomic_load_explicit(&mb->head, memory_order_acquire);
-            atomic_store_explicit(&mb->head_cache, head, memory_order_relaxed);
+            atomic_store_explicit(&mb->head_cache, head, memory_order_release);
             if (pos - head >= cap)
                 return -1;
         }

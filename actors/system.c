@@ -291,15 +291,30 @@ static void wake_cb(struct ev_loop *loop, ev_async *w, int revents)
         idle_on(e);
 }
 
+static void reap_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    rill__executor_t *e = w->data;
+    reap_ready(e);
+    if (!e->limbo_head)
+        ev_timer_stop(e->loop, w);
+}
+
 /* Around libev's poll: asleep counts as quiescent (odd), and a retired
- * actor gets another chance to be reaped before the executor sleeps. */
+ * actor gets another chance to be reaped before the executor sleeps; if
+ * the grace period has not passed yet, a 1 ms timer keeps trying, so that
+ * what stragglers left is released soon even on an idle system. */
 static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     (void)loop;
     (void)revents;
     rill__executor_t *e = w->data;
-    if (e->limbo_head)
+    if (e->limbo_head) {
         reap_ready(e);
+        if (e->limbo_head && !ev_is_active(&e->reap_timer))
+            ev_timer_start(e->loop, &e->reap_timer);
+    }
     atomic_store_explicit(&e->qs, atomic_load_explicit(&e->qs, memory_order_relaxed) | 1,
                           memory_order_release);
 }
@@ -565,6 +580,8 @@ rill_system_t *rill_system_new(const rill_system_opts_t *opts, char *errstr, siz
         ev_check_init(&e->check, check_cb);
         e->check.data = e;
         ev_check_start(e->loop, &e->check);
+        ev_timer_init(&e->reap_timer, reap_timer_cb, 0.001, 0.001);
+        e->reap_timer.data = e;
     }
     return sys;
 }

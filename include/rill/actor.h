@@ -72,7 +72,7 @@ typedef void rill_dtor_fn(void *payload);
  */
 typedef struct rill_msg {
     uint32_t type;      /* RILL_MSG_USER and up for applications */
-    uint32_t flags;     /* reserved, set 0 */
+    uint32_t flags;     /* bits 0..23 free for applications; 24..31 rill's */
     uint64_t arg;       /* a small inline value (count, id, ...) */
     void *payload;      /* may be NULL */
     rill_dtor_fn *dtor; /* frees payload; NULL if nothing to free */
@@ -198,7 +198,8 @@ typedef struct rill_spawn_opts {
     uint32_t batch;               /* 0 = system default */
     int trap_exits;               /* receive RILL_MSG_EXIT instead of dying with links */
     rill_aid_t link_to;           /* link to this actor before running, or 0 */
-    rill_aid_t monitor_by;        /* this actor monitors the new one from the start */
+    rill_aid_t monitor_by;        /* this actor monitors the new one from the start
+                                     (no race with an early death); ignored if gone */
     uint64_t *monitor_ref;        /* out: the ref of monitor_by's monitor, may be NULL */
 } rill_spawn_opts_t;
 
@@ -207,8 +208,8 @@ typedef struct rill_spawn_opts {
  * Returns RILL_OK and sets *aid; RILL_EINVAL (NULL arguments, no behaviour,
  * executor out of range, capacity above 2^24); RILL_EEXIST (name taken);
  * RILL_ESTOPPED (system stopping); RILL_ENOMEM (out of memory or max_actors
- * reached). If link_to/monitor_by name an actor that is gone, the new actor
- * still starts and receives EXIT / the monitor gets DOWN with NOPROC.
+ * reached). If link_to names an actor that is gone, the new actor still
+ * starts and gets an EXIT with NOPROC (see rill_link).
  * @locality any thread. state stays owned by the caller (free it in
  * terminate).
  */
@@ -292,11 +293,12 @@ RILL_API rill_err_t rill_monitor(rill_ctx_t *ctx, rill_aid_t target, uint64_t *r
 RILL_API rill_err_t rill_demonitor(rill_ctx_t *ctx, uint64_t ref);
 
 /*
- * Link with another actor, both ways: when either stops abnormally, the
- * other stops with RILL_EXIT_LINKED, or receives RILL_MSG_EXIT if it traps
- * exits. Normal stops do not propagate. Linking to a gone actor counts as
- * its abnormal exit (NOPROC is delivered as EXIT to trappers and ignored
- * otherwise, as in OTP).
+ * Link with another actor, both ways: when either stops abnormally
+ * (rill_exit_abnormal), the other stops with RILL_EXIT_LINKED. Normal stops
+ * do not propagate. An actor that traps exits (spawn opts trap_exits)
+ * instead receives RILL_MSG_EXIT for every exit of a linked actor, normal
+ * ones included, as in OTP. Linking to a gone actor delivers EXIT with
+ * NOPROC to a trapper and is ignored otherwise.
  * @locality actor context.
  */
 RILL_API rill_err_t rill_link(rill_ctx_t *ctx, rill_aid_t target);
@@ -307,14 +309,18 @@ RILL_API rill_err_t rill_unlink(rill_ctx_t *ctx, rill_aid_t target);
  * if that is > 0. Timer messages come through the control queue (never
  * refused); a repeating timer whose previous message is still queued skips
  * that tick. Payload ownership: a one-shot timer hands the payload to the
- * handler; a repeating timer lends it on every tick and frees it with dtor
- * when cancelled or when the actor stops. Timers stop with the actor.
+ * handler; a repeating timer lends it on every tick (the handler sees
+ * dtor == NULL and must not keep the pointer past the timer's life) and
+ * frees it with dtor when cancelled or when the actor stops. Timers stop
+ * with the actor.
  * @locality actor context.
  */
 RILL_API rill_err_t rill_timer_start(rill_ctx_t *ctx, uint64_t after_ms, uint64_t repeat_ms,
                                      const rill_msg_t *msg, uint64_t *timer_id);
 
-/* Cancel a timer; RILL_ENOENT if it already fired (one-shot) or is unknown. */
+/* Cancel a timer: no message of it is delivered after this returns (a
+ * tick already queued is dropped). RILL_ENOENT if the id is unknown or the
+ * one-shot timer's message was already delivered. */
 RILL_API rill_err_t rill_timer_cancel(rill_ctx_t *ctx, uint64_t timer_id);
 
 /*
@@ -330,7 +336,9 @@ RILL_API rill_err_t rill_ask(rill_ctx_t *ctx, rill_aid_t to, const rill_msg_t *r
 
 /*
  * Reply to a request received by the calling actor: sends `reply` to
- * request->from with request->corr. Returns rill_tell()'s result, or
+ * request->from with request->corr. A reply to a rill_ask() is matched to
+ * the ask (or dropped if it timed out); a reply to a plain rill_send()
+ * (corr 0) is delivered like any message. Returns rill_tell()'s result, or
  * RILL_EINVAL if the request has no sender.
  * @locality actor context.
  */
@@ -338,10 +346,15 @@ RILL_API rill_err_t rill_reply(rill_ctx_t *ctx, const rill_msg_t *request, const
 
 /*
  * Blocking ask for threads that are not executors (main, tests): send
- * request and wait up to timeout_ms for the reply, copied into *reply (the
- * caller then owns reply->payload). Returns RILL_OK, RILL_ETIMEDOUT, or the
- * send's error.
- * @locality any thread except an executor thread (RILL_ESTATE there).
+ * request (from = a short-lived reply actor, which counts in the system's
+ * statistics) and wait up to timeout_ms for the reply, copied into *reply
+ * (the caller then owns reply->payload). The send happens on the calling
+ * thread, so a full mailbox answers RILL_EFULL at once, and the deadline
+ * holds even when every executor is busy. A reply arriving after the
+ * deadline is released as a dead letter. Returns RILL_OK, RILL_ETIMEDOUT,
+ * the send's error, or RILL_ESTATE (executor thread, or system not
+ * running).
+ * @locality any thread except an executor thread.
  */
 RILL_API rill_err_t rill_ask_sync(rill_system_t *sys, rill_aid_t to, const rill_msg_t *request,
                                   int timeout_ms, rill_msg_t *reply);
@@ -377,9 +390,10 @@ RILL_API void rill_system_stats(rill_system_t *sys, rill_system_stats_t *out);
 /* ------------------------------------------------------------------ */
 
 /*
- * A lock-free pool of fixed-size payload blocks, for messages sent at high
- * rates (the envelope itself never allocates). rill_pool_free is a valid
- * rill_dtor_fn: `msg.payload = rill_pool_alloc(p); msg.dtor = rill_pool_free;`
+ * A thread-safe pool of fixed-size payload blocks, for messages sent at
+ * high rates (the envelope itself never allocates). rill_pool_free is a
+ * valid rill_dtor_fn: `msg.payload = rill_pool_alloc(p); msg.dtor =
+ * rill_pool_free;`
  */
 typedef struct rill_pool rill_pool_t;
 
