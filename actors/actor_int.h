@@ -193,7 +193,7 @@ struct rill__executor {
     _Alignas(64) _Atomic uint64_t qs;
     ev_prepare prepare;
     ev_check check;
-    ev_timer reap_timer; /* retries reaping while the limbo list is not empty */
+    ev_timer reap_timer;                    /* retries reaping while the limbo list is not empty */
     rill__actor_t *limbo_head, *limbo_tail; /* owner thread only */
 };
 
