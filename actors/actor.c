@@ -426,9 +426,9 @@ int rill__actor_turn(rill__actor_t *a)
             return -1;
         }
     }
-    /* Sample the depth for the high-water mark every 16th turn only:
+    /* Sample the depth for the high-water mark every 64th turn only:
      * reading the tail pulls its cache line away from the senders. */
-    if ((a->turns++ & 15) == 0) {
+    if ((a->turns++ & 63) == 0) {
         uint64_t depth = rill__mailbox_depth(&a->mbox);
         if (depth > atomic_load_explicit(&a->hwm, memory_order_relaxed))
             atomic_store_explicit(&a->hwm, (uint32_t)depth, memory_order_relaxed);
