@@ -8,6 +8,7 @@
 
 #include <rill/common.h>
 #include <rill/actor.h>
+#include <rill/stream.h>
 #include <rill/testkit.h>
 
 #endif /* RILL_H */

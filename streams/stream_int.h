@@ -1,0 +1,165 @@
+/*
+ * Internals of the stream layer (not installed).
+ *
+ * Every stage runs on one generic engine (stage.c): the engine speaks the
+ * protocol on both sides (subscriptions, demand, cancellation, terminal
+ * signals), owns the links, and calls a stage kind's hooks; the kinds
+ * (stages.c) only decide what to do with elements.
+ */
+#ifndef RILL_STREAM_INT_H
+#define RILL_STREAM_INT_H
+
+#include <stdint.h>
+
+#include <rill/stream.h>
+
+/* Internal signals (still inside the reserved stream range). */
+enum {
+    RILL__STREAM_CONNECT = RILL_STREAM_ERROR + 1, /* subscribe to arg (an aid) */
+    RILL__STREAM_STOP_NOW,                        /* cancel, fail downstream, stop */
+    RILL__STREAM_DRAIN,                           /* sources: complete now */
+    RILL__STREAM_PUMP,                            /* a stage continuing its own work */
+    RILL__STREAM_ASYNC_DONE,                      /* a map_async job finished */
+    RILL__STREAM_RETRY,                           /* timer: retry a refused NEXT */
+    RILL__STREAM_TICK,                            /* timer: kind-specific (arg) */
+};
+
+#define RILL__MAX_LINKS 64
+
+typedef struct rill__stage rill__stage_t;
+typedef struct rill__pipeline_hook rill__pipeline_hook_t;
+
+typedef enum { LINK_NONE = 0, LINK_PENDING, LINK_ACTIVE, LINK_DONE } rill__link_state_t;
+
+typedef struct rill__in {
+    rill_aid_t pub;
+    uint64_t token;
+    rill__link_state_t state;
+    int cancelled;       /* we cancelled it: NEXT still accepted and released */
+    int64_t outstanding; /* requested and not yet received */
+} rill__in_t;
+
+typedef struct rill__out {
+    rill_aid_t sub;
+    uint64_t token;
+    rill__link_state_t state;
+    int64_t demand; /* saturating at INT64_MAX */
+    int has_stash;  /* a NEXT the subscriber's mailbox refused, to retry */
+    rill_elem_t stash;
+    uint64_t sent;
+} rill__out_t;
+
+/* A stage kind: hooks called by the engine on the stage's executor. */
+typedef struct rill__kind {
+    const char *name;
+    uint32_t max_in;  /* 0 = source */
+    uint32_t max_out; /* 0 = sink */
+    /* Called once when the stage actor starts. */
+    rill_err_t (*start)(rill__stage_t *st);
+    /* An element arrived on input `in`; ownership passes to the hook. */
+    void (*on_next)(rill__stage_t *st, int in, rill_elem_t *e);
+    /* Input `in` ended: code RILL_OK for COMPLETE, else ERROR. */
+    void (*on_input_end)(rill__stage_t *st, int in, rill_err_t code, const char *text);
+    /* Demand or room changed: emit what can be emitted, request what can
+     * be held. */
+    void (*pump)(rill__stage_t *st);
+    /* Kind-specific messages (timers, async completions). */
+    void (*on_msg)(rill__stage_t *st, rill_msg_t *m);
+    /* A source asked to complete early (drain). NULL = complete at once. */
+    void (*on_drain)(rill__stage_t *st);
+    /* Composites: non-zero if sub is one of the stage's own inner actors
+     * (handled here); other subscribers are forwarded. */
+    int (*own_subscriber)(rill__stage_t *st, rill_aid_t sub);
+    /* Release everything the kind still holds. */
+    void (*destroy)(void *impl);
+} rill__kind_t;
+
+struct rill_stage {
+    const rill__kind_t *kind;
+    void *impl;
+};
+
+/* How a stage tells its pipeline what happened. */
+struct rill__pipeline_hook {
+    void (*spawned)(void *p);                  /* a stage actor is about to start */
+    void (*ended)(void *p, rill__stage_t *st); /* it terminated (st NULL: never started) */
+    void (*sink_done)(void *p, rill_err_t code, const char *stage, const char *text,
+                      uint64_t delivered);
+    void *p;
+};
+
+struct rill__stage {
+    rill_stage_t spec;
+    char name[48];
+    rill_ctx_t *ctx; /* valid inside callbacks */
+    rill_system_t *sys;
+    rill_aid_t self;
+    uint32_t window; /* mailbox capacity - 1: most we may have outstanding */
+
+    rill__in_t in[RILL__MAX_LINKS];
+    uint32_t n_in;
+    uint64_t next_token;
+    rill__out_t out[RILL__MAX_LINKS];
+    uint32_t n_out;
+    uint32_t n_out_expected; /* outputs to wait for before emitting (broadcast) */
+
+    int finished; /* COMPLETE/ERROR sent downstream, or cancelled */
+    int failed;
+    rill_err_t fail_code;
+    char fail_text[160];
+    uint64_t received, delivered; /* elements in, elements out (sinks: consumed) */
+    int retry_armed;
+    int stop_requested; /* pipeline stop: end as STOPPED */
+
+    rill__pipeline_hook_t hook;
+    /* partition_by_key forwards subscriptions to its merge. */
+    rill_aid_t forward_subscribe;
+};
+
+/* ---- engine services for kinds (stage.c) ---- */
+
+/* Ask input `in` to have up to `want` elements outstanding (capped by the
+ * window); REQUEST is sent in chunks, not one by one. */
+void rill__stage_want(rill__stage_t *st, int in, int64_t want);
+/* Cancel input `in` (no-op if done). */
+void rill__stage_cancel_in(rill__stage_t *st, int in);
+/* Output i can take an element now (active, demand, nothing stashed). */
+int rill__stage_can_emit(const rill__stage_t *st, int out);
+/* Send e to output `out` (ownership passes; if the subscriber's mailbox
+ * refuses, rill keeps it and retries). Call only when can_emit. */
+void rill__stage_emit(rill__stage_t *st, int out, rill_elem_t *e);
+/* Smallest demand over the active outputs (broadcast), 0 if any lacks. */
+int64_t rill__stage_min_demand(const rill__stage_t *st);
+/* All outputs connected and active (or cancelled). */
+int rill__stage_outputs_ready(const rill__stage_t *st);
+/* Complete every output and stop the stage normally. */
+void rill__stage_complete(rill__stage_t *st);
+/* Fail: ERROR to every output, CANCEL every input, stop abnormally. The
+ * text becomes "<stage name>: <text>". */
+void rill__stage_fail(rill__stage_t *st, rill_err_t code, const char *fmt, ...) RILL_PRINTF(3, 4);
+/* Fail with an ERROR that came from upstream: its text is kept as is. */
+void rill__stage_fail_from_upstream(rill__stage_t *st, rill_err_t code, const char *text);
+/* Ask for another pump soon (a continue message to self). */
+void rill__stage_repump(rill__stage_t *st);
+/* All inputs have ended (completed or failed or cancelled). */
+int rill__stage_inputs_done(const rill__stage_t *st);
+
+/* ---- spawning (stage.c), used by the pipeline and composites ---- */
+rill_err_t rill__stage_spawn_hooked(rill_system_t *sys, rill_stage_t *spec,
+                                    const rill_stage_opts_t *opts,
+                                    const rill__pipeline_hook_t *hook, rill_aid_t *aid);
+
+/* Element queue used by kinds (stages.c). */
+typedef struct rill__equeue {
+    rill_elem_t *v;
+    size_t cap, head, count;
+} rill__equeue_t;
+
+int rill__equeue_init(rill__equeue_t *q, size_t cap);
+void rill__equeue_free(rill__equeue_t *q); /* releases what is left */
+int rill__equeue_push(rill__equeue_t *q, const rill_elem_t *e);
+int rill__equeue_pop(rill__equeue_t *q, rill_elem_t *e);
+int rill__equeue_pop_tail(rill__equeue_t *q, rill_elem_t *e);
+rill_elem_t *rill__equeue_peek(rill__equeue_t *q);
+
+#endif /* RILL_STREAM_INT_H */
