@@ -228,6 +228,12 @@ static void handle_ctrl(rill__actor_t *a, rill__ctrl_t *c)
     case CTRL_STOP:
         stop_with(a, c->exit.kind, c->exit.code, c->exit.text);
         break;
+    case CTRL_SHUTDOWN_REQ:
+        if (a->trap_exits)
+            deliver_peer_msg(a, RILL_MSG_EXIT, c->who, 0, &c->exit);
+        else
+            stop_with(a, c->exit.kind, c->exit.code, c->exit.text);
+        break;
     case CTRL_MONITOR:
         if (peers_add(&a->watchers, c->who, c->ref))
             stop_with(a, RILL_EXIT_FAILURE, RILL_ENOMEM, "out of memory adding a monitor");

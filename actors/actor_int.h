@@ -29,17 +29,18 @@ typedef struct rill__executor rill__executor_t;
 /* ---- control signals ------------------------------------------------ */
 
 typedef enum rill__ctrl_kind {
-    CTRL_MSG = 1,     /* rill_signal(): deliver msg to the behaviour */
-    CTRL_STOP,        /* stop with `exit` (SHUTDOWN or KILLED) */
-    CTRL_MONITOR,     /* `who` monitors this actor with `ref` */
-    CTRL_DEMONITOR,   /* `who` dropped monitor `ref` */
-    CTRL_MONITORING,  /* this actor now monitors `who` with `ref` (spawn opts) */
-    CTRL_LINK,        /* `who` linked to this actor */
-    CTRL_UNLINK,      /* `who` unlinked */
-    CTRL_DOWN,        /* monitored `who` stopped with `exit` (monitor `ref`) */
-    CTRL_EXIT,        /* linked `who` stopped with `exit` */
-    CTRL_TIMER,       /* a timer fired; the node is embedded in the timer */
-    CTRL_ASK_TIMEOUT, /* an ask timed out; the node is embedded in the ask */
+    CTRL_MSG = 1,      /* rill_signal(): deliver msg to the behaviour */
+    CTRL_STOP,         /* stop with `exit` (SHUTDOWN or KILLED) */
+    CTRL_MONITOR,      /* `who` monitors this actor with `ref` */
+    CTRL_DEMONITOR,    /* `who` dropped monitor `ref` */
+    CTRL_MONITORING,   /* this actor now monitors `who` with `ref` (spawn opts) */
+    CTRL_LINK,         /* `who` linked to this actor */
+    CTRL_UNLINK,       /* `who` unlinked */
+    CTRL_DOWN,         /* monitored `who` stopped with `exit` (monitor `ref`) */
+    CTRL_EXIT,         /* linked `who` stopped with `exit` */
+    CTRL_TIMER,        /* a timer fired; the node is embedded in the timer */
+    CTRL_ASK_TIMEOUT,  /* an ask timed out; the node is embedded in the ask */
+    CTRL_SHUTDOWN_REQ, /* `who` (a supervisor) asks us to stop: trappable */
 } rill__ctrl_kind_t;
 
 typedef struct rill__ctrl {
@@ -256,6 +257,20 @@ void rill__actor_finished(rill__actor_t *a);
 /* Release what stragglers left in a retired actor's queues, then free it. */
 void rill__actor_reap(rill__actor_t *a);
 void rill__actor_free(rill__actor_t *a);
+
+/* A name held for an actor that is waiting to be restarted: lookups find
+ * nothing, sends by name get RILL_ERESTARTING, and the next spawn with that
+ * name takes it over. */
+#define RILL__AID_RESTARTING ((rill_aid_t)1)
+/* Hold `name` as restarting (RILL_EEXIST if a live actor has it). */
+rill_err_t rill__names_hold_restarting(rill_system_t *sys, const char *name);
+/* Drop a restarting hold (no-op if the name belongs to an actor). */
+void rill__names_release_restarting(rill_system_t *sys, const char *name);
+/* Ask an actor to stop on behalf of `from`: an actor that traps exits gets
+ * RILL_MSG_EXIT (reason SHUTDOWN) and decides; others stop (SHUTDOWN). */
+rill_err_t rill__request_shutdown(rill_system_t *sys, rill_aid_t to, rill_aid_t from);
+/* Record the restart count shown by rill_actor_stats. */
+void rill__actor_set_restarts(rill_system_t *sys, rill_aid_t aid, uint32_t restarts);
 
 /* actor.c */
 /* Run one turn; returns 1 if the actor handled something (keep it queued),

@@ -464,8 +464,14 @@ static rill_err_t names_add_locked(rill_system_t *sys, char *name, rill_aid_t ai
 {
     unsigned h = name_hash(name);
     for (rill__name_entry_t *e = sys->names[h]; e; e = e->next)
-        if (!strcmp(e->name, name))
-            return RILL_EEXIST;
+        if (!strcmp(e->name, name)) {
+            if (e->aid != RILL__AID_RESTARTING)
+                return RILL_EEXIST;
+            /* the restarted actor takes over its held name */
+            e->aid = aid;
+            e->name = name;
+            return RILL_OK;
+        }
     rill__name_entry_t *e = malloc(sizeof(*e));
     if (!e)
         return RILL_ENOMEM;
@@ -492,10 +498,44 @@ void rill__names_remove(rill_system_t *sys, const char *name, rill_aid_t aid)
     pthread_mutex_unlock(&sys->names_lock);
 }
 
-rill_aid_t rill_lookup(rill_system_t *sys, const char *name)
+rill_err_t rill__names_hold_restarting(rill_system_t *sys, const char *name)
 {
-    if (!sys || !name)
-        return RILL_AID_NONE;
+    if (!name)
+        return RILL_EINVAL;
+    pthread_mutex_lock(&sys->names_lock);
+    rill_err_t err = RILL_OK;
+    unsigned h = name_hash(name);
+    rill__name_entry_t *found = NULL;
+    for (rill__name_entry_t *e = sys->names[h]; e; e = e->next)
+        if (!strcmp(e->name, name))
+            found = e;
+    if (found) {
+        err = found->aid == RILL__AID_RESTARTING ? RILL_OK : RILL_EEXIST;
+    } else {
+        /* The entry owns a copy of the name while it is held. */
+        rill__name_entry_t *e = malloc(sizeof(*e) + strlen(name) + 1);
+        if (!e) {
+            err = RILL_ENOMEM;
+        } else {
+            e->name = (char *)(e + 1);
+            strcpy(e->name, name);
+            e->aid = RILL__AID_RESTARTING;
+            e->next = sys->names[h];
+            sys->names[h] = e;
+        }
+    }
+    pthread_mutex_unlock(&sys->names_lock);
+    return err;
+}
+
+void rill__names_release_restarting(rill_system_t *sys, const char *name)
+{
+    rill__names_remove(sys, name, RILL__AID_RESTARTING);
+}
+
+/* Like rill_lookup, but tells a restarting hold apart from no actor. */
+static rill_aid_t lookup_or_restarting(rill_system_t *sys, const char *name)
+{
     rill_aid_t aid = RILL_AID_NONE;
     pthread_mutex_lock(&sys->names_lock);
     for (rill__name_entry_t *e = sys->names[name_hash(name)]; e; e = e->next)
@@ -505,6 +545,14 @@ rill_aid_t rill_lookup(rill_system_t *sys, const char *name)
         }
     pthread_mutex_unlock(&sys->names_lock);
     return aid;
+}
+
+rill_aid_t rill_lookup(rill_system_t *sys, const char *name)
+{
+    if (!sys || !name)
+        return RILL_AID_NONE;
+    rill_aid_t aid = lookup_or_restarting(sys, name);
+    return aid == RILL__AID_RESTARTING ? RILL_AID_NONE : aid;
 }
 
 /* ------------------------------------------------------------------ */
@@ -967,7 +1015,9 @@ rill_err_t rill_tell_name(rill_system_t *sys, const char *name, const rill_msg_t
 {
     if (!sys || !name || !msg)
         return RILL_EINVAL;
-    rill_aid_t aid = rill_lookup(sys, name);
+    rill_aid_t aid = lookup_or_restarting(sys, name);
+    if (aid == RILL__AID_RESTARTING)
+        return RILL_ERESTARTING;
     if (!aid)
         return RILL_ESTOPPED;
     return rill_tell(sys, aid, msg);
@@ -1000,6 +1050,30 @@ static rill_err_t send_stop(rill_system_t *sys, rill_aid_t aid, rill_exit_kind_t
     if (err)
         free(c);
     return err;
+}
+
+rill_err_t rill__request_shutdown(rill_system_t *sys, rill_aid_t to, rill_aid_t from)
+{
+    if (!sys || to == RILL_AID_NONE)
+        return RILL_EINVAL;
+    rill__ctrl_t *c = rill__ctrl_new(CTRL_SHUTDOWN_REQ, from, 0, NULL);
+    if (!c)
+        return RILL_ENOMEM;
+    rill__exit_set(&c->exit, RILL_EXIT_SHUTDOWN, RILL_OK, "shutdown requested");
+    rill_err_t err = rill__ctrl_send(sys, to, c);
+    if (err)
+        free(c);
+    return err;
+}
+
+void rill__actor_set_restarts(rill_system_t *sys, rill_aid_t aid, uint32_t restarts)
+{
+    rill__slot_t *slot;
+    rill__actor_t *a = rill__actor_acquire(sys, aid, &slot);
+    if (!a)
+        return;
+    atomic_store_explicit(&a->restarts, restarts, memory_order_relaxed);
+    rill__actor_release(slot);
 }
 
 rill_err_t rill_stop(rill_system_t *sys, rill_aid_t aid)

@@ -20,6 +20,7 @@ static const struct {
     [RILL_ESTATE] = {"RILL_ESTATE", "invalid state for this operation"},
     [RILL_EKAFKA] = {"RILL_EKAFKA", "Kafka client error"},
     [RILL_EIO] = {"RILL_EIO", "operating system error"},
+    [RILL_ERESTARTING] = {"RILL_ERESTARTING", "restarting"},
 };
 
 const char *rill_err2str(rill_err_t err)

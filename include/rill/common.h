@@ -35,18 +35,19 @@ extern "C" {
  * The numeric values are stable within a major version.
  */
 typedef enum rill_err {
-    RILL_OK = 0,    /* success */
-    RILL_EINVAL,    /* an argument is NULL, out of range or malformed */
-    RILL_ENOMEM,    /* out of memory */
-    RILL_EFULL,     /* a bounded queue (mailbox) is full; nothing was taken */
-    RILL_ESTOPPED,  /* the target is stopped or stopping */
-    RILL_ETIMEDOUT, /* a deadline passed before the operation finished */
-    RILL_ENOENT,    /* no such thing: topic, broker, actor name */
-    RILL_EEXIST,    /* it already exists: topic, actor name */
-    RILL_ESTATE,    /* the call is not valid in the current state */
-    RILL_EKAFKA,    /* librdkafka reported an error; errstr says which */
-    RILL_EIO,       /* an operating-system call failed; errstr says which */
-    RILL_ERR__COUNT /* number of codes, not an error */
+    RILL_OK = 0,      /* success */
+    RILL_EINVAL,      /* an argument is NULL, out of range or malformed */
+    RILL_ENOMEM,      /* out of memory */
+    RILL_EFULL,       /* a bounded queue (mailbox) is full; nothing was taken */
+    RILL_ESTOPPED,    /* the target is stopped or stopping */
+    RILL_ETIMEDOUT,   /* a deadline passed before the operation finished */
+    RILL_ENOENT,      /* no such thing: topic, broker, actor name */
+    RILL_EEXIST,      /* it already exists: topic, actor name */
+    RILL_ESTATE,      /* the call is not valid in the current state */
+    RILL_EKAFKA,      /* librdkafka reported an error; errstr says which */
+    RILL_EIO,         /* an operating-system call failed; errstr says which */
+    RILL_ERESTARTING, /* the named actor is waiting to be restarted by its supervisor */
+    RILL_ERR__COUNT   /* number of codes, not an error */
 } rill_err_t;
 
 /*

@@ -9,6 +9,7 @@
 #include <rill/common.h>
 #include <rill/actor.h>
 #include <rill/stream.h>
+#include <rill/supervisor.h>
 #include <rill/testkit.h>
 
 #endif /* RILL_H */

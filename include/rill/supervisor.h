@@ -1,0 +1,185 @@
+/*
+ * rill supervisors: Erlang/OTP supervision trees with Akka-style backoff.
+ *
+ * A supervisor is an actor that starts its children from child specs, in
+ * order, watches them, restarts them by its strategy when they exit, and
+ * stops them in reverse order. Past its restart intensity it stops all its
+ * children and fails itself, which its own supervisor sees as a child
+ * failure: escalation up the tree.
+ *
+ * For Kafka this is what turns a crash into a redelivery: the consumer's
+ * offsets are committed only for confirmed records, so a restarted child
+ * starts from the last commit and nothing is lost.
+ *
+ * Strategies (when a child exits and is to be restarted):
+ *   ONE_FOR_ONE        restart that child only
+ *   ONE_FOR_ALL        stop all others (reverse order), restart all (in order)
+ *   REST_FOR_ONE       stop the children started after it (reverse order),
+ *                      restart it and them (in order)
+ *   SIMPLE_ONE_FOR_ONE one template spec; children added and removed at run
+ *                      time (rill_sup_start_child), each restarted alone
+ *
+ * Restart types: PERMANENT (always restarted), TRANSIENT (only after an
+ * abnormal exit: rill_exit_abnormal), TEMPORARY (never, not even when a
+ * sibling's failure restarts the others: it is stopped then and removed).
+ *
+ * Intensity: at most `intensity` restarts within `period_ms` (OTP default 1
+ * in 5000 ms); one more and the supervisor gives up (escalates).
+ *
+ * Backoff (optional, Akka RestartSettings): the n-th consecutive restart of
+ * a child waits min(max_ms, min_ms * 2^n) * (1 + random * random_factor)
+ * ms; n goes back to 0 once the child has run for reset_ms without exiting.
+ * While a child waits, sends to its name return RILL_ERESTARTING instead of
+ * vanishing.
+ *
+ * Shutdown per child: BRUTAL (killed at once), TIMEOUT (asked to stop; a
+ * child that traps exits gets the request as RILL_MSG_EXIT and may finish
+ * its work; after shutdown_ms it is killed), INFINITY (asked, waited for
+ * without limit: for child supervisors).
+ */
+#ifndef RILL_SUPERVISOR_H
+#define RILL_SUPERVISOR_H
+
+#include <stdint.h>
+
+#include <rill/actor.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum rill_sup_strategy {
+    RILL_SUP_ONE_FOR_ONE = 0,
+    RILL_SUP_ONE_FOR_ALL,
+    RILL_SUP_REST_FOR_ONE,
+    RILL_SUP_SIMPLE_ONE_FOR_ONE
+} rill_sup_strategy_t;
+
+typedef enum rill_restart {
+    RILL_RESTART_PERMANENT = 0,
+    RILL_RESTART_TRANSIENT,
+    RILL_RESTART_TEMPORARY
+} rill_restart_t;
+
+typedef enum rill_shutdown {
+    RILL_SHUTDOWN_TIMEOUT = 0, /* shutdown_ms, default 5000 */
+    RILL_SHUTDOWN_BRUTAL,
+    RILL_SHUTDOWN_INFINITY
+} rill_shutdown_t;
+
+typedef struct rill_sup_spec rill_sup_spec_t;
+
+/*
+ * Fills the spawn options of a child, at its first start and at every
+ * restart (so `state` can be fresh each time; free it in terminate). `arg`
+ * is the spec's arg, or for SIMPLE_ONE_FOR_ONE the arg given to
+ * rill_sup_start_child. The supervisor sets name, monitor_by and link
+ * fields itself. Returning an error counts as a failed start.
+ * @locality the supervisor's executor.
+ */
+typedef rill_err_t rill_child_start_fn(void *arg, rill_spawn_opts_t *opts);
+
+typedef struct rill_child_spec {
+    const char *id;             /* unique among the supervisor's children */
+    rill_child_start_fn *start; /* required, unless `supervisor` is set */
+    void *arg;
+    const rill_sup_spec_t *supervisor; /* the child is a supervisor with this spec */
+    rill_restart_t restart;
+    rill_shutdown_t shutdown;
+    uint32_t shutdown_ms; /* TIMEOUT: 0 = 5000 */
+    int register_name;    /* register the child under its id (one per system) */
+} rill_child_spec_t;
+
+struct rill_sup_spec {
+    rill_sup_strategy_t strategy;
+    int intensity;      /* restarts allowed within period_ms; >= 0 */
+    uint32_t period_ms; /* > 0 */
+    /* backoff: all 0 = restart at once */
+    uint32_t backoff_min_ms;
+    uint32_t backoff_max_ms;   /* >= backoff_min_ms */
+    double backoff_random;     /* 0..1 */
+    uint32_t backoff_reset_ms; /* quiet time that resets the backoff; 0 = 10 x max */
+    const rill_child_spec_t *children;
+    size_t n_children; /* SIMPLE_ONE_FOR_ONE: exactly 1 (the template) */
+    int executor;      /* the supervisor's own executor; -1 = any */
+};
+
+/* OTP's defaults: one_for_one, 1 restart in 5 s, no backoff. */
+#define RILL_SUP_SPEC_DEFAULT                                                                      \
+    {                                                                                              \
+        RILL_SUP_ONE_FOR_ONE, 1, 5000, 0, 0, 0.0, 0, NULL, 0, -1                                   \
+    }
+
+/*
+ * Check a spec: NULL or missing start functions, duplicate ids, intensity
+ * < 0, period 0, backoff max < min, random factor outside 0..1, a
+ * SIMPLE_ONE_FOR_ONE spec without exactly one template. Returns RILL_OK or
+ * RILL_EINVAL with the reason in errstr.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_sup_spec_check(const rill_sup_spec_t *spec, char *errstr,
+                                        size_t errstr_size);
+
+/*
+ * Start a supervisor and its children (in order; if one cannot start, the
+ * ones started are stopped again and the error is returned). name may be
+ * NULL. The spec (and its children array and strings) must stay valid while
+ * the supervisor runs. Waits until the children are started (or failed),
+ * so it must not be called from an executor thread.
+ * @locality any thread except an executor thread.
+ */
+RILL_API rill_err_t rill_sup_start(rill_system_t *sys, const rill_sup_spec_t *spec,
+                                   const char *name, rill_aid_t *sup, char *errstr,
+                                   size_t errstr_size);
+
+/*
+ * Stop a supervisor in order: its children in reverse start order (each by
+ * its shutdown spec), then itself. Waits up to timeout_ms (-1 = forever).
+ * @locality any thread except an executor thread.
+ */
+RILL_API rill_err_t rill_sup_stop(rill_system_t *sys, rill_aid_t sup, int timeout_ms);
+
+/*
+ * SIMPLE_ONE_FOR_ONE: start one more child from the template with `arg`.
+ * Returns its aid in *child (may be NULL). Waits for the start.
+ * @locality any thread except an executor thread.
+ */
+RILL_API rill_err_t rill_sup_start_child(rill_system_t *sys, rill_aid_t sup, void *arg,
+                                         rill_aid_t *child);
+
+/* SIMPLE_ONE_FOR_ONE: stop that child (by its shutdown spec) and forget it. */
+RILL_API rill_err_t rill_sup_terminate_child(rill_system_t *sys, rill_aid_t sup, rill_aid_t child);
+
+/* What a supervisor knows of one child. */
+typedef struct rill_child_info {
+    char id[64];
+    rill_aid_t aid; /* 0 while restarting or stopped */
+    int running;
+    int restarting; /* waiting for its backoff delay */
+    int supervisor;
+    uint32_t restarts;
+    uint32_t next_delay_ms; /* of the pending restart */
+    rill_exit_t last_exit;  /* kind NORMAL with empty text if none yet */
+} rill_child_info_t;
+
+/*
+ * A snapshot of a supervisor's children, in start order, into out[0..max);
+ * *n gets the number of children (may exceed max).
+ * @locality any thread except an executor thread (it asks the supervisor).
+ */
+RILL_API rill_err_t rill_sup_children(rill_system_t *sys, rill_aid_t sup, rill_child_info_t *out,
+                                      size_t max, size_t *n);
+
+/*
+ * The live tree under sup as text (indented, one line per child with its
+ * state, restarts and last exit) or, with dot != 0, as a Graphviz digraph.
+ * *out is malloc'ed (the caller frees it).
+ * @locality any thread except an executor thread.
+ */
+RILL_API rill_err_t rill_sup_dump(rill_system_t *sys, rill_aid_t sup, int dot, char **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RILL_SUPERVISOR_H */
