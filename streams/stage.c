@@ -237,6 +237,37 @@ static void arm_retry(rill__stage_t *st)
 
 static void out_gone(rill__stage_t *st, int out);
 
+/* An ERROR that does not belong to a held subscription (3.9, refused
+ * subscribe): if the subscriber's mailbox is full, keep it and retry with
+ * the other refused signals instead of losing it. */
+static void send_detached_error(rill__stage_t *st, rill_aid_t sub, uint64_t token, rill_err_t code,
+                                const char *text)
+{
+    if (rill_stream_error(st->sys, sub, st->self, token, code, text) != RILL_EFULL)
+        return;
+    if (st->n_lost_err == sizeof(st->lost_err) / sizeof(st->lost_err[0]))
+        return; /* a subscriber that floods us with bad requests gets fewer answers */
+    rill__lost_err_t *l = &st->lost_err[st->n_lost_err++];
+    l->sub = sub;
+    l->token = token;
+    l->code = code;
+    snprintf(l->text, sizeof(l->text), "%s", text);
+    arm_retry(st);
+}
+
+static void retry_detached_errors(rill__stage_t *st)
+{
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < st->n_lost_err; i++) {
+        if (rill_stream_error(st->sys, st->lost_err[i].sub, st->self, st->lost_err[i].token,
+                              st->lost_err[i].code, st->lost_err[i].text) == RILL_EFULL)
+            st->lost_err[kept++] = st->lost_err[i];
+    }
+    st->n_lost_err = kept;
+    if (kept)
+        arm_retry(st);
+}
+
 void rill__stage_emit(rill__stage_t *st, int out, rill_elem_t *e)
 {
     rill__out_t *o = &st->out[out];
@@ -427,7 +458,7 @@ static void on_subscribe_req(rill__stage_t *st, rill_msg_t *m)
     if (why) {
         /* 1.9: ON_SUBSCRIBE first, even when failing at once. */
         rill_stream_on_subscribe(st->sys, sub, st->self, token);
-        rill_stream_error(st->sys, sub, st->self, token, RILL_ESTATE, why);
+        send_detached_error(st, sub, token, RILL_ESTATE, why);
         return;
     }
     rill__out_t *o = &st->out[st->n_out++];
@@ -437,11 +468,10 @@ static void on_subscribe_req(rill__stage_t *st, rill_msg_t *m)
     o->state = LINK_ACTIVE;
     rill_stream_on_subscribe(st->sys, sub, st->self, token);
     if (st->failed) {
-        /* A failed publisher (rill_source_failed): ERROR right after, and
-         * nothing more to do. */
-        send_terminal(st, (int)(st->n_out - 1));
+        /* A failed publisher (rill_source_failed): ERROR right after (kept
+         * and retried if the mailbox is full), then nothing more to do. */
         st->finished = 1;
-        rill_stop_self(st->ctx);
+        try_finish(st);
         return;
     }
     pump(st);
@@ -457,8 +487,7 @@ static void on_request(rill__stage_t *st, rill_msg_t *m)
         /* 3.9: a non-positive request is an error, signalled once; the
          * subscription is over. */
         rill__out_t *o = &st->out[i];
-        rill_stream_error(st->sys, o->sub, st->self, o->token, RILL_EINVAL,
-                          "rule 3.9: request(n) needs n > 0");
+        send_detached_error(st, o->sub, o->token, RILL_EINVAL, "rule 3.9: request(n) needs n > 0");
         out_gone(st, i);
         return;
     }
@@ -560,6 +589,7 @@ static void on_terminal(rill__stage_t *st, rill_msg_t *m)
 static void on_retry(rill__stage_t *st)
 {
     st->retry_armed = 0;
+    retry_detached_errors(st);
     for (uint32_t i = 0; i < st->n_out; i++) {
         rill__out_t *o = &st->out[i];
         if (o->state != LINK_ACTIVE || !o->has_stash)

@@ -88,6 +88,13 @@ struct rill__pipeline_hook {
     void *p;
 };
 
+typedef struct rill__lost_err {
+    rill_aid_t sub;
+    uint64_t token;
+    rill_err_t code;
+    char text[96];
+} rill__lost_err_t;
+
 struct rill__stage {
     rill_stage_t spec;
     char name[48];
@@ -110,6 +117,11 @@ struct rill__stage {
     uint64_t received, delivered; /* elements in, elements out (sinks: consumed) */
     int retry_armed;
     int stop_requested; /* pipeline stop: end as STOPPED */
+
+    /* ERRORs for subscriptions we no longer hold (3.9, refused
+     * subscriptions) whose subscriber's mailbox was full: retried. */
+    rill__lost_err_t lost_err[8];
+    uint32_t n_lost_err;
 
     rill__pipeline_hook_t hook;
     /* partition_by_key forwards subscriptions to its merge. */

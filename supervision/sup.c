@@ -67,7 +67,7 @@ typedef struct boot {
     pthread_cond_t cond;
     int done;
     rill_err_t err;
-    char text[200];
+    char text[256];
 } boot_t;
 
 typedef struct sup {
@@ -328,7 +328,7 @@ static void boot_done(sup_t *s, rill_err_t err, const char *text)
     s->boot = NULL;
     pthread_mutex_lock(&b->lock);
     b->err = err;
-    snprintf(b->text, sizeof(b->text), "%s", text ? text : "");
+    snprintf(b->text, sizeof(b->text), "%.250s", text ? text : "");
     b->done = 1;
     pthread_cond_signal(&b->cond);
     pthread_mutex_unlock(&b->lock);

@@ -35,6 +35,15 @@
  * saturates at INT64_MAX, which means unbounded (3.17). Handling a signal
  * never calls back into the sender, so there is no recursion (3.3).
  *
+ * Details a hand-written participant should know: COMPLETE and ERROR may
+ * arrive without any REQUEST (an empty or failed publisher, 1.9, 2.9); an
+ * ERROR whose code is RILL_OK counts as RILL_ESTATE; a repeated SUBSCRIBE
+ * with the same (subscriber, token) is ignored. A subscriber that asks for
+ * more than its mailbox holds (e.g. "unbounded") still works: when its
+ * mailbox refuses a NEXT or a terminal signal, the stage keeps it and
+ * retries every millisecond, in order, so nothing is lost or reordered; it
+ * only costs latency.
+ *
  * ELEMENTS. An element is what a NEXT carries: a payload pointer with its
  * destructor and an inline 64-bit arg, exactly the fields of rill_msg_t.
  * An element needs a non-NULL payload, or the flag RILL_ELEM_F_VALUE for

@@ -1,0 +1,1802 @@
+/*
+ * Reactive Streams 1.0.4 conformance of rill's stages, rule by rule, plus
+ * two promises of rill's own (stream.h): a stage never has more demand
+ * outstanding upstream than its mailbox capacity minus one, and
+ * ON_SUBSCRIBE always precedes the first NEXT.
+ *
+ * The system under test is always real stages. The other side of the
+ * protocol is a PROBE actor that speaks it with the public signal
+ * functions and records every signal it gets (type, corr, arg, sender,
+ * order), per subscription (demand asked and elements received), and how
+ * its handler ran (an owner flag to catch overlapping calls, a depth
+ * counter, the frame address to catch recursion). A probe plays the
+ * subscriber (it may request from inside its handler) or the publisher (it
+ * may answer SUBSCRIBE with ON_SUBSCRIBE and REQUEST with NEXT). The test
+ * thread can speak for a probe too: rill_stream_next(sys, stage, probe,
+ * ...) is a NEXT from the probe as far as the stage can tell.
+ *
+ * Tests wait on the probe's condition variable with deadlines; the only
+ * fixed waits are bounded checks that something does NOT happen (QUIET_MS).
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "support/rtest.h"
+
+#include "support/actor_kit.h"
+
+#include <rill/stream.h>
+
+/* How long "nothing more arrives" is watched for. */
+#define QUIET_MS 200
+
+/* Signals a probe keeps in order, with their details (all are counted). */
+#define PROBE_KEEP 512
+
+/* Subscriptions a probe accounts for separately: slot = token % this. */
+#define PROBE_SLOTS 8
+
+enum {
+    PROBE_HOLD = KIT_MSG_APP, /* wait on the kit_gate_t in payload */
+    PROBE_EMIT                /* publisher: emit up to arg elements in all */
+};
+
+#define N_SIG                     (RILL_STREAM_ERROR - RILL_STREAM_SUBSCRIBE + 1)
+#define SIG_IS_STREAM(t)          ((t) >= RILL_STREAM_SUBSCRIBE && (t) <= RILL_STREAM_ERROR)
+#define SLOT_OF(token)            ((size_t)((token) % PROBE_SLOTS))
+#define FRAME_SPREAD_LIMIT        (64 * 1024)
+#define DEMAND_WINDOW_MAILBOX     8u
+#define DEMAND_WINDOW_OUTSTANDING ((int64_t)DEMAND_WINDOW_MAILBOX - 1)
+
+static int64_t sat_add(int64_t a, int64_t b)
+{
+    if (b <= 0)
+        return a;
+    return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+typedef struct sigrec {
+    uint32_t type;
+    uint64_t corr;
+    uint64_t arg;
+    rill_aid_t from;
+} sigrec_t;
+
+/* What a probe knows about one subscription (the slot of its token). */
+typedef struct acct {
+    int64_t requested; /* subscriber: demand asked (by the handler or the test) */
+    int64_t received;  /* subscriber: NEXT signals */
+    uint32_t first;    /* type of the first signal */
+    int terminal;      /* COMPLETE or ERROR seen */
+    uint64_t next_value;
+    int has_value;
+} acct_t;
+
+typedef struct probe {
+    /* Configuration: set before spawn, read-only afterwards. */
+    int64_t request_on_subscribe; /* subscriber: REQUEST this inside ON_SUBSCRIBE */
+    int64_t request_per_next;     /* subscriber: REQUEST this inside every NEXT */
+    int64_t refill_below;         /* subscriber: when outstanding <= this ... */
+    int64_t refill_chunk;         /* ... REQUEST this many more (0 = never) */
+    int check_order;              /* subscriber: values of a subscription are consecutive */
+    int check_depth;              /* subscriber: mailbox depth <= outstanding demand */
+    int answer_subscribe;         /* publisher: SUBSCRIBE -> ON_SUBSCRIBE */
+    int terminal_on_subscribe;    /* publisher: ... then COMPLETE (1) or ERROR EIO (2) */
+    int complete_after_emit;      /* publisher: COMPLETE once emit_limit elements went */
+    int64_t window_limit;         /* publisher: outstanding demand allowed (check) */
+    kit_tally_t *tally;           /* publisher: elements carry counted payloads */
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* Everything below is guarded by mu. */
+    sigrec_t kept[PROBE_KEEP];
+    size_t n; /* signals received, kept or not */
+    size_t by_type[N_SIG];
+    acct_t acct[PROBE_SLOTS];
+    long after_terminal;    /* signals of a subscription after its COMPLETE/ERROR */
+    long demand_violations; /* a NEXT beyond the demand asked */
+    long order_violations;  /* a value out of sequence */
+    long depth_violations;  /* mailbox depth above the outstanding demand */
+    long depth_checks;      /* how many times the depth was checked */
+    uint32_t max_mailbox;   /* deepest mailbox seen at a NEXT */
+    rill_err_t error_code;  /* of the last ERROR */
+    char error_text[200];   /* of the last ERROR */
+    rill_aid_t peer;        /* the other side, from SUBSCRIBE or ON_SUBSCRIBE */
+    uint64_t token;         /* its token */
+    int64_t pub_requested;  /* publisher: demand received (saturating) */
+    int64_t pub_sent;       /* publisher: NEXT sent */
+    int64_t emit_limit;     /* publisher: total to send (PROBE_EMIT) */
+    long over_window;       /* publisher: outstanding demand above window_limit */
+    long refused;           /* publisher: sends refused (RILL_EFULL) */
+    long send_errors;       /* publisher: other send errors */
+    int completed;          /* publisher: COMPLETE sent */
+    int cancelled;          /* publisher: CANCEL received */
+    uintptr_t frame_lo, frame_hi;
+
+    /* How the handler ran. */
+    atomic_int inside;
+    atomic_long overlaps;
+    atomic_int depth;
+    atomic_int max_depth;
+} probe_t;
+
+static void probe_init(probe_t *p)
+{
+    memset(p, 0, sizeof(*p));
+    pthread_mutex_init(&p->mu, NULL);
+    kit_cond_init(&p->cv);
+    p->window_limit = INT64_MAX;
+    atomic_init(&p->inside, 0);
+    atomic_init(&p->overlaps, 0);
+    atomic_init(&p->depth, 0);
+    atomic_init(&p->max_depth, 0);
+}
+
+/* After the system is destroyed. */
+static void probe_fini(probe_t *p)
+{
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+}
+
+/* Publisher side: send NEXT while there is demand, up to emit_limit. */
+static void probe_emit(rill_ctx_t *ctx, probe_t *p)
+{
+    rill_system_t *sys = rill_ctx_system(ctx);
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        int go = p->peer && !p->cancelled && !p->completed && p->pub_sent < p->emit_limit &&
+                 p->pub_sent < p->pub_requested;
+        int finish = p->peer && !p->cancelled && !p->completed && p->complete_after_emit &&
+                     p->emit_limit > 0 && p->pub_sent == p->emit_limit;
+        if (finish)
+            p->completed = 1;
+        rill_aid_t peer = p->peer;
+        uint64_t token = p->token;
+        uint64_t v = (uint64_t)p->pub_sent;
+        pthread_mutex_unlock(&p->mu);
+        if (finish) {
+            rill_stream_complete(sys, peer, rill_self(ctx), token);
+            return;
+        }
+        if (!go)
+            return;
+        rill_elem_t e = rill_elem_value(v);
+        if (p->tally) {
+            e.payload = kit_payload_new(p->tally, v);
+            e.dtor = kit_payload_free;
+            e.flags = 0;
+        }
+        rill_err_t err = rill_stream_next(sys, peer, rill_self(ctx), token, &e);
+        pthread_mutex_lock(&p->mu);
+        if (err == RILL_OK)
+            p->pub_sent++;
+        else if (err == RILL_EFULL)
+            p->refused++;
+        else
+            p->send_errors++;
+        pthread_mutex_unlock(&p->mu);
+        if (err != RILL_OK) {
+            if (p->tally)
+                kit_payload_reclaim(e.payload); /* still ours on any error */
+            return;
+        }
+    }
+}
+
+/* Record a stream signal and decide what to answer; runs on the probe's
+ * executor. */
+static void probe_signal(rill_ctx_t *ctx, probe_t *p, const rill_msg_t *msg)
+{
+    rill_system_t *sys = rill_ctx_system(ctx);
+    rill_aid_t self = rill_self(ctx);
+    int64_t ask = 0;
+    int answer = 0, terminal = 0, emit = 0;
+
+    pthread_mutex_lock(&p->mu);
+    if (p->n < PROBE_KEEP)
+        p->kept[p->n] = (sigrec_t){msg->type, msg->corr, msg->arg, msg->from};
+    p->n++;
+    p->by_type[msg->type - RILL_STREAM_SUBSCRIBE]++;
+    acct_t *a = &p->acct[SLOT_OF(msg->corr)];
+    if (!a->first)
+        a->first = msg->type;
+    if (a->terminal)
+        p->after_terminal++;
+    switch (msg->type) {
+    case RILL_STREAM_SUBSCRIBE:
+        p->peer = msg->from;
+        p->token = msg->corr;
+        answer = p->answer_subscribe;
+        terminal = p->terminal_on_subscribe;
+        break;
+    case RILL_STREAM_ON_SUBSCRIBE:
+        p->peer = msg->from;
+        p->token = msg->corr;
+        ask = p->request_on_subscribe;
+        break;
+    case RILL_STREAM_REQUEST: {
+        int64_t n = (int64_t)msg->arg;
+        if (n > 0)
+            p->pub_requested = sat_add(p->pub_requested, n);
+        if (p->pub_requested - p->pub_sent > p->window_limit)
+            p->over_window++;
+        emit = 1;
+        break;
+    }
+    case RILL_STREAM_CANCEL:
+        p->cancelled = 1;
+        break;
+    case RILL_STREAM_NEXT: {
+        a->received++;
+        if (a->received > a->requested)
+            p->demand_violations++;
+        if (p->check_order) {
+            if (a->has_value && msg->arg != a->next_value)
+                p->order_violations++;
+            a->next_value = msg->arg + 1;
+            a->has_value = 1;
+        }
+        ask = p->request_per_next;
+        if (p->refill_chunk > 0 && a->requested - a->received <= p->refill_below)
+            ask += p->refill_chunk;
+        if (p->check_depth) {
+            int64_t outstanding = 0;
+            for (size_t i = 0; i < PROBE_SLOTS; i++)
+                outstanding += p->acct[i].requested - p->acct[i].received;
+            rill_actor_stats_t st;
+            if (rill_actor_stats(sys, self, &st) == RILL_OK) {
+                p->depth_checks++;
+                if ((int64_t)st.mailbox_depth > outstanding)
+                    p->depth_violations++;
+                if (st.mailbox_depth > p->max_mailbox)
+                    p->max_mailbox = st.mailbox_depth;
+            }
+        }
+        break;
+    }
+    case RILL_STREAM_COMPLETE:
+        a->terminal = 1;
+        break;
+    case RILL_STREAM_ERROR:
+        a->terminal = 1;
+        p->error_code = (rill_err_t)msg->arg;
+        snprintf(p->error_text, sizeof(p->error_text), "%s", rill_stream_error_text(msg));
+        break;
+    default:
+        break;
+    }
+    if (ask > 0)
+        a->requested = sat_add(a->requested, ask);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+
+    if (answer) {
+        rill_stream_on_subscribe(sys, msg->from, self, msg->corr);
+        if (terminal == 1)
+            rill_stream_complete(sys, msg->from, self, msg->corr);
+        else if (terminal == 2)
+            rill_stream_error(sys, msg->from, self, msg->corr, RILL_EIO,
+                              "failed before any request");
+    }
+    if (ask > 0)
+        rill_stream_request(sys, msg->from, self, msg->corr, ask);
+    if (emit)
+        probe_emit(ctx, p);
+}
+
+static void note_max(atomic_int *max, int v)
+{
+    int cur = atomic_load_explicit(max, memory_order_relaxed);
+    while (v > cur && !atomic_compare_exchange_weak_explicit(max, &cur, v, memory_order_relaxed,
+                                                             memory_order_relaxed))
+        ;
+}
+
+static rill_err_t probe_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
+{
+    probe_t *p = state;
+    if (msg->type == KIT_MSG_PING) {
+        rill_msg_t reply;
+        memset(&reply, 0, sizeof(reply));
+        reply.type = KIT_MSG_PING;
+        rill_reply(ctx, msg, &reply);
+        return RILL_OK;
+    }
+    if (msg->type == PROBE_HOLD) {
+        kit_gate_pass(msg->payload, KIT_WAIT_MS);
+        return RILL_OK;
+    }
+    /* acq_rel: a second handler running at the same time would see the
+     * flag set by the first (the one thing this flag is for). */
+    if (atomic_exchange_explicit(&p->inside, 1, memory_order_acq_rel))
+        atomic_fetch_add_explicit(&p->overlaps, 1, memory_order_relaxed);
+    /* relaxed: depth only counts nesting on this thread. */
+    int d = atomic_fetch_add_explicit(&p->depth, 1, memory_order_relaxed) + 1;
+    note_max(&p->max_depth, d);
+    uintptr_t frame = (uintptr_t)__builtin_frame_address(0);
+    pthread_mutex_lock(&p->mu);
+    if (!p->frame_lo || frame < p->frame_lo)
+        p->frame_lo = frame;
+    if (frame > p->frame_hi)
+        p->frame_hi = frame;
+    pthread_mutex_unlock(&p->mu);
+
+    if (msg->type == PROBE_EMIT) {
+        pthread_mutex_lock(&p->mu);
+        p->emit_limit = (int64_t)msg->arg;
+        pthread_mutex_unlock(&p->mu);
+        probe_emit(ctx, p);
+    } else if (SIG_IS_STREAM(msg->type)) {
+        probe_signal(ctx, p, msg);
+    }
+
+    atomic_fetch_sub_explicit(&p->depth, 1, memory_order_relaxed);
+    atomic_store_explicit(&p->inside, 0, memory_order_release);
+    return RILL_OK;
+}
+
+static rill_aid_t probe_spawn(rill_system_t *sys, probe_t *p, uint32_t mailbox, int executor)
+{
+    rill_spawn_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.behavior = probe_behavior;
+    o.state = p;
+    o.mailbox_capacity = mailbox;
+    o.executor = executor;
+    rill_aid_t aid = RILL_AID_NONE;
+    rill_err_t e = rill_spawn(sys, &o, &aid);
+    cr_assert_eq(e, RILL_OK, "spawn probe: %s", rill_err_name(e));
+    return aid;
+}
+
+/* ---- reading a probe (test thread) ---------------------------------- */
+
+static size_t probe_count(probe_t *p, uint32_t type)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t c = p->by_type[type - RILL_STREAM_SUBSCRIBE];
+    pthread_mutex_unlock(&p->mu);
+    return c;
+}
+
+static size_t probe_total(probe_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t c = p->n;
+    pthread_mutex_unlock(&p->mu);
+    return c;
+}
+
+static sigrec_t probe_at(probe_t *p, size_t i)
+{
+    pthread_mutex_lock(&p->mu);
+    sigrec_t s = i < p->n && i < PROBE_KEEP ? p->kept[i] : (sigrec_t){0, 0, 0, 0};
+    pthread_mutex_unlock(&p->mu);
+    return s;
+}
+
+static acct_t probe_acct(probe_t *p, uint64_t token)
+{
+    pthread_mutex_lock(&p->mu);
+    acct_t a = p->acct[SLOT_OF(token)];
+    pthread_mutex_unlock(&p->mu);
+    return a;
+}
+
+/* Waits until at least n signals of type arrived; 1 if they did in time. */
+static int probe_wait_count(probe_t *p, uint32_t type, size_t n, int timeout_ms)
+{
+    int64_t deadline = kit_now_ms() + timeout_ms;
+    size_t i = type - RILL_STREAM_SUBSCRIBE;
+    pthread_mutex_lock(&p->mu);
+    while (p->by_type[i] < n && kit_cond_wait_until(&p->cv, &p->mu, deadline) == 0)
+        ;
+    int ok = p->by_type[i] >= n;
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+/* Waits until subscription `token` received at least n elements. */
+static int probe_wait_received(probe_t *p, uint64_t token, int64_t n, int timeout_ms)
+{
+    int64_t deadline = kit_now_ms() + timeout_ms;
+    acct_t *a = &p->acct[SLOT_OF(token)];
+    pthread_mutex_lock(&p->mu);
+    while (a->received < n && kit_cond_wait_until(&p->cv, &p->mu, deadline) == 0)
+        ;
+    int ok = a->received >= n;
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+/* Waits until the publisher probe was asked for at least n in all. */
+static int probe_wait_demand(probe_t *p, int64_t n, int timeout_ms)
+{
+    int64_t deadline = kit_now_ms() + timeout_ms;
+    pthread_mutex_lock(&p->mu);
+    while (p->pub_requested < n && kit_cond_wait_until(&p->cv, &p->mu, deadline) == 0)
+        ;
+    int ok = p->pub_requested >= n;
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+/* A bounded watch that nothing arrives: returns 1 if no signal came within
+ * timeout_ms (returns 0 as soon as one does). */
+static int probe_quiet(probe_t *p, int timeout_ms)
+{
+    int64_t deadline = kit_now_ms() + timeout_ms;
+    pthread_mutex_lock(&p->mu);
+    size_t n0 = p->n;
+    while (p->n == n0 && kit_cond_wait_until(&p->cv, &p->mu, deadline) == 0)
+        ;
+    int quiet = p->n == n0;
+    pthread_mutex_unlock(&p->mu);
+    return quiet;
+}
+
+/* The test asks for n on behalf of subscriber probe `sub` (demand is
+ * accounted before it is sent, so the probe never sees a NEXT it could
+ * not know was asked for). */
+static rill_err_t probe_request(rill_system_t *sys, probe_t *p, rill_aid_t sub, rill_aid_t pub,
+                                uint64_t token, int64_t n)
+{
+    pthread_mutex_lock(&p->mu);
+    acct_t *a = &p->acct[SLOT_OF(token)];
+    a->requested = sat_add(a->requested, n);
+    pthread_mutex_unlock(&p->mu);
+    return rill_stream_request(sys, pub, sub, token, n);
+}
+
+/* A copy of a probe's counters, taken under its lock. */
+typedef struct probe_view {
+    long after_terminal, demand_violations, order_violations, depth_violations, depth_checks;
+    long over_window, refused, send_errors;
+    uint32_t max_mailbox;
+    rill_err_t error_code;
+    int64_t pub_requested, pub_sent;
+    uint64_t token;
+} probe_view_t;
+
+static probe_view_t probe_view(probe_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    probe_view_t v = {
+        p->after_terminal, p->demand_violations, p->order_violations, p->depth_violations,
+        p->depth_checks,   p->over_window,       p->refused,          p->send_errors,
+        p->max_mailbox,    p->error_code,        p->pub_requested,    p->pub_sent,
+        p->token};
+    pthread_mutex_unlock(&p->mu);
+    return v;
+}
+
+/* ---- stages and systems --------------------------------------------- */
+
+static rill_system_t *conf_system(void)
+{
+    rill_system_t *sys = kit_system(2, 0, 0, 1);
+    cr_assert_not_null(sys);
+    return sys;
+}
+
+static void conf_end(rill_system_t *sys)
+{
+    rill_err_t e = rill_system_stop(sys, KIT_WAIT_MS);
+    cr_assert_eq(e, RILL_OK, "system stop: %s", rill_err_name(e));
+    rill_system_destroy(sys);
+}
+
+static rill_aid_t spawn_stage(rill_system_t *sys, rill_stage_t *stage, uint32_t mailbox,
+                              int executor)
+{
+    cr_assert_not_null(stage, "stage constructor failed");
+    rill_stage_opts_t o = {.name = NULL, .executor = executor, .mailbox_capacity = mailbox};
+    rill_aid_t aid = RILL_AID_NONE;
+    rill_err_t e = rill_stage_spawn(sys, stage, &o, &aid);
+    cr_assert_eq(e, RILL_OK, "stage spawn: %s", rill_err_name(e));
+    return aid;
+}
+
+static void link_stages(rill_system_t *sys, rill_aid_t up, rill_aid_t down)
+{
+    rill_err_t e = rill_stage_connect(sys, up, down);
+    cr_assert_eq(e, RILL_OK, "connect: %s", rill_err_name(e));
+}
+
+static void subscribe(rill_system_t *sys, rill_aid_t pub, rill_aid_t sub, uint64_t token)
+{
+    rill_err_t e = rill_stream_subscribe(sys, pub, sub, token);
+    cr_assert_eq(e, RILL_OK, "subscribe: %s", rill_err_name(e));
+}
+
+static void expect_dead(rill_system_t *sys, rill_aid_t aid, const char *what)
+{
+    cr_assert(kit_wait_dead(sys, aid, KIT_WAIT_MS), "%s still alive", what);
+}
+
+struct processed_at_least {
+    rill_system_t *sys;
+    rill_aid_t aid;
+    uint64_t n;
+};
+
+static int processed_reached(void *arg)
+{
+    struct processed_at_least *w = arg;
+    rill_actor_stats_t st;
+    if (rill_actor_stats(w->sys, w->aid, &st) != RILL_OK)
+        return 1; /* gone: it handled all it ever will */
+    return st.processed >= w->n;
+}
+
+/* Waits until actor aid handled n messages and signals (or is gone). */
+static void wait_processed(rill_system_t *sys, rill_aid_t aid, uint64_t n)
+{
+    struct processed_at_least w = {sys, aid, n};
+    cr_assert(kit_wait_until(processed_reached, &w, KIT_WAIT_MS),
+              "the stage did not handle %llu messages", (unsigned long long)n);
+}
+
+struct depth_at_least {
+    rill_system_t *sys;
+    rill_aid_t aid;
+    uint32_t n;
+};
+
+static int depth_reached(void *arg)
+{
+    struct depth_at_least *w = arg;
+    rill_actor_stats_t st;
+    return rill_actor_stats(w->sys, w->aid, &st) == RILL_OK && st.mailbox_depth >= w->n;
+}
+
+struct tally_done {
+    kit_tally_t *t;
+};
+
+static int tally_settled(void *arg)
+{
+    kit_tally_t *t = ((struct tally_done *)arg)->t;
+    long made = atomic_load_explicit(&t->made, memory_order_acquire);
+    long gone = atomic_load_explicit(&t->released, memory_order_acquire) +
+                atomic_load_explicit(&t->reclaimed, memory_order_acquire);
+    return made == gone;
+}
+
+/* Waits until every counted payload was released (or reclaimed). */
+static void expect_all_released(kit_tally_t *t)
+{
+    struct tally_done d = {t};
+    cr_assert(kit_wait_until(tally_settled, &d, KIT_WAIT_MS),
+              "payloads: %ld made, %ld released, %ld reclaimed", atomic_load(&t->made),
+              atomic_load(&t->released), atomic_load(&t->reclaimed));
+}
+
+/* ---- stage functions ------------------------------------------------ */
+
+/* A pull source: count values from 0 (UINT64_MAX = endless), then end, or
+ * fail with fail_code after fail_after elements. Measures how it is
+ * called: nesting depth and frame addresses. */
+typedef struct puller {
+    uint64_t count;
+    uint64_t fail_after; /* UINT64_MAX: never */
+    rill_err_t fail_code;
+    kit_tally_t *tally; /* NULL: value elements */
+    atomic_ullong next; /* only the source's executor writes it */
+    atomic_int depth;
+    atomic_int max_depth;
+    atomic_uintptr_t frame_lo, frame_hi;
+} puller_t;
+
+static void puller_init(puller_t *p, uint64_t count, uint64_t fail_after, kit_tally_t *tally)
+{
+    memset(p, 0, sizeof(*p));
+    p->count = count;
+    p->fail_after = fail_after;
+    p->fail_code = RILL_EIO;
+    p->tally = tally;
+    atomic_init(&p->next, 0);
+    atomic_init(&p->depth, 0);
+    atomic_init(&p->max_depth, 0);
+    atomic_init(&p->frame_lo, UINTPTR_MAX);
+    atomic_init(&p->frame_hi, 0);
+}
+
+static int pull(void *opaque, rill_elem_t *out)
+{
+    puller_t *p = opaque;
+    /* relaxed everywhere: one thread writes; the test reads after the
+     * source has ended. */
+    int d = atomic_fetch_add_explicit(&p->depth, 1, memory_order_relaxed) + 1;
+    note_max(&p->max_depth, d);
+    uintptr_t frame = (uintptr_t)__builtin_frame_address(0);
+    if (frame < atomic_load_explicit(&p->frame_lo, memory_order_relaxed))
+        atomic_store_explicit(&p->frame_lo, frame, memory_order_relaxed);
+    if (frame > atomic_load_explicit(&p->frame_hi, memory_order_relaxed))
+        atomic_store_explicit(&p->frame_hi, frame, memory_order_relaxed);
+
+    int r;
+    uint64_t v = atomic_load_explicit(&p->next, memory_order_relaxed);
+    if (v == p->fail_after) {
+        r = -(int)p->fail_code;
+    } else if (p->count != UINT64_MAX && v >= p->count) {
+        r = 0;
+    } else {
+        *out = rill_elem_value(v);
+        if (p->tally) {
+            out->payload = kit_payload_new(p->tally, v);
+            out->dtor = kit_payload_free;
+            out->flags = 0;
+        }
+        atomic_store_explicit(&p->next, v + 1, memory_order_relaxed);
+        r = 1;
+    }
+    atomic_fetch_sub_explicit(&p->depth, 1, memory_order_relaxed);
+    return r;
+}
+
+/* map: the identity (moves the element). */
+static rill_err_t map_identity(void *opaque, rill_elem_t *in, rill_elem_t *out)
+{
+    (void)opaque;
+    *out = *in;
+    memset(in, 0, sizeof(*in));
+    return RILL_OK;
+}
+
+/* ===================================================================== */
+/* Rules 1.x: the publisher                                              */
+/* ===================================================================== */
+
+Test(rs, rule_1_1_and_3_8_never_more_next_than_requested, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    probe_t s;
+    probe_init(&s);
+    s.check_order = 1;
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    rill_aid_t src = spawn_stage(sys, rill_source_range(0, 1000), 0, 0);
+    const uint64_t tok = 11;
+
+    subscribe(sys, src, sub, tok);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_ON_SUBSCRIBE, 1, KIT_WAIT_MS), "no ON_SUBSCRIBE");
+    cr_assert(probe_quiet(&s, QUIET_MS), "a signal without any demand");
+    cr_assert_eq(probe_count(&s, RILL_STREAM_NEXT), 0, "NEXT before any REQUEST");
+
+    cr_assert_eq(probe_request(sys, &s, sub, src, tok, 3), RILL_OK);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_NEXT, 3, KIT_WAIT_MS), "3 requested, 3 due");
+    probe_quiet(&s, QUIET_MS);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_NEXT), 3, "more NEXT than the 3 requested");
+
+    /* 3.8: demand adds up across REQUESTs. */
+    cr_assert_eq(probe_request(sys, &s, sub, src, tok, 2), RILL_OK);
+    cr_assert_eq(probe_request(sys, &s, sub, src, tok, 5), RILL_OK);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_NEXT, 10, KIT_WAIT_MS), "3+2+5 requested");
+    probe_quiet(&s, QUIET_MS);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_NEXT), 10, "more NEXT than the 10 requested");
+
+    for (size_t i = 0; i < 10; i++) {
+        sigrec_t g = probe_at(&s, 1 + i);
+        cr_assert_eq(g.type, RILL_STREAM_NEXT);
+        cr_assert_eq(g.arg, i, "element %zu carries %llu", i, (unsigned long long)g.arg);
+        cr_assert_eq(g.corr, tok);
+        cr_assert_eq(g.from, src);
+    }
+    cr_assert_eq(probe_view(&s).demand_violations, 0);
+    cr_assert_eq(probe_view(&s).order_violations, 0);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_ERROR), 0);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_COMPLETE), 0);
+
+    cr_assert_eq(rill_stream_cancel(sys, src, sub, tok), RILL_OK);
+    expect_dead(sys, src, "the cancelled source");
+    conf_end(sys);
+    probe_fini(&s);
+}
+
+Test(rs, rule_1_2_and_1_5_fewer_than_requested_then_complete, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    probe_t s, e;
+    probe_init(&s);
+    probe_init(&e);
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    rill_aid_t esub = probe_spawn(sys, &e, 64, 1);
+    rill_aid_t src = spawn_stage(sys, rill_source_range(100, 5), 0, 0);
+    rill_aid_t empty = spawn_stage(sys, rill_source_range(7, 0), 0, 0);
+
+    /* Five elements for a demand of ten: five NEXT, then COMPLETE. */
+    subscribe(sys, src, sub, 1);
+    cr_assert_eq(probe_request(sys, &s, sub, src, 1, 10), RILL_OK);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS), "no COMPLETE");
+    probe_quiet(&s, QUIET_MS);
+    cr_assert_eq(probe_total(&s), 7, "ON_SUBSCRIBE, 5 NEXT, COMPLETE; got %zu signals",
+                 probe_total(&s));
+    cr_assert_eq(probe_at(&s, 0).type, RILL_STREAM_ON_SUBSCRIBE);
+    for (size_t i = 0; i < 5; i++) {
+        sigrec_t g = probe_at(&s, 1 + i);
+        cr_assert_eq(g.type, RILL_STREAM_NEXT);
+        cr_assert_eq(g.arg, 100 + i);
+    }
+    cr_assert_eq(probe_at(&s, 6).type, RILL_STREAM_COMPLETE);
+    cr_assert_eq(probe_at(&s, 6).corr, 1);
+
+    /* 1.5: an empty source completes. */
+    subscribe(sys, empty, esub, 2);
+    /* rill's empty source may complete before any demand (2.9 allows it),
+     * so it may be gone by the time the REQUEST is sent. */
+    rill_err_t r = probe_request(sys, &e, esub, empty, 2, 1);
+    cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
+    cr_assert(probe_wait_count(&e, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS), "empty: no COMPLETE");
+    probe_quiet(&e, QUIET_MS);
+    cr_assert_eq(probe_total(&e), 2, "ON_SUBSCRIBE and COMPLETE only; got %zu signals",
+                 probe_total(&e));
+    cr_assert_eq(probe_at(&e, 0).type, RILL_STREAM_ON_SUBSCRIBE);
+    cr_assert_eq(probe_at(&e, 1).type, RILL_STREAM_COMPLETE);
+
+    expect_dead(sys, src, "the completed source");
+    expect_dead(sys, empty, "the empty source");
+    conf_end(sys);
+    probe_fini(&s);
+    probe_fini(&e);
+}
+
+Test(rs, rule_1_3_signals_to_one_subscriber_never_overlap, .timeout = 120)
+{
+    const int64_t n = KIT_SCALE(100000);
+    rill_system_t *sys = conf_system();
+    probe_t s;
+    probe_init(&s);
+    s.check_order = 1;
+    s.request_on_subscribe = 128;
+    s.refill_below = 64;
+    s.refill_chunk = 64; /* at most 128 outstanding per subscription */
+    rill_aid_t sub = probe_spawn(sys, &s, 512, 1);
+
+    /* Two publishers, one on each executor, signal the same subscriber at
+     * the same time: a range directly, and a range through a map. */
+    rill_aid_t src1 = spawn_stage(sys, rill_source_range(0, (uint64_t)n), 0, 0);
+    rill_aid_t src2 = spawn_stage(sys, rill_source_range(0, (uint64_t)n), 0, 0);
+    rill_aid_t map2 = spawn_stage(sys, rill_stage_map(map_identity, NULL), 0, 1);
+    link_stages(sys, src2, map2);
+    subscribe(sys, src1, sub, 1);
+    subscribe(sys, map2, sub, 2);
+
+    cr_assert(probe_wait_count(&s, RILL_STREAM_COMPLETE, 2, 60000), "not both completed");
+    probe_quiet(&s, QUIET_MS);
+    acct_t a1 = probe_acct(&s, 1), a2 = probe_acct(&s, 2);
+    cr_assert_eq(a1.received, n, "direct: %lld of %lld", (long long)a1.received, (long long)n);
+    cr_assert_eq(a2.received, n, "via map: %lld of %lld", (long long)a2.received, (long long)n);
+    cr_assert_eq(a1.first, RILL_STREAM_ON_SUBSCRIBE);
+    cr_assert_eq(a2.first, RILL_STREAM_ON_SUBSCRIBE);
+    cr_assert_eq(atomic_load(&s.overlaps), 0, "handler calls overlapped %ld times",
+                 atomic_load(&s.overlaps));
+    cr_assert_eq(atomic_load(&s.max_depth), 1);
+    cr_assert_eq(probe_view(&s).order_violations, 0);
+    cr_assert_eq(probe_view(&s).demand_violations, 0);
+    cr_assert_eq(probe_view(&s).after_terminal, 0);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_ERROR), 0);
+    conf_end(sys);
+    probe_fini(&s);
+}
+
+Test(rs, rule_1_7_nothing_after_complete, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    probe_t s;
+    probe_init(&s);
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    rill_aid_t src = spawn_stage(sys, rill_source_range(0, 5), 0, 0);
+
+    subscribe(sys, src, sub, 3);
+    cr_assert_eq(probe_request(sys, &s, sub, src, 3, 10), RILL_OK);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS));
+    size_t at_complete = probe_total(&s);
+
+    /* Poke the ended publisher: more demand, a cancel. Whether it is still
+     * alive (RILL_OK) or gone (RILL_ESTOPPED), nothing may come back. */
+    rill_err_t r = probe_request(sys, &s, sub, src, 3, 10);
+    cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
+    r = rill_stream_cancel(sys, src, sub, 3);
+    cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
+    cr_assert(probe_quiet(&s, QUIET_MS), "a signal after COMPLETE");
+    cr_assert_eq(probe_total(&s), at_complete);
+    cr_assert_eq(probe_view(&s).after_terminal, 0);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_NEXT), 5);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_COMPLETE), 1);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_ERROR), 0);
+    expect_dead(sys, src, "the completed source");
+    conf_end(sys);
+    probe_fini(&s);
+}
+
+Test(rs, rule_1_7_nothing_after_error, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    probe_t s, m;
+    probe_init(&s);
+    probe_init(&m);
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    rill_aid_t msub = probe_spawn(sys, &m, 64, 1);
+    puller_t pl, pl2;
+    puller_init(&pl, UINT64_MAX, 4, NULL);
+    puller_init(&pl2, UINT64_MAX, 4, NULL);
+
+    /* A source that fails after four elements, directly ... */
+    rill_aid_t src = spawn_stage(sys, rill_source_fn(pull, &pl), 0, 0);
+    subscribe(sys, src, sub, 4);
+    cr_assert_eq(probe_request(sys, &s, sub, src, 4, 20), RILL_OK);
+    /* ... and through a map, which passes the ERROR on. */
+    rill_aid_t src2 = spawn_stage(sys, rill_source_fn(pull, &pl2), 0, 0);
+    rill_aid_t map = spawn_stage(sys, rill_stage_map(map_identity, NULL), 0, 1);
+    subscribe(sys, map, msub, 5);
+    cr_assert_eq(probe_request(sys, &m, msub, map, 5, 20), RILL_OK);
+    link_stages(sys, src2, map);
+
+    probe_t *probes[2] = {&s, &m};
+    rill_aid_t pubs[2] = {src, map};
+    uint64_t toks[2] = {4, 5};
+    for (int k = 0; k < 2; k++) {
+        probe_t *p = probes[k];
+        cr_assert(probe_wait_count(p, RILL_STREAM_ERROR, 1, KIT_WAIT_MS), "no ERROR (%d)", k);
+        size_t at_error = probe_total(p);
+        rill_err_t r = probe_request(sys, p, k ? msub : sub, pubs[k], toks[k], 10);
+        cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
+        cr_assert(probe_quiet(p, QUIET_MS), "a signal after ERROR (%d)", k);
+        cr_assert_eq(probe_total(p), at_error);
+        cr_assert_eq(probe_view(p).after_terminal, 0);
+        cr_assert_eq(probe_count(p, RILL_STREAM_NEXT), 4, "the 4 before the failure (%d)", k);
+        cr_assert_eq(probe_count(p, RILL_STREAM_ERROR), 1);
+        cr_assert_eq(probe_count(p, RILL_STREAM_COMPLETE), 0);
+        cr_assert_eq(probe_view(p).error_code, RILL_EIO);
+        cr_assert_eq(probe_at(p, at_error - 1).type, RILL_STREAM_ERROR, "ERROR is last");
+    }
+    pthread_mutex_lock(&m.mu);
+    cr_assert_not_null(strstr(m.error_text, "RILL_EIO"), "text: '%s'", m.error_text);
+    pthread_mutex_unlock(&m.mu);
+    expect_dead(sys, src, "the failed source");
+    expect_dead(sys, src2, "the failed source");
+    expect_dead(sys, map, "the map after ERROR");
+    conf_end(sys);
+    probe_fini(&s);
+    probe_fini(&m);
+}
+
+Test(rs, rule_1_9_on_subscribe_first_even_from_a_failing_publisher, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    probe_t s, f, m;
+    probe_init(&s);
+    probe_init(&f);
+    probe_init(&m);
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    rill_aid_t fsub = probe_spawn(sys, &f, 64, 1);
+    rill_aid_t msub = probe_spawn(sys, &m, 64, 1);
+
+    /* Demand sent right behind SUBSCRIBE: still ON_SUBSCRIBE first. */
+    rill_aid_t src = spawn_stage(sys, rill_source_range(0, 3), 0, 0);
+    subscribe(sys, src, sub, 1);
+    cr_assert_eq(probe_request(sys, &s, sub, src, 1, 3), RILL_OK);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS));
+    cr_assert_eq(probe_at(&s, 0).type, RILL_STREAM_ON_SUBSCRIBE);
+    cr_assert_eq(probe_at(&s, 0).from, src);
+    cr_assert_eq(probe_at(&s, 0).corr, 1);
+
+    /* A publisher that fails at once: ON_SUBSCRIBE, then ERROR, nothing
+     * else, without any demand. */
+    rill_aid_t failed = spawn_stage(sys, rill_source_failed(RILL_EIO, "disk on fire"), 0, 0);
+    subscribe(sys, failed, fsub, 2);
+    cr_assert(probe_wait_count(&f, RILL_STREAM_ERROR, 1, KIT_WAIT_MS), "no ERROR");
+    probe_quiet(&f, QUIET_MS);
+    cr_assert_eq(probe_total(&f), 2, "ON_SUBSCRIBE and ERROR only; got %zu", probe_total(&f));
+    cr_assert_eq(probe_at(&f, 0).type, RILL_STREAM_ON_SUBSCRIBE);
+    cr_assert_eq(probe_at(&f, 1).type, RILL_STREAM_ERROR);
+    cr_assert_eq(probe_at(&f, 1).corr, 2);
+    cr_assert_eq(probe_view(&f).error_code, RILL_EIO);
+    pthread_mutex_lock(&f.mu);
+    cr_assert_not_null(strstr(f.error_text, "disk on fire"), "text: '%s'", f.error_text);
+    pthread_mutex_unlock(&f.mu);
+    expect_dead(sys, failed, "the failed source");
+
+    /* The same through a processor. */
+    rill_aid_t failed2 = spawn_stage(sys, rill_source_failed(RILL_EIO, "disk on fire"), 0, 0);
+    rill_aid_t map = spawn_stage(sys, rill_stage_map(map_identity, NULL), 0, 1);
+    subscribe(sys, map, msub, 3);
+    link_stages(sys, failed2, map);
+    cr_assert(probe_wait_count(&m, RILL_STREAM_ERROR, 1, KIT_WAIT_MS), "map: no ERROR");
+    probe_quiet(&m, QUIET_MS);
+    cr_assert_eq(probe_total(&m), 2);
+    cr_assert_eq(probe_at(&m, 0).type, RILL_STREAM_ON_SUBSCRIBE);
+    cr_assert_eq(probe_view(&m).error_code, RILL_EIO);
+    expect_dead(sys, map, "the failed map");
+    conf_end(sys);
+    probe_fini(&s);
+    probe_fini(&f);
+    probe_fini(&m);
+}
+
+Test(rs, rule_1_9_null_subscriber_is_rejected, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    probe_t s;
+    probe_init(&s);
+    s.check_order = 1;
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    rill_aid_t src = spawn_stage(sys, rill_source_range(0, 10), 0, 0);
+
+    cr_assert_eq(rill_stream_subscribe(sys, src, RILL_AID_NONE, 5), RILL_EINVAL);
+    cr_assert_eq(rill_stream_subscribe(sys, RILL_AID_NONE, sub, 5), RILL_EINVAL);
+    cr_assert_eq(rill_stream_subscribe(NULL, src, sub, 5), RILL_EINVAL);
+    /* The raw signal, past the checks of rill_stream_subscribe: ignored,
+     * since there is nobody to answer. */
+    rill_msg_t raw = {.type = RILL_STREAM_SUBSCRIBE, .from = RILL_AID_NONE, .corr = 5};
+    cr_assert_eq(rill_signal(sys, src, &raw), RILL_OK);
+
+    /* The publisher is unaffected: it serves a real subscriber in full. */
+    subscribe(sys, src, sub, 6);
+    cr_assert_eq(probe_request(sys, &s, sub, src, 6, 10), RILL_OK);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS));
+    probe_quiet(&s, QUIET_MS);
+    cr_assert_eq(probe_total(&s), 12);
+    cr_assert_eq(probe_at(&s, 0).type, RILL_STREAM_ON_SUBSCRIBE);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_NEXT), 10);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_ERROR), 0);
+    cr_assert_eq(probe_view(&s).order_violations, 0);
+    expect_dead(sys, src, "the completed source");
+    conf_end(sys);
+    probe_fini(&s);
+}
+
+Test(rs, rule_1_4_and_4_2_failing_upstream_errors_every_subscriber_of_a_processor, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    probe_t s[2];
+    rill_aid_t sub[2];
+    for (int i = 0; i < 2; i++) {
+        probe_init(&s[i]);
+        s[i].check_order = 1;
+        sub[i] = probe_spawn(sys, &s[i], 64, i);
+    }
+    puller_t pl;
+    puller_init(&pl, UINT64_MAX, 3, NULL);
+    rill_aid_t bc = spawn_stage(sys, rill_stage_broadcast(2, NULL, NULL), 0, 1);
+    /* Both outputs subscribe and ask before the failing upstream is
+     * connected, so the failure has two subscribers to reach. */
+    for (int i = 0; i < 2; i++) {
+        subscribe(sys, bc, sub[i], 40 + (uint64_t)i);
+        cr_assert(probe_wait_count(&s[i], RILL_STREAM_ON_SUBSCRIBE, 1, KIT_WAIT_MS));
+        cr_assert_eq(probe_request(sys, &s[i], sub[i], bc, 40 + (uint64_t)i, 10), RILL_OK);
+    }
+    rill_aid_t src = spawn_stage(sys, rill_source_fn(pull, &pl), 0, 0);
+    link_stages(sys, src, bc);
+
+    for (int i = 0; i < 2; i++) {
+        cr_assert(probe_wait_count(&s[i], RILL_STREAM_ERROR, 1, KIT_WAIT_MS),
+                  "subscriber %d got no ERROR", i);
+    }
+    for (int i = 0; i < 2; i++) {
+        probe_quiet(&s[i], QUIET_MS);
+        cr_assert_eq(probe_count(&s[i], RILL_STREAM_ERROR), 1);
+        cr_assert_eq(probe_count(&s[i], RILL_STREAM_COMPLETE), 0);
+        cr_assert_eq(probe_view(&s[i]).error_code, RILL_EIO, "subscriber %d: %s", i,
+                     rill_err_name(probe_view(&s[i]).error_code));
+        /* ERROR does not overtake the elements before it. */
+        cr_assert_eq(probe_count(&s[i], RILL_STREAM_NEXT), 3, "subscriber %d", i);
+        cr_assert_eq(probe_at(&s[i], 4).type, RILL_STREAM_ERROR);
+        cr_assert_eq(probe_at(&s[i], 4).corr, 40 + (uint64_t)i);
+        cr_assert_eq(probe_view(&s[i]).after_terminal, 0);
+        cr_assert_eq(probe_view(&s[i]).order_violations, 0);
+    }
+    expect_dead(sys, bc, "the failed broadcast");
+    expect_dead(sys, src, "the failed source");
+    conf_end(sys);
+    for (int i = 0; i < 2; i++)
+        probe_fini(&s[i]);
+}
+
+/* ===================================================================== */
+/* Rules 2.x: the subscriber                                             */
+/* ===================================================================== */
+
+/* Sends from the test thread in the name of publisher probe `pub`. */
+static void send_values(rill_system_t *sys, rill_aid_t stage, rill_aid_t pub, uint64_t token,
+                        uint64_t first, int count)
+{
+    for (int i = 0; i < count; i++) {
+        rill_elem_t e = rill_elem_value(first + (uint64_t)i);
+        rill_err_t r = rill_stream_next(sys, stage, pub, token, &e);
+        cr_assert_eq(r, RILL_OK, "NEXT %d: %s", i, rill_err_name(r));
+    }
+}
+
+static size_t upstream_signals(probe_t *p)
+{
+    return probe_count(p, RILL_STREAM_REQUEST) + probe_count(p, RILL_STREAM_CANCEL);
+}
+
+Test(rs, rule_2_3_no_request_or_cancel_after_terminal, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    probe_t pa, pb, s;
+    probe_init(&pa);
+    probe_init(&pb);
+    probe_init(&s);
+    pa.answer_subscribe = 1;
+    pb.answer_subscribe = 1;
+    rill_aid_t apub = probe_spawn(sys, &pa, 256, 1);
+    rill_aid_t bpub = probe_spawn(sys, &pb, 256, 1);
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+
+    /* A: probe publisher -> map -> probe subscriber, COMPLETE. Each step
+     * waits until the map handled what it was sent (its processed count)
+     * and the publisher probe handled what the map sent meanwhile (a
+     * fence: control signals are served before the fence's message). */
+    rill_aid_t map = spawn_stage(sys, rill_stage_map(map_identity, NULL), 8, 0);
+    subscribe(sys, map, sub, 21);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_ON_SUBSCRIBE, 1, KIT_WAIT_MS));
+    link_stages(sys, apub, map);
+    cr_assert(probe_wait_count(&pa, RILL_STREAM_REQUEST, 1, KIT_WAIT_MS), "map asked nothing");
+    wait_processed(sys, map, 3); /* SUBSCRIBE, CONNECT, ON_SUBSCRIBE */
+    cr_assert_eq(kit_fence(sys, apub), RILL_OK);
+    int64_t asked = probe_view(&pa).pub_requested;
+    uint64_t atok = probe_view(&pa).token;
+    cr_assert_geq(asked, 3, "the map asked for %lld", (long long)asked);
+    send_values(sys, map, apub, atok, 0, 3);
+    wait_processed(sys, map, 6);
+    cr_assert_eq(kit_fence(sys, apub), RILL_OK);
+    size_t mark = upstream_signals(&pa);
+
+    cr_assert_eq(rill_stream_complete(sys, map, apub, atok), RILL_OK);
+    wait_processed(sys, map, 7);
+    cr_assert_eq(kit_fence(sys, apub), RILL_OK);
+    cr_assert_eq(upstream_signals(&pa), mark, "REQUEST/CANCEL while handling COMPLETE");
+
+    /* The map drains its three to the subscriber, then ends: still nothing
+     * upstream. */
+    cr_assert_eq(probe_request(sys, &s, sub, map, 21, 10), RILL_OK);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS), "map did not complete");
+    cr_assert_eq(probe_count(&s, RILL_STREAM_NEXT), 3);
+    expect_dead(sys, map, "the completed map");
+    cr_assert_eq(kit_fence(sys, apub), RILL_OK);
+    cr_assert_eq(upstream_signals(&pa), mark, "REQUEST/CANCEL after COMPLETE");
+    cr_assert_eq(probe_count(&pa, RILL_STREAM_CANCEL), 0);
+
+    /* B: probe publisher -> sink, ERROR. */
+    rill_aid_t sink = spawn_stage(sys, rill_sink_ignore(), 0, 0);
+    link_stages(sys, bpub, sink);
+    cr_assert(probe_wait_count(&pb, RILL_STREAM_REQUEST, 1, KIT_WAIT_MS), "sink asked nothing");
+    wait_processed(sys, sink, 2); /* CONNECT, ON_SUBSCRIBE */
+    cr_assert_eq(kit_fence(sys, bpub), RILL_OK);
+    uint64_t btok = probe_view(&pb).token;
+    cr_assert_geq(probe_view(&pb).pub_requested, 2);
+    send_values(sys, sink, bpub, btok, 0, 2);
+    wait_processed(sys, sink, 4);
+    cr_assert_eq(kit_fence(sys, bpub), RILL_OK);
+    mark = upstream_signals(&pb);
+    cr_assert_eq(rill_stream_error(sys, sink, bpub, btok, RILL_EIO, "upstream broke"), RILL_OK);
+    expect_dead(sys, sink, "the failed sink");
+    cr_assert_eq(kit_fence(sys, bpub), RILL_OK);
+    cr_assert_eq(upstream_signals(&pb), mark, "REQUEST/CANCEL after ERROR");
+    conf_end(sys);
+    probe_fini(&pa);
+    probe_fini(&pb);
+    probe_fini(&s);
+}
+
+Test(rs, rule_2_5_second_on_subscribe_is_cancelled, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    kit_tally_t tally;
+    memset(&tally, 0, sizeof(tally));
+    probe_t p1, p2;
+    probe_init(&p1);
+    probe_init(&p2);
+    p1.answer_subscribe = 1;
+    rill_aid_t pub1 = probe_spawn(sys, &p1, 256, 1);
+    rill_aid_t pub2 = probe_spawn(sys, &p2, 256, 1);
+    rill_aid_t sink = spawn_stage(sys, rill_sink_ignore(), 0, 0);
+
+    link_stages(sys, pub1, sink);
+    cr_assert(probe_wait_count(&p1, RILL_STREAM_REQUEST, 1, KIT_WAIT_MS), "no REQUEST");
+    uint64_t t1 = probe_view(&p1).token;
+
+    /* An ON_SUBSCRIBE the sink never asked for, with a token of its own. */
+    cr_assert_eq(rill_stream_on_subscribe(sys, sink, pub2, 777), RILL_OK);
+    cr_assert(probe_wait_count(&p2, RILL_STREAM_CANCEL, 1, KIT_WAIT_MS), "not cancelled");
+    sigrec_t c = probe_at(&p2, 0);
+    cr_assert_eq(c.type, RILL_STREAM_CANCEL);
+    cr_assert_eq(c.corr, 777, "CANCEL carries %llu", (unsigned long long)c.corr);
+    cr_assert_eq(c.from, sink);
+
+    /* The token of the sink's real subscription, from another publisher. */
+    cr_assert_eq(rill_stream_on_subscribe(sys, sink, pub2, t1), RILL_OK);
+    cr_assert(probe_wait_count(&p2, RILL_STREAM_CANCEL, 2, KIT_WAIT_MS), "not cancelled");
+    cr_assert_eq(probe_at(&p2, 1).corr, t1);
+    cr_assert_eq(probe_total(&p2), 2, "only CANCELs for the intruder");
+
+    /* The first subscription goes on: elements are taken and released,
+     * COMPLETE ends the sink, and it never cancelled it. */
+    for (uint64_t i = 0; i < 5; i++) {
+        rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i, 0};
+        cr_assert_eq(rill_stream_next(sys, sink, pub1, t1, &e), RILL_OK);
+    }
+    cr_assert_eq(rill_stream_complete(sys, sink, pub1, t1), RILL_OK);
+    expect_dead(sys, sink, "the completed sink");
+    cr_assert_eq(kit_fence(sys, pub1), RILL_OK);
+    cr_assert_eq(probe_count(&p1, RILL_STREAM_CANCEL), 0, "the real subscription was cancelled");
+    cr_assert_eq(atomic_load(&tally.released), 5);
+    conf_end(sys);
+    probe_fini(&p1);
+    probe_fini(&p2);
+}
+
+typedef struct failing_sink {
+    atomic_long calls;
+    long fail_at;
+    kit_gate_t hold; /* the first call waits here */
+} failing_sink_t;
+
+static rill_err_t sink_fail_at(void *opaque, rill_elem_t *e)
+{
+    failing_sink_t *f = opaque;
+    long n = atomic_fetch_add_explicit(&f->calls, 1, memory_order_relaxed) + 1;
+    if (n == 1)
+        kit_gate_pass(&f->hold, KIT_WAIT_MS);
+    rill_elem_release(e); /* the function owns it */
+    return n == f->fail_at ? RILL_EIO : RILL_OK;
+}
+
+Test(rs, rule_2_8_next_after_own_cancel_is_accepted_and_released, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    kit_tally_t tally;
+    memset(&tally, 0, sizeof(tally));
+    probe_t p;
+    probe_init(&p);
+    p.answer_subscribe = 1;
+    rill_aid_t pub = probe_spawn(sys, &p, 256, 1);
+    failing_sink_t fs = {.fail_at = 3};
+    atomic_init(&fs.calls, 0);
+    kit_gate_init(&fs.hold);
+    rill_aid_t sink = spawn_stage(sys, rill_sink_foreach(sink_fail_at, &fs), 0, 0);
+
+    link_stages(sys, pub, sink);
+    cr_assert(probe_wait_demand(&p, 10, KIT_WAIT_MS), "the sink asked for less than 10");
+    uint64_t tok = probe_view(&p).token;
+
+    /* Ten, all queued while the sink is held in its first element: it
+     * fails on the third and cancels with the other seven in flight. */
+    for (uint64_t i = 0; i < 10; i++) {
+        rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i, 0};
+        cr_assert_eq(rill_stream_next(sys, sink, pub, tok, &e), RILL_OK);
+    }
+    cr_assert(kit_wait_at_least(&fs.hold.arrived, 1, KIT_WAIT_MS));
+    kit_gate_open(&fs.hold);
+    cr_assert(probe_wait_count(&p, RILL_STREAM_CANCEL, 1, KIT_WAIT_MS), "no CANCEL");
+    /* More after the CANCEL arrived, as a publisher that has not seen it
+     * yet would send: accepted (or refused, then still ours). */
+    for (uint64_t i = 10; i < 15; i++) {
+        rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i, 0};
+        rill_err_t r = rill_stream_next(sys, sink, pub, tok, &e);
+        cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
+        if (r != RILL_OK)
+            kit_payload_reclaim(e.payload);
+    }
+    expect_dead(sys, sink, "the failed sink");
+    expect_all_released(&tally);
+    cr_assert_eq(atomic_load(&tally.made), 15);
+    cr_assert_eq(atomic_load(&fs.calls), 3, "the sink went on after cancelling");
+    cr_assert_eq(kit_fence(sys, pub), RILL_OK);
+    cr_assert_eq(probe_count(&p, RILL_STREAM_CANCEL), 1);
+    cr_assert_eq(probe_total(&p), probe_count(&p, RILL_STREAM_REQUEST) + 2,
+                 "only SUBSCRIBE, REQUESTs and one CANCEL upstream");
+    conf_end(sys);
+    kit_gate_destroy(&fs.hold);
+    probe_fini(&p);
+}
+
+Test(rs, rule_2_9_and_2_10_terminal_without_request_is_handled, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    for (int kind = 1; kind <= 2; kind++) {
+        const char *what = kind == 1 ? "COMPLETE" : "ERROR";
+        probe_t p, s, q;
+        probe_init(&p);
+        probe_init(&s);
+        probe_init(&q);
+        p.answer_subscribe = q.answer_subscribe = 1;
+        p.terminal_on_subscribe = q.terminal_on_subscribe = kind;
+        rill_aid_t pub = probe_spawn(sys, &p, 256, 1);
+        rill_aid_t pub2 = probe_spawn(sys, &q, 256, 1);
+        rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+
+        /* The terminal signal right behind ON_SUBSCRIBE, before any
+         * REQUEST could arrive: a map passes it on ... */
+        rill_aid_t map = spawn_stage(sys, rill_stage_map(map_identity, NULL), 0, 0);
+        subscribe(sys, map, sub, 9);
+        cr_assert_eq(probe_request(sys, &s, sub, map, 9, 5), RILL_OK);
+        link_stages(sys, pub, map);
+        uint32_t want = kind == 1 ? RILL_STREAM_COMPLETE : RILL_STREAM_ERROR;
+        cr_assert(probe_wait_count(&s, want, 1, KIT_WAIT_MS), "map: no %s", what);
+        probe_quiet(&s, QUIET_MS);
+        cr_assert_eq(probe_total(&s), 2, "%s: ON_SUBSCRIBE and the terminal only", what);
+        cr_assert_eq(probe_at(&s, 0).type, RILL_STREAM_ON_SUBSCRIBE);
+        if (kind == 2)
+            cr_assert_eq(probe_view(&s).error_code, RILL_EIO);
+        expect_dead(sys, map, "the map");
+        cr_assert_eq(kit_fence(sys, pub), RILL_OK);
+        cr_assert_eq(probe_count(&p, RILL_STREAM_CANCEL), 0, "%s: the map cancelled", what);
+
+        /* ... and a sink ends. */
+        rill_aid_t sink = spawn_stage(sys, rill_sink_ignore(), 0, 0);
+        link_stages(sys, pub2, sink);
+        expect_dead(sys, sink, "the sink");
+        cr_assert_eq(kit_fence(sys, pub2), RILL_OK);
+        cr_assert_eq(probe_count(&q, RILL_STREAM_CANCEL), 0, "%s: the sink cancelled", what);
+
+        rill_stop(sys, pub);
+        rill_stop(sys, pub2);
+        rill_stop(sys, sub);
+        expect_dead(sys, pub, "probe");
+        expect_dead(sys, pub2, "probe");
+        expect_dead(sys, sub, "probe");
+        probe_fini(&p);
+        probe_fini(&q);
+        probe_fini(&s);
+    }
+    conf_end(sys);
+}
+
+Test(rs, rule_2_13_null_signals_are_rejected_and_change_nothing, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    kit_tally_t tally;
+    memset(&tally, 0, sizeof(tally));
+    probe_t s, p;
+    probe_init(&s);
+    probe_init(&p);
+    p.answer_subscribe = 1;
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    rill_aid_t pub = probe_spawn(sys, &p, 256, 1);
+
+    /* The signal functions refuse invalid elements and missing parties,
+     * send nothing, and leave the element with the caller. */
+    rill_elem_t null_elem = {NULL, NULL, 42, 0};
+    cr_assert_eq(rill_stream_next(sys, sub, pub, 1, &null_elem), RILL_EINVAL);
+    cr_assert_eq(rill_stream_next(sys, sub, pub, 1, NULL), RILL_EINVAL);
+    rill_elem_t owned = {kit_payload_new(&tally, 7), kit_payload_free, 7, 0};
+    cr_assert_eq(rill_stream_next(sys, sub, RILL_AID_NONE, 1, &owned), RILL_EINVAL);
+    cr_assert_eq(rill_stream_next(sys, RILL_AID_NONE, pub, 1, &owned), RILL_EINVAL);
+    cr_assert_eq(rill_stream_next(NULL, sub, pub, 1, &owned), RILL_EINVAL);
+    cr_assert_eq(atomic_load(&tally.released), 0, "a refused element was released");
+    kit_payload_reclaim(owned.payload);
+    cr_assert_eq(rill_stream_on_subscribe(sys, sub, RILL_AID_NONE, 1), RILL_EINVAL);
+    cr_assert_eq(rill_stream_on_subscribe(sys, RILL_AID_NONE, pub, 1), RILL_EINVAL);
+    cr_assert_eq(rill_stream_request(sys, pub, RILL_AID_NONE, 1, 5), RILL_EINVAL);
+    cr_assert_eq(rill_stream_cancel(sys, pub, RILL_AID_NONE, 1), RILL_EINVAL);
+    cr_assert_eq(rill_stream_complete(sys, sub, RILL_AID_NONE, 1), RILL_EINVAL);
+    cr_assert_eq(rill_stream_error(sys, sub, RILL_AID_NONE, 1, RILL_EIO, "x"), RILL_EINVAL);
+    cr_assert_eq(rill_stream_error(sys, RILL_AID_NONE, pub, 1, RILL_EIO, NULL), RILL_EINVAL);
+    cr_assert_eq(kit_fence(sys, pub), RILL_OK);
+    cr_assert_eq(kit_fence(sys, sub), RILL_OK);
+    cr_assert_eq(probe_total(&s), 0, "a refused signal reached the subscriber");
+    cr_assert_eq(probe_total(&p), 0, "a refused signal reached the publisher");
+
+    /* A NEXT with neither payload nor value flag reaching a stage is
+     * ignored; the stream goes on. */
+    probe_t ms;
+    probe_init(&ms);
+    ms.check_order = 1;
+    rill_aid_t msub = probe_spawn(sys, &ms, 64, 1);
+    rill_aid_t map = spawn_stage(sys, rill_stage_map(map_identity, NULL), 0, 0);
+    subscribe(sys, map, msub, 13);
+    cr_assert_eq(probe_request(sys, &ms, msub, map, 13, 10), RILL_OK);
+    link_stages(sys, pub, map);
+    cr_assert(probe_wait_demand(&p, 3, KIT_WAIT_MS), "the map asked for less than 3");
+    uint64_t tok = probe_view(&p).token;
+    rill_msg_t raw = {.type = RILL_STREAM_NEXT, .from = pub, .corr = tok, .arg = 99};
+    cr_assert_eq(rill_tell(sys, map, &raw), RILL_OK);
+    send_values(sys, map, pub, tok, 1, 2);
+    cr_assert_eq(rill_stream_complete(sys, map, pub, tok), RILL_OK);
+    cr_assert(probe_wait_count(&ms, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS), "stream stopped");
+    cr_assert_eq(probe_count(&ms, RILL_STREAM_NEXT), 2, "the NULL element went through");
+    cr_assert_eq(probe_at(&ms, 1).arg, 1);
+    cr_assert_eq(probe_at(&ms, 2).arg, 2);
+    cr_assert_eq(probe_count(&ms, RILL_STREAM_ERROR), 0);
+    expect_dead(sys, map, "the completed map");
+
+    /* An ERROR that carries no error code is still a failure, not a
+     * completion. */
+    probe_t es, ep;
+    probe_init(&es);
+    probe_init(&ep);
+    ep.answer_subscribe = 1;
+    rill_aid_t esub = probe_spawn(sys, &es, 64, 1);
+    rill_aid_t epub = probe_spawn(sys, &ep, 256, 1);
+    rill_aid_t emap = spawn_stage(sys, rill_stage_map(map_identity, NULL), 0, 0);
+    subscribe(sys, emap, esub, 14);
+    link_stages(sys, epub, emap);
+    cr_assert(probe_wait_count(&ep, RILL_STREAM_REQUEST, 1, KIT_WAIT_MS));
+    cr_assert_eq(rill_stream_error(sys, emap, epub, probe_view(&ep).token, RILL_OK, NULL), RILL_OK);
+    cr_assert(probe_wait_count(&es, RILL_STREAM_ERROR, 1, KIT_WAIT_MS), "no ERROR downstream");
+    cr_assert_eq(probe_count(&es, RILL_STREAM_COMPLETE), 0);
+    cr_assert_neq(probe_view(&es).error_code, RILL_OK);
+    expect_dead(sys, emap, "the failed map");
+
+    conf_end(sys);
+    probe_fini(&s);
+    probe_fini(&p);
+    probe_fini(&ms);
+    probe_fini(&es);
+    probe_fini(&ep);
+}
+
+/* ===================================================================== */
+/* Rules 3.x: the subscription                                           */
+/* ===================================================================== */
+
+Test(rs, rule_3_2_request_from_inside_next_does_not_deadlock, .timeout = 60)
+{
+    const int64_t n = KIT_SCALE(20000);
+    rill_system_t *sys = conf_system();
+    probe_t s;
+    probe_init(&s);
+    s.check_order = 1;
+    s.request_on_subscribe = 1; /* from inside ON_SUBSCRIBE */
+    s.request_per_next = 1;     /* from inside every NEXT */
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    rill_aid_t src = spawn_stage(sys, rill_source_range(0, (uint64_t)n), 0, 0);
+    subscribe(sys, src, sub, 1);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_COMPLETE, 1, 60000), "stalled at %lld of %lld",
+              (long long)probe_acct(&s, 1).received, (long long)n);
+    cr_assert_eq(probe_acct(&s, 1).received, n);
+    cr_assert_eq(probe_view(&s).order_violations, 0);
+    cr_assert_eq(probe_view(&s).demand_violations, 0);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_ERROR), 0);
+    conf_end(sys);
+    probe_fini(&s);
+}
+
+Test(rs, rule_3_3_request_and_next_never_recurse, .timeout = 60)
+{
+    const int64_t n = KIT_SCALE(20000);
+    rill_system_t *sys = conf_system();
+    probe_t s;
+    probe_init(&s);
+    s.check_order = 1;
+    s.request_on_subscribe = 1;
+    s.request_per_next = 1;
+    /* Same executor for both: the case where a direct call from request
+     * into the source's emit would be tempting. */
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 0);
+    puller_t pl;
+    puller_init(&pl, (uint64_t)n, UINT64_MAX, NULL);
+    rill_aid_t src = spawn_stage(sys, rill_source_fn(pull, &pl), 0, 0);
+    subscribe(sys, src, sub, 1);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_COMPLETE, 1, 60000), "stalled at %lld of %lld",
+              (long long)probe_acct(&s, 1).received, (long long)n);
+    expect_dead(sys, src, "the completed source");
+    cr_assert_eq(probe_acct(&s, 1).received, n);
+    cr_assert_eq(atomic_load(&pl.max_depth), 1, "the pull function was re-entered");
+    cr_assert_eq(atomic_load(&s.max_depth), 1, "the subscriber's handler was re-entered");
+    /* A recursion of one frame per element would spread the frames over
+     * megabytes of stack. */
+    uintptr_t spread = atomic_load(&pl.frame_hi) - atomic_load(&pl.frame_lo);
+    cr_assert_lt(spread, FRAME_SPREAD_LIMIT, "pull frames spread over %zu bytes", (size_t)spread);
+    pthread_mutex_lock(&s.mu);
+    spread = s.frame_hi - s.frame_lo;
+    pthread_mutex_unlock(&s.mu);
+    cr_assert_lt(spread, FRAME_SPREAD_LIMIT, "handler frames spread over %zu bytes",
+                 (size_t)spread);
+    conf_end(sys);
+    probe_fini(&s);
+}
+
+Test(rs, rule_3_6_and_3_7_request_and_cancel_after_cancel_are_noops, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    probe_t s, m;
+    probe_init(&s);
+    probe_init(&m);
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    rill_aid_t msub = probe_spawn(sys, &m, 64, 1);
+    rill_aid_t src = spawn_stage(sys, rill_source_range(0, UINT64_MAX), 0, 0);
+    rill_aid_t src2 = spawn_stage(sys, rill_source_range(0, UINT64_MAX), 0, 0);
+    rill_aid_t map = spawn_stage(sys, rill_stage_map(map_identity, NULL), 0, 1);
+    link_stages(sys, src2, map);
+
+    probe_t *probes[2] = {&s, &m};
+    rill_aid_t subs[2] = {sub, msub};
+    rill_aid_t pubs[2] = {src, map};
+    for (int k = 0; k < 2; k++) {
+        probe_t *p = probes[k];
+        uint64_t tok = 50 + (uint64_t)k;
+        subscribe(sys, pubs[k], subs[k], tok);
+        cr_assert_eq(probe_request(sys, p, subs[k], pubs[k], tok, 5), RILL_OK);
+        cr_assert(probe_wait_count(p, RILL_STREAM_NEXT, 5, KIT_WAIT_MS));
+        cr_assert_eq(rill_stream_cancel(sys, pubs[k], subs[k], tok), RILL_OK);
+        /* After CANCEL: more demand, a bad demand, another CANCEL. */
+        rill_err_t r = probe_request(sys, p, subs[k], pubs[k], tok, 10);
+        cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
+        r = rill_stream_request(sys, pubs[k], subs[k], tok, 0);
+        cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
+        r = rill_stream_cancel(sys, pubs[k], subs[k], tok);
+        cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
+    }
+    expect_dead(sys, src, "the cancelled source");
+    expect_dead(sys, map, "the cancelled map");
+    expect_dead(sys, src2, "the source behind the cancelled map");
+    for (int k = 0; k < 2; k++) {
+        probe_t *p = probes[k];
+        probe_quiet(p, QUIET_MS);
+        cr_assert_eq(probe_count(p, RILL_STREAM_NEXT), 5, "NEXT after CANCEL (%d)", k);
+        cr_assert_eq(probe_count(p, RILL_STREAM_ERROR), 0, "ERROR after CANCEL (%d)", k);
+        cr_assert_eq(probe_count(p, RILL_STREAM_COMPLETE), 0, "COMPLETE after CANCEL (%d)", k);
+    }
+    conf_end(sys);
+    probe_fini(&s);
+    probe_fini(&m);
+}
+
+struct canceller {
+    rill_system_t *sys;
+    rill_aid_t pub, sub;
+    uint64_t token;
+    pthread_barrier_t *start;
+    rill_err_t result;
+};
+
+static void *cancel_thread(void *arg)
+{
+    struct canceller *c = arg;
+    pthread_barrier_wait(c->start);
+    c->result = rill_stream_cancel(c->sys, c->pub, c->sub, c->token);
+    return NULL;
+}
+
+Test(rs, rule_3_5_concurrent_cancel_is_safe, .timeout = 120)
+{
+    const int rounds = KIT_SCALE(200);
+    rill_system_t *sys = conf_system();
+    probe_t s;
+    probe_init(&s);
+    rill_aid_t sub = probe_spawn(sys, &s, 1024, 1);
+    for (int i = 0; i < rounds; i++) {
+        uint64_t tok = 1000 + (uint64_t)i;
+        rill_aid_t src = spawn_stage(sys, rill_source_range(0, UINT64_MAX), 0, i % 2);
+        subscribe(sys, src, sub, tok);
+        cr_assert_eq(probe_request(sys, &s, sub, src, tok, 50), RILL_OK);
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, 2);
+        struct canceller c[2];
+        pthread_t th[2];
+        for (int k = 0; k < 2; k++) {
+            c[k] = (struct canceller){sys, src, sub, tok, &start, RILL_EINVAL};
+            cr_assert_eq(pthread_create(&th[k], NULL, cancel_thread, &c[k]), 0);
+        }
+        for (int k = 0; k < 2; k++)
+            pthread_join(th[k], NULL);
+        pthread_barrier_destroy(&start);
+        for (int k = 0; k < 2; k++)
+            cr_assert(c[k].result == RILL_OK || c[k].result == RILL_ESTOPPED,
+                      "round %d: cancel returned %s", i, rill_err_name(c[k].result));
+        cr_assert(kit_wait_dead(sys, src, KIT_WAIT_MS), "round %d: the source goes on", i);
+    }
+    probe_quiet(&s, QUIET_MS);
+    cr_assert_leq(probe_count(&s, RILL_STREAM_NEXT), (size_t)rounds * 50);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_ON_SUBSCRIBE), (size_t)rounds);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_ERROR), 0);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_COMPLETE), 0);
+    cr_assert_eq(probe_view(&s).demand_violations, 0);
+    conf_end(sys);
+    probe_fini(&s);
+}
+
+Test(rs, rule_3_9_non_positive_request_signals_error_once, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    probe_t z, neg;
+    probe_init(&z);
+    probe_init(&neg);
+    rill_aid_t zsub = probe_spawn(sys, &z, 64, 1);
+    rill_aid_t nsub = probe_spawn(sys, &neg, 64, 1);
+    rill_aid_t zsrc = spawn_stage(sys, rill_source_range(0, 1000), 0, 0);
+    rill_aid_t nsrc = spawn_stage(sys, rill_source_range(0, 1000), 0, 0);
+
+    /* REQUEST(0) after some elements, twice: one ERROR. */
+    subscribe(sys, zsrc, zsub, 1);
+    cr_assert_eq(probe_request(sys, &z, zsub, zsrc, 1, 2), RILL_OK);
+    cr_assert(probe_wait_count(&z, RILL_STREAM_NEXT, 2, KIT_WAIT_MS));
+    cr_assert_eq(rill_stream_request(sys, zsrc, zsub, 1, 0), RILL_OK);
+    rill_err_t r = rill_stream_request(sys, zsrc, zsub, 1, 0);
+    cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
+
+    /* REQUEST(-5) as the first demand, then a valid one: one ERROR. */
+    subscribe(sys, nsrc, nsub, 2);
+    cr_assert_eq(rill_stream_request(sys, nsrc, nsub, 2, -5), RILL_OK);
+    r = probe_request(sys, &neg, nsub, nsrc, 2, 10);
+    cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
+
+    probe_t *probes[2] = {&z, &neg};
+    size_t nexts[2] = {2, 0};
+    for (int k = 0; k < 2; k++) {
+        probe_t *p = probes[k];
+        cr_assert(probe_wait_count(p, RILL_STREAM_ERROR, 1, KIT_WAIT_MS), "no ERROR (%d)", k);
+        probe_quiet(p, QUIET_MS);
+        cr_assert_eq(probe_count(p, RILL_STREAM_ERROR), 1, "ERROR more than once (%d)", k);
+        cr_assert_eq(probe_view(p).error_code, RILL_EINVAL);
+        cr_assert_eq(probe_count(p, RILL_STREAM_NEXT), nexts[k], "(%d)", k);
+        cr_assert_eq(probe_count(p, RILL_STREAM_COMPLETE), 0);
+        cr_assert_eq(probe_view(p).after_terminal, 0);
+        pthread_mutex_lock(&p->mu);
+        cr_assert_neq(p->error_text[0], '\0', "an ERROR without text");
+        pthread_mutex_unlock(&p->mu);
+    }
+    /* With its only subscription over, each source ends. */
+    expect_dead(sys, zsrc, "the source after REQUEST(0)");
+    expect_dead(sys, nsrc, "the source after REQUEST(-5)");
+    conf_end(sys);
+    probe_fini(&z);
+    probe_fini(&neg);
+}
+
+Test(rs, rule_3_12_and_3_13_cancel_stops_signals_and_releases_the_subscriber, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    kit_tally_t tally;
+    memset(&tally, 0, sizeof(tally));
+    probe_t s;
+    probe_init(&s);
+    s.check_order = 1;
+    s.request_on_subscribe = 32;
+    s.refill_below = 16;
+    s.refill_chunk = 16;
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    puller_t pl;
+    puller_init(&pl, UINT64_MAX, UINT64_MAX, &tally);
+    rill_aid_t src = spawn_stage(sys, rill_source_fn(pull, &pl), 0, 0);
+    rill_aid_t map = spawn_stage(sys, rill_stage_map(map_identity, NULL), 0, 1);
+    link_stages(sys, src, map);
+    subscribe(sys, map, sub, 1);
+    cr_assert(probe_wait_received(&s, 1, 500, KIT_WAIT_MS), "elements do not flow");
+
+    cr_assert_eq(rill_stream_cancel(sys, map, sub, 1), RILL_OK);
+    expect_dead(sys, map, "the cancelled map");
+    expect_dead(sys, src, "the source behind the cancelled map");
+    /* In-flight elements may still land; then nothing. */
+    int quiet = 0;
+    for (int i = 0; i < 50 && !quiet; i++)
+        quiet = probe_quiet(&s, QUIET_MS);
+    cr_assert(quiet, "NEXT keeps coming after CANCEL");
+    cr_assert_eq(probe_count(&s, RILL_STREAM_ERROR), 0);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_COMPLETE), 0);
+    cr_assert_eq(probe_view(&s).order_violations, 0);
+    /* Everything the source made was released: by the subscriber, or by
+     * the stages that dropped what they held. */
+    expect_all_released(&tally);
+    cr_assert_eq(atomic_load(&tally.reclaimed), 0);
+    conf_end(sys);
+    probe_fini(&s);
+}
+
+Test(rs, rule_3_17_demand_up_to_int64_max_is_unbounded, .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    probe_t a, b, c;
+    probe_init(&a);
+    probe_init(&b);
+    probe_init(&c);
+    a.check_order = b.check_order = c.check_order = 1;
+    /* Finite runs fit the probes' mailboxes whole. */
+    rill_aid_t asub = probe_spawn(sys, &a, 2048, 1);
+    rill_aid_t bsub = probe_spawn(sys, &b, 2048, 1);
+    rill_aid_t csub = probe_spawn(sys, &c, 256, 1);
+    rill_aid_t asrc = spawn_stage(sys, rill_source_range(0, 1000), 0, 0);
+    rill_aid_t bsrc = spawn_stage(sys, rill_source_range(0, 1000), 0, 0);
+    rill_aid_t csrc = spawn_stage(sys, rill_source_range(0, UINT64_MAX), 0, 0);
+
+    subscribe(sys, asrc, asub, 1);
+    cr_assert_eq(probe_request(sys, &a, asub, asrc, 1, INT64_MAX), RILL_OK);
+
+    /* The three requests must all reach the source before it could
+     * deliver the 1000 and end: its executor is held until they are
+     * queued. */
+    probe_t blk;
+    probe_init(&blk);
+    kit_gate_t gate;
+    kit_gate_init(&gate);
+    rill_aid_t blocker = probe_spawn(sys, &blk, 8, 0);
+    rill_msg_t h = {.type = PROBE_HOLD, .payload = &gate};
+    cr_assert_eq(rill_tell(sys, blocker, &h), RILL_OK);
+    cr_assert(kit_wait_at_least(&gate.arrived, 1, KIT_WAIT_MS));
+    subscribe(sys, bsrc, bsub, 2);
+    cr_assert_eq(probe_request(sys, &b, bsub, bsrc, 2, INT64_MAX / 2), RILL_OK);
+    cr_assert_eq(probe_request(sys, &b, bsub, bsrc, 2, INT64_MAX / 2), RILL_OK);
+    cr_assert_eq(probe_request(sys, &b, bsub, bsrc, 2, 1), RILL_OK);
+    kit_gate_open(&gate);
+
+    probe_t *fin[2] = {&a, &b};
+    for (int k = 0; k < 2; k++) {
+        cr_assert(probe_wait_count(fin[k], RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS),
+                  "no COMPLETE (%d)", k);
+        probe_quiet(fin[k], QUIET_MS);
+        cr_assert_eq(probe_count(fin[k], RILL_STREAM_NEXT), 1000, "(%d)", k);
+        cr_assert_eq(probe_count(fin[k], RILL_STREAM_ERROR), 0, "(%d)", k);
+        cr_assert_eq(probe_view(fin[k]).order_violations, 0);
+    }
+
+    /* Endless: near-INT64_MAX ten times, no error, elements keep coming. */
+    subscribe(sys, csrc, csub, 3);
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(probe_request(sys, &c, csub, csrc, 3, INT64_MAX - 1), RILL_OK);
+    cr_assert(probe_wait_received(&c, 3, 2000, KIT_WAIT_MS), "stalled");
+    int64_t seen = probe_acct(&c, 3).received;
+    cr_assert(probe_wait_received(&c, 3, seen + 2000, KIT_WAIT_MS), "stopped after %lld",
+              (long long)seen);
+    cr_assert_eq(probe_count(&c, RILL_STREAM_ERROR), 0);
+    cr_assert_eq(probe_count(&c, RILL_STREAM_COMPLETE), 0);
+    cr_assert_eq(rill_stream_cancel(sys, csrc, csub, 3), RILL_OK);
+    expect_dead(sys, csrc, "the cancelled endless source");
+    probe_quiet(&c, QUIET_MS);
+    cr_assert_eq(probe_count(&c, RILL_STREAM_ERROR), 0);
+    cr_assert_eq(probe_view(&c).order_violations, 0);
+    conf_end(sys);
+    kit_gate_destroy(&gate);
+    probe_fini(&blk);
+    probe_fini(&a);
+    probe_fini(&b);
+    probe_fini(&c);
+}
+
+/* ===================================================================== */
+/* rill's own promises (stream.h)                                        */
+/* ===================================================================== */
+
+Test(rs, mailbox_invariant_queued_never_exceeds_outstanding_demand, .timeout = 60)
+{
+    const int64_t n = KIT_SCALE(20000);
+    rill_system_t *sys = conf_system();
+    probe_t s[2];
+    rill_aid_t sub[2];
+    for (int k = 0; k < 2; k++) {
+        probe_init(&s[k]);
+        s[k].check_depth = 1;
+        s[k].check_order = 1;
+        s[k].request_on_subscribe = 16;
+        s[k].refill_below = 16;
+        s[k].refill_chunk = 16; /* at most 32 outstanding, mailbox 64 */
+        sub[k] = probe_spawn(sys, &s[k], 64, 1);
+    }
+    /* Straight from a source, and from a processor. */
+    rill_aid_t src = spawn_stage(sys, rill_source_range(0, UINT64_MAX), 0, 0);
+    rill_aid_t src2 = spawn_stage(sys, rill_source_range(0, UINT64_MAX), 0, 0);
+    rill_aid_t map = spawn_stage(sys, rill_stage_map(map_identity, NULL), 0, 0);
+    link_stages(sys, src2, map);
+    subscribe(sys, src, sub[0], 1);
+    subscribe(sys, map, sub[1], 2);
+    rill_aid_t pubs[2] = {src, map};
+    for (int k = 0; k < 2; k++) {
+        cr_assert(probe_wait_received(&s[k], 1 + (uint64_t)k, n, 60000), "stalled (%d)", k);
+        cr_assert_eq(rill_stream_cancel(sys, pubs[k], sub[k], 1 + (uint64_t)k), RILL_OK);
+    }
+    expect_dead(sys, src, "source");
+    expect_dead(sys, map, "map");
+    expect_dead(sys, src2, "source");
+    for (int k = 0; k < 2; k++) {
+        probe_quiet(&s[k], QUIET_MS);
+        cr_assert_eq(probe_view(&s[k]).demand_violations, 0, "received > requested (%d)", k);
+        cr_assert_eq(probe_view(&s[k]).depth_violations, 0,
+                     "mailbox deeper than the outstanding demand (%d)", k);
+        cr_assert_geq(probe_view(&s[k]).depth_checks, n);
+        cr_assert_leq(probe_view(&s[k]).max_mailbox, 32);
+        cr_assert_eq(probe_view(&s[k]).order_violations, 0);
+        cr_assert_eq(probe_count(&s[k], RILL_STREAM_ERROR), 0);
+    }
+    conf_end(sys);
+    for (int k = 0; k < 2; k++)
+        probe_fini(&s[k]);
+}
+
+Test(rs, rill_stage_demand_stays_within_mailbox_capacity_minus_one, .timeout = 60)
+{
+    const int64_t n = KIT_SCALE(4000);
+    rill_system_t *sys = conf_system();
+    kit_tally_t tally;
+    memset(&tally, 0, sizeof(tally));
+    probe_t p;
+    probe_init(&p);
+    p.answer_subscribe = 1;
+    p.window_limit = DEMAND_WINDOW_OUTSTANDING;
+    p.tally = &tally;
+    p.complete_after_emit = 1;
+    rill_aid_t pub = probe_spawn(sys, &p, 256, 1);
+    rill_aid_t map = spawn_stage(sys, rill_stage_map(map_identity, NULL), DEMAND_WINDOW_MAILBOX, 0);
+    rill_aid_t sink = spawn_stage(sys, rill_sink_ignore(), 0, 1);
+    link_stages(sys, map, sink);
+    link_stages(sys, pub, map);
+
+    /* Phase 1: the publisher sends nothing, so all demand stays
+     * outstanding: it must stop at capacity - 1. */
+    cr_assert(probe_wait_count(&p, RILL_STREAM_REQUEST, 1, KIT_WAIT_MS), "no REQUEST");
+    probe_quiet(&p, QUIET_MS);
+    int64_t asked = probe_view(&p).pub_requested;
+    cr_assert_leq(asked, DEMAND_WINDOW_OUTSTANDING, "map with mailbox %u asked for %lld",
+                  DEMAND_WINDOW_MAILBOX, (long long)asked);
+    cr_assert_gt(asked, 0);
+
+    /* Phase 2: the publisher answers every REQUEST at once, n in all,
+     * then completes. At every REQUEST: demand - sent <= capacity - 1, and
+     * the map's mailbox never refuses a NEXT. */
+    rill_msg_t go = kit_msg(PROBE_EMIT, (uint64_t)n, NULL);
+    cr_assert_eq(rill_tell(sys, pub, &go), RILL_OK);
+    expect_dead(sys, sink, "the sink (stream did not complete)");
+    expect_dead(sys, map, "the map");
+    cr_assert_eq(probe_view(&p).pub_sent, n);
+    cr_assert_eq(probe_view(&p).over_window, 0, "outstanding demand above %lld",
+                 (long long)DEMAND_WINDOW_OUTSTANDING);
+    cr_assert_eq(probe_view(&p).refused, 0, "the map's mailbox refused a NEXT");
+    cr_assert_eq(probe_view(&p).send_errors, 0);
+    cr_assert_eq(probe_count(&p, RILL_STREAM_CANCEL), 0);
+    expect_all_released(&tally);
+    cr_assert_eq(atomic_load(&tally.released), n);
+    conf_end(sys);
+    probe_fini(&p);
+}
+
+/* One subscription whose subscriber is held busy until ON_SUBSCRIBE, the
+ * elements and COMPLETE are all queued at it, so only the queues' order
+ * decides what it sees first. */
+static void on_subscribe_first_round(rill_system_t *sys, int round, int via_map, int hold)
+{
+    probe_t s;
+    probe_init(&s);
+    s.check_order = 1;
+    rill_aid_t sub = probe_spawn(sys, &s, 64, round % 2);
+    rill_aid_t src = spawn_stage(sys, rill_source_range(0, 10), 0, (round + 1) % 2);
+    rill_aid_t pub = src;
+    if (via_map) {
+        /* Not on the subscriber's executor, which the hold blocks. */
+        pub = spawn_stage(sys, rill_stage_map(map_identity, NULL), 0, (round + 1) % 2);
+        link_stages(sys, src, pub);
+    }
+    kit_gate_t gate;
+    kit_gate_init(&gate);
+    if (hold) {
+        rill_msg_t h = {.type = PROBE_HOLD, .payload = &gate};
+        cr_assert_eq(rill_tell(sys, sub, &h), RILL_OK);
+        cr_assert(kit_wait_at_least(&gate.arrived, 1, KIT_WAIT_MS));
+    }
+    subscribe(sys, pub, sub, 1);
+    cr_assert_eq(probe_request(sys, &s, sub, pub, 1, 10), RILL_OK);
+    if (hold) {
+        struct depth_at_least d = {sys, sub, 11}; /* 10 NEXT and COMPLETE */
+        cr_assert(kit_wait_until(depth_reached, &d, KIT_WAIT_MS), "round %d: not queued", round);
+        kit_gate_open(&gate);
+    }
+    cr_assert(probe_wait_count(&s, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS), "round %d", round);
+    cr_assert_eq(probe_at(&s, 0).type, RILL_STREAM_ON_SUBSCRIBE, "round %d: %u came first", round,
+                 probe_at(&s, 0).type);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_ON_SUBSCRIBE), 1);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_NEXT), 10);
+    cr_assert_eq(probe_at(&s, 11).type, RILL_STREAM_COMPLETE);
+    cr_assert_eq(probe_view(&s).order_violations, 0);
+    expect_dead(sys, pub, "the completed publisher");
+    cr_assert_eq(rill_stop(sys, sub), RILL_OK);
+    expect_dead(sys, sub, "the probe");
+    kit_gate_destroy(&gate);
+    probe_fini(&s);
+}
+
+Test(rs, rill_on_subscribe_precedes_the_first_next, .timeout = 120)
+{
+    rill_system_t *sys = conf_system();
+    for (int round = 0; round < KIT_SCALE(40); round++)
+        on_subscribe_first_round(sys, round, round % 2, 1);
+    for (int round = 0; round < KIT_SCALE(200); round++)
+        on_subscribe_first_round(sys, round, round % 2, 0);
+    conf_end(sys);
+}
