@@ -89,7 +89,8 @@ typedef struct sup {
     rill_exit_t escalate_reason;
     rill_aid_t stop_reply_to;
     uint64_t stop_corr;
-    boot_t *boot; /* rill_sup_start waits on it; NULL for nested */
+    boot_t *boot;     /* rill_sup_start waits on it; NULL for nested */
+    uint32_t dyn_seq; /* simple_one_for_one: numbers the children's ids */
 } sup_t;
 
 /* ------------------------------------------------------------------ */
@@ -646,13 +647,15 @@ static rill_err_t sup_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
         reply_snapshot(s, ctx, m);
         break;
     case SUP_MSG_START_CHILD: {
+        char id[64];
         rill_err_t err = RILL_OK;
         rill_aid_t started = RILL_AID_NONE;
         if (s->spec->strategy != RILL_SUP_SIMPLE_ONE_FOR_ONE)
             err = RILL_EINVAL;
         else if (s->phase != P_RUNNING)
             err = RILL_ESTOPPED;
-        else if (add_child(s, &s->spec->children[0], m->payload, s->spec->children[0].id))
+        else if (snprintf(id, sizeof(id), "%.50s-%u", s->spec->children[0].id, ++s->dyn_seq),
+                 add_child(s, &s->spec->children[0], m->payload, id))
             err = RILL_ENOMEM;
         else if ((err = child_start(s, ctx, &s->c[s->n - 1])))
             remove_child(s, s->n - 1);
