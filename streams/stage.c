@@ -20,7 +20,7 @@
 
 int rill_elem_valid(const rill_elem_t *e)
 {
-    return e && (e->payload || (e->flags & RILL_ELEM_F_VALUE));
+    return e && e->payload;
 }
 
 void rill_elem_release(rill_elem_t *e)
@@ -39,16 +39,18 @@ rill_elem_t rill_elem_of(const rill_msg_t *next)
         e.payload = next->payload;
         e.dtor = next->dtor;
         e.arg = next->arg;
-        e.flags = next->flags & RILL_ELEM_F_VALUE;
     }
     return e;
 }
 
 /* Take the element out of a NEXT message: the runtime will not free it. */
-static rill_elem_t elem_take(rill_msg_t *m)
+static inline rill_elem_t elem_take(rill_msg_t *m)
 {
-    rill_elem_t e = rill_elem_of(m);
-    rill_msg_take(m);
+    rill_elem_t e;
+    e.payload = m->payload;
+    e.dtor = m->dtor;
+    e.arg = m->arg;
+    m->dtor = NULL;
     return e;
 }
 
@@ -99,8 +101,7 @@ rill_err_t rill_stream_next(rill_system_t *sys, rill_aid_t subscriber, rill_aid_
                     .corr = token,
                     .payload = e->payload,
                     .dtor = e->dtor,
-                    .arg = e->arg,
-                    .flags = e->flags & RILL_ELEM_F_VALUE};
+                    .arg = e->arg};
     return rill_tell(sys, subscriber, &m);
 }
 
@@ -163,7 +164,7 @@ static int out_by_sub(const rill__stage_t *st, rill_aid_t sub, uint64_t token)
     return -1;
 }
 
-void rill__stage_want(rill__stage_t *st, int in, int64_t want)
+void rill__stage_want_slow(rill__stage_t *st, int in, int64_t want)
 {
     rill__in_t *l = &st->in[in];
     if (l->state != LINK_ACTIVE || l->cancelled || st->finished)
@@ -271,7 +272,15 @@ static void retry_detached_errors(rill__stage_t *st)
 void rill__stage_emit(rill__stage_t *st, int out, rill_elem_t *e)
 {
     rill__out_t *o = &st->out[out];
-    rill_err_t err = rill_stream_next(st->sys, o->sub, st->self, o->token, e);
+    /* Elements were checked when they entered the stage (or made by the
+     * kind, which checks them): no second validation on the hot path. */
+    rill_msg_t m = {.type = RILL_STREAM_NEXT,
+                    .from = st->self,
+                    .corr = o->token,
+                    .payload = e->payload,
+                    .dtor = e->dtor,
+                    .arg = e->arg};
+    rill_err_t err = rill_tell(st->sys, o->sub, &m);
     if (err == RILL_OK) {
         if (o->demand != INT64_MAX)
             o->demand--;
@@ -552,7 +561,7 @@ static void on_next(rill__stage_t *st, rill_msg_t *m)
         rill_elem_release(&e); /* 2.8: in flight when we cancelled */
         return;
     }
-    if (!rill_elem_valid(&e)) {
+    if (!rill__elem_ok(&e)) {
         rill_elem_release(&e); /* 2.13: a NULL element changes nothing */
         return;
     }

@@ -23,10 +23,16 @@
 /* Element queue                                                       */
 /* ------------------------------------------------------------------ */
 
+/* The ring's storage is a power of two (index by mask, not %); `cap` is
+ * the logical capacity, which may be less. */
 int rill__equeue_init(rill__equeue_t *q, size_t cap)
 {
-    q->v = calloc(cap ? cap : 1, sizeof(*q->v));
+    size_t size = 1;
+    while (size < cap)
+        size <<= 1;
+    q->v = calloc(size, sizeof(*q->v));
     q->cap = cap ? cap : 1;
+    q->mask = size - 1;
     q->head = q->count = 0;
     return q->v ? 0 : -1;
 }
@@ -44,7 +50,7 @@ int rill__equeue_push(rill__equeue_t *q, const rill_elem_t *e)
 {
     if (q->count == q->cap)
         return 0;
-    q->v[(q->head + q->count) % q->cap] = *e;
+    q->v[(q->head + q->count) & q->mask] = *e;
     q->count++;
     return 1;
 }
@@ -54,7 +60,7 @@ int rill__equeue_pop(rill__equeue_t *q, rill_elem_t *e)
     if (!q->count)
         return 0;
     *e = q->v[q->head];
-    q->head = (q->head + 1) % q->cap;
+    q->head = (q->head + 1) & q->mask;
     q->count--;
     return 1;
 }
@@ -64,7 +70,7 @@ int rill__equeue_pop_tail(rill__equeue_t *q, rill_elem_t *e)
     if (!q->count)
         return 0;
     q->count--;
-    *e = q->v[(q->head + q->count) % q->cap];
+    *e = q->v[(q->head + q->count) & q->mask];
     return 1;
 }
 
@@ -157,7 +163,7 @@ static void pull_pump(rill__stage_t *st)
                              rill_err_name((rill_err_t)-r));
             return;
         }
-        if (!rill_elem_valid(&e)) {
+        if (!rill__elem_ok(&e)) {
             rill_elem_release(&e);
             rill__stage_fail(st, RILL_EINVAL, "source produced an invalid (NULL) element");
             return;
@@ -248,7 +254,10 @@ static void mapper_on_next(rill__stage_t *st, int in, rill_elem_t *e)
             rill_elem_release(e);
             return;
         }
-        rill__equeue_push(&m->q, e);
+        if (!m->q.count && rill__stage_can_emit(st, 0))
+            rill__stage_emit(st, 0, e);
+        else
+            rill__equeue_push(&m->q, e);
         return;
     }
     rill_elem_t out = {0};
@@ -258,12 +267,16 @@ static void mapper_on_next(rill__stage_t *st, int in, rill_elem_t *e)
         rill__stage_fail(st, err, "map function returned %s", rill_err_name(err));
         return;
     }
-    if (!rill_elem_valid(&out)) {
+    if (!rill__elem_ok(&out)) {
         rill_elem_release(&out);
         rill__stage_fail(st, RILL_EINVAL, "map function produced an invalid (NULL) element");
         return;
     }
-    rill__equeue_push(&m->q, &out); /* room was reserved by the request */
+    /* The common case: nothing waiting and demand downstream: straight on. */
+    if (!m->q.count && rill__stage_can_emit(st, 0))
+        rill__stage_emit(st, 0, &out);
+    else
+        rill__equeue_push(&m->q, &out); /* room was reserved by the request */
 }
 
 /* Shared end of a queue-backed processor. */
@@ -991,7 +1004,7 @@ static void bcast_pump(rill__stage_t *st)
             if (b->copy) {
                 memset(&copy, 0, sizeof(copy));
                 rill_err_t err = b->copy(b->opaque, &e, &copy);
-                if (err || !rill_elem_valid(&copy)) {
+                if (err || !rill__elem_ok(&copy)) {
                     rill_elem_release(&copy);
                     rill_elem_release(&e);
                     rill__stage_fail(st, err ? err : RILL_EINVAL, "copy function failed");

@@ -131,8 +131,16 @@ struct rill__stage {
 /* ---- engine services for kinds (stage.c) ---- */
 
 /* Ask input `in` to have up to `want` elements outstanding (capped by the
- * window); REQUEST is sent in chunks, not one by one. */
-void rill__stage_want(rill__stage_t *st, int in, int64_t want);
+ * window); REQUEST is sent in chunks, not one by one. The inline part
+ * answers the common "enough is outstanding" case without a call. */
+void rill__stage_want_slow(rill__stage_t *st, int in, int64_t want);
+static inline void rill__stage_want(rill__stage_t *st, int in, int64_t want);
+
+/* Element validity without a call (rill_elem_valid is the public twin). */
+static inline int rill__elem_ok(const rill_elem_t *e)
+{
+    return e->payload != NULL;
+}
 /* Cancel input `in` (no-op if done). */
 void rill__stage_cancel_in(rill__stage_t *st, int in);
 /* Output i can take an element now (active, demand, nothing stashed). */
@@ -164,7 +172,7 @@ rill_err_t rill__stage_spawn_hooked(rill_system_t *sys, rill_stage_t *spec,
 /* Element queue used by kinds (stages.c). */
 typedef struct rill__equeue {
     rill_elem_t *v;
-    size_t cap, head, count;
+    size_t cap, mask, head, count;
 } rill__equeue_t;
 
 int rill__equeue_init(rill__equeue_t *q, size_t cap);
@@ -173,5 +181,15 @@ int rill__equeue_push(rill__equeue_t *q, const rill_elem_t *e);
 int rill__equeue_pop(rill__equeue_t *q, rill_elem_t *e);
 int rill__equeue_pop_tail(rill__equeue_t *q, rill_elem_t *e);
 rill_elem_t *rill__equeue_peek(rill__equeue_t *q);
+
+static inline void rill__stage_want(rill__stage_t *st, int in, int64_t want)
+{
+    int64_t chunk = st->window / 4 > 0 ? st->window / 4 : 1;
+    int64_t outstanding = st->in[in].outstanding;
+    /* While a chunk's worth is still on its way, nothing to ask yet. */
+    if (outstanding > 0 && outstanding + chunk > want)
+        return;
+    rill__stage_want_slow(st, in, want);
+}
 
 #endif /* RILL_STREAM_INT_H */

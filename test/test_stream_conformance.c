@@ -169,7 +169,6 @@ static void probe_emit(rill_ctx_t *ctx, probe_t *p)
         if (p->tally) {
             e.payload = kit_payload_new(p->tally, v);
             e.dtor = kit_payload_free;
-            e.flags = 0;
         }
         rill_err_t err = rill_stream_next(sys, peer, rill_self(ctx), token, &e);
         pthread_mutex_lock(&p->mu);
@@ -631,7 +630,6 @@ static int pull(void *opaque, rill_elem_t *out)
         if (p->tally) {
             out->payload = kit_payload_new(p->tally, v);
             out->dtor = kit_payload_free;
-            out->flags = 0;
         }
         atomic_store_explicit(&p->next, v + 1, memory_order_relaxed);
         r = 1;
@@ -1121,7 +1119,7 @@ Test(rs, rule_2_5_second_on_subscribe_is_cancelled, .timeout = 60)
     /* The first subscription goes on: elements are taken and released,
      * COMPLETE ends the sink, and it never cancelled it. */
     for (uint64_t i = 0; i < 5; i++) {
-        rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i, 0};
+        rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i};
         cr_assert_eq(rill_stream_next(sys, sink, pub1, t1, &e), RILL_OK);
     }
     cr_assert_eq(rill_stream_complete(sys, sink, pub1, t1), RILL_OK);
@@ -1171,7 +1169,7 @@ Test(rs, rule_2_8_next_after_own_cancel_is_accepted_and_released, .timeout = 60)
     /* Ten, all queued while the sink is held in its first element: it
      * fails on the third and cancels with the other seven in flight. */
     for (uint64_t i = 0; i < 10; i++) {
-        rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i, 0};
+        rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i};
         cr_assert_eq(rill_stream_next(sys, sink, pub, tok, &e), RILL_OK);
     }
     cr_assert(kit_wait_at_least(&fs.hold.arrived, 1, KIT_WAIT_MS));
@@ -1180,7 +1178,7 @@ Test(rs, rule_2_8_next_after_own_cancel_is_accepted_and_released, .timeout = 60)
     /* More after the CANCEL arrived, as a publisher that has not seen it
      * yet would send: accepted (or refused, then still ours). */
     for (uint64_t i = 10; i < 15; i++) {
-        rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i, 0};
+        rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i};
         rill_err_t r = rill_stream_next(sys, sink, pub, tok, &e);
         cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
         if (r != RILL_OK)
@@ -1265,10 +1263,10 @@ Test(rs, rule_2_13_null_signals_are_rejected_and_change_nothing, .timeout = 60)
 
     /* The signal functions refuse invalid elements and missing parties,
      * send nothing, and leave the element with the caller. */
-    rill_elem_t null_elem = {NULL, NULL, 42, 0};
+    rill_elem_t null_elem = {NULL, NULL, 42};
     cr_assert_eq(rill_stream_next(sys, sub, pub, 1, &null_elem), RILL_EINVAL);
     cr_assert_eq(rill_stream_next(sys, sub, pub, 1, NULL), RILL_EINVAL);
-    rill_elem_t owned = {kit_payload_new(&tally, 7), kit_payload_free, 7, 0};
+    rill_elem_t owned = {kit_payload_new(&tally, 7), kit_payload_free, 7};
     cr_assert_eq(rill_stream_next(sys, sub, RILL_AID_NONE, 1, &owned), RILL_EINVAL);
     cr_assert_eq(rill_stream_next(sys, RILL_AID_NONE, pub, 1, &owned), RILL_EINVAL);
     cr_assert_eq(rill_stream_next(NULL, sub, pub, 1, &owned), RILL_EINVAL);

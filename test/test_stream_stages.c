@@ -75,7 +75,7 @@ static uint64_t dead_letters(rill_system_t *sys)
 /* An element owning a counted payload; arg carries the same value. */
 static rill_elem_t owned_elem(kit_tally_t *tally, uint64_t v)
 {
-    rill_elem_t e = {kit_payload_new(tally, v), kit_payload_free, v, 0};
+    rill_elem_t e = {kit_payload_new(tally, v), kit_payload_free, v};
     return e;
 }
 
@@ -308,7 +308,6 @@ static int bp_pull(void *opaque, rill_elem_t *out)
     out->payload = block;
     out->dtor = rill_pool_free;
     out->arg = n - 1;
-    out->flags = 0;
     atomic_store_explicit(&s->produced, n, memory_order_release);
     uint64_t c = atomic_load_explicit(&s->consumed, memory_order_acquire);
     uint64_t in_flight = n - c;
@@ -1454,7 +1453,7 @@ Test(stage_args, constructors_reject_invalid_arguments, .timeout = 60)
 
     cr_assert_eq(rill_async_complete(NULL, RILL_OK, NULL), RILL_EINVAL);
     cr_assert_eq(rill_elem_valid(NULL), 0);
-    rill_elem_t none = {NULL, NULL, 0, 0};
+    rill_elem_t none = {NULL, NULL, 0};
     cr_assert_eq(rill_elem_valid(&none), 0);
     rill_elem_t v = rill_elem_value(0);
     cr_assert_neq(rill_elem_valid(&v), 0, "a value element of 0 is valid");
@@ -1493,7 +1492,7 @@ Test(stage_args, spawn_connect_and_signals_reject_invalid_arguments, .timeout = 
     cr_assert_eq(rill_stream_next(NULL, a, a, 1, &e), RILL_EINVAL);
     cr_assert_eq(rill_stream_next(sys, RILL_AID_NONE, a, 1, &e), RILL_EINVAL);
     cr_assert_eq(rill_stream_next(sys, a, a, 1, NULL), RILL_EINVAL);
-    rill_elem_t invalid = {NULL, NULL, 5, 0};
+    rill_elem_t invalid = {NULL, NULL, 5};
     cr_assert_eq(rill_stream_next(sys, a, a, 1, &invalid), RILL_EINVAL);
     cr_assert_eq(tally_released(&tally), 0, "the element stays the caller's on error");
     kit_payload_reclaim(e.payload);

@@ -45,11 +45,12 @@
  * only costs latency.
  *
  * ELEMENTS. An element is what a NEXT carries: a payload pointer with its
- * destructor and an inline 64-bit arg, exactly the fields of rill_msg_t.
- * An element needs a non-NULL payload, or the flag RILL_ELEM_F_VALUE for
- * elements that are just their arg (rill_elem_value()). Ownership of an
- * element moves with it from stage to stage; a stage that drops an element
- * (filter, overflow, cancellation, shutdown) releases it with its dtor.
+ * destructor and an inline 64-bit arg, exactly those fields of rill_msg_t.
+ * An element needs a non-NULL payload; elements that are just their arg
+ * (rill_elem_value()) carry the marker RILL_ELEM_VALUE as payload, which
+ * is never dereferenced. Ownership of an element moves with it from stage
+ * to stage; a stage that drops an element (filter, overflow, cancellation,
+ * shutdown) releases it with its dtor.
  */
 #ifndef RILL_STREAM_H
 #define RILL_STREAM_H
@@ -73,27 +74,35 @@ enum {
     RILL_STREAM_ERROR,
 };
 
-/* An element that is its arg alone (payload may be NULL). */
-#define RILL_ELEM_F_VALUE 0x01000000u
+/* The payload of an element that is its arg alone: not a pointer to
+ * anything, never dereferenced, never freed. */
+#define RILL_ELEM_VALUE ((void *)(uintptr_t)1)
 
 /* Unbounded demand. */
 #define RILL_DEMAND_UNBOUNDED INT64_MAX
 
+/* 24 bytes, three words: copies stay cheap (no partial-word stores for
+ * the CPU to stitch together when a stage copies an element). */
 typedef struct rill_elem {
-    void *payload;
+    void *payload; /* RILL_ELEM_VALUE for a value element */
     rill_dtor_fn *dtor;
     uint64_t arg;
-    uint32_t flags; /* RILL_ELEM_F_VALUE, or 0 */
 } rill_elem_t;
 
 /* A value element. */
 static inline rill_elem_t rill_elem_value(uint64_t v)
 {
-    rill_elem_t e = {NULL, NULL, v, RILL_ELEM_F_VALUE};
+    rill_elem_t e = {RILL_ELEM_VALUE, NULL, v};
     return e;
 }
 
-/* Non-zero if e is a valid element (non-NULL payload, or a value). */
+/* Non-zero for a value element. */
+static inline int rill_elem_is_value(const rill_elem_t *e)
+{
+    return e && e->payload == RILL_ELEM_VALUE;
+}
+
+/* Non-zero if e is a valid element (a non-NULL payload). */
 RILL_API int rill_elem_valid(const rill_elem_t *e);
 
 /* Release an element: calls its dtor (if any) and clears it. NULL ok. */
