@@ -377,7 +377,9 @@ typedef struct rill_actor_stats {
 RILL_API rill_err_t rill_actor_stats(rill_system_t *sys, rill_aid_t aid, rill_actor_stats_t *out);
 
 typedef struct rill_system_stats {
-    uint64_t dead_letters; /* messages released undelivered */
+    uint64_t dead_letters; /* messages released undelivered: also control signals
+                              (e.g. stream demand) that arrived after their actor
+                              stopped, so a clean drain can count a few */
     uint64_t spawned;      /* actors ever started */
     uint32_t alive;        /* actors alive now */
 } rill_system_stats_t;

@@ -38,7 +38,9 @@
  * Details a hand-written participant should know: COMPLETE and ERROR may
  * arrive without any REQUEST (an empty or failed publisher, 1.9, 2.9); an
  * ERROR whose code is RILL_OK counts as RILL_ESTATE; a repeated SUBSCRIBE
- * with the same (subscriber, token) is ignored. A subscriber that asks for
+ * with the same (subscriber, token) is ignored; a NEXT for a subscription
+ * the stage does not hold is released (its dtor runs), not an error. A
+ * subscriber that asks for
  * more than its mailbox holds (e.g. "unbounded") still works: when its
  * mailbox refuses a NEXT or a terminal signal, the stage keeps it and
  * retries every millisecond, in order, so nothing is lost or reordered; it
@@ -179,7 +181,9 @@ RILL_API rill_stage_t *rill_source_failed(rill_err_t code, const char *text);
 /*
  * map: *out = f(*in). The function takes ownership of *in (it may move the
  * payload into *out, or release it) and fills *out with a valid element.
- * Returning an error fails the stage: ERROR downstream, CANCEL upstream.
+ * Returning an error fails the stage: ERROR downstream, CANCEL upstream; the
+ * function still owns *in then and must release it (a filled *out is
+ * released by the stage).
  */
 typedef rill_err_t rill_map_fn(void *opaque, rill_elem_t *in, rill_elem_t *out);
 RILL_API rill_stage_t *rill_stage_map(rill_map_fn *fn, void *opaque);
@@ -194,6 +198,8 @@ RILL_API rill_stage_t *rill_stage_filter(rill_filter_fn *fn, void *opaque);
  * starts work and returns (ownership of *in passes to it). The work, on any
  * thread, finishes with rill_async_complete(job, err, &out) exactly once.
  * ordered != 0 emits results in input order; 0 emits them as they finish.
+ * Jobs running plus results not yet sent downstream never exceed
+ * `parallelism`, so a slow downstream also slows the starting of jobs.
  * An error completion fails the stage.
  */
 typedef struct rill_async_job rill_async_job_t;
@@ -223,7 +229,8 @@ typedef enum rill_overflow {
     RILL_OVERFLOW_DROP_HEAD,        /* drop the oldest buffered element */
     RILL_OVERFLOW_DROP_TAIL,        /* drop the newest buffered element */
     RILL_OVERFLOW_DROP_BUFFER,      /* drop everything buffered */
-    RILL_OVERFLOW_FAIL              /* fail the stream with RILL_EFULL */
+    RILL_OVERFLOW_FAIL              /* fail the stream with RILL_EFULL at once; what
+                                       was buffered is released, not delivered */
 } rill_overflow_t;
 
 /* buffer: holds up to `size` elements between a fast upstream and a slow
@@ -261,9 +268,10 @@ RILL_API rill_stage_t *rill_stage_merge(uint32_t inputs);
 
 /*
  * partition_by_key: routes each element by key_fn(e) % workers to one of
- * `workers` worker stages that each run map fn on their own executor
- * (parallel), then merges the results. Elements with the same key keep
- * their order.
+ * `workers` worker stages that each run map fn (worker w on executor
+ * w % executors, so they run in parallel, with default stage mailboxes),
+ * then merges the results. Elements with the same key keep their order.
+ * The composite's own stage opts apply to its router only.
  */
 typedef uint64_t rill_key_fn(void *opaque, const rill_elem_t *e);
 RILL_API rill_stage_t *rill_stage_partition_by_key(uint32_t workers, rill_key_fn *key_fn,
@@ -293,9 +301,12 @@ RILL_API void rill_collector_free(rill_collector_t *c);
 /* ------------------------------------------------------------------ */
 
 typedef struct rill_stage_opts {
-    const char *name;          /* optional actor name */
-    int executor;              /* -1 = chosen by the system */
-    uint32_t mailbox_capacity; /* 0 = 64; bounds what the stage asks upstream */
+    const char *name; /* optional actor name */
+    int executor;     /* -1 = chosen by the system (a zeroed struct means 0!) */
+    /* 0 = 64. Rounded up to a power of two; the stage's window (the most it
+     * asks upstream) is that minus one slot per input, kept for the
+     * terminal signals. */
+    uint32_t mailbox_capacity;
 } rill_stage_opts_t;
 
 /*
