@@ -472,6 +472,11 @@ int rill__actor_turn(rill__actor_t *a)
 /* Actor-context API                                                   */
 /* ------------------------------------------------------------------ */
 
+struct ev_loop *rill__ctx_loop(rill_ctx_t *ctx)
+{
+    return ctx->actor->exec->loop;
+}
+
 rill_aid_t rill_self(const rill_ctx_t *ctx)
 {
     return ctx ? ctx->actor->aid : RILL_AID_NONE;

@@ -234,6 +234,15 @@ struct rill_system {
     _Atomic uint64_t dead_letters;
     _Atomic uint64_t spawned;
     _Atomic uint64_t next_ref;
+
+    /* Things other layers hang off the system (the Kafka layer's embedded
+     * broker), freed after the executors are joined. */
+    pthread_mutex_t attach_lock;
+    struct {
+        const void *key;
+        void *ptr;
+        void (*destroy)(void *ptr);
+    } attach[8];
 };
 
 /* The executor the calling thread runs, or NULL. */
@@ -269,6 +278,14 @@ void rill__names_release_restarting(rill_system_t *sys, const char *name);
 /* Ask an actor to stop on behalf of `from`: an actor that traps exits gets
  * RILL_MSG_EXIT (reason SHUTDOWN) and decides; others stop (SHUTDOWN). */
 rill_err_t rill__request_shutdown(rill_system_t *sys, rill_aid_t to, rill_aid_t from);
+/* The libev loop of the calling actor's executor (actor context only). */
+struct ev_loop *rill__ctx_loop(rill_ctx_t *ctx);
+/* Get the system's attachment under `key` (any unique address), creating
+ * it with create() on first use. Returns NULL if create fails (its errstr
+ * is passed through). @locality any thread. */
+void *rill__system_attachment(rill_system_t *sys, const void *key,
+                              void *(*create)(char *errstr, size_t errstr_size),
+                              void (*destroy)(void *ptr), char *errstr, size_t errstr_size);
 /* Record the restart count shown by rill_actor_stats. */
 void rill__actor_set_restarts(rill_system_t *sys, rill_aid_t aid, uint32_t restarts);
 

@@ -597,6 +597,7 @@ rill_system_t *rill_system_new(const rill_system_opts_t *opts, char *errstr, siz
     pthread_mutex_init(&sys->names_lock, NULL);
     pthread_mutex_init(&sys->alive_lock, NULL);
     pthread_cond_init(&sys->alive_cond, NULL);
+    pthread_mutex_init(&sys->attach_lock, NULL);
     atomic_init(&sys->next_ref, 1);
     sys->execs = calloc((size_t)sys->nexec, sizeof(*sys->execs));
     if (!sys->execs) {
@@ -741,6 +742,10 @@ void rill_system_destroy(rill_system_t *sys)
                 ev_loop_destroy(sys->execs[i].loop);
         free(sys->execs);
     }
+    for (size_t i = 0; i < sizeof(sys->attach) / sizeof(sys->attach[0]); i++)
+        if (sys->attach[i].key && sys->attach[i].destroy)
+            sys->attach[i].destroy(sys->attach[i].ptr);
+    pthread_mutex_destroy(&sys->attach_lock);
     for (uint32_t c = 0; c < RILL__MAX_CHUNKS; c++)
         free(atomic_load(&sys->chunks[c]));
     for (int h = 0; h < 256; h++)
@@ -1064,6 +1069,32 @@ rill_err_t rill__request_shutdown(rill_system_t *sys, rill_aid_t to, rill_aid_t 
     if (err)
         free(c);
     return err;
+}
+
+void *rill__system_attachment(rill_system_t *sys, const void *key,
+                              void *(*create)(char *errstr, size_t errstr_size),
+                              void (*destroy)(void *ptr), char *errstr, size_t errstr_size)
+{
+    void *ptr = NULL;
+    pthread_mutex_lock(&sys->attach_lock);
+    size_t n = sizeof(sys->attach) / sizeof(sys->attach[0]), i;
+    for (i = 0; i < n && sys->attach[i].key; i++)
+        if (sys->attach[i].key == key) {
+            ptr = sys->attach[i].ptr;
+            break;
+        }
+    if (!ptr && i < n) {
+        ptr = create(errstr, errstr_size);
+        if (ptr) {
+            sys->attach[i].key = key;
+            sys->attach[i].ptr = ptr;
+            sys->attach[i].destroy = destroy;
+        }
+    } else if (!ptr) {
+        rill__fail(RILL_ENOMEM, errstr, errstr_size, "no room for another system attachment");
+    }
+    pthread_mutex_unlock(&sys->attach_lock);
+    return ptr;
 }
 
 void rill__actor_set_restarts(rill_system_t *sys, rill_aid_t aid, uint32_t restarts)

@@ -10,6 +10,7 @@
 #include <rill/actor.h>
 #include <rill/stream.h>
 #include <rill/supervisor.h>
+#include <rill/kafka.h>
 #include <rill/testkit.h>
 
 #endif /* RILL_H */

@@ -1,0 +1,222 @@
+/*
+ * rill Kafka: the consumer actor, a stream publisher of Kafka records with
+ * manual confirmation and safe commits (at-least-once by default), in the
+ * style of scala-kafka-client's KafkaConsumerActor and Alpakka's committable
+ * sources.
+ *
+ * RECORDS. The consumer is a source stage (see stream.h): connect it with
+ * rill_stage_connect() or put it first in a pipeline. Each element is one
+ * record, zero-copy: payload is the rd_kafka_message_t * (read key, value,
+ * headers, topic, partition and offset with the librdkafka API), dtor
+ * releases it, arg identifies the partition's current assignment (for
+ * fencing; pass the element to rill_consumer_confirm untouched).
+ *
+ * CONFIRMS AND COMMITS. Processing confirms records, in any order, one at
+ * a time, in batches, or "everything up to an offset". Per partition the
+ * consumer commits only the contiguous confirmed prefix (the first
+ * unconfirmed offset), never past a record that was not confirmed. Commits
+ * are asynchronous, every rill.commit.count confirmed records or
+ * rill.commit.interval.ms, and synchronous with a deadline when partitions
+ * are revoked and when the consumer stops. librdkafka's own auto commit and
+ * auto offset store are off.
+ *
+ * BACKPRESSURE. Records are emitted only against downstream demand. When
+ * demand is 0 and the local buffer reaches rill.buffer.high, the assigned
+ * partitions are paused (the buffer never holds more); they resume below
+ * rill.buffer.low. The pause is re-applied after every assignment, and the
+ * consumer keeps serving librdkafka while paused, so max.poll.interval.ms
+ * is never exceeded because of a slow pipeline. At most
+ * rill.max.unconfirmed records are out unconfirmed at once: past that the
+ * consumer stops emitting until confirms come back.
+ *
+ * REBALANCES. cooperative-sticky by default (incremental), eager works
+ * too. On revoke the consumer stops emitting those partitions' records,
+ * drops what it buffered of them, waits up to rill.drain.timeout.ms for
+ * the confirms of what is in flight, commits, and only then releases the
+ * partitions. Confirms for a partition from an earlier assignment are
+ * fenced (dropped and counted). Lost partitions commit nothing.
+ *
+ * REDELIVERY. With rill.unconfirmed.timeout.ms > 0, a record not confirmed
+ * in time is delivered again (the consumer seeks back to it, so later
+ * records of that partition come again too: at-least-once), up to
+ * rill.max.redeliveries times; then the record goes to
+ * rill.dead.letter.topic with the headers rill-origin-topic,
+ * rill-origin-partition, rill-origin-offset and rill-error, and is
+ * confirmed once the dead-letter topic has it; without a dead-letter topic
+ * the consumer fails, for its supervisor to decide.
+ *
+ * ERRORS. Retriable errors (transport, commit errors such as
+ * UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION) are counted
+ * and consumption goes on. Fatal ones (librdkafka fatal errors, an
+ * unknown topic in a fixed assignment, authentication) fail the consumer
+ * actor: under a supervisor it is restarted and resumes from the last
+ * committed offsets.
+ *
+ * EMBEDDED BROKER. Without bootstrap.servers the consumer uses the
+ * system's embedded broker (rill_kafka_embedded_bootstraps()).
+ */
+#ifndef RILL_KAFKA_H
+#define RILL_KAFKA_H
+
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include <rill/actor.h>
+#include <rill/stream.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ */
+/* The embedded broker of a system                                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The bootstrap string of the system's embedded broker (one mock broker,
+ * started on first use, stopped with the system). NULL on failure (errstr
+ * says why). The string lives as long as the system.
+ * @locality any thread.
+ */
+RILL_API const char *rill_kafka_embedded_bootstraps(rill_system_t *sys, char *errstr,
+                                                    size_t errstr_size);
+
+/* ------------------------------------------------------------------ */
+/* Consumer configuration                                              */
+/* ------------------------------------------------------------------ */
+
+typedef struct rill_consumer_conf rill_consumer_conf_t;
+
+/* Where a fixed partition starts. */
+#define RILL_OFFSET_COMMITTED                                                                      \
+    ((int64_t)-1001) /* Kafka's committed offset, else auto.offset.reset */
+#define RILL_OFFSET_BEGINNING ((int64_t)-2)
+#define RILL_OFFSET_END       ((int64_t)-1)
+
+/* @locality any thread. The caller owns the result until
+ * rill_consumer_spawn() consumes it. */
+RILL_API rill_consumer_conf_t *rill_consumer_conf_new(void);
+RILL_API void rill_consumer_conf_destroy(rill_consumer_conf_t *conf);
+
+/*
+ * Set a property. Keys starting with "rill." are rill's:
+ *   rill.commit.interval.ms     async commit period (default 1000)
+ *   rill.commit.count           async commit after this many confirms (1000)
+ *   rill.drain.timeout.ms       wait for in-flight confirms on revoke (5000)
+ *   rill.shutdown.timeout.ms    final commit and close on stop (5000)
+ *   rill.unconfirmed.timeout.ms redeliver after this long (0 = never)
+ *   rill.max.redeliveries       then dead-letter or fail (3)
+ *   rill.dead.letter.topic      where records go after max redeliveries
+ *   rill.buffer.high            pause when this many records are buffered (1000)
+ *   rill.buffer.low             resume below this many (500)
+ *   rill.max.unconfirmed        records out unconfirmed at most (8192)
+ *   rill.commit                 "true" (default) or "false" (offsets are
+ *                               the application's: nothing is committed)
+ * Every other key goes to librdkafka unchanged and is checked at once.
+ * Returns RILL_OK, or RILL_EINVAL (unknown rill key, bad value, NULL) /
+ * RILL_EKAFKA (refused by librdkafka) with the message in errstr.
+ */
+RILL_API rill_err_t rill_consumer_conf_set(rill_consumer_conf_t *conf, const char *key,
+                                           const char *value, char *errstr, size_t errstr_size);
+
+/* Group subscription: topic names, or regular expressions starting with ^.
+ * Needs group.id. */
+RILL_API rill_err_t rill_consumer_conf_subscribe(rill_consumer_conf_t *conf,
+                                                 const char *const *topics, size_t n);
+
+/* Fixed partitions (no group membership): add one, starting at offset (a
+ * concrete offset or RILL_OFFSET_*). RILL_OFFSET_COMMITTED needs group.id. */
+RILL_API rill_err_t rill_consumer_conf_assign(rill_consumer_conf_t *conf, const char *topic,
+                                              int32_t partition, int64_t offset);
+
+/*
+ * Self-managed offsets (group subscription, state stored with its
+ * offsets): called with the newly assigned partitions; set each
+ * partition's ->offset to where consumption must start (or leave it at
+ * RD_KAFKA_OFFSET_INVALID for Kafka's committed offset). Implies
+ * rill.commit=false unless set otherwise. Return non-zero to fail.
+ * @locality the consumer's executor.
+ */
+typedef int rill_assigned_fn(void *opaque, rd_kafka_topic_partition_list_t *partitions);
+RILL_API void rill_consumer_conf_set_assigned_cb(rill_consumer_conf_t *conf, rill_assigned_fn *fn,
+                                                 void *opaque);
+
+/* Observe rebalances (after the consumer handled them). */
+typedef enum rill_rebalance_event {
+    RILL_REBALANCE_ASSIGNED = 1,
+    RILL_REBALANCE_REVOKED,
+    RILL_REBALANCE_LOST
+} rill_rebalance_event_t;
+typedef void rill_rebalance_fn(void *opaque, rill_rebalance_event_t event,
+                               const rd_kafka_topic_partition_list_t *partitions);
+RILL_API void rill_consumer_conf_set_rebalance_cb(rill_consumer_conf_t *conf, rill_rebalance_fn *fn,
+                                                  void *opaque);
+
+/* Observe every commit the consumer makes: the offsets sent and the
+ * result (per partition in ->err). */
+typedef void rill_commit_fn(void *opaque, rd_kafka_resp_err_t err,
+                            const rd_kafka_topic_partition_list_t *offsets);
+RILL_API void rill_consumer_conf_set_commit_cb(rill_consumer_conf_t *conf, rill_commit_fn *fn,
+                                               void *opaque);
+
+/* ------------------------------------------------------------------ */
+/* The consumer actor                                                  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Start a consumer actor (consumes conf, also on failure). The librdkafka
+ * client is created here, so a bad configuration fails now, with the
+ * message. opts as for rill_stage_spawn (may be NULL).
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *conf,
+                                        const rill_stage_opts_t *opts, rill_aid_t *aid,
+                                        char *errstr, size_t errstr_size);
+
+/* The record in an element the consumer emitted (NULL if not one). */
+RILL_API const rd_kafka_message_t *rill_record(const rill_elem_t *e);
+
+/*
+ * Confirm a record (pass the element as received, before releasing it),
+ * several records, or every record of the element's partition up to and
+ * including `offset`. A confirm for a partition that was revoked since is
+ * fenced: accepted here, dropped and counted by the consumer.
+ * Returns RILL_OK, RILL_ESTOPPED (consumer gone), RILL_EINVAL.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_consumer_confirm(rill_system_t *sys, rill_aid_t consumer,
+                                          const rill_elem_t *record);
+RILL_API rill_err_t rill_consumer_confirm_batch(rill_system_t *sys, rill_aid_t consumer,
+                                                const rill_elem_t *records, size_t n);
+RILL_API rill_err_t rill_consumer_confirm_upto(rill_system_t *sys, rill_aid_t consumer,
+                                               const rill_elem_t *record, int64_t offset);
+
+typedef struct rill_consumer_stats {
+    uint64_t polled;        /* records received from librdkafka */
+    uint64_t emitted;       /* records sent downstream (redeliveries included) */
+    uint64_t confirmed;     /* confirms accepted */
+    uint64_t fenced;        /* confirms dropped: partition revoked since */
+    uint64_t committed;     /* commits that succeeded */
+    uint64_t commit_errors; /* commits that failed (retriable) */
+    uint64_t redelivered;   /* records delivered again after a timeout */
+    uint64_t dead_lettered; /* records sent to the dead-letter topic */
+    uint64_t rebalances;    /* assign/revoke/lost events */
+    uint32_t buffered;      /* records held now */
+    uint32_t buffered_max;  /* the most ever held */
+    uint32_t unconfirmed;   /* records out, not yet confirmed */
+    uint32_t assigned;      /* partitions assigned now */
+    int paused;             /* partitions are paused now */
+    uint64_t pauses;        /* times paused */
+} rill_consumer_stats_t;
+
+/* A snapshot of a consumer's counters. @locality any thread except an
+ * executor thread (it asks the consumer). */
+RILL_API rill_err_t rill_consumer_stats(rill_system_t *sys, rill_aid_t consumer,
+                                        rill_consumer_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RILL_KAFKA_H */

@@ -1,0 +1,1589 @@
+/*
+ * The Kafka consumer actor: a source stage of the stream engine whose
+ * elements are librdkafka records, with an offset tracker that commits only
+ * what downstream confirmed. See include/rill/kafka.h for the semantics.
+ *
+ * Event loop: the consumer queue (with the main queue forwarded to it)
+ * writes a byte to a non-blocking pipe when it goes from empty to
+ * non-empty (rd_kafka_queue_io_event_enable); an ev_io watcher on the
+ * actor's executor turns that into a signal to the actor, and the actor's
+ * turn drains the queue. A 100 ms tick keeps polling even when nothing
+ * arrives (max.poll.interval.ms is reset only by the application's polls)
+ * and drives the time-based commit and redelivery checks. No thread sleeps
+ * in poll.
+ *
+ * Offset tracker: per assigned partition, the emitted offsets not yet
+ * committable, in offset order, each with a confirmed flag. Confirms mark
+ * entries; confirmed entries at the front are dropped, and the partition's
+ * committable offset is the first unconfirmed one (or one past the last
+ * emitted). Gaps in offsets (compaction, transaction markers) need no
+ * special case.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ev.h>
+
+#include <rill/kafka.h>
+#include <rill/testkit.h>
+
+#include "../actors/actor_int.h"
+#include "../actors/util.h"
+#include "../streams/stream_int.h"
+#include "kafka_int.h"
+
+enum {
+    K_WAKE = RILL_MSG_STREAM_LAST + 64, /* 191: the consumer queue has something */
+    K_CONFIRM,                          /* arg = offset, corr = partition id */
+    K_CONFIRM_BATCH,                    /* payload = confirm_batch_t */
+    K_CONFIRM_UPTO,                     /* arg = offset, corr = partition id */
+    K_TICK,                             /* repeating timer */
+    K_STATS,                            /* ask: reply with a rill_consumer_stats_t */
+};
+
+#define TICK_MS       100
+#define MAX_PARTS     4096u
+#define PART_ID_SHIFT 16 /* part id = generation << 16 | slot */
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                       */
+/* ------------------------------------------------------------------ */
+
+struct rill_consumer_conf {
+    rd_kafka_conf_t *kconf;
+    int have_bootstrap, have_group;
+    uint32_t commit_interval_ms, commit_count;
+    uint32_t drain_ms, shutdown_ms;
+    uint32_t unconfirmed_timeout_ms, max_redeliveries;
+    uint32_t buffer_high, buffer_low, max_unconfirmed;
+    int commit, commit_set;
+    char *dlq_topic;
+    char **topics;
+    size_t n_topics;
+    rd_kafka_topic_partition_list_t *fixed;
+    rill_assigned_fn *assigned_cb;
+    void *assigned_opaque;
+    rill_rebalance_fn *rebalance_cb;
+    void *rebalance_opaque;
+    rill_commit_fn *commit_cb;
+    void *commit_opaque;
+};
+
+rill_consumer_conf_t *rill_consumer_conf_new(void)
+{
+    rill_consumer_conf_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->kconf = rd_kafka_conf_new();
+    c->commit_interval_ms = 1000;
+    c->commit_count = 1000;
+    c->drain_ms = 5000;
+    c->shutdown_ms = 5000;
+    c->max_redeliveries = 3;
+    c->buffer_high = 1000;
+    c->buffer_low = 500;
+    c->max_unconfirmed = 8192;
+    c->commit = 1;
+    return c;
+}
+
+void rill_consumer_conf_destroy(rill_consumer_conf_t *c)
+{
+    if (!c)
+        return;
+    if (c->kconf)
+        rd_kafka_conf_destroy(c->kconf);
+    for (size_t i = 0; i < c->n_topics; i++)
+        free(c->topics[i]);
+    free(c->topics);
+    if (c->fixed)
+        rd_kafka_topic_partition_list_destroy(c->fixed);
+    free(c->dlq_topic);
+    free(c);
+}
+
+static rill_err_t parse_u32(const char *key, const char *v, uint32_t lo, uint32_t hi, uint32_t *out,
+                            char *errstr, size_t errstr_size)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi || v[0] == '-')
+        return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                          "%s must be a number from %u to %u, got \"%s\"", key, lo, hi, v);
+    *out = (uint32_t)x;
+    return RILL_OK;
+}
+
+rill_err_t rill_consumer_conf_set(rill_consumer_conf_t *c, const char *key, const char *value,
+                                  char *errstr, size_t errstr_size)
+{
+    if (!c || !key || !value)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "conf, key and value must be set");
+    if (strncmp(key, "rill.", 5) != 0) {
+        rill_err_t err = rill__conf_set(c->kconf, key, value, errstr, errstr_size);
+        if (!err && !strcmp(key, "bootstrap.servers"))
+            c->have_bootstrap = 1;
+        if (!err && !strcmp(key, "group.id"))
+            c->have_group = 1;
+        return err;
+    }
+    const char *k = key + 5;
+    const uint32_t big = 24u * 3600 * 1000;
+    if (!strcmp(k, "commit.interval.ms"))
+        return parse_u32(key, value, 1, big, &c->commit_interval_ms, errstr, errstr_size);
+    if (!strcmp(k, "commit.count"))
+        return parse_u32(key, value, 1, 10000000, &c->commit_count, errstr, errstr_size);
+    if (!strcmp(k, "drain.timeout.ms"))
+        return parse_u32(key, value, 0, big, &c->drain_ms, errstr, errstr_size);
+    if (!strcmp(k, "shutdown.timeout.ms"))
+        return parse_u32(key, value, 0, big, &c->shutdown_ms, errstr, errstr_size);
+    if (!strcmp(k, "unconfirmed.timeout.ms"))
+        return parse_u32(key, value, 0, big, &c->unconfirmed_timeout_ms, errstr, errstr_size);
+    if (!strcmp(k, "max.redeliveries"))
+        return parse_u32(key, value, 0, 1000000, &c->max_redeliveries, errstr, errstr_size);
+    if (!strcmp(k, "buffer.high"))
+        return parse_u32(key, value, 1, 1u << 20, &c->buffer_high, errstr, errstr_size);
+    if (!strcmp(k, "buffer.low"))
+        return parse_u32(key, value, 0, 1u << 20, &c->buffer_low, errstr, errstr_size);
+    if (!strcmp(k, "max.unconfirmed"))
+        return parse_u32(key, value, 1, 1u << 22, &c->max_unconfirmed, errstr, errstr_size);
+    if (!strcmp(k, "dead.letter.topic")) {
+        rill_err_t err = rill__topic_name_check(value, errstr, errstr_size);
+        if (err)
+            return err;
+        char *t = strdup(value);
+        if (!t)
+            return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+        free(c->dlq_topic);
+        c->dlq_topic = t;
+        return RILL_OK;
+    }
+    if (!strcmp(k, "commit")) {
+        if (strcmp(value, "true") && strcmp(value, "false"))
+            return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                              "rill.commit must be true or false, got \"%s\"", value);
+        c->commit = !strcmp(value, "true");
+        c->commit_set = 1;
+        return RILL_OK;
+    }
+    return rill__fail(RILL_EINVAL, errstr, errstr_size, "unknown rill property \"%s\"", key);
+}
+
+rill_err_t rill_consumer_conf_subscribe(rill_consumer_conf_t *c, const char *const *topics,
+                                        size_t n)
+{
+    if (!c || !topics || n == 0)
+        return RILL_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (!topics[i] || !*topics[i])
+            return RILL_EINVAL;
+        if (topics[i][0] != '^' && rill__topic_name_check(topics[i], NULL, 0))
+            return RILL_EINVAL;
+    }
+    char **v = realloc(c->topics, (c->n_topics + n) * sizeof(*v));
+    if (!v)
+        return RILL_ENOMEM;
+    c->topics = v;
+    for (size_t i = 0; i < n; i++)
+        if (!(c->topics[c->n_topics++] = strdup(topics[i])))
+            return RILL_ENOMEM;
+    return RILL_OK;
+}
+
+rill_err_t rill_consumer_conf_assign(rill_consumer_conf_t *c, const char *topic, int32_t partition,
+                                     int64_t offset)
+{
+    if (!c || rill__topic_name_check(topic, NULL, 0) || partition < 0 ||
+        (offset < 0 && offset != RILL_OFFSET_COMMITTED && offset != RILL_OFFSET_BEGINNING &&
+         offset != RILL_OFFSET_END))
+        return RILL_EINVAL;
+    if (!c->fixed && !(c->fixed = rd_kafka_topic_partition_list_new(8)))
+        return RILL_ENOMEM;
+    rd_kafka_topic_partition_list_add(c->fixed, topic, partition)->offset = offset;
+    return RILL_OK;
+}
+
+void rill_consumer_conf_set_assigned_cb(rill_consumer_conf_t *c, rill_assigned_fn *fn, void *opaque)
+{
+    if (!c)
+        return;
+    c->assigned_cb = fn;
+    c->assigned_opaque = opaque;
+    if (!c->commit_set)
+        c->commit = 0; /* the application owns the offsets */
+}
+
+void rill_consumer_conf_set_rebalance_cb(rill_consumer_conf_t *c, rill_rebalance_fn *fn,
+                                         void *opaque)
+{
+    if (c) {
+        c->rebalance_cb = fn;
+        c->rebalance_opaque = opaque;
+    }
+}
+
+void rill_consumer_conf_set_commit_cb(rill_consumer_conf_t *c, rill_commit_fn *fn, void *opaque)
+{
+    if (c) {
+        c->commit_cb = fn;
+        c->commit_opaque = opaque;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Records: a shared handle keeps the client alive while records live  */
+/* ------------------------------------------------------------------ */
+
+typedef struct khandle {
+    rd_kafka_t *rk;
+    _Atomic long refs; /* the consumer + every record not yet released */
+} khandle_t;
+
+static void handle_unref(khandle_t *h)
+{
+    /* acq_rel: the last release sees every record's destroy done. */
+    if (atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1) {
+        /* the consumer already closed: do not close again (it could block) */
+        rd_kafka_destroy_flags(h->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        free(h);
+    }
+}
+
+/* The element destructor: records may outlive the consumer actor; the
+ * client goes when the last of them is released. */
+static void record_free(void *payload)
+{
+    rd_kafka_message_t *m = payload;
+    khandle_t *h = rd_kafka_topic_opaque(m->rkt);
+    rd_kafka_message_destroy(m);
+    handle_unref(h);
+}
+
+const rd_kafka_message_t *rill_record(const rill_elem_t *e)
+{
+    return e && e->dtor == record_free ? e->payload : NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* The consumer                                                        */
+/* ------------------------------------------------------------------ */
+
+typedef struct offent {
+    int64_t offset;
+    int64_t emitted_ms;
+    int confirmed;
+} offent_t;
+
+typedef struct redeliv {
+    int64_t offset;
+    uint32_t attempts;
+} redeliv_t;
+
+typedef struct part {
+    uint64_t id; /* 0 = free slot */
+    char *topic;
+    int32_t partition;
+    rd_kafka_topic_t *rkt; /* learnt from the first record, for fast lookup */
+    int revoking;
+    offent_t *ring;
+    size_t cap, head, count;
+    int64_t committable; /* -1 until something was emitted */
+    int64_t committed;   /* last offset committed (or sent), -1 none */
+    int64_t purge_from;  /* redelivery: buffered records from here are stale */
+    redeliv_t *redeliv;  /* offsets redelivered, with attempts */
+    size_t n_redeliv, cap_redeliv;
+} part_t;
+
+typedef struct confirm_batch {
+    size_t n;
+    struct {
+        uint64_t id;
+        int64_t offset;
+    } v[];
+} confirm_batch_t;
+
+typedef struct consumer {
+    rill_consumer_conf_t *conf; /* owned */
+    khandle_t *h;
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *q;
+    int pipe_r, pipe_w;
+    ev_io io;
+    int io_started;
+    int wake_pending;
+    rill__stage_t *st;
+    rill_system_t *sys;
+
+    part_t *parts;
+    uint32_t n_slots;
+    uint64_t next_gen;
+    part_t *last_hit;
+
+    rill__equeue_t buf; /* polled records waiting for demand */
+    int paused;
+    uint32_t unconfirmed;
+    uint32_t since_commit;
+    int64_t last_commit_ms;
+    int64_t last_redeliver_check_ms;
+
+    /* a revoke waiting for its in-flight confirms */
+    rd_kafka_topic_partition_list_t *revoking;
+    int64_t revoke_deadline_ms;
+    int revoke_eager;
+    int closing;
+
+    /* dead letters */
+    rd_kafka_t *dlq;
+    uint32_t dlq_inflight;
+
+    rill_consumer_stats_t stats;
+} consumer_t;
+
+static int64_t now_ms(void)
+{
+    return rill__now_ms();
+}
+
+/* ---- partitions ---- */
+
+static part_t *part_by_id(consumer_t *k, uint64_t id)
+{
+    uint32_t slot = (uint32_t)(id & ((1u << PART_ID_SHIFT) - 1));
+    if (slot >= k->n_slots || k->parts[slot].id != id || !id)
+        return NULL;
+    return &k->parts[slot];
+}
+
+static part_t *part_find(consumer_t *k, const char *topic, int32_t partition)
+{
+    for (uint32_t i = 0; i < k->n_slots; i++)
+        if (k->parts[i].id && k->parts[i].partition == partition &&
+            !strcmp(k->parts[i].topic, topic))
+            return &k->parts[i];
+    return NULL;
+}
+
+static part_t *part_of_msg(consumer_t *k, const rd_kafka_message_t *m)
+{
+    part_t *p = k->last_hit;
+    if (p && p->id && p->rkt == m->rkt && p->partition == m->partition)
+        return p;
+    for (uint32_t i = 0; i < k->n_slots; i++) {
+        p = &k->parts[i];
+        if (!p->id || p->partition != m->partition)
+            continue;
+        if (p->rkt == m->rkt || (!p->rkt && !strcmp(p->topic, rd_kafka_topic_name(m->rkt)))) {
+            p->rkt = m->rkt;
+            k->last_hit = p;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static part_t *part_add(consumer_t *k, const char *topic, int32_t partition)
+{
+    uint32_t slot = 0;
+    while (slot < k->n_slots && k->parts[slot].id)
+        slot++;
+    if (slot == k->n_slots) {
+        if (k->n_slots == MAX_PARTS)
+            return NULL;
+        k->n_slots++;
+    }
+    part_t *p = &k->parts[slot];
+    memset(p, 0, sizeof(*p));
+    p->topic = strdup(topic);
+    if (!p->topic)
+        return NULL;
+    p->id = (++k->next_gen << PART_ID_SHIFT) | slot;
+    p->partition = partition;
+    p->committable = -1;
+    p->committed = -1;
+    p->purge_from = -1;
+    k->stats.assigned++;
+    return p;
+}
+
+/* Entries not yet confirmed leave the unconfirmed count. */
+static void part_clear_ring(consumer_t *k, part_t *p)
+{
+    for (size_t i = 0; i < p->count; i++)
+        if (!p->ring[(p->head + i) % p->cap].confirmed && k->unconfirmed)
+            k->unconfirmed--;
+    p->count = 0;
+    p->head = 0;
+}
+
+static void part_remove(consumer_t *k, part_t *p)
+{
+    part_clear_ring(k, p);
+    free(p->ring);
+    free(p->topic);
+    free(p->redeliv);
+    if (k->last_hit == p)
+        k->last_hit = NULL;
+    memset(p, 0, sizeof(*p));
+    if (k->stats.assigned)
+        k->stats.assigned--;
+}
+
+static int ring_push(part_t *p, int64_t offset)
+{
+    if (p->count == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        offent_t *r = malloc(cap * sizeof(*r));
+        if (!r)
+            return -1;
+        for (size_t i = 0; i < p->count; i++)
+            r[i] = p->ring[(p->head + i) % p->cap];
+        free(p->ring);
+        p->ring = r;
+        p->cap = cap;
+        p->head = 0;
+    }
+    p->ring[(p->head + p->count) % p->cap] = (offent_t){offset, now_ms(), 0};
+    p->count++;
+    return 0;
+}
+
+/* Index (0..count) of the entry with this offset, or -1. */
+static long ring_find(const part_t *p, int64_t offset)
+{
+    size_t lo = 0, hi = p->count;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int64_t o = p->ring[(p->head + mid) % p->cap].offset;
+        if (o == offset)
+            return (long)mid;
+        if (o < offset)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
+}
+
+/* Drop confirmed entries at the front; the committable offset follows. */
+static void ring_advance(part_t *p)
+{
+    while (p->count && p->ring[p->head].confirmed) {
+        p->committable = p->ring[p->head].offset + 1;
+        p->head = (p->head + 1) % p->cap;
+        p->count--;
+    }
+    if (p->count)
+        p->committable = p->ring[p->head].offset;
+}
+
+static uint32_t *redeliv_attempts(part_t *p, int64_t offset, int create)
+{
+    for (size_t i = 0; i < p->n_redeliv; i++)
+        if (p->redeliv[i].offset == offset)
+            return &p->redeliv[i].attempts;
+    if (!create)
+        return NULL;
+    if (p->n_redeliv == p->cap_redeliv) {
+        size_t cap = p->cap_redeliv ? p->cap_redeliv * 2 : 4;
+        redeliv_t *v = realloc(p->redeliv, cap * sizeof(*v));
+        if (!v)
+            return NULL;
+        p->redeliv = v;
+        p->cap_redeliv = cap;
+    }
+    p->redeliv[p->n_redeliv] = (redeliv_t){offset, 0};
+    return &p->redeliv[p->n_redeliv++].attempts;
+}
+
+static void redeliv_forget_below(part_t *p, int64_t committable)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < p->n_redeliv; i++)
+        if (p->redeliv[i].offset >= committable)
+            p->redeliv[kept++] = p->redeliv[i];
+    p->n_redeliv = kept;
+}
+
+/* ---- commits ---- */
+
+static void report_commit(consumer_t *k, rd_kafka_resp_err_t err,
+                          const rd_kafka_topic_partition_list_t *offsets)
+{
+    int failed = err != RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int i = 0; offsets && i < offsets->cnt && !failed; i++)
+        failed = offsets->elems[i].err != 0;
+    if (failed) {
+        k->stats.commit_errors++;
+        /* Commit these again next time. */
+        for (int i = 0; offsets && i < offsets->cnt; i++) {
+            part_t *p = part_find(k, offsets->elems[i].topic, offsets->elems[i].partition);
+            if (p && p->committed == offsets->elems[i].offset)
+                p->committed = -1;
+        }
+    } else if (offsets && offsets->cnt) {
+        k->stats.committed++;
+    }
+    if (k->conf->commit_cb && offsets && offsets->cnt)
+        k->conf->commit_cb(k->conf->commit_opaque, err, offsets);
+}
+
+static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    (void)rk;
+    consumer_t *k = opaque;
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return; /* nothing to commit */
+    report_commit(k, err, offsets);
+}
+
+/* The offsets to commit: partitions whose committable offset moved. With
+ * only_revoking, just the revoking ones. */
+static rd_kafka_topic_partition_list_t *commit_list(consumer_t *k, int only_revoking)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+    for (uint32_t i = 0; i < k->n_slots; i++) {
+        part_t *p = &k->parts[i];
+        if (!p->id || (only_revoking && !p->revoking))
+            continue;
+        if (p->committable < 0 || p->committable == p->committed)
+            continue;
+        if (!l)
+            l = rd_kafka_topic_partition_list_new(8);
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = p->committable;
+        p->committed = p->committable;
+    }
+    return l;
+}
+
+static void commit_async(consumer_t *k)
+{
+    k->since_commit = 0;
+    k->last_commit_ms = now_ms();
+    if (!k->conf->commit)
+        return;
+    rd_kafka_topic_partition_list_t *l = commit_list(k, 0);
+    if (!l)
+        return;
+    /* The result comes back through offset_commit_cb when we poll. */
+    rd_kafka_resp_err_t err = rd_kafka_commit(k->rk, l, 1);
+    if (err)
+        report_commit(k, err, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Commit and wait for the result, at most until deadline. */
+static void commit_sync(consumer_t *k, int only_revoking, int64_t deadline)
+{
+    if (!k->conf->commit)
+        return;
+    rd_kafka_topic_partition_list_t *l = commit_list(k, only_revoking);
+    if (!l)
+        return;
+    rd_kafka_queue_t *tq = rd_kafka_queue_new(k->rk);
+    rd_kafka_resp_err_t err = rd_kafka_commit_queue(k->rk, l, tq, NULL, NULL);
+    if (!err) {
+        err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+        for (;;) {
+            int left = rill__ms_left(deadline);
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(tq, left);
+            if (!ev)
+                break;
+            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT) {
+                err = rd_kafka_event_error(ev);
+                const rd_kafka_topic_partition_list_t *res =
+                    rd_kafka_event_topic_partition_list(ev);
+                report_commit(k, err, res ? res : l);
+                rd_kafka_event_destroy(ev);
+                err = RD_KAFKA_RESP_ERR_NO_ERROR;
+                break;
+            }
+            rd_kafka_event_destroy(ev);
+            if (left == 0)
+                break;
+        }
+        if (err)
+            report_commit(k, err, l);
+    } else {
+        report_commit(k, err, l);
+    }
+    rd_kafka_queue_destroy(tq);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* ---- pause / resume ---- */
+
+static void set_paused(consumer_t *k, int pause)
+{
+    if (k->paused == pause)
+        return;
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(k->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a) {
+        if (pause)
+            rd_kafka_pause_partitions(k->rk, a);
+        else
+            rd_kafka_resume_partitions(k->rk, a);
+        rd_kafka_topic_partition_list_destroy(a);
+    }
+    k->paused = pause;
+    k->stats.paused = pause;
+    if (pause)
+        k->stats.pauses++;
+}
+
+/* ---- rebalances ---- */
+
+static int is_cooperative(consumer_t *k)
+{
+    const char *proto = rd_kafka_rebalance_protocol(k->rk);
+    return proto && !strcmp(proto, "COOPERATIVE");
+}
+
+/* Drop buffered records of partitions for which keep() is false. */
+static void buffer_filter(consumer_t *k, int (*keep)(consumer_t *, const rill_elem_t *))
+{
+    size_t n = k->buf.count;
+    for (size_t i = 0; i < n; i++) {
+        rill_elem_t e;
+        rill__equeue_pop(&k->buf, &e);
+        if (keep(k, &e))
+            rill__equeue_push(&k->buf, &e);
+        else
+            rill_elem_release(&e);
+    }
+}
+
+static int keep_live(consumer_t *k, const rill_elem_t *e)
+{
+    part_t *p = part_by_id(k, e->arg);
+    if (!p || p->revoking)
+        return 0;
+    if (p->purge_from >= 0 && ((rd_kafka_message_t *)e->payload)->offset >= p->purge_from)
+        return 0;
+    return 1;
+}
+
+static void observe(consumer_t *k, rill_rebalance_event_t ev,
+                    const rd_kafka_topic_partition_list_t *parts)
+{
+    k->stats.rebalances++;
+    if (k->conf->rebalance_cb)
+        k->conf->rebalance_cb(k->conf->rebalance_opaque, ev, parts);
+}
+
+/* Release revoked partitions: commit what was confirmed, then tell
+ * librdkafka; confirms for them are fenced from now on. */
+static void finish_revoke(consumer_t *k, int64_t deadline)
+{
+    rd_kafka_topic_partition_list_t *l = k->revoking;
+    if (!l)
+        return;
+    k->revoking = NULL;
+    commit_sync(k, 1, deadline);
+    if (k->revoke_eager) {
+        rd_kafka_assign(k->rk, NULL);
+    } else {
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(k->rk, l);
+        if (e)
+            rd_kafka_error_destroy(e);
+    }
+    for (uint32_t i = 0; i < k->n_slots; i++)
+        if (k->parts[i].id && k->parts[i].revoking)
+            part_remove(k, &k->parts[i]);
+    observe(k, RILL_REBALANCE_REVOKED, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void maybe_finish_revoke(consumer_t *k)
+{
+    if (!k->revoking)
+        return;
+    for (uint32_t i = 0; i < k->n_slots; i++) {
+        part_t *p = &k->parts[i];
+        if (!p->id || !p->revoking)
+            continue;
+        for (size_t j = 0; j < p->count; j++)
+            if (!p->ring[(p->head + j) % p->cap].confirmed)
+                return; /* still waiting */
+    }
+    finish_revoke(k, now_ms() + (int64_t)k->conf->shutdown_ms);
+}
+
+static void on_assign(consumer_t *k, rd_kafka_topic_partition_list_t *parts, int cooperative)
+{
+    rill_consumer_conf_t *c = k->conf;
+    if (c->assigned_cb) {
+        for (int i = 0; i < parts->cnt; i++)
+            parts->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+        if (c->assigned_cb(c->assigned_opaque, parts)) {
+            rill__stage_fail(k->st, RILL_ESTATE, "the assigned callback refused the assignment");
+            return;
+        }
+    }
+    for (int i = 0; i < parts->cnt; i++)
+        if (!part_find(k, parts->elems[i].topic, parts->elems[i].partition) &&
+            !part_add(k, parts->elems[i].topic, parts->elems[i].partition)) {
+            rill__stage_fail(k->st, RILL_ENOMEM, "cannot track more partitions");
+            return;
+        }
+    if (cooperative) {
+        rd_kafka_error_t *e = rd_kafka_incremental_assign(k->rk, parts);
+        if (e) {
+            rill__stage_fail(k->st, RILL_EKAFKA, "incremental assign: %s",
+                             rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            return;
+        }
+    } else {
+        rd_kafka_assign(k->rk, parts);
+    }
+    /* librdkafka keeps a partition's pause state, but a newly assigned
+     * partition is not paused: apply ours. */
+    if (k->paused)
+        rd_kafka_pause_partitions(k->rk, parts);
+    observe(k, RILL_REBALANCE_ASSIGNED, parts);
+}
+
+static void on_revoke(consumer_t *k, rd_kafka_topic_partition_list_t *parts, int cooperative)
+{
+    if (rd_kafka_assignment_lost(k->rk)) {
+        /* Someone else may own them already: commit nothing. */
+        for (int i = 0; i < parts->cnt; i++) {
+            part_t *p = part_find(k, parts->elems[i].topic, parts->elems[i].partition);
+            if (p)
+                p->revoking = 1;
+        }
+        buffer_filter(k, keep_live);
+        for (uint32_t i = 0; i < k->n_slots; i++)
+            if (k->parts[i].id && k->parts[i].revoking)
+                part_remove(k, &k->parts[i]);
+        if (cooperative) {
+            rd_kafka_error_t *e = rd_kafka_incremental_unassign(k->rk, parts);
+            if (e)
+                rd_kafka_error_destroy(e);
+        } else {
+            rd_kafka_assign(k->rk, NULL);
+        }
+        observe(k, RILL_REBALANCE_LOST, parts);
+        return;
+    }
+    if (k->revoking) /* cannot happen: librdkafka waits for our unassign */
+        finish_revoke(k, now_ms());
+    for (int i = 0; i < parts->cnt; i++) {
+        part_t *p = part_find(k, parts->elems[i].topic, parts->elems[i].partition);
+        if (p)
+            p->revoking = 1;
+    }
+    /* Stop emitting them now; what is buffered will be consumed again by
+     * the next owner from the committed offset. */
+    buffer_filter(k, keep_live);
+    k->revoking = rd_kafka_topic_partition_list_copy(parts);
+    k->revoke_eager = !cooperative;
+    k->revoke_deadline_ms = now_ms() + (int64_t)k->conf->drain_ms;
+    if (k->closing || k->conf->drain_ms == 0)
+        finish_revoke(k, now_ms() + (int64_t)k->conf->shutdown_ms);
+    else
+        maybe_finish_revoke(k);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    (void)rk;
+    consumer_t *k = opaque;
+    int coop = is_cooperative(k);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        on_assign(k, parts, coop);
+    else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+        on_revoke(k, parts, coop);
+    else
+        rd_kafka_assign(k->rk, NULL);
+}
+
+/* ---- confirms ---- */
+
+static void confirm_one(consumer_t *k, uint64_t id, int64_t offset, int upto)
+{
+    part_t *p = part_by_id(k, id);
+    if (!p) {
+        k->stats.fenced++; /* the partition was released since */
+        return;
+    }
+    if (upto) {
+        for (size_t i = 0; i < p->count; i++) {
+            offent_t *e = &p->ring[(p->head + i) % p->cap];
+            if (e->offset > offset)
+                break;
+            if (!e->confirmed) {
+                e->confirmed = 1;
+                k->stats.confirmed++;
+                k->since_commit++;
+                if (k->unconfirmed)
+                    k->unconfirmed--;
+            }
+        }
+    } else {
+        long i = ring_find(p, offset);
+        if (i < 0)
+            return; /* already committed past, or purged for redelivery */
+        offent_t *e = &p->ring[(p->head + (size_t)i) % p->cap];
+        if (e->confirmed)
+            return;
+        e->confirmed = 1;
+        k->stats.confirmed++;
+        k->since_commit++;
+        if (k->unconfirmed)
+            k->unconfirmed--;
+    }
+    ring_advance(p);
+    if (p->n_redeliv)
+        redeliv_forget_below(p, p->committable);
+    if (p->revoking)
+        maybe_finish_revoke(k);
+}
+
+/* ---- dead letters ---- */
+
+typedef struct dlq_ref {
+    uint64_t id;
+    int64_t offset;
+} dlq_ref_t;
+
+static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    consumer_t *k = opaque;
+    dlq_ref_t *ref = m->_private;
+    if (k->dlq_inflight)
+        k->dlq_inflight--;
+    if (m->err) {
+        if (!k->closing)
+            rill__stage_fail(k->st, RILL_EKAFKA, "dead-letter topic %s: %s", k->conf->dlq_topic,
+                             rd_kafka_err2str(m->err));
+    } else {
+        k->stats.dead_lettered++;
+        confirm_one(k, ref->id, ref->offset, 0);
+    }
+    free(ref);
+}
+
+/* Send a record that exhausted its redeliveries to the dead-letter topic
+ * (ownership of m stays with the caller). Returns 0, or -1 if it could not
+ * be queued. */
+static int dlq_send(consumer_t *k, part_t *p, const rd_kafka_message_t *m, uint32_t attempts)
+{
+    dlq_ref_t *ref = malloc(sizeof(*ref));
+    if (!ref)
+        return -1;
+    ref->id = p->id;
+    ref->offset = m->offset;
+    rd_kafka_headers_t *src = NULL, *h;
+    if (rd_kafka_message_headers(m, &src) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        h = rd_kafka_headers_copy(src);
+    else
+        h = rd_kafka_headers_new(4);
+    char part[16], off[24], why[96];
+    snprintf(part, sizeof(part), "%d", (int)m->partition);
+    snprintf(off, sizeof(off), "%" PRId64, m->offset);
+    snprintf(why, sizeof(why), "not confirmed after %u deliveries", attempts);
+    rd_kafka_header_add(h, "rill-origin-topic", -1, rd_kafka_topic_name(m->rkt), -1);
+    rd_kafka_header_add(h, "rill-origin-partition", -1, part, -1);
+    rd_kafka_header_add(h, "rill-origin-offset", -1, off, -1);
+    rd_kafka_header_add(h, "rill-error", -1, why, -1);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        k->dlq, RD_KAFKA_V_TOPIC(k->conf->dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, m->len),
+        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(ref), RD_KAFKA_V_END);
+    if (err) {
+        rd_kafka_headers_destroy(h);
+        free(ref);
+        return -1;
+    }
+    k->dlq_inflight++;
+    return 0;
+}
+
+/* ---- polling ---- */
+
+static int fatal_error(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__FATAL:
+    case RD_KAFKA_RESP_ERR__AUTHENTICATION:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void handle_error_msg(consumer_t *k, rd_kafka_message_t *m)
+{
+    rd_kafka_resp_err_t err = m->err;
+    if (err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        return;
+    char fatal[256];
+    if (err == RD_KAFKA_RESP_ERR__FATAL && rd_kafka_fatal_error(k->rk, fatal, sizeof(fatal))) {
+        rill__stage_fail(k->st, RILL_EKAFKA, "fatal consumer error: %s", fatal);
+        return;
+    }
+    if (fatal_error(err) || ((err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+                              err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
+                             k->conf->fixed)) {
+        rill__stage_fail(k->st, RILL_EKAFKA, "consumer error: %s", rd_kafka_message_errstr(m));
+        return;
+    }
+    /* Retriable: librdkafka retries on its own. */
+}
+
+/* Take one polled record: buffer it, or send it to the dead letters. */
+static void take_record(consumer_t *k, rd_kafka_message_t *m)
+{
+    part_t *p = part_of_msg(k, m);
+    if (!p || p->revoking || (p->purge_from >= 0 && m->offset < p->purge_from)) {
+        rd_kafka_message_destroy(m); /* not ours (any more), or stale */
+        return;
+    }
+    if (p->purge_from >= 0 && m->offset >= p->purge_from)
+        p->purge_from = -1; /* the seek took effect: fresh records again */
+    uint32_t *att = p->n_redeliv ? redeliv_attempts(p, m->offset, 0) : NULL;
+    if (att && *att > k->conf->max_redeliveries) {
+        /* Delivered max_redeliveries times more and still not confirmed. */
+        if (k->dlq && dlq_send(k, p, m, *att) == 0) {
+            /* Track it as emitted so its confirm (from the delivery
+             * report) moves the committable offset. */
+            ring_push(p, m->offset);
+            k->unconfirmed++;
+        } else if (!k->dlq) {
+            rill__stage_fail(k->st, RILL_ETIMEDOUT,
+                             "record %s [%d] offset %" PRId64
+                             " not confirmed after %u deliveries and no dead-letter topic",
+                             p->topic, (int)p->partition, m->offset, *att);
+        } else {
+            rill__stage_fail(k->st, RILL_EKAFKA, "cannot queue a dead letter");
+        }
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    atomic_fetch_add_explicit(&k->h->refs, 1, memory_order_relaxed);
+    rill_elem_t e = {.payload = m, .dtor = record_free, .arg = p->id};
+    rill__equeue_push(&k->buf, &e);
+    k->stats.polled++;
+    if (k->buf.count > k->stats.buffered_max)
+        k->stats.buffered_max = (uint32_t)k->buf.count;
+}
+
+static void poll_queue(consumer_t *k)
+{
+    /* Fill the buffer up to the high watermark; at the mark, pause (the
+     * partitions' fetched data is dropped by librdkafka, so later polls
+     * return no records, only events: keep polling for those). */
+    for (int budget = 4096; budget > 0 && !k->st->finished; budget--) {
+        if (k->buf.count >= k->conf->buffer_high) {
+            set_paused(k, 1);
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, 0);
+        if (!m)
+            break;
+        if (m->err) {
+            handle_error_msg(k, m);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        take_record(k, m);
+    }
+}
+
+/* ---- redelivery ---- */
+
+static void check_redelivery(consumer_t *k)
+{
+    uint32_t timeout = k->conf->unconfirmed_timeout_ms;
+    if (!timeout)
+        return;
+    int64_t now = now_ms();
+    for (uint32_t i = 0; i < k->n_slots; i++) {
+        part_t *p = &k->parts[i];
+        if (!p->id || p->revoking || !p->count)
+            continue;
+        offent_t *front = NULL;
+        for (size_t j = 0; j < p->count; j++) {
+            offent_t *e = &p->ring[(p->head + j) % p->cap];
+            if (!e->confirmed) {
+                front = e;
+                break;
+            }
+        }
+        if (!front || now - front->emitted_ms < (int64_t)timeout)
+            continue;
+        /* Deliver again from the oldest unconfirmed record: seek back,
+         * forget what was emitted from there, drop what we buffered. */
+        int64_t from = front->offset;
+        uint32_t *att = redeliv_attempts(p, from, 1);
+        if (att)
+            (*att)++;
+        size_t keep = 0;
+        while (keep < p->count && p->ring[(p->head + keep) % p->cap].offset < from)
+            keep++;
+        for (size_t j = keep; j < p->count; j++)
+            if (!p->ring[(p->head + j) % p->cap].confirmed && k->unconfirmed)
+                k->unconfirmed--;
+        p->count = keep;
+        p->purge_from = from;
+        buffer_filter(k, keep_live);
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(k->rk, l, 0);
+        if (e)
+            rd_kafka_error_destroy(e);
+        rd_kafka_topic_partition_list_destroy(l);
+        k->stats.redelivered++;
+    }
+}
+
+/* ---- the stage kind ---- */
+
+static void consumer_pump(rill__stage_t *st)
+{
+    consumer_t *k = st->spec.impl;
+    rill_elem_t e;
+    while (k->buf.count && rill__stage_can_emit(st, 0) &&
+           k->unconfirmed < k->conf->max_unconfirmed) {
+        rill__equeue_pop(&k->buf, &e);
+        part_t *p = part_by_id(k, e.arg);
+        const rd_kafka_message_t *m = e.payload;
+        if (!p || p->revoking || ring_push(p, m->offset)) {
+            rill_elem_release(&e);
+            continue;
+        }
+        if (p->committable < 0)
+            p->committable = m->offset;
+        k->unconfirmed++;
+        k->stats.emitted++;
+        rill__stage_emit(st, 0, &e);
+    }
+    if (k->paused && k->buf.count < k->conf->buffer_low)
+        set_paused(k, 0);
+    if (!st->finished && k->buf.count < k->conf->buffer_high)
+        poll_queue(k);
+    if (!st->finished && k->buf.count && rill__stage_can_emit(st, 0) &&
+        k->unconfirmed < k->conf->max_unconfirmed)
+        rill__stage_repump(st);
+    k->stats.buffered = (uint32_t)k->buf.count;
+    k->stats.unconfirmed = k->unconfirmed;
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    consumer_t *k = w->data;
+    char sink[256];
+    while (read(k->pipe_r, sink, sizeof(sink)) > 0)
+        ;
+    if (!k->wake_pending) {
+        k->wake_pending = 1;
+        rill_msg_t m = {.type = K_WAKE};
+        rill_signal(k->sys, k->st->self, &m);
+    }
+}
+
+static void consumer_on_msg(rill__stage_t *st, rill_msg_t *msg)
+{
+    consumer_t *k = st->spec.impl;
+    switch (msg->type) {
+    case K_WAKE:
+        k->wake_pending = 0;
+        break;
+    case K_CONFIRM:
+        confirm_one(k, msg->corr, (int64_t)msg->arg, 0);
+        break;
+    case K_CONFIRM_UPTO:
+        confirm_one(k, msg->corr, (int64_t)msg->arg, 1);
+        break;
+    case K_CONFIRM_BATCH: {
+        const confirm_batch_t *b = msg->payload;
+        for (size_t i = 0; i < b->n; i++)
+            confirm_one(k, b->v[i].id, b->v[i].offset, 0);
+        break;
+    }
+    case K_TICK: {
+        int64_t now = now_ms();
+        if (k->revoking && now >= k->revoke_deadline_ms)
+            finish_revoke(k, now + (int64_t)k->conf->shutdown_ms);
+        if (k->unconfirmed == 0 || now - k->last_redeliver_check_ms >= 50) {
+            k->last_redeliver_check_ms = now;
+            check_redelivery(k);
+        }
+        if (now - k->last_commit_ms >= (int64_t)k->conf->commit_interval_ms)
+            commit_async(k);
+        if (k->dlq)
+            rd_kafka_poll(k->dlq, 0);
+        break;
+    }
+    case K_STATS: {
+        rill_consumer_stats_t *s = malloc(sizeof(*s));
+        if (s) {
+            *s = k->stats;
+            s->buffered = (uint32_t)k->buf.count;
+            s->unconfirmed = k->unconfirmed;
+            rill_msg_t r = {.type = K_STATS, .payload = s, .dtor = free};
+            if (rill_reply(st->ctx, msg, &r) != RILL_OK)
+                free(s);
+        }
+        return;
+    }
+    default:
+        return;
+    }
+    if (k->since_commit >= k->conf->commit_count)
+        commit_async(k);
+    if (!st->finished)
+        consumer_pump(st);
+}
+
+static rill_err_t consumer_start(rill__stage_t *st)
+{
+    consumer_t *k = st->spec.impl;
+    k->st = st;
+    k->sys = st->sys;
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC))
+        return RILL_EIO;
+    k->pipe_r = fds[0];
+    k->pipe_w = fds[1];
+    static const char one = 1;
+    rd_kafka_queue_io_event_enable(k->q, k->pipe_w, &one, 1);
+    ev_io_init(&k->io, io_cb, k->pipe_r, EV_READ);
+    k->io.data = k;
+    ev_io_start(rill__ctx_loop(st->ctx), &k->io);
+    k->io_started = 1;
+    rill_msg_t tick = {.type = K_TICK};
+    rill_timer_start(st->ctx, TICK_MS, TICK_MS, &tick, NULL);
+    k->last_commit_ms = now_ms();
+
+    rill_consumer_conf_t *c = k->conf;
+    if (c->n_topics) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)c->n_topics);
+        for (size_t i = 0; i < c->n_topics; i++)
+            rd_kafka_topic_partition_list_add(l, c->topics[i], RD_KAFKA_PARTITION_UA);
+        rd_kafka_resp_err_t err = rd_kafka_subscribe(k->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        if (err) {
+            rill__stage_fail(st, RILL_EKAFKA, "subscribe: %s", rd_kafka_err2str(err));
+            return RILL_OK;
+        }
+    } else {
+        /* Fixed partitions: resolve committed/logical offsets to concrete
+         * ones first (a logical start offset costs librdkafka 2.0.2 a
+         * 500 ms offset-query timer), then assign. */
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(c->fixed);
+        int need_committed = 0;
+        for (int i = 0; i < l->cnt; i++)
+            need_committed |= l->elems[i].offset == RILL_OFFSET_COMMITTED;
+        if (need_committed)
+            rd_kafka_committed(k->rk, l, 10000);
+        for (int i = 0; i < l->cnt; i++) {
+            rd_kafka_topic_partition_t *tp = &l->elems[i];
+            if (tp->offset >= 0)
+                continue;
+            int64_t lo = 0, hi = 0;
+            if (rd_kafka_query_watermark_offsets(k->rk, tp->topic, tp->partition, &lo, &hi,
+                                                 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                if (tp->offset == RILL_OFFSET_END)
+                    tp->offset = hi;
+                else if (tp->offset == RILL_OFFSET_BEGINNING)
+                    tp->offset = lo;
+                else {
+                    char reset[32] = "";
+                    size_t rs = sizeof(reset);
+                    rd_kafka_conf_res_t r =
+                        rd_kafka_topic_conf_get(rd_kafka_conf_get_default_topic_conf(c->kconf),
+                                                "auto.offset.reset", reset, &rs);
+                    (void)r;
+                    tp->offset = strstr(reset, "earliest") || strstr(reset, "smallest") ? lo : hi;
+                }
+            }
+            tp->err = 0;
+        }
+        for (int i = 0; i < l->cnt; i++)
+            if (!part_add(k, l->elems[i].topic, l->elems[i].partition)) {
+                rd_kafka_topic_partition_list_destroy(l);
+                return RILL_ENOMEM;
+            }
+        rd_kafka_resp_err_t err = rd_kafka_assign(k->rk, l);
+        if (!err)
+            observe(k, RILL_REBALANCE_ASSIGNED, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        if (err) {
+            rill__stage_fail(st, RILL_EKAFKA, "assign: %s", rd_kafka_err2str(err));
+            return RILL_OK;
+        }
+    }
+    return RILL_OK;
+}
+
+/* Close with a deadline: a commit of what was confirmed, then leave the
+ * group through a queue we poll ourselves (rd_kafka_consumer_close can
+ * block without limit when brokers are unreachable). */
+static void consumer_close(consumer_t *k)
+{
+    int64_t deadline = now_ms() + (int64_t)k->conf->shutdown_ms;
+    k->closing = 1;
+    if (k->revoking)
+        finish_revoke(k, deadline);
+    commit_sync(k, 0, deadline);
+    rd_kafka_queue_t *cq = rd_kafka_queue_new(k->rk);
+    rd_kafka_error_t *e = rd_kafka_consumer_close_queue(k->rk, cq);
+    if (e) {
+        rd_kafka_error_destroy(e);
+    } else {
+        while (!rd_kafka_consumer_closed(k->rk)) {
+            int left = rill__ms_left(deadline);
+            if (left == 0)
+                break;
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(cq, left < 100 ? left : 100);
+            if (!ev)
+                continue;
+            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+                /* The final revoke: everything confirmed is committed;
+                 * release at once. */
+                rd_kafka_topic_partition_list_t *parts = rd_kafka_event_topic_partition_list(ev);
+                if (rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+                    if (!rd_kafka_assignment_lost(k->rk))
+                        commit_sync(k, 0, deadline);
+                    if (is_cooperative(k)) {
+                        rd_kafka_error_t *ue = rd_kafka_incremental_unassign(k->rk, parts);
+                        if (ue)
+                            rd_kafka_error_destroy(ue);
+                    } else {
+                        rd_kafka_assign(k->rk, NULL);
+                    }
+                } else {
+                    rd_kafka_assign(k->rk, NULL);
+                }
+            }
+            rd_kafka_event_destroy(ev);
+        }
+    }
+    rd_kafka_queue_destroy(cq);
+}
+
+static void consumer_destroy(void *impl)
+{
+    consumer_t *k = impl;
+    if (!k)
+        return;
+    if (k->io_started && k->st)
+        ev_io_stop(rill__ctx_loop(k->st->ctx), &k->io);
+    if (k->rk && k->q)
+        rd_kafka_queue_io_event_enable(k->q, -1, NULL, 0);
+    if (k->rk && k->st)
+        consumer_close(k);
+    if (k->dlq) {
+        rd_kafka_flush(k->dlq, (int)k->conf->shutdown_ms);
+        rd_kafka_destroy(k->dlq);
+    }
+    rill_elem_t e;
+    if (k->buf.v)
+        while (rill__equeue_pop(&k->buf, &e))
+            rill_elem_release(&e);
+    free(k->buf.v);
+    for (uint32_t i = 0; i < k->n_slots; i++)
+        if (k->parts[i].id)
+            part_remove(k, &k->parts[i]);
+    free(k->parts);
+    if (k->revoking)
+        rd_kafka_topic_partition_list_destroy(k->revoking);
+    if (k->q)
+        rd_kafka_queue_destroy(k->q);
+    if (k->pipe_r > 0)
+        close(k->pipe_r);
+    if (k->pipe_w > 0)
+        close(k->pipe_w);
+    if (k->h)
+        handle_unref(k->h); /* the client goes with the last record */
+    rill_consumer_conf_destroy(k->conf);
+    free(k);
+}
+
+static void consumer_drain(rill__stage_t *st)
+{
+    /* Complete the stream now; what is buffered is not emitted (it will be
+     * consumed again from the committed offset next time). */
+    consumer_t *k = st->spec.impl;
+    rill_elem_t e;
+    while (rill__equeue_pop(&k->buf, &e))
+        rill_elem_release(&e);
+    rill__stage_complete(st);
+}
+
+static const rill__kind_t consumer_kind = {.name = "kafka-consumer",
+                                           .max_in = 0,
+                                           .max_out = 1,
+                                           .start = consumer_start,
+                                           .pump = consumer_pump,
+                                           .on_msg = consumer_on_msg,
+                                           .on_drain = consumer_drain,
+                                           .destroy = consumer_destroy};
+
+/* ------------------------------------------------------------------ */
+/* Spawning                                                            */
+/* ------------------------------------------------------------------ */
+
+static void quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    if (level <= 3)
+        fprintf(stderr, "rill consumer: %s: %s\n", fac, buf);
+}
+
+rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
+                               const rill_stage_opts_t *opts, rill_aid_t *aid, char *errstr,
+                               size_t errstr_size)
+{
+    rill_err_t err = RILL_OK;
+    consumer_t *k = NULL;
+    if (!sys || !c || !aid) {
+        rill_consumer_conf_destroy(c);
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "system, conf and aid must be set");
+    }
+    *aid = RILL_AID_NONE;
+    if (!c->n_topics && !c->fixed) {
+        err = rill__fail(RILL_EINVAL, errstr, errstr_size,
+                         "the consumer needs a subscription or fixed partitions");
+        goto fail;
+    }
+    if (c->n_topics && c->fixed) {
+        err = rill__fail(RILL_EINVAL, errstr, errstr_size, "subscribe or assign, not both");
+        goto fail;
+    }
+    if (c->n_topics && !c->have_group) {
+        err = rill__fail(RILL_EINVAL, errstr, errstr_size, "a group subscription needs group.id");
+        goto fail;
+    }
+    if (c->buffer_low > c->buffer_high) {
+        err = rill__fail(RILL_EINVAL, errstr, errstr_size,
+                         "rill.buffer.low (%u) must not exceed rill.buffer.high (%u)",
+                         c->buffer_low, c->buffer_high);
+        goto fail;
+    }
+    if (!c->have_bootstrap) {
+        const char *boot = rill_kafka_embedded_bootstraps(sys, errstr, errstr_size);
+        if (!boot) {
+            err = RILL_EKAFKA;
+            goto fail;
+        }
+        if ((err = rill__conf_set(c->kconf, "bootstrap.servers", boot, errstr, errstr_size)))
+            goto fail;
+    }
+    if (!c->have_group &&
+        (err = rill__conf_set(c->kconf, "group.id", "rill-fixed-partitions", errstr, errstr_size)))
+        goto fail;
+    /* rill drives offsets: librdkafka must not commit or store on its own. */
+    const char *forced[] = {"enable.auto.commit", "false", "enable.auto.offset.store", "false",
+                            NULL};
+    if ((err = rill__conf_apply(c->kconf, forced, errstr, errstr_size)))
+        goto fail;
+    char strat[64] = "";
+    size_t sz = sizeof(strat);
+    if (rd_kafka_conf_get(c->kconf, "partition.assignment.strategy", strat, &sz) ==
+            RD_KAFKA_CONF_OK &&
+        !strcmp(strat, "range,roundrobin") &&
+        (err = rill__conf_set(c->kconf, "partition.assignment.strategy", "cooperative-sticky",
+                              errstr, errstr_size)))
+        goto fail;
+
+    k = calloc(1, sizeof(*k));
+    khandle_t *h = calloc(1, sizeof(*h));
+    if (!k || !h || rill__equeue_init(&k->buf, c->buffer_high + 1) ||
+        !(k->parts = calloc(MAX_PARTS, sizeof(*k->parts)))) {
+        free(h);
+        err = rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    k->pipe_r = k->pipe_w = -1;
+    atomic_init(&h->refs, 1);
+    rd_kafka_conf_set_opaque(c->kconf, k);
+    rd_kafka_conf_set_rebalance_cb(c->kconf, rebalance_cb);
+    rd_kafka_conf_set_offset_commit_cb(c->kconf, offset_commit_cb);
+    rd_kafka_conf_set_log_cb(c->kconf, quiet_log_cb);
+    rd_kafka_topic_conf_t *tc = rd_kafka_conf_get_default_topic_conf(c->kconf);
+    if (!tc) {
+        tc = rd_kafka_topic_conf_new();
+        rd_kafka_conf_set_default_topic_conf(c->kconf, tc);
+        tc = rd_kafka_conf_get_default_topic_conf(c->kconf);
+    }
+    rd_kafka_topic_conf_set_opaque(tc, h); /* record_free finds the client */
+
+    /* The dead-letter producer, before the consumer takes the conf. */
+    if (c->dlq_topic) {
+        rd_kafka_conf_t *pc = rd_kafka_conf_new();
+        char boot[1024];
+        size_t bs = sizeof(boot);
+        rd_kafka_conf_get(c->kconf, "bootstrap.servers", boot, &bs);
+        const char *pdef[] = {
+            "bootstrap.servers", boot, "enable.idempotence", "true", "linger.ms", "5", NULL};
+        rd_kafka_conf_set_dr_msg_cb(pc, dlq_dr_cb);
+        rd_kafka_conf_set_opaque(pc, k);
+        char kerr[512];
+        if (rill__conf_apply(pc, pdef, errstr, errstr_size) ||
+            !(k->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pc, kerr, sizeof(kerr)))) {
+            rd_kafka_conf_destroy(pc);
+            free(h);
+            err = rill__fail(RILL_EKAFKA, errstr, errstr_size, "dead-letter producer: %s", kerr);
+            goto fail;
+        }
+    }
+
+    char kerr[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c->kconf, kerr, sizeof(kerr));
+    if (!rk) {
+        free(h);
+        err = rill__fail(RILL_EKAFKA, errstr, errstr_size, "%s", kerr);
+        goto fail;
+    }
+    c->kconf = NULL; /* rd_kafka_new took it */
+    h->rk = rk;
+    k->h = h;
+    k->rk = rk;
+    k->conf = c;
+    rd_kafka_poll_set_consumer(rk); /* events and callbacks on the consumer queue */
+    k->q = rd_kafka_queue_get_consumer(rk);
+
+    rill_stage_t *spec = calloc(1, sizeof(*spec));
+    if (!spec) {
+        c = NULL; /* now k's */
+        consumer_destroy(k);
+        return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+    }
+    spec->kind = &consumer_kind;
+    spec->impl = k;
+    rill_stage_opts_t o = {.executor = -1};
+    if (opts)
+        o = *opts;
+    /* Confirms arrive in the mailbox: room for one per record out. */
+    uint32_t need = c->max_unconfirmed + 64;
+    if (o.mailbox_capacity < need)
+        o.mailbox_capacity = need;
+    err = rill_stage_spawn(sys, spec, &o, aid);
+    if (err)
+        return rill__fail(err, errstr, errstr_size, "cannot spawn the consumer actor: %s",
+                          rill_err2str(err));
+    return RILL_OK;
+
+fail:
+    if (k) {
+        if (k->dlq)
+            rd_kafka_destroy(k->dlq);
+        free(k->buf.v);
+        free(k->parts);
+        free(k);
+    }
+    rill_consumer_conf_destroy(c);
+    return err;
+}
+
+/* ------------------------------------------------------------------ */
+/* Confirms and stats                                                  */
+/* ------------------------------------------------------------------ */
+
+rill_err_t rill_consumer_confirm(rill_system_t *sys, rill_aid_t consumer, const rill_elem_t *record)
+{
+    const rd_kafka_message_t *m = rill_record(record);
+    if (!sys || !m || consumer == RILL_AID_NONE)
+        return RILL_EINVAL;
+    rill_msg_t msg = {.type = K_CONFIRM, .arg = (uint64_t)m->offset, .corr = record->arg};
+    return rill_tell(sys, consumer, &msg);
+}
+
+rill_err_t rill_consumer_confirm_upto(rill_system_t *sys, rill_aid_t consumer,
+                                      const rill_elem_t *record, int64_t offset)
+{
+    if (!sys || !rill_record(record) || consumer == RILL_AID_NONE || offset < 0)
+        return RILL_EINVAL;
+    rill_msg_t msg = {.type = K_CONFIRM_UPTO, .arg = (uint64_t)offset, .corr = record->arg};
+    return rill_tell(sys, consumer, &msg);
+}
+
+rill_err_t rill_consumer_confirm_batch(rill_system_t *sys, rill_aid_t consumer,
+                                       const rill_elem_t *records, size_t n)
+{
+    if (!sys || consumer == RILL_AID_NONE || (!records && n))
+        return RILL_EINVAL;
+    if (!n)
+        return RILL_OK;
+    confirm_batch_t *b = malloc(sizeof(*b) + n * sizeof(b->v[0]));
+    if (!b)
+        return RILL_ENOMEM;
+    b->n = n;
+    for (size_t i = 0; i < n; i++) {
+        const rd_kafka_message_t *m = rill_record(&records[i]);
+        if (!m) {
+            free(b);
+            return RILL_EINVAL;
+        }
+        b->v[i].id = records[i].arg;
+        b->v[i].offset = m->offset;
+    }
+    rill_msg_t msg = {.type = K_CONFIRM_BATCH, .payload = b, .dtor = free};
+    rill_err_t err = rill_tell(sys, consumer, &msg);
+    if (err)
+        free(b);
+    return err;
+}
+
+rill_err_t rill_consumer_stats(rill_system_t *sys, rill_aid_t consumer, rill_consumer_stats_t *out)
+{
+    if (!sys || consumer == RILL_AID_NONE || !out)
+        return RILL_EINVAL;
+    rill_msg_t q = {.type = K_STATS}, r;
+    rill_err_t err = rill_ask_sync(sys, consumer, &q, 10000, &r);
+    if (err)
+        return err;
+    if (r.type != K_STATS || !r.payload) {
+        if (r.dtor)
+            r.dtor(r.payload);
+        return RILL_ESTATE;
+    }
+    *out = *(rill_consumer_stats_t *)r.payload;
+    r.dtor(r.payload);
+    return RILL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* The system's embedded broker                                        */
+/* ------------------------------------------------------------------ */
+
+static const char embedded_key = 0;
+
+static void *embedded_create(char *errstr, size_t errstr_size)
+{
+    return rill_broker_new(1, errstr, errstr_size);
+}
+
+static void embedded_destroy(void *ptr)
+{
+    rill_broker_destroy(ptr);
+}
+
+const char *rill_kafka_embedded_bootstraps(rill_system_t *sys, char *errstr, size_t errstr_size)
+{
+    if (!sys) {
+        rill__fail(RILL_EINVAL, errstr, errstr_size, "system is NULL");
+        return NULL;
+    }
+    rill_broker_t *b = rill__system_attachment(sys, &embedded_key, embedded_create,
+                                               embedded_destroy, errstr, errstr_size);
+    return b ? rill_broker_bootstraps(b) : NULL;
+}
