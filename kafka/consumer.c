@@ -1386,6 +1386,18 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
         }
         if ((err = rill__conf_set(c->kconf, "bootstrap.servers", boot, errstr, errstr_size)))
             goto fail;
+        /* The mock rebalances a group whose last member left only after
+         * session.timeout.ms - 1 s (44 s with the default): a restarted
+         * consumer would wait that long. Shorter, unless set. */
+        char v[32];
+        size_t vs = sizeof(v);
+        if (rd_kafka_conf_get(c->kconf, "session.timeout.ms", v, &vs) == RD_KAFKA_CONF_OK &&
+            !strcmp(v, "45000")) {
+            const char *quick[] = {"session.timeout.ms", "3000", "heartbeat.interval.ms", "500",
+                                   NULL};
+            if ((err = rill__conf_apply(c->kconf, quick, errstr, errstr_size)))
+                goto fail;
+        }
     }
     if (!c->have_group &&
         (err = rill__conf_set(c->kconf, "group.id", "rill-fixed-partitions", errstr, errstr_size)))
@@ -1417,7 +1429,11 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
     rd_kafka_conf_set_opaque(c->kconf, k);
     rd_kafka_conf_set_rebalance_cb(c->kconf, rebalance_cb);
     rd_kafka_conf_set_offset_commit_cb(c->kconf, offset_commit_cb);
-    rd_kafka_conf_set_log_cb(c->kconf, quiet_log_cb);
+    char dbg[256] = "";
+    size_t dsz = sizeof(dbg);
+    /* With "debug" set, librdkafka's own logger prints everything asked. */
+    if (rd_kafka_conf_get(c->kconf, "debug", dbg, &dsz) != RD_KAFKA_CONF_OK || !*dbg)
+        rd_kafka_conf_set_log_cb(c->kconf, quiet_log_cb);
     rd_kafka_topic_conf_t *tc = rd_kafka_conf_get_default_topic_conf(c->kconf);
     if (!tc) {
         tc = rd_kafka_topic_conf_new();

@@ -750,6 +750,7 @@ rill_err_t rill__stage_spawn_hooked(rill_system_t *sys, rill_stage_t *spec,
                            .state = st,
                            .name = opts ? opts->name : NULL,
                            .executor = opts ? opts->executor : -1,
+                           .link_to = opts ? opts->link_to : RILL_AID_NONE,
                            .mailbox_capacity = real};
     rill_err_t err = rill_spawn(sys, &o, aid);
     if (err) {

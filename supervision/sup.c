@@ -127,9 +127,10 @@ rill_err_t rill_sup_spec_check(const rill_sup_spec_t *spec, char *errstr, size_t
         if (!c->id || !*c->id || strlen(c->id) >= 64)
             return rill__fail(RILL_EINVAL, errstr, errstr_size,
                               "child %zu needs an id of 1 to 63 characters", i);
-        if (!c->start && !c->supervisor)
+        if (!!c->start + !!c->spawn + !!c->supervisor != 1)
             return rill__fail(RILL_EINVAL, errstr, errstr_size,
-                              "child \"%s\" has neither a start function nor a supervisor spec",
+                              "child \"%s\" needs exactly one of a start function, a spawn "
+                              "function and a supervisor spec",
                               c->id);
         if (c->restart < RILL_RESTART_PERMANENT || c->restart > RILL_RESTART_TEMPORARY ||
             c->shutdown < RILL_SHUTDOWN_TIMEOUT || c->shutdown > RILL_SHUTDOWN_INFINITY)
@@ -227,6 +228,9 @@ static rill_err_t child_start(sup_t *s, rill_ctx_t *ctx, child_t *c)
     if (sp->supervisor) {
         err = spawn_supervisor(s->sys, sp->supervisor, sp->register_name ? c->id : NULL, s->self,
                                NULL, &c->aid);
+    } else if (sp->spawn) {
+        rill_child_env_t env = {.supervisor = s->self, .name = sp->register_name ? c->id : NULL};
+        err = sp->spawn(s->sys, c->arg, &env, &c->aid);
     } else {
         rill_spawn_opts_t o = {.executor = -1};
         err = sp->start(c->arg, &o);

@@ -307,6 +307,9 @@ typedef struct rill_stage_opts {
      * asks upstream) is that minus one slot per input, kept for the
      * terminal signals. */
     uint32_t mailbox_capacity;
+    /* Link the stage actor to this actor before it runs (0 = none): how a
+     * supervisor's spawn function puts a stage under supervision. */
+    rill_aid_t link_to;
 } rill_stage_opts_t;
 
 /*

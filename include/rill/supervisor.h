@@ -79,9 +79,25 @@ typedef struct rill_sup_spec rill_sup_spec_t;
  */
 typedef rill_err_t rill_child_start_fn(void *arg, rill_spawn_opts_t *opts);
 
+/*
+ * The other way to start a child, for children that are not plain actors
+ * (a Kafka consumer, a stream stage): spawn it yourself, linked to
+ * env->supervisor and registered as env->name if that is not NULL (for a
+ * stage: rill_stage_opts_t.link_to and .name), and return its aid. A child
+ * that is not linked cannot be supervised.
+ * @locality the supervisor's executor.
+ */
+typedef struct rill_child_env {
+    rill_aid_t supervisor;
+    const char *name; /* the id when register_name is set, else NULL */
+} rill_child_env_t;
+typedef rill_err_t rill_child_spawn_fn(rill_system_t *sys, void *arg, const rill_child_env_t *env,
+                                       rill_aid_t *child);
+
 typedef struct rill_child_spec {
     const char *id;             /* unique among the supervisor's children */
-    rill_child_start_fn *start; /* required, unless `supervisor` is set */
+    rill_child_start_fn *start; /* one of start, spawn and supervisor */
+    rill_child_spawn_fn *spawn;
     void *arg;
     const rill_sup_spec_t *supervisor; /* the child is a supervisor with this spec */
     rill_restart_t restart;
