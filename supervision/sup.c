@@ -33,6 +33,7 @@ enum {
     SUP_MSG_KILL_TIMER, /* timer: arg = child generation */
     SUP_MSG_REPLY_QUERY,
     SUP_MSG_REPLY_STATUS,
+    SUP_MSG_BOOTED, /* a child supervisor's start ended: flags = rill_err_t */
 };
 
 #define DEFAULT_SHUTDOWN_MS 5000u
@@ -89,8 +90,11 @@ typedef struct sup {
     rill_exit_t escalate_reason;
     rill_aid_t stop_reply_to;
     uint64_t stop_corr;
-    boot_t *boot;     /* rill_sup_start waits on it; NULL for nested */
-    uint32_t dyn_seq; /* simple_one_for_one: numbers the children's ids */
+    boot_t *boot;      /* rill_sup_start waits on it; NULL for nested */
+    rill_aid_t parent; /* nested: told when our start ended (SUP_MSG_BOOTED) */
+    int booting;       /* still starting the children of the spec */
+    size_t boot_next;  /* the next spec child to start */
+    uint32_t dyn_seq;  /* simple_one_for_one: numbers the children's ids */
 } sup_t;
 
 /* ------------------------------------------------------------------ */
@@ -216,6 +220,9 @@ static void reply_status(rill_ctx_t *ctx, const rill_msg_t *req, rill_err_t err,
 static rill_err_t spawn_supervisor(rill_system_t *sys, const rill_sup_spec_t *spec,
                                    const char *name, rill_aid_t link_to, boot_t *boot,
                                    rill_aid_t *aid);
+static void begin_shutdown(sup_t *s, rill_ctx_t *ctx, int escalate, const rill_exit_t *why);
+static void boot_failed(sup_t *s, rill_ctx_t *ctx, rill_err_t err, const char *id,
+                        const char *why_text);
 
 /* Start one child. Returns RILL_OK or the error (the child stays
  * stopped). */
@@ -223,8 +230,8 @@ static rill_err_t child_start(sup_t *s, rill_ctx_t *ctx, child_t *c)
 {
     const rill_child_spec_t *sp = c->spec;
     rill_err_t err;
-    if (sp->register_name)
-        rill__names_release_restarting(s->sys, c->id);
+    /* A restarting hold on the name stays until the spawn takes it over,
+     * so senders see RILL_ERESTARTING up to the last moment. */
     if (sp->supervisor) {
         err = spawn_supervisor(s->sys, sp->supervisor, sp->register_name ? c->id : NULL, s->self,
                                NULL, &c->aid);
@@ -251,6 +258,8 @@ static rill_err_t child_start(sup_t *s, rill_ctx_t *ctx, child_t *c)
     }
     c->gen++;
     if (err) {
+        if (sp->register_name)
+            rill__names_release_restarting(s->sys, c->id);
         c->aid = RILL_AID_NONE;
         c->state = C_STOPPED;
         rill__exit_set(&c->last_exit, RILL_EXIT_FAILURE, err, "start failed: %s",
@@ -327,6 +336,13 @@ static void sweep_removed(sup_t *s)
 
 static void boot_done(sup_t *s, rill_err_t err, const char *text)
 {
+    s->booting = 0;
+    if (s->parent) {
+        /* A nested supervisor's start is part of its parent's: tell it. */
+        rill_msg_t m = {.type = SUP_MSG_BOOTED, .from = s->self, .flags = (uint32_t)err};
+        rill_tell(s->sys, s->parent, &m);
+        s->parent = RILL_AID_NONE;
+    }
     boot_t *b = s->boot;
     if (!b)
         return;
@@ -372,7 +388,8 @@ static void start_or_wait(sup_t *s, rill_ctx_t *ctx, child_t *c, uint32_t delay_
             }
             c->consecutive++;
             c->restarts++;
-            start_or_wait(s, ctx, c, backoff_delay(s, c) ? backoff_delay(s, c) : 1);
+            uint32_t d = backoff_delay(s, c);
+            start_or_wait(s, ctx, c, d ? d : 1);
         }
         return;
     }
@@ -406,6 +423,14 @@ static void group_restart(sup_t *s, rill_ctx_t *ctx)
 static void child_exited(sup_t *s, rill_ctx_t *ctx, size_t i, const rill_exit_t *why)
 {
     child_t *c = &s->c[i];
+    if (s->booting) {
+        /* A child died while we are still starting: the start failed. */
+        c->aid = RILL_AID_NONE;
+        c->state = C_STOPPED;
+        c->last_exit = *why;
+        boot_failed(s, ctx, why->code, c->id, why->text);
+        return;
+    }
     int was_stopping = c->state == C_STOPPING;
     cancel_timer(s, ctx, c);
     c->aid = RILL_AID_NONE;
@@ -542,6 +567,44 @@ static int add_child(sup_t *s, const rill_child_spec_t *spec, void *arg, const c
     return 0;
 }
 
+/* The start failed: the children already started go down in reverse
+ * order, then the supervisor fails (and its starter hears why). */
+static void boot_failed(sup_t *s, rill_ctx_t *ctx, rill_err_t err, const char *id,
+                        const char *why_text)
+{
+    rill_exit_t why;
+    rill__exit_set(&why, RILL_EXIT_FAILURE, err ? err : RILL_ESTATE,
+                   "child \"%.63s\" could not start: %.150s", id, why_text);
+    s->booting = 0;
+    begin_shutdown(s, ctx, 1, &why);
+}
+
+/* Start the spec's children in order (OTP: each must be up before the
+ * next starts). A child supervisor is up when it says so (SUP_MSG_BOOTED),
+ * so the loop pauses there and goes on from the behaviour. */
+static void boot_continue(sup_t *s, rill_ctx_t *ctx)
+{
+    const rill_sup_spec_t *sp = s->spec;
+    while (s->booting && s->boot_next < sp->n_children) {
+        const rill_child_spec_t *cs = &sp->children[s->boot_next];
+        if (add_child(s, cs, cs->arg, cs->id)) {
+            boot_failed(s, ctx, RILL_ENOMEM, cs->id, "out of memory");
+            return;
+        }
+        s->boot_next++;
+        child_t *c = &s->c[s->n - 1];
+        rill_err_t err = child_start(s, ctx, c);
+        if (err) {
+            boot_failed(s, ctx, err, c->id, c->last_exit.text);
+            return;
+        }
+        if (cs->supervisor)
+            return; /* wait for its SUP_MSG_BOOTED */
+    }
+    if (s->booting)
+        boot_done(s, RILL_OK, NULL);
+}
+
 static rill_err_t sup_init(rill_ctx_t *ctx, void *state)
 {
     sup_t *s = state;
@@ -559,27 +622,8 @@ static rill_err_t sup_init(rill_ctx_t *ctx, void *state)
         boot_done(s, RILL_OK, NULL);
         return RILL_OK;
     }
-    for (size_t i = 0; i < sp->n_children; i++) {
-        if (add_child(s, &sp->children[i], sp->children[i].arg, sp->children[i].id)) {
-            boot_done(s, RILL_ENOMEM, "out of memory");
-            return RILL_ENOMEM;
-        }
-        child_t *c = &s->c[s->n - 1];
-        rill_err_t err = child_start(s, ctx, c);
-        if (err) {
-            /* OTP: a child that cannot start fails the supervisor's start;
-             * the ones already started go down in reverse order. */
-            char text[220];
-            snprintf(text, sizeof(text), "child \"%.63s\" could not start: %.119s", c->id,
-                     c->last_exit.text);
-            rill_exit_t why;
-            rill__exit_set(&why, RILL_EXIT_FAILURE, err, "%s", text);
-            boot_done(s, err, text);
-            begin_shutdown(s, ctx, 1, &why);
-            return RILL_OK;
-        }
-    }
-    boot_done(s, RILL_OK, NULL);
+    s->booting = 1;
+    boot_continue(s, ctx);
     return RILL_OK;
 }
 
@@ -645,6 +689,15 @@ static rill_err_t sup_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
                 rill_kill(s->sys, c->aid, "did not stop within its shutdown timeout");
                 break;
             }
+        }
+        break;
+    case SUP_MSG_BOOTED:
+        if (s->booting && s->n && s->c[s->n - 1].aid == m->from) {
+            rill_err_t err = (rill_err_t)(m->flags & 0xffffffu);
+            if (err)
+                boot_failed(s, ctx, err, s->c[s->n - 1].id, "its own children could not start");
+            else
+                boot_continue(s, ctx);
         }
         break;
     case SUP_MSG_QUERY:
@@ -724,6 +777,7 @@ static rill_err_t spawn_supervisor(rill_system_t *sys, const rill_sup_spec_t *sp
     s->spec = spec;
     s->sys = sys;
     s->boot = boot;
+    s->parent = link_to;
     snprintf(s->name, sizeof(s->name), "%s", name ? name : "supervisor");
     rill_spawn_opts_t o = {.behavior = sup_behavior,
                            .init = sup_init,
