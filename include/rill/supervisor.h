@@ -32,6 +32,19 @@
  * While a child waits, sends to its name return RILL_ERESTARTING instead of
  * vanishing.
  *
+ * Counting: a child's restart count (rill_child_info_t, rill_actor_stats)
+ * grows when it is restarted because it exited itself; siblings restarted
+ * with it by ONE_FOR_ALL / REST_FOR_ONE get new actors but keep their
+ * count. A group restart waits for the failed child's backoff delay. A
+ * supervisor that gives up exits with RILL_EXIT_FAILURE (code
+ * RILL_ESTATE, text naming the child and its last exit); one that is
+ * stopped exits normally.
+ *
+ * Starting: children start in order and each is up before the next
+ * starts; a child supervisor is up when all its own children are. Any
+ * child that cannot start fails the whole start (the ones started go down
+ * again first).
+ *
  * Shutdown per child: BRUTAL (killed at once), TIMEOUT (asked to stop; a
  * child that traps exits gets the request as RILL_MSG_EXIT and may finish
  * its work; after shutdown_ms it is killed), INFINITY (asked, waited for
@@ -127,7 +140,8 @@ struct rill_sup_spec {
     }
 
 /*
- * Check a spec: NULL or missing start functions, duplicate ids, intensity
+ * Check a spec (not the executors, which need a system): NULL or missing
+ * start functions, duplicate ids, intensity
  * < 0, period 0, backoff max < min, random factor outside 0..1, a
  * SIMPLE_ONE_FOR_ONE spec without exactly one template. Returns RILL_OK or
  * RILL_EINVAL with the reason in errstr.
@@ -156,14 +170,18 @@ RILL_API rill_err_t rill_sup_start(rill_system_t *sys, const rill_sup_spec_t *sp
 RILL_API rill_err_t rill_sup_stop(rill_system_t *sys, rill_aid_t sup, int timeout_ms);
 
 /*
- * SIMPLE_ONE_FOR_ONE: start one more child from the template with `arg`.
+ * SIMPLE_ONE_FOR_ONE: start one more child from the template with `arg`;
+ * its id is the template's id and "-<n>" (n counts up, never reused). A
+ * dynamic child that exits and is not to be restarted is forgotten.
  * Returns its aid in *child (may be NULL). Waits for the start.
  * @locality any thread except an executor thread.
  */
 RILL_API rill_err_t rill_sup_start_child(rill_system_t *sys, rill_aid_t sup, void *arg,
                                          rill_aid_t *child);
 
-/* SIMPLE_ONE_FOR_ONE: stop that child (by its shutdown spec) and forget it. */
+/* SIMPLE_ONE_FOR_ONE: stop that child (by its shutdown spec), wait until it
+ * has exited, and forget it. RILL_ENOENT for an unknown child, RILL_EINVAL
+ * on a supervisor that is not SIMPLE_ONE_FOR_ONE. */
 RILL_API rill_err_t rill_sup_terminate_child(rill_system_t *sys, rill_aid_t sup, rill_aid_t child);
 
 /* What a supervisor knows of one child. */
