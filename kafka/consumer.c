@@ -61,7 +61,7 @@ struct rill_consumer_conf {
     uint32_t commit_interval_ms, commit_count;
     uint32_t drain_ms, shutdown_ms;
     uint32_t unconfirmed_timeout_ms, max_redeliveries;
-    uint32_t buffer_high, buffer_low, max_unconfirmed;
+    uint32_t buffer_high, buffer_low, max_unconfirmed, pause_after_ms;
     int commit, commit_set;
     char *dlq_topic;
     char **topics;
@@ -89,6 +89,7 @@ rill_consumer_conf_t *rill_consumer_conf_new(void)
     c->buffer_high = 1000;
     c->buffer_low = 500;
     c->max_unconfirmed = 8192;
+    c->pause_after_ms = 200;
     c->commit = 1;
     return c;
 }
@@ -152,6 +153,8 @@ rill_err_t rill_consumer_conf_set(rill_consumer_conf_t *c, const char *key, cons
         return parse_u32(key, value, 1, 1u << 20, &c->buffer_high, errstr, errstr_size);
     if (!strcmp(k, "buffer.low"))
         return parse_u32(key, value, 0, 1u << 20, &c->buffer_low, errstr, errstr_size);
+    if (!strcmp(k, "pause.after.ms"))
+        return parse_u32(key, value, 0, big, &c->pause_after_ms, errstr, errstr_size);
     if (!strcmp(k, "max.unconfirmed"))
         return parse_u32(key, value, 1, 1u << 22, &c->max_unconfirmed, errstr, errstr_size);
     if (!strcmp(k, "dead.letter.topic")) {
@@ -328,6 +331,7 @@ typedef struct consumer {
 
     rill__equeue_t buf; /* polled records waiting for demand */
     int paused;
+    int64_t full_since_ms; /* the buffer has been full since (0 = not full) */
     uint32_t unconfirmed;
     uint32_t since_commit;
     int64_t last_commit_ms;
@@ -985,12 +989,27 @@ static void take_record(consumer_t *k, rd_kafka_message_t *m)
 
 static void poll_queue(consumer_t *k)
 {
-    /* Fill the buffer up to the high watermark; at the mark, pause (the
-     * partitions' fetched data is dropped by librdkafka, so later polls
-     * return no records, only events: keep polling for those). */
+    /*
+     * Fill the buffer up to the high watermark. At the mark, stop polling:
+     * librdkafka's own queue holds what it fetched, and its fetcher stops
+     * at queued.max.messages.kbytes. If the buffer stays full for
+     * rill.pause.after.ms, pause the partitions (librdkafka drops their
+     * fetched data, so later polls return no records, only events: keep
+     * polling for those, max.poll.interval.ms must not run out). Pausing
+     * at once on every brief stall would cost a lot: in librdkafka 2.0.2 a
+     * resumed partition's fetcher only notices the resume at its next
+     * wakeup, up to a second later.
+     */
     for (int budget = 4096; budget > 0 && !k->st->finished; budget--) {
         if (k->buf.count >= k->conf->buffer_high) {
+            int64_t now = now_ms();
+            if (!k->full_since_ms)
+                k->full_since_ms = now;
+            if (!k->paused && now - k->full_since_ms < (int64_t)k->conf->pause_after_ms)
+                break;
             set_paused(k, 1);
+        } else {
+            k->full_since_ms = 0;
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, 0);
         if (!m)
@@ -1129,6 +1148,8 @@ static void consumer_on_msg(rill__stage_t *st, rill_msg_t *msg)
             commit_async(k);
         if (k->dlq)
             rd_kafka_poll(k->dlq, 0);
+        if (k->buf.count >= k->conf->buffer_high)
+            poll_queue(k); /* pauses once the buffer stayed full long enough */
         break;
     }
     case K_STATS: {
@@ -1418,7 +1439,8 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
 
     k = calloc(1, sizeof(*k));
     khandle_t *h = calloc(1, sizeof(*h));
-    if (!k || !h || rill__equeue_init(&k->buf, c->buffer_high + 1) ||
+    /* Room to spare: a record polled while full is kept, never dropped. */
+    if (!k || !h || rill__equeue_init(&k->buf, (size_t)c->buffer_high * 2 + 1) ||
         !(k->parts = calloc(MAX_PARTS, sizeof(*k->parts)))) {
         free(h);
         err = rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");

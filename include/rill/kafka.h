@@ -21,9 +21,11 @@
  * auto offset store are off.
  *
  * BACKPRESSURE. Records are emitted only against downstream demand. When
- * demand is 0 and the local buffer reaches rill.buffer.high, the assigned
- * partitions are paused (the buffer never holds more); they resume below
- * rill.buffer.low. The pause is re-applied after every assignment, and the
+ * the local buffer reaches rill.buffer.high the consumer stops polling
+ * records (the buffer never holds more; librdkafka's fetcher stops at its
+ * own queued.max.messages.kbytes); if it stays full for
+ * rill.pause.after.ms, the assigned partitions are paused, and they resume
+ * below rill.buffer.low. The pause is re-applied after every assignment, and the
  * consumer keeps serving librdkafka while paused, so max.poll.interval.ms
  * is never exceeded because of a slow pipeline. At most
  * rill.max.unconfirmed records are out unconfirmed at once: past that the
@@ -111,6 +113,7 @@ RILL_API void rill_consumer_conf_destroy(rill_consumer_conf_t *conf);
  *   rill.buffer.high            pause when this many records are buffered (1000)
  *   rill.buffer.low             resume below this many (500)
  *   rill.max.unconfirmed        records out unconfirmed at most (8192)
+ *   rill.pause.after.ms         pause when the buffer stays full this long (200)
  *   rill.commit                 "true" (default) or "false" (offsets are
  *                               the application's: nothing is committed)
  * Every other key goes to librdkafka unchanged and is checked at once.
