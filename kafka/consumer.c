@@ -20,15 +20,11 @@
  * special case.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#include <ev.h>
 
 #include <rill/kafka.h>
 #include <rill/testkit.h>
@@ -317,10 +313,7 @@ typedef struct consumer {
     khandle_t *h;
     rd_kafka_t *rk;
     rd_kafka_queue_t *q;
-    int pipe_r, pipe_w;
-    ev_io io;
-    int io_started;
-    int wake_pending;
+    rill__kq_t kq;
     rill__stage_t *st;
     rill_system_t *sys;
 
@@ -1102,27 +1095,12 @@ static void consumer_pump(rill__stage_t *st)
     k->stats.unconfirmed = k->unconfirmed;
 }
 
-static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    consumer_t *k = w->data;
-    char sink[256];
-    while (read(k->pipe_r, sink, sizeof(sink)) > 0)
-        ;
-    if (!k->wake_pending) {
-        k->wake_pending = 1;
-        rill_msg_t m = {.type = K_WAKE};
-        rill_signal(k->sys, k->st->self, &m);
-    }
-}
-
 static void consumer_on_msg(rill__stage_t *st, rill_msg_t *msg)
 {
     consumer_t *k = st->spec.impl;
     switch (msg->type) {
     case K_WAKE:
-        k->wake_pending = 0;
+        rill__kq_woken(&k->kq);
         break;
     case K_CONFIRM:
         confirm_one(k, msg->corr, (int64_t)msg->arg, 0);
@@ -1178,17 +1156,8 @@ static rill_err_t consumer_start(rill__stage_t *st)
     consumer_t *k = st->spec.impl;
     k->st = st;
     k->sys = st->sys;
-    int fds[2];
-    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC))
+    if (rill__kq_start(&k->kq, st->ctx, k->q, K_WAKE))
         return RILL_EIO;
-    k->pipe_r = fds[0];
-    k->pipe_w = fds[1];
-    static const char one = 1;
-    rd_kafka_queue_io_event_enable(k->q, k->pipe_w, &one, 1);
-    ev_io_init(&k->io, io_cb, k->pipe_r, EV_READ);
-    k->io.data = k;
-    ev_io_start(rill__ctx_loop(st->ctx), &k->io);
-    k->io_started = 1;
     rill_msg_t tick = {.type = K_TICK};
     rill_timer_start(st->ctx, TICK_MS, TICK_MS, &tick, NULL);
     k->last_commit_ms = now_ms();
@@ -1305,10 +1274,7 @@ static void consumer_destroy(void *impl)
     consumer_t *k = impl;
     if (!k)
         return;
-    if (k->io_started && k->st)
-        ev_io_stop(rill__ctx_loop(k->st->ctx), &k->io);
-    if (k->rk && k->q)
-        rd_kafka_queue_io_event_enable(k->q, -1, NULL, 0);
+    rill__kq_stop(&k->kq);
     if (k->rk && k->st)
         consumer_close(k);
     if (k->dlq) {
@@ -1328,10 +1294,6 @@ static void consumer_destroy(void *impl)
         rd_kafka_topic_partition_list_destroy(k->revoking);
     if (k->q)
         rd_kafka_queue_destroy(k->q);
-    if (k->pipe_r > 0)
-        close(k->pipe_r);
-    if (k->pipe_w > 0)
-        close(k->pipe_w);
     if (k->h)
         handle_unref(k->h); /* the client goes with the last record */
     rill_consumer_conf_destroy(k->conf);
@@ -1399,14 +1361,10 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
                          c->buffer_low, c->buffer_high);
         goto fail;
     }
-    if (!c->have_bootstrap) {
-        const char *boot = rill_kafka_embedded_bootstraps(sys, errstr, errstr_size);
-        if (!boot) {
-            err = RILL_EKAFKA;
-            goto fail;
-        }
-        if ((err = rill__conf_set(c->kconf, "bootstrap.servers", boot, errstr, errstr_size)))
-            goto fail;
+    int embedded = 0;
+    if ((err = rill__kafka_default_bootstrap(sys, c->kconf, &embedded, errstr, errstr_size)))
+        goto fail;
+    if (embedded) {
         /* The mock rebalances a group whose last member left only after
          * session.timeout.ms - 1 s (44 s with the default): a restarted
          * consumer would wait that long. Shorter, unless set. */
@@ -1446,7 +1404,6 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
         err = rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
         goto fail;
     }
-    k->pipe_r = k->pipe_w = -1;
     atomic_init(&h->refs, 1);
     rd_kafka_conf_set_opaque(c->kconf, k);
     rd_kafka_conf_set_rebalance_cb(c->kconf, rebalance_cb);
@@ -1597,6 +1554,63 @@ rill_err_t rill_consumer_stats(rill_system_t *sys, rill_aid_t consumer, rill_con
     *out = *(rill_consumer_stats_t *)r.payload;
     r.dtor(r.payload);
     return RILL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Origins                                                             */
+/* ------------------------------------------------------------------ */
+
+struct rill_origin {
+    rill_system_t *sys;
+    rill_aid_t consumer;
+    uint64_t part_id;
+    int64_t offset;
+    _Atomic long refs;
+    _Atomic int failed;
+};
+
+rill_origin_t *rill_origin_new(rill_system_t *sys, rill_aid_t consumer, const rill_elem_t *record)
+{
+    const rd_kafka_message_t *m = rill_record(record);
+    if (!sys || !m || consumer == RILL_AID_NONE)
+        return NULL;
+    rill_origin_t *o = malloc(sizeof(*o));
+    if (!o)
+        return NULL;
+    o->sys = sys;
+    o->consumer = consumer;
+    o->part_id = record->arg;
+    o->offset = m->offset;
+    atomic_init(&o->refs, 1);
+    atomic_init(&o->failed, 0);
+    return o;
+}
+
+rill_origin_t *rill_origin_ref(rill_origin_t *o)
+{
+    if (o)
+        atomic_fetch_add_explicit(&o->refs, 1, memory_order_relaxed);
+    return o;
+}
+
+void rill_origin_fail(rill_origin_t *o)
+{
+    if (o)
+        atomic_store_explicit(&o->failed, 1, memory_order_release);
+}
+
+void rill_origin_release(rill_origin_t *o)
+{
+    if (!o)
+        return;
+    /* acq_rel: every holder's work (and fail) happens before the confirm. */
+    if (atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (!atomic_load_explicit(&o->failed, memory_order_acquire)) {
+        rill_msg_t msg = {.type = K_CONFIRM, .arg = (uint64_t)o->offset, .corr = o->part_id};
+        rill_tell(o->sys, o->consumer, &msg); /* consumer gone: nothing to confirm */
+    }
+    free(o);
 }
 
 /* ------------------------------------------------------------------ */

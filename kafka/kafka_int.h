@@ -6,7 +6,7 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include <rill/common.h>
+#include <rill/actor.h>
 
 /*
  * Check a topic name against Kafka's rules (1..249 chars of [A-Za-z0-9._-],
@@ -24,5 +24,40 @@ rill_err_t rill__conf_apply(rd_kafka_conf_t *conf, const char *const *kv, char *
 /* rd_kafka_conf_set() that reports failure as RILL_EKAFKA with the text. */
 rill_err_t rill__conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
                           size_t errstr_size);
+
+/*
+ * A librdkafka queue wired into an actor's event loop: the queue writes a
+ * byte to a non-blocking pipe when it goes from empty to non-empty
+ * (rd_kafka_queue_io_event_enable), an ev_io watcher on the actor's
+ * executor drains the pipe and sends the actor one signal of type
+ * `signal_type` (at most one outstanding: the actor calls
+ * rill__kq_woken() when it handles it, then drains the queue).
+ */
+struct ev_loop;
+typedef struct rill__kq {
+    rd_kafka_queue_t *q; /* not owned */
+    int pipe_r, pipe_w;
+    void *io; /* ev_io, allocated */
+    struct ev_loop *loop;
+    int pending;
+    rill_system_t *sys;
+    rill_aid_t actor;
+    uint32_t signal_type;
+} rill__kq_t;
+
+struct rill_ctx;
+/* Start watching q for the calling actor (actor context). Returns RILL_OK
+ * or RILL_EIO. */
+rill_err_t rill__kq_start(rill__kq_t *kq, struct rill_ctx *ctx, rd_kafka_queue_t *q,
+                          uint32_t signal_type);
+/* The actor handled the signal: the next wakeup may signal again. */
+void rill__kq_woken(rill__kq_t *kq);
+/* Stop watching and close the pipe (actor context; no-op if not started). */
+void rill__kq_stop(rill__kq_t *kq);
+
+/* The system's embedded broker bootstraps as a librdkafka property, set in
+ * conf if bootstrap.servers is not set yet. */
+rill_err_t rill__kafka_default_bootstrap(rill_system_t *sys, rd_kafka_conf_t *conf,
+                                         int *was_defaulted, char *errstr, size_t errstr_size);
 
 #endif /* RILL_KAFKA_INT_H */

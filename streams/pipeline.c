@@ -152,7 +152,8 @@ rill_err_t rill_pipeline_start(rill_pipeline_t *p, char *errstr, size_t errstr_s
     if (p->started)
         return rill__fail(RILL_ESTATE, errstr, errstr_size, "pipeline already started");
     if (p->n < 2 || p->stages[0].spec->kind->max_in != 0 ||
-        p->stages[p->n - 1].spec->kind->max_out != 0)
+        (p->stages[p->n - 1].spec->kind->max_out != 0 &&
+         !p->stages[p->n - 1].spec->kind->optional_out))
         return rill__fail(RILL_EINVAL, errstr, errstr_size,
                           "a pipeline needs a source first and a sink last (%d stages)", p->n);
     for (int i = 1; i < p->n - 1; i++) {

@@ -312,6 +312,13 @@ static int send_terminal(rill__stage_t *st, int out)
     return 1;
 }
 
+/* The end of a pipeline: a sink, or a stage whose optional output nobody
+ * took. */
+static int is_terminal(const rill__stage_t *st)
+{
+    return st->spec.kind->max_out == 0 || (st->spec.kind->optional_out && st->n_out == 0);
+}
+
 /* Try to finish: every output gets its terminal signal once its stash is
  * out. Returns 1 when done (the actor then stops). */
 static int try_finish(rill__stage_t *st)
@@ -351,7 +358,7 @@ void rill__stage_complete(rill__stage_t *st)
     if (st->finished)
         return;
     st->finished = 1;
-    if (st->spec.kind->max_out == 0 && st->hook.sink_done)
+    if (is_terminal(st) && st->hook.sink_done)
         st->hook.sink_done(st->hook.p, st->stop_requested ? RILL_ESTOPPED : RILL_OK, st->name, "",
                            st->delivered);
     try_finish(st);
@@ -386,7 +393,7 @@ static void fail_with_text(rill__stage_t *st, rill_err_t code)
     st->fail_code = code ? code : RILL_ESTATE;
     int was_finished = st->finished;
     st->finished = 1;
-    if (!was_finished && st->spec.kind->max_out == 0 && st->hook.sink_done)
+    if (!was_finished && is_terminal(st) && st->hook.sink_done)
         st->hook.sink_done(st->hook.p, st->fail_code, st->name, st->fail_text, st->delivered);
     /* A stop request is not a failure of this stage: end normally after
      * telling downstream. */
@@ -685,7 +692,7 @@ static void stage_terminate(rill_ctx_t *ctx, void *state, const rill_exit_t *rea
     (void)reason;
     rill__stage_t *st = state;
     st->ctx = ctx;
-    if (!st->finished && st->spec.kind->max_out == 0 && st->hook.sink_done)
+    if (!st->finished && is_terminal(st) && st->hook.sink_done)
         st->hook.sink_done(st->hook.p, RILL_ESTOPPED, st->name, "the stage was stopped",
                            st->delivered);
     for (uint32_t i = 0; i < st->n_out; i++)
@@ -738,7 +745,7 @@ rill_err_t rill__stage_spawn_hooked(rill_system_t *sys, rill_stage_t *spec,
         real <<= 1;
     st->window = k->max_in > 0 ? real - reserve : 0;
     st->n_out_expected = k->max_out > 0 && k->max_out < RILL__MAX_LINKS ? k->max_out : 1;
-    if (k->max_out == 0)
+    if (k->max_out == 0 || k->optional_out)
         st->n_out_expected = 0;
     if (hook)
         st->hook = *hook;

@@ -54,6 +54,9 @@ typedef struct rill__kind {
     const char *name;
     uint32_t max_in;  /* 0 = source */
     uint32_t max_out; /* 0 = sink */
+    /* Its output is optional (a Kafka producer: delivery reports): with no
+     * subscriber it ends a pipeline like a sink. */
+    int optional_out;
     /* Called once when the stage actor starts. */
     rill_err_t (*start)(rill__stage_t *st);
     /* An element arrived on input `in`; ownership passes to the hook. */

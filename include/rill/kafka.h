@@ -218,6 +218,129 @@ typedef struct rill_consumer_stats {
 RILL_API rill_err_t rill_consumer_stats(rill_system_t *sys, rill_aid_t consumer,
                                         rill_consumer_stats_t *out);
 
+/* ------------------------------------------------------------------ */
+/* Origins: confirming a consumed record after what it produced       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * An origin ticket stands for one consumed record in a consume ->
+ * transform -> produce pipeline. It is reference counted: attach a
+ * reference to every produce request made from the record; when the last
+ * reference is released the record is confirmed to its consumer, unless
+ * the ticket was failed (a delivery failed, or a request was dropped
+ * undelivered), in which case it is never confirmed and the record will be
+ * delivered again. One record, many outputs: one ticket, many references.
+ * A record filtered out: create the ticket and release it (or confirm the
+ * record directly).
+ * @locality any thread.
+ */
+typedef struct rill_origin rill_origin_t;
+
+/* A ticket for `record` (an element the consumer emitted), one reference.
+ * The record itself may be released right after. NULL if it is not one. */
+RILL_API rill_origin_t *rill_origin_new(rill_system_t *sys, rill_aid_t consumer,
+                                        const rill_elem_t *record);
+/* One more reference; returns o. */
+RILL_API rill_origin_t *rill_origin_ref(rill_origin_t *o);
+/* Drop a reference; the last one confirms the record (unless failed). */
+RILL_API void rill_origin_release(rill_origin_t *o);
+/* Never confirm this record (the references still need releasing). */
+RILL_API void rill_origin_fail(rill_origin_t *o);
+
+/* ------------------------------------------------------------------ */
+/* Produce requests                                                    */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A record to produce: the element type the producer actor consumes
+ * (rill_produce_elem). Key and value are copied at creation.
+ */
+typedef struct rill_produce rill_produce_t;
+
+/* partition: a partition or RILL_PARTITION_ANY (by key). NULL on a bad
+ * topic name or out of memory. */
+RILL_API rill_produce_t *rill_produce_new(const char *topic, int32_t partition, const void *key,
+                                          size_t key_len, const void *value, size_t value_len);
+/* Add a header (copied). */
+RILL_API rill_err_t rill_produce_add_header(rill_produce_t *p, const char *name, const void *value,
+                                            size_t value_len);
+/* Timestamp in ms since the epoch (default: now). */
+RILL_API void rill_produce_set_timestamp(rill_produce_t *p, int64_t ms);
+/* Attach an origin reference (the request takes it over). */
+RILL_API void rill_produce_set_origin(rill_produce_t *p, rill_origin_t *o);
+/* Also send the delivery result to `to` as a RILL_MSG_DELIVERY message
+ * (payload rill_delivery_t, freed by rill) with this arg. */
+RILL_API void rill_produce_set_reply(rill_produce_t *p, rill_aid_t to, uint64_t arg);
+/* Free a request that was not handed on; its origin is failed (it was not
+ * delivered). This is also the element destructor. */
+RILL_API void rill_produce_free(void *p);
+/* The element carrying p (ownership moves with the element). */
+RILL_API rill_elem_t rill_produce_elem(rill_produce_t *p);
+
+/* Message type of delivery results sent with rill_produce_set_reply. */
+#define RILL_MSG_DELIVERY (RILL_MSG_STREAM_LAST + 96)
+
+/* A delivery result: what the producer emits downstream (if anything
+ * subscribed to it) and sends to a request's reply address. */
+typedef struct rill_delivery {
+    char topic[250];
+    int32_t partition;
+    int64_t offset;          /* where it landed; -1 on failure */
+    rd_kafka_resp_err_t err; /* RD_KAFKA_RESP_ERR_NO_ERROR when delivered */
+    uint64_t arg;            /* the request's reply arg */
+} rill_delivery_t;
+
+/* ------------------------------------------------------------------ */
+/* The producer actor                                                  */
+/* ------------------------------------------------------------------ */
+
+typedef struct rill_producer_conf rill_producer_conf_t;
+
+RILL_API rill_producer_conf_t *rill_producer_conf_new(void);
+RILL_API void rill_producer_conf_destroy(rill_producer_conf_t *conf);
+
+/*
+ * Set a property. rill's own:
+ *   rill.max.inflight       requests handed to librdkafka and not yet
+ *                           delivered, at most (default 1000): the demand
+ *                           the producer signals upstream
+ *   rill.flush.timeout.ms   flush deadline when the producer stops (5000)
+ * Every other key goes to librdkafka unchanged and is checked at once.
+ * enable.idempotence defaults to true, acks to all.
+ */
+RILL_API rill_err_t rill_producer_conf_set(rill_producer_conf_t *conf, const char *key,
+                                           const char *value, char *errstr, size_t errstr_size);
+
+/*
+ * Start a producer actor: a stage with one input (produce request
+ * elements) and an optional output (rill_delivery_t elements, one per
+ * request, if something subscribes). Delivery reports come back through
+ * the actor's event loop. A delivery that fails after librdkafka's own
+ * retries, or a fatal producer error, fails the actor (its supervisor
+ * decides; origins are never confirmed). When it stops it flushes with
+ * rill.flush.timeout.ms and fails the origins of what was not delivered.
+ * Consumes conf, also on failure. Without bootstrap.servers it uses the
+ * system's embedded broker.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_producer_spawn(rill_system_t *sys, rill_producer_conf_t *conf,
+                                        const rill_stage_opts_t *opts, rill_aid_t *aid,
+                                        char *errstr, size_t errstr_size);
+
+typedef struct rill_producer_stats {
+    uint64_t requested; /* requests received */
+    uint64_t delivered;
+    uint64_t failed;  /* deliveries that failed */
+    uint64_t retried; /* requests librdkafka's queue refused for a while */
+    uint32_t inflight;
+    uint32_t inflight_max;
+    uint64_t undelivered_at_stop;
+} rill_producer_stats_t;
+
+/* @locality any thread except an executor thread (it asks the producer). */
+RILL_API rill_err_t rill_producer_stats(rill_system_t *sys, rill_aid_t producer,
+                                        rill_producer_stats_t *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,559 @@
+/*
+ * The Kafka producer actor: a stage whose input is produce requests and
+ * whose optional output is delivery results (see include/rill/kafka.h).
+ *
+ * Demand is the number of free in-flight slots: the stage asks upstream
+ * for at most rill.max.inflight minus what librdkafka has not delivered
+ * yet. Delivery reports arrive on librdkafka's main queue, which wakes the
+ * actor through its event loop (the same io-event wiring as the consumer);
+ * the actor's turn serves them with rd_kafka_poll(rk, 0). Each report goes
+ * to the request's origin (confirming the consumed record once everything
+ * made from it is delivered), to its reply address, and downstream if
+ * something subscribed.
+ */
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rill/kafka.h>
+
+#include "../actors/actor_int.h"
+#include "../actors/util.h"
+#include "../streams/stream_int.h"
+#include "kafka_int.h"
+
+enum {
+    P_WAKE = RILL_MSG_STREAM_LAST + 80, /* the main queue has delivery reports */
+    P_TICK,
+    P_STATS,
+};
+
+#define TICK_MS 100
+
+/* ------------------------------------------------------------------ */
+/* Produce requests                                                    */
+/* ------------------------------------------------------------------ */
+
+struct rill_produce {
+    char *topic;
+    int32_t partition;
+    void *key;
+    size_t key_len;
+    void *value;
+    size_t value_len;
+    int has_value;
+    rd_kafka_headers_t *headers;
+    int64_t timestamp;
+    rill_origin_t *origin;
+    rill_aid_t reply_to;
+    uint64_t reply_arg;
+};
+
+static void *dup_bytes(const void *p, size_t n)
+{
+    void *d = malloc(n ? n : 1);
+    if (d && n)
+        memcpy(d, p, n);
+    return d;
+}
+
+rill_produce_t *rill_produce_new(const char *topic, int32_t partition, const void *key,
+                                 size_t key_len, const void *value, size_t value_len)
+{
+    if (rill__topic_name_check(topic, NULL, 0) || partition < RILL_PARTITION_ANY ||
+        (!key && key_len) || (!value && value_len))
+        return NULL;
+    rill_produce_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->topic = strdup(topic);
+    p->partition = partition;
+    p->key_len = key_len;
+    p->value_len = value_len;
+    p->has_value = value != NULL;
+    if (!p->topic || (key && !(p->key = dup_bytes(key, key_len))) ||
+        (value && !(p->value = dup_bytes(value, value_len)))) {
+        rill_produce_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+rill_err_t rill_produce_add_header(rill_produce_t *p, const char *name, const void *value,
+                                   size_t value_len)
+{
+    if (!p || !name || (!value && value_len))
+        return RILL_EINVAL;
+    if (!p->headers && !(p->headers = rd_kafka_headers_new(4)))
+        return RILL_ENOMEM;
+    rd_kafka_resp_err_t err =
+        rd_kafka_header_add(p->headers, name, -1, value, value ? (ssize_t)value_len : -1);
+    return err ? RILL_EKAFKA : RILL_OK;
+}
+
+void rill_produce_set_timestamp(rill_produce_t *p, int64_t ms)
+{
+    if (p)
+        p->timestamp = ms;
+}
+
+void rill_produce_set_origin(rill_produce_t *p, rill_origin_t *o)
+{
+    if (!p)
+        return;
+    if (p->origin)
+        rill_origin_release(p->origin);
+    p->origin = o;
+}
+
+void rill_produce_set_reply(rill_produce_t *p, rill_aid_t to, uint64_t arg)
+{
+    if (p) {
+        p->reply_to = to;
+        p->reply_arg = arg;
+    }
+}
+
+void rill_produce_free(void *ptr)
+{
+    rill_produce_t *p = ptr;
+    if (!p)
+        return;
+    if (p->origin) {
+        /* Dropped without a successful delivery: never confirm. */
+        rill_origin_fail(p->origin);
+        rill_origin_release(p->origin);
+    }
+    if (p->headers)
+        rd_kafka_headers_destroy(p->headers);
+    free(p->topic);
+    free(p->key);
+    free(p->value);
+    free(p);
+}
+
+rill_elem_t rill_produce_elem(rill_produce_t *p)
+{
+    rill_elem_t e = {.payload = p, .dtor = p ? rill_produce_free : NULL};
+    return e;
+}
+
+/* Delivered: the origin reference goes without failing it. */
+static void produce_done(rill_produce_t *p)
+{
+    rill_origin_t *o = p->origin;
+    p->origin = NULL;
+    rill_produce_free(p);
+    rill_origin_release(o);
+}
+
+/* ------------------------------------------------------------------ */
+/* Configuration                                                       */
+/* ------------------------------------------------------------------ */
+
+struct rill_producer_conf {
+    rd_kafka_conf_t *kconf;
+    uint32_t max_inflight;
+    uint32_t flush_ms;
+};
+
+rill_producer_conf_t *rill_producer_conf_new(void)
+{
+    rill_producer_conf_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->kconf = rd_kafka_conf_new();
+    c->max_inflight = 1000;
+    c->flush_ms = 5000;
+    const char *defaults[] = {"enable.idempotence", "true", "acks", "all", "linger.ms", "5", NULL};
+    if (rill__conf_apply(c->kconf, defaults, NULL, 0)) {
+        rill_producer_conf_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
+void rill_producer_conf_destroy(rill_producer_conf_t *c)
+{
+    if (!c)
+        return;
+    if (c->kconf)
+        rd_kafka_conf_destroy(c->kconf);
+    free(c);
+}
+
+rill_err_t rill_producer_conf_set(rill_producer_conf_t *c, const char *key, const char *value,
+                                  char *errstr, size_t errstr_size)
+{
+    if (!c || !key || !value)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "conf, key and value must be set");
+    if (strncmp(key, "rill.", 5) != 0)
+        return rill__conf_set(c->kconf, key, value, errstr, errstr_size);
+    char *end;
+    unsigned long v = strtoul(value, &end, 10);
+    int num_ok = *value && !*end && value[0] != '-';
+    if (!strcmp(key, "rill.max.inflight")) {
+        if (!num_ok || v < 1 || v > 1000000)
+            return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                              "rill.max.inflight must be a number from 1 to 1000000");
+        c->max_inflight = (uint32_t)v;
+        return RILL_OK;
+    }
+    if (!strcmp(key, "rill.flush.timeout.ms")) {
+        if (!num_ok || v > 24ul * 3600 * 1000)
+            return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                              "rill.flush.timeout.ms must be a number of milliseconds");
+        c->flush_ms = (uint32_t)v;
+        return RILL_OK;
+    }
+    return rill__fail(RILL_EINVAL, errstr, errstr_size, "unknown rill property \"%s\"", key);
+}
+
+/* ------------------------------------------------------------------ */
+/* The producer stage                                                  */
+/* ------------------------------------------------------------------ */
+
+typedef struct producer {
+    rill_producer_conf_t *conf;
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *mainq;
+    rill__kq_t kq;
+    rill__stage_t *st;
+    uint32_t inflight;
+    rill__equeue_t pending; /* requests librdkafka's queue refused: retried */
+    rill__equeue_t results; /* delivery results for a downstream subscriber */
+    int upstream_done;
+    int stopping;
+    rill_producer_stats_t stats;
+} producer_t;
+
+static void delivery_free(void *p)
+{
+    free(p);
+}
+
+/* A delivery report, served by rd_kafka_poll in the actor's turn. */
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    producer_t *pr = opaque;
+    rill_produce_t *req = m->_private;
+    if (pr->inflight)
+        pr->inflight--;
+    rill_delivery_t *d = calloc(1, sizeof(*d));
+    if (d) {
+        snprintf(d->topic, sizeof(d->topic), "%s", rd_kafka_topic_name(m->rkt));
+        d->partition = m->partition;
+        d->offset = m->err ? -1 : m->offset;
+        d->err = m->err;
+        d->arg = req->reply_arg;
+    }
+    if (req->reply_to && d) {
+        rill_delivery_t *copy = malloc(sizeof(*copy));
+        if (copy) {
+            *copy = *d;
+            rill_msg_t r = {
+                .type = RILL_MSG_DELIVERY, .payload = copy, .dtor = free, .arg = req->reply_arg};
+            if (rill_tell(pr->st->sys, req->reply_to, &r) != RILL_OK)
+                free(copy);
+        }
+    }
+    if (m->err) {
+        pr->stats.failed++;
+        rill_produce_free(req); /* fails its origin: never confirmed */
+        if (!pr->stopping)
+            rill__stage_fail(pr->st, RILL_EKAFKA, "delivery to %s [%d] failed: %s",
+                             rd_kafka_topic_name(m->rkt), (int)m->partition,
+                             rd_kafka_err2str(m->err));
+        free(d);
+        return;
+    }
+    pr->stats.delivered++;
+    produce_done(req);
+    if (d && pr->st->n_out > 0 && !pr->st->finished) {
+        rill_elem_t e = {.payload = d, .dtor = delivery_free, .arg = d->arg};
+        if (!rill__equeue_push(&pr->results, &e))
+            free(d); /* cannot happen: requests are bounded by the queue's room */
+    } else {
+        free(d);
+    }
+}
+
+/* Hand one request to librdkafka. Returns 1 if taken, 0 if its queue is
+ * full (keep it), -1 on a permanent error (already handled). */
+static int produce_one(producer_t *pr, rill_produce_t *req)
+{
+    rd_kafka_headers_t *h = req->headers ? rd_kafka_headers_copy(req->headers) : NULL;
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        pr->rk, RD_KAFKA_V_TOPIC(req->topic), RD_KAFKA_V_PARTITION(req->partition),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(req->key, req->key_len),
+        RD_KAFKA_V_VALUE(req->has_value ? req->value : NULL, req->value_len),
+        RD_KAFKA_V_TIMESTAMP(req->timestamp), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(req),
+        RD_KAFKA_V_END);
+    if (!err) {
+        pr->inflight++;
+        if (pr->inflight > pr->stats.inflight_max)
+            pr->stats.inflight_max = pr->inflight;
+        return 1;
+    }
+    if (h)
+        rd_kafka_headers_destroy(h);
+    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        pr->stats.retried++;
+        return 0;
+    }
+    pr->stats.failed++;
+    rill__stage_fail(pr->st, RILL_EKAFKA, "cannot produce to %s: %s", req->topic,
+                     rd_kafka_err2str(err));
+    rill_produce_free(req);
+    return -1;
+}
+
+static void serve_reports(producer_t *pr)
+{
+    char fatal[256];
+    rd_kafka_poll(pr->rk, 0);
+    if (!pr->st->finished && rd_kafka_fatal_error(pr->rk, fatal, sizeof(fatal)))
+        rill__stage_fail(pr->st, RILL_EKAFKA, "fatal producer error: %s", fatal);
+}
+
+static void producer_on_next(rill__stage_t *st, int in, rill_elem_t *e)
+{
+    (void)in;
+    producer_t *pr = st->spec.impl;
+    if (e->dtor != rill_produce_free) {
+        rill_elem_release(e);
+        rill__stage_fail(st, RILL_EINVAL,
+                         "the producer takes produce requests only "
+                         "(rill_produce_elem)");
+        return;
+    }
+    rill_produce_t *req = e->payload;
+    memset(e, 0, sizeof(*e));
+    pr->stats.requested++;
+    if (pr->pending.count) {
+        rill_elem_t keep = rill_produce_elem(req);
+        rill__equeue_push(&pr->pending, &keep);
+        return;
+    }
+    if (produce_one(pr, req) == 0) {
+        rill_elem_t keep = rill_produce_elem(req);
+        rill__equeue_push(&pr->pending, &keep);
+    }
+}
+
+static void producer_on_input_end(rill__stage_t *st, int in, rill_err_t code, const char *text)
+{
+    (void)in;
+    producer_t *pr = st->spec.impl;
+    if (code)
+        rill__stage_fail_from_upstream(st, code, text);
+    else
+        pr->upstream_done = 1;
+}
+
+static void producer_pump(rill__stage_t *st)
+{
+    producer_t *pr = st->spec.impl;
+    rill_elem_t e;
+    /* Retry what librdkafka refused, in order. */
+    while (pr->pending.count && !st->finished) {
+        rill_elem_t *head = rill__equeue_peek(&pr->pending);
+        int r = produce_one(pr, head->payload);
+        if (r == 0)
+            break;
+        rill__equeue_pop(&pr->pending, &e);
+    }
+    while (pr->results.count && rill__stage_can_emit(st, 0) && rill__equeue_pop(&pr->results, &e))
+        rill__stage_emit(st, 0, &e);
+    if (st->finished)
+        return;
+    if (pr->upstream_done) {
+        if (!pr->inflight && !pr->pending.count && !pr->results.count)
+            rill__stage_complete(st);
+        return;
+    }
+    int64_t busy = (int64_t)pr->inflight + (int64_t)pr->pending.count + (int64_t)pr->results.count;
+    int64_t room = (int64_t)pr->conf->max_inflight - busy;
+    rill__stage_want(st, 0, room > 0 ? room : 0);
+}
+
+static void producer_on_msg(rill__stage_t *st, rill_msg_t *m)
+{
+    producer_t *pr = st->spec.impl;
+    switch (m->type) {
+    case P_WAKE:
+        rill__kq_woken(&pr->kq);
+        serve_reports(pr);
+        break;
+    case P_TICK:
+        serve_reports(pr);
+        break;
+    case P_STATS: {
+        rill_producer_stats_t *s = malloc(sizeof(*s));
+        if (s) {
+            *s = pr->stats;
+            s->inflight = pr->inflight;
+            rill_msg_t r = {.type = P_STATS, .payload = s, .dtor = free};
+            if (rill_reply(st->ctx, m, &r) != RILL_OK)
+                free(s);
+        }
+        return;
+    }
+    default:
+        return;
+    }
+    if (!st->finished)
+        producer_pump(st);
+}
+
+static rill_err_t producer_start(rill__stage_t *st)
+{
+    producer_t *pr = st->spec.impl;
+    pr->st = st;
+    if (rill__kq_start(&pr->kq, st->ctx, pr->mainq, P_WAKE))
+        return RILL_EIO;
+    rill_msg_t tick = {.type = P_TICK};
+    rill_timer_start(st->ctx, TICK_MS, TICK_MS, &tick, NULL);
+    return RILL_OK;
+}
+
+static void producer_destroy(void *impl)
+{
+    producer_t *pr = impl;
+    if (!pr)
+        return;
+    pr->stopping = 1;
+    if (pr->st)
+        rill__kq_stop(&pr->kq);
+    rill_elem_t e;
+    if (pr->pending.v)
+        while (rill__equeue_pop(&pr->pending, &e))
+            rill_elem_release(&e); /* never handed over: origins fail */
+    if (pr->rk) {
+        /* Flush with a deadline; what is left is purged, and its delivery
+         * reports (with an error) fail the origins. */
+        rd_kafka_flush(pr->rk, (int)pr->conf->flush_ms);
+        int left = rd_kafka_outq_len(pr->rk);
+        if (left > 0) {
+            pr->stats.undelivered_at_stop = (uint64_t)left;
+            fprintf(stderr, "rill producer: %d record(s) not delivered within %u ms at stop\n",
+                    left, pr->conf->flush_ms);
+            rd_kafka_purge(pr->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_poll(pr->rk, 0);
+        }
+    }
+    if (pr->results.v)
+        while (rill__equeue_pop(&pr->results, &e))
+            rill_elem_release(&e);
+    free(pr->pending.v);
+    free(pr->results.v);
+    if (pr->mainq)
+        rd_kafka_queue_destroy(pr->mainq);
+    if (pr->rk)
+        rd_kafka_destroy(pr->rk);
+    rill_producer_conf_destroy(pr->conf);
+    free(pr);
+}
+
+static const rill__kind_t producer_kind = {.name = "kafka-producer",
+                                           .max_in = 1,
+                                           .max_out = 1,
+                                           .optional_out = 1,
+                                           .start = producer_start,
+                                           .on_next = producer_on_next,
+                                           .on_input_end = producer_on_input_end,
+                                           .pump = producer_pump,
+                                           .on_msg = producer_on_msg,
+                                           .destroy = producer_destroy};
+
+static void producer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    if (level <= 3)
+        fprintf(stderr, "rill producer: %s: %s\n", fac, buf);
+}
+
+rill_err_t rill_producer_spawn(rill_system_t *sys, rill_producer_conf_t *c,
+                               const rill_stage_opts_t *opts, rill_aid_t *aid, char *errstr,
+                               size_t errstr_size)
+{
+    if (!sys || !c || !aid) {
+        rill_producer_conf_destroy(c);
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "system, conf and aid must be set");
+    }
+    *aid = RILL_AID_NONE;
+    int embedded;
+    rill_err_t err = rill__kafka_default_bootstrap(sys, c->kconf, &embedded, errstr, errstr_size);
+    producer_t *pr = calloc(1, sizeof(*pr));
+    if (!err && (!pr || rill__equeue_init(&pr->pending, c->max_inflight) ||
+                 rill__equeue_init(&pr->results, c->max_inflight)))
+        err = rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+    if (err) {
+        if (pr) {
+            free(pr->pending.v);
+            free(pr->results.v);
+            free(pr);
+        }
+        rill_producer_conf_destroy(c);
+        return err;
+    }
+    rd_kafka_conf_set_dr_msg_cb(c->kconf, dr_msg_cb);
+    rd_kafka_conf_set_opaque(c->kconf, pr);
+    char dbg[8] = "";
+    size_t dsz = sizeof(dbg);
+    if (rd_kafka_conf_get(c->kconf, "debug", dbg, &dsz) != RD_KAFKA_CONF_OK || dsz <= 1)
+        rd_kafka_conf_set_log_cb(c->kconf, producer_log_cb);
+    char kerr[512];
+    pr->rk = rd_kafka_new(RD_KAFKA_PRODUCER, c->kconf, kerr, sizeof(kerr));
+    if (!pr->rk) {
+        free(pr->pending.v);
+        free(pr->results.v);
+        free(pr);
+        rill_producer_conf_destroy(c);
+        return rill__fail(RILL_EKAFKA, errstr, errstr_size, "%s", kerr);
+    }
+    c->kconf = NULL; /* rd_kafka_new took it */
+    pr->conf = c;
+    pr->mainq = rd_kafka_queue_get_main(pr->rk);
+
+    rill_stage_t *spec = calloc(1, sizeof(*spec));
+    if (!spec) {
+        producer_destroy(pr);
+        return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+    }
+    spec->kind = &producer_kind;
+    spec->impl = pr;
+    rill_stage_opts_t o = {.executor = -1};
+    if (opts)
+        o = *opts;
+    /* The window (what it asks upstream) must cover max.inflight. */
+    uint32_t need = c->max_inflight + 2;
+    if (o.mailbox_capacity < need)
+        o.mailbox_capacity = need;
+    err = rill_stage_spawn(sys, spec, &o, aid);
+    if (err)
+        return rill__fail(err, errstr, errstr_size, "cannot spawn the producer actor: %s",
+                          rill_err2str(err));
+    return RILL_OK;
+}
+
+rill_err_t rill_producer_stats(rill_system_t *sys, rill_aid_t producer, rill_producer_stats_t *out)
+{
+    if (!sys || producer == RILL_AID_NONE || !out)
+        return RILL_EINVAL;
+    rill_msg_t q = {.type = P_STATS}, r;
+    rill_err_t err = rill_ask_sync(sys, producer, &q, 10000, &r);
+    if (err)
+        return err;
+    if (r.type != P_STATS || !r.payload) {
+        if (r.dtor)
+            r.dtor(r.payload);
+        return RILL_ESTATE;
+    }
+    *out = *(rill_producer_stats_t *)r.payload;
+    r.dtor(r.payload);
+    return RILL_OK;
+}
