@@ -324,7 +324,9 @@ typedef struct consumer {
 
     rill__equeue_t buf; /* polled records waiting for demand */
     int paused;
-    int64_t full_since_ms; /* the buffer has been full since (0 = not full) */
+    /* The buffer has not been below the low watermark since (0 = it is
+     * below now): how long downstream has been slower than Kafka. */
+    int64_t full_since_ms;
     uint32_t unconfirmed;
     uint32_t since_commit;
     int64_t last_commit_ms;
@@ -985,24 +987,25 @@ static void poll_queue(consumer_t *k)
     /*
      * Fill the buffer up to the high watermark. At the mark, stop polling:
      * librdkafka's own queue holds what it fetched, and its fetcher stops
-     * at queued.max.messages.kbytes. If the buffer stays full for
-     * rill.pause.after.ms, pause the partitions (librdkafka drops their
-     * fetched data, so later polls return no records, only events: keep
-     * polling for those, max.poll.interval.ms must not run out). Pausing
-     * at once on every brief stall would cost a lot: in librdkafka 2.0.2 a
-     * resumed partition's fetcher only notices the resume at its next
-     * wakeup, up to a second later.
+     * at queued.max.messages.kbytes (rill sets a modest default). When the
+     * buffer has not dropped below the low watermark for
+     * rill.pause.after.ms (downstream is slower than Kafka, not just
+     * hiccuping), pause the partitions: librdkafka drops their fetched
+     * data and fetches nothing more, so later polls return no records,
+     * only events (keep polling for those: max.poll.interval.ms must not
+     * run out). Pausing at once on every brief stall would cost a lot: in
+     * librdkafka 2.0.2 a resumed partition's fetcher only notices the
+     * resume at its next wakeup, up to a second later.
      */
     for (int budget = 4096; budget > 0 && !k->st->finished; budget--) {
+        if (k->buf.count < k->conf->buffer_low)
+            k->full_since_ms = 0;
+        else if (!k->full_since_ms)
+            k->full_since_ms = now_ms();
         if (k->buf.count >= k->conf->buffer_high) {
-            int64_t now = now_ms();
-            if (!k->full_since_ms)
-                k->full_since_ms = now;
-            if (!k->paused && now - k->full_since_ms < (int64_t)k->conf->pause_after_ms)
+            if (!k->paused && now_ms() - k->full_since_ms < (int64_t)k->conf->pause_after_ms)
                 break;
             set_paused(k, 1);
-        } else {
-            k->full_since_ms = 0;
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, 0);
         if (!m)
@@ -1381,6 +1384,17 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
     if (!c->have_group &&
         (err = rill__conf_set(c->kconf, "group.id", "rill-fixed-partitions", errstr, errstr_size)))
         goto fail;
+    /* librdkafka's prefetch queue is the memory between our buffer and the
+     * broker: bound it modestly unless the application chose. */
+    {
+        char v[32];
+        size_t vs = sizeof(v);
+        if (rd_kafka_conf_get(c->kconf, "queued.max.messages.kbytes", v, &vs) == RD_KAFKA_CONF_OK &&
+            !strcmp(v, "65536") &&
+            (err = rill__conf_set(c->kconf, "queued.max.messages.kbytes", "8192", errstr,
+                                  errstr_size)))
+            goto fail;
+    }
     /* rill drives offsets: librdkafka must not commit or store on its own. */
     const char *forced[] = {"enable.auto.commit", "false", "enable.auto.offset.store", "false",
                             NULL};

@@ -23,13 +23,14 @@
  * BACKPRESSURE. Records are emitted only against downstream demand. When
  * the local buffer reaches rill.buffer.high the consumer stops polling
  * records (the buffer never holds more; librdkafka's fetcher stops at its
- * own queued.max.messages.kbytes); if it stays full for
- * rill.pause.after.ms, the assigned partitions are paused, and they resume
- * below rill.buffer.low. The pause is re-applied after every assignment, and the
- * consumer keeps serving librdkafka while paused, so max.poll.interval.ms
- * is never exceeded because of a slow pipeline. At most
- * rill.max.unconfirmed records are out unconfirmed at once: past that the
- * consumer stops emitting until confirms come back.
+ * own queued.max.messages.kbytes, 8 MiB unless set); if the buffer has not
+ * gone below rill.buffer.low for rill.pause.after.ms, the assigned
+ * partitions are paused, and they resume below rill.buffer.low. librdkafka
+ * 2.0.2 takes up to a second to fetch again after a resume: size
+ * rill.buffer.low to about a second of processing to hide it. The pause is re-applied after every
+ * assignment, and the consumer keeps serving librdkafka while paused, so max.poll.interval.ms is
+ * never exceeded because of a slow pipeline. At most rill.max.unconfirmed records are out
+ * unconfirmed at once: past that the consumer stops emitting until confirms come back.
  *
  * REBALANCES. cooperative-sticky by default (incremental), eager works
  * too. On revoke the consumer stops emitting those partitions' records,
