@@ -472,6 +472,16 @@ int rill__actor_turn(rill__actor_t *a)
 /* Actor-context API                                                   */
 /* ------------------------------------------------------------------ */
 
+void rill__ctx_drain_mailbox(rill_ctx_t *ctx, void (*fn)(void *opaque, rill_msg_t *m), void *opaque)
+{
+    rill__actor_t *a = ctx->actor;
+    rill_msg_t m;
+    while (rill__mailbox_pop(&a->mbox, &m)) {
+        fn(opaque, &m);
+        rill__release_msg(a->sys, &m, 0);
+    }
+}
+
 struct ev_loop *rill__ctx_loop(rill_ctx_t *ctx)
 {
     return ctx->actor->exec->loop;

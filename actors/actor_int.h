@@ -278,6 +278,10 @@ void rill__names_release_restarting(rill_system_t *sys, const char *name);
 /* Ask an actor to stop on behalf of `from`: an actor that traps exits gets
  * RILL_MSG_EXIT (reason SHUTDOWN) and decides; others stop (SHUTDOWN). */
 rill_err_t rill__request_shutdown(rill_system_t *sys, rill_aid_t to, rill_aid_t from);
+/* In a terminate hook: hand every message still in the mailbox to fn
+ * (which may take its payload), then release it (not a dead letter). */
+void rill__ctx_drain_mailbox(rill_ctx_t *ctx, void (*fn)(void *opaque, rill_msg_t *m),
+                             void *opaque);
 /* The libev loop of the calling actor's executor (actor context only). */
 struct ev_loop *rill__ctx_loop(rill_ctx_t *ctx);
 /* Get the system's attachment under `key` (any unique address), creating

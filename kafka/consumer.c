@@ -69,6 +69,7 @@ struct rill_consumer_conf {
     void *rebalance_opaque;
     rill_commit_fn *commit_cb;
     void *commit_opaque;
+    int reset_earliest; /* auto.offset.reset, read at spawn */
 };
 
 rill_consumer_conf_t *rill_consumer_conf_new(void)
@@ -278,6 +279,7 @@ typedef struct offent {
     int64_t offset;
     int64_t emitted_ms;
     int confirmed;
+    int dead_letter; /* on its way to the dead-letter topic: no redelivery */
 } offent_t;
 
 typedef struct redeliv {
@@ -448,7 +450,7 @@ static int ring_push(part_t *p, int64_t offset)
         p->cap = cap;
         p->head = 0;
     }
-    p->ring[(p->head + p->count) % p->cap] = (offent_t){offset, now_ms(), 0};
+    p->ring[(p->head + p->count) % p->cap] = (offent_t){offset, now_ms(), 0, 0};
     p->count++;
     return 0;
 }
@@ -961,7 +963,8 @@ static void take_record(consumer_t *k, rd_kafka_message_t *m)
         if (k->dlq && dlq_send(k, p, m, *att) == 0) {
             /* Track it as emitted so its confirm (from the delivery
              * report) moves the committable offset. */
-            ring_push(p, m->offset);
+            if (ring_push(p, m->offset) == 0)
+                p->ring[(p->head + p->count - 1) % p->cap].dead_letter = 1;
             k->unconfirmed++;
         } else if (!k->dlq) {
             rill__stage_fail(k->st, RILL_ETIMEDOUT,
@@ -976,7 +979,13 @@ static void take_record(consumer_t *k, rd_kafka_message_t *m)
     }
     atomic_fetch_add_explicit(&k->h->refs, 1, memory_order_relaxed);
     rill_elem_t e = {.payload = m, .dtor = record_free, .arg = p->id};
-    rill__equeue_push(&k->buf, &e);
+    if (!rill__equeue_push(&k->buf, &e)) {
+        /* Cannot happen (room for twice the high watermark); never drop a
+         * record silently: it would be skipped. */
+        rill_elem_release(&e);
+        rill__stage_fail(k->st, RILL_ESTATE, "consumer buffer overflow");
+        return;
+    }
     k->stats.polled++;
     if (k->buf.count > k->stats.buffered_max)
         k->stats.buffered_max = (uint32_t)k->buf.count;
@@ -1034,6 +1043,8 @@ static void check_redelivery(consumer_t *k)
         offent_t *front = NULL;
         for (size_t j = 0; j < p->count; j++) {
             offent_t *e = &p->ring[(p->head + j) % p->cap];
+            if (e->dead_letter && !e->confirmed)
+                break; /* its dead letter is on the way; the rest waits */
             if (!e->confirmed) {
                 front = e;
                 break;
@@ -1197,15 +1208,8 @@ static rill_err_t consumer_start(rill__stage_t *st)
                     tp->offset = hi;
                 else if (tp->offset == RILL_OFFSET_BEGINNING)
                     tp->offset = lo;
-                else {
-                    char reset[32] = "";
-                    size_t rs = sizeof(reset);
-                    rd_kafka_conf_res_t r =
-                        rd_kafka_topic_conf_get(rd_kafka_conf_get_default_topic_conf(c->kconf),
-                                                "auto.offset.reset", reset, &rs);
-                    (void)r;
-                    tp->offset = strstr(reset, "earliest") || strstr(reset, "smallest") ? lo : hi;
-                }
+                else
+                    tp->offset = c->reset_earliest ? lo : hi;
             }
             tp->err = 0;
         }
@@ -1229,12 +1233,34 @@ static rill_err_t consumer_start(rill__stage_t *st)
 /* Close with a deadline: a commit of what was confirmed, then leave the
  * group through a queue we poll ourselves (rd_kafka_consumer_close can
  * block without limit when brokers are unreachable). */
+static void drained_msg(void *opaque, rill_msg_t *m)
+{
+    consumer_t *k = opaque;
+    if (m->type == K_CONFIRM)
+        confirm_one(k, m->corr, (int64_t)m->arg, 0);
+    else if (m->type == K_CONFIRM_UPTO)
+        confirm_one(k, m->corr, (int64_t)m->arg, 1);
+    else if (m->type == K_CONFIRM_BATCH) {
+        const confirm_batch_t *b = m->payload;
+        for (size_t i = 0; i < b->n; i++)
+            confirm_one(k, b->v[i].id, b->v[i].offset, 0);
+    }
+}
+
 static void consumer_close(consumer_t *k)
 {
     int64_t deadline = now_ms() + (int64_t)k->conf->shutdown_ms;
     k->closing = 1;
+    /* Confirms accepted before the stop are still in our mailbox (a stop
+     * or a cancel overtakes them): they belong in the final commit. */
+    rill__ctx_drain_mailbox(k->st->ctx, drained_msg, k);
     if (k->revoking)
         finish_revoke(k, deadline);
+    /* Send every partition's offset again: an async commit still in
+     * flight may fail, and nobody would retry it. */
+    for (uint32_t i = 0; i < k->n_slots; i++)
+        if (k->parts[i].id)
+            k->parts[i].committed = -1;
     commit_sync(k, 0, deadline);
     rd_kafka_queue_t *cq = rd_kafka_queue_new(k->rk);
     rd_kafka_error_t *e = rd_kafka_consumer_close_queue(k->rk, cq);
@@ -1384,6 +1410,16 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
     if (!c->have_group &&
         (err = rill__conf_set(c->kconf, "group.id", "rill-fixed-partitions", errstr, errstr_size)))
         goto fail;
+    {
+        /* Read now: rd_kafka_new takes the conf. */
+        char reset[32] = "";
+        size_t rs = sizeof(reset);
+        rd_kafka_topic_conf_t *dtc = rd_kafka_conf_get_default_topic_conf(c->kconf);
+        if (dtc &&
+            rd_kafka_topic_conf_get(dtc, "auto.offset.reset", reset, &rs) == RD_KAFKA_CONF_OK)
+            c->reset_earliest = strstr(reset, "earliest") || strstr(reset, "smallest") ||
+                                strstr(reset, "beginning");
+    }
     /* librdkafka's prefetch queue is the memory between our buffer and the
      * broker: bound it modestly unless the application chose. */
     {
@@ -1393,6 +1429,15 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
             !strcmp(v, "65536") &&
             (err = rill__conf_set(c->kconf, "queued.max.messages.kbytes", "8192", errstr,
                                   errstr_size)))
+            goto fail;
+        /* In messages too: small records cost far more in memory than on
+         * the wire, so the byte limit alone lets a backlog in. */
+        vs = sizeof(v);
+        char qmin[24];
+        snprintf(qmin, sizeof(qmin), "%u", c->buffer_high);
+        if (rd_kafka_conf_get(c->kconf, "queued.min.messages", v, &vs) == RD_KAFKA_CONF_OK &&
+            !strcmp(v, "100000") &&
+            (err = rill__conf_set(c->kconf, "queued.min.messages", qmin, errstr, errstr_size)))
             goto fail;
     }
     /* rill drives offsets: librdkafka must not commit or store on its own. */
