@@ -60,6 +60,7 @@ struct rill_consumer_conf {
     uint32_t buffer_high, buffer_low, max_unconfirmed, pause_after_ms;
     int commit, commit_set;
     char *dlq_topic;
+    char *dlq_producer; /* name of the producer actor for dead letters */
     char **topics;
     size_t n_topics;
     rd_kafka_topic_partition_list_t *fixed;
@@ -103,6 +104,7 @@ void rill_consumer_conf_destroy(rill_consumer_conf_t *c)
     if (c->fixed)
         rd_kafka_topic_partition_list_destroy(c->fixed);
     free(c->dlq_topic);
+    free(c->dlq_producer);
     free(c);
 }
 
@@ -163,6 +165,17 @@ rill_err_t rill_consumer_conf_set(rill_consumer_conf_t *c, const char *key, cons
             return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
         free(c->dlq_topic);
         c->dlq_topic = t;
+        return RILL_OK;
+    }
+    if (!strcmp(k, "dead.letter.producer")) {
+        if (!*value)
+            return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                              "rill.dead.letter.producer must name a producer actor");
+        char *n = strdup(value);
+        if (!n)
+            return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+        free(c->dlq_producer);
+        c->dlq_producer = n;
         return RILL_OK;
     }
     if (!strcmp(k, "commit")) {
@@ -340,9 +353,12 @@ typedef struct consumer {
     int revoke_eager;
     int closing;
 
-    /* dead letters */
-    rd_kafka_t *dlq;
-    uint32_t dlq_inflight;
+    /* dead letters: sent to a producer actor, answered by delivery
+     * results carrying the sequence number of a dlq_ref_t */
+    rill_aid_t dlq_own; /* the producer this consumer started, if any */
+    struct dlq_ref *dlq_refs;
+    size_t n_dlq_refs, cap_dlq_refs;
+    uint64_t dlq_seq;
 
     rill_consumer_stats_t stats;
 } consumer_t;
@@ -853,62 +869,93 @@ static void confirm_one(consumer_t *k, uint64_t id, int64_t offset, int upto)
 /* ---- dead letters ---- */
 
 typedef struct dlq_ref {
-    uint64_t id;
+    uint64_t seq;
+    uint64_t id; /* partition slot id */
     int64_t offset;
 } dlq_ref_t;
 
-static void dlq_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+/* The producer that takes our dead letters: ours, or the one named. */
+static rill_aid_t dlq_producer(consumer_t *k)
 {
-    (void)rk;
-    consumer_t *k = opaque;
-    dlq_ref_t *ref = m->_private;
-    if (k->dlq_inflight)
-        k->dlq_inflight--;
-    if (m->err) {
-        if (!k->closing)
-            rill__stage_fail(k->st, RILL_EKAFKA, "dead-letter topic %s: %s", k->conf->dlq_topic,
-                             rd_kafka_err2str(m->err));
-    } else {
-        k->stats.dead_lettered++;
-        confirm_one(k, ref->id, ref->offset, 0);
-    }
-    free(ref);
+    if (k->dlq_own != RILL_AID_NONE)
+        return k->dlq_own;
+    return k->conf->dlq_producer ? rill_lookup(k->sys, k->conf->dlq_producer) : RILL_AID_NONE;
 }
 
 /* Send a record that exhausted its redeliveries to the dead-letter topic
- * (ownership of m stays with the caller). Returns 0, or -1 if it could not
- * be queued. */
+ * through the producer actor (ownership of m stays with the caller). Its
+ * delivery result comes back as RILL_MSG_DELIVERY (dlq_result). Returns 0,
+ * or -1 if the producer could not take it now. */
 static int dlq_send(consumer_t *k, part_t *p, const rd_kafka_message_t *m, uint32_t attempts)
 {
-    dlq_ref_t *ref = malloc(sizeof(*ref));
-    if (!ref)
+    rill_aid_t to = dlq_producer(k);
+    if (to == RILL_AID_NONE)
         return -1;
-    ref->id = p->id;
-    ref->offset = m->offset;
-    rd_kafka_headers_t *src = NULL, *h;
-    if (rd_kafka_message_headers(m, &src) == RD_KAFKA_RESP_ERR_NO_ERROR)
-        h = rd_kafka_headers_copy(src);
-    else
-        h = rd_kafka_headers_new(4);
+    if (k->n_dlq_refs == k->cap_dlq_refs) {
+        size_t cap = k->cap_dlq_refs ? 2 * k->cap_dlq_refs : 16;
+        dlq_ref_t *v = realloc(k->dlq_refs, cap * sizeof(*v));
+        if (!v)
+            return -1;
+        k->dlq_refs = v;
+        k->cap_dlq_refs = cap;
+    }
+    rill_produce_t *req = rill_produce_new(k->conf->dlq_topic, RILL_PARTITION_ANY, m->key,
+                                           m->key_len, m->payload, m->len);
+    if (!req)
+        return -1;
+    rd_kafka_headers_t *src = NULL;
+    if (rd_kafka_message_headers(m, &src) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const char *name;
+        const void *val;
+        size_t len;
+        for (size_t i = 0; !rd_kafka_header_get_all(src, i, &name, &val, &len); i++)
+            rill_produce_add_header(req, name, val, len);
+    }
     char part[16], off[24], why[96];
     snprintf(part, sizeof(part), "%d", (int)m->partition);
     snprintf(off, sizeof(off), "%" PRId64, m->offset);
     snprintf(why, sizeof(why), "not confirmed after %u deliveries", attempts);
-    rd_kafka_header_add(h, "rill-origin-topic", -1, rd_kafka_topic_name(m->rkt), -1);
-    rd_kafka_header_add(h, "rill-origin-partition", -1, part, -1);
-    rd_kafka_header_add(h, "rill-origin-offset", -1, off, -1);
-    rd_kafka_header_add(h, "rill-error", -1, why, -1);
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        k->dlq, RD_KAFKA_V_TOPIC(k->conf->dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE(m->payload, m->len),
-        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(ref), RD_KAFKA_V_END);
-    if (err) {
-        rd_kafka_headers_destroy(h);
-        free(ref);
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    rill_produce_add_header(req, "rill-origin-topic", topic, strlen(topic));
+    rill_produce_add_header(req, "rill-origin-partition", part, strlen(part));
+    rill_produce_add_header(req, "rill-origin-offset", off, strlen(off));
+    rill_produce_add_header(req, "rill-error", why, strlen(why));
+    uint64_t seq = ++k->dlq_seq;
+    rill_produce_set_reply(req, k->st->self, seq);
+    if (rill_producer_send(k->sys, to, req) != RILL_OK) {
+        rill_produce_free(req);
         return -1;
     }
-    k->dlq_inflight++;
+    k->dlq_refs[k->n_dlq_refs++] = (dlq_ref_t){.seq = seq, .id = p->id, .offset = m->offset};
     return 0;
+}
+
+static void confirm_one(consumer_t *k, uint64_t id, int64_t offset, int upto);
+
+/* A dead letter's delivery result: confirm the record, or (the producer
+ * failed it) let redelivery try again after the timeout. */
+static void dlq_result(consumer_t *k, const rill_delivery_t *d, uint64_t seq)
+{
+    size_t i = 0;
+    while (i < k->n_dlq_refs && k->dlq_refs[i].seq != seq)
+        i++;
+    if (i == k->n_dlq_refs)
+        return; /* not ours */
+    dlq_ref_t ref = k->dlq_refs[i];
+    k->dlq_refs[i] = k->dlq_refs[--k->n_dlq_refs];
+    if (d && !d->err) {
+        k->stats.dead_lettered++;
+        confirm_one(k, ref.id, ref.offset, 0);
+        return;
+    }
+    k->stats.dead_letter_errors++;
+    part_t *p = part_by_id(k, ref.id);
+    long j = p ? ring_find(p, ref.offset) : -1;
+    if (j >= 0) {
+        offent_t *e = &p->ring[(p->head + (size_t)j) % p->cap];
+        e->dead_letter = 0; /* redelivered after the timeout, then sent again */
+        e->emitted_ms = now_ms();
+    }
 }
 
 /* ---- polling ---- */
@@ -960,19 +1007,24 @@ static void take_record(consumer_t *k, rd_kafka_message_t *m)
     uint32_t *att = p->n_redeliv ? redeliv_attempts(p, m->offset, 0) : NULL;
     if (att && *att > k->conf->max_redeliveries) {
         /* Delivered max_redeliveries times more and still not confirmed. */
-        if (k->dlq && dlq_send(k, p, m, *att) == 0) {
-            /* Track it as emitted so its confirm (from the delivery
-             * report) moves the committable offset. */
-            if (ring_push(p, m->offset) == 0)
-                p->ring[(p->head + p->count - 1) % p->cap].dead_letter = 1;
-            k->unconfirmed++;
-        } else if (!k->dlq) {
+        if (!k->conf->dlq_topic) {
             rill__stage_fail(k->st, RILL_ETIMEDOUT,
                              "record %s [%d] offset %" PRId64
                              " not confirmed after %u deliveries and no dead-letter topic",
                              p->topic, (int)p->partition, m->offset, *att);
+        } else if (ring_push(p, m->offset) == 0) {
+            /* Tracked as emitted, so that its confirm (on delivery to the
+             * dead-letter topic) moves the committable offset. If the
+             * producer cannot take it now, redelivery tries again after
+             * the timeout. */
+            offent_t *e = &p->ring[(p->head + p->count - 1) % p->cap];
+            e->emitted_ms = now_ms();
+            e->dead_letter = dlq_send(k, p, m, *att) == 0;
+            if (!e->dead_letter)
+                k->stats.dead_letter_errors++;
+            k->unconfirmed++;
         } else {
-            rill__stage_fail(k->st, RILL_EKAFKA, "cannot queue a dead letter");
+            rill__stage_fail(k->st, RILL_ENOMEM, "out of memory tracking offsets");
         }
         rd_kafka_message_destroy(m);
         return;
@@ -1138,12 +1190,13 @@ static void consumer_on_msg(rill__stage_t *st, rill_msg_t *msg)
         }
         if (now - k->last_commit_ms >= (int64_t)k->conf->commit_interval_ms)
             commit_async(k);
-        if (k->dlq)
-            rd_kafka_poll(k->dlq, 0);
         if (k->buf.count >= k->conf->buffer_high)
             poll_queue(k); /* pauses once the buffer stayed full long enough */
         break;
     }
+    case RILL_MSG_DELIVERY:
+        dlq_result(k, msg->payload, msg->arg);
+        break;
     case K_STATS: {
         rill_consumer_stats_t *s = malloc(sizeof(*s));
         if (s) {
@@ -1175,6 +1228,11 @@ static rill_err_t consumer_start(rill__stage_t *st)
     rill_msg_t tick = {.type = K_TICK};
     rill_timer_start(st->ctx, TICK_MS, TICK_MS, &tick, NULL);
     k->last_commit_ms = now_ms();
+    /* Our dead-letter producer lives and fails with us. */
+    if (k->dlq_own != RILL_AID_NONE && rill_link(st->ctx, k->dlq_own) != RILL_OK) {
+        rill__stage_fail(st, RILL_ESTOPPED, "the dead-letter producer stopped");
+        return RILL_OK;
+    }
 
     rill_consumer_conf_t *c = k->conf;
     if (c->n_topics) {
@@ -1306,10 +1364,9 @@ static void consumer_destroy(void *impl)
     rill__kq_stop(&k->kq);
     if (k->rk && k->st)
         consumer_close(k);
-    if (k->dlq) {
-        rd_kafka_flush(k->dlq, (int)k->conf->shutdown_ms);
-        rd_kafka_destroy(k->dlq);
-    }
+    if (k->dlq_own != RILL_AID_NONE)
+        rill_stop(k->sys, k->dlq_own); /* it flushes what it holds */
+    free(k->dlq_refs);
     rill_elem_t e;
     if (k->buf.v)
         while (rill__equeue_pop(&k->buf, &e))
@@ -1480,22 +1537,26 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
     }
     rd_kafka_topic_conf_set_opaque(tc, h); /* record_free finds the client */
 
-    /* The dead-letter producer, before the consumer takes the conf. */
-    if (c->dlq_topic) {
-        rd_kafka_conf_t *pc = rd_kafka_conf_new();
-        char boot[1024];
-        size_t bs = sizeof(boot);
-        rd_kafka_conf_get(c->kconf, "bootstrap.servers", boot, &bs);
-        const char *pdef[] = {
-            "bootstrap.servers", boot, "enable.idempotence", "true", "linger.ms", "5", NULL};
-        rd_kafka_conf_set_dr_msg_cb(pc, dlq_dr_cb);
-        rd_kafka_conf_set_opaque(pc, k);
-        char kerr[512];
-        if (rill__conf_apply(pc, pdef, errstr, errstr_size) ||
-            !(k->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, pc, kerr, sizeof(kerr)))) {
-            rd_kafka_conf_destroy(pc);
+    /* Dead letters go through a producer actor: the one named, or one of
+     * our own, linked to us, with the consumer's connection settings. */
+    if (c->dlq_topic && !c->dlq_producer) {
+        rill_producer_conf_t *pc = rill_producer_conf_new();
+        static const char *const copy[] = {
+            "bootstrap.servers", "security.protocol", "sasl.mechanisms", "sasl.username",
+            "sasl.password",     "ssl.ca.location",   "client.id",       NULL};
+        err = pc ? RILL_OK : rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+        for (size_t i = 0; !err && copy[i]; i++) {
+            char v[1024];
+            size_t vs = sizeof(v);
+            if (rd_kafka_conf_get(c->kconf, copy[i], v, &vs) == RD_KAFKA_CONF_OK && *v)
+                err = rill_producer_conf_set(pc, copy[i], v, errstr, errstr_size);
+        }
+        if (!err)
+            err = rill_producer_spawn(sys, pc, NULL, &k->dlq_own, errstr, errstr_size);
+        else
+            rill_producer_conf_destroy(pc);
+        if (err) {
             free(h);
-            err = rill__fail(RILL_EKAFKA, errstr, errstr_size, "dead-letter producer: %s", kerr);
             goto fail;
         }
     }
@@ -1538,8 +1599,8 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
 
 fail:
     if (k) {
-        if (k->dlq)
-            rd_kafka_destroy(k->dlq);
+        if (k->dlq_own != RILL_AID_NONE)
+            rill_stop(sys, k->dlq_own);
         free(k->buf.v);
         free(k->parts);
         free(k);

@@ -28,6 +28,7 @@ enum {
     P_WAKE = RILL_MSG_STREAM_LAST + 80, /* the main queue has delivery reports */
     P_TICK,
     P_STATS,
+    P_SEND, /* a request sent directly (rill_producer_send) */
 };
 
 #define TICK_MS 100
@@ -49,6 +50,7 @@ struct rill_produce {
     rill_origin_t *origin;
     rill_aid_t reply_to;
     uint64_t reply_arg;
+    int direct; /* sent with rill_producer_send: no result downstream */
 };
 
 static void *dup_bytes(const void *p, size_t n)
@@ -271,8 +273,9 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         return;
     }
     pr->stats.delivered++;
+    int direct = req->direct;
     produce_done(req);
-    if (d && pr->st->n_out > 0 && !pr->st->finished) {
+    if (d && !direct && pr->st->n_out > 0 && !pr->st->finished) {
         rill_elem_t e = {.payload = d, .dtor = delivery_free, .arg = d->arg};
         if (!rill__equeue_push(&pr->results, &e))
             free(d); /* cannot happen: requests are bounded by the queue's room */
@@ -319,6 +322,39 @@ static void serve_reports(producer_t *pr)
         rill__stage_fail(pr->st, RILL_EKAFKA, "fatal producer error: %s", fatal);
 }
 
+/* Tell a request's sender that it was not produced (err), and free it:
+ * its origin fails. */
+static void refuse_request(producer_t *pr, rill_produce_t *req, rd_kafka_resp_err_t err)
+{
+    pr->stats.failed++;
+    if (req->reply_to) {
+        rill_delivery_t *d = calloc(1, sizeof(*d));
+        if (d) {
+            snprintf(d->topic, sizeof(d->topic), "%s", req->topic);
+            d->partition = req->partition;
+            d->offset = -1;
+            d->err = err;
+            d->arg = req->reply_arg;
+            rill_msg_t r = {
+                .type = RILL_MSG_DELIVERY, .payload = d, .dtor = free, .arg = req->reply_arg};
+            if (rill_tell(pr->st->sys, req->reply_to, &r) != RILL_OK)
+                free(d);
+        }
+    }
+    rill_produce_free(req);
+}
+
+/* Take one request: to librdkafka, or behind those waiting for room. */
+static void take_request(producer_t *pr, rill_produce_t *req)
+{
+    pr->stats.requested++;
+    if (!pr->pending.count && produce_one(pr, req) != 0)
+        return; /* taken, or failed and handled */
+    rill_elem_t keep = rill_produce_elem(req);
+    if (!rill__equeue_push(&pr->pending, &keep))
+        refuse_request(pr, req, RD_KAFKA_RESP_ERR__QUEUE_FULL); /* direct sends only */
+}
+
 static void producer_on_next(rill__stage_t *st, int in, rill_elem_t *e)
 {
     (void)in;
@@ -332,16 +368,7 @@ static void producer_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     }
     rill_produce_t *req = e->payload;
     memset(e, 0, sizeof(*e));
-    pr->stats.requested++;
-    if (pr->pending.count) {
-        rill_elem_t keep = rill_produce_elem(req);
-        rill__equeue_push(&pr->pending, &keep);
-        return;
-    }
-    if (produce_one(pr, req) == 0) {
-        rill_elem_t keep = rill_produce_elem(req);
-        rill__equeue_push(&pr->pending, &keep);
-    }
+    take_request(pr, req);
 }
 
 static void producer_on_input_end(rill__stage_t *st, int in, rill_err_t code, const char *text)
@@ -391,6 +418,18 @@ static void producer_on_msg(rill__stage_t *st, rill_msg_t *m)
     case P_TICK:
         serve_reports(pr);
         break;
+    case P_SEND: {
+        rill_produce_t *req = rill_msg_take(m);
+        if (!req)
+            return;
+        if (st->finished) {
+            refuse_request(pr, req, RD_KAFKA_RESP_ERR__DESTROY);
+            return;
+        }
+        req->direct = 1;
+        take_request(pr, req);
+        break;
+    }
     case P_STATS: {
         rill_producer_stats_t *s = malloc(sizeof(*s));
         if (s) {
@@ -488,7 +527,8 @@ rill_err_t rill_producer_spawn(rill_system_t *sys, rill_producer_conf_t *c,
     int embedded;
     rill_err_t err = rill__kafka_default_bootstrap(sys, c->kconf, &embedded, errstr, errstr_size);
     producer_t *pr = calloc(1, sizeof(*pr));
-    if (!err && (!pr || rill__equeue_init(&pr->pending, c->max_inflight) ||
+    /* pending: room for the stream's window and as many direct sends. */
+    if (!err && (!pr || rill__equeue_init(&pr->pending, 2 * (size_t)c->max_inflight) ||
                  rill__equeue_init(&pr->results, c->max_inflight)))
         err = rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
     if (err) {
@@ -556,4 +596,12 @@ rill_err_t rill_producer_stats(rill_system_t *sys, rill_aid_t producer, rill_pro
     *out = *(rill_producer_stats_t *)r.payload;
     r.dtor(r.payload);
     return RILL_OK;
+}
+
+rill_err_t rill_producer_send(rill_system_t *sys, rill_aid_t producer, rill_produce_t *req)
+{
+    if (!sys || producer == RILL_AID_NONE || !req)
+        return RILL_EINVAL;
+    rill_msg_t m = {.type = P_SEND, .payload = req, .dtor = rill_produce_free};
+    return rill_tell(sys, producer, &m);
 }

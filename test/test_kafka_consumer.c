@@ -1859,6 +1859,84 @@ Test(kafka_consumer, unconfirmed_record_is_redelivered_then_dead_lettered, .time
     free(r);
 }
 
+/* rill.dead.letter.producer: dead letters go through a producer actor the
+ * application runs, found by name each time. While no such actor exists
+ * the dead letter is not lost: it is counted as an error, redelivered and
+ * sent again once the producer is there. */
+Test(kafka_consumer, dead_letters_go_through_the_named_producer_actor, .timeout = 120)
+{
+    kenv_t env;
+    kenv_init(&env);
+    load_topic(&env, "dlqnamed", 1, RD_COUNT, 100);
+    char err[512] = "";
+    cr_assert_eq(rill_broker_create_topic(env.broker, "dlqnamed-dlq", 1, 1, err, sizeof(err)),
+                 RILL_OK, "%s", err);
+
+    rd_t *r = calloc(1, sizeof(*r));
+    cr_assert_not_null(r);
+    r->sys = env.sys;
+    pthread_mutex_init(&r->mu, NULL);
+    const char *kv[] = {"rill.unconfirmed.timeout.ms",
+                        "300",
+                        "rill.max.redeliveries",
+                        "2",
+                        "rill.dead.letter.topic",
+                        "dlqnamed-dlq",
+                        "rill.dead.letter.producer",
+                        "dlq-producer",
+                        "rill.commit.interval.ms",
+                        "100",
+                        NULL};
+    rill_consumer_conf_t *c = conf_new(env.boot, "dlqnamed-group", kv);
+    conf_assign_all(c, "dlqnamed", 1, RILL_OFFSET_BEGINNING);
+    r->consumer = consumer_spawn_ok(env.sys, c, -1);
+    rill_aid_t sink = sink_spawn_ok(env.sys, rd_sink, r, -1, r->consumer);
+
+    /* No producer named dlq-producer yet: the dead letter cannot go. */
+    int ok;
+    rill_consumer_stats_t s;
+    WAIT_UNTIL(ok, WAIT_MS, (s = stats_ok(env.sys, r->consumer)).dead_letter_errors >= 1);
+    cr_assert(ok, "no dead letter was attempted (%llu redelivered)",
+              (unsigned long long)s.redelivered);
+    cr_assert_eq(s.dead_lettered, 0);
+
+    rill_producer_conf_t *pc = rill_producer_conf_new();
+    cr_assert_eq(rill_producer_conf_set(pc, "bootstrap.servers", env.boot, err, sizeof(err)),
+                 RILL_OK, "%s", err);
+    rill_stage_opts_t po = {.name = "dlq-producer", .executor = -1};
+    rill_aid_t producer;
+    cr_assert_eq(rill_producer_spawn(env.sys, pc, &po, &producer, err, sizeof(err)), RILL_OK, "%s",
+                 err);
+    WAIT_UNTIL(ok, WAIT_MS, (s = stats_ok(env.sys, r->consumer)).dead_lettered == 1);
+    cr_assert(ok, "nothing dead-lettered through the producer (%llu errors)",
+              (unsigned long long)s.dead_letter_errors);
+    rill_producer_stats_t ps;
+    cr_assert_eq(rill_producer_stats(env.sys, producer, &ps), RILL_OK);
+    cr_assert_eq(ps.delivered, 1, "the producer delivered %llu", (unsigned long long)ps.delivered);
+    int64_t committed[1] = {-1};
+    WAIT_UNTIL(ok, WAIT_MS,
+               (committed_offsets(env.boot, "dlqnamed-group", "dlqnamed", 1, committed),
+                committed[0] == RD_COUNT));
+    cr_assert(ok, "committed %lld, want %d", (long long)committed[0], RD_COUNT);
+    stop_wait(env.sys, r->consumer);
+    stop_wait(env.sys, sink);
+    stop_wait(env.sys, producer);
+
+    rill_consumed_t *dl = NULL;
+    rill_testkit_opts_t o = {.timeout_ms = 20000};
+    cr_assert_eq(rill_testkit_consume(env.boot, "dlqnamed-dlq", RILL_CONSUME_TO_END, &o, &dl, err,
+                                      sizeof(err)),
+                 RILL_OK, "%s", err);
+    cr_assert_eq(rill_consumed_count(dl), 1, "%zu dead letters", rill_consumed_count(dl));
+    char buf[64];
+    cr_assert_not_null(hdr(rill_consumed_at(dl, 0), "rill-origin-offset", buf, sizeof(buf)));
+    cr_assert_eq(atoi(buf), RD_POISON);
+    rill_consumed_destroy(dl);
+    kenv_fini(&env);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
 Test(kafka_consumer, unconfirmed_record_without_dead_letter_topic_fails_the_consumer, .timeout = 60)
 {
     kenv_t env;

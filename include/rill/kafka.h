@@ -45,7 +45,8 @@
  * rill.max.redeliveries times; then the record goes to
  * rill.dead.letter.topic with the headers rill-origin-topic,
  * rill-origin-partition, rill-origin-offset and rill-error, and is
- * confirmed once the dead-letter topic has it; without a dead-letter topic
+ * confirmed once the dead-letter topic has it (if the producer cannot take
+ * or deliver it, it is redelivered and tried again); without a dead-letter topic
  * the consumer fails, for its supervisor to decide.
  *
  * ERRORS. Retriable errors (transport, commit errors such as
@@ -111,6 +112,9 @@ RILL_API void rill_consumer_conf_destroy(rill_consumer_conf_t *conf);
  *   rill.unconfirmed.timeout.ms redeliver after this long (0 = never)
  *   rill.max.redeliveries       then dead-letter or fail (3)
  *   rill.dead.letter.topic      where records go after max redeliveries
+ *   rill.dead.letter.producer   name of the producer actor that sends them
+ *                               (default: the consumer starts its own,
+ *                               linked to it, with its connection settings)
  *   rill.buffer.high            pause when this many records are buffered (1000)
  *   rill.buffer.low             resume below this many (500)
  *   rill.max.unconfirmed        records out unconfirmed at most (8192)
@@ -197,21 +201,22 @@ RILL_API rill_err_t rill_consumer_confirm_upto(rill_system_t *sys, rill_aid_t co
                                                const rill_elem_t *record, int64_t offset);
 
 typedef struct rill_consumer_stats {
-    uint64_t polled;        /* records received from librdkafka */
-    uint64_t emitted;       /* records sent downstream (redeliveries included) */
-    uint64_t confirmed;     /* confirms accepted */
-    uint64_t fenced;        /* confirms dropped: partition revoked since */
-    uint64_t committed;     /* commits that succeeded */
-    uint64_t commit_errors; /* commits that failed (retriable) */
-    uint64_t redelivered;   /* records delivered again after a timeout */
-    uint64_t dead_lettered; /* records sent to the dead-letter topic */
-    uint64_t rebalances;    /* assign/revoke/lost events */
-    uint32_t buffered;      /* records held now */
-    uint32_t buffered_max;  /* the most ever held */
-    uint32_t unconfirmed;   /* records out, not yet confirmed */
-    uint32_t assigned;      /* partitions assigned now */
-    int paused;             /* partitions are paused now */
-    uint64_t pauses;        /* times paused */
+    uint64_t polled;             /* records received from librdkafka */
+    uint64_t emitted;            /* records sent downstream (redeliveries included) */
+    uint64_t confirmed;          /* confirms accepted */
+    uint64_t fenced;             /* confirms dropped: partition revoked since */
+    uint64_t committed;          /* commits that succeeded */
+    uint64_t commit_errors;      /* commits that failed (retriable) */
+    uint64_t redelivered;        /* records delivered again after a timeout */
+    uint64_t dead_lettered;      /* records delivered to the dead-letter topic */
+    uint64_t dead_letter_errors; /* dead letters not taken or not delivered (retried) */
+    uint64_t rebalances;         /* assign/revoke/lost events */
+    uint32_t buffered;           /* records held now */
+    uint32_t buffered_max;       /* the most ever held */
+    uint32_t unconfirmed;        /* records out, not yet confirmed */
+    uint32_t assigned;           /* partitions assigned now */
+    int paused;                  /* partitions are paused now */
+    uint64_t pauses;             /* times paused */
 } rill_consumer_stats_t;
 
 /* A snapshot of a consumer's counters. @locality any thread except an
@@ -327,6 +332,20 @@ RILL_API rill_err_t rill_producer_conf_set(rill_producer_conf_t *conf, const cha
 RILL_API rill_err_t rill_producer_spawn(rill_system_t *sys, rill_producer_conf_t *conf,
                                         const rill_stage_opts_t *opts, rill_aid_t *aid,
                                         char *errstr, size_t errstr_size);
+
+/*
+ * Send one request to a producer directly, outside any stream: for actors
+ * that produce as a side effect (replies, audit records, dead letters).
+ * It bypasses the stream's demand, so the producer's mailbox is the bound:
+ * RILL_EFULL when it is full (and RILL_ESTOPPED, RILL_EINVAL), in which
+ * case req stays the caller's. On RILL_OK the producer owns req; its
+ * delivery result goes to the request's reply address and origin, never
+ * to the producer's stream output. A request librdkafka cannot take is
+ * answered with a failed delivery (err set) and its origin fails.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_producer_send(rill_system_t *sys, rill_aid_t producer,
+                                       rill_produce_t *req);
 
 typedef struct rill_producer_stats {
     uint64_t requested; /* requests received */
