@@ -363,7 +363,7 @@ static void finish_stop(rill__actor_t *a)
      * inside. (Executor senders that got past the flag are handled when
      * the memory is reaped.) */
     atomic_store_explicit(&a->dead, 1, memory_order_seq_cst);
-    atomic_store_explicit(&slot->state, SLOT_DEAD, memory_order_seq_cst);
+    atomic_store_explicit(&slot->state, SLOT_STOPPING, memory_order_seq_cst);
     while (atomic_load_explicit(&slot->users, memory_order_acquire))
         ;
     rill__names_remove(sys, a->name, a->aid);
@@ -396,6 +396,8 @@ static void finish_stop(rill__actor_t *a)
         notify(a, a->links.v[i].aid, CTRL_EXIT, 0);
     for (uint32_t i = 0; i < a->monitors.n; i++)
         notify(a, a->monitors.v[i].aid, CTRL_DEMONITOR, a->monitors.v[i].ref);
+    /* rill_alive says 0 from here: the terminate hook has returned. */
+    atomic_store_explicit(&slot->state, SLOT_DEAD, memory_order_release);
     rill__actor_finished(a);
 }
 

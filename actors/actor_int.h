@@ -145,7 +145,9 @@ struct rill__actor {
 
 /* ---- actor table ---------------------------------------------------- */
 
-enum { SLOT_FREE = 0, SLOT_ALIVE = 1, SLOT_DEAD = 2 };
+/* ALIVE -> STOPPING (sends fail; the terminate hook runs) -> DEAD (done,
+ * watchers told) -> FREE (reaped, reusable). */
+enum { SLOT_FREE = 0, SLOT_ALIVE = 1, SLOT_DEAD = 2, SLOT_STOPPING = 3 };
 
 /*
  * One entry of the actor table. An aid is (generation << 32 | index).

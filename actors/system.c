@@ -1121,12 +1121,15 @@ int rill_alive(rill_system_t *sys, rill_aid_t aid)
 {
     if (!sys || aid == RILL_AID_NONE)
         return 0;
-    rill__slot_t *slot;
-    rill__actor_t *a = rill__actor_acquire(sys, aid, &slot);
-    if (!a)
+    rill__slot_t *slot = rill__slot_of(sys, (uint32_t)aid);
+    if (!slot)
         return 0;
-    rill__actor_release(slot);
-    return 1;
+    /* Alive until stopped for good: accepting messages, or refusing them
+     * already while its terminate hook runs. The state is read before the
+     * generation: a slot reused in between fails the generation check. */
+    uint32_t state = atomic_load_explicit(&slot->state, memory_order_seq_cst);
+    return atomic_load_explicit(&slot->gen, memory_order_seq_cst) == (uint32_t)(aid >> 32) &&
+           (state == SLOT_ALIVE || state == SLOT_STOPPING);
 }
 
 rill_err_t rill_actor_stats(rill_system_t *sys, rill_aid_t aid, rill_actor_stats_t *out)

@@ -60,4 +60,14 @@ void rill__kq_stop(rill__kq_t *kq);
 rill_err_t rill__kafka_default_bootstrap(rill_system_t *sys, rd_kafka_conf_t *conf,
                                          int *was_defaulted, char *errstr, size_t errstr_size);
 
+/*
+ * For tests: raise a fabricated fatal librdkafka error (with
+ * rd_kafka_test_fatal_error) in the producer actor's client, from inside
+ * the actor, which then fails as on a real fatal error. Returns
+ * rill_signal()'s result.
+ * @locality any thread.
+ */
+rill_err_t rill__producer_test_fatal(rill_system_t *sys, rill_aid_t producer,
+                                     rd_kafka_resp_err_t err, const char *reason);
+
 #endif /* RILL_KAFKA_INT_H */

@@ -12,6 +12,7 @@
  * something subscribed.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +29,8 @@ enum {
     P_WAKE = RILL_MSG_STREAM_LAST + 80, /* the main queue has delivery reports */
     P_TICK,
     P_STATS,
-    P_SEND, /* a request sent directly (rill_producer_send) */
+    P_SEND,       /* a request sent directly (rill_producer_send) */
+    P_TEST_FATAL, /* rill__producer_test_fatal: arg = error code, payload = reason */
 };
 
 #define TICK_MS 100
@@ -211,6 +213,76 @@ rill_err_t rill_producer_conf_set(rill_producer_conf_t *c, const char *key, cons
         return RILL_OK;
     }
     return rill__fail(RILL_EINVAL, errstr, errstr_size, "unknown rill property \"%s\"", key);
+}
+
+/* ------------------------------------------------------------------ */
+/* Final counters of stopped producers                                 */
+/* ------------------------------------------------------------------ */
+
+/* The actor is gone by the time its stop has flushed (the flush runs in
+ * its terminate hook), so what the stop left undelivered would be
+ * unobservable: the last FINAL_MAX stopped producers of a system keep their
+ * final counters here, for rill_producer_stats. */
+#define FINAL_MAX 256
+
+typedef struct final_stats {
+    pthread_mutex_t mu;
+    size_t next;
+    struct {
+        rill_aid_t aid;
+        rill_producer_stats_t stats;
+    } v[FINAL_MAX];
+} final_stats_t;
+
+static const char final_key = 0;
+
+static void *final_stats_create(char *errstr, size_t errstr_size)
+{
+    final_stats_t *f = calloc(1, sizeof(*f));
+    if (!f) {
+        rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&f->mu, NULL);
+    return f;
+}
+
+static void final_stats_destroy(void *ptr)
+{
+    final_stats_t *f = ptr;
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+}
+
+static void final_stats_keep(rill_system_t *sys, rill_aid_t aid, const rill_producer_stats_t *s)
+{
+    final_stats_t *f =
+        rill__system_attachment(sys, &final_key, final_stats_create, final_stats_destroy, NULL, 0);
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->v[f->next % FINAL_MAX].aid = aid;
+    f->v[f->next % FINAL_MAX].stats = *s;
+    f->v[f->next % FINAL_MAX].stats.inflight = 0;
+    f->next++;
+    pthread_mutex_unlock(&f->mu);
+}
+
+static int final_stats_find(rill_system_t *sys, rill_aid_t aid, rill_producer_stats_t *out)
+{
+    final_stats_t *f =
+        rill__system_attachment(sys, &final_key, final_stats_create, final_stats_destroy, NULL, 0);
+    int found = 0;
+    if (!f)
+        return 0;
+    pthread_mutex_lock(&f->mu);
+    for (size_t i = 0; i < FINAL_MAX && !found; i++)
+        if (f->v[i].aid == aid) {
+            *out = f->v[i].stats;
+            found = 1;
+        }
+    pthread_mutex_unlock(&f->mu);
+    return found;
 }
 
 /* ------------------------------------------------------------------ */
@@ -430,6 +502,11 @@ static void producer_on_msg(rill__stage_t *st, rill_msg_t *m)
         take_request(pr, req);
         break;
     }
+    case P_TEST_FATAL:
+        rd_kafka_test_fatal_error(pr->rk, (rd_kafka_resp_err_t)m->arg,
+                                  m->payload ? (const char *)m->payload : "test");
+        serve_reports(pr);
+        break;
     case P_STATS: {
         rill_producer_stats_t *s = malloc(sizeof(*s));
         if (s) {
@@ -469,21 +546,28 @@ static void producer_destroy(void *impl)
         rill__kq_stop(&pr->kq);
     rill_elem_t e;
     if (pr->pending.v)
-        while (rill__equeue_pop(&pr->pending, &e))
+        while (rill__equeue_pop(&pr->pending, &e)) {
+            pr->stats.undelivered_at_stop++;
             rill_elem_release(&e); /* never handed over: origins fail */
+        }
     if (pr->rk) {
         /* Flush with a deadline; what is left is purged, and its delivery
          * reports (with an error) fail the origins. */
         rd_kafka_flush(pr->rk, (int)pr->conf->flush_ms);
-        int left = rd_kafka_outq_len(pr->rk);
-        if (left > 0) {
-            pr->stats.undelivered_at_stop = (uint64_t)left;
-            fprintf(stderr, "rill producer: %d record(s) not delivered within %u ms at stop\n",
-                    left, pr->conf->flush_ms);
+        /* Our own count: rd_kafka_outq_len() also counts librdkafka's
+         * events and requests, not only records. */
+        uint32_t left = pr->inflight;
+        pr->stats.undelivered_at_stop += left;
+        if (left > 0 || rd_kafka_outq_len(pr->rk) > 0) {
+            if (left > 0)
+                fprintf(stderr, "rill producer: %u record(s) not delivered within %u ms at stop\n",
+                        left, pr->conf->flush_ms);
             rd_kafka_purge(pr->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
             rd_kafka_poll(pr->rk, 0);
         }
     }
+    if (pr->st)
+        final_stats_keep(pr->st->sys, pr->st->self, &pr->stats);
     if (pr->results.v)
         while (rill__equeue_pop(&pr->results, &e))
             rill_elem_release(&e);
@@ -519,11 +603,12 @@ rill_err_t rill_producer_spawn(rill_system_t *sys, rill_producer_conf_t *c,
                                const rill_stage_opts_t *opts, rill_aid_t *aid, char *errstr,
                                size_t errstr_size)
 {
+    if (aid)
+        *aid = RILL_AID_NONE; /* also when failing: no stale aid (as the consumer) */
     if (!sys || !c || !aid) {
         rill_producer_conf_destroy(c);
         return rill__fail(RILL_EINVAL, errstr, errstr_size, "system, conf and aid must be set");
     }
-    *aid = RILL_AID_NONE;
     int embedded;
     rill_err_t err = rill__kafka_default_bootstrap(sys, c->kconf, &embedded, errstr, errstr_size);
     producer_t *pr = calloc(1, sizeof(*pr));
@@ -586,6 +671,9 @@ rill_err_t rill_producer_stats(rill_system_t *sys, rill_aid_t producer, rill_pro
         return RILL_EINVAL;
     rill_msg_t q = {.type = P_STATS}, r;
     rill_err_t err = rill_ask_sync(sys, producer, &q, 10000, &r);
+    /* A stopped producer: its final counters, once its stop has finished. */
+    if (err == RILL_ESTOPPED && final_stats_find(sys, producer, out))
+        return RILL_OK;
     if (err)
         return err;
     if (r.type != P_STATS || !r.payload) {
@@ -604,4 +692,17 @@ rill_err_t rill_producer_send(rill_system_t *sys, rill_aid_t producer, rill_prod
         return RILL_EINVAL;
     rill_msg_t m = {.type = P_SEND, .payload = req, .dtor = rill_produce_free};
     return rill_tell(sys, producer, &m);
+}
+
+rill_err_t rill__producer_test_fatal(rill_system_t *sys, rill_aid_t producer,
+                                     rd_kafka_resp_err_t err, const char *reason)
+{
+    if (!sys || producer == RILL_AID_NONE)
+        return RILL_EINVAL;
+    char *text = reason ? strdup(reason) : NULL;
+    rill_msg_t m = {.type = P_TEST_FATAL, .arg = (uint64_t)err, .payload = text, .dtor = free};
+    rill_err_t e = rill_signal(sys, producer, &m);
+    if (e)
+        free(text);
+    return e;
 }

@@ -251,7 +251,10 @@ RILL_API rill_err_t rill_stop(rill_system_t *sys, rill_aid_t aid);
  * links propagate it. @locality any thread. */
 RILL_API rill_err_t rill_kill(rill_system_t *sys, rill_aid_t aid, const char *why);
 
-/* Non-zero while the actor is alive (spawned and not yet stopped). */
+/* Non-zero until the actor has stopped for good: after a stop it already
+ * refuses messages, but rill_alive stays non-zero until its terminate hook
+ * (for stages and Kafka actors: their final flush and commit) has returned.
+ * @locality any thread. */
 RILL_API int rill_alive(rill_system_t *sys, rill_aid_t aid);
 
 /* ------------------------------------------------------------------ */

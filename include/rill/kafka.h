@@ -357,7 +357,11 @@ typedef struct rill_producer_stats {
     uint64_t undelivered_at_stop;
 } rill_producer_stats_t;
 
-/* @locality any thread except an executor thread (it asks the producer). */
+/* A snapshot of a producer's counters. For a stopped producer whose stop
+ * has finished (rill_alive() returns 0), its final counters, with
+ * undelivered_at_stop: the system keeps those of its last 256 stopped
+ * producers (RILL_ESTOPPED for older ones).
+ * @locality any thread except an executor thread (it asks the producer). */
 RILL_API rill_err_t rill_producer_stats(rill_system_t *sys, rill_aid_t producer,
                                         rill_producer_stats_t *out);
 
