@@ -1728,7 +1728,12 @@ void rill_origin_release(rill_origin_t *o)
         return;
     if (!atomic_load_explicit(&o->failed, memory_order_acquire)) {
         rill_msg_t msg = {.type = K_CONFIRM, .arg = (uint64_t)o->offset, .corr = o->part_id};
-        rill_tell(o->sys, o->consumer, &msg); /* consumer gone: nothing to confirm */
+        /* The consumer's mailbox has room for a confirm per record out, so
+         * it is not full in practice; if it is, the control queue takes
+         * it (confirms may come in any order). Consumer gone: nothing to
+         * confirm. */
+        if (rill_tell(o->sys, o->consumer, &msg) == RILL_EFULL)
+            rill_signal(o->sys, o->consumer, &msg);
     }
     free(o);
 }
