@@ -54,6 +54,7 @@ enum {
 struct rill_consumer_conf {
     rd_kafka_conf_t *kconf;
     int have_bootstrap, have_group;
+    int have_queue_kbytes; /* the application set queued.max.messages.kbytes */
     uint32_t commit_interval_ms, commit_count;
     uint32_t drain_ms, shutdown_ms;
     uint32_t unconfirmed_timeout_ms, max_redeliveries;
@@ -132,6 +133,8 @@ rill_err_t rill_consumer_conf_set(rill_consumer_conf_t *c, const char *key, cons
             c->have_bootstrap = 1;
         if (!err && !strcmp(key, "group.id"))
             c->have_group = 1;
+        if (!err && !strcmp(key, "queued.max.messages.kbytes"))
+            c->have_queue_kbytes = 1;
         return err;
     }
     const char *k = key + 5;
@@ -1477,26 +1480,20 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
             c->reset_earliest = strstr(reset, "earliest") || strstr(reset, "smallest") ||
                                 strstr(reset, "beginning");
     }
-    /* librdkafka's prefetch queue is the memory between our buffer and the
-     * broker: bound it modestly unless the application chose. */
-    {
-        char v[32];
-        size_t vs = sizeof(v);
-        if (rd_kafka_conf_get(c->kconf, "queued.max.messages.kbytes", v, &vs) == RD_KAFKA_CONF_OK &&
-            !strcmp(v, "65536") &&
-            (err = rill__conf_set(c->kconf, "queued.max.messages.kbytes", "8192", errstr,
-                                  errstr_size)))
-            goto fail;
-        /* In messages too: small records cost far more in memory than on
-         * the wire, so the byte limit alone lets a backlog in. */
-        vs = sizeof(v);
-        char qmin[24];
-        snprintf(qmin, sizeof(qmin), "%u", c->buffer_high);
-        if (rd_kafka_conf_get(c->kconf, "queued.min.messages", v, &vs) == RD_KAFKA_CONF_OK &&
-            !strcmp(v, "100000") &&
-            (err = rill__conf_set(c->kconf, "queued.min.messages", qmin, errstr, errstr_size)))
-            goto fail;
-    }
+    /*
+     * librdkafka's prefetch queue is the memory between our buffer and the
+     * broker. rill lowers its byte limit (64 MiB by default) unless the
+     * application set it. It leaves queued.min.messages alone: in 2.0.2 a
+     * partition whose fetch queue is over either limit is not fetched again
+     * for a fixed second, and the check counts the whole consumer queue, so
+     * a limit below what a fetch round brings (up to 1 MiB per partition)
+     * throttles every partition to a fetch a second (1,000 records: 15x
+     * slower). Lowering it is the application's trade: less memory held
+     * while backpressured, fewer records per second.
+     */
+    if (!c->have_queue_kbytes &&
+        (err = rill__conf_set(c->kconf, "queued.max.messages.kbytes", "8192", errstr, errstr_size)))
+        goto fail;
     /* rill drives offsets: librdkafka must not commit or store on its own. */
     const char *forced[] = {"enable.auto.commit", "false", "enable.auto.offset.store", "false",
                             NULL};

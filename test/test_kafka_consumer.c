@@ -1559,7 +1559,11 @@ Test(kafka_consumer, backpressure_slow_sink_pauses_and_memory_stays_flat, .timeo
 
     bp_t b = {.sys = env.sys};
     atomic_init(&b.processed, 0);
-    const char *kv[] = {"rill.buffer.high", "1000", "rill.buffer.low", "500", NULL};
+    /* Memory-tight prefetch (the documented trade: librdkafka holds at
+     * most ~2,000 records besides rill's buffer, at the cost of fetching
+     * a partition at most once a second when it is over that). */
+    const char *kv[] = {
+        "rill.buffer.high", "1000", "rill.buffer.low", "500", "queued.min.messages", "2000", NULL};
     rill_consumer_conf_t *c = conf_new(env.boot, "bp-group", kv);
     conf_assign_all(c, "bp", BP_PARTS, RILL_OFFSET_BEGINNING);
     /* The consumer and the slow sink on different executors. */

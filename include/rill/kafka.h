@@ -23,7 +23,9 @@
  * BACKPRESSURE. Records are emitted only against downstream demand. When
  * the local buffer reaches rill.buffer.high the consumer stops polling
  * records (the buffer never holds more; librdkafka's fetcher stops at its
- * own queued.max.messages.kbytes, 8 MiB unless set); if the buffer has not
+ * own queued.max.messages.kbytes, 8 MiB unless set, or queued.min.messages,
+ * 100,000 records: lower it to hold less while backpressured, at the price
+ * of fetching at most once a second past it); if the buffer has not
  * gone below rill.buffer.low for rill.pause.after.ms, the assigned
  * partitions are paused, and they resume below rill.buffer.low. librdkafka
  * 2.0.2 takes up to a second to fetch again after a resume: size
