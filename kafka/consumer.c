@@ -87,8 +87,8 @@ rill_consumer_conf_t *rill_consumer_conf_new(void)
     c->max_redeliveries = 3;
     c->buffer_high = 1000;
     c->buffer_low = 500;
-    c->max_unconfirmed = 8192;
-    c->pause_after_ms = 200;
+    c->max_unconfirmed = 20000;
+    c->pause_after_ms = 1000;
     c->commit = 1;
     return c;
 }

@@ -169,7 +169,7 @@ rill_producer_conf_t *rill_producer_conf_new(void)
     if (!c)
         return NULL;
     c->kconf = rd_kafka_conf_new();
-    c->max_inflight = 1000;
+    c->max_inflight = 10000;
     c->flush_ms = 5000;
     const char *defaults[] = {"enable.idempotence", "true", "acks", "all", "linger.ms", "5", NULL};
     if (rill__conf_apply(c->kconf, defaults, NULL, 0)) {
@@ -316,23 +316,36 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     rill_produce_t *req = m->_private;
     if (pr->inflight)
         pr->inflight--;
-    rill_delivery_t *d = calloc(1, sizeof(*d));
-    if (d) {
-        snprintf(d->topic, sizeof(d->topic), "%s", rd_kafka_topic_name(m->rkt));
-        d->partition = m->partition;
-        d->offset = m->err ? -1 : m->offset;
-        d->err = m->err;
-        d->arg = req->reply_arg;
+    /* A result is built only for someone who takes it: the sender (reply)
+     * or a downstream subscriber (successful deliveries of stream
+     * requests). */
+    int downstream = !m->err && !req->direct && pr->st->n_out > 0 && !pr->st->finished;
+    rill_delivery_t *d = NULL;
+    if (req->reply_to || downstream) {
+        d = malloc(sizeof(*d));
+        if (d) {
+            const char *t = rd_kafka_topic_name(m->rkt);
+            size_t tl = strnlen(t, sizeof(d->topic) - 1);
+            memcpy(d->topic, t, tl);
+            d->topic[tl] = '\0';
+            d->partition = m->partition;
+            d->offset = m->err ? -1 : m->offset;
+            d->err = m->err;
+            d->arg = req->reply_arg;
+        }
     }
     if (req->reply_to && d) {
-        rill_delivery_t *copy = malloc(sizeof(*copy));
-        if (copy) {
+        rill_delivery_t *copy = d;
+        if (downstream && (copy = malloc(sizeof(*copy))) != NULL)
             *copy = *d;
+        if (copy) {
             rill_msg_t r = {
                 .type = RILL_MSG_DELIVERY, .payload = copy, .dtor = free, .arg = req->reply_arg};
             if (rill_tell(pr->st->sys, req->reply_to, &r) != RILL_OK)
                 free(copy);
         }
+        if (copy == d)
+            d = NULL; /* handed to the reply */
     }
     if (m->err) {
         pr->stats.failed++;
@@ -345,9 +358,8 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         return;
     }
     pr->stats.delivered++;
-    int direct = req->direct;
     produce_done(req);
-    if (d && !direct && pr->st->n_out > 0 && !pr->st->finished) {
+    if (d && downstream) {
         rill_elem_t e = {.payload = d, .dtor = delivery_free, .arg = d->arg};
         if (!rill__equeue_push(&pr->results, &e))
             free(d); /* cannot happen: requests are bounded by the queue's room */

@@ -119,8 +119,9 @@ RILL_API void rill_consumer_conf_destroy(rill_consumer_conf_t *conf);
  *                               linked to it, with its connection settings)
  *   rill.buffer.high            pause when this many records are buffered (1000)
  *   rill.buffer.low             resume below this many (500)
- *   rill.max.unconfirmed        records out unconfirmed at most (8192)
- *   rill.pause.after.ms         pause when the buffer stays full this long (200)
+ *   rill.max.unconfirmed        records out unconfirmed at most (20000; above
+ *                               the producers' rill.max.inflight)
+ *   rill.pause.after.ms         pause when the buffer stays full this long (1000)
  *   rill.commit                 "true" (default) or "false" (offsets are
  *                               the application's: nothing is committed)
  * Every other key goes to librdkafka unchanged and is checked at once.
@@ -310,7 +311,7 @@ RILL_API void rill_producer_conf_destroy(rill_producer_conf_t *conf);
 /*
  * Set a property. rill's own:
  *   rill.max.inflight       requests handed to librdkafka and not yet
- *                           delivered, at most (default 1000): the demand
+ *                           delivered, at most (default 10000): the demand
  *                           the producer signals upstream
  *   rill.flush.timeout.ms   flush deadline when the producer stops (5000)
  * Every other key goes to librdkafka unchanged and is checked at once.

@@ -1,0 +1,727 @@
+/*
+ * bench_pipeline: consume -> transform -> produce, committing an input
+ * offset only after its output was delivered, through rill against a raw
+ * librdkafka loop with the same guarantee, on the same broker and data, in
+ * the same run, alternating.
+ *
+ *   baseline  one thread: rd_kafka_consumer_poll, uppercase the value,
+ *             rd_kafka_producev to the output topic (same partition) with
+ *             the input partition and offset as the message opaque; the
+ *             delivery report marks the input offset done, and the
+ *             contiguous done prefix of each partition is stored
+ *             (rd_kafka_offsets_store) after every producer poll; an async
+ *             commit every 1,000 deliveries, a sync commit at the end
+ *   rill      rill_consumer_spawn -> map stage (uppercase, origin ticket on
+ *             the produce request) -> rill_producer_spawn; the origin
+ *             confirms the input record when the output is delivered, the
+ *             consumer commits (async every 1,000 confirms), rill defaults
+ *             otherwise
+ *
+ * Both producers are idempotent with acks=all and linger.ms=5 (rill's
+ * default). The broker is a separate `rill-broker` process, so this
+ * process's CPU time (getrusage: user + sys, librdkafka's threads
+ * included) is the client's alone. The input topic (PARTITIONS partitions,
+ * `records` generated records of VALUE bytes) is written once; every run
+ * uses a fresh consumer group and a fresh output topic, and reads every
+ * input partition from offset 0 without a group join. Each side creates
+ * its producer WARM_MS before its clock starts (see warm_up()). The clock
+ * stops when every input offset is committed (raw: its final commit
+ * returned; rill: the commit callback saw all offsets); then (untimed) the
+ * committed offsets are read back with a fresh client and the output topic
+ * is read and checked: every input record must be there, uppercased;
+ * duplicates are counted and printed.
+ *
+ * Experiments (the reported runs set none of these): BENCH_ONLY=rill|raw
+ * runs one side; BENCH_STATS=1 prints rill's counters; BENCH_TRACE=1 a
+ * timeline and per-thread CPU; BENCH_RILL_CONSUMER_CONF and
+ * BENCH_RILL_PRODUCER_CONF="key=value,..." add rill properties;
+ * BENCH_RAW_MAX_INFLIGHT bounds the baseline's records in flight as rill's
+ * pipeline is bounded; BENCH_WARM_MS; BENCH_EX_CONSUMER, BENCH_EX_MAP,
+ * BENCH_EX_PRODUCER place the stages on executors.
+ *
+ * usage: bench_pipeline [records, default 300000] [runs, default 3]
+ *                       [path to rill-broker, default: next to this binary]
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rill/rill.h>
+
+#define PARTITIONS 32
+#define VALUE      100
+#define MAX_RUNS   20
+#define IN_TOPIC   "pin"
+#define LINGER_MS  "5"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double cpu_us(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+static void die(const char *what, const char *why)
+{
+    fprintf(stderr, "bench_pipeline: %s: %s\n", what, why);
+    exit(1);
+}
+
+typedef struct result {
+    double rate;   /* input records/s, consumed to committed */
+    double cost;   /* CPU us per 1,000 records */
+    int ok;        /* the checks passed */
+    uint64_t dups; /* output records beyond one per input record */
+} result_t;
+
+/* The transformation both sides apply. */
+static size_t upper(char *dst, const void *src, size_t len)
+{
+    const unsigned char *s = src;
+    for (size_t i = 0; i < len; i++)
+        dst[i] = (char)toupper(s[i]);
+    return len;
+}
+
+/* Both sides create their producer, then wait WARM_MS before the clock
+ * starts: librdkafka's idempotent producer takes about a second to get
+ * its producer id (from the mock too), a one-off cost that a long-running
+ * service pays once, and that the raw loop would hide by queueing
+ * everything it consumes meanwhile (its producer queue is unbounded up to
+ * 100,000 records) while rill's bounded pipeline waits.
+ * BENCH_WARM_MS=0 puts it back into the measurement. */
+#define WARM_MS 1500
+
+static void warm_up(void)
+{
+    const char *v = getenv("BENCH_WARM_MS");
+    long ms = v ? atol(v) : WARM_MS;
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000 * 1000};
+    nanosleep(&ts, NULL); /* the producer gets its producer id meanwhile */
+}
+
+/* ---- the broker process ---- */
+
+static pid_t broker_pid;
+
+static void broker_start(const char *bin, int runs, char *boot, size_t size)
+{
+    char file[] = "/tmp/bench-pipeline-boot-XXXXXX";
+    int fd = mkstemp(file);
+    if (fd < 0) {
+        perror("mkstemp");
+        exit(1);
+    }
+    close(fd);
+    unlink(file);
+    /* The input topic and a fresh output topic per run and side. */
+    static char specs[1 + 2 * MAX_RUNS][64];
+    const char *argv[8 + 2 * (1 + 2 * MAX_RUNS)];
+    int a = 0, s = 0;
+    argv[a++] = bin;
+    snprintf(specs[s], sizeof(specs[s]), "%s:%d:1", IN_TOPIC, PARTITIONS);
+    argv[a++] = "--topic";
+    argv[a++] = specs[s++];
+    for (int r = 0; r < runs; r++) {
+        snprintf(specs[s], sizeof(specs[s]), "pout-raw-%d:%d:1", r, PARTITIONS);
+        argv[a++] = "--topic";
+        argv[a++] = specs[s++];
+        snprintf(specs[s], sizeof(specs[s]), "pout-rill-%d:%d:1", r, PARTITIONS);
+        argv[a++] = "--topic";
+        argv[a++] = specs[s++];
+    }
+    argv[a++] = "--bootstrap-file";
+    argv[a++] = file;
+    argv[a++] = "--no-stdin";
+    argv[a] = NULL;
+    broker_pid = fork();
+    if (broker_pid == 0) {
+        execv(bin, (char *const *)argv);
+        perror("exec rill-broker");
+        _exit(127);
+    }
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(file, "r");
+        if (f) {
+            if (fgets(boot, (int)size, f))
+                boot[strcspn(boot, "\n")] = '\0';
+            fclose(f);
+            if (*boot)
+                return;
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL); /* waiting for the broker process to write its address */
+    }
+    fprintf(stderr, "bench_pipeline: rill-broker did not start (%s)\n", bin);
+    exit(1);
+}
+
+static void broker_stop(void)
+{
+    if (broker_pid > 0) {
+        kill(broker_pid, SIGTERM);
+        waitpid(broker_pid, NULL, 0);
+    }
+}
+
+/* ---- checks (untimed) ---- */
+
+/* The sum over partitions of the group's committed input offsets: n when
+ * every input record was committed (every partition starts at 0). */
+static int64_t committed_sum(const char *boot, const char *group)
+{
+    char err[512];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    rd_kafka_conf_set(c, "bootstrap.servers", boot, err, sizeof(err));
+    rd_kafka_conf_set(c, "group.id", group, err, sizeof(err));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
+    if (!rk)
+        die("committed offsets", err);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTITIONS);
+    for (int p = 0; p < PARTITIONS; p++)
+        rd_kafka_topic_partition_list_add(l, IN_TOPIC, p);
+    int64_t sum = -1;
+    if (rd_kafka_committed(rk, l, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        sum = 0;
+        for (int i = 0; i < l->cnt; i++)
+            sum += l->elems[i].offset > 0 ? l->elems[i].offset : 0;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+    return sum;
+}
+
+/* Read the output topic back: every input seq once at least, uppercased. */
+static int check_output(const char *boot, const char *topic, const char *group, uint64_t n,
+                        const char *side, uint64_t *duplicates)
+{
+    char err[512];
+    rill_consumed_t *out = NULL;
+    rill_testkit_opts_t o = {.timeout_ms = 120000};
+    rill_err_t e =
+        rill_testkit_consume(boot, topic, RILL_CONSUME_TO_END, &o, &out, err, sizeof(err));
+    if (e) {
+        fprintf(stderr, "bench_pipeline: reading %s back: %s\n", topic, err);
+        rill_consumed_destroy(out);
+        return 0;
+    }
+    uint8_t *seen = calloc(n, 1);
+    uint64_t distinct = 0, dups = 0, bad = 0;
+    for (size_t i = 0; i < rill_consumed_count(out); i++) {
+        const rill_record_t *r = rill_consumed_at(out, i);
+        char v[40] = "";
+        uint64_t seq;
+        if (r->value)
+            memcpy(v, r->value, r->value_len < sizeof(v) - 1 ? r->value_len : sizeof(v) - 1);
+        if (r->value_len != VALUE || sscanf(v, "SEQ=%" SCNu64 " KEY=KEY-", &seq) != 1 || seq >= n) {
+            bad++;
+            continue;
+        }
+        if (seen[seq]++)
+            dups++;
+        else
+            distinct++;
+    }
+    free(seen);
+    int64_t committed = committed_sum(boot, group);
+    int ok = distinct == n && !bad && committed == (int64_t)n;
+    *duplicates = dups;
+    if (!ok || dups || getenv("BENCH_VERBOSE"))
+        printf("    %s check: output %zu records, %" PRIu64 " of %" PRIu64 " inputs, %" PRIu64
+               " duplicates, %" PRIu64 " malformed; committed %" PRId64 " of %" PRIu64 "%s\n",
+               side, rill_consumed_count(out), distinct, n, dups, bad, committed, n,
+               ok ? "" : "  FAILED");
+    rill_consumed_destroy(out);
+    return ok;
+}
+
+/* Trace mode: each thread's CPU time (ms) so far, "name/tid=ms ...". */
+static void thread_cpu(const char *when)
+{
+    char line[4096] = "";
+    size_t used = 0;
+    for (int tid = getpid(); tid < getpid() + 100000 && used < sizeof(line) - 64; tid++) {
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        char *open = strchr(buf, '('), *close = strrchr(buf, ')');
+        unsigned long ut = 0, st = 0;
+        if (!open || !close ||
+            sscanf(close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+            continue;
+        *close = '\0';
+        used += (size_t)snprintf(line + used, sizeof(line) - used, " %s/%d=%lu", open + 1, tid,
+                                 (ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+    }
+    fprintf(stderr, "  threads %s:%s\n", when, line);
+}
+
+/* ---- baseline: raw librdkafka ---- */
+
+/* Per input partition: which offsets past the commit point are delivered
+ * (a ring of flags), so the stored offset is always the contiguous
+ * delivered prefix even if delivery reports came out of order. */
+typedef struct track {
+    int64_t base; /* the first offset not known delivered; -1 = nothing consumed yet */
+    uint8_t *done;
+    size_t cap; /* power of two */
+    int dirty;  /* base moved since the last store */
+} track_t;
+
+typedef struct raw {
+    rd_kafka_t *cons, *prod;
+    track_t parts[PARTITIONS];
+    uint64_t delivered, failed;
+    double t0;
+} raw_t;
+
+static void track_mark(track_t *t, int64_t off)
+{
+    if (off < t->base)
+        return;
+    if ((uint64_t)(off - t->base) >= t->cap) {
+        size_t cap = t->cap ? t->cap : 1024;
+        while ((uint64_t)(off - t->base) >= cap)
+            cap *= 2;
+        uint8_t *d = calloc(cap, 1);
+        if (!d)
+            die("raw", "out of memory");
+        for (size_t i = 0; i < t->cap; i++)
+            d[(uint64_t)(t->base + (int64_t)i) & (cap - 1)] =
+                t->done[(uint64_t)(t->base + (int64_t)i) & (t->cap - 1)];
+        free(t->done);
+        t->done = d;
+        t->cap = cap;
+    }
+    t->done[(uint64_t)off & (t->cap - 1)] = 1;
+    while (t->done[(uint64_t)t->base & (t->cap - 1)]) {
+        t->done[(uint64_t)t->base & (t->cap - 1)] = 0;
+        t->base++;
+        t->dirty = 1;
+    }
+}
+
+static void raw_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    raw_t *x = opaque;
+    uintptr_t tag = (uintptr_t)m->_private;
+    if (m->err) {
+        x->failed++; /* never stored: the input would be consumed again */
+        fprintf(stderr, "bench_pipeline: raw delivery failed: %s\n", rd_kafka_err2str(m->err));
+        return;
+    }
+    if (!x->delivered++ && getenv("BENCH_TRACE"))
+        fprintf(stderr, "  raw: first delivery report at %.3f s\n", now_s() - x->t0);
+    track_mark(&x->parts[tag >> 48], (int64_t)(tag & ((UINT64_C(1) << 48) - 1)));
+}
+
+static void raw_store(raw_t *x)
+{
+    rd_kafka_topic_partition_list_t *l = NULL;
+    for (int p = 0; p < PARTITIONS; p++) {
+        if (!x->parts[p].dirty)
+            continue;
+        if (!l)
+            l = rd_kafka_topic_partition_list_new(PARTITIONS);
+        rd_kafka_topic_partition_list_add(l, IN_TOPIC, p)->offset = x->parts[p].base;
+        x->parts[p].dirty = 0;
+    }
+    if (l) {
+        rd_kafka_offsets_store(x->cons, l);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+}
+
+static rd_kafka_t *raw_client(rd_kafka_type_t type, const char *const *kv, void *opaque)
+{
+    char err[512];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    for (int i = 0; kv[i]; i += 2)
+        if (rd_kafka_conf_set(c, kv[i], kv[i + 1], err, sizeof(err)) != RD_KAFKA_CONF_OK)
+            die("raw config", err);
+    if (type == RD_KAFKA_PRODUCER) {
+        rd_kafka_conf_set_dr_msg_cb(c, raw_dr);
+        rd_kafka_conf_set_opaque(c, opaque);
+    }
+    rd_kafka_t *rk = rd_kafka_new(type, c, err, sizeof(err));
+    if (!rk)
+        die("raw client", err);
+    return rk;
+}
+
+static result_t run_raw(const char *boot, uint64_t n, int run)
+{
+    char group[64], out[64];
+    snprintf(group, sizeof(group), "pipe-raw-%d", run);
+    snprintf(out, sizeof(out), "pout-raw-%d", run);
+    raw_t x;
+    memset(&x, 0, sizeof(x));
+    for (int p = 0; p < PARTITIONS; p++)
+        x.parts[p].base = -1;
+    const char *ckv[] = {
+        "bootstrap.servers",        boot,    "group.id", group, "enable.auto.commit", "false",
+        "enable.auto.offset.store", "false", NULL};
+    const char *pkv[] = {
+        "bootstrap.servers", boot, "enable.idempotence", "true", "acks", "all", "linger.ms",
+        LINGER_MS,           NULL};
+    x.prod = raw_client(RD_KAFKA_PRODUCER, pkv, &x);
+    warm_up();
+    double t0 = now_s(), c0 = cpu_us();
+    x.t0 = t0;
+    x.cons = raw_client(RD_KAFKA_CONSUMER, ckv, NULL);
+    rd_kafka_poll_set_consumer(x.cons);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTITIONS);
+    for (int p = 0; p < PARTITIONS; p++)
+        rd_kafka_topic_partition_list_add(l, IN_TOPIC, p)->offset = 0;
+    rd_kafka_assign(x.cons, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    uint64_t consumed = 0, commits = 0;
+    char buf[4096];
+    /* Experiments only: bound the records in flight as rill does. */
+    uint64_t limit =
+        getenv("BENCH_RAW_MAX_INFLIGHT") ? strtoull(getenv("BENCH_RAW_MAX_INFLIGHT"), NULL, 10) : n;
+    while (x.delivered + x.failed < n) {
+        int room = consumed - x.delivered - x.failed < limit;
+        rd_kafka_message_t *m = consumed < n && room ? rd_kafka_consumer_poll(x.cons, 10) : NULL;
+        if (m && !m->err) {
+            track_t *t = &x.parts[m->partition];
+            if (t->base < 0)
+                t->base = m->offset;
+            size_t len = upper(buf, m->payload, m->len < sizeof(buf) ? m->len : sizeof(buf));
+            void *tag = (void *)(((uintptr_t)m->partition << 48) | (uintptr_t)m->offset);
+            for (;;) {
+                rd_kafka_resp_err_t err = rd_kafka_producev(
+                    x.prod, RD_KAFKA_V_TOPIC(out), RD_KAFKA_V_PARTITION(m->partition),
+                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(m->key, m->key_len),
+                    RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_OPAQUE(tag), RD_KAFKA_V_END);
+                if (!err)
+                    break;
+                if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                    die("raw produce", rd_kafka_err2str(err));
+                rd_kafka_poll(x.prod, 10); /* the producer's queue is full: wait for reports */
+            }
+            consumed++;
+        }
+        if (m)
+            rd_kafka_message_destroy(m);
+        /* Serve delivery reports (wait for them once everything is
+         * consumed), store the delivered prefixes. */
+        rd_kafka_poll(x.prod, consumed < n && room ? 0 : 10);
+        raw_store(&x);
+        if (x.delivered / 1000 > commits) {
+            commits = x.delivered / 1000;
+            rd_kafka_commit(x.cons, NULL, 1);
+        }
+    }
+    raw_store(&x);
+    rd_kafka_resp_err_t cerr = rd_kafka_commit(x.cons, NULL, 0);
+    if (getenv("BENCH_TRACE"))
+        thread_cpu("raw at the end");
+    double dt = now_s() - t0, cpu = cpu_us() - c0;
+    if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        fprintf(stderr, "bench_pipeline: raw final commit: %s\n", rd_kafka_err2str(cerr));
+    rd_kafka_consumer_close(x.cons);
+    rd_kafka_destroy(x.cons);
+    rd_kafka_flush(x.prod, 10000);
+    rd_kafka_destroy(x.prod);
+    for (int p = 0; p < PARTITIONS; p++)
+        free(x.parts[p].done);
+    result_t res = {.rate = (double)n / dt, .cost = cpu / ((double)n / 1000.0), .ok = !x.failed};
+    res.ok = check_output(boot, out, group, n, "raw", &res.dups) && res.ok;
+    return res;
+}
+
+/* ---- rill ---- */
+
+typedef struct map_state {
+    rill_system_t *sys;
+    rill_aid_t consumer;
+    char topic[64];
+    /* The end: every input offset committed (the commit callback). */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int64_t committed[PARTITIONS];
+    int64_t committed_sum;
+} map_state_t;
+
+static void on_commit(void *opaque, rd_kafka_resp_err_t err,
+                      const rd_kafka_topic_partition_list_t *offsets)
+{
+    map_state_t *s = opaque;
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; !err && i < offsets->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
+        if (!tp->err && tp->partition >= 0 && tp->partition < PARTITIONS &&
+            tp->offset > s->committed[tp->partition]) {
+            s->committed_sum += tp->offset - s->committed[tp->partition];
+            s->committed[tp->partition] = tp->offset;
+        }
+    }
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Uppercase the value into a produce request for the same partition of
+ * the output topic; the request carries the input record's origin, so the
+ * record is confirmed when the output is delivered. */
+static rill_err_t to_request(void *opaque, rill_elem_t *in, rill_elem_t *out)
+{
+    map_state_t *s = opaque;
+    const rd_kafka_message_t *m = rill_record(in);
+    char buf[4096];
+    size_t len = upper(buf, m->payload, m->len < sizeof(buf) ? m->len : sizeof(buf));
+    rill_produce_t *p = rill_produce_new(s->topic, m->partition, m->key, m->key_len, buf, len);
+    if (!p) {
+        rill_elem_release(in);
+        return RILL_ENOMEM;
+    }
+    rill_produce_set_origin(p, rill_origin_new(s->sys, s->consumer, in));
+    rill_elem_release(in);
+    *out = rill_produce_elem(p);
+    return RILL_OK;
+}
+
+/* Extra consumer properties "k=v,k=v" from the environment, for
+ * experiments (the reported runs use none). */
+typedef rill_err_t conf_set_fn(void *conf, const char *key, const char *value, char *errstr,
+                               size_t errstr_size);
+
+static rill_err_t consumer_set(void *c, const char *k, const char *v, char *e, size_t es)
+{
+    return rill_consumer_conf_set(c, k, v, e, es);
+}
+
+static rill_err_t producer_set(void *c, const char *k, const char *v, char *e, size_t es)
+{
+    return rill_producer_conf_set(c, k, v, e, es);
+}
+
+static void conf_from_env(void *c, const char *var, conf_set_fn *set)
+{
+    const char *v = getenv(var);
+    if (!v)
+        return;
+    char buf[1024], err[512];
+    snprintf(buf, sizeof(buf), "%s", v);
+    for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq)
+            die(var, "expected key=value[,key=value]");
+        *eq = '\0';
+        if (set(c, kv, eq + 1, err, sizeof(err)))
+            die(var, err);
+    }
+}
+
+static int placement(const char *name, int dflt)
+{
+    const char *v = getenv(name); /* for experiments with stage placement */
+    return v ? atoi(v) : dflt;
+}
+
+static result_t run_rill(const char *boot, uint64_t n, int run)
+{
+    char err[512], group[64];
+    snprintf(group, sizeof(group), "pipe-rill-%d", run);
+    map_state_t ms;
+    memset(&ms, 0, sizeof(ms));
+    pthread_mutex_init(&ms.lock, NULL);
+    pthread_cond_init(&ms.cond, NULL);
+    snprintf(ms.topic, sizeof(ms.topic), "pout-rill-%d", run);
+    rill_system_t *sys = rill_system_new(&(rill_system_opts_t){.executors = 2}, err, sizeof(err));
+    if (!sys)
+        die("rill system", err);
+    rill_system_start(sys);
+    ms.sys = sys;
+    rill_consumer_conf_t *c = rill_consumer_conf_new();
+    rill_consumer_conf_set(c, "bootstrap.servers", boot, err, sizeof(err));
+    rill_consumer_conf_set(c, "group.id", group, err, sizeof(err));
+    for (int p = 0; p < PARTITIONS; p++)
+        rill_consumer_conf_assign(c, IN_TOPIC, p, 0);
+    rill_consumer_conf_set_commit_cb(c, on_commit, &ms);
+    conf_from_env(c, "BENCH_RILL_CONSUMER_CONF", consumer_set);
+    rill_producer_conf_t *pc = rill_producer_conf_new();
+    const char *pkv[] = {
+        "bootstrap.servers", boot, "enable.idempotence", "true", "acks", "all", "linger.ms",
+        LINGER_MS,           NULL};
+    for (int i = 0; pkv[i]; i += 2)
+        if (rill_producer_conf_set(pc, pkv[i], pkv[i + 1], err, sizeof(err)))
+            die("rill producer config", err);
+    conf_from_env(pc, "BENCH_RILL_PRODUCER_CONF", producer_set);
+    rill_stage_opts_t co = {.executor = placement("BENCH_EX_CONSUMER", 0)};
+    rill_stage_opts_t mo = {.executor = placement("BENCH_EX_MAP", 1), .mailbox_capacity = 1024};
+    rill_stage_opts_t po = {.executor = placement("BENCH_EX_PRODUCER", 1)};
+    rill_aid_t map, prod;
+    if (rill_producer_spawn(sys, pc, &po, &prod, err, sizeof(err)))
+        die("rill producer", err);
+    warm_up();
+    double t0 = now_s(), c0 = cpu_us();
+    if (rill_consumer_spawn(sys, c, &co, &ms.consumer, err, sizeof(err)))
+        die("rill consumer", err);
+    if (rill_stage_spawn(sys, rill_stage_map(to_request, &ms), &mo, &map))
+        die("rill map", "cannot spawn");
+    rill_stage_connect(sys, map, prod);
+    rill_stage_connect(sys, ms.consumer, map);
+    /* The end: the consumer's commits (async, every 1,000 confirms; n is a
+     * multiple of 1,000) cover every input offset, as the baseline ends
+     * with its final commit. */
+    pthread_mutex_lock(&ms.lock);
+    while (ms.committed_sum < (int64_t)n) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&ms.cond, &ms.lock, &ts);
+        if (getenv("BENCH_TRACE")) {
+            pthread_mutex_unlock(&ms.lock);
+            rill_consumer_stats_t tc = {0};
+            rill_producer_stats_t tp = {0};
+            rill_consumer_stats(sys, ms.consumer, &tc);
+            rill_producer_stats(sys, prod, &tp);
+            fprintf(stderr,
+                    "  %.2fs polled %" PRIu64 " emitted %" PRIu64 " confirmed %" PRIu64
+                    " buffered %u unconfirmed %u paused %d | requested %" PRIu64
+                    " delivered %" PRIu64 " inflight %u\n",
+                    now_s() - t0, tc.polled, tc.emitted, tc.confirmed, tc.buffered, tc.unconfirmed,
+                    tc.paused, tp.requested, tp.delivered, tp.inflight);
+            pthread_mutex_lock(&ms.lock);
+        }
+    }
+    pthread_mutex_unlock(&ms.lock);
+    double dt = now_s() - t0, cpu = cpu_us() - c0;
+    rill_consumer_stats_t cs = {0};
+    rill_producer_stats_t ps = {0};
+    rill_consumer_stats(sys, ms.consumer, &cs);
+    rill_producer_stats(sys, prod, &ps);
+    if (getenv("BENCH_TRACE"))
+        thread_cpu("at the end");
+    if (getenv("BENCH_STATS"))
+        fprintf(stderr,
+                "  rill consumer: polled %" PRIu64 " pauses %" PRIu64 " buffered_max %u committed "
+                "%" PRIu64 "; producer: delivered %" PRIu64 " retried %" PRIu64
+                " inflight_max %u\n",
+                cs.polled, cs.pauses, cs.buffered_max, cs.committed, ps.delivered, ps.retried,
+                ps.inflight_max);
+    rill_system_stop(sys, 10000); /* the consumer's final commit: nothing left to commit */
+    rill_system_destroy(sys);
+    pthread_cond_destroy(&ms.cond);
+    pthread_mutex_destroy(&ms.lock);
+    result_t res = {.rate = (double)n / dt, .cost = cpu / ((double)n / 1000.0), .ok = !ps.failed};
+    res.ok = check_output(boot, ms.topic, group, n, "rill", &res.dups) && res.ok;
+    return res;
+}
+
+/* ---- main ---- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 300000;
+    int runs = argc > 2 ? atoi(argv[2]) : 3;
+    char bin[PATH_MAX];
+    if (argc > 3) {
+        snprintf(bin, sizeof(bin), "%s", argv[3]);
+    } else {
+        ssize_t len = readlink("/proc/self/exe", bin, sizeof(bin) - 1);
+        bin[len > 0 ? len : 0] = '\0';
+        char *slash = strrchr(bin, '/');
+        snprintf(slash ? slash + 1 : bin, sizeof(bin) - (size_t)(slash ? slash + 1 - bin : 0),
+                 "../tools/rill-broker");
+    }
+    /* The mock keeps at most 100,000 records or 5 MiB per partition. */
+    if (n < 1000 || n % 1000 || n > (uint64_t)PARTITIONS * 40000 || runs < 1 || runs > MAX_RUNS) {
+        fprintf(stderr,
+                "usage: bench_pipeline [records: a multiple of 1000 up to %d] [runs 1..%d] "
+                "[rill-broker]\n",
+                PARTITIONS * 40000, MAX_RUNS);
+        return 2;
+    }
+    char boot[512] = "";
+    broker_start(bin, runs, boot, sizeof(boot));
+    atexit(broker_stop);
+    char err[512];
+    rill_gen_t gen = RILL_GEN_DEFAULT;
+    gen.value_size = VALUE;
+    rill_testkit_opts_t po = {.timeout_ms = 300000};
+    printf("bench_pipeline: producing %" PRIu64 " records of %d bytes over %d partitions to %s\n",
+           n, VALUE, PARTITIONS, boot);
+    fflush(stdout);
+    if (rill_testkit_produce_generated(boot, IN_TOPIC, n, &gen, &po, err, sizeof(err)))
+        die("produce", err);
+    double rr[MAX_RUNS], rc[MAX_RUNS], br[MAX_RUNS], bc[MAX_RUNS];
+    int ok = 1;
+    for (int r = 0; r < runs; r++) {
+        /* Alternate which side goes first. */
+        result_t b = {.rate = 1, .cost = 1, .ok = 1}, x = b;
+        const char *only = getenv("BENCH_ONLY"); /* "rill" or "raw": for profiling one side */
+        if (only) {
+            if (!strcmp(only, "rill"))
+                x = run_rill(boot, n, r);
+            else
+                b = run_raw(boot, n, r);
+        } else if (r % 2 == 0) {
+            b = run_raw(boot, n, r);
+            x = run_rill(boot, n, r);
+        } else {
+            x = run_rill(boot, n, r);
+            b = run_raw(boot, n, r);
+        }
+        ok = ok && b.ok && x.ok;
+        br[r] = b.rate;
+        bc[r] = b.cost;
+        rr[r] = x.rate;
+        rc[r] = x.cost;
+        printf("  run %d: raw %.0f rec/s %.0f us/1k cpu %" PRIu64 " dup%s | rill %.0f rec/s %.0f "
+               "us/1k cpu %" PRIu64 " dup%s\n",
+               r + 1, b.rate, b.cost, b.dups, b.ok ? "" : " (CHECK FAILED)", x.rate, x.cost, x.dups,
+               x.ok ? "" : " (CHECK FAILED)");
+        fflush(stdout);
+    }
+    double mrr = median(rr, runs), mbr = median(br, runs);
+    double mrc = median(rc, runs), mbc = median(bc, runs);
+    printf("  checks: %s\n", ok ? "every run committed all input offsets and every input record "
+                                  "reached the output topic, uppercased"
+                                : "FAILED (see above)");
+    printf("bench pipeline: rill %.0f rec/s baseline %.0f rec/s ratio %.2f\n", mrr, mbr, mrr / mbr);
+    printf("bench pipeline_cost: rill %.1f us/1000rec baseline %.1f us/1000rec ratio %.2f\n", mrc,
+           mbc, mrc / mbc);
+    return ok ? 0 : 1;
+}
