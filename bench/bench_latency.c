@@ -444,7 +444,12 @@ static result_t run_rill(const char *boot, rd_kafka_t *prod, uint64_t total, int
     char topic[64], group[64], err[512];
     snprintf(topic, sizeof(topic), "lat-rill-%d", run);
     snprintf(group, sizeof(group), "lat-rill-%d", run);
-    rill_system_t *sys = rill_system_new(&(rill_system_opts_t){.executors = 2}, err, sizeof(err));
+    rill_system_t *sys = rill_system_new(
+        &(rill_system_opts_t){.executors = 2,
+                              .spin_us = getenv("BENCH_SPIN_US")
+                                             ? (uint32_t)strtoul(getenv("BENCH_SPIN_US"), NULL, 10)
+                                             : 0},
+        err, sizeof(err));
     if (!sys)
         die("rill system", err);
     rill_system_start(sys);

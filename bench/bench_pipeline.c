@@ -552,7 +552,12 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
     pthread_mutex_init(&ms.lock, NULL);
     pthread_cond_init(&ms.cond, NULL);
     snprintf(ms.topic, sizeof(ms.topic), "pout-rill-%d", run);
-    rill_system_t *sys = rill_system_new(&(rill_system_opts_t){.executors = 2}, err, sizeof(err));
+    rill_system_t *sys = rill_system_new(
+        &(rill_system_opts_t){.executors = 2,
+                              .spin_us = getenv("BENCH_SPIN_US")
+                                             ? (uint32_t)strtoul(getenv("BENCH_SPIN_US"), NULL, 10)
+                                             : 0},
+        err, sizeof(err));
     if (!sys)
         die("rill system", err);
     rill_system_start(sys);
