@@ -30,37 +30,13 @@
 
 #include <rill/actor.h>
 
+#include "bench_util.h"
+
 #define WINDOW    2048u
 #define MAILBOX   4096u
 #define RING_SIZE 4096u
 
-enum { MSG_GO = RILL_MSG_USER, MSG_DATA, MSG_PING, MSG_PONG };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static void line(const char *name, double rill, double base, const char *unit)
-{
-    printf("bench %s: rill %.0f %s baseline %.0f %s ratio %.2f\n", name, rill, unit, base, unit,
-           rill / base);
-    fflush(stdout);
-}
+enum { MSG_PING = BENCH_MSG_USER, MSG_PONG };
 
 /* ------------------------------------------------------------------ */
 /* Baselines                                                           */
@@ -92,13 +68,13 @@ static double baseline_spsc(uint64_t n)
     s.buf = calloc(RING_SIZE, sizeof(*s.buf));
     ck_ring_init(&s.ring, RING_SIZE);
     pthread_t t;
-    double t0 = now_s();
+    double t0 = bench_now_s();
     pthread_create(&t, NULL, spsc_consumer, &s);
     for (uint64_t i = 1; i <= n; i++)
         while (!ck_ring_enqueue_spsc(&s.ring, s.buf, (void *)(uintptr_t)i))
             ;
     pthread_join(t, NULL);
-    double dt = now_s() - t0;
+    double dt = bench_now_s() - t0;
     free(s.buf);
     return (double)n / dt;
 }
@@ -130,7 +106,7 @@ static double baseline_pingpong(uint64_t n)
     ck_ring_init(&p.back.ring, RING_SIZE);
     pthread_t t;
     pthread_create(&t, NULL, pong_thread, &p);
-    double t0 = now_s();
+    double t0 = bench_now_s();
     void *v;
     for (uint64_t i = 1; i <= n; i++) {
         while (!ck_ring_enqueue_spsc(&p.to.ring, p.to.buf, (void *)(uintptr_t)i))
@@ -138,7 +114,7 @@ static double baseline_pingpong(uint64_t n)
         while (!ck_ring_dequeue_spsc(&p.back.ring, p.back.buf, &v))
             ;
     }
-    double dt = now_s() - t0;
+    double dt = bench_now_s() - t0;
     pthread_join(t, NULL);
     free(p.to.buf);
     free(p.back.buf);
@@ -149,90 +125,11 @@ static double baseline_pingpong(uint64_t n)
 /* rill scenarios                                                      */
 /* ------------------------------------------------------------------ */
 
-typedef struct flow {
-    _Atomic uint64_t done; /* messages the sink has handled */
-    uint64_t total;        /* the sink's target */
-    pthread_mutex_t lock;  /* the main thread sleeps until finished: on 2 */
-    pthread_cond_t cond;   /* cores a spinning main would steal a core */
-    int finished;
-    double t_end;
-} flow_t;
-
-static void flow_init(flow_t *f, uint64_t total)
-{
-    atomic_init(&f->done, 0);
-    f->total = total;
-    pthread_mutex_init(&f->lock, NULL);
-    pthread_cond_init(&f->cond, NULL);
-    f->finished = 0;
-}
-
-static void flow_finish(flow_t *f)
-{
-    f->t_end = now_s();
-    pthread_mutex_lock(&f->lock);
-    f->finished = 1;
-    pthread_cond_signal(&f->cond);
-    pthread_mutex_unlock(&f->lock);
-}
-
-static void wait_finished(flow_t *f)
-{
-    pthread_mutex_lock(&f->lock);
-    while (!f->finished)
-        pthread_cond_wait(&f->cond, &f->lock);
-    pthread_mutex_unlock(&f->lock);
-    pthread_cond_destroy(&f->cond);
-    pthread_mutex_destroy(&f->lock);
-}
-
-typedef struct source {
-    flow_t *flow;
-    rill_aid_t next;
-    uint64_t n, sent;
-    uint64_t window;
-} source_t;
-
-/* Sends while fewer than `window` messages are in flight overall, then
- * yields by messaging itself. */
-static rill_err_t source_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
-{
-    (void)msg;
-    source_t *s = state;
-    rill_system_t *sys = rill_ctx_system(ctx);
-    uint64_t done = atomic_load_explicit(&s->flow->done, memory_order_acquire);
-    rill_msg_t m = {.type = MSG_DATA};
-    while (s->sent < s->n && s->sent - (done < s->sent ? done : s->sent) < s->window) {
-        m.arg = s->sent;
-        if (rill_tell(sys, s->next, &m) != RILL_OK)
-            break;
-        s->sent++;
-    }
-    if (s->sent < s->n) {
-        rill_msg_t go = {.type = MSG_GO};
-        rill_tell(sys, rill_self(ctx), &go);
-    }
-    return RILL_OK;
-}
-
 /* Fan-in sources share the flow: each keeps its share of the window. */
 static rill_err_t forward_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
 {
     rill_aid_t *next = state;
     return rill_tell(rill_ctx_system(ctx), *next, msg);
-}
-
-static rill_err_t sink_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
-{
-    (void)ctx;
-    (void)msg;
-    flow_t *f = state;
-    uint64_t d = atomic_load_explicit(&f->done, memory_order_relaxed) + 1;
-    /* release: the sources read it to open their window. */
-    atomic_store_explicit(&f->done, d, memory_order_release);
-    if (d == f->total)
-        flow_finish(f);
-    return RILL_OK;
 }
 
 static rill_system_t *new_system(void)
@@ -247,37 +144,27 @@ static rill_system_t *new_system(void)
     return sys;
 }
 
-static rill_aid_t spawn(rill_system_t *sys, rill_behavior_fn *fn, void *state, int executor)
-{
-    rill_spawn_opts_t o = {.behavior = fn, .state = state, .executor = executor};
-    rill_aid_t aid;
-    if (rill_spawn(sys, &o, &aid)) {
-        fprintf(stderr, "bench_actor: spawn failed\n");
-        exit(1);
-    }
-    return aid;
-}
-
 /* placement[i] = executor of stage i; stage 0 is the source, the last is
  * the sink, the ones between forward. */
 static double rill_chain(uint64_t n, const int *placement, int stages)
 {
     rill_system_t *sys = new_system();
-    flow_t flow;
-    flow_init(&flow, n);
-    rill_aid_t next = spawn(sys, sink_behavior, &flow, placement[stages - 1]);
+    bench_flow_t flow;
+    bench_flow_init(&flow, n);
+    rill_aid_t next =
+        bench_spawn("bench_actor", sys, bench_sink_behavior, &flow, placement[stages - 1]);
     rill_aid_t fwd_next[8];
     for (int i = stages - 2; i >= 1; i--) {
         fwd_next[i] = next;
-        next = spawn(sys, forward_behavior, &fwd_next[i], placement[i]);
+        next = bench_spawn("bench_actor", sys, forward_behavior, &fwd_next[i], placement[i]);
     }
-    source_t src = {.flow = &flow, .next = next, .n = n, .window = WINDOW};
-    rill_aid_t s = spawn(sys, source_behavior, &src, placement[0]);
+    bench_source_t src = {.flow = &flow, .next = next, .n = n, .window = WINDOW};
+    rill_aid_t s = bench_spawn("bench_actor", sys, bench_source_behavior, &src, placement[0]);
     rill_system_start(sys);
-    double t0 = now_s();
-    rill_msg_t go = {.type = MSG_GO};
+    double t0 = bench_now_s();
+    rill_msg_t go = {.type = BENCH_MSG_GO};
     rill_tell(sys, s, &go);
-    wait_finished(&flow);
+    bench_flow_wait(&flow);
     double rate = (double)n / (flow.t_end - t0);
     rill_system_destroy(sys);
     return rate;
@@ -286,19 +173,19 @@ static double rill_chain(uint64_t n, const int *placement, int stages)
 static double rill_fanin2(uint64_t n)
 {
     rill_system_t *sys = new_system();
-    flow_t flow;
-    flow_init(&flow, n);
-    rill_aid_t sink = spawn(sys, sink_behavior, &flow, 1);
-    source_t a = {.flow = &flow, .next = sink, .n = n / 2, .window = WINDOW / 2};
-    source_t b = {.flow = &flow, .next = sink, .n = n - n / 2, .window = WINDOW / 2};
-    rill_aid_t sa = spawn(sys, source_behavior, &a, 0);
-    rill_aid_t sb = spawn(sys, source_behavior, &b, 0);
+    bench_flow_t flow;
+    bench_flow_init(&flow, n);
+    rill_aid_t sink = bench_spawn("bench_actor", sys, bench_sink_behavior, &flow, 1);
+    bench_source_t a = {.flow = &flow, .next = sink, .n = n / 2, .window = WINDOW / 2};
+    bench_source_t b = {.flow = &flow, .next = sink, .n = n - n / 2, .window = WINDOW / 2};
+    rill_aid_t sa = bench_spawn("bench_actor", sys, bench_source_behavior, &a, 0);
+    rill_aid_t sb = bench_spawn("bench_actor", sys, bench_source_behavior, &b, 0);
     rill_system_start(sys);
-    double t0 = now_s();
-    rill_msg_t go = {.type = MSG_GO};
+    double t0 = bench_now_s();
+    rill_msg_t go = {.type = BENCH_MSG_GO};
     rill_tell(sys, sa, &go);
     rill_tell(sys, sb, &go);
-    wait_finished(&flow);
+    bench_flow_wait(&flow);
     double rate = (double)n / (flow.t_end - t0);
     rill_system_destroy(sys);
     return rate;
@@ -307,14 +194,14 @@ static double rill_fanin2(uint64_t n)
 typedef struct ping {
     rill_aid_t peer;
     uint64_t n, count;
-    flow_t *flow;
+    bench_flow_t *flow;
 } ping_t;
 
 static rill_err_t ping_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
 {
     ping_t *p = state;
     if (msg->type == MSG_PONG && ++p->count == p->n) {
-        flow_finish(p->flow);
+        bench_flow_finish(p->flow);
         return RILL_OK;
     }
     rill_msg_t m = {.type = MSG_PING};
@@ -331,16 +218,16 @@ static rill_err_t pong_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
 static double rill_pingpong(uint64_t n)
 {
     rill_system_t *sys = new_system();
-    flow_t flow;
-    flow_init(&flow, 0);
+    bench_flow_t flow;
+    bench_flow_init(&flow, 0);
     ping_t p = {.n = n, .flow = &flow};
-    p.peer = spawn(sys, pong_behavior, NULL, 1);
-    rill_aid_t pinger = spawn(sys, ping_behavior, &p, 0);
+    p.peer = bench_spawn("bench_actor", sys, pong_behavior, NULL, 1);
+    rill_aid_t pinger = bench_spawn("bench_actor", sys, ping_behavior, &p, 0);
     rill_system_start(sys);
-    double t0 = now_s();
-    rill_msg_t go = {.type = MSG_GO};
+    double t0 = bench_now_s();
+    rill_msg_t go = {.type = BENCH_MSG_GO};
     rill_tell(sys, pinger, &go);
-    wait_finished(&flow);
+    bench_flow_wait(&flow);
     double rate = (double)n / (flow.t_end - t0);
     rill_system_destroy(sys);
     return rate;
@@ -383,11 +270,11 @@ int main(int argc, char **argv)
                r + 1, b_spsc[r] / 1e6, r_hop[r] / 1e6, r_chain[r] / 1e6, r_alt[r] / 1e6,
                r_fan[r] / 1e6, b_pp[r] / 1e6, r_pp[r] / 1e6);
     }
-    double spsc = median(b_spsc, runs), pp = median(b_pp, runs);
-    line("actor_hop", median(r_hop, runs), spsc, "msgs/s");
-    line("actor_chain4", median(r_chain, runs), spsc, "msgs/s");
-    line("actor_chain4_alt", median(r_alt, runs), spsc, "msgs/s");
-    line("actor_fanin2", median(r_fan, runs), spsc, "msgs/s");
-    line("actor_pingpong", median(r_pp, runs), pp, "roundtrips/s");
+    double spsc = bench_median(b_spsc, runs), pp = bench_median(b_pp, runs);
+    bench_line("actor_hop", 0, bench_median(r_hop, runs), spsc, "msgs/s");
+    bench_line("actor_chain4", 0, bench_median(r_chain, runs), spsc, "msgs/s");
+    bench_line("actor_chain4_alt", 0, bench_median(r_alt, runs), spsc, "msgs/s");
+    bench_line("actor_fanin2", 0, bench_median(r_fan, runs), spsc, "msgs/s");
+    bench_line("actor_pingpong", 0, bench_median(r_pp, runs), pp, "roundtrips/s");
     return 0;
 }

@@ -20,86 +20,23 @@
  */
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <rill/rill.h>
 
+#include "bench_util.h"
+
 #define PARTITIONS 32
 #define VALUE      100
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu_us(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
-}
 
 typedef struct result {
     double rate; /* records/s */
     double cost; /* CPU us per 1,000 records */
 } result_t;
-
-/* ---- the broker process ---- */
-
-static pid_t broker_pid;
-
-static void broker_start(const char *bin, char *boot, size_t size)
-{
-    char file[] = "/tmp/bench-consume-boot-XXXXXX";
-    int fd = mkstemp(file);
-    if (fd < 0) {
-        perror("mkstemp");
-        exit(1);
-    }
-    close(fd);
-    unlink(file);
-    char topic[64];
-    snprintf(topic, sizeof(topic), "bench:%d:1", PARTITIONS);
-    broker_pid = fork();
-    if (broker_pid == 0) {
-        execl(bin, bin, "--topic", topic, "--bootstrap-file", file, "--no-stdin", (char *)NULL);
-        perror("exec rill-broker");
-        _exit(127);
-    }
-    for (int i = 0; i < 1000; i++) {
-        FILE *f = fopen(file, "r");
-        if (f) {
-            if (fgets(boot, (int)size, f))
-                boot[strcspn(boot, "\n")] = '\0';
-            fclose(f);
-            if (*boot)
-                return;
-        }
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL); /* waiting for the broker process to write its address */
-    }
-    fprintf(stderr, "bench_consume: rill-broker did not start (%s)\n", bin);
-    exit(1);
-}
-
-static void broker_stop(void)
-{
-    if (broker_pid > 0) {
-        kill(broker_pid, SIGTERM);
-        waitpid(broker_pid, NULL, 0);
-    }
-}
 
 /* ---- baseline: raw librdkafka ---- */
 
@@ -129,7 +66,7 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTITIONS);
     for (int p = 0; p < PARTITIONS; p++)
         rd_kafka_topic_partition_list_add(l, "bench", p)->offset = 0;
-    double t0 = now_s(), c0 = cpu_us();
+    double t0 = bench_now_s(), c0 = bench_cpu_us();
     rd_kafka_assign(rk, l);
     uint64_t got = 0;
     while (got < n) {
@@ -147,7 +84,7 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
         rd_kafka_message_destroy(m);
     }
     rd_kafka_commit(rk, NULL, 0);
-    double dt = now_s() - t0, cpu = cpu_us() - c0;
+    double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
     rd_kafka_topic_partition_list_destroy(l);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
@@ -184,7 +121,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
 {
     char err[512], group[64];
     snprintf(group, sizeof(group), "rill-%d", run);
-    double t0 = now_s(), c0 = cpu_us();
+    double t0 = bench_now_s(), c0 = bench_cpu_us();
     rill_system_t *sys = rill_system_new(&(rill_system_opts_t){.executors = 2}, err, sizeof(err));
     rill_system_start(sys);
     rill_consumer_conf_t *c = rill_consumer_conf_new();
@@ -220,7 +157,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
         struct timespec ts = {0, 1000 * 1000};
         nanosleep(&ts, NULL); /* waiting for the final commit, as the baseline does */
     }
-    double dt = now_s() - t0, cpu = cpu_us() - c0;
+    double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
     rill_system_stop(sys, 10000);
     rill_system_destroy(sys);
     pthread_cond_destroy(&s.cond);
@@ -228,39 +165,19 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
     return (result_t){(double)n / dt, cpu / ((double)n / 1000.0)};
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv)
 {
     uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
     int runs = argc > 2 ? atoi(argv[2]) : 3;
     char bin[PATH_MAX];
-    if (argc > 3) {
-        snprintf(bin, sizeof(bin), "%s", argv[3]);
-    } else {
-        ssize_t len = readlink("/proc/self/exe", bin, sizeof(bin) - 1);
-        bin[len > 0 ? len : 0] = '\0';
-        char *slash = strrchr(bin, '/');
-        snprintf(slash ? slash + 1 : bin, sizeof(bin) - (size_t)(slash ? slash + 1 - bin : 0),
-                 "../tools/rill-broker");
-    }
+    bench_broker_path(argc > 3 ? argv[3] : NULL, bin, sizeof(bin));
     if (n < 1000 || runs < 1 || runs > 20) {
         fprintf(stderr, "usage: bench_consume [records >= 1000] [runs 1..20] [rill-broker]\n");
         return 2;
     }
     char boot[512] = "";
-    broker_start(bin, boot, sizeof(boot));
-    atexit(broker_stop);
+    bench_broker_topic("bench:%d:1", PARTITIONS);
+    bench_broker_start("bench_consume", bin, boot, sizeof(boot));
     char err[512];
     rill_gen_t gen = RILL_GEN_DEFAULT;
     gen.value_size = VALUE;
@@ -284,11 +201,9 @@ int main(int argc, char **argv)
                b.rate, b.cost, x.rate, x.cost);
         fflush(stdout);
     }
-    double mrr = median(rr, runs), mbr = median(br, runs);
-    double mrc = median(rc, runs), mbc = median(bc, runs);
-    printf("bench consume: rill %.0f records/s baseline %.0f records/s ratio %.2f\n", mrr, mbr,
-           mrr / mbr);
-    printf("bench consume_cost: rill %.1f us/1000 baseline %.1f us/1000 ratio %.2f\n", mrc, mbc,
-           mrc / mbc);
+    double mrr = bench_median(rr, runs), mbr = bench_median(br, runs);
+    double mrc = bench_median(rc, runs), mbc = bench_median(bc, runs);
+    bench_line("consume", 0, mrr, mbr, "records/s");
+    bench_line("consume_cost", 1, mrc, mbc, "us/1000");
     return 0;
 }

@@ -52,6 +52,8 @@
 
 #include <rill/rill.h>
 
+#include "bench_util.h"
+
 #define PARTITIONS 4
 #define VALUE      100
 #define RATE       20000 /* records/s */
@@ -61,77 +63,10 @@
 
 static const char *const consumer_kv[] = {"fetch.wait.max.ms", "1", "fetch.min.bytes", "1", NULL};
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void die(const char *what, const char *why)
 {
     fprintf(stderr, "bench_latency: %s: %s\n", what, why);
     exit(1);
-}
-
-/* ---- the broker process ---- */
-
-static pid_t broker_pid;
-
-static void broker_start(const char *bin, int runs, char *boot, size_t size)
-{
-    char file[] = "/tmp/bench-latency-boot-XXXXXX";
-    int fd = mkstemp(file);
-    if (fd < 0) {
-        perror("mkstemp");
-        exit(1);
-    }
-    close(fd);
-    unlink(file);
-    static char specs[2 * MAX_RUNS][64];
-    const char *argv[8 + 4 * MAX_RUNS];
-    int a = 0, s = 0;
-    argv[a++] = bin;
-    for (int r = 0; r < runs; r++) {
-        snprintf(specs[s], sizeof(specs[s]), "lat-raw-%d:%d:1", r, PARTITIONS);
-        argv[a++] = "--topic";
-        argv[a++] = specs[s++];
-        snprintf(specs[s], sizeof(specs[s]), "lat-rill-%d:%d:1", r, PARTITIONS);
-        argv[a++] = "--topic";
-        argv[a++] = specs[s++];
-    }
-    argv[a++] = "--bootstrap-file";
-    argv[a++] = file;
-    argv[a++] = "--no-stdin";
-    argv[a] = NULL;
-    broker_pid = fork();
-    if (broker_pid == 0) {
-        execv(bin, (char *const *)argv);
-        perror("exec rill-broker");
-        _exit(127);
-    }
-    for (int i = 0; i < 1000; i++) {
-        FILE *f = fopen(file, "r");
-        if (f) {
-            if (fgets(boot, (int)size, f))
-                boot[strcspn(boot, "\n")] = '\0';
-            fclose(f);
-            if (*boot)
-                return;
-        }
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL); /* waiting for the broker process to write its address */
-    }
-    fprintf(stderr, "bench_latency: rill-broker did not start (%s)\n", bin);
-    exit(1);
-}
-
-static void broker_stop(void)
-{
-    if (broker_pid > 0) {
-        kill(broker_pid, SIGTERM);
-        waitpid(broker_pid, NULL, 0);
-    }
 }
 
 /* ---- latency samples, shared by both sides ---- */
@@ -251,12 +186,12 @@ static void *pacer_main(void *arg)
     pacer_t *p = arg;
     char value[VALUE + 1];
     memset(value, '.', VALUE);
-    int64_t start = now_ns(), period = 1000000000 / RATE;
+    int64_t start = bench_now_ns(), period = 1000000000 / RATE;
     for (uint64_t seq = 0; seq < p->total;) {
-        int64_t now = now_ns();
+        int64_t now = bench_now_ns();
         /* Everything due by now, each stamped when it is handed over. */
         while (seq < p->total && start + (int64_t)seq * period <= now) {
-            int64_t ts = now_ns();
+            int64_t ts = bench_now_ns();
             int len = snprintf(value, sizeof(value), "seq=%" PRIu64 " ts=%" PRId64 " ", seq, ts);
             value[len] = '.';
             rd_kafka_resp_err_t err =
@@ -269,14 +204,14 @@ static void *pacer_main(void *arg)
                 fprintf(stderr, "bench_latency: produce: %s\n", rd_kafka_err2str(err));
             }
             seq++;
-            now = now_ns();
+            now = bench_now_ns();
         }
         rd_kafka_poll(p->rk, 0);
         int64_t due = start + (int64_t)seq * period;
         struct timespec ts = {(time_t)(due / 1000000000), (long)(due % 1000000000)};
         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL); /* pacing */
     }
-    p->achieved = (double)p->total / ((double)(now_ns() - start) / 1e9);
+    p->achieved = (double)p->total / ((double)(bench_now_ns() - start) / 1e9);
     rd_kafka_flush(p->rk, 10000);
     return NULL;
 }
@@ -321,14 +256,14 @@ static result_t run_raw(const char *boot, rd_kafka_t *prod, uint64_t total, int 
     samples_init(&s, total, (uint64_t)RATE * WARM_S);
     pacer_t pacer;
     pacer_start(&pacer, prod, topic, total);
-    int64_t deadline = now_ns() + ((int64_t)total / RATE + 30) * 1000000000;
+    int64_t deadline = bench_now_ns() + ((int64_t)total / RATE + 30) * 1000000000;
     uint64_t n = 0;
-    while (atomic_load(&s.received) < total && now_ns() < deadline) {
+    while (atomic_load(&s.received) < total && bench_now_ns() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m)
             continue;
         if (!m->err) {
-            samples_add(&s, m->payload, m->len, now_ns());
+            samples_add(&s, m->payload, m->len, bench_now_ns());
             rd_kafka_topic_partition_list_t *o = rd_kafka_topic_partition_list_new(1);
             rd_kafka_topic_partition_list_add(o, topic, m->partition)->offset = m->offset + 1;
             rd_kafka_offsets_store(rk, o);
@@ -373,7 +308,7 @@ static rill_err_t pass_first(void *opaque, rill_elem_t *in, rill_elem_t *out)
     samples_t *s = opaque;
     uint64_t seq = seq_of(rill_record(in));
     if (seq < s->total)
-        trace_t1[seq] = now_ns();
+        trace_t1[seq] = bench_now_ns();
     *out = *in; /* the record moves on */
     memset(in, 0, sizeof(*in));
     return RILL_OK;
@@ -397,7 +332,7 @@ static rill_err_t measure_and_confirm(void *opaque, rill_elem_t *e)
 {
     sink_state_t *st = opaque;
     const rd_kafka_message_t *m = rill_record(e);
-    int64_t now = now_ns();
+    int64_t now = bench_now_ns();
     if (trace_t1) {
         uint64_t seq = seq_of(m);
         if (seq < st->s->total && trace_t1[seq])
@@ -414,29 +349,10 @@ static rill_err_t measure_and_confirm(void *opaque, rill_elem_t *e)
     return RILL_OK;
 }
 
-/* Extra rill consumer properties "k=v,k=v" from the environment, for
- * experiments (the reported runs use none). */
-static void conf_from_env(rill_consumer_conf_t *c, const char *var)
+/* The setter bench_conf_from_env() uses for the extra rill properties. */
+static int consumer_set(void *c, const char *k, const char *v, char *e, size_t es)
 {
-    const char *v = getenv(var);
-    if (!v)
-        return;
-    char buf[1024], err[512];
-    snprintf(buf, sizeof(buf), "%s", v);
-    for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(kv, '=');
-        if (!eq)
-            die(var, "expected key=value[,key=value]");
-        *eq = '\0';
-        if (rill_consumer_conf_set(c, kv, eq + 1, err, sizeof(err)))
-            die(var, err);
-    }
-}
-
-static int placement(const char *name, int dflt)
-{
-    const char *v = getenv(name); /* for experiments with stage placement */
-    return v ? atoi(v) : dflt;
+    return rill_consumer_conf_set(c, k, v, e, es);
 }
 
 static result_t run_rill(const char *boot, rd_kafka_t *prod, uint64_t total, int run)
@@ -461,7 +377,7 @@ static result_t run_rill(const char *boot, rd_kafka_t *prod, uint64_t total, int
             die("rill consumer config", err);
     for (int p = 0; p < PARTITIONS; p++)
         rill_consumer_conf_assign(c, topic, p, RILL_OFFSET_BEGINNING);
-    conf_from_env(c, "BENCH_RILL_CONSUMER_CONF");
+    bench_conf_from_env("bench_latency", c, "BENCH_RILL_CONSUMER_CONF", consumer_set);
 
     samples_t s;
     samples_init(&s, total, (uint64_t)RATE * WARM_S);
@@ -470,11 +386,11 @@ static result_t run_rill(const char *boot, rd_kafka_t *prod, uint64_t total, int
     pthread_cond_init(&st.cond, NULL);
     /* Consumer and first map on executor 0, the rest on executor 1: one
      * crossing, as a two-core service would place them. */
-    rill_stage_opts_t o[5] = {{.executor = placement("BENCH_EX_CONSUMER", 0)},
-                              {.executor = placement("BENCH_EX_MAP1", 0)},
-                              {.executor = placement("BENCH_EX_FILTER", 1)},
-                              {.executor = placement("BENCH_EX_MAP2", 1)},
-                              {.executor = placement("BENCH_EX_SINK", 1)}};
+    rill_stage_opts_t o[5] = {{.executor = bench_env_int("BENCH_EX_CONSUMER", 0)},
+                              {.executor = bench_env_int("BENCH_EX_MAP1", 0)},
+                              {.executor = bench_env_int("BENCH_EX_FILTER", 1)},
+                              {.executor = bench_env_int("BENCH_EX_MAP2", 1)},
+                              {.executor = bench_env_int("BENCH_EX_SINK", 1)}};
     rill_aid_t a[5];
     if (rill_consumer_spawn(sys, c, &o[0], &a[0], err, sizeof(err)))
         die("rill consumer", err);
@@ -529,32 +445,12 @@ static result_t run_rill(const char *boot, rd_kafka_t *prod, uint64_t total, int
 
 /* ---- main ---- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv)
 {
     int seconds = argc > 1 ? atoi(argv[1]) : 10;
     int runs = argc > 2 ? atoi(argv[2]) : 3;
     char bin[PATH_MAX];
-    if (argc > 3) {
-        snprintf(bin, sizeof(bin), "%s", argv[3]);
-    } else {
-        ssize_t len = readlink("/proc/self/exe", bin, sizeof(bin) - 1);
-        bin[len > 0 ? len : 0] = '\0';
-        char *slash = strrchr(bin, '/');
-        snprintf(slash ? slash + 1 : bin, sizeof(bin) - (size_t)(slash ? slash + 1 - bin : 0),
-                 "../tools/rill-broker");
-    }
+    bench_broker_path(argc > 3 ? argv[3] : NULL, bin, sizeof(bin));
     /* The mock keeps at most 100,000 records per partition. */
     if (seconds < 1 || (WARM_S + seconds) * RATE / PARTITIONS > 90000 || runs < 1 ||
         runs > MAX_RUNS) {
@@ -563,8 +459,11 @@ int main(int argc, char **argv)
         return 2;
     }
     char boot[512] = "";
-    broker_start(bin, runs, boot, sizeof(boot));
-    atexit(broker_stop);
+    for (int r = 0; r < runs; r++) {
+        bench_broker_topic("lat-raw-%d:%d:1", r, PARTITIONS);
+        bench_broker_topic("lat-rill-%d:%d:1", r, PARTITIONS);
+    }
+    bench_broker_start("bench_latency", bin, boot, sizeof(boot));
     rd_kafka_t *prod = pacer_client(boot);
     uint64_t total = (uint64_t)RATE * (uint64_t)(WARM_S + seconds);
     printf("bench_latency: %d records/s of %d bytes for %d+%d s per run over %d partitions, "
@@ -599,19 +498,17 @@ int main(int argc, char **argv)
     }
     rd_kafka_flush(prod, 10000);
     rd_kafka_destroy(prod);
-    double m50 = median(r50, runs), m99 = median(r99, runs), m999 = median(r999, runs);
-    double n50 = median(b50, runs), n99 = median(b99, runs), n999 = median(b999, runs);
+    double m50 = bench_median(r50, runs), m99 = bench_median(r99, runs),
+           m999 = bench_median(r999, runs);
+    double n50 = bench_median(b50, runs), n99 = bench_median(b99, runs),
+           n999 = bench_median(b999, runs);
     printf("  checks: %s\n", ok ? "every produced record arrived on both sides"
                                 : "FAILED: records were lost (see above)");
     printf("  p99 overhead (rill - raw): %.0f us; goal <= 1000 us: %s\n", m99 - n99,
            m99 - n99 <= 1000 ? "met" : "missed");
-    printf("bench latency_p50: rill %.0f us baseline %.0f us ratio %.2f\n", m50, n50,
-           n50 > 0 ? m50 / n50 : 0);
-    printf("bench latency_p99: rill %.0f us baseline %.0f us ratio %.2f\n", m99, n99,
-           n99 > 0 ? m99 / n99 : 0);
-    printf("bench latency_p999: rill %.0f us baseline %.0f us ratio %.2f\n", m999, n999,
-           n999 > 0 ? m999 / n999 : 0);
-    printf("bench latency_p99_overhead: rill %.0f us baseline %.0f us ratio %.2f\n", m99, n99,
-           n99 > 0 ? m99 / n99 : 0);
+    bench_line_ratio("latency_p50", 0, m50, n50, "us", n50 > 0 ? m50 / n50 : 0);
+    bench_line_ratio("latency_p99", 0, m99, n99, "us", n99 > 0 ? m99 / n99 : 0);
+    bench_line_ratio("latency_p999", 0, m999, n999, "us", n999 > 0 ? m999 / n999 : 0);
+    bench_line_ratio("latency_p99_overhead", 0, m99, n99, "us", n99 > 0 ? m99 / n99 : 0);
     return ok ? 0 : 1;
 }

@@ -46,38 +46,22 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <rill/rill.h>
+
+#include "bench_util.h"
 
 #define PARTITIONS 32
 #define VALUE      100
 #define MAX_RUNS   20
 #define IN_TOPIC   "pin"
 #define LINGER_MS  "5"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu_us(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
-}
 
 static void die(const char *what, const char *why)
 {
@@ -116,70 +100,6 @@ static void warm_up(void)
     long ms = v ? atol(v) : WARM_MS;
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000 * 1000};
     nanosleep(&ts, NULL); /* the producer gets its producer id meanwhile */
-}
-
-/* ---- the broker process ---- */
-
-static pid_t broker_pid;
-
-static void broker_start(const char *bin, int runs, char *boot, size_t size)
-{
-    char file[] = "/tmp/bench-pipeline-boot-XXXXXX";
-    int fd = mkstemp(file);
-    if (fd < 0) {
-        perror("mkstemp");
-        exit(1);
-    }
-    close(fd);
-    unlink(file);
-    /* The input topic and a fresh output topic per run and side. */
-    static char specs[1 + 2 * MAX_RUNS][64];
-    const char *argv[8 + 2 * (1 + 2 * MAX_RUNS)];
-    int a = 0, s = 0;
-    argv[a++] = bin;
-    snprintf(specs[s], sizeof(specs[s]), "%s:%d:1", IN_TOPIC, PARTITIONS);
-    argv[a++] = "--topic";
-    argv[a++] = specs[s++];
-    for (int r = 0; r < runs; r++) {
-        snprintf(specs[s], sizeof(specs[s]), "pout-raw-%d:%d:1", r, PARTITIONS);
-        argv[a++] = "--topic";
-        argv[a++] = specs[s++];
-        snprintf(specs[s], sizeof(specs[s]), "pout-rill-%d:%d:1", r, PARTITIONS);
-        argv[a++] = "--topic";
-        argv[a++] = specs[s++];
-    }
-    argv[a++] = "--bootstrap-file";
-    argv[a++] = file;
-    argv[a++] = "--no-stdin";
-    argv[a] = NULL;
-    broker_pid = fork();
-    if (broker_pid == 0) {
-        execv(bin, (char *const *)argv);
-        perror("exec rill-broker");
-        _exit(127);
-    }
-    for (int i = 0; i < 1000; i++) {
-        FILE *f = fopen(file, "r");
-        if (f) {
-            if (fgets(boot, (int)size, f))
-                boot[strcspn(boot, "\n")] = '\0';
-            fclose(f);
-            if (*boot)
-                return;
-        }
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL); /* waiting for the broker process to write its address */
-    }
-    fprintf(stderr, "bench_pipeline: rill-broker did not start (%s)\n", bin);
-    exit(1);
-}
-
-static void broker_stop(void)
-{
-    if (broker_pid > 0) {
-        kill(broker_pid, SIGTERM);
-        waitpid(broker_pid, NULL, 0);
-    }
 }
 
 /* ---- checks (untimed) ---- */
@@ -335,7 +255,7 @@ static void raw_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         return;
     }
     if (!x->delivered++ && getenv("BENCH_TRACE"))
-        fprintf(stderr, "  raw: first delivery report at %.3f s\n", now_s() - x->t0);
+        fprintf(stderr, "  raw: first delivery report at %.3f s\n", bench_now_s() - x->t0);
     track_mark(&x->parts[tag >> 48], (int64_t)(tag & ((UINT64_C(1) << 48) - 1)));
 }
 
@@ -390,7 +310,7 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
         LINGER_MS,           NULL};
     x.prod = raw_client(RD_KAFKA_PRODUCER, pkv, &x);
     warm_up();
-    double t0 = now_s(), c0 = cpu_us();
+    double t0 = bench_now_s(), c0 = bench_cpu_us();
     x.t0 = t0;
     x.cons = raw_client(RD_KAFKA_CONSUMER, ckv, NULL);
     rd_kafka_poll_set_consumer(x.cons);
@@ -441,7 +361,7 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
     rd_kafka_resp_err_t cerr = rd_kafka_commit(x.cons, NULL, 0);
     if (getenv("BENCH_TRACE"))
         thread_cpu("raw at the end");
-    double dt = now_s() - t0, cpu = cpu_us() - c0;
+    double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
     if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
         fprintf(stderr, "bench_pipeline: raw final commit: %s\n", rd_kafka_err2str(cerr));
     rd_kafka_consumer_close(x.cons);
@@ -505,42 +425,15 @@ static rill_err_t to_request(void *opaque, rill_elem_t *in, rill_elem_t *out)
     return RILL_OK;
 }
 
-/* Extra consumer properties "k=v,k=v" from the environment, for
- * experiments (the reported runs use none). */
-typedef rill_err_t conf_set_fn(void *conf, const char *key, const char *value, char *errstr,
-                               size_t errstr_size);
-
-static rill_err_t consumer_set(void *c, const char *k, const char *v, char *e, size_t es)
+/* The setters bench_conf_from_env() uses for the extra rill properties. */
+static int consumer_set(void *c, const char *k, const char *v, char *e, size_t es)
 {
     return rill_consumer_conf_set(c, k, v, e, es);
 }
 
-static rill_err_t producer_set(void *c, const char *k, const char *v, char *e, size_t es)
+static int producer_set(void *c, const char *k, const char *v, char *e, size_t es)
 {
     return rill_producer_conf_set(c, k, v, e, es);
-}
-
-static void conf_from_env(void *c, const char *var, conf_set_fn *set)
-{
-    const char *v = getenv(var);
-    if (!v)
-        return;
-    char buf[1024], err[512];
-    snprintf(buf, sizeof(buf), "%s", v);
-    for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-        char *eq = strchr(kv, '=');
-        if (!eq)
-            die(var, "expected key=value[,key=value]");
-        *eq = '\0';
-        if (set(c, kv, eq + 1, err, sizeof(err)))
-            die(var, err);
-    }
-}
-
-static int placement(const char *name, int dflt)
-{
-    const char *v = getenv(name); /* for experiments with stage placement */
-    return v ? atoi(v) : dflt;
 }
 
 static result_t run_rill(const char *boot, uint64_t n, int run)
@@ -568,7 +461,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
     for (int p = 0; p < PARTITIONS; p++)
         rill_consumer_conf_assign(c, IN_TOPIC, p, 0);
     rill_consumer_conf_set_commit_cb(c, on_commit, &ms);
-    conf_from_env(c, "BENCH_RILL_CONSUMER_CONF", consumer_set);
+    bench_conf_from_env("bench_pipeline", c, "BENCH_RILL_CONSUMER_CONF", consumer_set);
     rill_producer_conf_t *pc = rill_producer_conf_new();
     const char *pkv[] = {
         "bootstrap.servers", boot, "enable.idempotence", "true", "acks", "all", "linger.ms",
@@ -576,15 +469,15 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
     for (int i = 0; pkv[i]; i += 2)
         if (rill_producer_conf_set(pc, pkv[i], pkv[i + 1], err, sizeof(err)))
             die("rill producer config", err);
-    conf_from_env(pc, "BENCH_RILL_PRODUCER_CONF", producer_set);
-    rill_stage_opts_t co = {.executor = placement("BENCH_EX_CONSUMER", 0)};
-    rill_stage_opts_t mo = {.executor = placement("BENCH_EX_MAP", 1), .mailbox_capacity = 1024};
-    rill_stage_opts_t po = {.executor = placement("BENCH_EX_PRODUCER", 1)};
+    bench_conf_from_env("bench_pipeline", pc, "BENCH_RILL_PRODUCER_CONF", producer_set);
+    rill_stage_opts_t co = {.executor = bench_env_int("BENCH_EX_CONSUMER", 0)};
+    rill_stage_opts_t mo = {.executor = bench_env_int("BENCH_EX_MAP", 1), .mailbox_capacity = 1024};
+    rill_stage_opts_t po = {.executor = bench_env_int("BENCH_EX_PRODUCER", 1)};
     rill_aid_t map, prod;
     if (rill_producer_spawn(sys, pc, &po, &prod, err, sizeof(err)))
         die("rill producer", err);
     warm_up();
-    double t0 = now_s(), c0 = cpu_us();
+    double t0 = bench_now_s(), c0 = bench_cpu_us();
     if (rill_consumer_spawn(sys, c, &co, &ms.consumer, err, sizeof(err)))
         die("rill consumer", err);
     if (rill_stage_spawn(sys, rill_stage_map(to_request, &ms), &mo, &map))
@@ -614,13 +507,13 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
                     "  %.2fs polled %" PRIu64 " emitted %" PRIu64 " confirmed %" PRIu64
                     " buffered %u unconfirmed %u paused %d | requested %" PRIu64
                     " delivered %" PRIu64 " inflight %u\n",
-                    now_s() - t0, tc.polled, tc.emitted, tc.confirmed, tc.buffered, tc.unconfirmed,
-                    tc.paused, tp.requested, tp.delivered, tp.inflight);
+                    bench_now_s() - t0, tc.polled, tc.emitted, tc.confirmed, tc.buffered,
+                    tc.unconfirmed, tc.paused, tp.requested, tp.delivered, tp.inflight);
             pthread_mutex_lock(&ms.lock);
         }
     }
     pthread_mutex_unlock(&ms.lock);
-    double dt = now_s() - t0, cpu = cpu_us() - c0;
+    double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
     rill_consumer_stats_t cs = {0};
     rill_producer_stats_t ps = {0};
     rill_consumer_stats(sys, ms.consumer, &cs);
@@ -645,32 +538,12 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
 
 /* ---- main ---- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv)
 {
     uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 300000;
     int runs = argc > 2 ? atoi(argv[2]) : 3;
     char bin[PATH_MAX];
-    if (argc > 3) {
-        snprintf(bin, sizeof(bin), "%s", argv[3]);
-    } else {
-        ssize_t len = readlink("/proc/self/exe", bin, sizeof(bin) - 1);
-        bin[len > 0 ? len : 0] = '\0';
-        char *slash = strrchr(bin, '/');
-        snprintf(slash ? slash + 1 : bin, sizeof(bin) - (size_t)(slash ? slash + 1 - bin : 0),
-                 "../tools/rill-broker");
-    }
+    bench_broker_path(argc > 3 ? argv[3] : NULL, bin, sizeof(bin));
     /* The mock keeps at most 100,000 records or 5 MiB per partition. */
     if (n < 1000 || n % 1000 || n > (uint64_t)PARTITIONS * 40000 || runs < 1 || runs > MAX_RUNS) {
         fprintf(stderr,
@@ -680,8 +553,13 @@ int main(int argc, char **argv)
         return 2;
     }
     char boot[512] = "";
-    broker_start(bin, runs, boot, sizeof(boot));
-    atexit(broker_stop);
+    /* The input topic and a fresh output topic per run and side. */
+    bench_broker_topic("%s:%d:1", IN_TOPIC, PARTITIONS);
+    for (int r = 0; r < runs; r++) {
+        bench_broker_topic("pout-raw-%d:%d:1", r, PARTITIONS);
+        bench_broker_topic("pout-rill-%d:%d:1", r, PARTITIONS);
+    }
+    bench_broker_start("bench_pipeline", bin, boot, sizeof(boot));
     char err[512];
     rill_gen_t gen = RILL_GEN_DEFAULT;
     gen.value_size = VALUE;
@@ -720,13 +598,12 @@ int main(int argc, char **argv)
                x.ok ? "" : " (CHECK FAILED)");
         fflush(stdout);
     }
-    double mrr = median(rr, runs), mbr = median(br, runs);
-    double mrc = median(rc, runs), mbc = median(bc, runs);
+    double mrr = bench_median(rr, runs), mbr = bench_median(br, runs);
+    double mrc = bench_median(rc, runs), mbc = bench_median(bc, runs);
     printf("  checks: %s\n", ok ? "every run committed all input offsets and every input record "
                                   "reached the output topic, uppercased"
                                 : "FAILED (see above)");
-    printf("bench pipeline: rill %.0f rec/s baseline %.0f rec/s ratio %.2f\n", mrr, mbr, mrr / mbr);
-    printf("bench pipeline_cost: rill %.1f us/1000rec baseline %.1f us/1000rec ratio %.2f\n", mrc,
-           mbc, mrc / mbc);
+    bench_line("pipeline", 0, mrr, mbr, "rec/s");
+    bench_line("pipeline_cost", 1, mrc, mbc, "us/1000rec");
     return ok ? 0 : 1;
 }

@@ -23,14 +23,9 @@
 
 #include <rill/rill.h>
 
-enum { MSG_CRASH = RILL_MSG_USER, MSG_FIRST };
+#include "bench_util.h"
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
+enum { MSG_CRASH = RILL_MSG_USER, MSG_FIRST };
 
 /* Shared by the children of one run and the main thread. */
 typedef struct probe {
@@ -56,13 +51,13 @@ static rill_err_t child_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
     probe_t *p = state;
     if (msg->type == MSG_CRASH) {
         pthread_mutex_lock(&p->lock);
-        p->t_fail = now_ns();
+        p->t_fail = bench_now_ns();
         p->armed = 1;
         pthread_mutex_unlock(&p->lock);
         return RILL_EIO;
     }
     if (msg->type == MSG_FIRST) {
-        int64_t t = now_ns();
+        int64_t t = bench_now_ns();
         pthread_mutex_lock(&p->lock);
         if (p->armed && p->n < p->cap)
             p->lat_us[p->n++] = (double)(t - p->t_fail) / 1000.0;
@@ -161,12 +156,6 @@ static void run(int supervised, int restarts, probe_t *p)
     rill_system_destroy(sys);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double pct(double *v, size_t n, double q)
 {
     size_t i = (size_t)(q * (double)(n - 1) + 0.5);
@@ -192,8 +181,8 @@ int main(int argc, char **argv)
         run(0, restarts, &base);
         run(1, restarts, &sup);
     }
-    qsort(sup.lat_us, sup.n, sizeof(double), cmp_double);
-    qsort(base.lat_us, base.n, sizeof(double), cmp_double);
+    bench_sort(sup.lat_us, sup.n);
+    bench_sort(base.lat_us, base.n);
     double s50 = pct(sup.lat_us, sup.n, 0.5), s99 = pct(sup.lat_us, sup.n, 0.99);
     double b50 = pct(base.lat_us, base.n, 0.5), b99 = pct(base.lat_us, base.n, 0.99);
     printf("  supervisor: %zu restarts, median %.1f us, p99 %.1f us, max %.1f us\n", sup.n, s50,
@@ -201,9 +190,8 @@ int main(int argc, char **argv)
     printf("  bare respawn: %zu restarts, median %.1f us, p99 %.1f us, max %.1f us\n", base.n, b50,
            b99, base.lat_us[base.n - 1]);
     printf("  goal: supervisor median under 50 us: %s\n", s50 < 50.0 ? "met" : "missed");
-    printf("bench restart_median: rill %.1f us baseline %.1f us ratio %.2f\n", s50, b50, s50 / b50);
-    printf("bench restart_overhead: rill %.1f us baseline %.1f us ratio %.2f\n", s99, b99,
-           s99 / b99);
+    bench_line("restart_median", 1, s50, b50, "us");
+    bench_line("restart_overhead", 1, s99, b99, "us");
     free(sup.lat_us);
     free(base.lat_us);
     return 0;

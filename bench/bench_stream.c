@@ -31,31 +31,12 @@
 #include <rill/actor.h>
 #include <rill/stream.h>
 
-#define MAX_RUNS 50
+#include "bench_util.h"
 
-enum { MSG_GO = RILL_MSG_USER, MSG_DATA };
+#define MAX_RUNS 50
 
 /* Executor of each of the five actors: source, 3 maps, sink. */
 static const int placement[5] = {0, 0, 1, 1, 1};
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static rill_system_t *new_system(uint32_t mailbox)
 {
@@ -99,14 +80,14 @@ static double rill_map3(uint64_t n, uint32_t mailbox)
         add(p, rill_stage_map(add_one, NULL), placement[i], mailbox);
     add(p, rill_sink_ignore(), placement[4], mailbox);
     char err[256];
-    double t0 = now_s();
+    double t0 = bench_now_s();
     if (rill_pipeline_start(p, err, sizeof(err)) != RILL_OK) {
         fprintf(stderr, "bench_stream: %s\n", err);
         exit(1);
     }
     rill_pipeline_result_t r;
     rill_pipeline_wait(p, -1, &r);
-    double dt = now_s() - t0;
+    double dt = bench_now_s() - t0;
     if (r.end != RILL_PIPELINE_COMPLETED || r.delivered != n) {
         fprintf(stderr, "bench_stream: the pipeline ended %d after %llu elements: %s\n", (int)r.end,
                 (unsigned long long)r.delivered, r.text);
@@ -121,44 +102,6 @@ static double rill_map3(uint64_t n, uint32_t mailbox)
 /* baseline: a plain actor chain with a shared in-flight window         */
 /* ------------------------------------------------------------------ */
 
-typedef struct flow {
-    _Atomic uint64_t done; /* elements the sink has handled */
-    uint64_t total;
-    pthread_mutex_t lock; /* the main thread sleeps until finished: on 2 */
-    pthread_cond_t cond;  /* cores a spinning main would steal a core */
-    int finished;
-    double t_end;
-} flow_t;
-
-typedef struct source {
-    flow_t *flow;
-    rill_aid_t next;
-    uint64_t n, sent, window;
-} source_t;
-
-/* Sends while fewer than `window` elements are in flight, then yields by
- * messaging itself. */
-static rill_err_t source_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
-{
-    (void)msg;
-    source_t *s = state;
-    rill_system_t *sys = rill_ctx_system(ctx);
-    /* acquire: pairs with the sink's release of its count. */
-    uint64_t done = atomic_load_explicit(&s->flow->done, memory_order_acquire);
-    rill_msg_t m = {.type = MSG_DATA};
-    while (s->sent < s->n && s->sent - done < s->window) {
-        m.arg = s->sent;
-        if (rill_tell(sys, s->next, &m) != RILL_OK)
-            break;
-        s->sent++;
-    }
-    if (s->sent < s->n) {
-        rill_msg_t go = {.type = MSG_GO};
-        rill_tell(sys, rill_self(ctx), &go);
-    }
-    return RILL_OK;
-}
-
 /* The map function's work (arg + 1), then on to the next actor. */
 static rill_err_t forward_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
 {
@@ -167,62 +110,26 @@ static rill_err_t forward_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg
     return rill_tell(rill_ctx_system(ctx), *next, msg);
 }
 
-static rill_err_t sink_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
-{
-    (void)ctx;
-    (void)msg;
-    flow_t *f = state;
-    uint64_t d = atomic_load_explicit(&f->done, memory_order_relaxed) + 1;
-    /* release: the source reads it to open its window. */
-    atomic_store_explicit(&f->done, d, memory_order_release);
-    if (d == f->total) {
-        f->t_end = now_s();
-        pthread_mutex_lock(&f->lock);
-        f->finished = 1;
-        pthread_cond_signal(&f->cond);
-        pthread_mutex_unlock(&f->lock);
-    }
-    return RILL_OK;
-}
-
-static rill_aid_t spawn(rill_system_t *sys, rill_behavior_fn *fn, void *state, int executor)
-{
-    rill_spawn_opts_t o = {.behavior = fn, .state = state, .executor = executor};
-    rill_aid_t aid;
-    if (rill_spawn(sys, &o, &aid)) {
-        fprintf(stderr, "bench_stream: spawn failed\n");
-        exit(1);
-    }
-    return aid;
-}
-
 static double baseline_chain(uint64_t n, uint64_t window)
 {
     /* Mailboxes twice the window: a send is never refused. */
     rill_system_t *sys = new_system((uint32_t)(2 * window));
-    flow_t flow = {.total = n};
-    atomic_init(&flow.done, 0);
-    pthread_mutex_init(&flow.lock, NULL);
-    pthread_cond_init(&flow.cond, NULL);
-    rill_aid_t next = spawn(sys, sink_behavior, &flow, placement[4]);
+    bench_flow_t flow;
+    bench_flow_init(&flow, n);
+    rill_aid_t next = bench_spawn("bench_stream", sys, bench_sink_behavior, &flow, placement[4]);
     rill_aid_t fwd_next[4];
     for (int i = 3; i >= 1; i--) {
         fwd_next[i] = next;
-        next = spawn(sys, forward_behavior, &fwd_next[i], placement[i]);
+        next = bench_spawn("bench_stream", sys, forward_behavior, &fwd_next[i], placement[i]);
     }
-    source_t src = {.flow = &flow, .next = next, .n = n, .window = window};
-    rill_aid_t s = spawn(sys, source_behavior, &src, placement[0]);
-    double t0 = now_s();
-    rill_msg_t go = {.type = MSG_GO};
+    bench_source_t src = {.flow = &flow, .next = next, .n = n, .window = window};
+    rill_aid_t s = bench_spawn("bench_stream", sys, bench_source_behavior, &src, placement[0]);
+    double t0 = bench_now_s();
+    rill_msg_t go = {.type = BENCH_MSG_GO};
     rill_tell(sys, s, &go);
-    pthread_mutex_lock(&flow.lock);
-    while (!flow.finished)
-        pthread_cond_wait(&flow.cond, &flow.lock);
-    pthread_mutex_unlock(&flow.lock);
+    bench_flow_wait(&flow);
     double rate = (double)n / (flow.t_end - t0);
     rill_system_destroy(sys);
-    pthread_cond_destroy(&flow.cond);
-    pthread_mutex_destroy(&flow.lock);
     return rate;
 }
 
@@ -268,8 +175,7 @@ int main(int argc, char **argv)
                r_base[r] / 1e6);
         fflush(stdout);
     }
-    double rill = median(r_rill, runs), base = median(r_base, runs);
-    printf("bench stream_map3: rill %.0f elems/s baseline %.0f elems/s ratio %.2f\n", rill, base,
-           rill / base);
+    double rill = bench_median(r_rill, runs), base = bench_median(r_base, runs);
+    bench_line("stream_map3", 0, rill, base, "elems/s");
     return 0;
 }

@@ -1,0 +1,260 @@
+/* bench_util: see bench_util.h. */
+#include "bench_util.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+double bench_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+double bench_cpu_us(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+void bench_sort(double *v, size_t n)
+{
+    qsort(v, n, sizeof(*v), cmp_double);
+}
+
+double bench_median(double *v, int n)
+{
+    bench_sort(v, (size_t)n);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+void bench_line_ratio(const char *name, int decimals, double rill, double base, const char *unit,
+                      double ratio)
+{
+    printf("bench %s: rill %.*f %s baseline %.*f %s ratio %.2f\n", name, decimals, rill, unit,
+           decimals, base, unit, ratio);
+    fflush(stdout);
+}
+
+void bench_line(const char *name, int decimals, double rill, double base, const char *unit)
+{
+    bench_line_ratio(name, decimals, rill, base, unit, rill / base);
+}
+
+int bench_env_int(const char *var, int dflt)
+{
+    const char *v = getenv(var);
+    return v ? atoi(v) : dflt;
+}
+
+void bench_conf_from_env(const char *name, void *conf, const char *var, bench_conf_set_fn *set)
+{
+    const char *v = getenv(var);
+    if (!v)
+        return;
+    char buf[1024], err[512];
+    snprintf(buf, sizeof(buf), "%s", v);
+    for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq) {
+            fprintf(stderr, "%s: %s: %s\n", name, var, "expected key=value[,key=value]");
+            exit(1);
+        }
+        *eq = '\0';
+        if (set(conf, kv, eq + 1, err, sizeof(err))) {
+            fprintf(stderr, "%s: %s: %s\n", name, var, err);
+            exit(1);
+        }
+    }
+}
+
+/* ---- actor flows ---- */
+
+void bench_flow_init(bench_flow_t *f, uint64_t total)
+{
+    atomic_init(&f->done, 0);
+    f->total = total;
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->cond, NULL);
+    f->finished = 0;
+}
+
+void bench_flow_finish(bench_flow_t *f)
+{
+    f->t_end = bench_now_s();
+    pthread_mutex_lock(&f->lock);
+    f->finished = 1;
+    pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
+void bench_flow_wait(bench_flow_t *f)
+{
+    pthread_mutex_lock(&f->lock);
+    while (!f->finished)
+        pthread_cond_wait(&f->cond, &f->lock);
+    pthread_mutex_unlock(&f->lock);
+    pthread_cond_destroy(&f->cond);
+    pthread_mutex_destroy(&f->lock);
+}
+
+rill_err_t bench_source_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
+{
+    (void)msg;
+    bench_source_t *s = state;
+    rill_system_t *sys = rill_ctx_system(ctx);
+    /* acquire: pairs with the sink's release of its count. */
+    uint64_t done = atomic_load_explicit(&s->flow->done, memory_order_acquire);
+    rill_msg_t m = {.type = BENCH_MSG_DATA};
+    while (s->sent < s->n && s->sent - (done < s->sent ? done : s->sent) < s->window) {
+        m.arg = s->sent;
+        if (rill_tell(sys, s->next, &m) != RILL_OK)
+            break;
+        s->sent++;
+    }
+    if (s->sent < s->n) {
+        rill_msg_t go = {.type = BENCH_MSG_GO};
+        rill_tell(sys, rill_self(ctx), &go);
+    }
+    return RILL_OK;
+}
+
+rill_err_t bench_sink_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
+{
+    (void)ctx;
+    (void)msg;
+    bench_flow_t *f = state;
+    uint64_t d = atomic_load_explicit(&f->done, memory_order_relaxed) + 1;
+    /* release: the sources read it to open their window. */
+    atomic_store_explicit(&f->done, d, memory_order_release);
+    if (d == f->total)
+        bench_flow_finish(f);
+    return RILL_OK;
+}
+
+rill_aid_t bench_spawn(const char *name, rill_system_t *sys, rill_behavior_fn *fn, void *state,
+                       int executor)
+{
+    rill_spawn_opts_t o = {.behavior = fn, .state = state, .executor = executor};
+    rill_aid_t aid;
+    if (rill_spawn(sys, &o, &aid)) {
+        fprintf(stderr, "%s: spawn failed\n", name);
+        exit(1);
+    }
+    return aid;
+}
+
+/* ---- the broker process ---- */
+
+#define MAX_TOPICS 64
+
+static pid_t broker_pid;
+static char topics[MAX_TOPICS][64];
+static int n_topics;
+
+void bench_broker_path(const char *path, char *bin, size_t size)
+{
+    if (path) {
+        snprintf(bin, size, "%s", path);
+        return;
+    }
+    ssize_t len = readlink("/proc/self/exe", bin, size - 1);
+    bin[len > 0 ? len : 0] = '\0';
+    char *slash = strrchr(bin, '/');
+    snprintf(slash ? slash + 1 : bin, size - (size_t)(slash ? slash + 1 - bin : 0),
+             "../tools/rill-broker");
+}
+
+void bench_broker_topic(const char *fmt, ...)
+{
+    if (n_topics == MAX_TOPICS) {
+        fprintf(stderr, "bench_broker_topic: more than %d topics\n", MAX_TOPICS);
+        exit(1);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(topics[n_topics], sizeof(topics[n_topics]), fmt, ap);
+    va_end(ap);
+    n_topics++;
+}
+
+void bench_broker_start(const char *name, const char *bin, char *boot, size_t size)
+{
+    char file[128];
+    int at = snprintf(file, sizeof(file), "/tmp/%s", name);
+    for (char *c = file; *c; c++)
+        if (*c == '_')
+            *c = '-';
+    snprintf(file + at, sizeof(file) - (size_t)at, "-boot-XXXXXX");
+    int fd = mkstemp(file);
+    if (fd < 0) {
+        perror("mkstemp");
+        exit(1);
+    }
+    close(fd);
+    unlink(file);
+    const char *argv[5 + 2 * MAX_TOPICS];
+    int a = 0;
+    argv[a++] = bin;
+    for (int t = 0; t < n_topics; t++) {
+        argv[a++] = "--topic";
+        argv[a++] = topics[t];
+    }
+    argv[a++] = "--bootstrap-file";
+    argv[a++] = file;
+    argv[a++] = "--no-stdin";
+    argv[a] = NULL;
+    broker_pid = fork();
+    if (broker_pid == 0) {
+        execv(bin, (char *const *)argv);
+        perror("exec rill-broker");
+        _exit(127);
+    }
+    for (int i = 0; i < 1000; i++) {
+        FILE *f = fopen(file, "r");
+        if (f) {
+            if (fgets(boot, (int)size, f))
+                boot[strcspn(boot, "\n")] = '\0';
+            fclose(f);
+            if (*boot) {
+                atexit(bench_broker_stop);
+                return;
+            }
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL); /* waiting for the broker process to write its address */
+    }
+    fprintf(stderr, "%s: rill-broker did not start (%s)\n", name, bin);
+    exit(1);
+}
+
+void bench_broker_stop(void)
+{
+    if (broker_pid > 0) {
+        kill(broker_pid, SIGTERM);
+        waitpid(broker_pid, NULL, 0);
+    }
+}

@@ -1,0 +1,128 @@
+/*
+ * bench_util: the pieces every benchmark shares: clocks, medians, the
+ * result line, and the `rill-broker` subprocess the Kafka benchmarks run
+ * against. Linked into every bench_* by rill_bench() (bench/CMakeLists.txt).
+ */
+#ifndef RILL_BENCH_UTIL_H
+#define RILL_BENCH_UTIL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <rill/actor.h>
+
+/* Seconds on CLOCK_MONOTONIC. */
+double bench_now_s(void);
+
+/* Nanoseconds on CLOCK_MONOTONIC. */
+int64_t bench_now_ns(void);
+
+/* This process's CPU time so far in microseconds (getrusage: user + sys,
+ * every thread included, librdkafka's too). */
+double bench_cpu_us(void);
+
+/* Sorts v[0..n) in ascending order. */
+void bench_sort(double *v, size_t n);
+
+/* The median of v[0..n), n >= 1 (the mean of the two middle values when n
+ * is even). Sorts v in place. */
+double bench_median(double *v, int n);
+
+/* Prints the result line of one comparison and flushes stdout:
+ *   bench <name>: rill <rill> <unit> baseline <base> <unit> ratio <rill/base>
+ * with `decimals` digits after the point for both values, 2 for the ratio. */
+void bench_line(const char *name, int decimals, double rill, double base, const char *unit);
+
+/* bench_line with the ratio given (e.g. guarded against a zero baseline). */
+void bench_line_ratio(const char *name, int decimals, double rill, double base, const char *unit,
+                      double ratio);
+
+/* ---- actor flows (bench_actor, bench_stream) ----
+ * A source actor sends BENCH_MSG_DATA messages (arg: a sequence number)
+ * down a chain of actors to a sink actor, keeping at most a window of
+ * messages in flight through the count the sink publishes, so that no
+ * mailbox on the way fills up; the main thread sleeps until the sink has
+ * them all. Message types of a bench's own start at BENCH_MSG_USER. */
+
+enum { BENCH_MSG_GO = RILL_MSG_USER, BENCH_MSG_DATA, BENCH_MSG_USER };
+
+typedef struct bench_flow {
+    _Atomic uint64_t done; /* messages the sink has handled */
+    uint64_t total;        /* the sink's target */
+    pthread_mutex_t lock;  /* the main thread sleeps until finished: on 2 */
+    pthread_cond_t cond;   /* cores a spinning main would steal a core */
+    int finished;
+    double t_end; /* bench_now_s() when finished */
+} bench_flow_t;
+
+/* Prepares a flow whose sink finishes after `total` messages. */
+void bench_flow_init(bench_flow_t *f, uint64_t total);
+
+/* Marks the flow finished now and wakes bench_flow_wait(). */
+void bench_flow_finish(bench_flow_t *f);
+
+/* Sleeps until the flow is finished, then releases its lock and condition. */
+void bench_flow_wait(bench_flow_t *f);
+
+/* The state of bench_source_behavior. */
+typedef struct bench_source {
+    bench_flow_t *flow;
+    rill_aid_t next; /* where the messages go */
+    uint64_t n, sent;
+    uint64_t window; /* at most this many in flight (over all of a flow's sources) */
+} bench_source_t;
+
+/* On BENCH_MSG_GO (state: bench_source_t): sends while fewer than `window`
+ * messages of the flow are in flight overall, then yields by sending itself
+ * BENCH_MSG_GO until all n are sent. Several sources may share a flow. */
+rill_err_t bench_source_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg);
+
+/* The sink (state: bench_flow_t): counts every message, publishes the
+ * count, and finishes the flow at its total. */
+rill_err_t bench_sink_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg);
+
+/* Spawns an actor on `executor`; prints "<name>: spawn failed" and exits
+ * with 1 when it cannot. */
+rill_aid_t bench_spawn(const char *name, rill_system_t *sys, rill_behavior_fn *fn, void *state,
+                       int executor);
+
+/* ---- Kafka benchmarks ---- */
+
+/* The integer in environment variable `var`, `dflt` when it is not set
+ * (for experiments, e.g. with stage placement). */
+int bench_env_int(const char *var, int dflt);
+
+/* Sets one property of a client configuration (e.g. a wrapper of
+ * rill_consumer_conf_set); nonzero with a message in err on failure. */
+typedef int bench_conf_set_fn(void *conf, const char *key, const char *value, char *err,
+                              size_t err_size);
+
+/* Extra client properties "key=value,key=value" from environment variable
+ * `var`, for experiments (the reported runs use none): each is set on
+ * `conf` through `set`. When `var` is not set, nothing. A malformed list or
+ * a refused property prints "<name>: <var>: <why>" and exits with 1. */
+void bench_conf_from_env(const char *name, void *conf, const char *var, bench_conf_set_fn *set);
+
+/* The rill-broker binary to run: `path` when not NULL, else
+ * ../tools/rill-broker relative to the directory of this executable. */
+void bench_broker_path(const char *path, char *bin, size_t size);
+
+/* Adds a topic to create in the broker that bench_broker_start() starts,
+ * printf-style, as rill-broker's --topic takes it: "name:partitions:1". */
+void bench_broker_topic(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Runs `bin` (rill-broker) as a subprocess with the topics added so far,
+ * waits for it to write its bootstrap address into `boot` (NUL-terminated,
+ * at most `size` bytes) and registers bench_broker_stop() with atexit().
+ * `name` (the benchmark's) names the temporary bootstrap file
+ * (/tmp/<name with '_' as '-'>-boot-XXXXXX) and prefixes the message when
+ * the broker does not start, in which case the process exits with 1. */
+void bench_broker_start(const char *name, const char *bin, char *boot, size_t size);
+
+/* Stops the broker subprocess (SIGTERM) and waits for it; nothing when
+ * none was started. */
+void bench_broker_stop(void);
+
+#endif
