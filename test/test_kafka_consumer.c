@@ -45,140 +45,21 @@
 #include "support/rtest.h"
 
 #include "support/actor_kit.h"
+#include "support/kafka_kit.h"
 
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/lsan_interface.h>
-#define LEAK_CHECK() __lsan_do_recoverable_leak_check()
 /* From the sanitizer runtime (sanitizer/allocator_interface.h, which gcc 12
  * does not install): bytes the application has allocated and not freed. */
 size_t __sanitizer_get_current_allocated_bytes(void);
 #define HAVE_SANITIZER_HEAP 1
-#else
-#define LEAK_CHECK() 0
 #endif
-
-/* Deadline for conditions that involve the broker: a group join alone
- * costs 3 s, and sanitizers and a parallel neighbour share two cores. */
-#define WAIT_MS 40000
 
 /* Most partitions a test topic has (bit masks are uint32_t). */
 #define MAXP 16
 
-/* Poll `expr` until it holds or `ms` passed; `ok` gets the outcome. */
-#define WAIT_UNTIL(ok, ms, expr)                                                                   \
-    do {                                                                                           \
-        int64_t wu_deadline_ = kit_now_ms() + (ms);                                                \
-        while (!((ok) = !!(expr)) && kit_now_ms() < wu_deadline_)                                  \
-            nap_us(2000);                                                                          \
-    } while (0)
-
-static void nap_us(long us)
-{
-    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-    nanosleep(&ts, NULL);
-}
-
 /* ------------------------------------------------------------------ */
-/* Broker, topics, offsets                                             */
+/* Offsets, consumers and sinks                                        */
 /* ------------------------------------------------------------------ */
-
-typedef struct kenv {
-    rill_broker_t *broker;
-    const char *boot;
-    rill_system_t *sys;
-} kenv_t;
-
-static void kenv_init(kenv_t *e)
-{
-    char err[512] = "";
-    e->broker = rill_broker_new(1, err, sizeof(err));
-    cr_assert_not_null(e->broker, "rill_broker_new: %s", err);
-    e->boot = rill_broker_bootstraps(e->broker);
-    e->sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(e->sys);
-}
-
-static void kenv_fini(kenv_t *e)
-{
-    cr_assert_eq(rill_system_stop(e->sys, 30000), RILL_OK, "the system did not stop");
-    rill_system_destroy(e->sys);
-    rill_broker_destroy(e->broker);
-}
-
-/* Produce `per` generated records to each of partitions 0..parts-1:
- * partition p gets seqs base + p * per .. base + (p + 1) * per - 1. */
-static void produce_parts(const char *boot, const char *topic, int parts, size_t per, uint64_t base,
-                          size_t value_size)
-{
-    char err[512] = "";
-    rill_testkit_opts_t o = {.timeout_ms = 120000};
-    for (int p = 0; p < parts; p++) {
-        rill_gen_t g = RILL_GEN_DEFAULT;
-        g.first_seq = base + (uint64_t)p * per;
-        g.partition = p;
-        g.value_size = value_size;
-        rill_err_t e = rill_testkit_produce_generated(boot, topic, per, &g, &o, err, sizeof(err));
-        cr_assert_eq(e, RILL_OK, "producing to %s [%d]: %s", topic, p, err);
-    }
-}
-
-static void load_topic(kenv_t *e, const char *topic, int parts, size_t per, size_t value_size)
-{
-    char err[512] = "";
-    rill_err_t r = rill_broker_create_topic(e->broker, topic, parts, 1, err, sizeof(err));
-    cr_assert_eq(r, RILL_OK, "creating %s: %s", topic, err);
-    produce_parts(e->boot, topic, parts, per, 0, value_size);
-}
-
-/* A plain librdkafka consumer in `group` (never joins: offsets only). */
-static rd_kafka_t *plain_consumer(const char *boot, const char *group)
-{
-    char err[512] = "";
-    rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    cr_assert_eq(rd_kafka_conf_set(kc, "bootstrap.servers", boot, err, sizeof(err)),
-                 RD_KAFKA_CONF_OK, "%s", err);
-    cr_assert_eq(rd_kafka_conf_set(kc, "group.id", group, err, sizeof(err)), RD_KAFKA_CONF_OK, "%s",
-                 err);
-    cr_assert_eq(rd_kafka_conf_set(kc, "enable.auto.commit", "false", err, sizeof(err)),
-                 RD_KAFKA_CONF_OK, "%s", err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, sizeof(err));
-    cr_assert_not_null(rk, "rd_kafka_new: %s", err);
-    return rk;
-}
-
-/* The group's committed offsets of partitions 0..n-1 (RD_KAFKA_OFFSET_INVALID
- * where nothing is committed), read with a plain librdkafka consumer. */
-static void committed_offsets(const char *boot, const char *group, const char *topic, int n,
-                              int64_t *out)
-{
-    rd_kafka_t *rk = plain_consumer(boot, group);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
-    for (int p = 0; p < n; p++)
-        rd_kafka_topic_partition_list_add(l, topic, p);
-    rd_kafka_resp_err_t err = rd_kafka_committed(rk, l, 15000);
-    cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "rd_kafka_committed: %s", rd_kafka_err2str(err));
-    for (int p = 0; p < n; p++) {
-        cr_assert_eq(l->elems[p].err, RD_KAFKA_RESP_ERR_NO_ERROR, "committed [%d]: %s", p,
-                     rd_kafka_err2str(l->elems[p].err));
-        out[p] = l->elems[p].offset;
-    }
-    rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_destroy(rk);
-}
-
-/* Commit `offset` for partitions 0..n-1 as `group`, synchronously. */
-static void commit_plain(const char *boot, const char *group, const char *topic, int n,
-                         int64_t offset)
-{
-    rd_kafka_t *rk = plain_consumer(boot, group);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
-    for (int p = 0; p < n; p++)
-        rd_kafka_topic_partition_list_add(l, topic, p)->offset = offset;
-    rd_kafka_resp_err_t err = rd_kafka_commit(rk, l, 0);
-    cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "rd_kafka_commit: %s", rd_kafka_err2str(err));
-    rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_destroy(rk);
-}
 
 /* Non-zero when the group's committed offset of every partition 0..n-1 is
  * `want` (polled: sleeps 100 ms between reads). */
@@ -186,36 +67,13 @@ static int committed_all(const char *boot, const char *group, const char *topic,
                          int64_t want)
 {
     int64_t c[MAXP];
-    committed_offsets(boot, group, topic, n, c);
+    kk_committed_offsets(boot, group, topic, n, c);
     for (int p = 0; p < n; p++)
         if (c[p] != want) {
-            nap_us(100 * 1000);
+            kk_nap_us(100 * 1000);
             return 0;
         }
     return 1;
-}
-
-/* ------------------------------------------------------------------ */
-/* Consumers and sinks                                                 */
-/* ------------------------------------------------------------------ */
-
-/* A conf with bootstrap.servers (if boot), group.id (if group) and the
- * NULL-terminated "key", "value" pairs of kv. */
-static rill_consumer_conf_t *conf_new(const char *boot, const char *group, const char *const *kv)
-{
-    char err[512] = "";
-    rill_consumer_conf_t *c = rill_consumer_conf_new();
-    cr_assert_not_null(c);
-    if (boot)
-        cr_assert_eq(rill_consumer_conf_set(c, "bootstrap.servers", boot, err, sizeof(err)),
-                     RILL_OK, "%s", err);
-    if (group)
-        cr_assert_eq(rill_consumer_conf_set(c, "group.id", group, err, sizeof(err)), RILL_OK, "%s",
-                     err);
-    for (size_t i = 0; kv && kv[i]; i += 2)
-        cr_assert_eq(rill_consumer_conf_set(c, kv[i], kv[i + 1], err, sizeof(err)), RILL_OK,
-                     "%s = %s: %s", kv[i], kv[i + 1], err);
-    return c;
 }
 
 /* Group members: restarts and joins stay quick on the mock. */
@@ -229,56 +87,6 @@ static const char *const group_member_kv[] = {"session.timeout.ms",
                                               "100",
                                               NULL};
 
-static void conf_subscribe1(rill_consumer_conf_t *c, const char *topic)
-{
-    const char *topics[] = {topic};
-    cr_assert_eq(rill_consumer_conf_subscribe(c, topics, 1), RILL_OK);
-}
-
-static void conf_assign_all(rill_consumer_conf_t *c, const char *topic, int parts, int64_t offset)
-{
-    for (int p = 0; p < parts; p++)
-        cr_assert_eq(rill_consumer_conf_assign(c, topic, p, offset), RILL_OK);
-}
-
-static rill_aid_t consumer_spawn_ok(rill_system_t *sys, rill_consumer_conf_t *c, int executor)
-{
-    char err[512] = "";
-    rill_stage_opts_t o = {.executor = executor};
-    rill_aid_t aid = RILL_AID_NONE;
-    rill_err_t e = rill_consumer_spawn(sys, c, &o, &aid, err, sizeof(err));
-    cr_assert_eq(e, RILL_OK, "rill_consumer_spawn: %s: %s", rill_err_name(e), err);
-    cr_assert_neq(aid, RILL_AID_NONE);
-    return aid;
-}
-
-/* A foreach sink subscribed to `upstream`. */
-static rill_aid_t sink_spawn_ok(rill_system_t *sys, rill_foreach_fn *fn, void *opaque, int executor,
-                                rill_aid_t upstream)
-{
-    rill_stage_opts_t o = {.executor = executor};
-    rill_aid_t aid = RILL_AID_NONE;
-    cr_assert_eq(rill_stage_spawn(sys, rill_sink_foreach(fn, opaque), &o, &aid), RILL_OK);
-    cr_assert_eq(rill_stage_connect(sys, upstream, aid), RILL_OK);
-    return aid;
-}
-
-static void stop_wait(rill_system_t *sys, rill_aid_t aid)
-{
-    rill_stop(sys, aid); /* RILL_ESTOPPED if it is gone already: fine */
-    cr_assert(kit_wait_dead(sys, aid, WAIT_MS), "actor %#llx did not stop",
-              (unsigned long long)aid);
-}
-
-static rill_consumer_stats_t stats_ok(rill_system_t *sys, rill_aid_t consumer)
-{
-    rill_consumer_stats_t s;
-    memset(&s, 0, sizeof(s));
-    rill_err_t e = rill_consumer_stats(sys, consumer, &s);
-    cr_assert_eq(e, RILL_OK, "rill_consumer_stats: %s", rill_err_name(e));
-    return s;
-}
-
 /* The generator's sequence number ("seq=<n> ..."), or -1. */
 static int64_t msg_seq(const rd_kafka_message_t *m)
 {
@@ -290,6 +98,15 @@ static int64_t msg_seq(const rd_kafka_message_t *m)
     for (; i < m->len && v[i] >= '0' && v[i] <= '9'; i++)
         s = s * 10 + (v[i] - '0');
     return i > 4 && i < m->len && v[i] == ' ' ? s : -1;
+}
+
+/* *v, read under mu. */
+static long locked_long(pthread_mutex_t *mu, const long *v)
+{
+    pthread_mutex_lock(mu);
+    long x = *v;
+    pthread_mutex_unlock(mu);
+    return x;
 }
 
 /* ---- a probe: a sink that records what it sees and confirms or holds -- */
@@ -344,7 +161,7 @@ static rill_err_t probe_sink(void *opaque, rill_elem_t *e)
         return RILL_EINVAL;
     }
     if (pr->work_us)
-        nap_us(pr->work_us);
+        kk_nap_us(pr->work_us);
     int64_t seq = msg_seq(m);
     int p = m->partition;
     int keep = 0;
@@ -428,18 +245,12 @@ static size_t probe_flush(probe_t *pr, int confirm, uint32_t mask)
 
 static long probe_distinct(probe_t *pr)
 {
-    pthread_mutex_lock(&pr->mu);
-    long d = pr->distinct;
-    pthread_mutex_unlock(&pr->mu);
-    return d;
+    return locked_long(&pr->mu, &pr->distinct);
 }
 
 static long probe_received(probe_t *pr)
 {
-    pthread_mutex_lock(&pr->mu);
-    long d = pr->received;
-    pthread_mutex_unlock(&pr->mu);
-    return d;
+    return locked_long(&pr->mu, &pr->received);
 }
 
 static int64_t probe_first(probe_t *pr, int p)
@@ -452,10 +263,7 @@ static int64_t probe_first(probe_t *pr, int p)
 
 static long probe_per_part(probe_t *pr, int p)
 {
-    pthread_mutex_lock(&pr->mu);
-    long c = pr->per_part[p];
-    pthread_mutex_unlock(&pr->mu);
-    return c;
+    return locked_long(&pr->mu, &pr->per_part[p]);
 }
 
 /* Records of seqs 0..n-1 that neither probe saw. */
@@ -618,6 +426,60 @@ static int kobs_saw_err(kobs_t *o, rd_kafka_resp_err_t err)
     return saw;
 }
 
+/* Attach obs (if not NULL) to c, spawn the consumer (on any executor) as
+ * pr->consumer and a probe sink subscribed to it; returns the sink. */
+static rill_aid_t probe_start(probe_t *pr, rill_consumer_conf_t *c, kobs_t *obs)
+{
+    if (obs)
+        kobs_attach(c, obs);
+    pr->consumer = kk_consumer_spawn_ok(pr->sys, c, -1);
+    return kk_sink_spawn_ok(pr->sys, probe_sink, pr, -1, pr->consumer);
+}
+
+/* ---- two group members: observers, probes ------------------------- */
+
+static void members_init(kobs_t *o1, kobs_t *o2, probe_t *p1, probe_t *p2, rill_system_t *sys,
+                         size_t n_seq)
+{
+    kobs_init(o1);
+    kobs_init(o2);
+    probe_init(p1, sys, n_seq);
+    probe_init(p2, sys, n_seq);
+}
+
+/* Stop member 2's consumer, then member 1's, then both sinks. */
+static void members_stop(probe_t *p1, probe_t *p2, rill_aid_t sink1, rill_aid_t sink2)
+{
+    kk_stop_wait(p2->sys, p2->consumer);
+    kk_stop_wait(p1->sys, p1->consumer);
+    kk_stop_wait(p1->sys, sink1);
+    kk_stop_wait(p2->sys, sink2);
+}
+
+static void members_fini(kobs_t *o1, kobs_t *o2, probe_t *p1, probe_t *p2)
+{
+    probe_fini(p1);
+    probe_fini(p2);
+    kobs_fini(o1);
+    kobs_fini(o2);
+}
+
+/* Every partition 0..parts-1's last successful commit, by whichever of the
+ * two members owns it now, is `want`. */
+static int owners_committed(kobs_t *a, kobs_t *b, int parts, int64_t want)
+{
+    int ok = 1;
+    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&b->mu);
+    for (int p = 0; p < parts; p++) {
+        kobs_t *owner = (a->assigned & (1u << p)) ? a : b;
+        ok &= owner->committed[p] == want;
+    }
+    pthread_mutex_unlock(&b->mu);
+    pthread_mutex_unlock(&a->mu);
+    return ok;
+}
+
 /* ---- a watcher: an actor that monitors and logs DOWN -------------- */
 
 static void monitor_fn(rill_ctx_t *ctx, void *arg)
@@ -724,7 +586,7 @@ static void *alo_confirmer(void *arg)
         rill_err_t err = rill_consumer_confirm(a->sys, a->consumer, &e);
         rill_elem_release(&e);
         if (pause_us)
-            nap_us(pause_us);
+            kk_nap_us(pause_us);
         pthread_mutex_lock(&a->mu);
         if (err)
             a->confirm_errors++;
@@ -758,17 +620,14 @@ static void alo_commit(void *opaque, rd_kafka_resp_err_t err,
 
 static long alo_get(alo_t *a, const long *field)
 {
-    pthread_mutex_lock(&a->mu);
-    long v = *field;
-    pthread_mutex_unlock(&a->mu);
-    return v;
+    return locked_long(&a->mu, field);
 }
 
 Test(kafka_consumer, at_least_once_random_confirm_order, .timeout = 120)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "alo", ALO_PARTS, ALO_PER_PART, 100);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "alo", ALO_PARTS, ALO_PER_PART, 100);
 
     alo_t *a = calloc(1, sizeof(*a));
     cr_assert_not_null(a);
@@ -779,27 +638,27 @@ Test(kafka_consumer, at_least_once_random_confirm_order, .timeout = 120)
     kit_cond_init(&a->cv);
 
     const char *kv[] = {"rill.max.unconfirmed", "256", "rill.commit.interval.ms", "200", NULL};
-    rill_consumer_conf_t *c = conf_new(env.boot, "alo-group", kv);
-    conf_assign_all(c, "alo", ALO_PARTS, RILL_OFFSET_BEGINNING);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "alo-group", kv);
+    kk_conf_assign_all(c, "alo", ALO_PARTS, RILL_OFFSET_BEGINNING);
     rill_consumer_conf_set_commit_cb(c, alo_commit, a);
-    a->consumer = consumer_spawn_ok(env.sys, c, -1);
+    a->consumer = kk_consumer_spawn_ok(env.sys, c, -1);
     pthread_t confirmer;
     cr_assert_eq(pthread_create(&confirmer, NULL, alo_confirmer, a), 0);
     int64_t t0 = kit_now_ms();
-    rill_aid_t sink = sink_spawn_ok(env.sys, alo_sink, a, -1, a->consumer);
+    rill_aid_t sink = kk_sink_spawn_ok(env.sys, alo_sink, a, -1, a->consumer);
 
     int ok;
-    WAIT_UNTIL(ok, 90000, alo_get(a, &a->confirmed_total) == ALO_TOTAL);
+    KK_WAIT_UNTIL(ok, 90000, alo_get(a, &a->confirmed_total) == ALO_TOTAL);
     cr_assert(ok, "%ld of %d records confirmed (%ld distinct delivered)",
               alo_get(a, &a->confirmed_total), ALO_TOTAL, alo_get(a, &a->distinct));
     int64_t t1 = kit_now_ms();
     /* The asynchronous commits catch up with the last confirms. */
-    WAIT_UNTIL(ok, WAIT_MS, kobs_committed_all(&a->obs, ALO_PARTS, ALO_PER_PART));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kobs_committed_all(&a->obs, ALO_PARTS, ALO_PER_PART));
     cr_assert(ok, "the commits did not reach the end offsets");
-    rill_consumer_stats_t s = stats_ok(env.sys, a->consumer);
+    rill_consumer_stats_t s = kk_consumer_stats_ok(env.sys, a->consumer);
 
-    stop_wait(env.sys, a->consumer);
-    stop_wait(env.sys, sink);
+    kk_stop_wait(env.sys, a->consumer);
+    kk_stop_wait(env.sys, sink);
     pthread_mutex_lock(&a->mu);
     a->stop = 1;
     pthread_cond_signal(&a->cv);
@@ -826,15 +685,11 @@ Test(kafka_consumer, at_least_once_random_confirm_order, .timeout = 120)
     cr_assert_gt(s.committed, 0);
     cr_assert_eq(s.unconfirmed, 0);
 
-    int64_t committed[ALO_PARTS];
-    committed_offsets(env.boot, "alo-group", "alo", ALO_PARTS, committed);
-    for (int p = 0; p < ALO_PARTS; p++)
-        cr_assert_eq(committed[p], ALO_PER_PART, "[%d] committed %" PRId64 ", end %d", p,
-                     committed[p], ALO_PER_PART);
+    kk_assert_committed(env.boot, "alo-group", "alo", ALO_PARTS, ALO_PER_PART);
 
     for (size_t i = 0; i < a->n; i++)
         rill_elem_release(&a->pool[i]);
-    kenv_fini(&env);
+    kk_env_fini(&env);
     pthread_cond_destroy(&a->cv);
     pthread_mutex_destroy(&a->mu);
     kobs_fini(&a->obs);
@@ -964,17 +819,14 @@ static rill_err_t cr_spawn_processor(rill_system_t *sys, void *arg, const rill_c
 
 static long cr_distinct(crash_t *t)
 {
-    pthread_mutex_lock(&t->mu);
-    long d = t->distinct;
-    pthread_mutex_unlock(&t->mu);
-    return d;
+    return locked_long(&t->mu, &t->distinct);
 }
 
 Test(kafka_consumer, crash_redelivers_after_last_confirm, .timeout = 120)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "crash", CR_PARTS, CR_PER_PART, 100);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "crash", CR_PARTS, CR_PER_PART, 100);
 
     crash_t *t = calloc(1, sizeof(*t));
     cr_assert_not_null(t);
@@ -989,19 +841,11 @@ Test(kafka_consumer, crash_redelivers_after_last_confirm, .timeout = 120)
         {.id = "consumer", .spawn = cr_spawn_consumer, .arg = t, .register_name = 1},
         {.id = "processor", .spawn = cr_spawn_processor, .arg = t, .register_name = 1},
     };
-    rill_sup_spec_t spec = RILL_SUP_SPEC_DEFAULT;
-    spec.strategy = RILL_SUP_ONE_FOR_ALL;
-    spec.intensity = 5;
-    spec.period_ms = 60000;
-    spec.children = children;
-    spec.n_children = 2;
-    char err[512] = "";
-    rill_aid_t sup;
-    cr_assert_eq(rill_sup_start(env.sys, &spec, "crash-sup", &sup, err, sizeof(err)), RILL_OK, "%s",
-                 err);
+    rill_sup_spec_t spec; /* the supervisor reads it while it runs */
+    rill_aid_t sup = kk_sup_start_ok(env.sys, &spec, children, 2, 5, "crash-sup");
 
     int ok;
-    WAIT_UNTIL(ok, 90000, cr_distinct(t) == CR_TOTAL);
+    KK_WAIT_UNTIL(ok, 90000, cr_distinct(t) == CR_TOTAL);
     cr_assert(ok, "%ld of %d records processed", cr_distinct(t), CR_TOTAL);
 
     /* The new consumer's commits catch up with the processor's confirms
@@ -1009,7 +853,8 @@ Test(kafka_consumer, crash_redelivers_after_last_confirm, .timeout = 120)
      * committed offsets are the reference: an asynchronous commit sent
      * just before the old consumer stopped is never reported to its
      * commit callback. */
-    WAIT_UNTIL(ok, WAIT_MS, committed_all(env.boot, "crash-group", "crash", CR_PARTS, CR_PER_PART));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  committed_all(env.boot, "crash-group", "crash", CR_PARTS, CR_PER_PART));
     cr_assert(ok, "the commits did not reach the end");
     rill_child_info_t info[2];
     size_t n = 0;
@@ -1055,12 +900,9 @@ Test(kafka_consumer, crash_redelivers_after_last_confirm, .timeout = 120)
         cr_assert_geq(t->seen[i], 1, "seq %d never processed", i);
     pthread_mutex_unlock(&t->mu);
 
-    int64_t committed[CR_PARTS];
-    committed_offsets(env.boot, "crash-group", "crash", CR_PARTS, committed);
-    for (int p = 0; p < CR_PARTS; p++)
-        cr_assert_eq(committed[p], CR_PER_PART, "[%d] committed %" PRId64, p, committed[p]);
+    kk_assert_committed(env.boot, "crash-group", "crash", CR_PARTS, CR_PER_PART);
 
-    kenv_fini(&env);
+    kk_env_fini(&env);
     kobs_fini(&t->obs);
     pthread_mutex_destroy(&t->mu);
     free(t);
@@ -1076,9 +918,9 @@ Test(kafka_consumer, crash_redelivers_after_last_confirm, .timeout = 120)
 
 Test(kafka_consumer, restarted_member_resumes_at_committed_offset, .timeout = 120)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "restart", RS_PARTS, RS_PER_PART, 100);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "restart", RS_PARTS, RS_PER_PART, 100);
 
     /* Member A: confirms the head of each partition, holds the tail. */
     kobs_t obs_a;
@@ -1087,27 +929,25 @@ Test(kafka_consumer, restarted_member_resumes_at_committed_offset, .timeout = 12
     probe_init(&pa, env.sys, RS_PARTS * RS_PER_PART);
     pa.hold = 1;
     pa.hold_from = RS_CONFIRM;
-    rill_consumer_conf_t *c = conf_new(env.boot, "restart-group", group_member_kv);
-    conf_subscribe1(c, "restart");
-    kobs_attach(c, &obs_a);
-    pa.consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink_a = sink_spawn_ok(env.sys, probe_sink, &pa, -1, pa.consumer);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "restart-group", group_member_kv);
+    kk_conf_subscribe1(c, "restart");
+    rill_aid_t sink_a = probe_start(&pa, c, &obs_a);
 
     int ok;
-    WAIT_UNTIL(ok, WAIT_MS, kobs_committed_all(&obs_a, RS_PARTS, RS_CONFIRM));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kobs_committed_all(&obs_a, RS_PARTS, RS_CONFIRM));
     cr_assert(ok, "member A did not commit %d on every partition", RS_CONFIRM);
     /* Mid-stream: A has records past the commit that it never confirmed. */
-    WAIT_UNTIL(ok, WAIT_MS,
-               probe_per_part(&pa, 0) > RS_CONFIRM + 100 &&
-                   probe_per_part(&pa, 1) > RS_CONFIRM + 100);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  probe_per_part(&pa, 0) > RS_CONFIRM + 100 &&
+                      probe_per_part(&pa, 1) > RS_CONFIRM + 100);
     cr_assert(ok, "member A did not get past the confirmed head");
-    stop_wait(env.sys, pa.consumer);
-    stop_wait(env.sys, sink_a);
+    kk_stop_wait(env.sys, pa.consumer);
+    kk_stop_wait(env.sys, sink_a);
     cr_assert_eq(pa.confirm_errors, 0);
     probe_flush(&pa, 0, ~0u); /* the tail goes unconfirmed */
 
     int64_t committed[RS_PARTS];
-    committed_offsets(env.boot, "restart-group", "restart", RS_PARTS, committed);
+    kk_committed_offsets(env.boot, "restart-group", "restart", RS_PARTS, committed);
     for (int p = 0; p < RS_PARTS; p++)
         cr_assert_eq(committed[p], RS_CONFIRM, "[%d] committed %" PRId64 ", confirmed below %d", p,
                      committed[p], RS_CONFIRM);
@@ -1118,13 +958,11 @@ Test(kafka_consumer, restarted_member_resumes_at_committed_offset, .timeout = 12
     kobs_init(&obs_b);
     probe_t pb;
     probe_init(&pb, env.sys, RS_PARTS * RS_PER_PART);
-    c = conf_new(env.boot, "restart-group", group_member_kv);
-    conf_subscribe1(c, "restart");
-    kobs_attach(c, &obs_b);
-    pb.consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink_b = sink_spawn_ok(env.sys, probe_sink, &pb, -1, pb.consumer);
+    c = kk_conf_new(env.boot, "restart-group", group_member_kv);
+    kk_conf_subscribe1(c, "restart");
+    rill_aid_t sink_b = probe_start(&pb, c, &obs_b);
     long tail = RS_PARTS * (RS_PER_PART - RS_CONFIRM);
-    WAIT_UNTIL(ok, WAIT_MS, probe_distinct(&pb) == tail);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_distinct(&pb) == tail);
     cr_assert(ok, "member B saw %ld of the %ld records after the commit", probe_distinct(&pb),
               tail);
     fprintf(stderr, "restart: the new member had the tail after %lld ms\n",
@@ -1135,13 +973,13 @@ Test(kafka_consumer, restarted_member_resumes_at_committed_offset, .timeout = 12
                      probe_first(&pb, p), committed[p]);
     cr_assert_eq(pb.foreign, 0);
     cr_assert_eq(pb.dups, 0);
-    WAIT_UNTIL(ok, WAIT_MS, kobs_committed_all(&obs_b, RS_PARTS, RS_PER_PART));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kobs_committed_all(&obs_b, RS_PARTS, RS_PER_PART));
     cr_assert(ok, "member B did not commit the end");
-    stop_wait(env.sys, pb.consumer);
-    stop_wait(env.sys, sink_b);
+    kk_stop_wait(env.sys, pb.consumer);
+    kk_stop_wait(env.sys, sink_b);
     cr_assert_eq(pb.confirm_errors, 0);
 
-    kenv_fini(&env);
+    kk_env_fini(&env);
     probe_fini(&pa);
     probe_fini(&pb);
     kobs_fini(&obs_a);
@@ -1167,9 +1005,9 @@ static rill_err_t blocker_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg
 
 Test(kafka_consumer, stop_commits_every_confirm_sent_before_it, .timeout = 60)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "stopc", SC_PARTS, SC_PER_PART, 100);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "stopc", SC_PARTS, SC_PER_PART, 100);
 
     kobs_t obs;
     kobs_init(&obs);
@@ -1178,15 +1016,15 @@ Test(kafka_consumer, stop_commits_every_confirm_sent_before_it, .timeout = 60)
     pr.hold = 1;
     /* No periodic or count commits: only the stop commits. */
     const char *kv[] = {"rill.commit.interval.ms", "600000", "rill.commit.count", "10000000", NULL};
-    rill_consumer_conf_t *c = conf_new(env.boot, "stopc-group", kv);
-    conf_assign_all(c, "stopc", SC_PARTS, RILL_OFFSET_BEGINNING);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "stopc-group", kv);
+    kk_conf_assign_all(c, "stopc", SC_PARTS, RILL_OFFSET_BEGINNING);
     kobs_attach(c, &obs);
-    pr.consumer = consumer_spawn_ok(env.sys, c, 0);
-    rill_aid_t sink = sink_spawn_ok(env.sys, probe_sink, &pr, 1, pr.consumer);
+    pr.consumer = kk_consumer_spawn_ok(env.sys, c, 0);
+    rill_aid_t sink = kk_sink_spawn_ok(env.sys, probe_sink, &pr, 1, pr.consumer);
     int ok;
-    WAIT_UNTIL(ok, WAIT_MS, probe_received(&pr) == SC_PARTS * SC_PER_PART);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_received(&pr) == SC_PARTS * SC_PER_PART);
     cr_assert(ok, "%ld records", probe_received(&pr));
-    rill_consumer_stats_t s = stats_ok(env.sys, pr.consumer);
+    rill_consumer_stats_t s = kk_consumer_stats_ok(env.sys, pr.consumer);
     cr_assert_eq(s.unconfirmed, SC_PARTS * SC_PER_PART);
 
     /* The consumer's executor is busy for a moment (another actor's long
@@ -1205,13 +1043,13 @@ Test(kafka_consumer, stop_commits_every_confirm_sent_before_it, .timeout = 60)
     cr_assert_eq(pr.confirm_errors, 0);
     cr_assert_eq(rill_stop(env.sys, pr.consumer), RILL_OK);
     kit_gate_open(&gate);
-    cr_assert(kit_wait_dead(env.sys, pr.consumer, WAIT_MS));
-    stop_wait(env.sys, sink);
-    stop_wait(env.sys, blocker);
+    cr_assert(kit_wait_dead(env.sys, pr.consumer, KK_WAIT_MS));
+    kk_stop_wait(env.sys, sink);
+    kk_stop_wait(env.sys, blocker);
     kit_gate_destroy(&gate);
 
     int64_t committed[SC_PARTS];
-    committed_offsets(env.boot, "stopc-group", "stopc", SC_PARTS, committed);
+    kk_committed_offsets(env.boot, "stopc-group", "stopc", SC_PARTS, committed);
     fprintf(stderr, "stop: committed %" PRId64 " and %" PRId64 " of %d, %ld commit events\n",
             committed[0], committed[1], SC_PER_PART, obs.commits);
     for (int p = 0; p < SC_PARTS; p++)
@@ -1220,7 +1058,7 @@ Test(kafka_consumer, stop_commits_every_confirm_sent_before_it, .timeout = 60)
                      "before it",
                      p, committed[p], SC_PER_PART);
 
-    kenv_fini(&env);
+    kk_env_fini(&env);
     probe_fini(&pr);
     kobs_fini(&obs);
 }
@@ -1233,25 +1071,11 @@ Test(kafka_consumer, stop_commits_every_confirm_sent_before_it, .timeout = 60)
 #define RB_PER_PART 1000
 #define RB_HEAD     100 /* member 1 confirms offsets below this at once */
 
-static int rb_committed(kobs_t *a, kobs_t *b)
-{
-    int ok = 1;
-    pthread_mutex_lock(&a->mu);
-    pthread_mutex_lock(&b->mu);
-    for (int p = 0; p < RB_PARTS; p++) {
-        kobs_t *owner = (a->assigned & (1u << p)) ? a : b;
-        ok &= owner->committed[p] == RB_PER_PART;
-    }
-    pthread_mutex_unlock(&b->mu);
-    pthread_mutex_unlock(&a->mu);
-    return ok;
-}
-
 Test(kafka_consumer, rebalance_releases_after_drain_and_fences_late_confirms, .timeout = 120)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "rb", RB_PARTS, RB_PER_PART, 100);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "rb", RB_PARTS, RB_PER_PART, 100);
     const size_t total = RB_PARTS * RB_PER_PART;
     const char *kv[] = {"session.timeout.ms",
                         "3000",
@@ -1267,38 +1091,31 @@ Test(kafka_consumer, rebalance_releases_after_drain_and_fences_late_confirms, .t
 
     /* Member 1: slow work, everything past the head stays in flight. */
     kobs_t o1, o2;
-    kobs_init(&o1);
-    kobs_init(&o2);
     probe_t p1, p2;
-    probe_init(&p1, env.sys, total);
-    probe_init(&p2, env.sys, total);
+    members_init(&o1, &o2, &p1, &p2, env.sys, total);
     p1.hold = 1;
     p1.hold_from = RB_HEAD;
-    rill_consumer_conf_t *c = conf_new(env.boot, "rb-group", kv);
-    conf_subscribe1(c, "rb");
-    kobs_attach(c, &o1);
-    p1.consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink1 = sink_spawn_ok(env.sys, probe_sink, &p1, -1, p1.consumer);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "rb-group", kv);
+    kk_conf_subscribe1(c, "rb");
+    rill_aid_t sink1 = probe_start(&p1, c, &o1);
     int ok;
-    WAIT_UNTIL(ok, WAIT_MS,
-               kobs_assigned(&o1) == 0xFu && kobs_committed_all(&o1, RB_PARTS, RB_HEAD));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  kobs_assigned(&o1) == 0xFu && kobs_committed_all(&o1, RB_PARTS, RB_HEAD));
     cr_assert(ok, "member 1 did not get every partition and commit its head (assigned %#x)",
               kobs_assigned(&o1));
 
     /* Member 2 joins. */
     int64_t t0 = kit_now_ms();
-    c = conf_new(env.boot, "rb-group", kv);
-    conf_subscribe1(c, "rb");
-    kobs_attach(c, &o2);
-    p2.consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink2 = sink_spawn_ok(env.sys, probe_sink, &p2, -1, p2.consumer);
-    WAIT_UNTIL(ok, WAIT_MS, kobs_revoked(&o1) != 0);
+    c = kk_conf_new(env.boot, "rb-group", kv);
+    kk_conf_subscribe1(c, "rb");
+    rill_aid_t sink2 = probe_start(&p2, c, &o2);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kobs_revoked(&o1) != 0);
     cr_assert(ok, "member 1 gave up no partition");
     uint32_t revoked = kobs_revoked(&o1);
     fprintf(stderr, "rebalance: member 1 released %#x after %lld ms\n", revoked,
             (long long)(kit_now_ms() - t0));
-    WAIT_UNTIL(ok, WAIT_MS,
-               kobs_assigned(&o2) != 0 && (kobs_assigned(&o1) | kobs_assigned(&o2)) == 0xFu);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  kobs_assigned(&o2) != 0 && (kobs_assigned(&o1) | kobs_assigned(&o2)) == 0xFu);
     cr_assert(ok, "the partitions were not shared: member 1 %#x, member 2 %#x", kobs_assigned(&o1),
               kobs_assigned(&o2));
     cr_assert_eq(kobs_assigned(&o1) & kobs_assigned(&o2), 0);
@@ -1310,7 +1127,7 @@ Test(kafka_consumer, rebalance_releases_after_drain_and_fences_late_confirms, .t
     size_t late = probe_flush(&p1, 1, revoked);
     cr_assert_gt(late, 0, "member 1 held nothing of the released partitions");
     rill_consumer_stats_t s1;
-    WAIT_UNTIL(ok, WAIT_MS, (s1 = stats_ok(env.sys, p1.consumer)).fenced >= late);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, (s1 = kk_consumer_stats_ok(env.sys, p1.consumer)).fenced >= late);
     cr_assert(ok, "%llu of %zu late confirms fenced", (unsigned long long)s1.fenced, late);
     cr_assert_eq(s1.fenced, late, "%llu fenced, %zu late confirms", (unsigned long long)s1.fenced,
                  late);
@@ -1321,18 +1138,18 @@ Test(kafka_consumer, rebalance_releases_after_drain_and_fences_late_confirms, .t
     pthread_mutex_unlock(&p1.mu);
     probe_flush(&p1, 1, ~0u);
 
-    WAIT_UNTIL(ok, WAIT_MS, union_missing(&p1, &p2, total) == 0);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, union_missing(&p1, &p2, total) == 0);
     cr_assert(ok, "%ld records seen by neither member", union_missing(&p1, &p2, total));
     /* Member 2 starts the released partitions at member 1's commit. */
     for (int p = 0; p < RB_PARTS; p++) {
         if (!(revoked & (1u << p)))
             continue;
-        WAIT_UNTIL(ok, WAIT_MS, probe_per_part(&p2, p) >= RB_PER_PART - RB_HEAD);
+        KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_per_part(&p2, p) >= RB_PER_PART - RB_HEAD);
         cr_assert(ok, "[%d] member 2 got %ld records", p, probe_per_part(&p2, p));
         cr_assert_eq(probe_first(&p2, p), RB_HEAD, "[%d] member 2 started at %" PRId64, p,
                      probe_first(&p2, p));
     }
-    WAIT_UNTIL(ok, WAIT_MS, stats_ok(env.sys, p1.consumer).unconfirmed == 0);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kk_consumer_stats_ok(env.sys, p1.consumer).unconfirmed == 0);
     cr_assert(ok);
 
     pthread_mutex_lock(&o1.mu);
@@ -1342,25 +1159,19 @@ Test(kafka_consumer, rebalance_releases_after_drain_and_fences_late_confirms, .t
     cr_assert_eq(p2.confirm_errors, 0);
 
     /* Everything confirmed is committed by its owner. */
-    WAIT_UNTIL(ok, WAIT_MS, rb_committed(&o1, &o2));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, owners_committed(&o1, &o2, RB_PARTS, RB_PER_PART));
     cr_assert(ok, "the owners' commits did not reach the end");
-    stop_wait(env.sys, p2.consumer);
-    stop_wait(env.sys, p1.consumer);
-    stop_wait(env.sys, sink1);
-    stop_wait(env.sys, sink2);
+    members_stop(&p1, &p2, sink1, sink2);
     pthread_mutex_lock(&o1.mu);
     cr_assert_eq(o1.late_commits, 0, "%ld late commits: %s", o1.late_commits, o1.late);
     pthread_mutex_unlock(&o1.mu);
     int64_t committed[RB_PARTS];
-    committed_offsets(env.boot, "rb-group", "rb", RB_PARTS, committed);
+    kk_committed_offsets(env.boot, "rb-group", "rb", RB_PARTS, committed);
     for (int p = 0; p < RB_PARTS; p++)
         cr_expect_eq(committed[p], RB_PER_PART, "[%d] committed %" PRId64, p, committed[p]);
 
-    kenv_fini(&env);
-    probe_fini(&p1);
-    probe_fini(&p2);
-    kobs_fini(&o1);
-    kobs_fini(&o2);
+    kk_env_fini(&env);
+    members_fini(&o1, &o2, &p1, &p2);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1373,9 +1184,9 @@ Test(kafka_consumer, rebalance_releases_after_drain_and_fences_late_confirms, .t
 
 Test(kafka_consumer, commit_errors_and_broker_outage_lose_nothing, .timeout = 120)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "faults", FT_PARTS, FT_PER_PART, 100);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "faults", FT_PARTS, FT_PER_PART, 100);
 
     int16_t oc = rill_api_key_from_name("OffsetCommit");
     cr_assert_geq(oc, 0);
@@ -1403,43 +1214,41 @@ Test(kafka_consumer, commit_errors_and_broker_outage_lose_nothing, .timeout = 12
                         "reconnect.backoff.max.ms",
                         "500",
                         NULL};
-    rill_consumer_conf_t *c = conf_new(env.boot, "faults-group", kv);
-    conf_assign_all(c, "faults", FT_PARTS, RILL_OFFSET_BEGINNING);
-    kobs_attach(c, &obs);
-    pr.consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink = sink_spawn_ok(env.sys, probe_sink, &pr, -1, pr.consumer);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "faults-group", kv);
+    kk_conf_assign_all(c, "faults", FT_PARTS, RILL_OFFSET_BEGINNING);
+    rill_aid_t sink = probe_start(&pr, c, &obs);
 
     int ok;
-    WAIT_UNTIL(ok, WAIT_MS, probe_received(&pr) >= FT_TOTAL / 4);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_received(&pr) >= FT_TOTAL / 4);
     cr_assert(ok, "consumption did not start");
     /* The six injected commit errors have been answered by now (a commit
      * every 500 confirms or 100 ms). */
-    WAIT_UNTIL(ok, WAIT_MS,
-               kobs_saw_err(&obs, RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID) &&
-                   kobs_saw_err(&obs, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS) &&
-                   kobs_saw_err(&obs, RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  kobs_saw_err(&obs, RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID) &&
+                      kobs_saw_err(&obs, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS) &&
+                      kobs_saw_err(&obs, RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION));
     cr_assert(ok, "the injected commit errors were not all reported to the commit callback");
 
     /* The broker goes away for a while, mid-stream. */
     long before = probe_received(&pr);
     cr_assert_lt(before, FT_TOTAL, "everything was consumed before the outage");
     cr_assert_eq(rill_broker_set_down(env.broker, RILL_BROKER_ALL), RILL_OK);
-    nap_us(1500 * 1000); /* the outage itself: elapsed time is the premise */
+    kk_nap_us(1500 * 1000); /* the outage itself: elapsed time is the premise */
     long during = probe_received(&pr);
     cr_assert_eq(rill_broker_set_up(env.broker, RILL_BROKER_ALL), RILL_OK);
     int64_t t_up = kit_now_ms();
-    WAIT_UNTIL(ok, WAIT_MS, probe_received(&pr) > during + 100);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_received(&pr) > during + 100);
     cr_assert(ok, "consumption did not resume after the broker came back");
     fprintf(stderr,
             "faults: %ld records before the outage, %ld at its end, resumed %lld ms after "
             "it\n",
             before, during, (long long)(kit_now_ms() - t_up));
 
-    WAIT_UNTIL(ok, 60000, probe_distinct(&pr) == FT_TOTAL);
+    KK_WAIT_UNTIL(ok, 60000, probe_distinct(&pr) == FT_TOTAL);
     cr_assert(ok, "%ld of %d records delivered", probe_distinct(&pr), FT_TOTAL);
-    WAIT_UNTIL(ok, WAIT_MS, kobs_committed_all(&obs, FT_PARTS, FT_PER_PART));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kobs_committed_all(&obs, FT_PARTS, FT_PER_PART));
     cr_assert(ok, "the final commit is incomplete");
-    rill_consumer_stats_t s = stats_ok(env.sys, pr.consumer);
+    rill_consumer_stats_t s = kk_consumer_stats_ok(env.sys, pr.consumer);
     fprintf(stderr, "faults: %llu commits, %llu commit errors, %ld duplicates\n",
             (unsigned long long)s.committed, (unsigned long long)s.commit_errors, pr.dups);
     cr_assert_geq(s.commit_errors, 3, "%llu commit errors counted",
@@ -1447,15 +1256,12 @@ Test(kafka_consumer, commit_errors_and_broker_outage_lose_nothing, .timeout = 12
     cr_assert_eq(s.fenced, 0);
     cr_assert_eq(pr.foreign, 0);
     cr_assert_eq(pr.confirm_errors, 0);
-    stop_wait(env.sys, pr.consumer);
-    stop_wait(env.sys, sink);
+    kk_stop_wait(env.sys, pr.consumer);
+    kk_stop_wait(env.sys, sink);
 
-    int64_t committed[FT_PARTS];
-    committed_offsets(env.boot, "faults-group", "faults", FT_PARTS, committed);
-    for (int p = 0; p < FT_PARTS; p++)
-        cr_assert_eq(committed[p], FT_PER_PART, "[%d] committed %" PRId64, p, committed[p]);
+    kk_assert_committed(env.boot, "faults-group", "faults", FT_PARTS, FT_PER_PART);
 
-    kenv_fini(&env);
+    kk_env_fini(&env);
     probe_fini(&pr);
     kobs_fini(&obs);
 }
@@ -1480,7 +1286,7 @@ typedef struct bp {
 static rill_err_t bp_sink(void *opaque, rill_elem_t *e)
 {
     bp_t *b = opaque;
-    nap_us(1000);
+    kk_nap_us(1000);
     rill_consumer_confirm(b->sys, b->consumer, e);
     rill_elem_release(e);
     atomic_fetch_add_explicit(&b->processed, 1, memory_order_relaxed);
@@ -1526,7 +1332,7 @@ static rill_consumer_stats_t bp_watch(rill_system_t *sys, rill_aid_t consumer, i
     memset(&s, 0, sizeof(s));
     int64_t end = kit_now_ms() + ms;
     while (kit_now_ms() < end) {
-        s = stats_ok(sys, consumer);
+        s = kk_consumer_stats_ok(sys, consumer);
         if (w->saw_paused && !s.paused)
             w->saw_resumed_after_pause = 1;
         w->saw_paused |= s.paused == 1;
@@ -1539,7 +1345,7 @@ static rill_consumer_stats_t bp_watch(rill_system_t *sys, rill_aid_t consumer, i
         long h = heap_bytes(), r = rss_bytes();
         w->heap_max = h > w->heap_max ? h : w->heap_max;
         w->rss_max = r > w->rss_max ? r : w->rss_max;
-        nap_us(10 * 1000);
+        kk_nap_us(10 * 1000);
     }
     return s;
 }
@@ -1553,9 +1359,9 @@ static rill_consumer_stats_t bp_watch(rill_system_t *sys, rill_aid_t consumer, i
  */
 Test(kafka_consumer, backpressure_slow_sink_pauses_and_memory_stays_flat, .timeout = 120)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "bp", BP_PARTS, BP_PER_PART, BP_VALUE);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "bp", BP_PARTS, BP_PER_PART, BP_VALUE);
 
     bp_t b = {.sys = env.sys};
     atomic_init(&b.processed, 0);
@@ -1564,16 +1370,17 @@ Test(kafka_consumer, backpressure_slow_sink_pauses_and_memory_stays_flat, .timeo
      * a partition at most once a second when it is over that). */
     const char *kv[] = {
         "rill.buffer.high", "1000", "rill.buffer.low", "500", "queued.min.messages", "2000", NULL};
-    rill_consumer_conf_t *c = conf_new(env.boot, "bp-group", kv);
-    conf_assign_all(c, "bp", BP_PARTS, RILL_OFFSET_BEGINNING);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "bp-group", kv);
+    kk_conf_assign_all(c, "bp", BP_PARTS, RILL_OFFSET_BEGINNING);
     /* The consumer and the slow sink on different executors. */
-    b.consumer = consumer_spawn_ok(env.sys, c, 0);
+    b.consumer = kk_consumer_spawn_ok(env.sys, c, 0);
     long heap0 = heap_bytes(), rss0 = rss_bytes();
-    rill_aid_t sink = sink_spawn_ok(env.sys, bp_sink, &b, 1, b.consumer);
+    rill_aid_t sink = kk_sink_spawn_ok(env.sys, bp_sink, &b, 1, b.consumer);
 
     int ok;
     rill_consumer_stats_t s;
-    WAIT_UNTIL(ok, WAIT_MS, (s = stats_ok(env.sys, b.consumer)).buffered >= BP_HIGH);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  (s = kk_consumer_stats_ok(env.sys, b.consumer)).buffered >= BP_HIGH);
     cr_assert(ok, "the buffer never filled (buffered %u)", s.buffered);
     /* A second to settle (fetches in flight land), then the measurement. */
     bp_watch_t w1, w2;
@@ -1585,8 +1392,8 @@ Test(kafka_consumer, backpressure_slow_sink_pauses_and_memory_stays_flat, .timeo
     long processed1 = atomic_load(&b.processed);
     s = bp_watch(env.sys, b.consumer, 3000, &w2);
     long processed = atomic_load(&b.processed);
-    stop_wait(env.sys, b.consumer);
-    stop_wait(env.sys, sink);
+    kk_stop_wait(env.sys, b.consumer);
+    kk_stop_wait(env.sys, sink);
 
     /*
      * Buffering the backlog would cost at least its values and keys plus
@@ -1626,7 +1433,7 @@ Test(kafka_consumer, backpressure_slow_sink_pauses_and_memory_stays_flat, .timeo
                  "%ld KiB held while the sink worked; the whole backlog costs ~%ld KiB",
                  held / 1024, unbounded / 1024);
 
-    kenv_fini(&env);
+    kk_env_fini(&env);
 }
 
 /*
@@ -1641,9 +1448,9 @@ Test(kafka_consumer, backpressure_slow_sink_pauses_and_memory_stays_flat, .timeo
 
 Test(kafka_consumer, backpressure_stalled_sink_pauses_then_resumes, .timeout = 60)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "stall", 1, ST_COUNT, BP_VALUE);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "stall", 1, ST_COUNT, BP_VALUE);
 
     probe_t pr;
     probe_init(&pr, env.sys, ST_COUNT);
@@ -1657,14 +1464,13 @@ Test(kafka_consumer, backpressure_stalled_sink_pauses_then_resumes, .timeout = 6
                         "rill.max.unconfirmed",
                         "100",
                         NULL};
-    rill_consumer_conf_t *c = conf_new(env.boot, "stall-group", kv);
-    conf_assign_all(c, "stall", 1, RILL_OFFSET_BEGINNING);
-    pr.consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink = sink_spawn_ok(env.sys, probe_sink, &pr, -1, pr.consumer);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "stall-group", kv);
+    kk_conf_assign_all(c, "stall", 1, RILL_OFFSET_BEGINNING);
+    rill_aid_t sink = probe_start(&pr, c, NULL);
 
     int ok;
     rill_consumer_stats_t s;
-    WAIT_UNTIL(ok, WAIT_MS, (s = stats_ok(env.sys, pr.consumer)).paused == 1);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, (s = kk_consumer_stats_ok(env.sys, pr.consumer)).paused == 1);
     cr_assert(ok, "a stalled sink did not pause the consumer (buffered %u, pauses %llu)",
               s.buffered, (unsigned long long)s.pauses);
     cr_assert_eq(s.unconfirmed, ST_OUT, "%u out unconfirmed", s.unconfirmed);
@@ -1683,21 +1489,21 @@ Test(kafka_consumer, backpressure_stalled_sink_pauses_then_resumes, .timeout = 6
     pr.hold = 0;
     pthread_mutex_unlock(&pr.mu);
     probe_flush(&pr, 1, ~0u);
-    WAIT_UNTIL(ok, WAIT_MS, (s = stats_ok(env.sys, pr.consumer)).paused == 0);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, (s = kk_consumer_stats_ok(env.sys, pr.consumer)).paused == 0);
     cr_assert(ok, "never resumed");
     /* Records fetched after the resume arrive, up to the end. */
-    WAIT_UNTIL(ok, WAIT_MS, probe_distinct(&pr) == ST_COUNT);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_distinct(&pr) == ST_COUNT);
     cr_assert(ok, "%ld of %d records after the resume", probe_distinct(&pr), ST_COUNT);
-    s = stats_ok(env.sys, pr.consumer);
+    s = kk_consumer_stats_ok(env.sys, pr.consumer);
     fprintf(stderr, "backpressure (stalled sink): %llu pauses, max buffered %u\n",
             (unsigned long long)s.pauses, s.buffered_max);
     cr_assert_geq(s.pauses, 1);
     cr_assert_leq(s.buffered_max, BP_HIGH, "buffered_max %u above rill.buffer.high %d",
                   s.buffered_max, BP_HIGH);
     cr_assert_eq(pr.dups, 0);
-    stop_wait(env.sys, pr.consumer);
-    stop_wait(env.sys, sink);
-    kenv_fini(&env);
+    kk_stop_wait(env.sys, pr.consumer);
+    kk_stop_wait(env.sys, sink);
+    kk_env_fini(&env);
     probe_fini(&pr);
 }
 
@@ -1740,6 +1546,21 @@ static rill_err_t rd_sink(void *opaque, rill_elem_t *e)
     return RILL_OK;
 }
 
+static rd_t *rd_new(rill_system_t *sys)
+{
+    rd_t *r = calloc(1, sizeof(*r));
+    cr_assert_not_null(r);
+    r->sys = sys;
+    pthread_mutex_init(&r->mu, NULL);
+    return r;
+}
+
+static void rd_free(rd_t *r)
+{
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
 static int rd_get(rd_t *r, int offset)
 {
     pthread_mutex_lock(&r->mu);
@@ -1762,17 +1583,12 @@ static const char *hdr(const rill_record_t *rec, const char *name, char *buf, si
 
 Test(kafka_consumer, unconfirmed_record_is_redelivered_then_dead_lettered, .timeout = 120)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "redeliv", 1, RD_COUNT, 100);
-    char err[512] = "";
-    cr_assert_eq(rill_broker_create_topic(env.broker, "redeliv-dlq", 1, 1, err, sizeof(err)),
-                 RILL_OK, "%s", err);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "redeliv", 1, RD_COUNT, 100);
+    kk_create_topic(&env, "redeliv-dlq", 1);
 
-    rd_t *r = calloc(1, sizeof(*r));
-    cr_assert_not_null(r);
-    r->sys = env.sys;
-    pthread_mutex_init(&r->mu, NULL);
+    rd_t *r = rd_new(env.sys);
     kobs_t obs;
     kobs_init(&obs);
     const char *kv[] = {"rill.unconfirmed.timeout.ms",
@@ -1784,22 +1600,23 @@ Test(kafka_consumer, unconfirmed_record_is_redelivered_then_dead_lettered, .time
                         "rill.commit.interval.ms",
                         "100",
                         NULL};
-    rill_consumer_conf_t *c = conf_new(env.boot, "redeliv-group", kv);
-    conf_assign_all(c, "redeliv", 1, RILL_OFFSET_BEGINNING);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "redeliv-group", kv);
+    kk_conf_assign_all(c, "redeliv", 1, RILL_OFFSET_BEGINNING);
     kobs_attach(c, &obs);
-    r->consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink = sink_spawn_ok(env.sys, rd_sink, r, -1, r->consumer);
+    r->consumer = kk_consumer_spawn_ok(env.sys, c, -1);
+    rill_aid_t sink = kk_sink_spawn_ok(env.sys, rd_sink, r, -1, r->consumer);
 
     int ok;
     rill_consumer_stats_t s;
-    WAIT_UNTIL(ok, WAIT_MS, (s = stats_ok(env.sys, r->consumer)).dead_lettered == 1);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  (s = kk_consumer_stats_ok(env.sys, r->consumer)).dead_lettered == 1);
     cr_assert(ok, "nothing dead-lettered (%llu redelivered)", (unsigned long long)s.redelivered);
     /* The partition moves on: the commit passes the dead letter. */
-    WAIT_UNTIL(ok, WAIT_MS, kobs_committed_all(&obs, 1, RD_COUNT));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kobs_committed_all(&obs, 1, RD_COUNT));
     cr_assert(ok, "the commit did not pass offset %d", RD_POISON);
-    s = stats_ok(env.sys, r->consumer);
-    stop_wait(env.sys, r->consumer);
-    stop_wait(env.sys, sink);
+    s = kk_consumer_stats_ok(env.sys, r->consumer);
+    kk_stop_wait(env.sys, r->consumer);
+    kk_stop_wait(env.sys, sink);
 
     pthread_mutex_lock(&r->mu);
     fprintf(stderr, "redelivery: offset %d delivered %d times, at +0 +%lld +%lld ms\n", RD_POISON,
@@ -1822,11 +1639,7 @@ Test(kafka_consumer, unconfirmed_record_is_redelivered_then_dead_lettered, .time
                  (unsigned long long)s.dead_lettered);
 
     /* The dead letter: the record, with where it came from and why. */
-    rill_consumed_t *dl = NULL;
-    rill_testkit_opts_t o = {.timeout_ms = 20000};
-    cr_assert_eq(rill_testkit_consume(env.boot, "redeliv-dlq", RILL_CONSUME_TO_END, &o, &dl, err,
-                                      sizeof(err)),
-                 RILL_OK, "%s", err);
+    rill_consumed_t *dl = kk_consume_all(env.boot, "redeliv-dlq", 20000);
     cr_expect_eq(rill_consumed_count(dl), 1, "%zu dead letters", rill_consumed_count(dl));
     cr_assert_geq(rill_consumed_count(dl), 1);
     for (size_t i = 0; i < rill_consumed_count(dl); i++) {
@@ -1853,14 +1666,11 @@ Test(kafka_consumer, unconfirmed_record_is_redelivered_then_dead_lettered, .time
     cr_assert_gt(strlen(buf), 0, "rill-error is empty");
     rill_consumed_destroy(dl);
 
-    int64_t committed[1];
-    committed_offsets(env.boot, "redeliv-group", "redeliv", 1, committed);
-    cr_assert_eq(committed[0], RD_COUNT);
+    kk_assert_committed(env.boot, "redeliv-group", "redeliv", 1, RD_COUNT);
 
-    kenv_fini(&env);
+    kk_env_fini(&env);
     kobs_fini(&obs);
-    pthread_mutex_destroy(&r->mu);
-    free(r);
+    rd_free(r);
 }
 
 /* rill.dead.letter.producer: dead letters go through a producer actor the
@@ -1869,17 +1679,13 @@ Test(kafka_consumer, unconfirmed_record_is_redelivered_then_dead_lettered, .time
  * sent again once the producer is there. */
 Test(kafka_consumer, dead_letters_go_through_the_named_producer_actor, .timeout = 120)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "dlqnamed", 1, RD_COUNT, 100);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "dlqnamed", 1, RD_COUNT, 100);
     char err[512] = "";
-    cr_assert_eq(rill_broker_create_topic(env.broker, "dlqnamed-dlq", 1, 1, err, sizeof(err)),
-                 RILL_OK, "%s", err);
+    kk_create_topic(&env, "dlqnamed-dlq", 1);
 
-    rd_t *r = calloc(1, sizeof(*r));
-    cr_assert_not_null(r);
-    r->sys = env.sys;
-    pthread_mutex_init(&r->mu, NULL);
+    rd_t *r = rd_new(env.sys);
     const char *kv[] = {"rill.unconfirmed.timeout.ms",
                         "300",
                         "rill.max.redeliveries",
@@ -1891,15 +1697,16 @@ Test(kafka_consumer, dead_letters_go_through_the_named_producer_actor, .timeout 
                         "rill.commit.interval.ms",
                         "100",
                         NULL};
-    rill_consumer_conf_t *c = conf_new(env.boot, "dlqnamed-group", kv);
-    conf_assign_all(c, "dlqnamed", 1, RILL_OFFSET_BEGINNING);
-    r->consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink = sink_spawn_ok(env.sys, rd_sink, r, -1, r->consumer);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "dlqnamed-group", kv);
+    kk_conf_assign_all(c, "dlqnamed", 1, RILL_OFFSET_BEGINNING);
+    r->consumer = kk_consumer_spawn_ok(env.sys, c, -1);
+    rill_aid_t sink = kk_sink_spawn_ok(env.sys, rd_sink, r, -1, r->consumer);
 
     /* No producer named dlq-producer yet: the dead letter cannot go. */
     int ok;
     rill_consumer_stats_t s;
-    WAIT_UNTIL(ok, WAIT_MS, (s = stats_ok(env.sys, r->consumer)).dead_letter_errors >= 1);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  (s = kk_consumer_stats_ok(env.sys, r->consumer)).dead_letter_errors >= 1);
     cr_assert(ok, "no dead letter was attempted (%llu redelivered)",
               (unsigned long long)s.redelivered);
     cr_assert_eq(s.dead_lettered, 0);
@@ -1911,59 +1718,52 @@ Test(kafka_consumer, dead_letters_go_through_the_named_producer_actor, .timeout 
     rill_aid_t producer;
     cr_assert_eq(rill_producer_spawn(env.sys, pc, &po, &producer, err, sizeof(err)), RILL_OK, "%s",
                  err);
-    WAIT_UNTIL(ok, WAIT_MS, (s = stats_ok(env.sys, r->consumer)).dead_lettered == 1);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  (s = kk_consumer_stats_ok(env.sys, r->consumer)).dead_lettered == 1);
     cr_assert(ok, "nothing dead-lettered through the producer (%llu errors)",
               (unsigned long long)s.dead_letter_errors);
     rill_producer_stats_t ps;
     cr_assert_eq(rill_producer_stats(env.sys, producer, &ps), RILL_OK);
     cr_assert_eq(ps.delivered, 1, "the producer delivered %llu", (unsigned long long)ps.delivered);
     int64_t committed[1] = {-1};
-    WAIT_UNTIL(ok, WAIT_MS,
-               (committed_offsets(env.boot, "dlqnamed-group", "dlqnamed", 1, committed),
-                committed[0] == RD_COUNT));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  (kk_committed_offsets(env.boot, "dlqnamed-group", "dlqnamed", 1, committed),
+                   committed[0] == RD_COUNT));
     cr_assert(ok, "committed %lld, want %d", (long long)committed[0], RD_COUNT);
-    stop_wait(env.sys, r->consumer);
-    stop_wait(env.sys, sink);
-    stop_wait(env.sys, producer);
+    kk_stop_wait(env.sys, r->consumer);
+    kk_stop_wait(env.sys, sink);
+    kk_stop_wait(env.sys, producer);
 
-    rill_consumed_t *dl = NULL;
-    rill_testkit_opts_t o = {.timeout_ms = 20000};
-    cr_assert_eq(rill_testkit_consume(env.boot, "dlqnamed-dlq", RILL_CONSUME_TO_END, &o, &dl, err,
-                                      sizeof(err)),
-                 RILL_OK, "%s", err);
+    rill_consumed_t *dl = kk_consume_all(env.boot, "dlqnamed-dlq", 20000);
     cr_assert_eq(rill_consumed_count(dl), 1, "%zu dead letters", rill_consumed_count(dl));
     char buf[64];
     cr_assert_not_null(hdr(rill_consumed_at(dl, 0), "rill-origin-offset", buf, sizeof(buf)));
     cr_assert_eq(atoi(buf), RD_POISON);
     rill_consumed_destroy(dl);
-    kenv_fini(&env);
-    pthread_mutex_destroy(&r->mu);
-    free(r);
+    kk_env_fini(&env);
+    rd_free(r);
 }
 
 Test(kafka_consumer, unconfirmed_record_without_dead_letter_topic_fails_the_consumer, .timeout = 60)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "poison", 1, RD_COUNT, 100);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "poison", 1, RD_COUNT, 100);
 
-    rd_t *r = calloc(1, sizeof(*r));
-    cr_assert_not_null(r);
-    r->sys = env.sys;
-    pthread_mutex_init(&r->mu, NULL);
+    rd_t *r = rd_new(env.sys);
     const char *kv[] = {"rill.unconfirmed.timeout.ms", "300", "rill.max.redeliveries", "2", NULL};
-    rill_consumer_conf_t *c = conf_new(env.boot, "poison-group", kv);
-    conf_assign_all(c, "poison", 1, RILL_OFFSET_BEGINNING);
-    r->consumer = consumer_spawn_ok(env.sys, c, -1);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "poison-group", kv);
+    kk_conf_assign_all(c, "poison", 1, RILL_OFFSET_BEGINNING);
+    r->consumer = kk_consumer_spawn_ok(env.sys, c, -1);
 
     kit_log_t *log = kit_log_new();
     cr_assert_not_null(log);
     rill_aid_t watcher = kit_spawn_recorder(env.sys, log, -1);
     cr_assert_neq(watcher, RILL_AID_NONE);
     cr_assert_eq(kit_run_in(env.sys, watcher, monitor_fn, &r->consumer), RILL_OK);
-    rill_aid_t sink = sink_spawn_ok(env.sys, rd_sink, r, -1, r->consumer);
+    rill_aid_t sink = kk_sink_spawn_ok(env.sys, rd_sink, r, -1, r->consumer);
 
-    cr_assert(kit_log_wait_type(log, RILL_MSG_DOWN, 1, WAIT_MS), "the consumer did not stop");
+    cr_assert(kit_log_wait_type(log, RILL_MSG_DOWN, 1, KK_WAIT_MS), "the consumer did not stop");
     kit_event_t ev;
     cr_assert(kit_log_find(log, RILL_MSG_DOWN, r->consumer, &ev));
     fprintf(stderr, "no dead-letter topic: the consumer exited: %s, %s: %s\n",
@@ -1974,12 +1774,11 @@ Test(kafka_consumer, unconfirmed_record_without_dead_letter_topic_fails_the_cons
     cr_assert_neq(ev.down.reason.code, RILL_OK);
     cr_assert_eq(rd_get(r, RD_POISON), 1 + RD_MAX, "offset %d delivered %d times", RD_POISON,
                  rd_get(r, RD_POISON));
-    cr_assert(kit_wait_dead(env.sys, sink, WAIT_MS), "the sink outlived its failed source");
+    cr_assert(kit_wait_dead(env.sys, sink, KK_WAIT_MS), "the sink outlived its failed source");
 
-    kenv_fini(&env);
+    kk_env_fini(&env);
     kit_log_free(log);
-    pthread_mutex_destroy(&r->mu);
-    free(r);
+    rd_free(r);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2014,14 +1813,11 @@ static int sm_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
 
 Test(kafka_consumer, self_managed_offsets_start_where_the_callback_says, .timeout = 120)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "self", SM_PARTS, SM_PER_PART, 100);
-    commit_plain(env.boot, "self-group", "self", SM_PARTS, SM_KAFKA);
-    int64_t committed[SM_PARTS];
-    committed_offsets(env.boot, "self-group", "self", SM_PARTS, committed);
-    for (int p = 0; p < SM_PARTS; p++)
-        cr_assert_eq(committed[p], SM_KAFKA);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "self", SM_PARTS, SM_PER_PART, 100);
+    kk_commit_plain(env.boot, "self-group", "self", SM_PARTS, SM_KAFKA);
+    kk_assert_committed(env.boot, "self-group", "self", SM_PARTS, SM_KAFKA);
 
     sm_t m;
     memset(&m, 0, sizeof(m));
@@ -2030,25 +1826,24 @@ Test(kafka_consumer, self_managed_offsets_start_where_the_callback_says, .timeou
     kobs_init(&obs);
     probe_t pr;
     probe_init(&pr, env.sys, SM_PARTS * SM_PER_PART);
-    rill_consumer_conf_t *c = conf_new(env.boot, "self-group", group_member_kv);
-    conf_subscribe1(c, "self");
-    kobs_attach(c, &obs);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "self-group", group_member_kv);
+    kk_conf_subscribe1(c, "self");
     rill_consumer_conf_set_assigned_cb(c, sm_assigned, &m);
-    pr.consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink = sink_spawn_ok(env.sys, probe_sink, &pr, -1, pr.consumer);
+    rill_aid_t sink = probe_start(&pr, c, &obs);
 
     long want = SM_PARTS * (SM_PER_PART - SM_START);
     int ok;
-    WAIT_UNTIL(ok, WAIT_MS, probe_distinct(&pr) == want);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_distinct(&pr) == want);
     cr_assert(ok, "%ld of %ld records", probe_distinct(&pr), want);
     rill_consumer_stats_t s;
-    WAIT_UNTIL(ok, WAIT_MS, (s = stats_ok(env.sys, pr.consumer)).confirmed == (uint64_t)want);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  (s = kk_consumer_stats_ok(env.sys, pr.consumer)).confirmed == (uint64_t)want);
     cr_assert(ok, "%llu of %ld confirmed", (unsigned long long)s.confirmed, want);
     /* Time for a periodic commit (100 ms) to have happened, were there one. */
-    nap_us(500 * 1000);
-    s = stats_ok(env.sys, pr.consumer);
-    stop_wait(env.sys, pr.consumer); /* nor at the stop */
-    stop_wait(env.sys, sink);
+    kk_nap_us(500 * 1000);
+    s = kk_consumer_stats_ok(env.sys, pr.consumer);
+    kk_stop_wait(env.sys, pr.consumer); /* nor at the stop */
+    kk_stop_wait(env.sys, sink);
 
     for (int p = 0; p < SM_PARTS; p++)
         cr_assert_eq(pr.first[p], SM_START, "[%d] started at %" PRId64, p, pr.first[p]);
@@ -2057,11 +1852,9 @@ Test(kafka_consumer, self_managed_offsets_start_where_the_callback_says, .timeou
     cr_assert_eq(m.bad_initial, 0, "the callback got offsets already set");
     cr_assert_eq(s.committed, 0);
     cr_assert_eq(obs.commits, 0, "%ld commits reported", obs.commits);
-    committed_offsets(env.boot, "self-group", "self", SM_PARTS, committed);
-    for (int p = 0; p < SM_PARTS; p++)
-        cr_assert_eq(committed[p], SM_KAFKA, "[%d] committed %" PRId64 " now", p, committed[p]);
+    kk_assert_committed(env.boot, "self-group", "self", SM_PARTS, SM_KAFKA);
 
-    kenv_fini(&env);
+    kk_env_fini(&env);
     probe_fini(&pr);
     kobs_fini(&obs);
     pthread_mutex_destroy(&m.mu);
@@ -2073,30 +1866,26 @@ Test(kafka_consumer, self_managed_offsets_start_where_the_callback_says, .timeou
 
 Test(kafka_consumer, fixed_partitions_start_at_committed_or_reset, .timeout = 60)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "fixed", 2, 100, 100);
-    commit_plain(env.boot, "fixed-group", "fixed", 1, 30); /* partition 0 only */
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "fixed", 2, 100, 100);
+    kk_commit_plain(env.boot, "fixed-group", "fixed", 1, 30); /* partition 0 only */
 
     probe_t pr;
     probe_init(&pr, env.sys, 200);
     const char *kv[] = {"auto.offset.reset", "earliest", NULL};
-    rill_consumer_conf_t *c = conf_new(env.boot, "fixed-group", kv);
-    conf_assign_all(c, "fixed", 2, RILL_OFFSET_COMMITTED);
-    pr.consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink = sink_spawn_ok(env.sys, probe_sink, &pr, -1, pr.consumer);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "fixed-group", kv);
+    kk_conf_assign_all(c, "fixed", 2, RILL_OFFSET_COMMITTED);
+    rill_aid_t sink = probe_start(&pr, c, NULL);
     int ok;
-    WAIT_UNTIL(ok, WAIT_MS, probe_distinct(&pr) == 170);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_distinct(&pr) == 170);
     cr_assert(ok, "%ld of 170 records", probe_distinct(&pr));
     cr_assert_eq(probe_first(&pr, 0), 30, "[0] started at %" PRId64, probe_first(&pr, 0));
     cr_assert_eq(probe_first(&pr, 1), 0, "[1] started at %" PRId64, probe_first(&pr, 1));
-    stop_wait(env.sys, pr.consumer);
-    stop_wait(env.sys, sink);
-    int64_t committed[2];
-    committed_offsets(env.boot, "fixed-group", "fixed", 2, committed);
-    cr_assert_eq(committed[0], 100);
-    cr_assert_eq(committed[1], 100);
-    kenv_fini(&env);
+    kk_stop_wait(env.sys, pr.consumer);
+    kk_stop_wait(env.sys, sink);
+    kk_assert_committed(env.boot, "fixed-group", "fixed", 2, 100);
+    kk_env_fini(&env);
     probe_fini(&pr);
 }
 
@@ -2181,8 +1970,8 @@ static void *spawn_refusals(void *arg)
 
 Test(kafka_consumer, invalid_configuration_and_arguments, .timeout = 60)
 {
-    kenv_t env;
-    kenv_init(&env);
+    kk_env_t env;
+    kk_env_init(&env);
     rill_system_t *sys = env.sys;
     char err[512] = "";
     rill_consumer_conf_t *c;
@@ -2266,9 +2055,9 @@ Test(kafka_consumer, invalid_configuration_and_arguments, .timeout = 60)
 
     /* A live consumer: confirms of things that are not records. */
     const char *quick[] = {"rill.shutdown.timeout.ms", "2000", NULL};
-    c = conf_new(env.boot, "g", quick);
-    conf_subscribe1(c, "t");
-    rill_aid_t k = consumer_spawn_ok(sys, c, -1);
+    c = kk_conf_new(env.boot, "g", quick);
+    kk_conf_subscribe1(c, "t");
+    rill_aid_t k = kk_consumer_spawn_ok(sys, c, -1);
     rill_elem_t v = rill_elem_value(42);
     rill_elem_t vv[2] = {rill_elem_value(1), rill_elem_value(2)};
     cr_assert_null(rill_record(&v));
@@ -2286,15 +2075,15 @@ Test(kafka_consumer, invalid_configuration_and_arguments, .timeout = 60)
     cr_assert_eq(rill_consumer_stats(sys, k, NULL), RILL_EINVAL);
     cr_assert_eq(rill_consumer_stats(NULL, k, &s), RILL_EINVAL);
     cr_assert_eq(rill_consumer_stats(sys, RILL_AID_NONE, &s), RILL_EINVAL);
-    stop_wait(sys, k);
+    kk_stop_wait(sys, k);
     rill_err_t e = rill_consumer_stats(sys, k, &s);
     cr_assert_neq(e, RILL_OK, "stats of a dead consumer");
     cr_assert_eq(e, RILL_ESTOPPED, "stats of a dead consumer: %s", rill_err_name(e));
 
     cr_assert_null(rill_kafka_embedded_bootstraps(NULL, err, sizeof(err)));
 
-    kenv_fini(&env);
-    cr_assert_eq(LEAK_CHECK(), 0, "LeakSanitizer found leaks");
+    kk_env_fini(&env);
+    cr_assert_eq(KK_LEAK_CHECK(), 0, "LeakSanitizer found leaks");
 }
 
 /* ------------------------------------------------------------------ */
@@ -2305,27 +2094,11 @@ Test(kafka_consumer, invalid_configuration_and_arguments, .timeout = 60)
 #define EG_PER   500
 #define EG_MORE  100
 
-/* Every partition's last successful commit, by whichever member owns it
- * now, is `want`. */
-static int eager_committed(kobs_t *a, kobs_t *b, int64_t want)
-{
-    int ok = 1;
-    pthread_mutex_lock(&a->mu);
-    pthread_mutex_lock(&b->mu);
-    for (int p = 0; p < EG_PARTS; p++) {
-        kobs_t *owner = (a->assigned & (1u << p)) ? a : b;
-        ok &= owner->committed[p] == want;
-    }
-    pthread_mutex_unlock(&b->mu);
-    pthread_mutex_unlock(&a->mu);
-    return ok;
-}
-
 Test(kafka_consumer, eager_protocol_assigns_commits_and_rebalances, .timeout = 120)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "eager", EG_PARTS, EG_PER, 100);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "eager", EG_PARTS, EG_PER, 100);
     const size_t total = EG_PARTS * (EG_PER + EG_MORE);
     const char *kv[] = {"session.timeout.ms",
                         "3000",
@@ -2340,31 +2113,24 @@ Test(kafka_consumer, eager_protocol_assigns_commits_and_rebalances, .timeout = 1
                         NULL};
 
     kobs_t o1, o2;
-    kobs_init(&o1);
-    kobs_init(&o2);
     probe_t p1, p2;
-    probe_init(&p1, env.sys, total);
-    probe_init(&p2, env.sys, total);
-    rill_consumer_conf_t *c = conf_new(env.boot, "eager-group", kv);
-    conf_subscribe1(c, "eager");
-    kobs_attach(c, &o1);
-    p1.consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink1 = sink_spawn_ok(env.sys, probe_sink, &p1, -1, p1.consumer);
+    members_init(&o1, &o2, &p1, &p2, env.sys, total);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "eager-group", kv);
+    kk_conf_subscribe1(c, "eager");
+    rill_aid_t sink1 = probe_start(&p1, c, &o1);
     int ok;
-    WAIT_UNTIL(ok, WAIT_MS, kobs_committed_all(&o1, EG_PARTS, EG_PER));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kobs_committed_all(&o1, EG_PARTS, EG_PER));
     cr_assert(ok, "the only member did not commit everything (assigned %#x, %ld records)",
               kobs_assigned(&o1), probe_distinct(&p1));
     cr_assert_eq(kobs_assigned(&o1), 0x7u);
     cr_assert_eq(probe_distinct(&p1), EG_PARTS * EG_PER);
 
     /* A second member: eager revokes everything, then both get a share. */
-    c = conf_new(env.boot, "eager-group", kv);
-    conf_subscribe1(c, "eager");
-    kobs_attach(c, &o2);
-    p2.consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink2 = sink_spawn_ok(env.sys, probe_sink, &p2, -1, p2.consumer);
-    WAIT_UNTIL(ok, WAIT_MS,
-               kobs_assigned(&o2) != 0 && (kobs_assigned(&o1) | kobs_assigned(&o2)) == 0x7u);
+    c = kk_conf_new(env.boot, "eager-group", kv);
+    kk_conf_subscribe1(c, "eager");
+    rill_aid_t sink2 = probe_start(&p2, c, &o2);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  kobs_assigned(&o2) != 0 && (kobs_assigned(&o1) | kobs_assigned(&o2)) == 0x7u);
     cr_assert(ok, "member 1 %#x, member 2 %#x", kobs_assigned(&o1), kobs_assigned(&o2));
     cr_assert_eq(kobs_assigned(&o1) & kobs_assigned(&o2), 0);
     pthread_mutex_lock(&o1.mu);
@@ -2372,8 +2138,8 @@ Test(kafka_consumer, eager_protocol_assigns_commits_and_rebalances, .timeout = 1
     pthread_mutex_unlock(&o1.mu);
     cr_assert_geq(revokes, 1, "member 1 saw no revoke");
 
-    produce_parts(env.boot, "eager", EG_PARTS, EG_MORE, EG_PARTS * EG_PER, 100);
-    WAIT_UNTIL(ok, WAIT_MS, union_missing(&p1, &p2, total) == 0);
+    kk_produce_parts(env.boot, "eager", EG_PARTS, EG_MORE, EG_PARTS * EG_PER, 100);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, union_missing(&p1, &p2, total) == 0);
     cr_assert(ok, "%ld records seen by neither member", union_missing(&p1, &p2, total));
     /* Member 2 started its partitions at member 1's commits. */
     for (int p = 0; p < EG_PARTS; p++)
@@ -2381,22 +2147,13 @@ Test(kafka_consumer, eager_protocol_assigns_commits_and_rebalances, .timeout = 1
             cr_assert_eq(probe_first(&p2, p), EG_PER, "[%d] member 2 started at %" PRId64, p,
                          probe_first(&p2, p));
     /* Each member commits what it confirmed. */
-    WAIT_UNTIL(ok, WAIT_MS, eager_committed(&o1, &o2, EG_PER + EG_MORE));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, owners_committed(&o1, &o2, EG_PARTS, EG_PER + EG_MORE));
     cr_assert(ok, "the members' commits did not reach the end");
-    stop_wait(env.sys, p2.consumer);
-    stop_wait(env.sys, p1.consumer);
-    stop_wait(env.sys, sink1);
-    stop_wait(env.sys, sink2);
-    int64_t committed[EG_PARTS];
-    committed_offsets(env.boot, "eager-group", "eager", EG_PARTS, committed);
-    for (int p = 0; p < EG_PARTS; p++)
-        cr_assert_eq(committed[p], EG_PER + EG_MORE, "[%d] committed %" PRId64, p, committed[p]);
+    members_stop(&p1, &p2, sink1, sink2);
+    kk_assert_committed(env.boot, "eager-group", "eager", EG_PARTS, EG_PER + EG_MORE);
 
-    kenv_fini(&env);
-    probe_fini(&p1);
-    probe_fini(&p2);
-    kobs_fini(&o1);
-    kobs_fini(&o2);
+    kk_env_fini(&env);
+    members_fini(&o1, &o2, &p1, &p2);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2449,19 +2206,16 @@ static rill_err_t rx_sink(void *opaque, rill_elem_t *e)
 
 static long rx_get(rx_t *r, const long *field)
 {
-    pthread_mutex_lock(&r->mu);
-    long v = *field;
-    pthread_mutex_unlock(&r->mu);
-    return v;
+    return locked_long(&r->mu, field);
 }
 
 Test(kafka_consumer, regex_subscription_picks_up_matching_topics, .timeout = 120)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "orders-eu", 2, 100, 100);
-    load_topic(&env, "orders-us", 1, 100, 100);
-    load_topic(&env, "payments", 1, 100, 100);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "orders-eu", 2, 100, 100);
+    kk_load_topic(&env, "orders-us", 1, 100, 100);
+    kk_load_topic(&env, "payments", 1, 100, 100);
 
     rx_t r;
     memset(&r, 0, sizeof(r));
@@ -2478,22 +2232,23 @@ Test(kafka_consumer, regex_subscription_picks_up_matching_topics, .timeout = 120
                         "topic.metadata.refresh.interval.ms",
                         "1000",
                         NULL};
-    rill_consumer_conf_t *c = conf_new(env.boot, "rx-group", kv);
-    conf_subscribe1(c, "^orders-.*");
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "rx-group", kv);
+    kk_conf_subscribe1(c, "^orders-.*");
     kobs_attach(c, &obs);
-    r.consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink = sink_spawn_ok(env.sys, rx_sink, &r, -1, r.consumer);
+    r.consumer = kk_consumer_spawn_ok(env.sys, c, -1);
+    rill_aid_t sink = kk_sink_spawn_ok(env.sys, rx_sink, &r, -1, r.consumer);
     int ok;
-    WAIT_UNTIL(ok, WAIT_MS, rx_get(&r, &r.orders_eu) == 200 && rx_get(&r, &r.orders_us) == 100);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  rx_get(&r, &r.orders_eu) == 200 && rx_get(&r, &r.orders_us) == 100);
     cr_assert(ok, "orders-eu %ld of 200, orders-us %ld of 100", rx_get(&r, &r.orders_eu),
               rx_get(&r, &r.orders_us));
 
     /* A matching topic created later is picked up too. */
-    load_topic(&env, "orders-late", 1, 50, 100);
-    WAIT_UNTIL(ok, WAIT_MS, rx_get(&r, &r.orders_late) == 50);
+    kk_load_topic(&env, "orders-late", 1, 50, 100);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, rx_get(&r, &r.orders_late) == 50);
     cr_assert(ok, "orders-late %ld of 50", rx_get(&r, &r.orders_late));
-    stop_wait(env.sys, r.consumer);
-    stop_wait(env.sys, sink);
+    kk_stop_wait(env.sys, r.consumer);
+    kk_stop_wait(env.sys, sink);
 
     fprintf(stderr,
             "regex: %ld deliveries (orders-eu %ld, orders-us %ld, orders-late %ld distinct); "
@@ -2510,7 +2265,7 @@ Test(kafka_consumer, regex_subscription_picks_up_matching_topics, .timeout = 120
         cr_assert_eq(strncmp(obs.names[i], "orders-", 7), 0, "%s was assigned", obs.names[i]);
     pthread_mutex_unlock(&obs.mu);
 
-    kenv_fini(&env);
+    kk_env_fini(&env);
     kobs_fini(&obs);
     pthread_mutex_destroy(&r.mu);
 }
@@ -2523,25 +2278,22 @@ Test(kafka_consumer, regex_subscription_picks_up_matching_topics, .timeout = 120
 
 Test(kafka_consumer, record_access_and_prefix_confirms, .timeout = 60)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "upto", 1, UP_COUNT, 100);
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "upto", 1, UP_COUNT, 100);
 
     kobs_t obs;
     kobs_init(&obs);
     probe_t pr;
     probe_init(&pr, env.sys, UP_COUNT);
     pr.hold = 1; /* hold everything */
-    rill_consumer_conf_t *c = conf_new(env.boot, "upto-group", NULL);
-    conf_assign_all(c, "upto", 1, RILL_OFFSET_BEGINNING);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "upto-group", NULL);
+    kk_conf_assign_all(c, "upto", 1, RILL_OFFSET_BEGINNING);
     const char *kv[] = {"rill.commit.interval.ms", "100", NULL};
-    for (int i = 0; kv[i]; i += 2)
-        cr_assert_eq(rill_consumer_conf_set(c, kv[i], kv[i + 1], NULL, 0), RILL_OK);
-    kobs_attach(c, &obs);
-    pr.consumer = consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink = sink_spawn_ok(env.sys, probe_sink, &pr, -1, pr.consumer);
+    kk_conf_set_kv(c, kv);
+    rill_aid_t sink = probe_start(&pr, c, &obs);
     int ok;
-    WAIT_UNTIL(ok, WAIT_MS, probe_received(&pr) == UP_COUNT);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_received(&pr) == UP_COUNT);
     cr_assert(ok, "%ld of %d records", probe_received(&pr), UP_COUNT);
 
     /* Each element is its record, zero-copy. */
@@ -2564,15 +2316,15 @@ Test(kafka_consumer, record_access_and_prefix_confirms, .timeout = 60)
     }
     pthread_mutex_unlock(&pr.mu);
 
-    rill_consumer_stats_t s = stats_ok(env.sys, pr.consumer);
+    rill_consumer_stats_t s = kk_consumer_stats_ok(env.sys, pr.consumer);
     cr_assert_eq(s.unconfirmed, UP_COUNT);
     cr_assert_eq(s.confirmed, 0);
 
     /* Everything up to offset 99, through one element of the partition. */
     cr_assert_eq(rill_consumer_confirm_upto(env.sys, pr.consumer, &pr.held[99], 99), RILL_OK);
-    WAIT_UNTIL(ok, WAIT_MS, kobs_committed_all(&obs, 1, 100));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kobs_committed_all(&obs, 1, 100));
     cr_assert(ok, "confirm_upto(99) was not committed as 100");
-    s = stats_ok(env.sys, pr.consumer);
+    s = kk_consumer_stats_ok(env.sys, pr.consumer);
     cr_assert_eq(s.confirmed, 100);
     cr_assert_eq(s.unconfirmed, UP_COUNT - 100);
     /* Again, and through an older element: nothing changes. */
@@ -2585,32 +2337,30 @@ Test(kafka_consumer, record_access_and_prefix_confirms, .timeout = 60)
         if (i != 150)
             batch[nb++] = pr.held[i];
     cr_assert_eq(rill_consumer_confirm_batch(env.sys, pr.consumer, batch, nb), RILL_OK);
-    WAIT_UNTIL(ok, WAIT_MS, kobs_committed_all(&obs, 1, 150));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kobs_committed_all(&obs, 1, 150));
     cr_assert(ok, "the batch was not committed up to the gap");
-    s = stats_ok(env.sys, pr.consumer);
+    s = kk_consumer_stats_ok(env.sys, pr.consumer);
     cr_assert_eq(s.confirmed, UP_COUNT - 1);
     cr_assert_eq(s.unconfirmed, 1);
     cr_assert_eq(rill_consumer_confirm(env.sys, pr.consumer, &pr.held[150]), RILL_OK);
-    WAIT_UNTIL(ok, WAIT_MS, kobs_committed_all(&obs, 1, UP_COUNT));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kobs_committed_all(&obs, 1, UP_COUNT));
     cr_assert(ok, "the gap's confirm did not move the commit to the end");
-    s = stats_ok(env.sys, pr.consumer);
+    s = kk_consumer_stats_ok(env.sys, pr.consumer);
     cr_assert_eq(s.confirmed, UP_COUNT);
     cr_assert_eq(s.unconfirmed, 0);
     cr_assert_eq(s.fenced, 0);
 
-    stop_wait(env.sys, pr.consumer);
+    kk_stop_wait(env.sys, pr.consumer);
     /* Records outlive their consumer until released. */
     pthread_mutex_lock(&pr.mu);
     cr_assert_str_eq(rd_kafka_topic_name(rill_record(&pr.held[UP_COUNT - 1])->rkt), "upto");
     cr_assert_eq(msg_seq(rill_record(&pr.held[UP_COUNT - 1])), UP_COUNT - 1);
     pthread_mutex_unlock(&pr.mu);
     cr_assert_eq(rill_consumer_confirm(env.sys, pr.consumer, &pr.held[0]), RILL_ESTOPPED);
-    stop_wait(env.sys, sink);
-    int64_t committed[1];
-    committed_offsets(env.boot, "upto-group", "upto", 1, committed);
-    cr_assert_eq(committed[0], UP_COUNT);
+    kk_stop_wait(env.sys, sink);
+    kk_assert_committed(env.boot, "upto-group", "upto", 1, UP_COUNT);
 
-    kenv_fini(&env);
+    kk_env_fini(&env);
     probe_fini(&pr);
     kobs_fini(&obs);
 }
@@ -2627,27 +2377,23 @@ Test(kafka_consumer, works_without_bootstrap_servers, .timeout = 60)
     const char *boot = rill_kafka_embedded_bootstraps(sys, err, sizeof(err));
     cr_assert_not_null(boot, "%s", err);
     cr_assert_str_eq(boot, rill_kafka_embedded_bootstraps(sys, NULL, 0));
-    produce_parts(boot, "embedded", 1, 300, 0, 100);
+    kk_produce_parts(boot, "embedded", 1, 300, 0, 100);
 
     kobs_t obs;
     kobs_init(&obs);
     probe_t pr;
     probe_init(&pr, sys, 300);
-    rill_consumer_conf_t *c = conf_new(NULL, "embedded-group", NULL);
-    conf_assign_all(c, "embedded", 1, RILL_OFFSET_BEGINNING);
-    kobs_attach(c, &obs);
-    pr.consumer = consumer_spawn_ok(sys, c, -1);
-    rill_aid_t sink = sink_spawn_ok(sys, probe_sink, &pr, -1, pr.consumer);
+    rill_consumer_conf_t *c = kk_conf_new(NULL, "embedded-group", NULL);
+    kk_conf_assign_all(c, "embedded", 1, RILL_OFFSET_BEGINNING);
+    rill_aid_t sink = probe_start(&pr, c, &obs);
     int ok;
-    WAIT_UNTIL(ok, WAIT_MS, probe_distinct(&pr) == 300);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_distinct(&pr) == 300);
     cr_assert(ok, "%ld of 300 records", probe_distinct(&pr));
-    WAIT_UNTIL(ok, WAIT_MS, kobs_committed_all(&obs, 1, 300));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kobs_committed_all(&obs, 1, 300));
     cr_assert(ok, "not committed");
-    stop_wait(sys, pr.consumer);
-    stop_wait(sys, sink);
-    int64_t committed[1];
-    committed_offsets(boot, "embedded-group", "embedded", 1, committed);
-    cr_assert_eq(committed[0], 300);
+    kk_stop_wait(sys, pr.consumer);
+    kk_stop_wait(sys, sink);
+    kk_assert_committed(boot, "embedded-group", "embedded", 1, 300);
     cr_assert_eq(pr.dups, 0);
 
     cr_assert_eq(rill_system_stop(sys, 30000), RILL_OK);

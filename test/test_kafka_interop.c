@@ -34,19 +34,6 @@
 #define N_RECORDS 300
 #define WAIT_MS   30000
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
 /* ------------------------------------------------------------------ */
 /* The broker: a rill-broker process, else in-process                  */
 /* ------------------------------------------------------------------ */
@@ -380,9 +367,9 @@ Test(kafka_interop, rill_producer_to_kcat_keys_values_headers, .timeout = 90)
                  RILL_OK);
     cr_assert_eq(rill_stage_connect(sys, prod, dsink), RILL_OK);
     cr_assert_eq(rill_stage_connect(sys, src, prod), RILL_OK);
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (atomic_load(&delivered) + atomic_load(&failed) < N_RECORDS && now_ms() < deadline)
-        nap_ms(10);
+    int64_t deadline = proc_now_ms() + WAIT_MS;
+    while (atomic_load(&delivered) + atomic_load(&failed) < N_RECORDS && proc_now_ms() < deadline)
+        proc_nap_ms(10);
     cr_assert_eq(atomic_load(&delivered), N_RECORDS, "%d delivered, %d failed",
                  atomic_load(&delivered), atomic_load(&failed));
     cr_assert_eq(atomic_load(&failed), 0);
@@ -585,18 +572,18 @@ Test(kafka_interop, kcat_to_rill_consumer_keys_values_headers, .timeout = 90)
     rill_aid_t sink;
     cr_assert_eq(rill_stage_spawn(sys, rill_sink_foreach(collect_sink, &c), NULL, &sink), RILL_OK);
     cr_assert_eq(rill_stage_connect(sys, c.consumer, sink), RILL_OK);
-    int64_t deadline = now_ms() + WAIT_MS;
-    while (collected(&c) < N_RECORDS && now_ms() < deadline)
-        nap_ms(10);
+    int64_t deadline = proc_now_ms() + WAIT_MS;
+    while (collected(&c) < N_RECORDS && proc_now_ms() < deadline)
+        proc_nap_ms(10);
     cr_assert_eq(collected(&c), N_RECORDS, "rill consumed %zu of %d records", collected(&c),
                  N_RECORDS);
     rill_consumer_stats_t cs = {0};
-    deadline = now_ms() + WAIT_MS;
-    while (now_ms() < deadline) {
+    deadline = proc_now_ms() + WAIT_MS;
+    while (proc_now_ms() < deadline) {
         cr_assert_eq(rill_consumer_stats(sys, c.consumer, &cs), RILL_OK);
         if (cs.confirmed >= N_RECORDS)
             break;
-        nap_ms(10);
+        proc_nap_ms(10);
     }
     cr_assert_eq(cs.confirmed, N_RECORDS);
     cr_assert_eq(rill_system_stop(sys, 20000), RILL_OK);

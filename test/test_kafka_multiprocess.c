@@ -35,19 +35,6 @@
 #define N_WORKERS 3
 #define WAIT_MS   60000
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
 static const char *env_or_fail(const char *name)
 {
     const char *v = getenv(name);
@@ -250,7 +237,7 @@ Test(kafka_multiprocess, three_workers_one_killed_survivors_take_over, .timeout 
 {
     const char *broker_bin = env_or_fail("RILL_BROKER_BIN");
     const char *worker_bin = env_or_fail("RILL_WORKER_BIN");
-    int64_t t0 = now_ms();
+    int64_t t0 = proc_now_ms();
 
     /* The broker process, with the topic. */
     strcpy(dir, "/tmp/rill-mp-test-XXXXXX");
@@ -276,7 +263,7 @@ Test(kafka_multiprocess, three_workers_one_killed_survivors_take_over, .timeout 
     }
     cr_assert_eq(sum, TOTAL);
     fprintf(stderr, "multiprocess: broker %s, %d records preloaded after %lld ms\n", boot, TOTAL,
-            (long long)(now_ms() - t0));
+            (long long)(proc_now_ms() - t0));
 
     /* Three workers in one group: short session timeout, some work per
      * record so that the kill lands mid-stream. Eager assignment: with
@@ -317,9 +304,9 @@ Test(kafka_multiprocess, three_workers_one_killed_survivors_take_over, .timeout 
 
     /* Each worker processes some records. */
     int ok = 0;
-    int64_t deadline = now_ms() + WAIT_MS;
+    int64_t deadline = proc_now_ms() + WAIT_MS;
     size_t got[N_WORKERS] = {0};
-    while (!ok && now_ms() < deadline) {
+    while (!ok && proc_now_ms() < deadline) {
         ok = 1;
         for (int i = 0; i < N_WORKERS; i++) {
             child_drain(&workers[i]);
@@ -329,7 +316,7 @@ Test(kafka_multiprocess, three_workers_one_killed_survivors_take_over, .timeout 
             ok = ok && got[i] >= 200;
         }
         if (!ok)
-            nap_ms(20);
+            proc_nap_ms(20);
     }
     cr_assert(ok, "not every worker got records: %zu %zu %zu; worker 0 says:\n%s", got[0], got[1],
               got[2], child_tail(&workers[0], 2000));
@@ -343,7 +330,7 @@ Test(kafka_multiprocess, three_workers_one_killed_survivors_take_over, .timeout 
     int st = proc_wait(&workers[0].p, 10000);
     cr_assert_eq(st, 128 + SIGKILL, "worker 0 ended with %d", st);
     child_drain(&workers[0]);
-    int64_t t_kill = now_ms();
+    int64_t t_kill = proc_now_ms();
     static recs_t killed;
     killed = read_out(workers[0].out);
     killed_recs = &killed;
@@ -383,15 +370,15 @@ Test(kafka_multiprocess, three_workers_one_killed_survivors_take_over, .timeout 
 
     /* The survivors cover every record. */
     long missing = TOTAL;
-    while ((missing = missing_in_union()) > 0 && now_ms() < deadline + WAIT_MS) {
+    while ((missing = missing_in_union()) > 0 && proc_now_ms() < deadline + WAIT_MS) {
         for (int i = 1; i < N_WORKERS; i++)
             child_drain(&workers[i]);
-        nap_ms(50);
+        proc_nap_ms(50);
     }
     cr_assert_eq(missing, 0, "%ld records processed by nobody; worker 1 says:\n%s", missing,
                  child_tail(&workers[1], 3000));
     fprintf(stderr, "multiprocess: every record processed %lld ms after the kill\n",
-            (long long)(now_ms() - t_kill));
+            (long long)(proc_now_ms() - t_kill));
 
     /* They took the orphaned partitions over: records of those partitions
      * past worker 0's last one, processed after the kill. */
@@ -416,10 +403,10 @@ Test(kafka_multiprocess, three_workers_one_killed_survivors_take_over, .timeout 
 
     /* The group's commits reach the end of every partition. */
     ok = 0;
-    while (!(ok = group_committed_all(rk, end)) && now_ms() < deadline + 2 * WAIT_MS) {
+    while (!(ok = group_committed_all(rk, end)) && proc_now_ms() < deadline + 2 * WAIT_MS) {
         for (int i = 1; i < N_WORKERS; i++)
             child_drain(&workers[i]);
-        nap_ms(100);
+        proc_nap_ms(100);
     }
     cr_assert(ok, "the group did not commit every partition to its end");
     rd_kafka_destroy(rk);
@@ -429,8 +416,8 @@ Test(kafka_multiprocess, three_workers_one_killed_survivors_take_over, .timeout 
         cr_assert_eq(kill(workers[i].p.pid, SIGTERM), 0);
     for (int i = 1; i < N_WORKERS; i++) {
         int status = -1;
-        int64_t wdeadline = now_ms() + 30000;
-        while ((status = proc_wait(&workers[i].p, 100)) < 0 && now_ms() < wdeadline)
+        int64_t wdeadline = proc_now_ms() + 30000;
+        while ((status = proc_wait(&workers[i].p, 100)) < 0 && proc_now_ms() < wdeadline)
             child_drain(&workers[i]);
         child_drain(&workers[i]);
         cr_assert_eq(status, 0, "worker %d exited with %d:\n%s", i, status,
@@ -438,7 +425,7 @@ Test(kafka_multiprocess, three_workers_one_killed_survivors_take_over, .timeout 
         cr_assert(strstr(workers[i].log, "OK: stopped cleanly"), "worker %d:\n%s", i,
                   child_tail(&workers[i], 3000));
     }
-    fprintf(stderr, "multiprocess: done in %lld ms\n", (long long)(now_ms() - t0));
+    fprintf(stderr, "multiprocess: done in %lld ms\n", (long long)(proc_now_ms() - t0));
     if (getenv("RILL_TEST_VERBOSE"))
         for (int i = 0; i < N_WORKERS; i++)
             fprintf(stderr, "--- worker %d ---\n%s\n", i, child_tail(&workers[i], 100000));

@@ -55,106 +55,17 @@
 #include "support/rtest.h"
 
 #include "support/actor_kit.h"
-
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/lsan_interface.h>
-#define LEAK_CHECK() __lsan_do_recoverable_leak_check()
-#else
-#define LEAK_CHECK() 0
-#endif
-
-/* Deadline for conditions that involve the broker. */
-#define WAIT_MS 40000
+#include "support/kafka_kit.h"
 
 /* Most partitions a test topic has. */
 #define MAXP 8
 
-#define WAIT_UNTIL(ok, ms, expr)                                                                   \
-    do {                                                                                           \
-        int64_t wu_deadline_ = kit_now_ms() + (ms);                                                \
-        while (!((ok) = !!(expr)) && kit_now_ms() < wu_deadline_)                                  \
-            nap_us(2000);                                                                          \
-    } while (0)
-
-static void nap_us(long us)
+/* Create topics `in` and `out` with `parts` partitions, and load `per`
+ * generated records of 40 bytes into each partition of `in`. */
+static void load_in_out(kk_env_t *e, const char *in, const char *out, int parts, size_t per)
 {
-    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-    nanosleep(&ts, NULL);
-}
-
-/* ------------------------------------------------------------------ */
-/* Broker, topics, offsets                                             */
-/* ------------------------------------------------------------------ */
-
-typedef struct kenv {
-    rill_broker_t *broker;
-    const char *boot;
-    rill_system_t *sys;
-} kenv_t;
-
-static void kenv_init(kenv_t *e)
-{
-    char err[512] = "";
-    e->broker = rill_broker_new(1, err, sizeof(err));
-    cr_assert_not_null(e->broker, "rill_broker_new: %s", err);
-    e->boot = rill_broker_bootstraps(e->broker);
-    e->sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(e->sys);
-}
-
-static void kenv_fini(kenv_t *e)
-{
-    cr_assert_eq(rill_system_stop(e->sys, 30000), RILL_OK, "the system did not stop");
-    rill_system_destroy(e->sys);
-    rill_broker_destroy(e->broker);
-}
-
-static void create_topic(kenv_t *e, const char *topic, int parts)
-{
-    char err[512] = "";
-    rill_err_t r = rill_broker_create_topic(e->broker, topic, parts, 1, err, sizeof(err));
-    cr_assert_eq(r, RILL_OK, "creating %s: %s", topic, err);
-}
-
-/* Create `topic` and load `per` generated records into each partition. */
-static void load_topic(kenv_t *e, const char *topic, int parts, size_t per)
-{
-    create_topic(e, topic, parts);
-    char err[512] = "";
-    rill_testkit_opts_t o = {.timeout_ms = 120000};
-    for (int p = 0; p < parts; p++) {
-        rill_gen_t g = RILL_GEN_DEFAULT;
-        g.first_seq = (uint64_t)p * per;
-        g.partition = p;
-        g.value_size = 40;
-        rill_err_t r =
-            rill_testkit_produce_generated(e->boot, topic, per, &g, &o, err, sizeof(err));
-        cr_assert_eq(r, RILL_OK, "producing to %s [%d]: %s", topic, p, err);
-    }
-}
-
-/* The group's committed offsets of partitions 0..n-1, read with a plain
- * librdkafka consumer (RD_KAFKA_OFFSET_INVALID where nothing is). */
-static void committed_offsets(const char *boot, const char *group, const char *topic, int n,
-                              int64_t *out)
-{
-    char err[512] = "";
-    rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    cr_assert_eq(rd_kafka_conf_set(kc, "bootstrap.servers", boot, err, sizeof(err)),
-                 RD_KAFKA_CONF_OK, "%s", err);
-    cr_assert_eq(rd_kafka_conf_set(kc, "group.id", group, err, sizeof(err)), RD_KAFKA_CONF_OK, "%s",
-                 err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, sizeof(err));
-    cr_assert_not_null(rk, "rd_kafka_new: %s", err);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
-    for (int p = 0; p < n; p++)
-        rd_kafka_topic_partition_list_add(l, topic, p);
-    rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, 15000);
-    cr_assert_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR, "rd_kafka_committed: %s", rd_kafka_err2str(e));
-    for (int p = 0; p < n; p++)
-        out[p] = l->elems[p].offset;
-    rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_destroy(rk);
+    kk_load_topic(e, in, parts, per, 40);
+    kk_create_topic(e, out, parts);
 }
 
 /* The generator's (or the transform's) "seq=<n>" at the start of a value,
@@ -329,7 +240,7 @@ static ledger_t *ledger_new(rill_system_t *sys, int parts, size_t per, expect_fn
 static void ledger_free(ledger_t *l)
 {
     rill_stop(l->sys, l->aid);
-    cr_assert(kit_wait_dead(l->sys, l->aid, WAIT_MS));
+    cr_assert(kit_wait_dead(l->sys, l->aid, KK_WAIT_MS));
     free(l->mask);
     free(l->failed_once);
     pthread_mutex_destroy(&l->mu);
@@ -420,7 +331,7 @@ static rill_err_t xform_one(void *opaque, rill_elem_t *in, rill_elem_t *out)
     const rd_kafka_message_t *m = rill_record(in);
     long n = atomic_fetch_add(&x->transformed, 1);
     if (x->gate && n == x->gate_at)
-        kit_gate_pass(x->gate, WAIT_MS);
+        kit_gate_pass(x->gate, KK_WAIT_MS);
     int64_t seq = m ? value_seq(m->payload, m->len, NULL) : -1;
     rill_origin_t *o = rill_origin_new(x->sys, atomic_load(&x->consumer), in);
     if (seq < 0 || !o) {
@@ -518,56 +429,6 @@ static rill_producer_conf_t *producer_conf(const char *boot, const char *const *
     return c;
 }
 
-static rill_aid_t consumer_spawn_ok(rill_system_t *sys, rill_consumer_conf_t *c, int executor)
-{
-    char err[512] = "";
-    rill_stage_opts_t o = {.executor = executor};
-    rill_aid_t aid = RILL_AID_NONE;
-    rill_err_t e = rill_consumer_spawn(sys, c, &o, &aid, err, sizeof(err));
-    cr_assert_eq(e, RILL_OK, "rill_consumer_spawn: %s: %s", rill_err_name(e), err);
-    return aid;
-}
-
-static rill_aid_t producer_spawn_ok(rill_system_t *sys, rill_producer_conf_t *c, int executor)
-{
-    char err[512] = "";
-    rill_stage_opts_t o = {.executor = executor};
-    rill_aid_t aid = RILL_AID_NONE;
-    rill_err_t e = rill_producer_spawn(sys, c, &o, &aid, err, sizeof(err));
-    cr_assert_eq(e, RILL_OK, "rill_producer_spawn: %s: %s", rill_err_name(e), err);
-    return aid;
-}
-
-static rill_aid_t stage_spawn_ok(rill_system_t *sys, rill_stage_t *spec, int executor)
-{
-    cr_assert_not_null(spec);
-    rill_stage_opts_t o = {.executor = executor};
-    rill_aid_t aid = RILL_AID_NONE;
-    cr_assert_eq(rill_stage_spawn(sys, spec, &o, &aid), RILL_OK);
-    return aid;
-}
-
-static void connect_ok(rill_system_t *sys, rill_aid_t up, rill_aid_t down)
-{
-    cr_assert_eq(rill_stage_connect(sys, up, down), RILL_OK);
-}
-
-static void stop_wait(rill_system_t *sys, rill_aid_t aid)
-{
-    rill_stop(sys, aid); /* RILL_ESTOPPED if it is gone already: fine */
-    cr_assert(kit_wait_dead(sys, aid, WAIT_MS), "actor %#llx did not stop",
-              (unsigned long long)aid);
-}
-
-static rill_producer_stats_t pstats_ok(rill_system_t *sys, rill_aid_t producer)
-{
-    rill_producer_stats_t s;
-    memset(&s, 0, sizeof(s));
-    rill_err_t e = rill_producer_stats(sys, producer, &s);
-    cr_assert_eq(e, RILL_OK, "rill_producer_stats: %s", rill_err_name(e));
-    return s;
-}
-
 /* ------------------------------------------------------------------ */
 /* Reading the output back                                             */
 /* ------------------------------------------------------------------ */
@@ -582,7 +443,7 @@ typedef struct outcheck {
 /* Read the whole output topic and count every (seq, k) it holds. Checks
  * that each output sits in its input's partition with its input's key, and
  * that within each partition seqs never go down (order kept). */
-static void read_output(kenv_t *e, const char *topic, int parts, size_t per, outcheck_t *oc)
+static void read_output(kk_env_t *e, const char *topic, int parts, size_t per, outcheck_t *oc)
 {
     memset(oc, 0, sizeof(*oc));
     oc->n_in = (size_t)parts * per;
@@ -667,40 +528,39 @@ static long outputs_unexpected(const outcheck_t *oc, expect_fn *expect)
 
 Test(kafka_pipeline, clean_run_exactly_once_and_commits_follow_deliveries, .timeout = 240)
 {
-    kenv_t env;
-    kenv_init(&env);
+    kk_env_t env;
+    kk_env_init(&env);
     int64_t t_load = kit_now_ms();
-    load_topic(&env, "in", CL_PARTS, CL_PER);
-    create_topic(&env, "out", CL_PARTS);
+    load_in_out(&env, "in", "out", CL_PARTS, CL_PER);
     int64_t t0 = kit_now_ms();
 
     ledger_t *l = ledger_new(env.sys, CL_PARTS, CL_PER, expect_one, -1);
     xform_t x = {.sys = env.sys, .ledger = l->aid, .out_topic = "out", .fail_seq = -1};
-    rill_aid_t consumer = consumer_spawn_ok(
+    rill_aid_t consumer = kk_consumer_spawn_ok(
         env.sys, consumer_conf(env.boot, "clean", "in", CL_PARTS, RILL_OFFSET_BEGINNING, l), -1);
     atomic_store(&x.consumer, consumer);
-    rill_aid_t map = stage_spawn_ok(env.sys, rill_stage_map(xform_one, &x), -1);
-    rill_aid_t producer = producer_spawn_ok(env.sys, producer_conf(env.boot, NULL), -1);
-    connect_ok(env.sys, map, producer);
-    connect_ok(env.sys, consumer, map);
+    rill_aid_t map = kk_stage_spawn_ok(env.sys, rill_stage_map(xform_one, &x), -1);
+    rill_aid_t producer = kk_producer_spawn_ok(env.sys, producer_conf(env.boot, NULL), -1);
+    kk_connect_ok(env.sys, map, producer);
+    kk_connect_ok(env.sys, consumer, map);
 
     int ok;
-    WAIT_UNTIL(ok, 150000, ledger_get(l, &l->complete) == CL_TOTAL);
+    KK_WAIT_UNTIL(ok, 150000, ledger_get(l, &l->complete) == CL_TOTAL);
     cr_assert(ok, "%ld of %d inputs have their output delivered (%ld transformed)",
               ledger_get(l, &l->complete), CL_TOTAL, atomic_load(&x.transformed));
     int64_t t1 = kit_now_ms();
     int64_t end[CL_PARTS];
     for (int p = 0; p < CL_PARTS; p++)
         end[p] = CL_PER;
-    WAIT_UNTIL(ok, WAIT_MS, ledger_committed_all(l, end));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_committed_all(l, end));
     cr_assert(ok, "the commits did not reach the end offsets");
-    rill_producer_stats_t ps = pstats_ok(env.sys, producer);
+    rill_producer_stats_t ps = kk_producer_stats_ok(env.sys, producer);
     rill_consumer_stats_t cs;
     cr_assert_eq(rill_consumer_stats(env.sys, consumer, &cs), RILL_OK);
 
-    stop_wait(env.sys, consumer);
-    stop_wait(env.sys, map);
-    stop_wait(env.sys, producer);
+    kk_stop_wait(env.sys, consumer);
+    kk_stop_wait(env.sys, map);
+    kk_stop_wait(env.sys, producer);
     /* The final commit's event is in the ledger's mailbox: let it land. */
     cr_assert_eq(kit_fence(env.sys, l->aid), RILL_OK);
 
@@ -726,10 +586,7 @@ Test(kafka_pipeline, clean_run_exactly_once_and_commits_follow_deliveries, .time
     cr_assert_eq(cs.confirmed, (uint64_t)CL_TOTAL);
     cr_assert_eq(cs.fenced, 0);
 
-    int64_t committed[CL_PARTS];
-    committed_offsets(env.boot, "clean", "in", CL_PARTS, committed);
-    for (int p = 0; p < CL_PARTS; p++)
-        cr_assert_eq(committed[p], CL_PER, "[%d] committed %" PRId64, p, committed[p]);
+    kk_assert_committed(env.boot, "clean", "in", CL_PARTS, CL_PER);
 
     outcheck_t oc;
     read_output(&env, "out", CL_PARTS, CL_PER, &oc);
@@ -747,7 +604,7 @@ Test(kafka_pipeline, clean_run_exactly_once_and_commits_follow_deliveries, .time
     outcheck_free(&oc);
 
     ledger_free(l);
-    kenv_fini(&env);
+    kk_env_fini(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -760,10 +617,9 @@ Test(kafka_pipeline, clean_run_exactly_once_and_commits_follow_deliveries, .time
 
 Test(kafka_pipeline, produce_errors_and_outage_lose_nothing_and_keep_order, .timeout = 180)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "in", FT_PARTS, FT_PER);
-    create_topic(&env, "out", FT_PARTS);
+    kk_env_t env;
+    kk_env_init(&env);
+    load_in_out(&env, "in", "out", FT_PARTS, FT_PER);
     int16_t produce_api = rill_api_key_from_name("Produce");
     cr_assert_eq(produce_api, 0);
     /* The loading producer is done: these hit the pipeline's producer. */
@@ -789,17 +645,17 @@ Test(kafka_pipeline, produce_errors_and_outage_lose_nothing_and_keep_order, .tim
                  .fail_seq = -1,
                  .gate = &gate,
                  .gate_at = FT_TOTAL / 4};
-    rill_aid_t consumer = consumer_spawn_ok(
+    rill_aid_t consumer = kk_consumer_spawn_ok(
         env.sys, consumer_conf(env.boot, "faults", "in", FT_PARTS, RILL_OFFSET_BEGINNING, l), 1);
     atomic_store(&x.consumer, consumer);
-    rill_aid_t map = stage_spawn_ok(env.sys, rill_stage_map(xform_one, &x), 0);
-    rill_aid_t producer = producer_spawn_ok(env.sys, producer_conf(env.boot, NULL), 1);
-    connect_ok(env.sys, map, producer);
-    connect_ok(env.sys, consumer, map);
+    rill_aid_t map = kk_stage_spawn_ok(env.sys, rill_stage_map(xform_one, &x), 0);
+    rill_aid_t producer = kk_producer_spawn_ok(env.sys, producer_conf(env.boot, NULL), 1);
+    kk_connect_ok(env.sys, map, producer);
+    kk_connect_ok(env.sys, consumer, map);
 
     int ok;
-    WAIT_UNTIL(ok, WAIT_MS,
-               ledger_get(l, &l->complete) == FT_TOTAL / 4 && atomic_load(&gate.arrived) == 1);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  ledger_get(l, &l->complete) == FT_TOTAL / 4 && atomic_load(&gate.arrived) == 1);
     cr_assert(ok, "%ld outputs delivered, the map %s at the gate", ledger_get(l, &l->complete),
               atomic_load(&gate.arrived) ? "is" : "is not");
     /* Every request made so far is delivered: nothing is in flight. (No
@@ -816,23 +672,23 @@ Test(kafka_pipeline, produce_errors_and_outage_lose_nothing_and_keep_order, .tim
     long before = ledger_get(l, &l->complete);
     cr_assert_eq(rill_broker_set_down(env.broker, RILL_BROKER_ALL), RILL_OK);
     kit_gate_open(&gate);
-    nap_us(1500 * 1000); /* the outage itself: its length is the premise, not a sync */
+    kk_nap_us(1500 * 1000); /* the outage itself: its length is the premise, not a sync */
     long during = ledger_get(l, &l->complete);
-    uint32_t inflight_down = pstats_ok(env.sys, producer).inflight;
+    uint32_t inflight_down = kk_producer_stats_ok(env.sys, producer).inflight;
     cr_assert_eq(rill_broker_set_up(env.broker, RILL_BROKER_ALL), RILL_OK);
 
-    WAIT_UNTIL(ok, 90000, ledger_get(l, &l->complete) == FT_TOTAL);
+    KK_WAIT_UNTIL(ok, 90000, ledger_get(l, &l->complete) == FT_TOTAL);
     cr_assert(ok, "%ld of %d inputs have their output delivered", ledger_get(l, &l->complete),
               FT_TOTAL);
     int64_t end[FT_PARTS];
     for (int p = 0; p < FT_PARTS; p++)
         end[p] = FT_PER;
-    WAIT_UNTIL(ok, WAIT_MS, ledger_committed_all(l, end));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_committed_all(l, end));
     cr_assert(ok, "the commits did not reach the end offsets");
-    rill_producer_stats_t ps = pstats_ok(env.sys, producer);
-    stop_wait(env.sys, consumer);
-    stop_wait(env.sys, map);
-    stop_wait(env.sys, producer);
+    rill_producer_stats_t ps = kk_producer_stats_ok(env.sys, producer);
+    kk_stop_wait(env.sys, consumer);
+    kk_stop_wait(env.sys, map);
+    kk_stop_wait(env.sys, producer);
     kit_gate_destroy(&gate);
     cr_assert_eq(kit_fence(env.sys, l->aid), RILL_OK);
 
@@ -868,7 +724,7 @@ Test(kafka_pipeline, produce_errors_and_outage_lose_nothing_and_keep_order, .tim
     cr_assert_gt(inflight_down, 0, "nothing waited for the broker to come back");
     outcheck_free(&oc);
     ledger_free(l);
-    kenv_fini(&env);
+    kk_env_fini(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -963,10 +819,9 @@ static uint32_t group_restarts(rill_system_t *sys, rill_aid_t sup)
 
 Test(kafka_pipeline, fatal_producer_error_restarts_the_group_and_loses_nothing, .timeout = 180)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "in", FA_PARTS, FA_PER);
-    create_topic(&env, "out", FA_PARTS);
+    kk_env_t env;
+    kk_env_init(&env);
+    load_in_out(&env, "in", "out", FA_PARTS, FA_PER);
 
     fatal_env_t *f = calloc(1, sizeof(*f));
     cr_assert_not_null(f);
@@ -980,19 +835,11 @@ Test(kafka_pipeline, fatal_producer_error_restarts_the_group_and_loses_nothing, 
         {.id = "map", .spawn = fa_spawn_map, .arg = f, .register_name = 1},
         {.id = "producer", .spawn = fa_spawn_producer, .arg = f, .register_name = 1},
     };
-    rill_sup_spec_t spec = RILL_SUP_SPEC_DEFAULT;
-    spec.strategy = RILL_SUP_ONE_FOR_ALL;
-    spec.intensity = 3;
-    spec.period_ms = 60000;
-    spec.children = children;
-    spec.n_children = 3;
-    char err[512] = "";
-    rill_aid_t sup;
-    cr_assert_eq(rill_sup_start(env.sys, &spec, "pipeline", &sup, err, sizeof(err)), RILL_OK, "%s",
-                 err);
+    rill_sup_spec_t spec; /* the supervisor reads it while it runs */
+    rill_aid_t sup = kk_sup_start_ok(env.sys, &spec, children, 3, 3, "pipeline");
 
     int ok;
-    WAIT_UNTIL(ok, WAIT_MS, ledger_get(l, &l->complete) >= FA_TOTAL / 5);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_get(l, &l->complete) >= FA_TOTAL / 5);
     cr_assert(ok, "the pipeline did not get going (%ld outputs delivered)", ledger_get(l, &l->ok));
     rill_aid_t producer = rill_lookup(env.sys, "producer");
     cr_assert_neq(producer, RILL_AID_NONE);
@@ -1005,21 +852,23 @@ Test(kafka_pipeline, fatal_producer_error_restarts_the_group_and_loses_nothing, 
                  RILL_OK);
     /* The group restarts: the producer fails, and the map it cancelled
      * ends too; whichever exit the supervisor sees first counts. */
-    WAIT_UNTIL(ok, WAIT_MS, group_restarts(env.sys, sup) >= 1 && atomic_load(&f->producers) == 2);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  group_restarts(env.sys, sup) >= 1 && atomic_load(&f->producers) == 2);
     cr_assert(ok, "the producer was not restarted");
     cr_assert_not(rill_alive(env.sys, producer), "the producer survived a fatal error");
 
-    WAIT_UNTIL(ok, 90000, ledger_get(l, &l->complete) == FA_TOTAL);
+    KK_WAIT_UNTIL(ok, 90000, ledger_get(l, &l->complete) == FA_TOTAL);
     cr_assert(ok, "%ld of %d inputs have their output delivered", ledger_get(l, &l->complete),
               FA_TOTAL);
     int64_t end[FA_PARTS];
     for (int p = 0; p < FA_PARTS; p++)
         end[p] = FA_PER;
-    WAIT_UNTIL(ok, WAIT_MS, ledger_committed_all(l, end));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_committed_all(l, end));
     cr_assert(ok, "the commits did not reach the end offsets");
     rill_child_info_t pinfo;
     uint32_t restarts = group_restarts_info(env.sys, sup, &pinfo);
-    rill_producer_stats_t dead = pstats_ok(env.sys, producer); /* the failed one's final counters */
+    rill_producer_stats_t dead =
+        kk_producer_stats_ok(env.sys, producer); /* the failed one's final counters */
     cr_assert_eq(rill_sup_stop(env.sys, sup, 30000), RILL_OK);
     cr_assert_eq(kit_fence(env.sys, l->aid), RILL_OK);
 
@@ -1059,10 +908,7 @@ Test(kafka_pipeline, fatal_producer_error_restarts_the_group_and_loses_nothing, 
                  "%ld inputs whose delivery failed never made it later",
                  failed_inputs - failed_then_done);
 
-    int64_t committed[FA_PARTS];
-    committed_offsets(env.boot, "fatal", "in", FA_PARTS, committed);
-    for (int p = 0; p < FA_PARTS; p++)
-        cr_assert_eq(committed[p], FA_PER, "[%d] committed %" PRId64, p, committed[p]);
+    kk_assert_committed(env.boot, "fatal", "in", FA_PARTS, FA_PER);
 
     outcheck_t oc;
     read_output(&env, "out", FA_PARTS, FA_PER, &oc);
@@ -1076,7 +922,7 @@ Test(kafka_pipeline, fatal_producer_error_restarts_the_group_and_loses_nothing, 
     cr_assert_eq(oc.misplaced, 0, "%s", oc.first_problem);
     outcheck_free(&oc);
     ledger_free(l);
-    kenv_fini(&env);
+    kk_env_fini(&env);
     free(f);
 }
 
@@ -1205,10 +1051,9 @@ static rill_err_t item_to_request(void *opaque, rill_elem_t *in, rill_elem_t *ou
 
 Test(kafka_pipeline, one_to_many_and_filter_commit_all_and_failed_origin_holds, .timeout = 180)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "in", FO_PARTS, FO_PER);
-    create_topic(&env, "out", FO_PARTS);
+    kk_env_t env;
+    kk_env_init(&env);
+    load_in_out(&env, "in", "out", FO_PARTS, FO_PER);
 
     /* consumer -> item -> filter(not %5) -> broadcast(3) -> branch k ->
      * merge(3) -> producer, where branch 0 maps every item to output 0
@@ -1218,55 +1063,55 @@ Test(kafka_pipeline, one_to_many_and_filter_commit_all_and_failed_origin_holds, 
     cr_assert_not_null(fo);
     fo->x = (xform_t){.sys = env.sys, .ledger = l->aid, .out_topic = "out", .fail_seq = -1};
     branch_t br[3] = {{fo, 0}, {fo, 1}, {fo, 2}};
-    rill_aid_t consumer = consumer_spawn_ok(
+    rill_aid_t consumer = kk_consumer_spawn_ok(
         env.sys, consumer_conf(env.boot, "fanout", "in", FO_PARTS, RILL_OFFSET_BEGINNING, l), -1);
     atomic_store(&fo->x.consumer, consumer);
-    rill_aid_t a_item = stage_spawn_ok(env.sys, rill_stage_map(to_item, fo), -1);
-    rill_aid_t a_div5 = stage_spawn_ok(env.sys, rill_stage_filter(keep_not_div5, fo), -1);
-    rill_aid_t a_bcast = stage_spawn_ok(env.sys, rill_stage_broadcast(3, copy_item, NULL), -1);
-    rill_aid_t a_merge = stage_spawn_ok(env.sys, rill_stage_merge(3), -1);
+    rill_aid_t a_item = kk_stage_spawn_ok(env.sys, rill_stage_map(to_item, fo), -1);
+    rill_aid_t a_div5 = kk_stage_spawn_ok(env.sys, rill_stage_filter(keep_not_div5, fo), -1);
+    rill_aid_t a_bcast = kk_stage_spawn_ok(env.sys, rill_stage_broadcast(3, copy_item, NULL), -1);
+    rill_aid_t a_merge = kk_stage_spawn_ok(env.sys, rill_stage_merge(3), -1);
     rill_aid_t a_map[3], a_even[3] = {0};
     for (int k = 0; k < 3; k++)
-        a_map[k] = stage_spawn_ok(env.sys, rill_stage_map(item_to_request, &br[k]), -1);
+        a_map[k] = kk_stage_spawn_ok(env.sys, rill_stage_map(item_to_request, &br[k]), -1);
     for (int k = 1; k < 3; k++)
-        a_even[k] = stage_spawn_ok(env.sys, rill_stage_filter(keep_even, NULL), -1);
-    rill_aid_t producer = producer_spawn_ok(env.sys, producer_conf(env.boot, NULL), -1);
-    connect_ok(env.sys, a_merge, producer);
+        a_even[k] = kk_stage_spawn_ok(env.sys, rill_stage_filter(keep_even, NULL), -1);
+    rill_aid_t producer = kk_producer_spawn_ok(env.sys, producer_conf(env.boot, NULL), -1);
+    kk_connect_ok(env.sys, a_merge, producer);
     for (int k = 0; k < 3; k++) {
-        connect_ok(env.sys, a_map[k], a_merge);
+        kk_connect_ok(env.sys, a_map[k], a_merge);
         if (k == 0) {
-            connect_ok(env.sys, a_bcast, a_map[k]);
+            kk_connect_ok(env.sys, a_bcast, a_map[k]);
         } else {
-            connect_ok(env.sys, a_even[k], a_map[k]);
-            connect_ok(env.sys, a_bcast, a_even[k]);
+            kk_connect_ok(env.sys, a_even[k], a_map[k]);
+            kk_connect_ok(env.sys, a_bcast, a_even[k]);
         }
     }
-    connect_ok(env.sys, a_div5, a_bcast);
-    connect_ok(env.sys, a_item, a_div5);
-    connect_ok(env.sys, consumer, a_item);
+    kk_connect_ok(env.sys, a_div5, a_bcast);
+    kk_connect_ok(env.sys, a_item, a_div5);
+    kk_connect_ok(env.sys, consumer, a_item);
 
     long n_out = 0;
     for (uint64_t s = 0; s < FO_TOTAL; s++)
         n_out += expect_fanout(s);
     int ok;
-    WAIT_UNTIL(ok, 90000,
-               ledger_get(l, &l->ok) >= n_out && ledger_get(l, &l->complete) == FO_TOTAL);
+    KK_WAIT_UNTIL(ok, 90000,
+                  ledger_get(l, &l->ok) >= n_out && ledger_get(l, &l->complete) == FO_TOTAL);
     cr_assert(ok, "%ld of %ld outputs delivered, %ld of %d inputs complete", ledger_get(l, &l->ok),
               n_out, ledger_get(l, &l->complete), FO_TOTAL);
     int64_t end[FO_PARTS];
     for (int p = 0; p < FO_PARTS; p++)
         end[p] = FO_PER;
-    WAIT_UNTIL(ok, WAIT_MS, ledger_committed_all(l, end));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_committed_all(l, end));
     cr_assert(ok, "the commits did not reach the end offsets: every input, filtered ones "
                   "included, must be confirmed");
     rill_consumer_stats_t cs;
     cr_assert_eq(rill_consumer_stats(env.sys, consumer, &cs), RILL_OK);
-    rill_producer_stats_t ps = pstats_ok(env.sys, producer);
-    stop_wait(env.sys, consumer);
+    rill_producer_stats_t ps = kk_producer_stats_ok(env.sys, producer);
+    kk_stop_wait(env.sys, consumer);
     rill_aid_t stages[] = {a_item,   a_div5,   a_bcast,  a_even[1], a_even[2],
                            a_map[0], a_map[1], a_map[2], a_merge,   producer};
     for (size_t i = 0; i < sizeof(stages) / sizeof(stages[0]); i++)
-        stop_wait(env.sys, stages[i]);
+        kk_stop_wait(env.sys, stages[i]);
     cr_assert_eq(kit_fence(env.sys, l->aid), RILL_OK);
 
     cr_assert_eq(l->violations, 0, "%ld violations, the first: %s", l->violations, l->violation);
@@ -1280,7 +1125,7 @@ Test(kafka_pipeline, one_to_many_and_filter_commit_all_and_failed_origin_holds, 
     cr_assert_eq(ps.delivered, (uint64_t)n_out);
     cr_assert_eq(ps.requested, (uint64_t)n_out);
     int64_t committed[FO_PARTS];
-    committed_offsets(env.boot, "fanout", "in", FO_PARTS, committed);
+    kk_committed_offsets(env.boot, "fanout", "in", FO_PARTS, committed);
     for (int p = 0; p < FO_PARTS; p++)
         cr_assert_eq(committed[p], FO_PER, "[%d] committed %" PRId64 ", end %d", p, committed[p],
                      FO_PER);
@@ -1307,37 +1152,36 @@ Test(kafka_pipeline, one_to_many_and_filter_commit_all_and_failed_origin_holds, 
      * commit stops right below it, even though its output was delivered
      * and every later record of the partition was confirmed. */
     enum { FP_PER = 200, FP_FAIL_OFFSET = 77 };
-    load_topic(&env, "in-f", 2, FP_PER);
-    create_topic(&env, "out-f", 2);
+    load_in_out(&env, "in-f", "out-f", 2, FP_PER);
     l = ledger_new(env.sys, 2, FP_PER, expect_one, -1);
     xform_t x = {
         .sys = env.sys, .ledger = l->aid, .out_topic = "out-f", .fail_seq = FP_FAIL_OFFSET};
-    consumer = consumer_spawn_ok(
+    consumer = kk_consumer_spawn_ok(
         env.sys, consumer_conf(env.boot, "failo", "in-f", 2, RILL_OFFSET_BEGINNING, l), -1);
     atomic_store(&x.consumer, consumer);
-    rill_aid_t map = stage_spawn_ok(env.sys, rill_stage_map(xform_one, &x), -1);
-    producer = producer_spawn_ok(env.sys, producer_conf(env.boot, NULL), -1);
-    connect_ok(env.sys, map, producer);
-    connect_ok(env.sys, consumer, map);
-    WAIT_UNTIL(ok, WAIT_MS, ledger_get(l, &l->complete) == 2 * FP_PER);
+    rill_aid_t map = kk_stage_spawn_ok(env.sys, rill_stage_map(xform_one, &x), -1);
+    producer = kk_producer_spawn_ok(env.sys, producer_conf(env.boot, NULL), -1);
+    kk_connect_ok(env.sys, map, producer);
+    kk_connect_ok(env.sys, consumer, map);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_get(l, &l->complete) == 2 * FP_PER);
     cr_assert(ok, "%ld of %d outputs delivered", ledger_get(l, &l->complete), 2 * FP_PER);
     /* Every delivery (and so every origin release) happened before the
      * producer answers; confirms are in the consumer's mailbox before it
      * answers in turn. */
-    ps = pstats_ok(env.sys, producer);
+    ps = kk_producer_stats_ok(env.sys, producer);
     cr_assert_eq(ps.delivered, 2 * FP_PER);
     cr_assert_eq(rill_consumer_stats(env.sys, consumer, &cs), RILL_OK);
     cr_assert_eq(cs.confirmed, 2 * FP_PER - 1, "%llu confirmed: the failed origin confirmed?",
                  (unsigned long long)cs.confirmed);
     int64_t want[2] = {FP_FAIL_OFFSET, FP_PER};
-    WAIT_UNTIL(ok, WAIT_MS, ledger_committed_all(l, want));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_committed_all(l, want));
     cr_assert(ok, "commits: [0] %" PRId64 " (want %d), [1] %" PRId64 " (want %d)", l->committed[0],
               FP_FAIL_OFFSET, l->committed[1], FP_PER);
-    stop_wait(env.sys, consumer); /* the final commit */
-    stop_wait(env.sys, map);
-    stop_wait(env.sys, producer);
+    kk_stop_wait(env.sys, consumer); /* the final commit */
+    kk_stop_wait(env.sys, map);
+    kk_stop_wait(env.sys, producer);
     cr_assert_eq(kit_fence(env.sys, l->aid), RILL_OK);
-    committed_offsets(env.boot, "failo", "in-f", 2, committed);
+    kk_committed_offsets(env.boot, "failo", "in-f", 2, committed);
     cr_assert_eq(committed[0], FP_FAIL_OFFSET, "[0] committed %" PRId64 " past the failed origin",
                  committed[0]);
     cr_assert_eq(committed[1], FP_PER);
@@ -1345,7 +1189,7 @@ Test(kafka_pipeline, one_to_many_and_filter_commit_all_and_failed_origin_holds, 
     cr_assert_eq(l->violations, 0, "%s", l->violation);
     ledger_free(l);
     free(fo);
-    kenv_fini(&env);
+    kk_env_fini(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1359,10 +1203,9 @@ Test(kafka_pipeline, one_to_many_and_filter_commit_all_and_failed_origin_holds, 
 
 Test(kafka_pipeline, stop_with_broker_down_flushes_then_reports_undelivered, .timeout = 120)
 {
-    kenv_t env;
-    kenv_init(&env);
-    load_topic(&env, "in", SD_PARTS, SD_PER);
-    create_topic(&env, "out", SD_PARTS);
+    kk_env_t env;
+    kk_env_init(&env);
+    load_in_out(&env, "in", "out", SD_PARTS, SD_PER);
 
     /* The map waits at a gate on executor 0; the rest runs on executor 1,
      * so deliveries go on while the map waits. */
@@ -1375,34 +1218,35 @@ Test(kafka_pipeline, stop_with_broker_down_flushes_then_reports_undelivered, .ti
                  .fail_seq = -1,
                  .gate = &gate,
                  .gate_at = SD_FIRST};
-    rill_aid_t consumer = consumer_spawn_ok(
+    rill_aid_t consumer = kk_consumer_spawn_ok(
         env.sys, consumer_conf(env.boot, "stop", "in", SD_PARTS, RILL_OFFSET_BEGINNING, l), 1);
     atomic_store(&x.consumer, consumer);
-    rill_aid_t map = stage_spawn_ok(env.sys, rill_stage_map(xform_one, &x), 0);
+    rill_aid_t map = kk_stage_spawn_ok(env.sys, rill_stage_map(xform_one, &x), 0);
     const char *kv[] = {"rill.max.inflight", "200", "rill.flush.timeout.ms", "1000", NULL};
-    rill_aid_t producer = producer_spawn_ok(env.sys, producer_conf(env.boot, kv), 1);
-    connect_ok(env.sys, map, producer);
-    connect_ok(env.sys, consumer, map);
+    rill_aid_t producer = kk_producer_spawn_ok(env.sys, producer_conf(env.boot, kv), 1);
+    kk_connect_ok(env.sys, map, producer);
+    kk_connect_ok(env.sys, consumer, map);
 
     int ok;
-    WAIT_UNTIL(ok, WAIT_MS,
-               ledger_get(l, &l->complete) == SD_FIRST && atomic_load(&gate.arrived) == 1);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  ledger_get(l, &l->complete) == SD_FIRST && atomic_load(&gate.arrived) == 1);
     cr_assert(ok, "%ld outputs delivered, the map %s at the gate", ledger_get(l, &l->complete),
               atomic_load(&gate.arrived) ? "is" : "is not");
     cr_assert_eq(rill_broker_set_down(env.broker, RILL_BROKER_ALL), RILL_OK);
     kit_gate_open(&gate);
     rill_producer_stats_t ps;
-    WAIT_UNTIL(ok, WAIT_MS, (ps = pstats_ok(env.sys, producer)).inflight == SD_INFLIGHT);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  (ps = kk_producer_stats_ok(env.sys, producer)).inflight == SD_INFLIGHT);
     cr_assert(ok, "%u requests in flight, want %d", ps.inflight, SD_INFLIGHT);
     cr_assert_eq(ps.delivered, SD_FIRST);
 
     int64_t t_stop = kit_now_ms();
     cr_assert_eq(rill_stop(env.sys, producer), RILL_OK);
-    cr_assert(kit_wait_dead(env.sys, producer, WAIT_MS));
+    cr_assert(kit_wait_dead(env.sys, producer, KK_WAIT_MS));
     /* The stop's flush runs after the actor stopped taking messages: its
      * final counters appear once it is done. */
     rill_err_t se = RILL_ESTOPPED;
-    WAIT_UNTIL(ok, WAIT_MS, (se = rill_producer_stats(env.sys, producer, &ps)) == RILL_OK);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, (se = rill_producer_stats(env.sys, producer, &ps)) == RILL_OK);
     cr_assert(ok, "no final counters for the stopped producer: %s", rill_err_name(se));
     int64_t stop_ms = kit_now_ms() - t_stop;
     fprintf(stderr,
@@ -1427,11 +1271,11 @@ Test(kafka_pipeline, stop_with_broker_down_flushes_then_reports_undelivered, .ti
     /* The broker is back: the consumer's final commit stops where the
      * undelivered records start. */
     cr_assert_eq(rill_broker_set_up(env.broker, RILL_BROKER_ALL), RILL_OK);
-    stop_wait(env.sys, map);
-    stop_wait(env.sys, consumer);
+    kk_stop_wait(env.sys, map);
+    kk_stop_wait(env.sys, consumer);
     cr_assert_eq(kit_fence(env.sys, l->aid), RILL_OK);
     int64_t committed[SD_PARTS], sum = 0;
-    committed_offsets(env.boot, "stop", "in", SD_PARTS, committed);
+    kk_committed_offsets(env.boot, "stop", "in", SD_PARTS, committed);
     for (int p = 0; p < SD_PARTS; p++) {
         int64_t c = committed[p] < 0 ? 0 : committed[p];
         cr_assert_eq(c, l->low[p], "[%d] committed %" PRId64 ", first undelivered %" PRId64, p,
@@ -1442,7 +1286,7 @@ Test(kafka_pipeline, stop_with_broker_down_flushes_then_reports_undelivered, .ti
     cr_assert_eq(l->violations, 0, "%s", l->violation);
     kit_gate_destroy(&gate);
     ledger_free(l);
-    kenv_fini(&env);
+    kk_env_fini(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1507,8 +1351,8 @@ static void *spawn_prefusals(void *arg)
 
 Test(kafka_pipeline, invalid_producer_configuration_and_arguments, .timeout = 60)
 {
-    kenv_t env;
-    kenv_init(&env);
+    kk_env_t env;
+    kk_env_init(&env);
     rill_system_t *sys = env.sys;
     char err[512] = "";
 
@@ -1623,10 +1467,10 @@ Test(kafka_pipeline, invalid_producer_configuration_and_arguments, .timeout = 60
     cr_assert_eq(rill_producer_send(sys, good, NULL), RILL_EINVAL);
     cr_assert_eq(rill__producer_test_fatal(NULL, good, RD_KAFKA_RESP_ERR__FATAL, NULL),
                  RILL_EINVAL);
-    stop_wait(sys, good);
+    kk_stop_wait(sys, good);
     /* A producer that never existed has no counters. */
     cr_assert_eq(rill_producer_stats(sys, (rill_aid_t)0x7fffffffull, &s), RILL_ESTOPPED);
 
-    kenv_fini(&env);
-    cr_assert_eq(LEAK_CHECK(), 0, "LeakSanitizer found leaks");
+    kk_env_fini(&env);
+    cr_assert_eq(KK_LEAK_CHECK(), 0, "LeakSanitizer found leaks");
 }

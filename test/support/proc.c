@@ -13,16 +13,22 @@
 
 extern char **environ;
 
-static long long now_ms(void)
+int64_t proc_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void proc_nap_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
 }
 
 static int ms_left(long long deadline)
 {
-    long long l = deadline - now_ms();
+    long long l = deadline - proc_now_ms();
     return l < 0 ? 0 : (int)l;
 }
 
@@ -72,7 +78,7 @@ int proc_spawn(proc_t *p, char *const argv[])
 
 int proc_read_line(proc_t *p, char *line, size_t size, int timeout_ms)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = proc_now_ms() + timeout_ms;
     for (;;) {
         char *nl = memchr(p->buf, '\n', p->len);
         if (nl) {
@@ -127,7 +133,7 @@ char *proc_read_all(proc_t *p, int timeout_ms, int *timed_out)
     memcpy(buf, p->buf, p->len);
     buf[len] = '\0';
     p->len = 0;
-    int eof = drain_fd(p->out_fd, &buf, &len, &cap, now_ms() + timeout_ms);
+    int eof = drain_fd(p->out_fd, &buf, &len, &cap, proc_now_ms() + timeout_ms);
     if (timed_out)
         *timed_out = !eof;
     return buf;
@@ -138,7 +144,7 @@ char *proc_read_stderr(proc_t *p, int timeout_ms)
     size_t cap = 8192, len = 0;
     char *buf = malloc(cap);
     buf[0] = '\0';
-    drain_fd(p->err_fd, &buf, &len, &cap, now_ms() + timeout_ms);
+    drain_fd(p->err_fd, &buf, &len, &cap, proc_now_ms() + timeout_ms);
     return buf;
 }
 
@@ -166,7 +172,7 @@ void proc_close_stdin(proc_t *p)
 
 int proc_wait(proc_t *p, int timeout_ms)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = proc_now_ms() + timeout_ms;
     if (p->pid <= 0)
         return -1;
     for (;;) {
@@ -209,7 +215,7 @@ void proc_kill(proc_t *p)
 int proc_run(char *const argv[], const char *input, int timeout_ms, char **out)
 {
     proc_t p;
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = proc_now_ms() + timeout_ms;
     *out = NULL;
     if (proc_spawn(&p, argv))
         return -1;

@@ -7,6 +7,7 @@
 #define RILL_TEST_PROC_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 typedef struct proc {
@@ -17,6 +18,12 @@ typedef struct proc {
     char buf[8192]; /* stdout bytes read but not yet returned as a line */
     size_t len;
 } proc_t;
+
+/* CLOCK_MONOTONIC in milliseconds: the clock every deadline here uses. */
+int64_t proc_now_ms(void);
+
+/* Sleep for ms milliseconds (polling a condition a test waits on). */
+void proc_nap_ms(int ms);
 
 /* Start argv[0] (a path) with stdin, stdout and stderr on pipes. Returns 0
  * or -1 with errno set. */
