@@ -309,6 +309,33 @@ static void delivery_free(void *p)
 }
 
 /* A delivery report, served by rd_kafka_poll in the actor's turn. */
+/* A delivery result (NULL when out of memory). */
+static rill_delivery_t *delivery_new(const char *topic, int32_t partition, int64_t offset,
+                                     rd_kafka_resp_err_t err, uint64_t arg)
+{
+    rill_delivery_t *d = malloc(sizeof(*d));
+    if (d) {
+        size_t tl = strnlen(topic, sizeof(d->topic) - 1);
+        memcpy(d->topic, topic, tl);
+        d->topic[tl] = '\0';
+        d->partition = partition;
+        d->offset = err ? -1 : offset;
+        d->err = err;
+        d->arg = arg;
+    }
+    return d;
+}
+
+/* Send d to the request's reply address (d is taken, sent or freed). */
+static void reply_delivery(producer_t *pr, const rill_produce_t *req, rill_delivery_t *d)
+{
+    if (!d)
+        return;
+    rill_msg_t r = {.type = RILL_MSG_DELIVERY, .payload = d, .dtor = free, .arg = req->reply_arg};
+    if (rill_tell(pr->st->sys, req->reply_to, &r) != RILL_OK)
+        free(d);
+}
+
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
@@ -321,31 +348,19 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
      * requests). */
     int downstream = !m->err && !req->direct && pr->st->n_out > 0 && !pr->st->finished;
     rill_delivery_t *d = NULL;
-    if (req->reply_to || downstream) {
-        d = malloc(sizeof(*d));
-        if (d) {
-            const char *t = rd_kafka_topic_name(m->rkt);
-            size_t tl = strnlen(t, sizeof(d->topic) - 1);
-            memcpy(d->topic, t, tl);
-            d->topic[tl] = '\0';
-            d->partition = m->partition;
-            d->offset = m->err ? -1 : m->offset;
-            d->err = m->err;
-            d->arg = req->reply_arg;
-        }
-    }
+    if (req->reply_to || downstream)
+        d = delivery_new(rd_kafka_topic_name(m->rkt), m->partition, m->offset, m->err,
+                         req->reply_arg);
     if (req->reply_to && d) {
-        rill_delivery_t *copy = d;
-        if (downstream && (copy = malloc(sizeof(*copy))) != NULL)
-            *copy = *d;
-        if (copy) {
-            rill_msg_t r = {
-                .type = RILL_MSG_DELIVERY, .payload = copy, .dtor = free, .arg = req->reply_arg};
-            if (rill_tell(pr->st->sys, req->reply_to, &r) != RILL_OK)
-                free(copy);
+        if (!downstream) {
+            reply_delivery(pr, req, d);
+            d = NULL;
+        } else {
+            rill_delivery_t *copy = malloc(sizeof(*copy));
+            if (copy)
+                *copy = *d;
+            reply_delivery(pr, req, copy);
         }
-        if (copy == d)
-            d = NULL; /* handed to the reply */
     }
     if (m->err) {
         pr->stats.failed++;
@@ -411,20 +426,8 @@ static void serve_reports(producer_t *pr)
 static void refuse_request(producer_t *pr, rill_produce_t *req, rd_kafka_resp_err_t err)
 {
     pr->stats.failed++;
-    if (req->reply_to) {
-        rill_delivery_t *d = calloc(1, sizeof(*d));
-        if (d) {
-            snprintf(d->topic, sizeof(d->topic), "%s", req->topic);
-            d->partition = req->partition;
-            d->offset = -1;
-            d->err = err;
-            d->arg = req->reply_arg;
-            rill_msg_t r = {
-                .type = RILL_MSG_DELIVERY, .payload = d, .dtor = free, .arg = req->reply_arg};
-            if (rill_tell(pr->st->sys, req->reply_to, &r) != RILL_OK)
-                free(d);
-        }
-    }
+    if (req->reply_to)
+        reply_delivery(pr, req, delivery_new(req->topic, req->partition, -1, err, req->reply_arg));
     rill_produce_free(req);
 }
 
