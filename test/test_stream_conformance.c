@@ -353,6 +353,22 @@ static rill_aid_t probe_spawn(rill_system_t *sys, probe_t *p, uint32_t mailbox, 
     return aid;
 }
 
+/* A fresh subscriber probe: 64-slot mailbox on executor 1. */
+static rill_aid_t sub_probe(rill_system_t *sys, probe_t *p)
+{
+    probe_init(p);
+    return probe_spawn(sys, p, 64, 1);
+}
+
+/* A fresh publisher probe that answers SUBSCRIBE: 256-slot mailbox on
+ * executor 1. */
+static rill_aid_t pub_probe(rill_system_t *sys, probe_t *p)
+{
+    probe_init(p);
+    p->answer_subscribe = 1;
+    return probe_spawn(sys, p, 256, 1);
+}
+
 /* ---- reading a probe (test thread) ---------------------------------- */
 
 static size_t probe_count(probe_t *p, uint32_t type)
@@ -700,10 +716,8 @@ Test(rs, rule_1_2_and_1_5_fewer_than_requested_then_complete, .timeout = 60)
 {
     rill_system_t *sys = conf_system();
     probe_t s, e;
-    probe_init(&s);
-    probe_init(&e);
-    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
-    rill_aid_t esub = probe_spawn(sys, &e, 64, 1);
+    rill_aid_t sub = sub_probe(sys, &s);
+    rill_aid_t esub = sub_probe(sys, &e);
     rill_aid_t src = spawn_stage(sys, rill_source_range(100, 5), 0, 0);
     rill_aid_t empty = spawn_stage(sys, rill_source_range(7, 0), 0, 0);
 
@@ -786,8 +800,7 @@ Test(rs, rule_1_7_nothing_after_complete, .timeout = 60)
 {
     rill_system_t *sys = conf_system();
     probe_t s;
-    probe_init(&s);
-    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    rill_aid_t sub = sub_probe(sys, &s);
     rill_aid_t src = spawn_stage(sys, rill_source_range(0, 5), 0, 0);
 
     subscribe(sys, src, sub, 3);
@@ -816,10 +829,8 @@ Test(rs, rule_1_7_nothing_after_error, .timeout = 60)
 {
     rill_system_t *sys = conf_system();
     probe_t s, m;
-    probe_init(&s);
-    probe_init(&m);
-    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
-    rill_aid_t msub = probe_spawn(sys, &m, 64, 1);
+    rill_aid_t sub = sub_probe(sys, &s);
+    rill_aid_t msub = sub_probe(sys, &m);
     puller_t pl, pl2;
     puller_init(&pl, UINT64_MAX, 4, NULL);
     puller_init(&pl2, UINT64_MAX, 4, NULL);
@@ -868,12 +879,9 @@ Test(rs, rule_1_9_on_subscribe_first_even_from_a_failing_publisher, .timeout = 6
 {
     rill_system_t *sys = conf_system();
     probe_t s, f, m;
-    probe_init(&s);
-    probe_init(&f);
-    probe_init(&m);
-    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
-    rill_aid_t fsub = probe_spawn(sys, &f, 64, 1);
-    rill_aid_t msub = probe_spawn(sys, &m, 64, 1);
+    rill_aid_t sub = sub_probe(sys, &s);
+    rill_aid_t fsub = sub_probe(sys, &f);
+    rill_aid_t msub = sub_probe(sys, &m);
 
     /* Demand sent right behind SUBSCRIBE: still ON_SUBSCRIBE first. */
     rill_aid_t src = spawn_stage(sys, rill_source_range(0, 3), 0, 0);
@@ -1020,14 +1028,9 @@ Test(rs, rule_2_3_no_request_or_cancel_after_terminal, .timeout = 60)
 {
     rill_system_t *sys = conf_system();
     probe_t pa, pb, s;
-    probe_init(&pa);
-    probe_init(&pb);
-    probe_init(&s);
-    pa.answer_subscribe = 1;
-    pb.answer_subscribe = 1;
-    rill_aid_t apub = probe_spawn(sys, &pa, 256, 1);
-    rill_aid_t bpub = probe_spawn(sys, &pb, 256, 1);
-    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    rill_aid_t apub = pub_probe(sys, &pa);
+    rill_aid_t bpub = pub_probe(sys, &pb);
+    rill_aid_t sub = sub_probe(sys, &s);
 
     /* A: probe publisher -> map -> probe subscriber, COMPLETE. Each step
      * waits until the map handled what it was sent (its processed count)
@@ -1091,10 +1094,8 @@ Test(rs, rule_2_5_second_on_subscribe_is_cancelled, .timeout = 60)
     kit_tally_t tally;
     memset(&tally, 0, sizeof(tally));
     probe_t p1, p2;
-    probe_init(&p1);
     probe_init(&p2);
-    p1.answer_subscribe = 1;
-    rill_aid_t pub1 = probe_spawn(sys, &p1, 256, 1);
+    rill_aid_t pub1 = pub_probe(sys, &p1);
     rill_aid_t pub2 = probe_spawn(sys, &p2, 256, 1);
     rill_aid_t sink = spawn_stage(sys, rill_sink_ignore(), 0, 0);
 
@@ -1154,9 +1155,7 @@ Test(rs, rule_2_8_next_after_own_cancel_is_accepted_and_released, .timeout = 60)
     kit_tally_t tally;
     memset(&tally, 0, sizeof(tally));
     probe_t p;
-    probe_init(&p);
-    p.answer_subscribe = 1;
-    rill_aid_t pub = probe_spawn(sys, &p, 256, 1);
+    rill_aid_t pub = pub_probe(sys, &p);
     failing_sink_t fs = {.fail_at = 3};
     atomic_init(&fs.calls, 0);
     kit_gate_init(&fs.hold);
@@ -1204,13 +1203,12 @@ Test(rs, rule_2_9_and_2_10_terminal_without_request_is_handled, .timeout = 60)
         const char *what = kind == 1 ? "COMPLETE" : "ERROR";
         probe_t p, s, q;
         probe_init(&p);
-        probe_init(&s);
         probe_init(&q);
         p.answer_subscribe = q.answer_subscribe = 1;
         p.terminal_on_subscribe = q.terminal_on_subscribe = kind;
         rill_aid_t pub = probe_spawn(sys, &p, 256, 1);
         rill_aid_t pub2 = probe_spawn(sys, &q, 256, 1);
-        rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+        rill_aid_t sub = sub_probe(sys, &s);
 
         /* The terminal signal right behind ON_SUBSCRIBE, before any
          * REQUEST could arrive: a map passes it on ... */
@@ -1255,11 +1253,8 @@ Test(rs, rule_2_13_null_signals_are_rejected_and_change_nothing, .timeout = 60)
     kit_tally_t tally;
     memset(&tally, 0, sizeof(tally));
     probe_t s, p;
-    probe_init(&s);
-    probe_init(&p);
-    p.answer_subscribe = 1;
-    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
-    rill_aid_t pub = probe_spawn(sys, &p, 256, 1);
+    rill_aid_t sub = sub_probe(sys, &s);
+    rill_aid_t pub = pub_probe(sys, &p);
 
     /* The signal functions refuse invalid elements and missing parties,
      * send nothing, and leave the element with the caller. */
@@ -1310,11 +1305,8 @@ Test(rs, rule_2_13_null_signals_are_rejected_and_change_nothing, .timeout = 60)
     /* An ERROR that carries no error code is still a failure, not a
      * completion. */
     probe_t es, ep;
-    probe_init(&es);
-    probe_init(&ep);
-    ep.answer_subscribe = 1;
-    rill_aid_t esub = probe_spawn(sys, &es, 64, 1);
-    rill_aid_t epub = probe_spawn(sys, &ep, 256, 1);
+    rill_aid_t esub = sub_probe(sys, &es);
+    rill_aid_t epub = pub_probe(sys, &ep);
     rill_aid_t emap = spawn_stage(sys, rill_stage_map(map_identity, NULL), 0, 0);
     subscribe(sys, emap, esub, 14);
     link_stages(sys, epub, emap);
@@ -1398,10 +1390,8 @@ Test(rs, rule_3_6_and_3_7_request_and_cancel_after_cancel_are_noops, .timeout = 
 {
     rill_system_t *sys = conf_system();
     probe_t s, m;
-    probe_init(&s);
-    probe_init(&m);
-    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
-    rill_aid_t msub = probe_spawn(sys, &m, 64, 1);
+    rill_aid_t sub = sub_probe(sys, &s);
+    rill_aid_t msub = sub_probe(sys, &m);
     rill_aid_t src = spawn_stage(sys, rill_source_range(0, UINT64_MAX), 0, 0);
     rill_aid_t src2 = spawn_stage(sys, rill_source_range(0, UINT64_MAX), 0, 0);
     rill_aid_t map = spawn_stage(sys, rill_stage_map(map_identity, NULL), 0, 1);
@@ -1498,10 +1488,8 @@ Test(rs, rule_3_9_non_positive_request_signals_error_once, .timeout = 60)
 {
     rill_system_t *sys = conf_system();
     probe_t z, neg;
-    probe_init(&z);
-    probe_init(&neg);
-    rill_aid_t zsub = probe_spawn(sys, &z, 64, 1);
-    rill_aid_t nsub = probe_spawn(sys, &neg, 64, 1);
+    rill_aid_t zsub = sub_probe(sys, &z);
+    rill_aid_t nsub = sub_probe(sys, &neg);
     rill_aid_t zsrc = spawn_stage(sys, rill_source_range(0, 1000), 0, 0);
     rill_aid_t nsrc = spawn_stage(sys, rill_source_range(0, 1000), 0, 0);
 

@@ -42,6 +42,14 @@ size_t __sanitizer_get_current_allocated_bytes(void);
 /* Helpers                                                             */
 /* ------------------------------------------------------------------ */
 
+/* A two-executor system for one test; rill_system_destroy ends it. */
+static rill_system_t *stage_system(void)
+{
+    rill_system_t *sys = kit_system(2, 0, 0, 1);
+    cr_assert_not_null(sys);
+    return sys;
+}
+
 static int64_t now_us(void)
 {
     struct timespec ts;
@@ -376,8 +384,7 @@ static int consumed_reached(void *arg)
 
 Test(pipeline, backpressure_bounds_elements_in_flight_and_memory, .timeout = 180)
 {
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
+    rill_system_t *sys = stage_system();
     bp_source_t src;
     memset(&src, 0, sizeof(src));
     src.pool = rill_pool_new(BP_PAYLOAD, 0);
@@ -695,8 +702,7 @@ static rill_err_t stamp_sink(void *opaque, rill_elem_t *e)
 
 Test(stage_throttle, holds_its_rate_within_ten_percent, .timeout = 60)
 {
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
+    rill_system_t *sys = stage_system();
     stamps_t *s = calloc(1, sizeof(*s));
     cr_assert_not_null(s);
     rill_pipeline_t *p = rill_pipeline_new(sys);
@@ -756,8 +762,7 @@ static rill_err_t pk_work(void *opaque, rill_elem_t *in, rill_elem_t *out)
 
 Test(stage_partition_by_key, keeps_per_key_order_across_parallel_workers, .timeout = 120)
 {
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
+    rill_system_t *sys = stage_system();
     pk_rig_t rig;
     memset(&rig, 0, sizeof(rig));
     pthread_mutex_init(&rig.mu, NULL);
@@ -882,8 +887,7 @@ static void async_run(int ordered, uint32_t parallelism, async_rig_t *a, rill_co
     pthread_mutex_init(&a->mu, NULL);
     kit_cond_init(&a->cv);
     a->parallelism = parallelism;
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
+    rill_system_t *sys = stage_system();
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, completer, a), 0);
     rill_pipeline_t *p = rill_pipeline_new(sys);
@@ -949,8 +953,7 @@ Test(stage_map_async, unordered_emits_as_jobs_finish, .timeout = 90)
 
 Test(stage_batch, groups_by_count, .timeout = 60)
 {
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
+    rill_system_t *sys = stage_system();
     rill_collector_t *c = rill_collector_new();
     rill_pipeline_t *p = rill_pipeline_new(sys);
     add_ok(p, rill_source_range(0, 95), NULL);
@@ -994,8 +997,7 @@ static int slow_pull(void *opaque, rill_elem_t *out)
 
 Test(stage_batch, groups_by_time_when_the_source_is_slow, .timeout = 60)
 {
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
+    rill_system_t *sys = stage_system();
     rill_collector_t *c = rill_collector_new();
     slow_src_t src = {0, SLOW_N};
     rill_pipeline_t *p = rill_pipeline_new(sys);
@@ -1087,8 +1089,7 @@ static rill_err_t branch_sink(void *opaque, rill_elem_t *e)
 
 Test(stage_broadcast, moves_at_the_pace_of_the_slowest_branch, .timeout = 60)
 {
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
+    rill_system_t *sys = stage_system();
     kit_tally_t tally;
     memset(&tally, 0, sizeof(tally));
     bc_src_t src = {&tally, 0};
@@ -1147,8 +1148,7 @@ static void monitor_target(rill_ctx_t *ctx, void *arg)
 
 Test(stage_merge, delivers_everything_and_completes_after_the_last_input, .timeout = 60)
 {
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
+    rill_system_t *sys = stage_system();
     kit_log_t *log = kit_log_new();
     rill_aid_t watcher = kit_spawn_recorder(sys, log, 0);
     rill_collector_t *c = rill_collector_new();
@@ -1242,8 +1242,7 @@ static rill_err_t record_sink(void *opaque, rill_elem_t *e)
 
 Test(pipeline, drain_completes_with_nothing_lost, .timeout = 60)
 {
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
+    rill_system_t *sys = stage_system();
     endless_t *src = calloc(1, sizeof(*src));
     recorder_sink_t *sink = calloc(1, sizeof(*sink));
     cr_assert(src && sink);
@@ -1285,8 +1284,7 @@ Test(pipeline, drain_completes_with_nothing_lost, .timeout = 60)
 
 Test(pipeline, stop_cancels_within_a_deadline_and_releases_everything, .timeout = 60)
 {
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
+    rill_system_t *sys = stage_system();
     endless_t *src = calloc(1, sizeof(*src));
     recorder_sink_t *sink = calloc(1, sizeof(*sink));
     cr_assert(src && sink);
@@ -1340,8 +1338,7 @@ static rill_err_t fail_at_five(void *opaque, rill_elem_t *in, rill_elem_t *out)
 
 Test(pipeline, failing_map_fails_the_pipeline_with_the_stage_name, .timeout = 60)
 {
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
+    rill_system_t *sys = stage_system();
     rill_collector_t *c = rill_collector_new();
     rill_pipeline_t *p = rill_pipeline_new(sys);
     rill_stage_opts_t named = {.name = "boom", .executor = -1, .mailbox_capacity = 0};
@@ -1462,8 +1459,7 @@ Test(stage_args, constructors_reject_invalid_arguments, .timeout = 60)
 
 Test(stage_args, spawn_connect_and_signals_reject_invalid_arguments, .timeout = 60)
 {
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
+    rill_system_t *sys = stage_system();
     rill_aid_t aid = RILL_AID_NONE;
     /* The spec is consumed on every error: ASan would report the leak. */
     cr_assert_eq(rill_stage_spawn(NULL, rill_sink_ignore(), NULL, &aid), RILL_EINVAL);
@@ -1505,8 +1501,7 @@ Test(stage_args, spawn_connect_and_signals_reject_invalid_arguments, .timeout = 
 
 Test(pipeline, invalid_arguments_and_states, .timeout = 60)
 {
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
+    rill_system_t *sys = stage_system();
     rill_pipeline_result_t r;
     char errstr[128];
     cr_assert_null(rill_pipeline_new(NULL));

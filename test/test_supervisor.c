@@ -1355,13 +1355,26 @@ static rill_sup_spec_t dynamic_spec(rill_child_spec_t *tmpl, carg_t *targ)
     return spec_of(RILL_SUP_SIMPLE_ONE_FOR_ONE, 10, 30000, tmpl, 1);
 }
 
+/* A simple_one_for_one supervisor spec built on a "template" child; the
+ * spec points into the struct, so it must outlive the supervisor. */
+typedef struct {
+    carg_t targ;
+    rill_child_spec_t tmpl;
+    rill_sup_spec_t spec;
+} dyn_sup_t;
+
+static void dyn_sup_init(tw_t *w, dyn_sup_t *d)
+{
+    d->targ = child_arg(w, "template");
+    d->spec = dynamic_spec(&d->tmpl, &d->targ);
+}
+
 Test(sup_dynamic, start_child_adds_numbered_children_with_their_own_arg, .timeout = 60)
 {
     tw_t *w = tw_new();
-    carg_t targ = child_arg(w, "template");
-    rill_child_spec_t tmpl;
-    rill_sup_spec_t spec = dynamic_spec(&tmpl, &targ);
-    rill_aid_t sup = start_sup(w, &spec, NULL);
+    dyn_sup_t d;
+    dyn_sup_init(w, &d);
+    rill_aid_t sup = start_sup(w, &d.spec, NULL);
     size_t n = 99;
     cr_assert_eq(rill_sup_children(w->sys, sup, NULL, 0, &n), RILL_OK);
     cr_assert_eq(n, 0, "no child before start_child");
@@ -1398,10 +1411,9 @@ Test(sup_dynamic, start_child_adds_numbered_children_with_their_own_arg, .timeou
 Test(sup_dynamic, terminate_child_stops_and_forgets_only_that_one, .timeout = 60)
 {
     tw_t *w = tw_new();
-    carg_t targ = child_arg(w, "template");
-    rill_child_spec_t tmpl;
-    rill_sup_spec_t spec = dynamic_spec(&tmpl, &targ);
-    rill_aid_t sup = start_sup(w, &spec, NULL);
+    dyn_sup_t d;
+    dyn_sup_init(w, &d);
+    rill_aid_t sup = start_sup(w, &d.spec, NULL);
     carg_t args[3] = {child_arg(w, "w1"), child_arg(w, "w2"), child_arg(w, "w3")};
     rill_aid_t aid[3];
     for (int i = 0; i < 3; i++) {
@@ -1434,10 +1446,9 @@ Test(sup_dynamic, terminate_child_stops_and_forgets_only_that_one, .timeout = 60
 Test(sup_dynamic, restarting_one_child_leaves_the_others_alone, .timeout = 60)
 {
     tw_t *w = tw_new();
-    carg_t targ = child_arg(w, "template");
-    rill_child_spec_t tmpl;
-    rill_sup_spec_t spec = dynamic_spec(&tmpl, &targ);
-    rill_aid_t sup = start_sup(w, &spec, NULL);
+    dyn_sup_t d;
+    dyn_sup_init(w, &d);
+    rill_aid_t sup = start_sup(w, &d.spec, NULL);
     carg_t args[3] = {child_arg(w, "w1"), child_arg(w, "w2"), child_arg(w, "w3")};
     rill_aid_t aid[3];
     for (int i = 0; i < 3; i++) {
@@ -1470,11 +1481,10 @@ Test(sup_dynamic, restarting_one_child_leaves_the_others_alone, .timeout = 60)
 Test(sup_dynamic, a_child_that_is_not_restarted_is_forgotten, .timeout = 60)
 {
     tw_t *w = tw_new();
-    carg_t targ = child_arg(w, "template");
-    rill_child_spec_t tmpl;
-    rill_sup_spec_t spec = dynamic_spec(&tmpl, &targ);
-    tmpl.restart = RILL_RESTART_TRANSIENT;
-    rill_aid_t sup = start_sup(w, &spec, NULL);
+    dyn_sup_t d;
+    dyn_sup_init(w, &d);
+    d.tmpl.restart = RILL_RESTART_TRANSIENT;
+    rill_aid_t sup = start_sup(w, &d.spec, NULL);
     carg_t args[2] = {child_arg(w, "w1"), child_arg(w, "w2")};
     rill_aid_t aid[2];
     for (int i = 0; i < 2; i++)
@@ -1491,11 +1501,10 @@ Test(sup_dynamic, a_child_that_is_not_restarted_is_forgotten, .timeout = 60)
 Test(sup_dynamic, a_start_child_whose_start_fails_returns_the_error, .timeout = 60)
 {
     tw_t *w = tw_new();
-    carg_t targ = child_arg(w, "template");
-    rill_child_spec_t tmpl;
-    rill_sup_spec_t spec = dynamic_spec(&tmpl, &targ);
+    dyn_sup_t d;
+    dyn_sup_init(w, &d);
     uint32_t base = alive_now(w); /* no ask yet: no reply actor either */
-    rill_aid_t sup = start_sup(w, &spec, NULL);
+    rill_aid_t sup = start_sup(w, &d.spec, NULL);
     carg_t good = child_arg(w, "good"), bad = child_arg(w, "bad");
     bad.start_error = RILL_ENOENT;
     cr_assert_eq(rill_sup_start_child(w->sys, sup, &good, NULL), RILL_OK);
