@@ -1716,23 +1716,109 @@ void rill_origin_fail(rill_origin_t *o)
         atomic_store_explicit(&o->failed, 1, memory_order_release);
 }
 
-void rill_origin_release(rill_origin_t *o)
+/* ---- confirms collected over a batch of releases ---- */
+
+struct rill__confirm_to {
+    rill_system_t *sys;
+    rill_aid_t consumer;
+    confirm_batch_t *b;
+    size_t cap;
+};
+
+/* Send one confirm the way every path does: the mailbox, or the control
+ * queue when it is full; a consumer that is gone has nothing to confirm. */
+static void send_confirm_msg(rill_system_t *sys, rill_aid_t consumer, rill_msg_t *msg)
 {
-    if (!o)
-        return;
-    /* acq_rel: every holder's work (and fail) happens before the confirm. */
-    if (atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    if (!atomic_load_explicit(&o->failed, memory_order_acquire)) {
-        rill_msg_t msg = {.type = K_CONFIRM, .arg = (uint64_t)o->offset, .corr = o->part_id};
+    rill_err_t err = rill_tell(sys, consumer, msg);
+    if (err == RILL_EFULL)
+        err = rill_signal(sys, consumer, msg);
+    if (err && msg->dtor)
+        msg->dtor(msg->payload);
+}
+
+void rill__confirms_flush(rill__confirms_t *acc)
+{
+    for (size_t i = 0; i < acc->n; i++) {
+        struct rill__confirm_to *t = &acc->to[i];
+        if (!t->b || !t->b->n)
+            continue;
+        rill_msg_t msg = {.type = K_CONFIRM_BATCH, .payload = t->b, .dtor = free};
+        t->b = NULL;
+        t->cap = 0;
+        send_confirm_msg(t->sys, t->consumer, &msg);
+    }
+}
+
+void rill__confirms_free(rill__confirms_t *acc)
+{
+    rill__confirms_flush(acc);
+    for (size_t i = 0; i < acc->n; i++)
+        free(acc->to[i].b);
+    free(acc->to);
+    memset(acc, 0, sizeof(*acc));
+}
+
+/* Collect one confirm; 0, or -1 when out of memory (send it alone). */
+static int confirms_add(rill__confirms_t *acc, rill_system_t *sys, rill_aid_t consumer, uint64_t id,
+                        int64_t offset)
+{
+    struct rill__confirm_to *t = NULL;
+    for (size_t i = 0; i < acc->n && !t; i++)
+        if (acc->to[i].consumer == consumer && acc->to[i].sys == sys)
+            t = &acc->to[i];
+    if (!t) {
+        if (acc->n == acc->cap) {
+            size_t cap = acc->cap ? 2 * acc->cap : 2;
+            struct rill__confirm_to *v = realloc(acc->to, cap * sizeof(*v));
+            if (!v)
+                return -1;
+            acc->to = v;
+            acc->cap = cap;
+        }
+        t = &acc->to[acc->n++];
+        *t = (struct rill__confirm_to){.sys = sys, .consumer = consumer};
+    }
+    if (!t->b || t->b->n == t->cap) {
+        size_t cap = t->cap ? 2 * t->cap : 64;
+        confirm_batch_t *b = realloc(t->b, sizeof(*b) + cap * sizeof(b->v[0]));
+        if (!b)
+            return -1;
+        if (!t->b)
+            b->n = 0;
+        t->b = b;
+        t->cap = cap;
+    }
+    t->b->v[t->b->n].id = id;
+    t->b->v[t->b->n].offset = offset;
+    t->b->n++;
+    return 0;
+}
+
+/* The last reference gone: confirm (unless failed), into acc or alone. */
+static void origin_last(rill_origin_t *o, rill__confirms_t *acc)
+{
+    if (!atomic_load_explicit(&o->failed, memory_order_acquire) &&
+        (!acc || confirms_add(acc, o->sys, o->consumer, o->part_id, o->offset))) {
         /* The consumer's mailbox has room for a confirm per record out, so
          * it is not full in practice; if it is, the control queue takes
-         * it (confirms may come in any order). Consumer gone: nothing to
-         * confirm. */
-        if (rill_tell(o->sys, o->consumer, &msg) == RILL_EFULL)
-            rill_signal(o->sys, o->consumer, &msg);
+         * it (confirms may come in any order). */
+        rill_msg_t msg = {.type = K_CONFIRM, .arg = (uint64_t)o->offset, .corr = o->part_id};
+        send_confirm_msg(o->sys, o->consumer, &msg);
     }
     free(o);
+}
+
+void rill__origin_release_into(rill_origin_t *o, rill__confirms_t *acc)
+{
+    if (o && atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1)
+        origin_last(o, acc);
+}
+
+void rill_origin_release(rill_origin_t *o)
+{
+    /* acq_rel: every holder's work (and fail) happens before the confirm. */
+    if (o && atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1)
+        origin_last(o, NULL);
 }
 
 /* ------------------------------------------------------------------ */

@@ -7,6 +7,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include <rill/actor.h>
+#include <rill/kafka.h>
 
 /*
  * Check a topic name against Kafka's rules (1..249 chars of [A-Za-z0-9._-],
@@ -59,6 +60,25 @@ void rill__kq_stop(rill__kq_t *kq);
  * conf if bootstrap.servers is not set yet. */
 rill_err_t rill__kafka_default_bootstrap(rill_system_t *sys, rd_kafka_conf_t *conf,
                                          int *was_defaulted, char *errstr, size_t errstr_size);
+
+/*
+ * Confirms collected from origins released together (a batch of delivery
+ * reports), sent as one message per consumer by rill__confirms_flush.
+ * Zero-initialise; single-threaded (the collecting actor's).
+ */
+typedef struct rill__confirms {
+    struct rill__confirm_to *to; /* per consumer */
+    size_t n, cap;
+} rill__confirms_t;
+
+/* rill_origin_release, with the confirm (if it is the last reference and
+ * the origin did not fail) collected into acc instead of sent. */
+void rill__origin_release_into(rill_origin_t *o, rill__confirms_t *acc);
+/* Send what acc collected (one K_CONFIRM_BATCH per consumer; the control
+ * queue if a mailbox is full) and empty it. */
+void rill__confirms_flush(rill__confirms_t *acc);
+/* Flush, then free acc's memory. */
+void rill__confirms_free(rill__confirms_t *acc);
 
 /*
  * For tests: raise a fabricated fatal librdkafka error (with

@@ -144,15 +144,6 @@ rill_elem_t rill_produce_elem(rill_produce_t *p)
     return e;
 }
 
-/* Delivered: the origin reference goes without failing it. */
-static void produce_done(rill_produce_t *p)
-{
-    rill_origin_t *o = p->origin;
-    p->origin = NULL;
-    rill_produce_free(p);
-    rill_origin_release(o);
-}
-
 /* ------------------------------------------------------------------ */
 /* Configuration                                                       */
 /* ------------------------------------------------------------------ */
@@ -301,7 +292,18 @@ typedef struct producer {
     int upstream_done;
     int stopping;
     rill_producer_stats_t stats;
+    rill__confirms_t confirms; /* from origins released by one poll's reports */
 } producer_t;
+
+/* Delivered: the origin reference goes without failing it; its confirm,
+ * if it is the last, waits in pr->confirms for the end of the poll. */
+static void produce_done(producer_t *pr, rill_produce_t *p)
+{
+    rill_origin_t *o = p->origin;
+    p->origin = NULL;
+    rill_produce_free(p);
+    rill__origin_release_into(o, &pr->confirms);
+}
 
 static void delivery_free(void *p)
 {
@@ -373,7 +375,7 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         return;
     }
     pr->stats.delivered++;
-    produce_done(req);
+    produce_done(pr, req);
     if (d && downstream) {
         rill_elem_t e = {.payload = d, .dtor = delivery_free, .arg = d->arg};
         if (!rill__equeue_push(&pr->results, &e))
@@ -417,6 +419,7 @@ static void serve_reports(producer_t *pr)
 {
     char fatal[256];
     rd_kafka_poll(pr->rk, 0);
+    rill__confirms_flush(&pr->confirms); /* one message per consumer */
     if (!pr->st->finished && rd_kafka_fatal_error(pr->rk, fatal, sizeof(fatal)))
         rill__stage_fail(pr->st, RILL_EKAFKA, "fatal producer error: %s", fatal);
 }
@@ -581,6 +584,7 @@ static void producer_destroy(void *impl)
             rd_kafka_poll(pr->rk, 0);
         }
     }
+    rill__confirms_free(&pr->confirms); /* what the flush delivered */
     if (pr->st)
         final_stats_keep(pr->st->sys, pr->st->self, &pr->stats);
     if (pr->results.v)
