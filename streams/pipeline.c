@@ -37,6 +37,12 @@ struct rill_pipeline {
     int alive;       /* stage actors running, under lock */
     int have_result; /* under lock */
     rill_pipeline_result_t result;
+    /* The first stage that failed by itself (under lock): what a failed
+     * pipeline reports, whatever the sink saw (a stage that fails before
+     * the stage after it subscribed cannot tell it why). */
+    int have_cause;
+    rill_err_t cause_code;
+    char cause_text[200];
 };
 
 /* ---- hooks, called on executor threads ---- */
@@ -59,6 +65,38 @@ static void hook_ended(void *p, rill__stage_t *st)
     pthread_mutex_unlock(&pl->lock);
 }
 
+static void hook_failed(void *p, rill_err_t code, const char *text)
+{
+    rill_pipeline_t *pl = p;
+    pthread_mutex_lock(&pl->lock);
+    if (!pl->have_cause) {
+        pl->have_cause = 1;
+        pl->cause_code = code;
+        snprintf(pl->cause_text, sizeof(pl->cause_text), "%s", text ? text : "");
+    }
+    pthread_mutex_unlock(&pl->lock);
+}
+
+/* Errors read "<failing stage>: <what happened>". */
+static void result_failed(rill_pipeline_result_t *r, rill_err_t code, const char *stage,
+                          const char *text)
+{
+    r->end = RILL_PIPELINE_FAILED;
+    r->code = code;
+    const char *colon = text ? strstr(text, ": ") : NULL;
+    if (colon) {
+        size_t n = (size_t)(colon - text);
+        if (n >= sizeof(r->stage))
+            n = sizeof(r->stage) - 1;
+        memcpy(r->stage, text, n);
+        r->stage[n] = '\0';
+        snprintf(r->text, sizeof(r->text), "%s", colon + 2);
+    } else {
+        snprintf(r->stage, sizeof(r->stage), "%s", stage ? stage : "?");
+        snprintf(r->text, sizeof(r->text), "%s", text && *text ? text : rill_err2str(code));
+    }
+}
+
 static void hook_sink_done(void *p, rill_err_t code, const char *stage, const char *text,
                            uint64_t delivered)
 {
@@ -76,20 +114,7 @@ static void hook_sink_done(void *p, rill_err_t code, const char *stage, const ch
             r->end = RILL_PIPELINE_STOPPED;
             snprintf(r->text, sizeof(r->text), "stopped");
         } else {
-            r->end = RILL_PIPELINE_FAILED;
-            /* Errors read "<failing stage>: <what happened>". */
-            const char *colon = text ? strstr(text, ": ") : NULL;
-            if (colon) {
-                size_t n = (size_t)(colon - text);
-                if (n >= sizeof(r->stage))
-                    n = sizeof(r->stage) - 1;
-                memcpy(r->stage, text, n);
-                r->stage[n] = '\0';
-                snprintf(r->text, sizeof(r->text), "%s", colon + 2);
-            } else {
-                snprintf(r->stage, sizeof(r->stage), "%s", stage ? stage : "?");
-                snprintf(r->text, sizeof(r->text), "%s", text && *text ? text : rill_err2str(code));
-            }
+            result_failed(r, code, stage, text);
         }
     }
     pthread_cond_broadcast(&pl->cond);
@@ -163,8 +188,11 @@ rill_err_t rill_pipeline_start(rill_pipeline_t *p, char *errstr, size_t errstr_s
                               "stage %d (%s) must have an input and an output", i, k->name);
     }
     p->started = 1;
-    rill__pipeline_hook_t hook = {
-        .spawned = hook_spawned, .ended = hook_ended, .sink_done = hook_sink_done, .p = p};
+    rill__pipeline_hook_t hook = {.spawned = hook_spawned,
+                                  .ended = hook_ended,
+                                  .sink_done = hook_sink_done,
+                                  .failed = hook_failed,
+                                  .p = p};
     for (int i = 0; i < p->n; i++) {
         pstage_t *s = &p->stages[i];
         const char *kname = s->spec->kind->name;
@@ -248,7 +276,9 @@ rill_err_t rill_pipeline_wait(rill_pipeline_t *p, int timeout_ms, rill_pipeline_
         }
     }
     *result = p->result;
-    if (!p->have_result) {
+    if (p->have_cause && (!p->have_result || result->end == RILL_PIPELINE_FAILED)) {
+        result_failed(result, p->cause_code, NULL, p->cause_text); /* the root cause */
+    } else if (!p->have_result) {
         result->end = p->stop_requested ? RILL_PIPELINE_STOPPED : RILL_PIPELINE_FAILED;
         result->code = RILL_ESTOPPED;
         snprintf(result->text, sizeof(result->text), "the stages ended without a result");

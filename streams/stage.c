@@ -376,6 +376,8 @@ void rill__stage_fail(rill__stage_t *st, rill_err_t code, const char *fmt, ...)
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
     snprintf(st->fail_text, sizeof(st->fail_text), "%.47s: %.108s", st->name, text);
+    if (!st->stop_requested && st->hook.failed)
+        st->hook.failed(st->hook.p, code ? code : RILL_ESTATE, st->fail_text);
     fail_with_text(st, code);
 }
 

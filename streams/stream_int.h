@@ -88,6 +88,8 @@ struct rill__pipeline_hook {
     void (*ended)(void *p, rill__stage_t *st); /* it terminated (st NULL: never started) */
     void (*sink_done)(void *p, rill_err_t code, const char *stage, const char *text,
                       uint64_t delivered);
+    /* a stage failed by itself (not from upstream): the root cause */
+    void (*failed)(void *p, rill_err_t code, const char *text);
     void *p;
 };
 
