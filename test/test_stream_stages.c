@@ -14,7 +14,6 @@
  * sends them. Tests wait on conditions with deadlines, never on sleeps;
  * sleeps appear only inside the system under test, to make a stage slow.
  */
-#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -30,13 +29,6 @@
 #include "support/actor_kit.h"
 
 #include <rill/stream.h>
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define HAVE_SANITIZER_HEAP 1
-/* From the sanitizer runtime (sanitizer/allocator_interface.h, which gcc 12
- * does not install): bytes the application has allocated and not freed. */
-size_t __sanitizer_get_current_allocated_bytes(void);
-#endif
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
@@ -341,29 +333,6 @@ static rill_err_t bp_sink(void *opaque, rill_elem_t *e)
     return RILL_OK;
 }
 
-static long rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long size = 0, resident = 0;
-    if (!f)
-        return -1;
-    if (fscanf(f, "%ld %ld", &size, &resident) != 2)
-        resident = -1;
-    fclose(f);
-    return resident < 0 ? -1 : resident * sysconf(_SC_PAGESIZE);
-}
-
-/* Bytes the application holds on the heap now. */
-static long heap_bytes(void)
-{
-#ifdef HAVE_SANITIZER_HEAP
-    return (long)__sanitizer_get_current_allocated_bytes();
-#else
-    struct mallinfo2 mi = mallinfo2();
-    return (long)mi.uordblks;
-#endif
-}
-
 typedef struct consumed_cond {
     bp_source_t *s;
     uint64_t target;
@@ -419,10 +388,10 @@ Test(pipeline, backpressure_bounds_elements_in_flight_and_memory, .timeout = 180
     uint64_t max_seen = 0;
     consumed_cond_t c1 = {&src, BP_FIRST_PROBE, &max_seen};
     cr_assert(kit_wait_until(consumed_reached, &c1, 120000), "the sink stalled");
-    long rss1 = rss_bytes(), heap1 = heap_bytes();
+    long rss1 = kit_rss_bytes(), heap1 = kit_heap_bytes();
     consumed_cond_t c2 = {&src, BP_TOTAL, &max_seen};
     cr_assert(kit_wait_until(consumed_reached, &c2, 120000), "the sink stalled");
-    long rss2 = rss_bytes(), heap2 = heap_bytes();
+    long rss2 = kit_rss_bytes(), heap2 = kit_heap_bytes();
 
     cr_assert_eq(rill_pipeline_stop(p), RILL_OK);
     rill_pipeline_result_t r = pipeline_wait_ok(p, KIT_WAIT_MS);
@@ -1311,8 +1280,10 @@ Test(pipeline, stop_cancels_within_a_deadline_and_releases_everything, .timeout 
     cr_assert_eq(err, RILL_OK, "not stopped within 2 s: %s", rill_err_name(err));
     cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "end %d: %s", (int)r.end, r.text);
     fprintf(stderr, "stop: ended in %lld ms\n", (long long)took);
+    /* A stage reports its end from its terminate hook; rill_alive() turns 0
+     * once that hook has returned, just after. */
     for (int i = 0; i < 4; i++)
-        cr_assert_not(rill_alive(sys, aids[i]), "stage %d still alive", i);
+        cr_assert(kit_wait_dead(sys, aids[i], KIT_WAIT_MS), "stage %d still alive", i);
     /* The elements in flight were released (late sends to stopped actors
      * are released by whoever tried them). */
     long made = tally_made(&src->tally);

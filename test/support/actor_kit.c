@@ -1,6 +1,17 @@
 /* Helpers for the actor runtime tests: see actor_kit.h. */
 #include "actor_kit.h"
 
+#include <malloc.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+/* From the sanitizer runtime (sanitizer/allocator_interface.h, which gcc 12
+ * does not install): bytes the application has allocated and not freed. */
+size_t __sanitizer_get_current_allocated_bytes(void);
+#define KIT_SANITIZER_HEAP 1
+#endif
+
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
@@ -433,4 +444,26 @@ rill_system_t *kit_system(int executors, uint32_t mailbox_capacity, uint32_t bat
         }
     }
     return sys;
+}
+
+long kit_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long size = 0, resident = 0;
+    if (!f)
+        return -1;
+    if (fscanf(f, "%ld %ld", &size, &resident) != 2)
+        resident = -1;
+    fclose(f);
+    return resident < 0 ? -1 : resident * sysconf(_SC_PAGESIZE);
+}
+
+long kit_heap_bytes(void)
+{
+#ifdef KIT_SANITIZER_HEAP
+    return (long)__sanitizer_get_current_allocated_bytes();
+#else
+    struct mallinfo2 mi = mallinfo2();
+    return (long)mi.uordblks;
+#endif
 }

@@ -39,6 +39,13 @@ enum {
 
 int64_t kit_now_ms(void);
 
+/* The process's resident set, in bytes (-1 if unknown). */
+long kit_rss_bytes(void);
+/* Bytes the application holds on the heap now: the sanitizer allocator's
+ * count under ASan or TSan (whose allocators glibc's mallinfo does not
+ * see), mallinfo2 otherwise. */
+long kit_heap_bytes(void);
+
 /* ---- payloads that count their release ---------------------------- */
 
 typedef struct kit_tally {
