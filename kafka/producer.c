@@ -390,12 +390,14 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 static int produce_one(producer_t *pr, rill_produce_t *req)
 {
     rd_kafka_headers_t *h = req->headers ? rd_kafka_headers_copy(req->headers) : NULL;
+    /* A variable, not an expression: librdkafka's RD_KAFKA_V_VALUE casts
+     * its argument without parentheses. */
+    void *value = req->has_value ? req->value : NULL;
     rd_kafka_resp_err_t err = rd_kafka_producev(
         pr->rk, RD_KAFKA_V_TOPIC(req->topic), RD_KAFKA_V_PARTITION(req->partition),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(req->key, req->key_len),
-        RD_KAFKA_V_VALUE(req->has_value ? req->value : NULL, req->value_len),
-        RD_KAFKA_V_TIMESTAMP(req->timestamp), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(req),
-        RD_KAFKA_V_END);
+        RD_KAFKA_V_VALUE(value, req->value_len), RD_KAFKA_V_TIMESTAMP(req->timestamp),
+        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(req), RD_KAFKA_V_END);
     if (!err) {
         pr->inflight++;
         if (pr->inflight > pr->stats.inflight_max)

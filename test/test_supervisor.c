@@ -155,8 +155,12 @@ static size_t ev_find(tw_t *w, size_t from, int kind, const char *label, rill_ai
 {
     pthread_mutex_lock(&w->mu);
     size_t i = find_locked(w, from, kind, label, aid);
-    if (i != NO_EV && out)
-        *out = w->ev[i];
+    if (out) {
+        if (i != NO_EV)
+            *out = w->ev[i];
+        else
+            memset(out, 0, sizeof(*out)); /* callers check the index */
+    }
     pthread_mutex_unlock(&w->mu);
     return i;
 }
