@@ -1,9 +1,5 @@
-/* Error strings, version, clocks: the bottom of the library. */
+/* Error strings and the version: the bottom of the library. */
 #include "util.h"
-
-#include <limits.h>
-#include <stdio.h>
-#include <time.h>
 
 static const struct {
     const char *name;
@@ -40,35 +36,4 @@ const char *rill_err_name(rill_err_t err)
 const char *rill_version_str(void)
 {
     return RILL_VERSION_STR;
-}
-
-rill_err_t rill__fail(rill_err_t err, char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    if (errstr && errstr_size > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errstr, errstr_size, fmt, ap);
-        va_end(ap);
-    }
-    return err;
-}
-
-int64_t rill__now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-int64_t rill__now_ms(void)
-{
-    return rill__now_us() / 1000;
-}
-
-int rill__ms_left(int64_t deadline_ms)
-{
-    int64_t left = deadline_ms - rill__now_ms();
-    if (left < 0)
-        return 0;
-    return left > INT_MAX ? INT_MAX : (int)left;
 }

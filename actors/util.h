@@ -1,13 +1,20 @@
 /*
- * Internal helpers shared by every layer of rill (not installed).
- * Internal names carry the rill__ prefix (two underscores).
+ * Internal helpers shared by every layer of rill and by the testkit (not
+ * installed). Internal names carry the rill__ prefix (two underscores).
+ *
+ * They are static inline so that the testkit, a library of its own, uses
+ * the same code without exporting rill's internals or clashing with them
+ * when both libraries are linked statically.
  */
 #ifndef RILL_UTIL_H
 #define RILL_UTIL_H
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <time.h>
 
 #include <rill/common.h>
 
@@ -15,15 +22,41 @@
  * Write a message into a caller's errstr buffer (which may be NULL or of
  * size 0) and return err, so that failures read `return rill__fail(...)`.
  */
-rill_err_t rill__fail(rill_err_t err, char *errstr, size_t errstr_size, const char *fmt, ...)
-    RILL_PRINTF(4, 5);
+static inline rill_err_t rill__fail(rill_err_t err, char *errstr, size_t errstr_size,
+                                    const char *fmt, ...) RILL_PRINTF(4, 5);
+static inline rill_err_t rill__fail(rill_err_t err, char *errstr, size_t errstr_size,
+                                    const char *fmt, ...)
+{
+    if (errstr && errstr_size > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errstr, errstr_size, fmt, ap);
+        va_end(ap);
+    }
+    return err;
+}
 
-/* Monotonic clock in milliseconds and microseconds. */
-int64_t rill__now_ms(void);
-int64_t rill__now_us(void);
+/* Monotonic clock in microseconds and milliseconds. */
+static inline int64_t rill__now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static inline int64_t rill__now_ms(void)
+{
+    return rill__now_us() / 1000;
+}
 
 /* Milliseconds left until deadline_ms (a rill__now_ms() value), never < 0,
- * clamped to INT32_MAX so it fits librdkafka's int timeouts. */
-int rill__ms_left(int64_t deadline_ms);
+ * clamped to INT_MAX so it fits librdkafka's int timeouts. */
+static inline int rill__ms_left(int64_t deadline_ms)
+{
+    int64_t left = deadline_ms - rill__now_ms();
+    if (left < 0)
+        return 0;
+    return left > INT_MAX ? INT_MAX : (int)left;
+}
 
 #endif /* RILL_UTIL_H */

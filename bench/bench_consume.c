@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include <rill/rill.h>
+#include <rill/testkit.h>
 
 #include "bench_util.h"
 

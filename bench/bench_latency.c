@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include <rill/rill.h>
+#include <rill/testkit.h>
 
 #include "bench_util.h"
 

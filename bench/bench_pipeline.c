@@ -54,6 +54,7 @@
 #include <unistd.h>
 
 #include <rill/rill.h>
+#include <rill/testkit.h>
 
 #include "bench_util.h"
 
@@ -146,7 +147,7 @@ static int check_output(const char *boot, const char *topic, const char *group, 
     uint8_t *seen = calloc(n, 1);
     uint64_t distinct = 0, dups = 0, bad = 0;
     for (size_t i = 0; i < rill_consumed_count(out); i++) {
-        const rill_record_t *r = rill_consumed_at(out, i);
+        const rill_testkit_record_t *r = rill_consumed_at(out, i);
         char v[40] = "";
         uint64_t seq;
         if (r->value)

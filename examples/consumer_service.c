@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <rill/rill.h>
+#include <rill/testkit.h>
 
 typedef struct service {
     const char *bootstraps, *topic, *group;

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <rill/rill.h>
+#include <rill/testkit.h>
 
 typedef struct group {
     const char *name;

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <rill/rill.h>
+#include <rill/testkit.h>
 
 static struct {
     const char *bootstraps, *topic, *group;

@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include <rill/rill.h>
+#include <rill/testkit.h>
 
 #define MAX_WORKERS 64
 #define MAX_PROPS   32

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <rill/rill.h>
+#include <rill/testkit.h>
 
 static rill_system_t *sys;
 static rill_aid_t consumer;
@@ -310,7 +311,7 @@ int main(int argc, char **argv)
     uint8_t *seen = calloc(n_records, 1);
     uint64_t distinct = 0, dups = 0;
     for (size_t i = 0; !e && i < rill_consumed_count(out); i++) {
-        const rill_record_t *r = rill_consumed_at(out, i);
+        const rill_testkit_record_t *r = rill_consumed_at(out, i);
         uint64_t seq;
         char v[32] = "";
         if (r->value)

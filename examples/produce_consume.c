@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <rill/rill.h>
+#include <rill/testkit.h>
 
 static double now_s(void)
 {

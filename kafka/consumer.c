@@ -27,7 +27,6 @@
 #include <string.h>
 
 #include <rill/kafka.h>
-#include <rill/testkit.h>
 
 #include "../actors/actor_int.h"
 #include "../actors/util.h"
@@ -1450,22 +1449,9 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
                          c->buffer_low, c->buffer_high);
         goto fail;
     }
-    int embedded = 0;
-    if ((err = rill__kafka_default_bootstrap(sys, c->kconf, &embedded, errstr, errstr_size)))
+    if (!c->have_bootstrap) {
+        err = rill__fail(RILL_EINVAL, errstr, errstr_size, RILL__NO_BOOTSTRAP_TEXT);
         goto fail;
-    if (embedded) {
-        /* The mock rebalances a group whose last member left only after
-         * session.timeout.ms - 1 s (44 s with the default): a restarted
-         * consumer would wait that long. Shorter, unless set. */
-        char v[32];
-        size_t vs = sizeof(v);
-        if (rd_kafka_conf_get(c->kconf, "session.timeout.ms", v, &vs) == RD_KAFKA_CONF_OK &&
-            !strcmp(v, "45000")) {
-            const char *quick[] = {"session.timeout.ms", "3000", "heartbeat.interval.ms", "500",
-                                   NULL};
-            if ((err = rill__conf_apply(c->kconf, quick, errstr, errstr_size)))
-                goto fail;
-        }
     }
     if (!c->have_group &&
         (err = rill__conf_set(c->kconf, "group.id", "rill-fixed-partitions", errstr, errstr_size)))
@@ -1819,31 +1805,4 @@ void rill_origin_release(rill_origin_t *o)
     /* acq_rel: every holder's work (and fail) happens before the confirm. */
     if (o && atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1)
         origin_last(o, NULL);
-}
-
-/* ------------------------------------------------------------------ */
-/* The system's embedded broker                                        */
-/* ------------------------------------------------------------------ */
-
-static const char embedded_key = 0;
-
-static void *embedded_create(char *errstr, size_t errstr_size)
-{
-    return rill_broker_new(1, errstr, errstr_size);
-}
-
-static void embedded_destroy(void *ptr)
-{
-    rill_broker_destroy(ptr);
-}
-
-const char *rill_kafka_embedded_bootstraps(rill_system_t *sys, char *errstr, size_t errstr_size)
-{
-    if (!sys) {
-        rill__fail(RILL_EINVAL, errstr, errstr_size, "system is NULL");
-        return NULL;
-    }
-    rill_broker_t *b = rill__system_attachment(sys, &embedded_key, embedded_create,
-                                               embedded_destroy, errstr, errstr_size);
-    return b ? rill_broker_bootstraps(b) : NULL;
 }

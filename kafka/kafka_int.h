@@ -9,22 +9,14 @@
 #include <rill/actor.h>
 #include <rill/kafka.h>
 
-/*
- * Check a topic name against Kafka's rules (1..249 chars of [A-Za-z0-9._-],
- * not "." or ".."). Returns RILL_OK or RILL_EINVAL with the reason in errstr.
- */
-rill_err_t rill__topic_name_check(const char *topic, char *errstr, size_t errstr_size);
+#include "kconf.h"
 
-/*
- * Apply a NULL-terminated "key", "value", ... array to conf. Returns RILL_OK
- * or RILL_EKAFKA with librdkafka's message (which names the property).
- */
-rill_err_t rill__conf_apply(rd_kafka_conf_t *conf, const char *const *kv, char *errstr,
-                            size_t errstr_size);
-
-/* rd_kafka_conf_set() that reports failure as RILL_EKAFKA with the text. */
-rill_err_t rill__conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
-                          size_t errstr_size);
+/* Kafka clients need to be told where the cluster is: there is no default
+ * (the embedded broker of the testkit is chosen by passing its bootstrap
+ * string, never as a silent fallback). */
+#define RILL__NO_BOOTSTRAP_TEXT                                                                    \
+    "bootstrap.servers is not set: give the cluster's brokers (for an embedded broker, "           \
+    "rill_broker_bootstraps() from <rill/testkit.h>)"
 
 /*
  * A librdkafka queue wired into an actor's event loop: the queue writes a
@@ -55,11 +47,6 @@ rill_err_t rill__kq_start(rill__kq_t *kq, struct rill_ctx *ctx, rd_kafka_queue_t
 void rill__kq_woken(rill__kq_t *kq);
 /* Stop watching and close the pipe (actor context; no-op if not started). */
 void rill__kq_stop(rill__kq_t *kq);
-
-/* The system's embedded broker bootstraps as a librdkafka property, set in
- * conf if bootstrap.servers is not set yet. */
-rill_err_t rill__kafka_default_bootstrap(rill_system_t *sys, rd_kafka_conf_t *conf,
-                                         int *was_defaulted, char *errstr, size_t errstr_size);
 
 /*
  * Confirms collected from origins released together (a batch of delivery

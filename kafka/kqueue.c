@@ -73,18 +73,3 @@ void rill__kq_stop(rill__kq_t *kq)
     close(kq->pipe_w);
     kq->pipe_r = kq->pipe_w = -1;
 }
-
-rill_err_t rill__kafka_default_bootstrap(rill_system_t *sys, rd_kafka_conf_t *conf,
-                                         int *was_defaulted, char *errstr, size_t errstr_size)
-{
-    char v[16];
-    size_t vs = sizeof(v);
-    *was_defaulted = 0;
-    if (rd_kafka_conf_get(conf, "bootstrap.servers", v, &vs) == RD_KAFKA_CONF_OK && vs > 1)
-        return RILL_OK;
-    const char *boot = rill_kafka_embedded_bootstraps(sys, errstr, errstr_size);
-    if (!boot)
-        return RILL_EKAFKA;
-    *was_defaulted = 1;
-    return rill__conf_set(conf, "bootstrap.servers", boot, errstr, errstr_size);
-}

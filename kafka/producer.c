@@ -630,8 +630,12 @@ rill_err_t rill_producer_spawn(rill_system_t *sys, rill_producer_conf_t *c,
         rill_producer_conf_destroy(c);
         return rill__fail(RILL_EINVAL, errstr, errstr_size, "system, conf and aid must be set");
     }
-    int embedded;
-    rill_err_t err = rill__kafka_default_bootstrap(sys, c->kconf, &embedded, errstr, errstr_size);
+    rill_err_t err = RILL_OK;
+    char boot[8];
+    size_t boot_size = sizeof(boot);
+    if (rd_kafka_conf_get(c->kconf, "bootstrap.servers", boot, &boot_size) != RD_KAFKA_CONF_OK ||
+        boot_size <= 1)
+        err = rill__fail(RILL_EINVAL, errstr, errstr_size, RILL__NO_BOOTSTRAP_TEXT);
     producer_t *pr = calloc(1, sizeof(*pr));
     /* pending: room for the stream's window and as many direct sends. */
     if (!err && (!pr || rill__equeue_init(&pr->pending, 2 * (size_t)c->max_inflight) ||

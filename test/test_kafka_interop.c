@@ -102,7 +102,7 @@ static rill_system_t *system_new(void)
 #define N_HEADERS 6
 
 typedef struct hdrs {
-    rill_header_t h[N_HEADERS];
+    rill_testkit_header_t h[N_HEADERS];
     char trace[32];
     unsigned char bin[256];
 } hdrs_t;
@@ -112,12 +112,12 @@ static void headers_of(int i, hdrs_t *x)
     snprintf(x->trace, sizeof(x->trace), "trace-%d", i);
     for (int j = 0; j < 256; j++)
         x->bin[j] = (unsigned char)(j + i);
-    x->h[0] = (rill_header_t){"trace-id", x->trace, strlen(x->trace)};
-    x->h[1] = (rill_header_t){"content-type", "text/plain; charset=utf-8", 25};
-    x->h[2] = (rill_header_t){"bin", x->bin, sizeof(x->bin)};
-    x->h[3] = (rill_header_t){"empty", "", 0};
-    x->h[4] = (rill_header_t){"tag", "a", 1};
-    x->h[5] = (rill_header_t){"tag", "b=\"c\", \\d", 9};
+    x->h[0] = (rill_testkit_header_t){"trace-id", x->trace, strlen(x->trace)};
+    x->h[1] = (rill_testkit_header_t){"content-type", "text/plain; charset=utf-8", 25};
+    x->h[2] = (rill_testkit_header_t){"bin", x->bin, sizeof(x->bin)};
+    x->h[3] = (rill_testkit_header_t){"empty", "", 0};
+    x->h[4] = (rill_testkit_header_t){"tag", "a", 1};
+    x->h[5] = (rill_testkit_header_t){"tag", "b=\"c\", \\d", 9};
 }
 
 static int value_of(int i, char *buf, size_t size)

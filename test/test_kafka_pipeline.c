@@ -460,7 +460,7 @@ static void read_output(kk_env_t *e, const char *topic, int parts, size_t per, o
     for (int p = 0; p < MAXP; p++)
         last[p] = -1;
     for (size_t i = 0; i < rill_consumed_count(c); i++) {
-        const rill_record_t *rec = rill_consumed_at(c, i);
+        const rill_testkit_record_t *rec = rill_consumed_at(c, i);
         int k = -1;
         int64_t seq = value_seq(rec->value, rec->value_len, &k);
         oc->records++;

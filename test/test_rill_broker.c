@@ -166,7 +166,7 @@ Test(rill_broker, kcat_and_testkit_interop_1000_keyed_records, .timeout = 120)
                  RILL_OK, "%s", err);
     cr_assert_eq(rill_consumed_count(got), N_RECORDS);
     for (size_t i = 0; i < rill_consumed_count(got); i++) {
-        const rill_record_t *r = rill_consumed_at(got, i);
+        const rill_testkit_record_t *r = rill_consumed_at(got, i);
         char key[32] = "", val[32] = "";
         cr_assert(r->key && r->key_len < sizeof(key));
         memcpy(key, r->key, r->key_len);

@@ -70,7 +70,7 @@ Test(testkit, roundtrip_10k_keyed_records_exact_content, .timeout = 120)
     for (int k = 0; k < 100; k++)
         part_of_key[k] = -1;
     for (size_t i = 0; i < rill_consumed_count(got); i++) {
-        const rill_record_t *r = rill_consumed_at(got, i);
+        const rill_testkit_record_t *r = rill_consumed_at(got, i);
         cr_assert_str_eq(r->topic, "keyed");
         cr_assert(r->partition >= 0 && r->partition < 8);
         cr_assert_geq(r->offset, 0);
@@ -101,8 +101,8 @@ Test(testkit, given_records_keep_every_field, .timeout = 60)
     rill_broker_t *b = start_broker(1);
     create_topic(b, "given", 3, 1);
     const char *boot = rill_broker_bootstraps(b);
-    rill_header_t h2[] = {{"trace", "abc", 3}, {"empty", NULL, 0}, {"trace", "def", 3}};
-    rill_record_t recs[] = {
+    rill_testkit_header_t h2[] = {{"trace", "abc", 3}, {"empty", NULL, 0}, {"trace", "def", 3}};
+    rill_testkit_record_t recs[] = {
         {.partition = 2, .key = "k1", .key_len = 2, .value = "v1", .value_len = 2},
         {.partition = 2, .key = NULL, .value = "no key", .value_len = 6},
         {.partition = 2, .key = "tomb", .key_len = 4, .value = NULL, .value_len = 0},
@@ -127,11 +127,11 @@ Test(testkit, given_records_keep_every_field, .timeout = 60)
 
     /* Partition 0 holds the binary record; partition 2 the other four, in
      * produce order. Records come grouped by partition, in offset order. */
-    const rill_record_t *p2[4];
+    const rill_testkit_record_t *p2[4];
     int n2 = 0;
-    const rill_record_t *p0 = NULL;
+    const rill_testkit_record_t *p0 = NULL;
     for (size_t i = 0; i < 5; i++) {
-        const rill_record_t *r = rill_consumed_at(got, i);
+        const rill_testkit_record_t *r = rill_consumed_at(got, i);
         if (r->partition == 2)
             p2[n2++] = r;
         else if (r->partition == 0)
@@ -333,7 +333,7 @@ Test(testkit, verify_finds_missing_duplicate_corrupt_unexpected, .timeout = 60)
     beyond.first_seq = 1000;
     cr_assert_eq(rill_testkit_produce_generated(boot, "ver", 1, &beyond, NULL, err, sizeof(err)),
                  RILL_OK, "%s", err);
-    rill_record_t bad[] = {
+    rill_testkit_record_t bad[] = {
         {.partition = 0,
          .key = "key-5",
          .key_len = 5,
@@ -460,15 +460,16 @@ Test(testkit, invalid_arguments_give_codes_and_messages, .timeout = 60)
 
     /* Helpers. */
     const char *boot = rill_broker_bootstraps(b);
-    rill_record_t one = {.partition = RILL_PARTITION_ANY, .value = "v", .value_len = 1};
+    rill_testkit_record_t one = {.partition = RILL_PARTITION_ANY, .value = "v", .value_len = 1};
     EXPECT_ERR(rill_testkit_produce(NULL, "t", &one, 1, NULL, err, sizeof(err)), RILL_EINVAL);
     EXPECT_ERR(rill_testkit_produce(boot, NULL, &one, 1, NULL, err, sizeof(err)), RILL_EINVAL);
     EXPECT_ERR(rill_testkit_produce(boot, "t", NULL, 1, NULL, err, sizeof(err)), RILL_EINVAL);
     EXPECT_ERR(rill_testkit_produce(boot, "t", NULL, 0, NULL, err, sizeof(err)), RILL_OK);
-    rill_record_t nohdr = {.value = "v", .value_len = 1, .header_count = 2};
+    rill_testkit_record_t nohdr = {.value = "v", .value_len = 1, .header_count = 2};
     EXPECT_ERR(rill_testkit_produce(boot, "t", &nohdr, 1, NULL, err, sizeof(err)), RILL_EINVAL);
-    rill_header_t noname = {NULL, "x", 1};
-    rill_record_t badhdr = {.value = "v", .value_len = 1, .headers = &noname, .header_count = 1};
+    rill_testkit_header_t noname = {NULL, "x", 1};
+    rill_testkit_record_t badhdr = {
+        .value = "v", .value_len = 1, .headers = &noname, .header_count = 1};
     EXPECT_ERR(rill_testkit_produce(boot, "t", &badhdr, 1, NULL, err, sizeof(err)), RILL_EINVAL);
     EXPECT_ERR(rill_testkit_produce_generated(boot, "bad topic", 1, NULL, NULL, err, sizeof(err)),
                RILL_EINVAL);

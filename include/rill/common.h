@@ -1,5 +1,5 @@
 /*
- * rill: error codes, export macro and the record type shared by every layer.
+ * rill: error codes and the export macro shared by every layer.
  *
  * Error handling follows librdkafka: functions that construct something take
  * `char *errstr, size_t errstr_size` and write a sentence saying what went
@@ -73,31 +73,6 @@ RILL_API const char *rill_version_str(void);
 
 /* Produce to the partition chosen by the key (librdkafka's partitioner). */
 #define RILL_PARTITION_ANY ((int32_t)-1)
-
-/* One Kafka header. Headers may repeat a name; order is kept. */
-typedef struct rill_header {
-    const char *name;  /* NUL-terminated */
-    const void *value; /* may be NULL (a null header value) */
-    size_t value_len;
-} rill_header_t;
-
-/*
- * A Kafka record as plain data: what test helpers produce and collect.
- * Pointers are borrowed: whoever filled the struct owns the memory, and says
- * for how long it lives.
- */
-typedef struct rill_record {
-    const char *topic; /* consumed records: the topic; ignored when producing */
-    int32_t partition; /* producing: a partition or RILL_PARTITION_ANY */
-    int64_t offset;    /* consumed records only; -1 otherwise */
-    int64_t timestamp; /* ms since the epoch; 0 when producing = now */
-    const void *key;   /* NULL = no key */
-    size_t key_len;
-    const void *value; /* NULL = a null value (tombstone) */
-    size_t value_len;
-    const rill_header_t *headers;
-    size_t header_count;
-} rill_record_t;
 
 #ifdef __cplusplus
 }

@@ -58,8 +58,9 @@
  * actor: under a supervisor it is restarted and resumes from the last
  * committed offsets.
  *
- * EMBEDDED BROKER. Without bootstrap.servers the consumer uses the
- * system's embedded broker (rill_kafka_embedded_bootstraps()).
+ * CLUSTER. bootstrap.servers is required: there is no default cluster.
+ * For tests and demos, the testkit's embedded broker (<rill/testkit.h>,
+ * its own library) gives one: pass rill_broker_bootstraps() explicitly.
  */
 #ifndef RILL_KAFKA_H
 #define RILL_KAFKA_H
@@ -74,19 +75,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ------------------------------------------------------------------ */
-/* The embedded broker of a system                                     */
-/* ------------------------------------------------------------------ */
-
-/*
- * The bootstrap string of the system's embedded broker (one mock broker,
- * started on first use, stopped with the system). NULL on failure (errstr
- * says why). The string lives as long as the system.
- * @locality any thread.
- */
-RILL_API const char *rill_kafka_embedded_bootstraps(rill_system_t *sys, char *errstr,
-                                                    size_t errstr_size);
 
 /* ------------------------------------------------------------------ */
 /* Consumer configuration                                              */
@@ -328,8 +316,7 @@ RILL_API rill_err_t rill_producer_conf_set(rill_producer_conf_t *conf, const cha
  * retries, or a fatal producer error, fails the actor (its supervisor
  * decides; origins are never confirmed). When it stops it flushes with
  * rill.flush.timeout.ms and fails the origins of what was not delivered.
- * Consumes conf, also on failure. Without bootstrap.servers it uses the
- * system's embedded broker.
+ * Consumes conf, also on failure. bootstrap.servers is required.
  * @locality any thread.
  */
 RILL_API rill_err_t rill_producer_spawn(rill_system_t *sys, rill_producer_conf_t *conf,

@@ -1,7 +1,8 @@
 /*
  * rill: Kafka stream processing out of lightweight actors.
  *
- * The umbrella header: include this one, or the individual headers.
+ * The umbrella header: include this one, or the individual headers. The
+ * testkit (embedded broker, test helpers) is separate: <rill/testkit.h>.
  */
 #ifndef RILL_H
 #define RILL_H
@@ -11,6 +12,5 @@
 #include <rill/stream.h>
 #include <rill/supervisor.h>
 #include <rill/kafka.h>
-#include <rill/testkit.h>
 
 #endif /* RILL_H */

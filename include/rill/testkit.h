@@ -13,6 +13,11 @@
  * The produce/consume helpers take a bootstrap string, not a broker handle,
  * so they work against the embedded broker, a `rill-broker` process and a
  * real cluster alike.
+ *
+ * The testkit is a library of its own (librill_testkit; CMake target
+ * rill::testkit, pkg-config rill-testkit), and rill.h does not include this
+ * header: production code does not carry the mock cluster. Kafka clients
+ * use the embedded broker only when given its bootstrap string.
  */
 #ifndef RILL_TESTKIT_H
 #define RILL_TESTKIT_H
@@ -24,6 +29,32 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* One Kafka header of a testkit record. Headers may repeat a name; order is
+ * kept. */
+typedef struct rill_testkit_header {
+    const char *name;  /* NUL-terminated */
+    const void *value; /* may be NULL (a null header value) */
+    size_t value_len;
+} rill_testkit_header_t;
+
+/*
+ * A Kafka record as plain data: what test helpers produce and collect.
+ * Pointers are borrowed: whoever filled the struct owns the memory, and says
+ * for how long it lives.
+ */
+typedef struct rill_testkit_record {
+    const char *topic; /* consumed records: the topic; ignored when producing */
+    int32_t partition; /* producing: a partition or RILL_PARTITION_ANY */
+    int64_t offset;    /* consumed records only; -1 otherwise */
+    int64_t timestamp; /* ms since the epoch; 0 when producing = now */
+    const void *key;   /* NULL = no key */
+    size_t key_len;
+    const void *value; /* NULL = a null value (tombstone) */
+    size_t value_len;
+    const rill_testkit_header_t *headers;
+    size_t header_count;
+} rill_testkit_record_t;
 
 /* --------------------------------------------------------------------- */
 /* Embedded broker                                                        */
@@ -170,7 +201,7 @@ typedef struct rill_testkit_opts {
  * @locality any thread. Blocks. Records are copied; the caller keeps them.
  */
 RILL_API rill_err_t rill_testkit_produce(const char *bootstraps, const char *topic,
-                                         const rill_record_t *records, size_t count,
+                                         const rill_testkit_record_t *records, size_t count,
                                          const rill_testkit_opts_t *opts, char *errstr,
                                          size_t errstr_size);
 
@@ -237,7 +268,7 @@ RILL_API rill_err_t rill_testkit_consume(const char *bootstraps, const char *top
 RILL_API size_t rill_consumed_count(const rill_consumed_t *c);
 
 /* Record i (0 <= i < count), or NULL when out of range. Owned by c. */
-RILL_API const rill_record_t *rill_consumed_at(const rill_consumed_t *c, size_t i);
+RILL_API const rill_testkit_record_t *rill_consumed_at(const rill_consumed_t *c, size_t i);
 
 /* Free c and every record in it. NULL is a no-op. */
 RILL_API void rill_consumed_destroy(rill_consumed_t *c);

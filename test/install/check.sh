@@ -15,7 +15,8 @@ for f in include/rill/rill.h include/rill/version.h include/rill/testkit.h \
          bin/rill-broker; do
   [ -e "$prefix/$f" ] || { echo "not installed: $f" >&2; exit 1; }
 done
-ls "$prefix"/lib*/librill.so* "$prefix"/lib*/librill.a >/dev/null
+ls "$prefix"/lib*/librill.so* "$prefix"/lib*/librill.a "$prefix"/lib*/librill_testkit.so* \
+  "$prefix"/lib*/librill_testkit.a "$prefix"/lib*/pkgconfig/rill-testkit.pc >/dev/null
 
 cmake -S "$src" -B "$prefix/consumer-build" -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_C_FLAGS="$cflags" -DCMAKE_EXE_LINKER_FLAGS="$cflags" >/dev/null
@@ -29,7 +30,7 @@ version=$(PKG_CONFIG_PATH="$pcdir" pkg-config --modversion rill)
 echo "pkg-config: rill $version"
 # shellcheck disable=SC2046
 cc $cflags -o "$prefix/consumer_pc" "$src/consumer.c" \
-  $(PKG_CONFIG_PATH="$pcdir" pkg-config --cflags --libs rill)
+  $(PKG_CONFIG_PATH="$pcdir" pkg-config --cflags --libs rill-testkit rill)
 LD_LIBRARY_PATH="$libdir" "$prefix/consumer_pc"
 # Static linking: rill.pc's private requirements name ck, libev and pthread.
 # (rdkafka's own private libraries, lz4, ssl and so on, are left out: their
@@ -40,10 +41,7 @@ for l in -lck -lev -lpthread -lrdkafka; do
   case " $static_libs " in *" $l "*) ;; *) echo "rill.pc --static lacks $l" >&2; exit 1 ;; esac
 done
 # shellcheck disable=SC2046,SC2086
-cc $cflags -o "$prefix/consumer_pc_static" "$src/consumer.c" "$libdir/librill.a" \
+cc $cflags -o "$prefix/consumer_pc_static" "$src/consumer.c" "$libdir/librill_testkit.a" "$libdir/librill.a" \
   $(PKG_CONFIG_PATH="$pcdir" pkg-config --cflags rill) $static_libs
-"$prefix/consumer_pc_static" "$src/consumer.c" "$libdir/librill.a" \
-  $(PKG_CONFIG_PATH="$pcdir" pkg-config --cflags rill) \
-  $(PKG_CONFIG_PATH="$pcdir" pkg-config --static --libs-only-l rill | sed 's/-lrill//')
 "$prefix/consumer_pc_static"
 echo "install check passed"

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include <rill/rill.h>
+#include <rill/testkit.h>
 
 int main(void)
 {

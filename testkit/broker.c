@@ -15,8 +15,7 @@
 
 #include <rill/testkit.h>
 
-#include "../actors/util.h"
-#include "kafka_int.h"
+#include "../kafka/kconf.h"
 
 struct rill_broker {
     rd_kafka_t *host; /* the client instance the mock cluster lives in */
@@ -99,29 +98,6 @@ int rill_broker_count(const rill_broker_t *b)
 struct rd_kafka_mock_cluster_s *rill_broker_mock_cluster(rill_broker_t *b)
 {
     return b ? b->mock : NULL;
-}
-
-rill_err_t rill__topic_name_check(const char *topic, char *errstr, size_t errstr_size)
-{
-    if (!topic)
-        return rill__fail(RILL_EINVAL, errstr, errstr_size, "topic name is NULL");
-    size_t len = strlen(topic);
-    if (len == 0 || len > 249)
-        return rill__fail(RILL_EINVAL, errstr, errstr_size,
-                          "topic name must have 1 to 249 characters, \"%.40s\" has %zu", topic,
-                          len);
-    if (!strcmp(topic, ".") || !strcmp(topic, ".."))
-        return rill__fail(RILL_EINVAL, errstr, errstr_size, "topic name \"%s\" is not allowed",
-                          topic);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)topic[i];
-        if (!isalnum(c) && c != '.' && c != '_' && c != '-')
-            return rill__fail(RILL_EINVAL, errstr, errstr_size,
-                              "topic name \"%.60s\" has an invalid character at position %zu "
-                              "(allowed: letters, digits, '.', '_', '-')",
-                              topic, i);
-    }
-    return RILL_OK;
 }
 
 rill_err_t rill_broker_create_topic(rill_broker_t *b, const char *topic, int partitions,
@@ -361,30 +337,4 @@ rill_err_t rill_kafka_err_from_name(const char *name, rd_kafka_resp_err_t *err)
             return RILL_OK;
         }
     return RILL_EINVAL;
-}
-
-rill_err_t rill__conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errstr,
-                          size_t errstr_size)
-{
-    char kerr[512];
-    if (!key || !value)
-        return rill__fail(RILL_EINVAL, errstr, errstr_size,
-                          "configuration property %s has a NULL %s", key ? key : "(NULL)",
-                          key ? "value" : "name");
-    if (rd_kafka_conf_set(conf, key, value, kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK)
-        return rill__fail(RILL_EKAFKA, errstr, errstr_size, "%s", kerr);
-    return RILL_OK;
-}
-
-rill_err_t rill__conf_apply(rd_kafka_conf_t *conf, const char *const *kv, char *errstr,
-                            size_t errstr_size)
-{
-    if (!kv)
-        return RILL_OK;
-    for (size_t i = 0; kv[i]; i += 2) {
-        rill_err_t err = rill__conf_set(conf, kv[i], kv[i + 1], errstr, errstr_size);
-        if (err)
-            return err;
-    }
-    return RILL_OK;
 }

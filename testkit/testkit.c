@@ -12,8 +12,7 @@
 
 #include <rill/testkit.h>
 
-#include "../actors/util.h"
-#include "kafka_int.h"
+#include "../kafka/kconf.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_VALUE_SIZE 100
@@ -61,7 +60,7 @@ typedef struct gen_buf {
     char seq[24];
     char *value; /* value_size bytes, or the prefix when longer */
     size_t value_cap;
-    rill_header_t headers[2];
+    rill_testkit_header_t headers[2];
 } gen_buf_t;
 
 static const rill_gen_t gen_defaults = RILL_GEN_DEFAULT;
@@ -85,7 +84,7 @@ static void gen_buf_free(gen_buf_t *gb)
 }
 
 /* Fill rec with generated record `seq`; pointers point into gb. */
-static void gen_fill(const rill_gen_t *g, uint64_t seq, gen_buf_t *gb, rill_record_t *rec)
+static void gen_fill(const rill_gen_t *g, uint64_t seq, gen_buf_t *gb, rill_testkit_record_t *rec)
 {
     uint64_t k = g->key_space ? seq % g->key_space : seq;
     int klen = snprintf(gb->key, sizeof(gb->key), "key-%" PRIu64, k);
@@ -104,8 +103,8 @@ static void gen_fill(const rill_gen_t *g, uint64_t seq, gen_buf_t *gb, rill_reco
     rec->value_len = vlen;
     if (g->headers) {
         int slen = snprintf(gb->seq, sizeof(gb->seq), "%" PRIu64, seq);
-        gb->headers[0] = (rill_header_t){"rill-seq", gb->seq, (size_t)slen};
-        gb->headers[1] = (rill_header_t){"rill-gen", "testkit", 7};
+        gb->headers[0] = (rill_testkit_header_t){"rill-seq", gb->seq, (size_t)slen};
+        gb->headers[1] = (rill_testkit_header_t){"rill-gen", "testkit", 7};
         rec->headers = gb->headers;
         rec->header_count = 2;
     }
@@ -135,17 +134,19 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 }
 
 /* Supplies record i; `gb` is scratch space for generated records. */
-typedef const rill_record_t *(*record_source_fn)(void *src, size_t i, gen_buf_t *gb,
-                                                 rill_record_t *scratch);
+typedef const rill_testkit_record_t *(*record_source_fn)(void *src, size_t i, gen_buf_t *gb,
+                                                         rill_testkit_record_t *scratch);
 
-static const rill_record_t *source_array(void *src, size_t i, gen_buf_t *gb, rill_record_t *scratch)
+static const rill_testkit_record_t *source_array(void *src, size_t i, gen_buf_t *gb,
+                                                 rill_testkit_record_t *scratch)
 {
     (void)gb;
     (void)scratch;
-    return &((const rill_record_t *)src)[i];
+    return &((const rill_testkit_record_t *)src)[i];
 }
 
-static const rill_record_t *source_gen(void *src, size_t i, gen_buf_t *gb, rill_record_t *scratch)
+static const rill_testkit_record_t *source_gen(void *src, size_t i, gen_buf_t *gb,
+                                               rill_testkit_record_t *scratch)
 {
     const rill_gen_t *g = src;
     gen_fill(g, g->first_seq + i, gb, scratch);
@@ -182,7 +183,8 @@ static rill_err_t producer_new(const char *bootstraps, const rill_testkit_opts_t
     return RILL_OK;
 }
 
-static rd_kafka_resp_err_t produce_one(rd_kafka_t *rk, const char *topic, const rill_record_t *r)
+static rd_kafka_resp_err_t produce_one(rd_kafka_t *rk, const char *topic,
+                                       const rill_testkit_record_t *r)
 {
     rd_kafka_headers_t *hdrs = NULL;
     if (r->header_count) {
@@ -227,11 +229,11 @@ static rill_err_t produce_from(const char *bootstraps, const char *topic, record
 
     progress_t prog;
     progress_init(&prog, opts, count);
-    rill_record_t scratch;
+    rill_testkit_record_t scratch;
     size_t i;
     err = RILL_OK;
     for (i = 0; i < count && !err; i++) {
-        const rill_record_t *r = source(src, i, &gb, &scratch);
+        const rill_testkit_record_t *r = source(src, i, &gb, &scratch);
         rd_kafka_resp_err_t kerr;
         while ((kerr = produce_one(rk, topic, r)) == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             if (rill__ms_left(deadline) == 0) {
@@ -285,7 +287,7 @@ static rill_err_t produce_from(const char *bootstraps, const char *topic, record
 }
 
 rill_err_t rill_testkit_produce(const char *bootstraps, const char *topic,
-                                const rill_record_t *records, size_t count,
+                                const rill_testkit_record_t *records, size_t count,
                                 const rill_testkit_opts_t *opts, char *errstr, size_t errstr_size)
 {
     if (!records && count > 0)
@@ -319,7 +321,7 @@ rill_err_t rill_testkit_produce_generated(const char *bootstraps, const char *to
 
 struct rill_consumed {
     char *topic;
-    rill_record_t *records;
+    rill_testkit_record_t *records;
     void **blocks; /* blocks[i] holds record i's key, value and headers */
     size_t count;
     size_t cap;
@@ -330,7 +332,7 @@ size_t rill_consumed_count(const rill_consumed_t *c)
     return c ? c->count : 0;
 }
 
-const rill_record_t *rill_consumed_at(const rill_consumed_t *c, size_t i)
+const rill_testkit_record_t *rill_consumed_at(const rill_consumed_t *c, size_t i)
 {
     return c && i < c->count ? &c->records[i] : NULL;
 }
@@ -352,7 +354,7 @@ static int consumed_append(rill_consumed_t *c, const rd_kafka_message_t *m)
 {
     if (c->count == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 1024;
-        rill_record_t *r = realloc(c->records, cap * sizeof(*r));
+        rill_testkit_record_t *r = realloc(c->records, cap * sizeof(*r));
         if (!r)
             return -1;
         c->records = r;
@@ -374,14 +376,14 @@ static int consumed_append(rill_consumed_t *c, const rd_kafka_message_t *m)
     }
     /* Layout: [header array][key][value][header names and values]; at
      * least one byte so that malloc never returns NULL for success. */
-    size_t size = hcnt * sizeof(rill_header_t) + m->key_len + m->len + hbytes + 1;
+    size_t size = hcnt * sizeof(rill_testkit_header_t) + m->key_len + m->len + hbytes + 1;
     char *block = malloc(size);
     if (!block)
         return -1;
-    rill_header_t *hv = (rill_header_t *)block;
-    char *p = block + hcnt * sizeof(rill_header_t);
+    rill_testkit_header_t *hv = (rill_testkit_header_t *)block;
+    char *p = block + hcnt * sizeof(rill_testkit_header_t);
 
-    rill_record_t *r = &c->records[c->count];
+    rill_testkit_record_t *r = &c->records[c->count];
     memset(r, 0, sizeof(*r));
     r->topic = c->topic;
     r->partition = m->partition;
@@ -635,7 +637,7 @@ out:
 /* ------------------------------------------------------------------ */
 
 /* Parse "seq=<digits> " at the start of a value. */
-static int parse_seq(const rill_record_t *r, uint64_t *seq)
+static int parse_seq(const rill_testkit_record_t *r, uint64_t *seq)
 {
     const char *v = r->value;
     size_t n = r->value_len;
@@ -658,7 +660,7 @@ static int bytes_eq(const void *a, size_t alen, const void *b, size_t blen)
     return alen == 0 || memcmp(a, b, alen) == 0;
 }
 
-static int record_matches(const rill_record_t *got, const rill_record_t *want)
+static int record_matches(const rill_testkit_record_t *got, const rill_testkit_record_t *want)
 {
     if (!bytes_eq(got->key, got->key_len, want->key, want->key_len) ||
         !bytes_eq(got->value, got->value_len, want->value, want->value_len) ||
@@ -703,7 +705,7 @@ rill_err_t rill_testkit_verify(const rill_consumed_t *c, size_t count, const ril
 
     char first_problem[256] = "";
     for (size_t i = 0; i < c->count; i++) {
-        const rill_record_t *r = &c->records[i];
+        const rill_testkit_record_t *r = &c->records[i];
         rep.seen++;
         uint64_t seq;
         if (parse_seq(r, &seq)) {
@@ -721,7 +723,7 @@ rill_err_t rill_testkit_verify(const rill_consumed_t *c, size_t count, const ril
                          "record seq %" PRIu64 " is outside the expected range", seq);
             continue;
         }
-        rill_record_t want;
+        rill_testkit_record_t want;
         gen_fill(g, seq, &gb, &want);
         if (!record_matches(r, &want)) {
             rep.corrupt++;
