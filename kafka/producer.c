@@ -162,7 +162,11 @@ rill_producer_conf_t *rill_producer_conf_new(void)
     c->kconf = rd_kafka_conf_new();
     c->max_inflight = 10000;
     c->flush_ms = 5000;
-    const char *defaults[] = {"enable.idempotence", "true", "acks", "all", "linger.ms", "5", NULL};
+    /* murmur2_random: records with the same key land in the same partition
+     * as from Java clients (librdkafka's default is consistent_random). */
+    const char *defaults[] = {
+        "enable.idempotence", "true",           "acks", "all", "linger.ms", "5",
+        "partitioner",        "murmur2_random", NULL};
     if (rill__conf_apply(c->kconf, defaults, NULL, 0)) {
         rill_producer_conf_destroy(c);
         return NULL;

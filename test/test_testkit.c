@@ -18,6 +18,7 @@
 #include <rill/testkit.h>
 
 #include "actors/util.h"
+#include "support/kafka_kit.h"
 
 static rill_broker_t *start_broker(int n)
 {
@@ -92,6 +93,54 @@ Test(testkit, roundtrip_10k_keyed_records_exact_content, .timeout = 120)
     e = rill_testkit_consume(boot, "other", RILL_CONSUME_TO_END, NULL, &got, err, sizeof(err));
     cr_assert_eq(e, RILL_OK, "consume other: %s", err);
     cr_assert_eq(rill_consumed_count(got), 0);
+    rill_consumed_destroy(got);
+    rill_broker_destroy(b);
+}
+
+Test(testkit, java_murmur2_matches_kafkas_own_test_vectors)
+{
+    /* org.apache.kafka.common.utils.UtilsTest#testMurmur2 */
+    static const struct {
+        const char *key;
+        int32_t hash;
+    } v[] = {{"21", -973932308},
+             {"foobar", -790332482},
+             {"a-little-bit-long-string", -985981536},
+             {"a-little-bit-longer-string", -1486304829},
+             {"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971},
+             {"abc", 479470107}};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        cr_assert_eq(kk_java_murmur2(v[i].key, strlen(v[i].key)), v[i].hash, "murmur2(\"%s\")",
+                     v[i].key);
+}
+
+Test(testkit, keyed_records_land_where_java_clients_put_them, .timeout = 60)
+{
+    /* Records with a key go to the partition a Java producer would pick
+     * (murmur2), so rill and Java services agree on where a key lives. */
+    rill_broker_t *b = start_broker(1);
+    create_topic(b, "placed", 7, 1);
+    const char *boot = rill_broker_bootstraps(b);
+    rill_gen_t gen = RILL_GEN_DEFAULT;
+    gen.key_space = 50;
+    char err[512] = "";
+    cr_assert_eq(rill_testkit_produce_generated(boot, "placed", 500, &gen, NULL, err, sizeof(err)),
+                 RILL_OK, "%s", err);
+    rill_consumed_t *got = NULL;
+    cr_assert_eq(
+        rill_testkit_consume(boot, "placed", RILL_CONSUME_TO_END, NULL, &got, err, sizeof(err)),
+        RILL_OK, "%s", err);
+    cr_assert_eq(rill_consumed_count(got), 500);
+    int used[7] = {0};
+    for (size_t i = 0; i < rill_consumed_count(got); i++) {
+        const rill_testkit_record_t *r = rill_consumed_at(got, i);
+        int32_t want = kk_java_partition(r->key, r->key_len, 7);
+        cr_assert_eq(r->partition, want, "key %.*s in partition %d, Java puts it in %d",
+                     (int)r->key_len, (const char *)r->key, (int)r->partition, (int)want);
+        used[r->partition] = 1;
+    }
+    for (int p = 0; p < 7; p++)
+        cr_assert(used[p], "no key went to partition %d", p);
     rill_consumed_destroy(got);
     rill_broker_destroy(b);
 }

@@ -162,10 +162,10 @@ static rill_err_t producer_new(const char *bootstraps, const rill_testkit_opts_t
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
     rd_kafka_conf_set_opaque(conf, ctx);
-    const char *defaults[] = {
-        "bootstrap.servers",  bootstraps, "client.id", "rill-testkit-producer",
-        "enable.idempotence", "true",     "linger.ms", "5",
-        "message.timeout.ms", timeout,    NULL};
+    const char *defaults[] = {"bootstrap.servers", bootstraps, "client.id", "rill-testkit-producer",
+                              "enable.idempotence", "true", "linger.ms", "5",
+                              /* keys land where Java producers put them */
+                              "partitioner", "murmur2_random", "message.timeout.ms", timeout, NULL};
     rill_err_t err = rill__conf_apply(conf, defaults, errstr, errstr_size);
     if (!err)
         err = rill__conf_apply(conf, opts ? opts->config : NULL, errstr, errstr_size);

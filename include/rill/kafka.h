@@ -303,7 +303,8 @@ RILL_API void rill_producer_conf_destroy(rill_producer_conf_t *conf);
  *                           the producer signals upstream
  *   rill.flush.timeout.ms   flush deadline when the producer stops (5000)
  * Every other key goes to librdkafka unchanged and is checked at once.
- * enable.idempotence defaults to true, acks to all.
+ * enable.idempotence defaults to true, acks to all, partitioner to
+ * murmur2_random (a key lands in the partition a Java producer would pick).
  */
 RILL_API rill_err_t rill_producer_conf_set(rill_producer_conf_t *conf, const char *key,
                                            const char *value, char *errstr, size_t errstr_size);

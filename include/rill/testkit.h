@@ -193,7 +193,8 @@ typedef struct rill_testkit_opts {
 /*
  * Produce `count` records to `topic` and wait until all are delivered
  * (acks=all, idempotent producer). record->partition picks the partition
- * (RILL_PARTITION_ANY: by key); topic and offset fields are ignored.
+ * (RILL_PARTITION_ANY: by key, with the murmur2 partitioner Java producers
+ * use); topic and offset fields are ignored.
  * Returns RILL_OK when every record was acknowledged; RILL_ETIMEDOUT if the
  * deadline passed first; RILL_EKAFKA if a delivery failed or the
  * configuration was refused; RILL_EINVAL for NULL arguments. errstr says

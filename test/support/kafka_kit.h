@@ -139,4 +139,13 @@ void kk_stop_wait(rill_system_t *sys, rill_aid_t aid);
 rill_consumer_stats_t kk_consumer_stats_ok(rill_system_t *sys, rill_aid_t consumer);
 rill_producer_stats_t kk_producer_stats_ok(rill_system_t *sys, rill_aid_t producer);
 
+/* ---- key placement as Java clients do it --------------------------- */
+
+/* Kafka's Java murmur2 (org.apache.kafka.common.utils.Utils.murmur2), and
+ * the partition the Java producer's default partitioner gives a key:
+ * (murmur2(key) & 0x7fffffff) % partitions. Written here from the Java
+ * source, independent of librdkafka, to check where rill puts keys. */
+int32_t kk_java_murmur2(const void *key, size_t len);
+int32_t kk_java_partition(const void *key, size_t len, int32_t partitions);
+
 #endif /* RILL_TEST_KAFKA_KIT_H */
