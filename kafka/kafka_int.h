@@ -9,6 +9,8 @@
 #include <rill/actor.h>
 #include <rill/kafka.h>
 
+#include "offsets.h" /* the consumer's offset tracker */
+
 /*
  * Check a topic name against Kafka's rules (1..249 chars of [A-Za-z0-9._-],
  * not "." or ".."). Returns RILL_OK or RILL_EINVAL with the reason in errstr.
