@@ -72,6 +72,11 @@ struct rill_consumer_conf {
     rill_commit_fn *commit_cb;
     void *commit_opaque;
     int reset_earliest; /* auto.offset.reset, read at spawn */
+    /* The librdkafka keys the application set, in the order first set:
+     * what a dead-letter producer of our own inherits (see
+     * dlq_producer_conf). */
+    char **client_keys;
+    size_t n_client_keys;
 };
 
 rill_consumer_conf_t *rill_consumer_conf_new(void)
@@ -106,7 +111,27 @@ void rill_consumer_conf_destroy(rill_consumer_conf_t *c)
         rd_kafka_topic_partition_list_destroy(c->fixed);
     free(c->dlq_topic);
     free(c->dlq_producer);
+    for (size_t i = 0; i < c->n_client_keys; i++)
+        free(c->client_keys[i]);
+    free(c->client_keys);
     free(c);
+}
+
+/* Remember that the application set librdkafka property `key`. */
+static rill_err_t track_client_key(rill_consumer_conf_t *c, const char *key, char *errstr,
+                                   size_t errstr_size)
+{
+    for (size_t i = 0; i < c->n_client_keys; i++)
+        if (!strcmp(c->client_keys[i], key))
+            return RILL_OK;
+    char **v = realloc(c->client_keys, (c->n_client_keys + 1) * sizeof(*v));
+    if (v)
+        c->client_keys = v;
+    char *k = v ? strdup(key) : NULL;
+    if (!k)
+        return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+    c->client_keys[c->n_client_keys++] = k;
+    return RILL_OK;
 }
 
 static rill_err_t parse_u32(const char *key, const char *v, uint32_t lo, uint32_t hi, uint32_t *out,
@@ -135,6 +160,8 @@ rill_err_t rill_consumer_conf_set(rill_consumer_conf_t *c, const char *key, cons
             c->have_group = 1;
         if (!err && !strcmp(key, "queued.max.messages.kbytes"))
             c->have_queue_kbytes = 1;
+        if (!err)
+            err = track_client_key(c, key, errstr, errstr_size);
         return err;
     }
     const char *k = key + 5;
@@ -956,6 +983,12 @@ static void consumer_pump(rill__stage_t *st)
     k->stats.buffered = (uint32_t)k->buf.count;
 }
 
+/* K_STATS with this arg asks for the aid of the dead-letter producer the
+ * consumer started, in the reply's arg (rill__consumer_dlq_producer): a
+ * test hook, so a variant of a request that exists rather than a message
+ * type of its own. */
+#define STATS_ASK_DLQ_PRODUCER 1
+
 /* The counters, with those the buffer and the tracker keep. */
 static void consumer_stats(const consumer_t *k, rill_consumer_stats_t *s)
 {
@@ -1004,6 +1037,11 @@ static void consumer_on_msg(rill__stage_t *st, rill_msg_t *msg)
         dlq_result(k, msg->payload, msg->arg);
         break;
     case K_STATS: {
+        if (msg->arg == STATS_ASK_DLQ_PRODUCER) {
+            rill_msg_t r = {.type = K_STATS, .arg = k->dlq_own};
+            rill_reply(st->ctx, msg, &r);
+            return;
+        }
         rill_consumer_stats_t *s = malloc(sizeof(*s));
         if (s) {
             consumer_stats(k, s);
@@ -1217,6 +1255,129 @@ static void quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const
         fprintf(stderr, "rill consumer: %s: %s\n", fac, buf);
 }
 
+/*
+ * The properties librdkafka marks consumer-only: "C" in the C/P column of
+ * the table rd_kafka_conf_properties_show() prints, read from there so
+ * that the list is that of the librdkafka in use, not one written down
+ * here for some version. Parsed once per system (an attachment).
+ */
+typedef struct consumer_only {
+    char **names;
+    size_t n;
+} consumer_only_t;
+
+static const char consumer_only_key = 0;
+
+static void consumer_only_destroy(void *ptr)
+{
+    consumer_only_t *co = ptr;
+    for (size_t i = 0; i < co->n; i++)
+        free(co->names[i]);
+    free(co->names);
+    free(co);
+}
+
+/* The text between from and to without the spaces around it, in place. */
+static char *trim_field(char *from, char *to)
+{
+    while (from < to && *from == ' ')
+        from++;
+    while (to > from && to[-1] == ' ')
+        to--;
+    *to = '\0';
+    return from;
+}
+
+static void *consumer_only_create(char *errstr, size_t errstr_size)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    consumer_only_t *co = calloc(1, sizeof(*co));
+    if (!f || !co) {
+        if (f)
+            fclose(f);
+        free(text);
+        free(co);
+        rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    rd_kafka_conf_properties_show(f);
+    fclose(f);
+    /* Rows are "name | C/P | range | default | importance | description";
+     * the header row ("C/P") and the rule row ("-----") are not "C". */
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *bar1 = strchr(line, '|');
+        char *bar2 = bar1 ? strchr(bar1 + 1, '|') : NULL;
+        if (!bar2)
+            continue;
+        const char *cp = trim_field(bar1 + 1, bar2);
+        const char *name = trim_field(line, bar1);
+        if (strcmp(cp, "C") || !*name)
+            continue;
+        char **v = realloc(co->names, (co->n + 1) * sizeof(*v));
+        char *n = v ? strdup(name) : NULL;
+        if (v)
+            co->names = v;
+        if (!n) {
+            free(text);
+            consumer_only_destroy(co);
+            rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+            return NULL;
+        }
+        co->names[co->n++] = n;
+    }
+    free(text);
+    return co;
+}
+
+/* 1 if librdkafka marks `key` consumer-only. Without the table (out of
+ * memory) nothing is: a consumer property on a producer only costs a
+ * warning from librdkafka, a missing connection property costs the
+ * connection. */
+static int consumer_only(rill_system_t *sys, const char *key)
+{
+    const consumer_only_t *co = rill__system_attachment(
+        sys, &consumer_only_key, consumer_only_create, consumer_only_destroy, NULL, 0);
+    for (size_t i = 0; co && i < co->n; i++)
+        if (!strcmp(co->names[i], key))
+            return 1;
+    return 0;
+}
+
+/*
+ * The configuration of the dead-letter producer the consumer starts: every
+ * client property the application set on the consumer (in the order set,
+ * with the value it has now) that is not consumer-only, so that it
+ * connects as the consumer does, whatever the security setup (TLS, SASL,
+ * OAuth, Kerberos) and tuning. Not transactional.id: the producer is not
+ * transactional, and sharing the id of the application's own producer
+ * would fence one of them.
+ */
+static rill_err_t dlq_producer_conf(rill_system_t *sys, const rill_consumer_conf_t *c,
+                                    rill_producer_conf_t *pc, char *errstr, size_t errstr_size)
+{
+    for (size_t i = 0; i < c->n_client_keys; i++) {
+        const char *key = c->client_keys[i];
+        if (!strcmp(key, "transactional.id") || consumer_only(sys, key))
+            continue;
+        size_t size = 0;
+        if (rd_kafka_conf_get(c->kconf, key, NULL, &size) != RD_KAFKA_CONF_OK || !size)
+            continue; /* librdkafka keeps no text value for it: nothing to copy */
+        char *v = malloc(size);
+        if (!v)
+            return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+        rill_err_t err = RILL_OK;
+        if (rd_kafka_conf_get(c->kconf, key, v, &size) == RD_KAFKA_CONF_OK)
+            err = rill_producer_conf_set(pc, key, v, errstr, errstr_size);
+        free(v);
+        if (err)
+            return err;
+    }
+    return RILL_OK;
+}
+
 rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
                                const rill_stage_opts_t *opts, rill_aid_t *aid, char *errstr,
                                size_t errstr_size)
@@ -1332,19 +1493,11 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
     rd_kafka_topic_conf_set_opaque(tc, h); /* record_free finds the client */
 
     /* Dead letters go through a producer actor: the one named, or one of
-     * our own, linked to us, with the consumer's connection settings. */
+     * our own, linked to us, with the consumer's client settings. */
     if (c->dlq_topic && !c->dlq_producer) {
         rill_producer_conf_t *pc = rill_producer_conf_new();
-        static const char *const copy[] = {
-            "bootstrap.servers", "security.protocol", "sasl.mechanisms", "sasl.username",
-            "sasl.password",     "ssl.ca.location",   "client.id",       NULL};
-        err = pc ? RILL_OK : rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
-        for (size_t i = 0; !err && copy[i]; i++) {
-            char v[1024];
-            size_t vs = sizeof(v);
-            if (rd_kafka_conf_get(c->kconf, copy[i], v, &vs) == RD_KAFKA_CONF_OK && *v)
-                err = rill_producer_conf_set(pc, copy[i], v, errstr, errstr_size);
-        }
+        err = pc ? dlq_producer_conf(sys, c, pc, errstr, errstr_size)
+                 : rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
         if (!err)
             err = rill_producer_spawn(sys, pc, NULL, &k->dlq_own, errstr, errstr_size);
         else
@@ -1467,6 +1620,23 @@ rill_err_t rill_consumer_stats(rill_system_t *sys, rill_aid_t consumer, rill_con
     }
     *out = *(rill_consumer_stats_t *)r.payload;
     r.dtor(r.payload);
+    return RILL_OK;
+}
+
+rill_err_t rill__consumer_dlq_producer(rill_system_t *sys, rill_aid_t consumer,
+                                       rill_aid_t *producer)
+{
+    if (!sys || consumer == RILL_AID_NONE || !producer)
+        return RILL_EINVAL;
+    rill_msg_t q = {.type = K_STATS, .arg = STATS_ASK_DLQ_PRODUCER}, r;
+    rill_err_t err = rill_ask_sync(sys, consumer, &q, 10000, &r);
+    if (err)
+        return err;
+    if (r.dtor)
+        r.dtor(r.payload);
+    if (r.type != K_STATS || r.payload)
+        return RILL_ESTATE;
+    *producer = r.arg;
     return RILL_OK;
 }
 
