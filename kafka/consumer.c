@@ -71,6 +71,11 @@ struct rill_consumer_conf {
     rill_commit_fn *commit_cb;
     void *commit_opaque;
     int reset_earliest; /* auto.offset.reset, read at spawn */
+    /* The librdkafka keys the application set, in the order first set:
+     * what a dead-letter producer of our own inherits (see
+     * dlq_producer_conf). */
+    char **client_keys;
+    size_t n_client_keys;
 };
 
 rill_consumer_conf_t *rill_consumer_conf_new(void)
@@ -105,7 +110,27 @@ void rill_consumer_conf_destroy(rill_consumer_conf_t *c)
         rd_kafka_topic_partition_list_destroy(c->fixed);
     free(c->dlq_topic);
     free(c->dlq_producer);
+    for (size_t i = 0; i < c->n_client_keys; i++)
+        free(c->client_keys[i]);
+    free(c->client_keys);
     free(c);
+}
+
+/* Remember that the application set librdkafka property `key`. */
+static rill_err_t track_client_key(rill_consumer_conf_t *c, const char *key, char *errstr,
+                                   size_t errstr_size)
+{
+    for (size_t i = 0; i < c->n_client_keys; i++)
+        if (!strcmp(c->client_keys[i], key))
+            return RILL_OK;
+    char **v = realloc(c->client_keys, (c->n_client_keys + 1) * sizeof(*v));
+    if (v)
+        c->client_keys = v;
+    char *k = v ? strdup(key) : NULL;
+    if (!k)
+        return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+    c->client_keys[c->n_client_keys++] = k;
+    return RILL_OK;
 }
 
 static rill_err_t parse_u32(const char *key, const char *v, uint32_t lo, uint32_t hi, uint32_t *out,
@@ -134,6 +159,8 @@ rill_err_t rill_consumer_conf_set(rill_consumer_conf_t *c, const char *key, cons
             c->have_group = 1;
         if (!err && !strcmp(key, "queued.max.messages.kbytes"))
             c->have_queue_kbytes = 1;
+        if (!err)
+            err = track_client_key(c, key, errstr, errstr_size);
         return err;
     }
     const char *k = key + 5;
@@ -290,33 +317,6 @@ const rd_kafka_message_t *rill_record(const rill_elem_t *e)
 /* The consumer                                                        */
 /* ------------------------------------------------------------------ */
 
-typedef struct offent {
-    int64_t offset;
-    int64_t emitted_ms;
-    int confirmed;
-    int dead_letter; /* on its way to the dead-letter topic: no redelivery */
-} offent_t;
-
-typedef struct redeliv {
-    int64_t offset;
-    uint32_t attempts;
-} redeliv_t;
-
-typedef struct part {
-    uint64_t id; /* 0 = free slot */
-    char *topic;
-    int32_t partition;
-    rd_kafka_topic_t *rkt; /* learnt from the first record, for fast lookup */
-    int revoking;
-    offent_t *ring;
-    size_t cap, head, count;
-    int64_t committable; /* -1 until something was emitted */
-    int64_t committed;   /* last offset committed (or sent), -1 none */
-    int64_t purge_from;  /* redelivery: buffered records from here are stale */
-    redeliv_t *redeliv;  /* offsets redelivered, with attempts */
-    size_t n_redeliv, cap_redeliv;
-} part_t;
-
 typedef struct confirm_batch {
     size_t n;
     struct {
@@ -334,17 +334,16 @@ typedef struct consumer {
     rill__stage_t *st;
     rill_system_t *sys;
 
-    part_t *parts;
-    uint32_t n_slots;
-    uint64_t next_gen;
-    part_t *last_hit;
+    /* The assigned partitions, what went out of each and what may be
+     * committed (offsets.h). */
+    rill__tracker_t tr;
+    rill__tpart_t *last_hit; /* the partition of the last record polled */
 
     rill__equeue_t buf; /* polled records waiting for demand */
     int paused;
     /* The buffer has not been below the low watermark since (0 = it is
      * below now): how long downstream has been slower than Kafka. */
     int64_t full_since_ms;
-    uint32_t unconfirmed;
     uint32_t since_commit;
     int64_t last_commit_ms;
     int64_t last_redeliver_check_ms;
@@ -372,34 +371,24 @@ static int64_t now_ms(void)
 
 /* ---- partitions ---- */
 
-static part_t *part_by_id(consumer_t *k, uint64_t id)
+static rill__tpart_t *part_by_id(consumer_t *k, uint64_t id)
 {
-    uint32_t slot = (uint32_t)(id & ((1u << PART_ID_SHIFT) - 1));
-    if (slot >= k->n_slots || k->parts[slot].id != id || !id)
-        return NULL;
-    return &k->parts[slot];
+    return rill__tracker_part(&k->tr, (rill__part_id_t){id});
 }
 
-static part_t *part_find(consumer_t *k, const char *topic, int32_t partition)
+static rill__tpart_t *part_of_msg(consumer_t *k, const rd_kafka_message_t *m)
 {
-    for (uint32_t i = 0; i < k->n_slots; i++)
-        if (k->parts[i].id && k->parts[i].partition == partition &&
-            !strcmp(k->parts[i].topic, topic))
-            return &k->parts[i];
-    return NULL;
-}
-
-static part_t *part_of_msg(consumer_t *k, const rd_kafka_message_t *m)
-{
-    part_t *p = k->last_hit;
-    if (p && p->id && p->rkt == m->rkt && p->partition == m->partition)
+    /* Records come in runs of one partition, and a topic object compares
+     * faster than a topic name: remember the last partition and the
+     * topic object of each. */
+    rill__tpart_t *p = k->last_hit;
+    if (p && p->handle == m->rkt && p->partition == m->partition)
         return p;
-    for (uint32_t i = 0; i < k->n_slots; i++) {
-        p = &k->parts[i];
-        if (!p->id || p->partition != m->partition)
+    for (p = rill__tracker_next(&k->tr, NULL); p; p = rill__tracker_next(&k->tr, p)) {
+        if (p->partition != m->partition)
             continue;
-        if (p->rkt == m->rkt || (!p->rkt && !strcmp(p->topic, rd_kafka_topic_name(m->rkt)))) {
-            p->rkt = m->rkt;
+        if (p->handle == m->rkt || (!p->handle && !strcmp(p->topic, rd_kafka_topic_name(m->rkt)))) {
+            p->handle = m->rkt;
             k->last_hit = p;
             return p;
         }
@@ -407,127 +396,19 @@ static part_t *part_of_msg(consumer_t *k, const rd_kafka_message_t *m)
     return NULL;
 }
 
-static part_t *part_add(consumer_t *k, const char *topic, int32_t partition)
+static void part_remove(consumer_t *k, rill__tpart_t *p)
 {
-    uint32_t slot = 0;
-    while (slot < k->n_slots && k->parts[slot].id)
-        slot++;
-    if (slot == k->n_slots) {
-        if (k->n_slots == MAX_PARTS)
-            return NULL;
-        k->n_slots++;
-    }
-    part_t *p = &k->parts[slot];
-    memset(p, 0, sizeof(*p));
-    p->topic = strdup(topic);
-    if (!p->topic)
-        return NULL;
-    p->id = (++k->next_gen << PART_ID_SHIFT) | slot;
-    p->partition = partition;
-    p->committable = -1;
-    p->committed = -1;
-    p->purge_from = -1;
-    k->stats.assigned++;
-    return p;
-}
-
-/* Entries not yet confirmed leave the unconfirmed count. */
-static void part_clear_ring(consumer_t *k, part_t *p)
-{
-    for (size_t i = 0; i < p->count; i++)
-        if (!p->ring[(p->head + i) % p->cap].confirmed && k->unconfirmed)
-            k->unconfirmed--;
-    p->count = 0;
-    p->head = 0;
-}
-
-static void part_remove(consumer_t *k, part_t *p)
-{
-    part_clear_ring(k, p);
-    free(p->ring);
-    free(p->topic);
-    free(p->redeliv);
     if (k->last_hit == p)
         k->last_hit = NULL;
-    memset(p, 0, sizeof(*p));
-    if (k->stats.assigned)
-        k->stats.assigned--;
+    rill__tracker_remove(&k->tr, p);
 }
 
-static int ring_push(part_t *p, int64_t offset)
+/* Stop tracking the partitions being revoked. */
+static void remove_revoking(consumer_t *k)
 {
-    if (p->count == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 64;
-        offent_t *r = malloc(cap * sizeof(*r));
-        if (!r)
-            return -1;
-        for (size_t i = 0; i < p->count; i++)
-            r[i] = p->ring[(p->head + i) % p->cap];
-        free(p->ring);
-        p->ring = r;
-        p->cap = cap;
-        p->head = 0;
-    }
-    p->ring[(p->head + p->count) % p->cap] = (offent_t){offset, now_ms(), 0, 0};
-    p->count++;
-    return 0;
-}
-
-/* Index (0..count) of the entry with this offset, or -1. */
-static long ring_find(const part_t *p, int64_t offset)
-{
-    size_t lo = 0, hi = p->count;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int64_t o = p->ring[(p->head + mid) % p->cap].offset;
-        if (o == offset)
-            return (long)mid;
-        if (o < offset)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return -1;
-}
-
-/* Drop confirmed entries at the front; the committable offset follows. */
-static void ring_advance(part_t *p)
-{
-    while (p->count && p->ring[p->head].confirmed) {
-        p->committable = p->ring[p->head].offset + 1;
-        p->head = (p->head + 1) % p->cap;
-        p->count--;
-    }
-    if (p->count)
-        p->committable = p->ring[p->head].offset;
-}
-
-static uint32_t *redeliv_attempts(part_t *p, int64_t offset, int create)
-{
-    for (size_t i = 0; i < p->n_redeliv; i++)
-        if (p->redeliv[i].offset == offset)
-            return &p->redeliv[i].attempts;
-    if (!create)
-        return NULL;
-    if (p->n_redeliv == p->cap_redeliv) {
-        size_t cap = p->cap_redeliv ? p->cap_redeliv * 2 : 4;
-        redeliv_t *v = realloc(p->redeliv, cap * sizeof(*v));
-        if (!v)
-            return NULL;
-        p->redeliv = v;
-        p->cap_redeliv = cap;
-    }
-    p->redeliv[p->n_redeliv] = (redeliv_t){offset, 0};
-    return &p->redeliv[p->n_redeliv++].attempts;
-}
-
-static void redeliv_forget_below(part_t *p, int64_t committable)
-{
-    size_t kept = 0;
-    for (size_t i = 0; i < p->n_redeliv; i++)
-        if (p->redeliv[i].offset >= committable)
-            p->redeliv[kept++] = p->redeliv[i];
-    p->n_redeliv = kept;
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p; p = rill__tracker_next(&k->tr, p))
+        if (p->revoking)
+            part_remove(k, p);
 }
 
 /* ---- commits ---- */
@@ -542,9 +423,10 @@ static void report_commit(consumer_t *k, rd_kafka_resp_err_t err,
         k->stats.commit_errors++;
         /* Commit these again next time. */
         for (int i = 0; offsets && i < offsets->cnt; i++) {
-            part_t *p = part_find(k, offsets->elems[i].topic, offsets->elems[i].partition);
-            if (p && p->committed == offsets->elems[i].offset)
-                p->committed = -1;
+            rill__tpart_t *p =
+                rill__tracker_find(&k->tr, offsets->elems[i].topic, offsets->elems[i].partition);
+            if (p)
+                rill__tracker_commit_failed(p, offsets->elems[i].offset);
         }
     } else if (offsets && offsets->cnt) {
         k->stats.committed++;
@@ -568,16 +450,17 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static rd_kafka_topic_partition_list_t *commit_list(consumer_t *k, int only_revoking)
 {
     rd_kafka_topic_partition_list_t *l = NULL;
-    for (uint32_t i = 0; i < k->n_slots; i++) {
-        part_t *p = &k->parts[i];
-        if (!p->id || (only_revoking && !p->revoking))
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p;
+         p = rill__tracker_next(&k->tr, p)) {
+        if (only_revoking && !p->revoking)
             continue;
-        if (p->committable < 0 || p->committable == p->committed)
+        int64_t offset = rill__tracker_to_commit(p);
+        if (offset < 0)
             continue;
         if (!l)
             l = rd_kafka_topic_partition_list_new(8);
-        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = p->committable;
-        p->committed = p->committable;
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = offset;
+        rill__tracker_mark_committed(p, offset);
     }
     return l;
 }
@@ -681,12 +564,10 @@ static void buffer_filter(consumer_t *k, int (*keep)(consumer_t *, const rill_el
 
 static int keep_live(consumer_t *k, const rill_elem_t *e)
 {
-    part_t *p = part_by_id(k, e->arg);
+    rill__tpart_t *p = part_by_id(k, e->arg);
     if (!p || p->revoking)
         return 0;
-    if (p->purge_from >= 0 && ((rd_kafka_message_t *)e->payload)->offset >= p->purge_from)
-        return 0;
-    return 1;
+    return !rill__tracker_buffered_stale(p, ((rd_kafka_message_t *)e->payload)->offset);
 }
 
 static void observe(consumer_t *k, rill_rebalance_event_t ev,
@@ -713,9 +594,7 @@ static void finish_revoke(consumer_t *k, int64_t deadline)
         if (e)
             rd_kafka_error_destroy(e);
     }
-    for (uint32_t i = 0; i < k->n_slots; i++)
-        if (k->parts[i].id && k->parts[i].revoking)
-            part_remove(k, &k->parts[i]);
+    remove_revoking(k);
     observe(k, RILL_REBALANCE_REVOKED, l);
     rd_kafka_topic_partition_list_destroy(l);
 }
@@ -724,14 +603,11 @@ static void maybe_finish_revoke(consumer_t *k)
 {
     if (!k->revoking)
         return;
-    for (uint32_t i = 0; i < k->n_slots; i++) {
-        part_t *p = &k->parts[i];
-        if (!p->id || !p->revoking)
-            continue;
-        for (size_t j = 0; j < p->count; j++)
-            if (!p->ring[(p->head + j) % p->cap].confirmed)
-                return; /* still waiting */
-    }
+    /* Wait for what is still unsettled; a failed record will not be
+     * confirmed by waiting longer. */
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p; p = rill__tracker_next(&k->tr, p))
+        if (p->revoking && rill__tracker_part_unsettled(p))
+            return; /* still waiting */
     finish_revoke(k, now_ms() + (int64_t)k->conf->shutdown_ms);
 }
 
@@ -747,8 +623,8 @@ static void on_assign(consumer_t *k, rd_kafka_topic_partition_list_t *parts, int
         }
     }
     for (int i = 0; i < parts->cnt; i++)
-        if (!part_find(k, parts->elems[i].topic, parts->elems[i].partition) &&
-            !part_add(k, parts->elems[i].topic, parts->elems[i].partition)) {
+        if (!rill__tracker_find(&k->tr, parts->elems[i].topic, parts->elems[i].partition) &&
+            !rill__tracker_assign(&k->tr, parts->elems[i].topic, parts->elems[i].partition)) {
             rill__stage_fail(k->st, RILL_ENOMEM, "cannot track more partitions");
             return;
         }
@@ -775,14 +651,13 @@ static void on_revoke(consumer_t *k, rd_kafka_topic_partition_list_t *parts, int
     if (rd_kafka_assignment_lost(k->rk)) {
         /* Someone else may own them already: commit nothing. */
         for (int i = 0; i < parts->cnt; i++) {
-            part_t *p = part_find(k, parts->elems[i].topic, parts->elems[i].partition);
+            rill__tpart_t *p =
+                rill__tracker_find(&k->tr, parts->elems[i].topic, parts->elems[i].partition);
             if (p)
                 p->revoking = 1;
         }
         buffer_filter(k, keep_live);
-        for (uint32_t i = 0; i < k->n_slots; i++)
-            if (k->parts[i].id && k->parts[i].revoking)
-                part_remove(k, &k->parts[i]);
+        remove_revoking(k);
         if (cooperative) {
             rd_kafka_error_t *e = rd_kafka_incremental_unassign(k->rk, parts);
             if (e)
@@ -796,7 +671,8 @@ static void on_revoke(consumer_t *k, rd_kafka_topic_partition_list_t *parts, int
     if (k->revoking) /* cannot happen: librdkafka waits for our unassign */
         finish_revoke(k, now_ms());
     for (int i = 0; i < parts->cnt; i++) {
-        part_t *p = part_find(k, parts->elems[i].topic, parts->elems[i].partition);
+        rill__tpart_t *p =
+            rill__tracker_find(&k->tr, parts->elems[i].topic, parts->elems[i].partition);
         if (p)
             p->revoking = 1;
     }
@@ -830,40 +706,15 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static void confirm_one(consumer_t *k, uint64_t id, int64_t offset, int upto)
 {
-    part_t *p = part_by_id(k, id);
-    if (!p) {
-        k->stats.fenced++; /* the partition was released since */
-        return;
-    }
-    if (upto) {
-        for (size_t i = 0; i < p->count; i++) {
-            offent_t *e = &p->ring[(p->head + i) % p->cap];
-            if (e->offset > offset)
-                break;
-            if (!e->confirmed) {
-                e->confirmed = 1;
-                k->stats.confirmed++;
-                k->since_commit++;
-                if (k->unconfirmed)
-                    k->unconfirmed--;
-            }
-        }
-    } else {
-        long i = ring_find(p, offset);
-        if (i < 0)
-            return; /* already committed past, or purged for redelivery */
-        offent_t *e = &p->ring[(p->head + (size_t)i) % p->cap];
-        if (e->confirmed)
-            return;
-        e->confirmed = 1;
-        k->stats.confirmed++;
-        k->since_commit++;
-        if (k->unconfirmed)
-            k->unconfirmed--;
-    }
-    ring_advance(p);
-    if (p->n_redeliv)
-        redeliv_forget_below(p, p->committable);
+    /* The tracker counts the fenced ones (a partition released since). */
+    rill__part_id_t pid = {id};
+    size_t n = 1;
+    rill__track_res_t res = upto ? rill__tracker_confirm_upto(&k->tr, pid, offset, &n)
+                                 : rill__tracker_confirm(&k->tr, pid, offset);
+    if (res != RILL__TRACK_ACCEPTED)
+        return; /* fenced, already confirmed, committed past or truncated */
+    k->since_commit += (uint32_t)n;
+    rill__tpart_t *p = part_by_id(k, id);
     if (p->revoking)
         maybe_finish_revoke(k);
 }
@@ -888,7 +739,7 @@ static rill_aid_t dlq_producer(consumer_t *k)
  * through the producer actor (ownership of m stays with the caller). Its
  * delivery result comes back as RILL_MSG_DELIVERY (dlq_result). Returns 0,
  * or -1 if the producer could not take it now. */
-static int dlq_send(consumer_t *k, part_t *p, const rd_kafka_message_t *m, uint32_t attempts)
+static int dlq_send(consumer_t *k, rill__tpart_t *p, const rd_kafka_message_t *m, uint32_t attempts)
 {
     rill_aid_t to = dlq_producer(k);
     if (to == RILL_AID_NONE)
@@ -928,7 +779,7 @@ static int dlq_send(consumer_t *k, part_t *p, const rd_kafka_message_t *m, uint3
         rill_produce_free(req);
         return -1;
     }
-    k->dlq_refs[k->n_dlq_refs++] = (dlq_ref_t){.seq = seq, .id = p->id, .offset = m->offset};
+    k->dlq_refs[k->n_dlq_refs++] = (dlq_ref_t){.seq = seq, .id = p->id.v, .offset = m->offset};
     return 0;
 }
 
@@ -951,13 +802,9 @@ static void dlq_result(consumer_t *k, const rill_delivery_t *d, uint64_t seq)
         return;
     }
     k->stats.dead_letter_errors++;
-    part_t *p = part_by_id(k, ref.id);
-    long j = p ? ring_find(p, ref.offset) : -1;
-    if (j >= 0) {
-        offent_t *e = &p->ring[(p->head + (size_t)j) % p->cap];
-        e->dead_letter = 0; /* redelivered after the timeout, then sent again */
-        e->emitted_ms = now_ms();
-    }
+    rill__tpart_t *p = part_by_id(k, ref.id);
+    if (p) /* redelivered after the timeout, then sent again */
+        rill__tracker_dead_letter(p, ref.offset, 0, now_ms());
 }
 
 /* ---- polling ---- */
@@ -999,32 +846,28 @@ static void handle_error_msg(consumer_t *k, rd_kafka_message_t *m)
 /* Take one polled record: buffer it, or send it to the dead letters. */
 static void take_record(consumer_t *k, rd_kafka_message_t *m)
 {
-    part_t *p = part_of_msg(k, m);
-    if (!p || p->revoking || (p->purge_from >= 0 && m->offset < p->purge_from)) {
-        rd_kafka_message_destroy(m); /* not ours (any more), or stale */
+    rill__tpart_t *p = part_of_msg(k, m);
+    if (!p || p->revoking || !rill__tracker_polled(p, m->offset)) {
+        rd_kafka_message_destroy(m); /* not ours (any more), or from before a seek back */
         return;
     }
-    if (p->purge_from >= 0 && m->offset >= p->purge_from)
-        p->purge_from = -1; /* the seek took effect: fresh records again */
-    uint32_t *att = p->n_redeliv ? redeliv_attempts(p, m->offset, 0) : NULL;
-    if (att && *att > k->conf->max_redeliveries) {
+    uint32_t att = rill__tracker_attempts(p, m->offset);
+    if (att > k->conf->max_redeliveries) {
         /* Delivered max_redeliveries times more and still not confirmed. */
         if (!k->conf->dlq_topic) {
             rill__stage_fail(k->st, RILL_ETIMEDOUT,
                              "record %s [%d] offset %" PRId64
                              " not confirmed after %u deliveries and no dead-letter topic",
-                             p->topic, (int)p->partition, m->offset, *att);
-        } else if (ring_push(p, m->offset) == 0) {
+                             p->topic, (int)p->partition, m->offset, att);
+        } else if (rill__tracker_emit(&k->tr, p->id, m->offset, now_ms()) == RILL__TRACK_ACCEPTED) {
             /* Tracked as emitted, so that its confirm (on delivery to the
              * dead-letter topic) moves the committable offset. If the
              * producer cannot take it now, redelivery tries again after
              * the timeout. */
-            offent_t *e = &p->ring[(p->head + p->count - 1) % p->cap];
-            e->emitted_ms = now_ms();
-            e->dead_letter = dlq_send(k, p, m, *att) == 0;
-            if (!e->dead_letter)
+            if (dlq_send(k, p, m, att) == 0)
+                rill__tracker_dead_letter(p, m->offset, 1, now_ms());
+            else
                 k->stats.dead_letter_errors++;
-            k->unconfirmed++;
         } else {
             rill__stage_fail(k->st, RILL_ENOMEM, "out of memory tracking offsets");
         }
@@ -1032,7 +875,7 @@ static void take_record(consumer_t *k, rd_kafka_message_t *m)
         return;
     }
     atomic_fetch_add_explicit(&k->h->refs, 1, memory_order_relaxed);
-    rill_elem_t e = {.payload = m, .dtor = record_free, .arg = p->id};
+    rill_elem_t e = {.payload = m, .dtor = record_free, .arg = p->id.v};
     if (!rill__equeue_push(&k->buf, &e)) {
         /* Cannot happen (room for twice the high watermark); never drop a
          * record silently: it would be skipped. */
@@ -1090,36 +933,15 @@ static void check_redelivery(consumer_t *k)
     if (!timeout)
         return;
     int64_t now = now_ms();
-    for (uint32_t i = 0; i < k->n_slots; i++) {
-        part_t *p = &k->parts[i];
-        if (!p->id || p->revoking || !p->count)
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p;
+         p = rill__tracker_next(&k->tr, p)) {
+        int64_t from;
+        if (p->revoking || !rill__tracker_due(p, now, timeout, &from))
             continue;
-        offent_t *front = NULL;
-        for (size_t j = 0; j < p->count; j++) {
-            offent_t *e = &p->ring[(p->head + j) % p->cap];
-            if (e->dead_letter && !e->confirmed)
-                break; /* its dead letter is on the way; the rest waits */
-            if (!e->confirmed) {
-                front = e;
-                break;
-            }
-        }
-        if (!front || now - front->emitted_ms < (int64_t)timeout)
-            continue;
-        /* Deliver again from the oldest unconfirmed record: seek back,
-         * forget what was emitted from there, drop what we buffered. */
-        int64_t from = front->offset;
-        uint32_t *att = redeliv_attempts(p, from, 1);
-        if (att)
-            (*att)++;
-        size_t keep = 0;
-        while (keep < p->count && p->ring[(p->head + keep) % p->cap].offset < from)
-            keep++;
-        for (size_t j = keep; j < p->count; j++)
-            if (!p->ring[(p->head + j) % p->cap].confirmed && k->unconfirmed)
-                k->unconfirmed--;
-        p->count = keep;
-        p->purge_from = from;
+        /* Deliver again from the oldest record due: seek back, forget
+         * what was emitted from there, drop what we buffered. */
+        rill__tracker_count_attempt(p, from);
+        rill__tracker_truncate_from(&k->tr, p, from);
         buffer_filter(k, keep_live);
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
@@ -1138,17 +960,15 @@ static void consumer_pump(rill__stage_t *st)
     consumer_t *k = st->spec.impl;
     rill_elem_t e;
     while (k->buf.count && rill__stage_can_emit(st, 0) &&
-           k->unconfirmed < k->conf->max_unconfirmed) {
+           k->tr.unconfirmed < k->conf->max_unconfirmed) {
         rill__equeue_pop(&k->buf, &e);
-        part_t *p = part_by_id(k, e.arg);
+        rill__tpart_t *p = part_by_id(k, e.arg);
         const rd_kafka_message_t *m = e.payload;
-        if (!p || p->revoking || ring_push(p, m->offset)) {
+        if (!p || p->revoking ||
+            rill__tracker_emit(&k->tr, p->id, m->offset, now_ms()) != RILL__TRACK_ACCEPTED) {
             rill_elem_release(&e);
             continue;
         }
-        if (p->committable < 0)
-            p->committable = m->offset;
-        k->unconfirmed++;
         k->stats.emitted++;
         rill__stage_emit(st, 0, &e);
     }
@@ -1157,10 +977,26 @@ static void consumer_pump(rill__stage_t *st)
     if (!st->finished && k->buf.count < k->conf->buffer_high)
         poll_queue(k);
     if (!st->finished && k->buf.count && rill__stage_can_emit(st, 0) &&
-        k->unconfirmed < k->conf->max_unconfirmed)
+        k->tr.unconfirmed < k->conf->max_unconfirmed)
         rill__stage_repump(st);
     k->stats.buffered = (uint32_t)k->buf.count;
-    k->stats.unconfirmed = k->unconfirmed;
+}
+
+/* K_STATS with this arg asks for the aid of the dead-letter producer the
+ * consumer started, in the reply's arg (rill__consumer_dlq_producer): a
+ * test hook, so a variant of a request that exists rather than a message
+ * type of its own. */
+#define STATS_ASK_DLQ_PRODUCER 1
+
+/* The counters, with those the buffer and the tracker keep. */
+static void consumer_stats(const consumer_t *k, rill_consumer_stats_t *s)
+{
+    *s = k->stats;
+    s->buffered = (uint32_t)k->buf.count;
+    s->unconfirmed = k->tr.unconfirmed;
+    s->confirmed = k->tr.confirmed;
+    s->fenced = k->tr.fenced;
+    s->assigned = k->tr.assigned;
 }
 
 static void consumer_on_msg(rill__stage_t *st, rill_msg_t *msg)
@@ -1186,7 +1022,7 @@ static void consumer_on_msg(rill__stage_t *st, rill_msg_t *msg)
         int64_t now = now_ms();
         if (k->revoking && now >= k->revoke_deadline_ms)
             finish_revoke(k, now + (int64_t)k->conf->shutdown_ms);
-        if (k->unconfirmed == 0 || now - k->last_redeliver_check_ms >= 50) {
+        if (k->tr.unconfirmed == 0 || now - k->last_redeliver_check_ms >= 50) {
             k->last_redeliver_check_ms = now;
             check_redelivery(k);
         }
@@ -1200,11 +1036,14 @@ static void consumer_on_msg(rill__stage_t *st, rill_msg_t *msg)
         dlq_result(k, msg->payload, msg->arg);
         break;
     case K_STATS: {
+        if (msg->arg == STATS_ASK_DLQ_PRODUCER) {
+            rill_msg_t r = {.type = K_STATS, .arg = k->dlq_own};
+            rill_reply(st->ctx, msg, &r);
+            return;
+        }
         rill_consumer_stats_t *s = malloc(sizeof(*s));
         if (s) {
-            *s = k->stats;
-            s->buffered = (uint32_t)k->buf.count;
-            s->unconfirmed = k->unconfirmed;
+            consumer_stats(k, s);
             rill_msg_t r = {.type = K_STATS, .payload = s, .dtor = free};
             if (rill_reply(st->ctx, msg, &r) != RILL_OK)
                 free(s);
@@ -1274,7 +1113,7 @@ static rill_err_t consumer_start(rill__stage_t *st)
             tp->err = 0;
         }
         for (int i = 0; i < l->cnt; i++)
-            if (!part_add(k, l->elems[i].topic, l->elems[i].partition)) {
+            if (!rill__tracker_assign(&k->tr, l->elems[i].topic, l->elems[i].partition)) {
                 rd_kafka_topic_partition_list_destroy(l);
                 return RILL_ENOMEM;
             }
@@ -1318,9 +1157,8 @@ static void consumer_close(consumer_t *k)
         finish_revoke(k, deadline);
     /* Send every partition's offset again: an async commit still in
      * flight may fail, and nobody would retry it. */
-    for (uint32_t i = 0; i < k->n_slots; i++)
-        if (k->parts[i].id)
-            k->parts[i].committed = -1;
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p; p = rill__tracker_next(&k->tr, p))
+        rill__tracker_commit_again(p);
     commit_sync(k, 0, deadline);
     rd_kafka_queue_t *cq = rd_kafka_queue_new(k->rk);
     rd_kafka_error_t *e = rd_kafka_consumer_close_queue(k->rk, cq);
@@ -1374,10 +1212,7 @@ static void consumer_destroy(void *impl)
         while (rill__equeue_pop(&k->buf, &e))
             rill_elem_release(&e);
     free(k->buf.v);
-    for (uint32_t i = 0; i < k->n_slots; i++)
-        if (k->parts[i].id)
-            part_remove(k, &k->parts[i]);
-    free(k->parts);
+    rill__tracker_free(&k->tr);
     if (k->revoking)
         rd_kafka_topic_partition_list_destroy(k->revoking);
     if (k->q)
@@ -1417,6 +1252,129 @@ static void quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const
     (void)rk;
     if (level <= 3)
         fprintf(stderr, "rill consumer: %s: %s\n", fac, buf);
+}
+
+/*
+ * The properties librdkafka marks consumer-only: "C" in the C/P column of
+ * the table rd_kafka_conf_properties_show() prints, read from there so
+ * that the list is that of the librdkafka in use, not one written down
+ * here for some version. Parsed once per system (an attachment).
+ */
+typedef struct consumer_only {
+    char **names;
+    size_t n;
+} consumer_only_t;
+
+static const char consumer_only_key = 0;
+
+static void consumer_only_destroy(void *ptr)
+{
+    consumer_only_t *co = ptr;
+    for (size_t i = 0; i < co->n; i++)
+        free(co->names[i]);
+    free(co->names);
+    free(co);
+}
+
+/* The text between from and to without the spaces around it, in place. */
+static char *trim_field(char *from, char *to)
+{
+    while (from < to && *from == ' ')
+        from++;
+    while (to > from && to[-1] == ' ')
+        to--;
+    *to = '\0';
+    return from;
+}
+
+static void *consumer_only_create(char *errstr, size_t errstr_size)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    consumer_only_t *co = calloc(1, sizeof(*co));
+    if (!f || !co) {
+        if (f)
+            fclose(f);
+        free(text);
+        free(co);
+        rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    rd_kafka_conf_properties_show(f);
+    fclose(f);
+    /* Rows are "name | C/P | range | default | importance | description";
+     * the header row ("C/P") and the rule row ("-----") are not "C". */
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *bar1 = strchr(line, '|');
+        char *bar2 = bar1 ? strchr(bar1 + 1, '|') : NULL;
+        if (!bar2)
+            continue;
+        const char *cp = trim_field(bar1 + 1, bar2);
+        const char *name = trim_field(line, bar1);
+        if (strcmp(cp, "C") || !*name)
+            continue;
+        char **v = realloc(co->names, (co->n + 1) * sizeof(*v));
+        char *n = v ? strdup(name) : NULL;
+        if (v)
+            co->names = v;
+        if (!n) {
+            free(text);
+            consumer_only_destroy(co);
+            rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+            return NULL;
+        }
+        co->names[co->n++] = n;
+    }
+    free(text);
+    return co;
+}
+
+/* 1 if librdkafka marks `key` consumer-only. Without the table (out of
+ * memory) nothing is: a consumer property on a producer only costs a
+ * warning from librdkafka, a missing connection property costs the
+ * connection. */
+static int consumer_only(rill_system_t *sys, const char *key)
+{
+    const consumer_only_t *co = rill__system_attachment(
+        sys, &consumer_only_key, consumer_only_create, consumer_only_destroy, NULL, 0);
+    for (size_t i = 0; co && i < co->n; i++)
+        if (!strcmp(co->names[i], key))
+            return 1;
+    return 0;
+}
+
+/*
+ * The configuration of the dead-letter producer the consumer starts: every
+ * client property the application set on the consumer (in the order set,
+ * with the value it has now) that is not consumer-only, so that it
+ * connects as the consumer does, whatever the security setup (TLS, SASL,
+ * OAuth, Kerberos) and tuning. Not transactional.id: the producer is not
+ * transactional, and sharing the id of the application's own producer
+ * would fence one of them.
+ */
+static rill_err_t dlq_producer_conf(rill_system_t *sys, const rill_consumer_conf_t *c,
+                                    rill_producer_conf_t *pc, char *errstr, size_t errstr_size)
+{
+    for (size_t i = 0; i < c->n_client_keys; i++) {
+        const char *key = c->client_keys[i];
+        if (!strcmp(key, "transactional.id") || consumer_only(sys, key))
+            continue;
+        size_t size = 0;
+        if (rd_kafka_conf_get(c->kconf, key, NULL, &size) != RD_KAFKA_CONF_OK || !size)
+            continue; /* librdkafka keeps no text value for it: nothing to copy */
+        char *v = malloc(size);
+        if (!v)
+            return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+        rill_err_t err = RILL_OK;
+        if (rd_kafka_conf_get(c->kconf, key, v, &size) == RD_KAFKA_CONF_OK)
+            err = rill_producer_conf_set(pc, key, v, errstr, errstr_size);
+        free(v);
+        if (err)
+            return err;
+    }
+    return RILL_OK;
 }
 
 rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
@@ -1498,7 +1456,7 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
     khandle_t *h = calloc(1, sizeof(*h));
     /* Room to spare: a record polled while full is kept, never dropped. */
     if (!k || !h || rill__equeue_init(&k->buf, (size_t)c->buffer_high * 2 + 1) ||
-        !(k->parts = calloc(MAX_PARTS, sizeof(*k->parts)))) {
+        rill__tracker_init(&k->tr, MAX_PARTS)) {
         free(h);
         err = rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
         goto fail;
@@ -1521,19 +1479,11 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
     rd_kafka_topic_conf_set_opaque(tc, h); /* record_free finds the client */
 
     /* Dead letters go through a producer actor: the one named, or one of
-     * our own, linked to us, with the consumer's connection settings. */
+     * our own, linked to us, with the consumer's client settings. */
     if (c->dlq_topic && !c->dlq_producer) {
         rill_producer_conf_t *pc = rill_producer_conf_new();
-        static const char *const copy[] = {
-            "bootstrap.servers", "security.protocol", "sasl.mechanisms", "sasl.username",
-            "sasl.password",     "ssl.ca.location",   "client.id",       NULL};
-        err = pc ? RILL_OK : rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
-        for (size_t i = 0; !err && copy[i]; i++) {
-            char v[1024];
-            size_t vs = sizeof(v);
-            if (rd_kafka_conf_get(c->kconf, copy[i], v, &vs) == RD_KAFKA_CONF_OK && *v)
-                err = rill_producer_conf_set(pc, copy[i], v, errstr, errstr_size);
-        }
+        err = pc ? dlq_producer_conf(sys, c, pc, errstr, errstr_size)
+                 : rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
         if (!err)
             err = rill_producer_spawn(sys, pc, NULL, &k->dlq_own, errstr, errstr_size);
         else
@@ -1585,7 +1535,7 @@ fail:
         if (k->dlq_own != RILL_AID_NONE)
             rill_stop(sys, k->dlq_own);
         free(k->buf.v);
-        free(k->parts);
+        rill__tracker_free(&k->tr);
         free(k);
     }
     rill_consumer_conf_destroy(c);
@@ -1656,6 +1606,23 @@ rill_err_t rill_consumer_stats(rill_system_t *sys, rill_aid_t consumer, rill_con
     }
     *out = *(rill_consumer_stats_t *)r.payload;
     r.dtor(r.payload);
+    return RILL_OK;
+}
+
+rill_err_t rill__consumer_dlq_producer(rill_system_t *sys, rill_aid_t consumer,
+                                       rill_aid_t *producer)
+{
+    if (!sys || consumer == RILL_AID_NONE || !producer)
+        return RILL_EINVAL;
+    rill_msg_t q = {.type = K_STATS, .arg = STATS_ASK_DLQ_PRODUCER}, r;
+    rill_err_t err = rill_ask_sync(sys, consumer, &q, 10000, &r);
+    if (err)
+        return err;
+    if (r.dtor)
+        r.dtor(r.payload);
+    if (r.type != K_STATS || r.payload)
+        return RILL_ESTATE;
+    *producer = r.arg;
     return RILL_OK;
 }
 

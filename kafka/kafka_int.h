@@ -10,6 +10,7 @@
 #include <rill/kafka.h>
 
 #include "kconf.h"
+#include "offsets.h" /* the consumer's offset tracker */
 
 /* Kafka clients need to be told where the cluster is: there is no default
  * (the embedded broker of the testkit is chosen by passing its bootstrap
@@ -76,5 +77,25 @@ void rill__confirms_free(rill__confirms_t *acc);
  */
 rill_err_t rill__producer_test_fatal(rill_system_t *sys, rill_aid_t producer,
                                      rd_kafka_resp_err_t err, const char *reason);
+
+/*
+ * For tests: the value of librdkafka property `key` in the producer
+ * actor's client (rd_kafka_conf_get on its handle's rd_kafka_conf(), read
+ * inside the actor), NUL-terminated into value (size bytes, truncated to
+ * fit). RILL_OK, RILL_ENOENT (librdkafka has no such property, or it has
+ * no value), or rill_ask_sync()'s error.
+ * @locality any thread except an executor thread.
+ */
+rill_err_t rill__producer_conf_get(rill_system_t *sys, rill_aid_t producer, const char *key,
+                                   char *value, size_t size);
+
+/*
+ * For tests: the dead-letter producer the consumer started itself
+ * (rill.dead.letter.topic without rill.dead.letter.producer), or
+ * RILL_AID_NONE, into *producer. RILL_OK or rill_ask_sync()'s error.
+ * @locality any thread except an executor thread.
+ */
+rill_err_t rill__consumer_dlq_producer(rill_system_t *sys, rill_aid_t consumer,
+                                       rill_aid_t *producer);
 
 #endif /* RILL_KAFKA_INT_H */

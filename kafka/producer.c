@@ -31,6 +31,7 @@ enum {
     P_STATS,
     P_SEND,       /* a request sent directly (rill_producer_send) */
     P_TEST_FATAL, /* rill__producer_test_fatal: arg = error code, payload = reason */
+    P_CONF_GET,   /* rill__producer_conf_get: payload = key; reply: arg = rill_err_t, payload */
 };
 
 #define TICK_MS 100
@@ -531,6 +532,27 @@ static void producer_on_msg(rill__stage_t *st, rill_msg_t *m)
                                   m->payload ? (const char *)m->payload : "test");
         serve_reports(pr);
         break;
+    case P_CONF_GET: {
+        /* The client's configuration, as librdkafka holds it: what a
+         * test wants to see of a producer rill configured itself. */
+        size_t size = 0;
+        rill_msg_t r = {.type = P_CONF_GET, .arg = RILL_ENOENT};
+        const rd_kafka_conf_t *kc = rd_kafka_conf(pr->rk);
+        if (m->payload && rd_kafka_conf_get(kc, m->payload, NULL, &size) == RD_KAFKA_CONF_OK) {
+            char *v = malloc(size ? size : 1);
+            if (v && rd_kafka_conf_get(kc, m->payload, v, &size) == RD_KAFKA_CONF_OK) {
+                r.arg = RILL_OK;
+                r.payload = v;
+                r.dtor = free;
+            } else {
+                r.arg = v ? RILL_EKAFKA : RILL_ENOMEM;
+                free(v);
+            }
+        }
+        if (rill_reply(st->ctx, m, &r) != RILL_OK && r.dtor)
+            r.dtor(r.payload);
+        return;
+    }
     case P_STATS: {
         rill_producer_stats_t *s = malloc(sizeof(*s));
         if (s) {
@@ -734,4 +756,27 @@ rill_err_t rill__producer_test_fatal(rill_system_t *sys, rill_aid_t producer,
     if (e)
         free(text);
     return e;
+}
+
+rill_err_t rill__producer_conf_get(rill_system_t *sys, rill_aid_t producer, const char *key,
+                                   char *value, size_t size)
+{
+    if (!sys || producer == RILL_AID_NONE || !key || !value || !size)
+        return RILL_EINVAL;
+    char *k = strdup(key);
+    if (!k)
+        return RILL_ENOMEM;
+    rill_msg_t q = {.type = P_CONF_GET, .payload = k, .dtor = free}, r;
+    rill_err_t err = rill_ask_sync(sys, producer, &q, 10000, &r);
+    if (err)
+        return err;
+    if (r.type != P_CONF_GET)
+        err = RILL_ESTATE;
+    else if (r.arg != RILL_OK || !r.payload)
+        err = r.arg != RILL_OK ? (rill_err_t)r.arg : RILL_ESTATE;
+    else
+        snprintf(value, size, "%s", (const char *)r.payload);
+    if (r.dtor)
+        r.dtor(r.payload);
+    return err;
 }

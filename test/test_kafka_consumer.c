@@ -46,6 +46,8 @@
 #include "support/actor_kit.h"
 #include "support/kafka_kit.h"
 
+#include "kafka/kafka_int.h"
+
 #if defined(__SANITIZE_ADDRESS__)
 /* AddressSanitizer's quarantine keeps freed memory resident: the RSS check
  * is left out there (kit_heap_bytes() is the measure). */
@@ -1715,6 +1717,108 @@ Test(kafka_consumer, dead_letters_go_through_the_named_producer_actor, .timeout 
     char buf[64];
     cr_assert_not_null(hdr(rill_consumed_at(dl, 0), "rill-origin-offset", buf, sizeof(buf)));
     cr_assert_eq(atoi(buf), RD_POISON);
+    rill_consumed_destroy(dl);
+    kk_env_fini(&env);
+    rd_free(r);
+}
+
+/* The dead-letter producer a consumer starts itself is a client like the
+ * consumer: every property the application set that is not consumer-only
+ * (connection, security, tuning, even a producer property set on the
+ * consumer) is the producer's too, with the value set last; the
+ * consumer-only ones are not. Then it delivers a dead letter. */
+Test(kafka_consumer, own_dead_letter_producer_inherits_the_client_properties, .timeout = 120)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "dlqconf", 1, RD_COUNT, 100);
+    kk_create_topic(&env, "dlqconf-dlq", 1);
+
+    /* Neither connection settings nor defaults: what the old fixed list
+     * of seven connection properties left behind. */
+    static const char *const inherited[] = {"client.id",
+                                            "rill-dlq-conf",
+                                            "socket.keepalive.enable",
+                                            "true",
+                                            "sasl.kerberos.service.name",
+                                            "rill-kerberos",
+                                            "ssl.cipher.suites",
+                                            "ECDHE-RSA-AES128-GCM-SHA256",
+                                            "reconnect.backoff.max.ms",
+                                            "777",
+                                            "linger.ms",
+                                            "7",
+                                            NULL};
+    /* group.id comes from kk_conf_new. */
+    static const char *const consumer_only[] = {"auto.offset.reset",
+                                                "earliest",
+                                                "session.timeout.ms",
+                                                "7000",
+                                                "max.poll.interval.ms",
+                                                "123456",
+                                                NULL};
+
+    rd_t *r = rd_new(env.sys);
+    const char *kv[] = {"client.id",
+                        "overwritten-below",
+                        "rill.unconfirmed.timeout.ms",
+                        "300",
+                        "rill.max.redeliveries",
+                        "1",
+                        "rill.dead.letter.topic",
+                        "dlqconf-dlq",
+                        NULL};
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "dlqconf-group", kv);
+    kk_conf_set_kv(c, inherited);
+    kk_conf_set_kv(c, consumer_only);
+    kk_conf_assign_all(c, "dlqconf", 1, RILL_OFFSET_BEGINNING);
+    r->consumer = kk_consumer_spawn_ok(env.sys, c, -1);
+
+    rill_aid_t dlq = RILL_AID_NONE;
+    cr_assert_eq(rill__consumer_dlq_producer(env.sys, r->consumer, &dlq), RILL_OK);
+    cr_assert_neq(dlq, RILL_AID_NONE, "the consumer started no dead-letter producer");
+    char v[512];
+    for (size_t i = 0; inherited[i]; i += 2) {
+        cr_assert_eq(rill__producer_conf_get(env.sys, dlq, inherited[i], v, sizeof(v)), RILL_OK,
+                     "%s", inherited[i]);
+        fprintf(stderr, "dead-letter producer: %s = %s\n", inherited[i], v);
+        cr_assert_str_eq(v, inherited[i + 1], "%s is \"%s\", not \"%s\"", inherited[i], v,
+                         inherited[i + 1]);
+    }
+    cr_assert_eq(rill__producer_conf_get(env.sys, dlq, "bootstrap.servers", v, sizeof(v)), RILL_OK);
+    cr_assert_str_eq(v, env.boot);
+    /* rill's producer defaults hold where the application set nothing. */
+    cr_assert_eq(rill__producer_conf_get(env.sys, dlq, "enable.idempotence", v, sizeof(v)),
+                 RILL_OK);
+    cr_assert_str_eq(v, "true");
+    /* Consumer-only properties stay the consumer's: the producer has
+     * librdkafka's defaults (or, for a topic property, perhaps nothing). */
+    rill_err_t e = rill__producer_conf_get(env.sys, dlq, "group.id", v, sizeof(v));
+    cr_assert(e == RILL_ENOENT || (e == RILL_OK && !*v), "the producer has group.id \"%s\"", v);
+    for (size_t i = 0; consumer_only[i]; i += 2) {
+        e = rill__producer_conf_get(env.sys, dlq, consumer_only[i], v, sizeof(v));
+        cr_assert(e == RILL_OK || e == RILL_ENOENT, "%s: %s", consumer_only[i], rill_err_name(e));
+        fprintf(stderr, "dead-letter producer: %s = %s\n", consumer_only[i],
+                e == RILL_OK ? v : "(none)");
+        cr_assert(e == RILL_ENOENT || strcmp(v, consumer_only[i + 1]),
+                  "the producer has the consumer's %s", consumer_only[i]);
+    }
+    cr_assert(e == RILL_ENOENT || strcmp(v, "smallest"), "auto.offset.reset was inherited");
+    cr_assert_eq(rill__producer_conf_get(env.sys, dlq, "no.such.property", v, sizeof(v)),
+                 RILL_ENOENT);
+
+    /* And it is a working client: the poison record is dead-lettered. */
+    rill_aid_t sink = kk_sink_spawn_ok(env.sys, rd_sink, r, -1, r->consumer);
+    int ok;
+    rill_consumer_stats_t s;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  (s = kk_consumer_stats_ok(env.sys, r->consumer)).dead_lettered == 1);
+    cr_assert(ok, "nothing dead-lettered (%llu errors)", (unsigned long long)s.dead_letter_errors);
+    kk_stop_wait(env.sys, r->consumer);
+    kk_stop_wait(env.sys, sink);
+    cr_assert(kit_wait_dead(env.sys, dlq, KK_WAIT_MS), "the dead-letter producer outlived us");
+    rill_consumed_t *dl = kk_consume_all(env.boot, "dlqconf-dlq", 20000);
+    cr_assert_eq(rill_consumed_count(dl), 1, "%zu dead letters", rill_consumed_count(dl));
     rill_consumed_destroy(dl);
     kk_env_fini(&env);
     rd_free(r);

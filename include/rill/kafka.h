@@ -104,7 +104,9 @@ RILL_API void rill_consumer_conf_destroy(rill_consumer_conf_t *conf);
  *   rill.dead.letter.topic      where records go after max redeliveries
  *   rill.dead.letter.producer   name of the producer actor that sends them
  *                               (default: the consumer starts its own,
- *                               linked to it, with its connection settings)
+ *                               linked to it, with every librdkafka
+ *                               property set here that is not
+ *                               consumer-only, except transactional.id)
  *   rill.buffer.high            pause when this many records are buffered (1000)
  *   rill.buffer.low             resume below this many (500)
  *   rill.max.unconfirmed        records out unconfirmed at most (20000; above
