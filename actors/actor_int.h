@@ -3,7 +3,8 @@
  * system), executor.c (executor threads, scheduling, reclamation),
  * registry.c (actor table, names), spawn.c (spawning and sending),
  * mailbox.c and actor.c (what runs on an actor's executor: turns, control
- * signals, stop, monitors, links, timers, ask).
+ * signals, stop, monitors, links, timers, ask). The layers above include
+ * seam.h (included here), never this header.
  */
 #ifndef RILL_ACTOR_INT_H
 #define RILL_ACTOR_INT_H
@@ -18,6 +19,7 @@
 
 #include "mailbox.h"
 #include "mpsc.h"
+#include "seam.h"
 
 /* Set on messages sent by rill_reply(). */
 #define RILL__MSG_F_REPLY 0x80000000u
@@ -25,7 +27,6 @@
 #define RILL__CORR_SYNC   (1ull << 63)
 
 typedef struct rill__actor rill__actor_t;
-typedef struct rill__executor rill__executor_t;
 
 /* ---- control signals ------------------------------------------------ */
 
@@ -248,9 +249,6 @@ struct rill_system {
     } attach[8];
 };
 
-/* The executor the calling thread runs, or NULL. */
-extern _Thread_local rill__executor_t *rill__tls_exec;
-
 /* Largest mailbox capacity (system default or per actor). */
 #define RILL__MAX_MAILBOX (1u << 24)
 
@@ -316,35 +314,12 @@ void rill__actor_reap(rill__actor_t *a);
 
 /* A name held for an actor that is waiting to be restarted: lookups find
  * nothing, sends by name get RILL_ERESTARTING, and the next spawn with that
- * name takes it over. */
+ * name takes it over (see rill__names_hold_restarting in seam.h). */
 #define RILL__AID_RESTARTING ((rill_aid_t)1)
-/* Hold `name` as restarting (RILL_EEXIST if a live actor has it). */
-rill_err_t rill__names_hold_restarting(rill_system_t *sys, const char *name);
-/* Drop a restarting hold (no-op if the name belongs to an actor). */
-void rill__names_release_restarting(rill_system_t *sys, const char *name);
-/* Ask an actor to stop on behalf of `from`: an actor that traps exits gets
- * RILL_MSG_EXIT (reason SHUTDOWN) and decides; others stop (SHUTDOWN). */
-rill_err_t rill__request_shutdown(rill_system_t *sys, rill_aid_t to, rill_aid_t from);
-/* In a terminate hook: hand every message still in the mailbox to fn
- * (which may take its payload), then release it (not a dead letter). */
-void rill__ctx_drain_mailbox(rill_ctx_t *ctx, void (*fn)(void *opaque, rill_msg_t *m),
-                             void *opaque);
-/* The libev loop of the calling actor's executor (actor context only). */
-struct ev_loop *rill__ctx_loop(rill_ctx_t *ctx);
-/* Get the system's attachment under `key` (any unique address), creating
- * it with create() on first use. Returns NULL if create fails (its errstr
- * is passed through). @locality any thread. */
-void *rill__system_attachment(rill_system_t *sys, const void *key,
-                              void *(*create)(char *errstr, size_t errstr_size),
-                              void (*destroy)(void *ptr), char *errstr, size_t errstr_size);
-/* Record the restart count shown by rill_actor_stats. */
-void rill__actor_set_restarts(rill_system_t *sys, rill_aid_t aid, uint32_t restarts);
 
 /* actor.c */
 /* Run one turn; returns 1 if the actor handled something (keep it queued),
  * 0 if it found nothing (unschedule), -1 if it stopped (and was freed). */
 int rill__actor_turn(rill__actor_t *a);
-void rill__exit_set(rill_exit_t *e, rill_exit_kind_t kind, rill_err_t code, const char *fmt, ...)
-    RILL_PRINTF(4, 5);
 
 #endif /* RILL_ACTOR_INT_H */

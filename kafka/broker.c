@@ -15,7 +15,7 @@
 
 #include <rill/testkit.h>
 
-#include "../actors/util.h"
+#include "../actors/seam.h"
 #include "kafka_int.h"
 
 struct rill_broker {

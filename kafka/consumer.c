@@ -29,8 +29,7 @@
 #include <rill/kafka.h>
 #include <rill/testkit.h>
 
-#include "../actors/actor_int.h"
-#include "../actors/util.h"
+#include "../actors/seam.h"
 #include "../streams/stream_int.h"
 #include "kafka_int.h"
 

@@ -12,7 +12,7 @@
 
 #include <rill/testkit.h>
 
-#include "../actors/util.h"
+#include "../actors/seam.h"
 #include "kafka_int.h"
 
 #define DEFAULT_TIMEOUT_MS 30000

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../actors/util.h"
+#include "../actors/seam.h"
 #include "stream_int.h"
 
 #define DEFAULT_STAGE_MAILBOX 64u

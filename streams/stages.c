@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../actors/util.h"
+#include "../actors/seam.h"
 #include "stream_int.h"
 
 #define PUMP_BUDGET 256 /* elements a source emits per turn before yielding */

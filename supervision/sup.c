@@ -21,8 +21,7 @@
 
 #include <rill/supervisor.h>
 
-#include "../actors/actor_int.h"
-#include "../actors/util.h"
+#include "../actors/seam.h"
 
 enum {
     SUP_MSG_QUERY = RILL_MSG_STREAM_LAST + 1, /* 128..: inside rill's reserved range */
