@@ -3,7 +3,8 @@
  * supervision/, kafka/): the one internal header of actors/ they include.
  * It declares exactly what they use of the runtime beyond the public API,
  * so the runtime's structs (actor_int.h) stay private to actors/. It also
- * brings the helpers every layer shares (util.h).
+ * brings the helpers every layer shares (util.h) and the registry of
+ * internal message types (msgtypes.h).
  */
 #ifndef RILL_SEAM_H
 #define RILL_SEAM_H
@@ -13,6 +14,7 @@
 
 #include <rill/actor.h>
 
+#include "msgtypes.h"
 #include "util.h"
 
 struct ev_loop;

@@ -13,16 +13,9 @@
 
 #include <rill/stream.h>
 
-/* Internal signals (still inside the reserved stream range). */
-enum {
-    RILL__STREAM_CONNECT = RILL_STREAM_ERROR + 1, /* subscribe to arg (an aid) */
-    RILL__STREAM_STOP_NOW,                        /* cancel, fail downstream, stop */
-    RILL__STREAM_DRAIN,                           /* sources: complete now */
-    RILL__STREAM_PUMP,                            /* a stage continuing its own work */
-    RILL__STREAM_ASYNC_DONE,                      /* a map_async job finished */
-    RILL__STREAM_RETRY,                           /* timer: retry a refused NEXT */
-    RILL__STREAM_TICK,                            /* timer: kind-specific (arg) */
-};
+/* The internal signals (RILL__STREAM_*) are in the registry of message
+ * types, actors/msgtypes.h, which seam.h brings. */
+#include "../actors/seam.h"
 
 #define RILL__MAX_LINKS 64
 

@@ -23,18 +23,6 @@
 
 #include "../actors/seam.h"
 
-enum {
-    SUP_MSG_QUERY = RILL_MSG_STREAM_LAST + 1, /* 128..: inside rill's reserved range */
-    SUP_MSG_START_CHILD,
-    SUP_MSG_TERMINATE_CHILD,
-    SUP_MSG_STOP,
-    SUP_MSG_BACKOFF,    /* timer: arg = child generation */
-    SUP_MSG_KILL_TIMER, /* timer: arg = child generation */
-    SUP_MSG_REPLY_QUERY,
-    SUP_MSG_REPLY_STATUS,
-    SUP_MSG_BOOTED, /* a child supervisor's start ended: flags = rill_err_t */
-};
-
 #define DEFAULT_SHUTDOWN_MS 5000u
 
 typedef enum { C_STOPPED = 0, C_RUNNING, C_STOPPING, C_WAITING } cstate_t;
@@ -90,7 +78,7 @@ typedef struct sup {
     rill_aid_t stop_reply_to;
     uint64_t stop_corr;
     boot_t *boot;      /* rill_sup_start waits on it; NULL for nested */
-    rill_aid_t parent; /* nested: told when our start ended (SUP_MSG_BOOTED) */
+    rill_aid_t parent; /* nested: told when our start ended (RILL__SUP_BOOTED) */
     int booting;       /* still starting the children of the spec */
     size_t boot_next;  /* the next spec child to start */
     uint32_t dyn_seq;  /* simple_one_for_one: numbers the children's ids */
@@ -212,7 +200,7 @@ static void cancel_timer(sup_t *s, rill_ctx_t *ctx, child_t *c)
 
 static void reply_status(rill_ctx_t *ctx, const rill_msg_t *req, rill_err_t err, uint64_t value)
 {
-    rill_msg_t r = {.type = SUP_MSG_REPLY_STATUS, .flags = (uint32_t)err, .arg = value};
+    rill_msg_t r = {.type = RILL__SUP_REPLY_STATUS, .flags = (uint32_t)err, .arg = value};
     rill_reply(ctx, req, &r);
 }
 
@@ -294,7 +282,7 @@ static void child_stop(sup_t *s, rill_ctx_t *ctx, child_t *c)
     rill__request_shutdown(s->sys, c->aid, s->self);
     if (sp->shutdown == RILL_SHUTDOWN_TIMEOUT) {
         uint32_t ms = sp->shutdown_ms ? sp->shutdown_ms : DEFAULT_SHUTDOWN_MS;
-        rill_msg_t t = {.type = SUP_MSG_KILL_TIMER, .arg = c->gen};
+        rill_msg_t t = {.type = RILL__SUP_KILL_TIMER, .arg = c->gen};
         if (rill_timer_start(ctx, ms, 0, &t, &c->timer) == RILL_OK)
             c->timer_armed = 1;
     }
@@ -338,7 +326,7 @@ static void boot_done(sup_t *s, rill_err_t err, const char *text)
     s->booting = 0;
     if (s->parent) {
         /* A nested supervisor's start is part of its parent's: tell it. */
-        rill_msg_t m = {.type = SUP_MSG_BOOTED, .from = s->self, .flags = (uint32_t)err};
+        rill_msg_t m = {.type = RILL__SUP_BOOTED, .from = s->self, .flags = (uint32_t)err};
         rill_tell(s->sys, s->parent, &m);
         s->parent = RILL_AID_NONE;
     }
@@ -396,7 +384,7 @@ static void start_or_wait(sup_t *s, rill_ctx_t *ctx, child_t *c, uint32_t delay_
     c->gen++;
     if (c->spec->register_name)
         rill__names_hold_restarting(s->sys, c->id);
-    rill_msg_t t = {.type = SUP_MSG_BACKOFF, .arg = c->gen};
+    rill_msg_t t = {.type = RILL__SUP_BACKOFF, .arg = c->gen};
     if (rill_timer_start(ctx, delay_ms, 0, &t, &c->timer) == RILL_OK)
         c->timer_armed = 1;
 }
@@ -579,7 +567,7 @@ static void boot_failed(sup_t *s, rill_ctx_t *ctx, rill_err_t err, const char *i
 }
 
 /* Start the spec's children in order (OTP: each must be up before the
- * next starts). A child supervisor is up when it says so (SUP_MSG_BOOTED),
+ * next starts). A child supervisor is up when it says so (RILL__SUP_BOOTED),
  * so the loop pauses there and goes on from the behaviour. */
 static void boot_continue(sup_t *s, rill_ctx_t *ctx)
 {
@@ -598,7 +586,7 @@ static void boot_continue(sup_t *s, rill_ctx_t *ctx)
             return;
         }
         if (cs->supervisor)
-            return; /* wait for its SUP_MSG_BOOTED */
+            return; /* wait for its RILL__SUP_BOOTED */
     }
     if (s->booting)
         boot_done(s, RILL_OK, NULL);
@@ -644,7 +632,7 @@ static void reply_snapshot(sup_t *s, rill_ctx_t *ctx, const rill_msg_t *req)
         v[i].next_delay_ms = c->state == C_WAITING ? c->next_delay_ms : 0;
         v[i].last_exit = c->last_exit;
     }
-    rill_msg_t r = {.type = SUP_MSG_REPLY_QUERY, .arg = s->n, .payload = v, .dtor = free};
+    rill_msg_t r = {.type = RILL__SUP_REPLY_QUERY, .arg = s->n, .payload = v, .dtor = free};
     if (rill_reply(ctx, req, &r) != RILL_OK)
         free(v);
 }
@@ -669,7 +657,7 @@ static rill_err_t sup_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
         }
         break;
     }
-    case SUP_MSG_BACKOFF:
+    case RILL__SUP_BACKOFF:
         for (i = 0; i < s->n; i++) {
             child_t *c = &s->c[i];
             if (c->state == C_WAITING && c->gen == m->arg) {
@@ -680,7 +668,7 @@ static rill_err_t sup_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
             }
         }
         break;
-    case SUP_MSG_KILL_TIMER:
+    case RILL__SUP_KILL_TIMER:
         for (i = 0; i < s->n; i++) {
             child_t *c = &s->c[i];
             if (c->state == C_STOPPING && c->gen == m->arg) {
@@ -690,7 +678,7 @@ static rill_err_t sup_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
             }
         }
         break;
-    case SUP_MSG_BOOTED:
+    case RILL__SUP_BOOTED:
         if (s->booting && s->n && s->c[s->n - 1].aid == m->from) {
             rill_err_t err = (rill_err_t)(m->flags & 0xffffffu);
             if (err)
@@ -699,10 +687,10 @@ static rill_err_t sup_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
                 boot_continue(s, ctx);
         }
         break;
-    case SUP_MSG_QUERY:
+    case RILL__SUP_QUERY:
         reply_snapshot(s, ctx, m);
         break;
-    case SUP_MSG_START_CHILD: {
+    case RILL__SUP_START_CHILD: {
         char id[64];
         rill_err_t err = RILL_OK;
         rill_aid_t started = RILL_AID_NONE;
@@ -720,7 +708,7 @@ static rill_err_t sup_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
         reply_status(ctx, m, err, started);
         break;
     }
-    case SUP_MSG_TERMINATE_CHILD: {
+    case RILL__SUP_TERMINATE_CHILD: {
         child_t *c = child_by_aid(s, (rill_aid_t)m->arg, &i);
         if (!c || s->spec->strategy != RILL_SUP_SIMPLE_ONE_FOR_ONE) {
             reply_status(ctx, m, c ? RILL_EINVAL : RILL_ENOENT, 0);
@@ -737,7 +725,7 @@ static rill_err_t sup_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
         }
         break;
     }
-    case SUP_MSG_STOP:
+    case RILL__SUP_STOP:
         s->stop_reply_to = m->from;
         s->stop_corr = m->corr;
         begin_shutdown(s, ctx, 0, NULL);
@@ -850,7 +838,7 @@ rill_err_t rill_sup_stop(rill_system_t *sys, rill_aid_t sup, int timeout_ms)
         return RILL_EINVAL;
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : rill__now_ms() + timeout_ms;
     rill_msg_t r;
-    rill_err_t err = sup_ask(sys, sup, SUP_MSG_STOP, 0, NULL,
+    rill_err_t err = sup_ask(sys, sup, RILL__SUP_STOP, 0, NULL,
                              timeout_ms < 0 ? 24 * 3600 * 1000 : timeout_ms, &r);
     if (err && err != RILL_ESTOPPED)
         return err;
@@ -869,7 +857,7 @@ rill_err_t rill_sup_start_child(rill_system_t *sys, rill_aid_t sup, void *arg, r
     if (!sys || sup == RILL_AID_NONE)
         return RILL_EINVAL;
     rill_msg_t r;
-    rill_err_t err = sup_ask(sys, sup, SUP_MSG_START_CHILD, 0, arg, 30000, &r);
+    rill_err_t err = sup_ask(sys, sup, RILL__SUP_START_CHILD, 0, arg, 30000, &r);
     if (err)
         return err;
     err = STATUS_OF(&r);
@@ -883,7 +871,7 @@ rill_err_t rill_sup_terminate_child(rill_system_t *sys, rill_aid_t sup, rill_aid
     if (!sys || sup == RILL_AID_NONE || child == RILL_AID_NONE)
         return RILL_EINVAL;
     rill_msg_t r;
-    rill_err_t err = sup_ask(sys, sup, SUP_MSG_TERMINATE_CHILD, child, NULL, 60000, &r);
+    rill_err_t err = sup_ask(sys, sup, RILL__SUP_TERMINATE_CHILD, child, NULL, 60000, &r);
     if (err)
         return err;
     return STATUS_OF(&r);
@@ -895,10 +883,10 @@ rill_err_t rill_sup_children(rill_system_t *sys, rill_aid_t sup, rill_child_info
     if (!sys || sup == RILL_AID_NONE || !n || (max && !out))
         return RILL_EINVAL;
     rill_msg_t r;
-    rill_err_t err = sup_ask(sys, sup, SUP_MSG_QUERY, 0, NULL, 10000, &r);
+    rill_err_t err = sup_ask(sys, sup, RILL__SUP_QUERY, 0, NULL, 10000, &r);
     if (err)
         return err;
-    if (r.type != SUP_MSG_REPLY_QUERY) {
+    if (r.type != RILL__SUP_REPLY_QUERY) {
         err = STATUS_OF(&r);
         return err ? err : RILL_ESTATE;
     }
