@@ -716,6 +716,21 @@ void rill_stage_free(rill_stage_t *stage)
     free(stage);
 }
 
+rill_stage_t *rill__stage_spec_new(const rill__kind_t *kind, void *impl)
+{
+    if (!impl)
+        return NULL;
+    rill_stage_t *s = calloc(1, sizeof(*s));
+    if (!s) {
+        if (kind->destroy)
+            kind->destroy(impl);
+        return NULL;
+    }
+    s->kind = kind;
+    s->impl = impl;
+    return s;
+}
+
 rill_err_t rill__stage_spawn_hooked(rill_system_t *sys, rill_stage_t *spec,
                                     const rill_stage_opts_t *opts,
                                     const rill__pipeline_hook_t *hook, rill_aid_t *aid)
