@@ -262,7 +262,17 @@ static inline uint32_t rill__round_pow2(uint32_t v)
 }
 
 /* executor.c */
-void rill__schedule(rill__actor_t *a);
+void rill__schedule_slow(rill__actor_t *a);
+/* Queue an actor to run, unless it is queued already. Inline up to the
+ * first check: every send calls it. */
+static inline void rill__schedule(rill__actor_t *a)
+{
+    /* seq_cst load: pairs with the executor's seq_cst clear (see the top
+     * of executor.c). */
+    if (atomic_load_explicit(&a->scheduled, memory_order_seq_cst))
+        return;
+    rill__schedule_slow(a);
+}
 /* Put a gone actor in its executor's limbo list, to be reaped once every
  * executor has passed a quiescent point. @locality the actor's executor. */
 void rill__retire(rill__actor_t *a);
@@ -278,7 +288,13 @@ void rill__executor_reap_all(rill__executor_t *e);
 
 /* registry.c */
 rill__actor_t *rill__actor_acquire(rill_system_t *sys, rill_aid_t aid, rill__slot_t **slotp);
-void rill__actor_release(rill__slot_t *slot);
+/* Inline: every send from a non-executor thread calls it. */
+static inline void rill__actor_release(rill__slot_t *slot)
+{
+    /* release: our accesses to the actor happen before it may be freed. */
+    if (slot)
+        atomic_fetch_sub_explicit(&slot->users, 1, memory_order_release);
+}
 rill__slot_t *rill__slot_of(rill_system_t *sys, uint32_t idx);
 /* Claim a free slot for a; returns its index, or UINT32_MAX. */
 uint32_t rill__slot_claim(rill_system_t *sys, rill__actor_t *a, rill_aid_t *aid);

@@ -142,11 +142,9 @@ static void idle_on(rill__executor_t *e)
     }
 }
 
-void rill__schedule(rill__actor_t *a)
+/* The part of rill__schedule (actor_int.h) past its first check. */
+void rill__schedule_slow(rill__actor_t *a)
 {
-    /* seq_cst load: pairs with the executor's seq_cst clear (see top). */
-    if (atomic_load_explicit(&a->scheduled, memory_order_seq_cst))
-        return;
     if (atomic_exchange_explicit(&a->scheduled, 1, memory_order_seq_cst))
         return;
     rill__executor_t *e = a->exec;

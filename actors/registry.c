@@ -54,13 +54,6 @@ rill__actor_t *rill__actor_acquire(rill_system_t *sys, rill_aid_t aid, rill__slo
     return a;
 }
 
-void rill__actor_release(rill__slot_t *slot)
-{
-    /* release: our accesses to the actor happen before it may be freed. */
-    if (slot)
-        atomic_fetch_sub_explicit(&slot->users, 1, memory_order_release);
-}
-
 /* Claim a free slot for a; returns its index, or UINT32_MAX. */
 uint32_t rill__slot_claim(rill_system_t *sys, rill__actor_t *a, rill_aid_t *aid)
 {
