@@ -1,8 +1,10 @@
 /*
- * Internals of the actor runtime (not installed). Shared by system.c
- * (system, executors, actor table, sending) and actor.c (what runs on an
- * actor's executor: turns, control signals, stop, monitors, links, timers,
- * ask).
+ * Internals of the actor runtime (not installed). Shared by system.c (the
+ * system), executor.c (executor threads, scheduling, reclamation),
+ * registry.c (actor table, names), spawn.c (spawning and sending),
+ * mailbox.c and actor.c (what runs on an actor's executor: turns, control
+ * signals, stop, monitors, links, timers, ask). The layers above include
+ * seam.h (included here), never this header.
  */
 #ifndef RILL_ACTOR_INT_H
 #define RILL_ACTOR_INT_H
@@ -17,6 +19,7 @@
 
 #include "mailbox.h"
 #include "mpsc.h"
+#include "seam.h"
 
 /* Set on messages sent by rill_reply(). */
 #define RILL__MSG_F_REPLY 0x80000000u
@@ -24,7 +27,6 @@
 #define RILL__CORR_SYNC   (1ull << 63)
 
 typedef struct rill__actor rill__actor_t;
-typedef struct rill__executor rill__executor_t;
 
 /* ---- control signals ------------------------------------------------ */
 
@@ -247,59 +249,93 @@ struct rill_system {
     } attach[8];
 };
 
-/* The executor the calling thread runs, or NULL. */
-extern _Thread_local rill__executor_t *rill__tls_exec;
+/* Largest mailbox capacity (system default or per actor). */
+#define RILL__MAX_MAILBOX (1u << 24)
 
-/* system.c */
+/* The smallest power of two >= v (mailbox capacities). */
+static inline uint32_t rill__round_pow2(uint32_t v)
+{
+    uint32_t p = 1;
+    while (p < v)
+        p <<= 1;
+    return p;
+}
+
+/* executor.c */
+void rill__schedule_slow(rill__actor_t *a);
+/* Queue an actor to run, unless it is queued already. Inline up to the
+ * first check: every send calls it. */
+static inline void rill__schedule(rill__actor_t *a)
+{
+    /* seq_cst load: pairs with the executor's seq_cst clear (see the top
+     * of executor.c). */
+    if (atomic_load_explicit(&a->scheduled, memory_order_seq_cst))
+        return;
+    rill__schedule_slow(a);
+}
+/* Put a gone actor in its executor's limbo list, to be reaped once every
+ * executor has passed a quiescent point. @locality the actor's executor. */
+void rill__retire(rill__actor_t *a);
+/* Set up executor `index` of sys; returns 0, or -1 if libev could not
+ * create its loop (errno says why). */
+int rill__executor_init(rill__executor_t *e, rill_system_t *sys, int index);
+/* Start the executor's thread; returns 0 or -1. */
+int rill__executor_start(rill__executor_t *e);
+/* Wake the executor's thread and join it (no-op if it never started). */
+void rill__executor_join(rill__executor_t *e);
+/* Reap every retired actor of a joined executor. */
+void rill__executor_reap_all(rill__executor_t *e);
+
+/* registry.c */
 rill__actor_t *rill__actor_acquire(rill_system_t *sys, rill_aid_t aid, rill__slot_t **slotp);
-void rill__actor_release(rill__slot_t *slot);
+/* Inline: every send from a non-executor thread calls it. */
+static inline void rill__actor_release(rill__slot_t *slot)
+{
+    /* release: our accesses to the actor happen before it may be freed. */
+    if (slot)
+        atomic_fetch_sub_explicit(&slot->users, 1, memory_order_release);
+}
 rill__slot_t *rill__slot_of(rill_system_t *sys, uint32_t idx);
-void rill__schedule(rill__actor_t *a);
+/* Claim a free slot for a; returns its index, or UINT32_MAX. */
+uint32_t rill__slot_claim(rill_system_t *sys, rill__actor_t *a, rill_aid_t *aid);
+/* After the actor is gone: new generation, back on the free list. */
+void rill__slot_free(rill_system_t *sys, uint32_t idx);
+/* Reserve `name` (the actor's own copy, kept by the entry) with aid 0
+ * until the actor has its aid: RILL_OK, RILL_EEXIST or RILL_ENOMEM; a
+ * restarting hold is taken over. */
+rill_err_t rill__names_reserve(rill_system_t *sys, char *name);
+/* Point a name reserved with aid 0 at the actor. */
+void rill__names_bind(rill_system_t *sys, const char *name, rill_aid_t aid);
+void rill__names_remove(rill_system_t *sys, const char *name, rill_aid_t aid);
+/* Like rill_lookup, but tells a restarting hold (RILL__AID_RESTARTING)
+ * apart from no actor. */
+rill_aid_t rill__names_lookup(rill_system_t *sys, const char *name);
+/* Free the table's chunks and the names (rill_system_destroy). */
+void rill__registry_free(rill_system_t *sys);
+
+/* spawn.c */
 /* Push a control node to a live actor; RILL_ESTOPPED if gone (node not
  * taken). */
 rill_err_t rill__ctrl_send(rill_system_t *sys, rill_aid_t to, rill__ctrl_t *c);
 rill__ctrl_t *rill__ctrl_new(rill__ctrl_kind_t kind, rill_aid_t who, uint64_t ref,
                              const rill_exit_t *exit);
 void rill__release_msg(rill_system_t *sys, rill_msg_t *msg, int dead_letter);
-void rill__names_remove(rill_system_t *sys, const char *name, rill_aid_t aid);
 /* The actor is gone: free its slot now and its memory once no executor
  * can still be looking at it. */
 void rill__actor_finished(rill__actor_t *a);
-/* Release what stragglers left in a retired actor's queues, then free it. */
-void rill__actor_reap(rill__actor_t *a);
 void rill__actor_free(rill__actor_t *a);
+/* Release what stragglers left in a retired actor's queues, then free it
+ * (actor.c). */
+void rill__actor_reap(rill__actor_t *a);
 
 /* A name held for an actor that is waiting to be restarted: lookups find
  * nothing, sends by name get RILL_ERESTARTING, and the next spawn with that
- * name takes it over. */
+ * name takes it over (see rill__names_hold_restarting in seam.h). */
 #define RILL__AID_RESTARTING ((rill_aid_t)1)
-/* Hold `name` as restarting (RILL_EEXIST if a live actor has it). */
-rill_err_t rill__names_hold_restarting(rill_system_t *sys, const char *name);
-/* Drop a restarting hold (no-op if the name belongs to an actor). */
-void rill__names_release_restarting(rill_system_t *sys, const char *name);
-/* Ask an actor to stop on behalf of `from`: an actor that traps exits gets
- * RILL_MSG_EXIT (reason SHUTDOWN) and decides; others stop (SHUTDOWN). */
-rill_err_t rill__request_shutdown(rill_system_t *sys, rill_aid_t to, rill_aid_t from);
-/* In a terminate hook: hand every message still in the mailbox to fn
- * (which may take its payload), then release it (not a dead letter). */
-void rill__ctx_drain_mailbox(rill_ctx_t *ctx, void (*fn)(void *opaque, rill_msg_t *m),
-                             void *opaque);
-/* The libev loop of the calling actor's executor (actor context only). */
-struct ev_loop *rill__ctx_loop(rill_ctx_t *ctx);
-/* Get the system's attachment under `key` (any unique address), creating
- * it with create() on first use. Returns NULL if create fails (its errstr
- * is passed through). @locality any thread. */
-void *rill__system_attachment(rill_system_t *sys, const void *key,
-                              void *(*create)(char *errstr, size_t errstr_size),
-                              void (*destroy)(void *ptr), char *errstr, size_t errstr_size);
-/* Record the restart count shown by rill_actor_stats. */
-void rill__actor_set_restarts(rill_system_t *sys, rill_aid_t aid, uint32_t restarts);
 
 /* actor.c */
 /* Run one turn; returns 1 if the actor handled something (keep it queued),
  * 0 if it found nothing (unschedule), -1 if it stopped (and was freed). */
 int rill__actor_turn(rill__actor_t *a);
-void rill__exit_set(rill_exit_t *e, rill_exit_kind_t kind, rill_err_t code, const char *fmt, ...)
-    RILL_PRINTF(4, 5);
 
 #endif /* RILL_ACTOR_INT_H */

@@ -28,19 +28,17 @@
 
 #include <rill/kafka.h>
 
-#include "../actors/actor_int.h"
-#include "../actors/util.h"
+#include "../actors/seam.h"
 #include "../streams/stream_int.h"
 #include "kafka_int.h"
 
-enum {
-    K_WAKE = RILL_MSG_STREAM_LAST + 64, /* 191: the consumer queue has something */
-    K_CONFIRM,                          /* arg = offset, corr = partition id */
-    K_CONFIRM_BATCH,                    /* payload = confirm_batch_t */
-    K_CONFIRM_UPTO,                     /* arg = offset, corr = partition id */
-    K_TICK,                             /* repeating timer */
-    K_STATS,                            /* ask: reply with a rill_consumer_stats_t */
-};
+/* Message types: the consumer's block of the registry (actors/msgtypes.h). */
+#define K_WAKE          RILL__CONSUMER_WAKE
+#define K_CONFIRM       RILL__CONSUMER_CONFIRM
+#define K_CONFIRM_BATCH RILL__CONSUMER_CONFIRM_BATCH
+#define K_CONFIRM_UPTO  RILL__CONSUMER_CONFIRM_UPTO
+#define K_TICK          RILL__CONSUMER_TICK
+#define K_STATS         RILL__CONSUMER_STATS
 
 #define TICK_MS       100
 #define MAX_PARTS     4096u

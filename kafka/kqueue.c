@@ -8,8 +8,7 @@
 
 #include <rill/kafka.h>
 
-#include "../actors/actor_int.h"
-#include "../actors/util.h"
+#include "../actors/seam.h"
 #include "kafka_int.h"
 
 static void kq_io_cb(struct ev_loop *loop, ev_io *w, int revents)

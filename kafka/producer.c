@@ -20,19 +20,17 @@
 
 #include <rill/kafka.h>
 
-#include "../actors/actor_int.h"
-#include "../actors/util.h"
+#include "../actors/seam.h"
 #include "../streams/stream_int.h"
 #include "kafka_int.h"
 
-enum {
-    P_WAKE = RILL_MSG_STREAM_LAST + 80, /* the main queue has delivery reports */
-    P_TICK,
-    P_STATS,
-    P_SEND,       /* a request sent directly (rill_producer_send) */
-    P_TEST_FATAL, /* rill__producer_test_fatal: arg = error code, payload = reason */
-    P_CONF_GET,   /* rill__producer_conf_get: payload = key; reply: arg = rill_err_t, payload */
-};
+/* Message types: the producer's block of the registry (actors/msgtypes.h). */
+#define P_WAKE       RILL__PRODUCER_WAKE
+#define P_TICK       RILL__PRODUCER_TICK
+#define P_STATS      RILL__PRODUCER_STATS
+#define P_SEND       RILL__PRODUCER_SEND
+#define P_TEST_FATAL RILL__PRODUCER_TEST_FATAL
+#define P_CONF_GET   RILL__PRODUCER_CONF_GET
 
 #define TICK_MS 100
 

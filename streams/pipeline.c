@@ -13,7 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "../actors/util.h"
+#include "../actors/seam.h"
 #include "stream_int.h"
 
 #define MAX_STAGES 64

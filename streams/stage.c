@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../actors/util.h"
+#include "../actors/seam.h"
 #include "stream_int.h"
 
 #define DEFAULT_STAGE_MAILBOX 64u
@@ -714,6 +714,21 @@ void rill_stage_free(rill_stage_t *stage)
     if (stage->kind && stage->kind->destroy)
         stage->kind->destroy(stage->impl);
     free(stage);
+}
+
+rill_stage_t *rill__stage_spec_new(const rill__kind_t *kind, void *impl)
+{
+    if (!impl)
+        return NULL;
+    rill_stage_t *s = calloc(1, sizeof(*s));
+    if (!s) {
+        if (kind->destroy)
+            kind->destroy(impl);
+        return NULL;
+    }
+    s->kind = kind;
+    s->impl = impl;
+    return s;
 }
 
 rill_err_t rill__stage_spawn_hooked(rill_system_t *sys, rill_stage_t *spec,

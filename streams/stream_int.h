@@ -4,7 +4,7 @@
  * Every stage runs on one generic engine (stage.c): the engine speaks the
  * protocol on both sides (subscriptions, demand, cancellation, terminal
  * signals), owns the links, and calls a stage kind's hooks; the kinds
- * (stages.c) only decide what to do with elements.
+ * (stages/, listed in kinds.h) only decide what to do with elements.
  */
 #ifndef RILL_STREAM_INT_H
 #define RILL_STREAM_INT_H
@@ -13,16 +13,9 @@
 
 #include <rill/stream.h>
 
-/* Internal signals (still inside the reserved stream range). */
-enum {
-    RILL__STREAM_CONNECT = RILL_STREAM_ERROR + 1, /* subscribe to arg (an aid) */
-    RILL__STREAM_STOP_NOW,                        /* cancel, fail downstream, stop */
-    RILL__STREAM_DRAIN,                           /* sources: complete now */
-    RILL__STREAM_PUMP,                            /* a stage continuing its own work */
-    RILL__STREAM_ASYNC_DONE,                      /* a map_async job finished */
-    RILL__STREAM_RETRY,                           /* timer: retry a refused NEXT */
-    RILL__STREAM_TICK,                            /* timer: kind-specific (arg) */
-};
+/* The internal signals (RILL__STREAM_*) are in the registry of message
+ * types, actors/msgtypes.h, which seam.h brings. */
+#include "../actors/seam.h"
 
 #define RILL__MAX_LINKS 64
 
@@ -169,12 +162,16 @@ void rill__stage_repump(rill__stage_t *st);
 /* All inputs have ended (completed or failed or cancelled). */
 int rill__stage_inputs_done(const rill__stage_t *st);
 
+/* A spec of `kind` holding impl; NULL if impl is NULL, or out of memory
+ * (then impl is destroyed). Kinds' constructors return it. */
+rill_stage_t *rill__stage_spec_new(const rill__kind_t *kind, void *impl);
+
 /* ---- spawning (stage.c), used by the pipeline and composites ---- */
 rill_err_t rill__stage_spawn_hooked(rill_system_t *sys, rill_stage_t *spec,
                                     const rill_stage_opts_t *opts,
                                     const rill__pipeline_hook_t *hook, rill_aid_t *aid);
 
-/* Element queue used by kinds (stages.c). */
+/* Element queue used by kinds (stages/equeue.c). */
 typedef struct rill__equeue {
     rill_elem_t *v;
     size_t cap, mask, head, count;
@@ -182,10 +179,44 @@ typedef struct rill__equeue {
 
 int rill__equeue_init(rill__equeue_t *q, size_t cap);
 void rill__equeue_free(rill__equeue_t *q); /* releases what is left */
-int rill__equeue_push(rill__equeue_t *q, const rill_elem_t *e);
-int rill__equeue_pop(rill__equeue_t *q, rill_elem_t *e);
-int rill__equeue_pop_tail(rill__equeue_t *q, rill_elem_t *e);
-rill_elem_t *rill__equeue_peek(rill__equeue_t *q);
+/* Push, pop and peek are inline: kinds call them per element. */
+static inline int rill__equeue_push(rill__equeue_t *q, const rill_elem_t *e)
+{
+    if (q->count == q->cap)
+        return 0;
+    q->v[(q->head + q->count) & q->mask] = *e;
+    q->count++;
+    return 1;
+}
+
+static inline int rill__equeue_pop(rill__equeue_t *q, rill_elem_t *e)
+{
+    if (!q->count)
+        return 0;
+    *e = q->v[q->head];
+    q->head = (q->head + 1) & q->mask;
+    q->count--;
+    return 1;
+}
+
+static inline int rill__equeue_pop_tail(rill__equeue_t *q, rill_elem_t *e)
+{
+    if (!q->count)
+        return 0;
+    q->count--;
+    *e = q->v[(q->head + q->count) & q->mask];
+    return 1;
+}
+
+static inline rill_elem_t *rill__equeue_peek(rill__equeue_t *q)
+{
+    return q->count ? &q->v[q->head] : NULL;
+}
+
+static inline size_t rill__equeue_room(const rill__equeue_t *q)
+{
+    return q->cap - q->count;
+}
 
 static inline void rill__stage_want(rill__stage_t *st, int in, int64_t want)
 {

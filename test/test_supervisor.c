@@ -1175,10 +1175,13 @@ Test(sup_backoff, delays_double_cap_at_max_and_reset_after_quiet_time, .timeout 
     cr_assert_eq(kid_aid(w, sup, "other"), aother);
 
     /* a quiet period of reset_ms: back to the minimum */
-    ev_t init;
+    ev_t init = {0}, found;
     size_t last = NO_EV;
-    for (size_t i = 0; (i = ev_find(w, i, EV_INIT, "bk", 0, &init)) != NO_EV; i++)
+    /* ev_find clears `found` when it finds nothing: keep the last hit. */
+    for (size_t i = 0; (i = ev_find(w, i, EV_INIT, "bk", 0, &found)) != NO_EV; i++) {
         last = i;
+        init = found;
+    }
     cr_assert_neq(last, NO_EV);
     sleep_until(init.at_ms + (int64_t)spec.backoff_reset_ms + 300);
     restart_seen_t r = crash_with_backoff(w, sup, "bk");

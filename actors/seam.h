@@ -1,0 +1,57 @@
+/*
+ * The seam between the actor runtime and the layers above it (streams/,
+ * supervision/, kafka/): the one internal header of actors/ they include.
+ * It declares exactly what they use of the runtime beyond the public API,
+ * so the runtime's structs (actor_int.h) stay private to actors/. It also
+ * brings the helpers every layer shares (util.h) and the registry of
+ * internal message types (msgtypes.h).
+ */
+#ifndef RILL_SEAM_H
+#define RILL_SEAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <rill/actor.h>
+
+#include "msgtypes.h"
+#include "util.h"
+
+struct ev_loop;
+typedef struct rill__executor rill__executor_t;
+
+/* The executor the calling thread runs, or NULL (calls that wait refuse
+ * to run on an executor). */
+extern _Thread_local rill__executor_t *rill__tls_exec;
+
+/* Fill an exit reason; the text is formatted into e->text (truncated). */
+void rill__exit_set(rill_exit_t *e, rill_exit_kind_t kind, rill_err_t code, const char *fmt, ...)
+    RILL_PRINTF(4, 5);
+
+/* Hold `name` as restarting (RILL_EEXIST if a live actor has it): lookups
+ * find nothing, sends by name get RILL_ERESTARTING, and the next spawn
+ * with that name takes it over. */
+rill_err_t rill__names_hold_restarting(rill_system_t *sys, const char *name);
+/* Drop a restarting hold (no-op if the name belongs to an actor). */
+void rill__names_release_restarting(rill_system_t *sys, const char *name);
+/* Ask an actor to stop on behalf of `from`: an actor that traps exits gets
+ * RILL_MSG_EXIT (reason SHUTDOWN) and decides; others stop (SHUTDOWN). */
+rill_err_t rill__request_shutdown(rill_system_t *sys, rill_aid_t to, rill_aid_t from);
+/* Record the restart count shown by rill_actor_stats. */
+void rill__actor_set_restarts(rill_system_t *sys, rill_aid_t aid, uint32_t restarts);
+
+/* In a terminate hook: hand every message still in the mailbox to fn
+ * (which may take its payload), then release it (not a dead letter). */
+void rill__ctx_drain_mailbox(rill_ctx_t *ctx, void (*fn)(void *opaque, rill_msg_t *m),
+                             void *opaque);
+/* The libev loop of the calling actor's executor (actor context only). */
+struct ev_loop *rill__ctx_loop(rill_ctx_t *ctx);
+
+/* Get the system's attachment under `key` (any unique address), creating
+ * it with create() on first use. Returns NULL if create fails (its errstr
+ * is passed through). @locality any thread. */
+void *rill__system_attachment(rill_system_t *sys, const void *key,
+                              void *(*create)(char *errstr, size_t errstr_size),
+                              void (*destroy)(void *ptr), char *errstr, size_t errstr_size);
+
+#endif /* RILL_SEAM_H */
