@@ -80,7 +80,7 @@ static int peers_add(rill__peers_t *p, rill_aid_t aid, uint64_t ref)
 static int peers_find(const rill__peers_t *p, rill_aid_t aid, uint64_t ref)
 {
     for (uint32_t i = 0; i < p->n; i++)
-        if ((ref && p->v[i].ref == ref) || (!ref && p->v[i].aid == aid))
+        if ((ref && p->v[i].ref == ref) || (!ref && rill_aid_eq(p->v[i].aid, aid)))
             return (int)i;
     return -1;
 }
@@ -163,7 +163,7 @@ static void deliver_peer_msg(rill__actor_t *a, uint32_t type, rill_aid_t who, ui
         return;
     }
     d->actor = who;
-    d->ref = ref;
+    d->monitor.id = type == RILL_MSG_DOWN ? ref : 0;
     d->reason = *exit;
     rill_msg_t m = {.type = type, .payload = d, .dtor = free, .from = who, .arg = ref};
     call_behavior(a, &m);
@@ -239,7 +239,7 @@ static void handle_ctrl(rill__actor_t *a, rill__ctrl_t *c)
             stop_with(a, RILL_EXIT_FAILURE, RILL_ENOMEM, "out of memory adding a monitor");
         break;
     case CTRL_DEMONITOR:
-        if ((i = peers_find(&a->watchers, 0, c->ref)) >= 0)
+        if ((i = peers_find(&a->watchers, RILL_AID_NONE, c->ref)) >= 0)
             peers_remove_at(&a->watchers, i);
         break;
     case CTRL_MONITORING:
@@ -256,7 +256,7 @@ static void handle_ctrl(rill__actor_t *a, rill__ctrl_t *c)
         break;
     case CTRL_DOWN:
         /* Exactly once: only while the monitor is still ours. */
-        if ((i = peers_find(&a->monitors, 0, c->ref)) >= 0) {
+        if ((i = peers_find(&a->monitors, RILL_AID_NONE, c->ref)) >= 0) {
             peers_remove_at(&a->monitors, i);
             deliver_peer_msg(a, RILL_MSG_DOWN, c->who, c->ref, &c->exit);
         }
@@ -269,7 +269,7 @@ static void handle_ctrl(rill__actor_t *a, rill__ctrl_t *c)
             } else if (rill_exit_abnormal(&c->exit)) {
                 char text[sizeof(a->exit.text)];
                 snprintf(text, sizeof(text), "linked actor %#llx exited: %s",
-                         (unsigned long long)c->who, rill_exit_kind_name(c->exit.kind));
+                         (unsigned long long)c->who.id, rill_exit_kind_name(c->exit.kind));
                 stop_with(a, RILL_EXIT_LINKED, RILL_OK, text);
             }
         }
@@ -539,9 +539,9 @@ rill_err_t rill_fail(rill_ctx_t *ctx, rill_err_t code, const char *fmt, ...)
     return code;
 }
 
-rill_err_t rill_monitor(rill_ctx_t *ctx, rill_aid_t target, uint64_t *ref)
+rill_err_t rill_monitor(rill_ctx_t *ctx, rill_aid_t target, rill_monitor_t *monitor)
 {
-    if (!ctx || target == RILL_AID_NONE)
+    if (!ctx || rill_aid_is_none(target))
         return RILL_EINVAL;
     rill__actor_t *a = ctx->actor;
     uint64_t r = atomic_fetch_add(&a->sys->next_ref, 1);
@@ -557,17 +557,18 @@ rill_err_t rill_monitor(rill_ctx_t *ctx, rill_aid_t target, uint64_t *ref)
         rill__exit_set(&c->exit, RILL_EXIT_NOPROC, RILL_OK, "no such actor");
         ctrl_self(a, c);
     }
-    if (ref)
-        *ref = r;
+    if (monitor)
+        monitor->id = r;
     return RILL_OK;
 }
 
-rill_err_t rill_demonitor(rill_ctx_t *ctx, uint64_t ref)
+rill_err_t rill_demonitor(rill_ctx_t *ctx, rill_monitor_t monitor)
 {
+    uint64_t ref = monitor.id;
     if (!ctx || !ref)
         return RILL_EINVAL;
     rill__actor_t *a = ctx->actor;
-    int i = peers_find(&a->monitors, 0, ref);
+    int i = peers_find(&a->monitors, RILL_AID_NONE, ref);
     if (i < 0)
         return RILL_ENOENT;
     rill_aid_t target = a->monitors.v[i].aid;
@@ -580,10 +581,10 @@ rill_err_t rill_demonitor(rill_ctx_t *ctx, uint64_t ref)
 
 rill_err_t rill_link(rill_ctx_t *ctx, rill_aid_t target)
 {
-    if (!ctx || target == RILL_AID_NONE)
+    if (!ctx || rill_aid_is_none(target))
         return RILL_EINVAL;
     rill__actor_t *a = ctx->actor;
-    if (target == a->aid || peers_find(&a->links, target, 0) >= 0)
+    if (rill_aid_eq(target, a->aid) || peers_find(&a->links, target, 0) >= 0)
         return RILL_OK;
     rill__ctrl_t *c = rill__ctrl_new(CTRL_LINK, a->aid, 0, NULL);
     if (!c || peers_add(&a->links, target, 0)) {
@@ -601,7 +602,7 @@ rill_err_t rill_link(rill_ctx_t *ctx, rill_aid_t target)
 
 rill_err_t rill_unlink(rill_ctx_t *ctx, rill_aid_t target)
 {
-    if (!ctx || target == RILL_AID_NONE)
+    if (!ctx || rill_aid_is_none(target))
         return RILL_EINVAL;
     rill__actor_t *a = ctx->actor;
     int i = peers_find(&a->links, target, 0);
@@ -615,7 +616,7 @@ rill_err_t rill_unlink(rill_ctx_t *ctx, rill_aid_t target)
 }
 
 rill_err_t rill_timer_start(rill_ctx_t *ctx, uint64_t after_ms, uint64_t repeat_ms,
-                            const rill_msg_t *msg, uint64_t *timer_id)
+                            const rill_msg_t *msg, rill_timer_t *timer)
 {
     if (!ctx || !msg)
         return RILL_EINVAL;
@@ -638,18 +639,18 @@ rill_err_t rill_timer_start(rill_ctx_t *ctx, uint64_t after_ms, uint64_t repeat_
     ev_timer_start(a->exec->loop, &t->w);
     t->next = a->timers;
     a->timers = t;
-    if (timer_id)
-        *timer_id = t->id;
+    if (timer)
+        timer->id = t->id;
     return RILL_OK;
 }
 
-rill_err_t rill_timer_cancel(rill_ctx_t *ctx, uint64_t timer_id)
+rill_err_t rill_timer_cancel(rill_ctx_t *ctx, rill_timer_t timer)
 {
     if (!ctx)
         return RILL_EINVAL;
     rill__actor_t *a = ctx->actor;
     for (rill__timer_t *t = a->timers; t; t = t->next)
-        if (t->id == timer_id) {
+        if (t->id == timer.id) {
             timer_unlink(a, t);
             timer_discard(a, t);
             return RILL_OK;
@@ -660,7 +661,7 @@ rill_err_t rill_timer_cancel(rill_ctx_t *ctx, uint64_t timer_id)
 rill_err_t rill_ask(rill_ctx_t *ctx, rill_aid_t to, const rill_msg_t *request, int timeout_ms,
                     uint64_t *corr)
 {
-    if (!ctx || !request || to == RILL_AID_NONE || timeout_ms < 0)
+    if (!ctx || !request || rill_aid_is_none(to) || timeout_ms < 0)
         return RILL_EINVAL;
     rill__actor_t *a = ctx->actor;
     rill__ask_t *ask = calloc(1, sizeof(*ask));
@@ -692,7 +693,7 @@ rill_err_t rill_ask(rill_ctx_t *ctx, rill_aid_t to, const rill_msg_t *request, i
 
 rill_err_t rill_reply(rill_ctx_t *ctx, const rill_msg_t *request, const rill_msg_t *reply)
 {
-    if (!ctx || !request || !reply || request->from == RILL_AID_NONE)
+    if (!ctx || !request || !reply || rill_aid_is_none(request->from))
         return RILL_EINVAL;
     rill_msg_t m = *reply;
     m.from = ctx->actor->aid;
@@ -765,7 +766,7 @@ static void sync_ask_terminate(rill_ctx_t *ctx, void *state, const rill_exit_t *
 rill_err_t rill_ask_sync(rill_system_t *sys, rill_aid_t to, const rill_msg_t *request,
                          int timeout_ms, rill_msg_t *reply)
 {
-    if (!sys || !request || !reply || to == RILL_AID_NONE || timeout_ms < 0)
+    if (!sys || !request || !reply || rill_aid_is_none(to) || timeout_ms < 0)
         return RILL_EINVAL;
     if (rill__tls_exec)
         return RILL_ESTATE;
@@ -781,7 +782,6 @@ rill_err_t rill_ask_sync(rill_system_t *sys, rill_aid_t to, const rill_msg_t *re
     rill_spawn_opts_t o = {.behavior = sync_ask_behavior,
                            .terminate = sync_ask_terminate,
                            .state = s,
-                           .executor = -1,
                            .mailbox_capacity = 4};
     rill_aid_t helper;
     rill_err_t err = rill_spawn(sys, &o, &helper);

@@ -331,7 +331,7 @@ void rill__actor_reap(rill__actor_t *a);
 /* A name held for an actor that is waiting to be restarted: lookups find
  * nothing, sends by name get RILL_ERESTARTING, and the next spawn with that
  * name takes it over (see rill__names_hold_restarting in seam.h). */
-#define RILL__AID_RESTARTING ((rill_aid_t)1)
+#define RILL__AID_RESTARTING ((rill_aid_t){1})
 
 /* actor.c */
 /* Run one turn; returns 1 if the actor handled something (keep it queued),

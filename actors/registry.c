@@ -25,7 +25,7 @@ rill__slot_t *rill__slot_of(rill_system_t *sys, uint32_t idx)
 
 rill__actor_t *rill__actor_acquire(rill_system_t *sys, rill_aid_t aid, rill__slot_t **slotp)
 {
-    rill__slot_t *slot = rill__slot_of(sys, (uint32_t)aid);
+    rill__slot_t *slot = rill__slot_of(sys, (uint32_t)aid.id);
     if (!slot)
         return NULL;
     rill__executor_t *self = rill__tls_exec;
@@ -33,7 +33,7 @@ rill__actor_t *rill__actor_acquire(rill_system_t *sys, rill_aid_t aid, rill__slo
         /* Quiescent-state protected: the actor's memory cannot be reaped
          * before this executor's current callback returns. */
         rill__actor_t *a = atomic_load_explicit(&slot->actor, memory_order_acquire);
-        if (!a || a->aid != aid || atomic_load_explicit(&a->dead, memory_order_seq_cst))
+        if (!a || !rill_aid_eq(a->aid, aid) || atomic_load_explicit(&a->dead, memory_order_seq_cst))
             return NULL;
         *slotp = NULL;
         return a;
@@ -43,10 +43,10 @@ rill__actor_t *rill__actor_acquire(rill_system_t *sys, rill_aid_t aid, rill__slo
      * the two always sees the other. */
     atomic_fetch_add_explicit(&slot->users, 1, memory_order_seq_cst);
     rill__actor_t *a = NULL;
-    if (atomic_load_explicit(&slot->gen, memory_order_seq_cst) == (uint32_t)(aid >> 32) &&
+    if (atomic_load_explicit(&slot->gen, memory_order_seq_cst) == (uint32_t)(aid.id >> 32) &&
         atomic_load_explicit(&slot->state, memory_order_seq_cst) == SLOT_ALIVE)
         a = atomic_load_explicit(&slot->actor, memory_order_acquire);
-    if (!a || a->aid != aid) {
+    if (!a || !rill_aid_eq(a->aid, aid)) {
         atomic_fetch_sub_explicit(&slot->users, 1, memory_order_release);
         return NULL;
     }
@@ -81,7 +81,7 @@ uint32_t rill__slot_claim(rill_system_t *sys, rill__actor_t *a, rill_aid_t *aid)
     if (idx != UINT32_MAX) {
         rill__slot_t *slot = rill__slot_of(sys, idx);
         uint32_t gen = atomic_load_explicit(&slot->gen, memory_order_relaxed);
-        *aid = ((rill_aid_t)gen << 32) | idx;
+        aid->id = ((uint64_t)gen << 32) | idx;
         atomic_store_explicit(&slot->actor, a, memory_order_release);
         /* release: the actor's fields are visible to senders that see ALIVE. */
         atomic_store_explicit(&slot->state, SLOT_ALIVE, memory_order_seq_cst);
@@ -111,16 +111,16 @@ void rill__slot_free(rill_system_t *sys, uint32_t idx)
 
 int rill_alive(rill_system_t *sys, rill_aid_t aid)
 {
-    if (!sys || aid == RILL_AID_NONE)
+    if (!sys || rill_aid_is_none(aid))
         return 0;
-    rill__slot_t *slot = rill__slot_of(sys, (uint32_t)aid);
+    rill__slot_t *slot = rill__slot_of(sys, (uint32_t)aid.id);
     if (!slot)
         return 0;
     /* Alive until stopped for good: accepting messages, or refusing them
      * already while its terminate hook runs. The state is read before the
      * generation: a slot reused in between fails the generation check. */
     uint32_t state = atomic_load_explicit(&slot->state, memory_order_seq_cst);
-    return atomic_load_explicit(&slot->gen, memory_order_seq_cst) == (uint32_t)(aid >> 32) &&
+    return atomic_load_explicit(&slot->gen, memory_order_seq_cst) == (uint32_t)(aid.id >> 32) &&
            (state == SLOT_ALIVE || state == SLOT_STOPPING);
 }
 
@@ -142,7 +142,7 @@ static rill_err_t names_add_locked(rill_system_t *sys, char *name, rill_aid_t ai
     unsigned h = name_hash(name);
     for (rill__name_entry_t *e = sys->names[h]; e; e = e->next)
         if (!strcmp(e->name, name)) {
-            if (e->aid != RILL__AID_RESTARTING)
+            if (!rill_aid_eq(e->aid, RILL__AID_RESTARTING))
                 return RILL_EEXIST;
             /* the restarted actor takes over its held name */
             e->aid = aid;
@@ -166,7 +166,7 @@ void rill__names_remove(rill_system_t *sys, const char *name, rill_aid_t aid)
     pthread_mutex_lock(&sys->names_lock);
     for (rill__name_entry_t **pp = &sys->names[name_hash(name)]; *pp; pp = &(*pp)->next) {
         rill__name_entry_t *e = *pp;
-        if (e->aid == aid && !strcmp(e->name, name)) {
+        if (rill_aid_eq(e->aid, aid) && !strcmp(e->name, name)) {
             *pp = e->next;
             free(e);
             break;
@@ -187,7 +187,7 @@ rill_err_t rill__names_hold_restarting(rill_system_t *sys, const char *name)
         if (!strcmp(e->name, name))
             found = e;
     if (found) {
-        err = found->aid == RILL__AID_RESTARTING ? RILL_OK : RILL_EEXIST;
+        err = rill_aid_eq(found->aid, RILL__AID_RESTARTING) ? RILL_OK : RILL_EEXIST;
     } else {
         /* The entry owns a copy of the name while it is held. */
         rill__name_entry_t *e = malloc(sizeof(*e) + strlen(name) + 1);
@@ -229,7 +229,7 @@ rill_aid_t rill_lookup(rill_system_t *sys, const char *name)
     if (!sys || !name)
         return RILL_AID_NONE;
     rill_aid_t aid = rill__names_lookup(sys, name);
-    return aid == RILL__AID_RESTARTING ? RILL_AID_NONE : aid;
+    return rill_aid_eq(aid, RILL__AID_RESTARTING) ? RILL_AID_NONE : aid;
 }
 
 rill_err_t rill__names_reserve(rill_system_t *sys, char *name)
@@ -245,7 +245,7 @@ void rill__names_bind(rill_system_t *sys, const char *name, rill_aid_t aid)
     /* The name was reserved with aid 0; now it points at the actor. */
     pthread_mutex_lock(&sys->names_lock);
     for (rill__name_entry_t *e = sys->names[name_hash(name)]; e; e = e->next)
-        if (e->aid == RILL_AID_NONE && !strcmp(e->name, name))
+        if (rill_aid_is_none(e->aid) && !strcmp(e->name, name))
             e->aid = aid;
     pthread_mutex_unlock(&sys->names_lock);
 }

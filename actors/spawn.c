@@ -81,7 +81,7 @@ rill_err_t rill_spawn(rill_system_t *sys, const rill_spawn_opts_t *opts, rill_ai
     if (!sys || !opts || !aid || !opts->behavior)
         return RILL_EINVAL;
     *aid = RILL_AID_NONE;
-    if (opts->executor < -1 || opts->executor >= sys->nexec)
+    if (opts->executor < RILL_EXECUTOR_ANY || opts->executor > sys->nexec)
         return RILL_EINVAL;
     if (opts->mailbox_capacity > RILL__MAX_MAILBOX)
         return RILL_EINVAL;
@@ -104,7 +104,7 @@ rill_err_t rill_spawn(rill_system_t *sys, const rill_spawn_opts_t *opts, rill_ai
     }
     rill__mpsc_init(&a->ctrl);
     a->sys = sys;
-    int ex = opts->executor;
+    int ex = opts->executor - 1; /* RILL_EXECUTOR(i) is i + 1 */
     if (ex < 0)
         ex = (int)(atomic_fetch_add_explicit(&sys->next_exec, 1, memory_order_relaxed) %
                    (uint32_t)sys->nexec);
@@ -130,7 +130,7 @@ rill_err_t rill_spawn(rill_system_t *sys, const rill_spawn_opts_t *opts, rill_ai
     /* Link and monitor from the start: the new actor's side is set before
      * it can run; the peer's side travels as a control signal. */
     uint64_t mref = 0;
-    if (opts->monitor_by) {
+    if (!rill_aid_is_none(opts->monitor_by)) {
         mref = atomic_fetch_add(&sys->next_ref, 1);
         rill__peer_t p = {opts->monitor_by, mref};
         a->watchers.v = malloc(sizeof(p));
@@ -141,7 +141,7 @@ rill_err_t rill_spawn(rill_system_t *sys, const rill_spawn_opts_t *opts, rill_ai
         a->watchers.v[0] = p;
         a->watchers.n = a->watchers.cap = 1;
     }
-    if (opts->link_to) {
+    if (!rill_aid_is_none(opts->link_to)) {
         rill__peer_t p = {opts->link_to, 0};
         a->links.v = malloc(sizeof(p));
         if (!a->links.v) {
@@ -151,9 +151,11 @@ rill_err_t rill_spawn(rill_system_t *sys, const rill_spawn_opts_t *opts, rill_ai
         a->links.v[0] = p;
         a->links.n = a->links.cap = 1;
     }
-    rill__ctrl_t *c_mon = opts->monitor_by ? rill__ctrl_new(CTRL_MONITORING, 0, mref, NULL) : NULL;
-    rill__ctrl_t *c_link = opts->link_to ? rill__ctrl_new(CTRL_LINK, 0, 0, NULL) : NULL;
-    if ((opts->monitor_by && !c_mon) || (opts->link_to && !c_link)) {
+    int monitored = !rill_aid_is_none(opts->monitor_by), linked = !rill_aid_is_none(opts->link_to);
+    rill__ctrl_t *c_mon =
+        monitored ? rill__ctrl_new(CTRL_MONITORING, RILL_AID_NONE, mref, NULL) : NULL;
+    rill__ctrl_t *c_link = linked ? rill__ctrl_new(CTRL_LINK, RILL_AID_NONE, 0, NULL) : NULL;
+    if ((monitored && !c_mon) || (linked && !c_link)) {
         free(c_mon);
         free(c_link);
         actor_free(a);
@@ -204,8 +206,8 @@ rill_err_t rill_spawn(rill_system_t *sys, const rill_spawn_opts_t *opts, rill_ai
         c_mon->who = a->aid;
         if (rill__ctrl_send(sys, opts->monitor_by, c_mon))
             free(c_mon); /* the watcher is gone: nobody to tell */
-        if (opts->monitor_ref)
-            *opts->monitor_ref = mref;
+        if (opts->monitor)
+            opts->monitor->id = mref;
     }
     if (c_link) {
         c_link->who = a->aid;
@@ -226,7 +228,7 @@ rill_err_t rill_spawn(rill_system_t *sys, const rill_spawn_opts_t *opts, rill_ai
 
 rill_err_t rill_tell(rill_system_t *sys, rill_aid_t to, const rill_msg_t *msg)
 {
-    if (!sys || !msg || to == RILL_AID_NONE)
+    if (!sys || !msg || rill_aid_is_none(to))
         return RILL_EINVAL;
     rill__slot_t *slot;
     rill__actor_t *a = rill__actor_acquire(sys, to, &slot);
@@ -248,18 +250,18 @@ rill_err_t rill_tell_name(rill_system_t *sys, const char *name, const rill_msg_t
     if (!sys || !name || !msg)
         return RILL_EINVAL;
     rill_aid_t aid = rill__names_lookup(sys, name);
-    if (aid == RILL__AID_RESTARTING)
+    if (rill_aid_eq(aid, RILL__AID_RESTARTING))
         return RILL_ERESTARTING;
-    if (!aid)
+    if (rill_aid_is_none(aid))
         return RILL_ESTOPPED;
     return rill_tell(sys, aid, msg);
 }
 
 rill_err_t rill_signal(rill_system_t *sys, rill_aid_t to, const rill_msg_t *msg)
 {
-    if (!sys || !msg || to == RILL_AID_NONE)
+    if (!sys || !msg || rill_aid_is_none(to))
         return RILL_EINVAL;
-    rill__ctrl_t *c = rill__ctrl_new(CTRL_MSG, 0, 0, NULL);
+    rill__ctrl_t *c = rill__ctrl_new(CTRL_MSG, RILL_AID_NONE, 0, NULL);
     if (!c)
         return RILL_ENOMEM;
     c->msg = *msg;
@@ -272,9 +274,9 @@ rill_err_t rill_signal(rill_system_t *sys, rill_aid_t to, const rill_msg_t *msg)
 static rill_err_t send_stop(rill_system_t *sys, rill_aid_t aid, rill_exit_kind_t kind,
                             const char *why)
 {
-    if (!sys || aid == RILL_AID_NONE)
+    if (!sys || rill_aid_is_none(aid))
         return RILL_EINVAL;
-    rill__ctrl_t *c = rill__ctrl_new(CTRL_STOP, 0, 0, NULL);
+    rill__ctrl_t *c = rill__ctrl_new(CTRL_STOP, RILL_AID_NONE, 0, NULL);
     if (!c)
         return RILL_ENOMEM;
     rill__exit_set(&c->exit, kind, RILL_OK, "%s", why ? why : "");
@@ -286,7 +288,7 @@ static rill_err_t send_stop(rill_system_t *sys, rill_aid_t aid, rill_exit_kind_t
 
 rill_err_t rill__request_shutdown(rill_system_t *sys, rill_aid_t to, rill_aid_t from)
 {
-    if (!sys || to == RILL_AID_NONE)
+    if (!sys || rill_aid_is_none(to))
         return RILL_EINVAL;
     rill__ctrl_t *c = rill__ctrl_new(CTRL_SHUTDOWN_REQ, from, 0, NULL);
     if (!c)
@@ -320,7 +322,7 @@ rill_err_t rill_kill(rill_system_t *sys, rill_aid_t aid, const char *why)
 
 rill_err_t rill_actor_stats(rill_system_t *sys, rill_aid_t aid, rill_actor_stats_t *out)
 {
-    if (!sys || !out || aid == RILL_AID_NONE)
+    if (!sys || !out || rill_aid_is_none(aid))
         return RILL_EINVAL;
     rill__slot_t *slot;
     rill__actor_t *a = rill__actor_acquire(sys, aid, &slot);

@@ -110,7 +110,7 @@ static void stop_all_actors(rill_system_t *sys)
         rill__slot_t *slot = rill__slot_of(sys, idx);
         if (!slot || atomic_load(&slot->state) != SLOT_ALIVE)
             continue;
-        rill_aid_t aid = ((rill_aid_t)atomic_load(&slot->gen) << 32) | idx;
+        rill_aid_t aid = {((uint64_t)atomic_load(&slot->gen) << 32) | idx};
         rill_stop(sys, aid);
     }
 }

@@ -133,7 +133,8 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
     sink_state_t s = {.sys = sys, .n = n};
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.cond, NULL);
-    rill_stage_opts_t co = {.executor = 0}, so = {.executor = 1, .mailbox_capacity = 1024};
+    rill_stage_opts_t co = {.executor = RILL_EXECUTOR(0)},
+                      so = {.executor = RILL_EXECUTOR(1), .mailbox_capacity = 1024};
     if (rill_consumer_spawn(sys, c, &co, &s.consumer, err, sizeof(err))) {
         fprintf(stderr, "bench_consume: %s\n", err);
         exit(1);

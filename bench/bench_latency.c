@@ -387,11 +387,11 @@ static result_t run_rill(const char *boot, rd_kafka_t *prod, uint64_t total, int
     pthread_cond_init(&st.cond, NULL);
     /* Consumer and first map on executor 0, the rest on executor 1: one
      * crossing, as a two-core service would place them. */
-    rill_stage_opts_t o[5] = {{.executor = bench_env_int("BENCH_EX_CONSUMER", 0)},
-                              {.executor = bench_env_int("BENCH_EX_MAP1", 0)},
-                              {.executor = bench_env_int("BENCH_EX_FILTER", 1)},
-                              {.executor = bench_env_int("BENCH_EX_MAP2", 1)},
-                              {.executor = bench_env_int("BENCH_EX_SINK", 1)}};
+    rill_stage_opts_t o[5] = {{.executor = RILL_EXECUTOR(bench_env_int("BENCH_EX_CONSUMER", 0))},
+                              {.executor = RILL_EXECUTOR(bench_env_int("BENCH_EX_MAP1", 0))},
+                              {.executor = RILL_EXECUTOR(bench_env_int("BENCH_EX_FILTER", 1))},
+                              {.executor = RILL_EXECUTOR(bench_env_int("BENCH_EX_MAP2", 1))},
+                              {.executor = RILL_EXECUTOR(bench_env_int("BENCH_EX_SINK", 1))}};
     rill_aid_t a[5];
     if (rill_consumer_spawn(sys, c, &o[0], &a[0], err, sizeof(err)))
         die("rill consumer", err);

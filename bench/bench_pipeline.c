@@ -471,9 +471,10 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
         if (rill_producer_conf_set(pc, pkv[i], pkv[i + 1], err, sizeof(err)))
             die("rill producer config", err);
     bench_conf_from_env("bench_pipeline", pc, "BENCH_RILL_PRODUCER_CONF", producer_set);
-    rill_stage_opts_t co = {.executor = bench_env_int("BENCH_EX_CONSUMER", 0)};
-    rill_stage_opts_t mo = {.executor = bench_env_int("BENCH_EX_MAP", 1), .mailbox_capacity = 1024};
-    rill_stage_opts_t po = {.executor = bench_env_int("BENCH_EX_PRODUCER", 1)};
+    rill_stage_opts_t co = {.executor = RILL_EXECUTOR(bench_env_int("BENCH_EX_CONSUMER", 0))};
+    rill_stage_opts_t mo = {.executor = RILL_EXECUTOR(bench_env_int("BENCH_EX_MAP", 1)),
+                            .mailbox_capacity = 1024};
+    rill_stage_opts_t po = {.executor = RILL_EXECUTOR(bench_env_int("BENCH_EX_PRODUCER", 1))};
     rill_aid_t map, prod;
     if (rill_producer_spawn(sys, pc, &po, &prod, err, sizeof(err)))
         die("rill producer", err);

@@ -75,7 +75,7 @@ static rill_err_t start_child(void *arg, rill_spawn_opts_t *o)
     o->behavior = child_behavior;
     o->init = child_init;
     o->state = arg;
-    o->executor = 1; /* the supervisor runs on executor 0 */
+    o->executor = RILL_EXECUTOR(1); /* the supervisor runs on executor 0 */
     return RILL_OK;
 }
 
@@ -86,7 +86,7 @@ typedef struct respawner {
 
 static rill_err_t respawn(rill_ctx_t *ctx, respawner_t *r)
 {
-    rill_spawn_opts_t o = {.executor = -1};
+    rill_spawn_opts_t o = {0};
     start_child(r->probe, &o);
     o.monitor_by = rill_self(ctx);
     rill_aid_t child;
@@ -131,7 +131,7 @@ static void run(int supervised, int restarts, probe_t *p)
     spec.period_ms = 1000;
     spec.children = &child;
     spec.n_children = 1;
-    spec.executor = 0;
+    spec.executor = RILL_EXECUTOR(0);
     rill_aid_t sup = RILL_AID_NONE, watcher = RILL_AID_NONE;
     respawner_t rs = {p};
     if (supervised) {
@@ -140,8 +140,10 @@ static void run(int supervised, int restarts, probe_t *p)
             exit(1);
         }
     } else {
-        rill_spawn_opts_t o = {
-            .behavior = respawner_behavior, .init = respawner_init, .state = &rs, .executor = 0};
+        rill_spawn_opts_t o = {.behavior = respawner_behavior,
+                               .init = respawner_init,
+                               .state = &rs,
+                               .executor = RILL_EXECUTOR(0)};
         rill_spawn(sys, &o, &watcher);
     }
     rill_aid_t cur = wait_ready(p);

@@ -64,7 +64,8 @@ static rill_err_t add_one(void *opaque, rill_elem_t *in, rill_elem_t *out)
 
 static void add(rill_pipeline_t *p, rill_stage_t *s, int executor, uint32_t mailbox)
 {
-    rill_stage_opts_t o = {.name = NULL, .executor = executor, .mailbox_capacity = mailbox};
+    rill_stage_opts_t o = {
+        .name = NULL, .executor = RILL_EXECUTOR(executor), .mailbox_capacity = mailbox};
     if (!s || rill_pipeline_add(p, s, &o) != RILL_OK) {
         fprintf(stderr, "bench_stream: cannot add a stage\n");
         exit(1);

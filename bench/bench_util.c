@@ -158,7 +158,7 @@ rill_err_t bench_sink_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
 rill_aid_t bench_spawn(const char *name, rill_system_t *sys, rill_behavior_fn *fn, void *state,
                        int executor)
 {
-    rill_spawn_opts_t o = {.behavior = fn, .state = state, .executor = executor};
+    rill_spawn_opts_t o = {.behavior = fn, .state = state, .executor = RILL_EXECUTOR(executor)};
     rill_aid_t aid;
     if (rill_spawn(sys, &o, &aid)) {
         fprintf(stderr, "%s: spawn failed\n", name);

@@ -42,7 +42,7 @@ static rill_err_t counter_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg
 /* ---- ticker: a repeating timer, then a normal stop ---------------------- */
 
 typedef struct ticker {
-    uint64_t timer;
+    rill_timer_t timer;
     int ticks;
 } ticker_t;
 
@@ -87,7 +87,7 @@ static rill_err_t watcher_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg
     watcher_t *w = state;
     if (msg->type == RILL_MSG_DOWN) {
         const rill_down_t *d = msg->payload;
-        printf("  watcher: DOWN %#" PRIx64 ": %s (%s)%s\n", d->actor,
+        printf("  watcher: DOWN %#" PRIx64 ": %s (%s)%s\n", d->actor.id,
                rill_exit_kind_name(d->reason.kind), d->reason.text,
                rill_exit_abnormal(&d->reason) ? " -- a supervisor would restart it" : "");
         pthread_mutex_lock(&w->lock);
@@ -113,20 +113,16 @@ int main(void)
     ticker_t ticker = {0};
     watcher_t watcher = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     rill_aid_t c, t, w, k;
-    rill_spawn_opts_t oc = {
-        .behavior = counter_behavior, .state = &counter, .name = "counter", .executor = -1};
-    rill_spawn_opts_t ow = {.behavior = watcher_behavior, .state = &watcher, .executor = -1};
+    rill_spawn_opts_t oc = {.behavior = counter_behavior, .state = &counter, .name = "counter"};
+    rill_spawn_opts_t ow = {.behavior = watcher_behavior, .state = &watcher};
     if (rill_spawn(sys, &oc, &c) || rill_spawn(sys, &ow, &w)) {
         fprintf(stderr, "spawn failed\n");
         return 1;
     }
     /* Both monitored from the start: no race with an early exit. */
-    rill_spawn_opts_t ot = {.behavior = ticker_behavior,
-                            .init = ticker_init,
-                            .state = &ticker,
-                            .executor = -1,
-                            .monitor_by = w};
-    rill_spawn_opts_t ok = {.behavior = worker_behavior, .executor = -1, .monitor_by = w};
+    rill_spawn_opts_t ot = {
+        .behavior = ticker_behavior, .init = ticker_init, .state = &ticker, .monitor_by = w};
+    rill_spawn_opts_t ok = {.behavior = worker_behavior, .monitor_by = w};
     if (rill_spawn(sys, &ot, &t) || rill_spawn(sys, &ok, &k)) {
         fprintf(stderr, "spawn failed\n");
         return 1;

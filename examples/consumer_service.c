@@ -76,7 +76,7 @@ static rill_err_t process(void *opaque, rill_elem_t *e)
 /* ---- children of the supervisor ---- */
 
 static rill_err_t spawn_consumer(rill_system_t *sys, void *arg, const rill_child_env_t *env,
-                                 rill_aid_t *aid)
+                                 rill_aid_t *aid, char *errstr, size_t errstr_size)
 {
     (void)arg;
     char err[512];
@@ -95,7 +95,7 @@ static rill_err_t spawn_consumer(rill_system_t *sys, void *arg, const rill_child
         rill_consumer_conf_destroy(c);
         return RILL_EINVAL;
     }
-    rill_stage_opts_t o = {.executor = -1, .name = env->name, .link_to = env->supervisor};
+    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
     rill_err_t e = rill_consumer_spawn(sys, c, &o, aid, err, sizeof(err));
     if (e)
         fprintf(stderr, "consumer: %s\n", err);
@@ -103,7 +103,7 @@ static rill_err_t spawn_consumer(rill_system_t *sys, void *arg, const rill_child
 }
 
 static rill_err_t spawn_processor(rill_system_t *sys, void *arg, const rill_child_env_t *env,
-                                  rill_aid_t *aid)
+                                  rill_aid_t *aid, char *errstr, size_t errstr_size)
 {
     (void)arg;
     /* one_for_all: the old processor is gone before a new one starts, so
@@ -111,7 +111,7 @@ static rill_err_t spawn_processor(rill_system_t *sys, void *arg, const rill_chil
     static processor_t p;
     p.sys = sys;
     p.consumer = rill_lookup(sys, "consumer"); /* started just before us */
-    rill_stage_opts_t o = {.executor = -1, .name = env->name, .link_to = env->supervisor};
+    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
     rill_err_t err = rill_stage_spawn(sys, rill_sink_foreach(process, &p), &o, aid);
     if (err)
         return err;
@@ -215,8 +215,8 @@ int main(int argc, char **argv)
     spec.strategy = RILL_SUP_ONE_FOR_ALL;
     spec.intensity = 20;
     spec.period_ms = 60000;
-    spec.backoff_min_ms = 100;
-    spec.backoff_max_ms = 1000;
+    spec.backoff.min_ms = 100;
+    spec.backoff.max_ms = 1000;
     spec.children = children;
     spec.n_children = 2;
     rill_aid_t sup;

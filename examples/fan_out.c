@@ -81,7 +81,7 @@ static int group_start(rill_system_t *sys, group_t *g)
         rill_consumer_conf_destroy(c);
         return -1;
     }
-    rill_stage_opts_t o = {.executor = -1};
+    rill_stage_opts_t o = {0};
     if (rill_consumer_spawn(sys, c, &o, &g->consumer, err, sizeof(err))) {
         fprintf(stderr, "%s: consumer: %s\n", g->name, err);
         return -1;

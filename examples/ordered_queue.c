@@ -100,7 +100,7 @@ static rill_err_t confirm(void *opaque, rill_elem_t *e)
 /* ---- children of the supervisor ---- */
 
 static rill_err_t spawn_consumer(rill_system_t *s, void *arg, const rill_child_env_t *env,
-                                 rill_aid_t *aid)
+                                 rill_aid_t *aid, char *errstr, size_t errstr_size)
 {
     (void)arg;
     char err[512];
@@ -116,7 +116,7 @@ static rill_err_t spawn_consumer(rill_system_t *s, void *arg, const rill_child_e
         rill_consumer_conf_destroy(c);
         return RILL_EINVAL;
     }
-    rill_stage_opts_t o = {.executor = -1, .name = env->name, .link_to = env->supervisor};
+    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
     rill_err_t e = rill_consumer_spawn(s, c, &o, aid, err, sizeof(err));
     if (e)
         fprintf(stderr, "consumer: %s\n", err);
@@ -124,22 +124,22 @@ static rill_err_t spawn_consumer(rill_system_t *s, void *arg, const rill_child_e
 }
 
 static rill_err_t spawn_process(rill_system_t *s, void *arg, const rill_child_env_t *env,
-                                rill_aid_t *aid)
+                                rill_aid_t *aid, char *errstr, size_t errstr_size)
 {
     (void)arg;
     q.prev = -1; /* a new incarnation */
-    rill_stage_opts_t o = {.executor = -1, .name = env->name, .link_to = env->supervisor};
+    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
     rill_err_t err = rill_stage_spawn(s, rill_stage_map(process, NULL), &o, aid);
     return err ? err : rill_stage_connect(s, rill_lookup(s, "consumer"), *aid);
 }
 
 static rill_err_t spawn_confirm(rill_system_t *s, void *arg, const rill_child_env_t *env,
-                                rill_aid_t *aid)
+                                rill_aid_t *aid, char *errstr, size_t errstr_size)
 {
     (void)arg;
     static confirmer_t c; /* one_for_all: one incarnation at a time */
     c.consumer = rill_lookup(s, "consumer");
-    rill_stage_opts_t o = {.executor = -1, .name = env->name, .link_to = env->supervisor};
+    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
     rill_err_t err = rill_stage_spawn(s, rill_sink_foreach(confirm, &c), &o, aid);
     return err ? err : rill_stage_connect(s, rill_lookup(s, "process"), *aid);
 }
@@ -214,6 +214,7 @@ int main(int argc, char **argv)
         q.group = group_buf;
     }
     rill_gen_t gen = RILL_GEN_DEFAULT;
+    gen.pinned = 1;
     gen.partition = 0;
     printf("producing %" PRId64 " jobs to %s partition 0\n", q.count, q.topic);
     rill_testkit_opts_t popts = {.timeout_ms = 120000};
@@ -243,8 +244,8 @@ int main(int argc, char **argv)
     spec.strategy = RILL_SUP_ONE_FOR_ALL;
     spec.intensity = 3;
     spec.period_ms = 10000;
-    spec.backoff_min_ms = 100;
-    spec.backoff_max_ms = 1000;
+    spec.backoff.min_ms = 100;
+    spec.backoff.max_ms = 1000;
     spec.children = children;
     spec.n_children = 3;
     rill_aid_t sup;

@@ -183,7 +183,7 @@ static int worker_start(rill_system_t *sys, worker_t *w)
         return -1;
     }
     rill_consumer_conf_set_rebalance_cb(c, on_rebalance, w);
-    rill_stage_opts_t o = {.executor = -1};
+    rill_stage_opts_t o = {0};
     if (rill_consumer_spawn(sys, c, &o, &w->consumer, err, sizeof(err))) {
         fprintf(stderr, "worker %d: consumer: %s\n", w->id, err);
         return -1;

@@ -163,7 +163,7 @@ int main(int argc, char **argv)
     pthread_create(&io_thread, NULL, io_main, &io);
 
     /* Windows: each stage asks upstream for at most its mailbox minus one. */
-    rill_stage_opts_t small = {.executor = -1, .mailbox_capacity = 64};
+    rill_stage_opts_t small = {.mailbox_capacity = 64};
     rill_pipeline_t *p = rill_pipeline_new(sys);
     rill_pipeline_add(p, rill_source_fn(produce, &stats), &small);
     rill_pipeline_add(p, rill_stage_map(parse, NULL), &small);

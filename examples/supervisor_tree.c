@@ -118,7 +118,8 @@ static void crash(rill_system_t *sys, rill_aid_t pool, const char *name, uint64_
     if (!strncmp(name, "worker-", 7)) {
         rill_child_info_t info[8];
         size_t count = 0, k = (size_t)atoi(name + 7);
-        if (rill_sup_children(sys, pool, info, 8, &count) || k < 1 || k > count || !info[k - 1].aid)
+        if (rill_sup_children(sys, pool, info, 8, &count) || k < 1 || k > count ||
+            rill_aid_is_none(info[k - 1].aid))
             err = RILL_ESTOPPED;
         else
             err = rill_tell(sys, info[k - 1].aid, &m);
@@ -187,9 +188,9 @@ int main(int argc, char **argv)
     rill_sup_spec_t root_spec = RILL_SUP_SPEC_DEFAULT;
     root_spec.intensity = 3;
     root_spec.period_ms = 10000;
-    root_spec.backoff_min_ms = 100;
-    root_spec.backoff_max_ms = 800;
-    root_spec.backoff_random = 0.2;
+    root_spec.backoff.min_ms = 100;
+    root_spec.backoff.max_ms = 800;
+    root_spec.backoff.random = 0.2;
     root_spec.children = root_children;
     root_spec.n_children = 2;
 
@@ -204,8 +205,7 @@ int main(int argc, char **argv)
 
     watch_t w = {.root = root, .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
     rill_aid_t watcher;
-    rill_spawn_opts_t wo = {
-        .behavior = watch_behavior, .init = watch_init, .state = &w, .executor = -1};
+    rill_spawn_opts_t wo = {.behavior = watch_behavior, .init = watch_init, .state = &w};
     rill_spawn(sys, &wo, &watcher);
 
     show(sys, root, dot_path, "the tree");

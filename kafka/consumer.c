@@ -728,7 +728,7 @@ typedef struct dlq_ref {
 /* The producer that takes our dead letters: ours, or the one named. */
 static rill_aid_t dlq_producer(consumer_t *k)
 {
-    if (k->dlq_own != RILL_AID_NONE)
+    if (!rill_aid_is_none(k->dlq_own))
         return k->dlq_own;
     return k->conf->dlq_producer ? rill_lookup(k->sys, k->conf->dlq_producer) : RILL_AID_NONE;
 }
@@ -740,7 +740,7 @@ static rill_aid_t dlq_producer(consumer_t *k)
 static int dlq_send(consumer_t *k, rill__tpart_t *p, const rd_kafka_message_t *m, uint32_t attempts)
 {
     rill_aid_t to = dlq_producer(k);
-    if (to == RILL_AID_NONE)
+    if (rill_aid_is_none(to))
         return -1;
     if (k->n_dlq_refs == k->cap_dlq_refs) {
         size_t cap = k->cap_dlq_refs ? 2 * k->cap_dlq_refs : 16;
@@ -1035,7 +1035,7 @@ static void consumer_on_msg(rill__stage_t *st, rill_msg_t *msg)
         break;
     case K_STATS: {
         if (msg->arg == STATS_ASK_DLQ_PRODUCER) {
-            rill_msg_t r = {.type = K_STATS, .arg = k->dlq_own};
+            rill_msg_t r = {.type = K_STATS, .arg = k->dlq_own.id};
             rill_reply(st->ctx, msg, &r);
             return;
         }
@@ -1068,7 +1068,7 @@ static rill_err_t consumer_start(rill__stage_t *st)
     rill_timer_start(st->ctx, TICK_MS, TICK_MS, &tick, NULL);
     k->last_commit_ms = now_ms();
     /* Our dead-letter producer lives and fails with us. */
-    if (k->dlq_own != RILL_AID_NONE && rill_link(st->ctx, k->dlq_own) != RILL_OK) {
+    if (!rill_aid_is_none(k->dlq_own) && rill_link(st->ctx, k->dlq_own) != RILL_OK) {
         rill__stage_fail(st, RILL_ESTOPPED, "the dead-letter producer stopped");
         return RILL_OK;
     }
@@ -1202,7 +1202,7 @@ static void consumer_destroy(void *impl)
     rill__kq_stop(&k->kq);
     if (k->rk && k->st)
         consumer_close(k);
-    if (k->dlq_own != RILL_AID_NONE)
+    if (!rill_aid_is_none(k->dlq_own))
         rill_stop(k->sys, k->dlq_own); /* it flushes what it holds */
     free(k->dlq_refs);
     rill_elem_t e;
@@ -1515,7 +1515,7 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
     }
     spec->kind = &consumer_kind;
     spec->impl = k;
-    rill_stage_opts_t o = {.executor = -1};
+    rill_stage_opts_t o = {0};
     if (opts)
         o = *opts;
     /* Confirms arrive in the mailbox: room for one per record out. */
@@ -1530,7 +1530,7 @@ rill_err_t rill_consumer_spawn(rill_system_t *sys, rill_consumer_conf_t *c,
 
 fail:
     if (k) {
-        if (k->dlq_own != RILL_AID_NONE)
+        if (!rill_aid_is_none(k->dlq_own))
             rill_stop(sys, k->dlq_own);
         free(k->buf.v);
         rill__tracker_free(&k->tr);
@@ -1547,7 +1547,7 @@ fail:
 rill_err_t rill_consumer_confirm(rill_system_t *sys, rill_aid_t consumer, const rill_elem_t *record)
 {
     const rd_kafka_message_t *m = rill_record(record);
-    if (!sys || !m || consumer == RILL_AID_NONE)
+    if (!sys || !m || rill_aid_is_none(consumer))
         return RILL_EINVAL;
     rill_msg_t msg = {.type = K_CONFIRM, .arg = (uint64_t)m->offset, .corr = record->arg};
     return rill_tell(sys, consumer, &msg);
@@ -1556,7 +1556,7 @@ rill_err_t rill_consumer_confirm(rill_system_t *sys, rill_aid_t consumer, const 
 rill_err_t rill_consumer_confirm_upto(rill_system_t *sys, rill_aid_t consumer,
                                       const rill_elem_t *record, int64_t offset)
 {
-    if (!sys || !rill_record(record) || consumer == RILL_AID_NONE || offset < 0)
+    if (!sys || !rill_record(record) || rill_aid_is_none(consumer) || offset < 0)
         return RILL_EINVAL;
     rill_msg_t msg = {.type = K_CONFIRM_UPTO, .arg = (uint64_t)offset, .corr = record->arg};
     return rill_tell(sys, consumer, &msg);
@@ -1565,7 +1565,7 @@ rill_err_t rill_consumer_confirm_upto(rill_system_t *sys, rill_aid_t consumer,
 rill_err_t rill_consumer_confirm_batch(rill_system_t *sys, rill_aid_t consumer,
                                        const rill_elem_t *records, size_t n)
 {
-    if (!sys || consumer == RILL_AID_NONE || (!records && n))
+    if (!sys || rill_aid_is_none(consumer) || (!records && n))
         return RILL_EINVAL;
     if (!n)
         return RILL_OK;
@@ -1591,7 +1591,7 @@ rill_err_t rill_consumer_confirm_batch(rill_system_t *sys, rill_aid_t consumer,
 
 rill_err_t rill_consumer_stats(rill_system_t *sys, rill_aid_t consumer, rill_consumer_stats_t *out)
 {
-    if (!sys || consumer == RILL_AID_NONE || !out)
+    if (!sys || rill_aid_is_none(consumer) || !out)
         return RILL_EINVAL;
     rill_msg_t q = {.type = K_STATS}, r;
     rill_err_t err = rill_ask_sync(sys, consumer, &q, 10000, &r);
@@ -1610,7 +1610,7 @@ rill_err_t rill_consumer_stats(rill_system_t *sys, rill_aid_t consumer, rill_con
 rill_err_t rill__consumer_dlq_producer(rill_system_t *sys, rill_aid_t consumer,
                                        rill_aid_t *producer)
 {
-    if (!sys || consumer == RILL_AID_NONE || !producer)
+    if (!sys || rill_aid_is_none(consumer) || !producer)
         return RILL_EINVAL;
     rill_msg_t q = {.type = K_STATS, .arg = STATS_ASK_DLQ_PRODUCER}, r;
     rill_err_t err = rill_ask_sync(sys, consumer, &q, 10000, &r);
@@ -1620,7 +1620,7 @@ rill_err_t rill__consumer_dlq_producer(rill_system_t *sys, rill_aid_t consumer,
         r.dtor(r.payload);
     if (r.type != K_STATS || r.payload)
         return RILL_ESTATE;
-    *producer = r.arg;
+    producer->id = r.arg;
     return RILL_OK;
 }
 
@@ -1640,7 +1640,7 @@ struct rill_origin {
 rill_origin_t *rill_origin_new(rill_system_t *sys, rill_aid_t consumer, const rill_elem_t *record)
 {
     const rd_kafka_message_t *m = rill_record(record);
-    if (!sys || !m || consumer == RILL_AID_NONE)
+    if (!sys || !m || rill_aid_is_none(consumer))
         return NULL;
     rill_origin_t *o = malloc(sizeof(*o));
     if (!o)
@@ -1715,7 +1715,7 @@ static int confirms_add(rill__confirms_t *acc, rill_system_t *sys, rill_aid_t co
 {
     struct rill__confirm_to *t = NULL;
     for (size_t i = 0; i < acc->n && !t; i++)
-        if (acc->to[i].consumer == consumer && acc->to[i].sys == sys)
+        if (rill_aid_eq(acc->to[i].consumer, consumer) && acc->to[i].sys == sys)
             t = &acc->to[i];
     if (!t) {
         if (acc->n == acc->cap) {

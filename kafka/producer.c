@@ -271,7 +271,7 @@ static int final_stats_find(rill_system_t *sys, rill_aid_t aid, rill_producer_st
         return 0;
     pthread_mutex_lock(&f->mu);
     for (size_t i = 0; i < FINAL_MAX && !found; i++)
-        if (f->v[i].aid == aid) {
+        if (rill_aid_eq(f->v[i].aid, aid)) {
             *out = f->v[i].stats;
             found = 1;
         }
@@ -353,10 +353,10 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
      * requests). */
     int downstream = !m->err && !req->direct && pr->st->n_out > 0 && !pr->st->finished;
     rill_delivery_t *d = NULL;
-    if (req->reply_to || downstream)
+    if (!rill_aid_is_none(req->reply_to) || downstream)
         d = delivery_new(rd_kafka_topic_name(m->rkt), m->partition, m->offset, m->err,
                          req->reply_arg);
-    if (req->reply_to && d) {
+    if (!rill_aid_is_none(req->reply_to) && d) {
         if (!downstream) {
             reply_delivery(pr, req, d);
             d = NULL;
@@ -434,7 +434,7 @@ static void serve_reports(producer_t *pr)
 static void refuse_request(producer_t *pr, rill_produce_t *req, rd_kafka_resp_err_t err)
 {
     pr->stats.failed++;
-    if (req->reply_to)
+    if (!rill_aid_is_none(req->reply_to))
         reply_delivery(pr, req, delivery_new(req->topic, req->partition, -1, err, req->reply_arg));
     rill_produce_free(req);
 }
@@ -700,7 +700,7 @@ rill_err_t rill_producer_spawn(rill_system_t *sys, rill_producer_conf_t *c,
     }
     spec->kind = &producer_kind;
     spec->impl = pr;
-    rill_stage_opts_t o = {.executor = -1};
+    rill_stage_opts_t o = {0};
     if (opts)
         o = *opts;
     /* The window (what it asks upstream) must cover max.inflight. */
@@ -716,7 +716,7 @@ rill_err_t rill_producer_spawn(rill_system_t *sys, rill_producer_conf_t *c,
 
 rill_err_t rill_producer_stats(rill_system_t *sys, rill_aid_t producer, rill_producer_stats_t *out)
 {
-    if (!sys || producer == RILL_AID_NONE || !out)
+    if (!sys || rill_aid_is_none(producer) || !out)
         return RILL_EINVAL;
     rill_msg_t q = {.type = P_STATS}, r;
     rill_err_t err = rill_ask_sync(sys, producer, &q, 10000, &r);
@@ -737,7 +737,7 @@ rill_err_t rill_producer_stats(rill_system_t *sys, rill_aid_t producer, rill_pro
 
 rill_err_t rill_producer_send(rill_system_t *sys, rill_aid_t producer, rill_produce_t *req)
 {
-    if (!sys || producer == RILL_AID_NONE || !req)
+    if (!sys || rill_aid_is_none(producer) || !req)
         return RILL_EINVAL;
     rill_msg_t m = {.type = P_SEND, .payload = req, .dtor = rill_produce_free};
     return rill_tell(sys, producer, &m);
@@ -746,7 +746,7 @@ rill_err_t rill_producer_send(rill_system_t *sys, rill_aid_t producer, rill_prod
 rill_err_t rill__producer_test_fatal(rill_system_t *sys, rill_aid_t producer,
                                      rd_kafka_resp_err_t err, const char *reason)
 {
-    if (!sys || producer == RILL_AID_NONE)
+    if (!sys || rill_aid_is_none(producer))
         return RILL_EINVAL;
     char *text = reason ? strdup(reason) : NULL;
     rill_msg_t m = {.type = P_TEST_FATAL, .arg = (uint64_t)err, .payload = text, .dtor = free};
@@ -759,7 +759,7 @@ rill_err_t rill__producer_test_fatal(rill_system_t *sys, rill_aid_t producer,
 rill_err_t rill__producer_conf_get(rill_system_t *sys, rill_aid_t producer, const char *key,
                                    char *value, size_t size)
 {
-    if (!sys || producer == RILL_AID_NONE || !key || !value || !size)
+    if (!sys || rill_aid_is_none(producer) || !key || !value || !size)
         return RILL_EINVAL;
     char *k = strdup(key);
     if (!k)

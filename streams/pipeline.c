@@ -159,7 +159,6 @@ rill_err_t rill_pipeline_add(rill_pipeline_t *p, rill_stage_t *stage, const rill
     }
     pstage_t *s = &p->stages[p->n++];
     s->spec = stage;
-    s->opts.executor = -1;
     if (opts) {
         s->opts = *opts;
         if (opts->name) {
@@ -225,7 +224,7 @@ static rill_err_t signal_stages(rill_pipeline_t *p, uint32_t type, int only_sour
     for (int i = 0; i < p->n; i++) {
         if (only_source && i > 0)
             break;
-        if (p->stages[i].aid) {
+        if (!rill_aid_is_none(p->stages[i].aid)) {
             rill_msg_t m = {.type = type};
             rill_signal(p->sys, p->stages[i].aid, &m); /* gone already: fine */
         }

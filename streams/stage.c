@@ -61,72 +61,69 @@ static inline rill_elem_t elem_take(rill_msg_t *m)
 static rill_err_t signal_to(rill_system_t *sys, rill_aid_t to, uint32_t type, rill_aid_t from,
                             uint64_t token, uint64_t arg)
 {
-    if (!sys || to == RILL_AID_NONE || from == RILL_AID_NONE)
+    if (!sys || rill_aid_is_none(to) || rill_aid_is_none(from))
         return RILL_EINVAL;
     rill_msg_t m = {.type = type, .from = from, .corr = token, .arg = arg};
     return rill_signal(sys, to, &m);
 }
 
-rill_err_t rill_stream_subscribe(rill_system_t *sys, rill_aid_t publisher, rill_aid_t subscriber,
-                                 uint64_t token)
+rill_err_t rill_stream_subscribe(rill_system_t *sys, rill_pub_t to, rill_sub_t from, uint64_t token)
 {
-    return signal_to(sys, publisher, RILL_STREAM_SUBSCRIBE, subscriber, token, 0);
+    return signal_to(sys, to.aid, RILL_STREAM_SUBSCRIBE, from.aid, token, 0);
 }
 
-rill_err_t rill_stream_request(rill_system_t *sys, rill_aid_t publisher, rill_aid_t subscriber,
-                               uint64_t token, int64_t n)
+rill_err_t rill_stream_request(rill_system_t *sys, rill_pub_t to, rill_sub_t from, uint64_t token,
+                               int64_t n)
 {
-    return signal_to(sys, publisher, RILL_STREAM_REQUEST, subscriber, token, (uint64_t)n);
+    return signal_to(sys, to.aid, RILL_STREAM_REQUEST, from.aid, token, (uint64_t)n);
 }
 
-rill_err_t rill_stream_cancel(rill_system_t *sys, rill_aid_t publisher, rill_aid_t subscriber,
-                              uint64_t token)
+rill_err_t rill_stream_cancel(rill_system_t *sys, rill_pub_t to, rill_sub_t from, uint64_t token)
 {
-    return signal_to(sys, publisher, RILL_STREAM_CANCEL, subscriber, token, 0);
+    return signal_to(sys, to.aid, RILL_STREAM_CANCEL, from.aid, token, 0);
 }
 
-rill_err_t rill_stream_on_subscribe(rill_system_t *sys, rill_aid_t subscriber, rill_aid_t publisher,
+rill_err_t rill_stream_on_subscribe(rill_system_t *sys, rill_sub_t to, rill_pub_t from,
                                     uint64_t token)
 {
-    return signal_to(sys, subscriber, RILL_STREAM_ON_SUBSCRIBE, publisher, token, 0);
+    return signal_to(sys, to.aid, RILL_STREAM_ON_SUBSCRIBE, from.aid, token, 0);
 }
 
-rill_err_t rill_stream_next(rill_system_t *sys, rill_aid_t subscriber, rill_aid_t publisher,
-                            uint64_t token, const rill_elem_t *e)
+rill_err_t rill_stream_next(rill_system_t *sys, rill_sub_t to, rill_pub_t from, uint64_t token,
+                            const rill_elem_t *e)
 {
-    if (!sys || subscriber == RILL_AID_NONE || publisher == RILL_AID_NONE || !rill_elem_valid(e))
+    if (!sys || rill_aid_is_none(to.aid) || rill_aid_is_none(from.aid) || !rill_elem_valid(e))
         return RILL_EINVAL;
     rill_msg_t m = {.type = RILL_STREAM_NEXT,
-                    .from = publisher,
+                    .from = from.aid,
                     .corr = token,
                     .payload = e->payload,
                     .dtor = e->dtor,
                     .arg = e->arg};
-    return rill_tell(sys, subscriber, &m);
+    return rill_tell(sys, to.aid, &m);
 }
 
-rill_err_t rill_stream_complete(rill_system_t *sys, rill_aid_t subscriber, rill_aid_t publisher,
-                                uint64_t token)
+rill_err_t rill_stream_complete(rill_system_t *sys, rill_sub_t to, rill_pub_t from, uint64_t token)
 {
-    if (!sys || subscriber == RILL_AID_NONE || publisher == RILL_AID_NONE)
+    if (!sys || rill_aid_is_none(to.aid) || rill_aid_is_none(from.aid))
         return RILL_EINVAL;
-    rill_msg_t m = {.type = RILL_STREAM_COMPLETE, .from = publisher, .corr = token};
-    return rill_tell(sys, subscriber, &m);
+    rill_msg_t m = {.type = RILL_STREAM_COMPLETE, .from = from.aid, .corr = token};
+    return rill_tell(sys, to.aid, &m);
 }
 
-rill_err_t rill_stream_error(rill_system_t *sys, rill_aid_t subscriber, rill_aid_t publisher,
-                             uint64_t token, rill_err_t code, const char *text)
+rill_err_t rill_stream_error(rill_system_t *sys, rill_sub_t to, rill_pub_t from, uint64_t token,
+                             rill_err_t code, const char *text)
 {
-    if (!sys || subscriber == RILL_AID_NONE || publisher == RILL_AID_NONE)
+    if (!sys || rill_aid_is_none(to.aid) || rill_aid_is_none(from.aid))
         return RILL_EINVAL;
     char *copy = text ? strdup(text) : NULL;
     rill_msg_t m = {.type = RILL_STREAM_ERROR,
-                    .from = publisher,
+                    .from = from.aid,
                     .corr = token,
                     .arg = (uint64_t)code,
                     .payload = copy,
                     .dtor = copy ? free : NULL};
-    rill_err_t err = rill_tell(sys, subscriber, &m);
+    rill_err_t err = rill_tell(sys, to.aid, &m);
     if (err)
         free(copy);
     return err;
@@ -159,7 +156,7 @@ static int in_by_token(const rill__stage_t *st, uint64_t token)
 static int out_by_sub(const rill__stage_t *st, rill_aid_t sub, uint64_t token)
 {
     for (uint32_t i = 0; i < st->n_out; i++)
-        if (st->out[i].sub == sub && st->out[i].token == token)
+        if (rill_aid_eq(st->out[i].sub, sub) && st->out[i].token == token)
             return (int)i;
     return -1;
 }
@@ -178,7 +175,8 @@ void rill__stage_want_slow(rill__stage_t *st, int in, int64_t want)
     int64_t chunk = st->window / 4 > 0 ? st->window / 4 : 1;
     if (l->outstanding > 0 && deficit < chunk && deficit < want)
         return;
-    if (rill_stream_request(st->sys, l->pub, st->self, l->token, deficit) == RILL_OK)
+    if (rill_stream_request(st->sys, rill_pub(l->pub), rill_sub(st->self), l->token, deficit) ==
+        RILL_OK)
         l->outstanding += deficit;
 }
 
@@ -189,7 +187,7 @@ void rill__stage_cancel_in(rill__stage_t *st, int in)
         return;
     l->cancelled = 1;
     if (l->state == LINK_ACTIVE || l->state == LINK_PENDING)
-        rill_stream_cancel(st->sys, l->pub, st->self, l->token);
+        rill_stream_cancel(st->sys, rill_pub(l->pub), rill_sub(st->self), l->token);
 }
 
 int rill__stage_inputs_done(const rill__stage_t *st)
@@ -244,7 +242,8 @@ static void out_gone(rill__stage_t *st, int out);
 static void send_detached_error(rill__stage_t *st, rill_aid_t sub, uint64_t token, rill_err_t code,
                                 const char *text)
 {
-    if (rill_stream_error(st->sys, sub, st->self, token, code, text) != RILL_EFULL)
+    if (rill_stream_error(st->sys, rill_sub(sub), rill_pub(st->self), token, code, text) !=
+        RILL_EFULL)
         return;
     if (st->n_lost_err == sizeof(st->lost_err) / sizeof(st->lost_err[0]))
         return; /* a subscriber that floods us with bad requests gets fewer answers */
@@ -260,8 +259,9 @@ static void retry_detached_errors(rill__stage_t *st)
 {
     uint32_t kept = 0;
     for (uint32_t i = 0; i < st->n_lost_err; i++) {
-        if (rill_stream_error(st->sys, st->lost_err[i].sub, st->self, st->lost_err[i].token,
-                              st->lost_err[i].code, st->lost_err[i].text) == RILL_EFULL)
+        if (rill_stream_error(st->sys, rill_sub(st->lost_err[i].sub), rill_pub(st->self),
+                              st->lost_err[i].token, st->lost_err[i].code,
+                              st->lost_err[i].text) == RILL_EFULL)
             st->lost_err[kept++] = st->lost_err[i];
     }
     st->n_lost_err = kept;
@@ -303,9 +303,10 @@ void rill__stage_emit(rill__stage_t *st, int out, rill_elem_t *e)
 static int send_terminal(rill__stage_t *st, int out)
 {
     rill__out_t *o = &st->out[out];
-    rill_err_t err = st->failed ? rill_stream_error(st->sys, o->sub, st->self, o->token,
-                                                    st->fail_code, st->fail_text)
-                                : rill_stream_complete(st->sys, o->sub, st->self, o->token);
+    rill_err_t err =
+        st->failed ? rill_stream_error(st->sys, rill_sub(o->sub), rill_pub(st->self), o->token,
+                                       st->fail_code, st->fail_text)
+                   : rill_stream_complete(st->sys, rill_sub(o->sub), rill_pub(st->self), o->token);
     if (err == RILL_EFULL)
         return 0;
     o->state = LINK_DONE;
@@ -459,11 +460,11 @@ static void on_subscribe_req(rill__stage_t *st, rill_msg_t *m)
 {
     rill_aid_t sub = m->from;
     uint64_t token = m->corr;
-    if (sub == RILL_AID_NONE)
+    if (rill_aid_is_none(sub))
         return; /* 1.9: nobody to answer */
-    if (st->forward_subscribe &&
+    if (!rill_aid_is_none(st->forward_subscribe) &&
         !(st->spec.kind->own_subscriber && st->spec.kind->own_subscriber(st, sub))) {
-        rill_stream_subscribe(st->sys, st->forward_subscribe, sub, token);
+        rill_stream_subscribe(st->sys, rill_pub(st->forward_subscribe), rill_sub(sub), token);
         return;
     }
     if (out_by_sub(st, sub, token) >= 0)
@@ -475,7 +476,7 @@ static void on_subscribe_req(rill__stage_t *st, rill_msg_t *m)
         why = "the stage takes no more subscribers";
     if (why) {
         /* 1.9: ON_SUBSCRIBE first, even when failing at once. */
-        rill_stream_on_subscribe(st->sys, sub, st->self, token);
+        rill_stream_on_subscribe(st->sys, rill_sub(sub), rill_pub(st->self), token);
         send_detached_error(st, sub, token, RILL_ESTATE, why);
         return;
     }
@@ -484,7 +485,7 @@ static void on_subscribe_req(rill__stage_t *st, rill_msg_t *m)
     o->sub = sub;
     o->token = token;
     o->state = LINK_ACTIVE;
-    rill_stream_on_subscribe(st->sys, sub, st->self, token);
+    rill_stream_on_subscribe(st->sys, rill_sub(sub), rill_pub(st->self), token);
     if (st->failed) {
         /* A failed publisher (rill_source_failed): ERROR right after (kept
          * and retried if the mailbox is full), then nothing more to do. */
@@ -533,7 +534,7 @@ static void on_connect(rill__stage_t *st, rill_aid_t up)
     l->pub = up;
     l->token = ++st->next_token;
     l->state = LINK_PENDING;
-    if (rill_stream_subscribe(st->sys, up, st->self, l->token) != RILL_OK) {
+    if (rill_stream_subscribe(st->sys, rill_pub(up), rill_sub(st->self), l->token) != RILL_OK) {
         l->state = LINK_DONE;
         if (st->spec.kind->on_input_end)
             st->spec.kind->on_input_end(st, (int)(st->n_in - 1), RILL_ESTOPPED, "upstream is gone");
@@ -549,17 +550,17 @@ static void on_on_subscribe(rill__stage_t *st, rill_msg_t *m)
         pump(st);
         return;
     }
-    if (i >= 0 && st->in[i].state == LINK_ACTIVE && st->in[i].pub == m->from)
+    if (i >= 0 && st->in[i].state == LINK_ACTIVE && rill_aid_eq(st->in[i].pub, m->from))
         return; /* a duplicate of our own subscription */
     /* 2.5: not a subscription we are waiting for: cancel it. */
-    rill_stream_cancel(st->sys, m->from, st->self, m->corr);
+    rill_stream_cancel(st->sys, rill_pub(m->from), rill_sub(st->self), m->corr);
 }
 
 static void on_next(rill__stage_t *st, rill_msg_t *m)
 {
     int i = in_by_token(st, m->corr);
     rill_elem_t e = elem_take(m);
-    if (i < 0 || st->in[i].pub != m->from) {
+    if (i < 0 || !rill_aid_eq(st->in[i].pub, m->from)) {
         rill_elem_release(&e); /* not from a subscription of ours */
         return;
     }
@@ -582,7 +583,7 @@ static void on_next(rill__stage_t *st, rill_msg_t *m)
 static void on_terminal(rill__stage_t *st, rill_msg_t *m)
 {
     int i = in_by_token(st, m->corr);
-    if (i < 0 || st->in[i].pub != m->from || st->in[i].state == LINK_DONE)
+    if (i < 0 || !rill_aid_eq(st->in[i].pub, m->from) || st->in[i].state == LINK_DONE)
         return;
     int was_cancelled = st->in[i].cancelled;
     st->in[i].state = LINK_DONE;
@@ -648,7 +649,7 @@ static rill_err_t stage_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
         on_terminal(st, m);
         break;
     case RILL__STREAM_CONNECT:
-        on_connect(st, (rill_aid_t)m->arg);
+        on_connect(st, (rill_aid_t){m->arg});
         break;
     case RILL__STREAM_STOP_NOW:
         st->stop_requested = 1;
@@ -773,7 +774,7 @@ rill_err_t rill__stage_spawn_hooked(rill_system_t *sys, rill_stage_t *spec,
                            .terminate = stage_terminate,
                            .state = st,
                            .name = opts ? opts->name : NULL,
-                           .executor = opts ? opts->executor : -1,
+                           .executor = opts ? opts->executor : RILL_EXECUTOR_ANY,
                            .link_to = opts ? opts->link_to : RILL_AID_NONE,
                            .mailbox_capacity = real};
     rill_err_t err = rill_spawn(sys, &o, aid);
@@ -795,8 +796,8 @@ rill_err_t rill_stage_spawn(rill_system_t *sys, rill_stage_t *stage, const rill_
 
 rill_err_t rill_stage_connect(rill_system_t *sys, rill_aid_t upstream, rill_aid_t downstream)
 {
-    if (!sys || upstream == RILL_AID_NONE || downstream == RILL_AID_NONE)
+    if (!sys || rill_aid_is_none(upstream) || rill_aid_is_none(downstream))
         return RILL_EINVAL;
-    rill_msg_t m = {.type = RILL__STREAM_CONNECT, .arg = upstream};
+    rill_msg_t m = {.type = RILL__STREAM_CONNECT, .arg = upstream.id};
     return rill_signal(sys, downstream, &m);
 }

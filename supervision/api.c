@@ -23,7 +23,7 @@ rill_err_t rill_sup_start(rill_system_t *sys, const rill_sup_spec_t *spec, const
     rill_err_t err = rill_sup_spec_check(spec, errstr, errstr_size);
     if (err)
         return err;
-    if (spec->executor < -1 || spec->executor >= rill_system_executors(sys))
+    if (spec->executor < RILL_EXECUTOR_ANY || spec->executor > rill_system_executors(sys))
         return rill__fail(RILL_EINVAL, errstr, errstr_size, "executor %d out of range",
                           spec->executor);
     if (rill__tls_exec)
@@ -63,7 +63,7 @@ static rill_err_t sup_ask(rill_system_t *sys, rill_aid_t sup, uint32_t type, uin
 
 rill_err_t rill_sup_stop(rill_system_t *sys, rill_aid_t sup, int timeout_ms)
 {
-    if (!sys || sup == RILL_AID_NONE)
+    if (!sys || rill_aid_is_none(sup))
         return RILL_EINVAL;
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : rill__now_ms() + timeout_ms;
     rill_msg_t r;
@@ -83,7 +83,7 @@ rill_err_t rill_sup_stop(rill_system_t *sys, rill_aid_t sup, int timeout_ms)
 
 rill_err_t rill_sup_start_child(rill_system_t *sys, rill_aid_t sup, void *arg, rill_aid_t *child)
 {
-    if (!sys || sup == RILL_AID_NONE)
+    if (!sys || rill_aid_is_none(sup))
         return RILL_EINVAL;
     rill_msg_t r;
     rill_err_t err = sup_ask(sys, sup, RILL__SUP_START_CHILD, 0, arg, 30000, &r);
@@ -91,16 +91,16 @@ rill_err_t rill_sup_start_child(rill_system_t *sys, rill_aid_t sup, void *arg, r
         return err;
     err = RILL__SUP_STATUS_OF(&r);
     if (!err && child)
-        *child = (rill_aid_t)r.arg;
+        child->id = r.arg;
     return err;
 }
 
 rill_err_t rill_sup_terminate_child(rill_system_t *sys, rill_aid_t sup, rill_aid_t child)
 {
-    if (!sys || sup == RILL_AID_NONE || child == RILL_AID_NONE)
+    if (!sys || rill_aid_is_none(sup) || rill_aid_is_none(child))
         return RILL_EINVAL;
     rill_msg_t r;
-    rill_err_t err = sup_ask(sys, sup, RILL__SUP_TERMINATE_CHILD, child, NULL, 60000, &r);
+    rill_err_t err = sup_ask(sys, sup, RILL__SUP_TERMINATE_CHILD, child.id, NULL, 60000, &r);
     if (err)
         return err;
     return RILL__SUP_STATUS_OF(&r);
@@ -109,7 +109,7 @@ rill_err_t rill_sup_terminate_child(rill_system_t *sys, rill_aid_t sup, rill_aid
 rill_err_t rill_sup_children(rill_system_t *sys, rill_aid_t sup, rill_child_info_t *out, size_t max,
                              size_t *n)
 {
-    if (!sys || sup == RILL_AID_NONE || !n || (max && !out))
+    if (!sys || rill_aid_is_none(sup) || !n || (max && !out))
         return RILL_EINVAL;
     rill_msg_t r;
     rill_err_t err = sup_ask(sys, sup, RILL__SUP_QUERY, 0, NULL, 10000, &r);
@@ -186,7 +186,7 @@ static void dump_node(rill_system_t *sys, rill_aid_t sup, const char *label, int
             sb_printf(b,
                       "  \"%#" PRIx64 "\" -> \"%s/%s\";\n  \"%s/%s\" [label=\"%s\\n%s, "
                       "%u restarts%s%s\" shape=%s color=%s];\n",
-                      sup, label, c->id, label, c->id, c->id, state, c->restarts,
+                      sup.id, label, c->id, label, c->id, c->id, state, c->restarts,
                       c->last_exit.text[0] ? "\\nlast: " : "",
                       c->last_exit.text[0] ? rill_exit_kind_name(c->last_exit.kind) : "",
                       c->supervisor ? "box" : "ellipse",
@@ -203,12 +203,12 @@ static void dump_node(rill_system_t *sys, rill_aid_t sup, const char *label, int
                           c->last_exit.text);
             sb_printf(b, "\n");
         }
-        if (c->supervisor && c->aid) {
+        if (c->supervisor && !rill_aid_is_none(c->aid)) {
             if (dot) {
                 /* the child supervisor's node is named by its aid */
                 sb_printf(b, "  \"%s/%s\" -> \"%#" PRIx64 "\" [style=dotted];\n", label, c->id,
-                          c->aid);
-                sb_printf(b, "  \"%#" PRIx64 "\" [label=\"%s\" shape=box];\n", c->aid, c->id);
+                          c->aid.id);
+                sb_printf(b, "  \"%#" PRIx64 "\" [label=\"%s\" shape=box];\n", c->aid.id, c->id);
             }
             dump_node(sys, c->aid, c->id, depth + 1, dot, b);
         }
@@ -217,7 +217,7 @@ static void dump_node(rill_system_t *sys, rill_aid_t sup, const char *label, int
 
 rill_err_t rill_sup_dump(rill_system_t *sys, rill_aid_t sup, int dot, char **out)
 {
-    if (!sys || sup == RILL_AID_NONE || !out)
+    if (!sys || rill_aid_is_none(sup) || !out)
         return RILL_EINVAL;
     *out = NULL;
     if (!rill_alive(sys, sup))
@@ -227,11 +227,11 @@ rill_err_t rill_sup_dump(rill_system_t *sys, rill_aid_t sup, int dot, char **out
         sb_printf(&b,
                   "digraph rill {\n  rankdir=TB;\n  \"%#" PRIx64 "\" [label=\"root\" "
                   "shape=box style=bold];\n",
-                  sup);
+                  sup.id);
         dump_node(sys, sup, "root", 0, 1, &b);
         sb_printf(&b, "}\n");
     } else {
-        sb_printf(&b, "supervisor %#" PRIx64 "\n", sup);
+        sb_printf(&b, "supervisor %#" PRIx64 "\n", sup.id);
         dump_node(sys, sup, "root", 1, 0, &b);
     }
     if (b.oom) {

@@ -17,14 +17,14 @@ static double rand01(rill__sup_t *s)
 uint32_t rill__sup_backoff_delay(rill__sup_t *s, rill__sup_child_t *c)
 {
     const rill_sup_spec_t *sp = s->spec;
-    if (!sp->backoff_min_ms && !sp->backoff_max_ms)
+    if (!sp->backoff.min_ms && !sp->backoff.max_ms)
         return 0;
-    double d = sp->backoff_min_ms;
-    for (uint32_t i = 0; i < c->consecutive && d < sp->backoff_max_ms; i++)
+    double d = sp->backoff.min_ms;
+    for (uint32_t i = 0; i < c->consecutive && d < sp->backoff.max_ms; i++)
         d *= 2;
-    if (d > sp->backoff_max_ms)
-        d = sp->backoff_max_ms;
-    d *= 1.0 + rand01(s) * sp->backoff_random;
+    if (d > sp->backoff.max_ms)
+        d = sp->backoff.max_ms;
+    d *= 1.0 + rand01(s) * sp->backoff.random;
     return (uint32_t)d;
 }
 
@@ -33,12 +33,13 @@ int rill__sup_intensity_ok(rill__sup_t *s)
 {
     const rill_sup_spec_t *sp = s->spec;
     int64_t now = rill__now_ms();
-    uint32_t slots = (uint32_t)sp->intensity + 1;
+    uint32_t intensity = rill__sup_intensity(sp);
+    uint32_t slots = intensity + 1;
     s->restarts_at[s->restarts_seen % slots] = now;
     s->restarts_seen++;
-    if (s->restarts_seen <= (uint32_t)sp->intensity)
+    if (s->restarts_seen <= intensity)
         return 1;
     /* The oldest of the last intensity+1 restarts: within the period? */
     int64_t oldest = s->restarts_at[s->restarts_seen % slots];
-    return now - oldest > (int64_t)sp->period_ms;
+    return now - oldest > (int64_t)rill__sup_period_ms(sp);
 }

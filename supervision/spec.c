@@ -15,16 +15,19 @@ rill_err_t rill_sup_spec_check(const rill_sup_spec_t *spec, char *errstr, size_t
     if (spec->strategy < RILL_SUP_ONE_FOR_ONE || spec->strategy > RILL_SUP_SIMPLE_ONE_FOR_ONE)
         return rill__fail(RILL_EINVAL, errstr, errstr_size, "unknown strategy %d",
                           (int)spec->strategy);
-    if (spec->intensity < 0)
-        return rill__fail(RILL_EINVAL, errstr, errstr_size, "intensity must be >= 0, got %d",
-                          spec->intensity);
-    if (spec->period_ms == 0)
-        return rill__fail(RILL_EINVAL, errstr, errstr_size, "period_ms must be > 0");
-    if (spec->backoff_max_ms < spec->backoff_min_ms)
+    if (spec->intensity < RILL_SUP_NO_RESTARTS)
         return rill__fail(RILL_EINVAL, errstr, errstr_size,
-                          "backoff max (%u ms) is below backoff min (%u ms)", spec->backoff_max_ms,
-                          spec->backoff_min_ms);
-    if (!(spec->backoff_random >= 0.0 && spec->backoff_random <= 1.0))
+                          "intensity must be >= 0 (0: one restart) or RILL_SUP_NO_RESTARTS, got %d",
+                          spec->intensity);
+    if (spec->backoff.max_ms < spec->backoff.min_ms)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                          "backoff max (%u ms) is below backoff min (%u ms)", spec->backoff.max_ms,
+                          spec->backoff.min_ms);
+    if (spec->auto_shutdown < RILL_AUTO_SHUTDOWN_NEVER ||
+        spec->auto_shutdown > RILL_AUTO_SHUTDOWN_ALL)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "unknown auto_shutdown %d",
+                          (int)spec->auto_shutdown);
+    if (!(spec->backoff.random >= 0.0 && spec->backoff.random <= 1.0))
         return rill__fail(RILL_EINVAL, errstr, errstr_size,
                           "backoff random factor must be within 0..1");
     if (spec->n_children && !spec->children)
@@ -47,6 +50,10 @@ rill_err_t rill_sup_spec_check(const rill_sup_spec_t *spec, char *errstr, size_t
             c->shutdown < RILL_SHUTDOWN_TIMEOUT || c->shutdown > RILL_SHUTDOWN_INFINITY)
             return rill__fail(RILL_EINVAL, errstr, errstr_size,
                               "child \"%s\" has an unknown restart or shutdown type", c->id);
+        if (c->significant && c->restart == RILL_RESTART_PERMANENT)
+            return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                              "child \"%s\" is significant, so it must be transient or temporary",
+                              c->id);
         for (size_t j = 0; j < i; j++)
             if (!strcmp(spec->children[j].id, c->id))
                 return rill__fail(RILL_EINVAL, errstr, errstr_size, "duplicate child id \"%s\"",
@@ -62,9 +69,21 @@ rill_err_t rill_sup_spec_check(const rill_sup_spec_t *spec, char *errstr, size_t
 
 uint32_t rill__sup_backoff_reset_ms(const rill_sup_spec_t *sp)
 {
-    if (sp->backoff_reset_ms)
-        return sp->backoff_reset_ms;
-    return sp->backoff_max_ms ? sp->backoff_max_ms * 10 : 0;
+    if (sp->backoff.reset_ms)
+        return sp->backoff.reset_ms;
+    return sp->backoff.max_ms ? sp->backoff.max_ms * 10 : 0;
+}
+
+uint32_t rill__sup_intensity(const rill_sup_spec_t *sp)
+{
+    if (sp->intensity == RILL_SUP_NO_RESTARTS)
+        return 0;
+    return sp->intensity ? (uint32_t)sp->intensity : 1u; /* OTP's default */
+}
+
+uint32_t rill__sup_period_ms(const rill_sup_spec_t *sp)
+{
+    return sp->period_ms ? sp->period_ms : 5000u; /* OTP's default */
 }
 
 uint32_t rill__sup_shutdown_ms(const rill_child_spec_t *sp)

@@ -25,7 +25,7 @@
 static rill__sup_child_t *child_by_aid(rill__sup_t *s, rill_aid_t aid, size_t *idx)
 {
     for (size_t i = 0; i < s->n; i++)
-        if (s->c[i].aid == aid && aid) {
+        if (rill_aid_eq(s->c[i].aid, aid) && !rill_aid_is_none(aid)) {
             if (idx)
                 *idx = i;
             return &s->c[i];
@@ -58,6 +58,7 @@ static rill_err_t child_start(rill__sup_t *s, rill_ctx_t *ctx, rill__sup_child_t
 {
     const rill_child_spec_t *sp = c->spec;
     rill_err_t err;
+    char reason[100] = "";
     /* A restarting hold on the name stays until the spawn takes it over,
      * so senders see RILL_ERESTARTING up to the last moment. */
     if (sp->supervisor) {
@@ -65,15 +66,15 @@ static rill_err_t child_start(rill__sup_t *s, rill_ctx_t *ctx, rill__sup_child_t
                               NULL, &c->aid);
     } else if (sp->spawn) {
         rill_child_env_t env = {.supervisor = s->self, .name = sp->register_name ? c->id : NULL};
-        err = sp->spawn(s->sys, c->arg, &env, &c->aid);
+        err = sp->spawn(s->sys, c->arg, &env, &c->aid, reason, sizeof(reason));
     } else {
-        rill_spawn_opts_t o = {.executor = -1};
+        rill_spawn_opts_t o = {0};
         err = sp->start(c->arg, &o);
         if (!err) {
             o.name = sp->register_name ? c->id : NULL;
             o.link_to = s->self;
             o.monitor_by = RILL_AID_NONE;
-            o.monitor_ref = NULL;
+            o.monitor = NULL;
             err = rill_spawn(s->sys, &o, &c->aid);
             if (err && o.terminate) {
                 /* The child never ran: give its state back through its own
@@ -91,7 +92,7 @@ static rill_err_t child_start(rill__sup_t *s, rill_ctx_t *ctx, rill__sup_child_t
         c->aid = RILL_AID_NONE;
         c->state = C_STOPPED;
         rill__exit_set(&c->last_exit, RILL_EXIT_FAILURE, err, "start failed: %s",
-                       rill_err2str(err));
+                       reason[0] ? reason : rill_err2str(err));
         return err;
     }
     c->state = C_RUNNING;
@@ -165,7 +166,7 @@ static void sweep_removed(rill__sup_t *s)
 static void boot_done(rill__sup_t *s, rill_err_t err, const char *text)
 {
     s->booting = 0;
-    if (s->parent) {
+    if (!rill_aid_is_none(s->parent)) {
         /* A nested supervisor's start is part of its parent's: tell it. */
         rill_msg_t m = {.type = RILL__SUP_BOOTED, .from = s->self, .flags = (uint32_t)err};
         rill_tell(s->sys, s->parent, &m);
@@ -233,6 +234,20 @@ static void group_restart(rill__sup_t *s, rill_ctx_t *ctx)
     }
 }
 
+/* A significant child ended for good: does the supervisor's auto_shutdown
+ * end the supervisor now? */
+static int significant_ended(rill__sup_t *s, const rill__sup_child_t *ended)
+{
+    if (s->spec->auto_shutdown == RILL_AUTO_SHUTDOWN_ANY)
+        return 1;
+    if (s->spec->auto_shutdown != RILL_AUTO_SHUTDOWN_ALL)
+        return 0;
+    for (size_t k = 0; k < s->n; k++)
+        if (&s->c[k] != ended && s->c[k].spec->significant && s->c[k].state != C_STOPPED)
+            return 0;
+    return 1;
+}
+
 static void child_exited(rill__sup_t *s, rill_ctx_t *ctx, size_t i, const rill_exit_t *why)
 {
     rill__sup_child_t *c = &s->c[i];
@@ -249,7 +264,7 @@ static void child_exited(rill__sup_t *s, rill_ctx_t *ctx, size_t i, const rill_e
     c->aid = RILL_AID_NONE;
     c->state = C_STOPPED;
     c->last_exit = *why;
-    if (c->reply_to) {
+    if (!rill_aid_is_none(c->reply_to)) {
         rill_msg_t req = {.from = c->reply_to, .corr = c->reply_corr};
         reply_status(ctx, &req, RILL_OK, 0);
         c->reply_to = RILL_AID_NONE;
@@ -280,16 +295,19 @@ static void child_exited(rill__sup_t *s, rill_ctx_t *ctx, size_t i, const rill_e
     int restart = sp->restart == RILL_RESTART_PERMANENT ||
                   (sp->restart == RILL_RESTART_TRANSIENT && rill_exit_abnormal(why));
     if (!restart) {
+        int ends_us = sp->significant && significant_ended(s, c);
         if (sp->restart == RILL_RESTART_TEMPORARY ||
             s->spec->strategy == RILL_SUP_SIMPLE_ONE_FOR_ONE)
             remove_child(s, i);
+        if (ends_us)
+            begin_shutdown(s, ctx, 0, NULL); /* auto_shutdown: a normal end */
         return;
     }
     if (!rill__sup_intensity_ok(s)) {
         rill_exit_t esc;
         rill__exit_set(&esc, RILL_EXIT_FAILURE, RILL_ESTATE,
                        "too many restarts (more than %d in %u ms); last: %.40s %s: %.40s",
-                       s->spec->intensity, s->spec->period_ms, c->id,
+                       (int)rill__sup_intensity(s->spec), rill__sup_period_ms(s->spec), c->id,
                        rill_exit_kind_name(why->kind), why->text);
         begin_shutdown(s, ctx, 1, &esc);
         return;
@@ -343,7 +361,7 @@ static void begin_shutdown(rill__sup_t *s, rill_ctx_t *ctx, int escalate, const 
     for (size_t i = 0; i < s->n; i++)
         if (s->c[i].spec->register_name)
             rill__names_release_restarting(s->sys, s->c[i].id);
-    if (s->stop_reply_to) {
+    if (!rill_aid_is_none(s->stop_reply_to)) {
         rill_msg_t req = {.from = s->stop_reply_to, .corr = s->stop_corr};
         reply_status(ctx, &req, RILL_OK, 0);
         s->stop_reply_to = RILL_AID_NONE;
@@ -422,11 +440,11 @@ static rill_err_t sup_init(rill_ctx_t *ctx, void *state)
 {
     rill__sup_t *s = state;
     s->self = rill_self(ctx);
-    s->rng = s->self ^ (uint64_t)rill__now_us() ^ 0x9e3779b97f4a7c15ull;
+    s->rng = s->self.id ^ (uint64_t)rill__now_us() ^ 0x9e3779b97f4a7c15ull;
     if (!s->rng)
         s->rng = 1;
     const rill_sup_spec_t *sp = s->spec;
-    s->restarts_at = calloc((size_t)sp->intensity + 1, sizeof(int64_t));
+    s->restarts_at = calloc((size_t)rill__sup_intensity(sp) + 1, sizeof(int64_t));
     if (!s->restarts_at) {
         boot_done(s, RILL_ENOMEM, "out of memory");
         return RILL_ENOMEM;
@@ -505,7 +523,7 @@ static rill_err_t sup_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
         }
         break;
     case RILL__SUP_BOOTED:
-        if (s->booting && s->n && s->c[s->n - 1].aid == m->from) {
+        if (s->booting && s->n && rill_aid_eq(s->c[s->n - 1].aid, m->from)) {
             rill_err_t err = (rill_err_t)(m->flags & 0xffffffu);
             if (err)
                 boot_failed(s, ctx, err, s->c[s->n - 1].id, "its own children could not start");
@@ -531,11 +549,11 @@ static rill_err_t sup_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
             remove_child(s, s->n - 1);
         else
             started = s->c[s->n - 1].aid;
-        reply_status(ctx, m, err, started);
+        reply_status(ctx, m, err, started.id);
         break;
     }
     case RILL__SUP_TERMINATE_CHILD: {
-        rill__sup_child_t *c = child_by_aid(s, (rill_aid_t)m->arg, &i);
+        rill__sup_child_t *c = child_by_aid(s, (rill_aid_t){m->arg}, &i);
         if (!c || s->spec->strategy != RILL_SUP_SIMPLE_ONE_FOR_ONE) {
             reply_status(ctx, m, c ? RILL_EINVAL : RILL_ENOENT, 0);
             break;

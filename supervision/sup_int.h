@@ -27,8 +27,8 @@ typedef struct rill__sup_child {
     uint32_t consecutive; /* for backoff */
     int64_t started_ms;
     uint32_t next_delay_ms;
-    uint64_t gen;   /* bumps at every start/stop: stale timers are ignored */
-    uint64_t timer; /* backoff or kill timer */
+    uint64_t gen;       /* bumps at every start/stop: stale timers are ignored */
+    rill_timer_t timer; /* backoff or kill timer */
     int timer_armed;
     rill_exit_t last_exit;
     int in_group;       /* part of the group being stopped for a restart */
@@ -81,6 +81,9 @@ typedef struct rill__sup {
 /* spec.c */
 /* The quiet time after which a child's backoff starts over. */
 uint32_t rill__sup_backoff_reset_ms(const rill_sup_spec_t *sp);
+/* The restarts allowed and their period, defaults applied. */
+uint32_t rill__sup_intensity(const rill_sup_spec_t *sp);
+uint32_t rill__sup_period_ms(const rill_sup_spec_t *sp);
 /* How long a RILL_SHUTDOWN_TIMEOUT child gets before it is killed. */
 uint32_t rill__sup_shutdown_ms(const rill_child_spec_t *sp);
 

@@ -16,7 +16,7 @@
 enum { MSG_WORK = KIT_MSG_APP };
 
 /* An id no actor ever had. */
-#define NEVER_SPAWNED ((rill_aid_t)0x7fffffffffffull)
+#define NEVER_SPAWNED ((rill_aid_t){0x7fffffffffffull})
 
 typedef struct counting {
     atomic_int init_calls;
@@ -75,7 +75,6 @@ Test(actor_args, system_new_with_null_opts_uses_defaults, .timeout = 30)
     rill_spawn_opts_t so;
     memset(&so, 0, sizeof(so));
     so.behavior = nop_behavior;
-    so.executor = -1;
     cr_assert_eq(rill_spawn(sys, &so, &aid), RILL_OK);
     rill_actor_stats_t st;
     cr_assert_eq(rill_actor_stats(sys, aid, &st), RILL_OK);
@@ -111,7 +110,6 @@ Test(actor_args, spawn_rejects_bad_arguments, .timeout = 30)
     good.init = counting_init;
     good.terminate = counting_terminate;
     good.state = &c;
-    good.executor = -1;
     rill_aid_t aid = RILL_AID_NONE;
 
     cr_assert_eq(rill_spawn(NULL, &good, &aid), RILL_EINVAL, "NULL system");
@@ -121,7 +119,8 @@ Test(actor_args, spawn_rejects_bad_arguments, .timeout = 30)
     rill_spawn_opts_t o = good;
     o.behavior = NULL;
     cr_assert_eq(rill_spawn(sys, &o, &aid), RILL_EINVAL, "no behaviour");
-    static const int bad_executors[] = {2, 3, 1000, -2, -1000};
+    static const int bad_executors[] = {RILL_EXECUTOR(2), RILL_EXECUTOR(3), RILL_EXECUTOR(1000), -1,
+                                        -1000};
     for (size_t i = 0; i < sizeof(bad_executors) / sizeof(bad_executors[0]); i++) {
         o = good;
         o.executor = bad_executors[i];
@@ -139,7 +138,7 @@ Test(actor_args, spawn_rejects_bad_arguments, .timeout = 30)
 
     /* The good options do work. */
     cr_assert_eq(rill_spawn(sys, &good, &aid), RILL_OK);
-    cr_assert_neq(aid, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(aid));
     rill_system_destroy(sys);
     cr_assert_eq(atomic_load(&c.init_calls), 1, "only the good spawn ran");
     cr_assert_eq(atomic_load(&c.terminate_calls), 1);
@@ -193,11 +192,11 @@ Test(actor_args, lookup_stop_kill_alive_and_stats_reject_bad_arguments, .timeout
     cr_assert_not_null(sys);
     kit_log_t *log = kit_log_new();
     rill_aid_t here = kit_spawn_recorder(sys, log, 0);
-    cr_assert_neq(here, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(here));
 
-    cr_assert_eq(rill_lookup(NULL, "x"), RILL_AID_NONE);
-    cr_assert_eq(rill_lookup(sys, NULL), RILL_AID_NONE);
-    cr_assert_eq(rill_lookup(sys, ""), RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(rill_lookup(NULL, "x")));
+    cr_assert(rill_aid_is_none(rill_lookup(sys, NULL)));
+    cr_assert(rill_aid_is_none(rill_lookup(sys, "")));
 
     cr_assert_eq(rill_stop(NULL, here), RILL_EINVAL);
     cr_assert_eq(rill_stop(sys, RILL_AID_NONE), RILL_EINVAL);
@@ -258,14 +257,16 @@ static void bad_calls(rill_ctx_t *ctx, void *arg)
 {
     struct ctx_results *r = arg;
     rill_msg_t m = kit_msg(MSG_WORK, 1, NULL);
+    rill_monitor_t mon;
+    rill_timer_t tmr;
     uint64_t out = 0;
     r->send_to_none = rill_send(ctx, RILL_AID_NONE, &m);
     r->send_null_msg = rill_send(ctx, r->live, NULL);
     r->send_to_never = rill_send(ctx, NEVER_SPAWNED, &m);
-    r->monitor_none = rill_monitor(ctx, RILL_AID_NONE, &out);
+    r->monitor_none = rill_monitor(ctx, RILL_AID_NONE, &mon);
     r->link_none = rill_link(ctx, RILL_AID_NONE);
     r->unlink_none = rill_unlink(ctx, RILL_AID_NONE);
-    r->timer_null_msg = rill_timer_start(ctx, 10, 0, NULL, &out);
+    r->timer_null_msg = rill_timer_start(ctx, 10, 0, NULL, &tmr);
     r->ask_to_none = rill_ask(ctx, RILL_AID_NONE, &m, 100, &out);
     r->ask_null_req = rill_ask(ctx, r->live, NULL, 100, &out);
     r->reply_null_req = rill_reply(ctx, NULL, &m);
@@ -303,7 +304,7 @@ Test(actor_args, actor_context_functions_reject_bad_arguments, .timeout = 30)
     cr_assert_eq(r.reply_null_req, RILL_EINVAL, "%s", rill_err_name(r.reply_null_req));
     cr_assert_eq(r.reply_null_reply, RILL_EINVAL, "%s", rill_err_name(r.reply_null_reply));
     cr_assert_null(r.take_null);
-    cr_assert_eq(r.self, runner);
+    cr_assert(rill_aid_eq(r.self, runner));
     cr_assert_eq(r.executor, 1);
     cr_assert_eq(r.sys, sys);
 
@@ -320,21 +321,24 @@ Test(actor_args, actor_context_functions_with_null_ctx, .timeout = 30)
 {
     rill_msg_t m = kit_msg(MSG_WORK, 1, NULL);
     uint64_t out = 0;
-    cr_assert_eq(rill_self(NULL), RILL_AID_NONE);
+    rill_monitor_t mon = {1};
+    rill_timer_t tmr = {1};
+    const rill_aid_t one = {1};
+    cr_assert(rill_aid_is_none(rill_self(NULL)));
     cr_assert_null(rill_ctx_system(NULL));
     cr_assert_lt(rill_ctx_executor(NULL), 0);
-    cr_assert_eq(rill_send(NULL, 1, &m), RILL_EINVAL);
+    cr_assert_eq(rill_send(NULL, one, &m), RILL_EINVAL);
     rill_stop_self(NULL);
     cr_assert_eq(rill_fail(NULL, RILL_EIO, "no ctx %d", 1), RILL_EIO, "returns code");
-    cr_assert_eq(rill_monitor(NULL, 1, &out), RILL_EINVAL);
-    cr_assert_eq(rill_demonitor(NULL, 1), RILL_EINVAL);
-    cr_assert_eq(rill_link(NULL, 1), RILL_EINVAL);
-    cr_assert_eq(rill_unlink(NULL, 1), RILL_EINVAL);
-    cr_assert_eq(rill_timer_start(NULL, 1, 0, &m, &out), RILL_EINVAL);
-    cr_assert_eq(rill_timer_cancel(NULL, 1), RILL_EINVAL);
-    cr_assert_eq(rill_ask(NULL, 1, &m, 100, &out), RILL_EINVAL);
+    cr_assert_eq(rill_monitor(NULL, one, &mon), RILL_EINVAL);
+    cr_assert_eq(rill_demonitor(NULL, mon), RILL_EINVAL);
+    cr_assert_eq(rill_link(NULL, one), RILL_EINVAL);
+    cr_assert_eq(rill_unlink(NULL, one), RILL_EINVAL);
+    cr_assert_eq(rill_timer_start(NULL, 1, 0, &m, &tmr), RILL_EINVAL);
+    cr_assert_eq(rill_timer_cancel(NULL, tmr), RILL_EINVAL);
+    cr_assert_eq(rill_ask(NULL, one, &m, 100, &out), RILL_EINVAL);
     rill_msg_t req = m;
-    req.from = 1;
+    req.from = one;
     cr_assert_eq(rill_reply(NULL, &req, &m), RILL_EINVAL);
 }
 

@@ -58,8 +58,8 @@ static void victim_terminate(rill_ctx_t *ctx, void *state, const rill_exit_t *re
 }
 
 typedef struct spawn_args {
-    rill_aid_t watcher; /* monitor_by */
-    uint64_t *ref;      /* monitor_ref */
+    rill_aid_t watcher;      /* monitor_by */
+    rill_monitor_t *monitor; /* out: its monitor */
     rill_aid_t link_to;
     int trap_exits;
     int executor;
@@ -75,10 +75,10 @@ static rill_aid_t spawn_victim(rill_system_t *sys, victim_t *v, kit_log_t *log,
     o.behavior = victim_behavior;
     o.terminate = victim_terminate;
     o.state = v;
-    o.executor = a ? a->executor : 0;
+    o.executor = a ? a->executor : RILL_EXECUTOR_ANY;
     if (a) {
         o.monitor_by = a->watcher;
-        o.monitor_ref = a->ref;
+        o.monitor = a->monitor;
         o.link_to = a->link_to;
         o.trap_exits = a->trap_exits;
     }
@@ -110,7 +110,7 @@ static kit_event_t wait_event(kit_log_t *log, uint32_t type, rill_aid_t about)
     f.type = type;
     f.about = about;
     cr_assert(kit_wait_until(found, &f, KIT_WAIT_MS), "no %s about actor %llu",
-              type == RILL_MSG_DOWN ? "DOWN" : "EXIT", (unsigned long long)about);
+              type == RILL_MSG_DOWN ? "DOWN" : "EXIT", (unsigned long long)about.id);
     cr_assert(f.ev.has_down, "a DOWN / EXIT without payload");
     return f.ev;
 }
@@ -121,7 +121,7 @@ static size_t count_about(kit_log_t *log, uint32_t type, rill_aid_t about)
     size_t n = 0;
     for (size_t i = 0; i < kit_log_size(log) && i < KIT_LOG_MAX; i++) {
         kit_event_t e = kit_log_at(log, i);
-        n += e.type == type && e.has_down && e.down.actor == about;
+        n += e.type == type && e.has_down && rill_aid_eq(e.down.actor, about);
     }
     return n;
 }
@@ -147,7 +147,7 @@ static struct world world_new(int executors)
     w.log = kit_log_new();
     cr_assert(w.watch_log && w.log);
     w.watcher = kit_spawn_recorder(w.sys, w.watch_log, executors - 1);
-    cr_assert_neq(w.watcher, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(w.watcher));
     return w;
 }
 
@@ -171,14 +171,14 @@ static rill_exit_t end_watched(struct world *w, void (*how)(struct world *, rill
                                rill_exit_kind_t kind, rill_err_t code)
 {
     victim_t v;
-    uint64_t ref = 0;
-    spawn_args_t a = {.watcher = w->watcher, .ref = &ref};
+    rill_monitor_t mon = {0};
+    spawn_args_t a = {.watcher = w->watcher, .monitor = &mon};
     rill_aid_t aid = spawn_victim(w->sys, &v, w->log, &a);
-    cr_assert_neq(ref, 0, "monitor_ref set by spawn");
+    cr_assert_neq(mon.id, 0, "the monitor set by spawn");
     how(w, aid);
 
     kit_event_t down = wait_event(w->watch_log, RILL_MSG_DOWN, aid);
-    cr_assert_eq(down.down.ref, ref);
+    cr_assert_eq(down.down.monitor.id, mon.id);
     cr_assert_eq(down.down.reason.kind, kind, "DOWN says %s, want %s",
                  rill_exit_kind_name(down.down.reason.kind), rill_exit_kind_name(kind));
     cr_assert_eq(down.down.reason.code, code, "DOWN code %s, want %s",
@@ -300,7 +300,7 @@ Test(actor_failure, exit_kind_names_and_abnormality, .timeout = 10)
 
 struct monitor_req {
     rill_aid_t target;
-    uint64_t ref;
+    rill_monitor_t ref;
     rill_err_t result;
 };
 
@@ -318,7 +318,7 @@ static void do_demonitor(rill_ctx_t *ctx, void *arg)
 
 static struct monitor_req monitor_from(struct world *w, rill_aid_t target)
 {
-    struct monitor_req r = {target, 0, RILL_ETIMEDOUT};
+    struct monitor_req r = {target, {0}, RILL_ETIMEDOUT};
     cr_assert_eq(kit_run_in(w->sys, w->watcher, do_monitor, &r), RILL_OK);
     return r;
 }
@@ -332,9 +332,9 @@ Test(actor_monitor, down_arrives_exactly_once_per_monitor, .timeout = 60)
     struct monitor_req m2 = monitor_from(&w, target);
     cr_assert_eq(m1.result, RILL_OK);
     cr_assert_eq(m2.result, RILL_OK);
-    cr_assert_neq(m1.ref, 0);
-    cr_assert_neq(m2.ref, 0);
-    cr_assert_neq(m1.ref, m2.ref, "each monitor has its own ref");
+    cr_assert_neq(m1.ref.id, 0);
+    cr_assert_neq(m2.ref.id, 0);
+    cr_assert_neq(m1.ref.id, m2.ref.id, "each monitor has its own ref");
 
     cr_assert_eq(rill_stop(w.sys, target), RILL_OK);
     cr_assert(kit_log_wait_type(w.watch_log, RILL_MSG_DOWN, 2, KIT_WAIT_MS));
@@ -345,10 +345,11 @@ Test(actor_monitor, down_arrives_exactly_once_per_monitor, .timeout = 60)
     cr_assert_eq(kit_fence(w.sys, w.watcher), RILL_OK);
     cr_assert_eq(count_about(w.watch_log, RILL_MSG_DOWN, target), 2);
     kit_event_t a = kit_log_at(w.watch_log, 0), b = kit_log_at(w.watch_log, 1);
-    cr_assert(a.down.ref != b.down.ref && (a.down.ref == m1.ref || a.down.ref == m2.ref) &&
-              (b.down.ref == m1.ref || b.down.ref == m2.ref));
+    cr_assert(a.down.monitor.id != b.down.monitor.id &&
+              (a.down.monitor.id == m1.ref.id || a.down.monitor.id == m2.ref.id) &&
+              (b.down.monitor.id == m1.ref.id || b.down.monitor.id == m2.ref.id));
     cr_assert_eq(a.down.reason.kind, RILL_EXIT_SHUTDOWN);
-    cr_assert_eq(a.down.actor, target);
+    cr_assert(rill_aid_eq(a.down.actor, target));
     world_free(&w);
 }
 
@@ -365,7 +366,7 @@ Test(actor_monitor, monitoring_a_dead_actor_gives_noproc, .timeout = 60)
     kit_event_t down = wait_event(w.watch_log, RILL_MSG_DOWN, target);
     cr_assert_eq(down.down.reason.kind, RILL_EXIT_NOPROC, "%s",
                  rill_exit_kind_name(down.down.reason.kind));
-    cr_assert_eq(down.down.ref, m.ref);
+    cr_assert_eq(down.down.monitor.id, m.ref.id);
     cr_assert_eq(kit_fence(w.sys, w.watcher), RILL_OK);
     cr_assert_eq(count_about(w.watch_log, RILL_MSG_DOWN, target), 1);
     world_free(&w);
@@ -385,7 +386,7 @@ Test(actor_monitor, demonitor_means_no_down, .timeout = 60)
 
     cr_assert_eq(rill_kill(w.sys, target, NULL), RILL_OK);
     kit_event_t down = wait_event(w.watch_log, RILL_MSG_DOWN, target);
-    cr_assert_eq(down.down.ref, kept.ref, "the DOWN is the kept monitor's");
+    cr_assert_eq(down.down.monitor.id, kept.ref.id, "the DOWN is the kept monitor's");
     cr_assert_eq(down.down.reason.kind, RILL_EXIT_KILLED);
     cr_assert_eq(kit_fence(w.sys, w.watcher), RILL_OK);
     cr_assert_eq(kit_fence(w.sys, w.watcher), RILL_OK);
@@ -404,8 +405,8 @@ Test(actor_monitor, monitor_by_at_spawn_reports_the_ref, .timeout = 60)
     cr_assert_eq(rill_stop(w.sys, gone_aid), RILL_OK);
     cr_assert(kit_wait_dead(w.sys, gone_aid, KIT_WAIT_MS));
     victim_t v;
-    uint64_t ref = 0;
-    spawn_args_t a = {.watcher = gone_aid, .ref = &ref};
+    rill_monitor_t mon = {0};
+    spawn_args_t a = {.watcher = gone_aid, .monitor = &mon};
     rill_aid_t aid = spawn_victim(w.sys, &v, w.log, &a);
     cr_assert_eq(kit_fence(w.sys, aid), RILL_OK, "the new actor runs");
     world_free(&w);
@@ -440,7 +441,7 @@ static rill_aid_t spawn_watched(struct world *w, victim_t *v, rill_aid_t link_to
 static void expect_down(struct world *w, rill_aid_t aid, rill_exit_kind_t kind)
 {
     kit_event_t e = wait_event(w->watch_log, RILL_MSG_DOWN, aid);
-    cr_assert_eq(e.down.reason.kind, kind, "actor %llu: %s, want %s", (unsigned long long)aid,
+    cr_assert_eq(e.down.reason.kind, kind, "actor %llu: %s, want %s", (unsigned long long)aid.id,
                  rill_exit_kind_name(e.down.reason.kind), rill_exit_kind_name(kind));
 }
 
@@ -448,7 +449,7 @@ Test(actor_link, abnormal_exit_propagates_to_the_linked_spawner_side, .timeout =
 {
     struct world w = world_new(2);
     victim_t va, vb;
-    rill_aid_t a = spawn_watched(&w, &va, 0, 0);
+    rill_aid_t a = spawn_watched(&w, &va, RILL_AID_NONE, 0);
     rill_aid_t b = spawn_watched(&w, &vb, a, 0);
     cr_assert_eq(kit_fence(w.sys, b), RILL_OK); /* the link is in place */
     cr_assert_eq(rill_kill(w.sys, a, "first"), RILL_OK);
@@ -463,7 +464,7 @@ Test(actor_link, abnormal_exit_propagates_the_other_way, .timeout = 60)
 {
     struct world w = world_new(2);
     victim_t va, vb;
-    rill_aid_t a = spawn_watched(&w, &va, 0, 0);
+    rill_aid_t a = spawn_watched(&w, &va, RILL_AID_NONE, 0);
     rill_aid_t b = spawn_watched(&w, &vb, a, 0);
     cr_assert_eq(kit_fence(w.sys, b), RILL_OK);
     tell(w.sys, b, MSG_RETURN_ERROR);
@@ -476,8 +477,8 @@ Test(actor_link, rill_link_from_actor_context_links_both_ways, .timeout = 60)
 {
     struct world w = world_new(2);
     victim_t va, vb, vc, vd;
-    rill_aid_t a = spawn_watched(&w, &va, 0, 0);
-    rill_aid_t b = spawn_watched(&w, &vb, 0, 0);
+    rill_aid_t a = spawn_watched(&w, &va, RILL_AID_NONE, 0);
+    rill_aid_t b = spawn_watched(&w, &vb, RILL_AID_NONE, 0);
     struct link_req r = {b, RILL_ETIMEDOUT};
     cr_assert_eq(kit_run_in(w.sys, a, do_link, &r), RILL_OK);
     cr_assert_eq(r.result, RILL_OK, "%s", rill_err_name(r.result));
@@ -486,8 +487,8 @@ Test(actor_link, rill_link_from_actor_context_links_both_ways, .timeout = 60)
     expect_down(&w, a, RILL_EXIT_LINKED);
 
     /* The linker's failure reaches the linked one too. */
-    rill_aid_t c = spawn_watched(&w, &vc, 0, 0);
-    rill_aid_t d = spawn_watched(&w, &vd, 0, 0);
+    rill_aid_t c = spawn_watched(&w, &vc, RILL_AID_NONE, 0);
+    rill_aid_t d = spawn_watched(&w, &vd, RILL_AID_NONE, 0);
     r = (struct link_req){d, RILL_ETIMEDOUT};
     cr_assert_eq(kit_run_in(w.sys, c, do_link, &r), RILL_OK);
     cr_assert_eq(r.result, RILL_OK);
@@ -501,9 +502,9 @@ Test(actor_link, normal_and_shutdown_exits_do_not_propagate, .timeout = 60)
 {
     struct world w = world_new(2);
     victim_t va, vb, vc, vd;
-    rill_aid_t a = spawn_watched(&w, &va, 0, 0);
+    rill_aid_t a = spawn_watched(&w, &va, RILL_AID_NONE, 0);
     rill_aid_t b = spawn_watched(&w, &vb, a, 0);
-    rill_aid_t c = spawn_watched(&w, &vc, 0, 0);
+    rill_aid_t c = spawn_watched(&w, &vc, RILL_AID_NONE, 0);
     rill_aid_t d = spawn_watched(&w, &vd, c, 0);
     cr_assert_eq(kit_fence(w.sys, b), RILL_OK);
     cr_assert_eq(kit_fence(w.sys, d), RILL_OK);
@@ -526,15 +527,15 @@ Test(actor_link, trap_exits_receives_exit_instead_of_dying, .timeout = 60)
 {
     struct world w = world_new(2);
     victim_t va, vb;
-    rill_aid_t a = spawn_watched(&w, &va, 0, 0);
+    rill_aid_t a = spawn_watched(&w, &va, RILL_AID_NONE, 0);
     rill_aid_t b = spawn_watched(&w, &vb, a, 1);
     cr_assert_eq(kit_fence(w.sys, b), RILL_OK);
     cr_assert_eq(rill_kill(w.sys, a, "trap this"), RILL_OK);
     expect_down(&w, a, RILL_EXIT_KILLED);
     kit_event_t ex = wait_event(w.log, RILL_MSG_EXIT, a);
-    cr_assert_eq(ex.self, b, "the trapper got it");
+    cr_assert(rill_aid_eq(ex.self, b), "the trapper got it");
     cr_assert_eq(ex.down.reason.kind, RILL_EXIT_KILLED);
-    cr_assert_eq(ex.down.ref, 0, "EXIT carries no monitor ref");
+    cr_assert_eq(ex.down.monitor.id, 0, "EXIT carries no monitor");
     cr_assert_not_null(strstr(ex.down.reason.text, "trap this"), "'%s'", ex.down.reason.text);
     cr_assert_eq(kit_fence(w.sys, b), RILL_OK);
     cr_assert(rill_alive(w.sys, b), "a trapper survives");
@@ -546,7 +547,7 @@ Test(actor_link, linked_exits_chain_through_links, .timeout = 60)
 {
     struct world w = world_new(2);
     victim_t va, vb, vc;
-    rill_aid_t a = spawn_watched(&w, &va, 0, 0);
+    rill_aid_t a = spawn_watched(&w, &va, RILL_AID_NONE, 0);
     rill_aid_t b = spawn_watched(&w, &vb, a, 0);
     rill_aid_t c = spawn_watched(&w, &vc, b, 0);
     cr_assert_eq(kit_fence(w.sys, c), RILL_OK);
@@ -567,7 +568,7 @@ Test(actor_link, link_to_a_gone_actor_is_noproc, .timeout = 60)
 
     rill_aid_t t = spawn_watched(&w, &trapper, g, 1);
     kit_event_t ex = wait_event(w.log, RILL_MSG_EXIT, g);
-    cr_assert_eq(ex.self, t);
+    cr_assert(rill_aid_eq(ex.self, t));
     cr_assert_eq(ex.down.reason.kind, RILL_EXIT_NOPROC, "%s",
                  rill_exit_kind_name(ex.down.reason.kind));
 
@@ -590,7 +591,7 @@ Test(actor_link, unlink_stops_propagation, .timeout = 60)
 {
     struct world w = world_new(2);
     victim_t va, vb;
-    rill_aid_t a = spawn_watched(&w, &va, 0, 0);
+    rill_aid_t a = spawn_watched(&w, &va, RILL_AID_NONE, 0);
     rill_aid_t b = spawn_watched(&w, &vb, a, 0);
     struct link_req r = {a, RILL_ETIMEDOUT};
     cr_assert_eq(kit_run_in(w.sys, b, do_unlink, &r), RILL_OK);

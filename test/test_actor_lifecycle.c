@@ -72,11 +72,11 @@ static rill_aid_t spawn_life(rill_system_t *sys, life_t *l, const char *name, in
     o.terminate = life_terminate;
     o.state = l;
     o.name = name;
-    o.executor = executor;
+    o.executor = KIT_EXEC(executor);
     rill_aid_t aid = RILL_AID_NONE;
     rill_err_t e = rill_spawn(sys, &o, &aid);
     cr_assert_eq(e, RILL_OK, "spawn: %s", rill_err_name(e));
-    cr_assert_neq(aid, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(aid));
     return aid;
 }
 
@@ -343,7 +343,7 @@ Test(actor_lifecycle, stop_while_threads_and_an_executor_send, .timeout = 120)
     memset(&o, 0, sizeof(o));
     o.behavior = flood_behavior;
     o.state = &f;
-    o.executor = 1;
+    o.executor = RILL_EXECUTOR(1);
     rill_aid_t flooder = RILL_AID_NONE;
     cr_assert_eq(rill_spawn(sys, &o, &flooder), RILL_OK);
 
@@ -410,8 +410,8 @@ Test(actor_lifecycle, two_systems_in_one_process_are_independent, .timeout = 60)
     cr_assert_eq(rill_spawn(a, &o, &in_a), RILL_OK);
     o.state = log_b;
     cr_assert_eq(rill_spawn(b, &o, &in_b), RILL_OK);
-    cr_assert_eq(rill_lookup(a, "echo"), in_a);
-    cr_assert_eq(rill_lookup(b, "echo"), in_b);
+    cr_assert(rill_aid_eq(rill_lookup(a, "echo"), in_a));
+    cr_assert(rill_aid_eq(rill_lookup(b, "echo"), in_b));
 
     rill_msg_t m = kit_msg(MSG_WORK, 1, NULL);
     cr_assert_eq(rill_tell_name(a, "echo", &m), RILL_OK);
@@ -430,7 +430,7 @@ Test(actor_lifecycle, two_systems_in_one_process_are_independent, .timeout = 60)
 
     /* b is untouched. */
     cr_assert(rill_alive(b, in_b));
-    cr_assert_eq(rill_lookup(b, "echo"), in_b);
+    cr_assert(rill_aid_eq(rill_lookup(b, "echo"), in_b));
     m.arg = 3;
     cr_assert_eq(rill_tell(b, in_b, &m), RILL_OK);
     cr_assert_eq(kit_fence(b, in_b), RILL_OK);
@@ -475,7 +475,6 @@ static rill_aid_t spawn_owned(rill_system_t *sys, atomic_int *terminated, atomic
     o.behavior = owned_behavior;
     o.terminate = owned_terminate;
     o.state = st;
-    o.executor = -1;
     rill_aid_t aid = RILL_AID_NONE;
     rill_err_t e = rill_spawn(sys, &o, &aid);
     cr_assert_eq(e, RILL_OK, "spawn: %s", rill_err_name(e));
@@ -526,7 +525,6 @@ Test(actor_lifecycle, system_stop_then_destroy_releases_everything, .timeout = 6
     memset(&o, 0, sizeof(o));
     o.behavior = owned_behavior;
     o.state = &dummy;
-    o.executor = -1;
     rill_aid_t late = RILL_AID_NONE;
     cr_assert_eq(rill_spawn(sys, &o, &late), RILL_ESTOPPED);
 
@@ -612,8 +610,8 @@ Test(actor_lifecycle, spawn_by_name_lookup_and_duplicate_name, .timeout = 60)
     rill_aid_t alpha = RILL_AID_NONE;
     cr_assert_eq(rill_spawn(sys, &o, &alpha), RILL_OK);
     memset(name, 'x', sizeof(name) - 1); /* the name was copied */
-    cr_assert_eq(rill_lookup(sys, "alpha"), alpha);
-    cr_assert_eq(rill_lookup(sys, "beta"), RILL_AID_NONE);
+    cr_assert(rill_aid_eq(rill_lookup(sys, "alpha"), alpha));
+    cr_assert(rill_aid_is_none(rill_lookup(sys, "beta")));
 
     life_t dup;
     memset(&dup, 0, sizeof(dup));
@@ -626,7 +624,7 @@ Test(actor_lifecycle, spawn_by_name_lookup_and_duplicate_name, .timeout = 60)
     d.name = "alpha";
     rill_aid_t dup_aid = RILL_AID_NONE;
     cr_assert_eq(rill_spawn(sys, &d, &dup_aid), RILL_EEXIST);
-    cr_assert_eq(rill_lookup(sys, "alpha"), alpha, "the first holder keeps the name");
+    cr_assert(rill_aid_eq(rill_lookup(sys, "alpha"), alpha), "the first holder keeps the name");
 
     kit_tally_t tally;
     memset(&tally, 0, sizeof(tally));
@@ -655,7 +653,7 @@ struct name_free {
 static int name_is_free(void *arg)
 {
     struct name_free *n = arg;
-    return rill_lookup(n->sys, n->name) == RILL_AID_NONE;
+    return rill_aid_is_none(rill_lookup(n->sys, n->name));
 }
 
 Test(actor_lifecycle, name_is_free_again_after_the_actor_stops, .timeout = 60)
@@ -687,8 +685,8 @@ Test(actor_lifecycle, name_is_free_again_after_the_actor_stops, .timeout = 60)
     while ((e = rill_spawn(sys, &o, &a2)) == RILL_EEXIST && kit_now_ms() < deadline)
         sched_yield();
     cr_assert_eq(e, RILL_OK, "respawn under a freed name: %s", rill_err_name(e));
-    cr_assert_neq(a2, a1, "ids are never reused");
-    cr_assert_eq(rill_lookup(sys, "reused"), a2);
+    cr_assert(!rill_aid_eq(a2, a1), "ids are never reused");
+    cr_assert(rill_aid_eq(rill_lookup(sys, "reused"), a2));
 
     rill_msg_t m = kit_msg(MSG_WORK, 0, NULL);
     cr_assert_eq(rill_tell(sys, a1, &m), RILL_ESTOPPED, "the old id stays dead");
@@ -711,11 +709,11 @@ Test(actor_lifecycle, ids_are_unique_and_never_reused, .timeout = 60)
         memset(&o, 0, sizeof(o));
         o.behavior = life_behavior;
         o.state = &l;
-        o.executor = 0;
+        o.executor = RILL_EXECUTOR(0);
         cr_assert_eq(rill_spawn(sys, &o, &aids[i]), RILL_OK);
-        cr_assert_neq(aids[i], RILL_AID_NONE);
+        cr_assert(!rill_aid_is_none(aids[i]));
         for (int k = 0; k < i; k++)
-            cr_assert_neq(aids[k], aids[i], "ids %d and %d", k, i);
+            cr_assert(!rill_aid_eq(aids[k], aids[i]), "ids %d and %d", k, i);
         if (i % 2 == 0)
             cr_assert_eq(rill_stop(sys, aids[i]), RILL_OK);
     }
@@ -858,7 +856,7 @@ static rill_err_t churn_sender(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
     churn_t *c = s->c;
     for (int i = 0; i < 8; i++) {
         rill_aid_t to = atomic_load(&c->targets[xorshift(&s->rng) % CHURN_SLOTS]);
-        if (to == RILL_AID_NONE)
+        if (rill_aid_is_none(to))
             continue;
         rill_msg_t m = kit_msg(MSG_WORK, 0, &c->tally);
         if (rill_send(ctx, to, &m) == RILL_OK)
@@ -890,7 +888,7 @@ Test(actor_lifecycle, churn_actors_stop_while_executors_send_to_them, .timeout =
         memset(&o, 0, sizeof(o));
         o.behavior = churn_sender;
         o.state = &senders[i];
-        o.executor = i;
+        o.executor = RILL_EXECUTOR(i);
         cr_assert_eq(rill_spawn(sys, &o, &sender_aid[i]), RILL_OK);
         rill_msg_t go = kit_msg(MSG_GO, 0, NULL);
         cr_assert_eq(rill_tell(sys, sender_aid[i], &go), RILL_OK);
@@ -900,13 +898,12 @@ Test(actor_lifecycle, churn_actors_stop_while_executors_send_to_them, .timeout =
         rill_spawn_opts_t o;
         memset(&o, 0, sizeof(o));
         o.behavior = churn_target;
-        o.executor = -1;
         o.mailbox_capacity = 16;
         rill_aid_t aid = RILL_AID_NONE;
         rill_err_t e = rill_spawn(sys, &o, &aid);
         cr_assert_eq(e, RILL_OK, "spawn %d: %s", i, rill_err_name(e));
         rill_aid_t old = atomic_exchange(&c.targets[i % CHURN_SLOTS], aid);
-        if (old != RILL_AID_NONE)
+        if (!rill_aid_is_none(old))
             cr_assert_eq(rill_stop(sys, old), RILL_OK, "stop %d", i);
     }
     atomic_store(&c.quit, 1);

@@ -56,11 +56,11 @@ static rill_aid_t spawn_seq(rill_system_t *sys, seq_state_t *st, uint32_t capaci
     o.behavior = seq_behavior;
     o.state = st;
     o.mailbox_capacity = capacity;
-    o.executor = 0;
+    o.executor = RILL_EXECUTOR(0);
     rill_aid_t aid = RILL_AID_NONE;
     rill_err_t e = rill_spawn(sys, &o, &aid);
     cr_assert_eq(e, RILL_OK, "spawn: %s", rill_err_name(e));
-    cr_assert_neq(aid, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(aid));
     return aid;
 }
 
@@ -381,7 +381,7 @@ Test(actor_mailbox, msg_take_moves_ownership_to_the_next_receiver, .timeout = 60
     kit_log_t *log = kit_log_new();
     cr_assert_not_null(log);
     rill_aid_t sink = kit_spawn_recorder(sys, log, 1);
-    cr_assert_neq(sink, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(sink));
     forwarder_t f;
     memset(&f, 0, sizeof(f));
     f.next = sink;
@@ -403,7 +403,7 @@ Test(actor_mailbox, msg_take_moves_ownership_to_the_next_receiver, .timeout = 60
     for (size_t i = 0; i < 10; i++) {
         kit_event_t e = kit_log_at(log, i);
         cr_assert_eq(e.value, 100 + i, "payload %zu arrived intact", i);
-        cr_assert_eq(e.from, fwd, "rill_send sets from");
+        cr_assert(rill_aid_eq(e.from, fwd), "rill_send sets from");
     }
     cr_assert(kit_wait_at_least(&tally.released, 10, KIT_WAIT_MS));
     rill_system_destroy(sys);
@@ -419,12 +419,12 @@ Test(actor_mailbox, tell_keeps_from_as_given, .timeout = 60)
     rill_aid_t rec = kit_spawn_recorder(sys, log, 0);
     rill_msg_t m = kit_msg(MSG_SEQ, 1, NULL);
     cr_assert_eq(rill_tell(sys, rec, &m), RILL_OK);
-    m.from = 777;
+    m.from = (rill_aid_t){777};
     m.corr = 5;
     cr_assert_eq(rill_tell(sys, rec, &m), RILL_OK);
     cr_assert(kit_log_wait(log, 2, KIT_WAIT_MS));
-    cr_assert_eq(kit_log_at(log, 0).from, RILL_AID_NONE, "0 from outside actors");
-    cr_assert_eq(kit_log_at(log, 1).from, 777, "kept as given");
+    cr_assert(rill_aid_is_none(kit_log_at(log, 0).from), "0 from outside actors");
+    cr_assert(rill_aid_eq(kit_log_at(log, 1).from, (rill_aid_t){777}), "kept as given");
     cr_assert_eq(kit_log_at(log, 1).corr, 5);
     rill_system_destroy(sys);
     kit_log_free(log);

@@ -165,7 +165,7 @@ Test(actor_pool, pool_free_is_a_message_destructor, .timeout = 60)
     cr_assert_not_null(pool);
     kit_log_t *log = kit_log_new();
     rill_aid_t sink = kit_spawn_recorder(sys, log, 0);
-    cr_assert_neq(sink, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(sink));
 
     const int n = KIT_SCALE(2000);
     for (int i = 0; i < n; i++) {

@@ -72,7 +72,7 @@ static rill_aid_t spawn_where(rill_system_t *sys, where_t *w, int executor)
     o.init = where_init;
     o.terminate = where_terminate;
     o.state = w;
-    o.executor = executor;
+    o.executor = KIT_EXEC(executor);
     rill_aid_t aid = RILL_AID_NONE;
     rill_err_t e = rill_spawn(sys, &o, &aid);
     cr_assert_eq(e, RILL_OK, "spawn on executor %d: %s", executor, rill_err_name(e));
@@ -205,7 +205,7 @@ static void busy_does_not_starve_its_neighbour(uint32_t system_batch, uint32_t b
     kit_log_t *log = kit_log_new();
     cr_assert_not_null(log);
     rill_aid_t quiet = kit_spawn_recorder(sys, log, 0); /* same executor */
-    cr_assert_neq(quiet, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(quiet));
 
     rill_msg_t kick = kit_msg(MSG_SPIN, 0, NULL);
     cr_assert_eq(rill_tell(sys, busy, &kick), RILL_OK);

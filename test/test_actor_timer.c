@@ -31,7 +31,7 @@ struct timer_req {
     uint32_t type;
     uint64_t arg;
     kit_tally_t *tally; /* NULL: no payload */
-    uint64_t id;
+    rill_timer_t id;
     rill_err_t result;
     void *payload;
     int64_t started_ms;
@@ -69,7 +69,7 @@ static void world_init(struct world *w, int executors)
     w->log = kit_log_new();
     cr_assert_not_null(w->log);
     w->rec = kit_spawn_recorder(w->sys, w->log, 0);
-    cr_assert_neq(w->rec, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(w->rec));
 }
 
 static void world_free(struct world *w)
@@ -133,7 +133,7 @@ Test(actor_timer, one_shots_fire_in_deadline_order, .timeout = 60)
     static const uint64_t after[] = {150, 30, 120, 60, 90, 0};
     uint64_t ids[6];
     for (int i = 0; i < 6; i++) {
-        ids[i] = start_timer(&w, w.rec, after[i], 0, MSG_TICK, after[i], 0).id;
+        ids[i] = start_timer(&w, w.rec, after[i], 0, MSG_TICK, after[i], 0).id.id;
         for (int k = 0; k < i; k++)
             cr_assert_neq(ids[k], ids[i], "timer ids are distinct");
     }
@@ -238,10 +238,10 @@ Test(actor_timer, cancel_unknown_or_fired_is_enoent_and_cancel_frees, .timeout =
 {
     struct world w;
     world_init(&w, 1);
-    struct timer_req unknown = {.id = 0x7fffffff};
+    struct timer_req unknown = {.id = {0x7fffffff}};
     cr_assert_eq(kit_run_in(w.sys, w.rec, do_timer_cancel, &unknown), RILL_OK);
     cr_assert_eq(unknown.result, RILL_ENOENT, "%s", rill_err_name(unknown.result));
-    unknown.id = 0;
+    unknown.id = (rill_timer_t){0};
     cr_assert_eq(kit_run_in(w.sys, w.rec, do_timer_cancel, &unknown), RILL_OK);
     cr_assert_eq(unknown.result, RILL_ENOENT, "%s", rill_err_name(unknown.result));
 
@@ -317,7 +317,7 @@ static rill_aid_t spawn_responder(struct world *w, responder_t *r, kit_log_t *lo
     memset(&o, 0, sizeof(o));
     o.behavior = responder_behavior;
     o.state = r;
-    o.executor = executor;
+    o.executor = KIT_EXEC(executor);
     rill_aid_t aid = RILL_AID_NONE;
     cr_assert_eq(rill_spawn(w->sys, &o, &aid), RILL_OK);
     return aid;
@@ -377,7 +377,7 @@ Test(actor_ask, reply_arrives_with_the_same_corr, .timeout = 60)
     for (size_t i = 0; i < 2; i++) {
         kit_event_t e = kit_log_at(w.log, i);
         cr_assert_eq(e.type, MSG_RESP);
-        cr_assert_eq(e.from, resp, "rill_reply sets from");
+        cr_assert(rill_aid_eq(e.from, resp), "rill_reply sets from");
         cr_assert_eq(e.corr, e.arg == 8 ? a.corr : b.corr, "reply %zu corr", i);
         cr_assert(e.arg == 8 || e.arg == 71);
         cr_assert_eq(e.value, e.arg, "the reply payload arrives");
@@ -500,7 +500,7 @@ Test(actor_ask, reply_to_a_request_sent_with_rill_send_reaches_the_sender, .time
               (unsigned long long)dead_letters(w.sys));
     kit_event_t e = kit_log_at(w.log, 0);
     cr_assert_eq(e.arg, 11);
-    cr_assert_eq(e.from, resp);
+    cr_assert(rill_aid_eq(e.from, resp));
     cr_assert_eq(e.corr, 0, "the request's corr");
     world_free(&w);
     kit_log_free(rlog);
@@ -521,7 +521,7 @@ Test(actor_ask, ask_sync_from_the_main_thread_returns_the_reply, .timeout = 60)
         cr_assert_eq(e, RILL_OK, "ask_sync %llu: %s", (unsigned long long)i, rill_err_name(e));
         cr_assert_eq(reply.type, MSG_RESP);
         cr_assert_eq(reply.arg, 42 + i, "the reply to this request, not an earlier one");
-        cr_assert_eq(reply.from, resp);
+        cr_assert(rill_aid_eq(reply.from, resp));
         cr_assert_not_null(reply.payload);
         cr_assert_eq(kit_payload_value(reply.payload), 42 + i);
         cr_assert_eq(reply.dtor, kit_payload_free, "the reply's dtor comes with it");

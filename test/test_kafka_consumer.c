@@ -766,7 +766,7 @@ static rill_err_t cr_process(void *opaque, rill_elem_t *e)
 }
 
 static rill_err_t cr_spawn_consumer(rill_system_t *sys, void *arg, const rill_child_env_t *env,
-                                    rill_aid_t *aid)
+                                    rill_aid_t *aid, char *errstr, size_t errstr_size)
 {
     crash_t *t = arg;
     char err[512] = "";
@@ -783,7 +783,7 @@ static rill_err_t cr_spawn_consumer(rill_system_t *sys, void *arg, const rill_ch
         return RILL_EINVAL;
     }
     kobs_attach(c, &t->obs);
-    rill_stage_opts_t o = {.executor = -1, .name = env->name, .link_to = env->supervisor};
+    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
     rill_err_t e = rill_consumer_spawn(sys, c, &o, aid, err, sizeof(err));
     if (e) {
         pthread_mutex_lock(&t->mu);
@@ -794,7 +794,7 @@ static rill_err_t cr_spawn_consumer(rill_system_t *sys, void *arg, const rill_ch
 }
 
 static rill_err_t cr_spawn_processor(rill_system_t *sys, void *arg, const rill_child_env_t *env,
-                                     rill_aid_t *aid)
+                                     rill_aid_t *aid, char *errstr, size_t errstr_size)
 {
     crash_t *t = arg;
     pthread_mutex_lock(&t->mu);
@@ -810,7 +810,7 @@ static rill_err_t cr_spawn_processor(rill_system_t *sys, void *arg, const rill_c
     pr->sys = sys;
     pr->consumer = rill_lookup(sys, "consumer"); /* started just before */
     pthread_mutex_unlock(&t->mu);
-    rill_stage_opts_t o = {.executor = -1, .name = env->name, .link_to = env->supervisor};
+    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
     rill_err_t err = rill_stage_spawn(sys, rill_sink_foreach(cr_process, pr), &o, aid);
     if (err)
         return err;
@@ -1032,7 +1032,8 @@ Test(kafka_consumer, stop_commits_every_confirm_sent_before_it, .timeout = 60)
      * consumer is stopped. */
     kit_gate_t gate;
     kit_gate_init(&gate);
-    rill_spawn_opts_t bo = {.behavior = blocker_behavior, .state = &gate, .executor = 0};
+    rill_spawn_opts_t bo = {
+        .behavior = blocker_behavior, .state = &gate, .executor = RILL_EXECUTOR(0)};
     rill_aid_t blocker;
     cr_assert_eq(rill_spawn(env.sys, &bo, &blocker), RILL_OK);
     rill_msg_t m = {.type = KIT_MSG_APP};
@@ -1692,7 +1693,7 @@ Test(kafka_consumer, dead_letters_go_through_the_named_producer_actor, .timeout 
     rill_producer_conf_t *pc = rill_producer_conf_new();
     cr_assert_eq(rill_producer_conf_set(pc, "bootstrap.servers", env.boot, err, sizeof(err)),
                  RILL_OK, "%s", err);
-    rill_stage_opts_t po = {.name = "dlq-producer", .executor = -1};
+    rill_stage_opts_t po = {.name = "dlq-producer"};
     rill_aid_t producer;
     cr_assert_eq(rill_producer_spawn(env.sys, pc, &po, &producer, err, sizeof(err)), RILL_OK, "%s",
                  err);
@@ -1776,7 +1777,7 @@ Test(kafka_consumer, own_dead_letter_producer_inherits_the_client_properties, .t
 
     rill_aid_t dlq = RILL_AID_NONE;
     cr_assert_eq(rill__consumer_dlq_producer(env.sys, r->consumer, &dlq), RILL_OK);
-    cr_assert_neq(dlq, RILL_AID_NONE, "the consumer started no dead-letter producer");
+    cr_assert(!rill_aid_is_none(dlq), "the consumer started no dead-letter producer");
     char v[512];
     for (size_t i = 0; inherited[i]; i += 2) {
         cr_assert_eq(rill__producer_conf_get(env.sys, dlq, inherited[i], v, sizeof(v)), RILL_OK,
@@ -1839,7 +1840,7 @@ Test(kafka_consumer, unconfirmed_record_without_dead_letter_topic_fails_the_cons
     kit_log_t *log = kit_log_new();
     cr_assert_not_null(log);
     rill_aid_t watcher = kit_spawn_recorder(env.sys, log, -1);
-    cr_assert_neq(watcher, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(watcher));
     cr_assert_eq(kit_run_in(env.sys, watcher, monitor_fn, &r->consumer), RILL_OK);
     rill_aid_t sink = kk_sink_spawn_ok(env.sys, rd_sink, r, -1, r->consumer);
 
@@ -2040,7 +2041,7 @@ static void *spawn_refusals(void *arg)
         else if (i == 9)
             r->e[i] = rill_consumer_spawn(r->sys, c, NULL, NULL, r->errstr[i], 256);
         else {
-            r->aid[i] = 12345; /* must be cleared */
+            r->aid[i] = (rill_aid_t){12345}; /* must be cleared */
             r->e[i] = rill_consumer_spawn(r->sys, c, NULL, &r->aid[i], r->errstr[i], 256);
         }
         r->n++;
@@ -2125,12 +2126,12 @@ Test(kafka_consumer, invalid_configuration_and_arguments, .timeout = 60)
     for (int i = 0; i < RF_CASES; i++) {
         cr_assert_eq(rf.e[i], rf_want[i].err, "%s: %s (%s)", rf_want[i].what,
                      rill_err_name(rf.e[i]), rf.errstr[i]);
-        cr_assert_eq(rf.aid[i], RILL_AID_NONE, "%s: a failed spawn left an aid", rf_want[i].what);
+        cr_assert(rill_aid_is_none(rf.aid[i]), "%s: a failed spawn left an aid", rf_want[i].what);
         if (rf_want[i].in_errstr)
             cr_assert_not_null(strstr(rf.errstr[i], rf_want[i].in_errstr), "%s: errstr \"%s\"",
                                rf_want[i].what, rf.errstr[i]);
     }
-    rill_aid_t aid = 1;
+    rill_aid_t aid = {1};
     cr_assert_eq(rill_consumer_spawn(sys, NULL, NULL, &aid, err, sizeof(err)), RILL_EINVAL);
 
     /* A live consumer: confirms of things that are not records. */
@@ -2459,16 +2460,16 @@ Test(kafka_consumer, bootstrap_servers_are_required, .timeout = 60)
     rill_consumer_conf_t *c = rill_consumer_conf_new();
     cr_assert_eq(rill_consumer_conf_set(c, "group.id", "no-bootstrap", err, sizeof(err)), RILL_OK);
     kk_conf_assign_all(c, "anything", 1, RILL_OFFSET_BEGINNING);
-    rill_aid_t aid = 42;
+    rill_aid_t aid = {42};
     cr_assert_eq(rill_consumer_spawn(sys, c, NULL, &aid, err, sizeof(err)), RILL_EINVAL);
     cr_assert(strstr(err, "bootstrap.servers"), "%s", err);
-    cr_assert_eq(aid, RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(aid));
 
     err[0] = '\0';
     rill_producer_conf_t *pc = rill_producer_conf_new();
     cr_assert_eq(rill_producer_spawn(sys, pc, NULL, &aid, err, sizeof(err)), RILL_EINVAL);
     cr_assert(strstr(err, "bootstrap.servers"), "%s", err);
-    cr_assert_eq(aid, RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(aid));
     rill_system_stats(sys, &after);
     cr_assert_eq(after.spawned, before.spawned, "an actor was started");
 

@@ -231,7 +231,7 @@ static ledger_t *ledger_new(rill_system_t *sys, int parts, size_t per, expect_fn
     rill_spawn_opts_t o = {.behavior = ledger_behavior,
                            .state = l,
                            .mailbox_capacity = 1u << 16,
-                           .executor = executor};
+                           .executor = KIT_EXEC(executor)};
     cr_assert_eq(rill_spawn(sys, &o, &l->aid), RILL_OK);
     return l;
 }
@@ -752,7 +752,7 @@ typedef struct fatal_env {
 } fatal_env_t;
 
 static rill_err_t fa_spawn_consumer(rill_system_t *sys, void *arg, const rill_child_env_t *env,
-                                    rill_aid_t *aid)
+                                    rill_aid_t *aid, char *errstr, size_t errstr_size)
 {
     fatal_env_t *f = arg;
     rill_consumer_conf_t *c =
@@ -761,7 +761,7 @@ static rill_err_t fa_spawn_consumer(rill_system_t *sys, void *arg, const rill_ch
         atomic_fetch_add(&f->spawn_errors, 1);
         return RILL_EINVAL;
     }
-    rill_stage_opts_t o = {.executor = -1, .name = env->name, .link_to = env->supervisor};
+    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
     rill_err_t e = rill_consumer_spawn(sys, c, &o, aid, NULL, 0);
     if (e)
         atomic_fetch_add(&f->spawn_errors, 1);
@@ -769,13 +769,13 @@ static rill_err_t fa_spawn_consumer(rill_system_t *sys, void *arg, const rill_ch
 }
 
 static rill_err_t fa_spawn_map(rill_system_t *sys, void *arg, const rill_child_env_t *env,
-                               rill_aid_t *aid)
+                               rill_aid_t *aid, char *errstr, size_t errstr_size)
 {
     fatal_env_t *f = arg;
     /* one_for_all: the previous map is gone, so one xform serves all. */
     rill_aid_t consumer = rill_lookup(sys, "consumer"); /* started just before */
     atomic_store(&f->x.consumer, consumer);
-    rill_stage_opts_t o = {.executor = -1, .name = env->name, .link_to = env->supervisor};
+    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
     rill_err_t e = rill_stage_spawn(sys, rill_stage_map(xform_one, &f->x), &o, aid);
     if (!e)
         e = rill_stage_connect(sys, consumer, *aid);
@@ -785,7 +785,7 @@ static rill_err_t fa_spawn_map(rill_system_t *sys, void *arg, const rill_child_e
 }
 
 static rill_err_t fa_spawn_producer(rill_system_t *sys, void *arg, const rill_child_env_t *env,
-                                    rill_aid_t *aid)
+                                    rill_aid_t *aid, char *errstr, size_t errstr_size)
 {
     fatal_env_t *f = arg;
     /* At most 100 in flight, lingering 20 ms: the pace is a few thousand
@@ -797,7 +797,7 @@ static rill_err_t fa_spawn_producer(rill_system_t *sys, void *arg, const rill_ch
         atomic_fetch_add(&f->spawn_errors, 1);
         return RILL_EINVAL;
     }
-    rill_stage_opts_t o = {.executor = -1, .name = env->name, .link_to = env->supervisor};
+    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
     rill_err_t e = rill_producer_spawn(sys, c, &o, aid, NULL, 0);
     if (!e)
         e = rill_stage_connect(sys, rill_lookup(sys, "map"), *aid);
@@ -850,7 +850,7 @@ Test(kafka_pipeline, fatal_producer_error_restarts_the_group_and_loses_nothing, 
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_get(l, &l->complete) >= FA_TOTAL / 5);
     cr_assert(ok, "the pipeline did not get going (%ld outputs delivered)", ledger_get(l, &l->ok));
     rill_aid_t producer = rill_lookup(env.sys, "producer");
-    cr_assert_neq(producer, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(producer));
     long before = ledger_get(l, &l->complete);
     long transformed_before = atomic_load(&f->x.transformed);
     cr_assert_lt(before, FA_TOTAL, "everything was done before the failure");
@@ -1345,7 +1345,7 @@ static void *spawn_prefusals(void *arg)
                 r->set_errors +=
                     rill_producer_conf_set(c, pr_want[i].k2, pr_want[i].v2, NULL, 0) != 0;
         }
-        r->aid[i] = 12345; /* must be cleared */
+        r->aid[i] = (rill_aid_t){12345}; /* must be cleared */
         if (i == 3)
             r->e[i] = rill_producer_spawn(NULL, c, NULL, &r->aid[i], r->errstr[i], 512);
         else if (i == 4)
@@ -1480,7 +1480,7 @@ Test(kafka_pipeline, invalid_producer_configuration_and_arguments, .timeout = 60
     cr_assert_eq(rill_produce_add_header(p, "h", NULL, 0), RILL_OK);
     rill_produce_set_timestamp(NULL, 1);
     rill_produce_set_origin(NULL, NULL);
-    rill_produce_set_reply(NULL, 1, 1);
+    rill_produce_set_reply(NULL, (rill_aid_t){1}, 1);
     rill_produce_free(p);
     rill_produce_free(NULL);
     rill_elem_t none = rill_produce_elem(NULL);
@@ -1488,8 +1488,8 @@ Test(kafka_pipeline, invalid_producer_configuration_and_arguments, .timeout = 60
 
     /* Origins need a record from a consumer. */
     rill_elem_t v = rill_elem_value(7);
-    cr_assert_null(rill_origin_new(sys, 1, &v));
-    cr_assert_null(rill_origin_new(sys, 1, NULL));
+    cr_assert_null(rill_origin_new(sys, (rill_aid_t){1}, &v));
+    cr_assert_null(rill_origin_new(sys, (rill_aid_t){1}, NULL));
     cr_assert_null(rill_origin_ref(NULL));
     rill_origin_fail(NULL);
     rill_origin_release(NULL);
@@ -1508,13 +1508,13 @@ Test(kafka_pipeline, invalid_producer_configuration_and_arguments, .timeout = 60
         cr_assert_eq(rf.e[i], pr_want[i].err, "%s: %s (%s)", pr_want[i].what,
                      rill_err_name(rf.e[i]), rf.errstr[i]);
         if (pr_want[i].err == RILL_OK) {
-            cr_assert_neq(rf.aid[i], RILL_AID_NONE);
+            cr_assert(!rill_aid_is_none(rf.aid[i]));
             continue;
         }
         cr_assert_gt(strlen(rf.errstr[i]), 0, "%s: no message", pr_want[i].what);
         if (i != 4)
-            cr_assert_eq(rf.aid[i], RILL_AID_NONE, "%s: a failed spawn left an aid",
-                         pr_want[i].what);
+            cr_assert(rill_aid_is_none(rf.aid[i]), "%s: a failed spawn left an aid",
+                      pr_want[i].what);
         if (pr_want[i].in_errstr)
             cr_assert_not_null(strstr(rf.errstr[i], pr_want[i].in_errstr), "%s: errstr \"%s\"",
                                pr_want[i].what, rf.errstr[i]);
@@ -1533,7 +1533,7 @@ Test(kafka_pipeline, invalid_producer_configuration_and_arguments, .timeout = 60
                  RILL_EINVAL);
     kk_stop_wait(sys, good);
     /* A producer that never existed has no counters. */
-    cr_assert_eq(rill_producer_stats(sys, (rill_aid_t)0x7fffffffull, &s), RILL_ESTOPPED);
+    cr_assert_eq(rill_producer_stats(sys, (rill_aid_t){0x7fffffffull}, &s), RILL_ESTOPPED);
 
     kk_env_fini(&env);
     cr_assert_eq(KK_LEAK_CHECK(), 0, "LeakSanitizer found leaks");

@@ -12,7 +12,7 @@
  * counter, the frame address to catch recursion). A probe plays the
  * subscriber (it may request from inside its handler) or the publisher (it
  * may answer SUBSCRIBE with ON_SUBSCRIBE and REQUEST with NEXT). The test
- * thread can speak for a probe too: rill_stream_next(sys, stage, probe,
+ * thread can speak for a probe too: rill_stream_next(sys, rill_sub(stage), rill_pub(probe),
  * ...) is a NEXT from the probe as far as the stage can tell.
  *
  * Tests wait on the probe's condition variable with deadlines; the only
@@ -149,10 +149,10 @@ static void probe_emit(rill_ctx_t *ctx, probe_t *p)
     rill_system_t *sys = rill_ctx_system(ctx);
     for (;;) {
         pthread_mutex_lock(&p->mu);
-        int go = p->peer && !p->cancelled && !p->completed && p->pub_sent < p->emit_limit &&
-                 p->pub_sent < p->pub_requested;
-        int finish = p->peer && !p->cancelled && !p->completed && p->complete_after_emit &&
-                     p->emit_limit > 0 && p->pub_sent == p->emit_limit;
+        int go = !rill_aid_is_none(p->peer) && !p->cancelled && !p->completed &&
+                 p->pub_sent < p->emit_limit && p->pub_sent < p->pub_requested;
+        int finish = !rill_aid_is_none(p->peer) && !p->cancelled && !p->completed &&
+                     p->complete_after_emit && p->emit_limit > 0 && p->pub_sent == p->emit_limit;
         if (finish)
             p->completed = 1;
         rill_aid_t peer = p->peer;
@@ -160,7 +160,7 @@ static void probe_emit(rill_ctx_t *ctx, probe_t *p)
         uint64_t v = (uint64_t)p->pub_sent;
         pthread_mutex_unlock(&p->mu);
         if (finish) {
-            rill_stream_complete(sys, peer, rill_self(ctx), token);
+            rill_stream_complete(sys, rill_sub(peer), rill_pub(rill_self(ctx)), token);
             return;
         }
         if (!go)
@@ -170,7 +170,7 @@ static void probe_emit(rill_ctx_t *ctx, probe_t *p)
             e.payload = kit_payload_new(p->tally, v);
             e.dtor = kit_payload_free;
         }
-        rill_err_t err = rill_stream_next(sys, peer, rill_self(ctx), token, &e);
+        rill_err_t err = rill_stream_next(sys, rill_sub(peer), rill_pub(rill_self(ctx)), token, &e);
         pthread_mutex_lock(&p->mu);
         if (err == RILL_OK)
             p->pub_sent++;
@@ -275,15 +275,15 @@ static void probe_signal(rill_ctx_t *ctx, probe_t *p, const rill_msg_t *msg)
     pthread_mutex_unlock(&p->mu);
 
     if (answer) {
-        rill_stream_on_subscribe(sys, msg->from, self, msg->corr);
+        rill_stream_on_subscribe(sys, rill_sub(msg->from), rill_pub(self), msg->corr);
         if (terminal == 1)
-            rill_stream_complete(sys, msg->from, self, msg->corr);
+            rill_stream_complete(sys, rill_sub(msg->from), rill_pub(self), msg->corr);
         else if (terminal == 2)
-            rill_stream_error(sys, msg->from, self, msg->corr, RILL_EIO,
+            rill_stream_error(sys, rill_sub(msg->from), rill_pub(self), msg->corr, RILL_EIO,
                               "failed before any request");
     }
     if (ask > 0)
-        rill_stream_request(sys, msg->from, self, msg->corr, ask);
+        rill_stream_request(sys, rill_pub(msg->from), rill_sub(self), msg->corr, ask);
     if (emit)
         probe_emit(ctx, p);
 }
@@ -346,7 +346,7 @@ static rill_aid_t probe_spawn(rill_system_t *sys, probe_t *p, uint32_t mailbox, 
     o.behavior = probe_behavior;
     o.state = p;
     o.mailbox_capacity = mailbox;
-    o.executor = executor;
+    o.executor = KIT_EXEC(executor);
     rill_aid_t aid = RILL_AID_NONE;
     rill_err_t e = rill_spawn(sys, &o, &aid);
     cr_assert_eq(e, RILL_OK, "spawn probe: %s", rill_err_name(e));
@@ -390,7 +390,7 @@ static size_t probe_total(probe_t *p)
 static sigrec_t probe_at(probe_t *p, size_t i)
 {
     pthread_mutex_lock(&p->mu);
-    sigrec_t s = i < p->n && i < PROBE_KEEP ? p->kept[i] : (sigrec_t){0, 0, 0, 0};
+    sigrec_t s = i < p->n && i < PROBE_KEEP ? p->kept[i] : (sigrec_t){0};
     pthread_mutex_unlock(&p->mu);
     return s;
 }
@@ -465,7 +465,7 @@ static rill_err_t probe_request(rill_system_t *sys, probe_t *p, rill_aid_t sub, 
     acct_t *a = &p->acct[SLOT_OF(token)];
     a->requested = sat_add(a->requested, n);
     pthread_mutex_unlock(&p->mu);
-    return rill_stream_request(sys, pub, sub, token, n);
+    return rill_stream_request(sys, rill_pub(pub), rill_sub(sub), token, n);
 }
 
 /* A copy of a probe's counters, taken under its lock. */
@@ -510,7 +510,8 @@ static rill_aid_t spawn_stage(rill_system_t *sys, rill_stage_t *stage, uint32_t 
                               int executor)
 {
     cr_assert_not_null(stage, "stage constructor failed");
-    rill_stage_opts_t o = {.name = NULL, .executor = executor, .mailbox_capacity = mailbox};
+    rill_stage_opts_t o = {
+        .name = NULL, .executor = KIT_EXEC(executor), .mailbox_capacity = mailbox};
     rill_aid_t aid = RILL_AID_NONE;
     rill_err_t e = rill_stage_spawn(sys, stage, &o, &aid);
     cr_assert_eq(e, RILL_OK, "stage spawn: %s", rill_err_name(e));
@@ -525,7 +526,7 @@ static void link_stages(rill_system_t *sys, rill_aid_t up, rill_aid_t down)
 
 static void subscribe(rill_system_t *sys, rill_aid_t pub, rill_aid_t sub, uint64_t token)
 {
-    rill_err_t e = rill_stream_subscribe(sys, pub, sub, token);
+    rill_err_t e = rill_stream_subscribe(sys, rill_pub(pub), rill_sub(sub), token);
     cr_assert_eq(e, RILL_OK, "subscribe: %s", rill_err_name(e));
 }
 
@@ -699,14 +700,14 @@ Test(rs, rule_1_1_and_3_8_never_more_next_than_requested, .timeout = 60)
         cr_assert_eq(g.type, RILL_STREAM_NEXT);
         cr_assert_eq(g.arg, i, "element %zu carries %llu", i, (unsigned long long)g.arg);
         cr_assert_eq(g.corr, tok);
-        cr_assert_eq(g.from, src);
+        cr_assert(rill_aid_eq(g.from, src));
     }
     cr_assert_eq(probe_view(&s).demand_violations, 0);
     cr_assert_eq(probe_view(&s).order_violations, 0);
     cr_assert_eq(probe_count(&s, RILL_STREAM_ERROR), 0);
     cr_assert_eq(probe_count(&s, RILL_STREAM_COMPLETE), 0);
 
-    cr_assert_eq(rill_stream_cancel(sys, src, sub, tok), RILL_OK);
+    cr_assert_eq(rill_stream_cancel(sys, rill_pub(src), rill_sub(sub), tok), RILL_OK);
     expect_dead(sys, src, "the cancelled source");
     conf_end(sys);
     probe_fini(&s);
@@ -812,7 +813,7 @@ Test(rs, rule_1_7_nothing_after_complete, .timeout = 60)
      * alive (RILL_OK) or gone (RILL_ESTOPPED), nothing may come back. */
     rill_err_t r = probe_request(sys, &s, sub, src, 3, 10);
     cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
-    r = rill_stream_cancel(sys, src, sub, 3);
+    r = rill_stream_cancel(sys, rill_pub(src), rill_sub(sub), 3);
     cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
     cr_assert(probe_quiet(&s, QUIET_MS), "a signal after COMPLETE");
     cr_assert_eq(probe_total(&s), at_complete);
@@ -889,7 +890,7 @@ Test(rs, rule_1_9_on_subscribe_first_even_from_a_failing_publisher, .timeout = 6
     cr_assert_eq(probe_request(sys, &s, sub, src, 1, 3), RILL_OK);
     cr_assert(probe_wait_count(&s, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS));
     cr_assert_eq(probe_at(&s, 0).type, RILL_STREAM_ON_SUBSCRIBE);
-    cr_assert_eq(probe_at(&s, 0).from, src);
+    cr_assert(rill_aid_eq(probe_at(&s, 0).from, src));
     cr_assert_eq(probe_at(&s, 0).corr, 1);
 
     /* A publisher that fails at once: ON_SUBSCRIBE, then ERROR, nothing
@@ -934,9 +935,11 @@ Test(rs, rule_1_9_null_subscriber_is_rejected, .timeout = 60)
     rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
     rill_aid_t src = spawn_stage(sys, rill_source_range(0, 10), 0, 0);
 
-    cr_assert_eq(rill_stream_subscribe(sys, src, RILL_AID_NONE, 5), RILL_EINVAL);
-    cr_assert_eq(rill_stream_subscribe(sys, RILL_AID_NONE, sub, 5), RILL_EINVAL);
-    cr_assert_eq(rill_stream_subscribe(NULL, src, sub, 5), RILL_EINVAL);
+    cr_assert_eq(rill_stream_subscribe(sys, rill_pub(src), rill_sub(RILL_AID_NONE), 5),
+                 RILL_EINVAL);
+    cr_assert_eq(rill_stream_subscribe(sys, rill_pub(RILL_AID_NONE), rill_sub(sub), 5),
+                 RILL_EINVAL);
+    cr_assert_eq(rill_stream_subscribe(NULL, rill_pub(src), rill_sub(sub), 5), RILL_EINVAL);
     /* The raw signal, past the checks of rill_stream_subscribe: ignored,
      * since there is nobody to answer. */
     rill_msg_t raw = {.type = RILL_STREAM_SUBSCRIBE, .from = RILL_AID_NONE, .corr = 5};
@@ -1014,7 +1017,7 @@ static void send_values(rill_system_t *sys, rill_aid_t stage, rill_aid_t pub, ui
 {
     for (int i = 0; i < count; i++) {
         rill_elem_t e = rill_elem_value(first + (uint64_t)i);
-        rill_err_t r = rill_stream_next(sys, stage, pub, token, &e);
+        rill_err_t r = rill_stream_next(sys, rill_sub(stage), rill_pub(pub), token, &e);
         cr_assert_eq(r, RILL_OK, "NEXT %d: %s", i, rill_err_name(r));
     }
 }
@@ -1051,7 +1054,7 @@ Test(rs, rule_2_3_no_request_or_cancel_after_terminal, .timeout = 60)
     cr_assert_eq(kit_fence(sys, apub), RILL_OK);
     size_t mark = upstream_signals(&pa);
 
-    cr_assert_eq(rill_stream_complete(sys, map, apub, atok), RILL_OK);
+    cr_assert_eq(rill_stream_complete(sys, rill_sub(map), rill_pub(apub), atok), RILL_OK);
     wait_processed(sys, map, 7);
     cr_assert_eq(kit_fence(sys, apub), RILL_OK);
     cr_assert_eq(upstream_signals(&pa), mark, "REQUEST/CANCEL while handling COMPLETE");
@@ -1078,7 +1081,9 @@ Test(rs, rule_2_3_no_request_or_cancel_after_terminal, .timeout = 60)
     wait_processed(sys, sink, 4);
     cr_assert_eq(kit_fence(sys, bpub), RILL_OK);
     mark = upstream_signals(&pb);
-    cr_assert_eq(rill_stream_error(sys, sink, bpub, btok, RILL_EIO, "upstream broke"), RILL_OK);
+    cr_assert_eq(
+        rill_stream_error(sys, rill_sub(sink), rill_pub(bpub), btok, RILL_EIO, "upstream broke"),
+        RILL_OK);
     expect_dead(sys, sink, "the failed sink");
     cr_assert_eq(kit_fence(sys, bpub), RILL_OK);
     cr_assert_eq(upstream_signals(&pb), mark, "REQUEST/CANCEL after ERROR");
@@ -1104,15 +1109,15 @@ Test(rs, rule_2_5_second_on_subscribe_is_cancelled, .timeout = 60)
     uint64_t t1 = probe_view(&p1).token;
 
     /* An ON_SUBSCRIBE the sink never asked for, with a token of its own. */
-    cr_assert_eq(rill_stream_on_subscribe(sys, sink, pub2, 777), RILL_OK);
+    cr_assert_eq(rill_stream_on_subscribe(sys, rill_sub(sink), rill_pub(pub2), 777), RILL_OK);
     cr_assert(probe_wait_count(&p2, RILL_STREAM_CANCEL, 1, KIT_WAIT_MS), "not cancelled");
     sigrec_t c = probe_at(&p2, 0);
     cr_assert_eq(c.type, RILL_STREAM_CANCEL);
     cr_assert_eq(c.corr, 777, "CANCEL carries %llu", (unsigned long long)c.corr);
-    cr_assert_eq(c.from, sink);
+    cr_assert(rill_aid_eq(c.from, sink));
 
     /* The token of the sink's real subscription, from another publisher. */
-    cr_assert_eq(rill_stream_on_subscribe(sys, sink, pub2, t1), RILL_OK);
+    cr_assert_eq(rill_stream_on_subscribe(sys, rill_sub(sink), rill_pub(pub2), t1), RILL_OK);
     cr_assert(probe_wait_count(&p2, RILL_STREAM_CANCEL, 2, KIT_WAIT_MS), "not cancelled");
     cr_assert_eq(probe_at(&p2, 1).corr, t1);
     cr_assert_eq(probe_total(&p2), 2, "only CANCELs for the intruder");
@@ -1121,9 +1126,9 @@ Test(rs, rule_2_5_second_on_subscribe_is_cancelled, .timeout = 60)
      * COMPLETE ends the sink, and it never cancelled it. */
     for (uint64_t i = 0; i < 5; i++) {
         rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i};
-        cr_assert_eq(rill_stream_next(sys, sink, pub1, t1, &e), RILL_OK);
+        cr_assert_eq(rill_stream_next(sys, rill_sub(sink), rill_pub(pub1), t1, &e), RILL_OK);
     }
-    cr_assert_eq(rill_stream_complete(sys, sink, pub1, t1), RILL_OK);
+    cr_assert_eq(rill_stream_complete(sys, rill_sub(sink), rill_pub(pub1), t1), RILL_OK);
     expect_dead(sys, sink, "the completed sink");
     cr_assert_eq(kit_fence(sys, pub1), RILL_OK);
     cr_assert_eq(probe_count(&p1, RILL_STREAM_CANCEL), 0, "the real subscription was cancelled");
@@ -1169,7 +1174,7 @@ Test(rs, rule_2_8_next_after_own_cancel_is_accepted_and_released, .timeout = 60)
      * fails on the third and cancels with the other seven in flight. */
     for (uint64_t i = 0; i < 10; i++) {
         rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i};
-        cr_assert_eq(rill_stream_next(sys, sink, pub, tok, &e), RILL_OK);
+        cr_assert_eq(rill_stream_next(sys, rill_sub(sink), rill_pub(pub), tok, &e), RILL_OK);
     }
     cr_assert(kit_wait_at_least(&fs.hold.arrived, 1, KIT_WAIT_MS));
     kit_gate_open(&fs.hold);
@@ -1178,7 +1183,7 @@ Test(rs, rule_2_8_next_after_own_cancel_is_accepted_and_released, .timeout = 60)
      * yet would send: accepted (or refused, then still ours). */
     for (uint64_t i = 10; i < 15; i++) {
         rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i};
-        rill_err_t r = rill_stream_next(sys, sink, pub, tok, &e);
+        rill_err_t r = rill_stream_next(sys, rill_sub(sink), rill_pub(pub), tok, &e);
         cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
         if (r != RILL_OK)
             kit_payload_reclaim(e.payload);
@@ -1259,21 +1264,28 @@ Test(rs, rule_2_13_null_signals_are_rejected_and_change_nothing, .timeout = 60)
     /* The signal functions refuse invalid elements and missing parties,
      * send nothing, and leave the element with the caller. */
     rill_elem_t null_elem = {NULL, NULL, 42};
-    cr_assert_eq(rill_stream_next(sys, sub, pub, 1, &null_elem), RILL_EINVAL);
-    cr_assert_eq(rill_stream_next(sys, sub, pub, 1, NULL), RILL_EINVAL);
+    cr_assert_eq(rill_stream_next(sys, rill_sub(sub), rill_pub(pub), 1, &null_elem), RILL_EINVAL);
+    cr_assert_eq(rill_stream_next(sys, rill_sub(sub), rill_pub(pub), 1, NULL), RILL_EINVAL);
     rill_elem_t owned = {kit_payload_new(&tally, 7), kit_payload_free, 7};
-    cr_assert_eq(rill_stream_next(sys, sub, RILL_AID_NONE, 1, &owned), RILL_EINVAL);
-    cr_assert_eq(rill_stream_next(sys, RILL_AID_NONE, pub, 1, &owned), RILL_EINVAL);
-    cr_assert_eq(rill_stream_next(NULL, sub, pub, 1, &owned), RILL_EINVAL);
+    cr_assert_eq(rill_stream_next(sys, rill_sub(sub), rill_pub(RILL_AID_NONE), 1, &owned),
+                 RILL_EINVAL);
+    cr_assert_eq(rill_stream_next(sys, rill_sub(RILL_AID_NONE), rill_pub(pub), 1, &owned),
+                 RILL_EINVAL);
+    cr_assert_eq(rill_stream_next(NULL, rill_sub(sub), rill_pub(pub), 1, &owned), RILL_EINVAL);
     cr_assert_eq(atomic_load(&tally.released), 0, "a refused element was released");
     kit_payload_reclaim(owned.payload);
-    cr_assert_eq(rill_stream_on_subscribe(sys, sub, RILL_AID_NONE, 1), RILL_EINVAL);
-    cr_assert_eq(rill_stream_on_subscribe(sys, RILL_AID_NONE, pub, 1), RILL_EINVAL);
-    cr_assert_eq(rill_stream_request(sys, pub, RILL_AID_NONE, 1, 5), RILL_EINVAL);
-    cr_assert_eq(rill_stream_cancel(sys, pub, RILL_AID_NONE, 1), RILL_EINVAL);
-    cr_assert_eq(rill_stream_complete(sys, sub, RILL_AID_NONE, 1), RILL_EINVAL);
-    cr_assert_eq(rill_stream_error(sys, sub, RILL_AID_NONE, 1, RILL_EIO, "x"), RILL_EINVAL);
-    cr_assert_eq(rill_stream_error(sys, RILL_AID_NONE, pub, 1, RILL_EIO, NULL), RILL_EINVAL);
+    cr_assert_eq(rill_stream_on_subscribe(sys, rill_sub(sub), rill_pub(RILL_AID_NONE), 1),
+                 RILL_EINVAL);
+    cr_assert_eq(rill_stream_on_subscribe(sys, rill_sub(RILL_AID_NONE), rill_pub(pub), 1),
+                 RILL_EINVAL);
+    cr_assert_eq(rill_stream_request(sys, rill_pub(pub), rill_sub(RILL_AID_NONE), 1, 5),
+                 RILL_EINVAL);
+    cr_assert_eq(rill_stream_cancel(sys, rill_pub(pub), rill_sub(RILL_AID_NONE), 1), RILL_EINVAL);
+    cr_assert_eq(rill_stream_complete(sys, rill_sub(sub), rill_pub(RILL_AID_NONE), 1), RILL_EINVAL);
+    cr_assert_eq(rill_stream_error(sys, rill_sub(sub), rill_pub(RILL_AID_NONE), 1, RILL_EIO, "x"),
+                 RILL_EINVAL);
+    cr_assert_eq(rill_stream_error(sys, rill_sub(RILL_AID_NONE), rill_pub(pub), 1, RILL_EIO, NULL),
+                 RILL_EINVAL);
     cr_assert_eq(kit_fence(sys, pub), RILL_OK);
     cr_assert_eq(kit_fence(sys, sub), RILL_OK);
     cr_assert_eq(probe_total(&s), 0, "a refused signal reached the subscriber");
@@ -1294,7 +1306,7 @@ Test(rs, rule_2_13_null_signals_are_rejected_and_change_nothing, .timeout = 60)
     rill_msg_t raw = {.type = RILL_STREAM_NEXT, .from = pub, .corr = tok, .arg = 99};
     cr_assert_eq(rill_tell(sys, map, &raw), RILL_OK);
     send_values(sys, map, pub, tok, 1, 2);
-    cr_assert_eq(rill_stream_complete(sys, map, pub, tok), RILL_OK);
+    cr_assert_eq(rill_stream_complete(sys, rill_sub(map), rill_pub(pub), tok), RILL_OK);
     cr_assert(probe_wait_count(&ms, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS), "stream stopped");
     cr_assert_eq(probe_count(&ms, RILL_STREAM_NEXT), 2, "the NULL element went through");
     cr_assert_eq(probe_at(&ms, 1).arg, 1);
@@ -1311,7 +1323,9 @@ Test(rs, rule_2_13_null_signals_are_rejected_and_change_nothing, .timeout = 60)
     subscribe(sys, emap, esub, 14);
     link_stages(sys, epub, emap);
     cr_assert(probe_wait_count(&ep, RILL_STREAM_REQUEST, 1, KIT_WAIT_MS));
-    cr_assert_eq(rill_stream_error(sys, emap, epub, probe_view(&ep).token, RILL_OK, NULL), RILL_OK);
+    cr_assert_eq(rill_stream_error(sys, rill_sub(emap), rill_pub(epub), probe_view(&ep).token,
+                                   RILL_OK, NULL),
+                 RILL_OK);
     cr_assert(probe_wait_count(&es, RILL_STREAM_ERROR, 1, KIT_WAIT_MS), "no ERROR downstream");
     cr_assert_eq(probe_count(&es, RILL_STREAM_COMPLETE), 0);
     cr_assert_neq(probe_view(&es).error_code, RILL_OK);
@@ -1406,13 +1420,13 @@ Test(rs, rule_3_6_and_3_7_request_and_cancel_after_cancel_are_noops, .timeout = 
         subscribe(sys, pubs[k], subs[k], tok);
         cr_assert_eq(probe_request(sys, p, subs[k], pubs[k], tok, 5), RILL_OK);
         cr_assert(probe_wait_count(p, RILL_STREAM_NEXT, 5, KIT_WAIT_MS));
-        cr_assert_eq(rill_stream_cancel(sys, pubs[k], subs[k], tok), RILL_OK);
+        cr_assert_eq(rill_stream_cancel(sys, rill_pub(pubs[k]), rill_sub(subs[k]), tok), RILL_OK);
         /* After CANCEL: more demand, a bad demand, another CANCEL. */
         rill_err_t r = probe_request(sys, p, subs[k], pubs[k], tok, 10);
         cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
-        r = rill_stream_request(sys, pubs[k], subs[k], tok, 0);
+        r = rill_stream_request(sys, rill_pub(pubs[k]), rill_sub(subs[k]), tok, 0);
         cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
-        r = rill_stream_cancel(sys, pubs[k], subs[k], tok);
+        r = rill_stream_cancel(sys, rill_pub(pubs[k]), rill_sub(subs[k]), tok);
         cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
     }
     expect_dead(sys, src, "the cancelled source");
@@ -1442,7 +1456,7 @@ static void *cancel_thread(void *arg)
 {
     struct canceller *c = arg;
     pthread_barrier_wait(c->start);
-    c->result = rill_stream_cancel(c->sys, c->pub, c->sub, c->token);
+    c->result = rill_stream_cancel(c->sys, rill_pub(c->pub), rill_sub(c->sub), c->token);
     return NULL;
 }
 
@@ -1497,13 +1511,13 @@ Test(rs, rule_3_9_non_positive_request_signals_error_once, .timeout = 60)
     subscribe(sys, zsrc, zsub, 1);
     cr_assert_eq(probe_request(sys, &z, zsub, zsrc, 1, 2), RILL_OK);
     cr_assert(probe_wait_count(&z, RILL_STREAM_NEXT, 2, KIT_WAIT_MS));
-    cr_assert_eq(rill_stream_request(sys, zsrc, zsub, 1, 0), RILL_OK);
-    rill_err_t r = rill_stream_request(sys, zsrc, zsub, 1, 0);
+    cr_assert_eq(rill_stream_request(sys, rill_pub(zsrc), rill_sub(zsub), 1, 0), RILL_OK);
+    rill_err_t r = rill_stream_request(sys, rill_pub(zsrc), rill_sub(zsub), 1, 0);
     cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
 
     /* REQUEST(-5) as the first demand, then a valid one: one ERROR. */
     subscribe(sys, nsrc, nsub, 2);
-    cr_assert_eq(rill_stream_request(sys, nsrc, nsub, 2, -5), RILL_OK);
+    cr_assert_eq(rill_stream_request(sys, rill_pub(nsrc), rill_sub(nsub), 2, -5), RILL_OK);
     r = probe_request(sys, &neg, nsub, nsrc, 2, 10);
     cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
 
@@ -1550,7 +1564,7 @@ Test(rs, rule_3_12_and_3_13_cancel_stops_signals_and_releases_the_subscriber, .t
     subscribe(sys, map, sub, 1);
     cr_assert(probe_wait_received(&s, 1, 500, KIT_WAIT_MS), "elements do not flow");
 
-    cr_assert_eq(rill_stream_cancel(sys, map, sub, 1), RILL_OK);
+    cr_assert_eq(rill_stream_cancel(sys, rill_pub(map), rill_sub(sub), 1), RILL_OK);
     expect_dead(sys, map, "the cancelled map");
     expect_dead(sys, src, "the source behind the cancelled map");
     /* In-flight elements may still land; then nothing. */
@@ -1625,7 +1639,7 @@ Test(rs, rule_3_17_demand_up_to_int64_max_is_unbounded, .timeout = 60)
               (long long)seen);
     cr_assert_eq(probe_count(&c, RILL_STREAM_ERROR), 0);
     cr_assert_eq(probe_count(&c, RILL_STREAM_COMPLETE), 0);
-    cr_assert_eq(rill_stream_cancel(sys, csrc, csub, 3), RILL_OK);
+    cr_assert_eq(rill_stream_cancel(sys, rill_pub(csrc), rill_sub(csub), 3), RILL_OK);
     expect_dead(sys, csrc, "the cancelled endless source");
     probe_quiet(&c, QUIET_MS);
     cr_assert_eq(probe_count(&c, RILL_STREAM_ERROR), 0);
@@ -1667,7 +1681,8 @@ Test(rs, mailbox_invariant_queued_never_exceeds_outstanding_demand, .timeout = 6
     rill_aid_t pubs[2] = {src, map};
     for (int k = 0; k < 2; k++) {
         cr_assert(probe_wait_received(&s[k], 1 + (uint64_t)k, n, 60000), "stalled (%d)", k);
-        cr_assert_eq(rill_stream_cancel(sys, pubs[k], sub[k], 1 + (uint64_t)k), RILL_OK);
+        cr_assert_eq(rill_stream_cancel(sys, rill_pub(pubs[k]), rill_sub(sub[k]), 1 + (uint64_t)k),
+                     RILL_OK);
     }
     expect_dead(sys, src, "source");
     expect_dead(sys, map, "map");

@@ -8,7 +8,7 @@
  * Deterministic scenarios drive one stage directly with PROBES: two
  * recorder actors (actor_kit) that stand for its publisher and its
  * subscriber. The test thread speaks for them with the public signal
- * functions (rill_stream_next(sys, stage, pub, ...) is a NEXT from the
+ * functions (rill_stream_next(sys, rill_sub(stage), rill_pub(pub), ...) is a NEXT from the
  * publisher as far as the stage can tell), so the test decides exactly when
  * elements arrive and when demand exists; the recorders log what the stage
  * sends them. Tests wait on conditions with deadlines, never on sleeps;
@@ -204,11 +204,12 @@ static void rig_open(rig_t *r, rill_stage_t *spec, uint32_t mailbox_capacity)
     cr_assert(r->pub_log && r->sub_log);
     r->pub = kit_spawn_recorder(r->sys, r->pub_log, 0);
     r->sub = kit_spawn_recorder(r->sys, r->sub_log, 1);
-    cr_assert(r->pub && r->sub);
-    rill_stage_opts_t o = {.name = NULL, .executor = -1, .mailbox_capacity = mailbox_capacity};
+    cr_assert(!rill_aid_is_none(r->pub) && !rill_aid_is_none(r->sub));
+    rill_stage_opts_t o = {.name = NULL, .mailbox_capacity = mailbox_capacity};
     r->stage = spawn_ok(r->sys, spec, &o);
 
-    cr_assert_eq(rill_stream_subscribe(r->sys, r->stage, r->sub, SUB_TOKEN), RILL_OK);
+    cr_assert_eq(rill_stream_subscribe(r->sys, rill_pub(r->stage), rill_sub(r->sub), SUB_TOKEN),
+                 RILL_OK);
     cr_assert(kit_log_wait_type(r->sub_log, RILL_STREAM_ON_SUBSCRIBE, 1, KIT_WAIT_MS),
               "no ON_SUBSCRIBE for the subscriber probe");
 
@@ -218,7 +219,9 @@ static void rig_open(rig_t *r, rill_stage_t *spec, uint32_t mailbox_capacity)
     kit_event_t sub;
     cr_assert(kit_log_find(r->pub_log, RILL_STREAM_SUBSCRIBE, r->stage, &sub));
     r->up_token = sub.corr;
-    cr_assert_eq(rill_stream_on_subscribe(r->sys, r->stage, r->pub, r->up_token), RILL_OK);
+    cr_assert_eq(
+        rill_stream_on_subscribe(r->sys, rill_sub(r->stage), rill_pub(r->pub), r->up_token),
+        RILL_OK);
 }
 
 /* The publisher probe sends e once the stage has asked for it (rule 1.1). */
@@ -226,14 +229,16 @@ static void rig_send(rig_t *r, rill_elem_t e)
 {
     cr_assert(log_wait_sum(r->pub_log, RILL_STREAM_REQUEST, r->sent + 1),
               "the stage did not ask for element %lld", (long long)r->sent + 1);
-    rill_err_t err = rill_stream_next(r->sys, r->stage, r->pub, r->up_token, &e);
+    rill_err_t err =
+        rill_stream_next(r->sys, rill_sub(r->stage), rill_pub(r->pub), r->up_token, &e);
     cr_assert_eq(err, RILL_OK, "NEXT: %s", rill_err_name(err));
     r->sent++;
 }
 
 static void rig_request(rig_t *r, int64_t n)
 {
-    cr_assert_eq(rill_stream_request(r->sys, r->stage, r->sub, SUB_TOKEN, n), RILL_OK);
+    cr_assert_eq(rill_stream_request(r->sys, rill_pub(r->stage), rill_sub(r->sub), SUB_TOKEN, n),
+                 RILL_OK);
     r->demand += n;
 }
 
@@ -250,7 +255,8 @@ static void rig_fence(rig_t *r)
     rill_elem_t f = owned_elem(&r->fence, 0);
     rill_err_t err;
     int64_t deadline = kit_now_ms() + KIT_WAIT_MS;
-    while ((err = rill_stream_next(r->sys, r->stage, r->pub, FENCE_TOKEN, &f)) == RILL_EFULL &&
+    while ((err = rill_stream_next(r->sys, rill_sub(r->stage), rill_pub(r->pub), FENCE_TOKEN,
+                                   &f)) == RILL_EFULL &&
            kit_now_ms() < deadline)
         sched_yield();
     cr_assert_eq(err, RILL_OK, "fence: %s", rill_err_name(err));
@@ -361,7 +367,7 @@ Test(pipeline, backpressure_bounds_elements_in_flight_and_memory, .timeout = 180
 
     rill_pipeline_t *p = rill_pipeline_new(sys);
     cr_assert_not_null(p);
-    rill_stage_opts_t o = {.name = NULL, .executor = -1, .mailbox_capacity = BP_MAILBOX};
+    rill_stage_opts_t o = {.name = NULL, .mailbox_capacity = BP_MAILBOX};
     add_ok(p, rill_source_fn(bp_pull, &src), NULL);
     add_ok(p, rill_stage_map(identity_map, NULL), &o);
     add_ok(p, rill_stage_map(identity_map, NULL), &o);
@@ -461,7 +467,8 @@ static void overflow_case(rill_overflow_t overflow, const uint64_t *expect, size
 
     rig_request(&r, 10);
     cr_assert(kit_log_wait_type(r.sub_log, RILL_STREAM_NEXT, n_expect, KIT_WAIT_MS));
-    cr_assert_eq(rill_stream_complete(r.sys, r.stage, r.pub, r.up_token), RILL_OK);
+    cr_assert_eq(rill_stream_complete(r.sys, rill_sub(r.stage), rill_pub(r.pub), r.up_token),
+                 RILL_OK);
     cr_assert(kit_log_wait_type(r.sub_log, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS),
               "no COMPLETE after the buffer emptied");
     size_t n = log_nexts(r.sub_log, got, 16);
@@ -563,7 +570,8 @@ Test(stage_buffer, backpressure_never_drops_nor_asks_beyond_its_size, .timeout =
         rig_send(&r, owned_elem(&tally, v));
         ASSERT_DEMAND_BOUNDED();
     }
-    cr_assert_eq(rill_stream_complete(r.sys, r.stage, r.pub, r.up_token), RILL_OK);
+    cr_assert_eq(rill_stream_complete(r.sys, rill_sub(r.stage), rill_pub(r.pub), r.up_token),
+                 RILL_OK);
     cr_assert(kit_log_wait_type(r.sub_log, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS));
     rig_close(&r);
     uint64_t got[16];
@@ -601,7 +609,8 @@ Test(stage_conflate, keep_latest_delivers_the_newest, .timeout = 60)
     rig_fence(&r);
     rig_request(&r, 5);
     cr_assert(kit_log_wait_type(r.sub_log, RILL_STREAM_NEXT, 2, KIT_WAIT_MS));
-    cr_assert_eq(rill_stream_complete(r.sys, r.stage, r.pub, r.up_token), RILL_OK);
+    cr_assert_eq(rill_stream_complete(r.sys, rill_sub(r.stage), rill_pub(r.pub), r.up_token),
+                 RILL_OK);
     cr_assert(kit_log_wait_type(r.sub_log, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS));
     rig_close(&r);
     cr_assert_eq(log_nexts(r.sub_log, got, 4), 2);
@@ -635,7 +644,8 @@ Test(stage_conflate, combining_function_sums_what_waited, .timeout = 60)
     rig_fence(&r);
     rig_request(&r, 1);
     cr_assert(kit_log_wait_type(r.sub_log, RILL_STREAM_NEXT, 2, KIT_WAIT_MS));
-    cr_assert_eq(rill_stream_complete(r.sys, r.stage, r.pub, r.up_token), RILL_OK);
+    cr_assert_eq(rill_stream_complete(r.sys, rill_sub(r.stage), rill_pub(r.pub), r.up_token),
+                 RILL_OK);
     cr_assert(kit_log_wait_type(r.sub_log, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS));
     rig_close(&r);
     uint64_t got[4];
@@ -971,8 +981,8 @@ Test(stage_batch, groups_by_time_when_the_source_is_slow, .timeout = 60)
     slow_src_t src = {0, SLOW_N};
     rill_pipeline_t *p = rill_pipeline_new(sys);
     /* The source sleeps on executor 0; the batch's timer runs on 1. */
-    rill_stage_opts_t on0 = {.name = NULL, .executor = 0, .mailbox_capacity = 0};
-    rill_stage_opts_t on1 = {.name = NULL, .executor = 1, .mailbox_capacity = 0};
+    rill_stage_opts_t on0 = {.name = NULL, .executor = RILL_EXECUTOR(0), .mailbox_capacity = 0};
+    rill_stage_opts_t on1 = {.name = NULL, .executor = RILL_EXECUTOR(1), .mailbox_capacity = 0};
     add_ok(p, rill_source_fn(slow_pull, &src), &on0);
     add_ok(p, rill_stage_batch(100, 50), &on1);
     add_ok(p, rill_sink_collect(c), &on1);
@@ -1067,9 +1077,12 @@ Test(stage_broadcast, moves_at_the_pace_of_the_slowest_branch, .timeout = 60)
     slow->slow = 1;
     fast->other = &slow->count;
 
-    rill_stage_opts_t ob = {.name = "bcast", .executor = 0, .mailbox_capacity = BC_MAILBOX};
-    rill_stage_opts_t of = {.name = "fast", .executor = 0, .mailbox_capacity = BC_FAST_MAILBOX};
-    rill_stage_opts_t os = {.name = "slow", .executor = 1, .mailbox_capacity = BC_SLOW_MAILBOX};
+    rill_stage_opts_t ob = {
+        .name = "bcast", .executor = RILL_EXECUTOR(0), .mailbox_capacity = BC_MAILBOX};
+    rill_stage_opts_t of = {
+        .name = "fast", .executor = RILL_EXECUTOR(0), .mailbox_capacity = BC_FAST_MAILBOX};
+    rill_stage_opts_t os = {
+        .name = "slow", .executor = RILL_EXECUTOR(1), .mailbox_capacity = BC_SLOW_MAILBOX};
     rill_aid_t s = spawn_ok(sys, rill_source_fn(bc_pull, &src), NULL);
     rill_aid_t b = spawn_ok(sys, rill_stage_broadcast(2, copy_payload, &tally), &ob);
     rill_aid_t f = spawn_ok(sys, rill_sink_foreach(branch_sink, fast), &of);
@@ -1126,7 +1139,7 @@ Test(stage_merge, delivers_everything_and_completes_after_the_last_input, .timeo
     rill_aid_t in[3];
     in[0] = spawn_ok(sys, rill_source_range(0, 1000), NULL);
     in[1] = spawn_ok(sys, rill_source_range(10000, 1000), NULL);
-    rill_stage_opts_t on0 = {.name = NULL, .executor = 0, .mailbox_capacity = 0};
+    rill_stage_opts_t on0 = {.name = NULL, .executor = RILL_EXECUTOR(0), .mailbox_capacity = 0};
     in[2] = spawn_ok(sys, rill_source_fn(slow_pull, &slow), &on0);
     rill_aid_t m = spawn_ok(sys, rill_stage_merge(3), NULL);
     rill_aid_t sink = spawn_ok(sys, rill_sink_collect(c), NULL);
@@ -1268,9 +1281,9 @@ Test(pipeline, stop_cancels_within_a_deadline_and_releases_everything, .timeout 
     rill_aid_t aids[4];
     for (int i = 0; i < 4; i++) {
         aids[i] = rill_pipeline_stage(p, i);
-        cr_assert_neq(aids[i], RILL_AID_NONE);
+        cr_assert(!rill_aid_is_none(aids[i]));
     }
-    cr_assert_eq(rill_pipeline_stage(p, 4), RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(rill_pipeline_stage(p, 4)));
 
     int64_t t0 = kit_now_ms();
     cr_assert_eq(rill_pipeline_stop(p), RILL_OK);
@@ -1312,7 +1325,7 @@ Test(pipeline, failing_map_fails_the_pipeline_with_the_stage_name, .timeout = 60
     rill_system_t *sys = stage_system();
     rill_collector_t *c = rill_collector_new();
     rill_pipeline_t *p = rill_pipeline_new(sys);
-    rill_stage_opts_t named = {.name = "boom", .executor = -1, .mailbox_capacity = 0};
+    rill_stage_opts_t named = {.name = "boom", .mailbox_capacity = 0};
     add_ok(p, rill_source_range(0, 100), NULL);
     add_ok(p, rill_stage_map(fail_at_five, NULL), &named);
     add_ok(p, rill_sink_collect(c), NULL);
@@ -1436,31 +1449,34 @@ Test(stage_args, spawn_connect_and_signals_reject_invalid_arguments, .timeout = 
     cr_assert_eq(rill_stage_spawn(NULL, rill_sink_ignore(), NULL, &aid), RILL_EINVAL);
     cr_assert_eq(rill_stage_spawn(sys, rill_sink_ignore(), NULL, NULL), RILL_EINVAL);
     cr_assert_eq(rill_stage_spawn(sys, NULL, NULL, &aid), RILL_EINVAL);
-    rill_stage_opts_t bad_exec = {.name = NULL, .executor = 99, .mailbox_capacity = 0};
+    rill_stage_opts_t bad_exec = {
+        .name = NULL, .executor = RILL_EXECUTOR(99), .mailbox_capacity = 0};
     cr_assert_eq(rill_stage_spawn(sys, rill_stage_map(identity_map, NULL), &bad_exec, &aid),
                  RILL_EINVAL);
-    cr_assert_eq(rill_stage_connect(NULL, 1, 2), RILL_EINVAL);
-    cr_assert_eq(rill_stage_connect(sys, RILL_AID_NONE, 2), RILL_EINVAL);
-    cr_assert_eq(rill_stage_connect(sys, 1, RILL_AID_NONE), RILL_EINVAL);
+    cr_assert_eq(rill_stage_connect(NULL, (rill_aid_t){1}, (rill_aid_t){2}), RILL_EINVAL);
+    cr_assert_eq(rill_stage_connect(sys, RILL_AID_NONE, (rill_aid_t){2}), RILL_EINVAL);
+    cr_assert_eq(rill_stage_connect(sys, (rill_aid_t){1}, RILL_AID_NONE), RILL_EINVAL);
 
     rill_aid_t a = spawn_ok(sys, rill_sink_ignore(), NULL);
-    cr_assert_eq(rill_stream_subscribe(NULL, a, a, 1), RILL_EINVAL);
-    cr_assert_eq(rill_stream_subscribe(sys, RILL_AID_NONE, a, 1), RILL_EINVAL);
-    cr_assert_eq(rill_stream_subscribe(sys, a, RILL_AID_NONE, 1), RILL_EINVAL);
-    cr_assert_eq(rill_stream_request(sys, RILL_AID_NONE, a, 1, 1), RILL_EINVAL);
-    cr_assert_eq(rill_stream_cancel(NULL, a, a, 1), RILL_EINVAL);
-    cr_assert_eq(rill_stream_on_subscribe(sys, RILL_AID_NONE, a, 1), RILL_EINVAL);
-    cr_assert_eq(rill_stream_complete(sys, a, RILL_AID_NONE, 1), RILL_EINVAL);
-    cr_assert_eq(rill_stream_error(sys, RILL_AID_NONE, a, 1, RILL_EIO, "x"), RILL_EINVAL);
+    cr_assert_eq(rill_stream_subscribe(NULL, rill_pub(a), rill_sub(a), 1), RILL_EINVAL);
+    cr_assert_eq(rill_stream_subscribe(sys, rill_pub(RILL_AID_NONE), rill_sub(a), 1), RILL_EINVAL);
+    cr_assert_eq(rill_stream_subscribe(sys, rill_pub(a), rill_sub(RILL_AID_NONE), 1), RILL_EINVAL);
+    cr_assert_eq(rill_stream_request(sys, rill_pub(RILL_AID_NONE), rill_sub(a), 1, 1), RILL_EINVAL);
+    cr_assert_eq(rill_stream_cancel(NULL, rill_pub(a), rill_sub(a), 1), RILL_EINVAL);
+    cr_assert_eq(rill_stream_on_subscribe(sys, rill_sub(RILL_AID_NONE), rill_pub(a), 1),
+                 RILL_EINVAL);
+    cr_assert_eq(rill_stream_complete(sys, rill_sub(a), rill_pub(RILL_AID_NONE), 1), RILL_EINVAL);
+    cr_assert_eq(rill_stream_error(sys, rill_sub(RILL_AID_NONE), rill_pub(a), 1, RILL_EIO, "x"),
+                 RILL_EINVAL);
 
     kit_tally_t tally;
     memset(&tally, 0, sizeof(tally));
     rill_elem_t e = owned_elem(&tally, 1);
-    cr_assert_eq(rill_stream_next(NULL, a, a, 1, &e), RILL_EINVAL);
-    cr_assert_eq(rill_stream_next(sys, RILL_AID_NONE, a, 1, &e), RILL_EINVAL);
-    cr_assert_eq(rill_stream_next(sys, a, a, 1, NULL), RILL_EINVAL);
+    cr_assert_eq(rill_stream_next(NULL, rill_sub(a), rill_pub(a), 1, &e), RILL_EINVAL);
+    cr_assert_eq(rill_stream_next(sys, rill_sub(RILL_AID_NONE), rill_pub(a), 1, &e), RILL_EINVAL);
+    cr_assert_eq(rill_stream_next(sys, rill_sub(a), rill_pub(a), 1, NULL), RILL_EINVAL);
     rill_elem_t invalid = {NULL, NULL, 5};
-    cr_assert_eq(rill_stream_next(sys, a, a, 1, &invalid), RILL_EINVAL);
+    cr_assert_eq(rill_stream_next(sys, rill_sub(a), rill_pub(a), 1, &invalid), RILL_EINVAL);
     cr_assert_eq(tally_released(&tally), 0, "the element stays the caller's on error");
     kit_payload_reclaim(e.payload);
     cr_assert_eq(rill_stream_error_text(NULL)[0], '\0');
@@ -1482,7 +1498,7 @@ Test(pipeline, invalid_arguments_and_states, .timeout = 60)
     cr_assert_eq(rill_pipeline_stop(NULL), RILL_EINVAL);
     cr_assert_eq(rill_pipeline_drain(NULL), RILL_EINVAL);
     cr_assert_eq(rill_pipeline_wait(NULL, 0, &r), RILL_EINVAL);
-    cr_assert_eq(rill_pipeline_stage(NULL, 0), RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(rill_pipeline_stage(NULL, 0)));
     rill_pipeline_destroy(NULL);
 
     rill_pipeline_t *p = rill_pipeline_new(sys);
@@ -1506,8 +1522,8 @@ Test(pipeline, invalid_arguments_and_states, .timeout = 60)
     pipeline_start_ok(p);
     cr_assert_eq(rill_pipeline_start(p, errstr, sizeof(errstr)), RILL_ESTATE, "started twice");
     cr_assert_eq(rill_pipeline_add(p, rill_sink_ignore(), NULL), RILL_ESTATE, "after start");
-    cr_assert_eq(rill_pipeline_stage(p, -1), RILL_AID_NONE);
-    cr_assert_eq(rill_pipeline_stage(p, 3), RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(rill_pipeline_stage(p, -1)));
+    cr_assert(rill_aid_is_none(rill_pipeline_stage(p, 3)));
     r = pipeline_wait_ok(p, KIT_WAIT_MS);
     cr_assert_eq(r.end, RILL_PIPELINE_COMPLETED, "%s", r.text);
     cr_assert_eq(r.delivered, 10);
@@ -1522,7 +1538,8 @@ Test(pipeline, invalid_arguments_and_states, .timeout = 60)
 
     /* A stage that cannot spawn: start fails and nothing leaks. */
     p = rill_pipeline_new(sys);
-    rill_stage_opts_t bad_exec = {.name = NULL, .executor = 99, .mailbox_capacity = 0};
+    rill_stage_opts_t bad_exec = {
+        .name = NULL, .executor = RILL_EXECUTOR(99), .mailbox_capacity = 0};
     add_ok(p, rill_source_range(0, 10), NULL);
     add_ok(p, rill_stage_map(identity_map, NULL), &bad_exec);
     add_ok(p, rill_sink_ignore(), NULL);

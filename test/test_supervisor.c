@@ -114,14 +114,15 @@ static void ev_log(tw_t *w, int kind, const char *label, rill_aid_t aid, rill_ai
 
 static int ev_match(const ev_t *e, int kind, const char *label, rill_aid_t aid)
 {
-    return e->kind == kind && (!label || !strcmp(e->label, label)) && (!aid || e->aid == aid);
+    return e->kind == kind && (!label || !strcmp(e->label, label)) &&
+           (rill_aid_is_none(aid) || rill_aid_eq(e->aid, aid));
 }
 
 static size_t count_locked(tw_t *w, size_t from, int kind, const char *label)
 {
     size_t c = 0;
     for (size_t i = from; i < w->n; i++)
-        c += ev_match(&w->ev[i], kind, label, 0);
+        c += ev_match(&w->ev[i], kind, label, RILL_AID_NONE);
     return c;
 }
 
@@ -193,7 +194,7 @@ static size_t wait_find(tw_t *w, size_t from, int kind, const char *label, rill_
         *out = w->ev[i];
     pthread_mutex_unlock(&w->mu);
     cr_assert_neq(i, NO_EV, "no event of kind %d about %s (actor %#llx)", kind,
-                  label ? label : "anyone", (unsigned long long)aid);
+                  label ? label : "anyone", (unsigned long long)aid.id);
     return i;
 }
 
@@ -247,7 +248,7 @@ typedef struct cstate {
 static rill_err_t child_init(rill_ctx_t *ctx, void *state)
 {
     cstate_t *s = state;
-    ev_log(s->arg->w, EV_INIT, s->arg->label, rill_self(ctx), 0, NULL, s->counter);
+    ev_log(s->arg->w, EV_INIT, s->arg->label, rill_self(ctx), RILL_AID_NONE, NULL, s->counter);
     return RILL_OK;
 }
 
@@ -255,7 +256,7 @@ static void child_terminate(rill_ctx_t *ctx, void *state, const rill_exit_t *rea
 {
     cstate_t *s = state;
     tw_t *w = s->arg->w;
-    ev_log(w, EV_TERM, s->arg->label, rill_self(ctx), 0, reason, s->counter);
+    ev_log(w, EV_TERM, s->arg->label, rill_self(ctx), RILL_AID_NONE, reason, s->counter);
     free(s);
     atomic_fetch_add_explicit(&w->frees, 1, memory_order_release);
 }
@@ -298,7 +299,7 @@ static rill_err_t child_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
 static rill_err_t child_start(void *arg, rill_spawn_opts_t *opts)
 {
     carg_t *a = arg;
-    ev_log(a->w, EV_START, a->label, 0, 0, NULL, 0);
+    ev_log(a->w, EV_START, a->label, RILL_AID_NONE, RILL_AID_NONE, NULL, 0);
     if (a->start_error)
         return a->start_error;
     cstate_t *s = malloc(sizeof(*s));
@@ -369,13 +370,13 @@ static rill_err_t watcher_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg
         char label[32] = "?";
         pthread_mutex_lock(&w->mu);
         for (size_t i = 0; i < w->n_watched; i++)
-            if (w->watched[i].aid == d->actor)
+            if (rill_aid_eq(w->watched[i].aid, d->actor))
                 memcpy(label, w->watched[i].label, sizeof(label));
         pthread_mutex_unlock(&w->mu);
-        ev_log(w, EV_DOWN, label, d->actor, 0, &d->reason, 0);
+        ev_log(w, EV_DOWN, label, d->actor, RILL_AID_NONE, &d->reason, 0);
     } else if (msg->type == MSG_WATCH) {
         rill_msg_t r = {.type = MSG_WATCH};
-        r.arg = (uint64_t)rill_monitor(ctx, (rill_aid_t)msg->arg, NULL);
+        r.arg = (uint64_t)rill_monitor(ctx, (rill_aid_t){msg->arg}, NULL);
         rill_reply(ctx, msg, &r);
     }
     return RILL_OK;
@@ -390,7 +391,7 @@ static void watch(tw_t *w, rill_aid_t aid, const char *label)
     snprintf(w->watched[w->n_watched].label, sizeof(w->watched[0].label), "%s", label);
     w->n_watched++;
     pthread_mutex_unlock(&w->mu);
-    rill_msg_t q = kit_msg(MSG_WATCH, aid, NULL), r;
+    rill_msg_t q = kit_msg(MSG_WATCH, aid.id, NULL), r;
     memset(&r, 0, sizeof(r));
     rill_err_t e = rill_ask_sync(w->sys, w->watcher, &q, KIT_WAIT_MS, &r);
     cr_assert_eq(e, RILL_OK, "watch: %s", rill_err_name(e));
@@ -413,7 +414,6 @@ static tw_t *tw_new(void)
     memset(&o, 0, sizeof(o));
     o.behavior = watcher_behavior;
     o.state = w;
-    o.executor = -1;
     cr_assert_eq(rill_spawn(w->sys, &o, &w->watcher), RILL_OK);
     return w;
 }
@@ -485,7 +485,7 @@ static void settle(tw_t *w, rill_aid_t sup)
     rill_child_info_t v[16];
     size_t n = kids(w, sup, v, 16);
     for (size_t i = 0; i < n && i < 16; i++) {
-        if (!v[i].running || !v[i].aid)
+        if (!v[i].running || rill_aid_is_none(v[i].aid))
             continue;
         if (v[i].supervisor)
             settle(w, v[i].aid);
@@ -500,7 +500,7 @@ static rill_aid_t start_sup(tw_t *w, const rill_sup_spec_t *spec, const char *na
     rill_aid_t aid = RILL_AID_NONE;
     rill_err_t e = rill_sup_start(w->sys, spec, name, &aid, err, sizeof(err));
     cr_assert_eq(e, RILL_OK, "rill_sup_start: %s: %s", rill_err_name(e), err);
-    cr_assert_neq(aid, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(aid));
     settle(w, aid);
     return aid;
 }
@@ -511,7 +511,7 @@ static rill_aid_t start_dyn(tw_t *w, rill_aid_t sup, carg_t *arg)
     rill_aid_t aid = RILL_AID_NONE;
     rill_err_t e = rill_sup_start_child(w->sys, sup, arg, &aid);
     cr_assert_eq(e, RILL_OK, "rill_sup_start_child: %s", rill_err_name(e));
-    cr_assert_neq(aid, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(aid));
     wait_find(w, 0, EV_INIT, NULL, aid, NULL);
     return aid;
 }
@@ -534,7 +534,7 @@ static void send_aid(tw_t *w, rill_aid_t aid, uint32_t type)
 {
     rill_msg_t m = kit_msg(type, 0, NULL);
     rill_err_t e = rill_tell(w->sys, aid, &m);
-    cr_assert_eq(e, RILL_OK, "tell %#llx: %s", (unsigned long long)aid, rill_err_name(e));
+    cr_assert_eq(e, RILL_OK, "tell %#llx: %s", (unsigned long long)aid.id, rill_err_name(e));
 }
 
 static void bump(tw_t *w, rill_aid_t aid, int times)
@@ -548,7 +548,7 @@ static uint64_t counter_of(tw_t *w, rill_aid_t aid)
     rill_msg_t q = kit_msg(MSG_GET, 0, NULL), r;
     memset(&r, 0, sizeof(r));
     rill_err_t e = rill_ask_sync(w->sys, aid, &q, KIT_WAIT_MS, &r);
-    cr_assert_eq(e, RILL_OK, "ask %#llx: %s", (unsigned long long)aid, rill_err_name(e));
+    cr_assert_eq(e, RILL_OK, "ask %#llx: %s", (unsigned long long)aid.id, rill_err_name(e));
     cr_assert_eq(r.type, MSG_GET);
     return r.arg;
 }
@@ -589,7 +589,7 @@ static rill_child_info_t kid(tw_t *w, rill_aid_t sup, const char *id)
 static rill_aid_t kid_aid(tw_t *w, rill_aid_t sup, const char *id)
 {
     rill_child_info_t ci = kid(w, sup, id);
-    cr_assert(ci.running && ci.aid, "child \"%s\" is not running", id);
+    cr_assert(ci.running && !rill_aid_is_none(ci.aid), "child \"%s\" is not running", id);
     return ci.aid;
 }
 
@@ -626,7 +626,7 @@ static rill_child_info_t wait_kid(tw_t *w, rill_aid_t sup, const char *id, int w
         int found = find_kid(w, sup, id, &ci);
         if (want == KID_ABSENT ? !found
             : want == KID_STOPPED
-                ? found && !ci.running && !ci.restarting && ci.aid == RILL_AID_NONE
+                ? found && !ci.running && !ci.restarting && rill_aid_is_none(ci.aid)
                 : found && ci.restarting)
             return ci;
         cr_assert_lt(kit_now_ms(), deadline, "child \"%s\" never reached state %d", id, want);
@@ -657,7 +657,7 @@ Test(sup_strategy, one_for_one_restarts_only_the_failed_child, .timeout = 60)
     ASSERT_TRACE(w, 0, K(EV_START), "+a +b +c");
 
     rill_aid_t aa = kid_aid(w, sup, "a"), ab = kid_aid(w, sup, "b"), ac = kid_aid(w, sup, "c");
-    cr_assert_eq(rill_lookup(w->sys, "b"), ab, "registered under its id");
+    cr_assert(rill_aid_eq(rill_lookup(w->sys, "b"), ab), "registered under its id");
     bump(w, aa, 1);
     bump(w, ab, 2);
     bump(w, ac, 3);
@@ -669,14 +669,14 @@ Test(sup_strategy, one_for_one_restarts_only_the_failed_child, .timeout = 60)
     (void)kid(w, sup, "b"); /* a round trip: the restart is complete */
     ASSERT_TRACE(w, mark, K(EV_START) | K(EV_TERM), "-b +b");
     ev_t term;
-    ev_find(w, mark, EV_TERM, "b", 0, &term);
+    ev_find(w, mark, EV_TERM, "b", RILL_AID_NONE, &term);
     cr_assert_eq(term.exit.kind, RILL_EXIT_FAILURE);
     cr_assert_eq(term.exit.code, RILL_EIO);
 
     rill_aid_t nb = kid_aid(w, sup, "b");
-    cr_assert_neq(nb, ab, "b is a new actor");
-    cr_assert_eq(kid_aid(w, sup, "a"), aa, "a was not touched");
-    cr_assert_eq(kid_aid(w, sup, "c"), ac, "c was not touched");
+    cr_assert(!rill_aid_eq(nb, ab), "b is a new actor");
+    cr_assert(rill_aid_eq(kid_aid(w, sup, "a"), aa), "a was not touched");
+    cr_assert(rill_aid_eq(kid_aid(w, sup, "c"), ac), "c was not touched");
     cr_assert_eq(counter_of(w, aa), 1, "a kept its state");
     cr_assert_eq(counter_of(w, ac), 3, "c kept its state");
     cr_assert_eq(counter_of(w, nb), 0, "b starts afresh");
@@ -710,16 +710,16 @@ Test(sup_strategy, one_for_all_restarts_every_child_in_order, .timeout = 60)
      * start order, then all of them in start order */
     ASSERT_TRACE(w, mark, K(EV_START) | K(EV_TERM), "-b -c -a +a +b +c");
     ev_t e;
-    ev_find(w, mark, EV_TERM, "c", 0, &e);
+    ev_find(w, mark, EV_TERM, "c", RILL_AID_NONE, &e);
     cr_assert_eq(e.exit.kind, RILL_EXIT_SHUTDOWN, "c was stopped: %s",
                  rill_exit_kind_name(e.exit.kind));
-    ev_find(w, mark, EV_TERM, "a", 0, &e);
+    ev_find(w, mark, EV_TERM, "a", RILL_AID_NONE, &e);
     cr_assert_eq(e.exit.kind, RILL_EXIT_SHUTDOWN);
 
     const char *ids[3] = {"a", "b", "c"};
     for (int i = 0; i < 3; i++) {
         rill_aid_t now = kid_aid(w, sup, ids[i]);
-        cr_assert_neq(now, before[i], "%s restarted", ids[i]);
+        cr_assert(!rill_aid_eq(now, before[i]), "%s restarted", ids[i]);
         cr_assert_eq(counter_of(w, now), 0, "%s starts afresh", ids[i]);
         cr_assert_eq(stats_restarts(w, now), kid(w, sup, ids[i]).restarts);
     }
@@ -751,11 +751,11 @@ Test(sup_strategy, rest_for_one_restarts_the_failed_child_and_later_ones, .timeo
     (void)kid(w, sup, "d");
     ASSERT_TRACE(w, mark, K(EV_START) | K(EV_TERM), "-b -d -c +b +c +d");
 
-    cr_assert_eq(kid_aid(w, sup, "a"), before[0], "a, started before b, was not touched");
+    cr_assert(rill_aid_eq(kid_aid(w, sup, "a"), before[0]), "a, started before b, was not touched");
     cr_assert_eq(counter_of(w, before[0]), 1, "a kept its state");
     for (int i = 1; i < 4; i++) {
         rill_aid_t now = kid_aid(w, sup, ids[i]);
-        cr_assert_neq(now, before[i], "%s restarted", ids[i]);
+        cr_assert(!rill_aid_eq(now, before[i]), "%s restarted", ids[i]);
         cr_assert_eq(counter_of(w, now), 0);
     }
 
@@ -766,7 +766,7 @@ Test(sup_strategy, rest_for_one_restarts_the_failed_child_and_later_ones, .timeo
     wait_count(w, mark, EV_INIT, "d", 1);
     (void)kid(w, sup, "d");
     ASSERT_TRACE(w, mark, K(EV_START) | K(EV_TERM), "-d +d");
-    cr_assert_eq(kid_aid(w, sup, "c"), c_now);
+    cr_assert(rill_aid_eq(kid_aid(w, sup, "c"), c_now));
 
     stop_sup(w, sup);
     tw_free(w);
@@ -794,9 +794,9 @@ Test(sup_strategy, simple_one_for_one_restarts_only_the_failed_child, .timeout =
     ASSERT_TRACE(w, mark, K(EV_START) | K(EV_TERM), "-w2 +w2");
     rill_child_info_t v[MAX_KIDS];
     cr_assert_eq(kids(w, sup, v, MAX_KIDS), 3);
-    cr_assert_eq(v[0].aid, aid[0]);
-    cr_assert_eq(v[2].aid, aid[2]);
-    cr_assert(v[1].running && v[1].aid && v[1].aid != aid[1]);
+    cr_assert(rill_aid_eq(v[0].aid, aid[0]));
+    cr_assert(rill_aid_eq(v[2].aid, aid[2]));
+    cr_assert(v[1].running && !rill_aid_is_none(v[1].aid) && !rill_aid_eq(v[1].aid, aid[1]));
     cr_assert_eq(v[1].restarts, 1);
     cr_assert_eq(counter_of(w, aid[0]), 10);
     cr_assert_eq(counter_of(w, aid[2]), 30);
@@ -833,10 +833,11 @@ Test(sup_restart_type, permanent_is_restarted_after_any_exit, .timeout = 60)
             cr_assert_eq(rill_stop(w->sys, old), RILL_OK);
         wait_count(w, mark, EV_INIT, "p", 1);
         ev_t term;
-        ev_find(w, mark, EV_TERM, "p", 0, &term);
+        ev_find(w, mark, EV_TERM, "p", RILL_AID_NONE, &term);
         cr_assert_eq(term.exit.kind, kinds[i]);
         rill_child_info_t ci = kid(w, sup, "p");
-        cr_assert(ci.running && ci.aid != old, "restarted after %s", rill_exit_kind_name(kinds[i]));
+        cr_assert(ci.running && !rill_aid_eq(ci.aid, old), "restarted after %s",
+                  rill_exit_kind_name(kinds[i]));
         cr_assert_eq(ci.restarts, i + 1);
         cr_assert_eq(ci.last_exit.kind, kinds[i]);
     }
@@ -878,7 +879,7 @@ Test(sup_restart_type, transient_is_restarted_only_after_abnormal_exits, .timeou
     cr_assert_eq(s.last_exit.kind, RILL_EXIT_SHUTDOWN);
     cr_assert_eq(n.restarts, 0);
     cr_assert_eq(s.restarts, 0);
-    cr_assert_eq(rill_lookup(w->sys, "tn"), RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(rill_lookup(w->sys, "tn")));
     ASSERT_IDS(w, sup, "tf,tk,tn,ts"); /* kept, as stopped children */
 
     stop_sup(w, sup);
@@ -900,7 +901,7 @@ Test(sup_restart_type, temporary_is_never_restarted_and_is_forgotten, .timeout =
     wait_kid(w, sup, "t", KID_ABSENT);
     cr_assert_eq(ev_count(w, mark, EV_START, NULL), 0);
     ASSERT_IDS(w, sup, "p");
-    cr_assert_eq(kid_aid(w, sup, "p"), ap);
+    cr_assert(rill_aid_eq(kid_aid(w, sup, "p"), ap));
 
     stop_sup(w, sup);
     tw_free(w);
@@ -921,9 +922,9 @@ Test(sup_restart_type, temporary_is_stopped_and_removed_by_one_for_all, .timeout
     ASSERT_IDS(w, sup, "p1,p2");
     ASSERT_TRACE(w, mark, K(EV_START) | K(EV_TERM), "-p1 -p2 -t +p1 +p2");
     ev_t e;
-    ev_find(w, mark, EV_TERM, "t", 0, &e);
+    ev_find(w, mark, EV_TERM, "t", RILL_AID_NONE, &e);
     cr_assert_eq(e.exit.kind, RILL_EXIT_SHUTDOWN);
-    cr_assert_eq(rill_lookup(w->sys, "t"), RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(rill_lookup(w->sys, "t")));
 
     stop_sup(w, sup);
     tw_free(w);
@@ -947,7 +948,8 @@ Test(sup_restart_type, temporary_is_stopped_and_removed_by_rest_for_one, .timeou
     wait_count(w, mark, EV_INIT, "p3", 1);
     ASSERT_IDS(w, sup, "t0,p1,p3");
     ASSERT_TRACE(w, mark, K(EV_START) | K(EV_TERM), "-p1 -p3 -t2 +p1 +p3");
-    cr_assert_eq(kid_aid(w, sup, "t0"), at0, "a temporary child before the failed one stays");
+    cr_assert(rill_aid_eq(kid_aid(w, sup, "t0"), at0),
+              "a temporary child before the failed one stays");
 
     stop_sup(w, sup);
     tw_free(w);
@@ -962,8 +964,8 @@ static void crash_and_wait_restart(tw_t *w, const char *id)
 {
     size_t mark = ev_size(w);
     send_to(w, id, MSG_CRASH);
-    size_t term = wait_find(w, mark, EV_TERM, id, 0, NULL);
-    wait_find(w, term + 1, EV_INIT, id, 0, NULL); /* the new child's */
+    size_t term = wait_find(w, mark, EV_TERM, id, RILL_AID_NONE, NULL);
+    wait_find(w, term + 1, EV_INIT, id, RILL_AID_NONE, NULL); /* the new child's */
 }
 
 Test(sup_intensity, r_restarts_pass_and_one_more_escalates, .timeout = 60)
@@ -992,7 +994,7 @@ Test(sup_intensity, r_restarts_pass_and_one_more_escalates, .timeout = 60)
     cr_assert_neq(down.exit.text[0], '\0', "the reason says why");
     /* the rest of the children stopped in reverse order before it ended */
     ASSERT_TRACE(w, mark, K(EV_START) | K(EV_TERM), "-b -c -a");
-    size_t ta = ev_find(w, mark, EV_TERM, "a", 0, NULL);
+    size_t ta = ev_find(w, mark, EV_TERM, "a", RILL_AID_NONE, NULL);
     cr_assert_lt(ta, di, "children stop before the supervisor ends");
     cr_assert_not(rill_alive(w->sys, sup));
     size_t n = 0;
@@ -1002,12 +1004,12 @@ Test(sup_intensity, r_restarts_pass_and_one_more_escalates, .timeout = 60)
     tw_free(w);
 }
 
-Test(sup_intensity, zero_intensity_escalates_at_the_first_restart, .timeout = 60)
+Test(sup_intensity, no_restarts_escalates_at_the_first_restart, .timeout = 60)
 {
     tw_t *w = tw_new();
     carg_t a = child_arg(w, "a");
     rill_child_spec_t ch[] = {worker("a", &a)};
-    rill_sup_spec_t spec = spec_of(RILL_SUP_ONE_FOR_ONE, 0, 60000, ch, 1);
+    rill_sup_spec_t spec = spec_of(RILL_SUP_ONE_FOR_ONE, RILL_SUP_NO_RESTARTS, 60000, ch, 1);
     rill_aid_t sup = start_sup(w, &spec, NULL);
     watch(w, sup, "sup");
     size_t mark = ev_size(w);
@@ -1016,6 +1018,27 @@ Test(sup_intensity, zero_intensity_escalates_at_the_first_restart, .timeout = 60
     wait_find(w, mark, EV_DOWN, "sup", sup, &down);
     cr_assert_eq(down.exit.kind, RILL_EXIT_FAILURE);
     cr_assert_eq(ev_count(w, mark, EV_START, NULL), 0);
+    tw_free(w);
+}
+
+Test(sup_intensity, a_zeroed_spec_is_otps_default_one_restart_in_five_seconds, .timeout = 60)
+{
+    /* intensity 0 and period 0 mean OTP's defaults: the first restart is
+     * allowed, a second one within 5 s escalates. */
+    tw_t *w = tw_new();
+    carg_t a = child_arg(w, "a");
+    rill_child_spec_t ch[] = {worker("a", &a)};
+    rill_sup_spec_t spec = {.children = ch, .n_children = 1};
+    rill_aid_t sup = start_sup(w, &spec, NULL);
+    watch(w, sup, "sup");
+    size_t mark = ev_size(w);
+    crash_and_wait_restart(w, "a");
+    cr_assert(rill_alive(w->sys, sup), "the first restart is allowed");
+    send_to(w, "a", MSG_CRASH);
+    ev_t down;
+    wait_find(w, mark, EV_DOWN, "sup", sup, &down);
+    cr_assert_eq(down.exit.kind, RILL_EXIT_FAILURE);
+    cr_assert(strstr(down.exit.text, "more than 1 in 5000 ms"), "%s", down.exit.text);
     tw_free(w);
 }
 
@@ -1032,7 +1055,7 @@ Test(sup_intensity, restarts_older_than_the_period_do_not_count, .timeout = 60)
     size_t mark = ev_size(w);
     crash_and_wait_restart(w, "a");
     ev_t init;
-    ev_find(w, mark, EV_INIT, "a", 0, &init);
+    ev_find(w, mark, EV_INIT, "a", RILL_AID_NONE, &init);
     /* the first restart leaves the window */
     sleep_until(init.at_ms + period + 200);
     crash_and_wait_restart(w, "a");
@@ -1061,7 +1084,7 @@ Test(sup_intensity, escalation_goes_up_two_levels, .timeout = 60)
     watch(w, sup, "root");
     rill_aid_t mid1 = kid_aid(w, sup, "mid");
     cr_assert(kid(w, sup, "mid").supervisor);
-    cr_assert_eq(rill_lookup(w->sys, "mid"), mid1);
+    cr_assert(rill_aid_eq(rill_lookup(w->sys, "mid"), mid1));
     watch(w, mid1, "mid1");
     rill_aid_t aother = kid_aid(w, sup, "other");
     bump(w, aother, 7);
@@ -1077,11 +1100,11 @@ Test(sup_intensity, escalation_goes_up_two_levels, .timeout = 60)
     /* root restarts mid, which starts a new leaf */
     wait_count(w, mark, EV_INIT, "leaf", 1);
     rill_child_info_t m = kid(w, sup, "mid");
-    cr_assert(m.running && m.aid != mid1);
+    cr_assert(m.running && !rill_aid_eq(m.aid, mid1));
     cr_assert_eq(m.restarts, 1);
     cr_assert_eq(m.last_exit.kind, RILL_EXIT_FAILURE);
     cr_assert_eq(stats_restarts(w, m.aid), 1);
-    cr_assert_eq(kid_aid(w, sup, "other"), aother, "mid's sibling was not touched");
+    cr_assert(rill_aid_eq(kid_aid(w, sup, "other"), aother), "mid's sibling was not touched");
     cr_assert_eq(counter_of(w, aother), 7);
     cr_assert(rill_alive(w->sys, sup));
 
@@ -1117,10 +1140,10 @@ static restart_seen_t crash_with_backoff(tw_t *w, rill_aid_t sup, const char *id
     size_t mark = ev_size(w);
     send_to(w, id, MSG_CRASH);
     ev_t term;
-    size_t ti = wait_find(w, mark, EV_TERM, id, 0, &term);
+    size_t ti = wait_find(w, mark, EV_TERM, id, RILL_AID_NONE, &term);
 
     rill_child_info_t ci = wait_kid(w, sup, id, KID_RESTARTING);
-    cr_assert_eq(ci.aid, RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(ci.aid));
     cr_assert_not(ci.running);
     cr_assert_eq(ci.last_exit.kind, RILL_EXIT_FAILURE);
     r.next_delay_ms = ci.next_delay_ms;
@@ -1135,7 +1158,7 @@ static restart_seen_t crash_with_backoff(tw_t *w, rill_aid_t sup, const char *id
     }
 
     ev_t init;
-    wait_find(w, ti + 1, EV_INIT, id, 0, &init); /* the new child's */
+    wait_find(w, ti + 1, EV_INIT, id, RILL_AID_NONE, &init); /* the new child's */
     r.delay_ms = init.at_ms - term.at_ms;
     return r;
 }
@@ -1156,10 +1179,10 @@ Test(sup_backoff, delays_double_cap_at_max_and_reset_after_quiet_time, .timeout 
     carg_t b = child_arg(w, "bk"), o = child_arg(w, "other");
     rill_child_spec_t ch[] = {worker("bk", &b), worker("other", &o)};
     rill_sup_spec_t spec = spec_of(RILL_SUP_ONE_FOR_ONE, 100, 60000, ch, 2);
-    spec.backoff_min_ms = 150;
-    spec.backoff_max_ms = 500; /* 150, 300, then 600 capped at 500 */
-    spec.backoff_random = 0.0;
-    spec.backoff_reset_ms = 2000;
+    spec.backoff.min_ms = 150;
+    spec.backoff.max_ms = 500; /* 150, 300, then 600 capped at 500 */
+    spec.backoff.random = 0.0;
+    spec.backoff.reset_ms = 2000;
     rill_aid_t sup = start_sup(w, &spec, NULL);
     rill_aid_t aother = kid_aid(w, sup, "other");
 
@@ -1172,18 +1195,18 @@ Test(sup_backoff, delays_double_cap_at_max_and_reset_after_quiet_time, .timeout 
     }
     cr_assert_gt(told, 0, "no send by name landed in a wait");
     cr_assert_eq(kid(w, sup, "bk").restarts, 4);
-    cr_assert_eq(kid_aid(w, sup, "other"), aother);
+    cr_assert(rill_aid_eq(kid_aid(w, sup, "other"), aother));
 
     /* a quiet period of reset_ms: back to the minimum */
     ev_t init = {0}, found;
     size_t last = NO_EV;
     /* ev_find clears `found` when it finds nothing: keep the last hit. */
-    for (size_t i = 0; (i = ev_find(w, i, EV_INIT, "bk", 0, &found)) != NO_EV; i++) {
+    for (size_t i = 0; (i = ev_find(w, i, EV_INIT, "bk", RILL_AID_NONE, &found)) != NO_EV; i++) {
         last = i;
         init = found;
     }
     cr_assert_neq(last, NO_EV);
-    sleep_until(init.at_ms + (int64_t)spec.backoff_reset_ms + 300);
+    sleep_until(init.at_ms + (int64_t)spec.backoff.reset_ms + 300);
     restart_seen_t r = crash_with_backoff(w, sup, "bk");
     check_delay(&r, 150, "after the quiet period");
 
@@ -1197,10 +1220,10 @@ Test(sup_backoff, random_factor_stretches_the_delay_within_bounds, .timeout = 60
     carg_t b = child_arg(w, "bk");
     rill_child_spec_t ch[] = {worker("bk", &b)};
     rill_sup_spec_t spec = spec_of(RILL_SUP_ONE_FOR_ONE, 100, 60000, ch, 1);
-    spec.backoff_min_ms = 100;
-    spec.backoff_max_ms = 200;
-    spec.backoff_random = 1.0;
-    spec.backoff_reset_ms = 60000;
+    spec.backoff.min_ms = 100;
+    spec.backoff.max_ms = 200;
+    spec.backoff.random = 1.0;
+    spec.backoff.reset_ms = 60000;
     rill_aid_t sup = start_sup(w, &spec, NULL);
 
     static const uint32_t base[] = {100, 200, 200};
@@ -1232,17 +1255,17 @@ Test(sup_shutdown, stop_goes_in_reverse_start_order, .timeout = 60)
     rill_sup_spec_t spec = spec_of(RILL_SUP_ONE_FOR_ONE, 5, 30000, ch, 4);
     uint32_t base = alive_now(w);
     rill_aid_t sup = start_sup(w, &spec, "sup");
-    cr_assert_eq(rill_lookup(w->sys, "sup"), sup);
+    cr_assert(rill_aid_eq(rill_lookup(w->sys, "sup"), sup));
 
     size_t mark = ev_size(w);
     stop_sup(w, sup);
     ASSERT_TRACE(w, mark, K(EV_START) | K(EV_TERM), "-d -c -b -a");
     ev_t e;
-    for (size_t i = mark; (i = ev_find(w, i, EV_TERM, NULL, 0, &e)) != NO_EV; i++)
+    for (size_t i = mark; (i = ev_find(w, i, EV_TERM, NULL, RILL_AID_NONE, &e)) != NO_EV; i++)
         cr_assert_eq(e.exit.kind, RILL_EXIT_SHUTDOWN, "%s ended with %s", e.label,
                      rill_exit_kind_name(e.exit.kind));
     cr_assert_eq(allocs(w), frees(w), "every child terminated before rill_sup_stop returned");
-    cr_assert_eq(rill_lookup(w->sys, "a"), RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(rill_lookup(w->sys, "a")));
     wait_alive(w, base);
     tw_free(w);
 }
@@ -1271,19 +1294,19 @@ Test(sup_shutdown, a_child_ignoring_the_request_is_killed_after_shutdown_ms, .ti
     ASSERT_TRACE(w, mark, K(EV_EXIT_SEEN) | K(EV_TERM), "!stub -stub !coop -coop");
 
     ev_t seen, term, down;
-    ev_find(w, mark, EV_EXIT_SEEN, "stub", 0, &seen);
-    cr_assert_eq(seen.from, sup, "the request comes from the supervisor");
+    ev_find(w, mark, EV_EXIT_SEEN, "stub", RILL_AID_NONE, &seen);
+    cr_assert(rill_aid_eq(seen.from, sup), "the request comes from the supervisor");
     cr_assert_eq(seen.exit.kind, RILL_EXIT_SHUTDOWN);
-    ev_find(w, mark, EV_TERM, "stub", 0, &term);
+    ev_find(w, mark, EV_TERM, "stub", RILL_AID_NONE, &term);
     cr_assert_eq(term.exit.kind, RILL_EXIT_KILLED, "stub ended with %s",
                  rill_exit_kind_name(term.exit.kind));
     cr_assert_geq(term.at_ms - t0, 300, "killed after %lld ms", (long long)(term.at_ms - t0));
-    wait_find(w, mark, EV_DOWN, "stub", 0, &down);
+    wait_find(w, mark, EV_DOWN, "stub", RILL_AID_NONE, &down);
     cr_assert_eq(down.exit.kind, RILL_EXIT_KILLED);
 
-    ev_find(w, mark, EV_TERM, "coop", 0, &term);
+    ev_find(w, mark, EV_TERM, "coop", RILL_AID_NONE, &term);
     cr_assert_eq(term.exit.kind, RILL_EXIT_NORMAL, "coop stopped itself");
-    wait_find(w, mark, EV_DOWN, "coop", 0, &down);
+    wait_find(w, mark, EV_DOWN, "coop", RILL_AID_NONE, &down);
     cr_assert_not(rill_exit_abnormal(&down.exit));
     tw_free(w);
 }
@@ -1304,7 +1327,7 @@ Test(sup_shutdown, brutal_kills_at_once, .timeout = 60)
     size_t mark = ev_size(w);
     stop_sup(w, sup);
     ev_t down;
-    wait_find(w, mark, EV_DOWN, "brutal", 0, &down);
+    wait_find(w, mark, EV_DOWN, "brutal", RILL_AID_NONE, &down);
     cr_assert_eq(down.exit.kind, RILL_EXIT_KILLED);
     cr_assert_eq(ev_count(w, mark, EV_EXIT_SEEN, "brutal"), 0, "no request, just the kill");
     tw_free(w);
@@ -1333,9 +1356,9 @@ Test(sup_shutdown, infinity_waits_for_a_child_supervisor_to_stop_its_children, .
     stop_sup(w, sup);
     ASSERT_TRACE(w, mark, K(EV_EXIT_SEEN) | K(EV_TERM), "-z !g2 -g2 -g1 -a");
     ev_t seen, term, down;
-    ev_find(w, mark, EV_EXIT_SEEN, "g2", 0, &seen);
-    size_t tg1 = ev_find(w, mark, EV_TERM, "g1", 0, NULL);
-    ev_find(w, mark, EV_TERM, "g2", 0, &term);
+    ev_find(w, mark, EV_EXIT_SEEN, "g2", RILL_AID_NONE, &seen);
+    size_t tg1 = ev_find(w, mark, EV_TERM, "g1", RILL_AID_NONE, NULL);
+    ev_find(w, mark, EV_TERM, "g2", RILL_AID_NONE, &term);
     cr_assert_eq(term.exit.kind, RILL_EXIT_NORMAL, "g2 finished its work: %s",
                  rill_exit_kind_name(term.exit.kind));
     cr_assert_geq(term.at_ms - seen.at_ms, linger);
@@ -1344,7 +1367,7 @@ Test(sup_shutdown, infinity_waits_for_a_child_supervisor_to_stop_its_children, .
     cr_assert_not(rill_exit_abnormal(&down.exit), "mid ended with %s: %s",
                   rill_exit_kind_name(down.exit.kind), down.exit.text);
     ev_t e;
-    for (size_t i = mark; (i = ev_find(w, i, EV_TERM, NULL, 0, &e)) != NO_EV; i++)
+    for (size_t i = mark; (i = ev_find(w, i, EV_TERM, NULL, RILL_AID_NONE, &e)) != NO_EV; i++)
         cr_assert_neq(e.exit.kind, RILL_EXIT_KILLED, "%s was killed", e.label);
     tw_free(w);
 }
@@ -1394,14 +1417,14 @@ Test(sup_dynamic, start_child_adds_numbered_children_with_their_own_arg, .timeou
         aid[i] = RILL_AID_NONE;
         rill_err_t e = rill_sup_start_child(w->sys, sup, &args[i], &aid[i]);
         cr_assert_eq(e, RILL_OK, "start_child: %s", rill_err_name(e));
-        cr_assert_neq(aid[i], RILL_AID_NONE);
+        cr_assert(!rill_aid_is_none(aid[i]));
     }
     ASSERT_TRACE(w, 0, K(EV_START), "+w1 +w2 +w3");
     ASSERT_IDS(w, sup, "worker-1,worker-2,worker-3");
     rill_child_info_t v[MAX_KIDS];
     cr_assert_eq(kids(w, sup, v, MAX_KIDS), 3);
     for (int i = 0; i < 3; i++) {
-        cr_assert_eq(v[i].aid, aid[i]);
+        cr_assert(rill_aid_eq(v[i].aid, aid[i]));
         cr_assert(v[i].running);
         cr_assert_eq(counter_of(w, aid[i]), 100 * (uint64_t)(i + 1), "started with its own arg");
     }
@@ -1435,7 +1458,7 @@ Test(sup_dynamic, terminate_child_stops_and_forgets_only_that_one, .timeout = 60
     /* it has terminated by the time terminate_child returns */
     ASSERT_TRACE(w, mark, K(EV_START) | K(EV_TERM), "-w1");
     ev_t term;
-    ev_find(w, mark, EV_TERM, "w1", 0, &term);
+    ev_find(w, mark, EV_TERM, "w1", RILL_AID_NONE, &term);
     cr_assert_eq(term.exit.kind, RILL_EXIT_SHUTDOWN);
     cr_assert_eq(term.counter, 1);
     cr_assert_not(rill_alive(w->sys, aid[0]));
@@ -1473,11 +1496,11 @@ Test(sup_dynamic, restarting_one_child_leaves_the_others_alone, .timeout = 60)
     rill_child_info_t v[MAX_KIDS];
     cr_assert_eq(kids(w, sup, v, MAX_KIDS), 3);
     cr_assert_str_eq(v[1].id, "worker-2", "keeps its id");
-    cr_assert(v[1].running && v[1].aid != aid[1]);
+    cr_assert(v[1].running && !rill_aid_eq(v[1].aid, aid[1]));
     cr_assert_eq(v[1].restarts, 1);
     cr_assert_eq(counter_of(w, v[1].aid), 20, "restarted with its own arg");
-    cr_assert_eq(v[0].aid, aid[0]);
-    cr_assert_eq(v[2].aid, aid[2]);
+    cr_assert(rill_aid_eq(v[0].aid, aid[0]));
+    cr_assert(rill_aid_eq(v[2].aid, aid[2]));
     cr_assert_eq(counter_of(w, aid[0]), 11);
     cr_assert_eq(counter_of(w, aid[2]), 31);
 
@@ -1515,7 +1538,7 @@ Test(sup_dynamic, a_start_child_whose_start_fails_returns_the_error, .timeout = 
     carg_t good = child_arg(w, "good"), bad = child_arg(w, "bad");
     bad.start_error = RILL_ENOENT;
     cr_assert_eq(rill_sup_start_child(w->sys, sup, &good, NULL), RILL_OK);
-    rill_aid_t aid = 12345;
+    rill_aid_t aid = {12345};
     cr_assert_eq(rill_sup_start_child(w->sys, sup, &bad, &aid), RILL_ENOENT);
     ASSERT_IDS(w, sup, "worker-1");
     wait_alive(w, base + 2); /* the supervisor and "good" */
@@ -1544,11 +1567,11 @@ static void expect_rejected(tw_t *w, const rill_sup_spec_t *spec, int check, con
                                word2);
     }
     uint32_t base = alive_now(w);
-    rill_aid_t aid = 777;
+    rill_aid_t aid = {777};
     strcpy(err, "");
     rill_err_t e = rill_sup_start(w->sys, spec, NULL, &aid, err, sizeof(err));
     cr_assert_eq(e, RILL_EINVAL, "start: %s: %s", what, rill_err_name(e));
-    cr_assert_eq(aid, RILL_AID_NONE, "%s: no supervisor", what);
+    cr_assert(rill_aid_is_none(aid), "%s: no supervisor", what);
     cr_assert_not_null(strstr(err, word1), "%s: errstr \"%s\" lacks \"%s\"", what, err, word1);
     if (word2)
         cr_assert_not_null(strstr(err, word2), "%s: errstr \"%s\" lacks \"%s\"", what, err, word2);
@@ -1562,9 +1585,9 @@ Test(sup_spec, invalid_specs_are_rejected_with_a_reason, .timeout = 60)
     char err[256] = "";
     cr_assert_eq(rill_sup_spec_check(NULL, err, sizeof(err)), RILL_EINVAL);
     cr_assert_not_null(strstr(err, "NULL"), "errstr \"%s\"", err);
-    rill_aid_t aid = 777;
+    rill_aid_t aid = {777};
     cr_assert_eq(rill_sup_start(w->sys, NULL, NULL, &aid, err, sizeof(err)), RILL_EINVAL);
-    cr_assert_eq(aid, RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(aid));
 
     rill_child_spec_t good[] = {worker("first", &a), worker("second", &a)};
     rill_sup_spec_t ok = spec_of(RILL_SUP_ONE_FOR_ONE, 1, 5000, good, 2);
@@ -1587,23 +1610,29 @@ Test(sup_spec, invalid_specs_are_rejected_with_a_reason, .timeout = 60)
     expect_rejected(w, &s, 1, "id", NULL, "child without id");
 
     s = ok;
-    s.intensity = -1;
-    expect_rejected(w, &s, 1, "intensity", NULL, "intensity < 0");
+    s.intensity = RILL_SUP_NO_RESTARTS - 1;
+    expect_rejected(w, &s, 1, "intensity", NULL, "intensity below RILL_SUP_NO_RESTARTS");
 
     s = ok;
-    s.period_ms = 0;
-    expect_rejected(w, &s, 1, "period", NULL, "period 0");
+    s.auto_shutdown = (rill_auto_shutdown_t)7;
+    expect_rejected(w, &s, 1, "auto_shutdown", NULL, "unknown auto_shutdown");
+
+    rill_child_spec_t sig[] = {worker("first", &a), worker("key", &a)};
+    sig[1].significant = 1; /* and permanent */
+    s = ok;
+    s.children = sig;
+    expect_rejected(w, &s, 1, "key", "significant", "a significant permanent child");
 
     s = ok;
-    s.backoff_min_ms = 500;
-    s.backoff_max_ms = 100;
+    s.backoff.min_ms = 500;
+    s.backoff.max_ms = 100;
     expect_rejected(w, &s, 1, "backoff", NULL, "backoff max < min");
 
     static const double bad_random[] = {-0.1, 1.5, NAN};
     for (int i = 0; i < 3; i++) {
         s = ok;
-        s.backoff_min_ms = s.backoff_max_ms = 10;
-        s.backoff_random = bad_random[i];
+        s.backoff.min_ms = s.backoff.max_ms = 10;
+        s.backoff.random = bad_random[i];
         expect_rejected(w, &s, 1, "random", NULL, "random factor outside 0..1");
     }
 
@@ -1614,17 +1643,17 @@ Test(sup_spec, invalid_specs_are_rejected_with_a_reason, .timeout = 60)
     expect_rejected(w, &s, 1, "simple_one_for_one", NULL, "simple_one_for_one with 0");
 
     rill_sup_spec_t bad_nested = ok;
-    bad_nested.period_ms = 0;
+    bad_nested.intensity = -7;
     rill_child_spec_t nested[] = {worker("first", &a), subsup("inner", &bad_nested)};
     s = ok;
     s.children = nested;
-    expect_rejected(w, &s, 1, "inner", "period", "invalid child supervisor spec");
+    expect_rejected(w, &s, 1, "inner", "intensity", "invalid child supervisor spec");
 
     s = ok;
-    s.executor = rill_system_executors(w->sys);
+    s.executor = RILL_EXECUTOR(rill_system_executors(w->sys));
     expect_rejected(w, &s, 0, "executor", NULL, "executor out of range");
-    s.executor = -2;
-    expect_rejected(w, &s, 0, "executor", NULL, "executor below -1");
+    s.executor = -1;
+    expect_rejected(w, &s, 0, "executor", NULL, "executor below RILL_EXECUTOR_ANY");
 
     cr_assert_eq(ev_count(w, 0, EV_START, NULL), 0, "no child was started");
     tw_free(w);
@@ -1637,7 +1666,7 @@ Test(sup_spec, calls_with_null_system_or_aid_zero_are_einval, .timeout = 60)
     rill_child_spec_t ch[] = {worker("a", &a)};
     rill_sup_spec_t spec = spec_of(RILL_SUP_ONE_FOR_ONE, 1, 5000, ch, 1);
     char err[256];
-    rill_aid_t aid = 0;
+    rill_aid_t aid = {0};
     cr_assert_eq(rill_sup_start(NULL, &spec, NULL, &aid, err, sizeof(err)), RILL_EINVAL);
     cr_assert_eq(rill_sup_start(w->sys, &spec, NULL, NULL, err, sizeof(err)), RILL_EINVAL);
 
@@ -1662,10 +1691,10 @@ Test(sup_spec, calls_with_null_system_or_aid_zero_are_einval, .timeout = 60)
     cr_assert_null(text);
 
     /* dynamic-only calls on a static supervisor */
-    rill_aid_t got = 0;
+    rill_aid_t got = RILL_AID_NONE;
     cr_assert_eq(rill_sup_start_child(w->sys, sup, &a, &got), RILL_EINVAL);
     cr_assert_eq(rill_sup_terminate_child(w->sys, sup, child), RILL_EINVAL);
-    cr_assert_eq(kid_aid(w, sup, "a"), child, "the child was not touched");
+    cr_assert(rill_aid_eq(kid_aid(w, sup, "a"), child), "the child was not touched");
     cr_assert_eq(ev_count(w, 0, EV_START, NULL), 1);
 
     stop_sup(w, sup);
@@ -1681,20 +1710,20 @@ Test(sup_spec, a_child_that_cannot_start_fails_the_supervisor_start, .timeout = 
     rill_sup_spec_t spec = spec_of(RILL_SUP_ONE_FOR_ONE, 5, 30000, ch, 3);
     uint32_t base = alive_now(w);
     char err[256] = "";
-    rill_aid_t aid = 777;
+    rill_aid_t aid = {777};
     rill_err_t e = rill_sup_start(w->sys, &spec, "sup", &aid, err, sizeof(err));
     cr_assert_eq(e, RILL_EIO, "rill_sup_start: %s", rill_err_name(e));
-    cr_assert_eq(aid, RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(aid));
     cr_assert_not_null(strstr(err, "bad"), "errstr \"%s\" names the child", err);
 
     wait_alive(w, base);
     ASSERT_TRACE(w, 0, K(EV_START) | K(EV_TERM), "+a +bad -a");
     ev_t term;
-    ev_find(w, 0, EV_TERM, "a", 0, &term);
+    ev_find(w, 0, EV_TERM, "a", RILL_AID_NONE, &term);
     cr_assert_eq(term.exit.kind, RILL_EXIT_SHUTDOWN);
     cr_assert_eq(allocs(w), frees(w));
-    cr_assert_eq(rill_lookup(w->sys, "sup"), RILL_AID_NONE);
-    cr_assert_eq(rill_lookup(w->sys, "a"), RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(rill_lookup(w->sys, "sup")));
+    cr_assert(rill_aid_is_none(rill_lookup(w->sys, "a")));
     tw_free(w);
 }
 
@@ -1716,7 +1745,7 @@ Test(sup_spec, a_failed_start_leaves_nothing_behind_when_it_returns, .timeout = 
     rill_sup_spec_t spec = spec_of(RILL_SUP_ONE_FOR_ONE, 5, 30000, ch, 2);
     uint32_t base = alive_now(w);
     char err[256] = "", err2[256] = "";
-    rill_aid_t aid = 777, aid2 = RILL_AID_NONE;
+    rill_aid_t aid = {777}, aid2 = RILL_AID_NONE;
     /* unnamed: the supervisor itself may still be finishing at return */
     rill_err_t e1 = rill_sup_start(w->sys, &spec, NULL, &aid, err, sizeof(err));
     size_t a_terms = ev_count(w, 0, EV_TERM, "a");
@@ -1731,9 +1760,9 @@ Test(sup_spec, a_failed_start_leaves_nothing_behind_when_it_returns, .timeout = 
     tw_free(w);
 
     cr_assert_eq(e1, RILL_EIO, "rill_sup_start: %s", rill_err_name(e1));
-    cr_assert_eq(aid, RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(aid));
     cr_assert_eq(a_terms, 1, "rill_sup_start returned before \"a\" stopped");
-    cr_assert_eq(a_named, RILL_AID_NONE, "\"a\" still registered when rill_sup_start returned");
+    cr_assert(rill_aid_is_none(a_named), "\"a\" still registered when rill_sup_start returned");
     cr_assert_leq(alive_at_return, base + 1, "%u actors alive at return, baseline %u",
                   alive_at_return, base);
     cr_assert_eq(e2, RILL_OK, "retry at once: %s: %s", rill_err_name(e2), err2);
@@ -1753,14 +1782,14 @@ Test(sup_spec, a_grandchild_that_cannot_start_fails_the_root_start, .timeout = 6
     rill_sup_spec_t root = spec_of(RILL_SUP_ONE_FOR_ONE, 1, 5000, root_ch, 2);
     uint32_t base = alive_now(w);
     char err[256] = "";
-    rill_aid_t aid = 777;
+    rill_aid_t aid = {777};
     rill_err_t e = rill_sup_start(w->sys, &root, "root", &aid, err, sizeof(err));
     if (e != RILL_OK)
         wait_alive(w, base);
     tw_free(w);
 
     cr_assert_neq(e, RILL_OK, "rill_sup_start succeeded although \"mid\" could not start");
-    cr_assert_eq(aid, RILL_AID_NONE);
+    cr_assert(rill_aid_is_none(aid));
     cr_assert_not_null(strstr(err, "mid"), "errstr \"%s\" names the child", err);
 }
 
@@ -1890,7 +1919,7 @@ Test(sup_leaks, a_thousand_restarts_in_a_tree_leak_nothing, .timeout = 120)
     for (size_t i = 0; i < n; i++)
         total += v[i].restarts;
     cr_assert_eq(kid(w, sup, "sub").restarts, 0);
-    cr_assert_eq(kid_aid(w, sup, "sub"), asub);
+    cr_assert(rill_aid_eq(kid_aid(w, sup, "sub"), asub));
     n = kids(w, asub, v, MAX_KIDS);
     cr_assert_eq(n, 3);
     for (size_t i = 0; i < n; i++)

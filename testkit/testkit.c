@@ -95,7 +95,7 @@ static void gen_fill(const rill_gen_t *g, uint64_t seq, gen_buf_t *gb, rill_test
     memset(gb->value + plen, '.', vlen - (size_t)plen);
 
     memset(rec, 0, sizeof(*rec));
-    rec->partition = g->partition;
+    rec->partition = g->pinned ? g->partition : RILL_PARTITION_ANY;
     rec->offset = -1;
     rec->key = gb->key;
     rec->key_len = (size_t)klen;

@@ -23,9 +23,12 @@
  * queue that is never refused while the actor lives, and are handled before
  * user messages.
  *
- * Actor ids. Actors are named by rill_aid_t values, not pointers: an id
- * stays safe to use after its actor stopped (sends return RILL_ESTOPPED)
- * and is never reused for another actor.
+ * Ids. Actors are named by rill_aid_t values, not pointers: an id stays
+ * safe to use after its actor stopped (sends return RILL_ESTOPPED) and is
+ * never reused for another actor. Ids of different kinds (actors, timers,
+ * monitors; publishers and subscribers in stream.h) are distinct one-field
+ * struct types, as in nng, so passing one where another is expected does
+ * not compile.
  *
  * Locality, as in librdkafka: "any thread" functions may be called from any
  * thread, including executor threads; "actor context" functions only from
@@ -46,9 +49,40 @@ extern "C" {
 typedef struct rill_system rill_system_t;
 typedef struct rill_ctx rill_ctx_t;
 
-/* An actor id. 0 is never a valid actor. */
-typedef uint64_t rill_aid_t;
-#define RILL_AID_NONE ((rill_aid_t)0)
+/* An actor id. The zero id, RILL_AID_NONE, is never a valid actor. */
+typedef struct rill_aid {
+    uint64_t id;
+} rill_aid_t;
+#define RILL_AID_NONE ((rill_aid_t){0})
+
+/* Non-zero if a and b name the same actor. @locality any thread. */
+static inline int rill_aid_eq(rill_aid_t a, rill_aid_t b)
+{
+    return a.id == b.id;
+}
+
+/* Non-zero for RILL_AID_NONE. @locality any thread. */
+static inline int rill_aid_is_none(rill_aid_t a)
+{
+    return a.id == 0;
+}
+
+/* A timer of an actor (rill_timer_start). The zero timer is none. */
+typedef struct rill_timer {
+    uint64_t id;
+} rill_timer_t;
+
+/* A monitor an actor holds on another (rill_monitor). The zero monitor is
+ * none. */
+typedef struct rill_monitor {
+    uint64_t id;
+} rill_monitor_t;
+
+/* Where an actor runs: RILL_EXECUTOR_ANY (0, the default of a zeroed
+ * options struct) lets the system choose; RILL_EXECUTOR(i) pins it to
+ * executor i (0 .. executors - 1). */
+#define RILL_EXECUTOR_ANY 0
+#define RILL_EXECUTOR(i)  ((int)(i) + 1)
 
 /* ------------------------------------------------------------------ */
 /* Messages                                                            */
@@ -114,8 +148,8 @@ RILL_API const char *rill_exit_kind_name(rill_exit_kind_t kind);
 
 /* Payload of RILL_MSG_DOWN and RILL_MSG_EXIT (freed by rill). */
 typedef struct rill_down {
-    rill_aid_t actor; /* who stopped */
-    uint64_t ref;     /* the monitor reference (DOWN), 0 for EXIT */
+    rill_aid_t actor;       /* who stopped */
+    rill_monitor_t monitor; /* the monitor (DOWN); zero for EXIT */
     rill_exit_t reason;
 } rill_down_t;
 
@@ -194,13 +228,13 @@ typedef struct rill_spawn_opts {
     void *state;                  /* passed to the callbacks; owned by the caller */
     const char *name;             /* optional, unique among live actors; copied */
     uint32_t mailbox_capacity;    /* 0 = system default; rounded up to a power of two */
-    int executor;                 /* 0..executors-1, or -1 = chosen by the system */
+    int executor;                 /* RILL_EXECUTOR_ANY (0) or RILL_EXECUTOR(i) */
     uint32_t batch;               /* 0 = system default */
     int trap_exits;               /* receive RILL_MSG_EXIT instead of dying with links */
-    rill_aid_t link_to;           /* link to this actor before running, or 0 */
+    rill_aid_t link_to;           /* link to this actor before running, or none */
     rill_aid_t monitor_by;        /* this actor monitors the new one from the start
                                      (no race with an early death); ignored if gone */
-    uint64_t *monitor_ref;        /* out: the ref of monitor_by's monitor, may be NULL */
+    rill_monitor_t *monitor;      /* out: monitor_by's monitor, may be NULL */
 } rill_spawn_opts_t;
 
 /*
@@ -286,14 +320,15 @@ RILL_API rill_err_t rill_fail(rill_ctx_t *ctx, rill_err_t code, const char *fmt,
 
 /*
  * Monitor another actor: exactly one RILL_MSG_DOWN (payload rill_down_t,
- * ref = *ref) arrives when it stops, or at once with NOPROC if it is already
- * gone. *ref (may be NULL) identifies the monitor for rill_demonitor().
+ * monitor = *monitor) arrives when it stops, or at once with NOPROC if it
+ * is already gone. *monitor (may be NULL) names it for rill_demonitor().
  * @locality actor context.
  */
-RILL_API rill_err_t rill_monitor(rill_ctx_t *ctx, rill_aid_t target, uint64_t *ref);
+RILL_API rill_err_t rill_monitor(rill_ctx_t *ctx, rill_aid_t target, rill_monitor_t *monitor);
 
-/* Cancel a monitor: no DOWN for it arrives after this returns. */
-RILL_API rill_err_t rill_demonitor(rill_ctx_t *ctx, uint64_t ref);
+/* Cancel a monitor: no DOWN for it arrives after this returns.
+ * @locality actor context. */
+RILL_API rill_err_t rill_demonitor(rill_ctx_t *ctx, rill_monitor_t monitor);
 
 /*
  * Link with another actor, both ways: when either stops abnormally
@@ -319,12 +354,13 @@ RILL_API rill_err_t rill_unlink(rill_ctx_t *ctx, rill_aid_t target);
  * @locality actor context.
  */
 RILL_API rill_err_t rill_timer_start(rill_ctx_t *ctx, uint64_t after_ms, uint64_t repeat_ms,
-                                     const rill_msg_t *msg, uint64_t *timer_id);
+                                     const rill_msg_t *msg, rill_timer_t *timer);
 
 /* Cancel a timer: no message of it is delivered after this returns (a
- * tick already queued is dropped). RILL_ENOENT if the id is unknown or the
- * one-shot timer's message was already delivered. */
-RILL_API rill_err_t rill_timer_cancel(rill_ctx_t *ctx, uint64_t timer_id);
+ * tick already queued is dropped). RILL_ENOENT if the timer is unknown or
+ * the one-shot timer's message was already delivered.
+ * @locality actor context. */
+RILL_API rill_err_t rill_timer_cancel(rill_ctx_t *ctx, rill_timer_t timer);
 
 /*
  * Ask: send `request` (from = self, corr = a new id written to *corr) and

@@ -119,28 +119,53 @@ RILL_API rill_elem_t rill_elem_of(const rill_msg_t *next);
 /* ------------------------------------------------------------------ */
 
 /*
+ * The two sides of a subscription are ids of their own types, so that a
+ * publisher and a subscriber cannot be swapped without a compile error:
+ * every signal function takes its target first and the sending side
+ * second, and the types say which is which.
+ */
+typedef struct rill_pub {
+    rill_aid_t aid;
+} rill_pub_t;
+typedef struct rill_sub {
+    rill_aid_t aid;
+} rill_sub_t;
+
+/* The actor `aid` as the publisher / the subscriber of a subscription.
+ * @locality any thread. */
+static inline rill_pub_t rill_pub(rill_aid_t aid)
+{
+    rill_pub_t p = {aid};
+    return p;
+}
+static inline rill_sub_t rill_sub(rill_aid_t aid)
+{
+    rill_sub_t s = {aid};
+    return s;
+}
+
+/*
  * Each builds the message (from = the sending side's aid, corr = token)
  * and sends it on the right queue. Returns rill_tell()/rill_signal()'s
- * result; RILL_EINVAL for a NULL system, a 0 aid, or (NEXT) an invalid
+ * result; RILL_EINVAL for a NULL system, a none aid, or (NEXT) an invalid
  * element. On any error the element stays the caller's.
  * @locality any thread.
  */
-RILL_API rill_err_t rill_stream_subscribe(rill_system_t *sys, rill_aid_t publisher,
-                                          rill_aid_t subscriber, uint64_t token);
-RILL_API rill_err_t rill_stream_request(rill_system_t *sys, rill_aid_t publisher,
-                                        rill_aid_t subscriber, uint64_t token, int64_t n);
-RILL_API rill_err_t rill_stream_cancel(rill_system_t *sys, rill_aid_t publisher,
-                                       rill_aid_t subscriber, uint64_t token);
-RILL_API rill_err_t rill_stream_on_subscribe(rill_system_t *sys, rill_aid_t subscriber,
-                                             rill_aid_t publisher, uint64_t token);
-RILL_API rill_err_t rill_stream_next(rill_system_t *sys, rill_aid_t subscriber,
-                                     rill_aid_t publisher, uint64_t token, const rill_elem_t *e);
-RILL_API rill_err_t rill_stream_complete(rill_system_t *sys, rill_aid_t subscriber,
-                                         rill_aid_t publisher, uint64_t token);
+RILL_API rill_err_t rill_stream_subscribe(rill_system_t *sys, rill_pub_t to, rill_sub_t from,
+                                          uint64_t token);
+RILL_API rill_err_t rill_stream_request(rill_system_t *sys, rill_pub_t to, rill_sub_t from,
+                                        uint64_t token, int64_t n);
+RILL_API rill_err_t rill_stream_cancel(rill_system_t *sys, rill_pub_t to, rill_sub_t from,
+                                       uint64_t token);
+RILL_API rill_err_t rill_stream_on_subscribe(rill_system_t *sys, rill_sub_t to, rill_pub_t from,
+                                             uint64_t token);
+RILL_API rill_err_t rill_stream_next(rill_system_t *sys, rill_sub_t to, rill_pub_t from,
+                                     uint64_t token, const rill_elem_t *e);
+RILL_API rill_err_t rill_stream_complete(rill_system_t *sys, rill_sub_t to, rill_pub_t from,
+                                         uint64_t token);
 /* text is copied (may be NULL). */
-RILL_API rill_err_t rill_stream_error(rill_system_t *sys, rill_aid_t subscriber,
-                                      rill_aid_t publisher, uint64_t token, rill_err_t code,
-                                      const char *text);
+RILL_API rill_err_t rill_stream_error(rill_system_t *sys, rill_sub_t to, rill_pub_t from,
+                                      uint64_t token, rill_err_t code, const char *text);
 
 /* The text of an ERROR message ("" if none). */
 RILL_API const char *rill_stream_error_text(const rill_msg_t *error);
@@ -302,7 +327,7 @@ RILL_API void rill_collector_free(rill_collector_t *c);
 
 typedef struct rill_stage_opts {
     const char *name; /* optional actor name */
-    int executor;     /* -1 = chosen by the system (a zeroed struct means 0!) */
+    int executor;     /* RILL_EXECUTOR_ANY (0) or RILL_EXECUTOR(i) */
     /* 0 = 64. Rounded up to a power of two; the stage's window (the most it
      * asks upstream) is that minus one slot per input, kept for the
      * terminal signals. */

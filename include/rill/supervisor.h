@@ -104,8 +104,10 @@ typedef struct rill_child_env {
     rill_aid_t supervisor;
     const char *name; /* the id when register_name is set, else NULL */
 } rill_child_env_t;
+/* On failure, write the reason into errstr: it becomes the child's last
+ * exit text and the start's error. */
 typedef rill_err_t rill_child_spawn_fn(rill_system_t *sys, void *arg, const rill_child_env_t *env,
-                                       rill_aid_t *child);
+                                       rill_aid_t *child, char *errstr, size_t errstr_size);
 
 typedef struct rill_child_spec {
     const char *id;             /* unique among the supervisor's children */
@@ -117,26 +119,54 @@ typedef struct rill_child_spec {
     rill_shutdown_t shutdown;
     uint32_t shutdown_ms; /* TIMEOUT: 0 = 5000 */
     int register_name;    /* register the child under its id (one per system) */
+    /* With the supervisor's auto_shutdown: this child's end (when it is not
+     * restarted: a transient child that ended normally, a temporary one)
+     * can end the supervisor. Significant children are transient or
+     * temporary. */
+    int significant;
 } rill_child_spec_t;
 
+/*
+ * Restart delays (Akka's RestartSettings): the n-th consecutive restart of
+ * a child waits min(max_ms, min_ms * 2^n) * (1 + random * random_factor)
+ * ms; n goes back to 0 once the child ran for reset_ms. All zero: restart
+ * at once.
+ */
+typedef struct rill_backoff {
+    uint32_t min_ms;
+    uint32_t max_ms;   /* >= min_ms */
+    double random;     /* 0..1 */
+    uint32_t reset_ms; /* quiet time that resets the count; 0 = 10 x max_ms */
+} rill_backoff_t;
+
+/* A supervisor whose children may not be restarted at all (intensity). */
+#define RILL_SUP_NO_RESTARTS (-1)
+
+/* When a supervisor ends by itself (OTP 24's auto_shutdown). */
+typedef enum rill_auto_shutdown {
+    RILL_AUTO_SHUTDOWN_NEVER = 0, /* only when stopped or when it gives up */
+    RILL_AUTO_SHUTDOWN_ANY,       /* when any significant child ended for good */
+    RILL_AUTO_SHUTDOWN_ALL        /* when every significant child ended for good */
+} rill_auto_shutdown_t;
+
+/* A zeroed spec is OTP's default: one_for_one, 1 restart in 5 s, no
+ * backoff, any executor, no auto shutdown (add the children). */
 struct rill_sup_spec {
     rill_sup_strategy_t strategy;
-    int intensity;      /* restarts allowed within period_ms; >= 0 */
-    uint32_t period_ms; /* > 0 */
-    /* backoff: all 0 = restart at once */
-    uint32_t backoff_min_ms;
-    uint32_t backoff_max_ms;   /* >= backoff_min_ms */
-    double backoff_random;     /* 0..1 */
-    uint32_t backoff_reset_ms; /* quiet time that resets the backoff; 0 = 10 x max */
+    int intensity;      /* restarts allowed within period_ms: 0 = 1, as OTP;
+                           RILL_SUP_NO_RESTARTS = none */
+    uint32_t period_ms; /* 0 = 5000 */
+    rill_backoff_t backoff;
     const rill_child_spec_t *children;
     size_t n_children; /* SIMPLE_ONE_FOR_ONE: exactly 1 (the template) */
-    int executor;      /* the supervisor's own executor; -1 = any */
+    int executor;      /* the supervisor's own: RILL_EXECUTOR_ANY or RILL_EXECUTOR(i) */
+    rill_auto_shutdown_t auto_shutdown;
 };
 
-/* OTP's defaults: one_for_one, 1 restart in 5 s, no backoff. */
+/* OTP's defaults, spelled out (a zeroed spec means the same). */
 #define RILL_SUP_SPEC_DEFAULT                                                                      \
     {                                                                                              \
-        RILL_SUP_ONE_FOR_ONE, 1, 5000, 0, 0, 0.0, 0, NULL, 0, -1                                   \
+        .strategy = RILL_SUP_ONE_FOR_ONE, .intensity = 1, .period_ms = 5000                        \
     }
 
 /*

@@ -222,13 +222,15 @@ typedef struct rill_gen {
     size_t key_space;  /* distinct keys; 0 = every key unique */
     size_t value_size; /* 0 means 100 */
     int headers;       /* non-zero: add the two headers */
-    int32_t partition; /* a partition, or RILL_PARTITION_ANY (use this) */
+    int pinned;        /* non-zero: every record goes to `partition`; 0: by key */
+    int32_t partition;
 } rill_gen_t;
 
-/* Defaults: unique keys, 100-byte values, no headers, partition by key. */
+/* The defaults (a zeroed rill_gen_t means the same): unique keys, 100-byte
+ * values, no headers, partition by key. */
 #define RILL_GEN_DEFAULT                                                                           \
     {                                                                                              \
-        0, 0, 100, 0, RILL_PARTITION_ANY                                                           \
+        .value_size = 100                                                                          \
     }
 
 /*

@@ -12,7 +12,7 @@ typedef struct batcher {
     uint64_t max_ms;
     rill_batch_t *cur;
     uint64_t gen; /* which group the armed timer is for */
-    uint64_t timer;
+    rill_timer_t timer;
     int timer_armed;
     int due;              /* the group's time is up; seal when there is room */
     rill__equeue_t ready; /* sealed batches */

@@ -41,7 +41,7 @@ static int router_own(rill__stage_t *st, rill_aid_t sub)
 {
     router_t *r = st->spec.impl;
     for (uint32_t w = 0; w < r->workers; w++)
-        if (r->worker_aid[w] == sub)
+        if (rill_aid_eq(r->worker_aid[w], sub))
             return 1;
     return 0;
 }
@@ -60,14 +60,14 @@ static rill_err_t router_start(rill__stage_t *st)
     st->n_out_expected = r->workers;
 
     rill_aid_t merge;
-    rill_stage_opts_t mo = {.executor = -1};
+    rill_stage_opts_t mo = {0};
     rill_err_t err =
         rill__stage_spawn_hooked(st->sys, rill_stage_merge(r->workers), &mo, &st->hook, &merge);
     if (err)
         return err;
     int nexec = rill_system_executors(st->sys);
     for (uint32_t w = 0; w < r->workers; w++) {
-        rill_stage_opts_t wo = {.executor = (int)(w % (uint32_t)nexec)};
+        rill_stage_opts_t wo = {.executor = RILL_EXECUTOR(w % (uint32_t)nexec)};
         err = rill__stage_spawn_hooked(st->sys, rill_stage_map(r->fn, r->opaque), &wo, &st->hook,
                                        &r->worker_aid[w]);
         if (err)
@@ -101,7 +101,7 @@ static void router_pump(rill__stage_t *st)
     size_t min_room = SIZE_MAX, queued = 0;
     for (uint32_t i = 0; i < st->n_out; i++) {
         uint32_t w = 0;
-        while (w < r->workers && r->worker_aid[w] != st->out[i].sub)
+        while (w < r->workers && !rill_aid_eq(r->worker_aid[w], st->out[i].sub))
             w++;
         if (w == r->workers)
             continue;

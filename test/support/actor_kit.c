@@ -148,7 +148,7 @@ static int dead_letters_reached(void *arg)
 
 int kit_wait_dead_letters(rill_system_t *sys, uint64_t target, int timeout_ms)
 {
-    struct aid_in a = {sys, 0, target};
+    struct aid_in a = {sys, RILL_AID_NONE, target};
     return kit_wait_until(dead_letters_reached, &a, timeout_ms);
 }
 
@@ -308,7 +308,7 @@ int kit_log_find(kit_log_t *log, uint32_t type, rill_aid_t about, kit_event_t *o
     for (size_t i = 0; i < kept && !found; i++) {
         const kit_event_t *e = &log->ev[i];
         rill_aid_t who = e->has_down ? e->down.actor : e->from;
-        if (e->type == type && (about == RILL_AID_NONE || who == about)) {
+        if (e->type == type && (rill_aid_is_none(about) || rill_aid_eq(who, about))) {
             *out = *e;
             found = 1;
         }
@@ -349,7 +349,7 @@ rill_aid_t kit_spawn_recorder(rill_system_t *sys, kit_log_t *log, int executor)
     memset(&o, 0, sizeof(o));
     o.behavior = kit_recorder;
     o.state = log;
-    o.executor = executor;
+    o.executor = KIT_EXEC(executor);
     rill_aid_t aid = RILL_AID_NONE;
     if (rill_spawn(sys, &o, &aid) != RILL_OK)
         return RILL_AID_NONE;

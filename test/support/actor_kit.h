@@ -123,6 +123,10 @@ int kit_log_find(kit_log_t *log, uint32_t type, rill_aid_t about, kit_event_t *o
 rill_err_t kit_recorder(rill_ctx_t *ctx, void *state, rill_msg_t *msg);
 
 /* Spawn a recorder logging into log; RILL_AID_NONE on failure. */
+/* Test helpers take an executor as an index, or -1 for any; KIT_EXEC turns
+ * that into the spawn options' convention (RILL_EXECUTOR / _ANY). */
+#define KIT_EXEC(e) ((e) < 0 ? RILL_EXECUTOR_ANY : RILL_EXECUTOR(e))
+
 rill_aid_t kit_spawn_recorder(rill_system_t *sys, kit_log_t *log, int executor);
 
 /* Round trip through an actor whose behaviour is kit_recorder (or that

@@ -49,6 +49,7 @@ void kk_produce_parts(const char *boot, const char *topic, int parts, size_t per
     for (int p = 0; p < parts; p++) {
         rill_gen_t g = RILL_GEN_DEFAULT;
         g.first_seq = base + (uint64_t)p * per;
+        g.pinned = 1;
         g.partition = p;
         g.value_size = value_size;
         rill_err_t e = rill_testkit_produce_generated(boot, topic, per, &g, &o, err, sizeof(err));
@@ -173,14 +174,14 @@ void kk_conf_assign_all(rill_consumer_conf_t *c, const char *topic, int parts, i
 static rill_aid_t spawned_ok(const char *fn, rill_err_t e, rill_aid_t aid, const char *err)
 {
     cr_assert_eq(e, RILL_OK, "%s: %s: %s", fn, rill_err_name(e), err);
-    cr_assert_neq(aid, RILL_AID_NONE);
+    cr_assert(!rill_aid_is_none(aid));
     return aid;
 }
 
 rill_aid_t kk_consumer_spawn_ok(rill_system_t *sys, rill_consumer_conf_t *c, int executor)
 {
     char err[512] = "";
-    rill_stage_opts_t o = {.executor = executor};
+    rill_stage_opts_t o = {.executor = KIT_EXEC(executor)};
     rill_aid_t aid = RILL_AID_NONE;
     rill_err_t e = rill_consumer_spawn(sys, c, &o, &aid, err, sizeof(err));
     return spawned_ok("rill_consumer_spawn", e, aid, err);
@@ -189,7 +190,7 @@ rill_aid_t kk_consumer_spawn_ok(rill_system_t *sys, rill_consumer_conf_t *c, int
 rill_aid_t kk_producer_spawn_ok(rill_system_t *sys, rill_producer_conf_t *c, int executor)
 {
     char err[512] = "";
-    rill_stage_opts_t o = {.executor = executor};
+    rill_stage_opts_t o = {.executor = KIT_EXEC(executor)};
     rill_aid_t aid = RILL_AID_NONE;
     rill_err_t e = rill_producer_spawn(sys, c, &o, &aid, err, sizeof(err));
     return spawned_ok("rill_producer_spawn", e, aid, err);
@@ -198,7 +199,7 @@ rill_aid_t kk_producer_spawn_ok(rill_system_t *sys, rill_producer_conf_t *c, int
 rill_aid_t kk_stage_spawn_ok(rill_system_t *sys, rill_stage_t *spec, int executor)
 {
     cr_assert_not_null(spec);
-    rill_stage_opts_t o = {.executor = executor};
+    rill_stage_opts_t o = {.executor = KIT_EXEC(executor)};
     rill_aid_t aid = RILL_AID_NONE;
     cr_assert_eq(rill_stage_spawn(sys, spec, &o, &aid), RILL_OK);
     return aid;
@@ -236,7 +237,7 @@ void kk_stop_wait(rill_system_t *sys, rill_aid_t aid)
 {
     rill_stop(sys, aid); /* RILL_ESTOPPED if it is gone already: fine */
     cr_assert(kit_wait_dead(sys, aid, KK_WAIT_MS), "actor %#llx did not stop",
-              (unsigned long long)aid);
+              (unsigned long long)aid.id);
 }
 
 rill_consumer_stats_t kk_consumer_stats_ok(rill_system_t *sys, rill_aid_t consumer)
