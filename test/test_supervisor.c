@@ -845,6 +845,62 @@ Test(sup_restart_type, permanent_is_restarted_after_any_exit, .timeout = 60)
     tw_free(w);
 }
 
+Test(sup_auto_shutdown, any_significant_child_ending_ends_the_supervisor_normally, .timeout = 60)
+{
+    tw_t *w = tw_new();
+    carg_t a = child_arg(w, "a"), key = child_arg(w, "key"), z = child_arg(w, "z");
+    rill_child_spec_t ch[] = {worker("a", &a), worker("key", &key), worker("z", &z)};
+    ch[1].restart = RILL_RESTART_TRANSIENT;
+    ch[1].significant = 1;
+    rill_sup_spec_t spec = spec_of(RILL_SUP_ONE_FOR_ONE, 10, 30000, ch, 3);
+    spec.auto_shutdown = RILL_AUTO_SHUTDOWN_ANY;
+    rill_aid_t sup = start_sup(w, &spec, NULL);
+    watch(w, sup, "sup");
+    size_t mark = ev_size(w);
+    /* A failure of the significant child is restarted, not an end. */
+    send_to(w, "key", MSG_CRASH);
+    wait_count(w, mark, EV_INIT, "key", 1);
+    cr_assert(rill_alive(w->sys, sup));
+    /* Its normal end ends the supervisor, normally, the others with it
+     * (in reverse order). */
+    mark = ev_size(w);
+    send_to(w, "key", MSG_STOP_NORMAL);
+    ev_t down;
+    wait_find(w, mark, EV_DOWN, "sup", sup, &down);
+    cr_assert_eq(down.exit.kind, RILL_EXIT_NORMAL, "%s: %s", rill_exit_kind_name(down.exit.kind),
+                 down.exit.text);
+    cr_assert_eq(ev_count(w, mark, EV_TERM, "a"), 1);
+    cr_assert_eq(ev_count(w, mark, EV_TERM, "z"), 1);
+    cr_assert_eq(ev_count(w, mark, EV_START, NULL), 0);
+    tw_free(w);
+}
+
+Test(sup_auto_shutdown, all_significant_waits_for_the_last_one, .timeout = 60)
+{
+    tw_t *w = tw_new();
+    carg_t a = child_arg(w, "a"), s1 = child_arg(w, "s1"), s2 = child_arg(w, "s2");
+    rill_child_spec_t ch[] = {worker("a", &a), worker("s1", &s1), worker("s2", &s2)};
+    ch[1].restart = RILL_RESTART_TEMPORARY;
+    ch[2].restart = RILL_RESTART_TRANSIENT;
+    ch[1].significant = ch[2].significant = 1;
+    rill_sup_spec_t spec = spec_of(RILL_SUP_ONE_FOR_ONE, 10, 30000, ch, 3);
+    spec.auto_shutdown = RILL_AUTO_SHUTDOWN_ALL;
+    rill_aid_t sup = start_sup(w, &spec, NULL);
+    watch(w, sup, "sup");
+    size_t mark = ev_size(w);
+    /* A temporary child ends for good even when it fails. */
+    send_to(w, "s1", MSG_CRASH);
+    wait_count(w, mark, EV_TERM, "s1", 1);
+    ASSERT_IDS(w, sup, "a,s2"); /* the supervisor handled it and is still up */
+    cr_assert(rill_alive(w->sys, sup), "one significant child is still running");
+    send_to(w, "s2", MSG_STOP_NORMAL);
+    ev_t down;
+    wait_find(w, mark, EV_DOWN, "sup", sup, &down);
+    cr_assert_eq(down.exit.kind, RILL_EXIT_NORMAL);
+    cr_assert_eq(ev_count(w, mark, EV_TERM, "a"), 1);
+    tw_free(w);
+}
+
 Test(sup_restart_type, transient_is_restarted_only_after_abnormal_exits, .timeout = 60)
 {
     tw_t *w = tw_new();
