@@ -389,6 +389,11 @@ static void finish_stop(rill__actor_t *a)
     rill_msg_t m;
     while (rill__mailbox_pop(&a->mbox, &m))
         rill__release_msg(sys, &m, 1);
+    /* Settle notices made by the terminate hook (a final flush, a drain)
+     * and by releasing what was left in the queues go out before the
+     * watchers and links hear of the end: whoever acts on that end already
+     * finds them in the source's mailbox. */
+    rill__settle_flush(a->exec->settle);
 
     for (uint32_t i = 0; i < a->watchers.n; i++)
         notify(a, a->watchers.v[i].aid, CTRL_DOWN, a->watchers.v[i].ref);
@@ -416,7 +421,18 @@ void rill__actor_reap(rill__actor_t *a)
 /* A turn                                                              */
 /* ------------------------------------------------------------------ */
 
+static int actor_turn(rill__actor_t *a);
+
 int rill__actor_turn(rill__actor_t *a)
+{
+    rill__executor_t *e = a->exec;
+    int r = actor_turn(a);
+    /* One message per source for the origins the turn settled. */
+    rill__settle_flush(e->settle);
+    return r;
+}
+
+static int actor_turn(rill__actor_t *a)
 {
     if (!a->started) {
         a->started = 1;
@@ -482,6 +498,21 @@ void rill__ctx_drain_mailbox(rill_ctx_t *ctx, void (*fn)(void *opaque, rill_msg_
         fn(opaque, &m);
         rill__release_msg(a->sys, &m, 0);
     }
+}
+
+rill_err_t rill__actor_tag(rill_system_t *sys, rill_aid_t aid, const void **tag)
+{
+    *tag = NULL;
+    if (!sys || rill_aid_is_none(aid))
+        return RILL_EINVAL;
+    rill__slot_t *slot;
+    rill__actor_t *a = rill__actor_acquire(sys, aid, &slot);
+    if (!a)
+        return RILL_ESTOPPED;
+    /* Set before the actor was published: any order does. */
+    *tag = atomic_load_explicit(&a->tag, memory_order_relaxed);
+    rill__actor_release(slot);
+    return RILL_OK;
 }
 
 struct ev_loop *rill__ctx_loop(rill_ctx_t *ctx)

@@ -27,6 +27,12 @@
 #define RILL__CORR_SYNC   (1ull << 63)
 
 typedef struct rill__actor rill__actor_t;
+typedef struct rill__settle_acc rill__settle_acc_t;
+
+/* origin.c: the per-executor collection of settle notices. */
+rill__settle_acc_t *rill__settle_acc_new(void);
+void rill__settle_flush(rill__settle_acc_t *acc);
+void rill__settle_acc_free(rill__settle_acc_t *acc);
 
 /* ---- control signals ------------------------------------------------ */
 
@@ -143,6 +149,9 @@ struct rill__actor {
     _Atomic uint64_t refused;
     _Atomic uint32_t hwm;
     _Atomic uint32_t restarts;
+    /* What kind of actor this is, for layers above (a stage's kind), set
+     * by the actor itself (rill__ctx_set_tag); read from any thread. */
+    _Atomic(const void *) tag;
 };
 
 /* ---- actor table ---------------------------------------------------- */
@@ -200,6 +209,9 @@ struct rill__executor {
     ev_check check;
     ev_timer reap_timer;                    /* retries reaping while the limbo list is not empty */
     rill__actor_t *limbo_head, *limbo_tail; /* owner thread only */
+    /* Settle notices of origins released on this thread, sent at the end
+     * of each actor turn (origin.c); owner thread only. */
+    rill__settle_acc_t *settle;
 };
 
 /* ---- name registry -------------------------------------------------- */
@@ -319,7 +331,15 @@ void rill__registry_free(rill_system_t *sys);
 rill_err_t rill__ctrl_send(rill_system_t *sys, rill_aid_t to, rill__ctrl_t *c);
 rill__ctrl_t *rill__ctrl_new(rill__ctrl_kind_t kind, rill_aid_t who, uint64_t ref,
                              const rill_exit_t *exit);
-void rill__release_msg(rill_system_t *sys, rill_msg_t *msg, int dead_letter);
+/* A message is done with: its payload freed, its origin released
+ * unconfirmed (counted as a dead letter if it was never delivered).
+ * Inline up to the common case, a message with neither. */
+void rill__release_msg_slow(rill_system_t *sys, rill_msg_t *msg, int dead_letter);
+static inline void rill__release_msg(rill_system_t *sys, rill_msg_t *msg, int dead_letter)
+{
+    if (msg->dtor || msg->origin || dead_letter)
+        rill__release_msg_slow(sys, msg, dead_letter);
+}
 /* The actor is gone: free its slot now and its memory once no executor
  * can still be looking at it. */
 void rill__actor_finished(rill__actor_t *a);

@@ -8,23 +8,29 @@
  *
  * The reserved range, in order:
  *     1..3    actors, public: RILL_MSG_DOWN, RILL_MSG_EXIT, RILL_MSG_ASK_TIMEOUT
+ *     4       actors, internal: RILL__MSG_SETTLED
  *    16..22   streams, public: RILL_STREAM_SUBSCRIBE .. RILL_STREAM_ERROR
- *    23..29   streams, internal: RILL__STREAM_*
+ *    23..36   streams, internal: RILL__STREAM_*, RILL__RUN_* (pipeline runs)
  *   128..136  supervision: RILL__SUP_*
- *   191..196  kafka consumer: RILL__CONSUMER_*
+ *   191..194  kafka consumer: RILL__CONSUMER_*
  *   207..212  kafka producer: RILL__PRODUCER_*
  *   223       kafka, public: RILL_MSG_DELIVERY
  * A new type goes at the end of its layer's block; a new layer gets a
- * block of its own, with its asserts below.
+ * block of its own, with its asserts below. (RILL_MSG_DELIVERY is checked
+ * where it is defined, in kafka/kafka_int.h: the runtime does not include
+ * the Kafka headers.)
  */
 #ifndef RILL_MSGTYPES_H
 #define RILL_MSGTYPES_H
 
 #include <rill/actor.h>
-#include <rill/kafka.h>
 #include <rill/stream.h>
 
 enum rill__msgtype {
+    /* actors: after the public types, before the stream range */
+    RILL__MSG_SETTLED = RILL_MSG_ASK_TIMEOUT + 1, /* origins settled: payload rill__settled_t */
+    RILL__ACTORS_LAST = RILL__MSG_SETTLED,
+
     /* streams (stream_int.h): after the public signals, inside the
      * stream range */
     RILL__STREAM_CONNECT = RILL_STREAM_ERROR + 1, /* subscribe to arg (an aid) */
@@ -34,7 +40,14 @@ enum rill__msgtype {
     RILL__STREAM_ASYNC_DONE,                      /* a map_async job finished */
     RILL__STREAM_RETRY,                           /* timer: retry a refused NEXT */
     RILL__STREAM_TICK,                            /* timer: kind-specific (arg) */
-    RILL__STREAM_INTERNAL_LAST = RILL__STREAM_TICK,
+    RILL__STREAM_FINISH, /* a lingering source: nothing downstream can confirm any more */
+    RILL__RUN_GO,        /* a pipeline run: every stage is spawned and connected */
+    RILL__RUN_ABORT,     /* a pipeline run: a stage could not be spawned */
+    RILL__RUN_FAILED,    /* a pipeline run: a stage failed by itself (payload: text) */
+    RILL__RUN_SINK_DONE, /* a pipeline run: the sink ended (payload: its result) */
+    RILL__RUN_STOP,      /* a pipeline run: stop (arg 1: drain instead) */
+    RILL__RUN_BACKSTOP,  /* a pipeline run: timer: the stop took too long */
+    RILL__STREAM_INTERNAL_LAST = RILL__RUN_BACKSTOP,
 
     /* supervision (supervision/) */
     RILL__SUP_QUERY = RILL_MSG_STREAM_LAST + 1, /* 128 */
@@ -50,8 +63,6 @@ enum rill__msgtype {
 
     /* Kafka consumer (kafka/consumer.c) */
     RILL__CONSUMER_WAKE = RILL_MSG_STREAM_LAST + 64, /* 191: the consumer queue has something */
-    RILL__CONSUMER_CONFIRM,                          /* arg = offset, corr = partition id */
-    RILL__CONSUMER_CONFIRM_BATCH,                    /* payload = confirm_batch_t */
     RILL__CONSUMER_CONFIRM_UPTO,                     /* arg = offset, corr = partition id */
     RILL__CONSUMER_TICK,                             /* repeating timer */
     RILL__CONSUMER_STATS,                            /* ask: reply with a rill_consumer_stats_t */
@@ -75,6 +86,8 @@ _Static_assert(RILL__MSGTYPE_BEFORE(RILL_MSG_NONE, RILL_MSG_DOWN) &&
                    RILL__MSGTYPE_BEFORE(RILL_MSG_EXIT, RILL_MSG_ASK_TIMEOUT) &&
                    RILL__MSGTYPE_BEFORE(RILL_MSG_ASK_TIMEOUT, RILL_MSG_STREAM_FIRST),
                "the actors' public types come before the stream range");
+_Static_assert(RILL__MSGTYPE_BEFORE(RILL__ACTORS_LAST, RILL_MSG_STREAM_FIRST),
+               "the actors' internal types come before the stream range");
 _Static_assert((int)RILL_STREAM_SUBSCRIBE == (int)RILL_MSG_STREAM_FIRST &&
                    RILL__MSGTYPE_BEFORE(RILL_STREAM_ERROR, RILL__STREAM_CONNECT),
                "internal stream signals follow the public ones");
@@ -86,9 +99,7 @@ _Static_assert(RILL__MSGTYPE_BEFORE(RILL__SUP_LAST, RILL__CONSUMER_WAKE),
                "the consumer's types come after supervision's");
 _Static_assert(RILL__MSGTYPE_BEFORE(RILL__CONSUMER_LAST, RILL__PRODUCER_WAKE),
                "the producer's types come after the consumer's");
-_Static_assert(RILL__MSGTYPE_BEFORE(RILL__PRODUCER_LAST, RILL_MSG_DELIVERY),
-               "RILL_MSG_DELIVERY (public) comes after the producer's types");
-_Static_assert(RILL__MSGTYPE_BEFORE(RILL_MSG_DELIVERY, RILL_MSG_USER),
+_Static_assert(RILL__MSGTYPE_BEFORE(RILL__PRODUCER_LAST, RILL_MSG_USER),
                "every rill type stays below RILL_MSG_USER");
 
 #endif /* RILL_MSGTYPES_H */

@@ -47,6 +47,42 @@ void rill__ctx_drain_mailbox(rill_ctx_t *ctx, void (*fn)(void *opaque, rill_msg_
 /* The libev loop of the calling actor's executor (actor context only). */
 struct ev_loop *rill__ctx_loop(rill_ctx_t *ctx);
 
+/* rill_spawn, with the new actor tagged with what kind of actor it is (an
+ * address the upper layer chooses), for rill__actor_tag. */
+rill_err_t rill__spawn_tagged(rill_system_t *sys, const rill_spawn_opts_t *opts, const void *tag,
+                              rill_aid_t *aid);
+/* The tag of a live actor (NULL if it set none yet) into *tag: RILL_OK,
+ * or RILL_ESTOPPED if there is no such actor. @locality any thread. */
+rill_err_t rill__actor_tag(rill_system_t *sys, rill_aid_t aid, const void **tag);
+
+/* ---- origins (actors/origin.c) ---- */
+
+/* A leaf origin of `source`, one reference: when it is settled, source
+ * gets (key, value, ok) in a RILL__MSG_SETTLED message (payload
+ * rill__settled_t). NULL without memory or for bad arguments. */
+rill_origin_t *rill__origin_new(rill_system_t *sys, rill_aid_t source, uint64_t key, int64_t value);
+/* One origin standing for both acc and o (each one reference, taken over):
+ * settling it settles both the same way. Either may be NULL. Returns NULL
+ * without memory, and then acc and o are untouched (the caller still holds
+ * both). */
+rill_origin_t *rill__origin_join(rill_origin_t *acc, rill_origin_t *o);
+
+/* The source and (key, value) of a leaf origin: 1, or 0 for NULL or a
+ * group. The origin stays the caller's. */
+int rill__origin_leaf(const rill_origin_t *o, rill_system_t **sys, rill_aid_t *source,
+                      uint64_t *key, int64_t *value);
+
+/* What a RILL__MSG_SETTLED message carries. */
+typedef struct rill__settle_note {
+    uint64_t key;
+    int64_t value;
+    int ok; /* 1: confirmed; 0: released unconfirmed */
+} rill__settle_note_t;
+typedef struct rill__settled {
+    uint32_t n;
+    rill__settle_note_t v[];
+} rill__settled_t;
+
 /* Get the system's attachment under `key` (any unique address), creating
  * it with create() on first use. Returns NULL if create fails (its errstr
  * is passed through). @locality any thread. */

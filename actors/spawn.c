@@ -40,11 +40,15 @@ rill_err_t rill__ctrl_send(rill_system_t *sys, rill_aid_t to, rill__ctrl_t *c)
     return RILL_OK;
 }
 
-void rill__release_msg(rill_system_t *sys, rill_msg_t *msg, int dead_letter)
+void rill__release_msg_slow(rill_system_t *sys, rill_msg_t *msg, int dead_letter)
 {
     if (msg->dtor)
         msg->dtor(msg->payload);
     msg->dtor = NULL;
+    /* An origin nobody took was not handled: what it stands for is not
+     * confirmed and comes again. */
+    rill_origin_release(msg->origin);
+    msg->origin = NULL;
     if (dead_letter)
         atomic_fetch_add_explicit(&sys->dead_letters, 1, memory_order_relaxed);
 }
@@ -76,7 +80,23 @@ void rill__actor_finished(rill__actor_t *a)
     pthread_mutex_unlock(&sys->alive_lock);
 }
 
+/* The first entry of an empty peer list: 0, or -1 without memory. */
+static int peers_first(rill__peers_t *l, rill__peer_t p)
+{
+    if (!(l->v = malloc(sizeof(p))))
+        return -1;
+    l->v[0] = p;
+    l->n = l->cap = 1;
+    return 0;
+}
+
 rill_err_t rill_spawn(rill_system_t *sys, const rill_spawn_opts_t *opts, rill_aid_t *aid)
+{
+    return rill__spawn_tagged(sys, opts, NULL, aid);
+}
+
+rill_err_t rill__spawn_tagged(rill_system_t *sys, const rill_spawn_opts_t *opts, const void *tag,
+                              rill_aid_t *aid)
 {
     if (!sys || !opts || !aid || !opts->behavior)
         return RILL_EINVAL;
@@ -110,6 +130,7 @@ rill_err_t rill_spawn(rill_system_t *sys, const rill_spawn_opts_t *opts, rill_ai
                    (uint32_t)sys->nexec);
     a->exec = &sys->execs[ex];
     a->behavior = opts->behavior;
+    atomic_init(&a->tag, tag);
     a->init = opts->init;
     a->terminate = opts->terminate;
     a->state = opts->state;
@@ -130,26 +151,14 @@ rill_err_t rill_spawn(rill_system_t *sys, const rill_spawn_opts_t *opts, rill_ai
     /* Link and monitor from the start: the new actor's side is set before
      * it can run; the peer's side travels as a control signal. */
     uint64_t mref = 0;
-    if (!rill_aid_is_none(opts->monitor_by)) {
+    if (!rill_aid_is_none(opts->monitor_by))
         mref = atomic_fetch_add(&sys->next_ref, 1);
-        rill__peer_t p = {opts->monitor_by, mref};
-        a->watchers.v = malloc(sizeof(p));
-        if (!a->watchers.v) {
-            actor_free(a);
-            return RILL_ENOMEM;
-        }
-        a->watchers.v[0] = p;
-        a->watchers.n = a->watchers.cap = 1;
-    }
-    if (!rill_aid_is_none(opts->link_to)) {
-        rill__peer_t p = {opts->link_to, 0};
-        a->links.v = malloc(sizeof(p));
-        if (!a->links.v) {
-            actor_free(a);
-            return RILL_ENOMEM;
-        }
-        a->links.v[0] = p;
-        a->links.n = a->links.cap = 1;
+    if ((!rill_aid_is_none(opts->monitor_by) &&
+         peers_first(&a->watchers, (rill__peer_t){opts->monitor_by, mref})) ||
+        (!rill_aid_is_none(opts->link_to) &&
+         peers_first(&a->links, (rill__peer_t){opts->link_to, 0}))) {
+        actor_free(a);
+        return RILL_ENOMEM;
     }
     int monitored = !rill_aid_is_none(opts->monitor_by), linked = !rill_aid_is_none(opts->link_to);
     rill__ctrl_t *c_mon =

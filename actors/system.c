@@ -174,9 +174,11 @@ void rill_system_destroy(rill_system_t *sys)
         /* Executors are joined: nothing can look at retired actors now. */
         for (int i = 0; i < sys->nexec; i++)
             rill__executor_reap_all(&sys->execs[i]);
-        for (int i = 0; i < sys->nexec; i++)
+        for (int i = 0; i < sys->nexec; i++) {
             if (sys->execs[i].loop)
                 ev_loop_destroy(sys->execs[i].loop);
+            rill__settle_acc_free(sys->execs[i].settle);
+        }
         free(sys->execs);
     }
     for (size_t i = 0; i < sizeof(sys->attach) / sizeof(sys->attach[0]); i++)

@@ -17,6 +17,7 @@ static const struct {
     [RILL_EKAFKA] = {"RILL_EKAFKA", "Kafka client error"},
     [RILL_EIO] = {"RILL_EIO", "operating system error"},
     [RILL_ERESTARTING] = {"RILL_ERESTARTING", "restarting"},
+    [RILL_EOS] = {"RILL_EOS", "end of stream"},
 };
 
 const char *rill_err2str(rill_err_t err)

@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -57,6 +58,21 @@ static inline int rill__ms_left(int64_t deadline_ms)
     if (left < 0)
         return 0;
     return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/* Room for one more element in an array of *cap elements of `size` bytes
+ * at v, n of them used: v itself while there is room, else v doubled (the
+ * first time: `first` elements), or NULL without memory (v and *cap are
+ * then unchanged). */
+static inline void *rill__grow(void *v, size_t *cap, size_t n, size_t size, size_t first)
+{
+    if (n < *cap)
+        return v;
+    size_t c = *cap ? 2 * *cap : first;
+    void *nv = realloc(v, c * size);
+    if (nv)
+        *cap = c;
+    return nv;
 }
 
 #endif /* RILL_UTIL_H */

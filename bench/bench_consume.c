@@ -1,12 +1,14 @@
 /*
- * bench_consume: consume -> confirm -> commit through rill's consumer
- * actor, against a raw librdkafka consumer with the same guarantees, on the
- * same broker and data, in the same run, alternating.
+ * bench_consume: consume -> confirm -> commit through a rill pipeline,
+ * against a raw librdkafka consumer with the same guarantees, on the same
+ * broker and data, in the same run, alternating.
  *
  *   baseline  a poll loop: rd_kafka_consumer_poll, rd_kafka_offsets_store
  *             of offset + 1 after each record, an async commit every 1,000
- *   rill      rill_consumer_spawn -> a sink stage that confirms every
- *             record (rill_consumer_confirm), commits driven by rill
+ *   rill      a pipeline: rill_kafka_source -> rill_sink_foreach, whose
+ *             RILL_OK confirms every record; commits driven by rill
+ *             (defaults); the clock stops when the pipeline has stopped,
+ *             after its final commit
  *
  * The broker is a separate `rill-broker` process, so this process's CPU
  * time (getrusage: user + sys, librdkafka's threads included) is the
@@ -95,8 +97,6 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
 /* ---- rill ---- */
 
 typedef struct sink_state {
-    rill_system_t *sys;
-    rill_aid_t consumer;
     _Atomic uint64_t got;
     uint64_t n;
     pthread_mutex_t lock;
@@ -104,10 +104,10 @@ typedef struct sink_state {
     int done;
 } sink_state_t;
 
-static rill_err_t confirm_each(void *opaque, rill_elem_t *e)
+/* RILL_OK confirms the record. */
+static rill_err_t count_each(void *opaque, rill_elem_t *e)
 {
     sink_state_t *s = opaque;
-    rill_consumer_confirm(s->sys, s->consumer, e);
     rill_elem_release(e);
     if (atomic_fetch_add_explicit(&s->got, 1, memory_order_relaxed) + 1 == s->n) {
         pthread_mutex_lock(&s->lock);
@@ -118,48 +118,57 @@ static rill_err_t confirm_each(void *opaque, rill_elem_t *e)
     return RILL_OK;
 }
 
+static void die(const char *what, const char *why)
+{
+    fprintf(stderr, "bench_consume: %s: %s\n", what, why);
+    exit(1);
+}
+
 static result_t run_rill(const char *boot, uint64_t n, int run)
 {
     char err[512], group[64];
     snprintf(group, sizeof(group), "rill-%d", run);
     double t0 = bench_now_s(), c0 = bench_cpu_us();
     rill_system_t *sys = rill_system_new(&(rill_system_opts_t){.executors = 2}, err, sizeof(err));
-    rill_system_start(sys);
+    if (!sys || rill_system_start(sys))
+        die("rill system", sys ? "cannot start" : err);
     rill_consumer_conf_t *c = rill_consumer_conf_new();
-    rill_consumer_conf_set(c, "bootstrap.servers", boot, err, sizeof(err));
-    rill_consumer_conf_set(c, "group.id", group, err, sizeof(err));
+    if (rill_consumer_conf_set(c, "bootstrap.servers", boot, err, sizeof(err)) ||
+        rill_consumer_conf_set(c, "group.id", group, err, sizeof(err)))
+        die("rill consumer config", err);
     for (int p = 0; p < PARTITIONS; p++)
-        rill_consumer_conf_assign(c, "bench", p, 0);
-    sink_state_t s = {.sys = sys, .n = n};
+        if (rill_consumer_conf_assign(c, "bench", p, 0, err, sizeof(err)))
+            die("rill consumer config", err);
+    sink_state_t s = {.n = n};
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.cond, NULL);
     rill_stage_opts_t co = {.executor = RILL_EXECUTOR(0)},
                       so = {.executor = RILL_EXECUTOR(1), .mailbox_capacity = 1024};
-    if (rill_consumer_spawn(sys, c, &co, &s.consumer, err, sizeof(err))) {
-        fprintf(stderr, "bench_consume: %s\n", err);
-        exit(1);
-    }
-    rill_aid_t sink;
-    rill_stage_spawn(sys, rill_sink_foreach(confirm_each, &s), &so, &sink);
-    rill_stage_connect(sys, s.consumer, sink);
+    rill_pipeline_t *p = rill_pipeline_new(sys, "consume");
+    rill_pipeline_add(p, rill_kafka_source(c), &co);
+    rill_pipeline_add(p, rill_sink_foreach(count_each, &s), &so);
+    if (rill_pipeline_start(p, err, sizeof(err)))
+        die("rill pipeline", err);
     pthread_mutex_lock(&s.lock);
     while (!s.done)
         pthread_cond_wait(&s.cond, &s.lock);
     pthread_mutex_unlock(&s.lock);
     if (getenv("BENCH_STATS")) {
         rill_consumer_stats_t cs;
-        if (rill_consumer_stats(sys, s.consumer, &cs) == RILL_OK)
+        if (rill_consumer_stats(sys, rill_pipeline_stage(p, 0), &cs) == RILL_OK)
             fprintf(stderr,
                     "  rill consumer: polled %llu pauses %llu buffered_max %u committed %llu\n",
                     (unsigned long long)cs.polled, (unsigned long long)cs.pauses, cs.buffered_max,
                     (unsigned long long)cs.committed);
     }
-    rill_stop(sys, s.consumer); /* final commit on the way down */
-    while (rill_alive(sys, s.consumer)) {
-        struct timespec ts = {0, 1000 * 1000};
-        nanosleep(&ts, NULL); /* waiting for the final commit, as the baseline does */
-    }
+    /* The stop makes the final commit, as the baseline does. */
+    rill_pipeline_result_t res;
+    rill_pipeline_stop(p);
+    rill_pipeline_wait(p, -1, &res);
     double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
+    if (res.end != RILL_PIPELINE_STOPPED)
+        die("rill pipeline ended", res.text);
+    rill_pipeline_destroy(p);
     rill_system_stop(sys, 10000);
     rill_system_destroy(sys);
     pthread_cond_destroy(&s.cond);

@@ -11,10 +11,10 @@
  *   baseline  rd_kafka_consumer_poll loop: latency read on return,
  *             rd_kafka_offsets_store of offset + 1, async commit every
  *             1,000 (the same guarantee as rill's consumer)
- *   rill      rill_consumer_spawn -> map (pass-through) -> filter (keeps
- *             everything) -> map (pass-through) -> sink that reads the
- *             latency and confirms the record (rill_consumer_confirm);
- *             commits driven by rill
+ *   rill      a pipeline: rill_kafka_source -> map (pass-through) ->
+ *             filter (keeps everything) -> map (pass-through) -> foreach
+ *             sink that reads the latency (its RILL_OK confirms the
+ *             record); commits driven by rill
  *
  * Low-latency settings, the same on both consumers: fetch.wait.max.ms=1
  * (the mock broker holds an empty fetch for the full wait and does not cut
@@ -285,17 +285,15 @@ static result_t run_raw(const char *boot, rd_kafka_t *prod, uint64_t total, int 
 
 /* ---- rill ---- */
 
-typedef struct sink_state {
-    rill_system_t *sys;
-    rill_aid_t consumer;
+typedef struct rill_side {
     samples_t *s;
-    pthread_mutex_t lock;
+    /* Trace mode (BENCH_TRACE): when the first map saw each record, to
+     * split the latency into "until rill's first stage" and "through the
+     * stages"; NULL otherwise. */
+    int64_t *trace_t1;
+    pthread_mutex_t lock; /* the main thread waits for the last record */
     pthread_cond_t cond;
-} sink_state_t;
-
-/* Trace mode (BENCH_TRACE): when the first map saw each record, to split
- * the latency into "until rill's first stage" and "through the stages". */
-static int64_t *trace_t1;
+} rill_side_t;
 
 static uint64_t seq_of(const rd_kafka_message_t *m)
 {
@@ -306,10 +304,10 @@ static uint64_t seq_of(const rd_kafka_message_t *m)
 
 static rill_err_t pass_first(void *opaque, rill_elem_t *in, rill_elem_t *out)
 {
-    samples_t *s = opaque;
+    rill_side_t *side = opaque;
     uint64_t seq = seq_of(rill_record(in));
-    if (seq < s->total)
-        trace_t1[seq] = bench_now_ns();
+    if (seq < side->s->total)
+        side->trace_t1[seq] = bench_now_ns();
     *out = *in; /* the record moves on */
     memset(in, 0, sizeof(*in));
     return RILL_OK;
@@ -329,23 +327,23 @@ static int keep_all(void *opaque, const rill_elem_t *e)
     return rill_record(e) != NULL;
 }
 
-static rill_err_t measure_and_confirm(void *opaque, rill_elem_t *e)
+/* The sink: the latency; RILL_OK confirms the record. */
+static rill_err_t measure(void *opaque, rill_elem_t *e)
 {
-    sink_state_t *st = opaque;
+    rill_side_t *side = opaque;
     const rd_kafka_message_t *m = rill_record(e);
     int64_t now = bench_now_ns();
-    if (trace_t1) {
+    if (side->trace_t1) {
         uint64_t seq = seq_of(m);
-        if (seq < st->s->total && trace_t1[seq])
-            trace_t1[seq] = now - trace_t1[seq]; /* now the time through the stages */
+        if (seq < side->s->total && side->trace_t1[seq])
+            side->trace_t1[seq] = now - side->trace_t1[seq]; /* now the time through the stages */
     }
-    samples_add(st->s, m->payload, m->len, now);
-    rill_consumer_confirm(st->sys, st->consumer, e);
+    samples_add(side->s, m->payload, m->len, now);
     rill_elem_release(e);
-    if (atomic_load_explicit(&st->s->received, memory_order_relaxed) == st->s->total) {
-        pthread_mutex_lock(&st->lock);
-        pthread_cond_signal(&st->cond);
-        pthread_mutex_unlock(&st->lock);
+    if (atomic_load_explicit(&side->s->received, memory_order_relaxed) == side->s->total) {
+        pthread_mutex_lock(&side->lock);
+        pthread_cond_signal(&side->cond);
+        pthread_mutex_unlock(&side->lock);
     }
     return RILL_OK;
 }
@@ -369,22 +367,27 @@ static result_t run_rill(const char *boot, rd_kafka_t *prod, uint64_t total, int
         err, sizeof(err));
     if (!sys)
         die("rill system", err);
-    rill_system_start(sys);
+    if (rill_system_start(sys))
+        die("rill system", "cannot start");
     rill_consumer_conf_t *c = rill_consumer_conf_new();
-    rill_consumer_conf_set(c, "bootstrap.servers", boot, err, sizeof(err));
-    rill_consumer_conf_set(c, "group.id", group, err, sizeof(err));
+    if (rill_consumer_conf_set(c, "bootstrap.servers", boot, err, sizeof(err)) ||
+        rill_consumer_conf_set(c, "group.id", group, err, sizeof(err)))
+        die("rill consumer config", err);
     for (int i = 0; consumer_kv[i]; i += 2)
         if (rill_consumer_conf_set(c, consumer_kv[i], consumer_kv[i + 1], err, sizeof(err)))
             die("rill consumer config", err);
     for (int p = 0; p < PARTITIONS; p++)
-        rill_consumer_conf_assign(c, topic, p, RILL_OFFSET_BEGINNING);
+        if (rill_consumer_conf_assign(c, topic, p, RILL_OFFSET_BEGINNING, err, sizeof(err)))
+            die("rill consumer config", err);
     bench_conf_from_env("bench_latency", c, "BENCH_RILL_CONSUMER_CONF", consumer_set);
 
     samples_t s;
     samples_init(&s, total, (uint64_t)RATE * WARM_S);
-    sink_state_t st = {.sys = sys, .s = &s};
-    pthread_mutex_init(&st.lock, NULL);
-    pthread_cond_init(&st.cond, NULL);
+    rill_side_t side = {.s = &s};
+    pthread_mutex_init(&side.lock, NULL);
+    pthread_cond_init(&side.cond, NULL);
+    if (getenv("BENCH_TRACE") && !(side.trace_t1 = calloc(total, sizeof(*side.trace_t1))))
+        die("trace", "out of memory");
     /* Consumer and first map on executor 0, the rest on executor 1: one
      * crossing, as a two-core service would place them. */
     rill_stage_opts_t o[5] = {{.executor = RILL_EXECUTOR(bench_env_int("BENCH_EX_CONSUMER", 0))},
@@ -392,52 +395,50 @@ static result_t run_rill(const char *boot, rd_kafka_t *prod, uint64_t total, int
                               {.executor = RILL_EXECUTOR(bench_env_int("BENCH_EX_FILTER", 1))},
                               {.executor = RILL_EXECUTOR(bench_env_int("BENCH_EX_MAP2", 1))},
                               {.executor = RILL_EXECUTOR(bench_env_int("BENCH_EX_SINK", 1))}};
-    rill_aid_t a[5];
-    if (rill_consumer_spawn(sys, c, &o[0], &a[0], err, sizeof(err)))
-        die("rill consumer", err);
-    st.consumer = a[0];
-    if (getenv("BENCH_TRACE"))
-        trace_t1 = calloc(total, sizeof(*trace_t1));
-    if (rill_stage_spawn(sys,
-                         trace_t1 ? rill_stage_map(pass_first, &s) : rill_stage_map(pass, NULL),
-                         &o[1], &a[1]) ||
-        rill_stage_spawn(sys, rill_stage_filter(keep_all, NULL), &o[2], &a[2]) ||
-        rill_stage_spawn(sys, rill_stage_map(pass, NULL), &o[3], &a[3]) ||
-        rill_stage_spawn(sys, rill_sink_foreach(measure_and_confirm, &st), &o[4], &a[4]))
-        die("rill", "cannot spawn the stages");
-    for (int i = 4; i > 0; i--)
-        rill_stage_connect(sys, a[i - 1], a[i]);
+    rill_pipeline_t *pl = rill_pipeline_new(sys, "latency");
+    rill_pipeline_add(pl, rill_kafka_source(c), &o[0]);
+    rill_pipeline_add(
+        pl, side.trace_t1 ? rill_stage_map(pass_first, &side) : rill_stage_map(pass, NULL), &o[1]);
+    rill_pipeline_add(pl, rill_stage_filter(keep_all, NULL), &o[2]);
+    rill_pipeline_add(pl, rill_stage_map(pass, NULL), &o[3]);
+    rill_pipeline_add(pl, rill_sink_foreach(measure, &side), &o[4]);
+    if (rill_pipeline_start(pl, err, sizeof(err)))
+        die("rill pipeline", err);
 
     pacer_t pacer;
     pacer_start(&pacer, prod, topic, total);
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += (time_t)(total / RATE + 30);
-    pthread_mutex_lock(&st.lock);
+    pthread_mutex_lock(&side.lock);
     while (atomic_load(&s.received) < total)
-        if (pthread_cond_timedwait(&st.cond, &st.lock, &deadline))
+        if (pthread_cond_timedwait(&side.cond, &side.lock, &deadline))
             break;
-    pthread_mutex_unlock(&st.lock);
+    pthread_mutex_unlock(&side.lock);
     pthread_join(pacer.thread, NULL);
-    rill_system_stop(sys, 10000); /* the consumer's final commit */
+    rill_pipeline_result_t res;
+    rill_pipeline_stop(pl); /* the final commit */
+    if (rill_pipeline_wait(pl, -1, &res) == RILL_OK && res.end != RILL_PIPELINE_STOPPED)
+        printf("    rill: the pipeline ended: %s %s\n", res.stage, res.text);
+    rill_pipeline_destroy(pl);
+    rill_system_stop(sys, 10000);
     rill_system_destroy(sys);
-    pthread_cond_destroy(&st.cond);
-    pthread_mutex_destroy(&st.lock);
-    if (trace_t1) {
+    pthread_cond_destroy(&side.cond);
+    pthread_mutex_destroy(&side.lock);
+    if (side.trace_t1) {
         /* The time through the stages, of counted records. */
         uint32_t *d = calloc(total, sizeof(*d));
         uint64_t nd = 0;
         for (uint64_t i = s.warm; d && i < total; i++)
-            if (trace_t1[i] > 0)
-                d[nd++] = (uint32_t)(trace_t1[i] / 1000);
+            if (side.trace_t1[i] > 0)
+                d[nd++] = (uint32_t)(side.trace_t1[i] / 1000);
         if (nd) {
             qsort(d, nd, sizeof(*d), cmp_u32);
             fprintf(stderr, "    rill: map1 -> sink p50 %u p99 %u p999 %u max %u us\n", d[nd / 2],
                     d[nd * 99 / 100], d[nd * 999 / 1000], d[nd - 1]);
         }
         free(d);
-        free(trace_t1);
-        trace_t1 = NULL;
+        free(side.trace_t1);
     }
     if (pacer.achieved < RATE * 0.98)
         printf("    rill: the producer reached only %.0f records/s\n", pacer.achieved);

@@ -1,17 +1,18 @@
 /*
  * consumer_service: a scala-kafka-client style service in one page.
  *
- *   supervisor (one_for_all)
- *   ├── consumer   the Kafka consumer actor (group subscription)
- *   └── processor  a sink stage that processes each record and confirms it
+ *   a pipeline under a supervisor of its own (rill_pipeline_start_supervised)
+ *   ├── kafka-source  the Kafka consumer (group subscription)
+ *   └── sink          processes each record; RILL_OK confirms it
  *
- * The processor fails on every Nth record it sees (--fail-every), before
- * confirming it. The failure stops the processor; the supervisor stops the
- * consumer too (one_for_all), which commits what was confirmed, and starts
- * both again: the new consumer resumes from the committed offsets, so the
- * record that failed, and everything not confirmed after it, is delivered
- * again. Nothing is lost; some records are processed twice. The summary at
- * the end checks exactly that against the topic.
+ * The processing fails on every Nth record it sees (--fail-every). The
+ * failure ends the pipeline's run: the source stops, waits for what is in
+ * flight, commits what was confirmed, and keeps its client (still in the
+ * group) for the next run, which the supervisor starts after a backoff;
+ * it resumes at the first record not confirmed, so the record that failed,
+ * and everything not confirmed after it, is delivered again. Nothing is
+ * lost; some records are processed twice. The summary at the end checks
+ * exactly that against the topic.
  *
  * usage: consumer_service [--count N] [--fail-every N] [--partitions P]
  *                         [--bootstrap SERVERS] [--topic NAME] [--group ID]
@@ -37,15 +38,6 @@ typedef struct service {
     _Atomic uint64_t failures;
 } service_t;
 
-static service_t svc;
-
-/* ---- the processor: a sink stage that confirms what it processed ---- */
-
-typedef struct processor {
-    rill_system_t *sys;
-    rill_aid_t consumer;
-} processor_t;
-
 /* Generated records carry their sequence number: "seq=<n> ...". */
 static int64_t record_seq(const rd_kafka_message_t *m)
 {
@@ -54,97 +46,64 @@ static int64_t record_seq(const rd_kafka_message_t *m)
     return strtoll((const char *)m->payload + 4, NULL, 10);
 }
 
+/* ---- the processing: RILL_OK confirms the record ---- */
+
 static rill_err_t process(void *opaque, rill_elem_t *e)
 {
-    processor_t *p = opaque;
+    service_t *svc = opaque;
     const rd_kafka_message_t *m = rill_record(e);
-    uint64_t n = atomic_fetch_add(&svc.processed, 1) + 1;
-    if (svc.fail_every && n % svc.fail_every == 0) {
+    uint64_t n = atomic_fetch_add(&svc->processed, 1) + 1;
+    int64_t seq = m ? record_seq(m) : -1;
+    rill_elem_release(e); /* the payload; the record's confirm is rill's */
+    if (svc->fail_every && n % svc->fail_every == 0) {
         /* A processing failure: not confirmed, so it will come again. */
-        atomic_fetch_add(&svc.failures, 1);
-        rill_elem_release(e);
+        atomic_fetch_add(&svc->failures, 1);
         return RILL_EIO;
     }
-    int64_t seq = m ? record_seq(m) : -1;
-    if (seq >= 0 && (uint64_t)seq < svc.count)
-        atomic_fetch_add(&svc.seen[seq], 1);
-    rill_consumer_confirm(p->sys, p->consumer, e); /* before releasing it */
-    rill_elem_release(e);
+    if (seq >= 0 && (uint64_t)seq < svc->count)
+        atomic_fetch_add(&svc->seen[seq], 1);
     return RILL_OK;
 }
 
-/* ---- children of the supervisor ---- */
+/* ---- the service: consumer -> processing, supervised ---- */
 
-static rill_err_t spawn_consumer(rill_system_t *sys, void *arg, const rill_child_env_t *env,
-                                 rill_aid_t *aid, char *errstr, size_t errstr_size)
+static rill_pipeline_t *start_service(rill_system_t *sys, service_t *svc, char *err,
+                                      size_t err_size)
 {
-    (void)arg;
-    char err[512];
     rill_consumer_conf_t *c = rill_consumer_conf_new();
-    const char *topics[] = {svc.topic};
-    if (rill_consumer_conf_set(c, "bootstrap.servers", svc.bootstraps, err, sizeof(err)) ||
-        rill_consumer_conf_set(c, "group.id", svc.group, err, sizeof(err)) ||
-        rill_consumer_conf_set(c, "auto.offset.reset", "earliest", err, sizeof(err)) ||
-        rill_consumer_conf_set(c, "rill.commit.interval.ms", "200", err, sizeof(err)) ||
-        /* A group whose last member left rebalances on the embedded broker
-         * only after session.timeout.ms - 1 s: keep restarts quick. */
-        rill_consumer_conf_set(c, "session.timeout.ms", "3000", err, sizeof(err)) ||
-        rill_consumer_conf_set(c, "heartbeat.interval.ms", "500", err, sizeof(err)) ||
-        rill_consumer_conf_subscribe(c, topics, 1)) {
-        fprintf(stderr, "consumer configuration: %s\n", err);
+    const char *topics[] = {svc->topic};
+    if (rill_consumer_conf_set(c, "bootstrap.servers", svc->bootstraps, err, err_size) ||
+        rill_consumer_conf_set(c, "group.id", svc->group, err, err_size) ||
+        rill_consumer_conf_set(c, "auto.offset.reset", "earliest", err, err_size) ||
+        rill_consumer_conf_subscribe(c, topics, 1, err, err_size)) {
         rill_consumer_conf_destroy(c);
-        return RILL_EINVAL;
+        return NULL;
     }
-    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
-    rill_err_t e = rill_consumer_spawn(sys, c, &o, aid, err, sizeof(err));
-    if (e)
-        fprintf(stderr, "consumer: %s\n", err);
-    return e;
-}
-
-static rill_err_t spawn_processor(rill_system_t *sys, void *arg, const rill_child_env_t *env,
-                                  rill_aid_t *aid, char *errstr, size_t errstr_size)
-{
-    (void)arg;
-    /* one_for_all: the old processor is gone before a new one starts, so
-     * one processor state serves every incarnation. */
-    static processor_t p;
-    p.sys = sys;
-    p.consumer = rill_lookup(sys, "consumer"); /* started just before us */
-    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
-    rill_err_t err = rill_stage_spawn(sys, rill_sink_foreach(process, &p), &o, aid);
-    if (err)
-        return err;
-    return rill_stage_connect(sys, p.consumer, *aid);
+    rill_pipeline_t *p = rill_pipeline_new(sys, "order-service");
+    rill_pipeline_add(p, rill_kafka_source(c), NULL);
+    rill_pipeline_add(p, rill_sink_foreach(process, svc), NULL);
+    rill_restart_opts_t restarts = {.max_restarts = 20, .backoff = {.min_ms = 100, .max_ms = 1000}};
+    if (rill_pipeline_start_supervised(p, &restarts, err, err_size)) {
+        rill_pipeline_destroy(p);
+        return NULL;
+    }
+    return p;
 }
 
 /* ---- main ---- */
 
-static uint64_t distinct_seen(void)
+static uint64_t distinct_seen(service_t *svc)
 {
     uint64_t d = 0;
-    for (uint64_t i = 0; i < svc.count; i++)
-        d += atomic_load(&svc.seen[i]) > 0;
+    for (uint64_t i = 0; i < svc->count; i++)
+        d += atomic_load(&svc->seen[i]) > 0;
     return d;
-}
-
-static uint32_t restarts(rill_system_t *sys, rill_aid_t sup)
-{
-    rill_child_info_t info[4];
-    size_t n = 0;
-    uint32_t r = 0;
-    if (rill_sup_children(sys, sup, info, 4, &n) == RILL_OK)
-        for (size_t i = 0; i < n && i < 4; i++)
-            r += info[i].restarts;
-    return r;
 }
 
 int main(int argc, char **argv)
 {
-    svc.count = 20000;
-    svc.fail_every = 4000;
-    svc.topic = "orders";
-    svc.group = "order-service";
+    service_t svc = {
+        .count = 20000, .fail_every = 4000, .topic = "orders", .group = "order-service"};
     int partitions = 4;
     static const struct option opts[] = {{"count", required_argument, NULL, 'n'},
                                          {"fail-every", required_argument, NULL, 'f'},
@@ -206,38 +165,33 @@ int main(int argc, char **argv)
     }
 
     rill_system_t *sys = rill_system_new(NULL, err, sizeof(err));
-    rill_system_start(sys);
-    rill_child_spec_t children[] = {
-        {.id = "consumer", .spawn = spawn_consumer, .register_name = 1},
-        {.id = "processor", .spawn = spawn_processor, .register_name = 1},
-    };
-    rill_sup_spec_t spec = RILL_SUP_SPEC_DEFAULT;
-    spec.strategy = RILL_SUP_ONE_FOR_ALL;
-    spec.intensity = 20;
-    spec.period_ms = 60000;
-    spec.backoff.min_ms = 100;
-    spec.backoff.max_ms = 1000;
-    spec.children = children;
-    spec.n_children = 2;
-    rill_aid_t sup;
-    if (rill_sup_start(sys, &spec, "service", &sup, err, sizeof(err))) {
-        fprintf(stderr, "supervisor: %s\n", err);
+    if (!sys || rill_system_start(sys)) {
+        fprintf(stderr, "system: %s\n", err);
         return 1;
     }
-    printf("consumer -> processor under a one_for_all supervisor; the processor fails on "
-           "every %" PRIu64 "th record\n",
+    rill_pipeline_t *service = start_service(sys, &svc, err, sizeof(err));
+    if (!service) {
+        fprintf(stderr, "service: %s\n", err);
+        return 1;
+    }
+    printf("consumer -> processing, supervised; the processing fails on every %" PRIu64
+           "th record\n",
            svc.fail_every);
-    printf("%4s %10s %10s %9s %9s\n", "s", "processed", "distinct", "failures", "restarts");
+    printf("%4s %10s %10s %9s\n", "s", "processed", "distinct", "failures");
     uint64_t distinct = 0;
     for (int t = 1; t <= 120 && distinct < svc.count; t++) {
         sleep(1); /* pacing the report */
-        distinct = distinct_seen();
-        printf("%4d %10" PRIu64 " %10" PRIu64 " %9" PRIu64 " %9u\n", t, atomic_load(&svc.processed),
-               distinct, atomic_load(&svc.failures), restarts(sys, sup));
+        distinct = distinct_seen(&svc);
+        printf("%4d %10" PRIu64 " %10" PRIu64 " %9" PRIu64 "\n", t, atomic_load(&svc.processed),
+               distinct, atomic_load(&svc.failures));
         fflush(stdout);
     }
-    uint32_t total_restarts = restarts(sys, sup);
-    rill_sup_stop(sys, sup, 10000); /* the consumer commits on its way down */
+    /* Stop: what is in flight is processed and committed first. */
+    rill_pipeline_result_t res;
+    rill_pipeline_stop(service);
+    rill_pipeline_wait(service, -1, &res);
+    rill_pipeline_destroy(service);
+    uint32_t total_restarts = res.restarts;
     rill_system_stop(sys, 10000);
     rill_system_destroy(sys);
 
@@ -266,7 +220,7 @@ int main(int argc, char **argv)
     for (uint64_t i = 0; i < svc.count; i++)
         if (atomic_load(&svc.seen[i]) > 1)
             dups += atomic_load(&svc.seen[i]) - 1;
-    distinct = distinct_seen();
+    distinct = distinct_seen(&svc);
     printf("\nsummary\n");
     printf("  records in the topic           %" PRIu64 "\n", svc.count);
     printf("  processed at least once        %" PRIu64 "\n", distinct);

@@ -1,15 +1,16 @@
 /*
  * fan_out: one topic, two consumer groups reading it independently.
  *
- *   topic "payments" --> group "audit":   consumer -> audit sink   (confirms)
- *                    \-> group "billing": consumer -> billing sink (confirms)
+ *   topic "payments" --> pipeline "audit":   kafka source (group audit)   -> audit sink
+ *                    \-> pipeline "billing": kafka source (group billing) -> billing sink
  *
  * Kafka keeps one committed position per group, so each group sees every
  * record whatever the other does: the billing sink is deliberately slower
  * (--billing-us), and the audit group still gets everything at its own
- * pace. Each sink confirms what it processed, so each group commits its
- * own offsets. The summary checks that both groups processed every record
- * and that both committed up to the end of every partition.
+ * pace. Each group is a pipeline of its own, supervised; a record is
+ * confirmed when its group's sink returns RILL_OK, so each group commits
+ * its own offsets. The summary checks that both groups processed every
+ * record and that both committed up to the end of every partition.
  *
  * usage: fan_out [--count N] [--partitions P] [--billing-us US]
  *                [--bootstrap SERVERS] [--topic NAME]
@@ -28,17 +29,15 @@
 
 typedef struct group {
     const char *name;
-    long work_us; /* pretend work per record */
-    rill_system_t *sys;
-    rill_aid_t consumer, sink;
+    const char *bootstraps, *topic;
+    uint64_t count; /* records in the topic */
+    long work_us;   /* pretend work per record */
+    rill_pipeline_t *pipeline;
     _Atomic uint64_t processed;
     _Atomic uint8_t *seen; /* by seq */
     _Atomic uint64_t distinct;
     int64_t committed, end;
 } group_t;
-
-static const char *bootstraps, *topic = "payments";
-static uint64_t count = 20000;
 
 static int64_t record_seq(const rd_kafka_message_t *m)
 {
@@ -47,7 +46,7 @@ static int64_t record_seq(const rd_kafka_message_t *m)
     return strtoll((const char *)m->payload + 4, NULL, 10);
 }
 
-/* Both groups' sink: process, then confirm to this group's consumer. */
+/* Both groups' sink: process; RILL_OK confirms the record to its group. */
 static rill_err_t process(void *opaque, rill_elem_t *e)
 {
     group_t *g = opaque;
@@ -56,48 +55,45 @@ static rill_err_t process(void *opaque, rill_elem_t *e)
         struct timespec ts = {0, g->work_us * 1000};
         nanosleep(&ts, NULL); /* the work */
     }
-    int64_t seq = record_seq(m);
-    if (seq >= 0 && (uint64_t)seq < count && atomic_fetch_add(&g->seen[seq], 1) == 0)
+    int64_t seq = m ? record_seq(m) : -1;
+    if (seq >= 0 && (uint64_t)seq < g->count && atomic_fetch_add(&g->seen[seq], 1) == 0)
         atomic_fetch_add(&g->distinct, 1);
     atomic_fetch_add(&g->processed, 1);
-    rill_consumer_confirm(g->sys, g->consumer, e);
-    rill_elem_release(e);
+    rill_elem_release(e); /* the payload; the record's confirm is rill's */
     return RILL_OK;
 }
 
-static int group_start(rill_system_t *sys, group_t *g)
+/* A group: its Kafka source -> its sink, supervised. */
+static rill_err_t group_start(rill_system_t *sys, group_t *g, char *err, size_t err_size)
 {
-    char err[512];
-    const char *topics[] = {topic};
     rill_consumer_conf_t *c = rill_consumer_conf_new();
-    g->sys = sys;
-    g->seen = calloc(count, sizeof(*g->seen));
-    if (rill_consumer_conf_set(c, "bootstrap.servers", bootstraps, err, sizeof(err)) ||
-        rill_consumer_conf_set(c, "group.id", g->name, err, sizeof(err)) ||
-        rill_consumer_conf_set(c, "auto.offset.reset", "earliest", err, sizeof(err)) ||
-        rill_consumer_conf_set(c, "rill.commit.interval.ms", "200", err, sizeof(err)) ||
-        rill_consumer_conf_subscribe(c, topics, 1)) {
-        fprintf(stderr, "%s: consumer configuration: %s\n", g->name, err);
+    const char *topics[] = {g->topic};
+    if (rill_consumer_conf_set(c, "bootstrap.servers", g->bootstraps, err, err_size) ||
+        rill_consumer_conf_set(c, "group.id", g->name, err, err_size) ||
+        rill_consumer_conf_set(c, "auto.offset.reset", "earliest", err, err_size) ||
+        rill_consumer_conf_set(c, "rill.commit.interval.ms", "200", err, err_size) ||
+        rill_consumer_conf_subscribe(c, topics, 1, err, err_size)) {
         rill_consumer_conf_destroy(c);
-        return -1;
+        return RILL_EINVAL;
     }
-    rill_stage_opts_t o = {0};
-    if (rill_consumer_spawn(sys, c, &o, &g->consumer, err, sizeof(err))) {
-        fprintf(stderr, "%s: consumer: %s\n", g->name, err);
-        return -1;
+    g->pipeline = rill_pipeline_new(sys, g->name);
+    rill_pipeline_add(g->pipeline, rill_kafka_source(c), NULL);
+    rill_pipeline_add(g->pipeline, rill_sink_foreach(process, g), NULL);
+    rill_err_t e = rill_pipeline_start_supervised(g->pipeline, NULL, err, err_size);
+    if (e) {
+        rill_pipeline_destroy(g->pipeline);
+        g->pipeline = NULL;
     }
-    if (rill_stage_spawn(sys, rill_sink_foreach(process, g), &o, &g->sink) ||
-        rill_stage_connect(sys, g->consumer, g->sink))
-        return -1;
-    return 0;
+    return e;
 }
 
 /* The group's committed offsets and the topic's end offsets, summed. */
 static void group_offsets(group_t *g)
 {
     char err[512];
+    const char *topic = g->topic;
     rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    rd_kafka_conf_set(kc, "bootstrap.servers", bootstraps, NULL, 0);
+    rd_kafka_conf_set(kc, "bootstrap.servers", g->bootstraps, NULL, 0);
     rd_kafka_conf_set(kc, "group.id", g->name, NULL, 0);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, sizeof(err));
     g->committed = g->end = -1;
@@ -130,6 +126,8 @@ static void group_offsets(group_t *g)
 
 int main(int argc, char **argv)
 {
+    const char *bootstraps = NULL, *topic = "payments";
+    uint64_t count = 20000;
     int partitions = 4;
     long billing_us = 50;
     char topic_buf[128];
@@ -189,12 +187,22 @@ int main(int argc, char **argv)
     }
 
     rill_system_t *sys = rill_system_new(NULL, err, sizeof(err));
-    rill_system_start(sys);
-    static group_t groups[2] = {{.name = "audit"}, {.name = "billing"}};
-    groups[1].work_us = billing_us;
-    for (int i = 0; i < 2; i++)
-        if (group_start(sys, &groups[i]))
+    if (!sys || rill_system_start(sys)) {
+        fprintf(stderr, "system: %s\n", err);
+        return 1;
+    }
+    group_t groups[2] = {{.name = "audit"}, {.name = "billing", .work_us = billing_us}};
+    for (int i = 0; i < 2; i++) {
+        group_t *g = &groups[i];
+        g->bootstraps = bootstraps;
+        g->topic = topic;
+        g->count = count;
+        g->seen = calloc(count, sizeof(*g->seen));
+        if (!g->seen || group_start(sys, g, err, sizeof(err))) {
+            fprintf(stderr, "group %s: %s\n", g->name, g->seen ? err : "out of memory");
             return 1;
+        }
+    }
     printf("groups audit and billing subscribed; billing spends %ld us per record\n", billing_us);
     printf("%5s %18s %18s\n", "s", "audit processed", "billing processed");
     int done = 0;
@@ -208,14 +216,14 @@ int main(int argc, char **argv)
                    atomic_load(&groups[0].processed), atomic_load(&groups[1].processed));
         fflush(stdout);
     }
-    /* Stopping a consumer commits what was confirmed. */
+    /* Stopping a pipeline commits what was confirmed and leaves the group. */
+    rill_pipeline_result_t res[2];
     for (int i = 0; i < 2; i++)
-        rill_stop(sys, groups[i].consumer);
-    for (int i = 0; i < 2; i++)
-        for (int ms = 0; rill_alive(sys, groups[i].consumer) && ms < 15000; ms += 10) {
-            struct timespec ts = {0, 10 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
+        rill_pipeline_stop(groups[i].pipeline);
+    for (int i = 0; i < 2; i++) {
+        rill_pipeline_wait(groups[i].pipeline, -1, &res[i]);
+        rill_pipeline_destroy(groups[i].pipeline);
+    }
     rill_system_stop(sys, 10000);
     rill_system_destroy(sys);
 
@@ -224,11 +232,14 @@ int main(int argc, char **argv)
     for (int i = 0; i < 2; i++) {
         group_t *g = &groups[i];
         group_offsets(g);
-        int good = atomic_load(&g->distinct) == count && g->committed == g->end && g->end > 0;
+        int good = atomic_load(&g->distinct) == count && g->committed == g->end && g->end > 0 &&
+                   res[i].end == RILL_PIPELINE_STOPPED;
         printf("  group %-8s processed %" PRIu64 " (%" PRIu64 " distinct), committed %" PRId64
                " of %" PRId64 "  %s\n",
                g->name, atomic_load(&g->processed), atomic_load(&g->distinct), g->committed, g->end,
                good ? "ok" : "MISSING");
+        if (res[i].end != RILL_PIPELINE_STOPPED)
+            printf("    its pipeline ended: %s %s\n", res[i].stage, res[i].text);
         ok = ok && good;
         free((void *)g->seen);
     }

@@ -1,21 +1,23 @@
 /*
  * ordered_queue: strict ordering through a single-partition topic.
  *
- *   supervisor (one_for_all)
- *   ├── consumer  partition 0 of "jobs", from the group's committed offset
- *   ├── process   a map stage: checks and does each job, in offset order
- *   └── confirm   a sink that confirms each job to the consumer
+ *   a pipeline under a supervisor of its own (rill_pipeline_start_supervised)
+ *   ├── kafka-source  partition 0 of "jobs", from the group's committed offset
+ *   ├── process       checks and does each job, in offset order
+ *   └── sink          takes each job done, which confirms it
  *
  * A topic partition is a queue: one consumer, stages that keep order, and
  * jobs come out in offset order. The process stage checks it for every
  * record: each offset must follow the one before it. At --fail-at it fails
- * once, deliberately, before doing that job. The supervisor stops all
- * three (the consumer commits what was confirmed) and starts them again;
- * the new consumer resumes at the first unconfirmed offset, so the failed
- * job and the ones in flight behind it come again, still in order: the
- * order check allows a restart to go back (redelivery), never forward
- * past a job not done (a gap), and after that every offset must follow
- * its predecessor again.
+ * once, deliberately, before doing that job. That ends the pipeline's run:
+ * the source commits what was confirmed and keeps its client for the next
+ * run, which the supervisor starts after a backoff. It resumes at the
+ * first unconfirmed offset, so the failed job and the ones in flight
+ * behind it come again, still in order: the order check allows a restart
+ * to go back (redelivery), never forward past a job not done (a gap), and
+ * after that every offset must follow its predecessor again. The process
+ * stage is a stateful_map: its state (the offset it did last) is made
+ * fresh for every run, so it knows where a run begins.
  *
  * usage: ordered_queue [--count N] [--fail-at OFFSET] [--bootstrap SERVERS]
  *                      [--topic NAME] [--group ID]
@@ -32,11 +34,10 @@
 #include <rill/rill.h>
 #include <rill/testkit.h>
 
-static struct {
+typedef struct queue {
     const char *bootstraps, *topic, *group;
     int64_t count, fail_at;
-    /* Touched by the process stage only (one incarnation at a time). */
-    int64_t prev;         /* offset processed last in this incarnation, -1 at a start */
+    /* Touched by the process stage only (one run at a time). */
     int64_t next_new;     /* the lowest offset never processed */
     int64_t violations;   /* offsets that did not follow their predecessor */
     int64_t gaps;         /* restarts that skipped an offset never processed */
@@ -45,111 +46,92 @@ static struct {
     int failed;           /* the deliberate failure happened */
     _Atomic int64_t done; /* distinct jobs done */
     uint8_t *seen;
-} q = {.topic = "jobs", .group = "job-runner", .count = 5000, .fail_at = -2, .resumed_at = -1};
+} queue_t;
 
-static rill_system_t *sys;
+/* ---- the process stage: state of its own for each run ---- */
 
-/* ---- the stages ---- */
+typedef struct run_state {
+    queue_t *q;
+    int64_t prev; /* offset processed last in this run, -1 at its start */
+} run_state_t;
 
-static rill_err_t process(void *opaque, rill_elem_t *in, rill_elem_t *out)
+static void *run_begin(void *opaque)
 {
-    (void)opaque;
+    run_state_t *r = malloc(sizeof(*r));
+    if (r)
+        *r = (run_state_t){.q = opaque, .prev = -1};
+    return r;
+}
+
+static rill_err_t process(void *state, rill_elem_t *in, rill_emitter_t *out)
+{
+    run_state_t *r = state;
+    queue_t *q = r->q;
     const rd_kafka_message_t *m = rill_record(in);
-    int64_t off = m->offset;
-    if (q.prev < 0) {
-        /* The first job of an incarnation: at most where we were. */
-        if (off > q.next_new)
-            q.gaps++;
-        if (q.failed && q.resumed_at < 0)
-            q.resumed_at = off;
-    } else if (off != q.prev + 1) {
-        q.violations++;
+    int64_t off = m ? m->offset : -1;
+    if (r->prev < 0) {
+        /* The first job of a run: at most where we were. */
+        if (off > q->next_new)
+            q->gaps++;
+        if (q->failed && q->resumed_at < 0)
+            q->resumed_at = off;
+    } else if (off != r->prev + 1) {
+        q->violations++;
     }
-    if (off == q.fail_at && !q.failed) {
-        q.failed = 1;
+    if (off == q->fail_at && !q->failed) {
+        q->failed = 1;
         rill_elem_release(in);
         return RILL_EIO; /* the deliberate failure: this job is not done */
     }
-    q.prev = off;
+    r->prev = off;
     /* The job itself would go here. */
-    if (off >= 0 && off < q.count) {
-        if (q.seen[off])
-            q.again++;
+    if (off >= 0 && off < q->count) {
+        if (q->seen[off])
+            q->again++;
         else
-            atomic_fetch_add(&q.done, 1);
-        q.seen[off] = 1;
+            atomic_fetch_add(&q->done, 1);
+        q->seen[off] = 1;
     }
-    if (off + 1 > q.next_new)
-        q.next_new = off + 1;
-    *out = *in; /* the record goes on to be confirmed */
-    return RILL_OK;
+    if (off + 1 > q->next_new)
+        q->next_new = off + 1;
+    return rill_emit(out, in); /* the record goes on, to be confirmed */
 }
 
-typedef struct confirmer {
-    rill_aid_t consumer;
-} confirmer_t;
+/* ---- the service: source -> process -> sink, supervised ---- */
 
-static rill_err_t confirm(void *opaque, rill_elem_t *e)
+static rill_pipeline_t *start_queue(rill_system_t *sys, queue_t *q, char *err, size_t err_size)
 {
-    confirmer_t *c = opaque;
-    rill_consumer_confirm(sys, c->consumer, e);
-    rill_elem_release(e);
-    return RILL_OK;
-}
-
-/* ---- children of the supervisor ---- */
-
-static rill_err_t spawn_consumer(rill_system_t *s, void *arg, const rill_child_env_t *env,
-                                 rill_aid_t *aid, char *errstr, size_t errstr_size)
-{
-    (void)arg;
-    char err[512];
     rill_consumer_conf_t *c = rill_consumer_conf_new();
-    if (rill_consumer_conf_set(c, "bootstrap.servers", q.bootstraps, err, sizeof(err)) ||
-        rill_consumer_conf_set(c, "group.id", q.group, err, sizeof(err)) ||
-        rill_consumer_conf_set(c, "auto.offset.reset", "earliest", err, sizeof(err)) ||
-        rill_consumer_conf_set(c, "rill.commit.interval.ms", "200", err, sizeof(err)) ||
+    if (rill_consumer_conf_set(c, "bootstrap.servers", q->bootstraps, err, err_size) ||
+        rill_consumer_conf_set(c, "group.id", q->group, err, err_size) ||
+        rill_consumer_conf_set(c, "auto.offset.reset", "earliest", err, err_size) ||
+        rill_consumer_conf_set(c, "rill.commit.interval.ms", "200", err, err_size) ||
         /* One partition, no group membership: the group only keeps the
-         * offsets, and a restart does not wait for a rebalance. */
-        rill_consumer_conf_assign(c, q.topic, 0, RILL_OFFSET_COMMITTED)) {
-        fprintf(stderr, "consumer configuration: %s\n", err);
+         * offsets. */
+        rill_consumer_conf_assign(c, q->topic, 0, RILL_OFFSET_COMMITTED, err, err_size)) {
         rill_consumer_conf_destroy(c);
-        return RILL_EINVAL;
+        return NULL;
     }
-    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
-    rill_err_t e = rill_consumer_spawn(s, c, &o, aid, err, sizeof(err));
-    if (e)
-        fprintf(stderr, "consumer: %s\n", err);
-    return e;
-}
-
-static rill_err_t spawn_process(rill_system_t *s, void *arg, const rill_child_env_t *env,
-                                rill_aid_t *aid, char *errstr, size_t errstr_size)
-{
-    (void)arg;
-    q.prev = -1; /* a new incarnation */
-    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
-    rill_err_t err = rill_stage_spawn(s, rill_stage_map(process, NULL), &o, aid);
-    return err ? err : rill_stage_connect(s, rill_lookup(s, "consumer"), *aid);
-}
-
-static rill_err_t spawn_confirm(rill_system_t *s, void *arg, const rill_child_env_t *env,
-                                rill_aid_t *aid, char *errstr, size_t errstr_size)
-{
-    (void)arg;
-    static confirmer_t c; /* one_for_all: one incarnation at a time */
-    c.consumer = rill_lookup(s, "consumer");
-    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
-    rill_err_t err = rill_stage_spawn(s, rill_sink_foreach(confirm, &c), &o, aid);
-    return err ? err : rill_stage_connect(s, rill_lookup(s, "process"), *aid);
+    rill_stateful_ops_t ops = {.create = run_begin, .fn = process, .destroy = free};
+    rill_pipeline_t *p = rill_pipeline_new(sys, "queue");
+    rill_pipeline_add(p, rill_kafka_source(c), NULL);
+    rill_pipeline_add(p, rill_stage_stateful_map(&ops, q), &(rill_stage_opts_t){.name = "process"});
+    rill_pipeline_add(p, rill_sink_ignore(), NULL);
+    rill_restart_opts_t restarts = {
+        .max_restarts = 3, .within_ms = 10000, .backoff = {.min_ms = 100, .max_ms = 1000}};
+    if (rill_pipeline_start_supervised(p, &restarts, err, err_size)) {
+        rill_pipeline_destroy(p);
+        return NULL;
+    }
+    return p;
 }
 
 /* ---- main ---- */
 
-static int64_t committed_offset(rd_kafka_t *rk)
+static int64_t committed_offset(rd_kafka_t *rk, const char *topic)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, q.topic, 0);
+    rd_kafka_topic_partition_list_add(l, topic, 0);
     int64_t off = -1;
     if (!rd_kafka_committed(rk, l, 5000))
         off = l->elems[0].offset;
@@ -159,6 +141,8 @@ static int64_t committed_offset(rd_kafka_t *rk)
 
 int main(int argc, char **argv)
 {
+    queue_t q = {
+        .topic = "jobs", .group = "job-runner", .count = 5000, .fail_at = -2, .resumed_at = -1};
     static const struct option opts[] = {
         {"count", required_argument, NULL, 'n'},     {"fail-at", required_argument, NULL, 'f'},
         {"bootstrap", required_argument, NULL, 'b'}, {"topic", required_argument, NULL, 't'},
@@ -230,32 +214,18 @@ int main(int argc, char **argv)
     rd_kafka_conf_set(kc, "group.id", q.group, NULL, 0);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, sizeof(err));
 
-    sys = rill_system_new(NULL, err, sizeof(err));
+    rill_system_t *sys = rill_system_new(NULL, err, sizeof(err));
     if (!sys || !rk || rill_system_start(sys)) {
         fprintf(stderr, "start: %s\n", err);
         return 1;
     }
-    rill_child_spec_t children[] = {
-        {.id = "consumer", .spawn = spawn_consumer, .register_name = 1},
-        {.id = "process", .spawn = spawn_process, .register_name = 1},
-        {.id = "confirm", .spawn = spawn_confirm, .register_name = 1},
-    };
-    rill_sup_spec_t spec = RILL_SUP_SPEC_DEFAULT;
-    spec.strategy = RILL_SUP_ONE_FOR_ALL;
-    spec.intensity = 3;
-    spec.period_ms = 10000;
-    spec.backoff.min_ms = 100;
-    spec.backoff.max_ms = 1000;
-    spec.children = children;
-    spec.n_children = 3;
-    rill_aid_t sup;
-    if (rill_sup_start(sys, &spec, "queue", &sup, err, sizeof(err))) {
-        fprintf(stderr, "supervisor: %s\n", err);
+    rill_pipeline_t *queue = start_queue(sys, &q, err, sizeof(err));
+    if (!queue) {
+        fprintf(stderr, "queue: %s\n", err);
         return 1;
     }
     if (q.fail_at >= 0)
-        printf("consumer -> process -> confirm under one_for_all; process fails once at offset "
-               "%" PRId64 "\n",
+        printf("source -> process -> sink, supervised; process fails once at offset %" PRId64 "\n",
                q.fail_at);
     int64_t committed = -1;
     for (int tenth = 1; tenth <= 1200; tenth++) {
@@ -263,7 +233,7 @@ int main(int argc, char **argv)
         nanosleep(&tick, NULL); /* pacing the checks */
         int64_t done = atomic_load(&q.done);
         if (tenth % 10 == 0 || done == q.count) {
-            committed = committed_offset(rk);
+            committed = committed_offset(rk, q.topic);
             printf("%5.1fs  jobs done %6" PRId64 "  committed %6" PRId64 "\n", tenth / 10.0, done,
                    committed);
             fflush(stdout);
@@ -271,16 +241,15 @@ int main(int argc, char **argv)
         if (done == q.count && committed == q.count)
             break;
     }
-    rill_child_info_t info[3];
-    size_t n = 0;
-    uint32_t restarts = 0;
-    if (rill_sup_children(sys, sup, info, 3, &n) == RILL_OK)
-        for (size_t i = 0; i < n && i < 3; i++)
-            restarts = info[i].restarts > restarts ? info[i].restarts : restarts;
-    rill_sup_stop(sys, sup, 10000);
+    /* Stop: what is in flight is done and committed first. */
+    rill_pipeline_result_t res;
+    rill_pipeline_stop(queue);
+    rill_pipeline_wait(queue, -1, &res);
+    rill_pipeline_destroy(queue);
+    uint32_t restarts = res.restarts;
     rill_system_stop(sys, 10000);
     rill_system_destroy(sys);
-    committed = committed_offset(rk);
+    committed = committed_offset(rk, q.topic);
     rd_kafka_destroy(rk);
 
     int64_t done = atomic_load(&q.done);

@@ -8,14 +8,17 @@
  * consumes them, parses, enriches each one through map_async (a worker
  * thread stands in for a database), passes them through a deliberately
  * slow stage, and produces the result; each consumed record is confirmed
- * only when its output is delivered (origin tickets), so the consumer
- * commits nothing that did not reach the output topic.
+ * only when its output is delivered (the stages carry each record's origin
+ * to what is made from it), so the consumer commits nothing that did not
+ * reach the output topic. Both are rill_pipelines; the enricher runs under
+ * a supervisor of its own.
  *
  * Once a second it prints records in and out per second, the consumer's lag
  * and whether its partitions are paused, the stages' mailbox depths, and
  * the process's memory: the slow stage sets the pace, the consumer pauses,
- * memory stays flat. At the end it drains, reads the output topic back and
- * checks that every input record arrived at least once.
+ * memory stays flat. At the end it stops the pipeline (what is in flight
+ * is delivered and committed), reads the output topic back and checks that
+ * every input record arrived at least once.
  *
  * usage: pipeline [--records N] [--slow-us MICROSECONDS] [--partitions P]
  */
@@ -32,20 +35,30 @@
 #include <rill/rill.h>
 #include <rill/testkit.h>
 
-static rill_system_t *sys;
-static rill_aid_t consumer;
-static uint64_t n_records = 150000;
-static int slow_us = 80;
-static _Atomic uint64_t generated, consumed, enriched;
+/* The worker thread that stands in for a database (enrich). */
+typedef struct io {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    rill_async_job_t *jobs[64];
+    rill_elem_t elems[64];
+    int n, stop;
+} io_t;
+
+typedef struct demo {
+    uint64_t n_records;
+    int slow_us;
+    _Atomic uint64_t generated, consumed, enriched;
+    io_t io;
+} demo_t;
 
 /* ---- generator ---- */
 
-static int generate(void *opaque, rill_elem_t *out)
+static rill_err_t generate(void *opaque, rill_elem_t *out)
 {
-    (void)opaque;
-    uint64_t seq = atomic_load(&generated);
-    if (seq >= n_records)
-        return 0;
+    demo_t *d = opaque;
+    uint64_t seq = atomic_load(&d->generated);
+    if (seq >= d->n_records)
+        return RILL_EOS;
     char key[32], value[96];
     int kl = snprintf(key, sizeof(key), "user-%" PRIu64, seq % 997);
     int vl = snprintf(value, sizeof(value), "seq=%" PRIu64 " page=/item/%" PRIu64 " ms=%d", seq,
@@ -53,10 +66,10 @@ static int generate(void *opaque, rill_elem_t *out)
     rill_produce_t *p =
         rill_produce_new("clicks", RILL_PARTITION_ANY, key, (size_t)kl, value, (size_t)vl);
     if (!p)
-        return -RILL_ENOMEM;
-    atomic_fetch_add(&generated, 1);
+        return RILL_ENOMEM;
+    atomic_fetch_add(&d->generated, 1);
     *out = rill_produce_elem(p);
-    return 1;
+    return RILL_OK;
 }
 
 /* ---- the pipeline's stages ---- */
@@ -65,25 +78,14 @@ typedef struct click {
     uint64_t seq;
     char key[32];
     char page[32];
-    rill_origin_t *origin;
     char region[16]; /* filled by enrich */
 } click_t;
 
-static void click_free(void *p)
-{
-    click_t *c = p;
-    if (c->origin) {
-        rill_origin_fail(c->origin); /* dropped before its output was delivered */
-        rill_origin_release(c->origin);
-    }
-    free(c);
-}
-
-/* parse: a Kafka record into a click (the record is confirmed later,
- * through the origin, when the output is delivered). */
+/* parse: a Kafka record into a click. The click stands for the record by
+ * itself: the record is confirmed when the click's output is delivered. */
 static rill_err_t parse(void *opaque, rill_elem_t *in, rill_elem_t *out)
 {
-    (void)opaque;
+    demo_t *d = opaque;
     const rd_kafka_message_t *m = rill_record(in);
     click_t *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -95,64 +97,54 @@ static rill_err_t parse(void *opaque, rill_elem_t *in, rill_elem_t *out)
     memcpy(value, m->payload, n);
     sscanf(value, "seq=%" SCNu64 " page=%31s", &c->seq, c->page);
     snprintf(c->key, sizeof(c->key), "%.*s", (int)m->key_len, (const char *)m->key);
-    c->origin = rill_origin_new(sys, consumer, in);
     rill_elem_release(in);
-    atomic_fetch_add(&consumed, 1);
-    *out = (rill_elem_t){.payload = c, .dtor = click_free};
+    atomic_fetch_add(&d->consumed, 1);
+    *out = (rill_elem_t){.payload = c, .dtor = free};
     return RILL_OK;
 }
 
 /* enrich: asynchronous "I/O" on a worker thread. */
-typedef struct io {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    rill_async_job_t *jobs[64];
-    rill_elem_t elems[64];
-    int n, stop;
-} io_t;
-static io_t io = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
-
 static rill_err_t enrich(void *opaque, rill_async_job_t *job, rill_elem_t *in)
 {
-    (void)opaque;
-    pthread_mutex_lock(&io.lock);
-    io.jobs[io.n] = job;
-    io.elems[io.n++] = *in;
-    pthread_cond_signal(&io.cond);
-    pthread_mutex_unlock(&io.lock);
+    io_t *io = &((demo_t *)opaque)->io;
+    pthread_mutex_lock(&io->lock);
+    io->jobs[io->n] = job;
+    io->elems[io->n++] = *in;
+    pthread_cond_signal(&io->cond);
+    pthread_mutex_unlock(&io->lock);
     return RILL_OK;
 }
 
 static void *io_main(void *arg)
 {
-    (void)arg;
+    io_t *io = arg;
     static const char *regions[] = {"eu-west", "us-east", "ap-south", "sa-east"};
-    pthread_mutex_lock(&io.lock);
-    while (!io.stop || io.n) {
-        if (!io.n) {
-            pthread_cond_wait(&io.cond, &io.lock);
+    pthread_mutex_lock(&io->lock);
+    while (!io->stop || io->n) {
+        if (!io->n) {
+            pthread_cond_wait(&io->cond, &io->lock);
             continue;
         }
-        rill_async_job_t *job = io.jobs[0];
-        rill_elem_t e = io.elems[0];
-        memmove(io.jobs, io.jobs + 1, (size_t)(io.n - 1) * sizeof(io.jobs[0]));
-        memmove(io.elems, io.elems + 1, (size_t)(io.n - 1) * sizeof(io.elems[0]));
-        io.n--;
-        pthread_mutex_unlock(&io.lock);
+        rill_async_job_t *job = io->jobs[0];
+        rill_elem_t e = io->elems[0];
+        memmove(io->jobs, io->jobs + 1, (size_t)(io->n - 1) * sizeof(io->jobs[0]));
+        memmove(io->elems, io->elems + 1, (size_t)(io->n - 1) * sizeof(io->elems[0]));
+        io->n--;
+        pthread_mutex_unlock(&io->lock);
         click_t *c = e.payload;
         snprintf(c->region, sizeof(c->region), "%s", regions[c->seq % 4]);
         rill_async_complete(job, RILL_OK, &e);
-        pthread_mutex_lock(&io.lock);
+        pthread_mutex_lock(&io->lock);
     }
-    pthread_mutex_unlock(&io.lock);
+    pthread_mutex_unlock(&io->lock);
     return NULL;
 }
 
 /* slow: the deliberately slow stage, then the produce request. */
 static rill_err_t slow_to_request(void *opaque, rill_elem_t *in, rill_elem_t *out)
 {
-    (void)opaque;
-    struct timespec ts = {0, (long)slow_us * 1000};
+    demo_t *d = opaque;
+    struct timespec ts = {0, (long)d->slow_us * 1000};
     nanosleep(&ts, NULL); /* the slow part of the system under demonstration */
     click_t *c = in->payload;
     char value[128];
@@ -160,16 +152,67 @@ static rill_err_t slow_to_request(void *opaque, rill_elem_t *in, rill_elem_t *ou
                       c->region);
     rill_produce_t *p =
         rill_produce_new("enriched", RILL_PARTITION_ANY, c->key, strlen(c->key), value, (size_t)vl);
-    if (!p) {
-        rill_elem_release(in);
-        return RILL_ENOMEM;
-    }
-    rill_produce_set_origin(p, c->origin); /* the request takes the reference */
-    c->origin = NULL;
     rill_elem_release(in);
-    atomic_fetch_add(&enriched, 1);
+    if (!p)
+        return RILL_ENOMEM;
+    atomic_fetch_add(&d->enriched, 1);
     *out = rill_produce_elem(p);
     return RILL_OK;
+}
+
+/* ---- wiring ---- */
+
+/* The generator: a source of produce requests into Kafka. */
+static rill_pipeline_t *start_generator(rill_system_t *sys, demo_t *d, const char *boot, char *err,
+                                        size_t err_size)
+{
+    rill_producer_conf_t *pc = rill_producer_conf_new();
+    if (rill_producer_conf_set(pc, "bootstrap.servers", boot, err, err_size)) {
+        rill_producer_conf_destroy(pc);
+        return NULL;
+    }
+    rill_pipeline_t *g = rill_pipeline_new(sys, "generator");
+    rill_pipeline_add(g, rill_source_fn(generate, d), NULL);
+    rill_pipeline_add(g, rill_kafka_sink(pc), NULL);
+    if (rill_pipeline_start(g, err, err_size)) {
+        rill_pipeline_destroy(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* consumer -> parse -> enrich -> slow -> producer, supervised. */
+static rill_pipeline_t *start_enricher(rill_system_t *sys, demo_t *d, const char *boot,
+                                       int partitions, char *err, size_t err_size)
+{
+    rill_consumer_conf_t *cc = rill_consumer_conf_new();
+    rill_producer_conf_t *pc = rill_producer_conf_new();
+    /* About a second of work below the low watermark hides librdkafka's
+     * resume latency (see kafka.h, BACKPRESSURE). */
+    const char *ckv[] = {
+        "bootstrap.servers", boot,   "group.id", "click-enricher", "rill.buffer.high", "10000",
+        "rill.buffer.low",   "5000", NULL};
+    rill_err_t e = rill_producer_conf_set(pc, "bootstrap.servers", boot, err, err_size);
+    for (int i = 0; !e && ckv[i]; i += 2)
+        e = rill_consumer_conf_set(cc, ckv[i], ckv[i + 1], err, err_size);
+    for (int i = 0; !e && i < partitions; i++)
+        e = rill_consumer_conf_assign(cc, "clicks", i, RILL_OFFSET_BEGINNING, err, err_size);
+    if (e) {
+        rill_consumer_conf_destroy(cc);
+        rill_producer_conf_destroy(pc);
+        return NULL;
+    }
+    rill_pipeline_t *p = rill_pipeline_new(sys, "click-enricher");
+    rill_pipeline_add(p, rill_kafka_source(cc), NULL);
+    rill_pipeline_add(p, rill_stage_map(parse, d), NULL);
+    rill_pipeline_add(p, rill_stage_map_async(enrich, d, 16, 1), NULL);
+    rill_pipeline_add(p, rill_stage_map(slow_to_request, d), NULL);
+    rill_pipeline_add(p, rill_kafka_sink(pc), NULL);
+    if (rill_pipeline_start_supervised(p, NULL, err, err_size)) {
+        rill_pipeline_destroy(p);
+        return NULL;
+    }
+    return p;
 }
 
 /* ---- output ---- */
@@ -186,14 +229,20 @@ static long rss_mib10(void)
     return rss * sysconf(_SC_PAGESIZE) * 10 / (1024 * 1024);
 }
 
-static uint32_t depth(rill_aid_t aid)
+static uint32_t depth(rill_system_t *sys, rill_pipeline_t *p, int stage)
 {
     rill_actor_stats_t s;
-    return rill_actor_stats(sys, aid, &s) == RILL_OK ? s.mailbox_depth : 0;
+    return rill_actor_stats(sys, rill_pipeline_stage(p, stage), &s) == RILL_OK ? s.mailbox_depth
+                                                                               : 0;
 }
 
 int main(int argc, char **argv)
 {
+    static demo_t demo = {
+        .n_records = 150000,
+        .slow_us = 80,
+        .io = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER}};
+    demo_t *d = &demo;
     int partitions = 8;
     static const struct option opts[] = {{"records", required_argument, NULL, 'n'},
                                          {"slow-us", required_argument, NULL, 's'},
@@ -202,9 +251,9 @@ int main(int argc, char **argv)
     int opt;
     while ((opt = getopt_long(argc, argv, "n:s:p:", opts, NULL)) != -1) {
         if (opt == 'n')
-            n_records = strtoull(optarg, NULL, 10);
+            d->n_records = strtoull(optarg, NULL, 10);
         else if (opt == 's')
-            slow_us = atoi(optarg);
+            d->slow_us = atoi(optarg);
         else if (opt == 'p')
             partitions = atoi(optarg);
         else {
@@ -212,7 +261,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!n_records || slow_us < 0 || partitions < 1) {
+    if (!d->n_records || d->slow_us < 0 || partitions < 1) {
         fprintf(stderr, "pipeline: --records and --partitions must be positive\n");
         return 2;
     }
@@ -224,59 +273,42 @@ int main(int argc, char **argv)
         return 1;
     }
     const char *boot = rill_broker_bootstraps(broker);
-    sys = rill_system_new(&(rill_system_opts_t){.executors = 2}, err, sizeof(err));
-    rill_system_start(sys);
-    pthread_t io_thread;
-    pthread_create(&io_thread, NULL, io_main, NULL);
-    printf("rill %s: embedded broker at %s; %" PRIu64 " records; slow stage %d us/record\n",
-           rill_version_str(), boot, n_records, slow_us);
-
-    /* The generator: a source into a producer. */
-    rill_producer_conf_t *gpc = rill_producer_conf_new();
-    rill_producer_conf_set(gpc, "bootstrap.servers", boot, err, sizeof(err));
-    rill_aid_t gen_src, gen_prod;
-    rill_producer_spawn(sys, gpc, NULL, &gen_prod, err, sizeof(err));
-    rill_stage_spawn(sys, rill_source_fn(generate, NULL), NULL, &gen_src);
-    rill_stage_connect(sys, gen_src, gen_prod);
-
-    /* The pipeline. */
-    rill_consumer_conf_t *cc = rill_consumer_conf_new();
-    rill_consumer_conf_set(cc, "bootstrap.servers", boot, err, sizeof(err));
-    rill_consumer_conf_set(cc, "group.id", "click-enricher", err, sizeof(err));
-    /* About a second of work below the low watermark hides librdkafka's
-     * resume latency (see kafka.h, BACKPRESSURE). */
-    rill_consumer_conf_set(cc, "rill.buffer.high", "10000", err, sizeof(err));
-    rill_consumer_conf_set(cc, "rill.buffer.low", "5000", err, sizeof(err));
-    for (int p = 0; p < partitions; p++)
-        rill_consumer_conf_assign(cc, "clicks", p, RILL_OFFSET_BEGINNING);
-    if (rill_consumer_spawn(sys, cc, NULL, &consumer, err, sizeof(err))) {
-        fprintf(stderr, "consumer: %s\n", err);
+    rill_system_t *sys = rill_system_new(&(rill_system_opts_t){.executors = 2}, err, sizeof(err));
+    if (!sys || rill_system_start(sys)) {
+        fprintf(stderr, "system: %s\n", err);
         return 1;
     }
-    rill_producer_conf_t *pc = rill_producer_conf_new();
-    rill_producer_conf_set(pc, "bootstrap.servers", boot, err, sizeof(err));
-    rill_aid_t parse_a, enrich_a, slow_a, prod_a;
-    rill_stage_spawn(sys, rill_stage_map(parse, NULL), NULL, &parse_a);
-    rill_stage_spawn(sys, rill_stage_map_async(enrich, NULL, 16, 1), NULL, &enrich_a);
-    rill_stage_spawn(sys, rill_stage_map(slow_to_request, NULL), NULL, &slow_a);
-    rill_producer_spawn(sys, pc, NULL, &prod_a, err, sizeof(err));
-    rill_stage_connect(sys, consumer, parse_a);
-    rill_stage_connect(sys, parse_a, enrich_a);
-    rill_stage_connect(sys, enrich_a, slow_a);
-    rill_stage_connect(sys, slow_a, prod_a);
+    pthread_t io_thread;
+    if (pthread_create(&io_thread, NULL, io_main, &d->io)) {
+        fprintf(stderr, "cannot start the I/O thread\n");
+        return 1;
+    }
+    printf("rill %s: embedded broker at %s; %" PRIu64 " records; slow stage %d us/record\n",
+           rill_version_str(), boot, d->n_records, d->slow_us);
+    rill_pipeline_t *gen = start_generator(sys, d, boot, err, sizeof(err));
+    if (!gen) {
+        fprintf(stderr, "generator: %s\n", err);
+        return 1;
+    }
+    rill_pipeline_t *p = start_enricher(sys, d, boot, partitions, err, sizeof(err));
+    if (!p) {
+        fprintf(stderr, "pipeline: %s\n", err);
+        return 1;
+    }
 
     printf("\n%4s %9s %9s %9s %8s %7s %22s %8s\n", "s", "gen", "in/s", "out/s", "lag", "paused",
            "mailboxes p/e/s/prod", "RSS MiB");
     uint64_t last_in = 0, last_out = 0, delivered = 0;
     long rss_start = 0, rss_max = 0;
+    rill_consumer_stats_t cs = {0};
     for (int t = 1; t < 600; t++) {
         sleep(1); /* pacing the report */
-        rill_consumer_stats_t cs = {0};
         rill_producer_stats_t ps = {0};
-        rill_consumer_stats(sys, consumer, &cs);
-        rill_producer_stats(sys, prod_a, &ps);
+        if (rill_consumer_stats(sys, rill_pipeline_stage(p, 0), &cs) ||
+            rill_producer_stats(sys, rill_pipeline_stage(p, 4), &ps))
+            continue; /* between two runs */
         delivered = ps.delivered;
-        uint64_t in = atomic_load(&consumed);
+        uint64_t in = atomic_load(&d->consumed);
         long rss = rss_mib10();
         if (t == 3)
             rss_start = rss;
@@ -284,30 +316,41 @@ int main(int argc, char **argv)
             rss_max = rss;
         printf("%4d %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8" PRIu64
                " %7s %7u/%3u/%3u/%4u %5ld.%ld\n",
-               t, atomic_load(&generated), in - last_in, delivered - last_out,
-               atomic_load(&generated) - cs.confirmed, cs.paused ? "yes" : "no", depth(parse_a),
-               depth(enrich_a), depth(slow_a), depth(prod_a), rss / 10, rss % 10);
+               t, atomic_load(&d->generated), in - last_in, delivered - last_out,
+               atomic_load(&d->generated) - cs.confirmed, cs.paused ? "yes" : "no",
+               depth(sys, p, 1), depth(sys, p, 2), depth(sys, p, 3), depth(sys, p, 4), rss / 10,
+               rss % 10);
         fflush(stdout);
         last_in = in;
         last_out = delivered;
-        if (cs.confirmed >= n_records)
+        if (cs.confirmed >= d->n_records)
             break;
     }
-    rill_consumer_stats_t cs;
-    rill_consumer_stats(sys, consumer, &cs);
+    /* Stop: the source stops, what is in flight is delivered and
+     * committed, then the clients close. */
+    rill_pipeline_result_t res, gres;
+    int ended = !rill_pipeline_stop(p) && !rill_pipeline_wait(p, 60000, &res) &&
+                !rill_pipeline_wait(gen, 60000, &gres);
+    rill_pipeline_destroy(p);
+    rill_pipeline_destroy(gen);
     rill_system_stop(sys, 20000);
     rill_system_destroy(sys);
-    pthread_mutex_lock(&io.lock);
-    io.stop = 1;
-    pthread_cond_signal(&io.cond);
-    pthread_mutex_unlock(&io.lock);
+    pthread_mutex_lock(&d->io.lock);
+    d->io.stop = 1;
+    pthread_cond_signal(&d->io.cond);
+    pthread_mutex_unlock(&d->io.lock);
     pthread_join(io_thread, NULL);
+    if (!ended) {
+        fprintf(stderr, "pipeline: did not end\n");
+        return 1;
+    }
 
     /* Verify: every input record reached the output topic. */
     rill_consumed_t *out = NULL;
     rill_testkit_opts_t copts = {.timeout_ms = 60000};
     rill_err_t e =
         rill_testkit_consume(boot, "enriched", RILL_CONSUME_TO_END, &copts, &out, err, sizeof(err));
+    uint64_t n_records = d->n_records;
     uint8_t *seen = calloc(n_records, 1);
     uint64_t distinct = 0, dups = 0;
     for (size_t i = 0; !e && i < rill_consumed_count(out); i++) {
@@ -324,7 +367,11 @@ int main(int argc, char **argv)
         }
     }
     printf("\nsummary\n");
-    printf("  generated                      %" PRIu64 "\n", atomic_load(&generated));
+    printf("  generated                      %" PRIu64 " (generator: %s)\n",
+           atomic_load(&d->generated), gres.text);
+    printf("  pipeline                       %s after %u restart(s), %" PRIu64
+           " records produced\n",
+           res.text, res.restarts, res.delivered);
     printf("  in the output topic            %zu records, %" PRIu64 " distinct inputs, %" PRIu64
            " duplicates\n",
            rill_consumed_count(out), distinct, dups);
@@ -333,7 +380,8 @@ int main(int argc, char **argv)
            cs.pauses, cs.buffered_max, cs.committed);
     printf("  memory (RSS) from second 3     %ld.%ld -> max %ld.%ld MiB\n", rss_start / 10,
            rss_start % 10, rss_max / 10, rss_max % 10);
-    int ok = !e && distinct == n_records;
+    int ok = !e && distinct == n_records && res.end == RILL_PIPELINE_STOPPED &&
+             gres.end == RILL_PIPELINE_COMPLETED;
     printf("  %s\n", ok ? "OK: every input record reached the output topic at least once"
                         : "FAILED: input records are missing from the output topic");
     free(seen);

@@ -31,17 +31,17 @@ typedef struct stats {
 
 /* ---- stages ---- */
 
-static int produce(void *opaque, rill_elem_t *out)
+static rill_err_t produce(void *opaque, rill_elem_t *out)
 {
     stats_t *s = opaque;
-    uint64_t n = atomic_fetch_add_explicit(&s->produced, 1, memory_order_relaxed);
     /* A small owned payload, as a parsed record would be. */
     uint64_t *rec = malloc(sizeof(*rec));
     if (!rec)
-        return -RILL_ENOMEM;
+        return RILL_ENOMEM;
+    uint64_t n = atomic_fetch_add_explicit(&s->produced, 1, memory_order_relaxed);
     *rec = n;
     *out = (rill_elem_t){.payload = rec, .dtor = free, .arg = n};
-    return 1;
+    return RILL_OK;
 }
 
 static rill_err_t parse(void *opaque, rill_elem_t *in, rill_elem_t *out)
@@ -151,20 +151,22 @@ int main(int argc, char **argv)
 
     char err[256];
     rill_system_t *sys = rill_system_new(&(rill_system_opts_t){.executors = 2}, err, sizeof(err));
-    if (!sys) {
-        fprintf(stderr, "system: %s\n", err);
+    if (!sys || rill_system_start(sys)) {
+        fprintf(stderr, "system: %s\n", sys ? "cannot start" : err);
         return 1;
     }
-    rill_system_start(sys);
     io_worker_t io = {.stats = &stats};
     pthread_mutex_init(&io.lock, NULL);
     pthread_cond_init(&io.cond, NULL);
     pthread_t io_thread;
-    pthread_create(&io_thread, NULL, io_main, &io);
+    if (pthread_create(&io_thread, NULL, io_main, &io)) {
+        fprintf(stderr, "cannot start the I/O thread\n");
+        return 1;
+    }
 
     /* Windows: each stage asks upstream for at most its mailbox minus one. */
     rill_stage_opts_t small = {.mailbox_capacity = 64};
-    rill_pipeline_t *p = rill_pipeline_new(sys);
+    rill_pipeline_t *p = rill_pipeline_new(sys, "backpressure");
     rill_pipeline_add(p, rill_source_fn(produce, &stats), &small);
     rill_pipeline_add(p, rill_stage_map(parse, NULL), &small);
     rill_pipeline_add(p, rill_stage_map_async(enrich, &io, 16, 1), &small);
@@ -188,7 +190,8 @@ int main(int argc, char **argv)
     }
     rill_pipeline_drain(p);
     rill_pipeline_result_t r;
-    rill_pipeline_wait(p, 30000, &r);
+    if (rill_pipeline_wait(p, 30000, &r) != RILL_OK)
+        snprintf(r.text, sizeof(r.text), "not drained in 30 s");
     uint64_t prod = atomic_load(&stats.produced), cons = atomic_load(&stats.consumed);
     printf("drained: %s; produced %" PRIu64 ", consumed %" PRIu64 ", out of order %" PRIu64 "\n",
            r.text, prod, cons, atomic_load(&stats.out_of_order));

@@ -9,8 +9,13 @@
 #include <rill/actor.h>
 #include <rill/kafka.h>
 
+#include "../actors/seam.h"
 #include "kconf.h"
 #include "offsets.h" /* the consumer's offset tracker */
+
+_Static_assert((int)RILL__PRODUCER_LAST < (int)RILL_MSG_DELIVERY &&
+                   (int)RILL_MSG_DELIVERY < (int)RILL_MSG_USER,
+               "RILL_MSG_DELIVERY (public) comes after the registry's producer block");
 
 /* Kafka clients need to be told where the cluster is: there is no default
  * (the embedded broker of the testkit is chosen by passing its bootstrap
@@ -18,6 +23,202 @@
 #define RILL__NO_BOOTSTRAP_TEXT                                                                    \
     "bootstrap.servers is not set: give the cluster's brokers (for an embedded broker, "           \
     "rill_broker_bootstraps() from <rill/testkit.h>)"
+
+/* ------------------------------------------------------------------ */
+/* Configuration (conf.c)                                              */
+/* ------------------------------------------------------------------ */
+
+/* rill's own settings of a client; the table (rill__kprops) says which
+ * apply to consumers and which to producers. */
+typedef struct rill__kopts {
+    /* consumer */
+    uint32_t commit_interval_ms, commit_count, drain_ms, shutdown_ms;
+    uint32_t unconfirmed_timeout_ms, max_redeliveries;
+    uint32_t buffer_high, buffer_low, max_unconfirmed, pause_after_ms, restart_keep_ms;
+    int commit, commit_set;
+    char *dlq_topic;
+    char *dlq_producer; /* name of the producer actor for dead letters */
+    /* producer */
+    uint32_t max_inflight, flush_ms;
+    char *topics; /* rill.topics: names, comma-separated */
+} rill__kopts_t;
+
+enum { RILL__KP_CONSUMER = 1, RILL__KP_PRODUCER = 2 };
+typedef enum {
+    RILL__KP_U32,
+    RILL__KP_BOOL,
+    RILL__KP_TOPIC,
+    RILL__KP_TOPICS, /* a comma-separated list of topic names */
+    RILL__KP_NAME
+} rill__kptype_t;
+
+/* One rill.* property: the table in conf.c. */
+typedef struct rill__kprop {
+    const char *name;
+    unsigned scope; /* RILL__KP_CONSUMER | RILL__KP_PRODUCER */
+    rill__kptype_t type;
+    uint32_t min, max; /* U32 */
+    const char *def;   /* the default as text; NULL = none */
+    size_t offset;     /* of the field in rill__kopts_t */
+    const char *doc;
+} rill__kprop_t;
+
+/* The table of rill.* properties, n entries. */
+const rill__kprop_t *rill__kprops(size_t *n);
+/* The defaults of scope. */
+void rill__kopts_init(rill__kopts_t *o, unsigned scope);
+/* Set rill.* key (RILL_EINVAL with a sentence for an unknown key, one of
+ * the other scope, or a bad value). */
+rill_err_t rill__kopts_set(rill__kopts_t *o, unsigned scope, const char *key, const char *value,
+                           char *errstr, size_t errstr_size);
+void rill__kopts_free(rill__kopts_t *o);
+
+struct rill_consumer_conf {
+    rd_kafka_conf_t *kconf;
+    rill__kopts_t o;
+    int have_bootstrap, have_group;
+    int have_queue_kbytes; /* the application set queued.max.messages.kbytes */
+    char **topics;
+    size_t n_topics;
+    rd_kafka_topic_partition_list_t *fixed;
+    rill_assigned_fn *assigned_cb;
+    void *assigned_opaque;
+    rill_rebalance_fn *rebalance_cb;
+    void *rebalance_opaque;
+    rill_commit_fn *commit_cb;
+    void *commit_opaque;
+    /* The librdkafka keys the application set, in the order first set:
+     * what a dead-letter producer of the consumer's own inherits. */
+    char **client_keys;
+    size_t n_client_keys;
+};
+
+struct rill_producer_conf {
+    rd_kafka_conf_t *kconf;
+    rill__kopts_t o;
+    int have_bootstrap;
+};
+
+/* What a consumer needs before a client can be made: a subscription or
+ * partitions, group.id where needed, bootstrap.servers, sane buffers. */
+rill_err_t rill__consumer_conf_check(const rill_consumer_conf_t *c, char *errstr,
+                                     size_t errstr_size);
+/* Deep copies, for the runs of a blueprint. NULL without memory. */
+rill_consumer_conf_t *rill__consumer_conf_dup(const rill_consumer_conf_t *c);
+rill_producer_conf_t *rill__producer_conf_dup(const rill_producer_conf_t *c);
+
+/* ------------------------------------------------------------------ */
+/* Records (record.c)                                                  */
+/* ------------------------------------------------------------------ */
+
+/* The client a consumer's records come from: records may outlive the run
+ * that polled them, so the client goes with the last reference (the
+ * session's and one per record). */
+typedef struct rill__khandle {
+    rd_kafka_t *rk; /* set once the client exists */
+    _Atomic long refs;
+} rill__khandle_t;
+
+/* One reference; NULL without memory. */
+rill__khandle_t *rill__khandle_new(void);
+void rill__khandle_ref(rill__khandle_t *h);
+/* The last reference destroys the client (without a consumer close: the
+ * session closed it already). NULL is a no-op. */
+void rill__khandle_unref(rill__khandle_t *h);
+/* The destructor of a record element: releases the message and its
+ * reference of the handle (found through the topic's opaque). */
+void rill__record_free(void *payload);
+
+/* ------------------------------------------------------------------ */
+/* A consumer's client session, and parking it (session.c)             */
+/* ------------------------------------------------------------------ */
+
+typedef struct rill__ksession rill__ksession_t;
+typedef struct rill__kholder rill__kholder_t;
+
+/* What the session's owner (the consumer actor serving it) is told; a
+ * parked session's keeper handles rebalances itself. */
+typedef struct rill__ksession_ops {
+    void (*rebalance)(void *owner, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts);
+    void (*commit)(void *owner, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets);
+    /* The revoke of rill__ksession_close (not lost): commit now. */
+    void (*final_revoke)(void *owner, rd_kafka_topic_partition_list_t *parts);
+} rill__ksession_ops_t;
+
+/* A new client for c (rill's forced settings applied, callbacks routed to
+ * the owner), not yet subscribed. NULL with a sentence. */
+rill__ksession_t *rill__ksession_new(const rill_consumer_conf_t *c, char *errstr,
+                                     size_t errstr_size);
+rd_kafka_t *rill__ksession_rk(const rill__ksession_t *s);
+rd_kafka_queue_t *rill__ksession_queue(const rill__ksession_t *s);
+rill__khandle_t *rill__ksession_handle(const rill__ksession_t *s);
+/* Subscribed (or assigned) by an earlier run, which parked it. */
+int rill__ksession_reused(const rill__ksession_t *s);
+/* Where an earlier run left each of its partitions (offset of the first
+ * record not confirmed), or NULL. */
+const rd_kafka_topic_partition_list_t *rill__ksession_resume(const rill__ksession_t *s);
+void rill__ksession_set_owner(rill__ksession_t *s, const rill__ksession_ops_t *ops, void *owner);
+/* Leave the group (final revoke to the owner) and free the session, at
+ * most until deadline_ms. */
+void rill__ksession_close(rill__ksession_t *s, int64_t deadline_ms);
+/* Free without closing (the client goes with the last record). */
+void rill__ksession_free(rill__ksession_t *s);
+/* Park s in h for the blueprint's next run (paused, served by a keeper
+ * actor, closed after keep_ms or when h is retired); resume (taken; NULL
+ * keeps the one it has) says where each partition goes on. keep_ms 0
+ * closes at once. */
+rill_err_t rill__ksession_park(rill__ksession_t *s, rill__kholder_t *h, rill_system_t *sys,
+                               uint32_t keep_ms, uint32_t close_ms,
+                               rd_kafka_topic_partition_list_t *resume);
+/* Non-zero if rk's group uses the cooperative protocol. */
+int rill__kafka_cooperative(rd_kafka_t *rk);
+
+/* The holder a blueprint and its copies share. */
+rill__kholder_t *rill__kholder_new(void);
+rill__kholder_t *rill__kholder_ref(rill__kholder_t *h);
+void rill__kholder_unref(rill__kholder_t *h);
+/* The parked session, taken (NULL if none). */
+rill__ksession_t *rill__kholder_take(rill__kholder_t *h);
+/* Close what is parked (the blueprint is done). */
+void rill__kholder_retire(rill__kholder_t *h);
+
+/* ------------------------------------------------------------------ */
+/* Dead letters (dead_letter.c)                                        */
+/* ------------------------------------------------------------------ */
+
+/* A dead letter on its way: the delivery result names it by seq. */
+typedef struct rill__dlq_ref {
+    uint64_t seq;
+    uint64_t part_id;
+    int64_t offset;
+} rill__dlq_ref_t;
+
+/* A consumer's dead-letter route: the topic, and the producer actor that
+ * sends to it (one the consumer started, or one found by name). */
+typedef struct rill__dlq {
+    const char *topic;    /* the conf's; NULL: no dead letters */
+    const char *producer; /* the conf's rill.dead.letter.producer, or NULL */
+    rill_aid_t own;       /* the producer the consumer started */
+    rill__dlq_ref_t *refs;
+    size_t n_refs, cap_refs;
+    uint64_t seq;
+} rill__dlq_t;
+
+/* Set up d for c; with a topic and no producer named, start a producer of
+ * the consumer's own (every client property of c that is not
+ * consumer-only, transactional.id excepted). */
+rill_err_t rill__dlq_init(rill__dlq_t *d, rill_system_t *sys, const rill_consumer_conf_t *c,
+                          char *errstr, size_t errstr_size);
+/* Send record m (from partition part_id) after `attempts` deliveries to
+ * the dead-letter topic, the delivery result to `reply_to`. 0, or -1 if
+ * the producer could not take it. */
+int rill__dlq_send(rill__dlq_t *d, rill_system_t *sys, rill_aid_t reply_to,
+                   const rd_kafka_message_t *m, uint64_t part_id, uint32_t attempts);
+/* The dead letter a RILL_MSG_DELIVERY with this seq answers: 1 with *ref
+ * (forgotten here), 0 if it is not one of ours. */
+int rill__dlq_answer(rill__dlq_t *d, uint64_t seq, rill__dlq_ref_t *ref);
+/* Stop the producer of our own (it flushes) and free d. */
+void rill__dlq_free(rill__dlq_t *d, rill_system_t *sys);
 
 /*
  * A librdkafka queue wired into an actor's event loop: the queue writes a
@@ -48,25 +249,6 @@ rill_err_t rill__kq_start(rill__kq_t *kq, struct rill_ctx *ctx, rd_kafka_queue_t
 void rill__kq_woken(rill__kq_t *kq);
 /* Stop watching and close the pipe (actor context; no-op if not started). */
 void rill__kq_stop(rill__kq_t *kq);
-
-/*
- * Confirms collected from origins released together (a batch of delivery
- * reports), sent as one message per consumer by rill__confirms_flush.
- * Zero-initialise; single-threaded (the collecting actor's).
- */
-typedef struct rill__confirms {
-    struct rill__confirm_to *to; /* per consumer */
-    size_t n, cap;
-} rill__confirms_t;
-
-/* rill_origin_release, with the confirm (if it is the last reference and
- * the origin did not fail) collected into acc instead of sent. */
-void rill__origin_release_into(rill_origin_t *o, rill__confirms_t *acc);
-/* Send what acc collected (one K_CONFIRM_BATCH per consumer; the control
- * queue if a mailbox is full) and empty it. */
-void rill__confirms_flush(rill__confirms_t *acc);
-/* Flush, then free acc's memory. */
-void rill__confirms_free(rill__confirms_t *acc);
 
 /*
  * For tests: raise a fabricated fatal librdkafka error (with

@@ -214,19 +214,38 @@ rill__track_res_t rill__tracker_emit(rill__tracker_t *tr, rill__part_id_t id, in
     return RILL__TRACK_ACCEPTED;
 }
 
-rill__track_res_t rill__tracker_confirm(rill__tracker_t *tr, rill__part_id_t id, int64_t offset)
+/* The entry of a record not settled yet, for a confirm or a fail; NULL
+ * with *res saying why not (the fenced ones are counted). */
+static rill__offent_t *unsettled_entry(rill__tracker_t *tr, rill__part_id_t id, int64_t offset,
+                                       rill__tpart_t **pp, rill__track_res_t *res)
 {
     rill__tpart_t *p = rill__tracker_part(tr, id);
     if (!p) {
         tr->fenced++;
-        return RILL__TRACK_FENCED;
+        *res = RILL__TRACK_FENCED;
+        return NULL;
     }
     long i = ring_find(p, offset);
-    if (i < 0)
-        return RILL__TRACK_UNKNOWN; /* committed past already, or truncated */
+    if (i < 0) {
+        *res = RILL__TRACK_UNKNOWN; /* committed past already, or truncated */
+        return NULL;
+    }
     rill__offent_t *e = ring_at(p, (size_t)i);
-    if (e->confirmed || e->failed)
-        return RILL__TRACK_DUPLICATE;
+    if (e->confirmed || e->failed) {
+        *res = RILL__TRACK_DUPLICATE;
+        return NULL;
+    }
+    *pp = p;
+    return e;
+}
+
+rill__track_res_t rill__tracker_confirm(rill__tracker_t *tr, rill__part_id_t id, int64_t offset)
+{
+    rill__tpart_t *p;
+    rill__track_res_t res;
+    rill__offent_t *e = unsettled_entry(tr, id, offset, &p, &res);
+    if (!e)
+        return res;
     entry_confirm(tr, p, e);
     ring_advance(p);
     return RILL__TRACK_ACCEPTED;
@@ -263,17 +282,11 @@ rill__track_res_t rill__tracker_confirm_upto(rill__tracker_t *tr, rill__part_id_
 
 rill__track_res_t rill__tracker_fail(rill__tracker_t *tr, rill__part_id_t id, int64_t offset)
 {
-    rill__tpart_t *p = rill__tracker_part(tr, id);
-    if (!p) {
-        tr->fenced++;
-        return RILL__TRACK_FENCED;
-    }
-    long i = ring_find(p, offset);
-    if (i < 0)
-        return RILL__TRACK_UNKNOWN;
-    rill__offent_t *e = ring_at(p, (size_t)i);
-    if (e->confirmed || e->failed)
-        return RILL__TRACK_DUPLICATE;
+    rill__tpart_t *p;
+    rill__track_res_t res;
+    rill__offent_t *e = unsettled_entry(tr, id, offset, &p, &res);
+    if (!e)
+        return res;
     /* Still unconfirmed, so it stays in the ring and holds the committable
      * offset; but nothing will settle it any more: not unsettled. */
     e->failed = 1;

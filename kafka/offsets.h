@@ -66,8 +66,8 @@ typedef struct rill__redeliv {
 } rill__redeliv_t;
 
 /*
- * One assigned partition. The tracker owns every field except the two
- * marked "owner's", which it clears on assignment and never reads; read
+ * One assigned partition. The tracker owns every field except those
+ * marked "owner's", which it zeroes on assignment and never reads; read
  * the others, write them only through the functions below.
  */
 typedef struct rill__tpart {
@@ -82,6 +82,10 @@ typedef struct rill__tpart {
     int64_t purge_from;
     const void *handle; /* owner's: e.g. a topic object, for fast lookup */
     int revoking;       /* owner's: being released, emits nothing more */
+    /* owner's: records it polled and dropped unemitted (a run ending): the
+     * lowest offset of them, where a next run must go on. */
+    int dropped;
+    int64_t dropped_from;
 
     /* The ring of emitted records, oldest first. */
     rill__offent_t *ring;

@@ -1,15 +1,18 @@
 /*
- * The Kafka producer actor: a stage whose input is produce requests and
- * whose optional output is delivery results (see include/rill/kafka.h).
+ * The Kafka sink: a stage whose input is produce requests and whose
+ * optional output is delivery results (see include/rill/kafka.h); spawned
+ * alone it is the producer actor.
  *
  * Demand is the number of free in-flight slots: the stage asks upstream
  * for at most rill.max.inflight minus what librdkafka has not delivered
  * yet. Delivery reports arrive on librdkafka's main queue, which wakes the
  * actor through its event loop (the same io-event wiring as the consumer);
  * the actor's turn serves them with rd_kafka_poll(rk, 0). Each report goes
- * to the request's origin (confirming the consumed record once everything
- * made from it is delivered), to its reply address, and downstream if
- * something subscribed.
+ * to the request's origin (confirmed when delivered, so the consumed
+ * record is confirmed once everything made from it is delivered; released
+ * unconfirmed when not), to its reply address, and downstream if
+ * something subscribed. A request element's own origin joins the
+ * request's: a one-to-one transform writes no origin code.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -52,6 +55,7 @@ struct rill_produce {
     rill_aid_t reply_to;
     uint64_t reply_arg;
     int direct; /* sent with rill_producer_send: no result downstream */
+    char *bad;  /* why it cannot be produced (bad arguments), or NULL */
 };
 
 static void *dup_bytes(const void *p, size_t n)
@@ -65,12 +69,26 @@ static void *dup_bytes(const void *p, size_t n)
 rill_produce_t *rill_produce_new(const char *topic, int32_t partition, const void *key,
                                  size_t key_len, const void *value, size_t value_len)
 {
-    if (rill__topic_name_check(topic, NULL, 0) || partition < RILL_PARTITION_ANY ||
-        (!key && key_len) || (!value && value_len))
-        return NULL;
     rill_produce_t *p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
+    /* Bad arguments are the sink's to report, with a sentence: the request
+     * is made all the same (NULL means out of memory only). */
+    char why[160];
+    if (rill__topic_name_check(topic, why, sizeof(why)))
+        p->bad = strdup(why);
+    else if (partition < RILL_PARTITION_ANY)
+        p->bad = strdup("the partition is negative");
+    else if ((!key && key_len) || (!value && value_len))
+        p->bad = strdup("a NULL key or value with a length");
+    if (p->bad) {
+        p->topic = strdup(topic ? topic : "");
+        if (!p->topic) {
+            rill_produce_free(p);
+            return NULL;
+        }
+        return p;
+    }
     p->topic = strdup(topic);
     p->partition = partition;
     p->key_len = key_len;
@@ -96,27 +114,31 @@ rill_err_t rill_produce_add_header(rill_produce_t *p, const char *name, const vo
     return err ? RILL_EKAFKA : RILL_OK;
 }
 
-void rill_produce_set_timestamp(rill_produce_t *p, int64_t ms)
-{
-    if (p)
-        p->timestamp = ms;
-}
-
-void rill_produce_set_origin(rill_produce_t *p, rill_origin_t *o)
+rill_err_t rill_produce_set_timestamp(rill_produce_t *p, int64_t ms)
 {
     if (!p)
-        return;
-    if (p->origin)
-        rill_origin_release(p->origin);
-    p->origin = o;
+        return RILL_EINVAL;
+    p->timestamp = ms;
+    return RILL_OK;
 }
 
-void rill_produce_set_reply(rill_produce_t *p, rill_aid_t to, uint64_t arg)
+rill_err_t rill_produce_set_origin(rill_produce_t *p, rill_origin_t *o)
 {
-    if (p) {
-        p->reply_to = to;
-        p->reply_arg = arg;
+    if (!p) {
+        rill_origin_release(o);
+        return RILL_EINVAL;
     }
+    rill__origin_absorb(&p->origin, o);
+    return RILL_OK;
+}
+
+rill_err_t rill_produce_set_reply(rill_produce_t *p, rill_aid_t to, uint64_t arg)
+{
+    if (!p)
+        return RILL_EINVAL;
+    p->reply_to = to;
+    p->reply_arg = arg;
+    return RILL_OK;
 }
 
 void rill_produce_free(void *ptr)
@@ -124,16 +146,14 @@ void rill_produce_free(void *ptr)
     rill_produce_t *p = ptr;
     if (!p)
         return;
-    if (p->origin) {
-        /* Dropped without a successful delivery: never confirm. */
-        rill_origin_fail(p->origin);
-        rill_origin_release(p->origin);
-    }
+    /* Dropped without a successful delivery: never confirmed. */
+    rill_origin_release(p->origin);
     if (p->headers)
         rd_kafka_headers_destroy(p->headers);
     free(p->topic);
     free(p->key);
     free(p->value);
+    free(p->bad);
     free(p);
 }
 
@@ -141,72 +161,6 @@ rill_elem_t rill_produce_elem(rill_produce_t *p)
 {
     rill_elem_t e = {.payload = p, .dtor = p ? rill_produce_free : NULL};
     return e;
-}
-
-/* ------------------------------------------------------------------ */
-/* Configuration                                                       */
-/* ------------------------------------------------------------------ */
-
-struct rill_producer_conf {
-    rd_kafka_conf_t *kconf;
-    uint32_t max_inflight;
-    uint32_t flush_ms;
-};
-
-rill_producer_conf_t *rill_producer_conf_new(void)
-{
-    rill_producer_conf_t *c = calloc(1, sizeof(*c));
-    if (!c)
-        return NULL;
-    c->kconf = rd_kafka_conf_new();
-    c->max_inflight = 10000;
-    c->flush_ms = 5000;
-    /* murmur2_random: records with the same key land in the same partition
-     * as from Java clients (librdkafka's default is consistent_random). */
-    const char *defaults[] = {
-        "enable.idempotence", "true",           "acks", "all", "linger.ms", "5",
-        "partitioner",        "murmur2_random", NULL};
-    if (rill__conf_apply(c->kconf, defaults, NULL, 0)) {
-        rill_producer_conf_destroy(c);
-        return NULL;
-    }
-    return c;
-}
-
-void rill_producer_conf_destroy(rill_producer_conf_t *c)
-{
-    if (!c)
-        return;
-    if (c->kconf)
-        rd_kafka_conf_destroy(c->kconf);
-    free(c);
-}
-
-rill_err_t rill_producer_conf_set(rill_producer_conf_t *c, const char *key, const char *value,
-                                  char *errstr, size_t errstr_size)
-{
-    if (!c || !key || !value)
-        return rill__fail(RILL_EINVAL, errstr, errstr_size, "conf, key and value must be set");
-    if (strncmp(key, "rill.", 5) != 0)
-        return rill__conf_set(c->kconf, key, value, errstr, errstr_size);
-    char *end;
-    unsigned long v = strtoul(value, &end, 10);
-    int num_ok = *value && !*end && value[0] != '-';
-    if (!strcmp(key, "rill.max.inflight")) {
-        if (!num_ok || v < 1 || v > 1000000)
-            return rill__fail(RILL_EINVAL, errstr, errstr_size,
-                              "rill.max.inflight must be a number from 1 to 1000000");
-        c->max_inflight = (uint32_t)v;
-        return RILL_OK;
-    }
-    if (!strcmp(key, "rill.flush.timeout.ms")) {
-        if (!num_ok || v > 24ul * 3600 * 1000)
-            return rill__fail(RILL_EINVAL, errstr, errstr_size,
-                              "rill.flush.timeout.ms must be a number of milliseconds");
-        c->flush_ms = (uint32_t)v;
-        return RILL_OK;
-    }
-    return rill__fail(RILL_EINVAL, errstr, errstr_size, "unknown rill property \"%s\"", key);
 }
 
 /* ------------------------------------------------------------------ */
@@ -284,28 +238,31 @@ static int final_stats_find(rill_system_t *sys, rill_aid_t aid, rill_producer_st
 /* ------------------------------------------------------------------ */
 
 typedef struct producer {
-    rill_producer_conf_t *conf;
-    rd_kafka_t *rk;
+    rill_producer_conf_t *conf; /* the blueprint's (owned) */
+    rd_kafka_t *rk;             /* made by prepare */
     rd_kafka_queue_t *mainq;
     rill__kq_t kq;
     rill__stage_t *st;
     uint32_t inflight;
-    rill__equeue_t pending; /* requests librdkafka's queue refused: retried */
-    rill__equeue_t results; /* delivery results for a downstream subscriber */
+    rill__equeue_t pending;    /* requests librdkafka's queue refused: retried */
+    rill__equeue_t results;    /* delivery results for a downstream subscriber */
+    rd_kafka_topic_t **topics; /* rill.topics, known from the start */
+    size_t n_topics;
     int upstream_done;
     int stopping;
     rill_producer_stats_t stats;
-    rill__confirms_t confirms; /* from origins released by one poll's reports */
 } producer_t;
 
-/* Delivered: the origin reference goes without failing it; its confirm,
- * if it is the last, waits in pr->confirms for the end of the poll. */
-static void produce_done(producer_t *pr, rill_produce_t *p)
+static const rill__kind_t producer_kind;
+
+/* Delivered: the origin is confirmed (the notice to its source goes at
+ * the end of this actor turn, batched with the others). */
+static void produce_done(rill_produce_t *p)
 {
     rill_origin_t *o = p->origin;
     p->origin = NULL;
     rill_produce_free(p);
-    rill__origin_release_into(o, &pr->confirms);
+    rill_origin_confirm(o);
 }
 
 static void delivery_free(void *p)
@@ -369,8 +326,15 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     }
     if (m->err) {
         pr->stats.failed++;
-        rill_produce_free(req); /* fails its origin: never confirmed */
-        if (!pr->stopping)
+        rill_produce_free(req); /* its origin is released unconfirmed */
+        char fatal[256];
+        /* A fatal error purges what is queued: report the cause, not the
+         * purge. */
+        if (pr->stopping)
+            ;
+        else if (rd_kafka_fatal_error(pr->rk, fatal, sizeof(fatal)))
+            rill__stage_fail(pr->st, RILL_EKAFKA, "fatal producer error: %s", fatal);
+        else
             rill__stage_fail(pr->st, RILL_EKAFKA, "delivery to %s [%d] failed: %s",
                              rd_kafka_topic_name(m->rkt), (int)m->partition,
                              rd_kafka_err2str(m->err));
@@ -378,7 +342,9 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         return;
     }
     pr->stats.delivered++;
-    produce_done(pr, req);
+    if (!req->direct)
+        pr->st->delivered++; /* what reached the end of the pipeline */
+    produce_done(req);
     if (d && downstream) {
         rill_elem_t e = {.payload = d, .dtor = delivery_free, .arg = d->arg};
         if (!rill__equeue_push(&pr->results, &e))
@@ -388,10 +354,29 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     }
 }
 
+/* Tell a request's sender that it was not produced (err), and free it:
+ * its origin is released unconfirmed. */
+static void refuse_request(producer_t *pr, rill_produce_t *req, rd_kafka_resp_err_t err)
+{
+    pr->stats.failed++;
+    if (!rill_aid_is_none(req->reply_to))
+        reply_delivery(pr, req, delivery_new(req->topic, req->partition, -1, err, req->reply_arg));
+    rill_produce_free(req);
+}
+
 /* Hand one request to librdkafka. Returns 1 if taken, 0 if its queue is
  * full (keep it), -1 on a permanent error (already handled). */
 static int produce_one(producer_t *pr, rill_produce_t *req)
 {
+    if (req->bad) {
+        /* A stream's bad request fails the stream; a direct one is
+         * answered. */
+        if (!req->direct)
+            rill__stage_fail(pr->st, RILL_EINVAL, "cannot produce to \"%.60s\": %s", req->topic,
+                             req->bad);
+        refuse_request(pr, req, RD_KAFKA_RESP_ERR__INVALID_ARG);
+        return -1;
+    }
     rd_kafka_headers_t *h = req->headers ? rd_kafka_headers_copy(req->headers) : NULL;
     /* A variable, not an expression: librdkafka's RD_KAFKA_V_VALUE casts
      * its argument without parentheses. */
@@ -424,19 +409,8 @@ static void serve_reports(producer_t *pr)
 {
     char fatal[256];
     rd_kafka_poll(pr->rk, 0);
-    rill__confirms_flush(&pr->confirms); /* one message per consumer */
     if (!pr->st->finished && rd_kafka_fatal_error(pr->rk, fatal, sizeof(fatal)))
         rill__stage_fail(pr->st, RILL_EKAFKA, "fatal producer error: %s", fatal);
-}
-
-/* Tell a request's sender that it was not produced (err), and free it:
- * its origin fails. */
-static void refuse_request(producer_t *pr, rill_produce_t *req, rd_kafka_resp_err_t err)
-{
-    pr->stats.failed++;
-    if (!rill_aid_is_none(req->reply_to))
-        reply_delivery(pr, req, delivery_new(req->topic, req->partition, -1, err, req->reply_arg));
-    rill_produce_free(req);
 }
 
 /* Take one request: to librdkafka, or behind those waiting for room. */
@@ -462,6 +436,8 @@ static void producer_on_next(rill__stage_t *st, int in, rill_elem_t *e)
         return;
     }
     rill_produce_t *req = e->payload;
+    /* The request stands for what the element stood for. */
+    rill__origin_absorb(&req->origin, e->origin);
     memset(e, 0, sizeof(*e));
     take_request(pr, req);
 }
@@ -498,7 +474,7 @@ static void producer_pump(rill__stage_t *st)
         return;
     }
     int64_t busy = (int64_t)pr->inflight + (int64_t)pr->pending.count + (int64_t)pr->results.count;
-    int64_t room = (int64_t)pr->conf->max_inflight - busy;
+    int64_t room = (int64_t)pr->conf->o.max_inflight - busy;
     rill__stage_want(st, 0, room > 0 ? room : 0);
 }
 
@@ -592,12 +568,12 @@ static void producer_destroy(void *impl)
     if (pr->pending.v)
         while (rill__equeue_pop(&pr->pending, &e)) {
             pr->stats.undelivered_at_stop++;
-            rill_elem_release(&e); /* never handed over: origins fail */
+            rill_elem_release(&e); /* never handed over: released unconfirmed */
         }
     if (pr->rk) {
         /* Flush with a deadline; what is left is purged, and its delivery
          * reports (with an error) fail the origins. */
-        rd_kafka_flush(pr->rk, (int)pr->conf->flush_ms);
+        rd_kafka_flush(pr->rk, (int)pr->conf->o.flush_ms);
         /* Our own count: rd_kafka_outq_len() also counts librdkafka's
          * events and requests, not only records. */
         uint32_t left = pr->inflight;
@@ -605,12 +581,11 @@ static void producer_destroy(void *impl)
         if (left > 0 || rd_kafka_outq_len(pr->rk) > 0) {
             if (left > 0)
                 fprintf(stderr, "rill producer: %u record(s) not delivered within %u ms at stop\n",
-                        left, pr->conf->flush_ms);
+                        left, pr->conf->o.flush_ms);
             rd_kafka_purge(pr->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
             rd_kafka_poll(pr->rk, 0);
         }
     }
-    rill__confirms_free(&pr->confirms); /* what the flush delivered */
     if (pr->st)
         final_stats_keep(pr->st->sys, pr->st->self, &pr->stats);
     if (pr->results.v)
@@ -618,6 +593,9 @@ static void producer_destroy(void *impl)
             rill_elem_release(&e);
     free(pr->pending.v);
     free(pr->results.v);
+    for (size_t i = 0; i < pr->n_topics; i++)
+        rd_kafka_topic_destroy(pr->topics[i]);
+    free(pr->topics);
     if (pr->mainq)
         rd_kafka_queue_destroy(pr->mainq);
     if (pr->rk)
@@ -626,7 +604,75 @@ static void producer_destroy(void *impl)
     free(pr);
 }
 
-static const rill__kind_t producer_kind = {.name = "kafka-producer",
+static void producer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    if (level <= 3)
+        fprintf(stderr, "rill producer: %s: %s\n", fac, buf);
+}
+
+/* The client, made on the spawning thread so that librdkafka's refusal of
+ * the configuration is the spawn's error. */
+static rill_err_t producer_prepare(void *impl, rill_system_t *sys, char *errstr, size_t errstr_size)
+{
+    (void)sys;
+    producer_t *pr = impl;
+    const rill_producer_conf_t *c = pr->conf;
+    /* pending: room for the stream's window and as many direct sends. */
+    if (rill__equeue_init(&pr->pending, 2 * (size_t)c->o.max_inflight) ||
+        rill__equeue_init(&pr->results, c->o.max_inflight))
+        return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+    rd_kafka_conf_t *kc = rd_kafka_conf_dup(c->kconf);
+    if (!kc)
+        return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+    rd_kafka_conf_set_dr_msg_cb(kc, dr_msg_cb);
+    rd_kafka_conf_set_opaque(kc, pr);
+    char dbg[8] = "";
+    size_t dsz = sizeof(dbg);
+    if (rd_kafka_conf_get(kc, "debug", dbg, &dsz) != RD_KAFKA_CONF_OK || dsz <= 1)
+        rd_kafka_conf_set_log_cb(kc, producer_log_cb);
+    char kerr[512];
+    pr->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, kerr, sizeof(kerr));
+    if (!pr->rk) {
+        rd_kafka_conf_destroy(kc);
+        return rill__fail(RILL_EKAFKA, errstr, errstr_size, "%s", kerr);
+    }
+    pr->mainq = rd_kafka_queue_get_main(pr->rk);
+    /* Topics named now are in the client's first metadata request. */
+    for (const char *t = c->o.topics; t && *t;) {
+        const char *comma = strchr(t, ',');
+        size_t len = comma ? (size_t)(comma - t) : strlen(t);
+        char name[256];
+        snprintf(name, sizeof(name), "%.*s", (int)len, t);
+        rd_kafka_topic_t **v = realloc(pr->topics, (pr->n_topics + 1) * sizeof(*v));
+        if (!v)
+            return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+        pr->topics = v;
+        if ((pr->topics[pr->n_topics] = rd_kafka_topic_new(pr->rk, name, NULL)))
+            pr->n_topics++;
+        t = comma ? comma + 1 : t + len;
+    }
+    return RILL_OK;
+}
+
+static void *producer_clone(const void *impl)
+{
+    const producer_t *from = impl;
+    producer_t *pr = calloc(1, sizeof(*pr));
+    if (pr && !(pr->conf = rill__producer_conf_dup(from->conf))) {
+        free(pr);
+        pr = NULL;
+    }
+    return pr;
+}
+
+static uint32_t producer_mailbox_min(const void *impl)
+{
+    /* The window (what it asks upstream) must cover rill.max.inflight. */
+    return ((const producer_t *)impl)->conf->o.max_inflight + 2;
+}
+
+static const rill__kind_t producer_kind = {.name = "kafka-sink",
                                            .max_in = 1,
                                            .max_out = 1,
                                            .optional_out = 1,
@@ -635,13 +681,27 @@ static const rill__kind_t producer_kind = {.name = "kafka-producer",
                                            .on_input_end = producer_on_input_end,
                                            .pump = producer_pump,
                                            .on_msg = producer_on_msg,
-                                           .destroy = producer_destroy};
+                                           .destroy = producer_destroy,
+                                           .clone = producer_clone,
+                                           .prepare = producer_prepare,
+                                           .mailbox_min = producer_mailbox_min};
 
-static void producer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+rill_stage_t *rill_kafka_sink(rill_producer_conf_t *c)
 {
-    (void)rk;
-    if (level <= 3)
-        fprintf(stderr, "rill producer: %s: %s\n", fac, buf);
+    if (!c)
+        return rill__stage_spec_bad(&producer_kind, RILL_EINVAL,
+                                    "the producer configuration is NULL");
+    if (!c->have_bootstrap) {
+        rill_producer_conf_destroy(c);
+        return rill__stage_spec_bad(&producer_kind, RILL_EINVAL, RILL__NO_BOOTSTRAP_TEXT);
+    }
+    producer_t *pr = calloc(1, sizeof(*pr));
+    if (!pr) {
+        rill_producer_conf_destroy(c);
+        return rill__stage_spec_new(&producer_kind, NULL);
+    }
+    pr->conf = c;
+    return rill__stage_spec_new(&producer_kind, pr);
 }
 
 rill_err_t rill_producer_spawn(rill_system_t *sys, rill_producer_conf_t *c,
@@ -649,77 +709,23 @@ rill_err_t rill_producer_spawn(rill_system_t *sys, rill_producer_conf_t *c,
                                size_t errstr_size)
 {
     if (aid)
-        *aid = RILL_AID_NONE; /* also when failing: no stale aid (as the consumer) */
-    if (!sys || !c || !aid) {
+        *aid = RILL_AID_NONE;
+    if (!sys || !aid) {
         rill_producer_conf_destroy(c);
-        return rill__fail(RILL_EINVAL, errstr, errstr_size, "system, conf and aid must be set");
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "system and aid must be set");
     }
-    rill_err_t err = RILL_OK;
-    char boot[8];
-    size_t boot_size = sizeof(boot);
-    if (rd_kafka_conf_get(c->kconf, "bootstrap.servers", boot, &boot_size) != RD_KAFKA_CONF_OK ||
-        boot_size <= 1)
-        err = rill__fail(RILL_EINVAL, errstr, errstr_size, RILL__NO_BOOTSTRAP_TEXT);
-    producer_t *pr = calloc(1, sizeof(*pr));
-    /* pending: room for the stream's window and as many direct sends. */
-    if (!err && (!pr || rill__equeue_init(&pr->pending, 2 * (size_t)c->max_inflight) ||
-                 rill__equeue_init(&pr->results, c->max_inflight)))
-        err = rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
-    if (err) {
-        if (pr) {
-            free(pr->pending.v);
-            free(pr->results.v);
-            free(pr);
-        }
-        rill_producer_conf_destroy(c);
-        return err;
-    }
-    rd_kafka_conf_set_dr_msg_cb(c->kconf, dr_msg_cb);
-    rd_kafka_conf_set_opaque(c->kconf, pr);
-    char dbg[8] = "";
-    size_t dsz = sizeof(dbg);
-    if (rd_kafka_conf_get(c->kconf, "debug", dbg, &dsz) != RD_KAFKA_CONF_OK || dsz <= 1)
-        rd_kafka_conf_set_log_cb(c->kconf, producer_log_cb);
-    char kerr[512];
-    pr->rk = rd_kafka_new(RD_KAFKA_PRODUCER, c->kconf, kerr, sizeof(kerr));
-    if (!pr->rk) {
-        free(pr->pending.v);
-        free(pr->results.v);
-        free(pr);
-        rill_producer_conf_destroy(c);
-        return rill__fail(RILL_EKAFKA, errstr, errstr_size, "%s", kerr);
-    }
-    c->kconf = NULL; /* rd_kafka_new took it */
-    pr->conf = c;
-    pr->mainq = rd_kafka_queue_get_main(pr->rk);
-
-    rill_stage_t *spec = calloc(1, sizeof(*spec));
-    if (!spec) {
-        producer_destroy(pr);
-        return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
-    }
-    spec->kind = &producer_kind;
-    spec->impl = pr;
-    rill_stage_opts_t o = {0};
-    if (opts)
-        o = *opts;
-    /* The window (what it asks upstream) must cover max.inflight. */
-    uint32_t need = c->max_inflight + 2;
-    if (o.mailbox_capacity < need)
-        o.mailbox_capacity = need;
-    err = rill_stage_spawn(sys, spec, &o, aid);
-    if (err)
-        return rill__fail(err, errstr, errstr_size, "cannot spawn the producer actor: %s",
-                          rill_err2str(err));
-    return RILL_OK;
+    return rill_stage_spawn(sys, rill_kafka_sink(c), opts, aid, errstr, errstr_size);
 }
 
 rill_err_t rill_producer_stats(rill_system_t *sys, rill_aid_t producer, rill_producer_stats_t *out)
 {
     if (!sys || rill_aid_is_none(producer) || !out)
         return RILL_EINVAL;
+    rill_err_t err = rill__stage_kind_check(sys, producer, &producer_kind);
+    if (err == RILL_EINVAL)
+        return err;
     rill_msg_t q = {.type = P_STATS}, r;
-    rill_err_t err = rill_ask_sync(sys, producer, &q, 10000, &r);
+    err = rill_ask_sync(sys, producer, &q, 10000, &r);
     /* A stopped producer: its final counters, once its stop has finished. */
     if (err == RILL_ESTOPPED && final_stats_find(sys, producer, out))
         return RILL_OK;
@@ -761,11 +767,14 @@ rill_err_t rill__producer_conf_get(rill_system_t *sys, rill_aid_t producer, cons
 {
     if (!sys || rill_aid_is_none(producer) || !key || !value || !size)
         return RILL_EINVAL;
+    rill_err_t err = rill__stage_kind_check(sys, producer, &producer_kind);
+    if (err)
+        return err;
     char *k = strdup(key);
     if (!k)
         return RILL_ENOMEM;
     rill_msg_t q = {.type = P_CONF_GET, .payload = k, .dtor = free}, r;
-    rill_err_t err = rill_ask_sync(sys, producer, &q, 10000, &r);
+    err = rill_ask_sync(sys, producer, &q, 10000, &r);
     if (err)
         return err;
     if (r.type != P_CONF_GET)

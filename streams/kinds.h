@@ -22,13 +22,16 @@ extern const rill__kind_t rill__range_kind;  /* range.c: rill_source_range */
 extern const rill__kind_t rill__pull_kind;   /* pull.c: rill_source_fn */
 extern const rill__kind_t rill__failed_kind; /* failed.c: rill_source_failed */
 /* Processors */
-extern const rill__kind_t rill__map_kind;       /* map.c: rill_stage_map */
-extern const rill__kind_t rill__filter_kind;    /* filter.c: rill_stage_filter */
-extern const rill__kind_t rill__map_async_kind; /* map_async.c: rill_stage_map_async */
-extern const rill__kind_t rill__batch_kind;     /* batch.c: rill_stage_batch */
-extern const rill__kind_t rill__buffer_kind;    /* buffer.c: rill_stage_buffer */
-extern const rill__kind_t rill__conflate_kind;  /* conflate.c: rill_stage_conflate */
-extern const rill__kind_t rill__throttle_kind;  /* throttle.c: rill_stage_throttle */
+extern const rill__kind_t rill__map_kind;          /* map.c: rill_stage_map */
+extern const rill__kind_t rill__filter_kind;       /* filter.c: rill_stage_filter */
+extern const rill__kind_t rill__flat_map_kind;     /* flat_map.c: rill_stage_flat_map */
+extern const rill__kind_t rill__stateful_map_kind; /* flat_map.c: rill_stage_stateful_map */
+extern const rill__kind_t rill__map_async_kind;    /* map_async.c: rill_stage_map_async */
+extern const rill__kind_t rill__batch_kind;        /* batch.c: rill_stage_batch */
+extern const rill__kind_t rill__buffer_kind;       /* buffer.c: rill_stage_buffer */
+extern const rill__kind_t rill__conflate_kind;     /* conflate.c: rill_stage_conflate */
+extern const rill__kind_t rill__conflate_key_kind; /* conflate_key.c: rill_stage_conflate_by_key */
+extern const rill__kind_t rill__throttle_kind;     /* throttle.c: rill_stage_throttle */
 /* Fan-out and fan-in */
 extern const rill__kind_t rill__broadcast_kind; /* broadcast.c: rill_stage_broadcast */
 extern const rill__kind_t rill__merge_kind;     /* merge.c: rill_stage_merge */

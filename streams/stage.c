@@ -1,7 +1,8 @@
 /*
  * The stage engine: one actor behaviour that speaks the Reactive-Streams
  * protocol on both sides and calls a stage kind's hooks (see
- * stream_int.h). Also the public signal functions and element helpers.
+ * stream_int.h); spawning stages. Elements and signals are in signals.c,
+ * specs in spec.c.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,132 +10,14 @@
 #include <string.h>
 
 #include "../actors/seam.h"
-#include "stream_int.h"
+#include "pipeline_int.h"
 
 #define DEFAULT_STAGE_MAILBOX 64u
 #define RETRY_MS              1
-
-/* ------------------------------------------------------------------ */
-/* Elements                                                            */
-/* ------------------------------------------------------------------ */
-
-int rill_elem_valid(const rill_elem_t *e)
-{
-    return e && e->payload;
-}
-
-void rill_elem_release(rill_elem_t *e)
-{
-    if (!e)
-        return;
-    if (e->dtor)
-        e->dtor(e->payload);
-    memset(e, 0, sizeof(*e));
-}
-
-rill_elem_t rill_elem_of(const rill_msg_t *next)
-{
-    rill_elem_t e = {0};
-    if (next) {
-        e.payload = next->payload;
-        e.dtor = next->dtor;
-        e.arg = next->arg;
-    }
-    return e;
-}
-
-/* Take the element out of a NEXT message: the runtime will not free it. */
-static inline rill_elem_t elem_take(rill_msg_t *m)
-{
-    rill_elem_t e;
-    e.payload = m->payload;
-    e.dtor = m->dtor;
-    e.arg = m->arg;
-    m->dtor = NULL;
-    return e;
-}
-
-/* ------------------------------------------------------------------ */
-/* Signals                                                             */
-/* ------------------------------------------------------------------ */
-
-static rill_err_t signal_to(rill_system_t *sys, rill_aid_t to, uint32_t type, rill_aid_t from,
-                            uint64_t token, uint64_t arg)
-{
-    if (!sys || rill_aid_is_none(to) || rill_aid_is_none(from))
-        return RILL_EINVAL;
-    rill_msg_t m = {.type = type, .from = from, .corr = token, .arg = arg};
-    return rill_signal(sys, to, &m);
-}
-
-rill_err_t rill_stream_subscribe(rill_system_t *sys, rill_pub_t to, rill_sub_t from, uint64_t token)
-{
-    return signal_to(sys, to.aid, RILL_STREAM_SUBSCRIBE, from.aid, token, 0);
-}
-
-rill_err_t rill_stream_request(rill_system_t *sys, rill_pub_t to, rill_sub_t from, uint64_t token,
-                               int64_t n)
-{
-    return signal_to(sys, to.aid, RILL_STREAM_REQUEST, from.aid, token, (uint64_t)n);
-}
-
-rill_err_t rill_stream_cancel(rill_system_t *sys, rill_pub_t to, rill_sub_t from, uint64_t token)
-{
-    return signal_to(sys, to.aid, RILL_STREAM_CANCEL, from.aid, token, 0);
-}
-
-rill_err_t rill_stream_on_subscribe(rill_system_t *sys, rill_sub_t to, rill_pub_t from,
-                                    uint64_t token)
-{
-    return signal_to(sys, to.aid, RILL_STREAM_ON_SUBSCRIBE, from.aid, token, 0);
-}
-
-rill_err_t rill_stream_next(rill_system_t *sys, rill_sub_t to, rill_pub_t from, uint64_t token,
-                            const rill_elem_t *e)
-{
-    if (!sys || rill_aid_is_none(to.aid) || rill_aid_is_none(from.aid) || !rill_elem_valid(e))
-        return RILL_EINVAL;
-    rill_msg_t m = {.type = RILL_STREAM_NEXT,
-                    .from = from.aid,
-                    .corr = token,
-                    .payload = e->payload,
-                    .dtor = e->dtor,
-                    .arg = e->arg};
-    return rill_tell(sys, to.aid, &m);
-}
-
-rill_err_t rill_stream_complete(rill_system_t *sys, rill_sub_t to, rill_pub_t from, uint64_t token)
-{
-    if (!sys || rill_aid_is_none(to.aid) || rill_aid_is_none(from.aid))
-        return RILL_EINVAL;
-    rill_msg_t m = {.type = RILL_STREAM_COMPLETE, .from = from.aid, .corr = token};
-    return rill_tell(sys, to.aid, &m);
-}
-
-rill_err_t rill_stream_error(rill_system_t *sys, rill_sub_t to, rill_pub_t from, uint64_t token,
-                             rill_err_t code, const char *text)
-{
-    if (!sys || rill_aid_is_none(to.aid) || rill_aid_is_none(from.aid))
-        return RILL_EINVAL;
-    char *copy = text ? strdup(text) : NULL;
-    rill_msg_t m = {.type = RILL_STREAM_ERROR,
-                    .from = from.aid,
-                    .corr = token,
-                    .arg = (uint64_t)code,
-                    .payload = copy,
-                    .dtor = copy ? free : NULL};
-    rill_err_t err = rill_tell(sys, to.aid, &m);
-    if (err)
-        free(copy);
-    return err;
-}
-
-const char *rill_stream_error_text(const rill_msg_t *error)
-{
-    if (!error || error->type != RILL_STREAM_ERROR || !error->payload)
-        return "";
-    return error->payload;
-}
+/* How long a pending subscription waits for its answer after its
+ * publisher ended: a composite's inner publisher may still answer for it
+ * (partition_by_key forwards to its merge, which outlives the router). */
+#define PUB_GONE_GRACE_MS     1000
 
 /* ------------------------------------------------------------------ */
 /* Engine services                                                     */
@@ -279,7 +162,8 @@ void rill__stage_emit(rill__stage_t *st, int out, rill_elem_t *e)
                     .corr = o->token,
                     .payload = e->payload,
                     .dtor = e->dtor,
-                    .arg = e->arg};
+                    .arg = e->arg,
+                    .origin = e->origin};
     rill_err_t err = rill_tell(st->sys, o->sub, &m);
     if (err == RILL_OK) {
         if (o->demand != INT64_MAX)
@@ -320,6 +204,54 @@ static int is_terminal(const rill__stage_t *st)
     return st->spec.kind->max_out == 0 || (st->spec.kind->optional_out && st->n_out == 0);
 }
 
+/* ---- telling the pipeline run ---- */
+
+static void hook_failed(rill__stage_t *st, rill_err_t code, const char *text)
+{
+    if (rill_aid_is_none(st->hook.run))
+        return;
+    char *copy = strdup(text ? text : "");
+    rill_msg_t m = {.type = RILL__RUN_FAILED, .arg = (uint64_t)code, .payload = copy, .dtor = free};
+    if (rill_signal(st->sys, st->hook.run, &m) != RILL_OK)
+        free(copy);
+}
+
+static void hook_sink_done(rill__stage_t *st, rill_err_t code, const char *text)
+{
+    if (rill_aid_is_none(st->hook.run))
+        return;
+    rill__sink_result_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return;
+    r->code = code;
+    r->delivered = st->delivered;
+    snprintf(r->stage, sizeof(r->stage), "%s", st->name);
+    snprintf(r->text, sizeof(r->text), "%s", text ? text : "");
+    rill_msg_t m = {.type = RILL__RUN_SINK_DONE, .payload = r, .dtor = free};
+    if (rill_signal(st->sys, st->hook.run, &m) != RILL_OK)
+        free(r);
+}
+
+/* The stage's outputs are done: stop, unless its kind keeps it running
+ * (a Kafka source waiting for the confirms of what it emitted). */
+static void stop_or_linger(rill__stage_t *st)
+{
+    if (st->spec.kind->linger && !st->lingering && st->spec.kind->linger(st, st->final)) {
+        st->lingering = 1;
+        return;
+    }
+    rill__stage_end(st);
+}
+
+void rill__stage_end(rill__stage_t *st)
+{
+    st->lingering = 0;
+    if (st->failed)
+        rill_fail(st->ctx, st->fail_code, "%s", st->fail_text);
+    else
+        rill_stop_self(st->ctx);
+}
+
 /* Try to finish: every output gets its terminal signal once its stash is
  * out. Returns 1 when done (the actor then stops). */
 static int try_finish(rill__stage_t *st)
@@ -346,11 +278,7 @@ static int try_finish(rill__stage_t *st)
     }
     for (uint32_t i = 0; i < st->n_in; i++)
         rill__stage_cancel_in(st, (int)i);
-    if (st->failed) {
-        rill_fail(st->ctx, st->fail_code, "%s", st->fail_text);
-    } else {
-        rill_stop_self(st->ctx);
-    }
+    stop_or_linger(st);
     return 1;
 }
 
@@ -359,9 +287,8 @@ void rill__stage_complete(rill__stage_t *st)
     if (st->finished)
         return;
     st->finished = 1;
-    if (is_terminal(st) && st->hook.sink_done)
-        st->hook.sink_done(st->hook.p, st->stop_requested ? RILL_ESTOPPED : RILL_OK, st->name, "",
-                           st->delivered);
+    if (is_terminal(st))
+        hook_sink_done(st, st->stop_requested ? RILL_ESTOPPED : RILL_OK, "");
     try_finish(st);
 }
 
@@ -377,8 +304,8 @@ void rill__stage_fail(rill__stage_t *st, rill_err_t code, const char *fmt, ...)
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
     snprintf(st->fail_text, sizeof(st->fail_text), "%.47s: %.108s", st->name, text);
-    if (!st->stop_requested && st->hook.failed)
-        st->hook.failed(st->hook.p, code ? code : RILL_ESTATE, st->fail_text);
+    if (!st->stop_requested)
+        hook_failed(st, code ? code : RILL_ESTATE, st->fail_text);
     fail_with_text(st, code);
 }
 
@@ -396,8 +323,8 @@ static void fail_with_text(rill__stage_t *st, rill_err_t code)
     st->fail_code = code ? code : RILL_ESTATE;
     int was_finished = st->finished;
     st->finished = 1;
-    if (!was_finished && is_terminal(st) && st->hook.sink_done)
-        st->hook.sink_done(st->hook.p, st->fail_code, st->name, st->fail_text, st->delivered);
+    if (!was_finished && is_terminal(st))
+        hook_sink_done(st, st->fail_code, st->fail_text);
     /* A stop request is not a failure of this stage: end normally after
      * telling downstream. */
     if (st->stop_requested) {
@@ -443,7 +370,7 @@ static void out_gone(rill__stage_t *st, int out)
     st->finished = 1;
     for (uint32_t i = 0; i < st->n_in; i++)
         rill__stage_cancel_in(st, (int)i);
-    rill_stop_self(st->ctx);
+    stop_or_linger(st);
 }
 
 /* ------------------------------------------------------------------ */
@@ -538,6 +465,75 @@ static void on_connect(rill__stage_t *st, rill_aid_t up)
         l->state = LINK_DONE;
         if (st->spec.kind->on_input_end)
             st->spec.kind->on_input_end(st, (int)(st->n_in - 1), RILL_ESTOPPED, "upstream is gone");
+        return;
+    }
+    /* A publisher that is ending (failing, completing) as the SUBSCRIBE
+     * arrives stops without answering it: watch it until it answers, so
+     * that the link does not wait forever. */
+    rill_monitor(st->ctx, up, &l->mon);
+}
+
+/* The link's publisher ended without answering: the input ends. */
+static void in_gone(rill__stage_t *st, int i)
+{
+    rill__in_t *l = &st->in[i];
+    l->state = LINK_DONE;
+    l->outstanding = 0;
+    if (st->finished)
+        return;
+    const char *text = "upstream ended without answering the subscription";
+    if (st->spec.kind->on_input_end)
+        st->spec.kind->on_input_end(st, i, RILL_ESTOPPED, text);
+    else
+        rill__stage_fail_from_upstream(st, RILL_ESTOPPED, text);
+}
+
+/* The gone check is a RETRY timer told apart by its arg. */
+#define RETRY_GONE_CHECK 1
+
+static void arm_gone_check(rill__stage_t *st, int64_t after_ms)
+{
+    if (st->gone_check_armed)
+        return;
+    rill_msg_t m = {.type = RILL__STREAM_RETRY, .arg = RETRY_GONE_CHECK};
+    if (rill_timer_start(st->ctx, after_ms > 0 ? (uint64_t)after_ms : 1, 0, &m, NULL) == RILL_OK)
+        st->gone_check_armed = 1;
+}
+
+/* Pending links whose publisher ended and whose grace has passed. */
+static void check_gone_publishers(rill__stage_t *st)
+{
+    int64_t now = rill__now_ms(), wait = 0;
+    for (uint32_t i = 0; i < st->n_in; i++) {
+        rill__in_t *l = &st->in[i];
+        if (!l->pub_down_ms || l->state != LINK_PENDING || l->cancelled)
+            continue;
+        int64_t left = l->pub_down_ms + PUB_GONE_GRACE_MS - now;
+        if (left > 0) {
+            if (!wait || left < wait)
+                wait = left;
+            continue;
+        }
+        in_gone(st, (int)i);
+    }
+    if (wait)
+        arm_gone_check(st, wait);
+}
+
+static void on_down(rill__stage_t *st, const rill_msg_t *m)
+{
+    const rill_down_t *d = m->payload;
+    if (!d)
+        return;
+    for (uint32_t i = 0; i < st->n_in; i++) {
+        rill__in_t *l = &st->in[i];
+        if (l->mon.id != d->monitor.id || !l->mon.id)
+            continue;
+        l->mon.id = 0;
+        if (l->state == LINK_PENDING && !l->cancelled && !l->pub_down_ms) {
+            l->pub_down_ms = rill__now_ms();
+            arm_gone_check(st, PUB_GONE_GRACE_MS);
+        }
     }
 }
 
@@ -547,6 +543,10 @@ static void on_on_subscribe(rill__stage_t *st, rill_msg_t *m)
     if (i >= 0 && st->in[i].state == LINK_PENDING && !st->in[i].cancelled) {
         st->in[i].state = LINK_ACTIVE;
         st->in[i].pub = m->from; /* may differ: composites forward */
+        if (st->in[i].mon.id) {
+            rill_demonitor(st->ctx, st->in[i].mon); /* answered: no need */
+            st->in[i].mon.id = 0;
+        }
         pump(st);
         return;
     }
@@ -559,7 +559,7 @@ static void on_on_subscribe(rill__stage_t *st, rill_msg_t *m)
 static void on_next(rill__stage_t *st, rill_msg_t *m)
 {
     int i = in_by_token(st, m->corr);
-    rill_elem_t e = elem_take(m);
+    rill_elem_t e = rill__elem_take(m);
     if (i < 0 || !rill_aid_eq(st->in[i].pub, m->from)) {
         rill_elem_release(&e); /* not from a subscription of ours */
         return;
@@ -653,9 +653,15 @@ static rill_err_t stage_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
         break;
     case RILL__STREAM_STOP_NOW:
         st->stop_requested = 1;
+        st->final = 1;
+        if (st->lingering) {
+            rill__stage_end(st); /* a source waiting for confirms: no longer */
+            break;
+        }
         rill__stage_fail(st, RILL_ESTOPPED, "pipeline stopped");
         break;
     case RILL__STREAM_DRAIN:
+        st->final = 1; /* a drain or a stop ends the pipeline for good */
         if (st->finished)
             break;
         if (st->spec.kind->on_drain)
@@ -663,8 +669,23 @@ static rill_err_t stage_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
         else
             rill__stage_complete(st);
         break;
+    case RILL__STREAM_FINISH:
+        if (st->lingering && st->spec.kind->on_finish)
+            st->spec.kind->on_finish(st);
+        else if (st->lingering)
+            rill__stage_end(st);
+        break;
     case RILL__STREAM_RETRY:
-        on_retry(st);
+        if (m->arg == RETRY_GONE_CHECK) {
+            st->gone_check_armed = 0;
+            check_gone_publishers(st);
+            pump(st);
+        } else {
+            on_retry(st);
+        }
+        break;
+    case RILL_MSG_DOWN:
+        on_down(st, m);
         break;
     case RILL__STREAM_PUMP:
         pump(st);
@@ -695,64 +716,58 @@ static void stage_terminate(rill_ctx_t *ctx, void *state, const rill_exit_t *rea
     (void)reason;
     rill__stage_t *st = state;
     st->ctx = ctx;
-    if (!st->finished && is_terminal(st) && st->hook.sink_done)
-        st->hook.sink_done(st->hook.p, RILL_ESTOPPED, st->name, "the stage was stopped",
-                           st->delivered);
+    if (!st->finished && is_terminal(st))
+        hook_sink_done(st, RILL_ESTOPPED, "the stage was stopped");
     for (uint32_t i = 0; i < st->n_out; i++)
         if (st->out[i].has_stash)
             rill_elem_release(&st->out[i].stash);
     if (st->spec.kind->destroy)
         st->spec.kind->destroy(st->spec.impl);
-    if (st->hook.ended)
-        st->hook.ended(st->hook.p, st);
+    if (st->hook.p)
+        rill__pipeline_actor_out(st->hook.p);
     free(st);
 }
 
-void rill_stage_free(rill_stage_t *stage)
-{
-    if (!stage)
-        return;
-    if (stage->kind && stage->kind->destroy)
-        stage->kind->destroy(stage->impl);
-    free(stage);
-}
-
-rill_stage_t *rill__stage_spec_new(const rill__kind_t *kind, void *impl)
-{
-    if (!impl)
-        return NULL;
-    rill_stage_t *s = calloc(1, sizeof(*s));
-    if (!s) {
-        if (kind->destroy)
-            kind->destroy(impl);
-        return NULL;
-    }
-    s->kind = kind;
-    s->impl = impl;
-    return s;
-}
+/* ------------------------------------------------------------------ */
+/* Spawning                                                            */
+/* ------------------------------------------------------------------ */
 
 rill_err_t rill__stage_spawn_hooked(rill_system_t *sys, rill_stage_t *spec,
                                     const rill_stage_opts_t *opts,
-                                    const rill__pipeline_hook_t *hook, rill_aid_t *aid)
+                                    const rill__pipeline_hook_t *hook, rill_aid_t *aid,
+                                    char *errstr, size_t errstr_size)
 {
+    if (aid)
+        *aid = RILL_AID_NONE;
     if (!spec)
-        return RILL_EINVAL;
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "the stage spec is NULL");
+    if (spec->err) {
+        rill_err_t err = rill_stage_error(spec, errstr, errstr_size);
+        rill_stage_free(spec);
+        return err;
+    }
     if (!sys || !aid) {
         rill_stage_free(spec);
-        return RILL_EINVAL;
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "system and aid must be set");
+    }
+    const rill__kind_t *k = spec->kind;
+    rill_err_t perr = rill__stage_prepare(spec, sys, errstr, errstr_size);
+    if (perr) {
+        rill_stage_free(spec);
+        return perr;
     }
     rill__stage_t *st = calloc(1, sizeof(*st));
     if (!st) {
         rill_stage_free(spec);
-        return RILL_ENOMEM;
+        return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
     }
     st->spec = *spec;
     free(spec);
     st->sys = sys;
-    const rill__kind_t *k = st->spec.kind;
     snprintf(st->name, sizeof(st->name), "%s", opts && opts->name ? opts->name : k->name);
     uint32_t cap = opts && opts->mailbox_capacity ? opts->mailbox_capacity : DEFAULT_STAGE_MAILBOX;
+    if (k->mailbox_min && cap < k->mailbox_min(st->spec.impl))
+        cap = k->mailbox_min(st->spec.impl);
     uint32_t reserve = k->max_in > 1 ? k->max_in : 1;
     if (k->max_in > 0 && cap <= reserve)
         cap = reserve + 1;
@@ -765,10 +780,11 @@ rill_err_t rill__stage_spawn_hooked(rill_system_t *sys, rill_stage_t *spec,
     st->n_out_expected = k->max_out > 0 && k->max_out < RILL__MAX_LINKS ? k->max_out : 1;
     if (k->max_out == 0 || k->optional_out)
         st->n_out_expected = 0;
+    st->redeliver_drops = opts ? opts->redeliver_drops : 0;
     if (hook)
         st->hook = *hook;
-    if (st->hook.spawned)
-        st->hook.spawned(st->hook.p);
+    if (st->hook.p)
+        rill__pipeline_actor_in(st->hook.p);
     rill_spawn_opts_t o = {.behavior = stage_behavior,
                            .init = stage_init,
                            .terminate = stage_terminate,
@@ -777,27 +793,21 @@ rill_err_t rill__stage_spawn_hooked(rill_system_t *sys, rill_stage_t *spec,
                            .executor = opts ? opts->executor : RILL_EXECUTOR_ANY,
                            .link_to = opts ? opts->link_to : RILL_AID_NONE,
                            .mailbox_capacity = real};
-    rill_err_t err = rill_spawn(sys, &o, aid);
+    rill_err_t err = rill__spawn_tagged(sys, &o, k, aid);
     if (err) {
         if (st->spec.kind->destroy)
             st->spec.kind->destroy(st->spec.impl);
-        if (st->hook.ended)
-            st->hook.ended(st->hook.p, NULL);
+        if (st->hook.p)
+            rill__pipeline_actor_out(st->hook.p);
         free(st);
+        return rill__fail(err, errstr, errstr_size, "cannot spawn the %s stage: %s", k->name,
+                          rill_err2str(err));
     }
-    return err;
+    return RILL_OK;
 }
 
 rill_err_t rill_stage_spawn(rill_system_t *sys, rill_stage_t *stage, const rill_stage_opts_t *opts,
-                            rill_aid_t *aid)
+                            rill_aid_t *aid, char *errstr, size_t errstr_size)
 {
-    return rill__stage_spawn_hooked(sys, stage, opts, NULL, aid);
-}
-
-rill_err_t rill_stage_connect(rill_system_t *sys, rill_aid_t upstream, rill_aid_t downstream)
-{
-    if (!sys || rill_aid_is_none(upstream) || rill_aid_is_none(downstream))
-        return RILL_EINVAL;
-    rill_msg_t m = {.type = RILL__STREAM_CONNECT, .arg = upstream.id};
-    return rill_signal(sys, downstream, &m);
+    return rill__stage_spawn_hooked(sys, stage, opts, NULL, aid, errstr, errstr_size);
 }

@@ -30,6 +30,8 @@ typedef struct rill__in {
     rill__link_state_t state;
     int cancelled;       /* we cancelled it: NEXT still accepted and released */
     int64_t outstanding; /* requested and not yet received */
+    rill_monitor_t mon;  /* on pub while PENDING (none once answered) */
+    int64_t pub_down_ms; /* pub ended while PENDING: when (0: it did not) */
 } rill__in_t;
 
 typedef struct rill__out {
@@ -68,22 +70,58 @@ typedef struct rill__kind {
     int (*own_subscriber)(rill__stage_t *st, rill_aid_t sub);
     /* Release everything the kind still holds. */
     void (*destroy)(void *impl);
+
+    /* ---- blueprints: a spec run again and again ---- */
+    /* A fresh impl holding the parameters of `impl`, none of a run's state
+     * (a pipeline restarted by its supervisor runs a copy of each spec).
+     * NULL: impl is impl_size bytes of plain parameters, copied as they
+     * are. Returns NULL without memory. */
+    void *(*clone)(const void *impl);
+    size_t impl_size;
+    /* On the spawning thread, before the actor exists: make what can fail
+     * for a reason worth a sentence (a Kafka client from its
+     * configuration). NULL = nothing to prepare. */
+    rill_err_t (*prepare)(void *impl, rill_system_t *sys, char *errstr, size_t errstr_size);
+    /* The blueprint is done for good (its pipeline ended or is freed):
+     * let go of what runs kept between them (a parked Kafka client). */
+    void (*retire)(void *impl);
+    /* The most a stop of this source may take (drain, final commit, close),
+     * in ms; NULL = 5000. A pipeline's stop hard-stops what is left after
+     * that. */
+    uint32_t (*stop_budget_ms)(const void *impl);
+    /* The smallest mailbox the stage needs (a Kafka source: room for the
+     * settle notices of what it has out); NULL = the opts' own. */
+    uint32_t (*mailbox_min)(const void *impl);
+
+    /* ---- sources that must outlive their stream ---- */
+    /* The source's output is done (it completed, or was cancelled) but it
+     * keeps running, as a Kafka source does until the confirms of what it
+     * emitted are in: non-zero keeps the actor alive, and the kind ends it
+     * with rill__stage_end(). NULL = stop with the output. */
+    int (*linger)(rill__stage_t *st, int final);
+    /* RILL__STREAM_FINISH: nothing downstream can confirm anything any
+     * more (every stage after this one ended): end now. */
+    void (*on_finish)(rill__stage_t *st);
 } rill__kind_t;
 
 struct rill_stage {
     const rill__kind_t *kind;
     void *impl;
+    /* A spec made from bad arguments (impl NULL): the error and its
+     * sentence, reported when the spec is used. */
+    rill_err_t err;
+    char err_text[120];
+    int prepared; /* kind->prepare has run (a pipeline prepares before it spawns) */
 };
 
-/* How a stage tells its pipeline what happened. */
+/* How a stage tells its pipeline run what happened. Copied by value into
+ * every stage of the run (composites pass it to their inner actors), so it
+ * stays valid whatever ends first. */
 struct rill__pipeline_hook {
-    void (*spawned)(void *p);                  /* a stage actor is about to start */
-    void (*ended)(void *p, rill__stage_t *st); /* it terminated (st NULL: never started) */
-    void (*sink_done)(void *p, rill_err_t code, const char *stage, const char *text,
-                      uint64_t delivered);
-    /* a stage failed by itself (not from upstream): the root cause */
-    void (*failed)(void *p, rill_err_t code, const char *text);
-    void *p;
+    void *p;        /* the rill_pipeline_t: counts actors in and out */
+    rill_aid_t run; /* the run's actor: told of failures and of the sink's end */
+    rill_system_t *sys;
+    int once; /* the run is not supervised: there is no next run */
 };
 
 typedef struct rill__lost_err {
@@ -114,7 +152,11 @@ struct rill__stage {
     char fail_text[160];
     uint64_t received, delivered; /* elements in, elements out (sinks: consumed) */
     int retry_armed;
-    int stop_requested; /* pipeline stop: end as STOPPED */
+    int gone_check_armed; /* a timer checks pending links whose publisher ended */
+    int stop_requested;   /* pipeline stop: end as STOPPED */
+    int redeliver_drops;  /* stage opts: drops are released, not confirmed */
+    int lingering;        /* outputs done, the kind keeps the actor (linger) */
+    int final;            /* the pipeline ends for good (stop, drain): no restart */
 
     /* ERRORs for subscriptions we no longer hold (3.9, refused
      * subscriptions) whose subscriber's mailbox was full: retried. */
@@ -139,6 +181,19 @@ static inline int rill__elem_ok(const rill_elem_t *e)
 {
     return e->payload != NULL;
 }
+/* Take the element out of a NEXT message: the runtime will not free it. */
+static inline rill_elem_t rill__elem_take(rill_msg_t *m)
+{
+    rill_elem_t e;
+    e.payload = m->payload;
+    e.dtor = m->dtor;
+    e.arg = m->arg;
+    e.origin = m->origin;
+    m->dtor = NULL;
+    m->origin = NULL;
+    return e;
+}
+
 /* Cancel input `in` (no-op if done). */
 void rill__stage_cancel_in(rill__stage_t *st, int in);
 /* Output i can take an element now (active, demand, nothing stashed). */
@@ -161,15 +216,77 @@ void rill__stage_fail_from_upstream(rill__stage_t *st, rill_err_t code, const ch
 void rill__stage_repump(rill__stage_t *st);
 /* All inputs have ended (completed or failed or cancelled). */
 int rill__stage_inputs_done(const rill__stage_t *st);
+/* A lingering stage (kind->linger) ends now: normally, or with its
+ * failure if it failed. */
+void rill__stage_end(rill__stage_t *st);
 
-/* A spec of `kind` holding impl; NULL if impl is NULL, or out of memory
- * (then impl is destroyed). Kinds' constructors return it. */
+/* The stage drops e on purpose (filter, overflow, conflate): confirmed,
+ * or released unconfirmed with rill_stage_opts_t.redeliver_drops. */
+static inline void rill__stage_drop(rill__stage_t *st, rill_elem_t *e)
+{
+    if (st->redeliver_drops)
+        rill_elem_release(e);
+    else
+        rill_elem_confirm(e);
+}
+
+/* e takes on `origin` too (one reference, taken): an output made from an
+ * input stands for it. If e already has an origin of its own, it stands
+ * for both; without memory for that, origin is released unconfirmed (its
+ * record comes again: never lost). */
+static inline void rill__origin_absorb(rill_origin_t **acc, rill_origin_t *origin)
+{
+    if (!origin)
+        return;
+    if (!*acc) {
+        *acc = origin;
+        return;
+    }
+    rill_origin_t *both = rill__origin_join(*acc, origin);
+    if (both)
+        *acc = both;
+    else
+        rill_origin_release(origin);
+}
+
+static inline void rill__elem_adopt(rill_elem_t *e, rill_origin_t *origin)
+{
+    rill__origin_absorb(&e->origin, origin);
+}
+
+/* A spec of `kind` holding impl (taken). impl NULL means out of memory: a
+ * spec carrying RILL_ENOMEM. Kinds' constructors return it. */
 rill_stage_t *rill__stage_spec_new(const rill__kind_t *kind, void *impl);
+/* A spec carrying an error: "<kind>: <formatted text>". Never NULL. */
+rill_stage_t *rill__stage_spec_bad(const rill__kind_t *kind, rill_err_t err, const char *fmt, ...)
+    RILL_PRINTF(3, 4);
+/* A copy of a (good) spec for one more run: NULL without memory. */
+rill_stage_t *rill__stage_spec_clone(const rill_stage_t *spec);
+/* Run kind->prepare once (rill__stage_spawn_hooked does it if it was not
+ * done). The spec stays the caller's either way. */
+rill_err_t rill__stage_prepare(rill_stage_t *spec, rill_system_t *sys, char *errstr,
+                               size_t errstr_size);
+/* The spec's blueprint is done for good (kind->retire). */
+void rill__stage_spec_retire(rill_stage_t *spec);
+/* Is actor aid a stage of `kind`? RILL_OK if it is, RILL_EINVAL if it is
+ * another actor, RILL_ESTOPPED if it is gone. @locality any thread. */
+rill_err_t rill__stage_kind_check(rill_system_t *sys, rill_aid_t aid, const rill__kind_t *kind);
+
+/* ---- pipeline runs (pipeline.c) ---- */
+
+/* What a pipeline's sink reports to its run at its end. */
+typedef struct rill__sink_result {
+    rill_err_t code;
+    char stage[48];
+    char text[160];
+    uint64_t delivered;
+} rill__sink_result_t;
 
 /* ---- spawning (stage.c), used by the pipeline and composites ---- */
 rill_err_t rill__stage_spawn_hooked(rill_system_t *sys, rill_stage_t *spec,
                                     const rill_stage_opts_t *opts,
-                                    const rill__pipeline_hook_t *hook, rill_aid_t *aid);
+                                    const rill__pipeline_hook_t *hook, rill_aid_t *aid,
+                                    char *errstr, size_t errstr_size);
 
 /* Element queue used by kinds (stages/equeue.c). */
 typedef struct rill__equeue {
@@ -179,6 +296,9 @@ typedef struct rill__equeue {
 
 int rill__equeue_init(rill__equeue_t *q, size_t cap);
 void rill__equeue_free(rill__equeue_t *q); /* releases what is left */
+/* Double the storage (and the capacity), keeping the order: for queues
+ * that must take what one call makes. 0, or -1 without memory. */
+int rill__equeue_grow(rill__equeue_t *q);
 /* Push, pop and peek are inline: kinds call them per element. */
 static inline int rill__equeue_push(rill__equeue_t *q, const rill_elem_t *e)
 {

@@ -382,14 +382,10 @@ static void begin_shutdown(rill__sup_t *s, rill_ctx_t *ctx, int escalate, const 
 
 static int add_child(rill__sup_t *s, const rill_child_spec_t *spec, void *arg, const char *id)
 {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 8;
-        rill__sup_child_t *c = realloc(s->c, cap * sizeof(*c));
-        if (!c)
-            return -1;
-        s->c = c;
-        s->cap = cap;
-    }
+    rill__sup_child_t *grown = rill__grow(s->c, &s->cap, s->n, sizeof(*grown), 8);
+    if (!grown)
+        return -1;
+    s->c = grown;
     rill__sup_child_t *c = &s->c[s->n++];
     memset(c, 0, sizeof(*c));
     c->spec = spec;

@@ -1,19 +1,25 @@
 /*
- * consume -> transform -> produce against the embedded broker: the
- * consumer actor, origin tickets, produce requests and the producer actor
- * (include/rill/kafka.h) wired as a service would wire them.
+ * consume -> transform -> produce against the embedded broker: the Kafka
+ * source, produce requests and the Kafka sink (include/rill/kafka.h) in
+ * pipelines (include/rill/stream.h), as a service would wire them.
  *
  *   clean run            100,000 records, exactly once in the output, and
  *                        no commit ever passes an undelivered output
  *   produce faults       injected Produce errors and a broker outage: no
  *                        loss, per-partition order kept
- *   fatal producer error the producer fails, a one_for_all supervisor
- *                        restarts the group, unconfirmed records come again
- *   one-to-many, filter  outputs match the expected multiset, commits reach
- *                        the end; a failed origin holds its partition's
- *                        commit below it
- *   shutdown             a stop with requests in flight (broker down)
- *                        flushes with its deadline and reports what it left
+ *   fatal producer error the sink fails, the pipeline (a supervisor's
+ *                        child) restarts, unconfirmed records come again
+ *   one-to-many          outputs match the expected multiset, commits reach
+ *                        the end; a drop held with redeliver_drops holds
+ *                        its partition's commit below it
+ *   dropping stages      filter, conflate, conflate_by_key and the buffer's
+ *                        drop strategies confirm what they drop
+ *   stop in flight       a stop drains what is in flight and commits it
+ *   supervised           a middle stage failing every Nth record: all is
+ *                        processed, all is committed
+ *   shutdown             a producer stopped with requests in flight (broker
+ *                        down) flushes with its deadline and reports what
+ *                        it left
  *   configuration        bad producer configuration and arguments refused
  *
  * Input records come from the testkit's generator, partition by partition:
@@ -27,13 +33,13 @@
  * THE LEDGER. An actor that receives every delivery result and every
  * commit the consumer makes (the commit callback forwards each one to it),
  * in one mailbox. Its mailbox is FIFO for sends ordered by happens-before,
- * and the producer sends a delivery result before it releases the origin
- * reference (which confirms the record, which may then be committed): so
- * when the ledger handles a commit, the results of every output that was
- * delivered before it are already handled. At each commit it checks that
- * every committed offset o of partition p has all inputs below o complete
- * (every expected output delivered). Nothing asserts on executor threads:
- * the ledger records, the test thread asserts.
+ * and the sink sends a delivery result before it confirms the request's
+ * origin (which may then be committed): so when the ledger handles a
+ * commit, the results of every output that was delivered before it are
+ * already handled. At each commit it checks that every committed offset o
+ * of partition p has all inputs below o complete (every expected output
+ * delivered). Nothing asserts on executor threads: the ledger records, the
+ * test thread asserts.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -291,66 +297,6 @@ static void ledger_commit_cb(void *opaque, rd_kafka_resp_err_t err,
 }
 
 /* ------------------------------------------------------------------ */
-/* The transform: record -> produce request(s)                         */
-/* ------------------------------------------------------------------ */
-
-typedef struct xform {
-    rill_system_t *sys;
-    _Atomic rill_aid_t consumer; /* for origins */
-    rill_aid_t ledger;
-    const char *out_topic;
-    int64_t fail_seq; /* this input's origin is failed (still produced); -1 none */
-    kit_gate_t *gate; /* if set: wait for it before transforming input number gate_at */
-    long gate_at;
-    atomic_long transformed; /* inputs seen, redeliveries included */
-    atomic_long errors;      /* records that could not be transformed */
-} xform_t;
-
-/* A produce request for output k of input seq, holding origin reference o. */
-static rill_produce_t *make_request(xform_t *x, const rd_kafka_message_t *m, uint64_t seq, int k,
-                                    rill_origin_t *o)
-{
-    char value[64];
-    int vl = snprintf(value, sizeof(value), "seq=%" PRIu64 " out=%d", seq, k);
-    rill_produce_t *p =
-        rill_produce_new(x->out_topic, m->partition, m->key, m->key_len, value, (size_t)vl);
-    if (!p) {
-        rill_origin_fail(o);
-        rill_origin_release(o);
-        return NULL;
-    }
-    rill_produce_set_origin(p, o);
-    rill_produce_set_reply(p, x->ledger, seq * 4 + (uint64_t)k);
-    return p;
-}
-
-/* map: one record -> one produce request carrying its origin. */
-static rill_err_t xform_one(void *opaque, rill_elem_t *in, rill_elem_t *out)
-{
-    xform_t *x = opaque;
-    const rd_kafka_message_t *m = rill_record(in);
-    long n = atomic_fetch_add(&x->transformed, 1);
-    if (x->gate && n == x->gate_at)
-        kit_gate_pass(x->gate, KK_WAIT_MS);
-    int64_t seq = m ? value_seq(m->payload, m->len, NULL) : -1;
-    rill_origin_t *o = rill_origin_new(x->sys, atomic_load(&x->consumer), in);
-    if (seq < 0 || !o) {
-        atomic_fetch_add(&x->errors, 1);
-        rill_origin_release(o);
-        rill_elem_release(in);
-        return RILL_EINVAL;
-    }
-    if (seq == x->fail_seq)
-        rill_origin_fail(o);
-    rill_produce_t *p = make_request(x, m, (uint64_t)seq, 0, o);
-    rill_elem_release(in); /* the origin and the request hold what they need */
-    if (!p)
-        return RILL_ENOMEM;
-    *out = rill_produce_elem(p);
-    return RILL_OK;
-}
-
-/* ------------------------------------------------------------------ */
 /* Clients                                                             */
 /* ------------------------------------------------------------------ */
 
@@ -358,9 +304,9 @@ static rill_err_t xform_one(void *opaque, rill_elem_t *in, rill_elem_t *out)
 static const char *const quick_kv[] = {"reconnect.backoff.ms", "50", "reconnect.backoff.max.ms",
                                        "500", NULL};
 
-/* A consumer conf for fixed partitions 0..parts-1 of topic from `start`,
- * reporting commits to l (if not NULL); NULL if something was refused (no
- * asserts: supervisors call this on their executor). */
+/* A consumer conf for fixed partitions 0..parts-1 of topic from `start`
+ * (parts < 0: a group subscription to topic), reporting commits to l (if
+ * not NULL); NULL if something was refused (no asserts). */
 static rill_consumer_conf_t *consumer_conf_try(const char *boot, const char *group,
                                                const char *topic, int parts, int64_t start,
                                                ledger_t *l)
@@ -385,7 +331,9 @@ static rill_consumer_conf_t *consumer_conf_try(const char *boot, const char *gro
     for (size_t i = 0; quick_kv[i]; i += 2)
         bad |= rill_consumer_conf_set(c, quick_kv[i], quick_kv[i + 1], NULL, 0) != RILL_OK;
     for (int p = 0; p < parts; p++)
-        bad |= rill_consumer_conf_assign(c, topic, p, start) != RILL_OK;
+        bad |= rill_consumer_conf_assign(c, topic, p, start, NULL, 0) != RILL_OK;
+    if (parts < 0)
+        bad |= rill_consumer_conf_subscribe(c, &topic, 1, NULL, 0) != RILL_OK;
     if (bad) {
         rill_consumer_conf_destroy(c);
         return NULL;
@@ -522,6 +470,126 @@ static long outputs_unexpected(const outcheck_t *oc, expect_fn *expect)
 }
 
 /* ------------------------------------------------------------------ */
+/* The transform: record -> produce request                            */
+/* ------------------------------------------------------------------ */
+
+typedef struct xform {
+    rill_aid_t ledger;
+    const char *out_topic;
+    kit_gate_t *gate; /* if set: wait for it before transforming input number gate_at */
+    long gate_at;
+    long fail_every;         /* the stage fails at every fail_every-th call (0: never) */
+    int nap_us;              /* work per record */
+    atomic_long transformed; /* calls, redeliveries included */
+    atomic_long errors;      /* records that could not be transformed */
+    atomic_long failures;    /* failures made on purpose */
+    /* The longest time from a failure to the next call: a restart. */
+    _Atomic int64_t failed_at_ms, restart_gap_max_ms;
+} xform_t;
+
+/* A produce request for output k of input seq: the input's key, its
+ * partition number in the output topic, the delivery result to the
+ * ledger. */
+static rill_produce_t *make_request(const char *topic, rill_aid_t ledger,
+                                    const rd_kafka_message_t *m, uint64_t seq, int k)
+{
+    char value[64];
+    int vl = snprintf(value, sizeof(value), "seq=%" PRIu64 " out=%d", seq, k);
+    rill_produce_t *p =
+        rill_produce_new(topic, m->partition, m->key, m->key_len, value, (size_t)vl);
+    if (p)
+        rill_produce_set_reply(p, ledger, seq * 4 + (uint64_t)k);
+    return p;
+}
+
+/* map: one record -> one produce request. No origin code: the output
+ * stands for its input by itself. */
+static rill_err_t xform_one(void *opaque, rill_elem_t *in, rill_elem_t *out)
+{
+    xform_t *x = opaque;
+    const rd_kafka_message_t *m = rill_record(in);
+    long n = atomic_fetch_add(&x->transformed, 1) + 1;
+    int64_t failed_at = atomic_exchange(&x->failed_at_ms, 0);
+    if (failed_at) {
+        int64_t gap = kit_now_ms() - failed_at;
+        if (gap > atomic_load(&x->restart_gap_max_ms))
+            atomic_store(&x->restart_gap_max_ms, gap);
+    }
+    if (x->gate && n - 1 == x->gate_at)
+        kit_gate_pass(x->gate, KK_WAIT_MS);
+    if (x->nap_us)
+        kk_nap_us(x->nap_us);
+    int64_t seq = m ? value_seq(m->payload, m->len, NULL) : -1;
+    if (seq < 0) {
+        atomic_fetch_add(&x->errors, 1);
+        rill_elem_release(in);
+        return RILL_EINVAL;
+    }
+    if (x->fail_every && n % x->fail_every == 0) {
+        atomic_fetch_add(&x->failures, 1);
+        atomic_store(&x->failed_at_ms, kit_now_ms());
+        rill_elem_release(in);
+        return RILL_EIO; /* the record is not confirmed: it comes again */
+    }
+    rill_produce_t *p = make_request(x->out_topic, x->ledger, m, (uint64_t)seq, 0);
+    rill_elem_release(in);
+    if (!p)
+        return RILL_ENOMEM;
+    *out = rill_produce_elem(p);
+    return RILL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Pipelines                                                           */
+/* ------------------------------------------------------------------ */
+
+/* source -> mid -> sink, on the executors given (-1: any). */
+static rill_pipeline_t *kpipe_new(rill_system_t *sys, const char *name, rill_consumer_conf_t *cc,
+                                  rill_stage_t *mid, rill_producer_conf_t *pc, int src_exec,
+                                  int mid_exec, int sink_exec)
+{
+    rill_pipeline_t *p = rill_pipeline_new(sys, name);
+    cr_assert_not_null(p);
+    rill_stage_opts_t so = {.executor = KIT_EXEC(src_exec)};
+    rill_stage_opts_t mo = {.executor = KIT_EXEC(mid_exec)};
+    rill_stage_opts_t ko = {.executor = KIT_EXEC(sink_exec)};
+    cr_assert_eq(rill_pipeline_add(p, rill_kafka_source(cc), &so), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, mid, &mo), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, rill_kafka_sink(pc), &ko), RILL_OK);
+    return p;
+}
+
+static void kpipe_start(rill_pipeline_t *p)
+{
+    char err[256] = "";
+    rill_err_t e = rill_pipeline_start(p, err, sizeof(err));
+    cr_assert_eq(e, RILL_OK, "rill_pipeline_start: %s: %s", rill_err_name(e), err);
+}
+
+static rill_pipeline_result_t kpipe_wait(rill_pipeline_t *p)
+{
+    rill_pipeline_result_t r;
+    rill_err_t e = rill_pipeline_wait(p, 60000, &r);
+    cr_assert_eq(e, RILL_OK, "the pipeline did not end: %s", rill_err_name(e));
+    return r;
+}
+
+static rill_pipeline_result_t kpipe_stop_wait(rill_pipeline_t *p)
+{
+    cr_assert_eq(rill_pipeline_stop(p), RILL_OK);
+    return kpipe_wait(p);
+}
+
+/* The stats of the pipeline's source (stage 0). */
+static rill_consumer_stats_t kpipe_cstats(rill_system_t *sys, rill_pipeline_t *p)
+{
+    rill_consumer_stats_t s;
+    rill_err_t e = rill_consumer_stats(sys, rill_pipeline_stage(p, 0), &s);
+    cr_assert_eq(e, RILL_OK, "source stats: %s", rill_err_name(e));
+    return s;
+}
+
+/* ------------------------------------------------------------------ */
 /* 1. A clean run: 100,000 records, exactly once                       */
 /* ------------------------------------------------------------------ */
 
@@ -538,14 +606,12 @@ Test(kafka_pipeline, clean_run_exactly_once_and_commits_follow_deliveries, .time
     int64_t t0 = kit_now_ms();
 
     ledger_t *l = ledger_new(env.sys, CL_PARTS, CL_PER, expect_one, -1);
-    xform_t x = {.sys = env.sys, .ledger = l->aid, .out_topic = "out", .fail_seq = -1};
-    rill_aid_t consumer = kk_consumer_spawn_ok(
-        env.sys, consumer_conf(env.boot, "clean", "in", CL_PARTS, RILL_OFFSET_BEGINNING, l), -1);
-    atomic_store(&x.consumer, consumer);
-    rill_aid_t map = kk_stage_spawn_ok(env.sys, rill_stage_map(xform_one, &x), -1);
-    rill_aid_t producer = kk_producer_spawn_ok(env.sys, producer_conf(env.boot, NULL), -1);
-    kk_connect_ok(env.sys, map, producer);
-    kk_connect_ok(env.sys, consumer, map);
+    xform_t x = {.ledger = l->aid, .out_topic = "out"};
+    rill_pipeline_t *p =
+        kpipe_new(env.sys, "clean",
+                  consumer_conf(env.boot, "clean", "in", CL_PARTS, RILL_OFFSET_BEGINNING, l),
+                  rill_stage_map(xform_one, &x), producer_conf(env.boot, NULL), -1, -1, -1);
+    kpipe_start(p);
 
     int ok;
     KK_WAIT_UNTIL(ok, 150000, ledger_get(l, &l->complete) == CL_TOTAL);
@@ -553,17 +619,19 @@ Test(kafka_pipeline, clean_run_exactly_once_and_commits_follow_deliveries, .time
               ledger_get(l, &l->complete), CL_TOTAL, atomic_load(&x.transformed));
     int64_t t1 = kit_now_ms();
     int64_t end[CL_PARTS];
-    for (int p = 0; p < CL_PARTS; p++)
-        end[p] = CL_PER;
+    for (int i = 0; i < CL_PARTS; i++)
+        end[i] = CL_PER;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_committed_all(l, end));
     cr_assert(ok, "the commits did not reach the end offsets");
-    rill_producer_stats_t ps = kk_producer_stats_ok(env.sys, producer);
-    rill_consumer_stats_t cs;
-    cr_assert_eq(rill_consumer_stats(env.sys, consumer, &cs), RILL_OK);
+    rill_producer_stats_t ps = kk_producer_stats_ok(env.sys, rill_pipeline_stage(p, 2));
+    rill_consumer_stats_t cs = kpipe_cstats(env.sys, p);
 
-    kk_stop_wait(env.sys, consumer);
-    kk_stop_wait(env.sys, map);
-    kk_stop_wait(env.sys, producer);
+    rill_pipeline_result_t r = kpipe_stop_wait(p);
+    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "ended %d: %s: %s", r.end, r.stage, r.text);
+    cr_assert_eq(r.delivered, (uint64_t)CL_TOTAL, "%llu reached the sink",
+                 (unsigned long long)r.delivered);
+    cr_assert_eq(r.restarts, 0);
+    rill_pipeline_destroy(p);
     /* The final commit's event is in the ledger's mailbox: let it land. */
     cr_assert_eq(kit_fence(env.sys, l->aid), RILL_OK);
 
@@ -625,7 +693,7 @@ Test(kafka_pipeline, produce_errors_and_outage_lose_nothing_and_keep_order, .tim
     load_in_out(&env, "in", "out", FT_PARTS, FT_PER);
     int16_t produce_api = rill_api_key_from_name("Produce");
     cr_assert_eq(produce_api, 0);
-    /* The loading producer is done: these hit the pipeline's producer. */
+    /* The loading producer is done: these hit the pipeline's sink. */
     cr_assert_eq(rill_broker_push_request_errors(env.broker, produce_api, 3,
                                                  RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION),
                  RILL_OK);
@@ -636,36 +704,28 @@ Test(kafka_pipeline, produce_errors_and_outage_lose_nothing_and_keep_order, .tim
     /* The map waits at a gate after a quarter of the inputs (executor 0;
      * the rest runs on executor 1). The broker goes down while nothing is
      * in flight, so no Produce request can be appended with its response
-     * lost: every failure the producer sees was certainly not appended,
-     * and a duplicate or a reordering in the output is rill's or the
-     * idempotent producer's doing, not an artefact of the outage. */
+     * lost: every failure the sink sees was certainly not appended, and a
+     * duplicate or a reordering in the output is rill's or the idempotent
+     * producer's doing, not an artefact of the outage. */
     ledger_t *l = ledger_new(env.sys, FT_PARTS, FT_PER, expect_one, 1);
     kit_gate_t gate;
     kit_gate_init(&gate);
-    xform_t x = {.sys = env.sys,
-                 .ledger = l->aid,
-                 .out_topic = "out",
-                 .fail_seq = -1,
-                 .gate = &gate,
-                 .gate_at = FT_TOTAL / 4};
-    rill_aid_t consumer = kk_consumer_spawn_ok(
-        env.sys, consumer_conf(env.boot, "faults", "in", FT_PARTS, RILL_OFFSET_BEGINNING, l), 1);
-    atomic_store(&x.consumer, consumer);
-    rill_aid_t map = kk_stage_spawn_ok(env.sys, rill_stage_map(xform_one, &x), 0);
-    rill_aid_t producer = kk_producer_spawn_ok(env.sys, producer_conf(env.boot, NULL), 1);
-    kk_connect_ok(env.sys, map, producer);
-    kk_connect_ok(env.sys, consumer, map);
+    xform_t x = {.ledger = l->aid, .out_topic = "out", .gate = &gate, .gate_at = FT_TOTAL / 4};
+    rill_pipeline_t *p =
+        kpipe_new(env.sys, "faults",
+                  consumer_conf(env.boot, "faults", "in", FT_PARTS, RILL_OFFSET_BEGINNING, l),
+                  rill_stage_map(xform_one, &x), producer_conf(env.boot, NULL), 1, 0, 1);
+    kpipe_start(p);
+    rill_aid_t producer = rill_pipeline_stage(p, 2);
 
     int ok;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS,
                   ledger_get(l, &l->complete) == FT_TOTAL / 4 && atomic_load(&gate.arrived) == 1);
     cr_assert(ok, "%ld outputs delivered, the map %s at the gate", ledger_get(l, &l->complete),
               atomic_load(&gate.arrived) ? "is" : "is not");
-    /* Every request made so far is delivered: nothing is in flight. (No
-     * rill_producer_stats here: its reply actor may be on the held
-     * executor.) */
-    /* More produce errors (for after the outage), and the broker goes
-     * away for a while; the map goes on meanwhile. */
+    /* Every request made so far is delivered: nothing is in flight. More
+     * produce errors (for after the outage), and the broker goes away for
+     * a while; the map goes on meanwhile. */
     cr_assert_eq(rill_broker_push_request_errors(env.broker, produce_api, 3,
                                                  RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION),
                  RILL_OK);
@@ -684,14 +744,17 @@ Test(kafka_pipeline, produce_errors_and_outage_lose_nothing_and_keep_order, .tim
     cr_assert(ok, "%ld of %d inputs have their output delivered", ledger_get(l, &l->complete),
               FT_TOTAL);
     int64_t end[FT_PARTS];
-    for (int p = 0; p < FT_PARTS; p++)
-        end[p] = FT_PER;
+    for (int i = 0; i < FT_PARTS; i++)
+        end[i] = FT_PER;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_committed_all(l, end));
-    cr_assert(ok, "the commits did not reach the end offsets");
+    cr_assert(ok,
+              "the commits did not reach the end offsets (last: %" PRId64 " %" PRId64 " %" PRId64
+              " %" PRId64 ")",
+              l->committed[0], l->committed[1], l->committed[2], l->committed[3]);
     rill_producer_stats_t ps = kk_producer_stats_ok(env.sys, producer);
-    kk_stop_wait(env.sys, consumer);
-    kk_stop_wait(env.sys, map);
-    kk_stop_wait(env.sys, producer);
+    rill_pipeline_result_t r = kpipe_stop_wait(p);
+    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "ended %d: %s: %s", r.end, r.stage, r.text);
+    rill_pipeline_destroy(p);
     kit_gate_destroy(&gate);
     cr_assert_eq(kit_fence(env.sys, l->aid), RILL_OK);
 
@@ -717,14 +780,11 @@ Test(kafka_pipeline, produce_errors_and_outage_lose_nothing_and_keep_order, .tim
     cr_assert_eq(oc.wrong_key, 0);
     /* Per partition (one input partition feeds one output partition, in
      * offset order) the first copies' seqs never go down: no retry
-     * reordered anything. */
+     * reordered anything. The output may still hold copies: the 2.0.2
+     * mock does not de-duplicate an idempotent producer's retried batch
+     * (after the injected _TRANSPORT error it appends the batch again),
+     * which a real broker would drop by its sequence number. */
     cr_assert_eq(oc.order_breaks, 0, "output reordered: %s", oc.first_problem);
-    /* Nothing failed and no actor restarted: rill handed each request to
-     * librdkafka once and saw it delivered once. The output may still
-     * hold copies: the 2.0.2 mock does not de-duplicate an idempotent
-     * producer's retried batch (after the injected _TRANSPORT error it
-     * appends the batch again), which a real broker would drop by its
-     * sequence number. */
     cr_assert_eq(ps.requested, (uint64_t)FT_TOTAL);
     cr_assert_eq(ps.delivered, (uint64_t)FT_TOTAL);
     cr_assert_eq(atomic_load(&x.transformed), FT_TOTAL);
@@ -736,172 +796,89 @@ Test(kafka_pipeline, produce_errors_and_outage_lose_nothing_and_keep_order, .tim
 }
 
 /* ------------------------------------------------------------------ */
-/* 3. A fatal producer error: the supervisor restarts the group        */
+/* 3. A fatal producer error: the pipeline, a supervisor's child,      */
+/*    restarts and loses nothing                                       */
 /* ------------------------------------------------------------------ */
 
 #define FA_PARTS 4
 #define FA_PER   5000
 #define FA_TOTAL (FA_PARTS * FA_PER)
 
-typedef struct fatal_env {
-    const char *boot;
-    ledger_t *ledger;
-    xform_t x;
-    atomic_long spawn_errors;
-    atomic_long producers;
-} fatal_env_t;
-
-static rill_err_t fa_spawn_consumer(rill_system_t *sys, void *arg, const rill_child_env_t *env,
-                                    rill_aid_t *aid, char *errstr, size_t errstr_size)
-{
-    fatal_env_t *f = arg;
-    rill_consumer_conf_t *c =
-        consumer_conf_try(f->boot, "fatal", "in", FA_PARTS, RILL_OFFSET_COMMITTED, f->ledger);
-    if (!c) {
-        atomic_fetch_add(&f->spawn_errors, 1);
-        return RILL_EINVAL;
-    }
-    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
-    rill_err_t e = rill_consumer_spawn(sys, c, &o, aid, NULL, 0);
-    if (e)
-        atomic_fetch_add(&f->spawn_errors, 1);
-    return e;
-}
-
-static rill_err_t fa_spawn_map(rill_system_t *sys, void *arg, const rill_child_env_t *env,
-                               rill_aid_t *aid, char *errstr, size_t errstr_size)
-{
-    fatal_env_t *f = arg;
-    /* one_for_all: the previous map is gone, so one xform serves all. */
-    rill_aid_t consumer = rill_lookup(sys, "consumer"); /* started just before */
-    atomic_store(&f->x.consumer, consumer);
-    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
-    rill_err_t e = rill_stage_spawn(sys, rill_stage_map(xform_one, &f->x), &o, aid);
-    if (!e)
-        e = rill_stage_connect(sys, consumer, *aid);
-    if (e)
-        atomic_fetch_add(&f->spawn_errors, 1);
-    return e;
-}
-
-static rill_err_t fa_spawn_producer(rill_system_t *sys, void *arg, const rill_child_env_t *env,
-                                    rill_aid_t *aid, char *errstr, size_t errstr_size)
-{
-    fatal_env_t *f = arg;
-    /* At most 100 in flight, lingering 20 ms: the pace is a few thousand
-     * records a second, so the failure falls mid-stream. */
-    const char *kv[] = {"rill.max.inflight",     "100",  "linger.ms", "20",
-                        "rill.flush.timeout.ms", "1000", NULL};
-    rill_producer_conf_t *c = producer_conf_try(f->boot, kv);
-    if (!c) {
-        atomic_fetch_add(&f->spawn_errors, 1);
-        return RILL_EINVAL;
-    }
-    rill_stage_opts_t o = {.name = env->name, .link_to = env->supervisor};
-    rill_err_t e = rill_producer_spawn(sys, c, &o, aid, NULL, 0);
-    if (!e)
-        e = rill_stage_connect(sys, rill_lookup(sys, "map"), *aid);
-    if (e)
-        atomic_fetch_add(&f->spawn_errors, 1);
-    else
-        atomic_fetch_add(&f->producers, 1);
-    return e;
-}
-
-/* Restarts of all three children; info (if not NULL) gets the producer's. */
-static uint32_t group_restarts_info(rill_system_t *sys, rill_aid_t sup, rill_child_info_t *info)
-{
-    rill_child_info_t v[3];
-    size_t n = 0;
-    if (rill_sup_children(sys, sup, v, 3, &n) != RILL_OK || n != 3)
-        return 0;
-    if (info)
-        *info = v[2];
-    return v[0].restarts + v[1].restarts + v[2].restarts;
-}
-
-static uint32_t group_restarts(rill_system_t *sys, rill_aid_t sup)
-{
-    return group_restarts_info(sys, sup, NULL);
-}
-
-Test(kafka_pipeline, fatal_producer_error_restarts_the_group_and_loses_nothing, .timeout = 180)
+Test(kafka_pipeline, fatal_producer_error_restarts_the_pipeline_and_loses_nothing, .timeout = 180)
 {
     kk_env_t env;
     kk_env_init(&env);
     load_in_out(&env, "in", "out", FA_PARTS, FA_PER);
-
-    fatal_env_t *f = calloc(1, sizeof(*f));
-    cr_assert_not_null(f);
-    f->boot = env.boot;
-    f->ledger = ledger_new(env.sys, FA_PARTS, FA_PER, expect_one, -1);
-    ledger_t *l = f->ledger;
-    f->x = (xform_t){.sys = env.sys, .ledger = l->aid, .out_topic = "out", .fail_seq = -1};
-
-    rill_child_spec_t children[] = {
-        {.id = "consumer", .spawn = fa_spawn_consumer, .arg = f, .register_name = 1},
-        {.id = "map", .spawn = fa_spawn_map, .arg = f, .register_name = 1},
-        {.id = "producer", .spawn = fa_spawn_producer, .arg = f, .register_name = 1},
-    };
+    ledger_t *l = ledger_new(env.sys, FA_PARTS, FA_PER, expect_one, -1);
+    xform_t x = {.ledger = l->aid, .out_topic = "out"};
+    /* At most 100 in flight, lingering 20 ms: the pace is a few thousand
+     * records a second, so the failure falls mid-stream. */
+    const char *kv[] = {"rill.max.inflight",     "100",  "linger.ms", "20",
+                        "rill.flush.timeout.ms", "1000", NULL};
+    rill_pipeline_t *p =
+        kpipe_new(env.sys, "fatal",
+                  consumer_conf(env.boot, "fatal", "in", FA_PARTS, RILL_OFFSET_COMMITTED, l),
+                  rill_stage_map(xform_one, &x), producer_conf(env.boot, kv), -1, -1, -1);
+    /* The pipeline as the child of a supervisor of the application's. */
+    rill_child_spec_t children[] = {RILL_CHILD_PIPELINE("pipeline", p)};
     rill_sup_spec_t spec; /* the supervisor reads it while it runs */
-    rill_aid_t sup = kk_sup_start_ok(env.sys, &spec, children, 3, 3, "pipeline");
+    rill_aid_t sup = kk_sup_start_ok(env.sys, &spec, children, 1, 3, "app-supervisor");
 
     int ok;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_get(l, &l->complete) >= FA_TOTAL / 5);
     cr_assert(ok, "the pipeline did not get going (%ld outputs delivered)", ledger_get(l, &l->ok));
-    rill_aid_t producer = rill_lookup(env.sys, "producer");
+    rill_aid_t producer = rill_pipeline_stage(p, 2);
     cr_assert(!rill_aid_is_none(producer));
     long before = ledger_get(l, &l->complete);
-    long transformed_before = atomic_load(&f->x.transformed);
+    long transformed_before = atomic_load(&x.transformed);
     cr_assert_lt(before, FA_TOTAL, "everything was done before the failure");
     cr_assert_eq(rill__producer_test_fatal(env.sys, producer,
                                            RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
                                            "injected by test_kafka_pipeline"),
                  RILL_OK);
-    /* The group restarts: the producer fails, and the map it cancelled
-     * ends too; whichever exit the supervisor sees first counts. */
+    rill_child_info_t info;
+    size_t n = 0;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS,
-                  group_restarts(env.sys, sup) >= 1 && atomic_load(&f->producers) == 2);
-    cr_assert(ok, "the producer was not restarted");
-    cr_assert_not(rill_alive(env.sys, producer), "the producer survived a fatal error");
+                  rill_sup_children(env.sys, sup, &info, 1, &n) == RILL_OK && n == 1 &&
+                      info.restarts >= 1);
+    cr_assert(ok, "the pipeline was not restarted");
+    cr_assert(kit_wait_dead(env.sys, producer, KK_WAIT_MS), "the producer survived a fatal error");
 
     KK_WAIT_UNTIL(ok, 90000, ledger_get(l, &l->complete) == FA_TOTAL);
     cr_assert(ok, "%ld of %d inputs have their output delivered", ledger_get(l, &l->complete),
               FA_TOTAL);
     int64_t end[FA_PARTS];
-    for (int p = 0; p < FA_PARTS; p++)
-        end[p] = FA_PER;
+    for (int i = 0; i < FA_PARTS; i++)
+        end[i] = FA_PER;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_committed_all(l, end));
     cr_assert(ok, "the commits did not reach the end offsets");
-    rill_child_info_t pinfo;
-    uint32_t restarts = group_restarts_info(env.sys, sup, &pinfo);
+    cr_assert_eq(rill_sup_children(env.sys, sup, &info, 1, &n), RILL_OK);
     rill_producer_stats_t dead =
         kk_producer_stats_ok(env.sys, producer); /* the failed one's final counters */
     cr_assert_eq(rill_sup_stop(env.sys, sup, 30000), RILL_OK);
+    rill_pipeline_destroy(p); /* its supervisor has ended */
     cr_assert_eq(kit_fence(env.sys, l->aid), RILL_OK);
 
-    long transformed = atomic_load(&f->x.transformed);
+    long transformed = atomic_load(&x.transformed);
     fprintf(stderr,
-            "fatal: failed after %ld inputs done (%ld transformed); %u restart(s), %ld "
-            "producers; %ld failed delivery results; %ld transforms in all (%ld again); the "
-            "failed producer: %llu delivered, %llu failed, %llu undelivered at stop; last exit: "
-            "%s\n",
-            before, transformed_before, restarts, atomic_load(&f->producers), l->failed,
-            transformed, transformed - FA_TOTAL, (unsigned long long)dead.delivered,
+            "fatal: failed after %ld inputs done (%ld transformed); %u restart(s); %ld failed "
+            "delivery results; %ld transforms in all (%ld again); the failed producer: %llu "
+            "delivered, %llu failed, %llu undelivered at stop; last exit: %s\n",
+            before, transformed_before, info.restarts, l->failed, transformed,
+            transformed - FA_TOTAL, (unsigned long long)dead.delivered,
             (unsigned long long)dead.failed, (unsigned long long)dead.undelivered_at_stop,
-            pinfo.last_exit.text);
-    cr_assert_eq(atomic_load(&f->spawn_errors), 0);
-    /* One failure, one group restart (intensity 3 would allow more). */
-    cr_assert_eq(restarts, 1, "%u restarts", restarts);
-    cr_assert_eq(atomic_load(&f->producers), 2);
-    cr_assert_eq(pinfo.last_exit.kind, RILL_EXIT_FAILURE, "producer exit: %s",
-                 rill_exit_kind_name(pinfo.last_exit.kind));
-    cr_assert_not_null(strstr(pinfo.last_exit.text, "atal"), "producer exit: %s",
-                       pinfo.last_exit.text);
+            info.last_exit.text);
+    /* One failure, one restart (intensity 3 would allow more). */
+    cr_assert_eq(info.restarts, 1, "%u restarts", info.restarts);
+    cr_assert_eq(info.last_exit.kind, RILL_EXIT_FAILURE, "pipeline exit: %s",
+                 rill_exit_kind_name(info.last_exit.kind));
+    cr_assert_not_null(strstr(info.last_exit.text, "atal"), "the root cause is the producer's: %s",
+                       info.last_exit.text);
+    cr_assert_not_null(strstr(info.last_exit.text, "kafka-sink"), "names the stage: %s",
+                       info.last_exit.text);
     cr_assert_eq(l->violations, 0, "%ld violations, the first: %s", l->violations, l->violation);
     cr_assert_eq(atomic_load(&l->lost_events), 0);
-    /* What the failed group held unconfirmed (requests dropped with the
-     * map's queue, deliveries that failed) was consumed again: more
+    /* What the failed run held unconfirmed was consumed again: more
      * transforms than inputs. What the failing producer still delivered
      * during its stop's flush was confirmed, and is not redelivered. */
     cr_assert_gt(transformed, FA_TOTAL, "nothing was redelivered after the restart");
@@ -931,172 +908,75 @@ Test(kafka_pipeline, fatal_producer_error_restarts_the_group_and_loses_nothing, 
     outcheck_free(&oc);
     ledger_free(l);
     kk_env_fini(&env);
-    free(f);
 }
 
 /* ------------------------------------------------------------------ */
-/* 4. One-to-many and filter; a failed origin holds the commit         */
+/* 4. One-to-many and filtered out; a dropped record held back         */
 /* ------------------------------------------------------------------ */
 
 #define FO_PARTS 2
 #define FO_PER   3000
 #define FO_TOTAL (FO_PARTS * FO_PER)
 
-/* What travels between the stages: an input's seq, key and origin. */
-typedef struct item {
-    uint64_t seq;
-    int32_t partition;
-    char key[32];
-    size_t key_len;
-    rill_origin_t *origin;
-    int filtered; /* dropped on purpose: the origin reference goes as done */
-} item_t;
-
-static void item_free(void *p)
-{
-    item_t *it = p;
-    if (it->origin) {
-        if (!it->filtered)
-            rill_origin_fail(it->origin); /* dropped before its outputs were delivered */
-        rill_origin_release(it->origin);
-    }
-    free(it);
-}
-
 typedef struct fanout {
-    xform_t x;
-    atomic_long filtered;
+    rill_aid_t ledger;
+    const char *out_topic;
+    atomic_long none; /* inputs with no output */
 } fanout_t;
 
-static rill_err_t to_item(void *opaque, rill_elem_t *in, rill_elem_t *out)
+/* flat_map (mapConcat): multiples of 5 make no output, other even seqs 3,
+ * odd ones 1. */
+static rill_err_t fan_out(void *opaque, rill_elem_t *in, rill_emitter_t *out)
 {
     fanout_t *fo = opaque;
     const rd_kafka_message_t *m = rill_record(in);
     int64_t seq = m ? value_seq(m->payload, m->len, NULL) : -1;
-    item_t *it = calloc(1, sizeof(*it));
-    if (seq < 0 || !it || !m->key || m->key_len > sizeof(it->key)) {
-        free(it);
+    if (seq < 0) {
         rill_elem_release(in);
         return RILL_EINVAL;
     }
-    atomic_fetch_add(&fo->x.transformed, 1);
-    it->seq = (uint64_t)seq;
-    it->partition = m->partition;
-    it->key_len = m->key_len;
-    memcpy(it->key, m->key, m->key_len);
-    it->origin = rill_origin_new(fo->x.sys, atomic_load(&fo->x.consumer), in);
-    rill_elem_release(in);
-    if (!it->origin) {
-        free(it);
-        return RILL_EINVAL;
+    int outs = expect_fanout((uint64_t)seq);
+    if (!outs)
+        atomic_fetch_add(&fo->none, 1);
+    rill_err_t err = RILL_OK;
+    for (int k = 0; k < outs && !err; k++) {
+        rill_produce_t *p = make_request(fo->out_topic, fo->ledger, m, (uint64_t)seq, k);
+        rill_elem_t e = rill_produce_elem(p);
+        err = p ? rill_emit(out, &e) : RILL_ENOMEM;
     }
-    *out = (rill_elem_t){.payload = it, .dtor = item_free};
-    return RILL_OK;
+    rill_elem_release(in);
+    return err;
 }
 
-/* Multiples of 5 have no output at all. */
-static int keep_not_div5(void *opaque, const rill_elem_t *e)
-{
-    fanout_t *fo = opaque;
-    item_t *it = e->payload;
-    if (it->seq % 5)
-        return 1;
-    it->filtered = 1;
-    atomic_fetch_add(&fo->filtered, 1);
-    return 0;
-}
+/* The one seq a filter drops in the held-back run. */
+#define FP_PER         200
+#define FP_DROP_OFFSET 77
 
-/* Outputs 1 and 2 exist for even seqs only. */
-static int keep_even(void *opaque, const rill_elem_t *e)
+static int keep_but_one(void *opaque, const rill_elem_t *e)
 {
     (void)opaque;
-    item_t *it = e->payload;
-    if (it->seq % 2 == 0)
-        return 1;
-    it->filtered = 1;
-    return 0;
+    const rd_kafka_message_t *m = rill_record(e);
+    return !(m && m->partition == 0 && m->offset == FP_DROP_OFFSET);
 }
 
-/* broadcast's copy: one more origin reference. */
-static rill_err_t copy_item(void *opaque, const rill_elem_t *in, rill_elem_t *copy)
+static int expect_but_one(uint64_t seq)
 {
-    (void)opaque;
-    item_t *it = malloc(sizeof(*it));
-    if (!it)
-        return RILL_ENOMEM;
-    *it = *(const item_t *)in->payload;
-    it->origin = rill_origin_ref(it->origin);
-    *copy = (rill_elem_t){.payload = it, .dtor = item_free};
-    return RILL_OK;
+    return seq != FP_DROP_OFFSET;
 }
 
-typedef struct branch {
-    fanout_t *fo;
-    int k;
-} branch_t;
-
-/* Output k of an item: a produce request that takes the item's origin
- * reference. */
-static rill_err_t item_to_request(void *opaque, rill_elem_t *in, rill_elem_t *out)
-{
-    branch_t *b = opaque;
-    item_t *it = in->payload;
-    char value[64];
-    int vl = snprintf(value, sizeof(value), "seq=%" PRIu64 " out=%d", it->seq, b->k);
-    rill_produce_t *p = rill_produce_new(b->fo->x.out_topic, it->partition, it->key, it->key_len,
-                                         value, (size_t)vl);
-    if (!p) {
-        rill_elem_release(in);
-        return RILL_ENOMEM;
-    }
-    rill_produce_set_origin(p, it->origin);
-    it->origin = NULL;
-    rill_produce_set_reply(p, b->fo->x.ledger, it->seq * 4 + (uint64_t)b->k);
-    rill_elem_release(in);
-    *out = rill_produce_elem(p);
-    return RILL_OK;
-}
-
-Test(kafka_pipeline, one_to_many_and_filter_commit_all_and_failed_origin_holds, .timeout = 180)
+Test(kafka_pipeline, one_to_many_and_filtered_out_commit_all_and_a_held_drop_holds, .timeout = 180)
 {
     kk_env_t env;
     kk_env_init(&env);
     load_in_out(&env, "in", "out", FO_PARTS, FO_PER);
 
-    /* consumer -> item -> filter(not %5) -> broadcast(3) -> branch k ->
-     * merge(3) -> producer, where branch 0 maps every item to output 0
-     * and branches 1 and 2 keep even seqs and map them to outputs 1, 2. */
     ledger_t *l = ledger_new(env.sys, FO_PARTS, FO_PER, expect_fanout, -1);
-    fanout_t *fo = calloc(1, sizeof(*fo));
-    cr_assert_not_null(fo);
-    fo->x = (xform_t){.sys = env.sys, .ledger = l->aid, .out_topic = "out", .fail_seq = -1};
-    branch_t br[3] = {{fo, 0}, {fo, 1}, {fo, 2}};
-    rill_aid_t consumer = kk_consumer_spawn_ok(
-        env.sys, consumer_conf(env.boot, "fanout", "in", FO_PARTS, RILL_OFFSET_BEGINNING, l), -1);
-    atomic_store(&fo->x.consumer, consumer);
-    rill_aid_t a_item = kk_stage_spawn_ok(env.sys, rill_stage_map(to_item, fo), -1);
-    rill_aid_t a_div5 = kk_stage_spawn_ok(env.sys, rill_stage_filter(keep_not_div5, fo), -1);
-    rill_aid_t a_bcast = kk_stage_spawn_ok(env.sys, rill_stage_broadcast(3, copy_item, NULL), -1);
-    rill_aid_t a_merge = kk_stage_spawn_ok(env.sys, rill_stage_merge(3), -1);
-    rill_aid_t a_map[3], a_even[3] = {0};
-    for (int k = 0; k < 3; k++)
-        a_map[k] = kk_stage_spawn_ok(env.sys, rill_stage_map(item_to_request, &br[k]), -1);
-    for (int k = 1; k < 3; k++)
-        a_even[k] = kk_stage_spawn_ok(env.sys, rill_stage_filter(keep_even, NULL), -1);
-    rill_aid_t producer = kk_producer_spawn_ok(env.sys, producer_conf(env.boot, NULL), -1);
-    kk_connect_ok(env.sys, a_merge, producer);
-    for (int k = 0; k < 3; k++) {
-        kk_connect_ok(env.sys, a_map[k], a_merge);
-        if (k == 0) {
-            kk_connect_ok(env.sys, a_bcast, a_map[k]);
-        } else {
-            kk_connect_ok(env.sys, a_even[k], a_map[k]);
-            kk_connect_ok(env.sys, a_bcast, a_even[k]);
-        }
-    }
-    kk_connect_ok(env.sys, a_div5, a_bcast);
-    kk_connect_ok(env.sys, a_item, a_div5);
-    kk_connect_ok(env.sys, consumer, a_item);
+    fanout_t fo = {.ledger = l->aid, .out_topic = "out"};
+    rill_pipeline_t *p =
+        kpipe_new(env.sys, "fanout",
+                  consumer_conf(env.boot, "fanout", "in", FO_PARTS, RILL_OFFSET_BEGINNING, l),
+                  rill_stage_flat_map(fan_out, &fo), producer_conf(env.boot, NULL), -1, -1, -1);
+    kpipe_start(p);
 
     long n_out = 0;
     for (uint64_t s = 0; s < FO_TOTAL; s++)
@@ -1107,19 +987,16 @@ Test(kafka_pipeline, one_to_many_and_filter_commit_all_and_failed_origin_holds, 
     cr_assert(ok, "%ld of %ld outputs delivered, %ld of %d inputs complete", ledger_get(l, &l->ok),
               n_out, ledger_get(l, &l->complete), FO_TOTAL);
     int64_t end[FO_PARTS];
-    for (int p = 0; p < FO_PARTS; p++)
-        end[p] = FO_PER;
+    for (int i = 0; i < FO_PARTS; i++)
+        end[i] = FO_PER;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_committed_all(l, end));
-    cr_assert(ok, "the commits did not reach the end offsets: every input, filtered ones "
-                  "included, must be confirmed");
-    rill_consumer_stats_t cs;
-    cr_assert_eq(rill_consumer_stats(env.sys, consumer, &cs), RILL_OK);
-    rill_producer_stats_t ps = kk_producer_stats_ok(env.sys, producer);
-    kk_stop_wait(env.sys, consumer);
-    rill_aid_t stages[] = {a_item,   a_div5,   a_bcast,  a_even[1], a_even[2],
-                           a_map[0], a_map[1], a_map[2], a_merge,   producer};
-    for (size_t i = 0; i < sizeof(stages) / sizeof(stages[0]); i++)
-        kk_stop_wait(env.sys, stages[i]);
+    cr_assert(ok, "the commits did not reach the end offsets: every input, those without "
+                  "output included, must be confirmed");
+    rill_consumer_stats_t cs = kpipe_cstats(env.sys, p);
+    rill_producer_stats_t ps = kk_producer_stats_ok(env.sys, rill_pipeline_stage(p, 2));
+    rill_pipeline_result_t r = kpipe_stop_wait(p);
+    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED);
+    rill_pipeline_destroy(p);
     cr_assert_eq(kit_fence(env.sys, l->aid), RILL_OK);
 
     cr_assert_eq(l->violations, 0, "%ld violations, the first: %s", l->violations, l->violation);
@@ -1127,16 +1004,12 @@ Test(kafka_pipeline, one_to_many_and_filter_commit_all_and_failed_origin_holds, 
     cr_assert_eq(l->failed, 0);
     cr_assert_eq(l->foreign, 0, "delivery results for outputs that should not exist");
     cr_assert_eq(l->dups, 0);
-    cr_assert_eq(atomic_load(&fo->filtered), FO_TOTAL / 5);
+    cr_assert_eq(atomic_load(&fo.none), FO_TOTAL / 5);
     cr_assert_eq(cs.confirmed, (uint64_t)FO_TOTAL, "%llu confirmed",
                  (unsigned long long)cs.confirmed);
     cr_assert_eq(ps.delivered, (uint64_t)n_out);
     cr_assert_eq(ps.requested, (uint64_t)n_out);
-    int64_t committed[FO_PARTS];
-    kk_committed_offsets(env.boot, "fanout", "in", FO_PARTS, committed);
-    for (int p = 0; p < FO_PARTS; p++)
-        cr_assert_eq(committed[p], FO_PER, "[%d] committed %" PRId64 ", end %d", p, committed[p],
-                     FO_PER);
+    kk_assert_committed(env.boot, "fanout", "in", FO_PARTS, FO_PER);
 
     outcheck_t oc;
     read_output(&env, "out", FO_PARTS, FO_PER, &oc);
@@ -1156,50 +1029,319 @@ Test(kafka_pipeline, one_to_many_and_filter_commit_all_and_failed_origin_holds, 
     outcheck_free(&oc);
     ledger_free(l);
 
-    /* A failed origin: its record is never confirmed, so its partition's
-     * commit stops right below it, even though its output was delivered
-     * and every later record of the partition was confirmed. */
-    enum { FP_PER = 200, FP_FAIL_OFFSET = 77 };
+    /* A filter that drops one record with redeliver_drops: the record is
+     * released, not confirmed, so its partition's commit stops right
+     * below it, though every later record of the partition was
+     * delivered. */
     load_in_out(&env, "in-f", "out-f", 2, FP_PER);
-    l = ledger_new(env.sys, 2, FP_PER, expect_one, -1);
-    xform_t x = {
-        .sys = env.sys, .ledger = l->aid, .out_topic = "out-f", .fail_seq = FP_FAIL_OFFSET};
-    consumer = kk_consumer_spawn_ok(
-        env.sys, consumer_conf(env.boot, "failo", "in-f", 2, RILL_OFFSET_BEGINNING, l), -1);
-    atomic_store(&x.consumer, consumer);
-    rill_aid_t map = kk_stage_spawn_ok(env.sys, rill_stage_map(xform_one, &x), -1);
-    producer = kk_producer_spawn_ok(env.sys, producer_conf(env.boot, NULL), -1);
-    kk_connect_ok(env.sys, map, producer);
-    kk_connect_ok(env.sys, consumer, map);
+    l = ledger_new(env.sys, 2, FP_PER, expect_but_one, -1);
+    xform_t x = {.ledger = l->aid, .out_topic = "out-f"};
+    p = rill_pipeline_new(env.sys, "held");
+    cr_assert_not_null(p);
+    cr_assert_eq(rill_pipeline_add(p,
+                                   rill_kafka_source(consumer_conf(env.boot, "failo", "in-f", 2,
+                                                                   RILL_OFFSET_BEGINNING, l)),
+                                   NULL),
+                 RILL_OK);
+    rill_stage_opts_t held = {.redeliver_drops = 1};
+    cr_assert_eq(rill_pipeline_add(p, rill_stage_filter(keep_but_one, NULL), &held), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, rill_stage_map(xform_one, &x), NULL), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, rill_kafka_sink(producer_conf(env.boot, NULL)), NULL),
+                 RILL_OK);
+    kpipe_start(p);
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_get(l, &l->complete) == 2 * FP_PER);
-    cr_assert(ok, "%ld of %d outputs delivered", ledger_get(l, &l->complete), 2 * FP_PER);
-    /* Every delivery (and so every origin release) happened before the
-     * producer answers; confirms are in the consumer's mailbox before it
-     * answers in turn. */
-    ps = kk_producer_stats_ok(env.sys, producer);
-    cr_assert_eq(ps.delivered, 2 * FP_PER);
-    cr_assert_eq(rill_consumer_stats(env.sys, consumer, &cs), RILL_OK);
-    cr_assert_eq(cs.confirmed, 2 * FP_PER - 1, "%llu confirmed: the failed origin confirmed?",
-                 (unsigned long long)cs.confirmed);
-    int64_t want[2] = {FP_FAIL_OFFSET, FP_PER};
+    cr_assert(ok, "%ld of %d inputs complete", ledger_get(l, &l->complete), 2 * FP_PER);
+    int64_t want[2] = {FP_DROP_OFFSET, FP_PER};
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_committed_all(l, want));
     cr_assert(ok, "commits: [0] %" PRId64 " (want %d), [1] %" PRId64 " (want %d)", l->committed[0],
-              FP_FAIL_OFFSET, l->committed[1], FP_PER);
-    kk_stop_wait(env.sys, consumer); /* the final commit */
-    kk_stop_wait(env.sys, map);
-    kk_stop_wait(env.sys, producer);
+              FP_DROP_OFFSET, l->committed[1], FP_PER);
+    cs = kpipe_cstats(env.sys, p);
+    cr_assert_eq(cs.confirmed, 2 * FP_PER - 1, "%llu confirmed: the held drop confirmed?",
+                 (unsigned long long)cs.confirmed);
+    r = kpipe_stop_wait(p); /* the final commit */
+    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED);
+    rill_pipeline_destroy(p);
     cr_assert_eq(kit_fence(env.sys, l->aid), RILL_OK);
+    int64_t committed[2];
     kk_committed_offsets(env.boot, "failo", "in-f", 2, committed);
-    cr_assert_eq(committed[0], FP_FAIL_OFFSET, "[0] committed %" PRId64 " past the failed origin",
+    cr_assert_eq(committed[0], FP_DROP_OFFSET, "[0] committed %" PRId64 " past the held drop",
                  committed[0]);
     cr_assert_eq(committed[1], FP_PER);
-    cr_assert_eq(l->committed[0], FP_FAIL_OFFSET);
     cr_assert_eq(l->violations, 0, "%s", l->violation);
     ledger_free(l);
-    free(fo);
     kk_env_fini(&env);
 }
 
+/* ------------------------------------------------------------------ */
+/* 5. Stages that drop: the commit reaches the end                     */
+/* ------------------------------------------------------------------ */
+
+#define DR_PARTS 2
+#define DR_PER   10000
+#define DR_TOTAL (DR_PARTS * DR_PER)
+
+/* The last successful commit of each partition, from the commit
+ * callback. */
+typedef struct cobs {
+    pthread_mutex_t mu;
+    int64_t committed[MAXP];
+} cobs_t;
+
+static void cobs_cb(void *opaque, rd_kafka_resp_err_t err,
+                    const rd_kafka_topic_partition_list_t *offsets)
+{
+    cobs_t *o = opaque;
+    pthread_mutex_lock(&o->mu);
+    for (int i = 0; i < offsets->cnt; i++)
+        if (!err && !offsets->elems[i].err && offsets->elems[i].partition < MAXP)
+            o->committed[offsets->elems[i].partition] = offsets->elems[i].offset;
+    pthread_mutex_unlock(&o->mu);
+}
+
+static int cobs_all(cobs_t *o, int parts, int64_t end)
+{
+    int ok = 1;
+    pthread_mutex_lock(&o->mu);
+    for (int i = 0; i < parts; i++)
+        ok &= o->committed[i] == end;
+    pthread_mutex_unlock(&o->mu);
+    return ok;
+}
+
+/* A slow sink: 20 us a record, counted. */
+static rill_err_t slow_sink(void *opaque, rill_elem_t *e)
+{
+    kk_nap_us(20);
+    atomic_fetch_add((atomic_long *)opaque, 1);
+    rill_elem_release(e); /* its origin is rill's: confirmed on RILL_OK */
+    return RILL_OK;
+}
+
+static int keep_even_offsets(void *opaque, const rill_elem_t *e)
+{
+    (void)opaque;
+    const rd_kafka_message_t *m = rill_record(e);
+    return m && m->offset % 2 == 0;
+}
+
+/* Eight keys: the state of eight entities, updated in turn. */
+static uint64_t offset_mod8(void *opaque, const rill_elem_t *e)
+{
+    (void)opaque;
+    const rd_kafka_message_t *m = rill_record(e);
+    return m ? (uint64_t)(m->offset % 8) : 0;
+}
+
+enum { DROP_FILTER, DROP_CONFLATE, DROP_BY_KEY, DROP_HEAD, DROP_TAIL, DROP_BUFFER, DROP_KINDS };
+static const char *const drop_names[DROP_KINDS] = {"filter",           "conflate",
+                                                   "conflate_by_key",  "buffer drop_head",
+                                                   "buffer drop_tail", "buffer drop_buffer"};
+
+static rill_stage_t *drop_stage(int kind)
+{
+    switch (kind) {
+    case DROP_FILTER:
+        return rill_stage_filter(keep_even_offsets, NULL);
+    case DROP_CONFLATE:
+        return rill_stage_conflate(NULL, NULL);
+    case DROP_BY_KEY:
+        return rill_stage_conflate_by_key(offset_mod8, NULL, 64);
+    case DROP_HEAD:
+        return rill_stage_buffer(16, RILL_OVERFLOW_DROP_HEAD);
+    case DROP_TAIL:
+        return rill_stage_buffer(16, RILL_OVERFLOW_DROP_TAIL);
+    default:
+        return rill_stage_buffer(16, RILL_OVERFLOW_DROP_BUFFER);
+    }
+}
+
+/* consumer -> kind -> slow sink over DR_TOTAL records; returns the final
+ * committed offsets (from the group) and what reached the sink. */
+static long drop_run(kk_env_t *env, int kind, int redeliver, int64_t *committed)
+{
+    char group[64];
+    snprintf(group, sizeof(group), "drop-%d-%d", kind, redeliver);
+    cobs_t obs = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    for (int i = 0; i < MAXP; i++)
+        obs.committed[i] = -1;
+    rill_consumer_conf_t *cc =
+        consumer_conf(env->boot, group, "drops", DR_PARTS, RILL_OFFSET_BEGINNING, NULL);
+    cr_assert_eq(rill_consumer_conf_set_commit_cb(cc, cobs_cb, &obs), RILL_OK);
+    atomic_long sunk = 0;
+    rill_pipeline_t *p = rill_pipeline_new(env->sys, group);
+    rill_stage_opts_t o = {.redeliver_drops = redeliver};
+    cr_assert_eq(rill_pipeline_add(p, rill_kafka_source(cc), NULL), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, drop_stage(kind), &o), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, rill_sink_foreach(slow_sink, &sunk), NULL), RILL_OK);
+    kpipe_start(p);
+    int ok;
+    if (!redeliver) {
+        /* Every record dropped or sunk is confirmed: the commits get to
+         * the end while the pipeline runs. */
+        KK_WAIT_UNTIL(ok, KK_WAIT_MS, cobs_all(&obs, DR_PARTS, DR_PER));
+        cr_assert(ok, "%s: the commits stopped at %" PRId64 " and %" PRId64 " of %d",
+                  drop_names[kind], obs.committed[0], obs.committed[1], DR_PER);
+    } else {
+        /* Everything was emitted; then the pipeline drains and makes its
+         * final commit. */
+        KK_WAIT_UNTIL(ok, KK_WAIT_MS, kpipe_cstats(env->sys, p).emitted == DR_TOTAL);
+        cr_assert(ok, "%s: not everything was emitted", drop_names[kind]);
+    }
+    rill_consumer_stats_t cs = kpipe_cstats(env->sys, p);
+    rill_pipeline_result_t r = kpipe_stop_wait(p);
+    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "%s: ended %d: %s", drop_names[kind], r.end, r.text);
+    rill_pipeline_destroy(p);
+    kk_committed_offsets(env->boot, group, "drops", DR_PARTS, committed);
+    long n = atomic_load(&sunk);
+    fprintf(stderr,
+            "drops: %-18s %s: %ld of %d reached the sink, %llu confirmed, committed %" PRId64
+            " and %" PRId64 "\n",
+            drop_names[kind], redeliver ? "redeliver" : "confirm  ", n, DR_TOTAL,
+            (unsigned long long)cs.confirmed, committed[0], committed[1]);
+    pthread_mutex_destroy(&obs.mu);
+    return n;
+}
+
+Test(kafka_pipeline, dropping_stages_confirm_so_commits_reach_the_end, .timeout = 300)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "drops", DR_PARTS, DR_PER, 40);
+    for (int kind = 0; kind < DROP_KINDS; kind++) {
+        int64_t committed[DR_PARTS];
+        long sunk = drop_run(&env, kind, 0, committed);
+        for (int i = 0; i < DR_PARTS; i++)
+            cr_assert_eq(committed[i], DR_PER, "%s: [%d] committed %" PRId64 " of %d",
+                         drop_names[kind], i, committed[i], DR_PER);
+        cr_assert_lt(sunk, DR_TOTAL, "%s dropped nothing: the test proves nothing",
+                     drop_names[kind]);
+        /* With redeliver_drops, dropped records are not confirmed: the
+         * commit stops at the first of them. */
+        sunk = drop_run(&env, kind, 1, committed);
+        for (int i = 0; i < DR_PARTS; i++)
+            cr_assert_lt(committed[i], DR_PER, "%s with redeliver_drops: [%d] committed to the end",
+                         drop_names[kind], i);
+        cr_assert_lt(sunk, DR_TOTAL);
+    }
+    kk_env_fini(&env);
+}
+
+/* ------------------------------------------------------------------ */
+/* 6. Stopping with records in flight: drained, then committed         */
+/* ------------------------------------------------------------------ */
+
+#define SF_PARTS 4
+#define SF_PER   5000
+#define SF_TOTAL (SF_PARTS * SF_PER)
+
+Test(kafka_pipeline, stop_with_records_in_flight_drains_then_commits, .timeout = 120)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    load_in_out(&env, "in", "out", SF_PARTS, SF_PER);
+    ledger_t *l = ledger_new(env.sys, SF_PARTS, SF_PER, expect_one, -1);
+    /* 100 us of work a record, and the sink lingers 50 ms: at any time
+     * a few hundred records are between the source and the broker. */
+    xform_t x = {.ledger = l->aid, .out_topic = "out", .nap_us = 100};
+    const char *kv[] = {"linger.ms", "50", NULL};
+    rill_pipeline_t *p =
+        kpipe_new(env.sys, "inflight",
+                  consumer_conf(env.boot, "inflight", "in", SF_PARTS, RILL_OFFSET_BEGINNING, l),
+                  rill_stage_map(xform_one, &x), producer_conf(env.boot, kv), -1, -1, -1);
+    kpipe_start(p);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_get(l, &l->complete) >= SF_TOTAL / 4);
+    cr_assert(ok, "the pipeline did not get going");
+    rill_producer_stats_t ps = kk_producer_stats_ok(env.sys, rill_pipeline_stage(p, 2));
+    rill_consumer_stats_t cs = kpipe_cstats(env.sys, p);
+    long at_stop = ledger_get(l, &l->complete);
+    rill_pipeline_result_t r = kpipe_stop_wait(p);
+    rill_pipeline_destroy(p);
+    cr_assert_eq(kit_fence(env.sys, l->aid), RILL_OK);
+    long done = ledger_get(l, &l->complete);
+    int64_t committed[SF_PARTS], sum = 0;
+    kk_committed_offsets(env.boot, "inflight", "in", SF_PARTS, committed);
+    fprintf(stderr,
+            "in flight: %ld inputs done at the stop (%u in the sink, %u unconfirmed), %ld after "
+            "the drain; committed %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\n",
+            at_stop, ps.inflight, cs.unconfirmed, done, committed[0], committed[1], committed[2],
+            committed[3]);
+    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "ended %d: %s: %s", r.end, r.stage, r.text);
+    cr_assert_gt(cs.unconfirmed, 0, "nothing was in flight: the test proves nothing");
+    cr_assert_eq(l->failed, 0, "the drain failed deliveries");
+    cr_assert_eq(l->violations, 0, "%s", l->violation);
+    cr_assert_gt(done, at_stop, "what was in flight was not delivered");
+    /* Every record whose output was delivered is committed, up to the
+     * first one that was not: nothing is produced twice by the next run. */
+    for (int i = 0; i < SF_PARTS; i++) {
+        if (committed[i] < 0 && l->low[i] == 0)
+            committed[i] = 0; /* nothing consumed there: nothing committed */
+        cr_assert_eq(committed[i], l->low[i],
+                     "[%d] committed %" PRId64 ", but outputs were delivered up to %" PRId64, i,
+                     committed[i], l->low[i]);
+        sum += committed[i];
+    }
+    cr_assert_eq(sum, done, "committed %" PRId64 " of %ld done", sum, done);
+    ledger_free(l);
+    kk_env_fini(&env);
+}
+
+/* ------------------------------------------------------------------ */
+/* 7. A supervised pipeline whose middle stage fails every Nth record  */
+/* ------------------------------------------------------------------ */
+
+#define SV_PARTS 4
+#define SV_PER   5000
+#define SV_TOTAL (SV_PARTS * SV_PER)
+#define SV_EVERY 1500
+
+Test(kafka_pipeline, supervised_pipeline_with_a_failing_stage_processes_everything, .timeout = 240)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    load_in_out(&env, "in", "out", SV_PARTS, SV_PER);
+    ledger_t *l = ledger_new(env.sys, SV_PARTS, SV_PER, expect_one, -1);
+    xform_t x = {.ledger = l->aid, .out_topic = "out", .fail_every = SV_EVERY};
+    /* A group subscription with librdkafka's default session settings:
+     * a restart must not wait for the group. */
+    rill_consumer_conf_t *cc = consumer_conf(env.boot, "supervised", "in", -1, 0, l);
+    rill_pipeline_t *p = kpipe_new(env.sys, "supervised", cc, rill_stage_map(xform_one, &x),
+                                   producer_conf(env.boot, NULL), -1, -1, -1);
+    rill_restart_opts_t ro = {.max_restarts = 100, .backoff = {.min_ms = 10, .max_ms = 100}};
+    char err[256] = "";
+    int64_t t0 = kit_now_ms();
+    cr_assert_eq(rill_pipeline_start_supervised(p, &ro, err, sizeof(err)), RILL_OK, "%s", err);
+    int ok;
+    KK_WAIT_UNTIL(ok, 180000, ledger_get(l, &l->complete) == SV_TOTAL);
+    cr_assert(ok, "%ld of %d inputs have their output delivered (%ld failures)",
+              ledger_get(l, &l->complete), SV_TOTAL, atomic_load(&x.failures));
+    int64_t t1 = kit_now_ms();
+    int64_t end[SV_PARTS];
+    for (int i = 0; i < SV_PARTS; i++)
+        end[i] = SV_PER;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, ledger_committed_all(l, end));
+    cr_assert(ok, "the commits did not reach the end offsets");
+    rill_pipeline_result_t r = kpipe_stop_wait(p);
+    rill_pipeline_destroy(p);
+    cr_assert_eq(kit_fence(env.sys, l->aid), RILL_OK);
+    long failures = atomic_load(&x.failures);
+    fprintf(stderr,
+            "supervised: %d records in %lld ms through %ld failures and %u restarts; %ld "
+            "transforms (%ld again), the longest restart %lld ms\n",
+            SV_TOTAL, (long long)(t1 - t0), failures, r.restarts, atomic_load(&x.transformed),
+            atomic_load(&x.transformed) - SV_TOTAL, (long long)atomic_load(&x.restart_gap_max_ms));
+    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "ended %d: %s: %s", r.end, r.stage, r.text);
+    cr_assert_geq(failures, SV_TOTAL / SV_EVERY, "too few failures to prove anything");
+    /* One restart per failure (a failure in the last run's drain may have
+     * come after the stop). */
+    cr_assert(r.restarts + 1 >= (uint32_t)failures && r.restarts <= (uint32_t)failures,
+              "%u restarts for %ld failures", r.restarts, failures);
+    cr_assert_eq(l->violations, 0, "%s", l->violation);
+    cr_assert_eq(l->failed, 0);
+    kk_assert_committed(env.boot, "supervised", "in", SV_PARTS, SV_PER);
+    ledger_free(l);
+    kk_env_fini(&env);
+}
 /* ------------------------------------------------------------------ */
 /* 5. Stopping with requests in flight: flush deadline, what was left  */
 /* ------------------------------------------------------------------ */
@@ -1220,15 +1362,11 @@ Test(kafka_pipeline, stop_with_broker_down_flushes_then_reports_undelivered, .ti
     ledger_t *l = ledger_new(env.sys, SD_PARTS, SD_PER, expect_one, 1);
     kit_gate_t gate;
     kit_gate_init(&gate);
-    xform_t x = {.sys = env.sys,
-                 .ledger = l->aid,
-                 .out_topic = "out",
-                 .fail_seq = -1,
-                 .gate = &gate,
-                 .gate_at = SD_FIRST};
+    xform_t x = {.ledger = l->aid, .out_topic = "out", .gate = &gate, .gate_at = SD_FIRST};
+    /* Actors spawned one by one and connected, as a service that is not a
+     * pipeline would. */
     rill_aid_t consumer = kk_consumer_spawn_ok(
         env.sys, consumer_conf(env.boot, "stop", "in", SD_PARTS, RILL_OFFSET_BEGINNING, l), 1);
-    atomic_store(&x.consumer, consumer);
     rill_aid_t map = kk_stage_spawn_ok(env.sys, rill_stage_map(xform_one, &x), 0);
     const char *kv[] = {"rill.max.inflight", "200", "rill.flush.timeout.ms", "1000", NULL};
     rill_aid_t producer = kk_producer_spawn_ok(env.sys, producer_conf(env.boot, kv), 1);
@@ -1267,7 +1405,8 @@ Test(kafka_pipeline, stop_with_broker_down_flushes_then_reports_undelivered, .ti
     cr_assert_eq(ps.requested, ps.delivered + ps.undelivered_at_stop);
     cr_assert_eq(ps.inflight, 0);
 
-    /* Their origins were failed: not one of them was confirmed. */
+    /* Their origins were released unconfirmed: not one of them was
+     * confirmed. */
     rill_consumer_stats_t cs;
     cr_assert_eq(rill_consumer_stats(env.sys, consumer, &cs), RILL_OK);
     cr_assert_eq(cs.confirmed, SD_FIRST, "%llu confirmed", (unsigned long long)cs.confirmed);
@@ -1362,11 +1501,11 @@ typedef struct keyed_src {
     int next, n;
 } keyed_src_t;
 
-static int keyed_pull(void *opaque, rill_elem_t *out)
+static rill_err_t keyed_pull(void *opaque, rill_elem_t *out)
 {
     keyed_src_t *k = opaque;
     if (k->next == k->n)
-        return 0;
+        return RILL_EOS;
     char key[32], value[32];
     int kl = snprintf(key, sizeof(key), "customer-%d", k->next % 97);
     int vl = snprintf(value, sizeof(value), "n=%d", k->next);
@@ -1374,9 +1513,22 @@ static int keyed_pull(void *opaque, rill_elem_t *out)
     rill_produce_t *p =
         rill_produce_new("placed", RILL_PARTITION_ANY, key, (size_t)kl, value, (size_t)vl);
     if (!p)
-        return -RILL_ENOMEM;
+        return RILL_ENOMEM;
     *out = rill_produce_elem(p);
-    return 1;
+    return RILL_OK;
+}
+
+/* A pull source of one request for a topic that cannot exist. */
+static rill_err_t bad_topic_pull(void *opaque, rill_elem_t *out)
+{
+    keyed_src_t *k = opaque;
+    if (k->next++ == k->n)
+        return RILL_EOS;
+    rill_produce_t *p = rill_produce_new("bad topic!", RILL_PARTITION_ANY, "k", 1, "v", 1);
+    if (!p)
+        return RILL_ENOMEM;
+    *out = rill_produce_elem(p);
+    return RILL_OK;
 }
 
 Test(kafka_pipeline, producer_places_keys_where_java_clients_do, .timeout = 120)
@@ -1388,27 +1540,31 @@ Test(kafka_pipeline, producer_places_keys_where_java_clients_do, .timeout = 120)
     kk_env_init(&env);
     kk_create_topic(&env, "placed", 7);
     keyed_src_t src = {.n = 600};
-    rill_aid_t prod = kk_producer_spawn_ok(env.sys, producer_conf(env.boot, NULL), -1);
-    rill_aid_t s = kk_stage_spawn_ok(env.sys, rill_source_fn(keyed_pull, &src), -1);
-    kk_connect_ok(env.sys, s, prod);
-    /* The source ends after 600; the producer completes once they are
-     * delivered, and keeps its final counters. */
-    int ok;
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, !rill_alive(env.sys, prod));
-    cr_assert(ok, "the producer did not complete");
+    /* A pipeline from a source of the application's into Kafka: it
+     * completes once the 600 are delivered. */
+    rill_pipeline_t *p = rill_pipeline_new(env.sys, "placer");
+    cr_assert_eq(rill_pipeline_add(p, rill_source_fn(keyed_pull, &src), NULL), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, rill_kafka_sink(producer_conf(env.boot, NULL)), NULL),
+                 RILL_OK);
+    kpipe_start(p);
+    rill_aid_t prod = rill_pipeline_stage(p, 1);
+    rill_pipeline_result_t r = kpipe_wait(p);
+    cr_assert_eq(r.end, RILL_PIPELINE_COMPLETED, "ended %d: %s: %s", r.end, r.stage, r.text);
+    cr_assert_eq(r.delivered, 600);
+    rill_pipeline_destroy(p);
     cr_assert_eq(kk_producer_stats_ok(env.sys, prod).delivered, 600);
     rill_consumed_t *got = kk_consume_all(env.boot, "placed", KK_WAIT_MS);
     cr_assert_eq(rill_consumed_count(got), 600);
     int used[7] = {0};
     for (size_t i = 0; i < rill_consumed_count(got); i++) {
-        const rill_testkit_record_t *r = rill_consumed_at(got, i);
-        int32_t want = kk_java_partition(r->key, r->key_len, 7);
-        cr_assert_eq(r->partition, want, "key %.*s in partition %d, Java puts it in %d",
-                     (int)r->key_len, (const char *)r->key, (int)r->partition, (int)want);
-        used[r->partition] = 1;
+        const rill_testkit_record_t *rec = rill_consumed_at(got, i);
+        int32_t want = kk_java_partition(rec->key, rec->key_len, 7);
+        cr_assert_eq(rec->partition, want, "key %.*s in partition %d, Java puts it in %d",
+                     (int)rec->key_len, (const char *)rec->key, (int)rec->partition, (int)want);
+        used[rec->partition] = 1;
     }
-    for (int p = 0; p < 7; p++)
-        cr_assert(used[p], "no key went to partition %d", p);
+    for (int part = 0; part < 7; part++)
+        cr_assert(used[part], "no key went to partition %d", part);
     rill_consumed_destroy(got);
     kk_env_fini(&env);
 }
@@ -1465,34 +1621,58 @@ Test(kafka_pipeline, invalid_producer_configuration_and_arguments, .timeout = 60
     rill_producer_conf_destroy(c);
     rill_producer_conf_destroy(NULL);
 
-    /* Produce requests. */
-    cr_assert_null(rill_produce_new(NULL, RILL_PARTITION_ANY, "k", 1, "v", 1));
-    cr_assert_null(rill_produce_new("bad topic!", RILL_PARTITION_ANY, "k", 1, "v", 1));
-    cr_assert_null(rill_produce_new("", RILL_PARTITION_ANY, "k", 1, "v", 1));
-    cr_assert_null(rill_produce_new("t", -2, "k", 1, "v", 1));
-    cr_assert_null(rill_produce_new("t", 0, NULL, 3, "v", 1));
-    cr_assert_null(rill_produce_new("t", 0, "k", 1, NULL, 3));
+    /* Produce requests: NULL only without memory; bad arguments are the
+     * sink's to report, with a sentence (below). */
+    rill_produce_t *bad_req[] = {
+        rill_produce_new(NULL, RILL_PARTITION_ANY, "k", 1, "v", 1),
+        rill_produce_new("bad topic!", RILL_PARTITION_ANY, "k", 1, "v", 1),
+        rill_produce_new("", RILL_PARTITION_ANY, "k", 1, "v", 1),
+        rill_produce_new("t", -2, "k", 1, "v", 1),
+        rill_produce_new("t", 0, NULL, 3, "v", 1),
+        rill_produce_new("t", 0, "k", 1, NULL, 3),
+    };
+    for (size_t i = 0; i < sizeof(bad_req) / sizeof(bad_req[0]); i++)
+        cr_assert_not_null(bad_req[i], "request %zu", i);
     rill_produce_t *p = rill_produce_new("t", 0, NULL, 0, NULL, 0); /* no key, a tombstone */
     cr_assert_not_null(p);
     cr_assert_eq(rill_produce_add_header(NULL, "h", "v", 1), RILL_EINVAL);
     cr_assert_eq(rill_produce_add_header(p, NULL, "v", 1), RILL_EINVAL);
     cr_assert_eq(rill_produce_add_header(p, "h", NULL, 2), RILL_EINVAL);
     cr_assert_eq(rill_produce_add_header(p, "h", NULL, 0), RILL_OK);
-    rill_produce_set_timestamp(NULL, 1);
-    rill_produce_set_origin(NULL, NULL);
-    rill_produce_set_reply(NULL, (rill_aid_t){1}, 1);
+    cr_assert_eq(rill_produce_set_timestamp(NULL, 1), RILL_EINVAL);
+    cr_assert_eq(rill_produce_set_origin(NULL, NULL), RILL_EINVAL);
+    cr_assert_eq(rill_produce_set_reply(NULL, (rill_aid_t){1}, 1), RILL_EINVAL);
+    cr_assert_eq(rill_produce_set_timestamp(p, 1), RILL_OK);
     rill_produce_free(p);
     rill_produce_free(NULL);
     rill_elem_t none = rill_produce_elem(NULL);
     cr_assert_not(rill_elem_valid(&none));
-
-    /* Origins need a record from a consumer. */
-    rill_elem_t v = rill_elem_value(7);
-    cr_assert_null(rill_origin_new(sys, (rill_aid_t){1}, &v));
-    cr_assert_null(rill_origin_new(sys, (rill_aid_t){1}, NULL));
     cr_assert_null(rill_origin_ref(NULL));
-    rill_origin_fail(NULL);
+    rill_origin_confirm(NULL);
     rill_origin_release(NULL);
+
+    /* Specs without a configuration carry their error. */
+    char why[256] = "";
+    rill_stage_t *nsink = rill_kafka_sink(NULL);
+    cr_assert_eq(rill_stage_error(nsink, why, sizeof(why)), RILL_EINVAL);
+    cr_assert_not_null(strstr(why, "kafka-sink"), "errstr: %s", why);
+    rill_stage_free(nsink);
+    rill_stage_t *nsrc = rill_kafka_source(NULL);
+    cr_assert_eq(rill_stage_error(nsrc, why, sizeof(why)), RILL_EINVAL);
+    cr_assert_not_null(strstr(why, "kafka-source"), "errstr: %s", why);
+    rill_stage_free(nsrc);
+    /* A pipeline whose sink's client librdkafka refuses does not start,
+     * and says which stage. */
+    rill_producer_conf_t *refused = producer_conf(env.boot, NULL);
+    cr_assert_eq(rill_producer_conf_set(refused, "acks", "1", NULL, 0), RILL_OK);
+    rill_pipeline_t *pl = rill_pipeline_new(sys, "refused");
+    cr_assert_eq(rill_pipeline_add(pl, rill_source_range(0, 1), NULL), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(pl, rill_kafka_sink(refused), NULL), RILL_OK);
+    why[0] = '\0';
+    cr_assert_eq(rill_pipeline_start(pl, why, sizeof(why)), RILL_EKAFKA);
+    cr_assert_not_null(strstr(why, "acks"), "errstr: %s", why);
+    cr_assert_not_null(strstr(why, "kafka-sink"), "errstr: %s", why);
+    rill_pipeline_destroy(pl);
 
     /* Spawns: each consumes its conf, failed ones leave no aid. */
     prefusals_t rf;
@@ -1531,6 +1711,29 @@ Test(kafka_pipeline, invalid_producer_configuration_and_arguments, .timeout = 60
     cr_assert_eq(rill_producer_send(sys, good, NULL), RILL_EINVAL);
     cr_assert_eq(rill__producer_test_fatal(NULL, good, RD_KAFKA_RESP_ERR__FATAL, NULL),
                  RILL_EINVAL);
+    /* A bad request sent directly is answered with a failed delivery;
+     * the producer goes on. */
+    for (size_t i = 0; i < sizeof(bad_req) / sizeof(bad_req[0]); i++)
+        cr_assert_eq(rill_producer_send(sys, good, bad_req[i]), RILL_OK);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  rill_producer_stats(sys, good, &s) == RILL_OK &&
+                      s.failed == sizeof(bad_req) / sizeof(bad_req[0]));
+    cr_assert(ok, "%llu of the bad requests failed", (unsigned long long)s.failed);
+    cr_assert(rill_alive(sys, good));
+    /* In a stream, a bad request fails the sink, with its sentence. */
+    rill_producer_conf_t *sc = producer_conf(env.boot, NULL);
+    rill_pipeline_t *bp = rill_pipeline_new(sys, "bad-request");
+    keyed_src_t one = {.n = 1};
+    cr_assert_eq(rill_pipeline_add(bp, rill_source_fn(bad_topic_pull, &one), NULL), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(bp, rill_kafka_sink(sc), NULL), RILL_OK);
+    kpipe_start(bp);
+    rill_pipeline_result_t r = kpipe_wait(bp);
+    cr_assert_eq(r.end, RILL_PIPELINE_FAILED);
+    cr_assert_eq(r.code, RILL_EINVAL);
+    cr_assert_str_eq(r.stage, "kafka-sink");
+    cr_assert_not_null(strstr(r.text, "bad topic!"), "text: %s", r.text);
+    rill_pipeline_destroy(bp);
     kk_stop_wait(sys, good);
     /* A producer that never existed has no counters. */
     cr_assert_eq(rill_producer_stats(sys, (rill_aid_t){0x7fffffffull}, &s), RILL_ESTOPPED);

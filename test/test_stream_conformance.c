@@ -513,8 +513,9 @@ static rill_aid_t spawn_stage(rill_system_t *sys, rill_stage_t *stage, uint32_t 
     rill_stage_opts_t o = {
         .name = NULL, .executor = KIT_EXEC(executor), .mailbox_capacity = mailbox};
     rill_aid_t aid = RILL_AID_NONE;
-    rill_err_t e = rill_stage_spawn(sys, stage, &o, &aid);
-    cr_assert_eq(e, RILL_OK, "stage spawn: %s", rill_err_name(e));
+    char errstr[160] = "";
+    rill_err_t e = rill_stage_spawn(sys, stage, &o, &aid, errstr, sizeof(errstr));
+    cr_assert_eq(e, RILL_OK, "stage spawn: %s (%s)", rill_err_name(e), errstr);
     return aid;
 }
 
@@ -623,7 +624,7 @@ static void puller_init(puller_t *p, uint64_t count, uint64_t fail_after, kit_ta
     atomic_init(&p->frame_hi, 0);
 }
 
-static int pull(void *opaque, rill_elem_t *out)
+static rill_err_t pull(void *opaque, rill_elem_t *out)
 {
     puller_t *p = opaque;
     /* relaxed everywhere: one thread writes; the test reads after the
@@ -636,12 +637,12 @@ static int pull(void *opaque, rill_elem_t *out)
     if (frame > atomic_load_explicit(&p->frame_hi, memory_order_relaxed))
         atomic_store_explicit(&p->frame_hi, frame, memory_order_relaxed);
 
-    int r;
+    rill_err_t r;
     uint64_t v = atomic_load_explicit(&p->next, memory_order_relaxed);
     if (v == p->fail_after) {
-        r = -(int)p->fail_code;
+        r = p->fail_code;
     } else if (p->count != UINT64_MAX && v >= p->count) {
-        r = 0;
+        r = RILL_EOS;
     } else {
         *out = rill_elem_value(v);
         if (p->tally) {
@@ -649,7 +650,7 @@ static int pull(void *opaque, rill_elem_t *out)
             out->dtor = kit_payload_free;
         }
         atomic_store_explicit(&p->next, v + 1, memory_order_relaxed);
-        r = 1;
+        r = RILL_OK;
     }
     atomic_fetch_sub_explicit(&p->depth, 1, memory_order_relaxed);
     return r;
@@ -1125,7 +1126,7 @@ Test(rs, rule_2_5_second_on_subscribe_is_cancelled, .timeout = 60)
     /* The first subscription goes on: elements are taken and released,
      * COMPLETE ends the sink, and it never cancelled it. */
     for (uint64_t i = 0; i < 5; i++) {
-        rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i};
+        rill_elem_t e = {.payload = kit_payload_new(&tally, i), .dtor = kit_payload_free, .arg = i};
         cr_assert_eq(rill_stream_next(sys, rill_sub(sink), rill_pub(pub1), t1, &e), RILL_OK);
     }
     cr_assert_eq(rill_stream_complete(sys, rill_sub(sink), rill_pub(pub1), t1), RILL_OK);
@@ -1173,7 +1174,7 @@ Test(rs, rule_2_8_next_after_own_cancel_is_accepted_and_released, .timeout = 60)
     /* Ten, all queued while the sink is held in its first element: it
      * fails on the third and cancels with the other seven in flight. */
     for (uint64_t i = 0; i < 10; i++) {
-        rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i};
+        rill_elem_t e = {.payload = kit_payload_new(&tally, i), .dtor = kit_payload_free, .arg = i};
         cr_assert_eq(rill_stream_next(sys, rill_sub(sink), rill_pub(pub), tok, &e), RILL_OK);
     }
     cr_assert(kit_wait_at_least(&fs.hold.arrived, 1, KIT_WAIT_MS));
@@ -1182,7 +1183,7 @@ Test(rs, rule_2_8_next_after_own_cancel_is_accepted_and_released, .timeout = 60)
     /* More after the CANCEL arrived, as a publisher that has not seen it
      * yet would send: accepted (or refused, then still ours). */
     for (uint64_t i = 10; i < 15; i++) {
-        rill_elem_t e = {kit_payload_new(&tally, i), kit_payload_free, i};
+        rill_elem_t e = {.payload = kit_payload_new(&tally, i), .dtor = kit_payload_free, .arg = i};
         rill_err_t r = rill_stream_next(sys, rill_sub(sink), rill_pub(pub), tok, &e);
         cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
         if (r != RILL_OK)
@@ -1263,10 +1264,10 @@ Test(rs, rule_2_13_null_signals_are_rejected_and_change_nothing, .timeout = 60)
 
     /* The signal functions refuse invalid elements and missing parties,
      * send nothing, and leave the element with the caller. */
-    rill_elem_t null_elem = {NULL, NULL, 42};
+    rill_elem_t null_elem = {.payload = NULL, .arg = 42};
     cr_assert_eq(rill_stream_next(sys, rill_sub(sub), rill_pub(pub), 1, &null_elem), RILL_EINVAL);
     cr_assert_eq(rill_stream_next(sys, rill_sub(sub), rill_pub(pub), 1, NULL), RILL_EINVAL);
-    rill_elem_t owned = {kit_payload_new(&tally, 7), kit_payload_free, 7};
+    rill_elem_t owned = {.payload = kit_payload_new(&tally, 7), .dtor = kit_payload_free, .arg = 7};
     cr_assert_eq(rill_stream_next(sys, rill_sub(sub), rill_pub(RILL_AID_NONE), 1, &owned),
                  RILL_EINVAL);
     cr_assert_eq(rill_stream_next(sys, rill_sub(RILL_AID_NONE), rill_pub(pub), 1, &owned),

@@ -1,9 +1,12 @@
 /*
  * The stream stages' behaviour that users rely on: backpressure end to end
  * (bounded in-flight elements, flat memory), what each overflow strategy
- * drops, conflate, throttle's rate, partition_by_key's per-key order,
- * map_async (ordered, unordered, parallelism), batch (by count, by time),
- * broadcast's pace, merge, drain, stop, failures, and argument checks.
+ * drops, conflate, conflate_by_key (latest per key, key order, max_keys),
+ * throttle's rate, partition_by_key's per-key order, map_async (ordered,
+ * unordered, parallelism), batch (by count, by time), broadcast's pace,
+ * merge, drain, stop, failures, and argument checks (API 2: bad specs
+ * carry their error; errstr sentences). Origins through the stages are in
+ * test_stream_origins.c.
  *
  * Deterministic scenarios drive one stage directly with PROBES: two
  * recorder actors (actor_kit) that stand for its publisher and its
@@ -75,7 +78,7 @@ static uint64_t dead_letters(rill_system_t *sys)
 /* An element owning a counted payload; arg carries the same value. */
 static rill_elem_t owned_elem(kit_tally_t *tally, uint64_t v)
 {
-    rill_elem_t e = {kit_payload_new(tally, v), kit_payload_free, v};
+    rill_elem_t e = {.payload = kit_payload_new(tally, v), .dtor = kit_payload_free, .arg = v};
     return e;
 }
 
@@ -115,6 +118,8 @@ static rill_pipeline_t *pipeline_start_ok(rill_pipeline_t *p)
 static void add_ok(rill_pipeline_t *p, rill_stage_t *s, const rill_stage_opts_t *o)
 {
     cr_assert_not_null(s, "constructor returned NULL");
+    char why[160] = "";
+    cr_assert_eq(rill_stage_error(s, why, sizeof(why)), RILL_OK, "a bad spec: %s", why);
     rill_err_t err = rill_pipeline_add(p, s, o);
     cr_assert_eq(err, RILL_OK, "add: %s", rill_err_name(err));
 }
@@ -123,8 +128,9 @@ static rill_aid_t spawn_ok(rill_system_t *sys, rill_stage_t *s, const rill_stage
 {
     cr_assert_not_null(s, "constructor returned NULL");
     rill_aid_t aid = RILL_AID_NONE;
-    rill_err_t err = rill_stage_spawn(sys, s, o, &aid);
-    cr_assert_eq(err, RILL_OK, "spawn: %s", rill_err_name(err));
+    char errstr[256] = "";
+    rill_err_t err = rill_stage_spawn(sys, s, o, &aid, errstr, sizeof(errstr));
+    cr_assert_eq(err, RILL_OK, "spawn: %s (%s)", rill_err_name(err), errstr);
     return aid;
 }
 
@@ -303,12 +309,12 @@ typedef struct bp_source {
  * exact here, because the sink's consumption that opened the demand for
  * this element happened before it (the demand travelled as messages).
  */
-static int bp_pull(void *opaque, rill_elem_t *out)
+static rill_err_t bp_pull(void *opaque, rill_elem_t *out)
 {
     bp_source_t *s = opaque;
     void *block = rill_pool_alloc(s->pool);
     if (!block)
-        return -RILL_ENOMEM;
+        return RILL_ENOMEM;
     uint64_t n = atomic_load_explicit(&s->produced, memory_order_relaxed) + 1;
     memset(block, (int)(n & 0xff), BP_PAYLOAD);
     out->payload = block;
@@ -319,7 +325,7 @@ static int bp_pull(void *opaque, rill_elem_t *out)
     uint64_t in_flight = n - c;
     if (in_flight > atomic_load_explicit(&s->max_in_flight, memory_order_relaxed))
         atomic_store_explicit(&s->max_in_flight, in_flight, memory_order_relaxed);
-    return 1;
+    return RILL_OK;
 }
 
 static rill_err_t identity_map(void *opaque, rill_elem_t *in, rill_elem_t *out)
@@ -365,7 +371,7 @@ Test(pipeline, backpressure_bounds_elements_in_flight_and_memory, .timeout = 180
     src.pool = rill_pool_new(BP_PAYLOAD, 0);
     cr_assert_not_null(src.pool);
 
-    rill_pipeline_t *p = rill_pipeline_new(sys);
+    rill_pipeline_t *p = rill_pipeline_new(sys, NULL);
     cr_assert_not_null(p);
     rill_stage_opts_t o = {.name = NULL, .mailbox_capacity = BP_MAILBOX};
     add_ok(p, rill_source_fn(bp_pull, &src), NULL);
@@ -657,6 +663,105 @@ Test(stage_conflate, combining_function_sums_what_waited, .timeout = 60)
 }
 
 /* ------------------------------------------------------------------ */
+/* conflate_by_key                                                     */
+/* ------------------------------------------------------------------ */
+
+/* Elements are key * 1000 + sequence. */
+static uint64_t key_thousands(void *opaque, const rill_elem_t *e)
+{
+    (void)opaque;
+    return e->arg / 1000;
+}
+
+static void expect_nexts(rig_t *r, const uint64_t *expect, size_t n)
+{
+    uint64_t got[32];
+    size_t k = log_nexts(r->sub_log, got, 32);
+    cr_assert_eq(k, n, "%zu elements delivered, expected %zu", k, n);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(got[i], expect[i], "element %zu: %llu, expected %llu", i,
+                     (unsigned long long)got[i], (unsigned long long)expect[i]);
+}
+
+Test(stage_conflate_by_key, latest_per_key_in_the_order_keys_first_arrived, .timeout = 60)
+{
+    rig_t r;
+    kit_tally_t tally;
+    memset(&tally, 0, sizeof(tally));
+    rig_open(&r, rill_stage_conflate_by_key(key_thousands, NULL, 0), 0);
+    /* No demand: keys 3, 1, 2 wait (in that order), each with its latest. */
+    const uint64_t first[] = {3000, 1001, 3002, 2003, 1004, 3005};
+    for (size_t i = 0; i < 6; i++)
+        rig_send(&r, owned_elem(&tally, first[i]));
+    rig_fence(&r);
+    cr_assert_eq(kit_log_count(r.sub_log, RILL_STREAM_NEXT), 0, "NEXT without demand (rule 1.1)");
+    cr_assert_eq(tally_released(&tally), 3, "the replaced states are dropped at once");
+
+    rig_request(&r, 1);
+    cr_assert(kit_log_wait_type(r.sub_log, RILL_STREAM_NEXT, 1, KIT_WAIT_MS));
+    /* Key 3 went out: it comes back at the end. Key 1 keeps its place. */
+    rig_send(&r, owned_elem(&tally, 3008));
+    rig_send(&r, owned_elem(&tally, 1009));
+    rig_fence(&r);
+    /* The subscriber probe releases what it gets: 3005, and 1004 replaced. */
+    cr_assert_eq(tally_released(&tally), 5);
+    rig_request(&r, 10);
+    cr_assert(kit_log_wait_type(r.sub_log, RILL_STREAM_NEXT, 4, KIT_WAIT_MS));
+    /* With demand left, an element goes straight through. */
+    rig_send(&r, owned_elem(&tally, 4010));
+    cr_assert(kit_log_wait_type(r.sub_log, RILL_STREAM_NEXT, 5, KIT_WAIT_MS));
+    cr_assert_eq(rill_stream_complete(r.sys, rill_sub(r.stage), rill_pub(r.pub), r.up_token),
+                 RILL_OK);
+    cr_assert(kit_log_wait_type(r.sub_log, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS));
+    rig_close(&r);
+    const uint64_t expect[] = {3005, 1009, 2003, 3008, 4010};
+    expect_nexts(&r, expect, 5);
+    cr_assert_eq(tally_made(&tally), 9);
+    cr_assert_eq(tally_released(&tally), 9, "every element released exactly once");
+    rig_free(&r);
+}
+
+Test(stage_conflate_by_key, a_full_table_stops_asking_upstream, .timeout = 60)
+{
+    rig_t r;
+    kit_tally_t tally;
+    memset(&tally, 0, sizeof(tally));
+    /* max_keys 4, and a window (63) that does not limit it. */
+    rig_open(&r, rill_stage_conflate_by_key(key_thousands, NULL, 4), 64);
+    cr_assert(log_wait_sum(r.pub_log, RILL_STREAM_REQUEST, 4));
+    for (uint64_t k = 0; k < 4; k++)
+        rig_send(&r, owned_elem(&tally, k * 1000));
+    rig_fence(&r);
+    cr_assert_eq(log_sum(r.pub_log, RILL_STREAM_REQUEST), 4,
+                 "asked for more than the free slots with 4 keys waiting");
+
+    /* One key out: one slot, one more element asked for. */
+    rig_request(&r, 1);
+    cr_assert(log_wait_sum(r.pub_log, RILL_STREAM_REQUEST, 5));
+    /* A replacement takes no slot: the stage asks again. */
+    rig_send(&r, owned_elem(&tally, 1001));
+    cr_assert(log_wait_sum(r.pub_log, RILL_STREAM_REQUEST, 6));
+    /* A new key takes the slot: nothing more is asked. */
+    rig_send(&r, owned_elem(&tally, 4000));
+    rig_fence(&r);
+    cr_assert_eq(log_sum(r.pub_log, RILL_STREAM_REQUEST), 6);
+    cr_assert_eq(tally_released(&tally), 2, "the one delivered and the replaced state");
+
+    rig_request(&r, 10);
+    cr_assert(kit_log_wait_type(r.sub_log, RILL_STREAM_NEXT, 5, KIT_WAIT_MS));
+    cr_assert(log_wait_sum(r.pub_log, RILL_STREAM_REQUEST, 10), "free slots not asked for");
+    cr_assert_eq(rill_stream_complete(r.sys, rill_sub(r.stage), rill_pub(r.pub), r.up_token),
+                 RILL_OK);
+    cr_assert(kit_log_wait_type(r.sub_log, RILL_STREAM_COMPLETE, 1, KIT_WAIT_MS));
+    rig_close(&r);
+    const uint64_t expect[] = {0, 1001, 2000, 3000, 4000};
+    expect_nexts(&r, expect, 5);
+    cr_assert_leq(log_sum(r.pub_log, RILL_STREAM_REQUEST), 10);
+    cr_assert_eq(tally_released(&tally), 6, "every element released exactly once");
+    rig_free(&r);
+}
+
+/* ------------------------------------------------------------------ */
 /* throttle                                                            */
 /* ------------------------------------------------------------------ */
 
@@ -684,7 +789,7 @@ Test(stage_throttle, holds_its_rate_within_ten_percent, .timeout = 60)
     rill_system_t *sys = stage_system();
     stamps_t *s = calloc(1, sizeof(*s));
     cr_assert_not_null(s);
-    rill_pipeline_t *p = rill_pipeline_new(sys);
+    rill_pipeline_t *p = rill_pipeline_new(sys, NULL);
     add_ok(p, rill_source_range(0, UINT64_MAX), NULL);
     add_ok(p, rill_stage_throttle(100, 100), NULL);
     add_ok(p, rill_sink_foreach(stamp_sink, s), NULL);
@@ -747,7 +852,7 @@ Test(stage_partition_by_key, keeps_per_key_order_across_parallel_workers, .timeo
     pthread_mutex_init(&rig.mu, NULL);
     rill_collector_t *c = rill_collector_new();
     cr_assert_not_null(c);
-    rill_pipeline_t *p = rill_pipeline_new(sys);
+    rill_pipeline_t *p = rill_pipeline_new(sys, NULL);
     add_ok(p, rill_source_range(0, PK_N), NULL);
     add_ok(p, rill_stage_partition_by_key(8, key_mod50, pk_work, &rig), NULL);
     add_ok(p, rill_sink_collect(c), NULL);
@@ -869,7 +974,7 @@ static void async_run(int ordered, uint32_t parallelism, async_rig_t *a, rill_co
     rill_system_t *sys = stage_system();
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, completer, a), 0);
-    rill_pipeline_t *p = rill_pipeline_new(sys);
+    rill_pipeline_t *p = rill_pipeline_new(sys, NULL);
     add_ok(p, rill_source_range(0, ASYNC_N), NULL);
     add_ok(p, rill_stage_map_async(park_job, a, parallelism, ordered), NULL);
     add_ok(p, rill_sink_collect(c), NULL);
@@ -934,7 +1039,7 @@ Test(stage_batch, groups_by_count, .timeout = 60)
 {
     rill_system_t *sys = stage_system();
     rill_collector_t *c = rill_collector_new();
-    rill_pipeline_t *p = rill_pipeline_new(sys);
+    rill_pipeline_t *p = rill_pipeline_new(sys, NULL);
     add_ok(p, rill_source_range(0, 95), NULL);
     add_ok(p, rill_stage_batch(10, 0), NULL);
     add_ok(p, rill_sink_collect(c), NULL);
@@ -964,14 +1069,14 @@ typedef struct slow_src {
     uint64_t next, end;
 } slow_src_t;
 
-static int slow_pull(void *opaque, rill_elem_t *out)
+static rill_err_t slow_pull(void *opaque, rill_elem_t *out)
 {
     slow_src_t *s = opaque;
     if (s->next == s->end)
-        return 0;
+        return RILL_EOS;
     work_us(SLOW_EVERY);
     *out = rill_elem_value(s->next++);
-    return 1;
+    return RILL_OK;
 }
 
 Test(stage_batch, groups_by_time_when_the_source_is_slow, .timeout = 60)
@@ -979,7 +1084,7 @@ Test(stage_batch, groups_by_time_when_the_source_is_slow, .timeout = 60)
     rill_system_t *sys = stage_system();
     rill_collector_t *c = rill_collector_new();
     slow_src_t src = {0, SLOW_N};
-    rill_pipeline_t *p = rill_pipeline_new(sys);
+    rill_pipeline_t *p = rill_pipeline_new(sys, NULL);
     /* The source sleeps on executor 0; the batch's timer runs on 1. */
     rill_stage_opts_t on0 = {.name = NULL, .executor = RILL_EXECUTOR(0), .mailbox_capacity = 0};
     rill_stage_opts_t on1 = {.name = NULL, .executor = RILL_EXECUTOR(1), .mailbox_capacity = 0};
@@ -1022,13 +1127,13 @@ typedef struct bc_src {
     uint64_t next;
 } bc_src_t;
 
-static int bc_pull(void *opaque, rill_elem_t *out)
+static rill_err_t bc_pull(void *opaque, rill_elem_t *out)
 {
     bc_src_t *s = opaque;
     if (s->next == BC_N)
-        return 0;
+        return RILL_EOS;
     *out = owned_elem(s->tally, s->next++);
-    return 1;
+    return RILL_OK;
 }
 
 static rill_err_t copy_payload(void *opaque, const rill_elem_t *in, rill_elem_t *copy)
@@ -1185,15 +1290,15 @@ typedef struct endless {
     atomic_ullong produced;
 } endless_t;
 
-static int endless_pull(void *opaque, rill_elem_t *out)
+static rill_err_t endless_pull(void *opaque, rill_elem_t *out)
 {
     endless_t *s = opaque;
     uint64_t n = atomic_load_explicit(&s->produced, memory_order_relaxed);
     *out = owned_elem(&s->tally, n);
     if (!out->payload)
-        return -RILL_ENOMEM;
+        return RILL_ENOMEM;
     atomic_store_explicit(&s->produced, n + 1, memory_order_release);
-    return 1;
+    return RILL_OK;
 }
 
 #define REC_MAX 200000
@@ -1229,7 +1334,7 @@ Test(pipeline, drain_completes_with_nothing_lost, .timeout = 60)
     recorder_sink_t *sink = calloc(1, sizeof(*sink));
     cr_assert(src && sink);
     sink->work_us = 100;
-    rill_pipeline_t *p = rill_pipeline_new(sys);
+    rill_pipeline_t *p = rill_pipeline_new(sys, NULL);
     add_ok(p, rill_source_fn(endless_pull, src), NULL);
     add_ok(p, rill_stage_map(identity_map, NULL), NULL);
     add_ok(p, rill_sink_foreach(record_sink, sink), NULL);
@@ -1264,14 +1369,17 @@ Test(pipeline, drain_completes_with_nothing_lost, .timeout = 60)
     free(sink);
 }
 
-Test(pipeline, stop_cancels_within_a_deadline_and_releases_everything, .timeout = 60)
+/* API 2: a stop drains (the source stops, what is in flight is processed),
+ * within a deadline. API 1's stop cancelled and released what was in
+ * flight. */
+Test(pipeline, stop_drains_within_a_deadline_and_releases_everything, .timeout = 60)
 {
     rill_system_t *sys = stage_system();
     endless_t *src = calloc(1, sizeof(*src));
     recorder_sink_t *sink = calloc(1, sizeof(*sink));
     cr_assert(src && sink);
     sink->work_us = 200;
-    rill_pipeline_t *p = rill_pipeline_new(sys);
+    rill_pipeline_t *p = rill_pipeline_new(sys, NULL);
     add_ok(p, rill_source_fn(endless_pull, src), NULL);
     add_ok(p, rill_stage_map(identity_map, NULL), NULL);
     add_ok(p, rill_stage_buffer(32, RILL_OVERFLOW_BACKPRESSURE), NULL);
@@ -1297,12 +1405,18 @@ Test(pipeline, stop_cancels_within_a_deadline_and_releases_everything, .timeout 
      * once that hook has returned, just after. */
     for (int i = 0; i < 4; i++)
         cr_assert(kit_wait_dead(sys, aids[i], KIT_WAIT_MS), "stage %d still alive", i);
-    /* The elements in flight were released (late sends to stopped actors
-     * are released by whoever tried them). */
+    /* The elements in flight went through to the sink, which released
+     * them: nothing was left to release elsewhere. */
     long made = tally_made(&src->tally);
     cr_assert(kit_wait_at_least(&src->tally.released, made, KIT_WAIT_MS), "made %ld, released %ld",
               made, tally_released(&src->tally));
     cr_assert_eq(tally_made(&src->tally), made, "the source went on after the stop");
+    cr_assert_eq(atomic_load(&sink->count), made, "the stop did not drain: %ld of %ld delivered",
+                 atomic_load(&sink->count), made);
+    cr_assert_eq(atomic_load(&sink->released_here), made);
+    cr_assert_eq(r.delivered, (uint64_t)made);
+    for (long i = 0; i < made; i++)
+        cr_assert_eq(sink->values[i], (uint64_t)i, "position %ld", i);
     rill_pipeline_destroy(p);
     rill_system_destroy(sys);
     cr_assert_eq(tally_released(&src->tally), made, "released exactly once");
@@ -1324,7 +1438,7 @@ Test(pipeline, failing_map_fails_the_pipeline_with_the_stage_name, .timeout = 60
 {
     rill_system_t *sys = stage_system();
     rill_collector_t *c = rill_collector_new();
-    rill_pipeline_t *p = rill_pipeline_new(sys);
+    rill_pipeline_t *p = rill_pipeline_new(sys, NULL);
     rill_stage_opts_t named = {.name = "boom", .mailbox_capacity = 0};
     add_ok(p, rill_source_range(0, 100), NULL);
     add_ok(p, rill_stage_map(fail_at_five, NULL), &named);
@@ -1345,15 +1459,71 @@ Test(pipeline, failing_map_fails_the_pipeline_with_the_stage_name, .timeout = 60
     rill_system_destroy(sys);
 }
 
+/* A map whose function holds its first element at a gate, then fails. */
+static rill_err_t gated_failure(void *opaque, rill_elem_t *in, rill_elem_t *out)
+{
+    (void)out;
+    kit_gate_pass(opaque, KIT_WAIT_MS);
+    rill_elem_release(in);
+    return RILL_EIO;
+}
+
+typedef struct processed_cond {
+    rill_system_t *sys;
+    rill_aid_t aid;
+    uint64_t n;
+} processed_cond_t;
+
+static int processed_reached(void *arg)
+{
+    processed_cond_t *c = arg;
+    rill_actor_stats_t st;
+    return rill_actor_stats(c->sys, c->aid, &st) == RILL_OK && st.processed >= c->n;
+}
+
+/*
+ * A stage subscribes to a publisher that is failing at that very moment:
+ * its SUBSCRIBE reaches the publisher's queue while the publisher handles
+ * the element it fails on, and the publisher stops without answering.
+ * The subscriber must still end (upstream is gone) rather than wait for
+ * an ON_SUBSCRIBE that never comes (in a pipeline: until the stop
+ * backstop, 5 s later).
+ */
+Test(pipeline, a_subscription_to_a_publisher_that_dies_meanwhile_ends_the_subscriber, .timeout = 60)
+{
+    rill_system_t *sys = stage_system();
+    kit_gate_t gate;
+    kit_gate_init(&gate);
+    rill_stage_opts_t on0 = {.executor = RILL_EXECUTOR(0)};
+    rill_stage_opts_t on1 = {.executor = RILL_EXECUTOR(1)};
+    rill_aid_t src = spawn_ok(sys, rill_source_range(0, 10), &on0);
+    rill_aid_t map = spawn_ok(sys, rill_stage_map(gated_failure, &gate), &on0);
+    rill_aid_t sink = spawn_ok(sys, rill_sink_ignore(), &on1);
+    cr_assert_eq(rill_stage_connect(sys, src, map), RILL_OK);
+    cr_assert(kit_wait_at_least(&gate.arrived, 1, KIT_WAIT_MS), "the map got no element");
+    /* The map is inside its function: the sink's SUBSCRIBE waits in its
+     * queue once the sink handled the CONNECT. */
+    cr_assert_eq(rill_stage_connect(sys, map, sink), RILL_OK);
+    processed_cond_t c = {sys, sink, 1};
+    cr_assert(kit_wait_until(processed_reached, &c, KIT_WAIT_MS), "the sink did not connect");
+    kit_gate_open(&gate);
+    cr_assert(kit_wait_dead(sys, map, KIT_WAIT_MS), "the failed map lives on");
+    cr_assert(kit_wait_dead(sys, sink, KIT_WAIT_MS),
+              "the sink waits forever for an answer from a publisher that is gone");
+    cr_assert(kit_wait_dead(sys, src, KIT_WAIT_MS));
+    rill_system_destroy(sys);
+    kit_gate_destroy(&gate);
+}
+
 /* ------------------------------------------------------------------ */
 /* Invalid arguments                                                   */
 /* ------------------------------------------------------------------ */
 
-static int never_pull(void *opaque, rill_elem_t *out)
+static rill_err_t never_pull(void *opaque, rill_elem_t *out)
 {
     (void)opaque;
     (void)out;
-    return 0;
+    return RILL_EOS;
 }
 
 static int keep_all(void *opaque, const rill_elem_t *e)
@@ -1378,30 +1548,79 @@ static rill_err_t no_async(void *opaque, rill_async_job_t *job, rill_elem_t *in)
     return RILL_EIO;
 }
 
+/* A spec made from bad arguments: never NULL, carries RILL_EINVAL and a
+ * sentence that names its stage kind; freeing it unused leaks nothing. */
+static void expect_bad_spec(rill_stage_t *s, const char *kind, int line)
+{
+    cr_assert_not_null(s, "line %d: a constructor returned NULL", line);
+    char why[160] = "";
+    rill_err_t err = rill_stage_error(s, why, sizeof(why));
+    cr_assert_eq(err, RILL_EINVAL, "line %d: %s", line, rill_err_name(err));
+    cr_assert_not_null(strstr(why, kind), "line %d: \"%s\" does not name %s", line, why, kind);
+    rill_stage_free(s);
+}
+#define EXPECT_BAD(spec, kind) expect_bad_spec((spec), (kind), __LINE__)
+
+static rill_err_t no_flat(void *opaque, rill_elem_t *in, rill_emitter_t *out)
+{
+    (void)opaque;
+    (void)out;
+    rill_elem_release(in);
+    return RILL_OK;
+}
+
+static void *no_state(void *opaque)
+{
+    return opaque;
+}
+
+static rill_err_t no_step(void *state, rill_elem_t *in, rill_emitter_t *out)
+{
+    (void)state;
+    (void)out;
+    rill_elem_release(in);
+    return RILL_OK;
+}
+
 Test(stage_args, constructors_reject_invalid_arguments, .timeout = 60)
 {
-    cr_assert_null(rill_source_fn(NULL, NULL));
-    cr_assert_null(rill_source_failed(RILL_OK, "not an error"));
-    cr_assert_null(rill_stage_map(NULL, NULL));
-    cr_assert_null(rill_stage_filter(NULL, NULL));
-    cr_assert_null(rill_stage_map_async(NULL, NULL, 4, 1));
-    cr_assert_null(rill_stage_map_async(no_async, NULL, 0, 1));
-    cr_assert_null(rill_stage_batch(0, 10));
-    cr_assert_null(rill_stage_buffer(0, RILL_OVERFLOW_BACKPRESSURE));
-    cr_assert_null(rill_stage_buffer(4, (rill_overflow_t)99));
-    cr_assert_null(rill_stage_buffer(4, (rill_overflow_t)-1));
-    cr_assert_null(rill_stage_throttle(0, 100));
-    cr_assert_null(rill_stage_throttle(100, 0));
-    cr_assert_null(rill_stage_broadcast(0, NULL, NULL));
-    cr_assert_null(rill_stage_merge(0));
-    cr_assert_null(rill_stage_partition_by_key(0, key_mod50, identity_map, NULL));
-    cr_assert_null(rill_stage_partition_by_key(4, NULL, identity_map, NULL));
-    cr_assert_null(rill_stage_partition_by_key(4, key_mod50, NULL, NULL));
-    cr_assert_null(rill_sink_foreach(NULL, NULL));
-    cr_assert_null(rill_sink_collect(NULL));
+    /* API 2: constructors never return NULL; a bad spec carries its error,
+     * with a sentence naming the stage. */
+    EXPECT_BAD(rill_source_fn(NULL, NULL), "source");
+    EXPECT_BAD(rill_source_failed(RILL_OK, "not an error"), "failed-source");
+    EXPECT_BAD(rill_stage_map(NULL, NULL), "map");
+    EXPECT_BAD(rill_stage_filter(NULL, NULL), "filter");
+    EXPECT_BAD(rill_stage_flat_map(NULL, NULL), "flat_map");
+    EXPECT_BAD(rill_stage_stateful_map(NULL, NULL), "stateful_map");
+    rill_stateful_ops_t no_create = {.create = NULL, .fn = no_step};
+    EXPECT_BAD(rill_stage_stateful_map(&no_create, NULL), "stateful_map");
+    rill_stateful_ops_t no_fn = {.create = no_state, .fn = NULL};
+    EXPECT_BAD(rill_stage_stateful_map(&no_fn, NULL), "stateful_map");
+    EXPECT_BAD(rill_stage_map_async(NULL, NULL, 4, 1), "map_async");
+    EXPECT_BAD(rill_stage_map_async(no_async, NULL, 0, 1), "map_async");
+    EXPECT_BAD(rill_stage_batch(0, 10), "batch");
+    EXPECT_BAD(rill_stage_buffer(0, RILL_OVERFLOW_BACKPRESSURE), "buffer");
+    EXPECT_BAD(rill_stage_buffer(4, (rill_overflow_t)99), "buffer");
+    EXPECT_BAD(rill_stage_buffer(4, (rill_overflow_t)-1), "buffer");
+    EXPECT_BAD(rill_stage_conflate_by_key(NULL, NULL, 0), "conflate_by_key");
+    EXPECT_BAD(rill_stage_conflate_by_key(key_mod50, NULL, (1u << 24) + 1), "conflate_by_key");
+    EXPECT_BAD(rill_stage_throttle(0, 100), "throttle");
+    EXPECT_BAD(rill_stage_throttle(100, 0), "throttle");
+    EXPECT_BAD(rill_stage_broadcast(0, NULL, NULL), "broadcast");
+    EXPECT_BAD(rill_stage_merge(0), "merge");
+    EXPECT_BAD(rill_stage_partition_by_key(0, key_mod50, identity_map, NULL), "partition");
+    EXPECT_BAD(rill_stage_partition_by_key(4, NULL, identity_map, NULL), "partition");
+    EXPECT_BAD(rill_stage_partition_by_key(4, key_mod50, NULL, NULL), "partition");
+    EXPECT_BAD(rill_sink_foreach(NULL, NULL), "sink");
+    EXPECT_BAD(rill_sink_foreach_manual(NULL, NULL), "sink");
+    EXPECT_BAD(rill_sink_collect(NULL), "sink");
+    char why[64] = "x";
+    cr_assert_eq(rill_stage_error(NULL, why, sizeof(why)), RILL_EINVAL);
+    cr_assert_neq(why[0], 'x', "a sentence for a NULL spec");
     rill_stage_free(NULL);
 
     /* Valid ones, freed unused (ASan: nothing leaks). */
+    rill_stateful_ops_t ops_ok = {.create = no_state, .fn = no_step};
     rill_stage_t *ok[] = {rill_source_range(0, 10),
                           rill_source_fn(never_pull, NULL),
                           rill_source_failed(RILL_EIO, NULL),
@@ -1416,9 +1635,14 @@ Test(stage_args, constructors_reject_invalid_arguments, .timeout = 60)
                           rill_stage_merge(2),
                           rill_stage_partition_by_key(2, key_mod50, identity_map, NULL),
                           rill_sink_foreach(drop_all, NULL),
-                          rill_sink_ignore()};
+                          rill_sink_ignore(),
+                          rill_stage_flat_map(no_flat, NULL),
+                          rill_stage_stateful_map(&ops_ok, NULL),
+                          rill_stage_conflate_by_key(key_mod50, NULL, 0),
+                          rill_sink_foreach_manual(drop_all, NULL)};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         cr_assert_not_null(ok[i], "valid constructor %zu returned NULL", i);
+        cr_assert_eq(rill_stage_error(ok[i], NULL, 0), RILL_OK, "valid constructor %zu", i);
         rill_stage_free(ok[i]);
     }
 
@@ -1434,7 +1658,7 @@ Test(stage_args, constructors_reject_invalid_arguments, .timeout = 60)
 
     cr_assert_eq(rill_async_complete(NULL, RILL_OK, NULL), RILL_EINVAL);
     cr_assert_eq(rill_elem_valid(NULL), 0);
-    rill_elem_t none = {NULL, NULL, 0};
+    rill_elem_t none = {.payload = NULL, .arg = 0};
     cr_assert_eq(rill_elem_valid(&none), 0);
     rill_elem_t v = rill_elem_value(0);
     cr_assert_neq(rill_elem_valid(&v), 0, "a value element of 0 is valid");
@@ -1445,14 +1669,34 @@ Test(stage_args, spawn_connect_and_signals_reject_invalid_arguments, .timeout = 
 {
     rill_system_t *sys = stage_system();
     rill_aid_t aid = RILL_AID_NONE;
-    /* The spec is consumed on every error: ASan would report the leak. */
-    cr_assert_eq(rill_stage_spawn(NULL, rill_sink_ignore(), NULL, &aid), RILL_EINVAL);
-    cr_assert_eq(rill_stage_spawn(sys, rill_sink_ignore(), NULL, NULL), RILL_EINVAL);
-    cr_assert_eq(rill_stage_spawn(sys, NULL, NULL, &aid), RILL_EINVAL);
+    char errstr[160];
+    /* The spec is consumed on every error (ASan would report the leak), and
+     * errstr says why in a sentence. */
+#define SPAWN_FAILS(expr, code)                                                                    \
+    do {                                                                                           \
+        errstr[0] = '\0';                                                                          \
+        cr_assert_eq((expr), (code), #expr);                                                       \
+        cr_assert_neq(errstr[0], '\0', "no sentence: " #expr);                                     \
+    } while (0)
+    SPAWN_FAILS(rill_stage_spawn(NULL, rill_sink_ignore(), NULL, &aid, errstr, sizeof(errstr)),
+                RILL_EINVAL);
+    SPAWN_FAILS(rill_stage_spawn(sys, rill_sink_ignore(), NULL, NULL, errstr, sizeof(errstr)),
+                RILL_EINVAL);
+    SPAWN_FAILS(rill_stage_spawn(sys, NULL, NULL, &aid, errstr, sizeof(errstr)), RILL_EINVAL);
     rill_stage_opts_t bad_exec = {
         .name = NULL, .executor = RILL_EXECUTOR(99), .mailbox_capacity = 0};
-    cr_assert_eq(rill_stage_spawn(sys, rill_stage_map(identity_map, NULL), &bad_exec, &aid),
-                 RILL_EINVAL);
+    SPAWN_FAILS(rill_stage_spawn(sys, rill_stage_map(identity_map, NULL), &bad_exec, &aid, errstr,
+                                 sizeof(errstr)),
+                RILL_EINVAL);
+    cr_assert_not_null(strstr(errstr, "map"), "\"%s\" names the stage", errstr);
+    /* A bad spec: spawning it returns its own error and sentence. */
+    SPAWN_FAILS(rill_stage_spawn(sys, rill_stage_batch(0, 0), NULL, &aid, errstr, sizeof(errstr)),
+                RILL_EINVAL);
+    cr_assert_not_null(strstr(errstr, "batch"), "\"%s\" names the stage", errstr);
+    cr_assert(rill_aid_is_none(aid), "no aid on error");
+    /* errstr may be NULL. */
+    cr_assert_eq(rill_stage_spawn(sys, rill_stage_batch(0, 0), NULL, &aid, NULL, 0), RILL_EINVAL);
+#undef SPAWN_FAILS
     cr_assert_eq(rill_stage_connect(NULL, (rill_aid_t){1}, (rill_aid_t){2}), RILL_EINVAL);
     cr_assert_eq(rill_stage_connect(sys, RILL_AID_NONE, (rill_aid_t){2}), RILL_EINVAL);
     cr_assert_eq(rill_stage_connect(sys, (rill_aid_t){1}, RILL_AID_NONE), RILL_EINVAL);
@@ -1475,7 +1719,7 @@ Test(stage_args, spawn_connect_and_signals_reject_invalid_arguments, .timeout = 
     cr_assert_eq(rill_stream_next(NULL, rill_sub(a), rill_pub(a), 1, &e), RILL_EINVAL);
     cr_assert_eq(rill_stream_next(sys, rill_sub(RILL_AID_NONE), rill_pub(a), 1, &e), RILL_EINVAL);
     cr_assert_eq(rill_stream_next(sys, rill_sub(a), rill_pub(a), 1, NULL), RILL_EINVAL);
-    rill_elem_t invalid = {NULL, NULL, 5};
+    rill_elem_t invalid = {.payload = NULL, .arg = 5};
     cr_assert_eq(rill_stream_next(sys, rill_sub(a), rill_pub(a), 1, &invalid), RILL_EINVAL);
     cr_assert_eq(tally_released(&tally), 0, "the element stays the caller's on error");
     kit_payload_reclaim(e.payload);
@@ -1486,41 +1730,63 @@ Test(stage_args, spawn_connect_and_signals_reject_invalid_arguments, .timeout = 
     cr_assert_eq(tally_reclaimed(&tally), 1);
 }
 
+/* A pipeline whose start must fail with `code` and a sentence containing
+ * `says` (specs are freed by destroy: ASan checks). */
+static void start_fails(rill_pipeline_t *p, rill_err_t code, const char *says, int line)
+{
+    char errstr[200] = "";
+    rill_err_t err = rill_pipeline_start(p, errstr, sizeof(errstr));
+    cr_assert_eq(err, code, "line %d: start returned %s (%s)", line, rill_err_name(err), errstr);
+    cr_assert_not_null(strstr(errstr, says), "line %d: \"%s\" does not say \"%s\"", line, errstr,
+                       says);
+    rill_pipeline_destroy(p);
+}
+#define START_FAILS(p, code, says) start_fails((p), (code), (says), __LINE__)
+
 Test(pipeline, invalid_arguments_and_states, .timeout = 60)
 {
     rill_system_t *sys = stage_system();
     rill_pipeline_result_t r;
-    char errstr[128];
-    cr_assert_null(rill_pipeline_new(NULL));
+    char errstr[160];
+    /* NULL only without memory: a NULL system is the start's to report. */
+    rill_pipeline_t *p = rill_pipeline_new(NULL, "orphan");
+    cr_assert_not_null(p);
+    add_ok(p, rill_source_range(0, 1), NULL);
+    add_ok(p, rill_sink_ignore(), NULL);
+    START_FAILS(p, RILL_EINVAL, "system");
     /* add consumes the stage even on error (ASan: no leak). */
     cr_assert_eq(rill_pipeline_add(NULL, rill_source_range(0, 1), NULL), RILL_EINVAL);
+    errstr[0] = '\0';
     cr_assert_eq(rill_pipeline_start(NULL, errstr, sizeof(errstr)), RILL_EINVAL);
+    cr_assert_neq(errstr[0], '\0', "errstr says why");
+    errstr[0] = '\0';
+    cr_assert_eq(rill_pipeline_start_supervised(NULL, NULL, errstr, sizeof(errstr)), RILL_EINVAL);
+    cr_assert_neq(errstr[0], '\0', "errstr says why");
+    cr_assert_eq(rill_pipeline_start(NULL, NULL, 0), RILL_EINVAL, "errstr may be NULL");
     cr_assert_eq(rill_pipeline_stop(NULL), RILL_EINVAL);
     cr_assert_eq(rill_pipeline_drain(NULL), RILL_EINVAL);
     cr_assert_eq(rill_pipeline_wait(NULL, 0, &r), RILL_EINVAL);
     cr_assert(rill_aid_is_none(rill_pipeline_stage(NULL, 0)));
+    cr_assert_eq(rill_pipeline_child(NULL, NULL, NULL, NULL, errstr, sizeof(errstr)), RILL_EINVAL);
     rill_pipeline_destroy(NULL);
 
-    rill_pipeline_t *p = rill_pipeline_new(sys);
+    p = rill_pipeline_new(sys, "checked");
     cr_assert_not_null(p);
-    cr_assert_eq(rill_pipeline_add(p, NULL, NULL), RILL_EINVAL);
     errstr[0] = '\0';
     cr_assert_eq(rill_pipeline_start(p, errstr, sizeof(errstr)), RILL_EINVAL, "empty pipeline");
     cr_assert_neq(errstr[0], '\0', "errstr says why");
+    cr_assert_eq(rill_pipeline_stop(p), RILL_ESTATE, "not started");
     cr_assert_eq(rill_pipeline_drain(p), RILL_ESTATE, "not started");
     cr_assert_eq(rill_pipeline_wait(p, 0, &r), RILL_ESTATE, "not started");
     add_ok(p, rill_source_range(0, 10), NULL);
-    cr_assert_eq(rill_pipeline_add(p, rill_source_range(0, 1), NULL), RILL_EINVAL,
-                 "a source after the first position");
     cr_assert_eq(rill_pipeline_start(p, errstr, sizeof(errstr)), RILL_EINVAL, "no sink");
     add_ok(p, rill_stage_map(identity_map, NULL), NULL);
     add_ok(p, rill_sink_ignore(), NULL);
-    cr_assert_eq(rill_pipeline_add(p, rill_stage_map(identity_map, NULL), NULL), RILL_EINVAL,
-                 "nothing after the sink");
-    cr_assert_eq(rill_pipeline_add(p, rill_sink_ignore(), NULL), RILL_EINVAL, "two sinks");
     cr_assert_eq(rill_pipeline_wait(p, 0, NULL), RILL_EINVAL);
     pipeline_start_ok(p);
     cr_assert_eq(rill_pipeline_start(p, errstr, sizeof(errstr)), RILL_ESTATE, "started twice");
+    cr_assert_eq(rill_pipeline_start_supervised(p, NULL, errstr, sizeof(errstr)), RILL_ESTATE,
+                 "started twice");
     cr_assert_eq(rill_pipeline_add(p, rill_sink_ignore(), NULL), RILL_ESTATE, "after start");
     cr_assert(rill_aid_is_none(rill_pipeline_stage(p, -1)));
     cr_assert(rill_aid_is_none(rill_pipeline_stage(p, 3)));
@@ -1529,21 +1795,76 @@ Test(pipeline, invalid_arguments_and_states, .timeout = 60)
     cr_assert_eq(r.delivered, 10);
     rill_pipeline_destroy(p);
 
-    /* Not a source first: refused at start, specs freed by destroy. */
-    p = rill_pipeline_new(sys);
-    add_ok(p, rill_stage_map(identity_map, NULL), NULL);
+    /*
+     * API 2: the first error of rill_pipeline_add stays with the pipeline
+     * (so a pipeline is written without a check after each add) and its
+     * start returns it with a sentence, even once the rest is right.
+     */
+    p = rill_pipeline_new(sys, NULL);
+    cr_assert_eq(rill_pipeline_add(p, NULL, NULL), RILL_EINVAL);
+    add_ok(p, rill_source_range(0, 10), NULL);
     add_ok(p, rill_sink_ignore(), NULL);
-    cr_assert_eq(rill_pipeline_start(p, errstr, sizeof(errstr)), RILL_EINVAL);
+    START_FAILS(p, RILL_EINVAL, "NULL");
+
+    p = rill_pipeline_new(sys, NULL);
+    add_ok(p, rill_source_range(0, 10), NULL);
+    cr_assert_eq(rill_pipeline_add(p, rill_source_range(0, 1), NULL), RILL_EINVAL,
+                 "a source after the first position");
+    add_ok(p, rill_sink_ignore(), NULL);
+    START_FAILS(p, RILL_EINVAL, "source");
+
+    p = rill_pipeline_new(sys, NULL);
+    add_ok(p, rill_source_range(0, 10), NULL);
+    add_ok(p, rill_sink_ignore(), NULL);
+    cr_assert_eq(rill_pipeline_add(p, rill_stage_map(identity_map, NULL), NULL), RILL_EINVAL,
+                 "nothing after the sink");
+    cr_assert_eq(rill_pipeline_add(p, rill_sink_ignore(), NULL), RILL_EINVAL, "two sinks");
+    START_FAILS(p, RILL_EINVAL, "sink");
+
+    /* A bad spec: add returns its error, start its sentence, naming it. */
+    p = rill_pipeline_new(sys, NULL);
+    add_ok(p, rill_source_range(0, 10), NULL);
+    cr_assert_eq(rill_pipeline_add(p, rill_stage_buffer(0, RILL_OVERFLOW_BACKPRESSURE), NULL),
+                 RILL_EINVAL);
+    add_ok(p, rill_sink_ignore(), NULL);
+    START_FAILS(p, RILL_EINVAL, "buffer");
+
+    /* The same through the supervised start. */
+    p = rill_pipeline_new(sys, NULL);
+    add_ok(p, rill_source_range(0, 10), NULL);
+    cr_assert_eq(rill_pipeline_add(p, rill_stage_throttle(0, 0), NULL), RILL_EINVAL);
+    add_ok(p, rill_sink_ignore(), NULL);
+    errstr[0] = '\0';
+    cr_assert_eq(rill_pipeline_start_supervised(p, NULL, errstr, sizeof(errstr)), RILL_EINVAL);
+    cr_assert_not_null(strstr(errstr, "throttle"), "\"%s\"", errstr);
+    rill_pipeline_destroy(p);
+    rill_restart_opts_t bad_restarts = {.max_restarts = -5};
+    p = rill_pipeline_new(sys, NULL);
+    add_ok(p, rill_source_range(0, 10), NULL);
+    add_ok(p, rill_sink_ignore(), NULL);
+    errstr[0] = '\0';
+    cr_assert_eq(rill_pipeline_start_supervised(p, &bad_restarts, errstr, sizeof(errstr)),
+                 RILL_EINVAL);
+    cr_assert_neq(errstr[0], '\0');
     rill_pipeline_destroy(p);
 
-    /* A stage that cannot spawn: start fails and nothing leaks. */
-    p = rill_pipeline_new(sys);
+    /* Not a source first, or only a source: refused at start. */
+    p = rill_pipeline_new(sys, NULL);
+    add_ok(p, rill_stage_map(identity_map, NULL), NULL);
+    add_ok(p, rill_sink_ignore(), NULL);
+    START_FAILS(p, RILL_EINVAL, "source");
+    p = rill_pipeline_new(sys, NULL);
+    add_ok(p, rill_source_range(0, 10), NULL);
+    START_FAILS(p, RILL_EINVAL, "sink");
+
+    /* A stage that cannot spawn: start fails with a sentence naming it,
+     * and nothing leaks. */
+    p = rill_pipeline_new(sys, NULL);
     rill_stage_opts_t bad_exec = {
-        .name = NULL, .executor = RILL_EXECUTOR(99), .mailbox_capacity = 0};
+        .name = "misplaced", .executor = RILL_EXECUTOR(99), .mailbox_capacity = 0};
     add_ok(p, rill_source_range(0, 10), NULL);
     add_ok(p, rill_stage_map(identity_map, NULL), &bad_exec);
     add_ok(p, rill_sink_ignore(), NULL);
-    cr_assert_neq(rill_pipeline_start(p, errstr, sizeof(errstr)), RILL_OK);
-    rill_pipeline_destroy(p);
+    START_FAILS(p, RILL_EINVAL, "misplaced");
     rill_system_destroy(sys);
 }

@@ -153,6 +153,30 @@ static const rill_testkit_record_t *source_gen(void *src, size_t i, gen_buf_t *g
     return scratch;
 }
 
+/* A client of `type` from conf (taken, also on error): rill's defaults
+ * (NULL-terminated key/value list), then the caller's own config over
+ * them. */
+static rill_err_t client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
+                             const char *const *defaults, const rill_testkit_opts_t *opts,
+                             rd_kafka_t **out, char *errstr, size_t errstr_size)
+{
+    rill_err_t err = rill__conf_apply(conf, defaults, errstr, errstr_size);
+    if (!err)
+        err = rill__conf_apply(conf, opts ? opts->config : NULL, errstr, errstr_size);
+    if (err) {
+        rd_kafka_conf_destroy(conf);
+        return err;
+    }
+    char kerr[512];
+    rd_kafka_t *rk = rd_kafka_new(type, conf, kerr, sizeof(kerr));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return rill__fail(RILL_EKAFKA, errstr, errstr_size, "%s", kerr);
+    }
+    *out = rk;
+    return RILL_OK;
+}
+
 static rill_err_t producer_new(const char *bootstraps, const rill_testkit_opts_t *opts,
                                produce_ctx_t *ctx, rd_kafka_t **out, char *errstr,
                                size_t errstr_size)
@@ -166,21 +190,7 @@ static rill_err_t producer_new(const char *bootstraps, const rill_testkit_opts_t
                               "enable.idempotence", "true", "linger.ms", "5",
                               /* keys land where Java producers put them */
                               "partitioner", "murmur2_random", "message.timeout.ms", timeout, NULL};
-    rill_err_t err = rill__conf_apply(conf, defaults, errstr, errstr_size);
-    if (!err)
-        err = rill__conf_apply(conf, opts ? opts->config : NULL, errstr, errstr_size);
-    if (err) {
-        rd_kafka_conf_destroy(conf);
-        return err;
-    }
-    char kerr[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, kerr, sizeof(kerr));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return rill__fail(RILL_EKAFKA, errstr, errstr_size, "%s", kerr);
-    }
-    *out = rk;
-    return RILL_OK;
+    return client_new(RD_KAFKA_PRODUCER, conf, defaults, opts, out, errstr, errstr_size);
 }
 
 static rd_kafka_resp_err_t produce_one(rd_kafka_t *rk, const char *topic,
@@ -433,21 +443,7 @@ static rill_err_t consumer_new(const char *bootstraps, const rill_testkit_opts_t
                               /* a short fetch wait so the tail of a partition
                                * is not held back by the broker's long poll */
                               "fetch.wait.max.ms", "50", NULL};
-    rill_err_t err = rill__conf_apply(conf, defaults, errstr, errstr_size);
-    if (!err)
-        err = rill__conf_apply(conf, opts ? opts->config : NULL, errstr, errstr_size);
-    if (err) {
-        rd_kafka_conf_destroy(conf);
-        return err;
-    }
-    char kerr[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, kerr, sizeof(kerr));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return rill__fail(RILL_EKAFKA, errstr, errstr_size, "%s", kerr);
-    }
-    *out = rk;
-    return RILL_OK;
+    return client_new(RD_KAFKA_CONSUMER, conf, defaults, opts, out, errstr, errstr_size);
 }
 
 /*

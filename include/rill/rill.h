@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * rill: Kafka stream processing out of lightweight actors.
  *
  * The umbrella header: include this one, or the individual headers. The

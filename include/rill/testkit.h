@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * rill testkit: an embedded Kafka broker and the helpers that make pipelines
  * testable on a laptop.
  *
@@ -30,45 +31,47 @@
 extern "C" {
 #endif
 
-/* One Kafka header of a testkit record. Headers may repeat a name; order is
+/** One Kafka header of a testkit record. Headers may repeat a name; order is
  * kept. */
 typedef struct rill_testkit_header {
-    const char *name;  /* NUL-terminated */
-    const void *value; /* may be NULL (a null header value) */
-    size_t value_len;
+    const char *name;  /**< NUL-terminated */
+    const void *value; /**< may be NULL (a null header value) */
+    size_t value_len;  /**< the value's length in bytes */
 } rill_testkit_header_t;
 
-/*
+/**
  * A Kafka record as plain data: what test helpers produce and collect.
  * Pointers are borrowed: whoever filled the struct owns the memory, and says
  * for how long it lives.
  */
 typedef struct rill_testkit_record {
-    const char *topic; /* consumed records: the topic; ignored when producing */
-    int32_t partition; /* producing: a partition or RILL_PARTITION_ANY */
-    int64_t offset;    /* consumed records only; -1 otherwise */
-    int64_t timestamp; /* ms since the epoch; 0 when producing = now */
-    const void *key;   /* NULL = no key */
-    size_t key_len;
-    const void *value; /* NULL = a null value (tombstone) */
-    size_t value_len;
+    const char *topic; /**< consumed records: the topic; ignored when producing */
+    int32_t partition; /**< producing: a partition or RILL_PARTITION_ANY */
+    int64_t offset;    /**< consumed records only; -1 otherwise */
+    int64_t timestamp; /**< ms since the epoch; 0 when producing = now */
+    const void *key;   /**< NULL = no key */
+    size_t key_len;    /**< the key's length in bytes */
+    const void *value; /**< NULL = a null value (tombstone) */
+    size_t value_len;  /**< the value's length in bytes */
+    /** The record's header_count headers, in order. */
     const rill_testkit_header_t *headers;
-    size_t header_count;
+    size_t header_count; /**< the number of headers */
 } rill_testkit_record_t;
 
 /* --------------------------------------------------------------------- */
 /* Embedded broker                                                        */
 /* --------------------------------------------------------------------- */
 
+/** An embedded Kafka cluster (opaque). */
 typedef struct rill_broker rill_broker_t;
 
-/* Broker id meaning "every broker" for the fault-injection calls. */
+/** Broker id meaning "every broker" for the fault-injection calls. */
 #define RILL_BROKER_ALL ((int32_t)-1)
 
-/* Most brokers one embedded cluster may have. */
+/** Most brokers one embedded cluster may have. */
 #define RILL_BROKER_MAX 64
 
-/*
+/**
  * Start an embedded cluster of broker_count brokers (ids 1..broker_count) on
  * 127.0.0.1. The brokers listen when this returns.
  * Returns NULL on failure with the reason in errstr (broker_count outside
@@ -77,23 +80,23 @@ typedef struct rill_broker rill_broker_t;
  */
 RILL_API rill_broker_t *rill_broker_new(int broker_count, char *errstr, size_t errstr_size);
 
-/*
+/**
  * Stop the brokers and free everything. Clients still connected see their
  * connections close. NULL is a no-op.
  * @locality any thread, but not concurrently with other calls on b.
  */
 RILL_API void rill_broker_destroy(rill_broker_t *b);
 
-/*
+/**
  * The bootstrap.servers string, e.g. "127.0.0.1:41235,127.0.0.1:38001".
  * @locality any thread. Owned by b, valid until rill_broker_destroy().
  */
 RILL_API const char *rill_broker_bootstraps(const rill_broker_t *b);
 
-/* Number of brokers in the cluster; 0 when b is NULL. */
+/** Number of brokers in the cluster; 0 when b is NULL. @locality any thread. */
 RILL_API int rill_broker_count(const rill_broker_t *b);
 
-/*
+/**
  * Create a topic. partitions >= 1; 1 <= replication_factor <= brokers.
  * Topic names follow Kafka's rules: 1..249 characters of [A-Za-z0-9._-],
  * not "." or "..".
@@ -105,22 +108,27 @@ RILL_API rill_err_t rill_broker_create_topic(rill_broker_t *b, const char *topic
                                              int replication_factor, char *errstr,
                                              size_t errstr_size);
 
-/*
+/**
+ * @name Fault injection
  * Fault injection. broker_id is 1..count or RILL_BROKER_ALL.
- * All return RILL_OK, RILL_EINVAL (NULL b, bad argument) or RILL_ENOENT (no
- * such broker).
+ * All return RILL_OK, RILL_EINVAL (NULL b, bad argument), RILL_ENOENT (no
+ * such broker) or RILL_EKAFKA (another error of the mock cluster).
  * @locality any thread.
+ * @{
  */
 
-/* Close the broker's connections and refuse new ones (the port stays
- * reserved). Partition leadership does not move. */
+/** Close the broker's connections and refuse new ones (the port stays
+ * reserved). Partition leadership does not move. @locality any thread. */
 RILL_API rill_err_t rill_broker_set_down(rill_broker_t *b, int32_t broker_id);
-/* Accept connections again. */
+/** Accept connections again. @locality any thread. */
 RILL_API rill_err_t rill_broker_set_up(rill_broker_t *b, int32_t broker_id);
-/* Delay every response from the broker by rtt_ms (>= 0; 0 removes it). */
+/** Delay every response from the broker by rtt_ms (>= 0; 0 removes it).
+ * @locality any thread. */
 RILL_API rill_err_t rill_broker_set_rtt(rill_broker_t *b, int32_t broker_id, int rtt_ms);
 
-/*
+/** @} */
+
+/**
  * Make the next `count` requests with the given API key (any broker) fail
  * with `err`, e.g. rill_broker_push_request_errors(b, 8, 3,
  * RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID) fails the next three OffsetCommits.
@@ -132,10 +140,10 @@ RILL_API rill_err_t rill_broker_set_rtt(rill_broker_t *b, int32_t broker_id, int
 RILL_API rill_err_t rill_broker_push_request_errors(rill_broker_t *b, int16_t api_key, size_t count,
                                                     rd_kafka_resp_err_t err);
 
-/* Drop every error still queued for api_key. */
+/** Drop every error still queued for api_key. @locality any thread. */
 RILL_API rill_err_t rill_broker_clear_request_errors(rill_broker_t *b, int16_t api_key);
 
-/*
+/**
  * Move a partition's leadership to broker_id (1..count, or -1 for no leader).
  * Returns RILL_ENOENT for an unknown topic, partition or broker.
  * @locality any thread.
@@ -143,26 +151,29 @@ RILL_API rill_err_t rill_broker_clear_request_errors(rill_broker_t *b, int16_t a
 RILL_API rill_err_t rill_broker_set_leader(rill_broker_t *b, const char *topic, int32_t partition,
                                            int32_t broker_id);
 
-/*
+/**
  * The underlying librdkafka mock cluster, for faults rill does not wrap.
  * Experimental librdkafka API: no ABI promise. Owned by b.
+ * @locality any thread.
  */
 RILL_API struct rd_kafka_mock_cluster_s *rill_broker_mock_cluster(rill_broker_t *b);
 
-/* Highest Kafka API key rill knows by name (OffsetDelete..Envelope). */
+/** Highest Kafka API key rill knows by name (keys 0..58: Produce to
+ * Envelope). */
 #define RILL_API_KEY_MAX 58
 
-/*
+/**
  * Kafka protocol API key for a name such as "OffsetCommit" or "Produce"
  * (case-insensitive), or a decimal number "0".."58". Returns -1 if unknown.
  * @locality any thread.
  */
 RILL_API int16_t rill_api_key_from_name(const char *name);
 
-/* The name of an API key, e.g. "OffsetCommit"; "?" if unknown. */
+/** The name of an API key, e.g. "OffsetCommit"; "?" if unknown.
+ * @locality any thread. The string is static. */
 RILL_API const char *rill_api_key_name(int16_t api_key);
 
-/*
+/**
  * Parse a Kafka error code: a name as librdkafka spells it without the
  * RD_KAFKA_RESP_ERR_ prefix ("UNKNOWN_MEMBER_ID", "_TRANSPORT",
  * case-insensitive) or a decimal number ("25", "-195").
@@ -175,22 +186,24 @@ RILL_API rill_err_t rill_kafka_err_from_name(const char *name, rd_kafka_resp_err
 /* Produce and consume helpers                                            */
 /* --------------------------------------------------------------------- */
 
-/* Progress report: `done` of `total` records so far. Called on the calling
- * thread, at most about a hundred times per call, and once at the end. */
+/** Progress report: `done` of `total` records so far. Called on the calling
+ * thread, at most about a hundred times per call, and once at the end.
+ * @locality the thread that called the helper (rill_testkit_produce(),
+ * rill_testkit_produce_generated() or rill_testkit_consume()). */
 typedef void rill_progress_fn(void *opaque, size_t done, size_t total);
 
-/* Options shared by the helpers. A NULL pointer means all defaults. */
+/** Options shared by the helpers. A NULL pointer means all defaults. */
 typedef struct rill_testkit_opts {
-    /* Extra librdkafka properties: NULL, or a NULL-terminated array of
+    /** Extra librdkafka properties: NULL, or a NULL-terminated array of
      * "key", "value" pairs, applied after rill's defaults. */
     const char *const *config;
-    /* Deadline for the whole call in ms; 0 means 30,000. */
+    /** Deadline for the whole call in ms; 0 means 30,000. */
     int timeout_ms;
-    rill_progress_fn *progress;
-    void *opaque;
+    rill_progress_fn *progress; /**< called with the progress; NULL for none */
+    void *opaque;               /**< passed to progress */
 } rill_testkit_opts_t;
 
-/*
+/**
  * Produce `count` records to `topic` and wait until all are delivered
  * (acks=all, idempotent producer). record->partition picks the partition
  * (RILL_PARTITION_ANY: by key, with the murmur2 partitioner Java producers
@@ -206,49 +219,51 @@ RILL_API rill_err_t rill_testkit_produce(const char *bootstraps, const char *top
                                          const rill_testkit_opts_t *opts, char *errstr,
                                          size_t errstr_size);
 
-/*
+/**
  * A deterministic record generator, so tests can produce large volumes and
  * check every consumed record's content without keeping a copy.
  *
  * Record number `seq` (first_seq, first_seq + 1, ...) has:
- *   key    "key-<seq % key_space>"  (or "key-<seq>" when key_space is 0)
- *   value  "seq=<seq> key=<key> " padded with '.' to value_size bytes
- *          (never shorter than that prefix)
- *   headers, when `headers` is non-zero: "rill-seq" = "<seq>",
- *          "rill-gen" = "testkit"
+ *
+ *     key    "key-<seq % key_space>"  (or "key-<seq>" when key_space is 0)
+ *     value  "seq=<seq> key=<key> " padded with '.' to value_size bytes
+ *            (never shorter than that prefix)
+ *     headers, when `headers` is non-zero: "rill-seq" = "<seq>",
+ *            "rill-gen" = "testkit"
  */
 typedef struct rill_gen {
-    uint64_t first_seq;
-    size_t key_space;  /* distinct keys; 0 = every key unique */
-    size_t value_size; /* 0 means 100 */
-    int headers;       /* non-zero: add the two headers */
-    int pinned;        /* non-zero: every record goes to `partition`; 0: by key */
-    int32_t partition;
+    uint64_t first_seq; /**< the seq of the first record */
+    size_t key_space;   /**< distinct keys; 0 = every key unique */
+    size_t value_size;  /**< 0 means 100 */
+    int headers;        /**< non-zero: add the two headers */
+    int pinned;         /**< non-zero: every record goes to `partition`; 0: by key */
+    int32_t partition;  /**< the partition of every record when pinned */
 } rill_gen_t;
 
-/* The defaults (a zeroed rill_gen_t means the same): unique keys, 100-byte
+/** The defaults (a zeroed rill_gen_t means the same): unique keys, 100-byte
  * values, no headers, partition by key. */
 #define RILL_GEN_DEFAULT                                                                           \
     {                                                                                              \
         .value_size = 100                                                                          \
     }
 
-/*
+/**
  * Produce `count` generated records (see rill_gen_t); gen NULL = defaults.
  * Same results and locality as rill_testkit_produce().
+ * @locality any thread. Blocks.
  */
 RILL_API rill_err_t rill_testkit_produce_generated(const char *bootstraps, const char *topic,
                                                    size_t count, const rill_gen_t *gen,
                                                    const rill_testkit_opts_t *opts, char *errstr,
                                                    size_t errstr_size);
 
-/* Records read back from a topic; owns their memory. */
+/** Records read back from a topic; owns their memory. */
 typedef struct rill_consumed rill_consumed_t;
 
-/* `expect` value for rill_testkit_consume: read up to the end offsets. */
+/** `expect` value for rill_testkit_consume: read up to the end offsets. */
 #define RILL_CONSUME_TO_END ((size_t)0)
 
-/*
+/**
  * Read records of `topic` from the earliest retained offset of every
  * partition, without joining a consumer group and without committing.
  *
@@ -267,28 +282,29 @@ RILL_API rill_err_t rill_testkit_consume(const char *bootstraps, const char *top
                                          const rill_testkit_opts_t *opts, rill_consumed_t **out,
                                          char *errstr, size_t errstr_size);
 
-/* Number of records held; 0 for NULL. */
+/** Number of records held; 0 for NULL. @locality any thread. */
 RILL_API size_t rill_consumed_count(const rill_consumed_t *c);
 
-/* Record i (0 <= i < count), or NULL when out of range. Owned by c. */
+/** Record i (0 <= i < count), or NULL when out of range. Owned by c.
+ * @locality any thread. */
 RILL_API const rill_testkit_record_t *rill_consumed_at(const rill_consumed_t *c, size_t i);
 
-/* Free c and every record in it. NULL is a no-op. */
+/** Free c and every record in it. NULL is a no-op. @locality any thread. */
 RILL_API void rill_consumed_destroy(rill_consumed_t *c);
 
-/* What rill_testkit_verify found. */
+/** What rill_testkit_verify found. */
 typedef struct rill_verify_report {
-    size_t expected;     /* count asked for */
-    size_t seen;         /* records examined */
-    size_t distinct;     /* distinct expected records seen */
-    size_t missing;      /* expected records never seen */
-    size_t duplicates;   /* extra copies of records already seen */
-    size_t unexpected;   /* well-formed records outside the expected range */
-    size_t corrupt;      /* key, value or headers differ from the generator's */
-    size_t out_of_order; /* order breaks: a seq below the previous one in its partition */
+    size_t expected;     /**< count asked for */
+    size_t seen;         /**< records examined */
+    size_t distinct;     /**< distinct expected records seen */
+    size_t missing;      /**< expected records never seen */
+    size_t duplicates;   /**< extra copies of records already seen */
+    size_t unexpected;   /**< well-formed records outside the expected range */
+    size_t corrupt;      /**< key, value or headers differ from the generator's */
+    size_t out_of_order; /**< order breaks: a seq below the previous one in its partition */
 } rill_verify_report_t;
 
-/*
+/**
  * Check consumed records against `count` records of generator `gen` (NULL =
  * defaults). Fills *report (may be NULL). Returns RILL_OK when every expected
  * record was seen exactly once, intact, and nothing else was seen; otherwise

@@ -11,7 +11,8 @@ typedef struct batcher {
     size_t max_count;
     uint64_t max_ms;
     rill_batch_t *cur;
-    uint64_t gen; /* which group the armed timer is for */
+    rill_origin_t *cur_origin; /* the origins of cur's elements */
+    uint64_t gen;              /* which group the armed timer is for */
     rill_timer_t timer;
     int timer_armed;
     int due;              /* the group's time is up; seal when there is room */
@@ -35,6 +36,7 @@ static void batcher_destroy(void *impl)
     if (!b)
         return;
     batch_free(b->cur);
+    rill_origin_release(b->cur_origin);
     rill__equeue_free(&b->ready);
     free(b);
 }
@@ -53,7 +55,9 @@ static void batcher_seal(rill__stage_t *st, batcher_t *b)
         rill_timer_cancel(st->ctx, b->timer);
         b->timer_armed = 0;
     }
-    rill_elem_t e = {.payload = b->cur, .dtor = batch_free, .arg = b->cur->count};
+    rill_elem_t e = {
+        .payload = b->cur, .dtor = batch_free, .arg = b->cur->count, .origin = b->cur_origin};
+    b->cur_origin = NULL;
     rill__equeue_push(&b->ready, &e); /* room: callers check, and we stop
                                          pulling while it is full */
     b->cur = NULL;
@@ -79,6 +83,9 @@ static void batcher_on_next(rill__stage_t *st, int in, rill_elem_t *e)
                 b->timer_armed = 1;
         }
     }
+    /* The batch stands for its elements: it carries their origins. */
+    rill__origin_absorb(&b->cur_origin, e->origin);
+    e->origin = NULL;
     b->cur->elems[b->cur->count++] = *e;
     if (b->cur->count == b->max_count && b->ready.count < b->ready.cap)
         batcher_seal(st, b);
@@ -134,12 +141,14 @@ const rill__kind_t rill__batch_kind = {.name = "batch",
                                        .on_input_end = batcher_on_input_end,
                                        .pump = batcher_pump,
                                        .on_msg = batcher_on_msg,
-                                       .destroy = batcher_destroy};
+                                       .destroy = batcher_destroy,
+                                       .impl_size = sizeof(batcher_t)};
 
 rill_stage_t *rill_stage_batch(size_t max_count, uint64_t max_ms)
 {
     if (max_count == 0 || max_count > (1u << 24))
-        return NULL;
+        return rill__stage_spec_bad(&rill__batch_kind, RILL_EINVAL,
+                                    "max_count must be 1 to 2^24, got %zu", max_count);
     batcher_t *b = calloc(1, sizeof(*b));
     if (b) {
         b->max_count = max_count;

@@ -69,13 +69,18 @@ static void bcast_pump(rill__stage_t *st)
                 memset(&copy, 0, sizeof(copy));
                 rill_err_t err = b->copy(b->opaque, &e, &copy);
                 if (err || !rill__elem_ok(&copy)) {
+                    copy.origin = NULL; /* the function's, if any: not a reference */
                     rill_elem_release(&copy);
                     rill_elem_release(&e);
                     rill__stage_fail(st, err ? err : RILL_EINVAL, "copy function failed");
                     return;
                 }
+                /* Every copy stands for the element too: a reference of
+                 * its origin (whatever the function copied there). */
+                copy.origin = rill_origin_ref(e.origin);
             } else if (!e.dtor) {
                 copy = e; /* a value or a borrowed pointer: share it */
+                copy.origin = rill_origin_ref(e.origin);
             } else {
                 rill_elem_release(&e);
                 rill__stage_fail(st, RILL_EINVAL,
@@ -104,12 +109,14 @@ const rill__kind_t rill__broadcast_kind = {.name = "broadcast",
                                            .on_next = bcast_on_next,
                                            .on_input_end = bcast_on_input_end,
                                            .pump = bcast_pump,
-                                           .destroy = bcast_destroy};
+                                           .destroy = bcast_destroy,
+                                           .impl_size = sizeof(bcast_t)};
 
 rill_stage_t *rill_stage_broadcast(uint32_t outputs, rill_copy_fn *copy_fn, void *opaque)
 {
     if (outputs == 0 || outputs > RILL__MAX_LINKS)
-        return NULL;
+        return rill__stage_spec_bad(&rill__broadcast_kind, RILL_EINVAL,
+                                    "outputs must be 1 to %d, got %u", RILL__MAX_LINKS, outputs);
     bcast_t *b = calloc(1, sizeof(*b));
     if (b) {
         b->outputs = outputs;

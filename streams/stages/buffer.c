@@ -40,15 +40,15 @@ static void buffer_on_next(rill__stage_t *st, int in, rill_elem_t *e)
             break; /* cannot happen: we never asked for more than room */
         case RILL_OVERFLOW_DROP_HEAD:
             rill__equeue_pop(&b->q, &old);
-            rill_elem_release(&old);
+            rill__stage_drop(st, &old);
             break;
         case RILL_OVERFLOW_DROP_TAIL:
             rill__equeue_pop_tail(&b->q, &old);
-            rill_elem_release(&old);
+            rill__stage_drop(st, &old);
             break;
         case RILL_OVERFLOW_DROP_BUFFER:
             while (rill__equeue_pop(&b->q, &old))
-                rill_elem_release(&old);
+                rill__stage_drop(st, &old);
             break;
         case RILL_OVERFLOW_FAIL:
             rill_elem_release(e);
@@ -89,13 +89,17 @@ const rill__kind_t rill__buffer_kind = {.name = "buffer",
                                         .on_next = buffer_on_next,
                                         .on_input_end = buffer_on_input_end,
                                         .pump = buffer_pump,
-                                        .destroy = buffer_destroy};
+                                        .destroy = buffer_destroy,
+                                        .impl_size = sizeof(buffer_t)};
 
 rill_stage_t *rill_stage_buffer(size_t size, rill_overflow_t overflow)
 {
-    if (size == 0 || size > (1u << 24) || overflow < RILL_OVERFLOW_BACKPRESSURE ||
-        overflow > RILL_OVERFLOW_FAIL)
-        return NULL;
+    if (size == 0 || size > (1u << 24))
+        return rill__stage_spec_bad(&rill__buffer_kind, RILL_EINVAL,
+                                    "size must be 1 to 2^24, got %zu", size);
+    if (overflow < RILL_OVERFLOW_BACKPRESSURE || overflow > RILL_OVERFLOW_FAIL)
+        return rill__stage_spec_bad(&rill__buffer_kind, RILL_EINVAL, "unknown overflow strategy %d",
+                                    (int)overflow);
     buffer_t *b = calloc(1, sizeof(*b));
     if (b) {
         b->size = size;

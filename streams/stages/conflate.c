@@ -36,12 +36,18 @@ static void conflate_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     rill_elem_t old;
     if (c->q.count) {
         if (!c->combine) {
-            /* keep latest: the older element goes */
+            /* keep latest: the older element is dropped, on purpose */
             rill__equeue_pop(&c->q, &old);
-            rill_elem_release(&old);
+            rill__stage_drop(st, &old);
         } else {
+            /* The aggregate stands for both: it carries both origins,
+             * which the function never sees. */
             rill_elem_t *acc = rill__equeue_peek(&c->q);
+            rill_origin_t *both = acc->origin;
+            rill__origin_absorb(&both, e->origin);
+            acc->origin = e->origin = NULL;
             rill_err_t err = c->combine(c->opaque, acc, e);
+            acc->origin = both; /* released with acc if the stage fails */
             if (err)
                 rill__stage_fail(st, err, "conflate function returned %s", rill_err_name(err));
             return; /* the function owns both; the result is in acc */
@@ -77,7 +83,8 @@ const rill__kind_t rill__conflate_kind = {.name = "conflate",
                                           .on_next = conflate_on_next,
                                           .on_input_end = conflate_on_input_end,
                                           .pump = conflate_pump,
-                                          .destroy = conflate_destroy};
+                                          .destroy = conflate_destroy,
+                                          .impl_size = sizeof(conflate_t)};
 
 rill_stage_t *rill_stage_conflate(rill_conflate_fn *fn, void *opaque)
 {

@@ -30,6 +30,22 @@ void rill__equeue_free(rill__equeue_t *q)
     q->v = NULL;
 }
 
+int rill__equeue_grow(rill__equeue_t *q)
+{
+    size_t size = (q->mask + 1) * 2;
+    rill_elem_t *v = calloc(size, sizeof(*v));
+    if (!v)
+        return -1;
+    for (size_t i = 0; i < q->count; i++)
+        v[i] = q->v[(q->head + i) & q->mask];
+    free(q->v);
+    q->v = v;
+    q->mask = size - 1;
+    q->head = 0;
+    q->cap = size;
+    return 0;
+}
+
 /* Shared end of a queue-backed processor. */
 void rill__queue_stage_end(rill__stage_t *st, int *upstream_done, rill_err_t code, const char *text)
 {

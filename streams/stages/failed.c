@@ -21,13 +21,18 @@ static rill_err_t failed_start(rill__stage_t *st)
     return RILL_OK;
 }
 
-const rill__kind_t rill__failed_kind = {
-    .name = "failed-source", .max_in = 0, .max_out = 1, .start = failed_start, .destroy = free};
+const rill__kind_t rill__failed_kind = {.name = "failed-source",
+                                        .max_in = 0,
+                                        .max_out = 1,
+                                        .start = failed_start,
+                                        .destroy = free,
+                                        .impl_size = sizeof(failed_src_t)};
 
 rill_stage_t *rill_source_failed(rill_err_t code, const char *text)
 {
     if (code == RILL_OK)
-        return NULL;
+        return rill__stage_spec_bad(&rill__failed_kind, RILL_EINVAL,
+                                    "a failed source needs an error code, not RILL_OK");
     failed_src_t *f = calloc(1, sizeof(*f));
     if (f) {
         f->code = code;

@@ -33,7 +33,7 @@ static void filter_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     (void)in;
     filter_t *f = st->spec.impl;
     if (!f->filter(f->opaque, e)) {
-        rill_elem_release(e);
+        rill__stage_drop(st, e); /* filtered out: handled */
         return;
     }
     if (!f->q.count && rill__stage_can_emit(st, 0))
@@ -68,12 +68,13 @@ const rill__kind_t rill__filter_kind = {.name = "filter",
                                         .on_next = filter_on_next,
                                         .on_input_end = filter_on_input_end,
                                         .pump = filter_pump,
-                                        .destroy = filter_destroy};
+                                        .destroy = filter_destroy,
+                                        .impl_size = sizeof(filter_t)};
 
 rill_stage_t *rill_stage_filter(rill_filter_fn *fn, void *opaque)
 {
     if (!fn)
-        return NULL;
+        return rill__stage_spec_bad(&rill__filter_kind, RILL_EINVAL, "the filter function is NULL");
     filter_t *f = calloc(1, sizeof(*f));
     if (f) {
         f->filter = fn;

@@ -31,18 +31,25 @@ static void mapper_on_next(rill__stage_t *st, int in, rill_elem_t *e)
 {
     (void)in;
     mapper_t *m = st->spec.impl;
+    /* The output stands for the input: it takes over the input's origin,
+     * which the function never sees. */
+    rill_origin_t *origin = e->origin;
+    e->origin = NULL;
     rill_elem_t out = {0};
     rill_err_t err = m->map(m->opaque, e, &out);
     if (err) {
         rill_elem_release(&out);
+        rill_origin_release(origin); /* not handled: it comes again */
         rill__stage_fail(st, err, "map function returned %s", rill_err_name(err));
         return;
     }
     if (!rill__elem_ok(&out)) {
         rill_elem_release(&out);
+        rill_origin_release(origin);
         rill__stage_fail(st, RILL_EINVAL, "map function produced an invalid (NULL) element");
         return;
     }
+    rill__elem_adopt(&out, origin);
     /* The common case: nothing waiting and demand downstream: straight on. */
     if (!m->q.count && rill__stage_can_emit(st, 0))
         rill__stage_emit(st, 0, &out);
@@ -76,12 +83,13 @@ const rill__kind_t rill__map_kind = {.name = "map",
                                      .on_next = mapper_on_next,
                                      .on_input_end = mapper_on_input_end,
                                      .pump = mapper_pump,
-                                     .destroy = mapper_destroy};
+                                     .destroy = mapper_destroy,
+                                     .impl_size = sizeof(mapper_t)};
 
 rill_stage_t *rill_stage_map(rill_map_fn *fn, void *opaque)
 {
     if (!fn)
-        return NULL;
+        return rill__stage_spec_bad(&rill__map_kind, RILL_EINVAL, "the map function is NULL");
     mapper_t *m = calloc(1, sizeof(*m));
     if (m) {
         m->map = fn;

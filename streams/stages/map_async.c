@@ -17,14 +17,18 @@ struct rill_async_job {
     _Atomic int completed;
     rill_err_t err;
     rill_elem_t out;
+    rill_origin_t *origin; /* the input's: the result carries it */
 };
 
+/* A job that is not emitted (the stage failed or is gone): its result and
+ * its input's origin are released, unconfirmed. */
 static void job_free(void *p)
 {
     rill_async_job_t *job = p;
     if (!job)
         return;
     rill_elem_release(&job->out);
+    rill_origin_release(job->origin);
     free(job);
 }
 
@@ -107,11 +111,14 @@ static void async_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     job->sys = st->sys;
     job->stage = st->self;
     job->seq = a->next_seq++;
+    job->origin = e->origin; /* the function never sees it */
+    e->origin = NULL;
     a->in_flight++;
     rill_err_t err = a->fn(a->opaque, job, e);
     if (err) {
         /* The function refused the element; it did not complete the job. */
         a->in_flight--;
+        rill_origin_release(job->origin);
         free(job);
         rill__stage_fail(st, err, "async function returned %s", rill_err_name(err));
     }
@@ -131,6 +138,8 @@ static void async_on_msg(rill__stage_t *st, rill_msg_t *m)
     }
     rill_elem_t out = job->out;
     memset(&job->out, 0, sizeof(job->out));
+    rill__elem_adopt(&out, job->origin);
+    job->origin = NULL;
     if (a->ordered) {
         slot_t *s = &a->reorder[job->seq % a->parallelism];
         s->e = out;
@@ -184,13 +193,18 @@ const rill__kind_t rill__map_async_kind = {.name = "map_async",
                                            .on_input_end = async_on_input_end,
                                            .pump = async_pump,
                                            .on_msg = async_on_msg,
-                                           .destroy = async_destroy};
+                                           .destroy = async_destroy,
+                                           .impl_size = sizeof(async_stage_t)};
 
 rill_stage_t *rill_stage_map_async(rill_async_fn *fn, void *opaque, uint32_t parallelism,
                                    int ordered)
 {
-    if (!fn || parallelism == 0 || parallelism > 65536)
-        return NULL;
+    if (!fn)
+        return rill__stage_spec_bad(&rill__map_async_kind, RILL_EINVAL,
+                                    "the async function is NULL");
+    if (parallelism == 0 || parallelism > 65536)
+        return rill__stage_spec_bad(&rill__map_async_kind, RILL_EINVAL,
+                                    "parallelism must be 1 to 65536, got %u", parallelism);
     async_stage_t *a = calloc(1, sizeof(*a));
     if (a) {
         a->fn = fn;

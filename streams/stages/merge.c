@@ -85,12 +85,14 @@ const rill__kind_t rill__merge_kind = {.name = "merge",
                                        .on_next = merge_on_next,
                                        .on_input_end = merge_on_input_end,
                                        .pump = merge_pump,
-                                       .destroy = merge_destroy};
+                                       .destroy = merge_destroy,
+                                       .impl_size = sizeof(merge_t)};
 
 rill_stage_t *rill_stage_merge(uint32_t inputs)
 {
     if (inputs == 0 || inputs > RILL__MAX_LINKS - 1)
-        return NULL;
+        return rill__stage_spec_bad(&rill__merge_kind, RILL_EINVAL,
+                                    "inputs must be 1 to %d, got %u", RILL__MAX_LINKS - 1, inputs);
     merge_t *m = calloc(1, sizeof(*m));
     if (m)
         m->inputs = inputs;

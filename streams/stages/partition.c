@@ -61,15 +61,15 @@ static rill_err_t router_start(rill__stage_t *st)
 
     rill_aid_t merge;
     rill_stage_opts_t mo = {0};
-    rill_err_t err =
-        rill__stage_spawn_hooked(st->sys, rill_stage_merge(r->workers), &mo, &st->hook, &merge);
+    rill_err_t err = rill__stage_spawn_hooked(st->sys, rill_stage_merge(r->workers), &mo, &st->hook,
+                                              &merge, NULL, 0);
     if (err)
         return err;
     int nexec = rill_system_executors(st->sys);
     for (uint32_t w = 0; w < r->workers; w++) {
         rill_stage_opts_t wo = {.executor = RILL_EXECUTOR(w % (uint32_t)nexec)};
         err = rill__stage_spawn_hooked(st->sys, rill_stage_map(r->fn, r->opaque), &wo, &st->hook,
-                                       &r->worker_aid[w]);
+                                       &r->worker_aid[w], NULL, 0);
         if (err)
             return err;
         rill_stage_connect(st->sys, st->self, r->worker_aid[w]);
@@ -132,13 +132,19 @@ const rill__kind_t rill__partition_kind = {.name = "partition",
                                            .on_input_end = router_on_input_end,
                                            .pump = router_pump,
                                            .own_subscriber = router_own,
-                                           .destroy = router_destroy};
+                                           .destroy = router_destroy,
+                                           .impl_size = sizeof(router_t)};
 
 rill_stage_t *rill_stage_partition_by_key(uint32_t workers, rill_key_fn *key_fn, rill_map_fn *fn,
                                           void *opaque)
 {
-    if (workers == 0 || workers > RILL__MAX_LINKS - 1 || !key_fn || !fn)
-        return NULL;
+    if (workers == 0 || workers > RILL__MAX_LINKS - 1)
+        return rill__stage_spec_bad(&rill__partition_kind, RILL_EINVAL,
+                                    "workers must be 1 to %d, got %u", RILL__MAX_LINKS - 1,
+                                    workers);
+    if (!key_fn || !fn)
+        return rill__stage_spec_bad(&rill__partition_kind, RILL_EINVAL,
+                                    "the key function and the map function must be set");
     router_t *r = calloc(1, sizeof(*r));
     if (r) {
         r->workers = workers;

@@ -25,8 +25,12 @@ static void range_pump(rill__stage_t *st)
         rill__stage_repump(st); /* yield the executor, then go on */
 }
 
-const rill__kind_t rill__range_kind = {
-    .name = "range", .max_in = 0, .max_out = 1, .pump = range_pump, .destroy = free};
+const rill__kind_t rill__range_kind = {.name = "range",
+                                       .max_in = 0,
+                                       .max_out = 1,
+                                       .pump = range_pump,
+                                       .destroy = free,
+                                       .impl_size = sizeof(range_t)};
 
 rill_stage_t *rill_source_range(uint64_t start, uint64_t count)
 {

@@ -1,6 +1,8 @@
 /*
- * sinks: foreach (a function per element), ignore, and collect (into a
- * rill_collector_t).
+ * sinks: foreach (a function per element, confirming it when it returns
+ * RILL_OK), foreach_manual (the function confirms), ignore, and collect
+ * (into a rill_collector_t). The end of a pipeline is where records are
+ * confirmed (see ORIGINS in stream.h).
  */
 #include <stdlib.h>
 
@@ -40,6 +42,7 @@ typedef struct sink {
     rill_foreach_fn *fn;
     void *opaque;
     rill_collector_t *collect;
+    int manual; /* fn confirms the elements itself */
 } sink_t;
 
 static void sink_on_next(rill__stage_t *st, int in, rill_elem_t *e)
@@ -48,31 +51,36 @@ static void sink_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     sink_t *s = st->spec.impl;
     if (s->collect) {
         rill_collector_t *c = s->collect;
-        if (c->count == c->cap) {
-            size_t cap = c->cap ? c->cap * 2 : 1024;
-            rill_elem_t *v = realloc(c->v, cap * sizeof(*v));
-            if (!v) {
-                rill_elem_release(e);
-                rill__stage_fail(st, RILL_ENOMEM, "out of memory collecting");
-                return;
-            }
-            c->v = v;
-            c->cap = cap;
+        rill_elem_t *v = rill__grow(c->v, &c->cap, c->count, sizeof(*v), 1024);
+        if (!v) {
+            rill_elem_release(e);
+            rill__stage_fail(st, RILL_ENOMEM, "out of memory collecting");
+            return;
         }
+        c->v = v;
+        rill_origin_confirm(e->origin); /* collected is handled */
+        e->origin = NULL;
         c->v[c->count++] = *e;
         st->delivered++;
         return;
     }
     if (!s->fn) {
-        rill_elem_release(e);
+        rill_elem_confirm(e);
         st->delivered++;
         return;
     }
+    rill_origin_t *origin = NULL;
+    if (!s->manual) {
+        origin = e->origin; /* ours: confirmed once fn says it handled e */
+        e->origin = NULL;
+    }
     rill_err_t err = s->fn(s->opaque, e);
     if (err) {
+        rill_origin_release(origin);
         rill__stage_fail(st, err, "sink function returned %s", rill_err_name(err));
         return;
     }
+    rill_origin_confirm(origin);
     st->delivered++;
 }
 
@@ -96,30 +104,43 @@ const rill__kind_t rill__sink_kind = {.name = "sink",
                                       .on_next = sink_on_next,
                                       .on_input_end = sink_on_input_end,
                                       .pump = sink_pump,
-                                      .destroy = free};
+                                      .destroy = free,
+                                      .impl_size = sizeof(sink_t)};
 
-static rill_stage_t *sink_spec(rill_foreach_fn *fn, void *opaque, rill_collector_t *c)
+static rill_stage_t *sink_spec(rill_foreach_fn *fn, void *opaque, rill_collector_t *c, int manual)
 {
     sink_t *s = calloc(1, sizeof(*s));
     if (s) {
         s->fn = fn;
         s->opaque = opaque;
         s->collect = c;
+        s->manual = manual;
     }
     return rill__stage_spec_new(&rill__sink_kind, s);
 }
 
 rill_stage_t *rill_sink_foreach(rill_foreach_fn *fn, void *opaque)
 {
-    return fn ? sink_spec(fn, opaque, NULL) : NULL;
+    if (!fn)
+        return rill__stage_spec_bad(&rill__sink_kind, RILL_EINVAL, "the foreach function is NULL");
+    return sink_spec(fn, opaque, NULL, 0);
+}
+
+rill_stage_t *rill_sink_foreach_manual(rill_foreach_fn *fn, void *opaque)
+{
+    if (!fn)
+        return rill__stage_spec_bad(&rill__sink_kind, RILL_EINVAL, "the foreach function is NULL");
+    return sink_spec(fn, opaque, NULL, 1);
 }
 
 rill_stage_t *rill_sink_ignore(void)
 {
-    return sink_spec(NULL, NULL, NULL);
+    return sink_spec(NULL, NULL, NULL, 0);
 }
 
 rill_stage_t *rill_sink_collect(rill_collector_t *c)
 {
-    return c ? sink_spec(NULL, NULL, c) : NULL;
+    if (!c)
+        return rill__stage_spec_bad(&rill__sink_kind, RILL_EINVAL, "the collector is NULL");
+    return sink_spec(NULL, NULL, c, 0);
 }

@@ -98,12 +98,15 @@ const rill__kind_t rill__throttle_kind = {.name = "throttle",
                                           .on_input_end = throttle_on_input_end,
                                           .pump = throttle_pump,
                                           .on_msg = throttle_on_msg,
-                                          .destroy = throttle_destroy};
+                                          .destroy = throttle_destroy,
+                                          .impl_size = sizeof(throttle_t)};
 
 rill_stage_t *rill_stage_throttle(uint32_t elements, uint64_t per_ms)
 {
     if (elements == 0 || per_ms == 0)
-        return NULL;
+        return rill__stage_spec_bad(&rill__throttle_kind, RILL_EINVAL,
+                                    "elements and per_ms must be positive, got %u per %llu ms",
+                                    elements, (unsigned long long)per_ms);
     throttle_t *t = calloc(1, sizeof(*t));
     if (t) {
         t->elements = elements;

@@ -159,13 +159,16 @@ rill_consumer_conf_t *kk_conf_new(const char *boot, const char *group, const cha
 void kk_conf_subscribe1(rill_consumer_conf_t *c, const char *topic)
 {
     const char *topics[] = {topic};
-    cr_assert_eq(rill_consumer_conf_subscribe(c, topics, 1), RILL_OK);
+    char err[256] = "";
+    cr_assert_eq(rill_consumer_conf_subscribe(c, topics, 1, err, sizeof(err)), RILL_OK, "%s", err);
 }
 
 void kk_conf_assign_all(rill_consumer_conf_t *c, const char *topic, int parts, int64_t offset)
 {
+    char err[256] = "";
     for (int p = 0; p < parts; p++)
-        cr_assert_eq(rill_consumer_conf_assign(c, topic, p, offset), RILL_OK);
+        cr_assert_eq(rill_consumer_conf_assign(c, topic, p, offset, err, sizeof(err)), RILL_OK,
+                     "%s", err);
 }
 
 /* ---- actors -------------------------------------------------------------- */
@@ -201,7 +204,8 @@ rill_aid_t kk_stage_spawn_ok(rill_system_t *sys, rill_stage_t *spec, int executo
     cr_assert_not_null(spec);
     rill_stage_opts_t o = {.executor = KIT_EXEC(executor)};
     rill_aid_t aid = RILL_AID_NONE;
-    cr_assert_eq(rill_stage_spawn(sys, spec, &o, &aid), RILL_OK);
+    char err[256] = "";
+    cr_assert_eq(rill_stage_spawn(sys, spec, &o, &aid, err, sizeof(err)), RILL_OK, "%s", err);
     return aid;
 }
 
@@ -213,7 +217,7 @@ void kk_connect_ok(rill_system_t *sys, rill_aid_t up, rill_aid_t down)
 rill_aid_t kk_sink_spawn_ok(rill_system_t *sys, rill_foreach_fn *fn, void *opaque, int executor,
                             rill_aid_t upstream)
 {
-    rill_aid_t aid = kk_stage_spawn_ok(sys, rill_sink_foreach(fn, opaque), executor);
+    rill_aid_t aid = kk_stage_spawn_ok(sys, rill_sink_foreach_manual(fn, opaque), executor);
     kk_connect_ok(sys, upstream, aid);
     return aid;
 }

@@ -1,0 +1,463 @@
+/*
+ * Configuration of Kafka clients: the consumer's and the producer's
+ * settings, and the one table of rill's own properties (rill.*) they
+ * share, as librdkafka's rdkafka_conf.c keeps its: name, where it applies,
+ * type, range, default and a line of documentation. Parsing, range checks,
+ * defaults and the list in include/rill/kafka.h all follow the table
+ * (test_kafka_conf checks the header against it).
+ *
+ * Every other key goes to librdkafka unchanged and is checked at once.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kafka_int.h"
+
+#define DAY_MS (24u * 3600 * 1000)
+
+#define OFF(field) offsetof(rill__kopts_t, field)
+
+static const rill__kprop_t props[] = {
+    {"rill.commit.interval.ms", RILL__KP_CONSUMER, RILL__KP_U32, 1, DAY_MS, "1000",
+     OFF(commit_interval_ms), "commit what was confirmed at least this often (async)"},
+    {"rill.commit.count", RILL__KP_CONSUMER, RILL__KP_U32, 1, 10000000, "1000", OFF(commit_count),
+     "commit after this many confirms (async)"},
+    {"rill.drain.timeout.ms", RILL__KP_CONSUMER, RILL__KP_U32, 0, DAY_MS, "5000", OFF(drain_ms),
+     "on revoke and at the end of a pipeline, wait this long for the confirms of what is "
+     "in flight"},
+    {"rill.shutdown.timeout.ms", RILL__KP_CONSUMER, RILL__KP_U32, 0, DAY_MS, "5000",
+     OFF(shutdown_ms), "the final commit and leaving the group, at most this long"},
+    {"rill.unconfirmed.timeout.ms", RILL__KP_CONSUMER, RILL__KP_U32, 0, DAY_MS, "0",
+     OFF(unconfirmed_timeout_ms),
+     "redeliver a record not confirmed this long after it went out (0 = never)"},
+    {"rill.max.redeliveries", RILL__KP_CONSUMER, RILL__KP_U32, 0, 1000000, "3",
+     OFF(max_redeliveries), "then the record goes to the dead-letter topic, or the consumer fails"},
+    {"rill.dead.letter.topic", RILL__KP_CONSUMER, RILL__KP_TOPIC, 0, 0, NULL, OFF(dlq_topic),
+     "where records go after rill.max.redeliveries"},
+    {"rill.dead.letter.producer", RILL__KP_CONSUMER, RILL__KP_NAME, 0, 0, NULL, OFF(dlq_producer),
+     "the name of the producer actor that sends them (default: one the consumer starts)"},
+    {"rill.buffer.high", RILL__KP_CONSUMER, RILL__KP_U32, 1, 1u << 20, "1000", OFF(buffer_high),
+     "stop polling records when this many wait for demand"},
+    {"rill.buffer.low", RILL__KP_CONSUMER, RILL__KP_U32, 0, 1u << 20, "500", OFF(buffer_low),
+     "resume paused partitions below this many"},
+    {"rill.max.unconfirmed", RILL__KP_CONSUMER, RILL__KP_U32, 1, 1u << 22, "20000",
+     OFF(max_unconfirmed), "records out and not yet confirmed, at most"},
+    {"rill.pause.after.ms", RILL__KP_CONSUMER, RILL__KP_U32, 0, DAY_MS, "1000", OFF(pause_after_ms),
+     "pause the partitions when the buffer stayed full this long"},
+    {"rill.commit", RILL__KP_CONSUMER, RILL__KP_BOOL, 0, 1, "true", OFF(commit),
+     "false: the offsets are the application's, nothing is committed"},
+    {"rill.restart.keep.ms", RILL__KP_CONSUMER, RILL__KP_U32, 0, DAY_MS, "30000",
+     OFF(restart_keep_ms),
+     "a pipeline that failed keeps its client, and its group membership, this long for its "
+     "restart (0 = close it)"},
+    {"rill.max.inflight", RILL__KP_PRODUCER, RILL__KP_U32, 1, 1000000, "10000", OFF(max_inflight),
+     "requests handed to librdkafka and not yet delivered, at most"},
+    {"rill.topics", RILL__KP_PRODUCER, RILL__KP_TOPICS, 0, 0, NULL, OFF(topics),
+     "the topics it will write to, made known to the client when it is created (a topic first "
+     "named after the client connected waits for librdkafka's next topic scan: up to a "
+     "second in 2.0.2)"},
+    {"rill.flush.timeout.ms", RILL__KP_PRODUCER, RILL__KP_U32, 0, DAY_MS, "5000", OFF(flush_ms),
+     "deliver what is in flight at most this long when the producer stops"},
+};
+
+const rill__kprop_t *rill__kprops(size_t *n)
+{
+    *n = sizeof(props) / sizeof(props[0]);
+    return props;
+}
+
+static const rill__kprop_t *find_prop(const char *key)
+{
+    for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++)
+        if (!strcmp(props[i].name, key))
+            return &props[i];
+    return NULL;
+}
+
+/* A comma-separated list of topic names, each valid. */
+static rill_err_t topics_check(const rill__kprop_t *prop, const char *value, char *errstr,
+                               size_t errstr_size)
+{
+    if (!*value)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "%s must name topics", prop->name);
+    for (const char *p = value;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char name[256];
+        if (len >= sizeof(name))
+            return rill__fail(RILL_EINVAL, errstr, errstr_size, "%s: a topic name is too long",
+                              prop->name);
+        memcpy(name, p, len);
+        name[len] = '\0';
+        rill_err_t err = rill__topic_name_check(name, errstr, errstr_size);
+        if (err)
+            return err;
+        if (!comma)
+            return RILL_OK;
+        p = comma + 1;
+    }
+}
+
+/* Parse value for prop into its field of o. */
+static rill_err_t prop_parse(const rill__kprop_t *prop, rill__kopts_t *o, const char *value,
+                             char *errstr, size_t errstr_size)
+{
+    char *field = (char *)o + prop->offset;
+    switch (prop->type) {
+    case RILL__KP_U32: {
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(value, &end, 10);
+        if (!*value || *end || errno || value[0] == '-' || x < prop->min || x > prop->max)
+            return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                              "%s must be a number from %u to %u, got \"%s\"", prop->name,
+                              prop->min, prop->max, value);
+        *(uint32_t *)(void *)field = (uint32_t)x;
+        return RILL_OK;
+    }
+    case RILL__KP_BOOL:
+        if (strcmp(value, "true") && strcmp(value, "false"))
+            return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                              "%s must be true or false, got \"%s\"", prop->name, value);
+        *(int *)(void *)field = !strcmp(value, "true");
+        return RILL_OK;
+    case RILL__KP_TOPIC:
+    case RILL__KP_TOPICS:
+    case RILL__KP_NAME: {
+        rill_err_t err = RILL_OK;
+        if (prop->type == RILL__KP_TOPIC)
+            err = rill__topic_name_check(value, errstr, errstr_size);
+        else if (prop->type == RILL__KP_TOPICS)
+            err = topics_check(prop, value, errstr, errstr_size);
+        else if (!*value)
+            err = rill__fail(RILL_EINVAL, errstr, errstr_size, "%s must not be empty", prop->name);
+        if (err)
+            return err;
+        char *copy = strdup(value);
+        if (!copy)
+            return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+        free(*(char **)(void *)field);
+        *(char **)(void *)field = copy;
+        return RILL_OK;
+    }
+    }
+    return RILL_EINVAL;
+}
+
+void rill__kopts_init(rill__kopts_t *o, unsigned scope)
+{
+    memset(o, 0, sizeof(*o));
+    for (size_t i = 0; i < sizeof(props) / sizeof(props[0]); i++)
+        if ((props[i].scope & scope) && props[i].def)
+            prop_parse(&props[i], o, props[i].def, NULL, 0); /* the table's own: valid */
+}
+
+rill_err_t rill__kopts_set(rill__kopts_t *o, unsigned scope, const char *key, const char *value,
+                           char *errstr, size_t errstr_size)
+{
+    const rill__kprop_t *prop = find_prop(key);
+    if (!prop)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "unknown rill property \"%s\"", key);
+    if (!(prop->scope & scope))
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "%s is a %s property", key,
+                          prop->scope & RILL__KP_CONSUMER ? "consumer" : "producer");
+    rill_err_t err = prop_parse(prop, o, value, errstr, errstr_size);
+    if (!err && !strcmp(key, "rill.commit"))
+        o->commit_set = 1;
+    return err;
+}
+
+void rill__kopts_free(rill__kopts_t *o)
+{
+    free(o->dlq_topic);
+    free(o->dlq_producer);
+    free(o->topics);
+    o->dlq_topic = o->dlq_producer = o->topics = NULL;
+}
+
+static int kopts_copy(rill__kopts_t *dst, const rill__kopts_t *src)
+{
+    *dst = *src;
+    dst->dlq_topic = src->dlq_topic ? strdup(src->dlq_topic) : NULL;
+    dst->dlq_producer = src->dlq_producer ? strdup(src->dlq_producer) : NULL;
+    dst->topics = src->topics ? strdup(src->topics) : NULL;
+    if ((src->dlq_topic && !dst->dlq_topic) || (src->dlq_producer && !dst->dlq_producer) ||
+        (src->topics && !dst->topics)) {
+        rill__kopts_free(dst);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The consumer's configuration                                        */
+/* ------------------------------------------------------------------ */
+
+rill_consumer_conf_t *rill_consumer_conf_new(void)
+{
+    rill_consumer_conf_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->kconf = rd_kafka_conf_new();
+    if (!c->kconf) {
+        free(c);
+        return NULL;
+    }
+    rill__kopts_init(&c->o, RILL__KP_CONSUMER);
+    return c;
+}
+
+void rill_consumer_conf_destroy(rill_consumer_conf_t *c)
+{
+    if (!c)
+        return;
+    if (c->kconf)
+        rd_kafka_conf_destroy(c->kconf);
+    for (size_t i = 0; i < c->n_topics; i++)
+        free(c->topics[i]);
+    free(c->topics);
+    if (c->fixed)
+        rd_kafka_topic_partition_list_destroy(c->fixed);
+    rill__kopts_free(&c->o);
+    for (size_t i = 0; i < c->n_client_keys; i++)
+        free(c->client_keys[i]);
+    free(c->client_keys);
+    free(c);
+}
+
+/* Remember that the application set librdkafka property `key`: a
+ * dead-letter producer of the consumer's own inherits it. */
+static rill_err_t track_client_key(rill_consumer_conf_t *c, const char *key, char *errstr,
+                                   size_t errstr_size)
+{
+    for (size_t i = 0; i < c->n_client_keys; i++)
+        if (!strcmp(c->client_keys[i], key))
+            return RILL_OK;
+    char **v = realloc(c->client_keys, (c->n_client_keys + 1) * sizeof(*v));
+    if (v)
+        c->client_keys = v;
+    char *k = v ? strdup(key) : NULL;
+    if (!k)
+        return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+    c->client_keys[c->n_client_keys++] = k;
+    return RILL_OK;
+}
+
+rill_err_t rill_consumer_conf_set(rill_consumer_conf_t *c, const char *key, const char *value,
+                                  char *errstr, size_t errstr_size)
+{
+    if (!c || !key || !value)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "conf, key and value must be set");
+    if (!strncmp(key, "rill.", 5))
+        return rill__kopts_set(&c->o, RILL__KP_CONSUMER, key, value, errstr, errstr_size);
+    rill_err_t err = rill__conf_set(c->kconf, key, value, errstr, errstr_size);
+    if (err)
+        return err;
+    if (!strcmp(key, "bootstrap.servers"))
+        c->have_bootstrap = *value != '\0';
+    if (!strcmp(key, "group.id"))
+        c->have_group = *value != '\0';
+    if (!strcmp(key, "queued.max.messages.kbytes"))
+        c->have_queue_kbytes = 1;
+    return track_client_key(c, key, errstr, errstr_size);
+}
+
+rill_err_t rill_consumer_conf_subscribe(rill_consumer_conf_t *c, const char *const *topics,
+                                        size_t n, char *errstr, size_t errstr_size)
+{
+    if (!c || !topics || n == 0)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                          "conf and at least one topic must be given");
+    for (size_t i = 0; i < n; i++) {
+        if (!topics[i] || !*topics[i])
+            return rill__fail(RILL_EINVAL, errstr, errstr_size, "topic %zu is empty", i);
+        if (topics[i][0] != '^') {
+            rill_err_t err = rill__topic_name_check(topics[i], errstr, errstr_size);
+            if (err)
+                return err;
+        }
+    }
+    char **v = realloc(c->topics, (c->n_topics + n) * sizeof(*v));
+    if (!v)
+        return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+    c->topics = v;
+    for (size_t i = 0; i < n; i++)
+        if (!(c->topics[c->n_topics++] = strdup(topics[i])))
+            return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+    return RILL_OK;
+}
+
+rill_err_t rill_consumer_conf_assign(rill_consumer_conf_t *c, const char *topic, int32_t partition,
+                                     int64_t offset, char *errstr, size_t errstr_size)
+{
+    if (!c)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "conf is NULL");
+    rill_err_t err = rill__topic_name_check(topic, errstr, errstr_size);
+    if (err)
+        return err;
+    if (partition < 0)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "partition %d of %s is negative",
+                          (int)partition, topic);
+    if (offset < 0 && offset != RILL_OFFSET_COMMITTED && offset != RILL_OFFSET_BEGINNING &&
+        offset != RILL_OFFSET_END)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                          "offset %lld is neither an offset nor one of RILL_OFFSET_*",
+                          (long long)offset);
+    if (!c->fixed && !(c->fixed = rd_kafka_topic_partition_list_new(8)))
+        return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+    rd_kafka_topic_partition_list_add(c->fixed, topic, partition)->offset = offset;
+    return RILL_OK;
+}
+
+rill_err_t rill_consumer_conf_set_assigned_cb(rill_consumer_conf_t *c, rill_assigned_fn *fn,
+                                              void *opaque)
+{
+    if (!c)
+        return RILL_EINVAL;
+    c->assigned_cb = fn;
+    c->assigned_opaque = opaque;
+    if (!c->o.commit_set)
+        c->o.commit = 0; /* the application owns the offsets */
+    return RILL_OK;
+}
+
+rill_err_t rill_consumer_conf_set_rebalance_cb(rill_consumer_conf_t *c, rill_rebalance_fn *fn,
+                                               void *opaque)
+{
+    if (!c)
+        return RILL_EINVAL;
+    c->rebalance_cb = fn;
+    c->rebalance_opaque = opaque;
+    return RILL_OK;
+}
+
+rill_err_t rill_consumer_conf_set_commit_cb(rill_consumer_conf_t *c, rill_commit_fn *fn,
+                                            void *opaque)
+{
+    if (!c)
+        return RILL_EINVAL;
+    c->commit_cb = fn;
+    c->commit_opaque = opaque;
+    return RILL_OK;
+}
+
+rill_err_t rill__consumer_conf_check(const rill_consumer_conf_t *c, char *errstr,
+                                     size_t errstr_size)
+{
+    if (!c->n_topics && !c->fixed)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                          "the consumer needs a subscription or fixed partitions");
+    if (c->n_topics && c->fixed)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "subscribe or assign, not both");
+    if (c->n_topics && !c->have_group)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "a group subscription needs group.id");
+    if (c->fixed && !c->have_group)
+        for (int i = 0; i < c->fixed->cnt; i++)
+            if (c->fixed->elems[i].offset == RILL_OFFSET_COMMITTED)
+                return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                                  "%s [%d] starts at its committed offset, which needs group.id",
+                                  c->fixed->elems[i].topic, (int)c->fixed->elems[i].partition);
+    if (c->o.buffer_low > c->o.buffer_high)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                          "rill.buffer.low (%u) must not exceed rill.buffer.high (%u)",
+                          c->o.buffer_low, c->o.buffer_high);
+    if (!c->have_bootstrap)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, RILL__NO_BOOTSTRAP_TEXT);
+    return RILL_OK;
+}
+
+rill_consumer_conf_t *rill__consumer_conf_dup(const rill_consumer_conf_t *c)
+{
+    rill_consumer_conf_t *d = calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    *d = *c;
+    d->kconf = NULL;
+    d->topics = NULL;
+    d->n_topics = 0;
+    d->fixed = NULL;
+    d->client_keys = NULL;
+    d->n_client_keys = 0;
+    memset(&d->o, 0, sizeof(d->o));
+    int bad = !(d->kconf = rd_kafka_conf_dup(c->kconf)) || kopts_copy(&d->o, &c->o);
+    if (!bad && c->n_topics) {
+        d->topics = calloc(c->n_topics, sizeof(*d->topics));
+        bad = !d->topics;
+        for (size_t i = 0; !bad && i < c->n_topics; i++)
+            bad = !(d->topics[d->n_topics++] = strdup(c->topics[i]));
+    }
+    if (!bad && c->fixed)
+        bad = !(d->fixed = rd_kafka_topic_partition_list_copy(c->fixed));
+    if (!bad && c->n_client_keys) {
+        d->client_keys = calloc(c->n_client_keys, sizeof(*d->client_keys));
+        bad = !d->client_keys;
+        for (size_t i = 0; !bad && i < c->n_client_keys; i++)
+            bad = !(d->client_keys[d->n_client_keys++] = strdup(c->client_keys[i]));
+    }
+    if (bad) {
+        rill_consumer_conf_destroy(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* ------------------------------------------------------------------ */
+/* The producer's configuration                                        */
+/* ------------------------------------------------------------------ */
+
+rill_producer_conf_t *rill_producer_conf_new(void)
+{
+    rill_producer_conf_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->kconf = rd_kafka_conf_new();
+    rill__kopts_init(&c->o, RILL__KP_PRODUCER);
+    /* murmur2_random: records with the same key land in the same partition
+     * as from Java clients (librdkafka's default is consistent_random). */
+    const char *defaults[] = {
+        "enable.idempotence", "true",           "acks", "all", "linger.ms", "5",
+        "partitioner",        "murmur2_random", NULL};
+    if (!c->kconf || rill__conf_apply(c->kconf, defaults, NULL, 0)) {
+        rill_producer_conf_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
+void rill_producer_conf_destroy(rill_producer_conf_t *c)
+{
+    if (!c)
+        return;
+    if (c->kconf)
+        rd_kafka_conf_destroy(c->kconf);
+    rill__kopts_free(&c->o);
+    free(c);
+}
+
+rill_err_t rill_producer_conf_set(rill_producer_conf_t *c, const char *key, const char *value,
+                                  char *errstr, size_t errstr_size)
+{
+    if (!c || !key || !value)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size, "conf, key and value must be set");
+    if (!strncmp(key, "rill.", 5))
+        return rill__kopts_set(&c->o, RILL__KP_PRODUCER, key, value, errstr, errstr_size);
+    rill_err_t err = rill__conf_set(c->kconf, key, value, errstr, errstr_size);
+    if (!err && !strcmp(key, "bootstrap.servers"))
+        c->have_bootstrap = *value != '\0';
+    return err;
+}
+
+rill_producer_conf_t *rill__producer_conf_dup(const rill_producer_conf_t *c)
+{
+    rill_producer_conf_t *d = calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    d->have_bootstrap = c->have_bootstrap;
+    if (!(d->kconf = rd_kafka_conf_dup(c->kconf)) || kopts_copy(&d->o, &c->o)) {
+        rill_producer_conf_destroy(d);
+        return NULL;
+    }
+    return d;
+}

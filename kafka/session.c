@@ -1,0 +1,455 @@
+/*
+ * A consumer's client session: the librdkafka consumer, its queue and the
+ * handle its records share, with rill's settings applied; and parking, so
+ * that a pipeline restarted by its supervisor keeps its client.
+ *
+ * Why park: a client that leaves its group on every restart costs a
+ * rebalance each time (with librdkafka's mock cluster, the embedded
+ * broker, a group whose last member left waits session.timeout.ms before
+ * anyone may join again: 44 s with the defaults). A parked session keeps
+ * its membership and assignment: its partitions are paused, a keeper
+ * actor serves its queue (rebalances, max.poll.interval.ms), and the next
+ * run of the same blueprint takes it over and seeks each partition back to
+ * the first record not confirmed. If no run takes it within
+ * rill.restart.keep.ms, or the blueprint is retired, it is closed (the
+ * group then rebalances as for any departure).
+ *
+ * librdkafka serves callbacks (rebalance, commit results) inside the polls
+ * of whoever polls the session: the consumer actor while it runs, the
+ * keeper while the session is parked; the callbacks go to that owner.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kafka_int.h"
+
+#define KEEPER_TICK_MS 100
+
+struct rill__ksession {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *q; /* the consumer queue; the main queue forwards to it */
+    rill__khandle_t *h;
+    const rill__ksession_ops_t *ops;
+    void *owner;
+    int reused; /* subscribed or assigned by an earlier run */
+    /* parked (read by the keeper under its holder's lock) */
+    uint64_t park_gen; /* which parking: a keeper serves its own only */
+    int64_t park_deadline_ms;
+    uint32_t close_ms;
+    rd_kafka_topic_partition_list_t *resume;
+};
+
+/* Where a blueprint's runs leave their session for the next one. The
+ * parked session is reached only through the holder, under its lock: a
+ * keeper never touches a session that was taken from it. */
+struct rill__kholder {
+    _Atomic int refs;
+    pthread_mutex_t mu;
+    rill__ksession_t *parked;
+    uint64_t gen; /* parkings so far */
+};
+
+/* ---- callbacks, to whoever owns the session now ---- */
+
+static void keeper_rebalance(rill__ksession_t *s, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *parts);
+
+static void rebalance_tramp(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    (void)rk;
+    rill__ksession_t *s = opaque;
+    if (s->ops && s->ops->rebalance)
+        s->ops->rebalance(s->owner, err, parts);
+    else
+        keeper_rebalance(s, err, parts);
+}
+
+static void commit_tramp(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    (void)rk;
+    rill__ksession_t *s = opaque;
+    if (s->ops && s->ops->commit)
+        s->ops->commit(s->owner, err, offsets);
+}
+
+static void quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    if (level <= 3)
+        fprintf(stderr, "rill consumer: %s: %s\n", fac, buf);
+}
+
+/* ---- making one ---- */
+
+int rill__kafka_cooperative(rd_kafka_t *rk)
+{
+    const char *proto = rd_kafka_rebalance_protocol(rk);
+    return proto && !strcmp(proto, "COOPERATIVE");
+}
+
+rill__ksession_t *rill__ksession_new(const rill_consumer_conf_t *c, char *errstr,
+                                     size_t errstr_size)
+{
+    rill__ksession_t *s = calloc(1, sizeof(*s));
+    rill__khandle_t *h = rill__khandle_new();
+    rd_kafka_conf_t *kc = rd_kafka_conf_dup(c->kconf);
+    rill_err_t err =
+        s && h && kc ? RILL_OK : rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+    /* A consumer of fixed partitions still has a group id: its committed
+     * offsets are stored under it. */
+    if (!err && !c->have_group)
+        err = rill__conf_set(kc, "group.id", "rill-fixed-partitions", errstr, errstr_size);
+    /*
+     * librdkafka's prefetch queue is the memory between the consumer's
+     * buffer and the broker. rill lowers its byte limit (64 MiB by default)
+     * unless the application set it. It leaves queued.min.messages alone:
+     * in 2.0.2 a partition whose fetch queue is over either limit is not
+     * fetched again for a fixed second, and the check counts the whole
+     * consumer queue, so a limit below what a fetch round brings (up to
+     * 1 MiB per partition) throttles every partition to a fetch a second
+     * (1,000 records: 15x slower). Lowering it is the application's trade:
+     * less memory held while backpressured, fewer records per second.
+     */
+    if (!err && !c->have_queue_kbytes)
+        err = rill__conf_set(kc, "queued.max.messages.kbytes", "8192", errstr, errstr_size);
+    /* rill drives offsets: librdkafka must not commit or store on its own. */
+    const char *forced[] = {"enable.auto.commit", "false", "enable.auto.offset.store", "false",
+                            NULL};
+    if (!err)
+        err = rill__conf_apply(kc, forced, errstr, errstr_size);
+    char strat[64] = "";
+    size_t sz = sizeof(strat);
+    if (!err &&
+        rd_kafka_conf_get(kc, "partition.assignment.strategy", strat, &sz) == RD_KAFKA_CONF_OK &&
+        !strcmp(strat, "range,roundrobin"))
+        err = rill__conf_set(kc, "partition.assignment.strategy", "cooperative-sticky", errstr,
+                             errstr_size);
+    if (err) {
+        free(s);
+        free(h);
+        if (kc)
+            rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
+    rd_kafka_conf_set_opaque(kc, s);
+    rd_kafka_conf_set_rebalance_cb(kc, rebalance_tramp);
+    rd_kafka_conf_set_offset_commit_cb(kc, commit_tramp);
+    char dbg[256] = "";
+    size_t dsz = sizeof(dbg);
+    /* With "debug" set, librdkafka's own logger prints everything asked. */
+    if (rd_kafka_conf_get(kc, "debug", dbg, &dsz) != RD_KAFKA_CONF_OK || !*dbg)
+        rd_kafka_conf_set_log_cb(kc, quiet_log_cb);
+    rd_kafka_topic_conf_t *tc = rd_kafka_conf_get_default_topic_conf(kc);
+    if (!tc) {
+        tc = rd_kafka_topic_conf_new();
+        rd_kafka_conf_set_default_topic_conf(kc, tc);
+        tc = rd_kafka_conf_get_default_topic_conf(kc);
+    }
+    rd_kafka_topic_conf_set_opaque(tc, h); /* rill__record_free finds the client */
+    char kerr[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, kerr, sizeof(kerr));
+    if (!rk) {
+        rd_kafka_conf_destroy(kc);
+        free(s);
+        free(h);
+        rill__fail(RILL_EKAFKA, errstr, errstr_size, "%s", kerr);
+        return NULL;
+    }
+    h->rk = rk;
+    s->h = h;
+    s->rk = rk;
+    rd_kafka_poll_set_consumer(rk); /* events and callbacks on the consumer queue */
+    s->q = rd_kafka_queue_get_consumer(rk);
+    return s;
+}
+
+rd_kafka_t *rill__ksession_rk(const rill__ksession_t *s)
+{
+    return s->rk;
+}
+
+rd_kafka_queue_t *rill__ksession_queue(const rill__ksession_t *s)
+{
+    return s->q;
+}
+
+rill__khandle_t *rill__ksession_handle(const rill__ksession_t *s)
+{
+    return s->h;
+}
+
+int rill__ksession_reused(const rill__ksession_t *s)
+{
+    return s->reused;
+}
+
+const rd_kafka_topic_partition_list_t *rill__ksession_resume(const rill__ksession_t *s)
+{
+    return s->resume;
+}
+
+void rill__ksession_set_owner(rill__ksession_t *s, const rill__ksession_ops_t *ops, void *owner)
+{
+    s->ops = ops;
+    s->owner = owner;
+}
+
+/* ---- closing ---- */
+
+void rill__ksession_close(rill__ksession_t *s, int64_t deadline_ms)
+{
+    if (!s)
+        return;
+    /* Leave through a queue we poll ourselves: rd_kafka_consumer_close can
+     * block without limit when the brokers are unreachable. The final
+     * revoke goes to the owner (it commits what was confirmed). */
+    rd_kafka_queue_t *cq = rd_kafka_queue_new(s->rk);
+    rd_kafka_error_t *e = rd_kafka_consumer_close_queue(s->rk, cq);
+    if (e) {
+        rd_kafka_error_destroy(e);
+    } else {
+        while (!rd_kafka_consumer_closed(s->rk)) {
+            int left = rill__ms_left(deadline_ms);
+            if (left == 0)
+                break;
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(cq, left < 100 ? left : 100);
+            if (!ev)
+                continue;
+            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+                rd_kafka_topic_partition_list_t *parts = rd_kafka_event_topic_partition_list(ev);
+                rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
+                if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && s->ops && s->ops->final_revoke &&
+                    !rd_kafka_assignment_lost(s->rk))
+                    s->ops->final_revoke(s->owner, parts);
+                if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && rill__kafka_cooperative(s->rk)) {
+                    rd_kafka_error_t *ue = rd_kafka_incremental_unassign(s->rk, parts);
+                    if (ue)
+                        rd_kafka_error_destroy(ue);
+                } else {
+                    rd_kafka_assign(s->rk, NULL);
+                }
+            }
+            rd_kafka_event_destroy(ev);
+        }
+    }
+    rd_kafka_queue_destroy(cq);
+    rill__ksession_free(s);
+}
+
+void rill__ksession_free(rill__ksession_t *s)
+{
+    if (!s)
+        return;
+    if (s->resume)
+        rd_kafka_topic_partition_list_destroy(s->resume);
+    if (s->q)
+        rd_kafka_queue_destroy(s->q);
+    rill__khandle_unref(s->h); /* the client goes with the last record */
+    free(s);
+}
+
+/* ---- parking ---- */
+
+rill__kholder_t *rill__kholder_new(void)
+{
+    rill__kholder_t *h = calloc(1, sizeof(*h));
+    if (!h)
+        return NULL;
+    atomic_init(&h->refs, 1);
+    pthread_mutex_init(&h->mu, NULL);
+    return h;
+}
+
+rill__kholder_t *rill__kholder_ref(rill__kholder_t *h)
+{
+    /* relaxed: a new reference is made from one the caller holds. */
+    if (h)
+        atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
+    return h;
+}
+
+rill__ksession_t *rill__kholder_take(rill__kholder_t *h)
+{
+    if (!h)
+        return NULL;
+    pthread_mutex_lock(&h->mu);
+    rill__ksession_t *s = h->parked;
+    h->parked = NULL;
+    pthread_mutex_unlock(&h->mu);
+    return s;
+}
+
+static void close_now(rill__ksession_t *s)
+{
+    if (s)
+        rill__ksession_close(s, rill__now_ms() + (int64_t)s->close_ms);
+}
+
+void rill__kholder_retire(rill__kholder_t *h)
+{
+    close_now(rill__kholder_take(h));
+}
+
+void rill__kholder_unref(rill__kholder_t *h)
+{
+    /* acq_rel: the last holder sees the others' parking done. */
+    if (!h || atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    rill__kholder_retire(h);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}
+
+/* While parked, rebalances are simple: nothing is in flight. A revoke
+ * releases at once (everything confirmed was committed at park); an
+ * assignment is taken paused, and the next run starts it where the group's
+ * committed offsets say. */
+static void keeper_rebalance(rill__ksession_t *s, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *parts)
+{
+    int coop = rill__kafka_cooperative(s->rk);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (coop) {
+            rd_kafka_error_t *e = rd_kafka_incremental_assign(s->rk, parts);
+            if (e)
+                rd_kafka_error_destroy(e);
+        } else {
+            rd_kafka_assign(s->rk, parts);
+        }
+        rd_kafka_pause_partitions(s->rk, parts);
+        return;
+    }
+    /* The resume offsets of partitions that went are of no use any more. */
+    for (int i = 0; s->resume && i < parts->cnt; i++)
+        rd_kafka_topic_partition_list_del(s->resume, parts->elems[i].topic,
+                                          parts->elems[i].partition);
+    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && coop) {
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(s->rk, parts);
+        if (e)
+            rd_kafka_error_destroy(e);
+    } else {
+        rd_kafka_assign(s->rk, NULL);
+    }
+}
+
+typedef struct keeper {
+    rill__kholder_t *holder;
+    uint64_t gen; /* the parking it keeps */
+} keeper_t;
+
+/* Serve the queue of the parked session; 0 once it is not this keeper's
+ * any more (taken, or parked again by a later run with its own keeper),
+ * or its time ran out (then it is closed here). */
+static int keeper_serve(keeper_t *kp)
+{
+    rill__kholder_t *h = kp->holder;
+    pthread_mutex_lock(&h->mu);
+    rill__ksession_t *s = h->parked;
+    if (!s || s->park_gen != kp->gen) {
+        pthread_mutex_unlock(&h->mu);
+        return 0;
+    }
+    rd_kafka_message_t *m;
+    while ((m = rd_kafka_consumer_poll(s->rk, 0)))
+        rd_kafka_message_destroy(m); /* paused: errors and stragglers only */
+    int expired = rill__now_ms() >= s->park_deadline_ms;
+    if (expired)
+        h->parked = NULL;
+    pthread_mutex_unlock(&h->mu);
+    if (expired)
+        close_now(s);
+    return !expired;
+}
+
+static rill_err_t keeper_init(rill_ctx_t *ctx, void *state)
+{
+    (void)state;
+    rill_msg_t tick = {.type = RILL__CONSUMER_TICK};
+    return rill_timer_start(ctx, KEEPER_TICK_MS, KEEPER_TICK_MS, &tick, NULL);
+}
+
+static rill_err_t keeper_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
+{
+    if (m->type == RILL__CONSUMER_TICK && !keeper_serve(state))
+        rill_stop_self(ctx);
+    return RILL_OK;
+}
+
+/* The keeper ends (its parking is over, or the system stops): a session
+ * still parked under its parking is closed. */
+static void keeper_terminate(rill_ctx_t *ctx, void *state, const rill_exit_t *reason)
+{
+    (void)ctx;
+    (void)reason;
+    keeper_t *kp = state;
+    rill__kholder_t *h = kp->holder;
+    pthread_mutex_lock(&h->mu);
+    rill__ksession_t *s = h->parked;
+    if (s && s->park_gen == kp->gen)
+        h->parked = NULL;
+    else
+        s = NULL;
+    pthread_mutex_unlock(&h->mu);
+    close_now(s);
+    rill__kholder_unref(h);
+    free(kp);
+}
+
+rill_err_t rill__ksession_park(rill__ksession_t *s, rill__kholder_t *h, rill_system_t *sys,
+                               uint32_t keep_ms, uint32_t close_ms,
+                               rd_kafka_topic_partition_list_t *resume)
+{
+    keeper_t *kp = malloc(sizeof(*kp));
+    if (resume) {
+        if (s->resume)
+            rd_kafka_topic_partition_list_destroy(s->resume);
+        s->resume = resume;
+    }
+    s->close_ms = close_ms;
+    if (!kp || keep_ms == 0) {
+        free(kp);
+        close_now(s);
+        return kp ? RILL_OK : RILL_ENOMEM;
+    }
+    /* Nothing fetched until the next run: pause what is assigned. */
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(s->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a) {
+        rd_kafka_pause_partitions(s->rk, a);
+        rd_kafka_topic_partition_list_destroy(a);
+    }
+    rd_kafka_queue_io_event_enable(s->q, -1, NULL, 0);
+    rill__ksession_set_owner(s, NULL, NULL);
+    s->reused = 1;
+    s->park_deadline_ms = rill__now_ms() + (int64_t)keep_ms;
+    kp->holder = rill__kholder_ref(h);
+    pthread_mutex_lock(&h->mu);
+    rill__ksession_t *old = h->parked;
+    s->park_gen = kp->gen = ++h->gen;
+    h->parked = s;
+    pthread_mutex_unlock(&h->mu);
+    close_now(old); /* cannot happen: one run of a blueprint at a time */
+    rill_spawn_opts_t o = {.behavior = keeper_behavior,
+                           .init = keeper_init,
+                           .terminate = keeper_terminate,
+                           .state = kp,
+                           .mailbox_capacity = 4};
+    rill_aid_t aid;
+    if (rill_spawn(sys, &o, &aid) != RILL_OK) {
+        /* No keeper (the system stops): close it now. */
+        pthread_mutex_lock(&h->mu);
+        rill__ksession_t *t = h->parked == s ? s : NULL;
+        if (t)
+            h->parked = NULL;
+        pthread_mutex_unlock(&h->mu);
+        rill__kholder_unref(kp->holder);
+        free(kp);
+        close_now(t);
+        return RILL_ESTOPPED;
+    }
+    return RILL_OK;
+}

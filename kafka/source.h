@@ -1,0 +1,109 @@
+/*
+ * The Kafka source's state, shared by its two files (not installed):
+ * consumer.c (the stage kind: polling, redelivery, dead letters, the end
+ * of a run, the API) uses source_group.c (what it does with its group and
+ * its partitions: the buffer, commits, pauses, rebalances, settle notices,
+ * starting fresh or from a kept session), never the other way round.
+ */
+#ifndef RILL_KAFKA_SOURCE_H
+#define RILL_KAFKA_SOURCE_H
+
+#include "../streams/stream_int.h"
+#include "kafka_int.h"
+
+#define K_WAKE         RILL__CONSUMER_WAKE
+#define K_CONFIRM_UPTO RILL__CONSUMER_CONFIRM_UPTO
+#define K_TICK         RILL__CONSUMER_TICK
+#define K_STATS        RILL__CONSUMER_STATS
+
+#define TICK_MS          100
+#define MAX_PARTS        4096u
+/* An async commit not answered this long is sent again (a broker outage
+ * can keep the first unanswered for socket.timeout.ms). */
+#define COMMIT_RESEND_MS 5000
+
+typedef struct ksrc {
+    /* ---- the blueprint ---- */
+    rill_consumer_conf_t *conf; /* owned */
+    rill__kholder_t *holder;    /* shared by the copies of one spec */
+
+    /* ---- one run (prepare, then the actor) ---- */
+    rill_system_t *sys;
+    rill__ksession_t *s;
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *q;
+    rill__khandle_t *h;
+    rill__dlq_t dlq;
+    int prepared, started;
+    int reset_earliest; /* auto.offset.reset */
+    rill__kq_t kq;
+    rill__stage_t *st;
+
+    rill__tracker_t tr;
+    rill__tpart_t *last_hit; /* the partition of the last record polled */
+    rill__equeue_t buf;      /* polled records waiting for demand */
+    int paused;
+    /* The buffer has not been below the low watermark since (0 = it is
+     * below now): how long downstream has been slower than Kafka. */
+    int64_t full_since_ms;
+    uint32_t since_commit;
+    int64_t last_commit_ms, last_redeliver_check_ms;
+    uint32_t commits_out;   /* async commits not answered yet */
+    int64_t commit_sent_ms; /* when the oldest of them went */
+
+    /* a revoke waiting for its in-flight confirms */
+    rd_kafka_topic_partition_list_t *revoking;
+    int64_t revoke_deadline_ms;
+    int revoke_eager;
+    int closing;
+    int64_t linger_deadline_ms; /* st->lingering: waiting for notices */
+    int broken;                 /* a fatal client error: the session is not kept */
+
+    rill_consumer_stats_t stats;
+} ksrc_t;
+
+static inline int64_t now_ms(void)
+{
+    return rill__now_ms();
+}
+
+/* ---- source_group.c ---- */
+
+/* The partition of an assignment id (NULL: fenced), of a record. */
+rill__tpart_t *rill__ksrc_part_by_id(ksrc_t *k, uint64_t id);
+rill__tpart_t *rill__ksrc_part_of_msg(ksrc_t *k, const rd_kafka_message_t *m);
+/* Tell the application's rebalance callback (and count it). */
+void rill__ksrc_observe(ksrc_t *k, rill_rebalance_event_t ev,
+                        const rd_kafka_topic_partition_list_t *parts);
+/* A polled record goes unemitted at the end of a run: the next run must
+ * start its partition at or before it. */
+void rill__ksrc_note_dropped(ksrc_t *k, const rd_kafka_message_t *m);
+/* Drop everything buffered (the run is ending), noting it. */
+void rill__ksrc_drop_buffer(ksrc_t *k);
+/* Drop the buffered records for which keep() is 0. */
+void rill__ksrc_buffer_filter(ksrc_t *k, int (*keep)(ksrc_t *, const rill_elem_t *));
+/* keep() for records of live partitions, not stale after a seek back. */
+int rill__ksrc_keep_live(ksrc_t *k, const rill_elem_t *e);
+/* Commits: send every partition's offset again next time; async; sync
+ * with a deadline (all, or the revoking partitions only). */
+void rill__ksrc_commit_again_all(ksrc_t *k);
+void rill__ksrc_commit_async(ksrc_t *k);
+void rill__ksrc_commit_sync(ksrc_t *k, int only_revoking, int64_t deadline);
+/* Pause or resume every assigned partition. */
+void rill__ksrc_set_paused(ksrc_t *k, int pause);
+/* Commit and release the partitions being revoked. */
+void rill__ksrc_finish_revoke(ksrc_t *k, int64_t deadline);
+/* What the session tells its owner (rebalances, commit results). */
+extern const rill__ksession_ops_t rill__ksrc_session_ops;
+/* A settle notice: confirmed (ok) or released; upto: every record of the
+ * partition up to offset. A batch of them. */
+void rill__ksrc_settle_one(ksrc_t *k, uint64_t id, int64_t offset, int ok, int upto);
+void rill__ksrc_settle_batch(ksrc_t *k, const rill__settled_t *b);
+/* Start a fresh session (subscribe, or assign the fixed partitions), or
+ * take over a kept one. */
+void rill__ksrc_first_start(ksrc_t *k);
+void rill__ksrc_resume_start(ksrc_t *k);
+/* Where each partition goes on in the next run (NULL without memory). */
+rd_kafka_topic_partition_list_t *rill__ksrc_resume_list(ksrc_t *k);
+
+#endif /* RILL_KAFKA_SOURCE_H */

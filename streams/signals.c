@@ -1,0 +1,150 @@
+/*
+ * Elements and signals: the element helpers, and the two sides of the
+ * protocol as actor messages, for stages and hand-written participants
+ * (see include/rill/stream.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../actors/seam.h"
+#include "stream_int.h"
+
+/* ------------------------------------------------------------------ */
+/* Elements                                                            */
+/* ------------------------------------------------------------------ */
+
+int rill_elem_valid(const rill_elem_t *e)
+{
+    return e && e->payload;
+}
+
+void rill_elem_release(rill_elem_t *e)
+{
+    if (!e)
+        return;
+    if (e->dtor)
+        e->dtor(e->payload);
+    rill_origin_release(e->origin);
+    memset(e, 0, sizeof(*e));
+}
+
+void rill_elem_confirm(rill_elem_t *e)
+{
+    if (!e)
+        return;
+    if (e->dtor)
+        e->dtor(e->payload);
+    rill_origin_confirm(e->origin);
+    memset(e, 0, sizeof(*e));
+}
+
+rill_elem_t rill_elem_of(const rill_msg_t *next)
+{
+    rill_elem_t e = {0};
+    if (next) {
+        e.payload = next->payload;
+        e.dtor = next->dtor;
+        e.arg = next->arg;
+        e.origin = next->origin;
+    }
+    return e;
+}
+
+rill_elem_t rill_elem_take(rill_msg_t *next)
+{
+    rill_elem_t e = {0};
+    if (next && next->type == RILL_STREAM_NEXT)
+        e = rill__elem_take(next);
+    return e;
+}
+
+/* ------------------------------------------------------------------ */
+/* Signals                                                             */
+/* ------------------------------------------------------------------ */
+
+static rill_err_t signal_to(rill_system_t *sys, rill_aid_t to, uint32_t type, rill_aid_t from,
+                            uint64_t token, uint64_t arg)
+{
+    if (!sys || rill_aid_is_none(to) || rill_aid_is_none(from))
+        return RILL_EINVAL;
+    rill_msg_t m = {.type = type, .from = from, .corr = token, .arg = arg};
+    return rill_signal(sys, to, &m);
+}
+
+rill_err_t rill_stream_subscribe(rill_system_t *sys, rill_pub_t to, rill_sub_t from, uint64_t token)
+{
+    return signal_to(sys, to.aid, RILL_STREAM_SUBSCRIBE, from.aid, token, 0);
+}
+
+rill_err_t rill_stream_request(rill_system_t *sys, rill_pub_t to, rill_sub_t from, uint64_t token,
+                               int64_t n)
+{
+    return signal_to(sys, to.aid, RILL_STREAM_REQUEST, from.aid, token, (uint64_t)n);
+}
+
+rill_err_t rill_stream_cancel(rill_system_t *sys, rill_pub_t to, rill_sub_t from, uint64_t token)
+{
+    return signal_to(sys, to.aid, RILL_STREAM_CANCEL, from.aid, token, 0);
+}
+
+rill_err_t rill_stream_on_subscribe(rill_system_t *sys, rill_sub_t to, rill_pub_t from,
+                                    uint64_t token)
+{
+    return signal_to(sys, to.aid, RILL_STREAM_ON_SUBSCRIBE, from.aid, token, 0);
+}
+
+rill_err_t rill_stream_next(rill_system_t *sys, rill_sub_t to, rill_pub_t from, uint64_t token,
+                            const rill_elem_t *e)
+{
+    if (!sys || rill_aid_is_none(to.aid) || rill_aid_is_none(from.aid) || !rill_elem_valid(e))
+        return RILL_EINVAL;
+    rill_msg_t m = {.type = RILL_STREAM_NEXT,
+                    .from = from.aid,
+                    .corr = token,
+                    .payload = e->payload,
+                    .dtor = e->dtor,
+                    .arg = e->arg,
+                    .origin = e->origin};
+    return rill_tell(sys, to.aid, &m);
+}
+
+rill_err_t rill_stream_complete(rill_system_t *sys, rill_sub_t to, rill_pub_t from, uint64_t token)
+{
+    if (!sys || rill_aid_is_none(to.aid) || rill_aid_is_none(from.aid))
+        return RILL_EINVAL;
+    rill_msg_t m = {.type = RILL_STREAM_COMPLETE, .from = from.aid, .corr = token};
+    return rill_tell(sys, to.aid, &m);
+}
+
+rill_err_t rill_stream_error(rill_system_t *sys, rill_sub_t to, rill_pub_t from, uint64_t token,
+                             rill_err_t code, const char *text)
+{
+    if (!sys || rill_aid_is_none(to.aid) || rill_aid_is_none(from.aid))
+        return RILL_EINVAL;
+    char *copy = text ? strdup(text) : NULL;
+    rill_msg_t m = {.type = RILL_STREAM_ERROR,
+                    .from = from.aid,
+                    .corr = token,
+                    .arg = (uint64_t)code,
+                    .payload = copy,
+                    .dtor = copy ? free : NULL};
+    rill_err_t err = rill_tell(sys, to.aid, &m);
+    if (err)
+        free(copy);
+    return err;
+}
+
+const char *rill_stream_error_text(const rill_msg_t *error)
+{
+    if (!error || error->type != RILL_STREAM_ERROR || !error->payload)
+        return "";
+    return error->payload;
+}
+
+rill_err_t rill_stage_connect(rill_system_t *sys, rill_aid_t upstream, rill_aid_t downstream)
+{
+    if (!sys || rill_aid_is_none(upstream) || rill_aid_is_none(downstream))
+        return RILL_EINVAL;
+    rill_msg_t m = {.type = RILL__STREAM_CONNECT, .arg = upstream.id};
+    return rill_signal(sys, downstream, &m);
+}
