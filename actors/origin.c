@@ -157,22 +157,28 @@ static void note(rill_origin_t *leaf, int ok)
 /* Origins                                                             */
 /* ------------------------------------------------------------------ */
 
-rill_origin_t *rill__origin_new(rill_system_t *sys, rill_aid_t source, uint64_t key, int64_t value)
+/* One reference, nothing released, no children. */
+static void origin_init(rill_origin_t *o, uint32_t kind, rill_system_t *sys, rill_aid_t source,
+                        uint64_t key, int64_t value)
 {
-    if (!sys || rill_aid_is_none(source))
-        return NULL;
-    rill_origin_t *o = malloc(sizeof(*o));
-    if (!o)
-        return NULL;
     atomic_init(&o->refs, 1);
     atomic_init(&o->released, 0);
-    o->kind = ORIGIN_LEAF;
+    o->kind = kind;
     o->sys = sys;
     o->source = source;
     o->key = key;
     o->value = value;
     o->kids = NULL;
     o->n = o->cap = 0;
+}
+
+rill_origin_t *rill__origin_new(rill_system_t *sys, rill_aid_t source, uint64_t key, int64_t value)
+{
+    if (!sys || rill_aid_is_none(source))
+        return NULL;
+    rill_origin_t *o = malloc(sizeof(*o));
+    if (o)
+        origin_init(o, ORIGIN_LEAF, sys, source, key, value);
     return o;
 }
 
@@ -269,11 +275,7 @@ rill_origin_t *rill__origin_join(rill_origin_t *acc, rill_origin_t *o)
             free(kids);
             return NULL;
         }
-        atomic_init(&g->refs, 1);
-        atomic_init(&g->released, 0);
-        g->kind = ORIGIN_GROUP;
-        g->sys = NULL;
-        g->source = RILL_AID_NONE;
+        origin_init(g, ORIGIN_GROUP, NULL, RILL_AID_NONE, 0, 0);
         g->kids = kids;
         g->kids[0] = acc;
         g->n = 1;

@@ -127,13 +127,19 @@ static void wait_published(rill_pipeline_t *p, rill_aid_t run)
     pthread_mutex_unlock(&p->lock);
 }
 
-rill_err_t rill_pipeline_start(rill_pipeline_t *p, char *errstr, size_t errstr_size)
+/* A pipeline that may start now: not NULL, not started, well formed. */
+static rill_err_t can_start(const rill_pipeline_t *p, char *errstr, size_t errstr_size)
 {
     if (!p)
         return rill__fail(RILL_EINVAL, errstr, errstr_size, "pipeline is NULL");
     if (p->mode != RILL__PIPE_IDLE)
         return rill__fail(RILL_ESTATE, errstr, errstr_size, "pipeline already started");
-    rill_err_t err = check_shape(p, errstr, errstr_size);
+    return check_shape(p, errstr, errstr_size);
+}
+
+rill_err_t rill_pipeline_start(rill_pipeline_t *p, char *errstr, size_t errstr_size)
+{
+    rill_err_t err = can_start(p, errstr, errstr_size);
     if (err)
         return err;
     if (rill__tls_exec)
@@ -220,11 +226,7 @@ static void watcher_terminate(rill_ctx_t *ctx, void *state, const rill_exit_t *r
 rill_err_t rill_pipeline_start_supervised(rill_pipeline_t *p, const rill_restart_opts_t *opts,
                                           char *errstr, size_t errstr_size)
 {
-    if (!p)
-        return rill__fail(RILL_EINVAL, errstr, errstr_size, "pipeline is NULL");
-    if (p->mode != RILL__PIPE_IDLE)
-        return rill__fail(RILL_ESTATE, errstr, errstr_size, "pipeline already started");
-    rill_err_t err = check_shape(p, errstr, errstr_size);
+    rill_err_t err = can_start(p, errstr, errstr_size);
     if (err)
         return err;
     rill_restart_opts_t o = opts ? *opts : (rill_restart_opts_t){0};
