@@ -76,28 +76,47 @@ static const rill__kprop_t *find_prop(const char *key)
     return NULL;
 }
 
+/* librdkafka's errors, and only those, on stderr, named by client kind. */
+static void quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    if (level <= 3)
+        fprintf(stderr, "rill %s: %s: %s\n",
+                rd_kafka_type(rk) == RD_KAFKA_CONSUMER ? "consumer" : "producer", fac, buf);
+}
+
+void rill__kafka_quiet_log(rd_kafka_conf_t *kc)
+{
+    size_t size = 0;
+    /* With "debug" set, librdkafka's own logger prints everything asked. */
+    if (rd_kafka_conf_get(kc, "debug", NULL, &size) != RD_KAFKA_CONF_OK || size <= 1)
+        rd_kafka_conf_set_log_cb(kc, quiet_log_cb);
+}
+
+const char *rill__topics_next(const char *list, char *name, size_t size)
+{
+    const char *comma = strchr(list, ',');
+    size_t len = comma ? (size_t)(comma - list) : strlen(list);
+    snprintf(name, size, "%.*s", (int)len, list);
+    return comma ? comma + 1 : NULL;
+}
+
 /* A comma-separated list of topic names, each valid. */
 static rill_err_t topics_check(const rill__kprop_t *prop, const char *value, char *errstr,
                                size_t errstr_size)
 {
     if (!*value)
         return rill__fail(RILL_EINVAL, errstr, errstr_size, "%s must name topics", prop->name);
-    for (const char *p = value;;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    for (const char *p = value; p;) {
         char name[256];
-        if (len >= sizeof(name))
+        if (strcspn(p, ",") >= sizeof(name))
             return rill__fail(RILL_EINVAL, errstr, errstr_size, "%s: a topic name is too long",
                               prop->name);
-        memcpy(name, p, len);
-        name[len] = '\0';
+        p = rill__topics_next(p, name, sizeof(name));
         rill_err_t err = rill__topic_name_check(name, errstr, errstr_size);
         if (err)
             return err;
-        if (!comma)
-            return RILL_OK;
-        p = comma + 1;
     }
+    return RILL_OK;
 }
 
 /* Parse value for prop into its field of o. */

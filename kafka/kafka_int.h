@@ -63,6 +63,13 @@ typedef struct rill__kprop {
     const char *doc;
 } rill__kprop_t;
 
+/* Errors only (level 3 and more urgent) from librdkafka's log, unless the
+ * application set "debug": then librdkafka's own logger prints it all. */
+void rill__kafka_quiet_log(rd_kafka_conf_t *kc);
+/* The name at the start of a comma-separated topic list, into name (size
+ * bytes, cut to fit); where the next name starts, or NULL after the last. */
+const char *rill__topics_next(const char *list, char *name, size_t size);
+
 /* The table of rill.* properties, n entries. */
 const rill__kprop_t *rill__kprops(size_t *n);
 /* The defaults of scope. */
@@ -172,6 +179,13 @@ rill_err_t rill__ksession_park(rill__ksession_t *s, rill__kholder_t *h, rill_sys
                                rd_kafka_topic_partition_list_t *resume);
 /* Non-zero if rk's group uses the cooperative protocol. */
 int rill__kafka_cooperative(rd_kafka_t *rk);
+/* Take parts into rk's assignment, or let them go, the way its protocol
+ * wants: incrementally (cooperative) or as a whole (eager: assign parts,
+ * or nothing). The take's error, if any (cooperative only: an eager
+ * rd_kafka_assign of a list librdkafka handed out fails only on bad
+ * arguments), is the caller's to destroy. */
+rd_kafka_error_t *rill__kafka_take(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts);
+void rill__kafka_let_go(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts);
 
 /* The holder a blueprint and its copies share. */
 rill__kholder_t *rill__kholder_new(void);

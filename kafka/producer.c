@@ -330,11 +330,9 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         char fatal[256];
         /* A fatal error purges what is queued: report the cause, not the
          * purge. */
-        if (pr->stopping)
-            ;
-        else if (rd_kafka_fatal_error(pr->rk, fatal, sizeof(fatal)))
+        if (!pr->stopping && rd_kafka_fatal_error(pr->rk, fatal, sizeof(fatal)))
             rill__stage_fail(pr->st, RILL_EKAFKA, "fatal producer error: %s", fatal);
-        else
+        else if (!pr->stopping)
             rill__stage_fail(pr->st, RILL_EKAFKA, "delivery to %s [%d] failed: %s",
                              rd_kafka_topic_name(m->rkt), (int)m->partition,
                              rd_kafka_err2str(m->err));
@@ -604,13 +602,6 @@ static void producer_destroy(void *impl)
     free(pr);
 }
 
-static void producer_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    (void)rk;
-    if (level <= 3)
-        fprintf(stderr, "rill producer: %s: %s\n", fac, buf);
-}
-
 /* The client, made on the spawning thread so that librdkafka's refusal of
  * the configuration is the spawn's error. */
 static rill_err_t producer_prepare(void *impl, rill_system_t *sys, char *errstr, size_t errstr_size)
@@ -627,10 +618,7 @@ static rill_err_t producer_prepare(void *impl, rill_system_t *sys, char *errstr,
         return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
     rd_kafka_conf_set_dr_msg_cb(kc, dr_msg_cb);
     rd_kafka_conf_set_opaque(kc, pr);
-    char dbg[8] = "";
-    size_t dsz = sizeof(dbg);
-    if (rd_kafka_conf_get(kc, "debug", dbg, &dsz) != RD_KAFKA_CONF_OK || dsz <= 1)
-        rd_kafka_conf_set_log_cb(kc, producer_log_cb);
+    rill__kafka_quiet_log(kc);
     char kerr[512];
     pr->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, kerr, sizeof(kerr));
     if (!pr->rk) {
@@ -639,18 +627,15 @@ static rill_err_t producer_prepare(void *impl, rill_system_t *sys, char *errstr,
     }
     pr->mainq = rd_kafka_queue_get_main(pr->rk);
     /* Topics named now are in the client's first metadata request. */
-    for (const char *t = c->o.topics; t && *t;) {
-        const char *comma = strchr(t, ',');
-        size_t len = comma ? (size_t)(comma - t) : strlen(t);
+    for (const char *t = c->o.topics; t;) {
         char name[256];
-        snprintf(name, sizeof(name), "%.*s", (int)len, t);
+        t = rill__topics_next(t, name, sizeof(name));
         rd_kafka_topic_t **v = realloc(pr->topics, (pr->n_topics + 1) * sizeof(*v));
         if (!v)
             return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
         pr->topics = v;
         if ((pr->topics[pr->n_topics] = rd_kafka_topic_new(pr->rk, name, NULL)))
             pr->n_topics++;
-        t = comma ? comma + 1 : t + len;
     }
     return RILL_OK;
 }

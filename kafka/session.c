@@ -77,14 +77,26 @@ static void commit_tramp(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         s->ops->commit(s->owner, err, offsets);
 }
 
-static void quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+/* ---- making one ---- */
+
+rd_kafka_error_t *rill__kafka_take(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts)
 {
-    (void)rk;
-    if (level <= 3)
-        fprintf(stderr, "rill consumer: %s: %s\n", fac, buf);
+    if (rill__kafka_cooperative(rk))
+        return rd_kafka_incremental_assign(rk, parts);
+    rd_kafka_assign(rk, parts);
+    return NULL;
 }
 
-/* ---- making one ---- */
+void rill__kafka_let_go(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts)
+{
+    if (rill__kafka_cooperative(rk)) {
+        rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
+        if (e)
+            rd_kafka_error_destroy(e);
+    } else {
+        rd_kafka_assign(rk, NULL);
+    }
+}
 
 int rill__kafka_cooperative(rd_kafka_t *rk)
 {
@@ -139,11 +151,7 @@ rill__ksession_t *rill__ksession_new(const rill_consumer_conf_t *c, char *errstr
     rd_kafka_conf_set_opaque(kc, s);
     rd_kafka_conf_set_rebalance_cb(kc, rebalance_tramp);
     rd_kafka_conf_set_offset_commit_cb(kc, commit_tramp);
-    char dbg[256] = "";
-    size_t dsz = sizeof(dbg);
-    /* With "debug" set, librdkafka's own logger prints everything asked. */
-    if (rd_kafka_conf_get(kc, "debug", dbg, &dsz) != RD_KAFKA_CONF_OK || !*dbg)
-        rd_kafka_conf_set_log_cb(kc, quiet_log_cb);
+    rill__kafka_quiet_log(kc);
     rd_kafka_topic_conf_t *tc = rd_kafka_conf_get_default_topic_conf(kc);
     if (!tc) {
         tc = rd_kafka_topic_conf_new();
@@ -226,13 +234,10 @@ void rill__ksession_close(rill__ksession_t *s, int64_t deadline_ms)
                 if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && s->ops && s->ops->final_revoke &&
                     !rd_kafka_assignment_lost(s->rk))
                     s->ops->final_revoke(s->owner, parts);
-                if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && rill__kafka_cooperative(s->rk)) {
-                    rd_kafka_error_t *ue = rd_kafka_incremental_unassign(s->rk, parts);
-                    if (ue)
-                        rd_kafka_error_destroy(ue);
-                } else {
+                if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+                    rill__kafka_let_go(s->rk, parts);
+                else
                     rd_kafka_assign(s->rk, NULL);
-                }
             }
             rd_kafka_event_destroy(ev);
         }
@@ -312,15 +317,10 @@ void rill__kholder_unref(rill__kholder_t *h)
 static void keeper_rebalance(rill__ksession_t *s, rd_kafka_resp_err_t err,
                              rd_kafka_topic_partition_list_t *parts)
 {
-    int coop = rill__kafka_cooperative(s->rk);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        if (coop) {
-            rd_kafka_error_t *e = rd_kafka_incremental_assign(s->rk, parts);
-            if (e)
-                rd_kafka_error_destroy(e);
-        } else {
-            rd_kafka_assign(s->rk, parts);
-        }
+        rd_kafka_error_t *e = rill__kafka_take(s->rk, parts);
+        if (e)
+            rd_kafka_error_destroy(e);
         rd_kafka_pause_partitions(s->rk, parts);
         return;
     }
@@ -328,13 +328,10 @@ static void keeper_rebalance(rill__ksession_t *s, rd_kafka_resp_err_t err,
     for (int i = 0; s->resume && i < parts->cnt; i++)
         rd_kafka_topic_partition_list_del(s->resume, parts->elems[i].topic,
                                           parts->elems[i].partition);
-    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && coop) {
-        rd_kafka_error_t *e = rd_kafka_incremental_unassign(s->rk, parts);
-        if (e)
-            rd_kafka_error_destroy(e);
-    } else {
+    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+        rill__kafka_let_go(s->rk, parts);
+    else
         rd_kafka_assign(s->rk, NULL);
-    }
 }
 
 typedef struct keeper {

@@ -54,7 +54,6 @@ typedef struct ksrc {
     /* a revoke waiting for its in-flight confirms */
     rd_kafka_topic_partition_list_t *revoking;
     int64_t revoke_deadline_ms;
-    int revoke_eager;
     int closing;
     int64_t linger_deadline_ms; /* st->lingering: waiting for notices */
     int broken;                 /* a fatal client error: the session is not kept */

@@ -262,13 +262,7 @@ void rill__ksrc_finish_revoke(ksrc_t *k, int64_t deadline)
         return;
     k->revoking = NULL;
     rill__ksrc_commit_sync(k, 1, deadline);
-    if (k->revoke_eager) {
-        rd_kafka_assign(k->rk, NULL);
-    } else {
-        rd_kafka_error_t *e = rd_kafka_incremental_unassign(k->rk, l);
-        if (e)
-            rd_kafka_error_destroy(e);
-    }
+    rill__kafka_let_go(k->rk, l);
     remove_revoking(k);
     rill__ksrc_observe(k, RILL_REBALANCE_REVOKED, l);
     rd_kafka_topic_partition_list_destroy(l);
@@ -310,39 +304,23 @@ static int ask_assigned_cb(ksrc_t *k, rd_kafka_topic_partition_list_t *parts)
     return 0;
 }
 
-static void on_assign(ksrc_t *k, rd_kafka_topic_partition_list_t *parts, int cooperative)
+static void on_assign(ksrc_t *k, rd_kafka_topic_partition_list_t *parts)
 {
     for (int i = 0; k->conf->assigned_cb && i < parts->cnt; i++)
         parts->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
     if (ask_assigned_cb(k, parts) || track_assigned(k, parts))
         return;
-    if (cooperative) {
-        rd_kafka_error_t *e = rd_kafka_incremental_assign(k->rk, parts);
-        if (e) {
-            rill__stage_fail(k->st, RILL_EKAFKA, "incremental assign: %s",
-                             rd_kafka_error_string(e));
-            rd_kafka_error_destroy(e);
-            return;
-        }
-    } else {
-        rd_kafka_assign(k->rk, parts);
+    rd_kafka_error_t *e = rill__kafka_take(k->rk, parts);
+    if (e) {
+        rill__stage_fail(k->st, RILL_EKAFKA, "incremental assign: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return;
     }
     /* librdkafka keeps a partition's pause state, but a newly assigned
      * partition is not paused: apply ours. */
     if (k->paused)
         rd_kafka_pause_partitions(k->rk, parts);
     rill__ksrc_observe(k, RILL_REBALANCE_ASSIGNED, parts);
-}
-
-static void unassign(ksrc_t *k, rd_kafka_topic_partition_list_t *parts, int cooperative)
-{
-    if (cooperative) {
-        rd_kafka_error_t *e = rd_kafka_incremental_unassign(k->rk, parts);
-        if (e)
-            rd_kafka_error_destroy(e);
-    } else {
-        rd_kafka_assign(k->rk, NULL);
-    }
 }
 
 static void mark_revoking(ksrc_t *k, const rd_kafka_topic_partition_list_t *parts)
@@ -358,13 +336,13 @@ static void mark_revoking(ksrc_t *k, const rd_kafka_topic_partition_list_t *part
     rill__ksrc_buffer_filter(k, rill__ksrc_keep_live);
 }
 
-static void on_revoke(ksrc_t *k, rd_kafka_topic_partition_list_t *parts, int cooperative)
+static void on_revoke(ksrc_t *k, rd_kafka_topic_partition_list_t *parts)
 {
     if (rd_kafka_assignment_lost(k->rk)) {
         /* Someone else may own them already: commit nothing. */
         mark_revoking(k, parts);
         remove_revoking(k);
-        unassign(k, parts, cooperative);
+        rill__kafka_let_go(k->rk, parts);
         rill__ksrc_observe(k, RILL_REBALANCE_LOST, parts);
         return;
     }
@@ -372,7 +350,6 @@ static void on_revoke(ksrc_t *k, rd_kafka_topic_partition_list_t *parts, int coo
         rill__ksrc_finish_revoke(k, now_ms());
     mark_revoking(k, parts);
     k->revoking = rd_kafka_topic_partition_list_copy(parts);
-    k->revoke_eager = !cooperative;
     k->revoke_deadline_ms = now_ms() + (int64_t)k->conf->o.drain_ms;
     if (k->closing || k->conf->o.drain_ms == 0)
         rill__ksrc_finish_revoke(k, now_ms() + (int64_t)k->conf->o.shutdown_ms);
@@ -384,11 +361,10 @@ static void on_rebalance(void *owner, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts)
 {
     ksrc_t *k = owner;
-    int coop = rill__kafka_cooperative(k->rk);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
-        on_assign(k, parts, coop);
+        on_assign(k, parts);
     else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
-        on_revoke(k, parts, coop);
+        on_revoke(k, parts);
     else
         rd_kafka_assign(k->rk, NULL);
 }

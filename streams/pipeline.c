@@ -297,9 +297,7 @@ static rill_err_t ask_run(rill_pipeline_t *p, int drain)
     if (p->mode == RILL__PIPE_IDLE)
         return RILL_ESTATE;
     pthread_mutex_lock(&p->lock);
-    if (drain)
-        p->drain_requested = 1;
-    else
+    if (!drain)
         p->stop_requested = 1;
     rill_aid_t run = p->run, sup = p->sup;
     pthread_mutex_unlock(&p->lock);

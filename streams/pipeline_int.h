@@ -39,7 +39,7 @@ struct rill_pipeline {
      * returns this with its sentence. */
     rill_err_t spawn_err;
     char spawn_text[200];
-    int stop_requested, drain_requested;
+    int stop_requested;
     int have_result; /* a run ended and left its result */
     rill_pipeline_result_t result;
     uint64_t delivered; /* over every run */

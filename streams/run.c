@@ -44,7 +44,6 @@ typedef struct run {
     int n_gone;
     int phase;
     int stop;        /* STOP_* asked */
-    int final;       /* the pipeline ends for good: sources close, not park */
     int finish_sent; /* the source was told nothing downstream is left */
     int hard;        /* STOP_NOW sent to everything left */
     uint32_t budget_ms;
@@ -100,7 +99,6 @@ static void begin_end(run_t *r, rill_ctx_t *ctx)
 static void hard_stop(run_t *r)
 {
     r->hard = 1;
-    r->final = 1;
     for (int i = 0; i < r->n; i++)
         signal_stage(r, i, RILL__STREAM_STOP_NOW);
 }
@@ -110,7 +108,6 @@ static void ask_stop(run_t *r, rill_ctx_t *ctx, int kind)
     if (r->stop)
         return;
     r->stop = kind;
-    r->final = 1;
     /* The source completes its stream; everything in flight goes on. */
     signal_stage(r, 0, RILL__STREAM_DRAIN);
     begin_end(r, ctx);
@@ -288,7 +285,6 @@ static rill_err_t run_init(rill_ctx_t *ctx, void *state)
             snprintf(text, sizeof(text), "%.47s: %.150s", r->names[i], why);
             cause(r, err, text);
             r->stop = STOP_STOP;
-            r->final = 1;
             break;
         }
     }

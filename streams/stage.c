@@ -670,9 +670,7 @@ static rill_err_t stage_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *m)
             rill__stage_complete(st);
         break;
     case RILL__STREAM_FINISH:
-        if (st->lingering && st->spec.kind->on_finish)
-            st->spec.kind->on_finish(st);
-        else if (st->lingering)
+        if (st->lingering)
             rill__stage_end(st);
         break;
     case RILL__STREAM_RETRY:

@@ -97,11 +97,10 @@ typedef struct rill__kind {
     /* The source's output is done (it completed, or was cancelled) but it
      * keeps running, as a Kafka source does until the confirms of what it
      * emitted are in: non-zero keeps the actor alive, and the kind ends it
-     * with rill__stage_end(). NULL = stop with the output. */
+     * with rill__stage_end(), or the engine does on RILL__STREAM_FINISH
+     * (every stage after this one ended: nothing can confirm anything any
+     * more). NULL = stop with the output. */
     int (*linger)(rill__stage_t *st, int final);
-    /* RILL__STREAM_FINISH: nothing downstream can confirm anything any
-     * more (every stage after this one ended): end now. */
-    void (*on_finish)(rill__stage_t *st);
 } rill__kind_t;
 
 struct rill_stage {
