@@ -109,6 +109,17 @@ static void ctrl_self(rill__actor_t *a, rill__ctrl_t *c)
 /* Delivery                                                            */
 /* ------------------------------------------------------------------ */
 
+/* The message actor_turn took from the mailbox and has not delivered yet
+ * comes before everything still in the mailbox. */
+static int take_held(rill__actor_t *a, rill_msg_t *m)
+{
+    if (!a->has_held)
+        return 0;
+    *m = a->held;
+    a->has_held = 0;
+    return 1;
+}
+
 static void call_behavior(rill__actor_t *a, rill_msg_t *m)
 {
     rill_err_t rc = a->behavior(&a->ctx, a->state, m);
@@ -387,7 +398,7 @@ static void finish_stop(rill__actor_t *a)
     }
     drain_ctrl_final(a);
     rill_msg_t m;
-    while (rill__mailbox_pop(&a->mbox, &m))
+    while (take_held(a, &m) || rill__mailbox_pop(&a->mbox, &m))
         rill__release_msg(sys, &m, 1);
     /* Settle notices made by the terminate hook (a final flush, a drain)
      * and by releasing what was left in the queues go out before the
@@ -460,17 +471,27 @@ static int actor_turn(rill__actor_t *a)
 
     /* Control signals go first at every message boundary, so a stop or a
      * kill takes effect after the message being handled, not after the
-     * batch. (An empty control queue costs two loads to check.) */
+     * batch. The message is taken first and the control queue looked at
+     * after: a signal sent before that message (by its sender, or by
+     * anyone before the sender sent it) is then in the queue, and is
+     * handled before the message (on_subscribe before the first next).
+     * Looking the other way round leaves a window in which both arrive and
+     * the message overtakes the signal. */
     uint32_t n = 0, batch = a->batch;
-    rill_msg_t m;
     while (n < batch && !a->stopping) {
-        rill__node_t *node = rill__mpsc_pop(&a->ctrl);
-        if (node)
+        if (!a->has_held)
+            a->has_held = rill__mailbox_pop(&a->mbox, &a->held);
+        rill__node_t *node =
+            a->has_held ? rill__mpsc_pop_settled(&a->ctrl) : rill__mpsc_pop(&a->ctrl);
+        if (node) {
             handle_ctrl(a, (rill__ctrl_t *)node);
-        else if (rill__mailbox_pop(&a->mbox, &m))
+        } else if (a->has_held) {
+            rill_msg_t m = a->held;
+            a->has_held = 0;
             deliver(a, &m);
-        else
+        } else {
             break;
+        }
         n++;
     }
     atomic_store_explicit(&a->processed,
@@ -494,7 +515,7 @@ void rill__ctx_drain_mailbox(rill_ctx_t *ctx, void (*fn)(void *opaque, rill_msg_
 {
     rill__actor_t *a = ctx->actor;
     rill_msg_t m;
-    while (rill__mailbox_pop(&a->mbox, &m)) {
+    while (take_held(a, &m) || rill__mailbox_pop(&a->mbox, &m)) {
         fn(opaque, &m);
         rill__release_msg(a->sys, &m, 0);
     }

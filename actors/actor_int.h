@@ -126,6 +126,10 @@ struct rill__actor {
     rill_ctx_t ctx;
     int started;
     int stopping;
+    /* A message taken from the mailbox and not yet delivered: control
+     * signals that were sent before it go first (see actor_turn). */
+    int has_held;
+    rill_msg_t held;
     uint32_t turns;
     rill_exit_t exit;
     rill__peers_t watchers; /* who monitors me (aid, ref) */

@@ -13,6 +13,7 @@
 #define RILL_MPSC_H
 
 #include <stdatomic.h>
+#include <sched.h>
 #include <stddef.h>
 
 typedef struct rill__node {
@@ -85,6 +86,22 @@ static inline int rill__mpsc_maybe_nonempty(rill__mpsc_t *q)
     if (atomic_load_explicit(&tail->next, memory_order_seq_cst))
         return 1;
     return atomic_load_explicit(&q->head, memory_order_seq_cst) != tail;
+}
+
+/* Pop, waiting out a producer caught between its two steps instead of
+ * reporting "empty": NULL means the queue was empty at some instant, so
+ * every push that completed before the caller's last acquire is seen.
+ * The wait is a few instructions unless that producer is preempted.
+ * @locality the single consumer. */
+static inline rill__node_t *rill__mpsc_pop_settled(rill__mpsc_t *q)
+{
+    rill__node_t *node = rill__mpsc_pop(q);
+    for (unsigned spins = 0; !node && rill__mpsc_maybe_nonempty(q); spins++) {
+        if (spins >= 64)
+            sched_yield();
+        node = rill__mpsc_pop(q);
+    }
+    return node;
 }
 
 #endif /* RILL_MPSC_H */
