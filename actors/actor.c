@@ -406,14 +406,16 @@ static void finish_stop(rill__actor_t *a)
      * finds them in the source's mailbox. */
     rill__settle_flush(a->exec->settle);
 
+    /* rill_alive says 0 from here: the terminate hook has returned. Before
+     * the watchers and links hear of the end, so whoever heard it finds
+     * the actor not alive. */
+    atomic_store_explicit(&slot->state, SLOT_DEAD, memory_order_seq_cst);
     for (uint32_t i = 0; i < a->watchers.n; i++)
         notify(a, a->watchers.v[i].aid, CTRL_DOWN, a->watchers.v[i].ref);
     for (uint32_t i = 0; i < a->links.n; i++)
         notify(a, a->links.v[i].aid, CTRL_EXIT, 0);
     for (uint32_t i = 0; i < a->monitors.n; i++)
         notify(a, a->monitors.v[i].aid, CTRL_DEMONITOR, a->monitors.v[i].ref);
-    /* rill_alive says 0 from here: the terminate hook has returned. */
-    atomic_store_explicit(&slot->state, SLOT_DEAD, memory_order_release);
     rill__actor_finished(a);
 }
 

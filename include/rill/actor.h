@@ -360,7 +360,8 @@ RILL_API rill_err_t rill_kill(rill_system_t *sys, rill_aid_t aid, const char *wh
 /** Non-zero until the actor has stopped for good: after a stop it already
  * refuses messages, but rill_alive stays non-zero until its terminate hook
  * (for stages and Kafka actors: their final flush and commit) has returned.
- * @locality any thread. */
+ * It is 0 before any watcher or link hears of the end: after a DOWN or
+ * EXIT for an actor, rill_alive of it is 0. @locality any thread. */
 RILL_API int rill_alive(rill_system_t *sys, rill_aid_t aid);
 
 /* ------------------------------------------------------------------ */
