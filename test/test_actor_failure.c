@@ -580,10 +580,17 @@ Test(actor_link, link_to_a_gone_actor_is_noproc, .timeout = 60)
     /* rill_link from actor context to the gone actor: the same. */
     struct link_req r = {g, RILL_ETIMEDOUT};
     cr_assert_eq(kit_run_in(w.sys, t, do_link, &r), RILL_OK);
-    cr_assert(r.result == RILL_OK || r.result == RILL_ESTOPPED, "%s", rill_err_name(r.result));
-    if (r.result == RILL_OK)
-        cr_assert(kit_log_wait_type(w.log, RILL_MSG_EXIT, 2, KIT_WAIT_MS));
+    /* rill_link does not fail: the trapper hears NOPROC, as at spawn. */
+    cr_assert_eq(r.result, RILL_OK, "%s", rill_err_name(r.result));
+    cr_assert(kit_log_wait_type(w.log, RILL_MSG_EXIT, 2, KIT_WAIT_MS), "no second EXIT");
+    kit_event_t second = kit_log_at(w.log, kit_log_size(w.log) - 1);
+    cr_assert_eq(second.type, RILL_MSG_EXIT);
+    cr_assert(rill_aid_eq(second.self, t));
+    cr_assert_eq(second.down.reason.kind, RILL_EXIT_NOPROC, "%s",
+                 rill_exit_kind_name(second.down.reason.kind));
     cr_assert_eq(kit_fence(w.sys, t), RILL_OK);
+    cr_assert(rill_alive(w.sys, t), "a trapped NOPROC does not stop the trapper");
+    cr_assert_eq(kit_log_count(w.log, RILL_MSG_EXIT), 2);
     world_free(&w);
 }
 

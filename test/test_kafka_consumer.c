@@ -709,6 +709,7 @@ struct crash {
     int failed;
     int64_t failed_seq, failed_offset;
     int failed_part;
+    int64_t committed_at_fail[CR_PARTS]; /* what was committed when it failed */
     long spawn_errors;
     kobs_t obs;              /* commits of every consumer incarnation */
     uint32_t seen[CR_TOTAL]; /* processed (and confirmed) per seq */
@@ -735,6 +736,10 @@ static rill_err_t cr_process(void *opaque, rill_elem_t *e)
         t->failed_seq = seq;
         t->failed_part = p;
         t->failed_offset = m->offset;
+        pthread_mutex_lock(&t->obs.mu);
+        for (int q = 0; q < CR_PARTS; q++)
+            t->committed_at_fail[q] = t->obs.committed[q];
+        pthread_mutex_unlock(&t->obs.mu);
         pthread_mutex_unlock(&t->mu);
         rill_elem_release(e);
         return RILL_EIO;
@@ -876,7 +881,16 @@ Test(kafka_consumer, crash_redelivers_after_last_confirm, .timeout = 120)
         cr_assert_leq(first, t->last_confirmed[1][p] + 1,
                       "[%d] resumed at %" PRId64 ", but %" PRId64 " was the last confirmed", p,
                       first, t->last_confirmed[1][p]);
+        /* ... and exactly there: the old consumer's final commit (it
+         * stops after the processor, one_for_all, and drains the confirms
+         * the stop overtook) covers every confirm, so re-reading from
+         * further back (from the start, or from an older commit) fails. */
+        cr_assert_eq(first, t->last_confirmed[1][p] + 1,
+                     "[%d] resumed at %" PRId64 ", not after %" PRId64 ", the last confirmed "
+                     "(committed when it failed: %" PRId64 ")",
+                     p, first, t->last_confirmed[1][p], t->committed_at_fail[p]);
     }
+    cr_assert_eq(again, 0, "%ld confirmed records processed again", again);
     cr_assert_leq(t->first[2][t->failed_part], t->failed_offset);
     /* None lost. */
     for (int i = 0; i < CR_TOTAL; i++)
@@ -1235,7 +1249,8 @@ Test(kafka_consumer, commit_errors_and_broker_outage_lose_nothing, .timeout = 12
     rill_consumer_stats_t s = kk_consumer_stats_ok(env.sys, pr.consumer);
     fprintf(stderr, "faults: %llu commits, %llu commit errors, %ld duplicates\n",
             (unsigned long long)s.committed, (unsigned long long)s.commit_errors, pr.dups);
-    cr_assert_geq(s.commit_errors, 3, "%llu commit errors counted",
+    /* Six injected, each the answer to one OffsetCommit request. */
+    cr_assert_geq(s.commit_errors, 6, "%llu commit errors counted",
                   (unsigned long long)s.commit_errors);
     cr_assert_eq(s.fenced, 0);
     cr_assert_eq(pr.foreign, 0);
@@ -1382,7 +1397,13 @@ Test(kafka_consumer, backpressure_slow_sink_pauses_and_memory_stays_flat, .timeo
             unbounded / 1024);
     cr_assert_leq(s.buffered_max, BP_HIGH, "buffered_max %u above rill.buffer.high %d",
                   s.buffered_max, BP_HIGH);
-    cr_assert_lt(processed, BP_TOTAL / 2, "the sink was not the bottleneck");
+    /* The premise: the sink, not Kafka, set the pace. It took one record
+     * a millisecond (about 3,000 in the window) while the buffer stayed
+     * bounded, so the consumer must have fetched again during the window:
+     * more than the buffer held when the window began. */
+    cr_assert_gt(processed - processed1, BP_HIGH,
+                 "the sink got %ld records in 3 s: the consumer stopped feeding it",
+                 processed - processed1);
     cr_assert_lt(grew_run, unbounded / 4, "the heap grew by %ld KiB while the sink worked",
                  grew_run / 1024);
 #ifndef HAVE_SANITIZER_HEAP
@@ -1392,7 +1413,7 @@ Test(kafka_consumer, backpressure_slow_sink_pauses_and_memory_stays_flat, .timeo
     cr_assert_lt(rss_run, unbounded / 4, "the RSS grew by %ld KiB while the sink worked",
                  rss_run / 1024);
 #endif
-    cr_expect_gt(s.pauses, 0, "never paused, with the buffer at rill.buffer.high");
+    cr_assert_gt(s.pauses, 0, "never paused, with the buffer at rill.buffer.high");
     cr_expect(w1.saw_paused || w2.saw_paused, "stats.paused was never 1");
     cr_expect_lt(held, unbounded / 4,
                  "%ld KiB held while the sink worked; the whole backlog costs ~%ld KiB",
