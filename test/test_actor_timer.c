@@ -9,6 +9,7 @@
  * fired, anything due before it would have fired too.
  */
 #include <stdatomic.h>
+#include <time.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -126,26 +127,67 @@ Test(actor_timer, one_shot_fires_once_and_not_early, .timeout = 60)
     cr_assert_eq(atomic_load(&w.tally.released), 1);
 }
 
+struct timer_batch {
+    struct timer_req r[6];
+    int64_t started_us[6];
+};
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* All six from one turn of the actor, each with the time it was started. */
+static void do_timer_batch(rill_ctx_t *ctx, void *arg)
+{
+    struct timer_batch *b = arg;
+    for (int i = 0; i < 6; i++) {
+        b->started_us[i] = mono_us();
+        do_timer_start(ctx, &b->r[i]);
+    }
+}
+
+/* Timers fire in the order of their deadlines (start + after). The
+ * deadlines are taken from when each was started, so a thread held up
+ * between two starts cannot make the test fail: only timers whose
+ * deadlines are within the clock's slack of each other may come in
+ * either order. */
 Test(actor_timer, one_shots_fire_in_deadline_order, .timeout = 60)
 {
     struct world w;
     world_init(&w, 1);
     static const uint64_t after[] = {150, 30, 120, 60, 90, 0};
-    uint64_t ids[6];
+    struct timer_batch b;
+    memset(&b, 0, sizeof(b));
+    for (int i = 0; i < 6; i++)
+        b.r[i] = (struct timer_req){
+            .after_ms = after[i], .type = MSG_TICK, .arg = (uint64_t)i, .result = RILL_ETIMEDOUT};
+    cr_assert_eq(kit_run_in(w.sys, w.rec, do_timer_batch, &b), RILL_OK);
     for (int i = 0; i < 6; i++) {
-        ids[i] = start_timer(&w, w.rec, after[i], 0, MSG_TICK, after[i], 0).id.id;
+        cr_assert_eq(b.r[i].result, RILL_OK, "rill_timer_start: %s", rill_err_name(b.r[i].result));
         for (int k = 0; k < i; k++)
-            cr_assert_neq(ids[k], ids[i], "timer ids are distinct");
+            cr_assert_neq(b.r[k].id.id, b.r[i].id.id, "timer ids are distinct");
     }
     cr_assert(kit_log_wait_type(w.log, MSG_TICK, 6, KIT_WAIT_MS));
-    uint64_t prev = 0;
+    cr_assert_eq(kit_log_count(w.log, MSG_TICK), 6, "each fired once");
+    const int64_t slack_us = 2000; /* libev's clock against ours, rounding */
+    int64_t prev_deadline = INT64_MIN;
+    int fired[6] = {0};
     for (size_t i = 0; i < 6; i++) {
         kit_event_t e = kit_log_at(w.log, i);
-        cr_assert_geq(e.arg, prev, "timer %llu fired after %llu", (unsigned long long)e.arg,
-                      (unsigned long long)prev);
-        prev = e.arg;
+        cr_assert_lt(e.arg, 6);
+        fired[e.arg]++;
+        int64_t deadline = b.started_us[e.arg] + (int64_t)after[e.arg] * 1000;
+        cr_assert_geq(deadline + slack_us, prev_deadline,
+                      "timer %llu (after %llu ms) fired after one with a later deadline",
+                      (unsigned long long)e.arg, (unsigned long long)after[e.arg]);
+        if (deadline > prev_deadline)
+            prev_deadline = deadline;
     }
-    cr_assert_eq(prev, 150);
+    for (int i = 0; i < 6; i++)
+        cr_assert_eq(fired[i], 1, "timer %d fired %d times", i, fired[i]);
     world_free(&w);
 }
 
@@ -366,10 +408,15 @@ Test(actor_ask, reply_arrives_with_the_same_corr, .timeout = 60)
     responder_t r;
     rill_aid_t resp = spawn_responder(&w, &r, rlog, 1);
 
-    struct ask_req a = ask_from(&w, resp, MSG_REQ, 7, 300);
+    /* A timeout no loaded machine reaches before the reply; the fence
+     * below is after it, so either ask's timeout, had it not been
+     * cancelled by the reply, would fire before the fence (timers fire in
+     * deadline order). */
+    enum { ASK_MS = 2000 };
+    struct ask_req a = ask_from(&w, resp, MSG_REQ, 7, ASK_MS);
     cr_assert_eq(a.result, RILL_OK, "%s", rill_err_name(a.result));
     cr_assert_neq(a.corr, 0);
-    struct ask_req b = ask_from(&w, resp, MSG_REQ, 70, 300);
+    struct ask_req b = ask_from(&w, resp, MSG_REQ, 70, ASK_MS);
     cr_assert_eq(b.result, RILL_OK);
     cr_assert_neq(a.corr, b.corr, "each ask has its own corr");
 
@@ -383,8 +430,8 @@ Test(actor_ask, reply_arrives_with_the_same_corr, .timeout = 60)
         cr_assert_eq(e.value, e.arg, "the reply payload arrives");
     }
     /* Answered asks do not also time out. */
-    start_timer(&w, w.rec, 600, 0, MSG_FENCE, 0, 0);
-    cr_assert(kit_log_wait_type(w.log, MSG_FENCE, 1, KIT_WAIT_MS));
+    start_timer(&w, w.rec, ASK_MS + 10, 0, MSG_FENCE, 0, 0);
+    cr_assert(kit_log_wait_type(w.log, MSG_FENCE, 1, KIT_WAIT_MS + ASK_MS));
     cr_assert_eq(kit_log_count(w.log, RILL_MSG_ASK_TIMEOUT), 0);
     world_free(&w);
     /* Two requests, two replies. */
