@@ -1162,6 +1162,7 @@ Test(sup_intensity, restarts_older_than_the_period_do_not_count, .timeout = 60)
         mark = ev_size(w);
         send_to(w, "a", MSG_CRASH);
         ev_t got;
+        memset(&got, 0, sizeof(got));
         int kind = wait_either(w, mark, sup, "a", &got);
         if (kind == EV_DOWN) {
             cr_assert_eq(got.exit.kind, RILL_EXIT_FAILURE);
