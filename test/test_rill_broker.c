@@ -343,3 +343,104 @@ Test(rill_broker, bad_flags_print_usage_and_exit_2, .timeout = 60)
     cr_assert(strstr(out, "--bootstrap-file"), "%s", out);
     free(out);
 }
+
+/* Start rill-broker with --control path and return its exit status and
+ * stderr (malloc'ed): for starts that must be refused. */
+static int run_with_control(const char *path, char **err_out)
+{
+    char *argv[] = {(char *)env_or_skip("RILL_BROKER_BIN"), "--control", (char *)path, NULL};
+    proc_t p;
+    cr_assert_eq(proc_spawn(&p, argv), 0);
+    proc_close_stdin(&p);
+    int st = proc_wait(&p, 15000);
+    if (st < 0)
+        proc_kill(&p);
+    *err_out = proc_read_stderr(&p, 1000);
+    proc_close(&p);
+    return st;
+}
+
+Test(rill_broker, control_path_that_is_not_a_socket_is_refused_and_kept, .timeout = 60)
+{
+    char dir[] = "/tmp/rill-broker-test-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof(path), "%s/precious", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("do not delete\n", f);
+    fclose(f);
+
+    char *err = NULL;
+    int st = run_with_control(path, &err);
+    cr_assert_eq(st, 1, "exit %d, stderr: %s", st, err);
+    cr_assert(strstr(err, "not a socket"), "%s", err);
+    free(err);
+    f = fopen(path, "r");
+    cr_assert_not_null(f, "the regular file at the control path was removed");
+    char line[64] = "";
+    cr_assert_not_null(fgets(line, sizeof(line), f));
+    fclose(f);
+    cr_assert_str_eq(line, "do not delete\n");
+
+    /* A directory is not a socket either. */
+    char sub[160];
+    snprintf(sub, sizeof(sub), "%s/subdir", dir);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    st = run_with_control(sub, &err);
+    cr_assert_eq(st, 1, "exit %d, stderr: %s", st, err);
+    cr_assert(strstr(err, "not a socket"), "%s", err);
+    free(err);
+    struct stat sb;
+    cr_assert(stat(sub, &sb) == 0 && S_ISDIR(sb.st_mode));
+
+    unlink(path);
+    rmdir(sub);
+    rmdir(dir);
+}
+
+Test(rill_broker, live_control_socket_is_refused_stale_one_replaced, .timeout = 90)
+{
+    broker_proc_t b;
+    broker_start(&b, "x:1", "1");
+    struct stat before;
+    cr_assert_eq(stat(b.ctl_path, &before), 0);
+
+    /* A second broker on the same control path: refused, the first keeps
+     * its socket and answers on it. */
+    char *err = NULL;
+    int st = run_with_control(b.ctl_path, &err);
+    cr_assert_eq(st, 1, "exit %d, stderr: %s", st, err);
+    cr_assert(strstr(err, "in use"), "%s", err);
+    free(err);
+    struct stat after;
+    cr_assert_eq(stat(b.ctl_path, &after), 0, "the running broker's socket was removed");
+    cr_assert_eq(after.st_ino, before.st_ino, "the running broker's socket was replaced");
+    char reply[512];
+    control(&b, "bootstrap", reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "ok ", 3) && !strcmp(reply + 3, b.bootstraps), "%s", reply);
+    broker_stop(&b);
+
+    /* A stale socket (bound, nobody listens: its broker died) is replaced. */
+    char dir[] = "/tmp/rill-broker-test-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    broker_proc_t c = {0};
+    snprintf(c.ctl_path, sizeof(c.ctl_path), "%s/ctl", dir);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strcpy(a.sun_path, c.ctl_path);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    close(fd);
+    char *argv[] = {(char *)env_or_skip("RILL_BROKER_BIN"), "--control", c.ctl_path,
+                    "--exit-on-eof", NULL};
+    cr_assert_eq(proc_spawn(&c.p, argv), 0);
+    cr_assert_gt(proc_read_line(&c.p, c.bootstraps, sizeof(c.bootstraps), 15000), 0,
+                 "rill-broker did not start over a stale control socket");
+    control(&c, "help", reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "ok", 2), "%s", reply);
+    kill(c.p.pid, SIGTERM);
+    cr_assert_eq(proc_wait(&c.p, 10000), 0);
+    proc_close(&c.p);
+    cr_assert_neq(access(c.ctl_path, F_OK), 0, "control socket removed on exit");
+    rmdir(dir);
+}

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -56,6 +57,8 @@ struct server {
     ev_io listener;
     int listen_fd;
     const char *control_path;
+    dev_t control_dev; /* the socket file this process bound, removed on exit */
+    ino_t control_ino;
     int exit_on_eof;
     conn_t *conns;
 };
@@ -396,24 +399,98 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* Is something listening on the unix socket at addr? 1 yes, 0 no (nothing
+ * accepts connections there: a stale socket left by a broker that died), -1
+ * cannot tell (errno set). The probe does not block: a live broker whose
+ * backlog is full answers EAGAIN, which counts as live. */
+static int control_socket_live(const struct sockaddr_un *addr)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    int rc = connect(fd, (const struct sockaddr *)addr, sizeof(*addr));
+    int e = errno;
+    close(fd);
+    if (rc == 0 || e == EAGAIN || e == EINPROGRESS)
+        return 1;
+    if (e == ECONNREFUSED)
+        return 0;
+    errno = e;
+    return -1;
+}
+
+/*
+ * Listen on the control socket at path. Never removes anything that is not
+ * a stale socket: bind first; only if the path is taken, look at what is
+ * there. A file, directory or anything else that is not a socket, and a
+ * socket some process still accepts connections on (a running rill-broker),
+ * are refused and left alone; a socket nobody listens on any more is
+ * replaced.
+ */
 static int listen_control(server_t *s, const char *path)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(addr.sun_path)) {
-        fprintf(stderr, "rill-broker: control socket path too long: %s\n", path);
+    if (!*path || strlen(path) >= sizeof(addr.sun_path)) {
+        fprintf(stderr, "rill-broker: control socket path must be 1..%zu bytes: \"%s\"\n",
+                sizeof(addr.sun_path) - 1, path);
         return -1;
     }
     strcpy(addr.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         fprintf(stderr, "rill-broker: socket: %s\n", strerror(errno));
         return -1;
     }
-    unlink(path);
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) || listen(fd, 16)) {
+    int rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+    if (rc && errno == EADDRINUSE) {
+        struct stat st;
+        if (lstat(path, &st)) {
+            fprintf(stderr, "rill-broker: control socket %s: %s\n", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        if (!S_ISSOCK(st.st_mode)) {
+            fprintf(stderr,
+                    "rill-broker: control socket %s: the path exists and is not a socket; "
+                    "refusing to replace it (remove it or choose another path)\n",
+                    path);
+            close(fd);
+            return -1;
+        }
+        int live = control_socket_live(&addr);
+        if (live) {
+            if (live > 0)
+                fprintf(stderr,
+                        "rill-broker: control socket %s is in use (another rill-broker "
+                        "accepts connections on it); refusing to take it over\n",
+                        path);
+            else
+                fprintf(stderr,
+                        "rill-broker: control socket %s exists and cannot be probed (%s); "
+                        "refusing to replace it\n",
+                        path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        /* Stale: nothing accepts connections on it. */
+        fprintf(stderr, "rill-broker: replacing stale control socket %s\n", path);
+        if (unlink(path) && errno != ENOENT) {
+            fprintf(stderr, "rill-broker: cannot remove stale control socket %s: %s\n", path,
+                    strerror(errno));
+            close(fd);
+            return -1;
+        }
+        rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+    }
+    if (rc || listen(fd, 16)) {
         fprintf(stderr, "rill-broker: control socket %s: %s\n", path, strerror(errno));
         close(fd);
         return -1;
+    }
+    struct stat st;
+    if (!stat(path, &st)) {
+        s->control_dev = st.st_dev;
+        s->control_ino = st.st_ino;
     }
     s->listen_fd = fd;
     s->control_path = path;
@@ -423,9 +500,18 @@ static int listen_control(server_t *s, const char *path)
     return 0;
 }
 
+/* Remove path only if it is still the file this process made (dev, ino):
+ * whatever replaced it since is someone else's. */
+static void unlink_if_ours(const char *path, dev_t dev, ino_t ino)
+{
+    struct stat st;
+    if (!lstat(path, &st) && st.st_dev == dev && st.st_ino == ino)
+        unlink(path);
+}
+
 /* Write the bootstrap string to path via a temporary file and rename, so a
- * reader never sees a partial line. */
-static int write_bootstrap_file(const char *path, const char *bootstraps)
+ * reader never sees a partial line. *dev and *ino identify the file made. */
+static int write_bootstrap_file(const char *path, const char *bootstraps, dev_t *dev, ino_t *ino)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
@@ -435,10 +521,13 @@ static int write_bootstrap_file(const char *path, const char *bootstraps)
         return -1;
     int ok = fprintf(f, "%s\n", bootstraps) > 0;
     ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path)) {
+    struct stat st;
+    if (!ok || stat(tmp, &st) || rename(tmp, path)) {
         unlink(tmp);
         return -1;
     }
+    *dev = st.st_dev;
+    *ino = st.st_ino;
     return 0;
 }
 
@@ -543,8 +632,14 @@ int main(int argc, char **argv)
     }
 
     const char *bootstraps = rill_broker_bootstraps(s.broker);
-    if (bootstrap_file && write_bootstrap_file(bootstrap_file, bootstraps)) {
+    dev_t boot_dev = 0;
+    ino_t boot_ino = 0;
+    if (bootstrap_file && write_bootstrap_file(bootstrap_file, bootstraps, &boot_dev, &boot_ino)) {
         fprintf(stderr, "rill-broker: cannot write %s: %s\n", bootstrap_file, strerror(errno));
+        if (s.listen_fd >= 0) {
+            close(s.listen_fd);
+            unlink_if_ours(s.control_path, s.control_dev, s.control_ino);
+        }
         rill_broker_destroy(s.broker);
         return 1;
     }
@@ -567,10 +662,10 @@ int main(int argc, char **argv)
     if (s.listen_fd >= 0) {
         ev_io_stop(s.loop, &s.listener);
         close(s.listen_fd);
-        unlink(s.control_path);
+        unlink_if_ours(s.control_path, s.control_dev, s.control_ino);
     }
     if (bootstrap_file)
-        unlink(bootstrap_file);
+        unlink_if_ours(bootstrap_file, boot_dev, boot_ino);
     rill_broker_destroy(s.broker);
     fprintf(stderr, "rill-broker: stopped\n");
     return 0;
