@@ -4,13 +4,17 @@
  * fault commands are acknowledged and take effect, bad flags are refused.
  */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -443,4 +447,76 @@ Test(rill_broker, live_control_socket_is_refused_stale_one_replaced, .timeout = 
     proc_close(&c.p);
     cr_assert_neq(access(c.ctl_path, F_OK), 0, "control socket removed on exit");
     rmdir(dir);
+}
+
+static int control_connect(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strcpy(a.sun_path, path);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect control socket");
+    return fd;
+}
+
+Test(rill_broker, client_that_does_not_read_is_dropped_not_waited_for, .timeout = 90)
+{
+    broker_proc_t b;
+    broker_start(&b, "x:1", "1");
+
+    /* A client sends commands in batches and reads none of the replies
+     * (each ~190 bytes: far more than socket buffers hold). It sends until
+     * the broker drops it (EPIPE/ECONNRESET) or 200,000 commands went out. */
+    int bad = control_connect(b.ctl_path);
+    cr_assert_eq(fcntl(bad, F_SETFL, O_NONBLOCK), 0);
+    static char batch[5000];
+    for (size_t i = 0; i < sizeof(batch); i += 5)
+        memcpy(batch + i, "help\n", 5);
+    size_t sent = 0;
+    int gone = 0;
+    int64_t deadline = proc_now_ms() + 20000;
+    while (!gone && sent < 200000 && proc_now_ms() < deadline) {
+        ssize_t w = send(bad, batch, sizeof(batch), MSG_NOSIGNAL);
+        if (w > 0) {
+            sent += (size_t)w / 5;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            struct pollfd pfd = {.fd = bad, .events = POLLOUT};
+            poll(&pfd, 1, 100);
+        } else {
+            gone = 1;
+        }
+    }
+    cr_assert_gt(sent, 1000, "sent %zu commands", sent);
+
+    /* The control plane still answers others: stdin and a new client. */
+    char reply[512];
+    command(&b, "bootstrap", reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "ok ", 3), "%s", reply);
+    control(&b, "help", reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "ok", 2), "%s", reply);
+
+    /* The client that does not read was dropped: reading now finds the
+     * replies that fit before the bound, then the end. */
+    cr_assert_eq(fcntl(bad, F_SETFL, 0), 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(bad, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    size_t got = 0;
+    char chunk[65536];
+    ssize_t n;
+    while ((n = read(bad, chunk, sizeof(chunk))) > 0)
+        got += (size_t)n;
+    cr_assert(n == 0 || errno == ECONNRESET, "the client was not dropped: read: %s",
+              n < 0 ? strerror(errno) : "");
+    cr_assert_lt(got, sent * 180, "all %zu replies were sent (%zu bytes)", sent, got);
+    close(bad);
+
+    /* A client that does not read, still connected with replies pending,
+     * does not hold up SIGTERM. */
+    bad = control_connect(b.ctl_path);
+    cr_assert_eq(fcntl(bad, F_SETFL, O_NONBLOCK), 0);
+    for (int i = 0; i < 40; i++)
+        if (send(bad, batch, sizeof(batch), MSG_NOSIGNAL) < 0)
+            break;
+    broker_stop(&b); /* asserts exit 0 within 10 s */
+    close(bad);
 }

@@ -12,12 +12,16 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stddef.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -27,8 +31,13 @@
 
 #include <rill/testkit.h>
 
-#define LINE_MAX_LEN 1024
-#define MAX_TOPICS   256
+#define LINE_MAX_LEN  1024
+/* Replies a client may leave unread before it is dropped: the control plane
+ * never waits for one client. */
+#define OUT_MAX       (64 * 1024)
+/* How long pending replies may take to go out once the broker stops. */
+#define EXIT_FLUSH_MS 1000
+#define MAX_TOPICS    256
 
 typedef struct topic_spec {
     char name[250];
@@ -38,15 +47,26 @@ typedef struct topic_spec {
 
 typedef struct server server_t;
 
-/* One line-oriented command stream: stdin or a control-socket client. */
+/*
+ * One line-oriented command stream: stdin/stdout or a control-socket
+ * client. Nothing here blocks: a client's socket is non-blocking, stdout
+ * (shared with the parent, so its flags are left alone) is written only as
+ * far as poll() says it takes, and what does not fit waits in `out`, at most
+ * OUT_MAX bytes; a client over that bound is dropped.
+ */
 typedef struct conn {
-    ev_io io;
+    ev_io io;  /* in_fd readable */
+    ev_io wio; /* out_fd writable, while replies wait in out */
     server_t *srv;
     int in_fd, out_fd;
     char buf[LINE_MAX_LEN];
     size_t len;
     int discarding; /* the current line was too long: skip to its newline */
     int is_stdin;
+    int dropped; /* gone or over OUT_MAX: close when the callback ends */
+    int eof;     /* no more input: close once out is flushed */
+    char *out;   /* replies not yet written */
+    size_t out_len, out_cap;
     struct conn *next;
 } conn_t;
 
@@ -60,6 +80,7 @@ struct server {
     dev_t control_dev; /* the socket file this process bound, removed on exit */
     ino_t control_ino;
     int exit_on_eof;
+    int stopping; /* shutdown asked: execute nothing more */
     conn_t *conns;
 };
 
@@ -171,6 +192,102 @@ static int parse_broker_id(server_t *s, const char *arg, int32_t *id)
     return 0;
 }
 
+/* Write as much of data as out_fd takes now without blocking. Returns the
+ * bytes written, or -1 when the reader is gone (or another hard error). */
+static ssize_t out_write(conn_t *c, const char *data, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        size_t n = len - done;
+        if (c->is_stdin) {
+            /* A pipe that polls writable takes PIPE_BUF bytes at once. */
+            struct pollfd pfd = {.fd = c->out_fd, .events = POLLOUT};
+            int pr = poll(&pfd, 1, 0);
+            if (pr < 0 && errno == EINTR)
+                continue;
+            if (pr < 0 || (pfd.revents & (POLLERR | POLLNVAL)))
+                return -1;
+            if (pr == 0)
+                break;
+            if (n > PIPE_BUF)
+                n = PIPE_BUF;
+        }
+        ssize_t w = write(c->out_fd, data + done, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    return (ssize_t)done;
+}
+
+static const char *conn_name(const conn_t *c)
+{
+    return c->is_stdin ? "stdin/stdout" : "a control client";
+}
+
+/* Queue n bytes for c: written at once when nothing waits before them, the
+ * rest kept for the write watcher, up to OUT_MAX; over it, c is dropped. */
+static void conn_send(conn_t *c, const char *data, size_t n)
+{
+    if (c->dropped)
+        return;
+    if (!c->out_len) {
+        ssize_t w = out_write(c, data, n);
+        if (w < 0) {
+            c->dropped = 1;
+            return;
+        }
+        data += w;
+        n -= (size_t)w;
+        if (!n)
+            return;
+    }
+    if (c->out_len + n > OUT_MAX) {
+        fprintf(stderr,
+                "rill-broker: %s does not read its replies (%zu bytes unread, at most %d "
+                "allowed); dropping it\n",
+                conn_name(c), c->out_len + n, OUT_MAX);
+        c->dropped = 1;
+        return;
+    }
+    if (c->out_len + n > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 4096;
+        while (cap < c->out_len + n)
+            cap *= 2;
+        char *p = realloc(c->out, cap);
+        if (!p) {
+            fprintf(stderr, "rill-broker: out of memory for %s's replies; dropping it\n",
+                    conn_name(c));
+            c->dropped = 1;
+            return;
+        }
+        c->out = p;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, data, n);
+    c->out_len += n;
+    ev_io_start(c->srv->loop, &c->wio);
+}
+
+/* Write what waits in c->out as far as it goes now; -1 when the reader is
+ * gone. */
+static int conn_flush(conn_t *c)
+{
+    ssize_t w = out_write(c, c->out, c->out_len);
+    if (w < 0)
+        return -1;
+    memmove(c->out, c->out + w, c->out_len - (size_t)w);
+    c->out_len -= (size_t)w;
+    if (!c->out_len)
+        ev_io_stop(c->srv->loop, &c->wio);
+    return 0;
+}
+
 static void reply(conn_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void reply(conn_t *c, const char *fmt, ...)
@@ -185,20 +302,12 @@ static void reply(conn_t *c, const char *fmt, ...)
     if ((size_t)n > sizeof(line) - 2)
         n = (int)sizeof(line) - 2;
     line[n++] = '\n';
-    /* Replies are short; a client that does not read them only blocks
-     * itself once the socket buffer is full, and such a client is dropped. */
-    for (ssize_t off = 0; off < n;) {
-        ssize_t w = write(c->out_fd, line + off, (size_t)(n - off));
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        off += w;
-    }
+    conn_send(c, line, (size_t)n);
 }
 
 static void stop_server(server_t *s)
 {
+    s->stopping = 1;
     ev_break(s->loop, EVBREAK_ALL);
 }
 
@@ -314,10 +423,13 @@ static void handle_line(conn_t *c, char *line)
     }
 }
 
-static void conn_close(conn_t *c)
+/* Close c. at_eof: stdin ended (with --exit-on-eof the broker stops), as
+ * opposed to a client dropped for not reading. */
+static void conn_close(conn_t *c, int at_eof)
 {
     server_t *s = c->srv;
     ev_io_stop(s->loop, &c->io);
+    ev_io_stop(s->loop, &c->wio);
     for (conn_t **pp = &s->conns; *pp; pp = &(*pp)->next)
         if (*pp == c) {
             *pp = c->next;
@@ -325,10 +437,24 @@ static void conn_close(conn_t *c)
         }
     if (!c->is_stdin)
         close(c->in_fd);
-    int exit_now = c->is_stdin && s->exit_on_eof;
+    int exit_now = c->is_stdin && at_eof && s->exit_on_eof;
+    free(c->out);
     free(c);
     if (exit_now)
         stop_server(s);
+}
+
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_t *c = (conn_t *)((char *)w - offsetof(conn_t, wio));
+    if (conn_flush(c)) {
+        conn_close(c, 0);
+        return;
+    }
+    if (c->eof && !c->out_len)
+        conn_close(c, 1);
 }
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -341,10 +467,19 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
         return;
     if (n <= 0) {
-        conn_close(c);
+        /* The end of the input; replies still waiting go out first. */
+        c->eof = 1;
+        ev_io_stop(loop, &c->io);
+        if (c->is_stdin && c->srv->exit_on_eof) {
+            stop_server(c->srv); /* c's replies are flushed at exit */
+            return;
+        }
+        if (c->out_len && !c->dropped)
+            return;
+        conn_close(c, 1);
         return;
     }
-    for (ssize_t i = 0; i < n; i++) {
+    for (ssize_t i = 0; i < n && !c->dropped && !c->srv->stopping; i++) {
         char ch = chunk[i];
         if (ch == '\n') {
             if (c->discarding)
@@ -362,6 +497,8 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
                 c->buf[c->len++] = ch;
         }
     }
+    if (c->dropped)
+        conn_close(c, 0);
 }
 
 static conn_t *conn_new(server_t *s, int in_fd, int out_fd, int is_stdin)
@@ -376,8 +513,32 @@ static conn_t *conn_new(server_t *s, int in_fd, int out_fd, int is_stdin)
     c->next = s->conns;
     s->conns = c;
     ev_io_init(&c->io, conn_read_cb, in_fd, EV_READ);
+    ev_io_init(&c->wio, conn_write_cb, out_fd, EV_WRITE);
     ev_io_start(s->loop, &c->io);
     return c;
+}
+
+/* After the loop ends: give replies still waiting (the "ok" to shutdown)
+ * up to EXIT_FLUSH_MS in all to go out. */
+static void flush_at_exit(server_t *s)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (conn_t *c = s->conns; c; c = c->next) {
+        while (c->out_len && !c->dropped) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            long left = EXIT_FLUSH_MS -
+                        ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+            if (left <= 0)
+                return;
+            struct pollfd pfd = {.fd = c->out_fd, .events = POLLOUT};
+            if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+                break;
+            if (conn_flush(c))
+                break;
+        }
+    }
 }
 
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -385,7 +546,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     server_t *s = w->data;
-    int fd = accept(s->listen_fd, NULL, NULL);
+    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0)
         return;
     if (!conn_new(s, fd, fd, 0))
@@ -657,8 +818,9 @@ int main(int argc, char **argv)
 
     ev_run(s.loop, 0);
 
+    flush_at_exit(&s);
     while (s.conns)
-        conn_close(s.conns);
+        conn_close(s.conns, 0);
     if (s.listen_fd >= 0) {
         ev_io_stop(s.loop, &s.listener);
         close(s.listen_fd);
