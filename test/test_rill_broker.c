@@ -4,6 +4,7 @@
  * fault commands are acknowledged and take effect, bad flags are refused.
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -519,4 +521,115 @@ Test(rill_broker, client_that_does_not_read_is_dropped_not_waited_for, .timeout 
             break;
     broker_stop(&b); /* asserts exit 0 within 10 s */
     close(bad);
+}
+
+static size_t count_substr(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+/* Append what the broker wrote on stderr within ms to *acc. */
+static void stderr_collect(broker_proc_t *b, char **acc, int ms)
+{
+    char *more = proc_read_stderr(&b->p, ms);
+    size_t old = *acc ? strlen(*acc) : 0;
+    *acc = realloc(*acc, old + strlen(more) + 1);
+    strcpy(*acc + old, more);
+    free(more);
+}
+
+static int open_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    cr_assert_not_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+#define FD_CLIENTS       8
+#define FD_KAFKA_CLIENTS 3 /* the mock's listen backlog is small */
+
+Test(rill_broker, out_of_file_descriptors_backs_off_logs_once_and_recovers, .timeout = 120)
+{
+    broker_proc_t b;
+    broker_start(&b, "fds:1", "1");
+    char *err = NULL;
+    stderr_collect(&b, &err, 100);
+
+    /* Leave the broker one free file descriptor, then connect more control
+     * clients and Kafka clients than that. */
+    struct rlimit old;
+    cr_assert_eq(prlimit(b.p.pid, RLIMIT_NOFILE, NULL, &old), 0, "prlimit: %s", strerror(errno));
+    struct rlimit low = old;
+    low.rlim_cur = (rlim_t)open_fds(b.p.pid) + 1;
+    cr_assert_eq(prlimit(b.p.pid, RLIMIT_NOFILE, &low, NULL), 0, "prlimit: %s", strerror(errno));
+    int ctl[FD_CLIENTS], tcp[FD_KAFKA_CLIENTS];
+    int port = atoi(strchr(b.bootstraps, ':') + 1);
+    for (int i = 0; i < FD_CLIENTS; i++) {
+        ctl[i] = control_connect(b.ctl_path);
+        cr_assert_eq(write(ctl[i], "help\n", 5), 5);
+    }
+    for (int i = 0; i < FD_KAFKA_CLIENTS; i++) {
+        tcp[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int rc = connect(tcp[i], (struct sockaddr *)&a, sizeof(a));
+        cr_assert(rc == 0 || errno == EINPROGRESS, "connect: %s", strerror(errno));
+    }
+
+    /* Both listeners run out: the control socket's and the mock's. */
+    int64_t deadline = proc_now_ms() + 20000;
+    while (proc_now_ms() < deadline &&
+           (!strstr(err, "cannot accept control clients") || !strstr(err, "Failed to accept")))
+        stderr_collect(&b, &err, 100);
+    cr_assert(strstr(err, "cannot accept control clients: Too many open files"), "stderr: %.2000s",
+              err);
+    cr_assert(strstr(err, "Failed to accept"), "stderr: %.2000s", err);
+
+    /* Stay out of file descriptors for a while: the broker still answers on
+     * stdin, and logs each episode once instead of once per retry (a spin
+     * writes thousands of lines in this time). */
+    char reply[512];
+    command(&b, "bootstrap", reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "ok ", 3), "%s", reply);
+    stderr_collect(&b, &err, 1500);
+    command(&b, "help", reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "ok", 2), "%s", reply);
+    cr_assert_eq(count_substr(err, "cannot accept control clients"), 1, "stderr: %.2000s", err);
+    cr_assert_eq(count_substr(err, "Failed to accept"), 1, "stderr: %.2000s", err);
+
+    /* File descriptors free up: every waiting control client is served, the
+     * episode's end is logged, and Kafka clients are served again. */
+    cr_assert_eq(prlimit(b.p.pid, RLIMIT_NOFILE, &old, NULL), 0);
+    for (int i = 0; i < FD_CLIENTS; i++) {
+        proc_t sock = {.pid = 0, .in_fd = -1, .out_fd = ctl[i], .err_fd = -1};
+        cr_assert_gt(proc_read_line(&sock, reply, sizeof(reply), 10000), 0,
+                     "control client %d never answered", i);
+        cr_assert(!strncmp(reply, "ok", 2), "%s", reply);
+        close(ctl[i]);
+    }
+    for (int i = 0; i < FD_KAFKA_CLIENTS; i++)
+        close(tcp[i]);
+    char kerr[512] = "";
+    cr_assert_eq(
+        rill_testkit_produce_generated(b.bootstraps, "fds", 10, NULL, NULL, kerr, sizeof(kerr)),
+        RILL_OK, "%s", kerr);
+    rill_consumed_t *got = NULL;
+    cr_assert_eq(rill_testkit_consume(b.bootstraps, "fds", 10, NULL, &got, kerr, sizeof(kerr)),
+                 RILL_OK, "%s", kerr);
+    cr_assert_eq(rill_consumed_count(got), 10);
+    rill_consumed_destroy(got);
+    stderr_collect(&b, &err, 100);
+    cr_assert(strstr(err, "accepting control clients again"), "stderr: %.2000s", err);
+    free(err);
+    broker_stop(&b);
 }

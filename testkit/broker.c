@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -17,19 +18,54 @@
 
 #include "../kafka/kconf.h"
 
+/* The mock's thread retries a failed accept this often (see host_log_cb). */
+#define ACCEPT_RETRY_MS       100
+/* Accept failures this far apart are separate episodes, each logged. */
+#define ACCEPT_EPISODE_GAP_MS 2000
+
 struct rill_broker {
     rd_kafka_t *host; /* the client instance the mock cluster lives in */
     rd_kafka_mock_cluster_t *mock;
     int count;
+    /* Accept failures of the mock's listeners (host_log_cb); touched only
+     * by the mock's thread. */
+    int64_t accept_fail_last_ms; /* 0: none yet */
 };
 
-/* The mock's host client has no brokers to talk to; only real problems are
- * worth a line on stderr. */
+/*
+ * The mock's host client has no brokers to talk to; only real problems are
+ * worth a line on stderr.
+ *
+ * One problem needs more: when accept() fails (out of file descriptors),
+ * the mock's listener (librdkafka 2.0.2 and later) leaves the connection
+ * queued, logs "Failed to accept mock broker socket" and polls again at
+ * once: its thread spins a core and writes hundreds of thousands of lines
+ * a second. This callback runs on that thread, so it logs the first
+ * failure of an episode only, and waits ACCEPT_RETRY_MS before letting the
+ * thread go on, which turns the spin into a retry every ACCEPT_RETRY_MS.
+ * While the episode lasts, the mock's other connections are served between
+ * those waits.
+ */
 static void host_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    (void)rk;
-    if (level <= 3)
-        fprintf(stderr, "rill embedded broker: %s: %s\n", fac, buf);
+    if (level > 3)
+        return;
+    rill_broker_t *b = rd_kafka_opaque(rk);
+    if (b && strstr(buf, "Failed to accept")) {
+        int64_t now = rill__now_ms();
+        if (!b->accept_fail_last_ms || now - b->accept_fail_last_ms > ACCEPT_EPISODE_GAP_MS) {
+            fprintf(stderr,
+                    "rill embedded broker: %s: %s (retrying every %d ms; not logged again "
+                    "until no accept has failed for %d s)\n",
+                    fac, buf, ACCEPT_RETRY_MS, ACCEPT_EPISODE_GAP_MS / 1000);
+        }
+        b->accept_fail_last_ms = rill__now_ms();
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = ACCEPT_RETRY_MS * 1000000L};
+        while (nanosleep(&ts, &ts) && errno == EINTR)
+            ;
+        return;
+    }
+    fprintf(stderr, "rill embedded broker: %s: %s\n", fac, buf);
 }
 
 rill_broker_t *rill_broker_new(int broker_count, char *errstr, size_t errstr_size)
@@ -47,6 +83,7 @@ rill_broker_t *rill_broker_new(int broker_count, char *errstr, size_t errstr_siz
     char kerr[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, host_log_cb);
+    rd_kafka_conf_set_opaque(conf, b);
     if (rd_kafka_conf_set(conf, "client.id", "rill-embedded-broker", kerr, sizeof(kerr)) !=
         RD_KAFKA_CONF_OK) {
         rd_kafka_conf_destroy(conf);

@@ -31,13 +31,15 @@
 
 #include <rill/testkit.h>
 
-#define LINE_MAX_LEN  1024
+#define LINE_MAX_LEN   1024
 /* Replies a client may leave unread before it is dropped: the control plane
  * never waits for one client. */
-#define OUT_MAX       (64 * 1024)
+#define OUT_MAX        (64 * 1024)
+/* While accept() fails for want of file descriptors, try again this often. */
+#define ACCEPT_RETRY_S 0.25
 /* How long pending replies may take to go out once the broker stops. */
-#define EXIT_FLUSH_MS 1000
-#define MAX_TOPICS    256
+#define EXIT_FLUSH_MS  1000
+#define MAX_TOPICS     256
 
 typedef struct topic_spec {
     char name[250];
@@ -75,6 +77,8 @@ struct server {
     rill_broker_t *broker;
     ev_signal sigint, sigterm;
     ev_io listener;
+    ev_timer accept_retry;         /* accept() failed: listener paused until this fires */
+    unsigned long accept_failures; /* in the current episode; 0 = accepting */
     int listen_fd;
     const char *control_path;
     dev_t control_dev; /* the socket file this process bound, removed on exit */
@@ -541,16 +545,52 @@ static void flush_at_exit(server_t *s)
     }
 }
 
+/*
+ * A control client connects. When accept() fails for want of file
+ * descriptors (EMFILE, ENFILE) or memory, the connection stays queued and
+ * the listener stays readable: retrying at once would spin. The listener
+ * pauses for ACCEPT_RETRY_S instead, and each episode is logged once when it
+ * starts and once when accepting works again; the queued clients are served
+ * then.
+ */
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     (void)revents;
     server_t *s = w->data;
-    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0)
-        return;
-    if (!conn_new(s, fd, fd, 0))
-        close(fd);
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (!s->accept_failures++)
+                fprintf(stderr,
+                        "rill-broker: cannot accept control clients: %s; retrying every %d ms "
+                        "(logged once until it works again)\n",
+                        strerror(errno), (int)(ACCEPT_RETRY_S * 1000));
+            ev_io_stop(loop, &s->listener);
+            ev_timer_set(&s->accept_retry, ACCEPT_RETRY_S, 0.);
+            ev_timer_start(loop, &s->accept_retry);
+            return;
+        }
+        if (s->accept_failures) {
+            fprintf(stderr,
+                    "rill-broker: accepting control clients again (after %lu failed "
+                    "attempt(s))\n",
+                    s->accept_failures);
+            s->accept_failures = 0;
+        }
+        if (!conn_new(s, fd, fd, 0))
+            close(fd);
+    }
+}
+
+static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    server_t *s = w->data;
+    ev_io_start(loop, &s->listener);
 }
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -658,6 +698,8 @@ static int listen_control(server_t *s, const char *path)
     ev_io_init(&s->listener, accept_cb, fd, EV_READ);
     s->listener.data = s;
     ev_io_start(s->loop, &s->listener);
+    ev_timer_init(&s->accept_retry, accept_retry_cb, ACCEPT_RETRY_S, 0.);
+    s->accept_retry.data = s;
     return 0;
 }
 
@@ -823,6 +865,7 @@ int main(int argc, char **argv)
         conn_close(s.conns, 0);
     if (s.listen_fd >= 0) {
         ev_io_stop(s.loop, &s.listener);
+        ev_timer_stop(s.loop, &s.accept_retry);
         close(s.listen_fd);
         unlink_if_ours(s.control_path, s.control_dev, s.control_ino);
     }
