@@ -633,3 +633,47 @@ Test(rill_broker, out_of_file_descriptors_backs_off_logs_once_and_recovers, .tim
     free(err);
     broker_stop(&b);
 }
+
+/* Topic names in the cluster's metadata, as kcat -L lists them. */
+static char *kcat_list(const char *bootstraps)
+{
+    char *argv[] = {(char *)env_or_skip("KCAT_BIN"), "-L", "-b", (char *)bootstraps, NULL};
+    char *out = NULL;
+    int st = proc_run(argv, NULL, 30000, &out);
+    cr_assert_eq(st, 0, "kcat -L exited %d", st);
+    return out;
+}
+
+Test(rill_broker, leader_on_unknown_topic_is_refused_and_creates_nothing, .timeout = 90)
+{
+    broker_proc_t b;
+    broker_start(&b, "known:2", "2");
+    char reply[512];
+
+    command(&b, "leader nosuch 0 1", reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "error: ", 7) && strstr(reply, "unknown topic"), "%s", reply);
+    control(&b, "leader nosuch2 0 -1", reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "error: ", 7) && strstr(reply, "unknown topic"), "%s", reply);
+    char *topics = kcat_list(b.bootstraps);
+    cr_assert(strstr(topics, "\"known\""), "%s", topics);
+    cr_assert_null(strstr(topics, "nosuch"), "leader created the topic:\n%s", topics);
+    free(topics);
+
+    /* Known topics: made on the command line, by the topic command, and
+     * auto-created by a client (not made through rill-broker at all). */
+    command(&b, "leader known 1 1", reply, sizeof(reply));
+    cr_assert_str_eq(reply, "ok");
+    command(&b, "topic later:1", reply, sizeof(reply));
+    cr_assert_str_eq(reply, "ok");
+    command(&b, "leader later 0 2", reply, sizeof(reply));
+    cr_assert_str_eq(reply, "ok");
+    char err[512] = "";
+    cr_assert_eq(
+        rill_testkit_produce_generated(b.bootstraps, "auto", 1, NULL, NULL, err, sizeof(err)),
+        RILL_OK, "%s", err);
+    command(&b, "leader auto 0 2", reply, sizeof(reply));
+    cr_assert_str_eq(reply, "ok");
+    command(&b, "leader known 2 1", reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "error: ", 7), "no partition 2: %s", reply);
+    broker_stop(&b);
+}

@@ -410,7 +410,15 @@ static void handle_line(conn_t *c, char *line)
             return;
         }
         rill_err_t e = rill_broker_set_leader(s->broker, argv[1], part, id);
-        if (e)
+        if (e == RILL_ENOENT)
+            reply(c, "error: leader: no partition %d of topic \"%s\" (unknown topic or partition)",
+                  part, argv[1]);
+        else if (e == RILL_EKAFKA)
+            reply(c,
+                  "error: leader: cannot tell whether topic \"%s\" exists (no broker answered a "
+                  "metadata request; is every broker down?)",
+                  argv[1]);
+        else if (e)
             reply(c, "error: leader: %s", rill_err2str(e));
         else
             reply(c, "ok");
