@@ -677,3 +677,75 @@ Test(rill_broker, leader_on_unknown_topic_is_refused_and_creates_nothing, .timeo
     cr_assert(!strncmp(reply, "error: ", 7), "no partition 2: %s", reply);
     broker_stop(&b);
 }
+
+/* Send raw bytes on a new control connection, half-close it, and read the
+ * one-line answer. */
+static void control_raw(broker_proc_t *b, const char *bytes, size_t n, char *reply, size_t size)
+{
+    int fd = control_connect(b->ctl_path);
+    cr_assert_eq(write(fd, bytes, n), (ssize_t)n);
+    cr_assert_eq(shutdown(fd, SHUT_WR), 0);
+    proc_t sock = {.pid = 0, .in_fd = -1, .out_fd = fd, .err_fd = -1};
+    cr_assert_gt(proc_read_line(&sock, reply, size, 10000), 0, "no answer");
+    close(fd);
+}
+
+Test(rill_broker, malformed_commands_get_clear_errors, .timeout = 90)
+{
+    broker_proc_t b;
+    broker_start(&b, "m:2", "2");
+    char reply[1024];
+
+    struct {
+        const char *line, *want;
+    } bad[] = {
+        {"shutdown now", "takes no arguments"},
+        {"quit please", "takes no arguments"},
+        {"help me", "takes no arguments"},
+        {"bootstrap 1", "takes no arguments"},
+        {"down 1 2 3 4 5 6 7 8 9 10", "too many words"},
+        {"leader m 0 0", "usage: leader"},
+        {"leader m 0 3", "usage: leader"},
+        {"leader m x 1", "usage: leader"},
+        {"error Produce NO_ERROR", "must be an error"},
+        {"error Produce 0", "must be an error"},
+        {"error Produce 25 1 extra", "usage: error"},
+        {"clear", "usage: clear"},
+        {"topic", "usage: topic"},
+        {"topic a:1 b:1", "usage: topic"},
+        {"topic a:1:2:3", "replication"},
+        {"rtt 1 99999999999999999999", "usage: rtt"},
+        {"down\x01 1", "not text"},
+        {"ùnknown", "unknown command"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        command(&b, bad[i].line, reply, sizeof(reply));
+        cr_assert(!strncmp(reply, "error: ", 7) && strstr(reply, bad[i].want),
+                  "\"%s\" answered: %s", bad[i].line, reply);
+    }
+    /* "shutdown now" did not shut it down; nothing was created. */
+    command(&b, "help", reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "ok", 2), "%s", reply);
+    char *topics = kcat_list(b.bootstraps);
+    cr_assert_null(strstr(topics, "\"a\""), "%s", topics);
+    free(topics);
+
+    /* A NUL byte does not cut a line short into a different command. */
+    static const char nul[] = "down 1\0garbage\n";
+    control_raw(&b, nul, sizeof(nul) - 1, reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "error: ", 7) && strstr(reply, "not text"), "%s", reply);
+    cr_assert(tcp_connect_ok(b.bootstraps), "broker 1 was taken down by a line with a NUL");
+
+    /* The last line of a client needs no newline: it is answered. */
+    control_raw(&b, "bootstrap", 9, reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "ok ", 3) && !strcmp(reply + 3, b.bootstraps), "%s", reply);
+    control_raw(&b, "frobnicate", 10, reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "error: unknown command", 22), "%s", reply);
+
+    /* Over-long lines on the control socket, too. */
+    char longline[3000];
+    memset(longline, 'y', sizeof(longline));
+    control_raw(&b, longline, sizeof(longline), reply, sizeof(reply));
+    cr_assert(strstr(reply, "longer than"), "%s", reply);
+    broker_stop(&b);
+}

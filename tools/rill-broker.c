@@ -7,7 +7,8 @@
  * writes it to a file, then serves fault-injection commands line by line on
  * stdin and on an optional unix control socket until SIGINT or SIGTERM.
  * Every command is answered with one line: "ok[ <detail>]" or
- * "error: <reason>". See usage() for the commands.
+ * "error: <reason>". See usage() for the commands. The control plane never
+ * blocks on a client (see conn_t), so SIGINT and SIGTERM always end it.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -102,12 +103,16 @@ static void usage(FILE *f)
             "                               min(3, brokers)\n"
             "  -f, --bootstrap-file PATH    write the bootstrap string to PATH once the\n"
             "                               brokers listen (atomically; removed on exit)\n"
-            "  -c, --control PATH           also accept commands on a unix socket at PATH\n"
+            "  -c, --control PATH           also accept commands on a unix socket at PATH;\n"
+            "                               refused if PATH exists and is not a stale socket\n"
+            "                               (a file, or the socket of a running rill-broker)\n"
             "  -n, --no-stdin               do not read commands from stdin\n"
             "  -e, --exit-on-eof            exit when stdin closes (a parent's lifeline)\n"
             "  -h, --help                   show this help\n"
             "\n"
-            "commands (one per line; each is answered \"ok\" or \"error: <reason>\"):\n"
+            "commands (one per line, the last may lack its newline; each is answered\n"
+            "\"ok\" or \"error: <reason>\"; blank lines are not answered; a control client\n"
+            "that leaves more than %d KiB of answers unread is disconnected):\n"
             "  down B           broker B (1..N or all) refuses connections\n"
             "  up B             broker B accepts connections again\n"
             "  rtt B MS         delay broker B's responses by MS milliseconds\n"
@@ -117,11 +122,12 @@ static void usage(FILE *f)
             "                   UNKNOWN_MEMBER_ID or _TRANSPORT, or number)\n"
             "  clear API        drop queued errors for API\n"
             "  topic NAME:PARTS[:RF]   create a topic\n"
-            "  leader TOPIC PARTITION B   move a partition's leader to broker B\n"
+            "  leader TOPIC PARTITION B   move a partition's leader to broker B (1..N, or\n"
+            "                   -1 for none); the topic must exist\n"
             "  bootstrap        answer \"ok <bootstrap servers>\"\n"
             "  help             list the commands\n"
             "  shutdown         stop the brokers and exit 0\n",
-            RILL_BROKER_MAX);
+            RILL_BROKER_MAX, OUT_MAX / 1024);
 }
 
 /* Parse a whole decimal int in [lo, hi]. */
@@ -320,12 +326,20 @@ static void handle_line(conn_t *c, char *line)
 {
     server_t *s = c->srv;
     char *argv[8];
-    int argc = 0;
-    for (char *save = NULL, *tok = strtok_r(line, " \t\r", &save); tok && argc < 8;
-         tok = strtok_r(NULL, " \t\r", &save))
-        argv[argc++] = tok;
+    int argc = 0, too_many = 0;
+    for (char *save = NULL, *tok = strtok_r(line, " \t\r", &save); tok;
+         tok = strtok_r(NULL, " \t\r", &save)) {
+        if (argc == 8)
+            too_many = 1;
+        else
+            argv[argc++] = tok;
+    }
     if (argc == 0)
         return; /* blank line: no answer */
+    if (too_many) {
+        reply(c, "error: too many words for \"%.64s\" (try help)", argv[0]);
+        return;
+    }
     const char *cmd = argv[0];
     int32_t id;
     char err[512];
@@ -373,6 +387,10 @@ static void handle_line(conn_t *c, char *line)
                   argv[2]);
             return;
         }
+        if (kerr == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            reply(c, "error: CODE must be an error, not \"%s\" (NO_ERROR)", argv[2]);
+            return;
+        }
         if (argc == 4 && parse_int(argv[3], 1, 1000000, &count)) {
             reply(c, "error: COUNT must be a number from 1 to 1000000");
             return;
@@ -404,7 +422,7 @@ static void handle_line(conn_t *c, char *line)
     } else if (!strcasecmp(cmd, "leader")) {
         int part;
         if (argc != 4 || parse_int(argv[2], 0, 100000, &part) ||
-            parse_int(argv[3], -1, rill_broker_count(s->broker), &id)) {
+            parse_int(argv[3], -1, rill_broker_count(s->broker), &id) || id == 0) {
             reply(c, "error: usage: leader TOPIC PARTITION B, where B is 1..%d or -1",
                   rill_broker_count(s->broker));
             return;
@@ -422,6 +440,10 @@ static void handle_line(conn_t *c, char *line)
             reply(c, "error: leader: %s", rill_err2str(e));
         else
             reply(c, "ok");
+    } else if ((!strcasecmp(cmd, "bootstrap") || !strcasecmp(cmd, "help") ||
+                !strcasecmp(cmd, "shutdown") || !strcasecmp(cmd, "quit")) &&
+               argc != 1) {
+        reply(c, "error: usage: %s takes no arguments", cmd);
     } else if (!strcasecmp(cmd, "bootstrap")) {
         reply(c, "ok %s", rill_broker_bootstraps(s->broker));
     } else if (!strcasecmp(cmd, "help")) {
@@ -469,6 +491,31 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
         conn_close(c, 1);
 }
 
+/* A whole line is in c->buf: refuse it (too long, or bytes that are not
+ * text) or execute it. */
+static void end_line(conn_t *c)
+{
+    if (c->discarding) {
+        reply(c, "error: line longer than %d bytes", LINE_MAX_LEN - 1);
+    } else {
+        c->buf[c->len] = '\0';
+        size_t bad = 0;
+        while (bad < c->len &&
+               (c->buf[bad] == '\t' || c->buf[bad] == '\r' || (unsigned char)c->buf[bad] >= 0x20) &&
+               c->buf[bad] != 0x7f)
+            bad++;
+        if (bad < c->len)
+            reply(c,
+                  "error: byte 0x%02x at column %zu is not text; commands are words of "
+                  "printable characters",
+                  (unsigned)(unsigned char)c->buf[bad], bad + 1);
+        else
+            handle_line(c, c->buf);
+    }
+    c->len = 0;
+    c->discarding = 0;
+}
+
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
@@ -479,7 +526,10 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
         return;
     if (n <= 0) {
-        /* The end of the input; replies still waiting go out first. */
+        /* The end of the input: a last line without a newline is still a
+         * command; replies still waiting go out first. */
+        if ((c->len || c->discarding) && !c->dropped && !c->srv->stopping)
+            end_line(c);
         c->eof = 1;
         ev_io_stop(loop, &c->io);
         if (c->is_stdin && c->srv->exit_on_eof) {
@@ -494,14 +544,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     for (ssize_t i = 0; i < n && !c->dropped && !c->srv->stopping; i++) {
         char ch = chunk[i];
         if (ch == '\n') {
-            if (c->discarding)
-                reply(c, "error: line longer than %d bytes", LINE_MAX_LEN - 1);
-            else {
-                c->buf[c->len] = '\0';
-                handle_line(c, c->buf);
-            }
-            c->len = 0;
-            c->discarding = 0;
+            end_line(c);
         } else if (!c->discarding) {
             if (c->len == LINE_MAX_LEN - 1)
                 c->discarding = 1;
