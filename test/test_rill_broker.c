@@ -749,3 +749,42 @@ Test(rill_broker, malformed_commands_get_clear_errors, .timeout = 90)
     cr_assert(strstr(reply, "longer than"), "%s", reply);
     broker_stop(&b);
 }
+
+Test(rill_broker, parent_that_does_not_read_stdout_is_not_waited_for, .timeout = 90)
+{
+    broker_proc_t b;
+    broker_start(&b, "x:1", "1");
+
+    /* The parent sends commands on stdin and never reads stdout. */
+    cr_assert_eq(fcntl(b.p.in_fd, F_SETFL, O_NONBLOCK), 0);
+    static char batch[5000];
+    for (size_t i = 0; i < sizeof(batch); i += 5)
+        memcpy(batch + i, "help\n", 5);
+    size_t sent = 0;
+    char *err = NULL;
+    int64_t deadline = proc_now_ms() + 30000;
+    while (proc_now_ms() < deadline && !(err && strstr(err, "does not read"))) {
+        ssize_t w = write(b.p.in_fd, batch, sizeof(batch));
+        if (w > 0) {
+            sent += (size_t)w / 5;
+        } else {
+            cr_assert(errno == EAGAIN, "write: %s", strerror(errno));
+            stderr_collect(&b, &err, 20);
+        }
+    }
+    cr_assert(err && strstr(err, "stdin/stdout does not read its replies"), "sent %zu, stderr: %s",
+              sent, err ? err : "");
+
+    /* The control socket is still served. */
+    char reply[512];
+    control(&b, "bootstrap", reply, sizeof(reply));
+    cr_assert(!strncmp(reply, "ok ", 3), "%s", reply);
+
+    /* stdin is still the lifeline: closing it stops the broker. */
+    proc_close_stdin(&b.p);
+    cr_assert_eq(proc_wait(&b.p, 10000), 0, "--exit-on-eof after stdout was dropped");
+    proc_close(&b.p);
+    cr_assert_neq(access(b.ctl_path, F_OK), 0);
+    rmdir(b.dir);
+    free(err);
+}

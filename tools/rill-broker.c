@@ -478,13 +478,34 @@ static void conn_close(conn_t *c, int at_eof)
         stop_server(s);
 }
 
+/*
+ * Drop c (marked dropped: its reader is gone or does not read). A socket
+ * client is closed. stdin stays watched, because its end is the parent's
+ * lifeline (--exit-on-eof): what it sends is read and ignored, and nothing
+ * more is written to stdout.
+ */
+static void conn_drop(conn_t *c)
+{
+    if (!c->is_stdin) {
+        conn_close(c, 0);
+        return;
+    }
+    ev_io_stop(c->srv->loop, &c->wio);
+    c->out_len = 0;
+    c->len = 0;
+    c->discarding = 0;
+    if (c->eof)
+        conn_close(c, 1);
+}
+
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
     conn_t *c = (conn_t *)((char *)w - offsetof(conn_t, wio));
     if (conn_flush(c)) {
-        conn_close(c, 0);
+        c->dropped = 1;
+        conn_drop(c);
         return;
     }
     if (c->eof && !c->out_len)
@@ -553,7 +574,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
     }
     if (c->dropped)
-        conn_close(c, 0);
+        conn_drop(c);
 }
 
 static conn_t *conn_new(server_t *s, int in_fd, int out_fd, int is_stdin)
