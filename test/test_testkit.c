@@ -506,6 +506,9 @@ Test(testkit, invalid_arguments_give_codes_and_messages, .timeout = 60)
     EXPECT_ERR(rill_broker_set_leader(b, "t", 0, 5), RILL_ENOENT);
     EXPECT_ERR(rill_broker_set_leader(b, "t", 7, 1), RILL_ENOENT);
     EXPECT_ERR(rill_broker_set_leader(b, "t", 0, 2), RILL_OK);
+    /* An unknown topic is refused, not created (the mock would create it). */
+    EXPECT_ERR(rill_broker_set_leader(b, "nosuch", 0, 1), RILL_ENOENT);
+    EXPECT_ERR(rill_broker_create_topic(b, "nosuch", 1, 1, err, sizeof(err)), RILL_OK);
 
     /* Helpers. */
     const char *boot = rill_broker_bootstraps(b);

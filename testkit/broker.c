@@ -5,10 +5,12 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -17,19 +19,61 @@
 
 #include "../kafka/kconf.h"
 
+/* The mock's thread retries a failed accept this often (see host_log_cb). */
+#define ACCEPT_RETRY_MS       100
+/* Accept failures this far apart are separate episodes, each logged. */
+#define ACCEPT_EPISODE_GAP_MS 2000
+
 struct rill_broker {
     rd_kafka_t *host; /* the client instance the mock cluster lives in */
     rd_kafka_mock_cluster_t *mock;
     int count;
+    /* Accept failures of the mock's listeners (host_log_cb); touched only
+     * by the mock's thread. */
+    int64_t accept_fail_last_ms; /* 0: none yet */
+    pthread_mutex_t topics_lock;
+    struct known_topic *topics; /* topics known to exist (topic_exists) */
 };
 
-/* The mock's host client has no brokers to talk to; only real problems are
- * worth a line on stderr. */
+typedef struct known_topic {
+    struct known_topic *next;
+    char name[];
+} known_topic_t;
+
+/*
+ * The mock's host client has no brokers to talk to; only real problems are
+ * worth a line on stderr.
+ *
+ * One problem needs more: when accept() fails (out of file descriptors),
+ * the mock's listener (librdkafka 2.0.2 and later) leaves the connection
+ * queued, logs "Failed to accept mock broker socket" and polls again at
+ * once: its thread spins a core and writes hundreds of thousands of lines
+ * a second. This callback runs on that thread, so it logs the first
+ * failure of an episode only, and waits ACCEPT_RETRY_MS before letting the
+ * thread go on, which turns the spin into a retry every ACCEPT_RETRY_MS.
+ * While the episode lasts, the mock's other connections are served between
+ * those waits.
+ */
 static void host_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    (void)rk;
-    if (level <= 3)
-        fprintf(stderr, "rill embedded broker: %s: %s\n", fac, buf);
+    if (level > 3)
+        return;
+    rill_broker_t *b = rd_kafka_opaque(rk);
+    if (b && strstr(buf, "Failed to accept")) {
+        int64_t now = rill__now_ms();
+        if (!b->accept_fail_last_ms || now - b->accept_fail_last_ms > ACCEPT_EPISODE_GAP_MS) {
+            fprintf(stderr,
+                    "rill embedded broker: %s: %s (retrying every %d ms; not logged again "
+                    "until no accept has failed for %d s)\n",
+                    fac, buf, ACCEPT_RETRY_MS, ACCEPT_EPISODE_GAP_MS / 1000);
+        }
+        b->accept_fail_last_ms = rill__now_ms();
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = ACCEPT_RETRY_MS * 1000000L};
+        while (nanosleep(&ts, &ts) && errno == EINTR)
+            ;
+        return;
+    }
+    fprintf(stderr, "rill embedded broker: %s: %s\n", fac, buf);
 }
 
 rill_broker_t *rill_broker_new(int broker_count, char *errstr, size_t errstr_size)
@@ -47,6 +91,7 @@ rill_broker_t *rill_broker_new(int broker_count, char *errstr, size_t errstr_siz
     char kerr[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, host_log_cb);
+    rd_kafka_conf_set_opaque(conf, b);
     if (rd_kafka_conf_set(conf, "client.id", "rill-embedded-broker", kerr, sizeof(kerr)) !=
         RD_KAFKA_CONF_OK) {
         rd_kafka_conf_destroy(conf);
@@ -73,6 +118,7 @@ rill_broker_t *rill_broker_new(int broker_count, char *errstr, size_t errstr_siz
         return NULL;
     }
     b->count = broker_count;
+    pthread_mutex_init(&b->topics_lock, NULL);
     return b;
 }
 
@@ -82,6 +128,12 @@ void rill_broker_destroy(rill_broker_t *b)
         return;
     rd_kafka_mock_cluster_destroy(b->mock);
     rd_kafka_destroy(b->host);
+    while (b->topics) {
+        known_topic_t *t = b->topics;
+        b->topics = t->next;
+        free(t);
+    }
+    pthread_mutex_destroy(&b->topics_lock);
     free(b);
 }
 
@@ -98,6 +150,76 @@ int rill_broker_count(const rill_broker_t *b)
 struct rd_kafka_mock_cluster_s *rill_broker_mock_cluster(rill_broker_t *b)
 {
     return b ? b->mock : NULL;
+}
+
+static void remember_topic(rill_broker_t *b, const char *topic)
+{
+    size_t n = strlen(topic) + 1;
+    known_topic_t *t = malloc(sizeof(*t) + n);
+    if (!t)
+        return; /* only a cache: topic_exists asks the cluster */
+    memcpy(t->name, topic, n);
+    pthread_mutex_lock(&b->topics_lock);
+    t->next = b->topics;
+    b->topics = t;
+    pthread_mutex_unlock(&b->topics_lock);
+}
+
+static void quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    (void)level;
+    (void)fac;
+    (void)buf;
+}
+
+/*
+ * Does topic exist? The mock creates a topic that any of its calls names
+ * (rd_kafka_mock_partition_set_leader included), so this must not ask it
+ * directly. Topics made by rill_broker_create_topic are remembered; any
+ * other (auto-created by a client, or made through
+ * rill_broker_mock_cluster()) is looked up in a Metadata request for all
+ * topics, which creates nothing. RILL_OK with *exists set, or RILL_EKAFKA
+ * when no broker answered (all down) within a second or two.
+ */
+static rill_err_t topic_exists(rill_broker_t *b, const char *topic, int *exists)
+{
+    *exists = 0;
+    pthread_mutex_lock(&b->topics_lock);
+    for (known_topic_t *t = b->topics; t && !*exists; t = t->next)
+        *exists = !strcmp(t->name, topic);
+    pthread_mutex_unlock(&b->topics_lock);
+    if (*exists)
+        return RILL_OK;
+
+    char kerr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, quiet_log_cb);
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", rill_broker_bootstraps(b), kerr,
+                          sizeof(kerr)) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "client.id", "rill-embedded-broker-probe", kerr, sizeof(kerr)) !=
+            RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        return RILL_EKAFKA;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, kerr, sizeof(kerr));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return RILL_EKAFKA;
+    }
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, 2000);
+    if (!e) {
+        for (int i = 0; i < md->topic_cnt && !*exists; i++)
+            *exists = !strcmp(md->topics[i].topic, topic) && !md->topics[i].err;
+        rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_destroy(rk);
+    if (e)
+        return RILL_EKAFKA;
+    if (*exists)
+        remember_topic(b, topic);
+    return RILL_OK;
 }
 
 rill_err_t rill_broker_create_topic(rill_broker_t *b, const char *topic, int partitions,
@@ -124,6 +246,7 @@ rill_err_t rill_broker_create_topic(rill_broker_t *b, const char *topic, int par
     if (kerr)
         return rill__fail(RILL_EKAFKA, errstr, errstr_size, "topic \"%s\": %s", topic,
                           rd_kafka_err2str(kerr));
+    remember_topic(b, topic);
     return RILL_OK;
 }
 
@@ -209,6 +332,12 @@ rill_err_t rill_broker_set_leader(rill_broker_t *b, const char *topic, int32_t p
         return RILL_ENOENT;
     if (rill__topic_name_check(topic, NULL, 0))
         return RILL_EINVAL;
+    int exists;
+    rill_err_t err = topic_exists(b, topic, &exists);
+    if (err)
+        return err;
+    if (!exists)
+        return RILL_ENOENT;
     return from_mock(rd_kafka_mock_partition_set_leader(b->mock, topic, partition, broker_id));
 }
 

@@ -7,18 +7,24 @@
  * writes it to a file, then serves fault-injection commands line by line on
  * stdin and on an optional unix control socket until SIGINT or SIGTERM.
  * Every command is answered with one line: "ok[ <detail>]" or
- * "error: <reason>". See usage() for the commands.
+ * "error: <reason>". See usage() for the commands. The control plane never
+ * blocks on a client (see conn_t), so SIGINT and SIGTERM always end it.
  */
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stddef.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -26,8 +32,15 @@
 
 #include <rill/testkit.h>
 
-#define LINE_MAX_LEN 1024
-#define MAX_TOPICS   256
+#define LINE_MAX_LEN   1024
+/* Replies a client may leave unread before it is dropped: the control plane
+ * never waits for one client. */
+#define OUT_MAX        (64 * 1024)
+/* While accept() fails for want of file descriptors, try again this often. */
+#define ACCEPT_RETRY_S 0.25
+/* How long pending replies may take to go out once the broker stops. */
+#define EXIT_FLUSH_MS  1000
+#define MAX_TOPICS     256
 
 typedef struct topic_spec {
     char name[250];
@@ -37,15 +50,26 @@ typedef struct topic_spec {
 
 typedef struct server server_t;
 
-/* One line-oriented command stream: stdin or a control-socket client. */
+/*
+ * One line-oriented command stream: stdin/stdout or a control-socket
+ * client. Nothing here blocks: a client's socket is non-blocking, stdout
+ * (shared with the parent, so its flags are left alone) is written only as
+ * far as poll() says it takes, and what does not fit waits in `out`, at most
+ * OUT_MAX bytes; a client over that bound is dropped.
+ */
 typedef struct conn {
-    ev_io io;
+    ev_io io;  /* in_fd readable */
+    ev_io wio; /* out_fd writable, while replies wait in out */
     server_t *srv;
     int in_fd, out_fd;
     char buf[LINE_MAX_LEN];
     size_t len;
     int discarding; /* the current line was too long: skip to its newline */
     int is_stdin;
+    int dropped; /* gone or over OUT_MAX: close when the callback ends */
+    int eof;     /* no more input: close once out is flushed */
+    char *out;   /* replies not yet written */
+    size_t out_len, out_cap;
     struct conn *next;
 } conn_t;
 
@@ -54,9 +78,14 @@ struct server {
     rill_broker_t *broker;
     ev_signal sigint, sigterm;
     ev_io listener;
+    ev_timer accept_retry;         /* accept() failed: listener paused until this fires */
+    unsigned long accept_failures; /* in the current episode; 0 = accepting */
     int listen_fd;
     const char *control_path;
+    dev_t control_dev; /* the socket file this process bound, removed on exit */
+    ino_t control_ino;
     int exit_on_eof;
+    int stopping; /* shutdown asked: execute nothing more */
     conn_t *conns;
 };
 
@@ -74,12 +103,16 @@ static void usage(FILE *f)
             "                               min(3, brokers)\n"
             "  -f, --bootstrap-file PATH    write the bootstrap string to PATH once the\n"
             "                               brokers listen (atomically; removed on exit)\n"
-            "  -c, --control PATH           also accept commands on a unix socket at PATH\n"
+            "  -c, --control PATH           also accept commands on a unix socket at PATH;\n"
+            "                               refused if PATH exists and is not a stale socket\n"
+            "                               (a file, or the socket of a running rill-broker)\n"
             "  -n, --no-stdin               do not read commands from stdin\n"
             "  -e, --exit-on-eof            exit when stdin closes (a parent's lifeline)\n"
             "  -h, --help                   show this help\n"
             "\n"
-            "commands (one per line; each is answered \"ok\" or \"error: <reason>\"):\n"
+            "commands (one per line, the last may lack its newline; each is answered\n"
+            "\"ok\" or \"error: <reason>\"; blank lines are not answered; a control client\n"
+            "that leaves more than %d KiB of answers unread is disconnected):\n"
             "  down B           broker B (1..N or all) refuses connections\n"
             "  up B             broker B accepts connections again\n"
             "  rtt B MS         delay broker B's responses by MS milliseconds\n"
@@ -89,11 +122,12 @@ static void usage(FILE *f)
             "                   UNKNOWN_MEMBER_ID or _TRANSPORT, or number)\n"
             "  clear API        drop queued errors for API\n"
             "  topic NAME:PARTS[:RF]   create a topic\n"
-            "  leader TOPIC PARTITION B   move a partition's leader to broker B\n"
+            "  leader TOPIC PARTITION B   move a partition's leader to broker B (1..N, or\n"
+            "                   -1 for none); the topic must exist\n"
             "  bootstrap        answer \"ok <bootstrap servers>\"\n"
             "  help             list the commands\n"
             "  shutdown         stop the brokers and exit 0\n",
-            RILL_BROKER_MAX);
+            RILL_BROKER_MAX, OUT_MAX / 1024);
 }
 
 /* Parse a whole decimal int in [lo, hi]. */
@@ -168,6 +202,102 @@ static int parse_broker_id(server_t *s, const char *arg, int32_t *id)
     return 0;
 }
 
+/* Write as much of data as out_fd takes now without blocking. Returns the
+ * bytes written, or -1 when the reader is gone (or another hard error). */
+static ssize_t out_write(conn_t *c, const char *data, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        size_t n = len - done;
+        if (c->is_stdin) {
+            /* A pipe that polls writable takes PIPE_BUF bytes at once. */
+            struct pollfd pfd = {.fd = c->out_fd, .events = POLLOUT};
+            int pr = poll(&pfd, 1, 0);
+            if (pr < 0 && errno == EINTR)
+                continue;
+            if (pr < 0 || (pfd.revents & (POLLERR | POLLNVAL)))
+                return -1;
+            if (pr == 0)
+                break;
+            if (n > PIPE_BUF)
+                n = PIPE_BUF;
+        }
+        ssize_t w = write(c->out_fd, data + done, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    return (ssize_t)done;
+}
+
+static const char *conn_name(const conn_t *c)
+{
+    return c->is_stdin ? "stdin/stdout" : "a control client";
+}
+
+/* Queue n bytes for c: written at once when nothing waits before them, the
+ * rest kept for the write watcher, up to OUT_MAX; over it, c is dropped. */
+static void conn_send(conn_t *c, const char *data, size_t n)
+{
+    if (c->dropped)
+        return;
+    if (!c->out_len) {
+        ssize_t w = out_write(c, data, n);
+        if (w < 0) {
+            c->dropped = 1;
+            return;
+        }
+        data += w;
+        n -= (size_t)w;
+        if (!n)
+            return;
+    }
+    if (c->out_len + n > OUT_MAX) {
+        fprintf(stderr,
+                "rill-broker: %s does not read its replies (%zu bytes unread, at most %d "
+                "allowed); dropping it\n",
+                conn_name(c), c->out_len + n, OUT_MAX);
+        c->dropped = 1;
+        return;
+    }
+    if (c->out_len + n > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 4096;
+        while (cap < c->out_len + n)
+            cap *= 2;
+        char *p = realloc(c->out, cap);
+        if (!p) {
+            fprintf(stderr, "rill-broker: out of memory for %s's replies; dropping it\n",
+                    conn_name(c));
+            c->dropped = 1;
+            return;
+        }
+        c->out = p;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, data, n);
+    c->out_len += n;
+    ev_io_start(c->srv->loop, &c->wio);
+}
+
+/* Write what waits in c->out as far as it goes now; -1 when the reader is
+ * gone. */
+static int conn_flush(conn_t *c)
+{
+    ssize_t w = out_write(c, c->out, c->out_len);
+    if (w < 0)
+        return -1;
+    memmove(c->out, c->out + w, c->out_len - (size_t)w);
+    c->out_len -= (size_t)w;
+    if (!c->out_len)
+        ev_io_stop(c->srv->loop, &c->wio);
+    return 0;
+}
+
 static void reply(conn_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void reply(conn_t *c, const char *fmt, ...)
@@ -182,20 +312,12 @@ static void reply(conn_t *c, const char *fmt, ...)
     if ((size_t)n > sizeof(line) - 2)
         n = (int)sizeof(line) - 2;
     line[n++] = '\n';
-    /* Replies are short; a client that does not read them only blocks
-     * itself once the socket buffer is full, and such a client is dropped. */
-    for (ssize_t off = 0; off < n;) {
-        ssize_t w = write(c->out_fd, line + off, (size_t)(n - off));
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        off += w;
-    }
+    conn_send(c, line, (size_t)n);
 }
 
 static void stop_server(server_t *s)
 {
+    s->stopping = 1;
     ev_break(s->loop, EVBREAK_ALL);
 }
 
@@ -204,12 +326,20 @@ static void handle_line(conn_t *c, char *line)
 {
     server_t *s = c->srv;
     char *argv[8];
-    int argc = 0;
-    for (char *save = NULL, *tok = strtok_r(line, " \t\r", &save); tok && argc < 8;
-         tok = strtok_r(NULL, " \t\r", &save))
-        argv[argc++] = tok;
+    int argc = 0, too_many = 0;
+    for (char *save = NULL, *tok = strtok_r(line, " \t\r", &save); tok;
+         tok = strtok_r(NULL, " \t\r", &save)) {
+        if (argc == 8)
+            too_many = 1;
+        else
+            argv[argc++] = tok;
+    }
     if (argc == 0)
         return; /* blank line: no answer */
+    if (too_many) {
+        reply(c, "error: too many words for \"%.64s\" (try help)", argv[0]);
+        return;
+    }
     const char *cmd = argv[0];
     int32_t id;
     char err[512];
@@ -257,6 +387,10 @@ static void handle_line(conn_t *c, char *line)
                   argv[2]);
             return;
         }
+        if (kerr == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            reply(c, "error: CODE must be an error, not \"%s\" (NO_ERROR)", argv[2]);
+            return;
+        }
         if (argc == 4 && parse_int(argv[3], 1, 1000000, &count)) {
             reply(c, "error: COUNT must be a number from 1 to 1000000");
             return;
@@ -288,16 +422,28 @@ static void handle_line(conn_t *c, char *line)
     } else if (!strcasecmp(cmd, "leader")) {
         int part;
         if (argc != 4 || parse_int(argv[2], 0, 100000, &part) ||
-            parse_int(argv[3], -1, rill_broker_count(s->broker), &id)) {
+            parse_int(argv[3], -1, rill_broker_count(s->broker), &id) || id == 0) {
             reply(c, "error: usage: leader TOPIC PARTITION B, where B is 1..%d or -1",
                   rill_broker_count(s->broker));
             return;
         }
         rill_err_t e = rill_broker_set_leader(s->broker, argv[1], part, id);
-        if (e)
+        if (e == RILL_ENOENT)
+            reply(c, "error: leader: no partition %d of topic \"%s\" (unknown topic or partition)",
+                  part, argv[1]);
+        else if (e == RILL_EKAFKA)
+            reply(c,
+                  "error: leader: cannot tell whether topic \"%s\" exists (no broker answered a "
+                  "metadata request; is every broker down?)",
+                  argv[1]);
+        else if (e)
             reply(c, "error: leader: %s", rill_err2str(e));
         else
             reply(c, "ok");
+    } else if ((!strcasecmp(cmd, "bootstrap") || !strcasecmp(cmd, "help") ||
+                !strcasecmp(cmd, "shutdown") || !strcasecmp(cmd, "quit")) &&
+               argc != 1) {
+        reply(c, "error: usage: %s takes no arguments", cmd);
     } else if (!strcasecmp(cmd, "bootstrap")) {
         reply(c, "ok %s", rill_broker_bootstraps(s->broker));
     } else if (!strcasecmp(cmd, "help")) {
@@ -311,10 +457,13 @@ static void handle_line(conn_t *c, char *line)
     }
 }
 
-static void conn_close(conn_t *c)
+/* Close c. at_eof: stdin ended (with --exit-on-eof the broker stops), as
+ * opposed to a client dropped for not reading. */
+static void conn_close(conn_t *c, int at_eof)
 {
     server_t *s = c->srv;
     ev_io_stop(s->loop, &c->io);
+    ev_io_stop(s->loop, &c->wio);
     for (conn_t **pp = &s->conns; *pp; pp = &(*pp)->next)
         if (*pp == c) {
             *pp = c->next;
@@ -322,10 +471,70 @@ static void conn_close(conn_t *c)
         }
     if (!c->is_stdin)
         close(c->in_fd);
-    int exit_now = c->is_stdin && s->exit_on_eof;
+    int exit_now = c->is_stdin && at_eof && s->exit_on_eof;
+    free(c->out);
     free(c);
     if (exit_now)
         stop_server(s);
+}
+
+/*
+ * Drop c (marked dropped: its reader is gone or does not read). A socket
+ * client is closed. stdin stays watched, because its end is the parent's
+ * lifeline (--exit-on-eof): what it sends is read and ignored, and nothing
+ * more is written to stdout.
+ */
+static void conn_drop(conn_t *c)
+{
+    if (!c->is_stdin) {
+        conn_close(c, 0);
+        return;
+    }
+    ev_io_stop(c->srv->loop, &c->wio);
+    c->out_len = 0;
+    c->len = 0;
+    c->discarding = 0;
+    if (c->eof)
+        conn_close(c, 1);
+}
+
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_t *c = (conn_t *)((char *)w - offsetof(conn_t, wio));
+    if (conn_flush(c)) {
+        c->dropped = 1;
+        conn_drop(c);
+        return;
+    }
+    if (c->eof && !c->out_len)
+        conn_close(c, 1);
+}
+
+/* A whole line is in c->buf: refuse it (too long, or bytes that are not
+ * text) or execute it. */
+static void end_line(conn_t *c)
+{
+    if (c->discarding) {
+        reply(c, "error: line longer than %d bytes", LINE_MAX_LEN - 1);
+    } else {
+        c->buf[c->len] = '\0';
+        size_t bad = 0;
+        while (bad < c->len &&
+               (c->buf[bad] == '\t' || c->buf[bad] == '\r' || (unsigned char)c->buf[bad] >= 0x20) &&
+               c->buf[bad] != 0x7f)
+            bad++;
+        if (bad < c->len)
+            reply(c,
+                  "error: byte 0x%02x at column %zu is not text; commands are words of "
+                  "printable characters",
+                  (unsigned)(unsigned char)c->buf[bad], bad + 1);
+        else
+            handle_line(c, c->buf);
+    }
+    c->len = 0;
+    c->discarding = 0;
 }
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -338,20 +547,25 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
         return;
     if (n <= 0) {
-        conn_close(c);
+        /* The end of the input: a last line without a newline is still a
+         * command; replies still waiting go out first. */
+        if ((c->len || c->discarding) && !c->dropped && !c->srv->stopping)
+            end_line(c);
+        c->eof = 1;
+        ev_io_stop(loop, &c->io);
+        if (c->is_stdin && c->srv->exit_on_eof) {
+            stop_server(c->srv); /* c's replies are flushed at exit */
+            return;
+        }
+        if (c->out_len && !c->dropped)
+            return;
+        conn_close(c, 1);
         return;
     }
-    for (ssize_t i = 0; i < n; i++) {
+    for (ssize_t i = 0; i < n && !c->dropped && !c->srv->stopping; i++) {
         char ch = chunk[i];
         if (ch == '\n') {
-            if (c->discarding)
-                reply(c, "error: line longer than %d bytes", LINE_MAX_LEN - 1);
-            else {
-                c->buf[c->len] = '\0';
-                handle_line(c, c->buf);
-            }
-            c->len = 0;
-            c->discarding = 0;
+            end_line(c);
         } else if (!c->discarding) {
             if (c->len == LINE_MAX_LEN - 1)
                 c->discarding = 1;
@@ -359,6 +573,8 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
                 c->buf[c->len++] = ch;
         }
     }
+    if (c->dropped)
+        conn_drop(c);
 }
 
 static conn_t *conn_new(server_t *s, int in_fd, int out_fd, int is_stdin)
@@ -373,20 +589,80 @@ static conn_t *conn_new(server_t *s, int in_fd, int out_fd, int is_stdin)
     c->next = s->conns;
     s->conns = c;
     ev_io_init(&c->io, conn_read_cb, in_fd, EV_READ);
+    ev_io_init(&c->wio, conn_write_cb, out_fd, EV_WRITE);
     ev_io_start(s->loop, &c->io);
     return c;
 }
 
+/* After the loop ends: give replies still waiting (the "ok" to shutdown)
+ * up to EXIT_FLUSH_MS in all to go out. */
+static void flush_at_exit(server_t *s)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (conn_t *c = s->conns; c; c = c->next) {
+        while (c->out_len && !c->dropped) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            long left = EXIT_FLUSH_MS -
+                        ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+            if (left <= 0)
+                return;
+            struct pollfd pfd = {.fd = c->out_fd, .events = POLLOUT};
+            if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+                break;
+            if (conn_flush(c))
+                break;
+        }
+    }
+}
+
+/*
+ * A control client connects. When accept() fails for want of file
+ * descriptors (EMFILE, ENFILE) or memory, the connection stays queued and
+ * the listener stays readable: retrying at once would spin. The listener
+ * pauses for ACCEPT_RETRY_S instead, and each episode is logged once when it
+ * starts and once when accepting works again; the queued clients are served
+ * then.
+ */
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     (void)revents;
     server_t *s = w->data;
-    int fd = accept(s->listen_fd, NULL, NULL);
-    if (fd < 0)
-        return;
-    if (!conn_new(s, fd, fd, 0))
-        close(fd);
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (!s->accept_failures++)
+                fprintf(stderr,
+                        "rill-broker: cannot accept control clients: %s; retrying every %d ms "
+                        "(logged once until it works again)\n",
+                        strerror(errno), (int)(ACCEPT_RETRY_S * 1000));
+            ev_io_stop(loop, &s->listener);
+            ev_timer_set(&s->accept_retry, ACCEPT_RETRY_S, 0.);
+            ev_timer_start(loop, &s->accept_retry);
+            return;
+        }
+        if (s->accept_failures) {
+            fprintf(stderr,
+                    "rill-broker: accepting control clients again (after %lu failed "
+                    "attempt(s))\n",
+                    s->accept_failures);
+            s->accept_failures = 0;
+        }
+        if (!conn_new(s, fd, fd, 0))
+            close(fd);
+    }
+}
+
+static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    server_t *s = w->data;
+    ev_io_start(loop, &s->listener);
 }
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -396,36 +672,121 @@ static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* Is something listening on the unix socket at addr? 1 yes, 0 no (nothing
+ * accepts connections there: a stale socket left by a broker that died), -1
+ * cannot tell (errno set). The probe does not block: a live broker whose
+ * backlog is full answers EAGAIN, which counts as live. */
+static int control_socket_live(const struct sockaddr_un *addr)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    int rc = connect(fd, (const struct sockaddr *)addr, sizeof(*addr));
+    int e = errno;
+    close(fd);
+    if (rc == 0 || e == EAGAIN || e == EINPROGRESS)
+        return 1;
+    if (e == ECONNREFUSED)
+        return 0;
+    errno = e;
+    return -1;
+}
+
+/*
+ * Listen on the control socket at path. Never removes anything that is not
+ * a stale socket: bind first; only if the path is taken, look at what is
+ * there. A file, directory or anything else that is not a socket, and a
+ * socket some process still accepts connections on (a running rill-broker),
+ * are refused and left alone; a socket nobody listens on any more is
+ * replaced.
+ */
 static int listen_control(server_t *s, const char *path)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(addr.sun_path)) {
-        fprintf(stderr, "rill-broker: control socket path too long: %s\n", path);
+    if (!*path || strlen(path) >= sizeof(addr.sun_path)) {
+        fprintf(stderr, "rill-broker: control socket path must be 1..%zu bytes: \"%s\"\n",
+                sizeof(addr.sun_path) - 1, path);
         return -1;
     }
     strcpy(addr.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
         fprintf(stderr, "rill-broker: socket: %s\n", strerror(errno));
         return -1;
     }
-    unlink(path);
-    if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) || listen(fd, 16)) {
+    int rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+    if (rc && errno == EADDRINUSE) {
+        struct stat st;
+        if (lstat(path, &st)) {
+            fprintf(stderr, "rill-broker: control socket %s: %s\n", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        if (!S_ISSOCK(st.st_mode)) {
+            fprintf(stderr,
+                    "rill-broker: control socket %s: the path exists and is not a socket; "
+                    "refusing to replace it (remove it or choose another path)\n",
+                    path);
+            close(fd);
+            return -1;
+        }
+        int live = control_socket_live(&addr);
+        if (live) {
+            if (live > 0)
+                fprintf(stderr,
+                        "rill-broker: control socket %s is in use (another rill-broker "
+                        "accepts connections on it); refusing to take it over\n",
+                        path);
+            else
+                fprintf(stderr,
+                        "rill-broker: control socket %s exists and cannot be probed (%s); "
+                        "refusing to replace it\n",
+                        path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        /* Stale: nothing accepts connections on it. */
+        fprintf(stderr, "rill-broker: replacing stale control socket %s\n", path);
+        if (unlink(path) && errno != ENOENT) {
+            fprintf(stderr, "rill-broker: cannot remove stale control socket %s: %s\n", path,
+                    strerror(errno));
+            close(fd);
+            return -1;
+        }
+        rc = bind(fd, (struct sockaddr *)&addr, sizeof(addr));
+    }
+    if (rc || listen(fd, 16)) {
         fprintf(stderr, "rill-broker: control socket %s: %s\n", path, strerror(errno));
         close(fd);
         return -1;
+    }
+    struct stat st;
+    if (!stat(path, &st)) {
+        s->control_dev = st.st_dev;
+        s->control_ino = st.st_ino;
     }
     s->listen_fd = fd;
     s->control_path = path;
     ev_io_init(&s->listener, accept_cb, fd, EV_READ);
     s->listener.data = s;
     ev_io_start(s->loop, &s->listener);
+    ev_timer_init(&s->accept_retry, accept_retry_cb, ACCEPT_RETRY_S, 0.);
+    s->accept_retry.data = s;
     return 0;
 }
 
+/* Remove path only if it is still the file this process made (dev, ino):
+ * whatever replaced it since is someone else's. */
+static void unlink_if_ours(const char *path, dev_t dev, ino_t ino)
+{
+    struct stat st;
+    if (!lstat(path, &st) && st.st_dev == dev && st.st_ino == ino)
+        unlink(path);
+}
+
 /* Write the bootstrap string to path via a temporary file and rename, so a
- * reader never sees a partial line. */
-static int write_bootstrap_file(const char *path, const char *bootstraps)
+ * reader never sees a partial line. *dev and *ino identify the file made. */
+static int write_bootstrap_file(const char *path, const char *bootstraps, dev_t *dev, ino_t *ino)
 {
     char tmp[4096];
     if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp))
@@ -435,10 +796,13 @@ static int write_bootstrap_file(const char *path, const char *bootstraps)
         return -1;
     int ok = fprintf(f, "%s\n", bootstraps) > 0;
     ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path)) {
+    struct stat st;
+    if (!ok || stat(tmp, &st) || rename(tmp, path)) {
         unlink(tmp);
         return -1;
     }
+    *dev = st.st_dev;
+    *ino = st.st_ino;
     return 0;
 }
 
@@ -543,8 +907,14 @@ int main(int argc, char **argv)
     }
 
     const char *bootstraps = rill_broker_bootstraps(s.broker);
-    if (bootstrap_file && write_bootstrap_file(bootstrap_file, bootstraps)) {
+    dev_t boot_dev = 0;
+    ino_t boot_ino = 0;
+    if (bootstrap_file && write_bootstrap_file(bootstrap_file, bootstraps, &boot_dev, &boot_ino)) {
         fprintf(stderr, "rill-broker: cannot write %s: %s\n", bootstrap_file, strerror(errno));
+        if (s.listen_fd >= 0) {
+            close(s.listen_fd);
+            unlink_if_ours(s.control_path, s.control_dev, s.control_ino);
+        }
         rill_broker_destroy(s.broker);
         return 1;
     }
@@ -562,15 +932,17 @@ int main(int argc, char **argv)
 
     ev_run(s.loop, 0);
 
+    flush_at_exit(&s);
     while (s.conns)
-        conn_close(s.conns);
+        conn_close(s.conns, 0);
     if (s.listen_fd >= 0) {
         ev_io_stop(s.loop, &s.listener);
+        ev_timer_stop(s.loop, &s.accept_retry);
         close(s.listen_fd);
-        unlink(s.control_path);
+        unlink_if_ours(s.control_path, s.control_dev, s.control_ino);
     }
     if (bootstrap_file)
-        unlink(bootstrap_file);
+        unlink_if_ours(bootstrap_file, boot_dev, boot_ino);
     rill_broker_destroy(s.broker);
     fprintf(stderr, "rill-broker: stopped\n");
     return 0;

@@ -145,7 +145,10 @@ RILL_API rill_err_t rill_broker_clear_request_errors(rill_broker_t *b, int16_t a
 
 /**
  * Move a partition's leadership to broker_id (1..count, or -1 for no leader).
- * Returns RILL_ENOENT for an unknown topic, partition or broker.
+ * Returns RILL_ENOENT for an unknown topic, partition or broker; an unknown
+ * topic is never created. A topic not made by rill_broker_create_topic (one
+ * a client auto-created) is looked up with a Metadata request: RILL_EKAFKA
+ * when no broker answers it within about 2 s (every broker down).
  * @locality any thread.
  */
 RILL_API rill_err_t rill_broker_set_leader(rill_broker_t *b, const char *topic, int32_t partition,
