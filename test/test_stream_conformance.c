@@ -33,7 +33,9 @@
 
 #include "support/actor_kit.h"
 
+#include <rill/kafka.h>
 #include <rill/stream.h>
+#include <rill/testkit.h>
 
 /* Signals a probe keeps in order, with their details (all are counted). */
 #define PROBE_KEEP 512
@@ -91,6 +93,10 @@ typedef struct probe {
                                      or ERROR EIO (2) */
     int64_t window_limit;         /* publisher: outstanding demand allowed (check) */
     kit_tally_t *tally;           /* publisher: elements carry counted payloads */
+    /* publisher: elements made by this instead (e.g. Kafka produce requests) */
+    rill_elem_t (*make_elem)(void *arg, uint64_t v);
+    void *make_arg;
+    int confirm_next; /* subscriber: take and confirm every element (a Kafka source's) */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -172,7 +178,7 @@ static void probe_emit(rill_ctx_t *ctx, probe_t *p)
         }
         if (!go)
             return;
-        rill_elem_t e = rill_elem_value(v);
+        rill_elem_t e = p->make_elem ? p->make_elem(p->make_arg, v) : rill_elem_value(v);
         if (p->tally) {
             e.payload = kit_payload_new(p->tally, v);
             e.dtor = kit_payload_free;
@@ -189,6 +195,8 @@ static void probe_emit(rill_ctx_t *ctx, probe_t *p)
         if (err != RILL_OK) {
             if (p->tally)
                 kit_payload_reclaim(e.payload); /* still ours on any error */
+            else
+                rill_elem_release(&e);
             return;
         }
     }
@@ -345,6 +353,10 @@ static rill_err_t probe_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
         probe_emit(ctx, p);
     } else if (SIG_IS_STREAM(msg->type)) {
         probe_signal(ctx, p, msg);
+        if (msg->type == RILL_STREAM_NEXT && p->confirm_next) {
+            rill_elem_t e = rill_elem_take(msg);
+            rill_elem_confirm(&e);
+        }
     }
 
     atomic_fetch_sub_explicit(&p->depth, 1, memory_order_relaxed);
@@ -820,7 +832,9 @@ Test(rs, rule_1_3_signals_to_one_subscriber_never_overlap, .timeout = 120)
     probe_fini(&s);
 }
 
-Test(rs, rule_1_7_nothing_after_complete, .timeout = 60)
+/* 1.6: after COMPLETE the subscription counts as cancelled: demand and
+ * CANCEL for it change nothing. */
+Test(rs, rule_1_6_and_1_7_nothing_after_complete, .timeout = 60)
 {
     rill_system_t *sys = conf_system();
     probe_t s;
@@ -1517,6 +1531,46 @@ Test(rs, rule_3_5_concurrent_cancel_is_safe, .timeout = 120)
     probe_fini(&s);
 }
 
+/* REQUEST and CANCEL are control signals on a queue that is never full:
+ * they return at once, normally, whatever the publisher is doing; here its
+ * executor is held the whole time, so none of them could have waited for
+ * it. CANCEL twice is fine (3.5's idempotence). */
+Test(rs, rule_3_4_3_5_3_15_3_16_request_and_cancel_return_while_the_publisher_is_busy,
+     .timeout = 60)
+{
+    rill_system_t *sys = conf_system();
+    probe_t s, blk;
+    probe_init(&s);
+    rill_aid_t sub = probe_spawn(sys, &s, 1024, 1); /* room for all 500 and a fence */
+    probe_init(&blk);
+    rill_aid_t src = spawn_stage(sys, rill_source_range(0, UINT64_MAX), 0, 0);
+    subscribe(sys, src, sub, 1);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_ON_SUBSCRIBE, 1, KIT_WAIT_MS));
+    kit_gate_t gate;
+    kit_gate_init(&gate);
+    rill_aid_t blocker = probe_spawn(sys, &blk, 8, 0);
+    rill_msg_t h = {.type = PROBE_HOLD, .payload = &gate};
+    cr_assert_eq(rill_tell(sys, blocker, &h), RILL_OK);
+    cr_assert(kit_wait_at_least(&gate.arrived, 1, KIT_WAIT_MS));
+    for (int i = 0; i < 500; i++)
+        cr_assert_eq(probe_request(sys, &s, sub, src, 1, 1), RILL_OK, "request %d", i);
+    cr_assert_eq(rill_stream_cancel(sys, rill_pub(src), rill_sub(sub), 1), RILL_OK);
+    cr_assert_eq(rill_stream_cancel(sys, rill_pub(src), rill_sub(sub), 1), RILL_OK);
+    rill_actor_stats_t st;
+    cr_assert_eq(rill_actor_stats(sys, src, &st), RILL_OK, "the source ran while held");
+    cr_assert_eq(st.processed, 1, "the source handled more than SUBSCRIBE while held");
+    kit_gate_open(&gate);
+    dead_then_fence(sys, src, sub, "the cancelled source");
+    cr_assert_eq(probe_view(&s).demand_violations, 0);
+    cr_assert_leq(probe_count(&s, RILL_STREAM_NEXT), 500);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_ERROR), 0);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_COMPLETE), 0);
+    conf_end(sys);
+    kit_gate_destroy(&gate);
+    probe_fini(&blk);
+    probe_fini(&s);
+}
+
 Test(rs, rule_3_9_non_positive_request_signals_error_once, .timeout = 60)
 {
     rill_system_t *sys = conf_system();
@@ -1687,9 +1741,8 @@ Test(rs, rule_3_17_demand_up_to_int64_max_is_unbounded, .timeout = 60)
  * it (so the probe handled all of it); or, for a stage that stays alive,
  * a later signal that must arrive after the one that must not.
  *
- * The Kafka source and sink are covered by test_kafka_pipeline.c and
- * test_kafka_consumer.c (they need the embedded broker); see
- * docs/reactive-streams.md.
+ * The Kafka source and sink need the embedded broker: they have their
+ * own tests (suite rs_kafka) with the same probes and checks.
  */
 
 enum { ROLE_SOURCE = 1, ROLE_PROCESSOR, ROLE_SINK };
@@ -1701,6 +1754,8 @@ enum {
     K_ORDER = 1 << 1,     /* outputs in input order, values unchanged */
     K_EXTRA_END = 1 << 2, /* emits one more element when its input completes */
     K_COLLECT = 1 << 3,   /* sink: keeps elements in the case's collector */
+    K_FINITE = 1 << 4,    /* pulls whatever downstream does and fails when full:
+                             give it no more than it holds */
 };
 
 /* Per-case state a factory may need (freed after the system). */
@@ -1962,7 +2017,7 @@ static const kcase_t KCASES[] = {
     {"buffer_drop_head", ROLE_PROCESSOR, 0, mk_buf_head},
     {"buffer_drop_tail", ROLE_PROCESSOR, 0, mk_buf_tail},
     {"buffer_drop_buffer", ROLE_PROCESSOR, 0, mk_buf_all},
-    {"buffer_fail", ROLE_PROCESSOR, K_COUNT | K_ORDER, mk_buf_fail},
+    {"buffer_fail", ROLE_PROCESSOR, K_COUNT | K_ORDER | K_FINITE, mk_buf_fail},
     {"conflate_latest", ROLE_PROCESSOR, 0, mk_conflate_latest},
     {"conflate_fn", ROLE_PROCESSOR, 0, mk_conflate_sum},
     {"conflate_by_key", ROLE_PROCESSOR, 0, mk_conflate_key},
@@ -2150,15 +2205,25 @@ static void kfix_wire(kfix_t *f, const kcase_t *k)
     }
 }
 
-/* 1.1, 1.2, 1.5, 1.7, 1.9, 1.10, 1.11, 2.1, 2.5, 2.12, 2.13, 3.8, 4.1 and
+/* 1.1, 1.2, 1.5, 1.7, 1.9, 1.10, 1.11, 2.1, 2.5, 2.12, 2.13, 3.1, 3.8, 4.1 and
  * rill's demand window: a whole stream through every publisher kind, to a
  * subscriber that asks two at a time. */
 static void publisher_flow(const kcase_t *k)
 {
     kfix_t f;
     kfix_open(&f, k, 1, 0, 2);
+    /* The first two are asked below, once the other subscribers were
+     * tried: a source must not have ended before. */
+    f.s.request_on_subscribe = 0;
     kfix_wire(&f, k);
     second_subscribers(f.sys, k, f.stage, f.sub, &f.x, f.xa);
+    /* 3.1: a subscription is its subscriber's: CANCEL and a bad REQUEST
+     * with its token from another actor change nothing (the stream below
+     * goes on in full, and nobody gets an ERROR for them). */
+    rill_aid_t peer = probe_peer(&f.s);
+    cr_assert_eq(rill_stream_cancel(f.sys, rill_pub(peer), rill_sub(f.xa), 1), RILL_OK);
+    cr_assert_eq(rill_stream_request(f.sys, rill_pub(peer), rill_sub(f.xa), 1, 0), RILL_OK);
+    cr_assert_eq(probe_request(f.sys, &f.s, f.sub, peer, 1, 2), RILL_OK);
     if (k->role == ROLE_PROCESSOR) {
         /* 2.1: the stage asks before anything is sent. */
         cr_assert(probe_wait_demand(&f.p, 1, KIT_WAIT_MS), "%s: 2.1: no REQUEST", k->name);
@@ -2193,7 +2258,10 @@ static void publisher_flow(const kcase_t *k)
         /* Values are the publisher's count; it counted the raw NEXT. */
         cr_assert_eq(probe_at(&f.s, 1).arg, k->role == ROLE_SOURCE ? 0 : 1, "%s: first", k->name);
     }
-    /* The other subscriber: ON_SUBSCRIBE and ERROR, nothing else. */
+    /* The other subscriber: ON_SUBSCRIBE and ERROR, nothing else (and
+     * the CANCEL of its stray ON_SUBSCRIBE). */
+    cr_assert_eq(probe_total(&f.x), k->role == ROLE_PROCESSOR ? 3 : 2, "%s: %zu signals", k->name,
+                 probe_total(&f.x));
     cr_assert_eq(probe_count(&f.x, RILL_STREAM_ON_SUBSCRIBE), 1, "%s", k->name);
     cr_assert_eq(probe_count(&f.x, RILL_STREAM_ERROR), 1, "%s", k->name);
     cr_assert_eq(probe_count(&f.x, RILL_STREAM_NEXT), 0, "%s: 1.11", k->name);
@@ -2210,7 +2278,7 @@ static void publisher_flow(const kcase_t *k)
     kfix_close(&f, k);
 }
 
-Test(rs_kinds, rule_1_1_1_5_1_9_1_10_1_11_2_1_2_5_2_12_2_13_3_8_every_publisher, .timeout = 120)
+Test(rs_kinds, rule_1_1_1_5_1_9_1_10_1_11_2_1_2_5_2_12_2_13_3_1_3_8_every_publisher, .timeout = 120)
 {
     for (size_t i = 0; i < N_KCASES; i++)
         if (KCASES[i].role != ROLE_SINK)
@@ -2342,7 +2410,7 @@ static void cancel_then_more(const kcase_t *k)
     }
     kfix_wire(&f, k);
     if (k->role == ROLE_PROCESSOR)
-        emit(f.sys, f.pub, INT64_MAX);
+        emit(f.sys, f.pub, (k->flags & K_FINITE) ? KCASE_N : INT64_MAX);
     cr_assert(probe_wait_received(&f.s, 1, 6, KIT_WAIT_MS), "%s: elements do not flow", k->name);
     rill_aid_t peer = probe_peer(&f.s);
     cr_assert_eq(rill_stream_cancel(f.sys, rill_pub(peer), rill_sub(f.sub), 1), RILL_OK);
@@ -2571,6 +2639,220 @@ Test(rs_kinds, rule_1_4_4_2_merge_fails_once_and_cancels_the_other_input, .timeo
     probe_fini(&p1);
     probe_fini(&p2);
     probe_fini(&s);
+}
+
+/* ---- the Kafka source and sink, on the embedded broker ------------------ */
+
+/*
+ * The Kafka stages are a publisher (the source) and a subscriber (the
+ * sink) like the others, but need a broker, so they get their own tests:
+ * one broker, one topic of KCASE_N records for the source, one empty topic
+ * for the sink. The same probes, the same checks.
+ */
+
+typedef struct kbroker {
+    rill_broker_t *b;
+    const char *boot;
+} kbroker_t;
+
+static void kbroker_open(kbroker_t *k, const char *topic, size_t records)
+{
+    char err[256] = "";
+    k->b = rill_broker_new(1, err, sizeof(err));
+    cr_assert_not_null(k->b, "embedded broker: %s", err);
+    k->boot = rill_broker_bootstraps(k->b);
+    cr_assert_eq(rill_broker_create_topic(k->b, topic, 1, 1, err, sizeof(err)), RILL_OK, "%s", err);
+    if (records) {
+        rill_gen_t gen = {.value_size = 20, .pinned = 1, .partition = 0};
+        cr_assert_eq(
+            rill_testkit_produce_generated(k->boot, topic, records, &gen, NULL, err, sizeof(err)),
+            RILL_OK, "%s", err);
+    }
+}
+
+/* A Kafka source of partition 0 of topic from the beginning. */
+static rill_aid_t kafka_source_spawn(rill_system_t *sys, kbroker_t *k, const char *topic)
+{
+    rill_consumer_conf_t *c = rill_consumer_conf_new();
+    cr_assert_not_null(c);
+    char err[256] = "";
+    const char *kv[] = {"bootstrap.servers",       k->boot, "group.id", "rs-conformance",
+                        "rill.commit.interval.ms", "100",   NULL};
+    for (size_t i = 0; kv[i]; i += 2)
+        cr_assert_eq(rill_consumer_conf_set(c, kv[i], kv[i + 1], err, sizeof(err)), RILL_OK, "%s",
+                     err);
+    cr_assert_eq(rill_consumer_conf_assign(c, topic, 0, RILL_OFFSET_BEGINNING, err, sizeof(err)),
+                 RILL_OK, "%s", err);
+    rill_aid_t aid = RILL_AID_NONE;
+    rill_stage_opts_t o = {.executor = KIT_EXEC(0)};
+    cr_assert_eq(rill_consumer_spawn(sys, c, &o, &aid, err, sizeof(err)), RILL_OK, "%s", err);
+    return aid;
+}
+
+/* 1.1, 1.9, 1.10, 1.11, 2.12, 3.1, 3.6, 3.7, 3.8, 3.12, 3.13 on the Kafka
+ * source: the KCASE_N records asked two at a time, a second and a
+ * duplicate subscriber, signals from another actor, then CANCEL and more
+ * signals after it. The source lingers until what it emitted is
+ * confirmed (the probe confirms every element), then ends. */
+Test(rs_kafka, rule_1_1_1_9_1_10_1_11_2_12_3_1_3_6_3_7_3_8_3_12_kafka_source, .timeout = 120)
+{
+    kbroker_t kb;
+    kbroker_open(&kb, "rs-src", KCASE_N);
+    rill_system_t *sys = conf_system();
+    probe_t s, x;
+    rill_aid_t sub = chunk_sub(sys, &s, 2, 0);
+    s.confirm_next = 1;
+    s.request_on_subscribe = 0;
+    rill_aid_t xa = sub_probe(sys, &x);
+    rill_aid_t src = kafka_source_spawn(sys, &kb, "rs-src");
+    const kcase_t k = {"kafka_source", ROLE_SOURCE, 0, NULL};
+
+    subscribe(sys, src, sub, 1);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_ON_SUBSCRIBE, 1, KIT_WAIT_MS), "1.9");
+    second_subscribers(sys, &k, src, sub, &x, xa);
+    cr_assert_eq(rill_stream_cancel(sys, rill_pub(src), rill_sub(xa), 1), RILL_OK);
+    cr_assert_eq(rill_stream_request(sys, rill_pub(src), rill_sub(xa), 1, 0), RILL_OK);
+    cr_assert_eq(probe_request(sys, &s, sub, src, 1, 2), RILL_OK);
+    cr_assert(probe_wait_received(&s, 1, KCASE_N, 60000), "stalled at %lld of %d",
+              (long long)probe_acct(&s, 1).received, KCASE_N);
+
+    cr_assert_eq(rill_stream_cancel(sys, rill_pub(src), rill_sub(sub), 1), RILL_OK);
+    rill_err_t r = rill_stream_request(sys, rill_pub(src), rill_sub(sub), 1, 10);
+    cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
+    r = rill_stream_request(sys, rill_pub(src), rill_sub(sub), 1, 0);
+    cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
+    r = rill_stream_cancel(sys, rill_pub(src), rill_sub(sub), 1);
+    cr_assert(r == RILL_OK || r == RILL_ESTOPPED, "%s", rill_err_name(r));
+    dead_then_fence(sys, src, sub, "the cancelled Kafka source");
+    cr_assert_eq(kit_fence(sys, xa), RILL_OK);
+
+    cr_assert_eq(probe_at(&s, 0).type, RILL_STREAM_ON_SUBSCRIBE);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_ON_SUBSCRIBE), 1, "1.10/2.12");
+    cr_assert_eq(probe_count(&s, RILL_STREAM_NEXT), KCASE_N, "only %d records exist", KCASE_N);
+    cr_assert_eq(probe_view(&s).demand_violations, 0, "1.1/3.6");
+    cr_assert_eq(probe_count(&s, RILL_STREAM_ERROR), 0, "3.1/3.6: an ERROR");
+    cr_assert_eq(probe_count(&s, RILL_STREAM_COMPLETE), 0);
+    cr_assert_eq(probe_total(&x), 2, "1.11: the second subscriber got %zu signals",
+                 probe_total(&x));
+    conf_end(sys);
+    probe_fini(&s);
+    probe_fini(&x);
+    rill_broker_destroy(kb.b);
+}
+
+/* 3.9 and 3.17 on the Kafka source: unbounded demand (three times, it
+ * saturates) brings every record without an error; then REQUEST(0) is
+ * answered with one ERROR RILL_EINVAL and the source ends. */
+Test(rs_kafka, rule_3_9_3_17_kafka_source, .timeout = 120)
+{
+    kbroker_t kb;
+    kbroker_open(&kb, "rs-src", KCASE_N);
+    rill_system_t *sys = conf_system();
+    probe_t s;
+    rill_aid_t sub = chunk_sub(sys, &s, 0, 0);
+    s.confirm_next = 1;
+    rill_aid_t src = kafka_source_spawn(sys, &kb, "rs-src");
+    subscribe(sys, src, sub, 1);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(probe_request(sys, &s, sub, src, 1, INT64_MAX - 1), RILL_OK);
+    cr_assert(probe_wait_received(&s, 1, KCASE_N, 60000), "stalled at %lld of %d",
+              (long long)probe_acct(&s, 1).received, KCASE_N);
+    cr_assert_eq(rill_stream_request(sys, rill_pub(src), rill_sub(sub), 1, 0), RILL_OK);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_ERROR, 1, KIT_WAIT_MS), "3.9: no ERROR");
+    dead_then_fence(sys, src, sub, "the Kafka source after REQUEST(0)");
+    cr_assert_eq(probe_count(&s, RILL_STREAM_ERROR), 1);
+    cr_assert_eq(probe_view(&s).error_code, RILL_EINVAL);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_NEXT), KCASE_N);
+    cr_assert_eq(probe_view(&s).after_terminal, 0, "1.7");
+    cr_assert_eq(probe_last(&s).type, RILL_STREAM_ERROR);
+    conf_end(sys);
+    probe_fini(&s);
+    rill_broker_destroy(kb.b);
+}
+
+static rill_elem_t produce_request(void *arg, uint64_t v)
+{
+    char value[32];
+    int n = snprintf(value, sizeof(value), "v%llu", (unsigned long long)v);
+    rill_produce_t *p = rill_produce_new(arg, 0, NULL, 0, value, (size_t)n);
+    cr_assert_not_null(p);
+    return rill_produce_elem(p);
+}
+
+static rill_aid_t kafka_sink_spawn(rill_system_t *sys, kbroker_t *k)
+{
+    rill_producer_conf_t *c = rill_producer_conf_new();
+    cr_assert_not_null(c);
+    char err[256] = "";
+    cr_assert_eq(rill_producer_conf_set(c, "bootstrap.servers", k->boot, err, sizeof(err)), RILL_OK,
+                 "%s", err);
+    rill_aid_t aid = RILL_AID_NONE;
+    rill_stage_opts_t o = {.executor = KIT_EXEC(0), .mailbox_capacity = KCASE_MAILBOX};
+    cr_assert_eq(rill_producer_spawn(sys, c, &o, &aid, err, sizeof(err)), RILL_OK, "%s", err);
+    return aid;
+}
+
+/* 2.1, 2.4, 2.5, 2.13 and rill's demand window on the Kafka sink: a whole
+ * stream of produce requests with a stray ON_SUBSCRIBE and a NEXT without
+ * element on the way; every record reaches the topic and the sink ends
+ * without cancelling. Then 2.9 and 2.10: COMPLETE and ERROR without any
+ * REQUEST end a sink without a CANCEL. */
+Test(rs_kafka, rule_2_1_2_4_2_5_2_9_2_10_2_13_kafka_sink, .timeout = 120)
+{
+    kbroker_t kb;
+    kbroker_open(&kb, "rs-sink", 0);
+    rill_system_t *sys = conf_system();
+    probe_t p, x;
+    rill_aid_t pub = window_pub(sys, &p, 1, NULL);
+    p.make_elem = produce_request;
+    p.make_arg = "rs-sink";
+    rill_aid_t xa = sub_probe(sys, &x);
+    rill_aid_t sink = kafka_sink_spawn(sys, &kb);
+    window_of(sys, &p, sink);
+    link_stages(sys, pub, sink);
+    cr_assert(probe_wait_demand(&p, 1, KIT_WAIT_MS), "2.1: no REQUEST");
+    cr_assert_eq(rill_stream_on_subscribe(sys, rill_sub(sink), rill_pub(xa), 777), RILL_OK);
+    cr_assert(probe_wait_count(&x, RILL_STREAM_CANCEL, 1, KIT_WAIT_MS), "2.5");
+    cr_assert_eq(probe_at(&x, 0).corr, 777);
+    pthread_mutex_lock(&p.mu);
+    uint64_t tok = p.token;
+    p.pub_sent++;
+    pthread_mutex_unlock(&p.mu);
+    rill_msg_t raw = {.type = RILL_STREAM_NEXT, .from = pub, .corr = tok, .arg = 999};
+    cr_assert_eq(rill_tell(sys, sink, &raw), RILL_OK);
+    emit(sys, pub, KCASE_N + 1);
+    dead_then_fence(sys, sink, pub, "the completed Kafka sink");
+    probe_view_t v = probe_view(&p);
+    cr_assert_eq(v.pub_sent, KCASE_N + 1, "the sink stopped asking");
+    cr_assert_eq(v.over_window, 0, "demand beyond mailbox capacity - 1");
+    cr_assert_eq(v.refused, 0);
+    cr_assert_eq(probe_count(&p, RILL_STREAM_CANCEL), 0, "2.4: cancelled at the end");
+    rill_consumed_t *got = NULL;
+    char err[256] = "";
+    rill_testkit_opts_t o = {.timeout_ms = 30000};
+    cr_assert_eq(
+        rill_testkit_consume(kb.boot, "rs-sink", RILL_CONSUME_TO_END, &o, &got, err, sizeof(err)),
+        RILL_OK, "%s", err);
+    cr_assert_eq(rill_consumed_count(got), KCASE_N, "%zu records on the topic",
+                 rill_consumed_count(got));
+    rill_consumed_destroy(got);
+
+    for (int kind = 1; kind <= 2; kind++) {
+        probe_t q;
+        rill_aid_t qa = window_pub(sys, &q, 0, NULL);
+        q.terminal_on_subscribe = kind;
+        rill_aid_t sink2 = kafka_sink_spawn(sys, &kb);
+        link_stages(sys, qa, sink2);
+        dead_then_fence(sys, sink2, qa, "the Kafka sink");
+        cr_assert_eq(probe_count(&q, RILL_STREAM_CANCEL), 0, "2.9/2.10 (%d): cancelled", kind);
+        cr_assert_eq(rill_stop(sys, qa), RILL_OK);
+        expect_dead(sys, qa, "probe");
+        probe_fini(&q);
+    }
+    conf_end(sys);
+    probe_fini(&p);
+    probe_fini(&x);
+    rill_broker_destroy(kb.b);
 }
 
 /* ===================================================================== */
