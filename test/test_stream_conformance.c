@@ -1,8 +1,15 @@
 /*
- * Reactive Streams 1.0.4 conformance of rill's stages, rule by rule, plus
- * two promises of rill's own (stream.h): a stage never has more demand
+ * Reactive Streams 1.0.4 conformance of rill's stages, rule by rule (test
+ * names are rule numbers; docs/reactive-streams.md maps every rule to its
+ * tests and says why the few that cannot apply do not), plus three
+ * promises of rill's own (stream.h): a subscriber's mailbox never holds
+ * more than its outstanding demand, a stage never has more demand
  * outstanding upstream than its mailbox capacity minus one, and
  * ON_SUBSCRIBE always precedes the first NEXT.
+ *
+ * Suites: rs, each rule in depth against one or two kinds; rs_kinds, the
+ * rules of each role run over a table of every stage kind; rs_kafka, the
+ * Kafka source and sink on the embedded broker.
  *
  * The system under test is always real stages. The other side of the
  * protocol is a PROBE actor that speaks it with the public signal
