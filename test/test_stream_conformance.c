@@ -2157,6 +2157,8 @@ static void expect_clean_end(probe_t *s, const kcase_t *k, uint32_t terminal)
     size_t c = probe_count(s, RILL_STREAM_COMPLETE), e = probe_count(s, RILL_STREAM_ERROR);
     cr_assert_eq(c + e, 1, "%s: 1.7: %zu COMPLETE and %zu ERROR", k->name, c, e);
     cr_assert_eq(probe_last(s).type, terminal, "%s: ended with %u", k->name, probe_last(s).type);
+    cr_assert_eq(atomic_load(&s->overlaps), 0, "%s: 1.3: handler calls overlapped", k->name);
+    cr_assert_eq(atomic_load(&s->max_depth), 1, "%s: 3.3: the handler was re-entered", k->name);
 }
 
 /* ---- publishers: sources and processors -------------------------------- */
