@@ -2864,6 +2864,42 @@ Test(rs_kafka, rule_2_1_2_4_2_5_2_9_2_10_2_13_kafka_sink, .timeout = 120)
     rill_broker_destroy(kb.b);
 }
 
+/* The Kafka sink is a processor when something subscribes to its output
+ * (a delivery report per request): 1.1, 1.5, 1.7, 1.9, 4.1 on that output,
+ * asked two at a time, while its input keeps rill's demand window. */
+Test(rs_kafka, rule_1_1_1_5_1_7_1_9_4_1_kafka_sink_delivery_output, .timeout = 120)
+{
+    kbroker_t kb;
+    kbroker_open(&kb, "rs-dlv", 0);
+    rill_system_t *sys = conf_system();
+    probe_t p, s;
+    rill_aid_t pub = window_pub(sys, &p, 1, NULL);
+    p.make_elem = produce_request;
+    p.make_arg = "rs-dlv";
+    rill_aid_t sub = chunk_sub(sys, &s, 2, 0);
+    rill_aid_t sink = kafka_sink_spawn(sys, &kb);
+    window_of(sys, &p, sink);
+    const kcase_t k = {"kafka_sink", ROLE_PROCESSOR, K_COUNT, NULL};
+    subscribe(sys, sink, sub, 1);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_ON_SUBSCRIBE, 1, KIT_WAIT_MS), "1.9");
+    link_stages(sys, pub, sink);
+    emit(sys, pub, KCASE_N);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_COMPLETE, 1, 60000), "no COMPLETE after %lld",
+              (long long)probe_acct(&s, 1).received);
+    settle(sys, sink, &s, sub, pub, "the Kafka sink");
+    expect_clean_end(&s, &k, RILL_STREAM_COMPLETE);
+    cr_assert_eq(probe_count(&s, RILL_STREAM_NEXT), KCASE_N, "one delivery report per request");
+    probe_view_t v = probe_view(&p);
+    cr_assert_eq(v.pub_sent, KCASE_N);
+    cr_assert_eq(v.over_window, 0, "demand beyond mailbox capacity - 1");
+    cr_assert_eq(v.refused, 0);
+    cr_assert_eq(probe_count(&p, RILL_STREAM_CANCEL), 0, "2.4: cancelled at the end");
+    conf_end(sys);
+    probe_fini(&p);
+    probe_fini(&s);
+    rill_broker_destroy(kb.b);
+}
+
 /* ===================================================================== */
 /* rill's own promises (stream.h)                                        */
 /* ===================================================================== */
