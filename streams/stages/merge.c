@@ -57,19 +57,24 @@ static void merge_pump(rill__stage_t *st)
     }
     /* Share the queue's free room among the inputs. An input never holds
      * more than its share of the whole queue (at least 1): an input that
-     * is connected first, or that asks and then sends nothing, must not
+     * is answered first, or that asks and then sends nothing, must not
      * take the room the others need (it starved them for good). Inputs
-     * not connected yet count, so the first to come cannot take it all. */
+     * still waiting for their ON_SUBSCRIBE or not connected yet count, so
+     * the first to come cannot take it all; ended inputs do not. */
     int64_t outstanding = 0;
-    uint32_t running = 0;
-    for (uint32_t i = 0; i < st->n_in; i++)
-        if (st->in[i].state == LINK_ACTIVE && !st->in[i].cancelled) {
-            outstanding += st->in[i].outstanding;
+    uint32_t running = 0, sharers = m->inputs > st->n_in ? m->inputs - st->n_in : 0;
+    for (uint32_t i = 0; i < st->n_in; i++) {
+        const rill__in_t *l = &st->in[i];
+        if (l->cancelled || (l->state != LINK_ACTIVE && l->state != LINK_PENDING))
+            continue;
+        sharers++;
+        if (l->state == LINK_ACTIVE) {
+            outstanding += l->outstanding;
             running++;
         }
+    }
     if (!running)
         return;
-    uint32_t sharers = m->inputs > st->n_in ? m->inputs : st->n_in;
     int64_t cap = (int64_t)st->window / sharers;
     if (cap < 1)
         cap = 1;
