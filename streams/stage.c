@@ -399,7 +399,11 @@ static void on_subscribe_req(rill__stage_t *st, rill_msg_t *m)
     const char *why = NULL;
     if (st->finished)
         why = "the stream has already ended";
-    else if (st->n_out >= st->spec.kind->max_out || st->n_out >= RILL__MAX_LINKS)
+    else if (st->n_out >= st->spec.kind->max_out || st->n_out >= RILL__MAX_LINKS ||
+             (st->spec.kind->max_out > 1 && st->n_out_expected > 0 &&
+              st->n_out >= st->n_out_expected))
+        /* 1.11: a broadcast to n outputs serves n subscribers; one more,
+         * never asking, would stall the others at its pace. */
         why = "the stage takes no more subscribers";
     if (why) {
         /* 1.9: ON_SUBSCRIBE first, even when failing at once. */

@@ -34,7 +34,11 @@
  * (2.8); REQUEST(n <= 0) is answered with ERROR RILL_EINVAL (3.9); REQUEST
  * or CANCEL after CANCEL is ignored (3.6, 3.7); demand adds up and
  * saturates at INT64_MAX, which means unbounded (3.17). Handling a signal
- * never calls back into the sender, so there is no recursion (3.3).
+ * never calls back into the sender, so there is no recursion (3.3). A
+ * one-output stage is unicast and a broadcast to n outputs takes n
+ * subscribers: one more gets ON_SUBSCRIBE, then ERROR RILL_ESTATE (1.11).
+ * Every rule with its test, and the few that cannot apply to actor
+ * signalling: docs/reactive-streams.md.
  *
  * Details a hand-written participant should know: COMPLETE and ERROR may
  * arrive without any REQUEST (an empty or failed publisher, 1.9, 2.9); an

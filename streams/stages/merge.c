@@ -55,24 +55,34 @@ static void merge_pump(rill__stage_t *st)
             rill__stage_complete(st);
         return;
     }
-    /* Share the queue's free room among the inputs still running. */
+    /* Share the queue's free room among the inputs. An input never holds
+     * more than its share of the whole queue (at least 1): an input that
+     * is answered first, or that asks and then sends nothing, must not
+     * take the room the others need (it starved them for good). Inputs
+     * still waiting for their ON_SUBSCRIBE or not connected yet count, so
+     * the first to come cannot take it all; ended inputs do not. */
     int64_t outstanding = 0;
-    uint32_t running = 0;
-    for (uint32_t i = 0; i < st->n_in; i++)
-        if (st->in[i].state == LINK_ACTIVE && !st->in[i].cancelled) {
-            outstanding += st->in[i].outstanding;
+    uint32_t running = 0, sharers = m->inputs > st->n_in ? m->inputs - st->n_in : 0;
+    for (uint32_t i = 0; i < st->n_in; i++) {
+        const rill__in_t *l = &st->in[i];
+        if (l->cancelled || (l->state != LINK_ACTIVE && l->state != LINK_PENDING))
+            continue;
+        sharers++;
+        if (l->state == LINK_ACTIVE) {
+            outstanding += l->outstanding;
             running++;
         }
+    }
     if (!running)
         return;
+    int64_t cap = (int64_t)st->window / sharers;
+    if (cap < 1)
+        cap = 1;
     int64_t room = (int64_t)rill__equeue_room(&m->q) - outstanding;
-    int64_t share = room > 0 ? room / running : 0;
-    if (share == 0 && room > 0)
-        share = 1;
     for (uint32_t i = 0; i < st->n_in && room > 0; i++)
         if (st->in[i].state == LINK_ACTIVE && !st->in[i].cancelled) {
-            int64_t want = st->in[i].outstanding + (share < room ? share : room);
             int64_t before = st->in[i].outstanding;
+            int64_t want = cap < before + room ? cap : before + room;
             rill__stage_want(st, (int)i, want);
             room -= st->in[i].outstanding - before;
         }
