@@ -9,6 +9,7 @@
  * Every other key goes to librdkafka unchanged and is checked at once.
  */
 #include <errno.h>
+#include <regex.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,6 +284,31 @@ rill_err_t rill_consumer_conf_set(rill_consumer_conf_t *c, const char *key, cons
     return track_client_key(c, key, errstr, errstr_size);
 }
 
+/*
+ * A subscription pattern, checked now rather than when librdkafka first
+ * matches it (it would only log the error and match nothing). librdkafka
+ * compiles patterns in rd_regex_comp (src/rdregex.c): with the C
+ * library's regex where its build found one (HAVE_REGEX: regcomp with
+ * REG_EXTENDED | REG_NOSUB, as the Debian/Ubuntu packages and glibc
+ * builds do), else with its bundled engine (src/regexp.c, from minilibs).
+ * This is the first: the same call, so the same dialect. Against a
+ * librdkafka built with the bundled engine, what POSIX ERE rejects is
+ * rejected, and a pattern only that engine refuses is found at match time.
+ */
+static rill_err_t regex_check(const char *pattern, char *errstr, size_t errstr_size)
+{
+    regex_t re;
+    int rc = regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB);
+    if (rc == 0) {
+        regfree(&re);
+        return RILL_OK;
+    }
+    char why[128];
+    regerror(rc, &re, why, sizeof(why));
+    return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                      "topic pattern \"%s\" is not a valid regular expression: %s", pattern, why);
+}
+
 rill_err_t rill_consumer_conf_subscribe(rill_consumer_conf_t *c, const char *const *topics,
                                         size_t n, char *errstr, size_t errstr_size)
 {
@@ -292,11 +318,11 @@ rill_err_t rill_consumer_conf_subscribe(rill_consumer_conf_t *c, const char *con
     for (size_t i = 0; i < n; i++) {
         if (!topics[i] || !*topics[i])
             return rill__fail(RILL_EINVAL, errstr, errstr_size, "topic %zu is empty", i);
-        if (topics[i][0] != '^') {
-            rill_err_t err = rill__topic_name_check(topics[i], errstr, errstr_size);
-            if (err)
-                return err;
-        }
+        rill_err_t err = topics[i][0] == '^'
+                             ? regex_check(topics[i], errstr, errstr_size)
+                             : rill__topic_name_check(topics[i], errstr, errstr_size);
+        if (err)
+            return err;
     }
     char **v = realloc(c->topics, (c->n_topics + n) * sizeof(*v));
     if (!v)

@@ -175,11 +175,11 @@ rill_err_t rill_stage_connect_ex(rill_system_t *sys, rill_aid_t upstream, rill_a
     const rill__kind_t *up = stage_kind(sys, upstream), *down = stage_kind(sys, downstream);
     if (up && up->max_out == 0)
         return rill__fail(RILL_EINVAL, errstr, errstr_size,
-                          "the upstream is a %s stage, a sink: it has no output to connect",
+                          "the upstream (a %s stage) is a sink: it has no output to connect",
                           up->name);
     if (down && down->max_in == 0)
         return rill__fail(RILL_EINVAL, errstr, errstr_size,
-                          "the downstream is a %s stage, a source: it takes no input", down->name);
+                          "the downstream (a %s stage) is a source: it takes no input", down->name);
     int up_claimed = 0, down_claimed = 0;
     if (up) {
         uint32_t max = up->max_out < RILL__MAX_LINKS ? up->max_out : RILL__MAX_LINKS;
