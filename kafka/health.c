@@ -8,11 +8,11 @@
  * error events, but nothing when a broker comes (back) up. Its statistics
  * do: each broker's state, every statistics.interval.ms. rill asks for
  * them once a second unless the application set the interval, and counts
- * the brokers whose state is UP (the internal pseudo-broker is not
- * counted). An error event saying all brokers are down sets the count to
+ * the brokers whose state is UP. An error event saying all brokers are down sets the count to
  * 0 at once.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kafka_int.h"
@@ -51,19 +51,27 @@ int rill__khealth_brokers_up(const char *json, size_t len)
     const char *t = strstr(b, "\"topics\":{");
     if (t)
         end = t;
-    int up = 0;
-    /* Each broker object carries "source" then "state"; a broker's
-     * sub-objects (latencies, requests, partitions) carry neither. */
-    for (const char *p = strstr(b, "\"source\":\""); p && p < end;
-         p = strstr(p + 1, "\"source\":\"")) {
+    int up = 0, bootstrap_up = 0;
+    /* Each broker object has "nodeid", "source" and "state" in that order;
+     * its sub-objects (latencies, requests, partitions) have none of them.
+     * Brokers learned from the metadata have their node id; a bootstrap
+     * connection (node id -1) counts only until one is learned; the
+     * internal and logical (group coordinator) ones never. */
+    for (const char *p = strstr(b, "\"nodeid\":"); p && p < end; p = strstr(p + 1, "\"nodeid\":")) {
+        const char *next = strstr(p + 1, "\"nodeid\":");
+        const char *stop = next && next < end ? next : end;
+        long nodeid = strtol(p + strlen("\"nodeid\":"), NULL, 10);
         char source[32] = "", state[32] = "";
-        json_str(p, end, "\"source\":\"", source, sizeof(source));
-        const char *next = strstr(p + 1, "\"source\":\"");
-        json_str(p, next && next < end ? next : end, "\"state\":\"", state, sizeof(state));
-        if (strcmp(source, "internal") && !strcmp(state, "UP"))
+        json_str(p, stop, "\"source\":\"", source, sizeof(source));
+        json_str(p, stop, "\"state\":\"", state, sizeof(state));
+        if (strcmp(state, "UP") || !strcmp(source, "internal") || !strcmp(source, "logical"))
+            continue;
+        if (nodeid >= 0)
             up++;
+        else
+            bootstrap_up = 1;
     }
-    return up;
+    return up ? up : bootstrap_up;
 }
 
 void rill__khealth_error(rill__khealth_t *h, rd_kafka_resp_err_t err, const char *text)

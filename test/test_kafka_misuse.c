@@ -480,9 +480,10 @@ Test(kafka_misuse, unreachable_bootstrap_server_shows_in_the_stats, .timeout = 1
     rill_aid_t pr2 = kk_producer_spawn_ok(env.sys, pc, -1);
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, consumer_stats(env.sys, k2, &cs) && cs.connected);
     cr_assert(ok, "the consumer of the embedded broker is not connected");
-    cr_assert_geq(cs.brokers_up, 1);
+    cr_assert_eq(cs.brokers_up, 1, "%u brokers up of 1", cs.brokers_up);
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, producer_stats(env.sys, pr2, &ps) && ps.connected);
     cr_assert(ok, "the producer of the embedded broker is not connected");
+    cr_assert_eq(ps.brokers_up, 1, "%u brokers up of 1", ps.brokers_up);
 
     /* By then (statistics came for the others) the unreachable ones are
      * known not to be connected, and never were. */
@@ -546,6 +547,50 @@ Test(kafka_misuse, blocked_on_unconfirmed_records_shows_in_the_stats, .timeout =
     cr_assert_eq(cs.blocked_episodes, 1);
     kk_stop_wait(env.sys, k);
     kk_stop_wait(env.sys, s);
+    rec_fini(&r);
+    kk_env_fini(&env);
+}
+
+/* A fatal error the broker causes, without test hooks: a static group
+ * member (group.instance.id) told it is fenced (FENCED_INSTANCE_ID on a
+ * Heartbeat) is a fatal librdkafka error; the consumer fails with it. */
+Test(kafka_misuse, fenced_static_member_is_a_fatal_error, .timeout = 120)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "s", 1, 10, 50);
+    rec_t r;
+    rec_init(&r, 0);
+    const char *kv[] = {"group.instance.id",
+                        "static-1",
+                        "session.timeout.ms",
+                        "6000",
+                        "heartbeat.interval.ms",
+                        "200",
+                        "auto.offset.reset",
+                        "earliest",
+                        NULL};
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "static-group", kv);
+    kk_conf_subscribe1(c, "s");
+    rill_pipeline_t *p = rill_pipeline_new(env.sys, "static");
+    rill_pipeline_add(p, rill_kafka_source(c), NULL);
+    rill_pipeline_add(p, rill_sink_foreach(rec_sink, &r), NULL);
+    char err[256] = "";
+    cr_assert_eq(rill_pipeline_start(p, err, sizeof(err)), RILL_OK, "%s", err);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, rec_received(&r) >= 10);
+    cr_assert(ok, "%ld of 10 records", rec_received(&r));
+    cr_assert_eq(rill_broker_push_request_errors(env.broker, rill_api_key_from_name("Heartbeat"), 3,
+                                                 RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID),
+                 RILL_OK);
+    rill_pipeline_result_t res;
+    rill_err_t e = rill_pipeline_wait(p, KK_WAIT_MS, &res);
+    cr_assert_eq(e, RILL_OK, "the fenced consumer did not fail (%s)", rill_err_name(e));
+    cr_assert_eq(res.end, RILL_PIPELINE_FAILED, "ended %d", (int)res.end);
+    cr_assert_eq(res.code, RILL_EKAFKA, "%s", rill_err_name(res.code));
+    cr_assert_not_null(strstr(res.text, "fatal"), "text: %s", res.text);
+    rill_broker_clear_request_errors(env.broker, rill_api_key_from_name("Heartbeat"));
+    rill_pipeline_destroy(p);
     rec_fini(&r);
     kk_env_fini(&env);
 }

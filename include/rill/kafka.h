@@ -305,9 +305,11 @@ typedef struct rill_consumer_stats {
     /** Errors librdkafka reported, retriable ones included (a broker that
      * cannot be reached, all brokers down); the last in last_error. */
     uint64_t errors;
-    /** Brokers up (connected), as of librdkafka's last statistics (once a
-     * second unless statistics.interval.ms is set; 0 never updates it);
-     * 0 at once when librdkafka reports all brokers down. */
+    /** Brokers the client is connected to (a bootstrap connection counts
+     * as one until brokers are learned), as of librdkafka's last
+     * statistics (once a second unless statistics.interval.ms is set; 0
+     * never updates it); 0 at once when librdkafka reports all brokers
+     * down. */
     uint32_t brokers_up;
     /** brokers_up > 0: the cluster can be reached, what a readiness probe
      * asks. 0 until the first statistics after the first connection. */
@@ -471,9 +473,11 @@ typedef struct rill_producer_stats {
     /** Errors librdkafka reported, retriable ones included (a broker that
      * cannot be reached, all brokers down); the last in last_error. */
     uint64_t errors;
-    /** Brokers up (connected), as of librdkafka's last statistics (once a
-     * second unless statistics.interval.ms is set; 0 never updates it);
-     * 0 at once when librdkafka reports all brokers down. */
+    /** Brokers the client is connected to (a bootstrap connection counts
+     * as one until brokers are learned), as of librdkafka's last
+     * statistics (once a second unless statistics.interval.ms is set; 0
+     * never updates it); 0 at once when librdkafka reports all brokers
+     * down. */
     uint32_t brokers_up;
     /** brokers_up > 0: the cluster can be reached, what a readiness probe
      * asks. 0 until the first statistics after the first connection. */
