@@ -329,16 +329,22 @@ Test(kafka_misuse, fixed_partition_that_does_not_exist_fails_the_consumer, .time
 }
 
 /* Unknown topic: the supervised pipeline fails and restarts; once the
- * topic exists, it goes on from the committed offset (10 of 30). */
+ * topic exists, it goes on from the committed offset. The pipeline reads
+ * two fixed partitions: late [0] (30 records, 10 committed) and gate [0]
+ * (made last: until then every run fails), so that no run can start
+ * between late's records and its commit. */
 Test(kafka_misuse, supervised_pipeline_resumes_once_the_unknown_topic_exists, .timeout = 120)
 {
     kk_env_t env;
     kk_env_init(&env);
+    kk_load_topic(&env, "late", 1, 30, 50);
+    kk_commit_plain(env.boot, "late-group", "late", 1, 10);
     rec_t r;
     rec_init(&r, 0);
     const char *kv[] = {"auto.offset.reset", "earliest", NULL};
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "late-group", kv);
     kk_conf_assign_all(c, "late", 1, RILL_OFFSET_COMMITTED);
+    cr_assert_eq(rill_consumer_conf_assign(c, "gate", 0, 0, NULL, 0), RILL_OK);
     rill_pipeline_t *p = start_supervised(env.sys, "late", c, &r, 1000);
     rill_aid_t first = RILL_AID_NONE, second = RILL_AID_NONE;
     int ok;
@@ -346,9 +352,9 @@ Test(kafka_misuse, supervised_pipeline_resumes_once_the_unknown_topic_exists, .t
     cr_assert(ok, "the pipeline never ran");
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, new_run(p, first, &second));
     cr_assert(ok, "the consumer of an unknown topic did not fail (no restart)");
+    cr_assert_eq(rec_received(&r), 0, "a run read records with a topic missing");
 
-    kk_load_topic(&env, "late", 1, 30, 50);
-    kk_commit_plain(env.boot, "late-group", "late", 1, 10);
+    kk_create_topic(&env, "gate", 1);
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, rec_received(&r) >= 20);
     cr_assert(ok, "after the topic was made: %ld of 20 records", rec_received(&r));
     char why[128] = "";
