@@ -281,6 +281,8 @@ rill_err_t rill_consumer_conf_set(rill_consumer_conf_t *c, const char *key, cons
         c->have_group = *value != '\0';
     if (!strcmp(key, "queued.max.messages.kbytes"))
         c->have_queue_kbytes = 1;
+    if (!strcmp(key, "statistics.interval.ms"))
+        c->have_stats_interval = 1;
     return track_client_key(c, key, errstr, errstr_size);
 }
 
@@ -491,6 +493,8 @@ rill_err_t rill_producer_conf_set(rill_producer_conf_t *c, const char *key, cons
     rill_err_t err = rill__conf_set(c->kconf, key, value, errstr, errstr_size);
     if (!err && !strcmp(key, "bootstrap.servers"))
         c->have_bootstrap = *value != '\0';
+    if (!err && !strcmp(key, "statistics.interval.ms"))
+        c->have_stats_interval = 1;
     return err;
 }
 
@@ -500,6 +504,7 @@ rill_producer_conf_t *rill__producer_conf_dup(const rill_producer_conf_t *c)
     if (!d)
         return NULL;
     d->have_bootstrap = c->have_bootstrap;
+    d->have_stats_interval = c->have_stats_interval;
     if (!(d->kconf = rd_kafka_conf_dup(c->kconf)) || kopts_copy(&d->o, &c->o)) {
         rill_producer_conf_destroy(d);
         return NULL;

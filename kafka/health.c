@@ -17,12 +17,10 @@
 
 #include "kafka_int.h"
 
-void rill__khealth_conf(rd_kafka_conf_t *kc, int (*stats_cb)(rd_kafka_t *, char *, size_t, void *))
+void rill__khealth_conf(rd_kafka_conf_t *kc, int app_set_interval,
+                        int (*stats_cb)(rd_kafka_t *, char *, size_t, void *))
 {
-    char v[32] = "";
-    size_t size = sizeof(v);
-    if (rd_kafka_conf_get(kc, "statistics.interval.ms", v, &size) == RD_KAFKA_CONF_OK &&
-        !strcmp(v, "0"))
+    if (!app_set_interval)
         rd_kafka_conf_set(kc, "statistics.interval.ms", "1000", NULL, 0);
     rd_kafka_conf_set_stats_cb(kc, stats_cb);
 }

@@ -82,8 +82,9 @@ typedef struct rill__khealth {
 } rill__khealth_t;
 
 /* Ask for statistics once a second (unless the application set
- * statistics.interval.ms) and route them to stats_cb. */
-void rill__khealth_conf(rd_kafka_conf_t *kc, int (*stats_cb)(rd_kafka_t *, char *, size_t, void *));
+ * statistics.interval.ms, 0 included) and route them to stats_cb. */
+void rill__khealth_conf(rd_kafka_conf_t *kc, int app_set_interval,
+                        int (*stats_cb)(rd_kafka_t *, char *, size_t, void *));
 /* Brokers UP in librdkafka's statistics JSON (the internal one not
  * counted), -1 if it has no brokers section. */
 int rill__khealth_brokers_up(const char *json, size_t len);
@@ -105,7 +106,8 @@ struct rill_consumer_conf {
     rd_kafka_conf_t *kconf;
     rill__kopts_t o;
     int have_bootstrap, have_group;
-    int have_queue_kbytes; /* the application set queued.max.messages.kbytes */
+    int have_queue_kbytes;   /* the application set queued.max.messages.kbytes */
+    int have_stats_interval; /* the application set statistics.interval.ms */
     char **topics;
     size_t n_topics;
     rd_kafka_topic_partition_list_t *fixed;
@@ -125,6 +127,7 @@ struct rill_producer_conf {
     rd_kafka_conf_t *kconf;
     rill__kopts_t o;
     int have_bootstrap;
+    int have_stats_interval; /* the application set statistics.interval.ms */
 };
 
 /* What a consumer needs before a client can be made: a subscription or

@@ -58,7 +58,10 @@
  * after every assignment, and the source keeps serving librdkafka while
  * paused, so max.poll.interval.ms is never exceeded because of a slow
  * pipeline. At most rill.max.unconfirmed records are out unconfirmed at
- * once: past that the source stops emitting until confirms come back.
+ * once: past that the source stops emitting until confirms come back
+ * (stats: blocked and blocked_episodes; logged once per episode). Records
+ * must be confirmed whoever owns the offsets: with rill.commit=false a
+ * pipeline that never confirms stops after rill.max.unconfirmed records.
  *
  * REBALANCES. cooperative-sticky by default (incremental), eager works
  * too. On revoke the source stops emitting those partitions' records,
