@@ -226,22 +226,31 @@ static void check_redelivery(ksrc_t *k)
 /* Downstream wants records and some are here, but rill.max.unconfirmed
  * are out unconfirmed: nothing more goes until confirms come back. A
  * pipeline that never confirms (self-managed offsets, rill.commit=false,
- * forgetting that records must still be confirmed) stops here for good:
- * say so once per episode, and show it in the stats. */
+ * forgetting that records must still be confirmed) stops here for good.
+ * Count each episode and show it in the stats; an episode that lasts
+ * BLOCKED_LOG_MS (not a passing moment of flow control) is logged once. */
+#define BLOCKED_LOG_MS 1000
+
 static void note_blocked(ksrc_t *k)
 {
     const rill__kopts_t *o = &k->conf->o;
     int blocked = !k->st->finished && k->buf.count && rill__stage_can_emit(k->st, 0) &&
                   k->tr.unconfirmed >= o->max_unconfirmed;
+    int64_t now = now_ms();
     if (blocked && !k->stats.blocked) {
         k->stats.blocked_episodes++;
-        fprintf(stderr,
-                "rill consumer: %u records are out unconfirmed (rill.max.unconfirmed): no more "
-                "are emitted until confirms come back (records must be confirmed, also with "
-                "rill.commit=false)\n",
-                k->tr.unconfirmed);
+        k->blocked_since_ms = now;
+        k->blocked_logged = 0;
     }
     k->stats.blocked = blocked;
+    if (blocked && !k->blocked_logged && now - k->blocked_since_ms >= BLOCKED_LOG_MS) {
+        k->blocked_logged = 1;
+        fprintf(stderr,
+                "rill consumer: %u records are out unconfirmed (rill.max.unconfirmed) since "
+                "%" PRId64 " ms: no more are emitted until confirms come back (records must be "
+                "confirmed, also with rill.commit=false)\n",
+                k->tr.unconfirmed, now - k->blocked_since_ms);
+    }
 }
 
 static void ksrc_pump(rill__stage_t *st)

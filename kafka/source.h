@@ -57,6 +57,8 @@ typedef struct ksrc {
     int closing;
     int64_t linger_deadline_ms; /* st->lingering: waiting for notices */
     int broken;                 /* a fatal client error: the session is not kept */
+    int64_t blocked_since_ms;   /* stats.blocked: since when */
+    int blocked_logged;         /* this blocked episode was logged */
 
     rill_consumer_stats_t stats;
 } ksrc_t;

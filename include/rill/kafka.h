@@ -59,7 +59,8 @@
  * paused, so max.poll.interval.ms is never exceeded because of a slow
  * pipeline. At most rill.max.unconfirmed records are out unconfirmed at
  * once: past that the source stops emitting until confirms come back
- * (stats: blocked and blocked_episodes; logged once per episode). Records
+ * (stats: blocked and blocked_episodes; logged once per episode that
+ * lasts a second). Records
  * must be confirmed whoever owns the offsets: with rill.commit=false a
  * pipeline that never confirms stops after rill.max.unconfirmed records.
  *
@@ -161,8 +162,8 @@ RILL_API void rill_consumer_conf_destroy(rill_consumer_conf_t *conf);
  *  - rill.buffer.low: resume paused partitions below this many [500]
  *  - rill.max.unconfirmed: records out and not yet confirmed, at most
  *    (above the sinks' rill.max.inflight); at the bound the source stops
- *    emitting until confirms come back, logs it once and shows it in the
- *    stats (blocked, blocked_episodes) [20000]
+ *    emitting until confirms come back, shows it in the stats (blocked,
+ *    blocked_episodes) and logs it once if it lasts a second [20000]
  *  - rill.pause.after.ms: pause the partitions when the buffer stayed full
  *    this long [1000]
  *  - rill.commit: "false": the offsets are the application's, nothing is
@@ -302,8 +303,8 @@ typedef struct rill_consumer_stats {
     /** Emitting is stopped now: rill.max.unconfirmed records are out and
      * not confirmed (a pipeline that never confirms stays here). */
     int blocked;
-    /** Times emitting stopped on rill.max.unconfirmed; each time is also
-     * logged once on stderr. */
+    /** Times emitting stopped on rill.max.unconfirmed; a time that lasts
+     * a second is also logged once on stderr. */
     uint64_t blocked_episodes;
     /** Errors librdkafka reported, retriable ones included (a broker that
      * cannot be reached, all brokers down); the last in last_error. */
