@@ -87,9 +87,13 @@ static void quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const
 
 void rill__kafka_quiet_log(rd_kafka_conf_t *kc)
 {
-    size_t size = 0;
-    /* With "debug" set, librdkafka's own logger prints everything asked. */
-    if (rd_kafka_conf_get(kc, "debug", NULL, &size) != RD_KAFKA_CONF_OK || size <= 1)
+    /* With "debug" set, librdkafka's own logger prints everything asked.
+     * Read the value itself: the size librdkafka 2.0.2 reports for an
+     * unset "debug" without a buffer is 2, not 1, so a size test never
+     * saw it unset and rill's logger was never used. */
+    char debug[8] = "";
+    size_t size = sizeof(debug);
+    if (rd_kafka_conf_get(kc, "debug", debug, &size) != RD_KAFKA_CONF_OK || debug[0] == '\0')
         rd_kafka_conf_set_log_cb(kc, quiet_log_cb);
 }
 
