@@ -156,6 +156,9 @@ struct rill__actor {
     /* What kind of actor this is, for layers above (a stage's kind), set
      * by the actor itself (rill__ctx_set_tag); read from any thread. */
     _Atomic(const void *) tag;
+    /* Places claimed on the actor by layers above (a stage's inputs and
+     * outputs: rill__actor_claim); read and changed from any thread. */
+    _Atomic uint32_t claims[2];
 };
 
 /* ---- actor table ---------------------------------------------------- */

@@ -261,3 +261,40 @@ void rill__registry_free(rill_system_t *sys)
             free(e);
         }
 }
+
+/* ------------------------------------------------------------------ */
+/* Claims: places on an actor counted for the layers above             */
+/* ------------------------------------------------------------------ */
+
+rill_err_t rill__actor_claim(rill_system_t *sys, rill_aid_t aid, int which, uint32_t max)
+{
+    if (!sys || rill_aid_is_none(aid) || which < 0 || which > 1)
+        return RILL_EINVAL;
+    rill__slot_t *slot;
+    rill__actor_t *a = rill__actor_acquire(sys, aid, &slot);
+    if (!a)
+        return RILL_ESTOPPED;
+    rill_err_t err = RILL_OK;
+    uint32_t n = atomic_load_explicit(&a->claims[which], memory_order_relaxed);
+    do {
+        if (n >= max) {
+            err = RILL_EFULL;
+            break;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&a->claims[which], &n, n + 1,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    rill__actor_release(slot);
+    return err;
+}
+
+void rill__actor_unclaim(rill_system_t *sys, rill_aid_t aid, int which)
+{
+    if (!sys || rill_aid_is_none(aid) || which < 0 || which > 1)
+        return;
+    rill__slot_t *slot;
+    rill__actor_t *a = rill__actor_acquire(sys, aid, &slot);
+    if (!a)
+        return;
+    atomic_fetch_sub_explicit(&a->claims[which], 1, memory_order_relaxed);
+    rill__actor_release(slot);
+}

@@ -54,6 +54,13 @@ rill_err_t rill__spawn_tagged(rill_system_t *sys, const rill_spawn_opts_t *opts,
 /* The tag of a live actor (NULL if it set none yet) into *tag: RILL_OK,
  * or RILL_ESTOPPED if there is no such actor. @locality any thread. */
 rill_err_t rill__actor_tag(rill_system_t *sys, rill_aid_t aid, const void **tag);
+/* Claim one of at most `max` places of class `which` (0 or 1) on a live
+ * actor, for layers above (a stage's inputs and outputs, claimed when they
+ * are connected): RILL_OK, RILL_EFULL (all `max` are taken) or
+ * RILL_ESTOPPED (no such actor). Unclaim gives one back (no-op for an
+ * actor that is gone). @locality any thread. */
+rill_err_t rill__actor_claim(rill_system_t *sys, rill_aid_t aid, int which, uint32_t max);
+void rill__actor_unclaim(rill_system_t *sys, rill_aid_t aid, int which);
 
 /* ---- origins (actors/origin.c) ---- */
 

@@ -9,6 +9,7 @@
  * Every other key goes to librdkafka unchanged and is checked at once.
  */
 #include <errno.h>
+#include <regex.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,9 +87,13 @@ static void quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const
 
 void rill__kafka_quiet_log(rd_kafka_conf_t *kc)
 {
-    size_t size = 0;
-    /* With "debug" set, librdkafka's own logger prints everything asked. */
-    if (rd_kafka_conf_get(kc, "debug", NULL, &size) != RD_KAFKA_CONF_OK || size <= 1)
+    /* With "debug" set, librdkafka's own logger prints everything asked.
+     * Read the value itself: the size librdkafka 2.0.2 reports for an
+     * unset "debug" without a buffer is 2, not 1, so a size test never
+     * saw it unset and rill's logger was never used. */
+    char debug[8] = "";
+    size_t size = sizeof(debug);
+    if (rd_kafka_conf_get(kc, "debug", debug, &size) != RD_KAFKA_CONF_OK || debug[0] == '\0')
         rd_kafka_conf_set_log_cb(kc, quiet_log_cb);
 }
 
@@ -280,7 +285,34 @@ rill_err_t rill_consumer_conf_set(rill_consumer_conf_t *c, const char *key, cons
         c->have_group = *value != '\0';
     if (!strcmp(key, "queued.max.messages.kbytes"))
         c->have_queue_kbytes = 1;
+    if (!strcmp(key, "statistics.interval.ms"))
+        c->have_stats_interval = 1;
     return track_client_key(c, key, errstr, errstr_size);
+}
+
+/*
+ * A subscription pattern, checked now rather than when librdkafka first
+ * matches it (it would only log the error and match nothing). librdkafka
+ * compiles patterns in rd_regex_comp (src/rdregex.c): with the C
+ * library's regex where its build found one (HAVE_REGEX: regcomp with
+ * REG_EXTENDED | REG_NOSUB, as the Debian/Ubuntu packages and glibc
+ * builds do), else with its bundled engine (src/regexp.c, from minilibs).
+ * This is the first: the same call, so the same dialect. Against a
+ * librdkafka built with the bundled engine, what POSIX ERE rejects is
+ * rejected, and a pattern only that engine refuses is found at match time.
+ */
+static rill_err_t regex_check(const char *pattern, char *errstr, size_t errstr_size)
+{
+    regex_t re;
+    int rc = regcomp(&re, pattern, REG_EXTENDED | REG_NOSUB);
+    if (rc == 0) {
+        regfree(&re);
+        return RILL_OK;
+    }
+    char why[128];
+    regerror(rc, &re, why, sizeof(why));
+    return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                      "topic pattern \"%s\" is not a valid regular expression: %s", pattern, why);
 }
 
 rill_err_t rill_consumer_conf_subscribe(rill_consumer_conf_t *c, const char *const *topics,
@@ -292,11 +324,11 @@ rill_err_t rill_consumer_conf_subscribe(rill_consumer_conf_t *c, const char *con
     for (size_t i = 0; i < n; i++) {
         if (!topics[i] || !*topics[i])
             return rill__fail(RILL_EINVAL, errstr, errstr_size, "topic %zu is empty", i);
-        if (topics[i][0] != '^') {
-            rill_err_t err = rill__topic_name_check(topics[i], errstr, errstr_size);
-            if (err)
-                return err;
-        }
+        rill_err_t err = topics[i][0] == '^'
+                             ? regex_check(topics[i], errstr, errstr_size)
+                             : rill__topic_name_check(topics[i], errstr, errstr_size);
+        if (err)
+            return err;
     }
     char **v = realloc(c->topics, (c->n_topics + n) * sizeof(*v));
     if (!v)
@@ -465,6 +497,8 @@ rill_err_t rill_producer_conf_set(rill_producer_conf_t *c, const char *key, cons
     rill_err_t err = rill__conf_set(c->kconf, key, value, errstr, errstr_size);
     if (!err && !strcmp(key, "bootstrap.servers"))
         c->have_bootstrap = *value != '\0';
+    if (!err && !strcmp(key, "statistics.interval.ms"))
+        c->have_stats_interval = 1;
     return err;
 }
 
@@ -474,6 +508,7 @@ rill_producer_conf_t *rill__producer_conf_dup(const rill_producer_conf_t *c)
     if (!d)
         return NULL;
     d->have_bootstrap = c->have_bootstrap;
+    d->have_stats_interval = c->have_stats_interval;
     if (!(d->kconf = rd_kafka_conf_dup(c->kconf)) || kopts_copy(&d->o, &c->o)) {
         rill_producer_conf_destroy(d);
         return NULL;

@@ -90,35 +90,22 @@ static void dead_letter(ksrc_t *k, rill__tpart_t *p, rd_kafka_message_t *m, uint
 /* Polling                                                             */
 /* ------------------------------------------------------------------ */
 
-static int fatal_error(rd_kafka_resp_err_t err)
-{
-    switch (err) {
-    case RD_KAFKA_RESP_ERR__FATAL:
-    case RD_KAFKA_RESP_ERR__AUTHENTICATION:
-    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED:
-    case RD_KAFKA_RESP_ERR__INVALID_ARG:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 static void handle_error_msg(ksrc_t *k, rd_kafka_message_t *m)
 {
     rd_kafka_resp_err_t err = m->err;
     if (err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
         return;
+    if (k->s)
+        rill__khealth_error(rill__ksession_health(k->s), err, rd_kafka_message_errstr(m));
     char fatal[256];
     if (err == RD_KAFKA_RESP_ERR__FATAL && rd_kafka_fatal_error(k->rk, fatal, sizeof(fatal))) {
         k->broken = 1;
         rill__stage_fail(k->st, RILL_EKAFKA, "fatal consumer error: %s", fatal);
         return;
     }
-    if (fatal_error(err) || ((err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
-                              err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
-                             k->conf->fixed)) {
+    if (rill__ksrc_fatal_err(err) || ((err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+                                       err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) &&
+                                      k->conf->fixed)) {
         k->broken = 1;
         rill__stage_fail(k->st, RILL_EKAFKA, "consumer error: %s", rd_kafka_message_errstr(m));
     }
@@ -236,6 +223,36 @@ static void check_redelivery(ksrc_t *k)
 /* The stage kind                                                      */
 /* ------------------------------------------------------------------ */
 
+/* Downstream wants records and some are here, but rill.max.unconfirmed
+ * are out unconfirmed: nothing more goes until confirms come back. A
+ * pipeline that never confirms (self-managed offsets, rill.commit=false,
+ * forgetting that records must still be confirmed) stops here for good.
+ * Count each episode and show it in the stats; an episode that lasts
+ * BLOCKED_LOG_MS (not a passing moment of flow control) is logged once. */
+#define BLOCKED_LOG_MS 1000
+
+static void note_blocked(ksrc_t *k)
+{
+    const rill__kopts_t *o = &k->conf->o;
+    int blocked = !k->st->finished && k->buf.count && rill__stage_can_emit(k->st, 0) &&
+                  k->tr.unconfirmed >= o->max_unconfirmed;
+    int64_t now = now_ms();
+    if (blocked && !k->stats.blocked) {
+        k->stats.blocked_episodes++;
+        k->blocked_since_ms = now;
+        k->blocked_logged = 0;
+    }
+    k->stats.blocked = blocked;
+    if (blocked && !k->blocked_logged && now - k->blocked_since_ms >= BLOCKED_LOG_MS) {
+        k->blocked_logged = 1;
+        fprintf(stderr,
+                "rill consumer: %u records are out unconfirmed (rill.max.unconfirmed) since "
+                "%" PRId64 " ms: no more are emitted until confirms come back (records must be "
+                "confirmed, also with rill.commit=false)\n",
+                k->tr.unconfirmed, now - k->blocked_since_ms);
+    }
+}
+
 static void ksrc_pump(rill__stage_t *st)
 {
     ksrc_t *k = st->spec.impl;
@@ -270,11 +287,15 @@ static void ksrc_pump(rill__stage_t *st)
         k->tr.unconfirmed < o->max_unconfirmed)
         rill__stage_repump(st);
     k->stats.buffered = (uint32_t)k->buf.count;
+    note_blocked(k);
 }
 
 /* K_STATS with this arg asks for the aid of the dead-letter producer the
  * consumer started (rill__consumer_dlq_producer), a test hook. */
 #define STATS_ASK_DLQ_PRODUCER 1
+/* K_STATS with this arg raises a fatal error (corr: the code) in the
+ * client (rill__consumer_test_fatal), a test hook. */
+#define STATS_TEST_FATAL       2
 
 static void reply_stats(ksrc_t *k, rill_msg_t *msg)
 {
@@ -292,6 +313,15 @@ static void reply_stats(ksrc_t *k, rill_msg_t *msg)
     s->confirmed = k->tr.confirmed;
     s->fenced = k->tr.fenced;
     s->assigned = k->tr.assigned;
+    /* What the client saw of its cluster (the session's: over every run
+     * that used it). */
+    const rill__khealth_t *h = k->s ? rill__ksession_health(k->s) : NULL;
+    if (h) {
+        s->errors = h->errors;
+        s->brokers_up = h->brokers_up;
+        s->connected = h->brokers_up > 0;
+        snprintf(s->last_error, sizeof(s->last_error), "%s", h->last_error);
+    }
     rill_msg_t r = {.type = K_STATS, .payload = s, .dtor = free};
     if (rill_reply(k->st->ctx, msg, &r) != RILL_OK)
         free(s);
@@ -348,6 +378,12 @@ static void ksrc_on_msg(rill__stage_t *st, rill_msg_t *msg)
         dlq_result(k, msg->payload, msg->arg);
         break;
     case K_STATS:
+        if (msg->arg == STATS_TEST_FATAL) {
+            if (k->rk)
+                rd_kafka_test_fatal_error(k->rk, (rd_kafka_resp_err_t)msg->corr,
+                                          "injected by rill__consumer_test_fatal");
+            break;
+        }
         reply_stats(k, msg);
         return;
     default:
@@ -641,4 +677,16 @@ rill_err_t rill__consumer_dlq_producer(rill_system_t *sys, rill_aid_t consumer,
         return RILL_ESTATE;
     producer->id = r.arg;
     return RILL_OK;
+}
+
+rill_err_t rill__consumer_test_fatal(rill_system_t *sys, rill_aid_t consumer,
+                                     rd_kafka_resp_err_t err)
+{
+    if (!sys || rill_aid_is_none(consumer))
+        return RILL_EINVAL;
+    rill_err_t e = rill__stage_kind_check(sys, consumer, &ksrc_kind);
+    if (e)
+        return e;
+    rill_msg_t m = {.type = K_STATS, .arg = STATS_TEST_FATAL, .corr = (uint64_t)err};
+    return rill_tell(sys, consumer, &m);
 }

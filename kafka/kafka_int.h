@@ -70,6 +70,28 @@ void rill__kafka_quiet_log(rd_kafka_conf_t *kc);
  * bytes, cut to fit); where the next name starts, or NULL after the last. */
 const char *rill__topics_next(const char *list, char *name, size_t size);
 
+/* ------------------------------------------------------------------ */
+/* A client's view of its cluster (health.c)                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct rill__khealth {
+    uint64_t errors;      /* error events librdkafka reported */
+    uint32_t brokers_up;  /* brokers UP in the last statistics (0 after all down) */
+    int connected_once;   /* a broker was UP at some point */
+    char last_error[160]; /* the last error's sentence */
+} rill__khealth_t;
+
+/* Ask for statistics once a second (unless the application set
+ * statistics.interval.ms, 0 included) and route them to stats_cb. */
+void rill__khealth_conf(rd_kafka_conf_t *kc, int app_set_interval,
+                        int (*stats_cb)(rd_kafka_t *, char *, size_t, void *));
+/* Brokers UP in librdkafka's statistics JSON (the internal one not
+ * counted), -1 if it has no brokers section. */
+int rill__khealth_brokers_up(const char *json, size_t len);
+/* An error event; a statistics JSON. */
+void rill__khealth_error(rill__khealth_t *h, rd_kafka_resp_err_t err, const char *text);
+void rill__khealth_stats(rill__khealth_t *h, const char *json, size_t len);
+
 /* The table of rill.* properties, n entries. */
 const rill__kprop_t *rill__kprops(size_t *n);
 /* The defaults of scope. */
@@ -84,7 +106,8 @@ struct rill_consumer_conf {
     rd_kafka_conf_t *kconf;
     rill__kopts_t o;
     int have_bootstrap, have_group;
-    int have_queue_kbytes; /* the application set queued.max.messages.kbytes */
+    int have_queue_kbytes;   /* the application set queued.max.messages.kbytes */
+    int have_stats_interval; /* the application set statistics.interval.ms */
     char **topics;
     size_t n_topics;
     rd_kafka_topic_partition_list_t *fixed;
@@ -104,6 +127,7 @@ struct rill_producer_conf {
     rd_kafka_conf_t *kconf;
     rill__kopts_t o;
     int have_bootstrap;
+    int have_stats_interval; /* the application set statistics.interval.ms */
 };
 
 /* What a consumer needs before a client can be made: a subscription or
@@ -150,6 +174,8 @@ typedef struct rill__ksession_ops {
     void (*commit)(void *owner, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets);
     /* The revoke of rill__ksession_close (not lost): commit now. */
     void (*final_revoke)(void *owner, rd_kafka_topic_partition_list_t *parts);
+    /* An error event (counted in the session's health already). */
+    void (*error)(void *owner, rd_kafka_resp_err_t err, const char *reason);
 } rill__ksession_ops_t;
 
 /* A new client for c (rill's forced settings applied, callbacks routed to
@@ -159,6 +185,8 @@ rill__ksession_t *rill__ksession_new(const rill_consumer_conf_t *c, char *errstr
 rd_kafka_t *rill__ksession_rk(const rill__ksession_t *s);
 rd_kafka_queue_t *rill__ksession_queue(const rill__ksession_t *s);
 rill__khandle_t *rill__ksession_handle(const rill__ksession_t *s);
+/* What the client saw of its cluster (errors, brokers up), across runs. */
+rill__khealth_t *rill__ksession_health(rill__ksession_t *s);
 /* Subscribed (or assigned) by an earlier run, which parked it. */
 int rill__ksession_reused(const rill__ksession_t *s);
 /* Where an earlier run left each of its partitions (offset of the first
@@ -293,5 +321,15 @@ rill_err_t rill__producer_conf_get(rill_system_t *sys, rill_aid_t producer, cons
  */
 rill_err_t rill__consumer_dlq_producer(rill_system_t *sys, rill_aid_t consumer,
                                        rill_aid_t *producer);
+
+/*
+ * For tests: raise a fatal librdkafka error (rd_kafka_test_fatal_error,
+ * code err) in the consumer actor's client, from inside the actor; the
+ * error reaches the consumer as librdkafka reports a real one. Returns
+ * rill_tell()'s result, RILL_EINVAL for an actor that is not a consumer.
+ * @locality any thread.
+ */
+rill_err_t rill__consumer_test_fatal(rill_system_t *sys, rill_aid_t consumer,
+                                     rd_kafka_resp_err_t err);
 
 #endif /* RILL_KAFKA_INT_H */

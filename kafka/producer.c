@@ -251,9 +251,37 @@ typedef struct producer {
     int upstream_done;
     int stopping;
     rill_producer_stats_t stats;
+    rill__khealth_t health; /* errors and brokers up (error and stats callbacks) */
 } producer_t;
 
 static const rill__kind_t producer_kind;
+
+/* Errors and statistics, served by rd_kafka_poll in the actor's turn (or
+ * its stop's flush). A fatal error fails the sink where the poll returns. */
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    rill__khealth_error(&((producer_t *)opaque)->health, (rd_kafka_resp_err_t)err, reason);
+}
+
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    (void)rk;
+    rill__khealth_stats(&((producer_t *)opaque)->health, json, len);
+    return 0; /* librdkafka frees json */
+}
+
+/* The counters with what the client saw of its cluster. */
+static rill_producer_stats_t stats_now(const producer_t *pr)
+{
+    rill_producer_stats_t s = pr->stats;
+    s.inflight = pr->inflight;
+    s.errors = pr->health.errors;
+    s.brokers_up = pr->health.brokers_up;
+    s.connected = pr->health.brokers_up > 0;
+    snprintf(s.last_error, sizeof(s.last_error), "%s", pr->health.last_error);
+    return s;
+}
 
 /* Delivered: the origin is confirmed (the notice to its source goes at
  * the end of this actor turn, batched with the others). */
@@ -528,8 +556,7 @@ static void producer_on_msg(rill__stage_t *st, rill_msg_t *m)
     case P_STATS: {
         rill_producer_stats_t *s = malloc(sizeof(*s));
         if (s) {
-            *s = pr->stats;
-            s->inflight = pr->inflight;
+            *s = stats_now(pr);
             rill_msg_t r = {.type = P_STATS, .payload = s, .dtor = free};
             if (rill_reply(st->ctx, m, &r) != RILL_OK)
                 free(s);
@@ -584,8 +611,10 @@ static void producer_destroy(void *impl)
             rd_kafka_poll(pr->rk, 0);
         }
     }
-    if (pr->st)
-        final_stats_keep(pr->st->sys, pr->st->self, &pr->stats);
+    if (pr->st) {
+        rill_producer_stats_t fs = stats_now(pr);
+        final_stats_keep(pr->st->sys, pr->st->self, &fs);
+    }
     if (pr->results.v)
         while (rill__equeue_pop(&pr->results, &e))
             rill_elem_release(&e);
@@ -618,6 +647,8 @@ static rill_err_t producer_prepare(void *impl, rill_system_t *sys, char *errstr,
         return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
     rd_kafka_conf_set_dr_msg_cb(kc, dr_msg_cb);
     rd_kafka_conf_set_opaque(kc, pr);
+    rd_kafka_conf_set_error_cb(kc, error_cb);
+    rill__khealth_conf(kc, c->have_stats_interval, stats_cb);
     rill__kafka_quiet_log(kc);
     char kerr[512];
     pr->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, kerr, sizeof(kerr));

@@ -40,6 +40,7 @@ struct rill__ksession {
     int64_t park_deadline_ms;
     uint32_t close_ms;
     rd_kafka_topic_partition_list_t *resume;
+    rill__khealth_t health; /* served by whoever polls, like the callbacks */
 };
 
 /* Where a blueprint's runs leave their session for the next one. The
@@ -75,6 +76,30 @@ static void commit_tramp(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rill__ksession_t *s = opaque;
     if (s->ops && s->ops->commit)
         s->ops->commit(s->owner, err, offsets);
+}
+
+/* Errors (librdkafka hands them to an error callback, not to
+ * rd_kafka_consumer_poll, unless they are about a partition being fetched)
+ * and statistics: counted here, errors also told to the owner. */
+static void error_tramp(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    rill__ksession_t *s = opaque;
+    rill__khealth_error(&s->health, (rd_kafka_resp_err_t)err, reason);
+    if (s->ops && s->ops->error)
+        s->ops->error(s->owner, (rd_kafka_resp_err_t)err, reason);
+}
+
+static int stats_tramp(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    (void)rk;
+    rill__khealth_stats(&((rill__ksession_t *)opaque)->health, json, len);
+    return 0; /* librdkafka frees json */
+}
+
+rill__khealth_t *rill__ksession_health(rill__ksession_t *s)
+{
+    return &s->health;
 }
 
 /* ---- making one ---- */
@@ -151,6 +176,8 @@ rill__ksession_t *rill__ksession_new(const rill_consumer_conf_t *c, char *errstr
     rd_kafka_conf_set_opaque(kc, s);
     rd_kafka_conf_set_rebalance_cb(kc, rebalance_tramp);
     rd_kafka_conf_set_offset_commit_cb(kc, commit_tramp);
+    rd_kafka_conf_set_error_cb(kc, error_tramp);
+    rill__khealth_conf(kc, c->have_stats_interval, stats_tramp);
     rill__kafka_quiet_log(kc);
     rd_kafka_topic_conf_t *tc = rd_kafka_conf_get_default_topic_conf(kc);
     if (!tc) {

@@ -57,6 +57,8 @@ typedef struct ksrc {
     int closing;
     int64_t linger_deadline_ms; /* st->lingering: waiting for notices */
     int broken;                 /* a fatal client error: the session is not kept */
+    int64_t blocked_since_ms;   /* stats.blocked: since when */
+    int blocked_logged;         /* this blocked episode was logged */
 
     rill_consumer_stats_t stats;
 } ksrc_t;
@@ -92,7 +94,9 @@ void rill__ksrc_commit_sync(ksrc_t *k, int only_revoking, int64_t deadline);
 void rill__ksrc_set_paused(ksrc_t *k, int pause);
 /* Commit and release the partitions being revoked. */
 void rill__ksrc_finish_revoke(ksrc_t *k, int64_t deadline);
-/* What the session tells its owner (rebalances, commit results). */
+/* An error librdkafka reports that fails the source (fatal, auth). */
+int rill__ksrc_fatal_err(rd_kafka_resp_err_t err);
+/* What the session tells its owner (rebalances, commit results, errors). */
 extern const rill__ksession_ops_t rill__ksrc_session_ops;
 /* A settle notice: confirmed (ok) or released; upto: every record of the
  * partition up to offset. A batch of them. */

@@ -378,8 +378,47 @@ static void on_final_revoke(void *owner, rd_kafka_topic_partition_list_t *parts)
         rill__ksrc_observe(k, RILL_REBALANCE_REVOKED, parts);
 }
 
-const rill__ksession_ops_t rill__ksrc_session_ops = {
-    .rebalance = on_rebalance, .commit = on_commit_result, .final_revoke = on_final_revoke};
+int rill__ksrc_fatal_err(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__FATAL:
+    case RD_KAFKA_RESP_ERR__AUTHENTICATION:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* An error event of the client (librdkafka's error callback, served in our
+ * polls): a fatal error, or a fixed partition librdkafka cannot have
+ * ("desired partition is not available"), fails the source; librdkafka
+ * retries the rest on its own (counted in the stats). */
+static void on_client_error(void *owner, rd_kafka_resp_err_t err, const char *reason)
+{
+    ksrc_t *k = owner;
+    if (!k->st || k->broken || k->st->finished)
+        return;
+    char fatal[256];
+    if (err == RD_KAFKA_RESP_ERR__FATAL && rd_kafka_fatal_error(k->rk, fatal, sizeof(fatal))) {
+        k->broken = 1;
+        rill__stage_fail(k->st, RILL_EKAFKA, "fatal consumer error: %s", fatal);
+    } else if (rill__ksrc_fatal_err(err) ||
+               (k->conf->fixed && (err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+                                   err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+                                   err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART))) {
+        k->broken = 1;
+        rill__stage_fail(k->st, RILL_EKAFKA, "consumer error: %s", reason);
+    }
+}
+
+const rill__ksession_ops_t rill__ksrc_session_ops = {.rebalance = on_rebalance,
+                                                     .commit = on_commit_result,
+                                                     .final_revoke = on_final_revoke,
+                                                     .error = on_client_error};
 
 /* ------------------------------------------------------------------ */
 /* Settle notices                                                      */
@@ -412,6 +451,67 @@ void rill__ksrc_settle_batch(ksrc_t *k, const rill__settled_t *b)
         rill__ksrc_settle_one(k, b->v[i].key, b->v[i].value, b->v[i].ok, 0);
 }
 
+/*
+ * Fixed partitions must exist: librdkafka waits in silence for a topic
+ * that does not exist (and reports a missing partition of one that does
+ * only as an error event). Ask the cluster for its metadata once
+ * (FIXED_CHECK_MS at most, on the executor, as the offset queries below);
+ * an unknown topic or partition fails the source with a sentence for its
+ * supervisor. All topics are asked for, none by name: a request naming a
+ * topic, sent before librdkafka knows the broker's API versions, is a
+ * version 0 request, which creates the topic where auto-creation is on
+ * (the embedded broker's case). Without an answer (the brokers cannot be
+ * reached) nothing is judged: the stats say the brokers are not up.
+ * 0, or -1 after failing the stage.
+ */
+#define FIXED_CHECK_MS 5000
+
+static const rd_kafka_metadata_topic_t *md_topic(const struct rd_kafka_metadata *md,
+                                                 const char *topic)
+{
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (!strcmp(md->topics[i].topic, topic))
+            return &md->topics[i];
+    return NULL;
+}
+
+static int check_fixed_exist(ksrc_t *k, const rd_kafka_topic_partition_list_t *l)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(k->rk, 1, NULL, &md, FIXED_CHECK_MS) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !md) {
+        if (md)
+            rd_kafka_metadata_destroy(md);
+        return 0; /* no answer: not judged */
+    }
+    int bad = 0;
+    for (int i = 0; i < l->cnt && !bad; i++) {
+        const rd_kafka_topic_partition_t *tp = &l->elems[i];
+        const rd_kafka_metadata_topic_t *mt = md_topic(md, tp->topic);
+        if (!mt || mt->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+            rill__stage_fail(k->st, RILL_EKAFKA, "fixed partition %s [%d]: topic %s does not exist",
+                             tp->topic, (int)tp->partition, tp->topic);
+            bad = 1;
+            break;
+        }
+        if (mt->err)
+            continue; /* being made, leaderless: not judged */
+        int found = 0;
+        for (int q = 0; q < mt->partition_cnt && !found; q++)
+            found = mt->partitions[q].id == tp->partition;
+        if (!found) {
+            rill__stage_fail(k->st, RILL_EKAFKA,
+                             "fixed partition %s [%d] does not exist: %s has %d partition(s)",
+                             tp->topic, (int)tp->partition, tp->topic, mt->partition_cnt);
+            bad = 1;
+        }
+    }
+    rd_kafka_metadata_destroy(md);
+    if (bad)
+        k->broken = 1;
+    return bad ? -1 : 0;
+}
+
 /* Subscribe, or assign the fixed partitions: a fresh session. */
 void rill__ksrc_first_start(ksrc_t *k)
 {
@@ -430,6 +530,10 @@ void rill__ksrc_first_start(ksrc_t *k)
      * ones first (a logical start offset costs librdkafka 2.0.2 a 500 ms
      * offset-query timer), then assign. */
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(c->fixed);
+    if (check_fixed_exist(k, l)) {
+        rd_kafka_topic_partition_list_destroy(l);
+        return;
+    }
     int need_committed = 0;
     for (int i = 0; i < l->cnt; i++)
         need_committed |= l->elems[i].offset == RILL_OFFSET_COMMITTED;

@@ -141,10 +141,81 @@ const char *rill_stream_error_text(const rill_msg_t *error)
     return error->payload;
 }
 
-rill_err_t rill_stage_connect(rill_system_t *sys, rill_aid_t upstream, rill_aid_t downstream)
+/* The kind of stage aid runs (NULL: not a stage, or gone: not judged). */
+static const rill__kind_t *stage_kind(rill_system_t *sys, rill_aid_t aid)
+{
+    const void *tag = NULL;
+    if (rill__actor_tag(sys, aid, &tag) != RILL_OK)
+        return NULL;
+    return tag; /* only stages are tagged, with their kind */
+}
+
+enum { CLAIM_IN = 0, CLAIM_OUT = 1 };
+
+/*
+ * A connection is judged at the call, before anything is sent, so that a
+ * wrong one harms no stage (the downstream stage would fail on a CONNECT
+ * it cannot take, and with it what it was connected to already): a stage
+ * to itself, a sink as the upstream, a source as the downstream, and a
+ * stage whose inputs or outputs are all taken. Inputs and outputs are
+ * claimed here (rill__actor_claim), so that two calls racing for the last
+ * one cannot both have it. Actors that are not stages, and stages that
+ * are gone, are not judged: the protocol handles them as before.
+ */
+rill_err_t rill_stage_connect_ex(rill_system_t *sys, rill_aid_t upstream, rill_aid_t downstream,
+                                 char *errstr, size_t errstr_size)
 {
     if (!sys || rill_aid_is_none(upstream) || rill_aid_is_none(downstream))
-        return RILL_EINVAL;
+        return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                          "system, upstream and downstream must be set");
+    if (rill_aid_eq(upstream, downstream))
+        return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                          "a stage cannot be connected to itself (actor %#llx)",
+                          (unsigned long long)upstream.id);
+    const rill__kind_t *up = stage_kind(sys, upstream), *down = stage_kind(sys, downstream);
+    if (up && up->max_out == 0)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                          "the upstream (a %s stage) is a sink: it has no output to connect",
+                          up->name);
+    if (down && down->max_in == 0)
+        return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                          "the downstream (a %s stage) is a source: it takes no input", down->name);
+    int up_claimed = 0, down_claimed = 0;
+    if (up) {
+        uint32_t max = up->max_out < RILL__MAX_LINKS ? up->max_out : RILL__MAX_LINKS;
+        rill_err_t err = rill__actor_claim(sys, upstream, CLAIM_OUT, max);
+        if (err == RILL_EFULL)
+            return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                              "the upstream %s stage has all its %u subscriber(s) already",
+                              up->name, max);
+        up_claimed = err == RILL_OK;
+    }
+    if (down) {
+        uint32_t max = down->max_in < RILL__MAX_LINKS ? down->max_in : RILL__MAX_LINKS;
+        rill_err_t err = rill__actor_claim(sys, downstream, CLAIM_IN, max);
+        if (err == RILL_EFULL) {
+            if (up_claimed)
+                rill__actor_unclaim(sys, upstream, CLAIM_OUT);
+            return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                              "the downstream %s stage has all its %u input(s) connected already",
+                              down->name, max);
+        }
+        down_claimed = err == RILL_OK;
+    }
     rill_msg_t m = {.type = RILL__STREAM_CONNECT, .arg = upstream.id};
-    return rill_signal(sys, downstream, &m);
+    rill_err_t err = rill_signal(sys, downstream, &m);
+    if (err) {
+        if (up_claimed)
+            rill__actor_unclaim(sys, upstream, CLAIM_OUT);
+        if (down_claimed)
+            rill__actor_unclaim(sys, downstream, CLAIM_IN);
+        return rill__fail(err, errstr, errstr_size, "cannot connect: the downstream %s",
+                          err == RILL_ESTOPPED ? "is gone" : rill_err2str(err));
+    }
+    return RILL_OK;
+}
+
+rill_err_t rill_stage_connect(rill_system_t *sys, rill_aid_t upstream, rill_aid_t downstream)
+{
+    return rill_stage_connect_ex(sys, upstream, downstream, NULL, 0);
 }

@@ -58,7 +58,11 @@
  * after every assignment, and the source keeps serving librdkafka while
  * paused, so max.poll.interval.ms is never exceeded because of a slow
  * pipeline. At most rill.max.unconfirmed records are out unconfirmed at
- * once: past that the source stops emitting until confirms come back.
+ * once: past that the source stops emitting until confirms come back
+ * (stats: blocked and blocked_episodes; logged once per episode that
+ * lasts a second). Records
+ * must be confirmed whoever owns the offsets: with rill.commit=false a
+ * pipeline that never confirms stops after rill.max.unconfirmed records.
  *
  * REBALANCES. cooperative-sticky by default (incremental), eager works
  * too. On revoke the source stops emitting those partitions' records,
@@ -80,8 +84,15 @@
  * ERRORS. Retriable errors (transport, commit errors such as
  * UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION) are counted
  * and consumption goes on. Fatal ones (librdkafka fatal errors, an unknown
- * topic in a fixed assignment, authentication) fail the source, and with
- * it the pipeline: supervised, it restarts with a new client.
+ * topic or partition in a fixed assignment, authentication) fail the
+ * source, and with it the pipeline: supervised, it restarts with a new
+ * client, from the committed offsets. Fixed partitions are looked up in
+ * the cluster's metadata when a run starts (up to 5 s on the source's
+ * executor); a cluster that does not answer is not judged. A cluster that
+ * cannot be reached is not an error: librdkafka retries for ever. The
+ * stats say it (errors, last_error, brokers_up, connected), for the
+ * program and a readiness probe; both clients ask librdkafka for its
+ * statistics once a second for it, unless statistics.interval.ms is set.
  *
  * CLUSTER. bootstrap.servers is required: there is no default cluster.
  * For tests and demos, the testkit's embedded broker (<rill/testkit.h>,
@@ -150,11 +161,15 @@ RILL_API void rill_consumer_conf_destroy(rill_consumer_conf_t *conf);
  *    demand [1000]
  *  - rill.buffer.low: resume paused partitions below this many [500]
  *  - rill.max.unconfirmed: records out and not yet confirmed, at most
- *    (above the sinks' rill.max.inflight) [20000]
+ *    (above the sinks' rill.max.inflight); at the bound the source stops
+ *    emitting until confirms come back, shows it in the stats (blocked,
+ *    blocked_episodes) and logs it once if it lasts a second [20000]
  *  - rill.pause.after.ms: pause the partitions when the buffer stayed full
  *    this long [1000]
  *  - rill.commit: "false": the offsets are the application's, nothing is
- *    committed [true]
+ *    committed; records must still be confirmed (a sink, a drop, or
+ *    rill_elem_confirm()), else consumption stops for good after
+ *    rill.max.unconfirmed records [true]
  *  - rill.restart.keep.ms: a supervised pipeline that failed keeps its
  *    client, and its group membership, this long for its next run;
  *    0 = close it [30000]
@@ -169,8 +184,9 @@ RILL_API rill_err_t rill_consumer_conf_set(rill_consumer_conf_t *conf, const cha
                                            const char *value, char *errstr, size_t errstr_size);
 
 /** Subscribe to topics as a member of group.id (needed): names, or regular
- * expressions starting with ^. RILL_EINVAL with a sentence for an empty
- * list or a bad name.
+ * expressions starting with ^ (POSIX extended syntax, as librdkafka
+ * compiles them: regcomp with REG_EXTENDED). RILL_EINVAL with a sentence
+ * for an empty list, a bad name or a pattern that does not compile.
  * @locality any thread. */
 RILL_API rill_err_t rill_consumer_conf_subscribe(rill_consumer_conf_t *conf,
                                                  const char *const *topics, size_t n, char *errstr,
@@ -284,6 +300,26 @@ typedef struct rill_consumer_stats {
     uint32_t assigned;           /**< partitions assigned now */
     int paused;                  /**< the partitions are paused now */
     uint64_t pauses;             /**< times paused */
+    /** Emitting is stopped now: rill.max.unconfirmed records are out and
+     * not confirmed (a pipeline that never confirms stays here). */
+    int blocked;
+    /** Times emitting stopped on rill.max.unconfirmed; a time that lasts
+     * a second is also logged once on stderr. */
+    uint64_t blocked_episodes;
+    /** Errors librdkafka reported, retriable ones included (a broker that
+     * cannot be reached, all brokers down); the last in last_error. */
+    uint64_t errors;
+    /** Brokers the client is connected to (a bootstrap connection counts
+     * as one until brokers are learned), as of librdkafka's last
+     * statistics (once a second unless statistics.interval.ms is set; 0
+     * never updates it); 0 at once when librdkafka reports all brokers
+     * down. */
+    uint32_t brokers_up;
+    /** brokers_up > 0: the cluster can be reached, what a readiness probe
+     * asks. 0 until the first statistics after the first connection. */
+    int connected;
+    /** librdkafka's sentence for the last error ("" if none). */
+    char last_error[160];
 } rill_consumer_stats_t;
 
 /** A snapshot of a Kafka source's counters (its aid: rill_pipeline_stage()
@@ -438,6 +474,20 @@ typedef struct rill_producer_stats {
     uint32_t inflight;            /**< handed to librdkafka, not delivered yet */
     uint32_t inflight_max;        /**< the most ever in flight */
     uint64_t undelivered_at_stop; /**< what the stop's flush could not deliver */
+    /** Errors librdkafka reported, retriable ones included (a broker that
+     * cannot be reached, all brokers down); the last in last_error. */
+    uint64_t errors;
+    /** Brokers the client is connected to (a bootstrap connection counts
+     * as one until brokers are learned), as of librdkafka's last
+     * statistics (once a second unless statistics.interval.ms is set; 0
+     * never updates it); 0 at once when librdkafka reports all brokers
+     * down. */
+    uint32_t brokers_up;
+    /** brokers_up > 0: the cluster can be reached, what a readiness probe
+     * asks. 0 until the first statistics after the first connection. */
+    int connected;
+    /** librdkafka's sentence for the last error ("" if none). */
+    char last_error[160];
 } rill_producer_stats_t;
 
 /** A snapshot of a Kafka sink's counters. For one whose stop has finished

@@ -525,10 +525,25 @@ RILL_API rill_err_t rill_stage_spawn(rill_system_t *sys, rill_stage_t *stage,
  * Make `downstream` subscribe to `upstream` (both stage actors, or any
  * actors speaking the protocol for upstream). A stage with several inputs
  * (merge) takes one connect per input; broadcast takes one per output.
+ *
+ * A connection that cannot work is refused at the call with RILL_EINVAL,
+ * and nothing is sent, so the stages already running go on unharmed: a
+ * stage connected to itself, a sink as the upstream (it has no output), a
+ * source as the downstream (it takes no input), an upstream whose outputs
+ * are all taken (every stage but broadcast and partition_by_key has one),
+ * a downstream whose inputs are all connected (every stage but merge has
+ * one). Inputs and outputs count from the stage's start and are never
+ * given back. RILL_ESTOPPED if downstream is gone; a gone upstream ends
+ * downstream's input. rill_stage_connect_ex() says why in a sentence.
  * @locality any thread.
  */
 RILL_API rill_err_t rill_stage_connect(rill_system_t *sys, rill_aid_t upstream,
                                        rill_aid_t downstream);
+
+/** rill_stage_connect(), with a sentence in errstr when it fails.
+ * @locality any thread. */
+RILL_API rill_err_t rill_stage_connect_ex(rill_system_t *sys, rill_aid_t upstream,
+                                          rill_aid_t downstream, char *errstr, size_t errstr_size);
 
 /* ------------------------------------------------------------------ */
 /* Pipelines                                                           */
