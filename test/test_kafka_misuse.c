@@ -125,6 +125,21 @@ static void rec_fini(rec_t *r)
     pthread_mutex_destroy(&r->mu);
 }
 
+/* Most tests: an embedded broker with one topic of n records, and a
+ * recorder. */
+static void fix_open(kk_env_t *env, rec_t *r, const char *topic, int n, int hold)
+{
+    kk_env_init(env);
+    kk_load_topic(env, topic, 1, n, 50);
+    rec_init(r, hold);
+}
+
+static void fix_close(kk_env_t *env, rec_t *r)
+{
+    rec_fini(r);
+    kk_env_fini(env);
+}
+
 /* ---- pipelines ------------------------------------------------------- */
 
 /* source -> rec sink, supervised (restarts at most max_restarts a minute,
@@ -213,8 +228,7 @@ Test(kafka_misuse, fixed_partition_at_committed_offset_needs_group_id, .timeout 
     cr_assert(rec_exactly(&r, 0, 20, why, sizeof(why)), "%s", why);
     kk_stop_wait(env.sys, k);
     kk_stop_wait(env.sys, s);
-    rec_fini(&r);
-    kk_env_fini(&env);
+    fix_close(&env, &r);
 }
 
 Test(kafka_misuse, bad_regular_expression_in_a_subscription_is_refused, .timeout = 30)
@@ -245,10 +259,8 @@ Test(kafka_misuse, bad_regular_expression_in_a_subscription_is_refused, .timeout
 Test(kafka_misuse, consumer_connected_to_itself_is_refused_and_goes_on, .timeout = 60)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "t", 1, 20, 50);
     rec_t r;
-    rec_init(&r, 0);
+    fix_open(&env, &r, "t", 20, 0);
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "g", NULL);
     kk_conf_assign_all(c, "t", 1, RILL_OFFSET_BEGINNING);
     rill_aid_t k = kk_consumer_spawn_ok(env.sys, c, -1);
@@ -279,8 +291,7 @@ Test(kafka_misuse, consumer_connected_to_itself_is_refused_and_goes_on, .timeout
     kk_stop_wait(env.sys, other);
     kk_stop_wait(env.sys, k);
     kk_stop_wait(env.sys, s);
-    rec_fini(&r);
-    kk_env_fini(&env);
+    fix_close(&env, &r);
 }
 
 /* ------------------------------------------------------------------ */
@@ -293,10 +304,8 @@ static void assert_fixed_fails(const char *topic, int32_t partition, int64_t off
                                const char *want)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "t", 1, 20, 50);
     rec_t r;
-    rec_init(&r, 0);
+    fix_open(&env, &r, "t", 20, 0);
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "g", NULL);
     cr_assert_eq(rill_consumer_conf_assign(c, topic, partition, offset, NULL, 0), RILL_OK);
     rill_pipeline_t *p = rill_pipeline_new(env.sys, "fixed");
@@ -316,8 +325,7 @@ static void assert_fixed_fails(const char *topic, int32_t partition, int64_t off
                        (int)partition, res.text, want);
     cr_assert_eq(rec_received(&r), 0);
     rill_pipeline_destroy(p);
-    rec_fini(&r);
-    kk_env_fini(&env);
+    fix_close(&env, &r);
 }
 
 Test(kafka_misuse, fixed_partition_that_does_not_exist_fails_the_consumer, .timeout = 120)
@@ -366,8 +374,7 @@ Test(kafka_misuse, supervised_pipeline_resumes_once_the_unknown_topic_exists, .t
     cr_assert_eq(rill_pipeline_wait(p, KK_WAIT_MS, &res), RILL_OK);
     cr_assert_geq(res.restarts, 1);
     rill_pipeline_destroy(p);
-    rec_fini(&r);
-    kk_env_fini(&env);
+    fix_close(&env, &r);
 }
 
 /* The cause never goes: the supervisor gives up after its restarts, and
@@ -375,10 +382,8 @@ Test(kafka_misuse, supervised_pipeline_resumes_once_the_unknown_topic_exists, .t
 Test(kafka_misuse, supervised_pipeline_gives_up_on_a_missing_partition, .timeout = 120)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "t", 1, 20, 50);
     rec_t r;
-    rec_init(&r, 0);
+    fix_open(&env, &r, "t", 20, 0);
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "g", NULL);
     kk_conf_assign_all(c, "t", 3, RILL_OFFSET_BEGINNING); /* t has 1 */
     rill_pipeline_t *p = start_supervised(env.sys, "missing", c, &r, 2);
@@ -389,8 +394,7 @@ Test(kafka_misuse, supervised_pipeline_gives_up_on_a_missing_partition, .timeout
     cr_assert_eq(res.restarts, 2, "%u restarts", res.restarts);
     cr_assert_not_null(strstr(res.text, "t [1] does not exist"), "text: %s", res.text);
     rill_pipeline_destroy(p);
-    rec_fini(&r);
-    kk_env_fini(&env);
+    fix_close(&env, &r);
 }
 
 /* A fatal librdkafka error fails the consumer; the supervised pipeline
@@ -399,10 +403,8 @@ Test(kafka_misuse, supervised_pipeline_gives_up_on_a_missing_partition, .timeout
 Test(kafka_misuse, fatal_client_error_restarts_from_the_committed_offsets, .timeout = 120)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "f", 1, 50, 50);
     rec_t r;
-    rec_init(&r, 0);
+    fix_open(&env, &r, "f", 50, 0);
     const char *kv[] = {"rill.commit.interval.ms", "100", NULL};
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "fatal-group", kv);
     kk_conf_assign_all(c, "f", 1, RILL_OFFSET_COMMITTED);
@@ -428,8 +430,7 @@ Test(kafka_misuse, fatal_client_error_restarts_from_the_committed_offsets, .time
     cr_assert_eq(rill_pipeline_wait(p, KK_WAIT_MS, &res), RILL_OK);
     cr_assert_geq(res.restarts, 1);
     rill_pipeline_destroy(p);
-    rec_fini(&r);
-    kk_env_fini(&env);
+    fix_close(&env, &r);
 }
 
 /* ------------------------------------------------------------------ */
@@ -525,10 +526,8 @@ Test(kafka_misuse, unreachable_bootstrap_server_shows_in_the_stats, .timeout = 1
 Test(kafka_misuse, blocked_on_unconfirmed_records_shows_in_the_stats, .timeout = 60)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "u", 1, 50, 50);
     rec_t r;
-    rec_init(&r, 1);
+    fix_open(&env, &r, "u", 50, 1);
     const char *kv[] = {"rill.commit", "false", "rill.max.unconfirmed", "10", NULL};
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "g", kv);
     kk_conf_assign_all(c, "u", 1, RILL_OFFSET_BEGINNING);
@@ -553,8 +552,7 @@ Test(kafka_misuse, blocked_on_unconfirmed_records_shows_in_the_stats, .timeout =
     cr_assert_eq(cs.blocked_episodes, 1);
     kk_stop_wait(env.sys, k);
     kk_stop_wait(env.sys, s);
-    rec_fini(&r);
-    kk_env_fini(&env);
+    fix_close(&env, &r);
 }
 
 /* A fatal error the broker causes, without test hooks: a static group
@@ -563,10 +561,8 @@ Test(kafka_misuse, blocked_on_unconfirmed_records_shows_in_the_stats, .timeout =
 Test(kafka_misuse, fenced_static_member_is_a_fatal_error, .timeout = 120)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "s", 1, 10, 50);
     rec_t r;
-    rec_init(&r, 0);
+    fix_open(&env, &r, "s", 10, 0);
     const char *kv[] = {"group.instance.id",
                         "static-1",
                         "session.timeout.ms",
@@ -597,6 +593,5 @@ Test(kafka_misuse, fenced_static_member_is_a_fatal_error, .timeout = 120)
     cr_assert_not_null(strstr(res.text, "fatal"), "text: %s", res.text);
     rill_broker_clear_request_errors(env.broker, rill_api_key_from_name("Heartbeat"));
     rill_pipeline_destroy(p);
-    rec_fini(&r);
-    kk_env_fini(&env);
+    fix_close(&env, &r);
 }

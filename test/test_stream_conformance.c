@@ -2039,6 +2039,21 @@ static const kcase_t KCASES[] = {
 };
 #define N_KCASES (sizeof(KCASES) / sizeof(KCASES[0]))
 
+/* Role masks for each_kind. */
+#define R_SOURCE      (1u << ROLE_SOURCE)
+#define R_PROCESSOR   (1u << ROLE_PROCESSOR)
+#define R_SINK        (1u << ROLE_SINK)
+#define R_PUBLISHERS  (R_SOURCE | R_PROCESSOR)
+#define R_SUBSCRIBERS (R_PROCESSOR | R_SINK)
+
+/* Runs check over every kind whose role is in roles, with arg. */
+static void each_kind(unsigned roles, void (*check)(const struct kcase *, int), int arg)
+{
+    for (size_t i = 0; i < N_KCASES; i++)
+        if (roles & (1u << KCASES[i].role))
+            check(&KCASES[i], arg);
+}
+
 /* The stage under test: mailbox 8 (window 7) on executor 0, the probes on
  * executor 1. */
 #define KCASE_MAILBOX 8u
@@ -2217,8 +2232,9 @@ static void kfix_wire(kfix_t *f, const kcase_t *k)
 /* 1.1, 1.2, 1.5, 1.7, 1.9, 1.10, 1.11, 2.1, 2.5, 2.12, 2.13, 3.1, 3.8, 4.1 and
  * rill's demand window: a whole stream through every publisher kind, to a
  * subscriber that asks two at a time. */
-static void publisher_flow(const kcase_t *k)
+static void publisher_flow(const kcase_t *k, int variant)
 {
+    (void)variant;
     kfix_t f;
     kfix_open(&f, k, 1, 0, 2);
     /* The first two are asked below, once the other subscribers were
@@ -2289,16 +2305,15 @@ static void publisher_flow(const kcase_t *k)
 
 Test(rs_kinds, rule_1_1_1_5_1_9_1_10_1_11_2_1_2_5_2_12_2_13_3_1_3_8_every_publisher, .timeout = 120)
 {
-    for (size_t i = 0; i < N_KCASES; i++)
-        if (KCASES[i].role != ROLE_SINK)
-            publisher_flow(&KCASES[i]);
+    each_kind(R_PUBLISHERS, publisher_flow, 0);
 }
 
 /* 1.4, 4.2, 2.10, 1.7: ERROR from upstream (after elements) reaches the
  * subscriber of every processor, once, last; the failing source (1.4) is
  * rule_1_7_nothing_after_error's. */
-static void processor_upstream_error(const kcase_t *k)
+static void processor_upstream_error(const kcase_t *k, int variant)
 {
+    (void)variant;
     kfix_t f;
     kfix_open(&f, k, 2, 0, 2);
     kfix_wire(&f, k);
@@ -2321,9 +2336,7 @@ static void processor_upstream_error(const kcase_t *k)
 
 Test(rs_kinds, rule_1_4_4_2_2_10_every_processor_passes_upstream_error_on, .timeout = 120)
 {
-    for (size_t i = 0; i < N_KCASES; i++)
-        if (KCASES[i].role == ROLE_PROCESSOR)
-            processor_upstream_error(&KCASES[i]);
+    each_kind(R_PROCESSOR, processor_upstream_error, 0);
 }
 
 /* 2.9, 2.10: COMPLETE or ERROR right behind ON_SUBSCRIBE, before any
@@ -2356,16 +2369,15 @@ static void terminal_without_request(const kcase_t *k, int kind)
 
 Test(rs_kinds, rule_2_9_2_10_every_subscriber_takes_a_terminal_without_request, .timeout = 120)
 {
-    for (size_t i = 0; i < N_KCASES; i++)
-        if (KCASES[i].role != ROLE_SOURCE)
-            for (int kind = 1; kind <= 2; kind++)
-                terminal_without_request(&KCASES[i], kind);
+    each_kind(R_SUBSCRIBERS, terminal_without_request, 1);
+    each_kind(R_SUBSCRIBERS, terminal_without_request, 2);
 }
 
 /* 3.9: REQUEST(0) is answered with one ERROR RILL_EINVAL; the stage has
  * no subscriber left, so it cancels upstream (2.6, 3.14) and ends. */
-static void nonpositive_request(const kcase_t *k)
+static void nonpositive_request(const kcase_t *k, int variant)
 {
+    (void)variant;
     kfix_t f;
     kfix_open(&f, k, 1, 0, 0);
     kfix_wire(&f, k);
@@ -2390,9 +2402,7 @@ static void nonpositive_request(const kcase_t *k)
 
 Test(rs_kinds, rule_3_9_every_publisher_refuses_a_non_positive_request, .timeout = 120)
 {
-    for (size_t i = 0; i < N_KCASES; i++)
-        if (KCASES[i].role != ROLE_SINK)
-            nonpositive_request(&KCASES[i]);
+    each_kind(R_PUBLISHERS, nonpositive_request, 0);
 }
 
 /* 3.12, 3.13, 1.8, 2.6, 2.7, 2.8, 3.6, 3.7: the subscriber cancels an
@@ -2402,8 +2412,9 @@ Test(rs_kinds, rule_3_9_every_publisher_refuses_a_non_positive_request, .timeout
  * the bad one; a processor cancels upstream, and signals nothing there
  * after its CANCEL; every element is released. A source here is endless
  * only for range (count UINT64_MAX). */
-static void cancel_then_more(const kcase_t *k)
+static void cancel_then_more(const kcase_t *k, int variant)
 {
+    (void)variant;
     if (k->role == ROLE_SOURCE && k->make != mk_range)
         return; /* the pull source is rule_3_12_and_3_13's */
     kfix_t f;
@@ -2452,15 +2463,14 @@ static void cancel_then_more(const kcase_t *k)
 
 Test(rs_kinds, rule_1_8_2_6_2_7_2_8_3_6_3_7_3_12_3_13_every_publisher_after_cancel, .timeout = 120)
 {
-    for (size_t i = 0; i < N_KCASES; i++)
-        if (KCASES[i].role != ROLE_SINK)
-            cancel_then_more(&KCASES[i]);
+    each_kind(R_PUBLISHERS, cancel_then_more, 0);
 }
 
 /* 3.17: demand near INT64_MAX, three times (it saturates): no error, the
  * whole stream comes. */
-static void unbounded_demand(const kcase_t *k)
+static void unbounded_demand(const kcase_t *k, int variant)
 {
+    (void)variant;
     kfix_t f;
     kfix_open(&f, k, 1, 0, 0);
     kfix_wire(&f, k);
@@ -2488,9 +2498,7 @@ static void unbounded_demand(const kcase_t *k)
 
 Test(rs_kinds, rule_3_17_every_publisher_takes_unbounded_demand, .timeout = 120)
 {
-    for (size_t i = 0; i < N_KCASES; i++)
-        if (KCASES[i].role != ROLE_SINK)
-            unbounded_demand(&KCASES[i]);
+    each_kind(R_PUBLISHERS, unbounded_demand, 0);
 }
 
 /* ---- subscribers: sinks ------------------------------------------------ */
@@ -2529,11 +2537,8 @@ static void sink_flow(const kcase_t *k, int end)
 
 Test(rs_kinds, rule_2_1_2_4_2_5_2_13_3_13_every_sink, .timeout = 120)
 {
-    for (size_t i = 0; i < N_KCASES; i++)
-        if (KCASES[i].role == ROLE_SINK) {
-            sink_flow(&KCASES[i], 1);
-            sink_flow(&KCASES[i], 2);
-        }
+    each_kind(R_SINK, sink_flow, 1);
+    each_kind(R_SINK, sink_flow, 2);
 }
 
 /* ---- fan-out: a stage that stays alive -------------------------------- */
