@@ -163,6 +163,39 @@ static int done_for(ksrc_t *k, rill__tpart_t *p, const rd_kafka_message_t *m)
     return 0;
 }
 
+/* A record the previous run confirmed after the record it stopped at
+ * (rill__kholder_set_ahead): confirmed again without being processed
+ * again, in emit order. 1 if it was one. */
+static int confirmed_before(ksrc_t *k, rill__tpart_t *p, const rd_kafka_message_t *m)
+{
+    if (!rill__kholder_take_ahead(k->holder, p->topic, p->partition, m->offset))
+        return 0;
+    rill__track_res_t res = rill__tracker_emit(&k->tr, p->id, m->offset, now_ms());
+    if (res == RILL__TRACK_ACCEPTED) {
+        rill__tracker_confirm(&k->tr, p->id, m->offset);
+        k->since_commit++;
+        k->stats.not_replayed++;
+    } else if (res == RILL__TRACK_NOMEM) {
+        rill__stage_fail(k->st, RILL_ENOMEM, "out of memory tracking offsets");
+    }
+    return 1;
+}
+
+/* A run that a next run follows (a supervised pipeline restarting) leaves
+ * it the records it confirmed past the first one it did not: the next run
+ * reads the partition again from that one, and need not process them
+ * again. Not with offsets of the application's own (rill.commit=false):
+ * its state may go back further. */
+static void leave_confirmed_ahead(ksrc_t *k)
+{
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p;
+         p = rill__tracker_next(&k->tr, p)) {
+        int64_t *offs = NULL;
+        size_t n = rill__tracker_confirmed_ahead(p, &offs);
+        rill__kholder_set_ahead(k->holder, p->topic, p->partition, offs, n);
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* Polling                                                             */
 /* ------------------------------------------------------------------ */
@@ -334,7 +367,7 @@ static void ksrc_pump(rill__stage_t *st)
         rill__equeue_pop(&k->buf, &e);
         rill__tpart_t *p = rill__ksrc_part_by_id(k, e.arg);
         const rd_kafka_message_t *m = e.payload;
-        if (!p || p->revoking || done_for(k, p, m) ||
+        if (!p || p->revoking || confirmed_before(k, p, m) || done_for(k, p, m) ||
             rill__tracker_emit(&k->tr, p->id, m->offset, now) != RILL__TRACK_ACCEPTED) {
             rill_elem_release(&e);
             continue;
@@ -527,6 +560,8 @@ static void ksrc_end_run(ksrc_t *k)
      * flight may fail, and nobody would retry it. */
     rill__ksrc_commit_again_all(k);
     rill__ksrc_commit_sync(k, 0, deadline);
+    if (k->holder && !rill_aid_is_none(st->hook.run) && !st->hook.once && !st->final && o->commit)
+        leave_confirmed_ahead(k);
     int park = k->holder && !rill_aid_is_none(st->hook.run) && !st->hook.once && !st->final &&
                !k->broken && o->restart_keep_ms > 0;
     rill__ksession_t *s = k->s;

@@ -215,6 +215,17 @@ uint32_t rill__kholder_failures(rill__kholder_t *h, const char *topic, int32_t p
 void rill__kholder_forget(rill__kholder_t *h, const char *topic, int32_t partition, int64_t from,
                           int64_t to);
 
+/* What a run leaves its blueprint's next run, per partition: the records
+ * it confirmed after the first one it did not (offsets ascending, taken),
+ * which the next run, reading the partition again from that first one,
+ * confirms without processing them again. Replaces what was there. */
+void rill__kholder_set_ahead(rill__kholder_t *h, const char *topic, int32_t partition,
+                             int64_t *offsets, size_t n);
+/* 1 if a previous run confirmed this record ahead (and forgets it). The
+ * partition's list goes once a record past its last one is asked for. */
+int rill__kholder_take_ahead(rill__kholder_t *h, const char *topic, int32_t partition,
+                             int64_t offset);
+
 /* The holder a blueprint and its copies share. */
 rill__kholder_t *rill__kholder_new(void);
 rill__kholder_t *rill__kholder_ref(rill__kholder_t *h);

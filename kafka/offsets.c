@@ -535,3 +535,18 @@ rill__track_res_t rill__tracker_want(rill__tracker_t *tr, rill__part_id_t id, in
     e->due_ms = due_ms;
     return RILL__TRACK_ACCEPTED;
 }
+
+size_t rill__tracker_confirmed_ahead(const rill__tpart_t *p, int64_t **out)
+{
+    *out = NULL;
+    size_t n = 0;
+    for (size_t i = 0; i < p->count; i++)
+        n += ring_at(p, i)->confirmed;
+    if (!n || !(*out = malloc(n * sizeof(**out))))
+        return 0;
+    n = 0;
+    for (size_t i = 0; i < p->count; i++)
+        if (ring_at(p, i)->confirmed)
+            (*out)[n++] = ring_at(p, i)->offset;
+    return n;
+}

@@ -271,6 +271,12 @@ int rill__tracker_fresh(const rill__tpart_t *p, int64_t offset);
 rill__track_res_t rill__tracker_want(rill__tracker_t *tr, rill__part_id_t id, int64_t offset,
                                      int64_t due_ms);
 
+/* The offsets of p's records that are confirmed and not committable yet
+ * (after the first record not confirmed), ascending, into a new array
+ * (*out, the caller frees it; NULL when there are none). How many, or 0
+ * (none, or out of memory). */
+size_t rill__tracker_confirmed_ahead(const rill__tpart_t *p, int64_t **out);
+
 /* Mark the emitted record at `offset` as on its way to the dead-letter
  * topic (on = 1: not due for redelivery) or back from a failed attempt
  * (on = 0); either way its timeout starts again at now_ms. 0, or -1 when

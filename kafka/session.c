@@ -55,6 +55,16 @@ struct rill__kholder {
     rill__kfail_t *fails;
     size_t cap_fails;
     _Atomic size_t n_fails;
+    /* Records confirmed ahead by the last run, per partition (under mu);
+     * n_ahead is also read without the lock. */
+    struct kahead {
+        char *topic;
+        int32_t partition;
+        int64_t *offs;
+        size_t n, next; /* next: where the next look starts (polls go up) */
+    } * ahead;
+    size_t cap_ahead;
+    _Atomic size_t n_ahead;
 };
 
 /* ---- callbacks, to whoever owns the session now ---- */
@@ -313,6 +323,11 @@ void rill__kholder_unref(rill__kholder_t *h)
     rill__kholder_retire(h);
     rill__kholder_forget(h, NULL, 0, 0, INT64_MAX);
     free(h->fails);
+    for (size_t i = 0; i < atomic_load_explicit(&h->n_ahead, memory_order_relaxed); i++) {
+        free(h->ahead[i].topic);
+        free(h->ahead[i].offs);
+    }
+    free(h->ahead);
     pthread_mutex_destroy(&h->mu);
     free(h);
 }
@@ -546,4 +561,72 @@ rill_err_t rill__ksession_park(rill__ksession_t *s, rill__kholder_t *h, rill_sys
         return RILL_ESTOPPED;
     }
     return RILL_OK;
+}
+
+/* ---- records confirmed ahead, for the next run ---- */
+
+static struct kahead *ahead_find(rill__kholder_t *h, const char *topic, int32_t partition)
+{
+    size_t n = atomic_load_explicit(&h->n_ahead, memory_order_relaxed);
+    for (size_t i = 0; i < n; i++)
+        if (h->ahead[i].partition == partition && !strcmp(h->ahead[i].topic, topic))
+            return &h->ahead[i];
+    return NULL;
+}
+
+/* Remove entry a (under mu). */
+static void ahead_drop(rill__kholder_t *h, struct kahead *a)
+{
+    size_t n = atomic_load_explicit(&h->n_ahead, memory_order_relaxed);
+    free(a->topic);
+    free(a->offs);
+    *a = h->ahead[n - 1];
+    atomic_store_explicit(&h->n_ahead, n - 1, memory_order_relaxed);
+}
+
+void rill__kholder_set_ahead(rill__kholder_t *h, const char *topic, int32_t partition,
+                             int64_t *offsets, size_t n)
+{
+    if (!h) {
+        free(offsets);
+        return;
+    }
+    pthread_mutex_lock(&h->mu);
+    struct kahead *a = ahead_find(h, topic, partition);
+    if (a)
+        ahead_drop(h, a);
+    size_t count = atomic_load_explicit(&h->n_ahead, memory_order_relaxed);
+    struct kahead *v = n ? rill__grow(h->ahead, &h->cap_ahead, count, sizeof(*v), 4) : NULL;
+    char *t = v ? strdup(topic) : NULL;
+    if (v)
+        h->ahead = v;
+    if (t) {
+        h->ahead[count] =
+            (struct kahead){.topic = t, .partition = partition, .offs = offsets, .n = n};
+        atomic_store_explicit(&h->n_ahead, count + 1, memory_order_relaxed);
+    } else {
+        free(offsets); /* none, or out of memory: they are processed again */
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+int rill__kholder_take_ahead(rill__kholder_t *h, const char *topic, int32_t partition,
+                             int64_t offset)
+{
+    if (!h || !atomic_load_explicit(&h->n_ahead, memory_order_relaxed))
+        return 0;
+    int hit = 0;
+    pthread_mutex_lock(&h->mu);
+    struct kahead *a = ahead_find(h, topic, partition);
+    if (a) {
+        while (a->next < a->n && a->offs[a->next] < offset)
+            a->next++;
+        hit = a->next < a->n && a->offs[a->next] == offset;
+        if (hit)
+            a->next++;
+        if (a->next >= a->n)
+            ahead_drop(h, a);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return hit;
 }

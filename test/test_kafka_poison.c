@@ -40,10 +40,15 @@
 #define TOTAL  (PARTS * PER)
 #define POISON 1234 /* seq: partition 1, offset 234 */
 
-enum mode { FAIL, REJECT, RETRY_THEN_OK, RETRY_ALWAYS, HOLD };
+enum mode { FAIL, REJECT, RETRY_THEN_OK, RETRY_ALWAYS, HOLD, FAIL_LATE };
+
+/* The processing stage: map, flat_map, map_async (ordered, 4 at once) or
+ * sink_foreach (then nothing is produced). */
+enum kind { K_MAP, K_FLAT_MAP, K_ASYNC, K_FOREACH };
 
 typedef struct proc {
     enum mode mode;
+    enum kind kind;
     const char *out;
     atomic_long processed;   /* calls of the processing function */
     atomic_int seen[TOTAL];  /* per seq */
@@ -51,7 +56,13 @@ typedef struct proc {
     /* HOLD: the poison's elements, never confirmed (released at the end) */
     rill_elem_t held[16];
     atomic_int n_held;
+    /* FAIL_LATE: the poison's first job, failed once LATE_AFTER records
+     * after it in its partition were processed */
+    _Atomic(rill_async_job_t *) late_job;
+    atomic_int after_poison;
 } proc_t;
+
+#define LATE_AFTER 300
 
 static int64_t seq_of(const rd_kafka_message_t *m)
 {
@@ -110,9 +121,55 @@ static rill_err_t process(void *opaque, rill_elem_t *in, rill_elem_t *out)
         cr_assert_eq(rill_elem_retry(in, 50), RILL_OK);
         return RILL_OK;
     case HOLD:
+    case FAIL_LATE:
         break;
     }
     return to_output(x, in, out);
+}
+
+static rill_err_t process_flat(void *opaque, rill_elem_t *in, rill_emitter_t *emit)
+{
+    rill_elem_t out = {0};
+    rill_err_t err = process(opaque, in, &out);
+    if (err || !out.payload)
+        return err;
+    return rill_emit(emit, &out);
+}
+
+static rill_err_t process_async(void *opaque, rill_async_job_t *job, rill_elem_t *in)
+{
+    proc_t *x = opaque;
+    int64_t seq = seq_of(rill_record(in));
+    if (x->mode == FAIL_LATE && seq == POISON) {
+        atomic_fetch_add(&x->processed, 1);
+        atomic_fetch_add(&x->seen[seq], 1);
+        int calls = atomic_fetch_add(&x->poison_calls, 1) + 1;
+        rill_elem_release(in);
+        if (calls == 1) { /* fails later, after the records behind it went through */
+            atomic_store(&x->late_job, job);
+            return RILL_OK;
+        }
+        cr_assert_eq(rill_async_complete(job, RILL_EIO, NULL), RILL_OK);
+        return RILL_OK;
+    }
+    rill_elem_t out = {0};
+    rill_err_t err = process(opaque, in, &out);
+    cr_assert_eq(rill_async_complete(job, err, err ? NULL : &out), RILL_OK);
+    if (x->mode == FAIL_LATE && seq > POISON && seq < 2 * PER &&
+        atomic_fetch_add(&x->after_poison, 1) + 1 >= LATE_AFTER) {
+        rill_async_job_t *late = atomic_exchange(&x->late_job, NULL);
+        if (late)
+            cr_assert_eq(rill_async_complete(late, RILL_EIO, NULL), RILL_OK);
+    }
+    return RILL_OK;
+}
+
+static rill_err_t process_foreach(void *opaque, rill_elem_t *in)
+{
+    rill_elem_t out = {0};
+    rill_err_t err = process(opaque, in, &out);
+    rill_elem_release(&out); /* a sink: nothing goes on */
+    return err;
 }
 
 /* HOLD: a sink that produces nothing; it confirms every record but the
@@ -179,8 +236,13 @@ static rill_pipeline_t *start(kk_env_t *env, const char *name, rill_consumer_con
     cr_assert_eq(rill_pipeline_add(p, rill_kafka_source(cc), NULL), RILL_OK);
     if (x->mode == HOLD) {
         cr_assert_eq(rill_pipeline_add(p, rill_sink_foreach_manual(hold_sink, x), NULL), RILL_OK);
+    } else if (x->kind == K_FOREACH) {
+        cr_assert_eq(rill_pipeline_add(p, rill_sink_foreach(process_foreach, x), NULL), RILL_OK);
     } else {
-        cr_assert_eq(rill_pipeline_add(p, rill_stage_map(process, x), NULL), RILL_OK);
+        rill_stage_t *mid = x->kind == K_FLAT_MAP ? rill_stage_flat_map(process_flat, x)
+                            : x->kind == K_ASYNC  ? rill_stage_map_async(process_async, x, 8, 0)
+                                                  : rill_stage_map(process, x);
+        cr_assert_eq(rill_pipeline_add(p, mid, NULL), RILL_OK);
         rill_producer_conf_t *pc = rill_producer_conf_new();
         cr_assert_eq(rill_producer_conf_set(pc, "bootstrap.servers", env->boot, NULL, 0), RILL_OK);
         cr_assert_eq(rill_producer_conf_set(pc, "rill.topics", "out", NULL, 0), RILL_OK);
@@ -472,6 +534,118 @@ Test(kafka_poison, unconfirmed_record_is_redelivered_alone_then_dead_lettered, .
     check_dead_letter(&env, "not confirmed after 4 deliveries");
     proc_free(x);
     kk_env_fini(&env);
+}
+
+/* The suspect of a failure is the record the failing function held,
+ * whichever stage kind it is. */
+static void failing_stage_kind(enum kind kind, const char *group, const char *text)
+{
+    kk_env_t env;
+    env_up(&env, 1);
+    proc_t *x = proc_new(FAIL);
+    x->kind = kind;
+    rill_pipeline_t *p = start(&env, group, cconf(&env, group, "dlq", NULL), x);
+    int ok;
+    KK_WAIT_UNTIL(ok, 180000, committed_at_end(&env, group));
+    cr_assert(ok, "the commits did not reach the end offsets (%d calls on the poison)",
+              atomic_load(&x->poison_calls));
+    rill_pipeline_result_t r = stop(p);
+    rill_pipeline_destroy(p);
+    long processed = atomic_load(&x->processed);
+    fprintf(stderr, "%s: %ld processings, the poison %d times, %u restarts\n", group, processed,
+            atomic_load(&x->poison_calls), r.restarts);
+    cr_assert_eq(atomic_load(&x->poison_calls), 3);
+    cr_assert_eq(r.restarts, 3);
+    cr_assert_leq(processed, TOTAL + 2 + 3 * 200, "%ld processings", processed);
+    if (kind != K_FOREACH)
+        check_output(&env, POISON);
+    check_dead_letter(&env, text);
+    proc_free(x);
+    kk_env_fini(&env);
+}
+
+Test(kafka_poison, failing_flat_map_blames_its_input, .timeout = 240)
+{
+    failing_stage_kind(K_FLAT_MAP, "g-flat", "flat_map function returned RILL_EIO");
+}
+
+Test(kafka_poison, failing_map_async_job_blames_its_input, .timeout = 240)
+{
+    failing_stage_kind(K_ASYNC, "g-async", "async job failed with RILL_EIO");
+}
+
+Test(kafka_poison, failing_sink_foreach_blames_its_input, .timeout = 240)
+{
+    failing_stage_kind(K_FOREACH, "g-foreach", "sink function returned RILL_EIO");
+}
+
+/*
+ * Records confirmed after the failing one are not processed again after
+ * the restart: the poison record's job fails only once 300 records after
+ * it (unordered map_async, 8 at once) were processed and delivered.
+ * Without what the run leaves its next one, each of the 3 restarts would
+ * process them again (at least 600 processings more).
+ */
+Test(kafka_poison, records_confirmed_after_the_failing_one_are_not_processed_again, .timeout = 240)
+{
+    kk_env_t env;
+    env_up(&env, 1);
+    proc_t *x = proc_new(FAIL_LATE);
+    x->kind = K_ASYNC;
+    rill_pipeline_t *p = start(&env, "late", cconf(&env, "g-late", "dlq", NULL), x);
+    int ok;
+    KK_WAIT_UNTIL(ok, 180000, committed_at_end(&env, "g-late"));
+    cr_assert(ok, "the commits did not reach the end offsets (%d calls on the poison)",
+              atomic_load(&x->poison_calls));
+    rill_pipeline_result_t r = stop(p);
+    rill_pipeline_destroy(p);
+    long processed = atomic_load(&x->processed), twice = others_processed_twice(x);
+    fprintf(stderr, "late: %ld processings, %ld records twice, the poison %d times, %u restarts\n",
+            processed, twice, atomic_load(&x->poison_calls), r.restarts);
+    cr_assert_geq(atomic_load(&x->after_poison), LATE_AFTER);
+    cr_assert_eq(atomic_load(&x->poison_calls), 3);
+    cr_assert_eq(r.restarts, 3);
+    /* Only what was in flight at a failure (at most 8 jobs) comes again. */
+    cr_assert_leq(twice, 3 * 8, "%ld records processed twice", twice);
+    cr_assert_leq(processed, TOTAL + 2 + 3 * 8, "%ld processings", processed);
+    check_output(&env, POISON);
+    check_dead_letter(&env, "async job failed with RILL_EIO");
+    proc_free(x);
+    kk_env_fini(&env);
+}
+
+/* rill_elem_reject on the input of a flat_map and of a sink_foreach
+ * function: the stage goes on, the record is dead-lettered. */
+static void reject_in(enum kind kind, const char *group)
+{
+    kk_env_t env;
+    env_up(&env, 1);
+    proc_t *x = proc_new(REJECT);
+    x->kind = kind;
+    rill_pipeline_t *p = start(&env, group, cconf(&env, group, "dlq", NULL), x);
+    int ok;
+    KK_WAIT_UNTIL(ok, 120000, committed_at_end(&env, group));
+    cr_assert(ok, "the commits did not reach the end offsets");
+    rill_pipeline_result_t r = stop(p);
+    rill_pipeline_destroy(p);
+    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "ended %d: %s: %s", r.end, r.stage, r.text);
+    cr_assert_eq(r.restarts, 0, "a reject restarted the pipeline");
+    cr_assert_eq(atomic_load(&x->processed), TOTAL);
+    if (kind != K_FOREACH)
+        check_output(&env, POISON);
+    check_dead_letter(&env, "rejected: no such customer");
+    proc_free(x);
+    kk_env_fini(&env);
+}
+
+Test(kafka_poison, reject_in_a_flat_map, .timeout = 240)
+{
+    reject_in(K_FLAT_MAP, "g-reject-flat");
+}
+
+Test(kafka_poison, reject_in_a_sink_foreach, .timeout = 240)
+{
+    reject_in(K_FOREACH, "g-reject-foreach");
 }
 
 /*

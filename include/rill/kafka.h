@@ -318,6 +318,9 @@ typedef struct rill_consumer_stats {
     uint64_t rejected;           /**< records rejected (rill_elem_reject()) */
     uint64_t skipped;            /**< records given up without a dead-letter topic: logged,
                                       committed past, not processed */
+    uint64_t not_replayed;       /**< records the previous run confirmed that came again
+                                      (after the record it stopped at) and were not
+                                      processed again */
 } rill_consumer_stats_t;
 
 /** A snapshot of a Kafka source's counters (its aid: rill_pipeline_stage()

@@ -159,7 +159,8 @@ RILL_API void rill_elem_confirm(rill_elem_t *e);
  * hand-written stage), and on the input of a map, flat_map or sink_foreach
  * function while that function runs (the stage holds the origin): the
  * stage then drops whatever the function made of it and goes on; it does
- * not fail, whatever the function returns.
+ * not fail, whatever the function returns. An element standing for
+ * several records (a batch, a conflated aggregate) rejects each of them.
  * @return RILL_OK; RILL_EINVAL (e NULL, or it has no origin: then it is
  * just released), RILL_ENOMEM.
  * @locality any thread (the input of a stage function: that function).
