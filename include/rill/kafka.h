@@ -43,7 +43,9 @@
  * commit. A supervised pipeline that failed keeps its client, paused and
  * still a member of its group, for its next run (rill.restart.keep.ms):
  * a restart costs no rebalance, and goes on from the first record not
- * confirmed. Otherwise the client leaves its group and closes.
+ * confirmed; the records after it that the failed run confirmed are
+ * confirmed again without being processed again (stats.not_replayed).
+ * Otherwise the client leaves its group and closes.
  *
  * BACKPRESSURE. Records are emitted only against downstream demand. When
  * the local buffer reaches rill.buffer.high the source stops polling (the
@@ -82,10 +84,11 @@
  *
  * POISON RECORDS. When a stage fails while it processes a record (a map,
  * flat_map, map_async or sink_foreach function returns an error), that
- * record is the failure's suspect: the source counts a failure for it by
- * topic, partition and offset, in the blueprint (rill_kafka_source()'s
- * spec), so the count survives the restarts of a supervised pipeline; the
- * other records the failure released are not counted. The next run reads
+ * record is the failure's suspect (a batch: each record in it): the
+ * source counts a failure for it by topic, partition and offset, in the
+ * blueprint (rill_kafka_source()'s spec), so the count survives the
+ * restarts of a supervised pipeline; the other records the failure
+ * released are not counted. The next run reads
  * the record again (from the committed offset); once it has failed
  * rill.max.failures times it is not processed again: it goes to
  * rill.dead.letter.topic with the headers above (rill-error: the failing
