@@ -24,11 +24,15 @@
  * never confirmed: the committable offset stays at it until it is
  * delivered again and confirmed, and a late confirm of it is ignored.
  *
- * Redelivery. A record not settled within a timeout, or failed, is due
- * for redelivery; the owner seeks the partition back to it and truncates
- * the ring from there (those records will be emitted again), counting the
- * attempts per offset. Records on their way to the dead-letter topic are
- * not due, and hold back the partition's later records too.
+ * Redelivery. A record not settled within a timeout, failed, or wanted
+ * again (a retry, a reject) is due for redelivery; rill__tracker_redeliver
+ * marks each due record awaiting and the owner seeks the partition back to
+ * the lowest: of what comes again only the awaiting records are emitted
+ * (rill__tracker_fresh), the later ones keep what became of them, so a
+ * redelivery is of those records alone. Attempts are counted per offset.
+ * Records on their way to the dead-letter topic are not due. (The older
+ * way, rill__tracker_due and rill__tracker_truncate_from, forgets
+ * everything after the record, which is then emitted again.)
  *
  * @locality one thread at a time (the consumer actor's); nothing here
  * locks.

@@ -305,7 +305,8 @@ typedef struct rill_consumer_stats {
     uint64_t fenced;             /**< notices dropped: the partition was revoked since */
     uint64_t committed;          /**< commits that succeeded */
     uint64_t commit_errors;      /**< commits that failed (retriable) */
-    uint64_t redelivered;        /**< records delivered again (timeout or release) */
+    uint64_t redelivered;        /**< records delivered again, alone (timeout, release,
+                                      retry, or a reject on its way to the dead letters) */
     uint64_t dead_lettered;      /**< records delivered to the dead-letter topic */
     uint64_t dead_letter_errors; /**< dead letters not taken or not delivered (retried) */
     uint64_t rebalances;         /**< assign, revoke and lost events */
