@@ -218,7 +218,8 @@ void rill__kholder_forget(rill__kholder_t *h, const char *topic, int32_t partiti
 /* What a run leaves its blueprint's next run, per partition: the records
  * it confirmed after the first one it did not (offsets ascending, taken),
  * which the next run, reading the partition again from that first one,
- * confirms without processing them again. Replaces what was there. */
+ * confirms without processing them again. Merged with what an earlier run
+ * left that this one did not reach. */
 void rill__kholder_set_ahead(rill__kholder_t *h, const char *topic, int32_t partition,
                              int64_t *offsets, size_t n);
 /* 1 if a previous run confirmed this record ahead (and forgets it). The

@@ -593,8 +593,25 @@ void rill__kholder_set_ahead(rill__kholder_t *h, const char *topic, int32_t part
     }
     pthread_mutex_lock(&h->mu);
     struct kahead *a = ahead_find(h, topic, partition);
-    if (a)
+    if (a) {
+        /* What the earlier run left and this one did not reach yet is
+         * still confirmed: keep it, merged in order. */
+        size_t left = a->n - a->next, m = 0;
+        int64_t *v = left ? malloc((left + n) * sizeof(*v)) : NULL;
+        if (v) {
+            size_t i = a->next, j = 0;
+            while (i < a->n || j < n) {
+                int64_t o =
+                    j >= n || (i < a->n && a->offs[i] < offsets[j]) ? a->offs[i++] : offsets[j++];
+                if (!m || v[m - 1] != o)
+                    v[m++] = o;
+            }
+            free(offsets);
+            offsets = v;
+            n = m;
+        }
         ahead_drop(h, a);
+    }
     size_t count = atomic_load_explicit(&h->n_ahead, memory_order_relaxed);
     struct kahead *v = n ? rill__grow(h->ahead, &h->cap_ahead, count, sizeof(*v), 4) : NULL;
     char *t = v ? strdup(topic) : NULL;

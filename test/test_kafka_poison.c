@@ -29,7 +29,7 @@
 #include <rill/supervisor.h>
 #include <rill/testkit.h>
 
-#include "kafka/offsets.h"
+#include "kafka/kafka_int.h"
 #include "support/rtest.h"
 
 #include "support/actor_kit.h"
@@ -59,6 +59,9 @@ typedef struct proc {
     /* FAIL_LATE: the poison's first job, failed once LATE_AFTER records
      * after it in its partition were processed */
     _Atomic(rill_async_job_t *) late_job;
+    /* HOLD in a map_async: the poison's jobs, completed after the stop */
+    rill_async_job_t *jobs[16];
+    atomic_int n_jobs;
     atomic_int after_poison;
 } proc_t;
 
@@ -140,6 +143,17 @@ static rill_err_t process_async(void *opaque, rill_async_job_t *job, rill_elem_t
 {
     proc_t *x = opaque;
     int64_t seq = seq_of(rill_record(in));
+    if (x->mode == HOLD && seq == POISON) {
+        /* never completed while the pipeline runs: never confirmed */
+        atomic_fetch_add(&x->processed, 1);
+        atomic_fetch_add(&x->seen[seq], 1);
+        atomic_fetch_add(&x->poison_calls, 1);
+        rill_elem_release(in);
+        int i = atomic_fetch_add(&x->n_jobs, 1);
+        cr_assert_lt(i, 16);
+        x->jobs[i] = job;
+        return RILL_OK;
+    }
     if (x->mode == FAIL_LATE && seq == POISON) {
         atomic_fetch_add(&x->processed, 1);
         atomic_fetch_add(&x->seen[seq], 1);
@@ -207,6 +221,8 @@ static proc_t *proc_new(enum mode mode)
 
 static void proc_free(proc_t *x)
 {
+    for (int i = 0; i < atomic_load(&x->n_jobs); i++)
+        rill_async_complete(x->jobs[i], RILL_EIO, NULL); /* the stage is gone */
     int n = atomic_load(&x->n_held);
     for (int i = 0; i < n && i < 16; i++)
         rill_elem_release(&x->held[i]);
@@ -234,7 +250,7 @@ static rill_pipeline_t *start(kk_env_t *env, const char *name, rill_consumer_con
     rill_pipeline_t *p = rill_pipeline_new(env->sys, name);
     cr_assert_not_null(p);
     cr_assert_eq(rill_pipeline_add(p, rill_kafka_source(cc), NULL), RILL_OK);
-    if (x->mode == HOLD) {
+    if (x->mode == HOLD && x->kind == K_FOREACH) {
         cr_assert_eq(rill_pipeline_add(p, rill_sink_foreach_manual(hold_sink, x), NULL), RILL_OK);
     } else if (x->kind == K_FOREACH) {
         cr_assert_eq(rill_pipeline_add(p, rill_sink_foreach(process_foreach, x), NULL), RILL_OK);
@@ -513,6 +529,7 @@ Test(kafka_poison, unconfirmed_record_is_redelivered_alone_then_dead_lettered, .
     kk_env_t env;
     env_up(&env, 0);
     proc_t *x = proc_new(HOLD);
+    x->kind = K_FOREACH;
     const char *kv[] = {"rill.unconfirmed.timeout.ms", "300", "rill.max.redeliveries", "3", NULL};
     rill_pipeline_t *p = start(&env, "hold", cconf(&env, "g-hold", "dlq", kv), x);
     int ok;
@@ -691,6 +708,47 @@ Test(kafka_poison, skipped_record_does_not_pass_the_records_buffered_before_it, 
     kk_env_fini(&env);
 }
 
+/* The same in consume -> process -> produce: the poison record's job in a
+ * map_async never completes; the others are produced, once each. */
+Test(kafka_poison, unconfirmed_record_in_a_produce_pipeline_is_redelivered_alone, .timeout = 240)
+{
+    kk_env_t env;
+    env_up(&env, 1);
+    proc_t *x = proc_new(HOLD);
+    x->kind = K_ASYNC;
+    const char *kv[] = {"rill.unconfirmed.timeout.ms", "300", "rill.max.redeliveries", "3", NULL};
+    rill_pipeline_t *p = start(&env, "hold-async", cconf(&env, "g-hold-async", "dlq", kv), x);
+    int ok;
+    KK_WAIT_UNTIL(ok, 120000, committed_at_end(&env, "g-hold-async"));
+    cr_assert(ok, "the commits did not reach the end offsets (%d deliveries of the poison)",
+              atomic_load(&x->poison_calls));
+    rill_consumer_stats_t cs;
+    cr_assert_eq(rill_consumer_stats(env.sys, rill_pipeline_stage(p, 0), &cs), RILL_OK);
+    rill_pipeline_result_t r = stop(p);
+    rill_pipeline_destroy(p);
+    cr_assert_eq(r.restarts, 0);
+    cr_assert_eq(atomic_load(&x->poison_calls), 4, "1 delivery and 3 redeliveries");
+    cr_assert_eq(others_processed_twice(x), 0, "the partition was replayed");
+    cr_assert_eq(atomic_load(&x->processed), TOTAL + 3);
+    cr_assert_eq(cs.dead_lettered, 1);
+    check_output(&env, POISON);
+    check_dead_letter(&env, "not confirmed after 4 deliveries");
+    proc_free(x);
+    kk_env_fini(&env);
+}
+
+Test(kafka_poison, reject_and_retry_need_an_origin)
+{
+    cr_assert_eq(rill_elem_reject(NULL, "x"), RILL_EINVAL);
+    cr_assert_eq(rill_elem_retry(NULL, 0), RILL_EINVAL);
+    rill_elem_t v = rill_elem_value(7);
+    cr_assert_eq(rill_elem_reject(&v, "x"), RILL_EINVAL);
+    cr_assert_eq(v.arg, 0, "the element was not released");
+    v = rill_elem_value(7);
+    cr_assert_eq(rill_elem_retry(&v, 10), RILL_EINVAL);
+    cr_assert_eq(v.arg, 0, "the element was not released");
+}
+
 /* ------------------------------------------------------------------ */
 /* The tracker's single-record redelivery (kafka/offsets.h)            */
 /* ------------------------------------------------------------------ */
@@ -774,4 +832,67 @@ Test(kafka_poison, tracker_times_out_records_one_by_one_and_seeks_again_if_they_
     cr_assert_eq(rill__tracker_attempts(p, 2), 1, "a seek again is not another attempt");
     cr_assert_eq(p->pending, 2);
     rill__tracker_free(&tr);
+}
+
+/* ------------------------------------------------------------------ */
+/* What a blueprint keeps across runs (kafka/session.c)                */
+/* ------------------------------------------------------------------ */
+
+static int64_t *offs(size_t n, const int64_t *v)
+{
+    int64_t *a = malloc(n * sizeof(*a));
+    cr_assert_not_null(a);
+    memcpy(a, v, n * sizeof(*a));
+    return a;
+}
+
+/* A run that ends before it reached all that the run before it confirmed
+ * ahead passes the rest on (found under load: run 2 replaced run 1's list,
+ * and run 3 processed again what run 2 had not reached). */
+Test(kafka_poison, confirmed_ahead_survives_a_run_that_did_not_reach_it)
+{
+    rill__kholder_t *h = rill__kholder_new();
+    cr_assert_not_null(h);
+    rill__kholder_set_ahead(h, "t", 0, offs(4, (int64_t[]){5, 6, 7, 8}), 4);
+    rill__kholder_set_ahead(h, "t", 1, offs(1, (int64_t[]){3}), 1);
+    cr_assert_eq(rill__kholder_take_ahead(h, "t", 0, 4), 0);
+    cr_assert_eq(rill__kholder_take_ahead(h, "t", 0, 5), 1);
+    cr_assert_eq(rill__kholder_take_ahead(h, "t", 0, 6), 1);
+    cr_assert_eq(rill__kholder_take_ahead(h, "t", 0, 6), 0, "taken once");
+    /* The run ends having confirmed 12 ahead; 7 and 8 are still to come. */
+    rill__kholder_set_ahead(h, "t", 0, offs(2, (int64_t[]){8, 12}), 2);
+    cr_assert_eq(rill__kholder_take_ahead(h, "t", 0, 7), 1);
+    cr_assert_eq(rill__kholder_take_ahead(h, "t", 0, 8), 1);
+    cr_assert_eq(rill__kholder_take_ahead(h, "t", 0, 9), 0);
+    cr_assert_eq(rill__kholder_take_ahead(h, "t", 0, 12), 1);
+    cr_assert_eq(rill__kholder_take_ahead(h, "t", 0, 13), 0, "the list is gone");
+    cr_assert_eq(rill__kholder_take_ahead(h, "t", 1, 3), 1, "another partition's");
+    rill__kholder_set_ahead(h, "t", 2, NULL, 0);
+    cr_assert_eq(rill__kholder_take_ahead(h, "t", 2, 0), 0);
+    rill__kholder_unref(h);
+}
+
+Test(kafka_poison, failures_are_counted_per_record_and_forgotten)
+{
+    rill__kholder_t *h = rill__kholder_new();
+    cr_assert_not_null(h);
+    int rejected;
+    char why[64];
+    cr_assert_eq(rill__kholder_failures(h, "t", 0, 7, &rejected, why, sizeof(why)), 0);
+    cr_assert_eq(rill__kholder_failed(h, "t", 0, 7, 0, "first"), 1);
+    cr_assert_eq(rill__kholder_failed(h, "t", 0, 7, 0, "second"), 2);
+    cr_assert_eq(rill__kholder_failed(h, "t", 1, 7, 1, "bad"), 1);
+    cr_assert_eq(rill__kholder_failed(h, "u", 0, 7, 0, NULL), 1);
+    cr_assert_eq(rill__kholder_failures(h, "t", 0, 7, &rejected, why, sizeof(why)), 2);
+    cr_assert_eq(rejected, 0);
+    cr_assert_str_eq(why, "second");
+    cr_assert_eq(rill__kholder_failures(h, "t", 1, 7, &rejected, why, sizeof(why)), 1);
+    cr_assert_eq(rejected, 1);
+    rill__kholder_forget(h, "t", 0, 0, 7);
+    cr_assert_eq(rill__kholder_failures(h, "t", 0, 7, &rejected, why, sizeof(why)), 2,
+                 "[0, 7) does not hold 7");
+    rill__kholder_forget(h, "t", 0, 7, 8);
+    cr_assert_eq(rill__kholder_failures(h, "t", 0, 7, &rejected, why, sizeof(why)), 0);
+    cr_assert_eq(rill__kholder_failures(h, "u", 0, 7, &rejected, why, sizeof(why)), 1);
+    rill__kholder_unref(h); /* frees what is left */
 }
