@@ -38,6 +38,12 @@ struct rill_origin {
     rill_aid_t source;
     uint64_t key;
     int64_t value;
+    /* leaf: why it was released, if someone said (rill__origin_mark); the
+     * marker wins the verdict with a compare-and-swap, then writes the
+     * rest before it lets its reference go. */
+    _Atomic uint32_t verdict;
+    uint32_t delay_ms;
+    char *text;
     /* group: one reference of each */
     rill_origin_t **kids;
     uint32_t n, cap;
@@ -61,7 +67,7 @@ struct rill__settle_acc {
 
 static void send_settled(rill_system_t *sys, rill_aid_t source, rill__settled_t *b)
 {
-    rill_msg_t m = {.type = RILL__MSG_SETTLED, .payload = b, .dtor = free};
+    rill_msg_t m = {.type = RILL__MSG_SETTLED, .payload = b, .dtor = rill__settled_free};
     /* The source sizes its mailbox for what it has out, so a refusal is
      * rare; the control queue takes it then (notices may come in any
      * order). A source that is gone has nothing left to settle. */
@@ -69,7 +75,15 @@ static void send_settled(rill_system_t *sys, rill_aid_t source, rill__settled_t 
     if (err == RILL_EFULL)
         err = rill_signal(sys, source, &m);
     if (err)
-        free(b);
+        rill__settled_free(b);
+}
+
+void rill__settled_free(void *payload)
+{
+    rill__settled_t *b = payload;
+    for (uint32_t i = 0; b && i < b->n; i++)
+        free(b->v[i].text);
+    free(b);
 }
 
 static rill__settled_t *settled_new(uint32_t cap)
@@ -81,8 +95,8 @@ static rill__settled_t *settled_new(uint32_t cap)
 }
 
 /* Add a notice to acc; 0, or -1 without memory (then send it alone). */
-static int acc_add(rill__settle_acc_t *acc, rill_system_t *sys, rill_aid_t source, uint64_t key,
-                   int64_t value, int ok)
+static int acc_add(rill__settle_acc_t *acc, rill_system_t *sys, rill_aid_t source,
+                   const rill__settle_note_t *note)
 {
     settle_to_t *t = NULL;
     for (size_t i = 0; i < acc->n && !t; i++)
@@ -106,7 +120,7 @@ static int acc_add(rill__settle_acc_t *acc, rill_system_t *sys, rill_aid_t sourc
         t->b = b;
         t->cap = cap;
     }
-    t->b->v[t->b->n++] = (rill__settle_note_t){.key = key, .value = value, .ok = ok};
+    t->b->v[t->b->n++] = *note;
     return 0;
 }
 
@@ -141,14 +155,23 @@ rill__settle_acc_t *rill__settle_acc_new(void)
 
 static void note(rill_origin_t *leaf, int ok)
 {
+    rill__settle_note_t n = {.key = leaf->key, .value = leaf->value, .ok = ok};
+    if (!ok) { /* the notice takes the text */
+        n.verdict = atomic_load_explicit(&leaf->verdict, memory_order_relaxed);
+        n.delay_ms = leaf->delay_ms;
+        n.text = leaf->text;
+        leaf->text = NULL;
+    }
+    free(leaf->text);
     rill__executor_t *e = rill__tls_exec;
-    if (e && e->settle &&
-        acc_add(e->settle, leaf->sys, leaf->source, leaf->key, leaf->value, ok) == 0)
+    if (e && e->settle && acc_add(e->settle, leaf->sys, leaf->source, &n) == 0)
         return;
     rill__settled_t *b = settled_new(1);
-    if (!b)
+    if (!b) {
+        free(n.text);
         return; /* out of memory: the source redelivers what it never hears of */
-    b->v[0] = (rill__settle_note_t){.key = leaf->key, .value = leaf->value, .ok = ok};
+    }
+    b->v[0] = n;
     b->n = 1;
     send_settled(leaf->sys, leaf->source, b);
 }
@@ -170,6 +193,9 @@ static void origin_init(rill_origin_t *o, uint32_t kind, rill_system_t *sys, ril
     o->value = value;
     o->kids = NULL;
     o->n = o->cap = 0;
+    atomic_init(&o->verdict, 0);
+    o->delay_ms = 0;
+    o->text = NULL;
 }
 
 rill_origin_t *rill__origin_new(rill_system_t *sys, rill_aid_t source, uint64_t key, int64_t value)
@@ -292,6 +318,49 @@ rill_origin_t *rill__origin_join(rill_origin_t *acc, rill_origin_t *o)
     }
     acc->kids[acc->n++] = o;
     return acc;
+}
+
+int rill__origin_mark(rill_origin_t *o, uint32_t verdict, uint32_t delay_ms, const char *text)
+{
+    if (!o || !verdict)
+        return -1;
+    /* Walk the groups with a work list: aggregates can nest deeply. Kids
+     * do not change while the caller holds its reference (a group grows
+     * only in the hands of its one holder). */
+    rill_origin_t *stack[STACK_LIST], **list = stack;
+    size_t n = 0, cap = STACK_LIST;
+    int rc = 0;
+    list[n++] = o;
+    while (n) {
+        rill_origin_t *x = list[--n];
+        if (x->kind == ORIGIN_LEAF) {
+            uint32_t none = 0;
+            if (!atomic_compare_exchange_strong_explicit(
+                    &x->verdict, &none, verdict, memory_order_relaxed, memory_order_relaxed))
+                continue; /* it has its verdict already */
+            x->delay_ms = delay_ms;
+            x->text = text ? strdup(text) : NULL;
+            continue;
+        }
+        for (uint32_t i = 0; i < x->n; i++) {
+            if (n == cap) {
+                rill_origin_t **v = malloc(cap * 2 * sizeof(*v));
+                if (!v) {
+                    rc = -1;
+                    break;
+                }
+                memcpy(v, list, n * sizeof(*v));
+                if (list != stack)
+                    free(list);
+                list = v;
+                cap *= 2;
+            }
+            list[n++] = x->kids[i];
+        }
+    }
+    if (list != stack)
+        free(list);
+    return rc;
 }
 
 int rill__origin_leaf(const rill_origin_t *o, rill_system_t **sys, rill_aid_t *source,

@@ -79,11 +79,29 @@ rill_origin_t *rill__origin_join(rill_origin_t *acc, rill_origin_t *o);
 int rill__origin_leaf(const rill_origin_t *o, rill_system_t **sys, rill_aid_t *source,
                       uint64_t *key, int64_t *value);
 
+/* Why a leaf was released unconfirmed, when something said so: a stage
+ * failed while it held the record (BLAME: the suspect of the failure),
+ * processing rejected it (REJECT: for the dead letters) or asked for it
+ * again after a delay (RETRY). */
+enum { RILL__VERDICT_NONE = 0, RILL__VERDICT_BLAME, RILL__VERDICT_REJECT, RILL__VERDICT_RETRY };
+/* Mark every leaf under o with a verdict, a delay and a text (copied), for
+ * the notice its source gets if it is settled unconfirmed; a leaf keeps
+ * the first verdict it was given. The caller's reference stays its own
+ * (release it afterwards). 0, or -1 for NULL or without memory. */
+int rill__origin_mark(rill_origin_t *o, uint32_t verdict, uint32_t delay_ms, const char *text);
+/* The destructor of a RILL__MSG_SETTLED payload (frees the texts). */
+void rill__settled_free(void *payload);
+
 /* What a RILL__MSG_SETTLED message carries. */
 typedef struct rill__settle_note {
     uint64_t key;
     int64_t value;
     int ok; /* 1: confirmed; 0: released unconfirmed */
+    /* Released unconfirmed (ok 0): why, if someone said (RILL__VERDICT_*),
+     * a delay (RETRY) and a text (owned by the batch; NULL if none). */
+    uint32_t verdict;
+    uint32_t delay_ms;
+    char *text;
 } rill__settle_note_t;
 typedef struct rill__settled {
     uint32_t n;

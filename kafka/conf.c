@@ -35,8 +35,11 @@ static const rill__kprop_t props[] = {
      "redeliver a record not confirmed this long after it went out (0 = never)"},
     {"rill.max.redeliveries", RILL__KP_CONSUMER, RILL__KP_U32, 0, 1000000, "3",
      OFF(max_redeliveries), "then the record goes to the dead-letter topic, or the consumer fails"},
+    {"rill.max.failures", RILL__KP_CONSUMER, RILL__KP_U32, 1, 1000000, "3", OFF(max_failures),
+     "a record processing failed on (a stage failed holding it, or a retry) this many times, "
+     "across restarts, goes to the dead-letter topic, or is skipped (logged, counted)"},
     {"rill.dead.letter.topic", RILL__KP_CONSUMER, RILL__KP_TOPIC, 0, 0, NULL, OFF(dlq_topic),
-     "where records go after rill.max.redeliveries"},
+     "where records go after rill.max.redeliveries or rill.max.failures, or rejected"},
     {"rill.dead.letter.producer", RILL__KP_CONSUMER, RILL__KP_NAME, 0, 0, NULL, OFF(dlq_producer),
      "the name of the producer actor that sends them (default: one the consumer starts)"},
     {"rill.buffer.high", RILL__KP_CONSUMER, RILL__KP_U32, 1, 1u << 20, "1000", OFF(buffer_high),

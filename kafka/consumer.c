@@ -47,42 +47,152 @@ static const rill__kind_t ksrc_kind;
 /* ------------------------------------------------------------------ */
 
 /* A dead letter's delivery result: confirm the record, or (the producer
- * failed it) let redelivery try again after the timeout. */
+ * failed it) deliver it again a second later, alone, and send it again. */
 static void dlq_result(ksrc_t *k, const rill_delivery_t *d, uint64_t seq)
 {
     rill__dlq_ref_t ref;
     if (!rill__dlq_answer(&k->dlq, seq, &ref))
         return; /* not ours */
+    rill__tpart_t *p = rill__ksrc_part_by_id(k, ref.part_id);
     if (d && !d->err) {
         k->stats.dead_lettered++;
+        if (p)
+            rill__kholder_forget(k->holder, p->topic, p->partition, ref.offset, ref.offset + 1);
         rill__ksrc_settle_one(k, ref.part_id, ref.offset, 1, 0);
         return;
     }
     k->stats.dead_letter_errors++;
-    rill__tpart_t *p = rill__ksrc_part_by_id(k, ref.part_id);
-    if (p) /* redelivered after the timeout, then sent again */
+    if (p) {
         rill__tracker_dead_letter(p, ref.offset, 0, now_ms());
+        rill__tracker_want(&k->tr, p->id, ref.offset, now_ms() + 1000);
+    }
+}
+
+/* Record m to the dead-letter topic with `why` (a dead-letter topic is
+ * set). */
+static void dead_letter(ksrc_t *k, rill__tpart_t *p, const rd_kafka_message_t *m, const char *why)
+{
+    rill__track_res_t res = rill__tracker_emit(&k->tr, p->id, m->offset, now_ms());
+    if (res == RILL__TRACK_ACCEPTED) {
+        /* Tracked as emitted, so that its confirm (on delivery to the
+         * dead-letter topic) moves the committable offset. If the producer
+         * cannot take it now, it is delivered again a second later. */
+        if (rill__dlq_send(&k->dlq, k->sys, k->st->self, m, p->id.v, why) == 0) {
+            rill__tracker_dead_letter(p, m->offset, 1, now_ms());
+        } else {
+            k->stats.dead_letter_errors++;
+            rill__tracker_want(&k->tr, p->id, m->offset, now_ms() + 1000);
+        }
+    } else if (res == RILL__TRACK_NOMEM) {
+        rill__stage_fail(k->st, RILL_ENOMEM, "out of memory tracking offsets");
+    } /* else a stale copy: the record is out already */
 }
 
 /* A record delivered max_redeliveries times more and still not
  * confirmed: to the dead-letter topic, or the stage fails. */
-static void dead_letter(ksrc_t *k, rill__tpart_t *p, rd_kafka_message_t *m, uint32_t att)
+static void redeliveries_exhausted(ksrc_t *k, rill__tpart_t *p, const rd_kafka_message_t *m,
+                                   uint32_t att)
 {
     if (!k->dlq.topic) {
         rill__stage_fail(k->st, RILL_ETIMEDOUT,
                          "record %s [%d] offset %" PRId64
                          " not confirmed after %u deliveries and no dead-letter topic",
                          p->topic, (int)p->partition, m->offset, att);
-    } else if (rill__tracker_emit(&k->tr, p->id, m->offset, now_ms()) == RILL__TRACK_ACCEPTED) {
-        /* Tracked as emitted, so that its confirm (on delivery to the
-         * dead-letter topic) moves the committable offset. If the producer
-         * cannot take it now, redelivery tries again after the timeout. */
-        if (rill__dlq_send(&k->dlq, k->sys, k->st->self, m, p->id.v, att) == 0)
-            rill__tracker_dead_letter(p, m->offset, 1, now_ms());
+        return;
+    }
+    char why[64];
+    snprintf(why, sizeof(why), "not confirmed after %u deliveries", att);
+    dead_letter(k, p, m, why);
+}
+
+/*
+ * Processing failed on record m rill.max.failures times (across runs), or
+ * rejected it: it goes to the dead-letter topic, or without one it is
+ * skipped: confirmed unprocessed (committed past), with a line on stderr
+ * and the `skipped` count, as Spring Kafka's DefaultErrorHandler does
+ * without a recoverer. The pipeline goes on either way.
+ */
+static void give_up(ksrc_t *k, rill__tpart_t *p, const rd_kafka_message_t *m, const char *why)
+{
+    if (k->dlq.topic) {
+        dead_letter(k, p, m, why);
+        return;
+    }
+    rill__track_res_t res = rill__tracker_emit(&k->tr, p->id, m->offset, now_ms());
+    if (res != RILL__TRACK_ACCEPTED) {
+        if (res == RILL__TRACK_NOMEM)
+            rill__stage_fail(k->st, RILL_ENOMEM, "out of memory tracking offsets");
+        return; /* else a stale copy: the record is out already */
+    }
+    rill__tracker_confirm(&k->tr, p->id, m->offset);
+    k->since_commit++;
+    k->stats.skipped++;
+    fprintf(stderr,
+            "rill consumer: record %s [%d] offset %" PRId64
+            " skipped (no rill.dead.letter.topic): %s\n",
+            p->topic, (int)p->partition, m->offset, why);
+    rill__kholder_forget(k->holder, p->topic, p->partition, m->offset, m->offset + 1);
+}
+
+/* A record about to be emitted that is done for: processing failed on it
+ * rill.max.failures times or rejected it, or it was delivered
+ * rill.max.redeliveries times more. Decided in emit order (records
+ * before it in the buffer are emitted first, so tracking it as emitted
+ * never passes them): 1 if it was given up (dead letter, skip, or the
+ * stage fails), 0 to emit it. */
+static int done_for(ksrc_t *k, rill__tpart_t *p, const rd_kafka_message_t *m)
+{
+    int rejected;
+    char why[200];
+    uint32_t fails = rill__kholder_failures(k->holder, p->topic, p->partition, m->offset, &rejected,
+                                            why, sizeof(why));
+    if (rejected || fails >= k->conf->o.max_failures) {
+        char text[256];
+        if (rejected)
+            snprintf(text, sizeof(text), "rejected: %s", why);
         else
-            k->stats.dead_letter_errors++;
-    } else {
+            snprintf(text, sizeof(text), "processing failed %u times: %s", fails, why);
+        give_up(k, p, m, text);
+        return 1;
+    }
+    uint32_t att = rill__tracker_attempts(p, m->offset);
+    if (att > k->conf->o.max_redeliveries) {
+        redeliveries_exhausted(k, p, m, att);
+        return 1;
+    }
+    return 0;
+}
+
+/* A record the previous run confirmed after the record it stopped at
+ * (rill__kholder_set_ahead): confirmed again without being processed
+ * again, in emit order. 1 if it was one. */
+static int confirmed_before(ksrc_t *k, rill__tpart_t *p, const rd_kafka_message_t *m)
+{
+    if (!rill__kholder_take_ahead(k->holder, p->topic, p->partition, m->offset))
+        return 0;
+    rill__track_res_t res = rill__tracker_emit(&k->tr, p->id, m->offset, now_ms());
+    if (res == RILL__TRACK_ACCEPTED) {
+        rill__tracker_confirm(&k->tr, p->id, m->offset);
+        k->since_commit++;
+        k->stats.not_replayed++;
+    } else if (res == RILL__TRACK_NOMEM) {
         rill__stage_fail(k->st, RILL_ENOMEM, "out of memory tracking offsets");
+    }
+    return 1;
+}
+
+/* A run that a next run follows (a supervised pipeline restarting) leaves
+ * it the records it confirmed past the first one it did not: the next run
+ * reads the partition again from that one, and need not process them
+ * again. Not with offsets of the application's own (rill.commit=false):
+ * its state may go back further. */
+static void leave_confirmed_ahead(ksrc_t *k)
+{
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p;
+         p = rill__tracker_next(&k->tr, p)) {
+        int64_t *offs = NULL;
+        size_t n = rill__tracker_confirmed_ahead(p, &offs);
+        rill__kholder_set_ahead(k->holder, p->topic, p->partition, offs, n);
     }
 }
 
@@ -112,22 +222,19 @@ static void handle_error_msg(ksrc_t *k, rd_kafka_message_t *m)
     /* Retriable: librdkafka retries on its own. */
 }
 
-/* Take one polled record: buffer it, or send it to the dead letters. */
+/* Take one polled record: buffer it. */
 static void take_record(ksrc_t *k, rd_kafka_message_t *m)
 {
     rill__tpart_t *p = rill__ksrc_part_of_msg(k, m);
-    if (!p || p->revoking || !rill__tracker_polled(p, m->offset)) {
-        rd_kafka_message_destroy(m); /* not ours (any more), or from before a seek back */
+    if (!p || p->revoking || !rill__tracker_polled(p, m->offset) ||
+        !rill__tracker_fresh(p, m->offset)) {
+        /* Not ours (any more), from before a seek back, or, after a seek
+         * back for a redelivery, a record that is confirmed or out. */
+        rd_kafka_message_destroy(m);
         return;
     }
     if (k->st->finished) {
         rill__ksrc_note_dropped(k, m); /* the run is ending */
-        rd_kafka_message_destroy(m);
-        return;
-    }
-    uint32_t att = rill__tracker_attempts(p, m->offset);
-    if (att > k->conf->o.max_redeliveries) {
-        dead_letter(k, p, m, att);
         rd_kafka_message_destroy(m);
         return;
     }
@@ -190,24 +297,30 @@ static void poll_queue(ksrc_t *k)
 /* Redelivery                                                          */
 /* ------------------------------------------------------------------ */
 
-/* With rill.unconfirmed.timeout.ms set, records not settled in time, and
- * records released unconfirmed, are delivered again: seek back to the
- * oldest one due, forget what was emitted from there, drop what is
- * buffered. Without it nothing is redelivered within a run: what was not
- * confirmed holds the commit back and comes again in the next run. */
+/*
+ * Records due for redelivery are delivered again, alone: records asked
+ * for again (a retry after its delay, a reject on its way to the dead
+ * letters), and with rill.unconfirmed.timeout.ms set, records not settled
+ * in time and records released unconfirmed. The source seeks back to the
+ * oldest one due and drops what it buffered from there; of what comes
+ * again, only the records due are emitted: the ones after them that were
+ * confirmed or are still out are dropped as they come (fetched again, not
+ * processed again). Without a timeout a released record is not
+ * redelivered within a run: it holds the commit back and comes again in
+ * the next run.
+ */
 static void check_redelivery(ksrc_t *k)
 {
-    uint32_t timeout = k->conf->o.unconfirmed_timeout_ms;
-    if (!timeout || k->st->finished)
+    if (k->st->finished)
         return;
+    uint32_t timeout = k->conf->o.unconfirmed_timeout_ms;
     int64_t now = now_ms();
     for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p;
          p = rill__tracker_next(&k->tr, p)) {
-        int64_t from;
-        if (p->revoking || !rill__tracker_due(p, now, timeout, &from))
+        int64_t from = 0;
+        uint32_t n;
+        if (p->revoking || !(n = rill__tracker_redeliver(&k->tr, p, now, timeout, &from)))
             continue;
-        rill__tracker_count_attempt(p, from);
-        rill__tracker_truncate_from(&k->tr, p, from);
         rill__ksrc_buffer_filter(k, rill__ksrc_keep_live);
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
@@ -215,8 +328,16 @@ static void check_redelivery(ksrc_t *k)
         if (e)
             rd_kafka_error_destroy(e);
         rd_kafka_topic_partition_list_destroy(l);
-        k->stats.redelivered++;
+        k->stats.redelivered += n;
     }
+}
+
+/* Forget the failures counted for records that were committed past. */
+static void forget_committed_failures(ksrc_t *k)
+{
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p; p = rill__tracker_next(&k->tr, p))
+        if (p->committed > 0)
+            rill__kholder_forget(k->holder, p->topic, p->partition, 0, p->committed);
 }
 
 /* ------------------------------------------------------------------ */
@@ -263,7 +384,7 @@ static void ksrc_pump(rill__stage_t *st)
         rill__equeue_pop(&k->buf, &e);
         rill__tpart_t *p = rill__ksrc_part_by_id(k, e.arg);
         const rd_kafka_message_t *m = e.payload;
-        if (!p || p->revoking ||
+        if (!p || p->revoking || confirmed_before(k, p, m) || done_for(k, p, m) ||
             rill__tracker_emit(&k->tr, p->id, m->offset, now) != RILL__TRACK_ACCEPTED) {
             rill_elem_release(&e);
             continue;
@@ -354,6 +475,10 @@ static void on_tick(ksrc_t *k)
     }
     if (k->buf.count >= o->buffer_high || k->st->finished)
         poll_queue(k); /* pauses once the buffer stayed full long enough */
+    if (now - k->last_forget_ms >= 1000) {
+        k->last_forget_ms = now;
+        forget_committed_failures(k);
+    }
 }
 
 static void ksrc_on_msg(rill__stage_t *st, rill_msg_t *msg)
@@ -471,6 +596,8 @@ static void ksrc_end_run(ksrc_t *k)
      * flight may fail, and nobody would retry it. */
     rill__ksrc_commit_again_all(k);
     rill__ksrc_commit_sync(k, 0, deadline);
+    if (k->holder && !rill_aid_is_none(st->hook.run) && !st->hook.once && !st->final && o->commit)
+        leave_confirmed_ahead(k);
     int park = k->holder && !rill_aid_is_none(st->hook.run) && !st->hook.once && !st->final &&
                !k->broken && o->restart_keep_ms > 0;
     rill__ksession_t *s = k->s;

@@ -1,6 +1,7 @@
 /*
  * Dead letters: where a consumer sends a record that exhausted its
- * redeliveries (rill.dead.letter.topic), through a producer actor, with
+ * redeliveries or its failures, or that processing rejected
+ * (rill.dead.letter.topic), through a producer actor, with
  * headers naming where it came from; and the configuration of the
  * producer a consumer starts for that itself.
  */
@@ -174,7 +175,7 @@ static rill_aid_t target(const rill__dlq_t *d, rill_system_t *sys)
 }
 
 int rill__dlq_send(rill__dlq_t *d, rill_system_t *sys, rill_aid_t reply_to,
-                   const rd_kafka_message_t *m, uint64_t part_id, uint32_t attempts)
+                   const rd_kafka_message_t *m, uint64_t part_id, const char *why)
 {
     rill_aid_t to = target(d, sys);
     if (!d->topic || rill_aid_is_none(to))
@@ -195,10 +196,9 @@ int rill__dlq_send(rill__dlq_t *d, rill_system_t *sys, rill_aid_t reply_to,
         for (size_t i = 0; !rd_kafka_header_get_all(src, i, &name, &val, &len); i++)
             rill_produce_add_header(req, name, val, len);
     }
-    char part[16], off[24], why[96];
+    char part[16], off[24];
     snprintf(part, sizeof(part), "%d", (int)m->partition);
     snprintf(off, sizeof(off), "%" PRId64, m->offset);
-    snprintf(why, sizeof(why), "not confirmed after %u deliveries", attempts);
     const char *topic = rd_kafka_topic_name(m->rkt);
     rill_produce_add_header(req, "rill-origin-topic", topic, strlen(topic));
     rill_produce_add_header(req, "rill-origin-partition", part, strlen(part));

@@ -33,7 +33,7 @@ _Static_assert((int)RILL__PRODUCER_LAST < (int)RILL_MSG_DELIVERY &&
 typedef struct rill__kopts {
     /* consumer */
     uint32_t commit_interval_ms, commit_count, drain_ms, shutdown_ms;
-    uint32_t unconfirmed_timeout_ms, max_redeliveries;
+    uint32_t unconfirmed_timeout_ms, max_redeliveries, max_failures;
     uint32_t buffer_high, buffer_low, max_unconfirmed, pause_after_ms, restart_keep_ms;
     int commit, commit_set;
     char *dlq_topic;
@@ -215,6 +215,46 @@ int rill__kafka_cooperative(rd_kafka_t *rk);
 rd_kafka_error_t *rill__kafka_take(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts);
 void rill__kafka_let_go(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts);
 
+/* A record processing failed on (a stage failed while it held it, or it
+ * was sent back for a retry, or rejected), as its blueprint's runs count
+ * it: by topic, partition and offset, so that the count survives the
+ * restarts the failures cause. */
+typedef struct rill__kfail {
+    char *topic;
+    int32_t partition;
+    int64_t offset;
+    uint32_t failures;
+    int rejected; /* straight to the dead letters */
+    char *why;    /* the last failure's text */
+} rill__kfail_t;
+/* The most records a holder counts (more are counted as failing once). */
+#define RILL__KFAIL_MAX 10000
+
+/* One more failure of a record (rejected: it was rejected), with its
+ * text: the count now. */
+uint32_t rill__kholder_failed(rill__kholder_t *h, const char *topic, int32_t partition,
+                              int64_t offset, int rejected, const char *why);
+/* The failures counted for a record (0 if none), whether it was
+ * rejected, and the last text into why (size bytes). */
+uint32_t rill__kholder_failures(rill__kholder_t *h, const char *topic, int32_t partition,
+                                int64_t offset, int *rejected, char *why, size_t size);
+/* Forget the records of topic/partition (every partition: topic NULL) at
+ * offsets in [from, to). */
+void rill__kholder_forget(rill__kholder_t *h, const char *topic, int32_t partition, int64_t from,
+                          int64_t to);
+
+/* What a run leaves its blueprint's next run, per partition: the records
+ * it confirmed after the first one it did not (offsets ascending, taken),
+ * which the next run, reading the partition again from that first one,
+ * confirms without processing them again. Merged with what an earlier run
+ * left that this one did not reach. */
+void rill__kholder_set_ahead(rill__kholder_t *h, const char *topic, int32_t partition,
+                             int64_t *offsets, size_t n);
+/* 1 if a previous run confirmed this record ahead (and forgets it). The
+ * partition's list goes once a record past its last one is asked for. */
+int rill__kholder_take_ahead(rill__kholder_t *h, const char *topic, int32_t partition,
+                             int64_t offset);
+
 /* The holder a blueprint and its copies share. */
 rill__kholder_t *rill__kholder_new(void);
 rill__kholder_t *rill__kholder_ref(rill__kholder_t *h);
@@ -251,11 +291,11 @@ typedef struct rill__dlq {
  * consumer-only, transactional.id excepted). */
 rill_err_t rill__dlq_init(rill__dlq_t *d, rill_system_t *sys, const rill_consumer_conf_t *c,
                           char *errstr, size_t errstr_size);
-/* Send record m (from partition part_id) after `attempts` deliveries to
- * the dead-letter topic, the delivery result to `reply_to`. 0, or -1 if
+/* Send record m (from partition part_id) to the dead-letter topic, with
+ * why in its rill-error header, the delivery result to `reply_to`. 0, or -1 if
  * the producer could not take it. */
 int rill__dlq_send(rill__dlq_t *d, rill_system_t *sys, rill_aid_t reply_to,
-                   const rd_kafka_message_t *m, uint64_t part_id, uint32_t attempts);
+                   const rd_kafka_message_t *m, uint64_t part_id, const char *why);
 /* The dead letter a RILL_MSG_DELIVERY with this seq answers: 1 with *ref
  * (forgotten here), 0 if it is not one of ours. */
 int rill__dlq_answer(rill__dlq_t *d, uint64_t seq, rill__dlq_ref_t *ref);

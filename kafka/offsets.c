@@ -198,8 +198,20 @@ rill__track_res_t rill__tracker_emit(rill__tracker_t *tr, rill__part_id_t id, in
     rill__tpart_t *p = rill__tracker_part(tr, id);
     if (!p)
         return RILL__TRACK_FENCED;
-    if (p->next_min >= 0 && offset < p->next_min)
-        return RILL__TRACK_ORDER;
+    if (p->next_min >= 0 && offset < p->next_min) {
+        long i = ring_find(p, offset);
+        rill__offent_t *e = i < 0 ? NULL : ring_at(p, (size_t)i);
+        if (!e || !e->awaiting)
+            return RILL__TRACK_ORDER;
+        /* Redelivered: out again. It was failed (settled), so not
+         * unsettled; it still counted as unconfirmed. */
+        e->awaiting = e->wanted = e->failed = e->dead_letter = 0;
+        e->emitted_ms = now_ms;
+        p->pending--;
+        p->unsettled++;
+        tr->unsettled++;
+        return RILL__TRACK_ACCEPTED;
+    }
     if (ring_push(p, offset, now_ms))
         return RILL__TRACK_NOMEM;
     /* The first record out after all were confirmed is the first
@@ -396,6 +408,8 @@ void rill__tracker_truncate_from(rill__tracker_t *tr, rill__tpart_t *p, int64_t 
         keep++;
     for (size_t i = keep; i < p->count; i++) {
         const rill__offent_t *e = ring_at(p, i);
+        if (e->awaiting || e->wanted)
+            p->pending--;
         if (e->confirmed)
             continue;
         p->unconfirmed--;
@@ -440,4 +454,99 @@ int rill__tracker_dead_letter(rill__tpart_t *p, int64_t offset, int on, int64_t 
     e->dead_letter = on != 0;
     e->emitted_ms = now_ms;
     return 0;
+}
+
+/* ---- redelivery of single records ---- */
+
+static int entry_due(const rill__offent_t *e, int64_t now_ms, uint32_t timeout_ms)
+{
+    if (e->confirmed || e->dead_letter)
+        return 0;
+    if (e->awaiting)
+        return now_ms - e->emitted_ms >= RILL__RESEEK_MS;
+    if (e->wanted)
+        return now_ms >= e->due_ms;
+    if (!timeout_ms)
+        return 0;
+    return e->failed || now_ms - e->emitted_ms >= (int64_t)timeout_ms;
+}
+
+uint32_t rill__tracker_redeliver(rill__tracker_t *tr, rill__tpart_t *p, int64_t now_ms,
+                                 uint32_t timeout_ms, int64_t *from)
+{
+    /* Nothing can be due without a timeout unless something is pending. */
+    if (!p->count || (!timeout_ms && !p->pending))
+        return 0;
+    uint32_t n = 0;
+    for (size_t i = 0; i < p->count; i++) {
+        rill__offent_t *e = ring_at(p, i);
+        if (!entry_due(e, now_ms, timeout_ms))
+            continue;
+        if (!e->failed) {
+            e->failed = 1;
+            p->unsettled--;
+            tr->unsettled--;
+        }
+        if (!e->awaiting && !e->wanted)
+            rill__tracker_count_attempt(p, e->offset);
+        if (!e->awaiting && !e->wanted)
+            p->pending++;
+        e->awaiting = 1;
+        e->emitted_ms = now_ms;
+        if (!n)
+            *from = e->offset;
+        n++;
+    }
+    if (n)
+        p->purge_from = *from;
+    return n;
+}
+
+int rill__tracker_fresh(const rill__tpart_t *p, int64_t offset)
+{
+    if (p->next_min < 0 || offset >= p->next_min)
+        return 1;
+    long i = ring_find(p, offset);
+    return i >= 0 && ring_at(p, (size_t)i)->awaiting;
+}
+
+rill__track_res_t rill__tracker_want(rill__tracker_t *tr, rill__part_id_t id, int64_t offset,
+                                     int64_t due_ms)
+{
+    rill__tpart_t *p = rill__tracker_part(tr, id);
+    if (!p) {
+        tr->fenced++;
+        return RILL__TRACK_FENCED;
+    }
+    long i = ring_find(p, offset);
+    rill__offent_t *e = i < 0 ? NULL : ring_at(p, (size_t)i);
+    if (!e || e->confirmed)
+        return RILL__TRACK_UNKNOWN;
+    if (!e->failed) {
+        e->failed = 1;
+        p->unsettled--;
+        tr->unsettled--;
+    }
+    if (!e->awaiting && !e->wanted)
+        p->pending++;
+    e->awaiting = 0;
+    e->wanted = 1;
+    e->dead_letter = 0;
+    e->due_ms = due_ms;
+    return RILL__TRACK_ACCEPTED;
+}
+
+size_t rill__tracker_confirmed_ahead(const rill__tpart_t *p, int64_t **out)
+{
+    *out = NULL;
+    size_t n = 0;
+    for (size_t i = 0; i < p->count; i++)
+        n += ring_at(p, i)->confirmed;
+    if (!n || !(*out = malloc(n * sizeof(**out))))
+        return 0;
+    n = 0;
+    for (size_t i = 0; i < p->count; i++)
+        if (ring_at(p, i)->confirmed)
+            (*out)[n++] = ring_at(p, i)->offset;
+    return n;
 }

@@ -24,11 +24,15 @@
  * never confirmed: the committable offset stays at it until it is
  * delivered again and confirmed, and a late confirm of it is ignored.
  *
- * Redelivery. A record not settled within a timeout, or failed, is due
- * for redelivery; the owner seeks the partition back to it and truncates
- * the ring from there (those records will be emitted again), counting the
- * attempts per offset. Records on their way to the dead-letter topic are
- * not due, and hold back the partition's later records too.
+ * Redelivery. A record not settled within a timeout, failed, or wanted
+ * again (a retry, a reject) is due for redelivery; rill__tracker_redeliver
+ * marks each due record awaiting and the owner seeks the partition back to
+ * the lowest: of what comes again only the awaiting records are emitted
+ * (rill__tracker_fresh), the later ones keep what became of them, so a
+ * redelivery is of those records alone. Attempts are counted per offset.
+ * Records on their way to the dead-letter topic are not due. (The older
+ * way, rill__tracker_due and rill__tracker_truncate_from, forgets
+ * everything after the record, which is then emitted again.)
  *
  * @locality one thread at a time (the consumer actor's); nothing here
  * locks.
@@ -57,6 +61,9 @@ typedef struct rill__offent {
     uint8_t confirmed;   /* processed: may be committed past */
     uint8_t failed;      /* settled without a confirm: never committed past */
     uint8_t dead_letter; /* on its way to the dead-letter topic: not due */
+    uint8_t awaiting;    /* the owner sought back for it: it is to be emitted again */
+    uint8_t wanted;      /* asked for again (rill__tracker_want): due at due_ms */
+    int64_t due_ms;
 } rill__offent_t;
 
 /* Redelivery attempts of one offset. */
@@ -92,6 +99,8 @@ typedef struct rill__tpart {
     size_t cap, head, count;
     int64_t next_min; /* the lowest offset the next emit may have; -1 any */
     uint32_t unconfirmed, unsettled;
+
+    uint32_t pending; /* entries wanted or awaiting */
 
     rill__redeliv_t *redeliv; /* offsets redelivered, with attempts */
     size_t n_redeliv, cap_redeliv;
@@ -154,7 +163,9 @@ rill__tpart_t *rill__tracker_next(rill__tracker_t *tr, const rill__tpart_t *prev
  * A record of partition id at `offset` went downstream at now_ms. Offsets
  * of a partition must increase from one emit to the next, and after a
  * truncation start at or above where it truncated (ORDER otherwise: such
- * an offset is a record the ring has, or had and saw confirmed).
+ * an offset is a record the ring has, or had and saw confirmed), except
+ * for a record awaiting its redelivery (rill__tracker_redeliver): it is
+ * out again, not settled, and nothing else changes.
  * ACCEPTED, FENCED (not counted), ORDER or NOMEM; only ACCEPTED tracks it.
  */
 rill__track_res_t rill__tracker_emit(rill__tracker_t *tr, rill__part_id_t id, int64_t offset,
@@ -234,6 +245,41 @@ int rill__tracker_polled(rill__tpart_t *p, int64_t offset);
 /* A record the owner buffered (polled, not emitted): 1 if it is stale
  * because the ring was truncated before it. */
 int rill__tracker_buffered_stale(const rill__tpart_t *p, int64_t offset);
+
+/*
+ * Redelivery of single records (what the consumer does; truncate_from is
+ * the older way, which forgets everything after the record). Records of
+ * p due at now_ms: wanted ones whose time came, failed ones and ones not
+ * settled for timeout_ms (both only with timeout_ms > 0), and awaiting
+ * ones whose seek back did not bring them in RILL__RESEEK_MS. Each is
+ * marked awaiting (failed, if it was not settled), counted as a
+ * redelivery attempt unless it was wanted or awaiting already, and the
+ * owner seeks back to the lowest of them (*from; purge_from is set).
+ * Records after them are kept as they are: when they come again, the
+ * owner drops them (rill__tracker_fresh), and only the awaiting ones are
+ * emitted again (emit accepts them below next_min). Returns how many
+ * records were marked.
+ */
+#define RILL__RESEEK_MS 2000
+uint32_t rill__tracker_redeliver(rill__tracker_t *tr, rill__tpart_t *p, int64_t now_ms,
+                                 uint32_t timeout_ms, int64_t *from);
+/* A record of p polled (after rill__tracker_polled): 1 if it is to be
+ * emitted (never emitted in this assignment, or awaiting its
+ * redelivery), 0 if it is confirmed, out or committed past already. */
+int rill__tracker_fresh(const rill__tpart_t *p, int64_t offset);
+/* The record at `offset`, emitted and not confirmed, is asked for again
+ * at due_ms (a retry, or a reject that must reach the dead letters): it
+ * counts as failed (never committed past) and is due then, with or
+ * without a timeout. ACCEPTED, UNKNOWN (not in the ring, or confirmed) or
+ * FENCED. */
+rill__track_res_t rill__tracker_want(rill__tracker_t *tr, rill__part_id_t id, int64_t offset,
+                                     int64_t due_ms);
+
+/* The offsets of p's records that are confirmed and not committable yet
+ * (after the first record not confirmed), ascending, into a new array
+ * (*out, the caller frees it; NULL when there are none). How many, or 0
+ * (none, or out of memory). */
+size_t rill__tracker_confirmed_ahead(const rill__tpart_t *p, int64_t **out);
 
 /* Mark the emitted record at `offset` as on its way to the dead-letter
  * topic (on = 1: not due for redelivery) or back from a failed attempt

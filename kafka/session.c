@@ -51,6 +51,21 @@ struct rill__kholder {
     pthread_mutex_t mu;
     rill__ksession_t *parked;
     uint64_t gen; /* parkings so far */
+    /* Records processing failed on, across the blueprint's runs (under
+     * mu); n_fails is also read without the lock, for a fast "none". */
+    rill__kfail_t *fails;
+    size_t cap_fails;
+    _Atomic size_t n_fails;
+    /* Records confirmed ahead by the last run, per partition (under mu);
+     * n_ahead is also read without the lock. */
+    struct kahead {
+        char *topic;
+        int32_t partition;
+        int64_t *offs;
+        size_t n, next; /* next: where the next look starts (polls go up) */
+    } * ahead;
+    size_t cap_ahead;
+    _Atomic size_t n_ahead;
 };
 
 /* ---- callbacks, to whoever owns the session now ---- */
@@ -333,8 +348,105 @@ void rill__kholder_unref(rill__kholder_t *h)
     if (!h || atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) != 1)
         return;
     rill__kholder_retire(h);
+    rill__kholder_forget(h, NULL, 0, 0, INT64_MAX);
+    free(h->fails);
+    for (size_t i = 0; i < atomic_load_explicit(&h->n_ahead, memory_order_relaxed); i++) {
+        free(h->ahead[i].topic);
+        free(h->ahead[i].offs);
+    }
+    free(h->ahead);
     pthread_mutex_destroy(&h->mu);
     free(h);
+}
+
+/* ---- failures of records, across runs ---- */
+
+static rill__kfail_t *fail_find(rill__kholder_t *h, const char *topic, int32_t partition,
+                                int64_t offset)
+{
+    size_t n = atomic_load_explicit(&h->n_fails, memory_order_relaxed);
+    for (size_t i = 0; i < n; i++) {
+        rill__kfail_t *f = &h->fails[i];
+        if (f->offset == offset && f->partition == partition && !strcmp(f->topic, topic))
+            return f;
+    }
+    return NULL;
+}
+
+uint32_t rill__kholder_failed(rill__kholder_t *h, const char *topic, int32_t partition,
+                              int64_t offset, int rejected, const char *why)
+{
+    if (!h)
+        return 0;
+    pthread_mutex_lock(&h->mu);
+    rill__kfail_t *f = fail_find(h, topic, partition, offset);
+    size_t n = atomic_load_explicit(&h->n_fails, memory_order_relaxed);
+    if (!f && n < RILL__KFAIL_MAX) {
+        rill__kfail_t *v = rill__grow(h->fails, &h->cap_fails, n, sizeof(*v), 16);
+        char *t = v ? strdup(topic) : NULL;
+        if (v)
+            h->fails = v;
+        if (t) {
+            f = &h->fails[n];
+            *f = (rill__kfail_t){.topic = t, .partition = partition, .offset = offset};
+            atomic_store_explicit(&h->n_fails, n + 1, memory_order_relaxed);
+        }
+    }
+    uint32_t count = 1;
+    if (f) {
+        count = ++f->failures;
+        f->rejected |= rejected != 0;
+        if (why && *why) {
+            char *w = strdup(why);
+            if (w) {
+                free(f->why);
+                f->why = w;
+            }
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+    return count;
+}
+
+uint32_t rill__kholder_failures(rill__kholder_t *h, const char *topic, int32_t partition,
+                                int64_t offset, int *rejected, char *why, size_t size)
+{
+    *rejected = 0;
+    if (size)
+        why[0] = '\0';
+    if (!h || !atomic_load_explicit(&h->n_fails, memory_order_relaxed))
+        return 0;
+    pthread_mutex_lock(&h->mu);
+    const rill__kfail_t *f = fail_find(h, topic, partition, offset);
+    uint32_t count = f ? f->failures : 0;
+    if (f) {
+        *rejected = f->rejected;
+        if (size)
+            snprintf(why, size, "%s", f->why ? f->why : "");
+    }
+    pthread_mutex_unlock(&h->mu);
+    return count;
+}
+
+void rill__kholder_forget(rill__kholder_t *h, const char *topic, int32_t partition, int64_t from,
+                          int64_t to)
+{
+    if (!h || !atomic_load_explicit(&h->n_fails, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&h->mu);
+    size_t n = atomic_load_explicit(&h->n_fails, memory_order_relaxed), kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        rill__kfail_t *f = &h->fails[i];
+        if ((!topic || (f->partition == partition && !strcmp(f->topic, topic))) &&
+            f->offset >= from && f->offset < to) {
+            free(f->topic);
+            free(f->why);
+            continue;
+        }
+        h->fails[kept++] = *f;
+    }
+    atomic_store_explicit(&h->n_fails, kept, memory_order_relaxed);
+    pthread_mutex_unlock(&h->mu);
 }
 
 /* While parked, rebalances are simple: nothing is in flight. A revoke
@@ -476,4 +588,89 @@ rill_err_t rill__ksession_park(rill__ksession_t *s, rill__kholder_t *h, rill_sys
         return RILL_ESTOPPED;
     }
     return RILL_OK;
+}
+
+/* ---- records confirmed ahead, for the next run ---- */
+
+static struct kahead *ahead_find(rill__kholder_t *h, const char *topic, int32_t partition)
+{
+    size_t n = atomic_load_explicit(&h->n_ahead, memory_order_relaxed);
+    for (size_t i = 0; i < n; i++)
+        if (h->ahead[i].partition == partition && !strcmp(h->ahead[i].topic, topic))
+            return &h->ahead[i];
+    return NULL;
+}
+
+/* Remove entry a (under mu). */
+static void ahead_drop(rill__kholder_t *h, struct kahead *a)
+{
+    size_t n = atomic_load_explicit(&h->n_ahead, memory_order_relaxed);
+    free(a->topic);
+    free(a->offs);
+    *a = h->ahead[n - 1];
+    atomic_store_explicit(&h->n_ahead, n - 1, memory_order_relaxed);
+}
+
+void rill__kholder_set_ahead(rill__kholder_t *h, const char *topic, int32_t partition,
+                             int64_t *offsets, size_t n)
+{
+    if (!h) {
+        free(offsets);
+        return;
+    }
+    pthread_mutex_lock(&h->mu);
+    struct kahead *a = ahead_find(h, topic, partition);
+    if (a) {
+        /* What the earlier run left and this one did not reach yet is
+         * still confirmed: keep it, merged in order. */
+        size_t left = a->n - a->next, m = 0;
+        int64_t *v = left ? malloc((left + n) * sizeof(*v)) : NULL;
+        if (v) {
+            size_t i = a->next, j = 0;
+            while (i < a->n || j < n) {
+                int64_t o =
+                    j >= n || (i < a->n && a->offs[i] < offsets[j]) ? a->offs[i++] : offsets[j++];
+                if (!m || v[m - 1] != o)
+                    v[m++] = o;
+            }
+            free(offsets);
+            offsets = v;
+            n = m;
+        }
+        ahead_drop(h, a);
+    }
+    size_t count = atomic_load_explicit(&h->n_ahead, memory_order_relaxed);
+    struct kahead *v = n ? rill__grow(h->ahead, &h->cap_ahead, count, sizeof(*v), 4) : NULL;
+    char *t = v ? strdup(topic) : NULL;
+    if (v)
+        h->ahead = v;
+    if (t) {
+        h->ahead[count] =
+            (struct kahead){.topic = t, .partition = partition, .offs = offsets, .n = n};
+        atomic_store_explicit(&h->n_ahead, count + 1, memory_order_relaxed);
+    } else {
+        free(offsets); /* none, or out of memory: they are processed again */
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+int rill__kholder_take_ahead(rill__kholder_t *h, const char *topic, int32_t partition,
+                             int64_t offset)
+{
+    if (!h || !atomic_load_explicit(&h->n_ahead, memory_order_relaxed))
+        return 0;
+    int hit = 0;
+    pthread_mutex_lock(&h->mu);
+    struct kahead *a = ahead_find(h, topic, partition);
+    if (a) {
+        while (a->next < a->n && a->offs[a->next] < offset)
+            a->next++;
+        hit = a->next < a->n && a->offs[a->next] == offset;
+        if (hit)
+            a->next++;
+        if (a->next >= a->n)
+            ahead_drop(h, a);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return hit;
 }

@@ -47,7 +47,7 @@ typedef struct ksrc {
      * below now): how long downstream has been slower than Kafka. */
     int64_t full_since_ms;
     uint32_t since_commit;
-    int64_t last_commit_ms, last_redeliver_check_ms;
+    int64_t last_commit_ms, last_redeliver_check_ms, last_forget_ms;
     uint32_t commits_out;   /* async commits not answered yet */
     int64_t commit_sent_ms; /* when the oldest of them went */
 

@@ -445,10 +445,51 @@ void rill__ksrc_settle_one(ksrc_t *k, uint64_t id, int64_t offset, int ok, int u
         maybe_finish_revoke(k);
 }
 
+/*
+ * A record released with a verdict: a stage failed holding it (the
+ * failure's suspect), it was rejected, or sent back for a retry. It is
+ * failed in the tracker (never committed past) and counted in the holder,
+ * which keeps the count across the restarts the failures cause; the
+ * record is checked against it when it is polled again (consumer.c's
+ * take_record). A reject and a retry want the record again within the
+ * run, alone (a retry after its delay); a failed stage ends the run, and
+ * the next one reads the record again from the committed offset.
+ */
+static void settle_verdict(ksrc_t *k, const rill__settle_note_t *n)
+{
+    rill__part_id_t pid = {n->key};
+    if (rill__tracker_fail(&k->tr, pid, n->value) != RILL__TRACK_ACCEPTED)
+        return; /* fenced, settled already, committed past */
+    rill__tpart_t *p = rill__ksrc_part_by_id(k, n->key);
+    if (!p)
+        return;
+    int reject = n->verdict == RILL__VERDICT_REJECT;
+    uint32_t fails =
+        rill__kholder_failed(k->holder, p->topic, p->partition, n->value, reject, n->text);
+    if (reject)
+        k->stats.rejected++;
+    else
+        k->stats.failures++;
+    if (n->verdict == RILL__VERDICT_RETRY)
+        k->stats.retried++;
+    if (n->verdict != RILL__VERDICT_BLAME) {
+        /* Back alone: after its delay, or at once when it is done for. */
+        int64_t delay = reject || fails >= k->conf->o.max_failures ? 0 : n->delay_ms;
+        rill__tracker_want(&k->tr, pid, n->value, now_ms() + delay);
+    }
+    if (p->revoking)
+        maybe_finish_revoke(k);
+}
+
 void rill__ksrc_settle_batch(ksrc_t *k, const rill__settled_t *b)
 {
-    for (uint32_t i = 0; b && i < b->n; i++)
-        rill__ksrc_settle_one(k, b->v[i].key, b->v[i].value, b->v[i].ok, 0);
+    for (uint32_t i = 0; b && i < b->n; i++) {
+        const rill__settle_note_t *n = &b->v[i];
+        if (!n->ok && n->verdict)
+            settle_verdict(k, n);
+        else
+            rill__ksrc_settle_one(k, n->key, n->value, n->ok, 0);
+    }
 }
 
 /*

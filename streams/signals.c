@@ -38,6 +38,54 @@ void rill_elem_confirm(rill_elem_t *e)
     memset(e, 0, sizeof(*e));
 }
 
+static _Thread_local rill__elem_scope_t *elem_scope;
+
+void rill__elem_scope_enter(rill__elem_scope_t *sc, const rill_elem_t *in, rill_origin_t *origin)
+{
+    *sc = (rill__elem_scope_t){.in = in, .origin = origin, .prev = elem_scope};
+    elem_scope = sc;
+}
+
+void rill__elem_scope_leave(rill__elem_scope_t *sc)
+{
+    elem_scope = sc->prev;
+}
+
+/* Mark the origin of e (or, for the input of the stage function running
+ * now, the origin its stage holds) and release e. */
+static rill_err_t settle_as(rill_elem_t *e, uint32_t verdict, uint32_t delay_ms, const char *text)
+{
+    if (!e)
+        return RILL_EINVAL;
+    rill_origin_t *o = e->origin;
+    rill__elem_scope_t *sc = elem_scope;
+    int scoped = !o && sc && sc->in == e && sc->origin;
+    if (scoped)
+        o = sc->origin;
+    if (!o) {
+        rill_elem_release(e);
+        return RILL_EINVAL;
+    }
+    if (rill__origin_mark(o, verdict, delay_ms, text)) {
+        rill_elem_release(e);
+        return RILL_ENOMEM;
+    }
+    if (scoped)
+        sc->verdict = verdict;
+    rill_elem_release(e);
+    return RILL_OK;
+}
+
+rill_err_t rill_elem_reject(rill_elem_t *e, const char *reason)
+{
+    return settle_as(e, RILL__VERDICT_REJECT, 0, reason && *reason ? reason : "rejected");
+}
+
+rill_err_t rill_elem_retry(rill_elem_t *e, uint32_t delay_ms)
+{
+    return settle_as(e, RILL__VERDICT_RETRY, delay_ms, "retry asked for");
+}
+
 rill_elem_t rill_elem_of(const rill_msg_t *next)
 {
     rill_elem_t e = {0};

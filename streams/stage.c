@@ -309,6 +309,19 @@ void rill__stage_fail(rill__stage_t *st, rill_err_t code, const char *fmt, ...)
     fail_with_text(st, code);
 }
 
+void rill__stage_fail_blame(rill__stage_t *st, rill_origin_t *suspect, rill_err_t code,
+                            const char *fmt, ...)
+{
+    char text[sizeof(st->fail_text)];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    rill__stage_fail(st, code, "%s", text);
+    rill__origin_mark(suspect, RILL__VERDICT_BLAME, 0, st->fail_text);
+    rill_origin_release(suspect);
+}
+
 void rill__stage_fail_from_upstream(rill__stage_t *st, rill_err_t code, const char *text)
 {
     if (st->finished && st->failed)

@@ -209,6 +209,26 @@ void rill__stage_complete(rill__stage_t *st);
 /* Fail: ERROR to every output, CANCEL every input, stop abnormally. The
  * text becomes "<stage name>: <text>". */
 void rill__stage_fail(rill__stage_t *st, rill_err_t code, const char *fmt, ...) RILL_PRINTF(3, 4);
+/* Fail the stage because processing failed on the element whose origin
+ * is `suspect` (the caller's reference, taken and released unconfirmed):
+ * the suspect's source hears that this record failed the stage, with the
+ * stage's text, and counts it (a Kafka source: rill.max.failures). */
+void rill__stage_fail_blame(rill__stage_t *st, rill_origin_t *suspect, rill_err_t code,
+                            const char *fmt, ...) RILL_PRINTF(4, 5);
+
+/* The element a stage's function is processing, whose origin the stage
+ * holds: rill_elem_reject() and rill_elem_retry() called on `in` from the
+ * function mark that origin and set verdict; the stage then releases the
+ * origin (the source takes the record from there) and goes on. Set by the
+ * stage around the call (rill__elem_scope_enter/leave). */
+typedef struct rill__elem_scope {
+    const rill_elem_t *in;
+    rill_origin_t *origin;
+    uint32_t verdict;
+    struct rill__elem_scope *prev;
+} rill__elem_scope_t;
+void rill__elem_scope_enter(rill__elem_scope_t *sc, const rill_elem_t *in, rill_origin_t *origin);
+void rill__elem_scope_leave(rill__elem_scope_t *sc);
 /* Fail with an ERROR that came from upstream: its text is kept as is. */
 void rill__stage_fail_from_upstream(rill__stage_t *st, rill_err_t code, const char *text);
 /* Ask for another pump soon (a continue message to self). */

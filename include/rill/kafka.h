@@ -43,7 +43,9 @@
  * commit. A supervised pipeline that failed keeps its client, paused and
  * still a member of its group, for its next run (rill.restart.keep.ms):
  * a restart costs no rebalance, and goes on from the first record not
- * confirmed. Otherwise the client leaves its group and closes.
+ * confirmed; the records after it that the failed run confirmed are
+ * confirmed again without being processed again (stats.not_replayed).
+ * Otherwise the client leaves its group and closes.
  *
  * BACKPRESSURE. Records are emitted only against downstream demand. When
  * the local buffer reaches rill.buffer.high the source stops polling (the
@@ -72,14 +74,39 @@
  * fenced (dropped and counted). Lost partitions commit nothing.
  *
  * REDELIVERY. With rill.unconfirmed.timeout.ms > 0, a record not confirmed
- * in time, or released unconfirmed, is delivered again (the source seeks
- * back to it, so later records of that partition come again too:
- * at-least-once), up to rill.max.redeliveries times; then the record goes
- * to rill.dead.letter.topic with the headers rill-origin-topic,
+ * in time, or released unconfirmed, is delivered again, alone: the source
+ * seeks back to it and fetches the partition again from there, but of
+ * what comes again it emits only the records due; the later ones that
+ * were confirmed or are still out are dropped unprocessed. Up to
+ * rill.max.redeliveries times; then the record goes to
+ * rill.dead.letter.topic with the headers rill-origin-topic,
  * rill-origin-partition, rill-origin-offset and rill-error, and is
  * confirmed once the dead-letter topic has it (if the producer cannot take
- * or deliver it, it is redelivered and tried again); without a dead-letter
- * topic the source fails, for its supervisor to decide.
+ * or deliver it, it is delivered again a second later and sent again);
+ * without a dead-letter topic the source fails, for its supervisor to
+ * decide.
+ *
+ * POISON RECORDS. When a stage fails while it processes a record (a map,
+ * flat_map, map_async or sink_foreach function returns an error), that
+ * record is the failure's suspect (a batch: each record in it): the
+ * source counts a failure for it by topic, partition and offset, in the
+ * blueprint (rill_kafka_source()'s spec), so the count survives the
+ * restarts of a supervised pipeline; the other records the failure
+ * released are not counted. The next run reads
+ * the record again (from the committed offset); once it has failed
+ * rill.max.failures times it is not processed again: it goes to
+ * rill.dead.letter.topic with the headers above (rill-error: the failing
+ * stage's text) and the partition moves on. Without a dead-letter topic it
+ * is skipped: committed past unprocessed, with a line on stderr and the
+ * `skipped` count (as Spring Kafka's DefaultErrorHandler without a
+ * recoverer; failing for good instead would stop every other record of
+ * the partition behind one bad one). Processing can also settle a record
+ * itself: rill_elem_reject() sends it straight to the dead-letter topic
+ * (rill-error: "rejected: " and the reason; skipped without one), and
+ * rill_elem_retry() delivers it again alone after a delay, counted as a
+ * failure. Counts are kept in this process only (a partition that moves
+ * to another member starts from zero there), for at most 10,000 records
+ * at once, and are forgotten once a record is committed past.
  *
  * ERRORS. Retriable errors (transport, commit errors such as
  * UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION) are counted
@@ -151,8 +178,12 @@ RILL_API void rill_consumer_conf_destroy(rill_consumer_conf_t *conf);
  *    next run [0]
  *  - rill.max.redeliveries: then the record goes to the dead-letter topic,
  *    or the source fails [3]
+ *  - rill.max.failures: a record processing failed on this many times (a
+ *    stage failed while it held it, or rill_elem_retry()), counted across
+ *    the pipeline's restarts, goes to the dead-letter topic, or without
+ *    one is skipped (logged, counted) [3]
  *  - rill.dead.letter.topic: where records go after rill.max.redeliveries
- *    [none]
+ *    or rill.max.failures, or rejected (rill_elem_reject()) [none]
  *  - rill.dead.letter.producer: the name of the producer actor that sends
  *    them; by default the source starts its own, linked to it, with every
  *    librdkafka property set here that is not consumer-only, except
@@ -290,7 +321,8 @@ typedef struct rill_consumer_stats {
     uint64_t fenced;             /**< notices dropped: the partition was revoked since */
     uint64_t committed;          /**< commits that succeeded */
     uint64_t commit_errors;      /**< commits that failed (retriable) */
-    uint64_t redelivered;        /**< records delivered again (timeout or release) */
+    uint64_t redelivered;        /**< records delivered again, alone (timeout, release,
+                                      retry, or a reject on its way to the dead letters) */
     uint64_t dead_lettered;      /**< records delivered to the dead-letter topic */
     uint64_t dead_letter_errors; /**< dead letters not taken or not delivered (retried) */
     uint64_t rebalances;         /**< assign, revoke and lost events */
@@ -320,6 +352,15 @@ typedef struct rill_consumer_stats {
     int connected;
     /** librdkafka's sentence for the last error ("" if none). */
     char last_error[160];
+    uint64_t failures;     /**< records processing failed on (a stage failed holding
+                                one, or a retry), counted toward rill.max.failures */
+    uint64_t retried;      /**< of those, retries asked for (rill_elem_retry()) */
+    uint64_t rejected;     /**< records rejected (rill_elem_reject()) */
+    uint64_t skipped;      /**< records given up without a dead-letter topic: logged,
+                                committed past, not processed */
+    uint64_t not_replayed; /**< records the previous run confirmed that came again
+                                (after the record it stopped at) and were not
+                                processed again */
 } rill_consumer_stats_t;
 
 /** A snapshot of a Kafka source's counters (its aid: rill_pipeline_stage()

@@ -80,7 +80,10 @@
  *     now or later, from any thread).
  *   - everything released otherwise (a function's error, a stage's
  *     failure or stop, a dead letter) is not confirmed: the record comes
- *     again.
+ *     again. The element a function failed on is the failure's suspect:
+ *     its source counts the failure (a Kafka source: rill.max.failures).
+ *   - rill_elem_reject() and rill_elem_retry() settle it otherwise: to the
+ *     dead letters, or back alone after a delay.
  */
 #ifndef RILL_STREAM_H
 #define RILL_STREAM_H
@@ -149,6 +152,37 @@ RILL_API void rill_elem_release(rill_elem_t *e);
  * (the record is committed once everything made from it is confirmed) and
  * clears it. NULL is a no-op. @locality any thread. */
 RILL_API void rill_elem_confirm(rill_elem_t *e);
+
+/**
+ * Reject an element: its record is not processable (a poison pill), so it
+ * goes to its source's dead-letter topic (a Kafka source:
+ * rill.dead.letter.topic, with `reason` in the rill-error header; without
+ * one it is skipped, see kafka.h) and is committed past; it is not
+ * processed again. Calls the dtor and clears e, as rill_elem_release().
+ * Works on an element that carries its origin (sink_foreach_manual, a
+ * hand-written stage), and on the input of a map, flat_map or sink_foreach
+ * function while that function runs (the stage holds the origin): the
+ * stage then drops whatever the function made of it and goes on; it does
+ * not fail, whatever the function returns. An element standing for
+ * several records (a batch, a conflated aggregate) rejects each of them.
+ * @return RILL_OK; RILL_EINVAL (e NULL, or it has no origin: then it is
+ * just released), RILL_ENOMEM.
+ * @locality any thread (the input of a stage function: that function).
+ */
+RILL_API rill_err_t rill_elem_reject(rill_elem_t *e, const char *reason);
+
+/**
+ * Retry an element later: its record is delivered again, alone (not the
+ * records after it), to its source's output after delay_ms. Each retry
+ * counts as a failure of the record (a Kafka source: after
+ * rill.max.failures it goes to the dead-letter topic instead). Calls the
+ * dtor and clears e, as rill_elem_release(); where it works: as
+ * rill_elem_reject().
+ * @return RILL_OK; RILL_EINVAL (e NULL, or no origin: just released),
+ * RILL_ENOMEM.
+ * @locality any thread (the input of a stage function: that function).
+ */
+RILL_API rill_err_t rill_elem_retry(rill_elem_t *e, uint32_t delay_ms);
 
 /** The element carried by a NEXT message (a view: the message still owns
  * it). @locality any thread. */

@@ -93,14 +93,22 @@ static void flat_map_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     rill_emitter_t out = {.st = st, .q = &f->q, .origin = e->origin};
     e->origin = NULL; /* the function never sees it */
     size_t mark = f->q.count;
+    rill__elem_scope_t sc;
+    rill__elem_scope_enter(&sc, e, out.origin);
     rill_err_t err = f->fn ? f->fn(f->opaque, e, &out) : f->ops.fn(f->state, e, &out);
+    rill__elem_scope_leave(&sc);
+    if (sc.verdict) {
+        drop_since(&f->q, mark); /* rejected or retried: the source has it */
+        rill_origin_release(out.origin);
+        return;
+    }
     if (!err)
         err = out.err;
     if (err) {
         drop_since(&f->q, mark);
-        rill_origin_release(out.origin); /* not handled: it comes again */
-        rill__stage_fail(st, err, "%s function returned %s", st->spec.kind->name,
-                         rill_err_name(err));
+        /* Not handled: it comes again, and counts as the failure's suspect. */
+        rill__stage_fail_blame(st, out.origin, err, "%s function returned %s", st->spec.kind->name,
+                               rill_err_name(err));
         return;
     }
     /* Handled: the input's own reference is confirmed. With no output, that

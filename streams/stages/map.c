@@ -36,11 +36,20 @@ static void mapper_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     rill_origin_t *origin = e->origin;
     e->origin = NULL;
     rill_elem_t out = {0};
+    rill__elem_scope_t sc;
+    rill__elem_scope_enter(&sc, e, origin);
     rill_err_t err = m->map(m->opaque, e, &out);
+    rill__elem_scope_leave(&sc);
+    if (sc.verdict) {
+        /* Rejected or sent back for a retry: the source has it now. */
+        rill_elem_release(&out);
+        rill_origin_release(origin);
+        return;
+    }
     if (err) {
         rill_elem_release(&out);
-        rill_origin_release(origin); /* not handled: it comes again */
-        rill__stage_fail(st, err, "map function returned %s", rill_err_name(err));
+        /* Not handled: it comes again, and counts as the failure's suspect. */
+        rill__stage_fail_blame(st, origin, err, "map function returned %s", rill_err_name(err));
         return;
     }
     if (!rill__elem_ok(&out)) {

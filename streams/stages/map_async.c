@@ -118,9 +118,9 @@ static void async_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     if (err) {
         /* The function refused the element; it did not complete the job. */
         a->in_flight--;
-        rill_origin_release(job->origin);
+        rill_origin_t *suspect = job->origin;
         free(job);
-        rill__stage_fail(st, err, "async function returned %s", rill_err_name(err));
+        rill__stage_fail_blame(st, suspect, err, "async function returned %s", rill_err_name(err));
     }
 }
 
@@ -132,7 +132,10 @@ static void async_on_msg(rill__stage_t *st, rill_msg_t *m)
     rill_async_job_t *job = rill_msg_take(m);
     a->in_flight--;
     if (job->err) {
-        rill__stage_fail(st, job->err, "async job failed with %s", rill_err_name(job->err));
+        rill_origin_t *suspect = job->origin;
+        job->origin = NULL;
+        rill__stage_fail_blame(st, suspect, job->err, "async job failed with %s",
+                               rill_err_name(job->err));
         job_free(job);
         return;
     }

@@ -74,10 +74,16 @@ static void sink_on_next(rill__stage_t *st, int in, rill_elem_t *e)
         origin = e->origin; /* ours: confirmed once fn says it handled e */
         e->origin = NULL;
     }
+    rill__elem_scope_t sc;
+    rill__elem_scope_enter(&sc, e, origin);
     rill_err_t err = s->fn(s->opaque, e);
+    rill__elem_scope_leave(&sc);
+    if (sc.verdict) {
+        rill_origin_release(origin); /* rejected or retried: the source has it */
+        return;
+    }
     if (err) {
-        rill_origin_release(origin);
-        rill__stage_fail(st, err, "sink function returned %s", rill_err_name(err));
+        rill__stage_fail_blame(st, origin, err, "sink function returned %s", rill_err_name(err));
         return;
     }
     rill_origin_confirm(origin);
