@@ -465,7 +465,7 @@ static void *block_thread(void *arg)
 }
 
 typedef struct replies {
-    atomic_long ok, failed;
+    atomic_long ok, failed, queue_full;
 } replies_t;
 
 static rill_err_t count_replies(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
@@ -475,6 +475,8 @@ static rill_err_t count_replies(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
     if (msg->type == RILL_MSG_DELIVERY) {
         const rill_delivery_t *d = msg->payload;
         atomic_fetch_add(d && !d->err ? &r->ok : &r->failed, 1);
+        if (d && d->err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            atomic_fetch_add(&r->queue_full, 1);
     }
     return RILL_OK;
 }
@@ -558,4 +560,104 @@ Test(kafka_producer_faults, send_into_a_full_mailbox_is_refused_and_nothing_is_l
     kit_gate_destroy(&b.gate);
     kk_env_fini(&env);
     kit_log_free(log);
+}
+
+/* ------------------------------------------------------------------ */
+/* 6. Direct sends and a stream share a sink whose librdkafka queue is */
+/*    full: the stream's records are never refused                     */
+/* ------------------------------------------------------------------ */
+
+#define MX_PARTS  2
+#define MX_PER    500
+#define MX_TOTAL  (MX_PARTS * MX_PER)
+#define MX_DIRECT 3000
+
+typedef struct direct_sender {
+    rill_system_t *sys;
+    rill_aid_t producer, replies;
+    atomic_long accepted;
+} direct_sender_t;
+
+static void *send_directly(void *arg)
+{
+    direct_sender_t *d = arg;
+    for (uint64_t seq = MX_TOTAL; seq < MX_TOTAL + MX_DIRECT; seq++) {
+        rill_produce_t *r = gen_request("direct", 0, seq);
+        rill_produce_set_reply(r, d->replies, seq);
+        rill_err_t e;
+        while ((e = rill_producer_send(d->sys, d->producer, r)) == RILL_EFULL)
+            kk_nap_us(200);
+        if (e != RILL_OK) {
+            rill_produce_free(r);
+            break;
+        }
+        atomic_fetch_add(&d->accepted, 1);
+    }
+    return NULL;
+}
+
+Test(kafka_producer_faults, direct_sends_never_crowd_out_the_stream, .timeout = 180)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "in", MX_PARTS, MX_PER, 100);
+    kk_create_topic(&env, "out", MX_PARTS);
+    kk_create_topic(&env, "direct", 1);
+    replies_t rep = {0};
+    rill_spawn_opts_t so = {.behavior = count_replies, .state = &rep, .executor = KIT_EXEC(1)};
+    rill_aid_t replies = RILL_AID_NONE;
+    cr_assert_eq(rill_spawn(env.sys, &so, &replies), RILL_OK);
+
+    /* A small window, a tiny librdkafka queue and slow responses: the
+     * sink keeps requests waiting for room most of the time, and direct
+     * sends pour in meanwhile. */
+    copier_t c = {.out_topic = "out", .watch_offset = -1};
+    const char *kv[] = {
+        "rill.max.inflight", "10", "queue.buffering.max.messages", "4", "rill.topics",
+        "out,direct",        NULL};
+    cr_assert_eq(rill_broker_set_rtt(env.broker, RILL_BROKER_ALL, 10), RILL_OK);
+    rill_pipeline_t *p =
+        copy_pipeline(&env, "copy", "mx", MX_PARTS, &c, producer_conf(env.boot, kv));
+    char err[256] = "";
+    cr_assert_eq(rill_pipeline_start(p, err, sizeof(err)), RILL_OK, "%s", err);
+    direct_sender_t d = {.sys = env.sys, .producer = rill_pipeline_stage(p, 2), .replies = replies};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, send_directly, &d), 0);
+
+    int ok;
+    KK_WAIT_UNTIL(ok, 120000, committed_all(&env, "mx", MX_PARTS, MX_PER));
+    pthread_join(th, NULL);
+    long accepted = atomic_load(&d.accepted);
+    int all_answered;
+    KK_WAIT_UNTIL(all_answered, KK_WAIT_MS,
+                  atomic_load(&rep.ok) + atomic_load(&rep.failed) == accepted);
+    rill_producer_stats_t s = kk_producer_stats_ok(env.sys, rill_pipeline_stage(p, 2));
+    fprintf(stderr,
+            "direct sends and a stream: %ld direct sends accepted, %ld delivered, %ld refused; "
+            "the sink: %llu requests, %llu failed, %llu waits for librdkafka's queue\n",
+            accepted, atomic_load(&rep.ok), atomic_load(&rep.failed),
+            (unsigned long long)s.requested, (unsigned long long)s.failed,
+            (unsigned long long)s.retried);
+    cr_assert(ok, "the stream's commits stalled: a stream record was refused, not backpressured");
+    cr_assert(all_answered, "%ld of %ld direct sends answered",
+              atomic_load(&rep.ok) + atomic_load(&rep.failed), accepted);
+    /* What was not delivered was refused for the full queue, in words
+     * the sender can act on (send again later). */
+    cr_assert_eq(atomic_load(&rep.failed), atomic_load(&rep.queue_full),
+                 "direct sends failed for another reason than a full queue");
+    cr_assert_gt(atomic_load(&rep.ok), 0, "no direct send got through");
+    cr_assert_eq(s.failed, (uint64_t)atomic_load(&rep.failed),
+                 "the sink failed stream requests (%llu failures, %ld direct refusals)",
+                 (unsigned long long)s.failed, atomic_load(&rep.failed));
+    cr_assert_eq(rill_broker_set_rtt(env.broker, RILL_BROKER_ALL, 0), RILL_OK);
+    cr_assert_eq(rill_pipeline_stop(p), RILL_OK);
+    rill_pipeline_result_t r;
+    cr_assert_eq(rill_pipeline_wait(p, 60000, &r), RILL_OK);
+    rill_pipeline_destroy(p);
+    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "the pipeline ended %d: %s: %s", r.end, r.stage,
+                 r.text);
+    rill_verify_report_t vr = verify_topic(&env, "out", MX_TOTAL);
+    cr_assert_eq(vr.missing, 0);
+    kk_stop_wait(env.sys, replies);
+    kk_env_fini(&env);
 }
