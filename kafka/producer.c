@@ -507,6 +507,13 @@ static void producer_on_msg(rill__stage_t *st, rill_msg_t *m)
         serve_reports(pr);
         break;
     case P_TICK:
+        /* librdkafka 2.0.2 schedules no wakeup for a batch waiting out its
+         * retry backoff: once nothing new is produced, its broker thread
+         * sleeps up to socket.blocking.max.ms (1 s) before retrying. A
+         * flush without waiting wakes the broker threads (and serves the
+         * reports), so a retry goes out within a tick of its backoff. */
+        if (pr->inflight)
+            rd_kafka_flush(pr->rk, 0);
         serve_reports(pr);
         break;
     case P_SEND: {

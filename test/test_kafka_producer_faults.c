@@ -275,8 +275,9 @@ Test(kafka_producer_faults, non_retriable_produce_error_restarts_the_pipeline_an
     kk_load_topic(&env, "in", PE_PARTS, PE_PER, 100);
     kk_create_topic(&env, "out", PE_PARTS);
     copier_t c = {.out_topic = "out", .watch_offset = -1};
-    /* At most 100 in flight, so the failure falls mid-stream. */
-    const char *kv[] = {"rill.max.inflight", "100", "rill.topics", "out", NULL};
+    /* At most 100 in flight, lingering 20 ms: a few thousand records a
+     * second, so the failure falls mid-stream. */
+    const char *kv[] = {"rill.max.inflight", "100", "linger.ms", "20", "rill.topics", "out", NULL};
     rill_pipeline_t *p =
         copy_pipeline(&env, "copy", "pe", PE_PARTS, &c, producer_conf(env.boot, kv));
     rill_child_spec_t children[] = {RILL_CHILD_PIPELINE("copy", p)};
@@ -659,5 +660,79 @@ Test(kafka_producer_faults, direct_sends_never_crowd_out_the_stream, .timeout = 
     rill_verify_report_t vr = verify_topic(&env, "out", MX_TOTAL);
     cr_assert_eq(vr.missing, 0);
     kk_stop_wait(env.sys, replies);
+    kk_env_fini(&env);
+}
+
+/* ------------------------------------------------------------------ */
+/* 7. Retries after Produce errors keep up with the errors             */
+/* ------------------------------------------------------------------ */
+
+#define RT_TOTAL 1500
+
+typedef struct trickle {
+    rill_system_t *sys;
+    rill_aid_t producer;
+    atomic_int sent_all;
+} trickle_t;
+
+/* The producer's input at a pipeline's pace: a record a millisecond. */
+static void *send_trickle(void *arg)
+{
+    trickle_t *t = arg;
+    for (uint64_t seq = 0; seq < RT_TOTAL; seq++) {
+        rill_produce_t *r = gen_request("out", 0, seq);
+        while (rill_producer_send(t->sys, t->producer, r) == RILL_EFULL)
+            kk_nap_us(200);
+        kk_nap_us(1000);
+    }
+    atomic_store(&t->sent_all, 1);
+    return NULL;
+}
+
+/* librdkafka 2.0.2 retries a failed batch only when its broker thread
+ * wakes up, and between produce calls that takes up to a second
+ * (socket.blocking.max.ms): with a Produce error every 300 ms the errors
+ * came faster than the retries and the producer stalled for good (517 of
+ * 3,000 records delivered in 60 s; bug found here). The sink's tick now
+ * wakes the broker threads while records are in flight. */
+Test(kafka_producer_faults, retries_keep_up_with_produce_errors, .timeout = 120)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_create_topic(&env, "out", 1);
+    rill_producer_conf_t *pc = producer_conf(env.boot, rill_testkit_produce_faults_config());
+    const char *kv[] = {"rill.topics", "out", "linger.ms", "1", NULL};
+    for (const char *const *p = kv; *p; p += 2)
+        cr_assert_eq(rill_producer_conf_set(pc, p[0], p[1], NULL, 0), RILL_OK);
+    rill_aid_t producer = kk_producer_spawn_ok(env.sys, pc, 1);
+    cr_assert_eq(rill_broker_set_rtt(env.broker, RILL_BROKER_ALL, 5), RILL_OK);
+    trickle_t t = {.sys = env.sys, .producer = producer};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, send_trickle, &t), 0);
+    /* An error every 300 ms until everything is delivered (each wait is
+     * the schedule of the next error, not a sync). */
+    int16_t produce_api = rill_api_key_from_name("Produce");
+    int done = 0, injected = 0;
+    rill_producer_stats_t s = {0};
+    for (int64_t end = kit_now_ms() + 60000; !done && kit_now_ms() < end;) {
+        cr_assert_eq(rill_broker_push_request_errors(env.broker, produce_api, 1,
+                                                     RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT),
+                     RILL_OK);
+        injected++;
+        KK_WAIT_UNTIL(done, 300,
+                      atomic_load(&t.sent_all) && answered(env.sys, producer, &s) == RT_TOTAL);
+    }
+    pthread_join(th, NULL);
+    answered(env.sys, producer, &s);
+    fprintf(stderr, "retries: %d errors injected, %llu of %d delivered\n", injected,
+            (unsigned long long)s.delivered, RT_TOTAL);
+    cr_assert(done, "%llu of %d delivered after %d errors: the retries fell behind the errors",
+              (unsigned long long)s.delivered, RT_TOTAL, injected);
+    cr_assert_eq(s.failed, 0);
+    cr_assert_eq(rill_broker_clear_request_errors(env.broker, produce_api), RILL_OK);
+    cr_assert_eq(rill_broker_set_rtt(env.broker, RILL_BROKER_ALL, 0), RILL_OK);
+    kk_stop_wait(env.sys, producer);
+    rill_verify_report_t rep = verify_topic(&env, "out", RT_TOTAL);
+    cr_assert_eq(rep.missing, 0, "%zu records reported delivered are not in the log", rep.missing);
     kk_env_fini(&env);
 }
