@@ -244,6 +244,7 @@ typedef struct producer {
     rill__kq_t kq;
     rill__stage_t *st;
     uint32_t inflight;
+    uint32_t direct_pending;   /* direct sends among pending */
     rill__equeue_t pending;    /* requests librdkafka's queue refused: retried */
     rill__equeue_t results;    /* delivery results for a downstream subscriber */
     rd_kafka_topic_t **topics; /* rill.topics, known from the start */
@@ -439,15 +440,33 @@ static void serve_reports(producer_t *pr)
         rill__stage_fail(pr->st, RILL_EKAFKA, "fatal producer error: %s", fatal);
 }
 
-/* Take one request: to librdkafka, or behind those waiting for room. */
+/* Take one request: to librdkafka, or behind those waiting for room.
+ * pending holds 2 * rill.max.inflight: the stream's window (its demand
+ * counts what waits, so it never asks for more) and as many direct sends.
+ * A direct send past its half is answered _QUEUE_FULL, so direct sends can
+ * never take the room of a stream request already asked for (that one
+ * would be dropped with its origin released: a commit stalled for good). */
 static void take_request(producer_t *pr, rill_produce_t *req)
 {
     pr->stats.requested++;
     if (!pr->pending.count && produce_one(pr, req) != 0)
         return; /* taken, or failed and handled */
+    if (req->direct && pr->direct_pending >= pr->conf->o.max_inflight) {
+        refuse_request(pr, req, RD_KAFKA_RESP_ERR__QUEUE_FULL);
+        return;
+    }
     rill_elem_t keep = rill_produce_elem(req);
-    if (!rill__equeue_push(&pr->pending, &keep))
-        refuse_request(pr, req, RD_KAFKA_RESP_ERR__QUEUE_FULL); /* direct sends only */
+    if (!rill__equeue_push(&pr->pending, &keep)) {
+        /* Cannot happen (see above); never drop a stream's record
+         * silently. */
+        if (!req->direct)
+            rill__stage_fail(pr->st, RILL_ESTATE,
+                             "the producer's queue of requests waiting for librdkafka overflowed");
+        refuse_request(pr, req, RD_KAFKA_RESP_ERR__QUEUE_FULL);
+        return;
+    }
+    if (req->direct)
+        pr->direct_pending++;
 }
 
 static void producer_on_next(rill__stage_t *st, int in, rill_elem_t *e)
@@ -485,10 +504,13 @@ static void producer_pump(rill__stage_t *st)
     /* Retry what librdkafka refused, in order. */
     while (pr->pending.count && !st->finished) {
         rill_elem_t *head = rill__equeue_peek(&pr->pending);
+        int direct = ((rill_produce_t *)head->payload)->direct;
         int r = produce_one(pr, head->payload);
         if (r == 0)
             break;
         rill__equeue_pop(&pr->pending, &e);
+        if (direct && pr->direct_pending)
+            pr->direct_pending--;
     }
     while (pr->results.count && rill__stage_can_emit(st, 0) && rill__equeue_pop(&pr->results, &e))
         rill__stage_emit(st, 0, &e);
@@ -513,6 +535,13 @@ static void producer_on_msg(rill__stage_t *st, rill_msg_t *m)
         serve_reports(pr);
         break;
     case P_TICK:
+        /* librdkafka 2.0.2 schedules no wakeup for a batch waiting out its
+         * retry backoff: once nothing new is produced, its broker thread
+         * sleeps up to socket.blocking.max.ms (1 s) before retrying. A
+         * flush without waiting wakes the broker threads (and serves the
+         * reports), so a retry goes out within a tick of its backoff. */
+        if (pr->inflight)
+            rd_kafka_flush(pr->rk, 0);
         serve_reports(pr);
         break;
     case P_SEND: {

@@ -315,6 +315,17 @@ rill_err_t rill_broker_push_request_errors(rill_broker_t *b, int16_t api_key, si
     return RILL_OK;
 }
 
+const char *const *rill_testkit_produce_faults_config(void)
+{
+    /* One Produce request in flight per connection: a batch that failed
+     * is retried before any later batch of its partition is sent, so the
+     * mock, which does not check an idempotent producer's sequences, can
+     * never have a later batch succeed over a failed one (librdkafka would
+     * take the failed one as written: IMPLICITACK). */
+    static const char *const kv[] = {"max.in.flight.requests.per.connection", "1", NULL};
+    return kv;
+}
+
 rill_err_t rill_broker_clear_request_errors(rill_broker_t *b, int16_t api_key)
 {
     if (!b || api_key < 0 || api_key > RILL_API_KEY_MAX)

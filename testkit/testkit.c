@@ -189,7 +189,10 @@ static rill_err_t producer_new(const char *bootstraps, const rill_testkit_opts_t
     const char *defaults[] = {"bootstrap.servers", bootstraps, "client.id", "rill-testkit-producer",
                               "enable.idempotence", "true", "linger.ms", "5",
                               /* keys land where Java producers put them */
-                              "partitioner", "murmur2_random", "message.timeout.ms", timeout, NULL};
+                              "partitioner", "murmur2_random", "message.timeout.ms", timeout,
+                              /* immune to the mock's loss under injected
+                               * Produce errors (rill_testkit_produce_faults_config) */
+                              "max.in.flight.requests.per.connection", "1", NULL};
     return client_new(RD_KAFKA_PRODUCER, conf, defaults, opts, out, errstr, errstr_size);
 }
 

@@ -501,6 +501,11 @@ RILL_API rill_err_t rill_producer_spawn(rill_system_t *sys, rill_producer_conf_t
  * its delivery result goes to the request's reply address and origin,
  * never to the producer's stream output. A request librdkafka cannot take
  * is answered with a failed delivery (err set) and its origin released.
+ * While librdkafka's queue (queue.buffering.max.messages) is full, up to
+ * rill.max.inflight direct sends wait in the producer; past that a send is
+ * answered at once with err RD_KAFKA_RESP_ERR__QUEUE_FULL (not produced:
+ * send it again later), so direct sends can never crowd out a stream's
+ * requests, which always wait instead.
  * @locality any thread.
  */
 RILL_API rill_err_t rill_producer_send(rill_system_t *sys, rill_aid_t producer,

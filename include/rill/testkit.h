@@ -133,12 +133,41 @@ RILL_API rill_err_t rill_broker_set_rtt(rill_broker_t *b, int32_t broker_id, int
  * with `err`, e.g. rill_broker_push_request_errors(b, 8, 3,
  * RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID) fails the next three OffsetCommits.
  * RD_KAFKA_RESP_ERR__TRANSPORT disconnects the client instead.
+ *
+ * Produce errors and idempotent producers: the mock answers an injected
+ * Produce error without appending the batch, and checks an idempotent
+ * producer's sequence numbers only for transactional producers. A real
+ * broker refuses every later batch of the partition
+ * (OUT_OF_ORDER_SEQUENCE_NUMBER) until the failed one is retried; the mock
+ * accepts them, and librdkafka then takes the failed batch as written
+ * ("implicitly acked by subsequent batch success", debug=eos: IMPLICITACK):
+ * its records get successful delivery reports and are missing from the
+ * log. That needs two Produce requests of one partition in flight, so a
+ * producer that runs under injected Produce errors (other than
+ * _TRANSPORT, which fails every request in flight at once) must use the
+ * properties of rill_testkit_produce_faults_config(); then a record
+ * reported delivered and missing is a real loss, never the mock's.
+ * The testkit's own writer (rill_testkit_produce()) always does.
+ *
  * Returns RILL_EINVAL for a NULL b, api_key outside 0..RILL_API_KEY_MAX or a
  * count of 0.
  * @locality any thread.
  */
 RILL_API rill_err_t rill_broker_push_request_errors(rill_broker_t *b, int16_t api_key, size_t count,
                                                     rd_kafka_resp_err_t err);
+
+/**
+ * The librdkafka properties a producer needs so that the embedded broker
+ * cannot lose its acknowledged records under injected Produce errors (see
+ * rill_broker_push_request_errors()): a NULL-terminated array of "key",
+ * "value" pairs, today max.in.flight.requests.per.connection=1 (one Produce
+ * request in flight per broker connection, so no later batch can succeed
+ * while a failed one waits for its retry). Idempotence, acks and ordering
+ * stay as configured. Set them on every producer of a test that injects
+ * Produce errors, e.g. with rill_producer_conf_set() for each pair.
+ * @locality any thread. The array is static.
+ */
+RILL_API const char *const *rill_testkit_produce_faults_config(void);
 
 /** Drop every error still queued for api_key. @locality any thread. */
 RILL_API rill_err_t rill_broker_clear_request_errors(rill_broker_t *b, int16_t api_key);
