@@ -327,6 +327,37 @@ static void reply_delivery(producer_t *pr, const rill_produce_t *req, rill_deliv
         free(d);
 }
 
+/* Errors that are the record's own fault: however often it is produced
+ * again, it fails the same way. */
+static int record_at_fault(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* A stream request that failed because of what it holds: its record is
+ * the suspect of the failure, so a Kafka source counts it (with the
+ * others made from the same record) toward rill.max.failures and, after
+ * that many, dead-letters or skips it instead of producing it again for
+ * ever. Broker faults (timeouts, outages) blame nobody. */
+static void blame_request(rill_produce_t *req, rd_kafka_resp_err_t err, const char *why)
+{
+    if (req->direct || !req->origin || !record_at_fault(err))
+        return;
+    char text[200];
+    snprintf(text, sizeof(text), "producing to %.60s failed: %.100s", req->topic ? req->topic : "?",
+             why ? why : rd_kafka_err2str(err));
+    rill__origin_mark(req->origin, RILL__VERDICT_BLAME, 0, text);
+}
+
 static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
@@ -355,6 +386,7 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
     }
     if (m->err) {
         pr->stats.failed++;
+        blame_request(req, m->err, NULL);
         rill_produce_free(req); /* its origin is released unconfirmed */
         char fatal[256];
         /* A fatal error purges what is queued: report the cause, not the
@@ -401,6 +433,7 @@ static int produce_one(producer_t *pr, rill_produce_t *req)
         if (!req->direct)
             rill__stage_fail(pr->st, RILL_EINVAL, "cannot produce to \"%.60s\": %s", req->topic,
                              req->bad);
+        blame_request(req, RD_KAFKA_RESP_ERR__INVALID_ARG, req->bad);
         refuse_request(pr, req, RD_KAFKA_RESP_ERR__INVALID_ARG);
         return -1;
     }
@@ -428,6 +461,7 @@ static int produce_one(producer_t *pr, rill_produce_t *req)
     pr->stats.failed++;
     rill__stage_fail(pr->st, RILL_EKAFKA, "cannot produce to %s: %s", req->topic,
                      rd_kafka_err2str(err));
+    blame_request(req, err, NULL);
     rill_produce_free(req);
     return -1;
 }

@@ -405,6 +405,75 @@ Test(kafka_producer_faults, record_too_large_is_never_confirmed_and_the_supervis
     kk_env_fini(&env);
 }
 
+/* The same record with a dead-letter topic and rill.max.failures 2: the
+ * producer's refusal blames the record that made the request, the source
+ * counts the failures across restarts, and after two the record goes to
+ * the dead-letter topic with the producer's error, and the partition moves
+ * on: the rest is copied, the commit reaches the end, the supervisor lives. */
+Test(kafka_producer_faults, record_too_large_goes_to_the_dead_letter_topic_after_max_failures,
+     .timeout = 180)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_create_topic(&env, "in", 1);
+    kk_create_topic(&env, "out", 1);
+    kk_create_topic(&env, "dlq", 1);
+    char err[256] = "";
+    rill_testkit_opts_t o = {.timeout_ms = 30000};
+    rill_gen_t small = {.value_size = 100, .pinned = 1, .partition = 0};
+    rill_gen_t large = {.value_size = 4000, .pinned = 1, .partition = 0, .first_seq = TL_BEFORE};
+    cr_assert_eq(
+        rill_testkit_produce_generated(env.boot, "in", TL_BEFORE, &small, &o, err, sizeof(err)),
+        RILL_OK, "%s", err);
+    cr_assert_eq(rill_testkit_produce_generated(env.boot, "in", 1, &large, &o, err, sizeof(err)),
+                 RILL_OK, "%s", err);
+    small.first_seq = TL_BEFORE + 1;
+    cr_assert_eq(
+        rill_testkit_produce_generated(env.boot, "in", TL_AFTER, &small, &o, err, sizeof(err)),
+        RILL_OK, "%s", err);
+
+    copier_t c = {.out_topic = "out", .watch_offset = TL_BEFORE};
+    rill_consumer_conf_t *cc = consumer_conf(env.boot, "tl-dlq", "in", 1);
+    const char *dkv[] = {"rill.max.failures", "2", "rill.dead.letter.topic", "dlq", NULL};
+    kk_conf_set_kv(cc, dkv);
+    const char *kv[] = {"message.max.bytes", "2000", "rill.topics", "out", NULL};
+    rill_pipeline_t *p = rill_pipeline_new(env.sys, "copy-dlq");
+    cr_assert_not_null(p);
+    cr_assert_eq(rill_pipeline_add(p, rill_kafka_source(cc), NULL), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, rill_stage_map(copy_one, &c), NULL), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, rill_kafka_sink(producer_conf(env.boot, kv)), NULL), RILL_OK);
+    rill_child_spec_t children[] = {RILL_CHILD_PIPELINE("copy", p)};
+    rill_sup_spec_t spec;
+    rill_aid_t sup = kk_sup_start_ok(env.sys, &spec, children, 1, 5, "tl-dlq-supervisor");
+    int ok;
+    KK_WAIT_UNTIL(ok, 90000, committed_all(&env, "tl-dlq", 1, TL_BEFORE + 1 + TL_AFTER));
+    cr_assert(ok, "the commit did not get past the large record");
+    cr_assert(rill_alive(env.sys, sup), "the supervisor gave up");
+    cr_assert_eq(rill_sup_stop(env.sys, sup, 30000), RILL_OK);
+    rill_pipeline_destroy(p);
+
+    long tries = atomic_load(&c.watch_calls);
+    fprintf(stderr, "record too large, dead-lettered: processed %ld times\n", tries);
+    cr_assert_eq(tries, 2, "processed %ld times, rill.max.failures is 2", tries);
+    rill_consumed_t *dl = kk_consume_all(env.boot, "dlq", 30000);
+    cr_assert_eq(rill_consumed_count(dl), 1, "%zu dead letters", rill_consumed_count(dl));
+    const rill_testkit_record_t *r = rill_consumed_at(dl, 0);
+    cr_assert_eq(r->value_len, 4000, "the dead letter is the record as consumed");
+    int said = 0;
+    for (size_t h = 0; h < r->header_count; h++)
+        if (!strcmp(r->headers[h].name, "rill-error") && r->headers[h].value &&
+            (memmem(r->headers[h].value, r->headers[h].value_len, "too large", 9) ||
+             memmem(r->headers[h].value, r->headers[h].value_len, "size", 4)))
+            said = 1;
+    cr_assert(said, "the dead letter's rill-error header does not give the producer's error");
+    rill_consumed_destroy(dl);
+    rill_consumed_t *out = kk_consume_all(env.boot, "out", 30000);
+    cr_assert_eq(rill_consumed_count(out), TL_BEFORE + TL_AFTER, "%zu copied",
+                 rill_consumed_count(out));
+    rill_consumed_destroy(out);
+    kk_env_fini(&env);
+}
+
 /* ------------------------------------------------------------------ */
 /* 4. librdkafka's queue full: backpressure, not loss, not a failure   */
 /* ------------------------------------------------------------------ */

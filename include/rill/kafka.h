@@ -92,7 +92,11 @@
  * source counts a failure for it by topic, partition and offset, in the
  * blueprint (rill_kafka_source()'s spec), so the count survives the
  * restarts of a supervised pipeline; the other records the failure
- * released are not counted. The next run reads
+ * released are not counted. A Kafka sink that cannot produce a record
+ * because of the record itself (too large for message.max.bytes, an
+ * invalid record, a bad request) blames the record it was made from the
+ * same way; broker faults (timeouts, outages) blame no record. The next
+ * run reads
  * the record again (from the committed offset); once it has failed
  * rill.max.failures times it is not processed again: it goes to
  * rill.dead.letter.topic with the headers above (rill-error: the failing
