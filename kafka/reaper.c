@@ -39,7 +39,7 @@ typedef struct reap {
 
 static struct {
     pthread_mutex_t mu;
-    reap_t *abandoned; /* kept reachable: leaked on purpose, not lost */
+    reap_t *abandoned; /* with their clients: leaked on purpose, kept reachable */
     _Atomic uint64_t closing, destroyed, abandoned_n, late;
 } reaper = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -96,7 +96,6 @@ static void *reap_main(void *arg)
                 "stop: abandoned (not destroyed: librdkafka would never return)\n",
                 rd_kafka_name(r->rk), REAP_CLOSE_MS);
         atomic_fetch_add_explicit(&reaper.abandoned_n, 1, memory_order_relaxed);
-        r->rk = NULL; /* now only the list holds what stays */
     }
     atomic_fetch_sub_explicit(&reaper.closing, 1, memory_order_relaxed);
     pthread_mutex_lock(&r->mu);
