@@ -16,6 +16,7 @@
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -393,6 +394,8 @@ Test(kafka_lifecycle, stop_with_brokers_down_is_bounded, .timeout = 120)
     cr_assert(ok, "the head was not committed");
 
     cr_assert_eq(hsink_n_held(&h), PARTS * (PER - HEAD));
+    rill_kafka_clients_stats_t before, now;
+    rill_kafka_clients_stats(&before);
     cr_assert_eq(rill_broker_set_down(env.broker, RILL_BROKER_ALL), RILL_OK);
     stop_bounded(env.sys, consumer, "consumer with the brokers down");
     /* The held records outlive the consumer: their release destroys the
@@ -400,6 +403,18 @@ Test(kafka_lifecycle, stop_with_brokers_down_is_bounded, .timeout = 120)
     hsink_flush(&h, 1);
     stop_bounded(env.sys, sink, "sink");
     print_clients("brokers down");
+    /* The client could not leave its group: its own thread goes on with
+     * the close, and destroys it once the brokers are back. */
+    rill_kafka_clients_stats(&now);
+    cr_assert_eq(now.closing, before.closing + 1, "the client is not being closed");
+    cr_assert_eq(rill_broker_set_up(env.broker, RILL_BROKER_ALL), RILL_OK);
+    int destroyed;
+    KK_WAIT_UNTIL(destroyed, KK_WAIT_MS,
+                  (rill_kafka_clients_stats(&now), now.destroyed > before.destroyed));
+    print_clients("brokers back");
+    cr_assert(destroyed, "the client was not destroyed after the brokers came back");
+    cr_assert_eq(now.closing, before.closing);
+    cr_assert_eq(now.abandoned, before.abandoned);
     env_fini_bounded(&env);
     hsink_fini(&h);
 }
@@ -852,4 +867,83 @@ Test(kafka_lifecycle, rebalance_while_a_commit_is_in_flight_loses_nothing, .time
     env_fini_bounded(&env);
     hsink_fini(&h1);
     hsink_fini(&h2);
+}
+
+/* ------------------------------------------------------------------ */
+/* A run that keeps its session for the next one                       */
+/* ------------------------------------------------------------------ */
+
+typedef struct failer {
+    atomic_int failed; /* failed once already */
+} failer_t;
+
+/* Passes records on; fails once, at partition 0's offset 100. */
+static rill_err_t fail_once(void *opaque, rill_elem_t *in, rill_elem_t *out)
+{
+    failer_t *f = opaque;
+    const rd_kafka_message_t *m = rill_record(in);
+    if (m && m->partition == 0 && m->offset == 100 && !atomic_exchange(&f->failed, 1)) {
+        rill_elem_release(in);
+        return RILL_EIO;
+    }
+    *out = *in;
+    return RILL_OK;
+}
+
+/* The index of the n-th (from 1) event of kind touching parts, or -1. */
+static int evlog_nth(evlog_t *l, ev_kind_t kind, uint32_t parts, int n)
+{
+    int at = -1;
+    pthread_mutex_lock(&l->mu);
+    for (int i = 0; i < l->n && at < 0; i++)
+        if (l->ev[i].kind == kind && (l->ev[i].parts & parts) && --n == 0)
+            at = i;
+    pthread_mutex_unlock(&l->mu);
+    return at;
+}
+
+Test(kafka_lifecycle, a_kept_session_tells_revoked_at_each_run_end, .timeout = 180)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "park", PARTS, PER, 100);
+    evlog_t l;
+    evlog_init(&l);
+    hsink_t h;
+    hsink_init(&h, -1);
+    failer_t f;
+    atomic_init(&f.failed, 0);
+    rill_pipeline_t *p = rill_pipeline_new(env.sys, "park");
+    cr_assert_eq(rill_pipeline_add(
+                     p, rill_kafka_source(member_conf(&env, "park-group", "park", &l, NULL)), NULL),
+                 RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, rill_stage_map(fail_once, &f), NULL), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, rill_sink_foreach_manual(hsink_fn, &h), NULL), RILL_OK);
+    char err[256] = "";
+    cr_assert_eq(rill_pipeline_start_supervised(p, NULL, err, sizeof(err)), RILL_OK, "%s", err);
+    int ok;
+    /* The second run takes the kept session over (ASSIGNED again, no
+     * rebalance) and consumes to the end. */
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  evlog_committed(&l, 0) == PER && evlog_committed(&l, 1) == PER &&
+                      evlog_committed(&l, 2) == PER && evlog_committed(&l, 3) == PER);
+    evlog_print(&l, "park");
+    cr_assert(ok, "the restarted pipeline did not commit everything");
+    cr_assert_eq(atomic_load(&f.failed), 1);
+    int a2 = evlog_nth(&l, EV_ASSIGNED, 0xFu, 2);
+    int r1 = evlog_nth(&l, EV_REVOKED, 0xFu, 1);
+    cr_assert_geq(a2, 0, "the second run was not told ASSIGNED");
+    cr_assert(r1 >= 0 && r1 < a2, "the first run's end was not told REVOKED (%d, %d)", r1, a2);
+    cr_assert_eq(evlog_count(&l, EV_LOST, 0xFu), 0);
+
+    cr_assert_eq(rill_pipeline_stop(p), RILL_OK);
+    rill_pipeline_result_t r;
+    cr_assert_eq(rill_pipeline_wait(p, STOP_BOUND_MS, &r), RILL_OK);
+    int rev = evlog_last(&l, EV_REVOKED, 0xFu);
+    int com = evlog_last(&l, EV_COMMIT, 0xFu);
+    cr_assert_gt(rev, a2, "the last run's end was not told REVOKED");
+    cr_assert_lt(rev, com, "REVOKED (event %d) after the last commit (event %d)", rev, com);
+    rill_pipeline_destroy(p);
+    env_fini_bounded(&env);
+    hsink_fini(&h);
 }
