@@ -487,14 +487,15 @@ Test(kafka_lifecycle, stop_during_a_rebalance_commits_and_tells_first, .timeout 
     kk_load_topic(&env, "rbs", PARTS, PER, 100);
     /* Member 1 waits long for the confirms of a revoke: it is stopped in
      * the middle of that wait. */
-    /* Eager (the default on librdkafka < 2.3.0): cooperative-sticky on
-     * the embedded broker of 2.0.2 loses the assignments in a storm of
-     * ILLEGAL_GENERATION instead of revoking them. The embedded broker
-     * answers every OffsetCommit during an eager rebalance with
-     * REBALANCE_IN_PROGRESS (a real broker takes them while the group
-     * prepares its rebalance): what matters here is what rill sends,
-     * and when. */
-    const char *slow_drain[] = {"rill.drain.timeout.ms", "8000", NULL};
+    /* Eager: with cooperative-sticky the embedded broker (2.0.2, and
+     * still 2.8.0) often loses the assignments (ILLEGAL_GENERATION from
+     * SyncGroup) instead of revoking them. It also answers every
+     * OffsetCommit during an eager rebalance with REBALANCE_IN_PROGRESS
+     * (a real broker takes them while the group prepares its rebalance):
+     * what matters here is what rill sends, and when. */
+    const char *slow_drain[] = {"rill.drain.timeout.ms", "8000", "partition.assignment.strategy",
+                                "range", NULL};
+    const char *eager[] = {"partition.assignment.strategy", "range", NULL};
     evlog_t l1, l2;
     evlog_init(&l1);
     evlog_init(&l2);
@@ -513,7 +514,7 @@ Test(kafka_lifecycle, stop_during_a_rebalance_commits_and_tells_first, .timeout 
 
     /* Member 2 joins: member 1's revoke waits for its held records. */
     rill_aid_t c2 =
-        kk_consumer_spawn_ok(env.sys, member_conf(&env, "rbs-group", "rbs", &l2, NULL), -1);
+        kk_consumer_spawn_ok(env.sys, member_conf(&env, "rbs-group", "rbs", &l2, eager), -1);
     rill_aid_t s2 = kk_sink_spawn_ok(env.sys, hsink_fn, &h2, -1, c2);
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, kk_consumer_stats_ok(env.sys, c1).revoking > 0);
     if (!ok) {
