@@ -550,7 +550,9 @@ static void ksrc_retire(void *impl)
 static uint32_t ksrc_stop_budget(const void *impl)
 {
     const ksrc_t *k = impl;
-    return k->conf->o.drain_ms + k->conf->o.shutdown_ms + 2000;
+    /* linger, final commit and close, then up to 0.5 s more for the
+     * close and 2 s for the client's destroy (session.c, reaper.c) */
+    return k->conf->o.drain_ms + k->conf->o.shutdown_ms + 3000;
 }
 
 static uint32_t ksrc_mailbox_min(const void *impl)

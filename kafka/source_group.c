@@ -11,6 +11,9 @@
 
 #include "source.h"
 
+/* The start offsets of fixed partitions are looked up within this. */
+#define LOOKUP_MS 10000
+
 /* ------------------------------------------------------------------ */
 /* Partitions                                                          */
 /* ------------------------------------------------------------------ */
@@ -447,15 +450,20 @@ void rill__ksrc_first_start(ksrc_t *k)
     int need_committed = 0;
     for (int i = 0; i < l->cnt; i++)
         need_committed |= l->elems[i].offset == RILL_OFFSET_COMMITTED;
+    /* These block the executor (a stop waits for them): all of them
+     * together get LOOKUP_MS; what is not resolved by then is left to
+     * librdkafka. */
+    int64_t deadline = now_ms() + LOOKUP_MS;
     if (need_committed)
-        rd_kafka_committed(k->rk, l, 10000);
+        rd_kafka_committed(k->rk, l, rill__ms_left(deadline));
     for (int i = 0; i < l->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &l->elems[i];
         if (tp->offset >= 0)
             continue;
         int64_t lo = 0, hi = 0;
-        if (rd_kafka_query_watermark_offsets(k->rk, tp->topic, tp->partition, &lo, &hi, 10000) ==
-            RD_KAFKA_RESP_ERR_NO_ERROR) {
+        int left = rill__ms_left(deadline);
+        if (left > 0 && rd_kafka_query_watermark_offsets(k->rk, tp->topic, tp->partition, &lo, &hi,
+                                                         left) == RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (tp->offset == RILL_OFFSET_END)
                 tp->offset = hi;
             else if (tp->offset == RILL_OFFSET_BEGINNING)
