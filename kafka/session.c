@@ -29,11 +29,6 @@
 #define KEEPER_TICK_MS 100
 /* A close gets at least this long to leave its group. */
 #define CLOSE_MIN_MS   500
-/* The reaper serves a close that did not finish in time at most this
- * long (the brokers may come back), then abandons the client. */
-#define REAP_CLOSE_MS  60000
-/* How long the last release of a closed client waits for its destroy. */
-#define REAP_WAIT_MS   2000
 
 struct rill__ksession {
     rd_kafka_t *rk;
