@@ -443,6 +443,9 @@ static void reply_stats(ksrc_t *k, rill_msg_t *msg)
         s->connected = h->brokers_up > 0;
         snprintf(s->last_error, sizeof(s->last_error), "%s", h->last_error);
     }
+    s->revoking = 0;
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p; p = rill__tracker_next(&k->tr, p))
+        s->revoking += p->revoking ? 1u : 0u;
     rill_msg_t r = {.type = K_STATS, .payload = s, .dtor = free};
     if (rill_reply(k->st->ctx, msg, &r) != RILL_OK)
         free(s);
@@ -592,6 +595,20 @@ static void ksrc_end_run(ksrc_t *k)
     if (k->revoking)
         rill__ksrc_finish_revoke(k, deadline);
     rill__ksrc_drop_buffer(k);
+    /* The run's partitions end with it: the application is told before
+     * the final commit (its "save on revoke" point), also when the
+     * session is kept for the next run or its close revokes them later
+     * (on_final_revoke does not tell it again). Lost ones are told by
+     * the close. */
+    if (!rd_kafka_assignment_lost(k->rk)) {
+        rd_kafka_topic_partition_list_t *a = NULL;
+        if (rd_kafka_assignment(k->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a) {
+            if (a->cnt)
+                rill__ksrc_observe(k, RILL_REBALANCE_REVOKED, a);
+            rd_kafka_topic_partition_list_destroy(a);
+        }
+        k->final_reported = 1;
+    }
     /* Send every partition's offset again: an async commit still in
      * flight may fail, and nobody would retry it. */
     rill__ksrc_commit_again_all(k);
@@ -602,16 +619,6 @@ static void ksrc_end_run(ksrc_t *k)
                !k->broken && o->restart_keep_ms > 0;
     rill__ksession_t *s = k->s;
     k->s = NULL;
-    /* The run's partitions end with it (a group's final revoke tells the
-     * application itself, in the close). */
-    if (park || k->conf->fixed) {
-        rd_kafka_topic_partition_list_t *a = NULL;
-        if (rd_kafka_assignment(k->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a) {
-            if (a->cnt)
-                rill__ksrc_observe(k, RILL_REBALANCE_REVOKED, a);
-            rd_kafka_topic_partition_list_destroy(a);
-        }
-    }
     if (park)
         rill__ksession_park(s, k->holder, k->sys, o->restart_keep_ms, o->shutdown_ms,
                             rill__ksrc_resume_list(k));
@@ -706,7 +713,9 @@ static void ksrc_retire(void *impl)
 static uint32_t ksrc_stop_budget(const void *impl)
 {
     const ksrc_t *k = impl;
-    return k->conf->o.drain_ms + k->conf->o.shutdown_ms + 2000;
+    /* linger, final commit and close, then up to 0.5 s more for the
+     * close and 2 s for the client's destroy (session.c, reaper.c) */
+    return k->conf->o.drain_ms + k->conf->o.shutdown_ms + 3000;
 }
 
 static uint32_t ksrc_mailbox_min(const void *impl)

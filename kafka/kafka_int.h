@@ -148,13 +148,22 @@ rill_producer_conf_t *rill__producer_conf_dup(const rill_producer_conf_t *c);
 typedef struct rill__khandle {
     rd_kafka_t *rk; /* set once the client exists */
     _Atomic long refs;
+    /* A close that did not finish in time (its queue), for the reaper to
+     * finish; NULL once closed. Set before the session's reference goes. */
+    rd_kafka_queue_t *close_q;
+    /* cooperative-sticky on a librdkafka that may abort destroying a
+     * member never assigned anything (rill__kafka_sticky_safe), and
+     * whether it was (written by whoever serves the client's rebalances,
+     * read by the last release) */
+    int sticky_unsafe, assigned_once;
 } rill__khandle_t;
 
 /* One reference; NULL without memory. */
 rill__khandle_t *rill__khandle_new(void);
 void rill__khandle_ref(rill__khandle_t *h);
-/* The last reference destroys the client (without a consumer close: the
- * session closed it already). NULL is a no-op. */
+/* The last reference destroys the client through the reaper (without a
+ * consumer close: the session closed it already, or the reaper finishes
+ * that close). NULL is a no-op. */
 void rill__khandle_unref(rill__khandle_t *h);
 /* The destructor of a record element: releases the message and its
  * reference of the handle (found through the topic's opaque). */
@@ -172,8 +181,10 @@ typedef struct rill__kholder rill__kholder_t;
 typedef struct rill__ksession_ops {
     void (*rebalance)(void *owner, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts);
     void (*commit)(void *owner, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets);
-    /* The revoke of rill__ksession_close (not lost): commit now. */
-    void (*final_revoke)(void *owner, rd_kafka_topic_partition_list_t *parts);
+    /* The revoke of rill__ksession_close: tell the application, commit
+     * now (not if lost), at most until deadline_ms. */
+    void (*final_revoke)(void *owner, rd_kafka_topic_partition_list_t *parts, int lost,
+                         int64_t deadline_ms);
     /* An error event (counted in the session's health already). */
     void (*error)(void *owner, rd_kafka_resp_err_t err, const char *reason);
 } rill__ksession_ops_t;
@@ -196,6 +207,18 @@ void rill__ksession_set_owner(rill__ksession_t *s, const rill__ksession_ops_t *o
 /* Leave the group (final revoke to the owner) and free the session, at
  * most until deadline_ms. */
 void rill__ksession_close(rill__ksession_t *s, int64_t deadline_ms);
+/* (reaper.c) Destroy rk on a thread of its own: first finishing the close on
+ * close_q (taken) if not NULL; a closed client's destroy is waited for a
+ * bounded time, a half-closed client is abandoned, never destroyed, if it
+ * does not close within a minute (librdkafka 2.0.2 would spin forever);
+ * with never_assigned_sticky, abandoned at once (its destroy could abort).
+ * Any thread that is not librdkafka's. */
+void rill__kclient_reap(rd_kafka_t *rk, rd_kafka_queue_t *close_q, int never_assigned_sticky);
+/* The librdkafka from which cooperative-sticky members can be destroyed
+ * before their first assignment (librdkafka #4312, fixed in 2.3.0). */
+#define RILL__STICKY_SAFE_VERSION 0x02030000
+/* Non-zero if the librdkafka running is at least that one. */
+int rill__kafka_sticky_safe(void);
 /* Free without closing (the client goes with the last record). */
 void rill__ksession_free(rill__ksession_t *s);
 /* Park s in h for the blueprint's next run (paused, served by a keeper

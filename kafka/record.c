@@ -28,9 +28,9 @@ void rill__khandle_unref(rill__khandle_t *h)
 {
     /* acq_rel: the last release sees every record's destroy done. */
     if (h && atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1) {
-        /* the consumer already closed: do not close again (it could block) */
-        if (h->rk)
-            rd_kafka_destroy_flags(h->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        /* The session closed it (or the reaper finishes the close): on a
+         * thread of its own, bounded (session.c). */
+        rill__kclient_reap(h->rk, h->close_q, h->sticky_unsafe && !h->assigned_once);
         free(h);
     }
 }

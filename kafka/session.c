@@ -27,6 +27,8 @@
 #include "kafka_int.h"
 
 #define KEEPER_TICK_MS 100
+/* A close gets at least this long to leave its group. */
+#define CLOSE_MIN_MS   500
 
 struct rill__ksession {
     rd_kafka_t *rk;
@@ -78,6 +80,8 @@ static void rebalance_tramp(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     (void)rk;
     rill__ksession_t *s = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        s->h->assigned_once = 1;
     if (s->ops && s->ops->rebalance)
         s->ops->rebalance(s->owner, err, parts);
     else
@@ -144,6 +148,46 @@ int rill__kafka_cooperative(rd_kafka_t *rk)
     return proto && !strcmp(proto, "COOPERATIVE");
 }
 
+int rill__kafka_sticky_safe(void)
+{
+    return rd_kafka_version() >= RILL__STICKY_SAFE_VERSION;
+}
+
+/*
+ * The assignment strategy. librdkafka before 2.3.0 aborts the process
+ * (rd_kafka_sticky_assignor_state_destroy: Assertion 'assignor_state',
+ * librdkafka #4312, fixed by #4381 in 2.3.0) when a cooperative-sticky
+ * member that has joined its group but not yet received an assignment is
+ * destroyed: a stop, a restart during a rebalance. So rill's default,
+ * where librdkafka left it at its own (range,roundrobin), is
+ * cooperative-sticky from 2.3.0 and range below (eager: every rebalance
+ * revokes everything, which rill handles the same way). An application
+ * that sets cooperative-sticky itself on an older librdkafka keeps it,
+ * with a warning on stderr; its clients that were never assigned anything
+ * are then abandoned rather than destroyed (*sticky_unsafe).
+ */
+static rill_err_t pick_strategy(rd_kafka_conf_t *kc, int *sticky_unsafe, char *errstr,
+                                size_t errstr_size)
+{
+    char strat[256] = "";
+    size_t sz = sizeof(strat);
+    if (rd_kafka_conf_get(kc, "partition.assignment.strategy", strat, &sz) != RD_KAFKA_CONF_OK)
+        return RILL_OK;
+    if (!strcmp(strat, "range,roundrobin"))
+        return rill__conf_set(kc, "partition.assignment.strategy",
+                              rill__kafka_sticky_safe() ? "cooperative-sticky" : "range", errstr,
+                              errstr_size);
+    if (strstr(strat, "cooperative-sticky") && !rill__kafka_sticky_safe()) {
+        *sticky_unsafe = 1;
+        fprintf(stderr,
+                "rill consumer: partition.assignment.strategy=%s on librdkafka %s: before "
+                "2.3.0 closing a member that joined but has no assignment yet aborts the "
+                "process (librdkafka #4312); such clients are left undestroyed\n",
+                strat, rd_kafka_version_str());
+    }
+    return RILL_OK;
+}
+
 rill__ksession_t *rill__ksession_new(const rill_consumer_conf_t *c, char *errstr,
                                      size_t errstr_size)
 {
@@ -174,13 +218,9 @@ rill__ksession_t *rill__ksession_new(const rill_consumer_conf_t *c, char *errstr
                             NULL};
     if (!err)
         err = rill__conf_apply(kc, forced, errstr, errstr_size);
-    char strat[64] = "";
-    size_t sz = sizeof(strat);
-    if (!err &&
-        rd_kafka_conf_get(kc, "partition.assignment.strategy", strat, &sz) == RD_KAFKA_CONF_OK &&
-        !strcmp(strat, "range,roundrobin"))
-        err = rill__conf_set(kc, "partition.assignment.strategy", "cooperative-sticky", errstr,
-                             errstr_size);
+    int sticky_unsafe = 0;
+    if (!err)
+        err = pick_strategy(kc, &sticky_unsafe, errstr, errstr_size);
     if (err) {
         free(s);
         free(h);
@@ -211,6 +251,7 @@ rill__ksession_t *rill__ksession_new(const rill_consumer_conf_t *c, char *errstr
         return NULL;
     }
     h->rk = rk;
+    h->sticky_unsafe = sticky_unsafe;
     s->h = h;
     s->rk = rk;
     rd_kafka_poll_set_consumer(rk); /* events and callbacks on the consumer queue */
@@ -251,16 +292,36 @@ void rill__ksession_set_owner(rill__ksession_t *s, const rill__ksession_ops_t *o
 
 /* ---- closing ---- */
 
+/* A rebalance event of a close: the owner is told (it commits what was
+ * confirmed, unless the partitions were lost), then they are let go. */
+static void close_rebalance(rill__ksession_t *s, rd_kafka_event_t *ev, int64_t deadline_ms)
+{
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_event_topic_partition_list(ev);
+    rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
+    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && s->ops && s->ops->final_revoke)
+        s->ops->final_revoke(s->owner, parts, rd_kafka_assignment_lost(s->rk), deadline_ms);
+    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+        rill__kafka_let_go(s->rk, parts);
+    else
+        rd_kafka_assign(s->rk, NULL);
+}
+
 void rill__ksession_close(rill__ksession_t *s, int64_t deadline_ms)
 {
     if (!s)
         return;
     /* Leave through a queue we poll ourselves: rd_kafka_consumer_close can
      * block without limit when the brokers are unreachable. The final
-     * revoke goes to the owner (it commits what was confirmed). */
+     * revoke goes to the owner (it commits what was confirmed). The close
+     * gets CLOSE_MIN_MS even when the final commit used up the deadline:
+     * a close whose revoke is never served never ends (see reaping). */
+    int64_t min_end = rill__now_ms() + CLOSE_MIN_MS;
+    if (deadline_ms < min_end)
+        deadline_ms = min_end;
     rd_kafka_queue_t *cq = rd_kafka_queue_new(s->rk);
     rd_kafka_error_t *e = rd_kafka_consumer_close_queue(s->rk, cq);
     if (e) {
+        /* Not a group member (fixed partitions), or closed already. */
         rd_kafka_error_destroy(e);
     } else {
         while (!rd_kafka_consumer_closed(s->rk)) {
@@ -270,21 +331,19 @@ void rill__ksession_close(rill__ksession_t *s, int64_t deadline_ms)
             rd_kafka_event_t *ev = rd_kafka_queue_poll(cq, left < 100 ? left : 100);
             if (!ev)
                 continue;
-            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
-                rd_kafka_topic_partition_list_t *parts = rd_kafka_event_topic_partition_list(ev);
-                rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
-                if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && s->ops && s->ops->final_revoke &&
-                    !rd_kafka_assignment_lost(s->rk))
-                    s->ops->final_revoke(s->owner, parts);
-                if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
-                    rill__kafka_let_go(s->rk, parts);
-                else
-                    rd_kafka_assign(s->rk, NULL);
-            }
+            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+                close_rebalance(s, ev, deadline_ms);
             rd_kafka_event_destroy(ev);
         }
+        if (!rd_kafka_consumer_closed(s->rk)) {
+            /* The reaper goes on serving the close (nobody owns it now). */
+            rill__ksession_set_owner(s, NULL, NULL);
+            s->h->close_q = cq;
+            cq = NULL;
+        }
     }
-    rd_kafka_queue_destroy(cq);
+    if (cq)
+        rd_kafka_queue_destroy(cq);
     rill__ksession_free(s);
 }
 

@@ -55,6 +55,7 @@ typedef struct ksrc {
     rd_kafka_topic_partition_list_t *revoking;
     int64_t revoke_deadline_ms;
     int closing;
+    int final_reported;         /* the end of the run was told (REVOKED) */
     int64_t linger_deadline_ms; /* st->lingering: waiting for notices */
     int broken;                 /* a fatal client error: the session is not kept */
     int64_t blocked_since_ms;   /* stats.blocked: since when */

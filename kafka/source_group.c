@@ -11,6 +11,9 @@
 
 #include "source.h"
 
+/* The start offsets of fixed partitions are looked up within this. */
+#define LOOKUP_MS 10000
+
 /* ------------------------------------------------------------------ */
 /* Partitions                                                          */
 /* ------------------------------------------------------------------ */
@@ -253,18 +256,21 @@ void rill__ksrc_set_paused(ksrc_t *k, int pause)
         k->stats.pauses++;
 }
 
-/* Release revoked partitions: commit what was confirmed, then tell
- * librdkafka; notices for them are fenced from now on. */
+/* Release revoked partitions: tell the application, commit what was
+ * confirmed, then tell librdkafka; notices for them are fenced from now
+ * on. */
 void rill__ksrc_finish_revoke(ksrc_t *k, int64_t deadline)
 {
     rd_kafka_topic_partition_list_t *l = k->revoking;
     if (!l)
         return;
     k->revoking = NULL;
+    /* The application first (its "save on revoke" point: everything that
+     * came back is in), then the commit, then the partitions go. */
+    rill__ksrc_observe(k, RILL_REBALANCE_REVOKED, l);
     rill__ksrc_commit_sync(k, 1, deadline);
     rill__kafka_let_go(k->rk, l);
     remove_revoking(k);
-    rill__ksrc_observe(k, RILL_REBALANCE_REVOKED, l);
     rd_kafka_topic_partition_list_destroy(l);
 }
 
@@ -369,13 +375,24 @@ static void on_rebalance(void *owner, rd_kafka_resp_err_t err,
         rd_kafka_assign(k->rk, NULL);
 }
 
-/* The revoke of the final close: everything confirmed is committed now. */
-static void on_final_revoke(void *owner, rd_kafka_topic_partition_list_t *parts)
+/* The revoke of the final close: the application is told (unless the end
+ * of the run told it already), then everything confirmed is committed;
+ * lost partitions commit nothing. */
+static void on_final_revoke(void *owner, rd_kafka_topic_partition_list_t *parts, int lost,
+                            int64_t deadline_ms)
 {
     ksrc_t *k = owner;
-    rill__ksrc_commit_sync(k, 0, now_ms() + (int64_t)k->conf->o.shutdown_ms);
-    if (parts && parts->cnt)
+    if (lost) {
+        mark_revoking(k, parts);
+        remove_revoking(k);
+        if (parts && parts->cnt)
+            rill__ksrc_observe(k, RILL_REBALANCE_LOST, parts);
+        return;
+    }
+    if (parts && parts->cnt && !k->final_reported)
         rill__ksrc_observe(k, RILL_REBALANCE_REVOKED, parts);
+    k->final_reported = 1;
+    rill__ksrc_commit_sync(k, 0, deadline_ms);
 }
 
 int rill__ksrc_fatal_err(rd_kafka_resp_err_t err)
@@ -578,15 +595,20 @@ void rill__ksrc_first_start(ksrc_t *k)
     int need_committed = 0;
     for (int i = 0; i < l->cnt; i++)
         need_committed |= l->elems[i].offset == RILL_OFFSET_COMMITTED;
+    /* These block the executor (a stop waits for them): all of them
+     * together get LOOKUP_MS; what is not resolved by then is left to
+     * librdkafka. */
+    int64_t deadline = now_ms() + LOOKUP_MS;
     if (need_committed)
-        rd_kafka_committed(k->rk, l, 10000);
+        rd_kafka_committed(k->rk, l, rill__ms_left(deadline));
     for (int i = 0; i < l->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &l->elems[i];
         if (tp->offset >= 0)
             continue;
         int64_t lo = 0, hi = 0;
-        if (rd_kafka_query_watermark_offsets(k->rk, tp->topic, tp->partition, &lo, &hi, 10000) ==
-            RD_KAFKA_RESP_ERR_NO_ERROR) {
+        int left = rill__ms_left(deadline);
+        if (left > 0 && rd_kafka_query_watermark_offsets(k->rk, tp->topic, tp->partition, &lo, &hi,
+                                                         left) == RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (tp->offset == RILL_OFFSET_END)
                 tp->offset = hi;
             else if (tp->offset == RILL_OFFSET_BEGINNING)

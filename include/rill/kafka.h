@@ -66,12 +66,23 @@
  * must be confirmed whoever owns the offsets: with rill.commit=false a
  * pipeline that never confirms stops after rill.max.unconfirmed records.
  *
- * REBALANCES. cooperative-sticky by default (incremental), eager works
- * too. On revoke the source stops emitting those partitions' records,
- * drops what it buffered of them, waits up to rill.drain.timeout.ms for
- * the confirms of what is in flight, commits, and only then releases the
- * partitions. Confirms for a partition from an earlier assignment are
- * fenced (dropped and counted). Lost partitions commit nothing.
+ * REBALANCES. The default partition.assignment.strategy depends on the
+ * librdkafka running (rd_kafka_version(), checked when the client is
+ * made): cooperative-sticky (incremental) from 2.3.0, range (eager) below,
+ * because before 2.3.0 closing a cooperative-sticky member that joined its
+ * group but has no assignment yet aborts the process (librdkafka #4312).
+ * A strategy set by the application is kept; cooperative-sticky on an
+ * older librdkafka gets a warning on stderr, and its clients that were
+ * never assigned anything are left undestroyed at their close
+ * (rill_kafka_clients_stats) rather than risk the abort. On revoke the
+ * source stops emitting those partitions' records, drops what it
+ * buffered of them, waits up to rill.drain.timeout.ms for the confirms of
+ * what is in flight, tells the rebalance callback (REVOKED: the
+ * application's "save on revoke" point, while the partitions are still
+ * its own), commits, and only then releases the partitions; the same
+ * order at the end of a run (a stop, a restart that keeps the client, the
+ * close). Confirms for a partition from an earlier assignment are fenced
+ * (dropped and counted). Lost partitions commit nothing (LOST).
  *
  * REDELIVERY. With rill.unconfirmed.timeout.ms > 0, a record not confirmed
  * in time, or released unconfirmed, is delivered again, alone: the source
@@ -254,10 +265,14 @@ RILL_API rill_err_t rill_consumer_conf_set_assigned_cb(rill_consumer_conf_t *con
 /** What a rebalance callback is told. */
 typedef enum rill_rebalance_event {
     RILL_REBALANCE_ASSIGNED = 1, /**< partitions were assigned (or a run took them over) */
-    RILL_REBALANCE_REVOKED,      /**< partitions were released (or a run ended) */
+    RILL_REBALANCE_REVOKED,      /**< partitions are being released (or a run ends): the
+                                      confirms of their records are in, the final commit
+                                      and the release come right after the callback */
     RILL_REBALANCE_LOST          /**< partitions were lost: nothing was committed */
 } rill_rebalance_event_t;
-/** Observe rebalances, after the source handled them.
+/** Observe rebalances: ASSIGNED after the partitions were taken, REVOKED
+ * before their final commit and release (also at the end of a run), LOST
+ * after they went.
  * @locality the source's executor. */
 typedef void rill_rebalance_fn(void *opaque, rill_rebalance_event_t event,
                                const rd_kafka_topic_partition_list_t *partitions);
@@ -334,6 +349,7 @@ typedef struct rill_consumer_stats {
     uint32_t buffered_max;       /**< the most ever held */
     uint32_t unconfirmed;        /**< records out, not yet confirmed */
     uint32_t assigned;           /**< partitions assigned now */
+    uint32_t revoking;           /**< of those, being revoked: waiting for confirms */
     int paused;                  /**< the partitions are paused now */
     uint64_t pauses;             /**< times paused */
     /** Emitting is stopped now: rill.max.unconfirmed records are out and
@@ -373,6 +389,31 @@ typedef struct rill_consumer_stats {
  * @locality any thread except an executor thread (it asks the actor). */
 RILL_API rill_err_t rill_consumer_stats(rill_system_t *sys, rill_aid_t consumer,
                                         rill_consumer_stats_t *out);
+
+/**
+ * What became of the consumer clients rill closed, counted over the whole
+ * process (an abandoned client outlives the system that made it). A
+ * client is destroyed on a thread of its own once its last record is
+ * released: librdkafka 2.0.2's destroy of a consumer whose close did not
+ * finish (brokers down at the stop) never returns and spins a core
+ * (librdkafka #2898, #4527). A stop therefore never waits for it: the
+ * close gets rill.shutdown.timeout.ms (at least 500 ms); if the client has
+ * not left its group by then, its thread goes on serving the close for up
+ * to a minute (the brokers may come back), then destroys it, or abandons
+ * it with a line on stderr: never destroyed, its memory and threads kept
+ * until the process exits.
+ */
+typedef struct rill_kafka_clients_stats {
+    uint64_t closing;      /**< clients whose close or destroy is still under way */
+    uint64_t destroyed;    /**< clients destroyed */
+    uint64_t abandoned;    /**< clients left undestroyed: their close never finished */
+    uint64_t destroy_late; /**< destroys not done within 2 s (left to their thread) */
+} rill_kafka_clients_stats_t;
+
+/** A snapshot of the process's rill_kafka_clients_stats_t into *out (NULL
+ * is a no-op).
+ * @locality any thread. */
+RILL_API void rill_kafka_clients_stats(rill_kafka_clients_stats_t *out);
 
 /** @} */
 
