@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <criterion/criterion.h>
+#include "support/rtest.h"
 
 #include <librdkafka/rdkafka.h>
 
