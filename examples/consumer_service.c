@@ -189,10 +189,21 @@ int main(int argc, char **argv)
     /* Stop: what is in flight is processed and committed first. */
     rill_pipeline_result_t res;
     rill_pipeline_stop(service);
-    rill_pipeline_wait(service, -1, &res);
+    if (rill_pipeline_wait(service, 30000, &res) != RILL_OK) {
+        /* Still running: destroying it would wait for it forever. */
+        printf("FAILED: the service did not stop within 30 s\n");
+        fflush(stdout);
+        _exit(1);
+    }
     rill_pipeline_destroy(service);
     uint32_t total_restarts = res.restarts;
-    rill_system_stop(sys, 10000);
+    if (rill_system_stop(sys, 10000) != RILL_OK) {
+        /* An actor is still running: the system must not be destroyed
+         * (rill_system_stop's contract); the process ends instead. */
+        printf("FAILED: the system did not stop within 10 s\n");
+        fflush(stdout);
+        _exit(1);
+    }
     rill_system_destroy(sys);
 
     /* What the group committed, against the end of the topic. */

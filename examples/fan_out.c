@@ -221,10 +221,21 @@ int main(int argc, char **argv)
     for (int i = 0; i < 2; i++)
         rill_pipeline_stop(groups[i].pipeline);
     for (int i = 0; i < 2; i++) {
-        rill_pipeline_wait(groups[i].pipeline, -1, &res[i]);
+        if (rill_pipeline_wait(groups[i].pipeline, 30000, &res[i]) != RILL_OK) {
+            /* Still running: destroying it would wait for it forever. */
+            printf("FAILED: group %s did not stop within 30 s\n", groups[i].name);
+            fflush(stdout);
+            _exit(1);
+        }
         rill_pipeline_destroy(groups[i].pipeline);
     }
-    rill_system_stop(sys, 10000);
+    if (rill_system_stop(sys, 10000) != RILL_OK) {
+        /* An actor is still running: the system must not be destroyed
+         * (rill_system_stop's contract); the process ends instead. */
+        printf("FAILED: the system did not stop within 10 s\n");
+        fflush(stdout);
+        _exit(1);
+    }
     rill_system_destroy(sys);
 
     int ok = 1;

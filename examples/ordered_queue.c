@@ -244,10 +244,21 @@ int main(int argc, char **argv)
     /* Stop: what is in flight is done and committed first. */
     rill_pipeline_result_t res;
     rill_pipeline_stop(queue);
-    rill_pipeline_wait(queue, -1, &res);
+    if (rill_pipeline_wait(queue, 30000, &res) != RILL_OK) {
+        /* Still running: destroying it would wait for it forever. */
+        printf("FAILED: the queue did not stop within 30 s\n");
+        fflush(stdout);
+        _exit(1);
+    }
     rill_pipeline_destroy(queue);
     uint32_t restarts = res.restarts;
-    rill_system_stop(sys, 10000);
+    if (rill_system_stop(sys, 10000) != RILL_OK) {
+        /* An actor is still running: the system must not be destroyed
+         * (rill_system_stop's contract); the process ends instead. */
+        printf("FAILED: the system did not stop within 10 s\n");
+        fflush(stdout);
+        _exit(1);
+    }
     rill_system_destroy(sys);
     committed = committed_offset(rk, q.topic);
     rd_kafka_destroy(rk);

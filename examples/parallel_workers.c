@@ -32,6 +32,7 @@
  *          [--bootstrap SERVERS] [--topic T] [--group G] [--produce N]
  *          [--expect-total K] [--out PATH] [--work-us US]
  *          [--session-timeout-ms MS] [--heartbeat-ms MS] [--timeout-s S]
+ *          [--stop-timeout-s S]
  *          [-X KEY=VALUE ...]
  */
 #include <getopt.h>
@@ -251,6 +252,7 @@ static void usage(FILE *f)
                "         [--bootstrap SERVERS] [--topic T] [--group G] [--produce N]\n"
                "         [--expect-total K] [--out PATH] [--work-us US]\n"
                "         [--session-timeout-ms MS] [--heartbeat-ms MS] [--timeout-s S]\n"
+               "         [--stop-timeout-s S]   (each stop step's deadline, default 15)\n"
                "         [-X KEY=VALUE ...]   (consumer properties, rill.* or librdkafka)\n");
 }
 
@@ -269,15 +271,16 @@ int main(int argc, char **argv)
                                          {"session-timeout-ms", required_argument, NULL, 's'},
                                          {"heartbeat-ms", required_argument, NULL, 'H'},
                                          {"timeout-s", required_argument, NULL, 'T'},
+                                         {"stop-timeout-s", required_argument, NULL, 'S'},
                                          {"property", required_argument, NULL, 'X'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     app_t app = {.topic = "work", .group = "workers", .out_lock = PTHREAD_MUTEX_INITIALIZER};
-    int n_workers = -1, partitions = 6, timeout_s = 0;
+    int n_workers = -1, partitions = 6, timeout_s = 0, stop_s = 15;
     uint64_t count = 30000, produce = 0;
     const char *out_path = NULL;
     int opt;
-    while ((opt = getopt_long(argc, argv, "w:n:p:b:t:g:P:k:o:u:s:H:T:X:h", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "w:n:p:b:t:g:P:k:o:u:s:H:T:S:X:h", opts, NULL)) != -1) {
         switch (opt) {
         case 'w':
             n_workers = atoi(optarg);
@@ -318,6 +321,9 @@ int main(int argc, char **argv)
         case 'T':
             timeout_s = atoi(optarg);
             break;
+        case 'S':
+            stop_s = atoi(optarg);
+            break;
         case 'X':
             if (app.n_props == MAX_PROPS) {
                 fprintf(stderr, "parallel_workers: at most %d -X properties\n", MAX_PROPS);
@@ -337,7 +343,8 @@ int main(int argc, char **argv)
     if (n_workers < 0)
         n_workers = embedded ? 3 : 1;
     if ((n_workers == 0 && (embedded || !produce)) || n_workers > MAX_WORKERS || partitions < 1 ||
-        partitions > 64 || (embedded && count == 0) || app.work_us < 0 || optind < argc) {
+        partitions > 64 || (embedded && count == 0) || app.work_us < 0 || stop_s < 1 ||
+        optind < argc) {
         usage(stderr);
         return 2;
     }
@@ -454,16 +461,23 @@ int main(int argc, char **argv)
         rill_pipeline_stop(workers[i].pipeline);
     for (int i = 0; i < n_workers; i++) {
         rill_pipeline_result_t res;
-        rill_pipeline_wait(workers[i].pipeline, 15000, &res);
+        rill_pipeline_wait(workers[i].pipeline, stop_s * 1000, &res);
         if (res.end != RILL_PIPELINE_STOPPED) {
             fprintf(stderr, "worker %d: %s\n", workers[i].id,
-                    res.end ? res.text : "did not stop in 15 s");
+                    res.end ? res.text : "did not stop in time");
             clean = 0;
         }
         if (res.end) /* else left running: the system's stop ends it */
             rill_pipeline_destroy(workers[i].pipeline);
     }
-    clean = rill_system_stop(sys, 15000) == RILL_OK && clean;
+    if (rill_system_stop(sys, stop_s * 1000) != RILL_OK) {
+        /* An actor is still running (a client that does not close, say):
+         * the system must not be destroyed (rill_system_stop's contract),
+         * nor the pipelines left running; the process ends instead. */
+        printf("  FAILED: the system did not stop within %d s\n", stop_s);
+        fflush(stdout);
+        _exit(1);
+    }
     rill_system_destroy(sys);
 
     uint64_t total = 0, distinct = 0, again = 0;

@@ -331,19 +331,27 @@ int main(int argc, char **argv)
     rill_pipeline_result_t res, gres;
     int ended = !rill_pipeline_stop(p) && !rill_pipeline_wait(p, 60000, &res) &&
                 !rill_pipeline_wait(gen, 60000, &gres);
+    if (!ended) {
+        /* Still running: destroying it would wait for it forever. */
+        printf("FAILED: the pipelines did not end within 60 s\n");
+        fflush(stdout);
+        _exit(1);
+    }
     rill_pipeline_destroy(p);
     rill_pipeline_destroy(gen);
-    rill_system_stop(sys, 20000);
+    if (rill_system_stop(sys, 20000) != RILL_OK) {
+        /* An actor is still running: the system must not be destroyed
+         * (rill_system_stop's contract); the process ends instead. */
+        printf("FAILED: the system did not stop within 20 s\n");
+        fflush(stdout);
+        _exit(1);
+    }
     rill_system_destroy(sys);
     pthread_mutex_lock(&d->io.lock);
     d->io.stop = 1;
     pthread_cond_signal(&d->io.cond);
     pthread_mutex_unlock(&d->io.lock);
     pthread_join(io_thread, NULL);
-    if (!ended) {
-        fprintf(stderr, "pipeline: did not end\n");
-        return 1;
-    }
 
     /* Verify: every input record reached the output topic. */
     rill_consumed_t *out = NULL;

@@ -190,8 +190,12 @@ int main(int argc, char **argv)
     }
     rill_pipeline_drain(p);
     rill_pipeline_result_t r;
-    if (rill_pipeline_wait(p, 30000, &r) != RILL_OK)
-        snprintf(r.text, sizeof(r.text), "not drained in 30 s");
+    if (rill_pipeline_wait(p, 30000, &r) != RILL_OK) {
+        /* Still running: destroying it would wait for it forever. */
+        printf("FAILED: the pipeline did not drain within 30 s\n");
+        fflush(stdout);
+        _exit(1);
+    }
     uint64_t prod = atomic_load(&stats.produced), cons = atomic_load(&stats.consumed);
     printf("drained: %s; produced %" PRIu64 ", consumed %" PRIu64 ", out of order %" PRIu64 "\n",
            r.text, prod, cons, atomic_load(&stats.out_of_order));
@@ -204,7 +208,12 @@ int main(int argc, char **argv)
     pthread_cond_signal(&io.cond);
     pthread_mutex_unlock(&io.lock);
     pthread_join(io_thread, NULL);
-    rill_system_stop(sys, 5000);
+    if (rill_system_stop(sys, 5000) != RILL_OK) {
+        /* An actor is still running: the system must not be destroyed. */
+        printf("FAILED: the system did not stop within 5 s\n");
+        fflush(stdout);
+        _exit(1);
+    }
     rill_system_destroy(sys);
     return ok ? 0 : 1;
 }

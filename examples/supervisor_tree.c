@@ -16,7 +16,10 @@
  * scripted run ends the way supervision trees end when a fault does not go
  * away: the ingest subtree exceeds its intensity and escalates to root,
  * root restarts it, the fault persists, root exceeds its own intensity and
- * fails: escalation reaches the top.
+ * fails: escalation reaches the top. The scripted run checks each step
+ * (only the crashed child restarted; rest_for_one took the parser's later
+ * sibling along, not the reader; root ended in failure) and ends with "OK"
+ * and exit status 0 only if all held (the test suite runs it).
  *
  * usage: supervisor_tree [--interactive] [--dot PATH]
  */
@@ -110,8 +113,41 @@ static void msleep(int ms)
     nanosleep(&ts, NULL); /* pacing the demo for a human, not synchronising */
 }
 
-/* Crash a child by name; the pool's workers by their index. */
-static void crash(rill_system_t *sys, rill_aid_t pool, const char *name, uint64_t n)
+/* Poll a supervisor's children until check() accepts them (5 s at most:
+ * a restart happens on an executor, after the crash was sent). */
+typedef int check_fn(const rill_child_info_t *c, size_t n);
+
+static int children_become(rill_system_t *sys, rill_aid_t sup, check_fn *check)
+{
+    for (int waited = 0; waited <= 5000; waited += 20) {
+        rill_child_info_t info[8];
+        size_t n = 0;
+        if (rill_sup_children(sys, sup, info, 8, &n) == RILL_OK && n <= 8 && check(info, n))
+            return 1;
+        msleep(20);
+    }
+    return 0;
+}
+
+/* Step 1a: worker-2 restarted once, its siblings untouched. */
+static int pool_after_worker2(const rill_child_info_t *c, size_t n)
+{
+    return n == 3 && c[0].running && c[0].restarts == 0 && c[1].running && c[1].restarts == 1 &&
+           c[2].running && c[2].restarts == 0;
+}
+
+/* Step 1b: rest_for_one: the parser restarted, the writer (started after
+ * it) stopped and started again with it, the reader untouched. */
+static int ingest_after_parser(const rill_child_info_t *c, size_t n)
+{
+    return n == 3 && c[0].running && c[0].restarts == 0 && c[0].last_exit.text[0] == '\0' &&
+           c[1].running && c[1].restarts == 1 && c[2].running &&
+           c[2].last_exit.kind == RILL_EXIT_SHUTDOWN;
+}
+
+/* Crash a child by name; the pool's workers by their index. Returns what
+ * the send returned. */
+static rill_err_t crash(rill_system_t *sys, rill_aid_t pool, const char *name, uint64_t n)
 {
     rill_msg_t m = {.type = MSG_CRASH, .arg = n};
     rill_err_t err;
@@ -130,6 +166,7 @@ static void crash(rill_system_t *sys, rill_aid_t pool, const char *name, uint64_
            err == RILL_OK            ? "sent"
            : err == RILL_ERESTARTING ? "refused: it is waiting for its restart (RILL_ERESTARTING)"
                                      : rill_err2str(err));
+    return err;
 }
 
 int main(int argc, char **argv)
@@ -157,7 +194,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "system: %s\n", err);
         return 1;
     }
-    rill_system_start(sys);
+    if (rill_system_start(sys)) {
+        fprintf(stderr, "system: cannot start\n");
+        return 1;
+    }
 
     rill_child_spec_t ingest_children[] = {
         {.id = "reader", .start = start_worker, .register_name = 1},
@@ -201,15 +241,22 @@ int main(int argc, char **argv)
     }
     rill_aid_t pool_aid = rill_lookup(sys, "pool");
     for (int i = 0; i < 3; i++)
-        rill_sup_start_child(sys, pool_aid, NULL, NULL);
+        if (rill_sup_start_child(sys, pool_aid, NULL, NULL)) {
+            fprintf(stderr, "pool: cannot start worker %d\n", i + 1);
+            return 1;
+        }
 
     watch_t w = {.root = root, .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
     rill_aid_t watcher;
     rill_spawn_opts_t wo = {.behavior = watch_behavior, .init = watch_init, .state = &w};
-    rill_spawn(sys, &wo, &watcher);
+    if (rill_spawn(sys, &wo, &watcher)) {
+        fprintf(stderr, "cannot spawn the watcher\n");
+        return 1;
+    }
 
     show(sys, root, dot_path, "the tree");
     uint64_t n = 0;
+    int steps_ok = 1; /* the scripted run's checks */
     if (interactive) {
         char line[64];
         printf("\ntype a child to crash (reader, parser, writer, worker-1..3, ingest, pool), "
@@ -227,24 +274,34 @@ int main(int argc, char **argv)
         /* 1. single faults: one child restarted each (rest_for_one takes
          *    the parser's later siblings along) */
         const char *script1[] = {"worker-2", "parser"};
+        check_fn *expect1[] = {pool_after_worker2, ingest_after_parser};
         for (size_t i = 0; i < 2; i++) {
-            crash(sys, rill_lookup(sys, "pool"), script1[i], ++n);
-            msleep(400);
+            rill_aid_t sup = rill_lookup(sys, i == 0 ? "pool" : "ingest");
+            int held = crash(sys, rill_lookup(sys, "pool"), script1[i], ++n) == RILL_OK &&
+                       children_become(sys, sup, expect1[i]);
             show(sys, root, dot_path, "after the crash");
+            if (!held) {
+                printf("!! not what one_for_one / rest_for_one promise\n");
+                steps_ok = 0;
+            }
         }
         /* 2. a persistent fault in the reader: ingest exceeds 2 restarts in
          *    5 s, escalates; root restarts ingest with backoff; repeat until
-         *    root exceeds 3 restarts in 10 s */
-        for (int round = 1; round <= 12; round++) {
-            crash(sys, rill_lookup(sys, "pool"), "reader", ++n);
+         *    root exceeds 3 restarts in 10 s (12 crashes at least; a crash
+         *    refused while the reader waits for its restart is tried again
+         *    sooner). At most 60 rounds. */
+        for (int round = 1; round <= 60; round++) {
+            rill_err_t sent = crash(sys, rill_lookup(sys, "pool"), "reader", ++n);
             msleep(150);
-            show(sys, root, dot_path, "the reader keeps failing");
+            if (sent == RILL_OK)
+                show(sys, root, dot_path, "the reader keeps failing");
             pthread_mutex_lock(&w.lock);
             int down = w.down;
             pthread_mutex_unlock(&w.lock);
             if (down)
                 break;
-            msleep(350);
+            if (sent == RILL_OK)
+                msleep(350);
         }
     }
 
@@ -261,7 +318,19 @@ int main(int argc, char **argv)
         rill_sup_stop(sys, root, 5000);
     }
     printf("tree written to %s\n", dot_path);
-    rill_system_stop(sys, 5000);
+    if (rill_system_stop(sys, 5000) != RILL_OK) {
+        /* An actor is still running: the system must not be destroyed
+         * (rill_system_stop's contract); the process ends instead. */
+        printf("FAILED: the system did not stop within 5 s\n");
+        fflush(stdout);
+        _exit(1);
+    }
     rill_system_destroy(sys);
-    return 0;
+    if (interactive)
+        return 0;
+    int ok = steps_ok && down && reason.kind == RILL_EXIT_FAILURE;
+    printf("%s\n", ok ? "OK: each fault restarted what its strategy promises, and the persistent "
+                        "one escalated to the top"
+                      : "FAILED: a restart was not the expected one, or root did not escalate");
+    return ok ? 0 : 1;
 }

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <criterion/criterion.h>
+#include "support/rtest.h"
 
 #include <rill/kafka.h>
 #include <rill/stream.h>

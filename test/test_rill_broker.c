@@ -20,7 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <criterion/criterion.h>
+#include "support/rtest.h"
 
 #include <rill/testkit.h>
 

@@ -13,7 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <criterion/criterion.h>
+#include "support/rtest.h"
 
 #include <rill/testkit.h>
 

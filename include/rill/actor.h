@@ -68,8 +68,12 @@ typedef struct rill_ctx rill_ctx_t;
 typedef struct rill_aid {
     uint64_t id; /**< the id's value; 0 for RILL_AID_NONE */
 } rill_aid_t;
+#ifdef __cplusplus
+#define RILL_AID_NONE (rill_aid_t{0}) /* C++ has no compound literals */
+#else
 /** The zero actor id: no actor. */
 #define RILL_AID_NONE ((rill_aid_t){0})
+#endif
 
 /** Non-zero if a and b name the same actor. @locality any thread. */
 static inline int rill_aid_eq(rill_aid_t a, rill_aid_t b)

@@ -395,10 +395,22 @@ RILL_API rill_err_t rill_async_complete(rill_async_job_t *job, rill_err_t err,
  * in it and the batch). The batch carries the origins of its elements
  * (theirs are NULL inside it).
  */
+#if defined(__cplusplus) && defined(__clang__) /* C++ has no flexible array members, */
+#pragma clang diagnostic push                  /* but g++ and clang++ take them */
+#pragma clang diagnostic ignored "-Wc99-extensions"
+#elif defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpedantic"
+#endif
 typedef struct rill_batch {
     size_t count;        /**< the number of elements in elems */
     rill_elem_t elems[]; /**< the elements, in the order they arrived */
 } rill_batch_t;
+#if defined(__cplusplus) && defined(__clang__)
+#pragma clang diagnostic pop
+#elif defined(__cplusplus) && defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 /** A batch stage (see rill_batch_t). @locality any thread. */
 RILL_API rill_stage_t *rill_stage_batch(size_t max_count, uint64_t max_ms);
 

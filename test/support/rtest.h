@@ -8,8 +8,10 @@
  * / cr_expect* macros, each with an optional printf-style message.
  *
  * Stand-in semantics: every test runs in its own forked child; a failed
- * cr_assert* ends the child at once (from any thread), a failed cr_expect*
- * is recorded and fails the test when it returns. Messages must be string
+ * cr_assert* ends the child at once (from any thread) after running the
+ * test's .fini, a failed cr_expect* is recorded and fails the test when it
+ * returns. .init runs before the test, .fini after it (also when it
+ * failed), both in the child, as with Criterion. Messages must be string
  * literals (as they are in practice with Criterion).
  */
 #ifndef RILL_RTEST_H
@@ -25,8 +27,8 @@
 #include <string.h>
 
 /* The designated initialisers Criterion accepts after Test(suite, name, ...).
- * Only timeout (seconds) and disabled are honoured; the others are accepted
- * and ignored. */
+ * timeout (seconds), disabled, init and fini are honoured; the others are
+ * accepted and ignored. */
 struct rtest_opts {
     int rtest_unused_; /* lets `{ .rtest_unused_ = 0, __VA_ARGS__ }` be valid when empty */
     double timeout;
@@ -86,6 +88,8 @@ void rtest_failed_(int fatal, const char *file, int line, const char *expr, cons
 #define cr_assert_str_neq(a, b, ...)                                                               \
     RTEST_CHECK_(1, strcmp((a), (b)) != 0, #a " differs from " #b, __VA_ARGS__)
 #define cr_assert_fail(...) RTEST_CHECK_(1, 0, "cr_assert_fail", __VA_ARGS__)
+#define cr_assert_arr_eq(a, b, size, ...)                                                          \
+    RTEST_CHECK_(1, memcmp((a), (b), (size)) == 0, #a " equals " #b, __VA_ARGS__)
 
 #define cr_expect(c, ...)          RTEST_CHECK_(0, (c), #c, __VA_ARGS__)
 #define cr_expect_not(c, ...)      RTEST_CHECK_(0, !(c), "!(" #c ")", __VA_ARGS__)
@@ -102,6 +106,8 @@ void rtest_failed_(int fatal, const char *file, int line, const char *expr, cons
 #define cr_expect_str_neq(a, b, ...)                                                               \
     RTEST_CHECK_(0, strcmp((a), (b)) != 0, #a " differs from " #b, __VA_ARGS__)
 #define cr_expect_fail(...) RTEST_CHECK_(0, 0, "cr_expect_fail", __VA_ARGS__)
+#define cr_expect_arr_eq(a, b, size, ...)                                                          \
+    RTEST_CHECK_(0, memcmp((a), (b), (size)) == 0, #a " equals " #b, __VA_ARGS__)
 
 #endif /* RILL_RTEST_STANDALONE */
 

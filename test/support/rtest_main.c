@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,17 @@ static struct rtest_case *first_case, *last_case;
 static volatile sig_atomic_t expect_failed;
 
 static volatile sig_atomic_t timed_out;
+
+/* The test running in this child, for its .fini on a fatal failure; and
+ * whether .fini has started (it runs once, even if it fails itself). */
+static const struct rtest_case *current_case;
+static atomic_int fini_started;
+
+static void run_fini(void)
+{
+    if (current_case && current_case->opts.fini && !atomic_exchange(&fini_started, 1))
+        current_case->opts.fini();
+}
 
 void rtest_register_(struct rtest_case *tc)
 {
@@ -53,9 +65,12 @@ void rtest_failed_(int fatal, const char *file, int line, const char *expr, cons
     fprintf(stderr, "%s:%d: %s failed: %s%s%s\n", file, line, fatal ? "assertion" : "expectation",
             expr, msg[1] ? ": " : "", msg + 1);
     fflush(stderr);
-    if (fatal)
-        _exit(1); /* from any thread; skip atexit so a half-done test does not
-                     add leak reports to its failure */
+    if (fatal) {
+        run_fini(); /* Criterion runs it after a failed test too: it cleans up
+                       what outlives the test (child processes, say) */
+        _exit(1);   /* from any thread; skip atexit so a half-done test does not
+                       add leak reports to its failure */
+    }
     expect_failed = 1;
 }
 
@@ -108,7 +123,11 @@ static int run_case(const struct rtest_case *tc, const char *id, unsigned defaul
     }
     if (pid == 0) {
         expect_failed = 0;
+        current_case = tc;
+        if (tc->opts.init)
+            tc->opts.init();
         tc->fn();
+        run_fini();
         /* exit (not _exit) so sanitizers' exit-time checks (leaks, TSan's
          * report count) still decide the status. */
         exit(expect_failed ? 1 : 0);
