@@ -230,7 +230,7 @@ static void spawn_old(rill_system_t *sys, const char *boot, old_sink_t *s, rill_
                             sizeof(err)) ||
         rill_stage_spawn(sys, rill_sink_foreach(old_process, s), NULL, sink, err, sizeof(err)))
         die("baseline spawn", err);
-    if (rill_stage_connect(sys, *consumer, *sink))
+    if (rill_stage_connect(sys, *consumer, *sink, NULL, 0))
         die("baseline", "cannot connect the sink");
 }
 

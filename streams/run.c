@@ -290,7 +290,7 @@ static rill_err_t run_init(rill_ctx_t *ctx, void *state)
     }
     if (!err)
         for (int i = 1; i < r->n; i++)
-            rill_stage_connect(r->sys, r->aids[i - 1], r->aids[i]);
+            rill_stage_connect(r->sys, r->aids[i - 1], r->aids[i], NULL, 0);
     rill_pipeline_t *p = r->p;
     pthread_mutex_lock(&p->lock);
     p->run = r->self;

@@ -210,8 +210,8 @@ enum { CLAIM_IN = 0, CLAIM_OUT = 1 };
  * one cannot both have it. Actors that are not stages, and stages that
  * are gone, are not judged: the protocol handles them as before.
  */
-rill_err_t rill_stage_connect_ex(rill_system_t *sys, rill_aid_t upstream, rill_aid_t downstream,
-                                 char *errstr, size_t errstr_size)
+rill_err_t rill_stage_connect(rill_system_t *sys, rill_aid_t upstream, rill_aid_t downstream,
+                              char *errstr, size_t errstr_size)
 {
     if (!sys || rill_aid_is_none(upstream) || rill_aid_is_none(downstream))
         return rill__fail(RILL_EINVAL, errstr, errstr_size,
@@ -261,9 +261,4 @@ rill_err_t rill_stage_connect_ex(rill_system_t *sys, rill_aid_t upstream, rill_a
                           err == RILL_ESTOPPED ? "is gone" : rill_err2str(err));
     }
     return RILL_OK;
-}
-
-rill_err_t rill_stage_connect(rill_system_t *sys, rill_aid_t upstream, rill_aid_t downstream)
-{
-    return rill_stage_connect_ex(sys, upstream, downstream, NULL, 0);
 }

@@ -811,7 +811,7 @@ static rill_err_t cr_spawn_processor(rill_system_t *sys, void *arg, const rill_c
         rill_stage_spawn(sys, rill_sink_foreach(cr_process, pr), &o, aid, errstr, errstr_size);
     if (err)
         return err;
-    return rill_stage_connect(sys, pr->consumer, *aid);
+    return rill_stage_connect(sys, pr->consumer, *aid, NULL, 0);
 }
 
 static long cr_distinct(crash_t *t)

@@ -367,8 +367,8 @@ Test(kafka_interop, rill_producer_to_kcat_keys_values_headers, .timeout = 90)
     cr_assert_eq(rill_stage_spawn(sys, rill_sink_foreach(count_delivery, NULL), NULL, &dsink, err,
                                   sizeof(err)),
                  RILL_OK, "%s", err);
-    cr_assert_eq(rill_stage_connect(sys, prod, dsink), RILL_OK);
-    cr_assert_eq(rill_stage_connect(sys, src, prod), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, prod, dsink, NULL, 0), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, src, prod, NULL, 0), RILL_OK);
     int64_t deadline = proc_now_ms() + WAIT_MS;
     while (atomic_load(&delivered) + atomic_load(&failed) < N_RECORDS && proc_now_ms() < deadline)
         proc_nap_ms(10);
@@ -576,7 +576,7 @@ Test(kafka_interop, kcat_to_rill_consumer_keys_values_headers, .timeout = 90)
     cr_assert_eq(
         rill_stage_spawn(sys, rill_sink_foreach(collect_sink, &c), NULL, &sink, err, sizeof(err)),
         RILL_OK, "%s", err);
-    cr_assert_eq(rill_stage_connect(sys, c.consumer, sink), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, c.consumer, sink, NULL, 0), RILL_OK);
     int64_t deadline = proc_now_ms() + WAIT_MS;
     while (collected(&c) < N_RECORDS && proc_now_ms() < deadline)
         proc_nap_ms(10);

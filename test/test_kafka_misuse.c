@@ -271,14 +271,14 @@ Test(kafka_misuse, consumer_connected_to_itself_is_refused_and_goes_on, .timeout
 
     rill_aid_t other = kk_stage_spawn_ok(env.sys, rill_sink_ignore(), -1);
     char err[256] = "";
-    cr_assert_eq(rill_stage_connect_ex(env.sys, k, k, err, sizeof(err)), RILL_EINVAL);
+    cr_assert_eq(rill_stage_connect(env.sys, k, k, err, sizeof(err)), RILL_EINVAL);
     cr_assert_not_null(strstr(err, "itself"), "errstr: %s", err);
-    cr_assert_eq(rill_stage_connect_ex(env.sys, s, k, err, sizeof(err)), RILL_EINVAL);
+    cr_assert_eq(rill_stage_connect(env.sys, s, k, err, sizeof(err)), RILL_EINVAL);
     cr_assert_not_null(strstr(err, "sink"), "errstr: %s", err);
-    cr_assert_eq(rill_stage_connect_ex(env.sys, other, k, err, sizeof(err)), RILL_EINVAL);
-    cr_assert_eq(rill_stage_connect_ex(env.sys, k, s, err, sizeof(err)), RILL_EINVAL,
+    cr_assert_eq(rill_stage_connect(env.sys, other, k, err, sizeof(err)), RILL_EINVAL);
+    cr_assert_eq(rill_stage_connect(env.sys, k, s, err, sizeof(err)), RILL_EINVAL,
                  "a second input to the sink");
-    cr_assert_eq(rill_stage_connect_ex(env.sys, k, other, err, sizeof(err)), RILL_EINVAL);
+    cr_assert_eq(rill_stage_connect(env.sys, k, other, err, sizeof(err)), RILL_EINVAL);
     cr_assert_not_null(strstr(err, "subscriber"), "errstr: %s", err);
 
     /* The consumer and its sink go on: 10 more records arrive. */

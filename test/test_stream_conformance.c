@@ -541,7 +541,7 @@ static rill_aid_t spawn_stage(rill_system_t *sys, rill_stage_t *stage, uint32_t 
 
 static void link_stages(rill_system_t *sys, rill_aid_t up, rill_aid_t down)
 {
-    rill_err_t e = rill_stage_connect(sys, up, down);
+    rill_err_t e = rill_stage_connect(sys, up, down, NULL, 0);
     cr_assert_eq(e, RILL_OK, "connect: %s", rill_err_name(e));
 }
 

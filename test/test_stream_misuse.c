@@ -61,11 +61,12 @@ static void assert_refused(rill_system_t *sys, rill_aid_t up, rill_aid_t down, c
                            const char *what)
 {
     char err[256] = "";
-    rill_err_t e = rill_stage_connect_ex(sys, up, down, err, sizeof(err));
+    rill_err_t e = rill_stage_connect(sys, up, down, err, sizeof(err));
     cr_assert_eq(e, RILL_EINVAL, "%s: %s (%s)", what, rill_err_name(e), err);
     cr_assert_not_null(strstr(err, want), "%s: errstr \"%s\" does not say \"%s\"", what, err, want);
     /* The plain call refuses it too. */
-    cr_assert_eq(rill_stage_connect(sys, up, down), RILL_EINVAL, "%s (rill_stage_connect)", what);
+    cr_assert_eq(rill_stage_connect(sys, up, down, NULL, 0), RILL_EINVAL, "%s (rill_stage_connect)",
+                 what);
 }
 
 Test(stream_misuse, wrong_connections_are_refused_and_harm_no_stage, .timeout = 60)
@@ -75,7 +76,7 @@ Test(stream_misuse, wrong_connections_are_refused_and_harm_no_stage, .timeout = 
     atomic_long n = 0;
     rill_aid_t src = spawn_ok(sys, rill_source_range(0, UINT64_MAX));
     rill_aid_t sink = spawn_ok(sys, rill_sink_foreach(count_elem, &n));
-    cr_assert_eq(rill_stage_connect(sys, src, sink), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, src, sink, NULL, 0), RILL_OK);
     assert_flowing(&n, 100, "before");
 
     /* Idle stages to misconnect. */
@@ -92,16 +93,16 @@ Test(stream_misuse, wrong_connections_are_refused_and_harm_no_stage, .timeout = 
 
     /* Bad arguments. */
     char err[256] = "";
-    cr_assert_eq(rill_stage_connect_ex(NULL, src, sink, err, sizeof(err)), RILL_EINVAL);
+    cr_assert_eq(rill_stage_connect(NULL, src, sink, err, sizeof(err)), RILL_EINVAL);
     cr_assert_gt(strlen(err), 0);
-    cr_assert_eq(rill_stage_connect_ex(sys, RILL_AID_NONE, sink, NULL, 0), RILL_EINVAL);
-    cr_assert_eq(rill_stage_connect(sys, src, RILL_AID_NONE), RILL_EINVAL);
+    cr_assert_eq(rill_stage_connect(sys, RILL_AID_NONE, sink, NULL, 0), RILL_EINVAL);
+    cr_assert_eq(rill_stage_connect(sys, src, RILL_AID_NONE, NULL, 0), RILL_EINVAL);
 
     /* Nothing was harmed: both alive, still flowing; the idle pair still
      * connects and runs to its end. */
     cr_assert(rill_alive(sys, src) && rill_alive(sys, sink), "a refused connection hurt a stage");
     assert_flowing(&n, 100, "after the refusals");
-    cr_assert_eq(rill_stage_connect(sys, other_src, other_sink), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, other_src, other_sink, NULL, 0), RILL_OK);
     cr_assert(kit_wait_at_least(&n2, 10, WAIT_MS), "the idle pair did not run: %ld",
               atomic_load(&n2));
     cr_assert(kit_wait_dead(sys, other_sink, WAIT_MS), "the idle pair did not end");
@@ -128,8 +129,8 @@ Test(stream_misuse, middle_stages_take_their_inputs_and_outputs_only, .timeout =
     rill_aid_t src = spawn_ok(sys, rill_source_range(0, UINT64_MAX));
     rill_aid_t map = spawn_ok(sys, rill_stage_map(identity, NULL));
     rill_aid_t sink = spawn_ok(sys, rill_sink_foreach(count_elem, &n));
-    cr_assert_eq(rill_stage_connect(sys, src, map), RILL_OK);
-    cr_assert_eq(rill_stage_connect(sys, map, sink), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, src, map, NULL, 0), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, map, sink, NULL, 0), RILL_OK);
     assert_flowing(&n, 100, "before");
 
     rill_aid_t idle_src = spawn_ok(sys, rill_source_range(0, 10));
@@ -151,11 +152,11 @@ Test(stream_misuse, middle_stages_take_their_inputs_and_outputs_only, .timeout =
     rill_aid_t bc = spawn_ok(sys, rill_stage_broadcast(2, NULL, NULL));
     rill_aid_t k1 = spawn_ok(sys, rill_sink_foreach(count_elem, &nb1));
     rill_aid_t k2 = spawn_ok(sys, rill_sink_foreach(count_elem, &nb2));
-    cr_assert_eq(rill_stage_connect(sys, s1, merge), RILL_OK);
-    cr_assert_eq(rill_stage_connect(sys, s2, merge), RILL_OK);
-    cr_assert_eq(rill_stage_connect(sys, merge, bc), RILL_OK);
-    cr_assert_eq(rill_stage_connect(sys, bc, k1), RILL_OK);
-    cr_assert_eq(rill_stage_connect(sys, bc, k2), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, s1, merge, NULL, 0), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, s2, merge, NULL, 0), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, merge, bc, NULL, 0), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, bc, k1, NULL, 0), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, bc, k2, NULL, 0), RILL_OK);
     assert_refused(sys, merge, merge, "itself", "a merge connected to itself");
     cr_assert(kit_wait_at_least(&nb1, 100, WAIT_MS) && kit_wait_at_least(&nb2, 100, WAIT_MS),
               "broadcast outputs got %ld and %ld of 100", atomic_load(&nb1), atomic_load(&nb2));

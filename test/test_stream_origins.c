@@ -1056,9 +1056,9 @@ Test(origins_flow, broadcast_confirms_once_every_copy_is, .timeout = 60)
     rill_aid_t bc = spawn_ok(sys, rill_stage_broadcast(2, NULL, NULL), NULL);
     rill_aid_t sa = spawn_ok(sys, rill_sink_foreach_manual(stash_fn, &a), NULL);
     rill_aid_t sb = spawn_ok(sys, rill_sink_foreach_manual(stash_fn, &b), NULL);
-    cr_assert_eq(rill_stage_connect(sys, s, bc), RILL_OK);
-    cr_assert_eq(rill_stage_connect(sys, bc, sa), RILL_OK);
-    cr_assert_eq(rill_stage_connect(sys, bc, sb), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, s, bc, NULL, 0), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, bc, sa, NULL, 0), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, bc, sb, NULL, 0), RILL_OK);
     stash_cond_t ca = {&a, 500}, cb = {&b, 500};
     cr_assert(kit_wait_until(stash_reached, &ca, KIT_WAIT_MS), "branch a got %zu", stash_count(&a));
     cr_assert(kit_wait_until(stash_reached, &cb, KIT_WAIT_MS), "branch b got %zu", stash_count(&b));

@@ -220,7 +220,7 @@ static void rig_open(rig_t *r, rill_stage_t *spec, uint32_t mailbox_capacity)
     cr_assert(kit_log_wait_type(r->sub_log, RILL_STREAM_ON_SUBSCRIBE, 1, KIT_WAIT_MS),
               "no ON_SUBSCRIBE for the subscriber probe");
 
-    cr_assert_eq(rill_stage_connect(r->sys, r->pub, r->stage), RILL_OK);
+    cr_assert_eq(rill_stage_connect(r->sys, r->pub, r->stage, NULL, 0), RILL_OK);
     cr_assert(kit_log_wait_type(r->pub_log, RILL_STREAM_SUBSCRIBE, 1, KIT_WAIT_MS),
               "the stage never subscribed to the publisher probe");
     kit_event_t sub;
@@ -1216,9 +1216,9 @@ Test(stage_broadcast, moves_at_the_pace_of_the_slowest_branch, .timeout = 60)
     rill_aid_t b = spawn_ok(sys, rill_stage_broadcast(2, copy_payload, &tally), &ob);
     rill_aid_t f = spawn_ok(sys, rill_sink_foreach(branch_sink, fast), &of);
     rill_aid_t w = spawn_ok(sys, rill_sink_foreach(branch_sink, slow), &os);
-    cr_assert_eq(rill_stage_connect(sys, s, b), RILL_OK);
-    cr_assert_eq(rill_stage_connect(sys, b, f), RILL_OK);
-    cr_assert_eq(rill_stage_connect(sys, b, w), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, s, b, NULL, 0), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, b, f, NULL, 0), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, b, w, NULL, 0), RILL_OK);
 
     cr_assert(kit_wait_at_least(&slow->count, BC_N, 60000), "slow branch got %ld",
               atomic_load(&slow->count));
@@ -1275,8 +1275,8 @@ Test(stage_merge, delivers_everything_and_completes_after_the_last_input, .timeo
     cr_assert_eq(kit_run_in(sys, watcher, monitor_target, &sink), RILL_OK);
     cr_assert_eq(kit_run_in(sys, watcher, monitor_target, &m), RILL_OK);
     for (int i = 0; i < 3; i++)
-        cr_assert_eq(rill_stage_connect(sys, in[i], m), RILL_OK);
-    cr_assert_eq(rill_stage_connect(sys, m, sink), RILL_OK);
+        cr_assert_eq(rill_stage_connect(sys, in[i], m, NULL, 0), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, m, sink, NULL, 0), RILL_OK);
 
     cr_assert(kit_log_wait_type(log, RILL_MSG_DOWN, 2, 30000), "merge or sink did not end");
     kit_event_t down;
@@ -1558,11 +1558,11 @@ Test(pipeline, a_subscription_to_a_publisher_that_dies_meanwhile_ends_the_subscr
     rill_aid_t src = spawn_ok(sys, rill_source_range(0, 10), &on0);
     rill_aid_t map = spawn_ok(sys, rill_stage_map(gated_failure, &gate), &on0);
     rill_aid_t sink = spawn_ok(sys, rill_sink_ignore(), &on1);
-    cr_assert_eq(rill_stage_connect(sys, src, map), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, src, map, NULL, 0), RILL_OK);
     cr_assert(kit_wait_at_least(&gate.arrived, 1, KIT_WAIT_MS), "the map got no element");
     /* The map is inside its function: the sink's SUBSCRIBE waits in its
      * queue once the sink handled the CONNECT. */
-    cr_assert_eq(rill_stage_connect(sys, map, sink), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, map, sink, NULL, 0), RILL_OK);
     processed_cond_t c = {sys, sink, 1};
     cr_assert(kit_wait_until(processed_reached, &c, KIT_WAIT_MS), "the sink did not connect");
     kit_gate_open(&gate);
@@ -1756,9 +1756,9 @@ Test(stage_args, spawn_connect_and_signals_reject_invalid_arguments, .timeout = 
     /* errstr may be NULL. */
     cr_assert_eq(rill_stage_spawn(sys, rill_stage_batch(0, 0), NULL, &aid, NULL, 0), RILL_EINVAL);
 #undef SPAWN_FAILS
-    cr_assert_eq(rill_stage_connect(NULL, (rill_aid_t){1}, (rill_aid_t){2}), RILL_EINVAL);
-    cr_assert_eq(rill_stage_connect(sys, RILL_AID_NONE, (rill_aid_t){2}), RILL_EINVAL);
-    cr_assert_eq(rill_stage_connect(sys, (rill_aid_t){1}, RILL_AID_NONE), RILL_EINVAL);
+    cr_assert_eq(rill_stage_connect(NULL, (rill_aid_t){1}, (rill_aid_t){2}, NULL, 0), RILL_EINVAL);
+    cr_assert_eq(rill_stage_connect(sys, RILL_AID_NONE, (rill_aid_t){2}, NULL, 0), RILL_EINVAL);
+    cr_assert_eq(rill_stage_connect(sys, (rill_aid_t){1}, RILL_AID_NONE, NULL, 0), RILL_EINVAL);
 
     rill_aid_t a = spawn_ok(sys, rill_sink_ignore(), NULL);
     cr_assert_eq(rill_stream_subscribe(NULL, rill_pub(a), rill_sub(a), 1), RILL_EINVAL);

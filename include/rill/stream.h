@@ -580,16 +580,12 @@ RILL_API rill_err_t rill_stage_spawn(rill_system_t *sys, rill_stage_t *stage,
  * a downstream whose inputs are all connected (every stage but merge has
  * one). Inputs and outputs count from the stage's start and are never
  * given back. RILL_ESTOPPED if downstream is gone; a gone upstream ends
- * downstream's input. rill_stage_connect_ex() says why in a sentence.
+ * downstream's input. errstr (may be NULL) gets a sentence saying why
+ * when the call fails.
  * @locality any thread.
  */
 RILL_API rill_err_t rill_stage_connect(rill_system_t *sys, rill_aid_t upstream,
-                                       rill_aid_t downstream);
-
-/** rill_stage_connect(), with a sentence in errstr when it fails.
- * @locality any thread. */
-RILL_API rill_err_t rill_stage_connect_ex(rill_system_t *sys, rill_aid_t upstream,
-                                          rill_aid_t downstream, char *errstr, size_t errstr_size);
+                                       rill_aid_t downstream, char *errstr, size_t errstr_size);
 
 /* ------------------------------------------------------------------ */
 /* Pipelines                                                           */

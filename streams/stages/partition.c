@@ -72,8 +72,8 @@ static rill_err_t router_start(rill__stage_t *st)
                                        &r->worker_aid[w], NULL, 0);
         if (err)
             return err;
-        rill_stage_connect(st->sys, st->self, r->worker_aid[w]);
-        rill_stage_connect(st->sys, r->worker_aid[w], merge);
+        rill_stage_connect(st->sys, st->self, r->worker_aid[w], NULL, 0);
+        rill_stage_connect(st->sys, r->worker_aid[w], merge, NULL, 0);
     }
     st->forward_subscribe = merge;
     return RILL_OK;

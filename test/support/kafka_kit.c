@@ -211,7 +211,7 @@ rill_aid_t kk_stage_spawn_ok(rill_system_t *sys, rill_stage_t *spec, int executo
 
 void kk_connect_ok(rill_system_t *sys, rill_aid_t up, rill_aid_t down)
 {
-    cr_assert_eq(rill_stage_connect(sys, up, down), RILL_OK);
+    cr_assert_eq(rill_stage_connect(sys, up, down, NULL, 0), RILL_OK);
 }
 
 rill_aid_t kk_sink_spawn_ok(rill_system_t *sys, rill_foreach_fn *fn, void *opaque, int executor,
