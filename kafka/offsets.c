@@ -78,6 +78,7 @@ rill__tpart_t *rill__tracker_assign(rill__tracker_t *tr, const char *topic, int3
     p->partition = partition;
     p->committable = -1;
     p->committed = -1;
+    p->acked = -1;
     p->purge_from = -1;
     p->next_min = -1;
     tr->assigned++;
@@ -335,6 +336,14 @@ void rill__tracker_commit_failed(rill__tpart_t *p, int64_t offset)
 {
     if (p->committed == offset)
         p->committed = -1;
+}
+
+void rill__tracker_commit_acked(rill__tpart_t *p, int64_t offset)
+{
+    if (offset < p->acked)
+        p->committed = -1; /* send the latest again */
+    else
+        p->acked = offset;
 }
 
 void rill__tracker_commit_again(rill__tpart_t *p)

@@ -83,6 +83,7 @@ typedef struct rill__tpart {
     int32_t partition;
     int64_t committable; /* offset safe to commit; -1 until a record was emitted */
     int64_t committed;   /* last offset committed (or sent to be); -1 none */
+    int64_t acked;       /* highest offset a commit of it succeeded with; -1 none */
     /* After a truncation: records of this partition at or after this
      * offset that the owner polled or buffered before its seek back are
      * stale. -1: none. */
@@ -203,6 +204,11 @@ void rill__tracker_mark_committed(rill__tpart_t *p, int64_t offset);
 /* A commit of `offset` for p failed: commit it again next time (unless a
  * later offset was marked committed since). */
 void rill__tracker_commit_failed(rill__tpart_t *p, int64_t offset);
+/* A commit of offset succeeded. One of a lower offset than a success seen
+ * before completed later (an older request retried after an outage), so
+ * the broker may hold the lower one now: the partition is committed again
+ * at the next commit. */
+void rill__tracker_commit_acked(rill__tpart_t *p, int64_t offset);
 /* Forget what was committed for p, so that the next commit sends its
  * committable offset again whatever happened to the last one. */
 void rill__tracker_commit_again(rill__tpart_t *p);

@@ -134,6 +134,12 @@ static void report_commit(ksrc_t *k, rd_kafka_resp_err_t err,
         }
     } else if (offsets && offsets->cnt) {
         k->stats.committed++;
+        for (int i = 0; i < offsets->cnt; i++) {
+            rill__tpart_t *p =
+                rill__tracker_find(&k->tr, offsets->elems[i].topic, offsets->elems[i].partition);
+            if (p)
+                rill__tracker_commit_acked(p, offsets->elems[i].offset);
+        }
     }
     if (k->conf->commit_cb && offsets && offsets->cnt)
         k->conf->commit_cb(k->conf->commit_opaque, err, offsets);

@@ -699,6 +699,15 @@ Test(kafka_offsets, commit_bookkeeping)
     /* A commit that may not have arrived is sent again on request. */
     rill__tracker_commit_again(p);
     cr_assert_eq(rill__tracker_to_commit(p), 103);
+    rill__tracker_mark_committed(p, 103);
+    /* Successes in order change nothing; a success of a lower offset after
+     * a higher one (an older request retried after an outage, processed
+     * by the broker last) sends the latest again. */
+    rill__tracker_commit_acked(p, 102);
+    rill__tracker_commit_acked(p, 103);
+    cr_assert_eq(rill__tracker_to_commit(p), -1);
+    rill__tracker_commit_acked(p, 102);
+    cr_assert_eq(rill__tracker_to_commit(p), 103, "a regressed commit is not repaired");
     /* A partition with nothing committable never has anything to commit,
      * even when asked again. */
     rill__tracker_commit_again(q);
