@@ -17,6 +17,7 @@
  *   "restart N"             (the supervisor restarted the pipeline: the
  *                            source stage's actor changed; polled, so two
  *                            quick restarts may show as one)
+ *   "stats ..."             (every 5 s: the source's and the sink's counters)
  *   "stopped restarts=N: <text>" or "FAILED ..."  at the end
  *
  * usage: chaos_worker --bootstrap B --in T --out T --group G
@@ -82,6 +83,24 @@ static void on_rebalance(void *opaque, rill_rebalance_event_t ev,
            : ev == RILL_REBALANCE_REVOKED ? "revoked"
                                           : "lost",
            list);
+    fflush(stdout);
+}
+
+/* A status line every 5 s: the source's and the sink's counters. */
+static void print_stats(rill_system_t *sys, const rill_pipeline_t *p)
+{
+    rill_consumer_stats_t c;
+    rill_producer_stats_t k;
+    if (rill_consumer_stats(sys, rill_pipeline_stage(p, 0), &c) ||
+        rill_producer_stats(sys, rill_pipeline_stage(p, 2), &k))
+        return; /* between two runs */
+    printf("stats polled=%" PRIu64 " emitted=%" PRIu64 " confirmed=%" PRIu64 " fenced=%" PRIu64
+           " commits=%" PRIu64 " commit_errors=%" PRIu64 " rebalances=%" PRIu64
+           " buffered=%u unconfirmed=%u assigned=%u paused=%d | produced=%" PRIu64
+           " delivered=%" PRIu64 " failed=%" PRIu64 " inflight=%u\n",
+           c.polled, c.emitted, c.confirmed, c.fenced, c.committed, c.commit_errors, c.rebalances,
+           c.buffered, c.unconfirmed, c.assigned, c.paused, k.requested, k.delivered, k.failed,
+           k.inflight);
     fflush(stdout);
 }
 
@@ -235,8 +254,10 @@ int main(int argc, char **argv)
      * restarts and for the pipeline ending by itself. */
     rill_aid_t src = rill_pipeline_stage(p, 0);
     unsigned restarts = 0;
-    int ended = 0;
+    int ended = 0, ticks = 0;
     while (!stop_signal) {
+        if (++ticks % 50 == 0)
+            print_stats(sys, p);
         struct pollfd pfd = {.fd = 0, .events = POLLIN};
         if (poll(&pfd, 1, 100) > 0) {
             char buf[256];

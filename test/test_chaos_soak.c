@@ -251,6 +251,14 @@ static void worker_spawn(int i)
     cr_assert_eq(proc_spawn(&w->p, argv), 0, "spawn worker %d", i);
 }
 
+/* What the workers printed last, for a failure. */
+static void dump_workers(size_t max)
+{
+    for (int i = 0; i < N_WORKERS; i++)
+        fprintf(stderr, "--- worker %d (pid %d) ---\n%s\n", i, (int)workers[i].p.pid,
+                tail(workers[i].log, workers[i].log_len, max));
+}
+
 /* VmRSS of a process in kB, or -1. */
 static long vm_rss_kb(pid_t pid)
 {
@@ -451,12 +459,98 @@ static int64_t out_records(void)
 static char *kcat_read(const char *topic)
 {
     const char *kcat = env_or_fail("KCAT_BIN");
-    char *argv[] = {(char *)kcat, "-C", "-b", boot, "-t",          (char *)topic, "-o",
-                    "beginning",  "-e", "-q", "-f", "%p %o %s\\n", NULL};
+    char *argv[] = {(char *)kcat, "-C",        "-b", boot, "-t", (char *)topic,
+                    "-o",         "beginning", "-e", "-q", "-f", "%p %o %T %s\\n",
+                    NULL};
     char *out = NULL;
     int st = proc_run(argv, NULL, 120000, &out);
     cr_assert_eq(st, 0, "kcat -C -t %s exited %d", topic, st);
     return out;
+}
+
+static int cmp_long(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
+/* What the topics hold. */
+typedef struct readback {
+    long out_lines, missing, corrupt, dups;
+    unsigned max_copies;
+    char first_missing[64], first_corrupt[160];
+    long *latency; /* ms from each input to its first output, sorted */
+    long n_latency;
+} readback_t;
+
+/* One input record: its content, its time, its outputs. */
+typedef struct in_rec {
+    int64_t seq, ts, first_out_ts;
+    unsigned copies;
+} in_rec_t;
+
+static void read_back(const int64_t *end, int64_t total_in, readback_t *rb)
+{
+    memset(rb, 0, sizeof(*rb));
+    in_rec_t *in[PARTS];
+    for (int p = 0; p < PARTS; p++) {
+        in[p] = calloc((size_t)end[p] + 1, sizeof(in_rec_t));
+        for (int64_t o = 0; o < end[p]; o++)
+            in[p][o].seq = -1;
+    }
+    char *text = kcat_read(IN_TOPIC);
+    long n_in = 0;
+    for (char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+        int p;
+        int64_t o, ts, seq;
+        if (sscanf(l, "%d %" SCNd64 " %" SCNd64 " seq=%" SCNd64, &p, &o, &ts, &seq) == 4 &&
+            p >= 0 && p < PARTS && o >= 0 && o < end[p]) {
+            in[p][o].seq = seq;
+            in[p][o].ts = ts;
+            n_in++;
+        }
+    }
+    free(text);
+    cr_assert_eq(n_in, total_in, "kcat read %ld input records, the topic has %" PRId64, n_in,
+                 total_in);
+
+    /* Each output names its source: the same partition, an input offset
+     * whose record has the same seq. */
+    text = kcat_read(OUT_TOPIC);
+    for (char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+        int p, sp;
+        int64_t o, ts, seq, so;
+        rb->out_lines++;
+        if (sscanf(l, "%d %" SCNd64 " %" SCNd64 " seq=%" SCNd64 " src=%d:%" SCNd64, &p, &o, &ts,
+                   &seq, &sp, &so) != 6 ||
+            sp != p || sp < 0 || sp >= PARTS || so < 0 || so >= end[sp] || in[sp][so].seq != seq) {
+            if (!rb->corrupt++)
+                snprintf(rb->first_corrupt, sizeof(rb->first_corrupt), "%.*s",
+                         (int)strcspn(l, "\n"), l);
+            continue;
+        }
+        in_rec_t *r = &in[sp][so];
+        if (!r->copies++ || ts < r->first_out_ts)
+            r->first_out_ts = ts;
+    }
+    free(text);
+
+    rb->latency = calloc((size_t)total_in + 1, sizeof(long));
+    for (int p = 0; p < PARTS; p++) {
+        for (int64_t o = 0; o < end[p]; o++) {
+            in_rec_t *r = &in[p][o];
+            if (!r->copies && !rb->missing++)
+                snprintf(rb->first_missing, sizeof(rb->first_missing), "%d:%" PRId64, p, o);
+            if (r->copies > 1)
+                rb->dups += r->copies - 1;
+            if (r->copies > rb->max_copies)
+                rb->max_copies = r->copies;
+            if (r->copies)
+                rb->latency[rb->n_latency++] = (long)(r->first_out_ts - r->ts);
+        }
+        free(in[p]);
+    }
+    qsort(rb->latency, (size_t)rb->n_latency, sizeof(long), cmp_long);
 }
 
 /* ------------------------------------------------------------------ */
@@ -481,12 +575,6 @@ static long dup_bound(unsigned rereads, int commit_errors, int downs)
 {
     long per = 2L * UNCONFIRMED + COMMIT_COUNT;
     return (long)rereads * per + (long)commit_errors * per + (long)downs * N_WORKERS * UNCONFIRMED;
-}
-
-static int cmp_long(const void *a, const void *b)
-{
-    long x = *(const long *)a, y = *(const long *)b;
-    return (x > y) - (x < y);
 }
 
 /*
@@ -704,6 +792,8 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
     for (int p = 0, n = 0; p < PARTS; p++)
         n += snprintf(offs + n, sizeof(offs) - (size_t)n, " %d:%" PRId64 "/%" PRId64, p,
                       committed[p], end[p]);
+    if (!done)
+        dump_workers(6000);
     cr_assert(done, "the group did not commit the input's end in 120 s (committed/end:%s)", offs);
     fprintf(stderr, "chaos: +%.1f s committed = end (%" PRId64 " input records) after %.1f s\n",
             secs(), total_in, (double)(proc_now_ms() - t_quiet) / 1000.0);
@@ -726,62 +816,8 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
     }
 
     /* kcat reads both topics. */
-    int64_t *in_seq[PARTS];
-    unsigned *copies[PARTS];
-    for (int p = 0; p < PARTS; p++) {
-        in_seq[p] = calloc((size_t)end[p] + 1, sizeof(int64_t));
-        copies[p] = calloc((size_t)end[p] + 1, sizeof(unsigned));
-        for (int64_t o = 0; o < end[p]; o++)
-            in_seq[p][o] = -1;
-    }
-    char *in_text = kcat_read(IN_TOPIC);
-    long in_lines = 0;
-    for (char *l = in_text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
-        int p;
-        int64_t o, seq;
-        if (sscanf(l, "%d %" SCNd64 " seq=%" SCNd64, &p, &o, &seq) == 3 && p >= 0 && p < PARTS &&
-            o >= 0 && o < end[p]) {
-            in_seq[p][o] = seq;
-            in_lines++;
-        }
-    }
-    free(in_text);
-    cr_assert_eq(in_lines, total_in, "kcat read %ld input records, the topic has %" PRId64,
-                 in_lines, total_in);
-
-    char *out_text = kcat_read(OUT_TOPIC);
-    long out_lines = 0, corrupt = 0;
-    char first_corrupt[160] = "";
-    for (char *l = out_text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
-        int p, sp;
-        int64_t o, seq, so;
-        out_lines++;
-        if (sscanf(l, "%d %" SCNd64 " seq=%" SCNd64 " src=%d:%" SCNd64, &p, &o, &seq, &sp, &so) !=
-                5 ||
-            sp != p || sp < 0 || sp >= PARTS || so < 0 || so >= end[sp] || in_seq[sp][so] != seq) {
-            if (!corrupt++)
-                snprintf(first_corrupt, sizeof(first_corrupt), "%.*s", (int)strcspn(l, "\n"), l);
-            continue;
-        }
-        copies[sp][so]++;
-    }
-    free(out_text);
-
-    long missing = 0, dups = 0;
-    unsigned max_copies = 0;
-    char first_missing[64] = "";
-    for (int p = 0; p < PARTS; p++) {
-        for (int64_t o = 0; o < end[p]; o++) {
-            if (!copies[p][o] && !missing++)
-                snprintf(first_missing, sizeof(first_missing), "%d:%" PRId64, p, o);
-            if (copies[p][o] > 1)
-                dups += copies[p][o] - 1;
-            if (copies[p][o] > max_copies)
-                max_copies = copies[p][o];
-        }
-        free(in_seq[p]);
-        free(copies[p]);
-    }
+    readback_t rb;
+    read_back(end, total_in, &rb);
 
     /* The summary. */
     unsigned rereads = 0, restarts = 0, revokes = 0, losts = 0;
@@ -794,6 +830,7 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
     }
     rereads = (unsigned)kills + restarts + revokes + losts;
     long bound = dup_bound(rereads, commit_errors, downs);
+    const long *lat = rb.latency; /* sorted */
     fprintf(stderr, "\nchaos summary (seed %" PRIu64 ")\n", seed);
     fprintf(stderr,
             "  faults          %d: down %d, rtt %d, commit %d (%d requests), "
@@ -807,7 +844,12 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
     fprintf(stderr,
             "  output          %ld records, %ld missing, %ld corrupt, %ld duplicates "
             "(max %u copies), bound %ld\n",
-            out_lines, missing, corrupt, dups, max_copies, bound);
+            rb.out_lines, rb.missing, rb.corrupt, rb.dups, rb.max_copies, bound);
+    if (rb.n_latency)
+        fprintf(stderr,
+                "  latency         input to first output: median %ld ms, p99 %ld ms, max %ld ms\n",
+                lat[rb.n_latency / 2], lat[rb.n_latency * 99 / 100], lat[rb.n_latency - 1]);
+    free(rb.latency);
     fprintf(stderr, "  workers         %d kills, %u pipeline restarts, %u revokes, %u lost\n",
             kills, restarts, revokes, losts);
     int rss_ok = 1;
@@ -837,16 +879,16 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
         }
 
     cr_assert_gt(total_in, (int64_t)RATE * 5, "too little input to tell anything");
-    cr_assert_eq(missing, 0,
+    cr_assert_eq(rb.missing, 0,
                  "seed %" PRIu64 ": %ld input records missing from the output "
                  "(first: %s)",
-                 seed, missing, first_missing);
-    cr_assert_eq(corrupt, 0,
+                 seed, rb.missing, rb.first_missing);
+    cr_assert_eq(rb.corrupt, 0,
                  "seed %" PRIu64 ": %ld output records do not match their source "
                  "(first: %s)",
-                 seed, corrupt, first_corrupt);
-    cr_assert_leq(dups, bound, "seed %" PRIu64 ": %ld duplicates, more than the bound %ld", seed,
-                  dups, bound);
+                 seed, rb.corrupt, rb.first_corrupt);
+    cr_assert_leq(rb.dups, bound, "seed %" PRIu64 ": %ld duplicates, more than the bound %ld", seed,
+                  rb.dups, bound);
     cr_assert(rss_ok, "seed %" PRIu64 ": a worker's memory grew after the warm-up", seed);
     for (int k = 0; k < N_FAULTS; k++)
         cr_assert_gt(applied[k], 0, "fault %s never applied", fault_names[k]);
