@@ -17,6 +17,8 @@
  *   "restart N"             (the supervisor restarted the pipeline: the
  *                            source stage's actor changed; polled, so two
  *                            quick restarts may show as one)
+ *   "commit error NAME"     (a commit failed; "commit ok": the first that
+ *                            succeeded after errors)
  *   "stats ..."             (every 5 s: the source's and the sink's counters)
  *   "stopped restarts=N: <text>" or "FAILED ..."  at the end
  *
@@ -101,6 +103,25 @@ static void print_stats(rill_system_t *sys, const rill_pipeline_t *p)
            c.polled, c.emitted, c.confirmed, c.fenced, c.committed, c.commit_errors, c.rebalances,
            c.buffered, c.unconfirmed, c.assigned, c.paused, k.requested, k.delivered, k.failed,
            k.inflight);
+    fflush(stdout);
+}
+
+/* Commit results: "commit error NAME" for every commit that failed,
+ * "commit ok" for the first that succeeded after errors. Called on the
+ * source's executor, one at a time. */
+static void on_commit(void *opaque, rd_kafka_resp_err_t err,
+                      const rd_kafka_topic_partition_list_t *offsets)
+{
+    rd_kafka_resp_err_t *last = opaque;
+    for (int i = 0; !err && offsets && i < offsets->cnt; i++)
+        err = offsets->elems[i].err;
+    if (!err && !*last)
+        return;
+    *last = err;
+    if (err)
+        printf("commit error %s\n", rd_kafka_err2name(err));
+    else
+        printf("commit ok\n");
     fflush(stdout);
 }
 
@@ -207,6 +228,9 @@ int main(int argc, char **argv)
         e = rill_consumer_conf_subscribe(cc, topics, 1, err, sizeof(err));
     if (!e)
         e = rill_consumer_conf_set_rebalance_cb(cc, on_rebalance, &w);
+    static rd_kafka_resp_err_t last_commit = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (!e)
+        e = rill_consumer_conf_set_commit_cb(cc, on_commit, &last_commit);
 
     /* The producer. max.in.flight.requests.per.connection=1: the soak
      * injects Produce errors (REQUEST_TIMED_OUT among them), and with more
@@ -266,9 +290,11 @@ int main(int argc, char **argv)
         }
         rill_aid_t now = rill_pipeline_stage(p, 0);
         if (!rill_aid_is_none(now) && !rill_aid_eq(now, src)) {
+            if (!rill_aid_is_none(src)) { /* not the first run's start */
+                printf("restart %u\n", ++restarts);
+                fflush(stdout);
+            }
             src = now;
-            printf("restart %u\n", ++restarts);
-            fflush(stdout);
         }
         rill_pipeline_result_t res;
         if (rill_pipeline_wait(p, 0, &res) == RILL_OK) {

@@ -9,7 +9,9 @@
  *            REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION, ...)
  *   produce  the next 1-3 Produce requests fail (REQUEST_TIMED_OUT,
  *            NOT_LEADER_FOR_PARTITION, NOT_ENOUGH_REPLICAS, and now and
- *            then MSG_SIZE_TOO_LARGE, which fails the delivery for good)
+ *            then MSG_SIZE_TOO_LARGE, which fails the delivery for good and
+ *            restarts the pipeline); the input pauses for 1.8 s around
+ *            them so that they reach the workers' producers
  *   kill     SIGKILL of worker 1 or 2 (one at a time; worker 0 runs the
  *            whole soak, for the memory check), restarted 0.5-3 s later
  *
@@ -188,7 +190,7 @@ typedef struct worker {
     int whole_run; /* never killed: its RSS is checked */
     int kills;
     /* counted over its earlier (killed) instances */
-    unsigned restarts, revokes, losts;
+    unsigned restarts, revokes, losts, commit_errors;
     /* VmRSS samples (kB) after the warm-up, this instance */
     long rss[MAX_SAMPLES];
     int n_rss;
@@ -285,6 +287,7 @@ typedef struct feeder {
     pthread_t thread;
     rd_kafka_t *rk;
     atomic_int stop;
+    atomic_int hold; /* produce nothing for now (Produce faults are the workers') */
     atomic_long sent, acked, failed;
 } feeder_t;
 
@@ -306,6 +309,11 @@ static void *feeder_main(void *arg)
     int64_t start = proc_now_ms();
     long seq = 0;
     while (!atomic_load(&f->stop)) {
+        if (atomic_load(&f->hold)) {
+            rd_kafka_poll(f->rk, 10);
+            start = proc_now_ms() - (int64_t)seq * 1000 / RATE; /* no burst after */
+            continue;
+        }
         long target = (long)((proc_now_ms() - start) * RATE / 1000);
         while (seq < target && !atomic_load(&f->stop)) {
             char key[32], value[32];
@@ -567,14 +575,16 @@ static void read_back(const int64_t *end, int64_t total_in, readback_t *rb)
  * confirmed; so one re-read repeats at most 2 x UNCONFIRMED + COMMIT_COUNT
  * records. Re-reads come from a kill, a pipeline restart, a revoke or lost
  * assignment (revokes commit first, but the commit can fail), each failed
- * commit (the window grows by one more round), and a broker going down
+ * commit (the window grows by one more round; injected or not: the mock
+ * answers REBALANCE_IN_PROGRESS during any rebalance; the workers print
+ * each), and a broker going down
  * (a produce request it took but did not answer is retried, and the mock
  * does not de-duplicate: one batch, at most UNCONFIRMED, per worker).
  */
-static long dup_bound(unsigned rereads, int commit_errors, int downs)
+static long dup_bound(unsigned rereads, unsigned failed_commits, int downs)
 {
     long per = 2L * UNCONFIRMED + COMMIT_COUNT;
-    return (long)rereads * per + (long)commit_errors * per + (long)downs * N_WORKERS * UNCONFIRMED;
+    return (long)rereads * per + (long)failed_commits * per + (long)downs * N_WORKERS * UNCONFIRMED;
 }
 
 /*
@@ -733,9 +743,15 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
             commit_errors += e->count;
             break;
         case F_PRODUCE:
+            /* The errors go to the next Produce requests of any client:
+             * the input pauses so that the workers' producers get them. */
             fprintf(stderr, "chaos: +%.1f s Produce %s x%d\n", secs(), e->code, e->count);
+            atomic_store(&feeder.hold, 1);
+            run_for(300); /* the feeder's last request is answered */
             broker_cmd("error Produce %s %d", e->code, e->count);
             produce_errors += e->count;
+            run_for(1500);
+            atomic_store(&feeder.hold, 0);
             break;
         default: {
             worker_t *w = &workers[e->worker];
@@ -750,6 +766,7 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
             w->restarts += count_lines(w->log, "restart ");
             w->revokes += count_lines(w->log, "rebalance revoked");
             w->losts += count_lines(w->log, "rebalance lost");
+            w->commit_errors += count_lines(w->log, "commit error");
             w->whole_run = 0;
             w->kills++;
             run_for(e->hold_ms);
@@ -813,6 +830,7 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
         w->restarts += count_lines(w->log, "restart ");
         w->revokes += count_lines(w->log, "rebalance revoked");
         w->losts += count_lines(w->log, "rebalance lost");
+        w->commit_errors += count_lines(w->log, "commit error");
     }
 
     /* kcat reads both topics. */
@@ -820,16 +838,17 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
     read_back(end, total_in, &rb);
 
     /* The summary. */
-    unsigned rereads = 0, restarts = 0, revokes = 0, losts = 0;
+    unsigned rereads = 0, restarts = 0, revokes = 0, losts = 0, failed_commits = 0;
     int kills = 0;
     for (int i = 0; i < N_WORKERS; i++) {
         restarts += workers[i].restarts;
         revokes += workers[i].revokes;
         losts += workers[i].losts;
+        failed_commits += workers[i].commit_errors;
         kills += workers[i].kills;
     }
     rereads = (unsigned)kills + restarts + revokes + losts;
-    long bound = dup_bound(rereads, commit_errors, downs);
+    long bound = dup_bound(rereads, failed_commits, downs);
     const long *lat = rb.latency; /* sorted */
     fprintf(stderr, "\nchaos summary (seed %" PRIu64 ")\n", seed);
     fprintf(stderr,
@@ -850,8 +869,10 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
                 "  latency         input to first output: median %ld ms, p99 %ld ms, max %ld ms\n",
                 lat[rb.n_latency / 2], lat[rb.n_latency * 99 / 100], lat[rb.n_latency - 1]);
     free(rb.latency);
-    fprintf(stderr, "  workers         %d kills, %u pipeline restarts, %u revokes, %u lost\n",
-            kills, restarts, revokes, losts);
+    fprintf(stderr,
+            "  workers         %d kills, %u pipeline restarts, %u revokes, %u lost, "
+            "%u failed commits\n",
+            kills, restarts, revokes, losts, failed_commits);
     int rss_ok = 1;
     for (int i = 0; i < N_WORKERS; i++) {
         long first = 0, last = 0;
