@@ -13,7 +13,8 @@
  * lifeline), then stops the pipeline (what is in flight is delivered and
  * committed) and exits 0 if it stopped cleanly. It prints on stdout:
  *   "ready pid=N"
- *   "rebalance assigned|revoked|lost P,P,..."   (the rebalance callback)
+ *   "rebalance assigned|revoked|lost P,P,... at=MS"   (the rebalance
+ *                            callback; MS: CLOCK_MONOTONIC in ms)
  *   "restart N"             (the supervisor restarted the pipeline: the
  *                            source stage's actor changed; polled, so two
  *                            quick restarts may show as one)
@@ -33,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rill/rill.h>
@@ -80,11 +82,13 @@ static void on_rebalance(void *opaque, rill_rebalance_event_t ev,
     for (int i = 0; i < parts->cnt && n + 12 < sizeof(list); i++)
         n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%" PRId32, i ? "," : "",
                               parts->elems[i].partition);
-    printf("rebalance %s %s\n",
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    printf("rebalance %s %s at=%lld\n",
            ev == RILL_REBALANCE_ASSIGNED  ? "assigned"
            : ev == RILL_REBALANCE_REVOKED ? "revoked"
                                           : "lost",
-           list);
+           list, (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     fflush(stdout);
 }
 

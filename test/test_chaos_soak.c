@@ -191,6 +191,9 @@ typedef struct worker {
     int kills;
     /* counted over its earlier (killed) instances */
     unsigned restarts, revokes, losts, commit_errors;
+    /* times without partitions: from a revoke or loss to the next
+     * assignment (the cost of a rebalance to this worker) */
+    long gap_sum_ms, gap_max_ms, gaps;
     /* VmRSS samples (kB) after the warm-up, this instance */
     long rss[MAX_SAMPLES];
     int n_rss;
@@ -212,6 +215,34 @@ static unsigned count_lines(const char *log, const char *prefix)
     for (const char *q = log; q && *q; q = strchr(q, '\n'), q = q ? q + 1 : NULL)
         n += !strncmp(q, prefix, pl);
     return n;
+}
+
+/* Add a worker's times without partitions (its "rebalance ... at=MS"
+ * lines) to its totals. */
+static void count_gaps(worker_t *w)
+{
+    long long off = -1;
+    for (const char *q = w->log; q && *q; q = strchr(q, '\n'), q = q ? q + 1 : NULL) {
+        if (strncmp(q, "rebalance ", 10))
+            continue;
+        const char *at = strstr(q, " at=");
+        const char *nl = strchr(q, '\n');
+        if (!at || (nl && at > nl))
+            continue;
+        long long t = strtoll(at + 4, NULL, 10);
+        if (!strncmp(q + 10, "assigned ", 9) && strncmp(q + 19, "- ", 2)) {
+            if (off >= 0) {
+                long gap = (long)(t - off);
+                w->gap_sum_ms += gap;
+                w->gaps++;
+                if (gap > w->gap_max_ms)
+                    w->gap_max_ms = gap;
+            }
+            off = -1;
+        } else if (strncmp(q + 10, "assigned ", 9) && off < 0) {
+            off = t; /* revoked or lost */
+        }
+    }
 }
 
 /* The last `max` bytes of a log. */
@@ -767,6 +798,7 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
             w->revokes += count_lines(w->log, "rebalance revoked");
             w->losts += count_lines(w->log, "rebalance lost");
             w->commit_errors += count_lines(w->log, "commit error");
+            count_gaps(w);
             w->whole_run = 0;
             w->kills++;
             run_for(e->hold_ms);
@@ -831,6 +863,7 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
         w->revokes += count_lines(w->log, "rebalance revoked");
         w->losts += count_lines(w->log, "rebalance lost");
         w->commit_errors += count_lines(w->log, "commit error");
+        count_gaps(w);
     }
 
     /* kcat reads both topics. */
@@ -839,12 +872,17 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
 
     /* The summary. */
     unsigned rereads = 0, restarts = 0, revokes = 0, losts = 0, failed_commits = 0;
+    long gap_sum = 0, gap_max = 0, gaps = 0;
     int kills = 0;
     for (int i = 0; i < N_WORKERS; i++) {
         restarts += workers[i].restarts;
         revokes += workers[i].revokes;
         losts += workers[i].losts;
         failed_commits += workers[i].commit_errors;
+        gap_sum += workers[i].gap_sum_ms;
+        gaps += workers[i].gaps;
+        if (workers[i].gap_max_ms > gap_max)
+            gap_max = workers[i].gap_max_ms;
         kills += workers[i].kills;
     }
     rereads = (unsigned)kills + restarts + revokes + losts;
@@ -873,6 +911,11 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
             "  workers         %d kills, %u pipeline restarts, %u revokes, %u lost, "
             "%u failed commits\n",
             kills, restarts, revokes, losts, failed_commits);
+    if (gaps)
+        fprintf(stderr,
+                "  rebalances      %ld times a worker was without partitions (revoke or loss to "
+                "next assignment): mean %ld ms, max %ld ms\n",
+                gaps, gap_sum / gaps, gap_max);
     int rss_ok = 1;
     for (int i = 0; i < N_WORKERS; i++) {
         long first = 0, last = 0;
