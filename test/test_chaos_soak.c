@@ -778,7 +778,10 @@ Test(chaos, soak, .timeout = 330, .fini = cleanup)
              * the input pauses so that the workers' producers get them. */
             fprintf(stderr, "chaos: +%.1f s Produce %s x%d\n", secs(), e->code, e->count);
             atomic_store(&feeder.hold, 1);
-            run_for(300); /* the feeder's last request is answered */
+            /* until the feeder's last request is answered */
+            for (int64_t until = proc_now_ms() + 5000;
+                 rd_kafka_outq_len(feeder.rk) > 0 && proc_now_ms() < until;)
+                run_for(50);
             broker_cmd("error Produce %s %d", e->code, e->count);
             produce_errors += e->count;
             run_for(1500);
