@@ -31,8 +31,8 @@
  *  - duplicates are within the in-flight bound (see dup_bound());
  *  - the memory (VmRSS) of the workers that ran the whole soak did not
  *    grow after the warm-up (see rss_check()).
- * and prints a summary (seed, faults, records, duplicates, RSS, the time
- * the group took to commit everything once the faults were over).
+ * and prints a summary (seed, faults, records, duplicates, latency, time
+ * without partitions, RSS); docs/chaos-soak.md says what it measured.
  *
  * Environment: RILL_CHAOS_SEED (the seed; default: from the clock),
  * RILL_CHAOS_SECONDS (the fault window, default 75; 10..3600),
