@@ -228,6 +228,11 @@ int main(int argc, char **argv)
     rill_err_t e = cc ? RILL_OK : RILL_ENOMEM;
     for (int i = 0; !e && ckv[i]; i += 2)
         e = rill_consumer_conf_set(cc, ckv[i], ckv[i + 1], err, sizeof(err));
+    /* RILL_CHAOS_DEBUG=cgrp,...: librdkafka's debug contexts for the
+     * consumer, to see a group's comings and goings. */
+    const char *debug = getenv("RILL_CHAOS_DEBUG");
+    if (!e && debug && *debug)
+        e = rill_consumer_conf_set(cc, "debug", debug, err, sizeof(err));
     if (!e)
         e = rill_consumer_conf_subscribe(cc, topics, 1, err, sizeof(err));
     if (!e)
