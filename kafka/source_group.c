@@ -328,10 +328,15 @@ static void on_assign(ksrc_t *k, rd_kafka_topic_partition_list_t *parts)
         rd_kafka_error_destroy(e);
         return;
     }
-    /* librdkafka keeps a partition's pause state, but a newly assigned
-     * partition is not paused: apply ours. */
+    /* Apply our pause state to the new partitions, both ways: librdkafka
+     * (2.0.2) keeps a partition's pause across an unassign and a later
+     * assign, and ours may have ended in between (a partition let go while
+     * paused, resumed with an assignment that no longer held it), so one
+     * assigned again would stay paused, held and never fetched. */
     if (k->paused)
         rd_kafka_pause_partitions(k->rk, parts);
+    else
+        rd_kafka_resume_partitions(k->rk, parts);
     rill__ksrc_observe(k, RILL_REBALANCE_ASSIGNED, parts);
 }
 

@@ -1506,6 +1506,70 @@ Test(kafka_consumer, backpressure_stalled_sink_pauses_then_resumes, .timeout = 6
     kk_env_fini(&env);
 }
 
+/* A partition paused when the member lost it, and assigned again, is
+ * fetched again. librdkafka 2.0.2 keeps a partition's pause across an
+ * unassign and a later assign; the source resumed only what was assigned
+ * at the time, so a partition let go while paused stayed paused in
+ * librdkafka after it came back, and the member held it without fetching,
+ * for good (found by the chaos soak: a worker held two partitions for
+ * minutes, the group's commits never reached their end). */
+Test(kafka_consumer, paused_partition_lost_and_assigned_again_is_fetched, .timeout = 120)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "relost", 1, ST_COUNT, BP_VALUE);
+
+    probe_t pr;
+    probe_init(&pr, env.sys, ST_COUNT);
+    pr.hold = 1; /* stalled from the start */
+    const char *kv[] = {"rill.buffer.high", "1000", "rill.buffer.low", "500", "rill.pause.after.ms",
+                        "200", "rill.max.unconfirmed", "100", "auto.offset.reset", "earliest",
+                        "partition.assignment.strategy", "range", "heartbeat.interval.ms", "300",
+                        /* the member id it loses stays in the mock's group
+                         * until its session times out */
+                        "session.timeout.ms", "6000", NULL};
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "relost-group", kv);
+    kk_conf_subscribe1(c, "relost");
+    rill_aid_t sink = probe_start(&pr, c, NULL);
+
+    int ok;
+    rill_consumer_stats_t s;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, (s = kk_consumer_stats_ok(env.sys, pr.consumer)).paused == 1);
+    cr_assert(ok, "a stalled sink did not pause the consumer (buffered %u)", s.buffered);
+    cr_assert_eq(probe_received(&pr), ST_OUT);
+
+    /* The member's heartbeat is answered UNKNOWN_MEMBER_ID: its partition
+     * is lost while paused; it joins again and gets it back. */
+    cr_assert_eq(rill_broker_push_request_errors(env.broker, rill_api_key_from_name("Heartbeat"), 1,
+                                                 RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID),
+                 RILL_OK);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  (s = kk_consumer_stats_ok(env.sys, pr.consumer)).rebalances >= 3 &&
+                      s.assigned == 1);
+    cr_assert(ok, "not lost and assigned again (%llu rebalance events, %u assigned)",
+              (unsigned long long)s.rebalances, s.assigned);
+
+    /* It is read again from the start (nothing was committed). */
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_received(&pr) > ST_OUT);
+    s = kk_consumer_stats_ok(env.sys, pr.consumer);
+    cr_assert(ok,
+              "the partition assigned again is not fetched: %ld records received, %u buffered, "
+              "paused %d",
+              probe_received(&pr), s.buffered, s.paused);
+
+    /* The sink works again: everything arrives. */
+    pthread_mutex_lock(&pr.mu);
+    pr.hold = 0;
+    pthread_mutex_unlock(&pr.mu);
+    probe_flush(&pr, 1, ~0u);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_distinct(&pr) == ST_COUNT);
+    cr_assert(ok, "%ld of %d records", probe_distinct(&pr), ST_COUNT);
+    kk_stop_wait(env.sys, pr.consumer);
+    kk_stop_wait(env.sys, sink);
+    probe_fini(&pr);
+    kk_env_fini(&env);
+}
+
 /* ------------------------------------------------------------------ */
 /* Redelivery and dead letters                                         */
 /* ------------------------------------------------------------------ */

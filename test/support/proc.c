@@ -148,6 +148,22 @@ char *proc_read_stderr(proc_t *p, int timeout_ms)
     return buf;
 }
 
+void proc_collect(proc_t *p, char **log, size_t *len)
+{
+    if (p->out_fd < 0)
+        return;
+    char *parts[2] = {proc_read_all(p, 1, NULL), proc_read_stderr(p, 1)};
+    for (int i = 0; i < 2; i++) {
+        size_t n = strlen(parts[i]);
+        if (n || !*log) {
+            *log = realloc(*log, *len + n + 1);
+            memcpy(*log + *len, parts[i], n + 1);
+            *len += n;
+        }
+        free(parts[i]);
+    }
+}
+
 int proc_write(proc_t *p, const char *s)
 {
     size_t n = strlen(s);

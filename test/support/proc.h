@@ -41,6 +41,12 @@ char *proc_read_all(proc_t *p, int timeout_ms, int *timed_out);
  * malloc'ed and NUL-terminated. */
 char *proc_read_stderr(proc_t *p, int timeout_ms);
 
+/* Append what the child wrote so far on stdout and stderr (waiting at most
+ * a millisecond for each) to *log, a malloc'ed NUL-terminated string of
+ * *len bytes (NULL and 0 at first): keeps a long-running child's pipes
+ * from filling up and its output for failure messages. */
+void proc_collect(proc_t *p, char **log, size_t *len);
+
 /* Write a whole string to the child's stdin. Returns 0 or -1. */
 int proc_write(proc_t *p, const char *s);
 
