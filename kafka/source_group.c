@@ -322,10 +322,15 @@ static void on_assign(ksrc_t *k, rd_kafka_topic_partition_list_t *parts)
         rd_kafka_error_destroy(e);
         return;
     }
-    /* librdkafka keeps a partition's pause state, but a newly assigned
-     * partition is not paused: apply ours. */
+    /* librdkafka keeps a partition's pause state across unassign and
+     * assign: one we paused (a full buffer) and that was then revoked or
+     * lost comes back paused, and our resume (of the assignment of that
+     * moment) never reached it; it would stay unfetched for good. So set
+     * ours on every newly assigned partition, either way. */
     if (k->paused)
         rd_kafka_pause_partitions(k->rk, parts);
+    else
+        rd_kafka_resume_partitions(k->rk, parts);
     rill__ksrc_observe(k, RILL_REBALANCE_ASSIGNED, parts);
 }
 
