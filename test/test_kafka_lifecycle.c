@@ -800,6 +800,69 @@ Test(kafka_lifecycle, lost_partitions_commit_nothing_and_fence_their_confirms, .
     hsink_fini(&h);
 }
 
+/*
+ * Partitions lost while the source had them paused (its buffer full) come
+ * back fetched. librdkafka keeps a partition's pause across unassign and
+ * assign; the source's resume, once its buffer emptied, covered only the
+ * assignment of that moment (empty after the loss), so on assignment again
+ * the partitions stayed paused and were never fetched (found by the
+ * cooperative-sticky multi-process test: 5 of 18 runs stalled for good).
+ */
+Test(kafka_lifecycle, partitions_lost_while_paused_are_fetched_again, .timeout = 180)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "lostp", PARTS, PER, 100);
+    evlog_t l;
+    evlog_init(&l);
+    hsink_t h;
+    hsink_init(&h, 0); /* hold everything: the source stops, fills up, pauses */
+    static const char *const small[] = {"rill.max.unconfirmed",
+                                        "40",
+                                        "rill.buffer.high",
+                                        "100",
+                                        "rill.buffer.low",
+                                        "50",
+                                        "rill.pause.after.ms",
+                                        "100",
+                                        NULL};
+    rill_aid_t consumer =
+        kk_consumer_spawn_ok(env.sys, member_conf(&env, "lostp-group", "lostp", &l, small), -1);
+    rill_aid_t sink = kk_sink_spawn_ok(env.sys, hsink_fn, &h, -1, consumer);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kk_consumer_stats_ok(env.sys, consumer).paused);
+    cr_assert(ok, "the source did not pause (%ld records received)", hsink_received(&h));
+
+    /* Lost while paused; the emptied buffer resumes the (empty)
+     * assignment; the member joins again and gets them back. */
+    int16_t hb = rill_api_key_from_name("Heartbeat");
+    cr_assert_geq(hb, 0);
+    cr_assert_eq(
+        rill_broker_push_request_errors(env.broker, hb, 1, RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID),
+        RILL_OK);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, evlog_count(&l, EV_LOST, 0xFu) > 0);
+    cr_assert(ok, "the partitions were not reported lost");
+    int lost_at = evlog_last(&l, EV_LOST, 0xFu);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, evlog_last(&l, EV_ASSIGNED, 0xFu) > lost_at);
+    cr_assert(ok, "not assigned again after the loss");
+
+    /* Every partition is consumed to its end and committed. */
+    hsink_flush(&h, 1); /* those of the lost term are fenced, the others count */
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  evlog_committed(&l, 0) == PER && evlog_committed(&l, 1) == PER &&
+                      evlog_committed(&l, 2) == PER && evlog_committed(&l, 3) == PER);
+    if (!ok)
+        evlog_print(&l, "lostp");
+    cr_assert(
+        ok, "partitions lost while paused were not consumed again (committed %lld %lld %lld %lld)",
+        (long long)evlog_committed(&l, 0), (long long)evlog_committed(&l, 1),
+        (long long)evlog_committed(&l, 2), (long long)evlog_committed(&l, 3));
+    stop_bounded(env.sys, consumer, "consumer");
+    stop_bounded(env.sys, sink, "sink");
+    env_fini_bounded(&env);
+    hsink_fini(&h);
+}
+
 /* ------------------------------------------------------------------ */
 /* A rebalance while a commit is in flight                             */
 /* ------------------------------------------------------------------ */
