@@ -352,26 +352,33 @@ Test(kafka_producer_faults, non_retriable_produce_error_restarts_the_pipeline_an
 #define TL_BEFORE 200 /* small records before the large one (partition 0) */
 #define TL_AFTER  100 /* and after it */
 
-Test(kafka_producer_faults, record_too_large_is_never_confirmed_and_the_supervisor_decides,
-     .timeout = 180)
+/* An embedded broker with "in": TL_BEFORE small records, one of 4,000
+ * bytes at offset TL_BEFORE, TL_AFTER small ones; and an empty "out". */
+static void tl_env_init(kk_env_t *env)
 {
-    kk_env_t env;
-    kk_env_init(&env);
-    kk_create_topic(&env, "in", 1);
-    kk_create_topic(&env, "out", 1);
+    kk_env_init(env);
+    kk_create_topic(env, "in", 1);
+    kk_create_topic(env, "out", 1);
     char err[256] = "";
     rill_testkit_opts_t o = {.timeout_ms = 30000};
     rill_gen_t small = {.value_size = 100, .pinned = 1, .partition = 0};
     rill_gen_t large = {.value_size = 4000, .pinned = 1, .partition = 0, .first_seq = TL_BEFORE};
     cr_assert_eq(
-        rill_testkit_produce_generated(env.boot, "in", TL_BEFORE, &small, &o, err, sizeof(err)),
+        rill_testkit_produce_generated(env->boot, "in", TL_BEFORE, &small, &o, err, sizeof(err)),
         RILL_OK, "%s", err);
-    cr_assert_eq(rill_testkit_produce_generated(env.boot, "in", 1, &large, &o, err, sizeof(err)),
+    cr_assert_eq(rill_testkit_produce_generated(env->boot, "in", 1, &large, &o, err, sizeof(err)),
                  RILL_OK, "%s", err);
     small.first_seq = TL_BEFORE + 1;
     cr_assert_eq(
-        rill_testkit_produce_generated(env.boot, "in", TL_AFTER, &small, &o, err, sizeof(err)),
+        rill_testkit_produce_generated(env->boot, "in", TL_AFTER, &small, &o, err, sizeof(err)),
         RILL_OK, "%s", err);
+}
+
+Test(kafka_producer_faults, record_too_large_is_never_confirmed_and_the_supervisor_decides,
+     .timeout = 180)
+{
+    kk_env_t env;
+    tl_env_init(&env);
 
     copier_t c = {.out_topic = "out", .watch_offset = TL_BEFORE};
     /* The topic's limit as the producer knows it: librdkafka refuses a
@@ -414,23 +421,8 @@ Test(kafka_producer_faults, record_too_large_goes_to_the_dead_letter_topic_after
      .timeout = 180)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_create_topic(&env, "in", 1);
-    kk_create_topic(&env, "out", 1);
+    tl_env_init(&env);
     kk_create_topic(&env, "dlq", 1);
-    char err[256] = "";
-    rill_testkit_opts_t o = {.timeout_ms = 30000};
-    rill_gen_t small = {.value_size = 100, .pinned = 1, .partition = 0};
-    rill_gen_t large = {.value_size = 4000, .pinned = 1, .partition = 0, .first_seq = TL_BEFORE};
-    cr_assert_eq(
-        rill_testkit_produce_generated(env.boot, "in", TL_BEFORE, &small, &o, err, sizeof(err)),
-        RILL_OK, "%s", err);
-    cr_assert_eq(rill_testkit_produce_generated(env.boot, "in", 1, &large, &o, err, sizeof(err)),
-                 RILL_OK, "%s", err);
-    small.first_seq = TL_BEFORE + 1;
-    cr_assert_eq(
-        rill_testkit_produce_generated(env.boot, "in", TL_AFTER, &small, &o, err, sizeof(err)),
-        RILL_OK, "%s", err);
 
     copier_t c = {.out_topic = "out", .watch_offset = TL_BEFORE};
     rill_consumer_conf_t *cc = consumer_conf(env.boot, "tl-dlq", "in", 1);
