@@ -2541,6 +2541,146 @@ Test(rs_kinds, rule_2_1_2_4_2_5_2_13_3_13_every_sink, .timeout = 120)
     each_kind(R_SINK, sink_flow, 2);
 }
 
+/* ---- 2.3: nothing upstream from onComplete/onError -------------------- */
+
+/* The most a kind ever has outstanding upstream (all it asks for with an
+ * empty state and room downstream): its window (mailbox capacity - 1,
+ * which the engine never exceeds), or less where it asks only for what it
+ * has room for: map_async its parallelism, batch one group, buffer its
+ * size, partition_by_key a worker's queue (window / workers), merge(1) its
+ * queue (the window its mailbox leaves after the slots it reserves). The
+ * publisher probe checks this premise (window_limit = it): more
+ * outstanding fails the test (over_window). */
+static int64_t full_demand(const kcase_t *k, int64_t window)
+{
+    if (k->make == mk_async_ordered || k->make == mk_async_unordered)
+        return 4;
+    if (k->make == mk_batch || k->make == mk_batch_timed)
+        return 3;
+    if (k->make == mk_buf_bp)
+        return 4;
+    if (k->make == mk_partition)
+        return 3;
+    if (k->make == mk_merge)
+        return 64;
+    return window;
+}
+
+/* Processors that keep asking for their full demand while they hold
+ * elements nobody asked for yet (they drop, conflate or have room for
+ * them). */
+static int holds_at_full_demand(const kcase_t *k)
+{
+    return k->make == mk_buf_head || k->make == mk_buf_tail || k->make == mk_buf_all ||
+           k->make == mk_buf_fail || k->make == mk_conflate_latest || k->make == mk_conflate_sum ||
+           k->make == mk_conflate_key;
+}
+
+/* Waits until the publisher probe p sent `sent` elements and has exactly
+ * `d` outstanding (asked and not sent); stores its count of REQUEST and
+ * CANCEL at that moment in *mark. */
+static int probe_wait_outstanding(probe_t *p, int64_t sent, int64_t d, size_t *mark, int timeout_ms)
+{
+    int64_t deadline = kit_now_ms() + timeout_ms;
+    size_t r = RILL_STREAM_REQUEST - RILL_STREAM_SUBSCRIBE;
+    size_t c = RILL_STREAM_CANCEL - RILL_STREAM_SUBSCRIBE;
+    pthread_mutex_lock(&p->mu);
+#define AT_FULL_DEMAND(p) ((p)->pub_sent == sent && (p)->pub_requested - (p)->pub_sent == d)
+    while (!AT_FULL_DEMAND(p) && kit_cond_wait_until(&p->cv, &p->mu, deadline) == 0)
+        ;
+    int ok = AT_FULL_DEMAND(p);
+#undef AT_FULL_DEMAND
+    *mark = p->by_type[r] + p->by_type[c];
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+/* 2.3 (and 2.4): a subscriber sends no REQUEST and no CANCEL upstream
+ * while it handles COMPLETE or ERROR, nor afterwards (a timer of throttle
+ * or of a timed batch, a completion of map_async, a drain downstream).
+ *
+ * The positive synchronisation: the probe sends n elements and waits
+ * until it has sent all n and sees the stage's full demand outstanding
+ * (full_demand). At that moment the stage has handled every NEXT and has
+ * no REQUEST on the way (what it asked minus what it handled is at most
+ * its full demand, at least what the probe saw asked minus what it sent:
+ * both are equal), and it cannot ask for more without another NEXT (it
+ * would exceed its full demand: over_window, checked). So every REQUEST or
+ * CANCEL the probe counts after that moment was sent while or after the
+ * stage handled the terminal signal the test sends then; none may come.
+ * `end`: 1 COMPLETE, 2 ERROR; + 4: the subscriber downstream asks for
+ * nothing until the terminal signal is sent, so a kind that holds
+ * elements (holds_at_full_demand) still has them when it handles it, and
+ * drains them afterwards: the engine forgets the input's outstanding
+ * demand at the end, so an input not marked done would ask again here. */
+static void no_upstream_after_terminal(const kcase_t *k, int end)
+{
+    int hold = end & 4;
+    end &= 3;
+    if (hold && !holds_at_full_demand(k))
+        return;
+    kfix_t f;
+    kfix_open(&f, k, 0, 1, 0);
+    f.s.request_on_subscribe = hold ? 0 : INT64_MAX;
+    if (k->role == ROLE_PROCESSOR)
+        kfix_wire(&f, k);
+    else
+        link_stages(f.sys, f.pub, f.stage);
+    int64_t d = full_demand(k, f.p.window_limit);
+    pthread_mutex_lock(&f.p.mu);
+    f.p.window_limit = d;
+    pthread_mutex_unlock(&f.p.mu);
+    /* merge(1) asks again in chunks of 16: two of them bring it back. */
+    int64_t n = k->make == mk_merge ? 32 : 6;
+    emit(f.sys, f.pub, n);
+    size_t mark = 0;
+    cr_assert(
+        probe_wait_outstanding(&f.p, n, d, &mark, KIT_WAIT_MS),
+        "%s: %lld sent, %lld outstanding, not %lld", k->name, (long long)probe_view(&f.p).pub_sent,
+        (long long)(probe_view(&f.p).pub_requested - probe_view(&f.p).pub_sent), (long long)d);
+    uint64_t tok = probe_view(&f.p).token;
+    const char *what = end == 1 ? "COMPLETE" : "ERROR";
+    if (end == 1)
+        cr_assert_eq(rill_stream_complete(f.sys, rill_sub(f.stage), rill_pub(f.pub), tok), RILL_OK);
+    else
+        cr_assert_eq(rill_stream_error(f.sys, rill_sub(f.stage), rill_pub(f.pub), tok, RILL_EIO,
+                                       "upstream broke"),
+                     RILL_OK);
+    /* Its subscriber asks once the stage handled the terminal signal (it
+     * is the last of SUBSCRIBE, CONNECT, ON_SUBSCRIBE and the elements):
+     * the REQUEST, a control signal, would overtake it. */
+    if (hold && k->role == ROLE_PROCESSOR) {
+        wait_processed(f.sys, f.stage, (uint64_t)n + 4);
+        /* After an ERROR, the stage passed it on and may be gone. */
+        rill_err_t r = probe_request(f.sys, &f.s, f.sub, probe_peer(&f.s), 1, INT64_MAX);
+        cr_assert(r == RILL_OK || (end == 2 && r == RILL_ESTOPPED), "%s: %s", k->name,
+                  rill_err_name(r));
+    }
+    if (k->role == ROLE_PROCESSOR)
+        cr_assert(probe_wait_count(&f.s, end == 1 ? RILL_STREAM_COMPLETE : RILL_STREAM_ERROR, 1,
+                                   KIT_WAIT_MS),
+                  "%s: no %s downstream", k->name, what);
+    settle(f.sys, f.stage, k->role == ROLE_PROCESSOR ? &f.s : NULL, f.sub, f.pub, k->name);
+    cr_assert_eq(upstream_signals(&f.p), mark, "%s: 2.3: %zu REQUEST/CANCEL in or after %s%s",
+                 k->name, upstream_signals(&f.p) - mark, what, hold ? " (elements held)" : "");
+    /* The premise (checked after 2.3: a REQUEST after the end breaks it
+     * too). */
+    cr_assert_eq(probe_view(&f.p).over_window, 0, "%s: more than %lld outstanding", k->name,
+                 (long long)d);
+    if (k->role == ROLE_PROCESSOR && end == 1 && hold)
+        cr_assert_gt(probe_count(&f.s, RILL_STREAM_NEXT), 0, "%s: nothing held was drained",
+                     k->name);
+    kfix_close(&f, k);
+}
+
+Test(rs_kinds, rule_2_3_2_4_no_request_or_cancel_from_a_terminal_every_subscriber, .timeout = 120)
+{
+    each_kind(R_SUBSCRIBERS, no_upstream_after_terminal, 1);
+    each_kind(R_SUBSCRIBERS, no_upstream_after_terminal, 2);
+    each_kind(R_SUBSCRIBERS, no_upstream_after_terminal, 1 | 4);
+    each_kind(R_SUBSCRIBERS, no_upstream_after_terminal, 2 | 4);
+}
+
 /* ---- fan-out: a stage that stays alive -------------------------------- */
 
 /* 1.11 (multicast), 3.6, 3.7 and 2.8 against a LIVE stage: a broadcast to
