@@ -27,7 +27,9 @@
  * positive synchronisation that orders it before a later event the test
  * waits for: the stage under test is gone (all it ever sent is queued) or
  * handled its first n messages, and then a fence went through the probe;
- * or a marker signal that must arrive after the one that must not.
+ * or a marker signal that must arrive after the one that must not; or
+ * (2.3) the stage's full demand is outstanding with every element sent,
+ * so it has handled them all and cannot ask for more.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -198,6 +200,7 @@ static void probe_emit(rill_ctx_t *ctx, probe_t *p)
             p->refused++;
         else
             p->send_errors++;
+        pthread_cond_broadcast(&p->cv); /* probe_wait_outstanding waits on pub_sent */
         pthread_mutex_unlock(&p->mu);
         if (err != RILL_OK) {
             if (p->tally)
@@ -2679,6 +2682,84 @@ Test(rs_kinds, rule_2_3_2_4_no_request_or_cancel_from_a_terminal_every_subscribe
     each_kind(R_SUBSCRIBERS, no_upstream_after_terminal, 2);
     each_kind(R_SUBSCRIBERS, no_upstream_after_terminal, 1 | 4);
     each_kind(R_SUBSCRIBERS, no_upstream_after_terminal, 2 | 4);
+}
+
+/* 2.3 when a timer of the stage runs after the end: a throttle (one
+ * element per 500 ms) holds an element when COMPLETE or ERROR comes, and
+ * sends it from its timer afterwards. The probe sees the throttle's full
+ * demand (one) outstanding after the first element went through; its
+ * subscriber asked for that one only, so the throttle can emit nothing
+ * more and ask for nothing more until its subscriber asks again. With the
+ * stage's executor held, the second element and then the terminal signal
+ * are queued, so the stage handles both in one turn, before any timer of
+ * the executor can run; the subscriber asks again once the stage handled
+ * all seven messages sent to it (the terminal signal last). The element
+ * then leaves on the throttle's timer, after the end: no REQUEST, no
+ * CANCEL. */
+static void throttle_timer_after_terminal(int end)
+{
+    rill_system_t *sys = conf_system();
+    probe_t p, s, h;
+    kit_gate_t gate;
+    kit_gate_init(&gate);
+    rill_aid_t pub = window_pub(sys, &p, 0, NULL);
+    probe_init(&s);
+    s.request_on_subscribe = 1;
+    s.check_order = 1;
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    probe_init(&h);
+    rill_aid_t holder = probe_spawn(sys, &h, 8, 0);
+    rill_aid_t stage = spawn_stage(sys, rill_stage_throttle(1, 500), KCASE_MAILBOX, 0);
+    subscribe(sys, stage, sub, 1);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_ON_SUBSCRIBE, 1, KIT_WAIT_MS));
+    pthread_mutex_lock(&p.mu);
+    p.window_limit = 1; /* its queue holds one */
+    pthread_mutex_unlock(&p.mu);
+    link_stages(sys, pub, stage);
+    emit(sys, pub, 1);
+    size_t mark = 0;
+    cr_assert(probe_wait_outstanding(&p, 1, 1, &mark, KIT_WAIT_MS),
+              "the throttle did not ask for one more");
+    cr_assert(probe_wait_received(&s, 1, 1, KIT_WAIT_MS), "the first element did not come");
+
+    rill_msg_t hold = {.type = PROBE_HOLD, .payload = &gate};
+    cr_assert_eq(rill_tell(sys, holder, &hold), RILL_OK);
+    cr_assert(kit_wait_at_least(&gate.arrived, 1, KIT_WAIT_MS), "the executor was not held");
+    size_t unused;
+    emit(sys, pub, 2);
+    cr_assert(probe_wait_outstanding(&p, 2, 0, &unused, KIT_WAIT_MS), "no second element");
+    uint64_t tok = probe_view(&p).token;
+    if (end == 1)
+        cr_assert_eq(rill_stream_complete(sys, rill_sub(stage), rill_pub(pub), tok), RILL_OK);
+    else
+        cr_assert_eq(
+            rill_stream_error(sys, rill_sub(stage), rill_pub(pub), tok, RILL_EIO, "upstream broke"),
+            RILL_OK);
+    kit_gate_open(&gate);
+    /* SUBSCRIBE, its REQUEST, CONNECT, ON_SUBSCRIBE, two NEXT, the end. */
+    wait_processed(sys, stage, 7);
+    rill_err_t r = probe_request(sys, &s, sub, stage, 1, 1);
+    cr_assert(r == RILL_OK || (end == 2 && r == RILL_ESTOPPED), "%s", rill_err_name(r));
+    uint32_t want = end == 1 ? RILL_STREAM_COMPLETE : RILL_STREAM_ERROR;
+    cr_assert(probe_wait_count(&s, want, 1, KIT_WAIT_MS), "no end downstream");
+    settle(sys, stage, &s, sub, pub, "throttle");
+    cr_assert_eq(upstream_signals(&p), mark, "2.3: %zu REQUEST/CANCEL in or after the end",
+                 upstream_signals(&p) - mark);
+    cr_assert_eq(probe_view(&p).over_window, 0, "more than one outstanding");
+    if (end == 1)
+        cr_assert_eq(probe_count(&s, RILL_STREAM_NEXT), 2, "the held element did not come");
+    cr_assert_eq(probe_view(&s).order_violations, 0);
+    conf_end(sys);
+    kit_gate_destroy(&gate);
+    probe_fini(&p);
+    probe_fini(&s);
+    probe_fini(&h);
+}
+
+Test(rs_kinds, rule_2_3_a_throttle_timer_after_the_terminal, .timeout = 60)
+{
+    throttle_timer_after_terminal(1);
+    throttle_timer_after_terminal(2);
 }
 
 /* ---- fan-out: a stage that stays alive -------------------------------- */
