@@ -3014,13 +3014,17 @@ static rill_elem_t produce_request(void *arg, uint64_t v)
     return rill_produce_elem(p);
 }
 
-static rill_aid_t kafka_sink_spawn(rill_system_t *sys, kbroker_t *k)
+/* max_inflight: rill.max.inflight, or NULL for the default. */
+static rill_aid_t kafka_sink_spawn(rill_system_t *sys, kbroker_t *k, const char *max_inflight)
 {
     rill_producer_conf_t *c = rill_producer_conf_new();
     cr_assert_not_null(c);
     char err[256] = "";
     cr_assert_eq(rill_producer_conf_set(c, "bootstrap.servers", k->boot, err, sizeof(err)), RILL_OK,
                  "%s", err);
+    if (max_inflight)
+        cr_assert_eq(rill_producer_conf_set(c, "rill.max.inflight", max_inflight, err, sizeof(err)),
+                     RILL_OK, "%s", err);
     rill_aid_t aid = RILL_AID_NONE;
     rill_stage_opts_t o = {.executor = KIT_EXEC(0), .mailbox_capacity = KCASE_MAILBOX};
     cr_assert_eq(rill_producer_spawn(sys, c, &o, &aid, err, sizeof(err)), RILL_OK, "%s", err);
@@ -3042,7 +3046,7 @@ Test(rs_kafka, rule_2_1_2_4_2_5_2_9_2_10_2_13_kafka_sink, .timeout = 120)
     p.make_elem = produce_request;
     p.make_arg = "rs-sink";
     rill_aid_t xa = sub_probe(sys, &x);
-    rill_aid_t sink = kafka_sink_spawn(sys, &kb);
+    rill_aid_t sink = kafka_sink_spawn(sys, &kb, NULL);
     window_of(sys, &p, sink);
     link_stages(sys, pub, sink);
     cr_assert(probe_wait_demand(&p, 1, KIT_WAIT_MS), "2.1: no REQUEST");
@@ -3076,7 +3080,7 @@ Test(rs_kafka, rule_2_1_2_4_2_5_2_9_2_10_2_13_kafka_sink, .timeout = 120)
         probe_t q;
         rill_aid_t qa = window_pub(sys, &q, 0, NULL);
         q.terminal_on_subscribe = kind;
-        rill_aid_t sink2 = kafka_sink_spawn(sys, &kb);
+        rill_aid_t sink2 = kafka_sink_spawn(sys, &kb, NULL);
         link_stages(sys, qa, sink2);
         dead_then_fence(sys, sink2, qa, "the Kafka sink");
         cr_assert_eq(probe_count(&q, RILL_STREAM_CANCEL), 0, "2.9/2.10 (%d): cancelled", kind);
@@ -3087,6 +3091,53 @@ Test(rs_kafka, rule_2_1_2_4_2_5_2_9_2_10_2_13_kafka_sink, .timeout = 120)
     conf_end(sys);
     probe_fini(&p);
     probe_fini(&x);
+    rill_broker_destroy(kb.b);
+}
+
+/* 2.3 on the Kafka sink, as rs_kinds::rule_2_3_2_4_… does it (see
+ * no_upstream_after_terminal): its full demand is rill.max.inflight (4
+ * here), which it has outstanding again once the broker acknowledged what
+ * it produced; then
+ * COMPLETE (it flushes and ends) or ERROR: no REQUEST, no CANCEL in or
+ * after either. */
+Test(rs_kafka, rule_2_3_kafka_sink, .timeout = 120)
+{
+    kbroker_t kb;
+    kbroker_open(&kb, "rs-sink23", 0);
+    rill_system_t *sys = conf_system();
+    for (int end = 1; end <= 2; end++) {
+        probe_t p;
+        rill_aid_t pub = window_pub(sys, &p, 0, NULL);
+        p.make_elem = produce_request;
+        p.make_arg = "rs-sink23";
+        rill_aid_t sink = kafka_sink_spawn(sys, &kb, "4");
+        const int64_t d = 4;
+        pthread_mutex_lock(&p.mu);
+        p.window_limit = d;
+        pthread_mutex_unlock(&p.mu);
+        link_stages(sys, pub, sink);
+        emit(sys, pub, 6);
+        size_t mark = 0;
+        cr_assert(
+            probe_wait_outstanding(&p, 6, d, &mark, KIT_WAIT_MS),
+            "(%d) %lld sent, %lld outstanding, not %lld", end, (long long)probe_view(&p).pub_sent,
+            (long long)(probe_view(&p).pub_requested - probe_view(&p).pub_sent), (long long)d);
+        uint64_t tok = probe_view(&p).token;
+        if (end == 1)
+            cr_assert_eq(rill_stream_complete(sys, rill_sub(sink), rill_pub(pub), tok), RILL_OK);
+        else
+            cr_assert_eq(rill_stream_error(sys, rill_sub(sink), rill_pub(pub), tok, RILL_EIO,
+                                           "upstream broke"),
+                         RILL_OK);
+        dead_then_fence(sys, sink, pub, "the Kafka sink");
+        cr_assert_eq(upstream_signals(&p), mark, "(%d) 2.3: %zu REQUEST/CANCEL in or after the end",
+                     end, upstream_signals(&p) - mark);
+        cr_assert_eq(probe_view(&p).over_window, 0, "(%d)", end);
+        cr_assert_eq(rill_stop(sys, pub), RILL_OK);
+        expect_dead(sys, pub, "probe");
+        probe_fini(&p);
+    }
+    conf_end(sys);
     rill_broker_destroy(kb.b);
 }
 
@@ -3103,7 +3154,7 @@ Test(rs_kafka, rule_1_1_1_5_1_7_1_9_4_1_kafka_sink_delivery_output, .timeout = 1
     p.make_elem = produce_request;
     p.make_arg = "rs-dlv";
     rill_aid_t sub = chunk_sub(sys, &s, 2, 0);
-    rill_aid_t sink = kafka_sink_spawn(sys, &kb);
+    rill_aid_t sink = kafka_sink_spawn(sys, &kb, NULL);
     window_of(sys, &p, sink);
     const kcase_t k = {"kafka_sink", ROLE_PROCESSOR, K_COUNT, NULL};
     subscribe(sys, sink, sub, 1);
