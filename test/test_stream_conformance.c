@@ -27,7 +27,9 @@
  * positive synchronisation that orders it before a later event the test
  * waits for: the stage under test is gone (all it ever sent is queued) or
  * handled its first n messages, and then a fence went through the probe;
- * or a marker signal that must arrive after the one that must not.
+ * or a marker signal that must arrive after the one that must not; or
+ * (2.3) the stage's full demand is outstanding with every element sent,
+ * so it has handled them all and cannot ask for more.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -118,6 +120,7 @@ typedef struct probe {
     long depth_violations;  /* mailbox depth above the outstanding demand */
     long depth_checks;      /* how many times the depth was checked */
     uint32_t max_mailbox;   /* deepest mailbox seen at a NEXT */
+    long pings_queued;      /* fences sent by probe_fence and not handled yet */
     rill_err_t error_code;  /* of the last ERROR */
     char error_text[200];   /* of the last ERROR */
     rill_aid_t peer;        /* the other side, from SUBSCRIBE or ON_SUBSCRIBE */
@@ -198,6 +201,7 @@ static void probe_emit(rill_ctx_t *ctx, probe_t *p)
             p->refused++;
         else
             p->send_errors++;
+        pthread_cond_broadcast(&p->cv); /* probe_wait_outstanding waits on pub_sent */
         pthread_mutex_unlock(&p->mu);
         if (err != RILL_OK) {
             if (p->tally)
@@ -278,10 +282,12 @@ static void probe_signal(rill_ctx_t *ctx, probe_t *p, const rill_msg_t *msg)
             rill_actor_stats_t st;
             if (rill_actor_stats(sys, self, &st) == RILL_OK) {
                 p->depth_checks++;
-                if ((int64_t)st.mailbox_depth > outstanding)
+                /* A fence queued behind the elements is no element. */
+                int64_t queued = (int64_t)st.mailbox_depth - p->pings_queued;
+                if (queued > outstanding)
                     p->depth_violations++;
-                if (st.mailbox_depth > p->max_mailbox)
-                    p->max_mailbox = st.mailbox_depth;
+                if (queued > (int64_t)p->max_mailbox)
+                    p->max_mailbox = (uint32_t)queued;
             }
         }
         break;
@@ -328,6 +334,10 @@ static rill_err_t probe_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
 {
     probe_t *p = state;
     if (msg->type == KIT_MSG_PING) {
+        pthread_mutex_lock(&p->mu);
+        if (p->pings_queued > 0)
+            p->pings_queued--;
+        pthread_mutex_unlock(&p->mu);
         rill_msg_t reply;
         memset(&reply, 0, sizeof(reply));
         reply.type = KIT_MSG_PING;
@@ -508,6 +518,17 @@ static probe_view_t probe_view(probe_t *p)
                       p->pub_sent,         p->token};
     pthread_mutex_unlock(&p->mu);
     return v;
+}
+
+/* kit_fence through a probe that checks its mailbox depth: the fence's
+ * message is in the mailbox until the probe handles it, and a NEXT handled
+ * meanwhile must not count it as an element. */
+static rill_err_t probe_fence(rill_system_t *sys, probe_t *p, rill_aid_t aid)
+{
+    pthread_mutex_lock(&p->mu);
+    p->pings_queued++;
+    pthread_mutex_unlock(&p->mu);
+    return kit_fence(sys, aid);
 }
 
 /* ---- stages and systems --------------------------------------------- */
@@ -2541,6 +2562,224 @@ Test(rs_kinds, rule_2_1_2_4_2_5_2_13_3_13_every_sink, .timeout = 120)
     each_kind(R_SINK, sink_flow, 2);
 }
 
+/* ---- 2.3: nothing upstream from onComplete/onError -------------------- */
+
+/* The most a kind ever has outstanding upstream (all it asks for with an
+ * empty state and room downstream): its window (mailbox capacity - 1,
+ * which the engine never exceeds), or less where it asks only for what it
+ * has room for: map_async its parallelism, batch one group, buffer its
+ * size, partition_by_key a worker's queue (window / workers), merge(1) its
+ * queue (the window its mailbox leaves after the slots it reserves). The
+ * publisher probe checks this premise (window_limit = it): more
+ * outstanding fails the test (over_window). */
+static int64_t full_demand(const kcase_t *k, int64_t window)
+{
+    if (k->make == mk_async_ordered || k->make == mk_async_unordered)
+        return 4;
+    if (k->make == mk_batch || k->make == mk_batch_timed)
+        return 3;
+    if (k->make == mk_buf_bp)
+        return 4;
+    if (k->make == mk_partition)
+        return 3;
+    if (k->make == mk_merge)
+        return 64;
+    return window;
+}
+
+/* Processors that keep asking for their full demand while they hold
+ * elements nobody asked for yet (they drop, conflate or have room for
+ * them). */
+static int holds_at_full_demand(const kcase_t *k)
+{
+    return k->make == mk_buf_head || k->make == mk_buf_tail || k->make == mk_buf_all ||
+           k->make == mk_buf_fail || k->make == mk_conflate_latest || k->make == mk_conflate_sum ||
+           k->make == mk_conflate_key;
+}
+
+/* Waits until the publisher probe p sent `sent` elements and has exactly
+ * `d` outstanding (asked and not sent); stores its count of REQUEST and
+ * CANCEL at that moment in *mark. */
+static int probe_wait_outstanding(probe_t *p, int64_t sent, int64_t d, size_t *mark, int timeout_ms)
+{
+    int64_t deadline = kit_now_ms() + timeout_ms;
+    size_t r = RILL_STREAM_REQUEST - RILL_STREAM_SUBSCRIBE;
+    size_t c = RILL_STREAM_CANCEL - RILL_STREAM_SUBSCRIBE;
+    pthread_mutex_lock(&p->mu);
+#define AT_FULL_DEMAND(p) ((p)->pub_sent == sent && (p)->pub_requested - (p)->pub_sent == d)
+    while (!AT_FULL_DEMAND(p) && kit_cond_wait_until(&p->cv, &p->mu, deadline) == 0)
+        ;
+    int ok = AT_FULL_DEMAND(p);
+#undef AT_FULL_DEMAND
+    *mark = p->by_type[r] + p->by_type[c];
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+/* 2.3 (and 2.4): a subscriber sends no REQUEST and no CANCEL upstream
+ * while it handles COMPLETE or ERROR, nor afterwards (a timer of throttle
+ * or of a timed batch, a completion of map_async, a drain downstream).
+ *
+ * The positive synchronisation: the probe sends n elements and waits
+ * until it has sent all n and sees the stage's full demand outstanding
+ * (full_demand). At that moment the stage has handled every NEXT and has
+ * no REQUEST on the way (what it asked minus what it handled is at most
+ * its full demand, at least what the probe saw asked minus what it sent:
+ * both are equal), and it cannot ask for more without another NEXT (it
+ * would exceed its full demand: over_window, checked). So every REQUEST or
+ * CANCEL the probe counts after that moment was sent while or after the
+ * stage handled the terminal signal the test sends then; none may come.
+ * `end`: 1 COMPLETE, 2 ERROR; + 4: the subscriber downstream asks for
+ * nothing until the terminal signal is sent, so a kind that holds
+ * elements (holds_at_full_demand) still has them when it handles it, and
+ * drains them afterwards: the engine forgets the input's outstanding
+ * demand at the end, so an input not marked done would ask again here. */
+static void no_upstream_after_terminal(const kcase_t *k, int end)
+{
+    int hold = end & 4;
+    end &= 3;
+    if (hold && !holds_at_full_demand(k))
+        return;
+    kfix_t f;
+    kfix_open(&f, k, 0, 1, 0);
+    f.s.request_on_subscribe = hold ? 0 : INT64_MAX;
+    if (k->role == ROLE_PROCESSOR)
+        kfix_wire(&f, k);
+    else
+        link_stages(f.sys, f.pub, f.stage);
+    int64_t d = full_demand(k, f.p.window_limit);
+    pthread_mutex_lock(&f.p.mu);
+    f.p.window_limit = d;
+    pthread_mutex_unlock(&f.p.mu);
+    /* merge(1) asks again in chunks of 16: two of them bring it back. */
+    int64_t n = k->make == mk_merge ? 32 : 6;
+    emit(f.sys, f.pub, n);
+    size_t mark = 0;
+    cr_assert(
+        probe_wait_outstanding(&f.p, n, d, &mark, KIT_WAIT_MS),
+        "%s: %lld sent, %lld outstanding, not %lld", k->name, (long long)probe_view(&f.p).pub_sent,
+        (long long)(probe_view(&f.p).pub_requested - probe_view(&f.p).pub_sent), (long long)d);
+    uint64_t tok = probe_view(&f.p).token;
+    const char *what = end == 1 ? "COMPLETE" : "ERROR";
+    if (end == 1)
+        cr_assert_eq(rill_stream_complete(f.sys, rill_sub(f.stage), rill_pub(f.pub), tok), RILL_OK);
+    else
+        cr_assert_eq(rill_stream_error(f.sys, rill_sub(f.stage), rill_pub(f.pub), tok, RILL_EIO,
+                                       "upstream broke"),
+                     RILL_OK);
+    /* Its subscriber asks once the stage handled the terminal signal (it
+     * is the last of SUBSCRIBE, CONNECT, ON_SUBSCRIBE and the elements):
+     * the REQUEST, a control signal, would overtake it. */
+    if (hold && k->role == ROLE_PROCESSOR) {
+        wait_processed(f.sys, f.stage, (uint64_t)n + 4);
+        /* After an ERROR, the stage passed it on and may be gone. */
+        rill_err_t r = probe_request(f.sys, &f.s, f.sub, probe_peer(&f.s), 1, INT64_MAX);
+        cr_assert(r == RILL_OK || (end == 2 && r == RILL_ESTOPPED), "%s: %s", k->name,
+                  rill_err_name(r));
+    }
+    if (k->role == ROLE_PROCESSOR)
+        cr_assert(probe_wait_count(&f.s, end == 1 ? RILL_STREAM_COMPLETE : RILL_STREAM_ERROR, 1,
+                                   KIT_WAIT_MS),
+                  "%s: no %s downstream", k->name, what);
+    settle(f.sys, f.stage, k->role == ROLE_PROCESSOR ? &f.s : NULL, f.sub, f.pub, k->name);
+    cr_assert_eq(upstream_signals(&f.p), mark, "%s: 2.3: %zu REQUEST/CANCEL in or after %s%s",
+                 k->name, upstream_signals(&f.p) - mark, what, hold ? " (elements held)" : "");
+    /* The premise (checked after 2.3: a REQUEST after the end breaks it
+     * too). */
+    cr_assert_eq(probe_view(&f.p).over_window, 0, "%s: more than %lld outstanding", k->name,
+                 (long long)d);
+    if (k->role == ROLE_PROCESSOR && end == 1 && hold)
+        cr_assert_gt(probe_count(&f.s, RILL_STREAM_NEXT), 0, "%s: nothing held was drained",
+                     k->name);
+    kfix_close(&f, k);
+}
+
+Test(rs_kinds, rule_2_3_2_4_no_request_or_cancel_from_a_terminal_every_subscriber, .timeout = 120)
+{
+    each_kind(R_SUBSCRIBERS, no_upstream_after_terminal, 1);
+    each_kind(R_SUBSCRIBERS, no_upstream_after_terminal, 2);
+    each_kind(R_SUBSCRIBERS, no_upstream_after_terminal, 1 | 4);
+    each_kind(R_SUBSCRIBERS, no_upstream_after_terminal, 2 | 4);
+}
+
+/* 2.3 when a timer of the stage runs after the end: a throttle (one
+ * element per 500 ms) holds an element when COMPLETE or ERROR comes, and
+ * sends it from its timer afterwards. The probe sees the throttle's full
+ * demand (one) outstanding after the first element went through; its
+ * subscriber asked for that one only, so the throttle can emit nothing
+ * more and ask for nothing more until its subscriber asks again. With the
+ * stage's executor held, the second element and then the terminal signal
+ * are queued, so the stage handles both in one turn, before any timer of
+ * the executor can run; the subscriber asks again once the stage handled
+ * all seven messages sent to it (the terminal signal last). The element
+ * then leaves on the throttle's timer, after the end: no REQUEST, no
+ * CANCEL. */
+static void throttle_timer_after_terminal(int end)
+{
+    rill_system_t *sys = conf_system();
+    probe_t p, s, h;
+    kit_gate_t gate;
+    kit_gate_init(&gate);
+    rill_aid_t pub = window_pub(sys, &p, 0, NULL);
+    probe_init(&s);
+    s.request_on_subscribe = 1;
+    s.check_order = 1;
+    rill_aid_t sub = probe_spawn(sys, &s, 64, 1);
+    probe_init(&h);
+    rill_aid_t holder = probe_spawn(sys, &h, 8, 0);
+    rill_aid_t stage = spawn_stage(sys, rill_stage_throttle(1, 500), KCASE_MAILBOX, 0);
+    subscribe(sys, stage, sub, 1);
+    cr_assert(probe_wait_count(&s, RILL_STREAM_ON_SUBSCRIBE, 1, KIT_WAIT_MS));
+    pthread_mutex_lock(&p.mu);
+    p.window_limit = 1; /* its queue holds one */
+    pthread_mutex_unlock(&p.mu);
+    link_stages(sys, pub, stage);
+    emit(sys, pub, 1);
+    size_t mark = 0;
+    cr_assert(probe_wait_outstanding(&p, 1, 1, &mark, KIT_WAIT_MS),
+              "the throttle did not ask for one more");
+    cr_assert(probe_wait_received(&s, 1, 1, KIT_WAIT_MS), "the first element did not come");
+
+    rill_msg_t hold = {.type = PROBE_HOLD, .payload = &gate};
+    cr_assert_eq(rill_tell(sys, holder, &hold), RILL_OK);
+    cr_assert(kit_wait_at_least(&gate.arrived, 1, KIT_WAIT_MS), "the executor was not held");
+    size_t unused;
+    emit(sys, pub, 2);
+    cr_assert(probe_wait_outstanding(&p, 2, 0, &unused, KIT_WAIT_MS), "no second element");
+    uint64_t tok = probe_view(&p).token;
+    if (end == 1)
+        cr_assert_eq(rill_stream_complete(sys, rill_sub(stage), rill_pub(pub), tok), RILL_OK);
+    else
+        cr_assert_eq(
+            rill_stream_error(sys, rill_sub(stage), rill_pub(pub), tok, RILL_EIO, "upstream broke"),
+            RILL_OK);
+    kit_gate_open(&gate);
+    /* SUBSCRIBE, its REQUEST, CONNECT, ON_SUBSCRIBE, two NEXT, the end. */
+    wait_processed(sys, stage, 7);
+    rill_err_t r = probe_request(sys, &s, sub, stage, 1, 1);
+    cr_assert(r == RILL_OK || (end == 2 && r == RILL_ESTOPPED), "%s", rill_err_name(r));
+    uint32_t want = end == 1 ? RILL_STREAM_COMPLETE : RILL_STREAM_ERROR;
+    cr_assert(probe_wait_count(&s, want, 1, KIT_WAIT_MS), "no end downstream");
+    settle(sys, stage, &s, sub, pub, "throttle");
+    cr_assert_eq(upstream_signals(&p), mark, "2.3: %zu REQUEST/CANCEL in or after the end",
+                 upstream_signals(&p) - mark);
+    cr_assert_eq(probe_view(&p).over_window, 0, "more than one outstanding");
+    if (end == 1)
+        cr_assert_eq(probe_count(&s, RILL_STREAM_NEXT), 2, "the held element did not come");
+    cr_assert_eq(probe_view(&s).order_violations, 0);
+    conf_end(sys);
+    kit_gate_destroy(&gate);
+    probe_fini(&p);
+    probe_fini(&s);
+    probe_fini(&h);
+}
+
+Test(rs_kinds, rule_2_3_a_throttle_timer_after_the_terminal, .timeout = 60)
+{
+    throttle_timer_after_terminal(1);
+    throttle_timer_after_terminal(2);
+}
+
 /* ---- fan-out: a stage that stays alive -------------------------------- */
 
 /* 1.11 (multicast), 3.6, 3.7 and 2.8 against a LIVE stage: a broadcast to
@@ -2793,13 +3032,17 @@ static rill_elem_t produce_request(void *arg, uint64_t v)
     return rill_produce_elem(p);
 }
 
-static rill_aid_t kafka_sink_spawn(rill_system_t *sys, kbroker_t *k)
+/* max_inflight: rill.max.inflight, or NULL for the default. */
+static rill_aid_t kafka_sink_spawn(rill_system_t *sys, kbroker_t *k, const char *max_inflight)
 {
     rill_producer_conf_t *c = rill_producer_conf_new();
     cr_assert_not_null(c);
     char err[256] = "";
     cr_assert_eq(rill_producer_conf_set(c, "bootstrap.servers", k->boot, err, sizeof(err)), RILL_OK,
                  "%s", err);
+    if (max_inflight)
+        cr_assert_eq(rill_producer_conf_set(c, "rill.max.inflight", max_inflight, err, sizeof(err)),
+                     RILL_OK, "%s", err);
     rill_aid_t aid = RILL_AID_NONE;
     rill_stage_opts_t o = {.executor = KIT_EXEC(0), .mailbox_capacity = KCASE_MAILBOX};
     cr_assert_eq(rill_producer_spawn(sys, c, &o, &aid, err, sizeof(err)), RILL_OK, "%s", err);
@@ -2821,7 +3064,7 @@ Test(rs_kafka, rule_2_1_2_4_2_5_2_9_2_10_2_13_kafka_sink, .timeout = 120)
     p.make_elem = produce_request;
     p.make_arg = "rs-sink";
     rill_aid_t xa = sub_probe(sys, &x);
-    rill_aid_t sink = kafka_sink_spawn(sys, &kb);
+    rill_aid_t sink = kafka_sink_spawn(sys, &kb, NULL);
     window_of(sys, &p, sink);
     link_stages(sys, pub, sink);
     cr_assert(probe_wait_demand(&p, 1, KIT_WAIT_MS), "2.1: no REQUEST");
@@ -2855,7 +3098,7 @@ Test(rs_kafka, rule_2_1_2_4_2_5_2_9_2_10_2_13_kafka_sink, .timeout = 120)
         probe_t q;
         rill_aid_t qa = window_pub(sys, &q, 0, NULL);
         q.terminal_on_subscribe = kind;
-        rill_aid_t sink2 = kafka_sink_spawn(sys, &kb);
+        rill_aid_t sink2 = kafka_sink_spawn(sys, &kb, NULL);
         link_stages(sys, qa, sink2);
         dead_then_fence(sys, sink2, qa, "the Kafka sink");
         cr_assert_eq(probe_count(&q, RILL_STREAM_CANCEL), 0, "2.9/2.10 (%d): cancelled", kind);
@@ -2866,6 +3109,53 @@ Test(rs_kafka, rule_2_1_2_4_2_5_2_9_2_10_2_13_kafka_sink, .timeout = 120)
     conf_end(sys);
     probe_fini(&p);
     probe_fini(&x);
+    rill_broker_destroy(kb.b);
+}
+
+/* 2.3 on the Kafka sink, as rs_kinds::rule_2_3_2_4_… does it (see
+ * no_upstream_after_terminal): its full demand is rill.max.inflight (4
+ * here), which it has outstanding again once the broker acknowledged what
+ * it produced; then
+ * COMPLETE (it flushes and ends) or ERROR: no REQUEST, no CANCEL in or
+ * after either. */
+Test(rs_kafka, rule_2_3_kafka_sink, .timeout = 120)
+{
+    kbroker_t kb;
+    kbroker_open(&kb, "rs-sink23", 0);
+    rill_system_t *sys = conf_system();
+    for (int end = 1; end <= 2; end++) {
+        probe_t p;
+        rill_aid_t pub = window_pub(sys, &p, 0, NULL);
+        p.make_elem = produce_request;
+        p.make_arg = "rs-sink23";
+        rill_aid_t sink = kafka_sink_spawn(sys, &kb, "4");
+        const int64_t d = 4;
+        pthread_mutex_lock(&p.mu);
+        p.window_limit = d;
+        pthread_mutex_unlock(&p.mu);
+        link_stages(sys, pub, sink);
+        emit(sys, pub, 6);
+        size_t mark = 0;
+        cr_assert(
+            probe_wait_outstanding(&p, 6, d, &mark, KIT_WAIT_MS),
+            "(%d) %lld sent, %lld outstanding, not %lld", end, (long long)probe_view(&p).pub_sent,
+            (long long)(probe_view(&p).pub_requested - probe_view(&p).pub_sent), (long long)d);
+        uint64_t tok = probe_view(&p).token;
+        if (end == 1)
+            cr_assert_eq(rill_stream_complete(sys, rill_sub(sink), rill_pub(pub), tok), RILL_OK);
+        else
+            cr_assert_eq(rill_stream_error(sys, rill_sub(sink), rill_pub(pub), tok, RILL_EIO,
+                                           "upstream broke"),
+                         RILL_OK);
+        dead_then_fence(sys, sink, pub, "the Kafka sink");
+        cr_assert_eq(upstream_signals(&p), mark, "(%d) 2.3: %zu REQUEST/CANCEL in or after the end",
+                     end, upstream_signals(&p) - mark);
+        cr_assert_eq(probe_view(&p).over_window, 0, "(%d)", end);
+        cr_assert_eq(rill_stop(sys, pub), RILL_OK);
+        expect_dead(sys, pub, "probe");
+        probe_fini(&p);
+    }
+    conf_end(sys);
     rill_broker_destroy(kb.b);
 }
 
@@ -2882,7 +3172,7 @@ Test(rs_kafka, rule_1_1_1_5_1_7_1_9_4_1_kafka_sink_delivery_output, .timeout = 1
     p.make_elem = produce_request;
     p.make_arg = "rs-dlv";
     rill_aid_t sub = chunk_sub(sys, &s, 2, 0);
-    rill_aid_t sink = kafka_sink_spawn(sys, &kb);
+    rill_aid_t sink = kafka_sink_spawn(sys, &kb, NULL);
     window_of(sys, &p, sink);
     const kcase_t k = {"kafka_sink", ROLE_PROCESSOR, K_COUNT, NULL};
     subscribe(sys, sink, sub, 1);
@@ -2941,7 +3231,7 @@ Test(rs, mailbox_invariant_queued_never_exceeds_outstanding_demand, .timeout = 6
     expect_dead(sys, map, "map");
     expect_dead(sys, src2, "source");
     for (int k = 0; k < 2; k++) {
-        cr_assert_eq(kit_fence(sys, sub[k]), RILL_OK);
+        cr_assert_eq(probe_fence(sys, &s[k], sub[k]), RILL_OK);
         cr_assert_eq(probe_view(&s[k]).demand_violations, 0, "received > requested (%d)", k);
         cr_assert_eq(probe_view(&s[k]).depth_violations, 0,
                      "mailbox deeper than the outstanding demand (%d)", k);
