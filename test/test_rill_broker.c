@@ -489,7 +489,10 @@ Test(rill_broker, client_that_does_not_read_is_dropped_not_waited_for, .timeout 
             gone = 1;
         }
     }
-    cr_assert_gt(sent, 1000, "sent %zu commands", sent);
+    /* One batch (1,000 commands) already asks for ~190 KB of replies, far
+     * over the 64 KiB bound: a broker quick enough to drop the client
+     * before the second batch went out is right. */
+    cr_assert_geq(sent, 1000, "sent %zu commands", sent);
 
     /* The control plane still answers others: stdin and a new client. */
     char reply[512];
