@@ -306,6 +306,23 @@ static int group_committed_all(rd_kafka_t *rk, const int64_t *end)
     return ok;
 }
 
+/* A work directory, the broker process with the topic (its bootstrap
+ * servers in boot) and n records in the topic, spread over the partitions
+ * by key. */
+static void broker_up(const char *broker_bin, char *boot, size_t size, size_t n)
+{
+    strcpy(dir, "/tmp/rill-mp-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    char *bargv[] = {(char *)broker_bin, "--topic", TOPIC ":12:1", "--exit-on-eof", NULL};
+    cr_assert_eq(proc_spawn(&broker.p, bargv), 0, "spawn rill-broker");
+    cr_assert_gt(proc_read_line(&broker.p, boot, size, 15000), 0,
+                 "rill-broker printed no bootstrap line");
+    char err[512] = "";
+    rill_testkit_opts_t o = {.timeout_ms = 60000};
+    cr_assert_eq(rill_testkit_produce_generated(boot, TOPIC, n, NULL, &o, err, sizeof(err)),
+                 RILL_OK, "preload: %s", err);
+}
+
 /* ------------------------------------------------------------------ */
 /* The test                                                            */
 /* ------------------------------------------------------------------ */
@@ -323,20 +340,10 @@ static void kill_one_of_three(const char *assignment)
     const char *worker_bin = env_or_fail("RILL_WORKER_BIN");
     int64_t t0 = proc_now_ms();
 
-    /* The broker process, with the topic. */
-    strcpy(dir, "/tmp/rill-mp-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    char *bargv[] = {(char *)broker_bin, "--topic", TOPIC ":12:1", "--exit-on-eof", NULL};
-    cr_assert_eq(proc_spawn(&broker.p, bargv), 0, "spawn rill-broker");
+    /* The broker process, with the topic: 30,000 records, spread over the
+     * partitions by key. */
     char boot[512];
-    cr_assert_gt(proc_read_line(&broker.p, boot, sizeof(boot), 15000), 0,
-                 "rill-broker printed no bootstrap line");
-
-    /* 30,000 records, spread over the partitions by key. */
-    char err[512] = "";
-    rill_testkit_opts_t o = {.timeout_ms = 60000};
-    cr_assert_eq(rill_testkit_produce_generated(boot, TOPIC, TOTAL, NULL, &o, err, sizeof(err)),
-                 RILL_OK, "preload: %s", err);
+    broker_up(broker_bin, boot, sizeof(boot), TOTAL);
     rd_kafka_t *rk = plain_client(boot);
     int64_t end[PARTS], sum = 0;
     for (int p = 0; p < PARTS; p++) {
@@ -572,17 +579,8 @@ Test(kafka_multiprocess, sigterm_with_the_brokers_down_ends_the_worker, .timeout
     const char *broker_bin = env_or_fail("RILL_BROKER_BIN");
     const char *worker_bin = env_or_fail("RILL_WORKER_BIN");
 
-    strcpy(dir, "/tmp/rill-mp-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    char *bargv[] = {(char *)broker_bin, "--topic", TOPIC ":12:1", "--exit-on-eof", NULL};
-    cr_assert_eq(proc_spawn(&broker.p, bargv), 0, "spawn rill-broker");
     char boot[512];
-    cr_assert_gt(proc_read_line(&broker.p, boot, sizeof(boot), 15000), 0,
-                 "rill-broker printed no bootstrap line");
-    char err[512] = "";
-    rill_testkit_opts_t o = {.timeout_ms = 60000};
-    cr_assert_eq(rill_testkit_produce_generated(boot, TOPIC, 3000, NULL, &o, err, sizeof(err)),
-                 RILL_OK, "preload: %s", err);
+    broker_up(broker_bin, boot, sizeof(boot), 3000);
 
     /* One worker, slow enough to be mid-stream when the brokers go, with
      * librdkafka's default session timeout (45 s): with a short one (3 s)
