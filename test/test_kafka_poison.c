@@ -311,18 +311,6 @@ static void check_output(kk_env_t *env, int64_t missing)
     }
 }
 
-static const char *header(const rill_testkit_record_t *r, const char *name, char *buf, size_t size)
-{
-    for (size_t i = 0; i < r->header_count; i++)
-        if (!strcmp(r->headers[i].name, name)) {
-            size_t n = r->headers[i].value_len < size - 1 ? r->headers[i].value_len : size - 1;
-            memcpy(buf, r->headers[i].value, n);
-            buf[n] = '\0';
-            return buf;
-        }
-    return NULL;
-}
-
 /* The dead-letter topic holds the poison record (and nothing else), with
  * its origin headers and an error text containing `text`. */
 static void check_dead_letter(kk_env_t *env, const char *text)
@@ -335,10 +323,10 @@ static void check_dead_letter(kk_env_t *env, const char *text)
         rd_kafka_message_t m = {.payload = (void *)r->value, .len = r->value_len};
         cr_assert_eq(seq_of(&m), POISON, "a dead letter that is not the poison record");
         char b[256];
-        cr_assert_str_eq(header(r, "rill-origin-topic", b, sizeof(b)), "in");
-        cr_assert_str_eq(header(r, "rill-origin-partition", b, sizeof(b)), "1");
-        cr_assert_str_eq(header(r, "rill-origin-offset", b, sizeof(b)), "234");
-        const char *why = header(r, "rill-error", b, sizeof(b));
+        cr_assert_str_eq(kk_header(r, "rill-origin-topic", b, sizeof(b)), "in");
+        cr_assert_str_eq(kk_header(r, "rill-origin-partition", b, sizeof(b)), "1");
+        cr_assert_str_eq(kk_header(r, "rill-origin-offset", b, sizeof(b)), "234");
+        const char *why = kk_header(r, "rill-error", b, sizeof(b));
         cr_assert_not_null(why, "no rill-error header");
         cr_assert(strstr(why, text), "rill-error is \"%s\", not about \"%s\"", why, text);
     }
