@@ -323,6 +323,30 @@ static void broker_up(const char *broker_bin, char *boot, size_t size, size_t n)
                  RILL_OK, "preload: %s", err);
 }
 
+/* Worker i (its output in dir/worker-i.out): parallel_workers in the
+ * group on the topic, `work_us` of work a record, the options in extra,
+ * a lifeline of 120 s (if this test dies) and the librdkafka setting
+ * `x`. */
+static void worker_spawn(int i, const char *worker_bin, char *boot, const char *work_us,
+                         const char *const *extra, const char *x)
+{
+    child_t *w = &workers[i];
+    snprintf(w->out, sizeof(w->out), "%s/worker-%d.out", dir, i);
+    char *argv[32];
+    int n = 0;
+    const char *head[] = {worker_bin, "--bootstrap", boot,   "--topic",   TOPIC,  "--group",
+                          GROUP,      "--out",       w->out, "--work-us", work_us};
+    for (size_t k = 0; k < sizeof(head) / sizeof(head[0]); k++)
+        argv[n++] = (char *)head[k];
+    for (size_t k = 0; extra && extra[k]; k++)
+        argv[n++] = (char *)extra[k];
+    const char *tail[] = {"--timeout-s", "120", "-X", x};
+    for (size_t k = 0; k < sizeof(tail) / sizeof(tail[0]); k++)
+        argv[n++] = (char *)tail[k];
+    argv[n] = NULL;
+    cr_assert_eq(proc_spawn(&w->p, argv), 0, "spawn worker %d", i);
+}
+
 /* ------------------------------------------------------------------ */
 /* The test                                                            */
 /* ------------------------------------------------------------------ */
@@ -361,28 +385,8 @@ static void kill_one_of_three(const char *assignment)
     char strategy[128];
     snprintf(strategy, sizeof(strategy), "partition.assignment.strategy=%s", assignment);
     for (int i = 0; i < N_WORKERS; i++) {
-        snprintf(workers[i].out, sizeof(workers[i].out), "%s/worker-%d.out", dir, i);
-        char *wargv[] = {(char *)worker_bin,
-                         "--bootstrap",
-                         boot,
-                         "--topic",
-                         TOPIC,
-                         "--group",
-                         GROUP,
-                         "--out",
-                         workers[i].out,
-                         "--work-us",
-                         "300",
-                         "--session-timeout-ms",
-                         "3000",
-                         "--heartbeat-ms",
-                         "500",
-                         "--timeout-s",
-                         "120", /* a lifeline if this test dies */
-                         "-X",
-                         strategy,
-                         NULL};
-        cr_assert_eq(proc_spawn(&workers[i].p, wargv), 0, "spawn worker %d", i);
+        const char *tune[] = {"--session-timeout-ms", "3000", "--heartbeat-ms", "500", NULL};
+        worker_spawn(i, worker_bin, boot, "300", tune, strategy);
     }
 
     /* Each worker processes some records. */
@@ -588,27 +592,10 @@ Test(kafka_multiprocess, sigterm_with_the_brokers_down_ends_the_worker, .timeout
      * cannot finish (librdkafka 2.0.2: 3 runs of 3 by hand) and its main
      * thread spins a core meanwhile, so the worker's stop deadlines are
      * cut from 15 s to 3 s (--stop-timeout-s). */
+    /* the timed-out path costs 6 s, not 30 */
+    const char *quick_stop[] = {"--stop-timeout-s", "3", NULL};
+    worker_spawn(0, worker_bin, boot, "1000", quick_stop, "partition.assignment.strategy=range");
     child_t *w = &workers[0];
-    snprintf(w->out, sizeof(w->out), "%s/worker-0.out", dir);
-    char *wargv[] = {(char *)worker_bin,
-                     "--bootstrap",
-                     boot,
-                     "--topic",
-                     TOPIC,
-                     "--group",
-                     GROUP,
-                     "--out",
-                     w->out,
-                     "--work-us",
-                     "1000",
-                     "--stop-timeout-s",
-                     "3", /* the timed-out path costs 6 s, not 30 */
-                     "--timeout-s",
-                     "120", /* a lifeline if this test dies */
-                     "-X",
-                     "partition.assignment.strategy=range",
-                     NULL};
-    cr_assert_eq(proc_spawn(&w->p, wargv), 0, "spawn worker");
     size_t got = 0;
     int64_t deadline = proc_now_ms() + WAIT_MS;
     while (got < 100 && proc_now_ms() < deadline) {
