@@ -1587,18 +1587,6 @@ static int rd_get(rd_t *r, int offset)
     return n;
 }
 
-static const char *hdr(const rill_testkit_record_t *rec, const char *name, char *buf, size_t size)
-{
-    for (size_t i = 0; i < rec->header_count; i++)
-        if (!strcmp(rec->headers[i].name, name)) {
-            size_t n = rec->headers[i].value_len < size - 1 ? rec->headers[i].value_len : size - 1;
-            memcpy(buf, rec->headers[i].value, n);
-            buf[n] = '\0';
-            return buf;
-        }
-    return NULL;
-}
-
 Test(kafka_consumer, unconfirmed_record_is_redelivered_then_dead_lettered, .timeout = 120)
 {
     kk_env_t env;
@@ -1664,8 +1652,8 @@ Test(kafka_consumer, unconfirmed_record_is_redelivered_then_dead_lettered, .time
         char b1[128] = "", b2[128] = "";
         const rill_testkit_record_t *x = rill_consumed_at(dl, i);
         fprintf(stderr, "redelivery: dead letter %zu: origin offset %s, rill-error \"%s\"\n", i,
-                hdr(x, "rill-origin-offset", b1, sizeof(b1)) ? b1 : "?",
-                hdr(x, "rill-error", b2, sizeof(b2)) ? b2 : "?");
+                kk_header(x, "rill-origin-offset", b1, sizeof(b1)) ? b1 : "?",
+                kk_header(x, "rill-error", b2, sizeof(b2)) ? b2 : "?");
     }
     const rill_testkit_record_t *rec = rill_consumed_at(dl, 0);
     char want[64], buf[128];
@@ -1674,13 +1662,13 @@ Test(kafka_consumer, unconfirmed_record_is_redelivered_then_dead_lettered, .time
     cr_assert_eq(memcmp(rec->value, want, (size_t)n), 0, "the dead letter is not the record");
     cr_assert_eq(rec->key_len, strlen("key-7"));
     cr_assert_eq(memcmp(rec->key, "key-7", rec->key_len), 0);
-    cr_assert_not_null(hdr(rec, "rill-origin-topic", buf, sizeof(buf)));
+    cr_assert_not_null(kk_header(rec, "rill-origin-topic", buf, sizeof(buf)));
     cr_assert_str_eq(buf, "redeliv");
-    cr_assert_not_null(hdr(rec, "rill-origin-partition", buf, sizeof(buf)));
+    cr_assert_not_null(kk_header(rec, "rill-origin-partition", buf, sizeof(buf)));
     cr_assert_str_eq(buf, "0");
-    cr_assert_not_null(hdr(rec, "rill-origin-offset", buf, sizeof(buf)));
+    cr_assert_not_null(kk_header(rec, "rill-origin-offset", buf, sizeof(buf)));
     cr_assert_str_eq(buf, "7");
-    cr_assert_not_null(hdr(rec, "rill-error", buf, sizeof(buf)));
+    cr_assert_not_null(kk_header(rec, "rill-error", buf, sizeof(buf)));
     cr_assert_gt(strlen(buf), 0, "rill-error is empty");
     rill_consumed_destroy(dl);
 
@@ -1756,7 +1744,7 @@ Test(kafka_consumer, dead_letters_go_through_the_named_producer_actor, .timeout 
     rill_consumed_t *dl = kk_consume_all(env.boot, "dlqnamed-dlq", 20000);
     cr_assert_eq(rill_consumed_count(dl), 1, "%zu dead letters", rill_consumed_count(dl));
     char buf[64];
-    cr_assert_not_null(hdr(rill_consumed_at(dl, 0), "rill-origin-offset", buf, sizeof(buf)));
+    cr_assert_not_null(kk_header(rill_consumed_at(dl, 0), "rill-origin-offset", buf, sizeof(buf)));
     cr_assert_eq(atoi(buf), RD_POISON);
     rill_consumed_destroy(dl);
     rd_unstick(r);

@@ -371,6 +371,113 @@ static void print_clients(const char *what)
 #define PER   500
 #define HEAD  300
 
+/* The broker, the system and `topic` with PARTS partitions of `per`
+ * records. */
+static void env_up(kk_env_t *env, const char *topic, size_t per)
+{
+    kk_env_init(env);
+    kk_load_topic(env, topic, PARTS, per, 100);
+}
+
+/* A group member: a consumer (its events in l) and a sink h subscribed
+ * to it. */
+typedef struct member {
+    evlog_t l;
+    hsink_t h;
+    rill_aid_t consumer, sink;
+} member_t;
+
+/* Starts m with conf c (its callbacks already into m->l, or none). */
+static void member_spawn(kk_env_t *env, member_t *m, int64_t hold_from, rill_consumer_conf_t *c)
+{
+    hsink_init(&m->h, hold_from);
+    m->consumer = kk_consumer_spawn_ok(env->sys, c, -1);
+    m->sink = kk_sink_spawn_ok(env->sys, hsink_fn, &m->h, -1, m->consumer);
+}
+
+/* Starts m as a member of `group` on `topic`, holding from hold_from. */
+static void member_start(kk_env_t *env, member_t *m, const char *group, const char *topic,
+                         int64_t hold_from, const char *const *extra)
+{
+    evlog_init(&m->l);
+    member_spawn(env, m, hold_from, member_conf(env, group, topic, &m->l, extra));
+}
+
+/* Stops m's consumer and sink, then the system and the broker. */
+static void member_end(kk_env_t *env, member_t *m, const char *what)
+{
+    stop_bounded(env->sys, m->consumer, what);
+    stop_bounded(env->sys, m->sink, "sink");
+    env_fini_bounded(env);
+    hsink_fini(&m->h);
+}
+
+/* Waits until h received n records. */
+static void wait_received(hsink_t *h, long n)
+{
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(h) == n);
+    cr_assert(ok, "%ld of %ld records received", hsink_received(h), n);
+}
+
+/* Waits until the first and the last partition committed HEAD. */
+static void wait_head_committed(evlog_t *l, const char *who)
+{
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  evlog_committed(l, 0) == HEAD && evlog_committed(l, PARTS - 1) == HEAD);
+    cr_assert(ok, "%s did not commit its head", who);
+}
+
+/* The application was told of the final revoke of every partition before
+ * the last commit; the index of that REVOKED. */
+static int revoked_before_last_commit(evlog_t *l)
+{
+    int rev = evlog_last(l, EV_REVOKED, 0xFu);
+    int com = evlog_last(l, EV_COMMIT, 0xFu);
+    cr_assert_geq(rev, 0, "the application was not told of the final revoke");
+    cr_assert_lt(rev, com, "REVOKED (event %d) after the last commit (event %d)", rev, com);
+    return rev;
+}
+
+/* A pipeline `name`: a member of `name`-group on `name` (its events in
+ * m->l), `mid` (if set) and the sink m->h holding from hold_from; started
+ * supervised or not. */
+static rill_pipeline_t *pipeline_up(kk_env_t *env, const char *name, member_t *m, int64_t hold_from,
+                                    const char *const *extra, rill_stage_t *mid, int supervised)
+{
+    evlog_init(&m->l);
+    hsink_init(&m->h, hold_from);
+    char group[64], topic[64];
+    snprintf(group, sizeof(group), "%s-group", name);
+    snprintf(topic, sizeof(topic), "%s", name);
+    rill_pipeline_t *p = rill_pipeline_new(env->sys, name);
+    cr_assert_not_null(p);
+    cr_assert_eq(
+        rill_pipeline_add(p, rill_kafka_source(member_conf(env, group, topic, &m->l, extra)), NULL),
+        RILL_OK);
+    if (mid)
+        cr_assert_eq(rill_pipeline_add(p, mid, NULL), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, rill_sink_foreach_manual(hsink_fn, &m->h), NULL), RILL_OK);
+    char err[256] = "";
+    rill_err_t e = supervised ? rill_pipeline_start_supervised(p, NULL, err, sizeof(err))
+                              : rill_pipeline_start(p, err, sizeof(err));
+    cr_assert_eq(e, RILL_OK, "%s", err);
+    return p;
+}
+
+/* Stops p and asserts it ended within STOP_BOUND_MS. */
+static rill_pipeline_result_t pipeline_stop_bounded(rill_pipeline_t *p, const char *what)
+{
+    int64_t t0 = kit_now_ms();
+    cr_assert_eq(rill_pipeline_stop(p), RILL_OK);
+    rill_pipeline_result_t r;
+    rill_err_t e = rill_pipeline_wait(p, STOP_BOUND_MS, &r);
+    fprintf(stderr, "%s: ended in %lld ms\n", what, (long long)(kit_now_ms() - t0));
+    cr_assert_eq(e, RILL_OK, "%s: the pipeline did not end within %d ms", what, STOP_BOUND_MS);
+    return r;
+}
+
 /* ------------------------------------------------------------------ */
 /* Stopping with every broker down                                     */
 /* ------------------------------------------------------------------ */
@@ -378,30 +485,21 @@ static void print_clients(const char *what)
 Test(kafka_lifecycle, stop_with_brokers_down_is_bounded, .timeout = 120)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "down", PARTS, PER, 100);
-    evlog_t l;
-    evlog_init(&l);
-    hsink_t h;
-    hsink_init(&h, HEAD); /* records past the head stay in flight */
-    rill_aid_t consumer =
-        kk_consumer_spawn_ok(env.sys, member_conf(&env, "down-group", "down", &l, NULL), -1);
-    rill_aid_t sink = kk_sink_spawn_ok(env.sys, hsink_fn, &h, -1, consumer);
-    int ok;
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(&h) == PARTS * PER);
-    cr_assert(ok, "%ld of %d records received", hsink_received(&h), PARTS * PER);
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, evlog_committed(&l, 0) == HEAD);
-    cr_assert(ok, "the head was not committed");
+    env_up(&env, "down", PER);
+    member_t m; /* records past the head stay in flight */
+    member_start(&env, &m, "down-group", "down", HEAD, NULL);
+    wait_received(&m.h, PARTS * PER);
+    wait_head_committed(&m.l, "the consumer");
 
-    cr_assert_eq(hsink_n_held(&h), PARTS * (PER - HEAD));
+    cr_assert_eq(hsink_n_held(&m.h), PARTS * (PER - HEAD));
     rill_kafka_clients_stats_t before, now;
     rill_kafka_clients_stats(&before);
     cr_assert_eq(rill_broker_set_down(env.broker, RILL_BROKER_ALL), RILL_OK);
-    stop_bounded(env.sys, consumer, "consumer with the brokers down");
+    stop_bounded(env.sys, m.consumer, "consumer with the brokers down");
     /* The held records outlive the consumer: their release destroys the
      * client, which must not hang either. */
-    hsink_flush(&h, 1);
-    stop_bounded(env.sys, sink, "sink");
+    hsink_flush(&m.h, 1);
+    stop_bounded(env.sys, m.sink, "sink");
     print_clients("brokers down");
     /* The client could not leave its group: its own thread goes on with
      * the close, and destroys it once the brokers are back. */
@@ -416,64 +514,38 @@ Test(kafka_lifecycle, stop_with_brokers_down_is_bounded, .timeout = 120)
     cr_assert_eq(now.closing, before.closing);
     cr_assert_eq(now.abandoned, before.abandoned);
     env_fini_bounded(&env);
-    hsink_fini(&h);
+    hsink_fini(&m.h);
 }
 
 Test(kafka_lifecycle, pipeline_stop_with_brokers_down_is_bounded, .timeout = 120)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "pdown", PARTS, PER, 100);
-    evlog_t l;
-    evlog_init(&l);
-    hsink_t h;
-    hsink_init(&h, HEAD);
-    rill_pipeline_t *p = rill_pipeline_new(env.sys, "pdown");
-    cr_assert_not_null(p);
-    cr_assert_eq(
-        rill_pipeline_add(p, rill_kafka_source(member_conf(&env, "pdown-group", "pdown", &l, NULL)),
-                          NULL),
-        RILL_OK);
-    cr_assert_eq(rill_pipeline_add(p, rill_sink_foreach_manual(hsink_fn, &h), NULL), RILL_OK);
-    char err[256] = "";
-    cr_assert_eq(rill_pipeline_start(p, err, sizeof(err)), RILL_OK, "%s", err);
-    int ok;
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(&h) == PARTS * PER);
-    cr_assert(ok, "%ld of %d records received", hsink_received(&h), PARTS * PER);
+    env_up(&env, "pdown", PER);
+    member_t m;
+    rill_pipeline_t *p = pipeline_up(&env, "pdown", &m, HEAD, NULL, NULL, 0);
+    wait_received(&m.h, PARTS * PER);
 
     cr_assert_eq(rill_broker_set_down(env.broker, RILL_BROKER_ALL), RILL_OK);
-    int64_t t0 = kit_now_ms();
-    cr_assert_eq(rill_pipeline_stop(p), RILL_OK);
-    rill_pipeline_result_t r;
-    rill_err_t e = rill_pipeline_wait(p, STOP_BOUND_MS, &r);
-    fprintf(stderr, "pipeline with the brokers down: stopped in %lld ms\n",
-            (long long)(kit_now_ms() - t0));
-    cr_assert_eq(e, RILL_OK, "the pipeline did not stop within %d ms", STOP_BOUND_MS);
+    rill_pipeline_result_t r = pipeline_stop_bounded(p, "pipeline with the brokers down");
     cr_assert_eq(r.end, RILL_PIPELINE_STOPPED);
-    hsink_flush(&h, 0);
+    hsink_flush(&m.h, 0);
     rill_pipeline_destroy(p);
     print_clients("pipeline, brokers down");
     env_fini_bounded(&env);
-    hsink_fini(&h);
+    hsink_fini(&m.h);
 }
 
 /* The system stop alone (no actor stopped first) with the brokers down. */
 Test(kafka_lifecycle, system_stop_with_brokers_down_is_bounded, .timeout = 120)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "sdown", PARTS, PER, 100);
-    hsink_t h;
-    hsink_init(&h, -1);
-    rill_aid_t consumer =
-        kk_consumer_spawn_ok(env.sys, member_conf(&env, "sdown-group", "sdown", NULL, NULL), -1);
-    kk_sink_spawn_ok(env.sys, hsink_fn, &h, -1, consumer);
-    int ok;
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(&h) == PARTS * PER);
-    cr_assert(ok, "%ld of %d records received", hsink_received(&h), PARTS * PER);
+    env_up(&env, "sdown", PER);
+    member_t m;
+    member_spawn(&env, &m, -1, member_conf(&env, "sdown-group", "sdown", NULL, NULL));
+    wait_received(&m.h, PARTS * PER);
     cr_assert_eq(rill_broker_set_down(env.broker, RILL_BROKER_ALL), RILL_OK);
     env_fini_bounded(&env);
-    hsink_fini(&h);
+    hsink_fini(&m.h);
 }
 
 /* ------------------------------------------------------------------ */
@@ -483,8 +555,7 @@ Test(kafka_lifecycle, system_stop_with_brokers_down_is_bounded, .timeout = 120)
 Test(kafka_lifecycle, stop_during_a_rebalance_commits_and_tells_first, .timeout = 180)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "rbs", PARTS, PER, 100);
+    env_up(&env, "rbs", PER);
     /* Member 1 waits long for the confirms of a revoke: it is stopped in
      * the middle of that wait. */
     /* Eager: with cooperative-sticky the embedded broker (2.0.2, and
@@ -496,37 +567,26 @@ Test(kafka_lifecycle, stop_during_a_rebalance_commits_and_tells_first, .timeout 
     const char *slow_drain[] = {"rill.drain.timeout.ms", "8000", "partition.assignment.strategy",
                                 "range", NULL};
     const char *eager[] = {"partition.assignment.strategy", "range", NULL};
-    evlog_t l1, l2;
-    evlog_init(&l1);
-    evlog_init(&l2);
-    hsink_t h1, h2;
-    hsink_init(&h1, HEAD);
-    hsink_init(&h2, -1);
-    rill_aid_t c1 =
-        kk_consumer_spawn_ok(env.sys, member_conf(&env, "rbs-group", "rbs", &l1, slow_drain), -1);
-    rill_aid_t s1 = kk_sink_spawn_ok(env.sys, hsink_fn, &h1, -1, c1);
-    int ok;
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(&h1) == PARTS * PER);
-    cr_assert(ok, "%ld of %d records received", hsink_received(&h1), PARTS * PER);
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
-                  evlog_committed(&l1, 0) == HEAD && evlog_committed(&l1, PARTS - 1) == HEAD);
-    cr_assert(ok, "member 1 did not commit its head");
+    member_t m1, m2;
+    member_start(&env, &m1, "rbs-group", "rbs", HEAD, slow_drain);
+    wait_received(&m1.h, PARTS * PER);
+    wait_head_committed(&m1.l, "member 1");
 
     /* Member 2 joins: member 1's revoke waits for its held records. */
-    rill_aid_t c2 =
-        kk_consumer_spawn_ok(env.sys, member_conf(&env, "rbs-group", "rbs", &l2, eager), -1);
-    rill_aid_t s2 = kk_sink_spawn_ok(env.sys, hsink_fn, &h2, -1, c2);
+    member_start(&env, &m2, "rbs-group", "rbs", -1, eager);
+    rill_aid_t c1 = m1.consumer;
+    int ok;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, kk_consumer_stats_ok(env.sys, c1).revoking > 0);
     if (!ok) {
-        evlog_print(&l1, "member 1");
-        evlog_print(&l2, "member 2");
+        evlog_print(&m1.l, "member 1");
+        evlog_print(&m2.l, "member 2");
     }
     cr_assert(ok, "member 1 did not start revoking");
-    cr_assert_eq(evlog_count(&l1, EV_REVOKED, ~0u), 0, "told of the revoke before it drained");
+    cr_assert_eq(evlog_count(&m1.l, EV_REVOKED, ~0u), 0, "told of the revoke before it drained");
     /* Some of the held records come back during the revoke: the final
      * commit carries them. */
     uint64_t confirmed = kk_consumer_stats_ok(env.sys, c1).confirmed;
-    size_t back = hsink_confirm_below(&h1, HEAD + 50);
+    size_t back = hsink_confirm_below(&m1.h, HEAD + 50);
     cr_assert_eq(back, PARTS * 50);
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, kk_consumer_stats_ok(env.sys, c1).confirmed >= confirmed + back);
     cr_assert(ok, "the confirms did not arrive");
@@ -535,73 +595,50 @@ Test(kafka_lifecycle, stop_during_a_rebalance_commits_and_tells_first, .timeout 
     stop_bounded(env.sys, c1, "member 1 during its revoke");
     /* Told, then committed: the REVOKED of every partition comes before
      * the last commit. */
-    evlog_print(&l1, "member 1");
-    int rev = evlog_last(&l1, EV_REVOKED, 0xFu);
-    int com = evlog_last(&l1, EV_COMMIT, 0xFu);
-    cr_assert_geq(rev, 0, "the application was not told of the final revoke");
-    cr_assert_lt(rev, com, "REVOKED (event %d) after the last commit (event %d)", rev, com);
+    evlog_print(&m1.l, "member 1");
+    revoked_before_last_commit(&m1.l);
     for (int p = 0; p < PARTS; p++)
-        cr_assert_eq(evlog_sent(&l1, p), HEAD + 50, "[%d] the last commit sent %" PRId64, p,
-                     evlog_sent(&l1, p));
+        cr_assert_eq(evlog_sent(&m1.l, p), HEAD + 50, "[%d] the last commit sent %" PRId64, p,
+                     evlog_sent(&m1.l, p));
 
     /* Member 2 takes everything and goes on from member 1's commits. */
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, evlog_assigned(&l2) == 0xFu);
-    cr_assert(ok, "member 2 has %#x", evlog_assigned(&l2));
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(&h2) >= PARTS * (PER - HEAD - 50));
-    cr_assert(ok, "member 2 got %ld records", hsink_received(&h2));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, evlog_assigned(&m2.l) == 0xFu);
+    cr_assert(ok, "member 2 has %#x", evlog_assigned(&m2.l));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(&m2.h) >= PARTS * (PER - HEAD - 50));
+    cr_assert(ok, "member 2 got %ld records", hsink_received(&m2.h));
     /* Member 1's late confirms are fenced (the consumer is gone). */
-    hsink_flush(&h1, 1);
-    stop_bounded(env.sys, c2, "member 2");
-    stop_bounded(env.sys, s1, "sink 1");
-    stop_bounded(env.sys, s2, "sink 2");
+    hsink_flush(&m1.h, 1);
+    stop_bounded(env.sys, m2.consumer, "member 2");
+    stop_bounded(env.sys, m1.sink, "sink 1");
+    stop_bounded(env.sys, m2.sink, "sink 2");
     env_fini_bounded(&env);
-    hsink_fini(&h1);
-    hsink_fini(&h2);
+    hsink_fini(&m1.h);
+    hsink_fini(&m2.h);
 }
 
 Test(kafka_lifecycle, stop_during_a_drain_is_bounded, .timeout = 120)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "drs", PARTS, PER, 100);
-    evlog_t l;
-    evlog_init(&l);
-    hsink_t h;
-    hsink_init(&h, HEAD);
+    env_up(&env, "drs", PER);
+    member_t m;
     const char *kv[] = {"rill.drain.timeout.ms", "2000", NULL};
-    rill_pipeline_t *p = rill_pipeline_new(env.sys, "drs");
-    cr_assert_eq(rill_pipeline_add(
-                     p, rill_kafka_source(member_conf(&env, "drs-group", "drs", &l, kv)), NULL),
-                 RILL_OK);
-    cr_assert_eq(rill_pipeline_add(p, rill_sink_foreach_manual(hsink_fn, &h), NULL), RILL_OK);
-    char err[256] = "";
-    cr_assert_eq(rill_pipeline_start(p, err, sizeof(err)), RILL_OK, "%s", err);
-    int ok;
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(&h) == PARTS * PER);
-    cr_assert(ok, "%ld of %d records received", hsink_received(&h), PARTS * PER);
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, evlog_committed(&l, 0) == HEAD);
-    cr_assert(ok, "the head was not committed");
+    rill_pipeline_t *p = pipeline_up(&env, "drs", &m, HEAD, kv, NULL, 0);
+    wait_received(&m.h, PARTS * PER);
+    wait_head_committed(&m.l, "the pipeline");
 
     /* A drain waits for the held records without a deadline; a stop
      * during it ends within the drain timeout. */
     cr_assert_eq(rill_pipeline_drain(p), RILL_OK);
     rill_pipeline_result_t r;
     cr_assert_eq(rill_pipeline_wait(p, 300, &r), RILL_ETIMEDOUT, "the drain did not wait");
-    int64_t t0 = kit_now_ms();
-    cr_assert_eq(rill_pipeline_stop(p), RILL_OK);
-    rill_err_t e = rill_pipeline_wait(p, STOP_BOUND_MS, &r);
-    fprintf(stderr, "stop during a drain: ended in %lld ms\n", (long long)(kit_now_ms() - t0));
-    cr_assert_eq(e, RILL_OK, "the pipeline did not end within %d ms", STOP_BOUND_MS);
-    int rev = evlog_last(&l, EV_REVOKED, 0xFu);
-    int com = evlog_last(&l, EV_COMMIT, 0xFu);
-    cr_assert_geq(rev, 0, "the application was not told of the final revoke");
-    cr_assert_lt(rev, com, "REVOKED (event %d) after the last commit (event %d)", rev, com);
+    pipeline_stop_bounded(p, "stop during a drain");
+    revoked_before_last_commit(&m.l);
     for (int q = 0; q < PARTS; q++)
-        cr_assert_eq(evlog_committed(&l, q), HEAD);
-    hsink_flush(&h, 1);
+        cr_assert_eq(evlog_committed(&m.l, q), HEAD);
+    hsink_flush(&m.h, 1);
     rill_pipeline_destroy(p);
     env_fini_bounded(&env);
-    hsink_fini(&h);
+    hsink_fini(&m.h);
 }
 
 /* ------------------------------------------------------------------ */
@@ -622,33 +659,23 @@ static void no_assignment_ever(kk_env_t *env)
 Test(kafka_lifecycle, stopping_a_member_without_assignment_does_not_abort, .timeout = 120)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "noas", PARTS, 10, 100);
+    env_up(&env, "noas", 10);
     no_assignment_ever(&env);
-    evlog_t l;
-    evlog_init(&l);
-    hsink_t h;
-    hsink_init(&h, -1);
-    rill_aid_t consumer =
-        kk_consumer_spawn_ok(env.sys, member_conf(&env, "noas-group", "noas", &l, NULL), -1);
-    rill_aid_t sink = kk_sink_spawn_ok(env.sys, hsink_fn, &h, -1, consumer);
+    member_t m;
+    member_start(&env, &m, "noas-group", "noas", -1, NULL);
     /* The premise is elapsed time: the join (the mock's 3 s initial
      * rebalance delay) and some SyncGroup rounds. */
     kk_nap_us(5000 * 1000);
-    cr_assert_eq(evlog_assigned(&l), 0, "the member was assigned partitions");
+    cr_assert_eq(evlog_assigned(&m.l), 0, "the member was assigned partitions");
     /* On librdkafka < 2.3.0 with cooperative-sticky this aborted the
      * process (librdkafka #4312). */
-    stop_bounded(env.sys, consumer, "member without assignment");
-    stop_bounded(env.sys, sink, "sink");
-    env_fini_bounded(&env);
-    hsink_fini(&h);
+    member_end(&env, &m, "member without assignment");
 }
 
 Test(kafka_lifecycle, explicit_cooperative_sticky_without_assignment_does_not_abort, .timeout = 120)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "noas2", PARTS, 10, 100);
+    env_up(&env, "noas2", 10);
     no_assignment_ever(&env);
     rill_kafka_clients_stats_t before, after;
     rill_kafka_clients_stats(&before);
@@ -672,43 +699,32 @@ Test(kafka_lifecycle, explicit_cooperative_sticky_without_assignment_does_not_ab
 static void final_revoke_order(int fixed)
 {
     kk_env_t env;
-    kk_env_init(&env);
     const char *topic = fixed ? "ordf" : "ordg";
-    kk_load_topic(&env, topic, PARTS, PER, 100);
-    evlog_t l;
-    evlog_init(&l);
-    hsink_t h;
-    hsink_init(&h, -1);
-    rill_consumer_conf_t *c;
+    env_up(&env, topic, PER);
+    member_t m;
     if (fixed) {
-        c = kk_conf_new(env.boot, "ordf-group", member_kv);
+        evlog_init(&m.l);
+        rill_consumer_conf_t *c = kk_conf_new(env.boot, "ordf-group", member_kv);
         kk_conf_assign_all(c, topic, PARTS, RILL_OFFSET_BEGINNING);
-        evlog_attach(c, &l);
+        evlog_attach(c, &m.l);
+        member_spawn(&env, &m, -1, c);
     } else {
-        c = member_conf(&env, "ordg-group", topic, &l, NULL);
+        member_start(&env, &m, "ordg-group", topic, -1, NULL);
     }
-    rill_aid_t consumer = kk_consumer_spawn_ok(env.sys, c, -1);
-    rill_aid_t sink = kk_sink_spawn_ok(env.sys, hsink_fn, &h, -1, consumer);
-    int ok;
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(&h) == PARTS * PER);
-    cr_assert(ok, "%ld of %d records received", hsink_received(&h), PARTS * PER);
+    wait_received(&m.h, PARTS * PER);
     /* One more record per partition, confirmed just before the stop: the
      * final commit carries it. */
     kk_produce_parts(env.boot, topic, PARTS, 1, 100000, 100);
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(&h) == PARTS * (PER + 1));
-    cr_assert(ok);
-    stop_bounded(env.sys, consumer, fixed ? "fixed consumer" : "group member");
-    evlog_print(&l, topic);
-    int rev = evlog_last(&l, EV_REVOKED, 0xFu);
-    int com = evlog_last(&l, EV_COMMIT, 0xFu);
-    cr_assert_geq(rev, 0, "the application was not told of the final revoke");
-    cr_assert_eq(evlog_count(&l, EV_REVOKED, 0xFu), 1, "told more than once");
-    cr_assert_lt(rev, com, "REVOKED (event %d) after the last commit (event %d)", rev, com);
+    wait_received(&m.h, PARTS * (PER + 1));
+    stop_bounded(env.sys, m.consumer, fixed ? "fixed consumer" : "group member");
+    evlog_print(&m.l, topic);
+    revoked_before_last_commit(&m.l);
+    cr_assert_eq(evlog_count(&m.l, EV_REVOKED, 0xFu), 1, "told more than once");
     for (int p = 0; p < PARTS; p++)
-        cr_assert_eq(evlog_committed(&l, p), PER + 1);
-    stop_bounded(env.sys, sink, "sink");
+        cr_assert_eq(evlog_committed(&m.l, p), PER + 1);
+    stop_bounded(env.sys, m.sink, "sink");
     env_fini_bounded(&env);
-    hsink_fini(&h);
+    hsink_fini(&m.h);
 }
 
 Test(kafka_lifecycle, final_revoke_is_told_before_the_final_commit_group, .timeout = 120)
@@ -770,48 +786,37 @@ static int all_committed(evlog_t *l, int64_t offset)
 Test(kafka_lifecycle, lost_partitions_commit_nothing_and_fence_their_confirms, .timeout = 180)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "lost", PARTS, PER, 100);
-    evlog_t l;
-    evlog_init(&l);
-    hsink_t h;
-    hsink_init(&h, HEAD);
-    rill_aid_t consumer =
-        kk_consumer_spawn_ok(env.sys, member_conf(&env, "lost-group", "lost", &l, NULL), -1);
-    rill_aid_t sink = kk_sink_spawn_ok(env.sys, hsink_fn, &h, -1, consumer);
-    int ok;
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(&h) == PARTS * PER);
-    cr_assert(ok, "%ld of %d records received", hsink_received(&h), PARTS * PER);
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
-                  evlog_committed(&l, 0) == HEAD && evlog_committed(&l, PARTS - 1) == HEAD);
-    cr_assert(ok, "the head was not committed");
-    size_t held = hsink_n_held(&h);
+    env_up(&env, "lost", PER);
+    member_t m;
+    member_start(&env, &m, "lost-group", "lost", HEAD, NULL);
+    wait_received(&m.h, PARTS * PER);
+    wait_head_committed(&m.l, "the consumer");
+    size_t held = hsink_n_held(&m.h);
     cr_assert_eq(held, PARTS * (PER - HEAD));
 
-    int lost_at = lose_partitions(&env, &l, "lost");
-    cr_assert_eq(evlog_count(&l, EV_REVOKED, 0xFu), 0, "lost partitions reported revoked");
+    int lost_at = lose_partitions(&env, &m.l, "lost");
+    cr_assert_eq(evlog_count(&m.l, EV_REVOKED, 0xFu), 0, "lost partitions reported revoked");
 
     /* The held records come back now: fenced, not committed. */
+    rill_aid_t consumer = m.consumer;
     uint64_t fenced = kk_consumer_stats_ok(env.sys, consumer).fenced;
-    hsink_flush(&h, 1);
+    hsink_flush(&m.h, 1);
+    int ok;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, kk_consumer_stats_ok(env.sys, consumer).fenced >= fenced + held);
     cr_assert(ok, "%llu of %zu confirms fenced",
               (unsigned long long)(kk_consumer_stats_ok(env.sys, consumer).fenced - fenced), held);
 
     /* The member joins again and goes on from the committed head. */
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, evlog_assigned(&l) == 0xFu);
-    cr_assert(ok, "not assigned again (%#x)", evlog_assigned(&l));
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, all_committed(&l, PER));
-    evlog_print(&l, "lost");
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, evlog_assigned(&m.l) == 0xFu);
+    cr_assert(ok, "not assigned again (%#x)", evlog_assigned(&m.l));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, all_committed(&m.l, PER));
+    evlog_print(&m.l, "lost");
     cr_assert(ok, "consumption did not go on to the end");
-    cr_assert_eq(commits_between(&l, lost_at, 0xFu), 0,
+    cr_assert_eq(commits_between(&m.l, lost_at, 0xFu), 0,
                  "a commit of lost partitions before they were assigned again");
     /* Everything past the head came again after the loss. */
-    cr_assert_geq(hsink_received(&h), PARTS * PER + PARTS * (PER - HEAD));
-    stop_bounded(env.sys, consumer, "consumer");
-    stop_bounded(env.sys, sink, "sink");
-    env_fini_bounded(&env);
-    hsink_fini(&h);
+    cr_assert_geq(hsink_received(&m.h), PARTS * PER + PARTS * (PER - HEAD));
+    member_end(&env, &m, "consumer");
 }
 
 /*
@@ -825,12 +830,7 @@ Test(kafka_lifecycle, lost_partitions_commit_nothing_and_fence_their_confirms, .
 Test(kafka_lifecycle, partitions_lost_while_paused_are_fetched_again, .timeout = 180)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "lostp", PARTS, PER, 100);
-    evlog_t l;
-    evlog_init(&l);
-    hsink_t h;
-    hsink_init(&h, 0); /* hold everything: the source stops, fills up, pauses */
+    env_up(&env, "lostp", PER);
     static const char *const small[] = {"rill.max.unconfirmed",
                                         "40",
                                         "rill.buffer.high",
@@ -840,32 +840,28 @@ Test(kafka_lifecycle, partitions_lost_while_paused_are_fetched_again, .timeout =
                                         "rill.pause.after.ms",
                                         "100",
                                         NULL};
-    rill_aid_t consumer =
-        kk_consumer_spawn_ok(env.sys, member_conf(&env, "lostp-group", "lostp", &l, small), -1);
-    rill_aid_t sink = kk_sink_spawn_ok(env.sys, hsink_fn, &h, -1, consumer);
+    member_t m; /* holds everything: the source stops, fills up, pauses */
+    member_start(&env, &m, "lostp-group", "lostp", 0, small);
     int ok;
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kk_consumer_stats_ok(env.sys, consumer).paused);
-    cr_assert(ok, "the source did not pause (%ld records received)", hsink_received(&h));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kk_consumer_stats_ok(env.sys, m.consumer).paused);
+    cr_assert(ok, "the source did not pause (%ld records received)", hsink_received(&m.h));
 
     /* Lost while paused; the emptied buffer resumes the (empty)
      * assignment; the member joins again and gets them back. */
-    int lost_at = lose_partitions(&env, &l, "lostp");
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, evlog_last(&l, EV_ASSIGNED, 0xFu) > lost_at);
+    int lost_at = lose_partitions(&env, &m.l, "lostp");
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, evlog_last(&m.l, EV_ASSIGNED, 0xFu) > lost_at);
     cr_assert(ok, "not assigned again after the loss");
 
     /* Every partition is consumed to its end and committed. */
-    hsink_flush(&h, 1); /* those of the lost term are fenced, the others count */
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, all_committed(&l, PER));
+    hsink_flush(&m.h, 1); /* those of the lost term are fenced, the others count */
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, all_committed(&m.l, PER));
     if (!ok)
-        evlog_print(&l, "lostp");
+        evlog_print(&m.l, "lostp");
     cr_assert(
         ok, "partitions lost while paused were not consumed again (committed %lld %lld %lld %lld)",
-        (long long)evlog_committed(&l, 0), (long long)evlog_committed(&l, 1),
-        (long long)evlog_committed(&l, 2), (long long)evlog_committed(&l, 3));
-    stop_bounded(env.sys, consumer, "consumer");
-    stop_bounded(env.sys, sink, "sink");
-    env_fini_bounded(&env);
-    hsink_fini(&h);
+        (long long)evlog_committed(&m.l, 0), (long long)evlog_committed(&m.l, 1),
+        (long long)evlog_committed(&m.l, 2), (long long)evlog_committed(&m.l, 3));
+    member_end(&env, &m, "consumer");
 }
 
 /* ------------------------------------------------------------------ */
@@ -875,20 +871,10 @@ Test(kafka_lifecycle, partitions_lost_while_paused_are_fetched_again, .timeout =
 Test(kafka_lifecycle, rebalance_while_a_commit_is_in_flight_loses_nothing, .timeout = 180)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "cif", PARTS, PER, 100);
-    evlog_t l1, l2;
-    evlog_init(&l1);
-    evlog_init(&l2);
-    hsink_t h1, h2;
-    hsink_init(&h1, -1);
-    hsink_init(&h2, -1);
-    rill_aid_t c1 =
-        kk_consumer_spawn_ok(env.sys, member_conf(&env, "cif-group", "cif", &l1, NULL), -1);
-    rill_aid_t s1 = kk_sink_spawn_ok(env.sys, hsink_fn, &h1, -1, c1);
-    int ok;
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(&h1) == PARTS * PER);
-    cr_assert(ok, "%ld of %d records received", hsink_received(&h1), PARTS * PER);
+    env_up(&env, "cif", PER);
+    member_t m1, m2;
+    member_start(&env, &m1, "cif-group", "cif", -1, NULL);
+    wait_received(&m1.h, PARTS * PER);
 
     /* The next commits are answered 1.5 s late: one is in flight when
      * the group rebalances. */
@@ -898,15 +884,15 @@ Test(kafka_lifecycle, rebalance_while_a_commit_is_in_flight_loses_nothing, .time
         rd_kafka_mock_broker_push_request_error_rtts(mc, 1, oc, 3, 0, 1500, 0, 1500, 0, 1500),
         RD_KAFKA_RESP_ERR_NO_ERROR);
     kk_produce_parts(env.boot, "cif", PARTS, PER, 100000, 100);
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(&h1) > PARTS * PER);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, hsink_received(&m1.h) > PARTS * PER);
     cr_assert(ok);
-    rill_aid_t c2 =
-        kk_consumer_spawn_ok(env.sys, member_conf(&env, "cif-group", "cif", &l2, NULL), -1);
-    rill_aid_t s2 = kk_sink_spawn_ok(env.sys, hsink_fn, &h2, -1, c2);
+    member_start(&env, &m2, "cif-group", "cif", -1, NULL);
     KK_WAIT_UNTIL(ok, KK_WAIT_MS,
-                  evlog_assigned(&l2) != 0 && (evlog_assigned(&l1) | evlog_assigned(&l2)) == 0xFu);
-    cr_assert(ok, "the partitions were not shared: %#x, %#x", evlog_assigned(&l1),
-              evlog_assigned(&l2));
+                  evlog_assigned(&m2.l) != 0 &&
+                      (evlog_assigned(&m1.l) | evlog_assigned(&m2.l)) == 0xFu);
+    cr_assert(ok, "the partitions were not shared: %#x, %#x", evlog_assigned(&m1.l),
+              evlog_assigned(&m2.l));
     /* Every record is committed in the end, by whoever owns it. */
     int64_t committed[PARTS];
     for (int i = 0; i < 400; i++) {
@@ -918,24 +904,24 @@ Test(kafka_lifecycle, rebalance_while_a_commit_is_in_flight_loses_nothing, .time
             break;
         kk_nap_us(100 * 1000);
     }
-    evlog_print(&l1, "member 1");
-    evlog_print(&l2, "member 2");
+    evlog_print(&m1.l, "member 1");
+    evlog_print(&m2.l, "member 2");
     for (int p = 0; p < PARTS; p++)
         cr_assert_eq(committed[p], 2 * PER, "[%d] committed %" PRId64, p, committed[p]);
     /* Nothing was skipped: every record reached a member at least once. */
-    cr_assert_geq(hsink_received(&h1) + hsink_received(&h2), 2 * PARTS * PER);
-    stop_bounded(env.sys, c2, "member 2");
-    stop_bounded(env.sys, c1, "member 1");
-    stop_bounded(env.sys, s1, "sink 1");
-    stop_bounded(env.sys, s2, "sink 2");
+    cr_assert_geq(hsink_received(&m1.h) + hsink_received(&m2.h), 2 * PARTS * PER);
+    stop_bounded(env.sys, m2.consumer, "member 2");
+    stop_bounded(env.sys, m1.consumer, "member 1");
+    stop_bounded(env.sys, m1.sink, "sink 1");
+    stop_bounded(env.sys, m2.sink, "sink 2");
     for (int p = 0; p < PARTS; p++) {
         kk_committed_offsets(env.boot, "cif-group", "cif", PARTS, committed);
         cr_assert_eq(committed[p], 2 * PER, "[%d] committed %" PRId64 " after the stop", p,
                      committed[p]);
     }
     env_fini_bounded(&env);
-    hsink_fini(&h1);
-    hsink_fini(&h2);
+    hsink_fini(&m1.h);
+    hsink_fini(&m2.h);
 }
 
 /* ------------------------------------------------------------------ */
@@ -974,43 +960,28 @@ static int evlog_nth(evlog_t *l, ev_kind_t kind, uint32_t parts, int n)
 Test(kafka_lifecycle, a_kept_session_tells_revoked_at_each_run_end, .timeout = 180)
 {
     kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "park", PARTS, PER, 100);
-    evlog_t l;
-    evlog_init(&l);
-    hsink_t h;
-    hsink_init(&h, -1);
+    env_up(&env, "park", PER);
+    member_t m;
     failer_t f;
     atomic_init(&f.failed, 0);
-    rill_pipeline_t *p = rill_pipeline_new(env.sys, "park");
-    cr_assert_eq(rill_pipeline_add(
-                     p, rill_kafka_source(member_conf(&env, "park-group", "park", &l, NULL)), NULL),
-                 RILL_OK);
-    cr_assert_eq(rill_pipeline_add(p, rill_stage_map(fail_once, &f), NULL), RILL_OK);
-    cr_assert_eq(rill_pipeline_add(p, rill_sink_foreach_manual(hsink_fn, &h), NULL), RILL_OK);
-    char err[256] = "";
-    cr_assert_eq(rill_pipeline_start_supervised(p, NULL, err, sizeof(err)), RILL_OK, "%s", err);
+    rill_pipeline_t *p = pipeline_up(&env, "park", &m, -1, NULL, rill_stage_map(fail_once, &f), 1);
     int ok;
     /* The second run takes the kept session over (ASSIGNED again, no
      * rebalance) and consumes to the end. */
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, all_committed(&l, PER));
-    evlog_print(&l, "park");
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, all_committed(&m.l, PER));
+    evlog_print(&m.l, "park");
     cr_assert(ok, "the restarted pipeline did not commit everything");
     cr_assert_eq(atomic_load(&f.failed), 1);
-    int a2 = evlog_nth(&l, EV_ASSIGNED, 0xFu, 2);
-    int r1 = evlog_nth(&l, EV_REVOKED, 0xFu, 1);
+    int a2 = evlog_nth(&m.l, EV_ASSIGNED, 0xFu, 2);
+    int r1 = evlog_nth(&m.l, EV_REVOKED, 0xFu, 1);
     cr_assert_geq(a2, 0, "the second run was not told ASSIGNED");
     cr_assert(r1 >= 0 && r1 < a2, "the first run's end was not told REVOKED (%d, %d)", r1, a2);
-    cr_assert_eq(evlog_count(&l, EV_LOST, 0xFu), 0);
+    cr_assert_eq(evlog_count(&m.l, EV_LOST, 0xFu), 0);
 
-    cr_assert_eq(rill_pipeline_stop(p), RILL_OK);
-    rill_pipeline_result_t r;
-    cr_assert_eq(rill_pipeline_wait(p, STOP_BOUND_MS, &r), RILL_OK);
-    int rev = evlog_last(&l, EV_REVOKED, 0xFu);
-    int com = evlog_last(&l, EV_COMMIT, 0xFu);
+    pipeline_stop_bounded(p, "park");
+    int rev = revoked_before_last_commit(&m.l);
     cr_assert_gt(rev, a2, "the last run's end was not told REVOKED");
-    cr_assert_lt(rev, com, "REVOKED (event %d) after the last commit (event %d)", rev, com);
     rill_pipeline_destroy(p);
     env_fini_bounded(&env);
-    hsink_fini(&h);
+    hsink_fini(&m.h);
 }

@@ -143,9 +143,9 @@ static void fix_close(kk_env_t *env, rec_t *r)
 /* ---- pipelines ------------------------------------------------------- */
 
 /* source -> rec sink, supervised (restarts at most max_restarts a minute,
- * backoff from 50 ms to 500 ms). */
-static rill_pipeline_t *start_supervised(rill_system_t *sys, const char *name,
-                                         rill_consumer_conf_t *c, rec_t *r, int max_restarts)
+ * backoff from 50 ms to 500 ms), or, with max_restarts < 0, not. */
+static rill_pipeline_t *start_pipeline(rill_system_t *sys, const char *name,
+                                       rill_consumer_conf_t *c, rec_t *r, int max_restarts)
 {
     rill_pipeline_t *p = rill_pipeline_new(sys, name);
     cr_assert_not_null(p);
@@ -154,9 +154,33 @@ static rill_pipeline_t *start_supervised(rill_system_t *sys, const char *name,
     rill_restart_opts_t ro = {
         .max_restarts = max_restarts, .within_ms = 60000, .backoff = {.min_ms = 50, .max_ms = 500}};
     char err[256] = "";
-    rill_err_t e = rill_pipeline_start_supervised(p, &ro, err, sizeof(err));
+    rill_err_t e = max_restarts < 0 ? rill_pipeline_start(p, err, sizeof(err))
+                                    : rill_pipeline_start_supervised(p, &ro, err, sizeof(err));
     cr_assert_eq(e, RILL_OK, "start: %s (%s)", rill_err_name(e), err);
     return p;
+}
+
+/* p ends FAILED within KK_WAIT_MS, with a text that says `want`; `what`
+ * names the case in the messages. */
+static rill_pipeline_result_t wait_failed(rill_pipeline_t *p, const char *want, const char *what)
+{
+    rill_pipeline_result_t res;
+    rill_err_t e = rill_pipeline_wait(p, KK_WAIT_MS, &res);
+    cr_assert_eq(e, RILL_OK, "%s: the pipeline did not fail (%s)", what, rill_err_name(e));
+    cr_assert_eq(res.end, RILL_PIPELINE_FAILED, "%s: ended %d", what, (int)res.end);
+    cr_assert_not_null(strstr(res.text, want), "%s: \"%s\" does not say \"%s\"", what, res.text,
+                       want);
+    return res;
+}
+
+/* Stops a supervised p that restarted at least once, and destroys it. */
+static void stop_restarted(rill_pipeline_t *p)
+{
+    rill_pipeline_stop(p);
+    rill_pipeline_result_t res;
+    cr_assert_eq(rill_pipeline_wait(p, KK_WAIT_MS, &res), RILL_OK);
+    cr_assert_geq(res.restarts, 1);
+    rill_pipeline_destroy(p);
 }
 
 /* The group's committed offset of partition 0 is want (reads sleep 100 ms
@@ -308,21 +332,11 @@ static void assert_fixed_fails(const char *topic, int32_t partition, int64_t off
     fix_open(&env, &r, "t", 20, 0);
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "g", NULL);
     cr_assert_eq(rill_consumer_conf_assign(c, topic, partition, offset, NULL, 0), RILL_OK);
-    rill_pipeline_t *p = rill_pipeline_new(env.sys, "fixed");
-    rill_pipeline_add(p, rill_kafka_source(c), NULL);
-    rill_pipeline_add(p, rill_sink_foreach(rec_sink, &r), NULL);
-    char err[256] = "";
-    cr_assert_eq(rill_pipeline_start(p, err, sizeof(err)), RILL_OK, "%s", err);
-    rill_pipeline_result_t res;
-    rill_err_t e = rill_pipeline_wait(p, KK_WAIT_MS, &res);
-    cr_assert_eq(e, RILL_OK, "%s [%d] from %" PRId64 ": the consumer did not fail (%s)", topic,
-                 (int)partition, offset, rill_err_name(e));
-    cr_assert_eq(res.end, RILL_PIPELINE_FAILED, "%s [%d]: ended %d", topic, (int)partition,
-                 (int)res.end);
-    cr_assert_eq(res.code, RILL_EKAFKA, "%s [%d]: %s", topic, (int)partition,
-                 rill_err_name(res.code));
-    cr_assert_not_null(strstr(res.text, want), "%s [%d]: \"%s\" does not say \"%s\"", topic,
-                       (int)partition, res.text, want);
+    rill_pipeline_t *p = start_pipeline(env.sys, "fixed", c, &r, -1);
+    char what[128];
+    snprintf(what, sizeof(what), "%s [%d] from %" PRId64, topic, (int)partition, offset);
+    rill_pipeline_result_t res = wait_failed(p, want, what);
+    cr_assert_eq(res.code, RILL_EKAFKA, "%s: %s", what, rill_err_name(res.code));
     cr_assert_eq(rec_received(&r), 0);
     rill_pipeline_destroy(p);
     fix_close(&env, &r);
@@ -353,7 +367,7 @@ Test(kafka_misuse, supervised_pipeline_resumes_once_the_unknown_topic_exists, .t
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "late-group", kv);
     kk_conf_assign_all(c, "late", 1, RILL_OFFSET_COMMITTED);
     cr_assert_eq(rill_consumer_conf_assign(c, "gate", 0, 0, NULL, 0), RILL_OK);
-    rill_pipeline_t *p = start_supervised(env.sys, "late", c, &r, 1000);
+    rill_pipeline_t *p = start_pipeline(env.sys, "late", c, &r, 1000);
     rill_aid_t first = RILL_AID_NONE, second = RILL_AID_NONE;
     int ok;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, new_run(p, RILL_AID_NONE, &first));
@@ -369,11 +383,7 @@ Test(kafka_misuse, supervised_pipeline_resumes_once_the_unknown_topic_exists, .t
     cr_assert(rec_exactly(&r, 10, 30, why, sizeof(why)), "not from the committed offset: %s", why);
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, committed_is(env.boot, "late-group", "late", 30));
     cr_assert(ok, "the resumed run did not commit to the end");
-    rill_pipeline_stop(p);
-    rill_pipeline_result_t res;
-    cr_assert_eq(rill_pipeline_wait(p, KK_WAIT_MS, &res), RILL_OK);
-    cr_assert_geq(res.restarts, 1);
-    rill_pipeline_destroy(p);
+    stop_restarted(p);
     fix_close(&env, &r);
 }
 
@@ -386,13 +396,9 @@ Test(kafka_misuse, supervised_pipeline_gives_up_on_a_missing_partition, .timeout
     fix_open(&env, &r, "t", 20, 0);
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "g", NULL);
     kk_conf_assign_all(c, "t", 3, RILL_OFFSET_BEGINNING); /* t has 1 */
-    rill_pipeline_t *p = start_supervised(env.sys, "missing", c, &r, 2);
-    rill_pipeline_result_t res;
-    rill_err_t e = rill_pipeline_wait(p, KK_WAIT_MS, &res);
-    cr_assert_eq(e, RILL_OK, "the supervisor did not give up: %s", rill_err_name(e));
-    cr_assert_eq(res.end, RILL_PIPELINE_FAILED, "ended %d", (int)res.end);
+    rill_pipeline_t *p = start_pipeline(env.sys, "missing", c, &r, 2);
+    rill_pipeline_result_t res = wait_failed(p, "t [1] does not exist", "the supervisor gives up");
     cr_assert_eq(res.restarts, 2, "%u restarts", res.restarts);
-    cr_assert_not_null(strstr(res.text, "t [1] does not exist"), "text: %s", res.text);
     rill_pipeline_destroy(p);
     fix_close(&env, &r);
 }
@@ -409,7 +415,7 @@ Test(kafka_misuse, fatal_client_error_restarts_from_the_committed_offsets, .time
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "fatal-group", kv);
     kk_conf_assign_all(c, "f", 1, RILL_OFFSET_COMMITTED);
     cr_assert_eq(rill_consumer_conf_set(c, "auto.offset.reset", "earliest", NULL, 0), RILL_OK);
-    rill_pipeline_t *p = start_supervised(env.sys, "fatal", c, &r, 10);
+    rill_pipeline_t *p = start_pipeline(env.sys, "fatal", c, &r, 10);
     int ok;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, committed_is(env.boot, "fatal-group", "f", 50));
     cr_assert(ok, "the first run did not commit its 50 records");
@@ -425,11 +431,7 @@ Test(kafka_misuse, fatal_client_error_restarts_from_the_committed_offsets, .time
     cr_assert(ok, "after the restart: %ld of 70 records", rec_received(&r));
     char why[128] = "";
     cr_assert(rec_exactly(&r, 0, 70, why, sizeof(why)), "%s", why);
-    rill_pipeline_stop(p);
-    rill_pipeline_result_t res;
-    cr_assert_eq(rill_pipeline_wait(p, KK_WAIT_MS, &res), RILL_OK);
-    cr_assert_geq(res.restarts, 1);
-    rill_pipeline_destroy(p);
+    stop_restarted(p);
     fix_close(&env, &r);
 }
 
@@ -576,23 +578,15 @@ Test(kafka_misuse, fenced_static_member_is_a_fatal_error, .timeout = 120)
                         NULL};
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "static-group", kv);
     kk_conf_subscribe1(c, "s");
-    rill_pipeline_t *p = rill_pipeline_new(env.sys, "static");
-    rill_pipeline_add(p, rill_kafka_source(c), NULL);
-    rill_pipeline_add(p, rill_sink_foreach(rec_sink, &r), NULL);
-    char err[256] = "";
-    cr_assert_eq(rill_pipeline_start(p, err, sizeof(err)), RILL_OK, "%s", err);
+    rill_pipeline_t *p = start_pipeline(env.sys, "static", c, &r, -1);
     int ok;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, rec_received(&r) >= 10);
     cr_assert(ok, "%ld of 10 records", rec_received(&r));
     cr_assert_eq(rill_broker_push_request_errors(env.broker, rill_api_key_from_name("Heartbeat"), 3,
                                                  RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID),
                  RILL_OK);
-    rill_pipeline_result_t res;
-    rill_err_t e = rill_pipeline_wait(p, KK_WAIT_MS, &res);
-    cr_assert_eq(e, RILL_OK, "the fenced consumer did not fail (%s)", rill_err_name(e));
-    cr_assert_eq(res.end, RILL_PIPELINE_FAILED, "ended %d", (int)res.end);
+    rill_pipeline_result_t res = wait_failed(p, "fatal", "the fenced consumer");
     cr_assert_eq(res.code, RILL_EKAFKA, "%s", rill_err_name(res.code));
-    cr_assert_not_null(strstr(res.text, "fatal"), "text: %s", res.text);
     rill_broker_clear_request_errors(env.broker, rill_api_key_from_name("Heartbeat"));
     rill_pipeline_destroy(p);
     fix_close(&env, &r);

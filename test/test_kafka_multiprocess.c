@@ -306,6 +306,47 @@ static int group_committed_all(rd_kafka_t *rk, const int64_t *end)
     return ok;
 }
 
+/* A work directory, the broker process with the topic (its bootstrap
+ * servers in boot) and n records in the topic, spread over the partitions
+ * by key. */
+static void broker_up(const char *broker_bin, char *boot, size_t size, size_t n)
+{
+    strcpy(dir, "/tmp/rill-mp-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    char *bargv[] = {(char *)broker_bin, "--topic", TOPIC ":12:1", "--exit-on-eof", NULL};
+    cr_assert_eq(proc_spawn(&broker.p, bargv), 0, "spawn rill-broker");
+    cr_assert_gt(proc_read_line(&broker.p, boot, size, 15000), 0,
+                 "rill-broker printed no bootstrap line");
+    char err[512] = "";
+    rill_testkit_opts_t o = {.timeout_ms = 60000};
+    cr_assert_eq(rill_testkit_produce_generated(boot, TOPIC, n, NULL, &o, err, sizeof(err)),
+                 RILL_OK, "preload: %s", err);
+}
+
+/* Worker i (its output in dir/worker-i.out): parallel_workers in the
+ * group on the topic, `work_us` of work a record, the options in extra,
+ * a lifeline of 120 s (if this test dies) and the librdkafka setting
+ * `x`. */
+static void worker_spawn(int i, const char *worker_bin, char *boot, const char *work_us,
+                         const char *const *extra, const char *x)
+{
+    child_t *w = &workers[i];
+    snprintf(w->out, sizeof(w->out), "%s/worker-%d.out", dir, i);
+    char *argv[32];
+    int n = 0;
+    const char *head[] = {worker_bin, "--bootstrap", boot,   "--topic",   TOPIC,  "--group",
+                          GROUP,      "--out",       w->out, "--work-us", work_us};
+    for (size_t k = 0; k < sizeof(head) / sizeof(head[0]); k++)
+        argv[n++] = (char *)head[k];
+    for (size_t k = 0; extra && extra[k]; k++)
+        argv[n++] = (char *)extra[k];
+    const char *tail[] = {"--timeout-s", "120", "-X", x};
+    for (size_t k = 0; k < sizeof(tail) / sizeof(tail[0]); k++)
+        argv[n++] = (char *)tail[k];
+    argv[n] = NULL;
+    cr_assert_eq(proc_spawn(&w->p, argv), 0, "spawn worker %d", i);
+}
+
 /* ------------------------------------------------------------------ */
 /* The test                                                            */
 /* ------------------------------------------------------------------ */
@@ -323,20 +364,10 @@ static void kill_one_of_three(const char *assignment)
     const char *worker_bin = env_or_fail("RILL_WORKER_BIN");
     int64_t t0 = proc_now_ms();
 
-    /* The broker process, with the topic. */
-    strcpy(dir, "/tmp/rill-mp-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    char *bargv[] = {(char *)broker_bin, "--topic", TOPIC ":12:1", "--exit-on-eof", NULL};
-    cr_assert_eq(proc_spawn(&broker.p, bargv), 0, "spawn rill-broker");
+    /* The broker process, with the topic: 30,000 records, spread over the
+     * partitions by key. */
     char boot[512];
-    cr_assert_gt(proc_read_line(&broker.p, boot, sizeof(boot), 15000), 0,
-                 "rill-broker printed no bootstrap line");
-
-    /* 30,000 records, spread over the partitions by key. */
-    char err[512] = "";
-    rill_testkit_opts_t o = {.timeout_ms = 60000};
-    cr_assert_eq(rill_testkit_produce_generated(boot, TOPIC, TOTAL, NULL, &o, err, sizeof(err)),
-                 RILL_OK, "preload: %s", err);
+    broker_up(broker_bin, boot, sizeof(boot), TOTAL);
     rd_kafka_t *rk = plain_client(boot);
     int64_t end[PARTS], sum = 0;
     for (int p = 0; p < PARTS; p++) {
@@ -354,28 +385,8 @@ static void kill_one_of_three(const char *assignment)
     char strategy[128];
     snprintf(strategy, sizeof(strategy), "partition.assignment.strategy=%s", assignment);
     for (int i = 0; i < N_WORKERS; i++) {
-        snprintf(workers[i].out, sizeof(workers[i].out), "%s/worker-%d.out", dir, i);
-        char *wargv[] = {(char *)worker_bin,
-                         "--bootstrap",
-                         boot,
-                         "--topic",
-                         TOPIC,
-                         "--group",
-                         GROUP,
-                         "--out",
-                         workers[i].out,
-                         "--work-us",
-                         "300",
-                         "--session-timeout-ms",
-                         "3000",
-                         "--heartbeat-ms",
-                         "500",
-                         "--timeout-s",
-                         "120", /* a lifeline if this test dies */
-                         "-X",
-                         strategy,
-                         NULL};
-        cr_assert_eq(proc_spawn(&workers[i].p, wargv), 0, "spawn worker %d", i);
+        const char *tune[] = {"--session-timeout-ms", "3000", "--heartbeat-ms", "500", NULL};
+        worker_spawn(i, worker_bin, boot, "300", tune, strategy);
     }
 
     /* Each worker processes some records. */
@@ -572,17 +583,8 @@ Test(kafka_multiprocess, sigterm_with_the_brokers_down_ends_the_worker, .timeout
     const char *broker_bin = env_or_fail("RILL_BROKER_BIN");
     const char *worker_bin = env_or_fail("RILL_WORKER_BIN");
 
-    strcpy(dir, "/tmp/rill-mp-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    char *bargv[] = {(char *)broker_bin, "--topic", TOPIC ":12:1", "--exit-on-eof", NULL};
-    cr_assert_eq(proc_spawn(&broker.p, bargv), 0, "spawn rill-broker");
     char boot[512];
-    cr_assert_gt(proc_read_line(&broker.p, boot, sizeof(boot), 15000), 0,
-                 "rill-broker printed no bootstrap line");
-    char err[512] = "";
-    rill_testkit_opts_t o = {.timeout_ms = 60000};
-    cr_assert_eq(rill_testkit_produce_generated(boot, TOPIC, 3000, NULL, &o, err, sizeof(err)),
-                 RILL_OK, "preload: %s", err);
+    broker_up(broker_bin, boot, sizeof(boot), 3000);
 
     /* One worker, slow enough to be mid-stream when the brokers go, with
      * librdkafka's default session timeout (45 s): with a short one (3 s)
@@ -590,27 +592,10 @@ Test(kafka_multiprocess, sigterm_with_the_brokers_down_ends_the_worker, .timeout
      * cannot finish (librdkafka 2.0.2: 3 runs of 3 by hand) and its main
      * thread spins a core meanwhile, so the worker's stop deadlines are
      * cut from 15 s to 3 s (--stop-timeout-s). */
+    /* the timed-out path costs 6 s, not 30 */
+    const char *quick_stop[] = {"--stop-timeout-s", "3", NULL};
+    worker_spawn(0, worker_bin, boot, "1000", quick_stop, "partition.assignment.strategy=range");
     child_t *w = &workers[0];
-    snprintf(w->out, sizeof(w->out), "%s/worker-0.out", dir);
-    char *wargv[] = {(char *)worker_bin,
-                     "--bootstrap",
-                     boot,
-                     "--topic",
-                     TOPIC,
-                     "--group",
-                     GROUP,
-                     "--out",
-                     w->out,
-                     "--work-us",
-                     "1000",
-                     "--stop-timeout-s",
-                     "3", /* the timed-out path costs 6 s, not 30 */
-                     "--timeout-s",
-                     "120", /* a lifeline if this test dies */
-                     "-X",
-                     "partition.assignment.strategy=range",
-                     NULL};
-    cr_assert_eq(proc_spawn(&w->p, wargv), 0, "spawn worker");
     size_t got = 0;
     int64_t deadline = proc_now_ms() + WAIT_MS;
     while (got < 100 && proc_now_ms() < deadline) {

@@ -288,15 +288,6 @@ static rill_pipeline_result_t stop(rill_pipeline_t *p)
     return r;
 }
 
-static void env_up(kk_env_t *env, int with_out)
-{
-    kk_env_init(env);
-    kk_load_topic(env, "in", PARTS, PER, 40);
-    if (with_out)
-        kk_create_topic(env, "out", PARTS);
-    kk_create_topic(env, "dlq", 1);
-}
-
 /* Every input but `missing` (-1: none) in out exactly... at least once. */
 static void check_output(kk_env_t *env, int64_t missing)
 {
@@ -320,18 +311,6 @@ static void check_output(kk_env_t *env, int64_t missing)
     }
 }
 
-static const char *header(const rill_testkit_record_t *r, const char *name, char *buf, size_t size)
-{
-    for (size_t i = 0; i < r->header_count; i++)
-        if (!strcmp(r->headers[i].name, name)) {
-            size_t n = r->headers[i].value_len < size - 1 ? r->headers[i].value_len : size - 1;
-            memcpy(buf, r->headers[i].value, n);
-            buf[n] = '\0';
-            return buf;
-        }
-    return NULL;
-}
-
 /* The dead-letter topic holds the poison record (and nothing else), with
  * its origin headers and an error text containing `text`. */
 static void check_dead_letter(kk_env_t *env, const char *text)
@@ -344,10 +323,10 @@ static void check_dead_letter(kk_env_t *env, const char *text)
         rd_kafka_message_t m = {.payload = (void *)r->value, .len = r->value_len};
         cr_assert_eq(seq_of(&m), POISON, "a dead letter that is not the poison record");
         char b[256];
-        cr_assert_str_eq(header(r, "rill-origin-topic", b, sizeof(b)), "in");
-        cr_assert_str_eq(header(r, "rill-origin-partition", b, sizeof(b)), "1");
-        cr_assert_str_eq(header(r, "rill-origin-offset", b, sizeof(b)), "234");
-        const char *why = header(r, "rill-error", b, sizeof(b));
+        cr_assert_str_eq(kk_header(r, "rill-origin-topic", b, sizeof(b)), "in");
+        cr_assert_str_eq(kk_header(r, "rill-origin-partition", b, sizeof(b)), "1");
+        cr_assert_str_eq(kk_header(r, "rill-origin-offset", b, sizeof(b)), "234");
+        const char *why = kk_header(r, "rill-error", b, sizeof(b));
         cr_assert_not_null(why, "no rill-error header");
         cr_assert(strstr(why, text), "rill-error is \"%s\", not about \"%s\"", why, text);
     }
@@ -363,222 +342,242 @@ static long others_processed_twice(proc_t *x)
     return n;
 }
 
+/* ---- one run: the topics, the processing, its pipeline ---- */
+
+typedef struct setup {
+    enum mode mode;
+    enum kind kind;
+    const char *group; /* the consumer group, also the pipeline's name */
+    const char *dlq;   /* the dead-letter topic; NULL: none */
+    const char *const *kv;
+    int no_out; /* no "out" topic (the pipeline produces nothing) */
+} setup_t;
+
+typedef struct run {
+    kk_env_t env;
+    const char *group;
+    proc_t *x;
+    rill_pipeline_t *p;
+    rill_err_t stats_err;     /* of the consumer stats taken before the stop */
+    rill_consumer_stats_t cs; /* the last run's */
+    rill_pipeline_result_t r;
+} run_t;
+
+static void run_start(run_t *t, setup_t s)
+{
+    memset(t, 0, sizeof(*t));
+    t->group = s.group;
+    kk_env_init(&t->env);
+    kk_load_topic(&t->env, "in", PARTS, PER, 40);
+    if (!s.no_out)
+        kk_create_topic(&t->env, "out", PARTS);
+    kk_create_topic(&t->env, "dlq", 1);
+    t->x = proc_new(s.mode);
+    t->x->kind = s.kind;
+    t->p = start(&t->env, s.group, cconf(&t->env, s.group, s.dlq, s.kv), t->x);
+}
+
+/* Waits up to `ms` for `done`, takes the consumer stats, stops the
+ * pipeline and destroys it; returns whether `done` held. */
+static int run_stop_when(run_t *t, int ms, int (*done)(run_t *))
+{
+    int ok;
+    KK_WAIT_UNTIL(ok, ms, done(t));
+    t->stats_err = rill_consumer_stats(t->env.sys, rill_pipeline_stage(t->p, 0), &t->cs);
+    t->r = stop(t->p);
+    rill_pipeline_destroy(t->p);
+    t->p = NULL;
+    return ok;
+}
+
+static int run_committed(run_t *t)
+{
+    return committed_at_end(&t->env, t->group);
+}
+
+/* The common run: until the commits reach the end offsets. */
+static void run_to_end(run_t *t, int ms)
+{
+    int ok = run_stop_when(t, ms, run_committed);
+    cr_assert(ok, "the commits did not reach the end offsets (%d calls on the poison)",
+              atomic_load(&t->x->poison_calls));
+    cr_assert_eq(t->stats_err, RILL_OK);
+}
+
+static void run_end(run_t *t)
+{
+    proc_free(t->x);
+    kk_env_fini(&t->env);
+}
+
 /* ------------------------------------------------------------------ */
 
 Test(kafka_poison, failing_record_goes_to_the_dead_letter_topic_after_max_failures, .timeout = 240)
 {
-    kk_env_t env;
-    env_up(&env, 1);
-    proc_t *x = proc_new(FAIL);
-    rill_pipeline_t *p = start(&env, "fail-dlq", cconf(&env, "g-fail-dlq", "dlq", NULL), x);
-    int ok;
-    KK_WAIT_UNTIL(ok, 180000, committed_at_end(&env, "g-fail-dlq"));
-    cr_assert(ok, "the commits did not reach the end offsets (%d calls on the poison)",
-              atomic_load(&x->poison_calls));
-    rill_consumer_stats_t cs;
-    cr_assert_eq(rill_consumer_stats(env.sys, rill_pipeline_stage(p, 0), &cs), RILL_OK);
-    rill_pipeline_result_t r = stop(p);
-    rill_pipeline_destroy(p);
+    run_t t;
+    run_start(&t, (setup_t){.mode = FAIL, .group = "g-fail-dlq", .dlq = "dlq"});
+    run_to_end(&t, 180000);
+    proc_t *x = t.x;
     long processed = atomic_load(&x->processed);
     fprintf(stderr,
             "fail -> dead letter: %ld processings of %d records, the poison %d times, %u "
             "restarts, %ld others twice; last run: %" PRIu64 " dead-lettered\n",
-            processed, TOTAL, atomic_load(&x->poison_calls), r.restarts, others_processed_twice(x),
-            cs.dead_lettered);
-    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "ended %d: %s: %s", r.end, r.stage, r.text);
+            processed, TOTAL, atomic_load(&x->poison_calls), t.r.restarts,
+            others_processed_twice(x), t.cs.dead_lettered);
+    cr_assert_eq(t.r.end, RILL_PIPELINE_STOPPED, "ended %d: %s: %s", t.r.end, t.r.stage, t.r.text);
     cr_assert_eq(atomic_load(&x->poison_calls), 3, "the poison was processed %d times, not 3",
                  atomic_load(&x->poison_calls));
-    cr_assert_eq(r.restarts, 3, "%u restarts, not one per failure", r.restarts);
-    cr_assert_eq(cs.dead_lettered, 1);
+    cr_assert_eq(t.r.restarts, 3, "%u restarts, not one per failure", t.r.restarts);
+    cr_assert_eq(t.cs.dead_lettered, 1);
     /* A restart goes on from the first record not confirmed (the poison
      * record, or one before it still in flight at the failure), and the
      * records the failed run confirmed after it are not processed again:
      * at most what was in flight at a failure is processed twice. */
     cr_assert_leq(processed, TOTAL + 2 + 3 * 50, "%ld processings for %d records", processed,
                   TOTAL);
-    check_output(&env, POISON);
-    check_dead_letter(&env, "map function returned");
-    proc_free(x);
-    kk_env_fini(&env);
+    check_output(&t.env, POISON);
+    check_dead_letter(&t.env, "map function returned");
+    run_end(&t);
 }
 
 Test(kafka_poison, failing_record_without_dead_letter_topic_is_skipped_and_counted, .timeout = 240)
 {
-    kk_env_t env;
-    env_up(&env, 1);
-    proc_t *x = proc_new(FAIL);
+    run_t t;
     const char *kv[] = {"rill.max.failures", "2", NULL};
-    rill_pipeline_t *p = start(&env, "fail-skip", cconf(&env, "g-fail-skip", NULL, kv), x);
-    int ok;
-    KK_WAIT_UNTIL(ok, 180000, committed_at_end(&env, "g-fail-skip"));
-    cr_assert(ok, "the commits did not reach the end offsets");
-    rill_consumer_stats_t cs;
-    cr_assert_eq(rill_consumer_stats(env.sys, rill_pipeline_stage(p, 0), &cs), RILL_OK);
-    rill_pipeline_result_t r = stop(p);
-    rill_pipeline_destroy(p);
+    run_start(&t, (setup_t){.mode = FAIL, .group = "g-fail-skip", .kv = kv});
+    run_to_end(&t, 180000);
+    proc_t *x = t.x;
     fprintf(stderr, "fail -> skip: %ld processings, the poison %d times, %u restarts\n",
-            atomic_load(&x->processed), atomic_load(&x->poison_calls), r.restarts);
-    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "ended %d: %s: %s", r.end, r.stage, r.text);
+            atomic_load(&x->processed), atomic_load(&x->poison_calls), t.r.restarts);
+    cr_assert_eq(t.r.end, RILL_PIPELINE_STOPPED, "ended %d: %s: %s", t.r.end, t.r.stage, t.r.text);
     cr_assert_eq(atomic_load(&x->poison_calls), 2);
-    cr_assert_eq(r.restarts, 2);
-    cr_assert_eq(cs.skipped, 1, "skipped %" PRIu64, cs.skipped);
-    cr_assert_eq(cs.dead_lettered, 0);
+    cr_assert_eq(t.r.restarts, 2);
+    cr_assert_eq(t.cs.skipped, 1, "skipped %" PRIu64, t.cs.skipped);
+    cr_assert_eq(t.cs.dead_lettered, 0);
     cr_assert_leq(atomic_load(&x->processed), TOTAL + 1 + 2 * 50);
-    check_output(&env, POISON);
-    proc_free(x);
-    kk_env_fini(&env);
+    check_output(&t.env, POISON);
+    run_end(&t);
+}
+
+/* A rejected record: no restart, every record processed once. */
+static void rejected(run_t *t)
+{
+    cr_assert_eq(t->r.end, RILL_PIPELINE_STOPPED, "ended %d: %s: %s", t->r.end, t->r.stage,
+                 t->r.text);
+    cr_assert_eq(t->r.restarts, 0, "a reject restarted the pipeline");
+    cr_assert_eq(atomic_load(&t->x->processed), TOTAL, "%ld processings",
+                 atomic_load(&t->x->processed));
 }
 
 Test(kafka_poison, rejected_record_goes_straight_to_the_dead_letter_topic, .timeout = 240)
 {
-    kk_env_t env;
-    env_up(&env, 1);
-    proc_t *x = proc_new(REJECT);
-    rill_pipeline_t *p = start(&env, "reject", cconf(&env, "g-reject", "dlq", NULL), x);
-    int ok;
-    KK_WAIT_UNTIL(ok, 120000, committed_at_end(&env, "g-reject"));
-    cr_assert(ok, "the commits did not reach the end offsets");
-    rill_consumer_stats_t cs;
-    cr_assert_eq(rill_consumer_stats(env.sys, rill_pipeline_stage(p, 0), &cs), RILL_OK);
-    rill_pipeline_result_t r = stop(p);
-    rill_pipeline_destroy(p);
-    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "ended %d: %s: %s", r.end, r.stage, r.text);
-    cr_assert_eq(r.restarts, 0, "a reject restarted the pipeline");
-    cr_assert_eq(atomic_load(&x->poison_calls), 1);
-    cr_assert_eq(atomic_load(&x->processed), TOTAL, "%ld processings", atomic_load(&x->processed));
-    cr_assert_eq(cs.rejected, 1);
-    cr_assert_eq(cs.dead_lettered, 1);
-    check_output(&env, POISON);
-    check_dead_letter(&env, "rejected: no such customer");
-    proc_free(x);
-    kk_env_fini(&env);
+    run_t t;
+    run_start(&t, (setup_t){.mode = REJECT, .group = "g-reject", .dlq = "dlq"});
+    run_to_end(&t, 120000);
+    rejected(&t);
+    cr_assert_eq(atomic_load(&t.x->poison_calls), 1);
+    cr_assert_eq(t.cs.rejected, 1);
+    cr_assert_eq(t.cs.dead_lettered, 1);
+    check_output(&t.env, POISON);
+    check_dead_letter(&t.env, "rejected: no such customer");
+    run_end(&t);
 }
 
 Test(kafka_poison, rejected_record_without_dead_letter_topic_is_skipped, .timeout = 240)
 {
-    kk_env_t env;
-    env_up(&env, 1);
-    proc_t *x = proc_new(REJECT);
-    rill_pipeline_t *p = start(&env, "reject-skip", cconf(&env, "g-reject-skip", NULL, NULL), x);
-    int ok;
-    KK_WAIT_UNTIL(ok, 120000, committed_at_end(&env, "g-reject-skip"));
-    cr_assert(ok, "the commits did not reach the end offsets");
-    rill_consumer_stats_t cs;
-    cr_assert_eq(rill_consumer_stats(env.sys, rill_pipeline_stage(p, 0), &cs), RILL_OK);
-    rill_pipeline_result_t r = stop(p);
-    rill_pipeline_destroy(p);
-    cr_assert_eq(r.restarts, 0);
-    cr_assert_eq(atomic_load(&x->processed), TOTAL);
-    cr_assert_eq(cs.skipped, 1);
-    check_output(&env, POISON);
-    proc_free(x);
-    kk_env_fini(&env);
+    run_t t;
+    run_start(&t, (setup_t){.mode = REJECT, .group = "g-reject-skip"});
+    run_to_end(&t, 120000);
+    cr_assert_eq(t.r.restarts, 0);
+    cr_assert_eq(atomic_load(&t.x->processed), TOTAL);
+    cr_assert_eq(t.cs.skipped, 1);
+    check_output(&t.env, POISON);
+    run_end(&t);
 }
 
 Test(kafka_poison, retried_record_comes_again_alone_after_its_delay, .timeout = 240)
 {
-    kk_env_t env;
-    env_up(&env, 1);
-    proc_t *x = proc_new(RETRY_THEN_OK);
-    rill_pipeline_t *p = start(&env, "retry", cconf(&env, "g-retry", "dlq", NULL), x);
-    int ok;
-    KK_WAIT_UNTIL(ok, 120000, committed_at_end(&env, "g-retry"));
-    cr_assert(ok, "the commits did not reach the end offsets");
-    rill_consumer_stats_t cs;
-    cr_assert_eq(rill_consumer_stats(env.sys, rill_pipeline_stage(p, 0), &cs), RILL_OK);
-    rill_pipeline_result_t r = stop(p);
-    rill_pipeline_destroy(p);
+    run_t t;
+    run_start(&t, (setup_t){.mode = RETRY_THEN_OK, .group = "g-retry", .dlq = "dlq"});
+    run_to_end(&t, 120000);
+    proc_t *x = t.x;
     fprintf(stderr, "retry: %ld processings, the poison %d times\n", atomic_load(&x->processed),
             atomic_load(&x->poison_calls));
-    cr_assert_eq(r.restarts, 0, "a retry restarted the pipeline");
+    cr_assert_eq(t.r.restarts, 0, "a retry restarted the pipeline");
     cr_assert_eq(atomic_load(&x->poison_calls), 3);
     /* The record alone came again: nothing after it was processed twice. */
     cr_assert_eq(atomic_load(&x->processed), TOTAL + 2, "%ld processings",
                  atomic_load(&x->processed));
     cr_assert_eq(others_processed_twice(x), 0);
-    cr_assert_eq(cs.retried, 2);
-    cr_assert_eq(cs.dead_lettered, 0);
-    check_output(&env, -1);
-    proc_free(x);
-    kk_env_fini(&env);
+    cr_assert_eq(t.cs.retried, 2);
+    cr_assert_eq(t.cs.dead_lettered, 0);
+    check_output(&t.env, -1);
+    run_end(&t);
 }
 
 Test(kafka_poison, record_retried_max_failures_times_goes_to_the_dead_letter_topic, .timeout = 240)
 {
-    kk_env_t env;
-    env_up(&env, 1);
-    proc_t *x = proc_new(RETRY_ALWAYS);
-    rill_pipeline_t *p = start(&env, "retry-dlq", cconf(&env, "g-retry-dlq", "dlq", NULL), x);
-    int ok;
-    KK_WAIT_UNTIL(ok, 120000, committed_at_end(&env, "g-retry-dlq"));
-    cr_assert(ok, "the commits did not reach the end offsets");
-    rill_pipeline_result_t r = stop(p);
-    rill_pipeline_destroy(p);
-    cr_assert_eq(r.restarts, 0);
-    cr_assert_eq(atomic_load(&x->poison_calls), 3);
-    cr_assert_eq(atomic_load(&x->processed), TOTAL + 2);
-    cr_assert_eq(others_processed_twice(x), 0);
-    check_output(&env, POISON);
-    check_dead_letter(&env, "retry asked for");
-    proc_free(x);
-    kk_env_fini(&env);
+    run_t t;
+    run_start(&t, (setup_t){.mode = RETRY_ALWAYS, .group = "g-retry-dlq", .dlq = "dlq"});
+    run_to_end(&t, 120000);
+    cr_assert_eq(t.r.restarts, 0);
+    cr_assert_eq(atomic_load(&t.x->poison_calls), 3);
+    cr_assert_eq(atomic_load(&t.x->processed), TOTAL + 2);
+    cr_assert_eq(others_processed_twice(t.x), 0);
+    check_output(&t.env, POISON);
+    check_dead_letter(&t.env, "retry asked for");
+    run_end(&t);
+}
+
+/* A record never confirmed: redelivered alone 3 times after the timeout,
+ * then dead-lettered, without a restart or a replay of its partition. */
+static const char *const hold_kv[] = {"rill.unconfirmed.timeout.ms", "300", "rill.max.redeliveries",
+                                      "3", NULL};
+
+static void redelivered_alone(run_t *t)
+{
+    cr_assert_eq(t->r.restarts, 0);
+    cr_assert_eq(atomic_load(&t->x->poison_calls), 4, "1 delivery and 3 redeliveries");
+    cr_assert_eq(others_processed_twice(t->x), 0, "the partition was replayed");
+    cr_assert_eq(atomic_load(&t->x->processed), TOTAL + 3);
+    cr_assert_eq(t->cs.dead_lettered, 1);
 }
 
 Test(kafka_poison, unconfirmed_record_is_redelivered_alone_then_dead_lettered, .timeout = 240)
 {
-    kk_env_t env;
-    env_up(&env, 0);
-    proc_t *x = proc_new(HOLD);
-    x->kind = K_FOREACH;
-    const char *kv[] = {"rill.unconfirmed.timeout.ms", "300", "rill.max.redeliveries", "3", NULL};
-    rill_pipeline_t *p = start(&env, "hold", cconf(&env, "g-hold", "dlq", kv), x);
-    int ok;
-    KK_WAIT_UNTIL(ok, 120000, committed_at_end(&env, "g-hold"));
-    cr_assert(ok, "the commits did not reach the end offsets (%d deliveries of the poison)",
-              atomic_load(&x->poison_calls));
-    rill_consumer_stats_t cs;
-    cr_assert_eq(rill_consumer_stats(env.sys, rill_pipeline_stage(p, 0), &cs), RILL_OK);
-    rill_pipeline_result_t r = stop(p);
-    rill_pipeline_destroy(p);
+    run_t t;
+    run_start(&t, (setup_t){.mode = HOLD,
+                            .kind = K_FOREACH,
+                            .group = "g-hold",
+                            .dlq = "dlq",
+                            .kv = hold_kv,
+                            .no_out = 1});
+    run_to_end(&t, 120000);
     fprintf(stderr, "hold: %ld processings, the poison %d times, %" PRIu64 " redelivered\n",
-            atomic_load(&x->processed), atomic_load(&x->poison_calls), cs.redelivered);
-    cr_assert_eq(r.restarts, 0);
-    cr_assert_eq(atomic_load(&x->poison_calls), 4, "1 delivery and 3 redeliveries");
-    cr_assert_eq(cs.redelivered, 4, "3 redeliveries, then one to the dead letters");
-    cr_assert_eq(others_processed_twice(x), 0, "the partition was replayed");
-    cr_assert_eq(atomic_load(&x->processed), TOTAL + 3);
-    cr_assert_eq(cs.dead_lettered, 1);
-    check_dead_letter(&env, "not confirmed after 4 deliveries");
-    proc_free(x);
-    kk_env_fini(&env);
+            atomic_load(&t.x->processed), atomic_load(&t.x->poison_calls), t.cs.redelivered);
+    redelivered_alone(&t);
+    cr_assert_eq(t.cs.redelivered, 4, "3 redeliveries, then one to the dead letters");
+    check_dead_letter(&t.env, "not confirmed after 4 deliveries");
+    run_end(&t);
 }
 
 /* The suspect of a failure is the record the failing function held,
  * whichever stage kind it is. */
 static void failing_stage_kind(enum kind kind, const char *group, const char *text)
 {
-    kk_env_t env;
-    env_up(&env, 1);
-    proc_t *x = proc_new(FAIL);
-    x->kind = kind;
-    rill_pipeline_t *p = start(&env, group, cconf(&env, group, "dlq", NULL), x);
-    int ok;
-    KK_WAIT_UNTIL(ok, 180000, committed_at_end(&env, group));
-    cr_assert(ok, "the commits did not reach the end offsets (%d calls on the poison)",
-              atomic_load(&x->poison_calls));
-    rill_pipeline_result_t r = stop(p);
-    rill_pipeline_destroy(p);
-    long processed = atomic_load(&x->processed);
+    run_t t;
+    run_start(&t, (setup_t){.mode = FAIL, .kind = kind, .group = group, .dlq = "dlq"});
+    run_to_end(&t, 180000);
+    long processed = atomic_load(&t.x->processed);
     fprintf(stderr, "%s: %ld processings, the poison %d times, %u restarts\n", group, processed,
-            atomic_load(&x->poison_calls), r.restarts);
-    cr_assert_eq(atomic_load(&x->poison_calls), 3);
-    cr_assert_eq(r.restarts, 3);
+            atomic_load(&t.x->poison_calls), t.r.restarts);
+    cr_assert_eq(atomic_load(&t.x->poison_calls), 3);
+    cr_assert_eq(t.r.restarts, 3);
     cr_assert_leq(processed, TOTAL + 2 + 3 * 50, "%ld processings", processed);
     if (kind != K_FOREACH)
-        check_output(&env, POISON);
-    check_dead_letter(&env, text);
-    proc_free(x);
-    kk_env_fini(&env);
+        check_output(&t.env, POISON);
+    check_dead_letter(&t.env, text);
+    run_end(&t);
 }
 
 Test(kafka_poison, failing_flat_map_blames_its_input, .timeout = 240)
@@ -605,54 +604,36 @@ Test(kafka_poison, failing_sink_foreach_blames_its_input, .timeout = 240)
  */
 Test(kafka_poison, records_confirmed_after_the_failing_one_are_not_processed_again, .timeout = 240)
 {
-    kk_env_t env;
-    env_up(&env, 1);
-    proc_t *x = proc_new(FAIL_LATE);
-    x->kind = K_ASYNC;
-    rill_pipeline_t *p = start(&env, "late", cconf(&env, "g-late", "dlq", NULL), x);
-    int ok;
-    KK_WAIT_UNTIL(ok, 180000, committed_at_end(&env, "g-late"));
-    cr_assert(ok, "the commits did not reach the end offsets (%d calls on the poison)",
-              atomic_load(&x->poison_calls));
-    rill_pipeline_result_t r = stop(p);
-    rill_pipeline_destroy(p);
+    run_t t;
+    run_start(&t, (setup_t){.mode = FAIL_LATE, .kind = K_ASYNC, .group = "g-late", .dlq = "dlq"});
+    run_to_end(&t, 180000);
+    proc_t *x = t.x;
     long processed = atomic_load(&x->processed), twice = others_processed_twice(x);
     fprintf(stderr, "late: %ld processings, %ld records twice, the poison %d times, %u restarts\n",
-            processed, twice, atomic_load(&x->poison_calls), r.restarts);
+            processed, twice, atomic_load(&x->poison_calls), t.r.restarts);
     cr_assert_geq(atomic_load(&x->after_poison), LATE_AFTER);
     cr_assert_eq(atomic_load(&x->poison_calls), 3);
-    cr_assert_eq(r.restarts, 3);
+    cr_assert_eq(t.r.restarts, 3);
     /* Only what was in flight at a failure (at most 8 jobs) comes again. */
     cr_assert_leq(twice, 3 * 8, "%ld records processed twice", twice);
     cr_assert_leq(processed, TOTAL + 2 + 3 * 8, "%ld processings", processed);
-    check_output(&env, POISON);
-    check_dead_letter(&env, "async job failed with RILL_EIO");
-    proc_free(x);
-    kk_env_fini(&env);
+    check_output(&t.env, POISON);
+    check_dead_letter(&t.env, "async job failed with RILL_EIO");
+    run_end(&t);
 }
 
 /* rill_elem_reject on the input of a flat_map and of a sink_foreach
  * function: the stage goes on, the record is dead-lettered. */
 static void reject_in(enum kind kind, const char *group)
 {
-    kk_env_t env;
-    env_up(&env, 1);
-    proc_t *x = proc_new(REJECT);
-    x->kind = kind;
-    rill_pipeline_t *p = start(&env, group, cconf(&env, group, "dlq", NULL), x);
-    int ok;
-    KK_WAIT_UNTIL(ok, 120000, committed_at_end(&env, group));
-    cr_assert(ok, "the commits did not reach the end offsets");
-    rill_pipeline_result_t r = stop(p);
-    rill_pipeline_destroy(p);
-    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "ended %d: %s: %s", r.end, r.stage, r.text);
-    cr_assert_eq(r.restarts, 0, "a reject restarted the pipeline");
-    cr_assert_eq(atomic_load(&x->processed), TOTAL);
+    run_t t;
+    run_start(&t, (setup_t){.mode = REJECT, .kind = kind, .group = group, .dlq = "dlq"});
+    run_to_end(&t, 120000);
+    rejected(&t);
     if (kind != K_FOREACH)
-        check_output(&env, POISON);
-    check_dead_letter(&env, "rejected: no such customer");
-    proc_free(x);
-    kk_env_fini(&env);
+        check_output(&t.env, POISON);
+    check_dead_letter(&t.env, "rejected: no such customer");
+    run_end(&t);
 }
 
 Test(kafka_poison, reject_in_a_flat_map, .timeout = 240)
@@ -674,67 +655,46 @@ Test(kafka_poison, reject_in_a_sink_foreach, .timeout = 240)
  * tracking it as emitted before the records buffered ahead of it, which
  * were then dropped as out of order and never processed).
  */
-static int second_run_done(proc_t *x)
+static int second_run_done(run_t *t)
 {
     for (int s = 0; s < TOTAL; s++)
-        if (s != POISON && atomic_load(&x->seen[s]) < (s >= PER && s < POISON ? 2 : 1))
+        if (s != POISON && atomic_load(&t->x->seen[s]) < (s >= PER && s < POISON ? 2 : 1))
             return 0;
     return 1;
 }
 
 Test(kafka_poison, skipped_record_does_not_pass_the_records_buffered_before_it, .timeout = 240)
 {
-    kk_env_t env;
-    env_up(&env, 1);
-    proc_t *x = proc_new(FAIL);
+    run_t t;
     const char *kv[] = {"rill.max.failures",    "1", "rill.commit", "false",
                         "rill.restart.keep.ms", "0", NULL};
-    rill_pipeline_t *p = start(&env, "order", cconf(&env, "g-order", NULL, kv), x);
-    int ok;
-    KK_WAIT_UNTIL(ok, 60000, second_run_done(x));
-    rill_consumer_stats_t cs = {0};
-    rill_err_t e = rill_consumer_stats(env.sys, rill_pipeline_stage(p, 0), &cs);
-    rill_pipeline_result_t r = stop(p);
-    rill_pipeline_destroy(p);
+    run_start(&t, (setup_t){.mode = FAIL, .group = "g-order", .kv = kv});
+    int ok = run_stop_when(&t, 60000, second_run_done);
     cr_assert(ok,
               "the records before the poison record were not processed again in the second "
               "run (partition 1 offset 0: %d times, 233: %d times)",
-              atomic_load(&x->seen[PER]), atomic_load(&x->seen[POISON - 1]));
-    cr_assert_eq(e, RILL_OK);
-    cr_assert_eq(r.restarts, 1);
-    cr_assert_eq(atomic_load(&x->poison_calls), 1);
-    cr_assert_eq(cs.skipped, 1);
-    proc_free(x);
-    kk_env_fini(&env);
+              atomic_load(&t.x->seen[PER]), atomic_load(&t.x->seen[POISON - 1]));
+    cr_assert_eq(t.stats_err, RILL_OK);
+    cr_assert_eq(t.r.restarts, 1);
+    cr_assert_eq(atomic_load(&t.x->poison_calls), 1);
+    cr_assert_eq(t.cs.skipped, 1);
+    run_end(&t);
 }
 
 /* The same in consume -> process -> produce: the poison record's job in a
  * map_async never completes; the others are produced, once each. */
 Test(kafka_poison, unconfirmed_record_in_a_produce_pipeline_is_redelivered_alone, .timeout = 240)
 {
-    kk_env_t env;
-    env_up(&env, 1);
-    proc_t *x = proc_new(HOLD);
-    x->kind = K_ASYNC;
-    const char *kv[] = {"rill.unconfirmed.timeout.ms", "300", "rill.max.redeliveries", "3", NULL};
-    rill_pipeline_t *p = start(&env, "hold-async", cconf(&env, "g-hold-async", "dlq", kv), x);
-    int ok;
-    KK_WAIT_UNTIL(ok, 120000, committed_at_end(&env, "g-hold-async"));
-    cr_assert(ok, "the commits did not reach the end offsets (%d deliveries of the poison)",
-              atomic_load(&x->poison_calls));
-    rill_consumer_stats_t cs;
-    cr_assert_eq(rill_consumer_stats(env.sys, rill_pipeline_stage(p, 0), &cs), RILL_OK);
-    rill_pipeline_result_t r = stop(p);
-    rill_pipeline_destroy(p);
-    cr_assert_eq(r.restarts, 0);
-    cr_assert_eq(atomic_load(&x->poison_calls), 4, "1 delivery and 3 redeliveries");
-    cr_assert_eq(others_processed_twice(x), 0, "the partition was replayed");
-    cr_assert_eq(atomic_load(&x->processed), TOTAL + 3);
-    cr_assert_eq(cs.dead_lettered, 1);
-    check_output(&env, POISON);
-    check_dead_letter(&env, "not confirmed after 4 deliveries");
-    proc_free(x);
-    kk_env_fini(&env);
+    run_t t;
+    run_start(
+        &t,
+        (setup_t){
+            .mode = HOLD, .kind = K_ASYNC, .group = "g-hold-async", .dlq = "dlq", .kv = hold_kv});
+    run_to_end(&t, 120000);
+    redelivered_alone(&t);
+    check_output(&t.env, POISON);
+    check_dead_letter(&t.env, "not confirmed after 4 deliveries");
+    run_end(&t);
 }
 
 Test(kafka_poison, reject_and_retry_need_an_origin)

@@ -73,6 +73,18 @@ rill_consumed_t *kk_consume_all(const char *boot, const char *topic, int timeout
     return c;
 }
 
+const char *kk_header(const rill_testkit_record_t *rec, const char *name, char *buf, size_t size)
+{
+    for (size_t i = 0; i < rec->header_count; i++)
+        if (!strcmp(rec->headers[i].name, name)) {
+            size_t n = rec->headers[i].value_len < size - 1 ? rec->headers[i].value_len : size - 1;
+            memcpy(buf, rec->headers[i].value, n);
+            buf[n] = '\0';
+            return buf;
+        }
+    return NULL;
+}
+
 /* ---- committed offsets --------------------------------------------------- */
 
 rd_kafka_t *kk_plain_consumer(const char *boot, const char *group)

@@ -83,6 +83,10 @@ void kk_load_topic(kk_env_t *e, const char *topic, int parts, size_t per, size_t
  * the caller destroys it with rill_consumed_destroy. */
 rill_consumed_t *kk_consume_all(const char *boot, const char *topic, int timeout_ms);
 
+/* The value of rec's header `name` as a string in buf (cut to size - 1),
+ * or NULL when rec has no such header. */
+const char *kk_header(const rill_testkit_record_t *rec, const char *name, char *buf, size_t size);
+
 /* ---- committed offsets, through a plain librdkafka consumer --------- */
 
 /* A plain librdkafka consumer in `group` (never joins: offsets only). */
