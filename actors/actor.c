@@ -480,16 +480,18 @@ static int actor_turn(rill__actor_t *a)
      * Looking the other way round leaves a window in which both arrive and
      * the message overtakes the signal. */
     uint32_t n = 0, batch = a->batch;
+    rill_msg_t m;
     while (n < batch && !a->stopping) {
-        if (!a->has_held)
-            a->has_held = rill__mailbox_pop(&a->mbox, &a->held);
-        rill__node_t *node =
-            a->has_held ? rill__mpsc_pop_settled(&a->ctrl) : rill__mpsc_pop(&a->ctrl);
+        /* The message stays in m (no copy) unless a signal goes first. */
+        int have = take_held(a, &m) || rill__mailbox_pop(&a->mbox, &m);
+        rill__node_t *node = have ? rill__mpsc_pop_settled(&a->ctrl) : rill__mpsc_pop(&a->ctrl);
         if (node) {
+            if (have) {
+                a->held = m;
+                a->has_held = 1;
+            }
             handle_ctrl(a, (rill__ctrl_t *)node);
-        } else if (a->has_held) {
-            rill_msg_t m = a->held;
-            a->has_held = 0;
+        } else if (have) {
             deliver(a, &m);
         } else {
             break;
