@@ -406,10 +406,13 @@ static void finish_stop(rill__actor_t *a)
      * finds them in the source's mailbox. */
     rill__settle_flush(a->exec->settle);
 
-    /* rill_alive says 0 from here: the terminate hook has returned. Before
-     * the watchers and links hear of the end, so whoever heard it finds
-     * the actor not alive. */
+    /* rill_alive says 0 from here, and rill_system_stats no longer counts
+     * it: the terminate hook has returned. Before the watchers and links
+     * hear of the end, so whoever heard it finds the actor gone. (A system
+     * stop that sees the count reach 0 joins this executor, so the
+     * notifications below still finish.) */
     atomic_store_explicit(&slot->state, SLOT_DEAD, memory_order_seq_cst);
+    rill__actor_uncount(a);
     for (uint32_t i = 0; i < a->watchers.n; i++)
         notify(a, a->watchers.v[i].aid, CTRL_DOWN, a->watchers.v[i].ref);
     for (uint32_t i = 0; i < a->links.n; i++)

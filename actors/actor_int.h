@@ -349,6 +349,11 @@ static inline void rill__release_msg(rill_system_t *sys, rill_msg_t *msg, int de
 }
 /* The actor is gone: free its slot now and its memory once no executor
  * can still be looking at it. */
+/* The end of an actor, in two steps: uncount (rill_system_stats' alive
+ * drops, rill_system_stop may go on) before its watchers and links hear of
+ * the end, so whoever heard it finds it neither alive nor counted; then
+ * finished (slot freed, actor retired to its executor) after. */
+void rill__actor_uncount(rill__actor_t *a);
 void rill__actor_finished(rill__actor_t *a);
 void rill__actor_free(rill__actor_t *a);
 /* Release what stragglers left in a retired actor's queues, then free it

@@ -69,15 +69,19 @@ void rill__actor_free(rill__actor_t *a)
     actor_free(a);
 }
 
-void rill__actor_finished(rill__actor_t *a)
+void rill__actor_uncount(rill__actor_t *a)
 {
     rill_system_t *sys = a->sys;
-    rill__slot_free(sys, a->slot_idx);
-    rill__retire(a);
     pthread_mutex_lock(&sys->alive_lock);
     sys->alive--;
     pthread_cond_broadcast(&sys->alive_cond);
     pthread_mutex_unlock(&sys->alive_lock);
+}
+
+void rill__actor_finished(rill__actor_t *a)
+{
+    rill__slot_free(a->sys, a->slot_idx);
+    rill__retire(a);
 }
 
 /* The first entry of an empty peer list: 0, or -1 without memory. */

@@ -917,3 +917,82 @@ Test(actor_lifecycle, churn_actors_stop_while_executors_send_to_them, .timeout =
     rill_system_destroy(sys);
     cr_assert_eq(atomic_load(&c.tally.released), accepted);
 }
+
+/* A watcher that hears DOWN finds the actor gone everywhere: rill_alive
+ * says 0 and rill_system_stats no longer counts it (CI once saw a failed
+ * rill_sup_start return with its stopped child still counted, because the
+ * count dropped only after DOWN and EXIT went out). The watcher spins on
+ * its own executor, so it reads within the dying actor's last steps. */
+typedef struct down_probe {
+    rill_system_t *sys;
+    atomic_int downs;
+    atomic_int still_alive;   /* rill_alive(victim) was 1 at DOWN */
+    atomic_int still_counted; /* stats.alive counted the victim at DOWN */
+} down_probe_t;
+
+static rill_err_t down_probe_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
+{
+    (void)ctx;
+    down_probe_t *p = state;
+    if (msg->type != RILL_MSG_DOWN)
+        return RILL_OK;
+    const rill_down_t *d = msg->payload;
+    rill_system_stats_t st;
+    rill_system_stats(p->sys, &st);
+    if (rill_alive(p->sys, d->actor))
+        atomic_fetch_add(&p->still_alive, 1);
+    if (st.alive > 1) /* only the watcher itself is left */
+        atomic_fetch_add(&p->still_counted, 1);
+    atomic_fetch_add_explicit(&p->downs, 1, memory_order_release);
+    return RILL_OK;
+}
+
+Test(actor_lifecycle, a_watcher_hearing_down_finds_the_actor_neither_alive_nor_counted,
+     .timeout = 120)
+{
+    rill_system_opts_t so;
+    memset(&so, 0, sizeof(so));
+    so.executors = 2;
+    so.spin_us = 100000;
+    char err[256] = "";
+    rill_system_t *sys = rill_system_new(&so, err, sizeof(err));
+    cr_assert_not_null(sys, "%s", err);
+    cr_assert_eq(rill_system_start(sys), RILL_OK);
+    down_probe_t p;
+    memset(&p, 0, sizeof(p));
+    p.sys = sys;
+    rill_spawn_opts_t wo;
+    memset(&wo, 0, sizeof(wo));
+    wo.behavior = down_probe_behavior;
+    wo.state = &p;
+    wo.executor = KIT_EXEC(0);
+    rill_aid_t watcher;
+    cr_assert_eq(rill_spawn(sys, &wo, &watcher), RILL_OK);
+
+    const int rounds = KIT_SCALE(2000);
+    for (int i = 0; i < rounds; i++) {
+        life_t l;
+        memset(&l, 0, sizeof(l));
+        rill_spawn_opts_t o;
+        memset(&o, 0, sizeof(o));
+        o.behavior = life_behavior;
+        o.state = &l;
+        o.executor = KIT_EXEC(1);
+        o.monitor_by = watcher;
+        rill_aid_t victim;
+        cr_assert_eq(rill_spawn(sys, &o, &victim), RILL_OK);
+        rill_msg_t m = kit_msg(MSG_STOP_SELF, 0, NULL);
+        cr_assert_eq(rill_tell(sys, victim, &m), RILL_OK);
+        int64_t deadline = kit_now_ms() + KIT_WAIT_MS;
+        while (atomic_load_explicit(&p.downs, memory_order_acquire) <= i && kit_now_ms() < deadline)
+            sched_yield();
+        cr_assert_eq(atomic_load(&p.downs), i + 1, "round %d: no DOWN", i);
+        /* the next round's stats must not count this victim either */
+        cr_assert(kit_wait_dead(sys, victim, KIT_WAIT_MS));
+    }
+    rill_system_destroy(sys);
+    cr_assert_eq(atomic_load(&p.still_alive), 0, "%d of %d DOWNs found the actor alive",
+                 atomic_load(&p.still_alive), rounds);
+    cr_assert_eq(atomic_load(&p.still_counted), 0, "%d of %d DOWNs found the actor counted",
+                 atomic_load(&p.still_counted), rounds);
+}

@@ -503,7 +503,7 @@ typedef struct rill_system_stats {
                                 (e.g. stream demand) that arrived after their actor
                                 stopped, so a clean drain can count a few */
     uint64_t spawned;      /**< actors ever started */
-    uint32_t alive;        /**< actors alive now */
+    uint32_t alive;        /**< actors alive now (one whose DOWN or EXIT went out is not) */
 } rill_system_stats_t;
 
 /** System-wide counters. @locality any thread. */
