@@ -178,32 +178,6 @@ static int check_output(const char *boot, const char *topic, const char *group, 
     return ok;
 }
 
-/* Trace mode: each thread's CPU time (ms) so far, "name/tid=ms ...". */
-static void thread_cpu(const char *when)
-{
-    char line[4096] = "";
-    size_t used = 0;
-    for (int tid = getpid(); tid < getpid() + 100000 && used < sizeof(line) - 64; tid++) {
-        char path[64], buf[512];
-        snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *open = strchr(buf, '('), *close = strrchr(buf, ')');
-        unsigned long ut = 0, st = 0;
-        if (!open || !close ||
-            sscanf(close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-            continue;
-        *close = '\0';
-        used += (size_t)snprintf(line + used, sizeof(line) - used, " %s/%d=%lu", open + 1, tid,
-                                 (ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
-    }
-    fprintf(stderr, "  threads %s:%s\n", when, line);
-}
-
 /* ---- baseline: raw librdkafka ---- */
 
 /* Per input partition: which offsets past the commit point are delivered
@@ -365,7 +339,7 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
     raw_store(&x);
     rd_kafka_resp_err_t cerr = rd_kafka_commit(x.cons, NULL, 0);
     if (getenv("BENCH_TRACE"))
-        thread_cpu("raw at the end");
+        bench_thread_cpu("raw at the end");
     double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
     if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
         fprintf(stderr, "bench_pipeline: raw final commit: %s\n", rd_kafka_err2str(cerr));
@@ -521,7 +495,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
     rill_consumer_stats(sys, consumer, &cs);
     rill_producer_stats(sys, prod, &ps);
     if (getenv("BENCH_TRACE"))
-        thread_cpu("at the end");
+        bench_thread_cpu("at the end");
     if (getenv("BENCH_STATS"))
         fprintf(stderr,
                 "  rill consumer: polled %" PRIu64 " pauses %" PRIu64 " buffered_max %u committed "
