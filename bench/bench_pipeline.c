@@ -10,7 +10,11 @@
  *             delivery report marks the input offset done, and the
  *             contiguous done prefix of each partition is stored
  *             (rd_kafka_offsets_store) after every producer poll; an async
- *             commit every 1,000 deliveries, a sync commit at the end
+ *             commit every 1,000 deliveries, a sync commit at the end; at
+ *             most RAW_MAX_INFLIGHT records consumed and not yet delivered
+ *             (rill's rill.max.inflight default: the same bound on work in
+ *             flight as rill's producer; BENCH_RAW_MAX_INFLIGHT=0 lifts it,
+ *             leaving only librdkafka's producer queue of 100,000)
  *   rill      a pipeline: rill_kafka_source -> map stage (uppercase into
  *             a produce request; the stage carries the input record's
  *             origin to it) -> rill_kafka_sink; the delivery confirms the
@@ -38,11 +42,10 @@
  * runs one side; BENCH_STATS=1 prints rill's counters; BENCH_TRACE=1 a
  * timeline and per-thread CPU; BENCH_RILL_CONSUMER_CONF and
  * BENCH_RILL_PRODUCER_CONF="key=value,..." add rill properties;
- * BENCH_RAW_MAX_INFLIGHT bounds the baseline's records in flight as rill's
- * pipeline is bounded; BENCH_WARM_MS; BENCH_EX_CONSUMER, BENCH_EX_MAP,
- * BENCH_EX_PRODUCER place the stages on executors.
+ * BENCH_RAW_MAX_INFLIGHT sets the baseline's bound (0: none); BENCH_WARM_MS; BENCH_EX_CONSUMER,
+ * BENCH_EX_MAP, BENCH_EX_PRODUCER place the stages on executors.
  *
- * usage: bench_pipeline [records, default 300000] [runs, default 3]
+ * usage: bench_pipeline [records, default 300000] [runs, default 5]
  *                       [path to rill-broker, default: next to this binary]
  */
 #include <ctype.h>
@@ -66,6 +69,10 @@
 #define MAX_RUNS   20
 #define IN_TOPIC   "pin"
 #define LINGER_MS  "5"
+
+/* The baseline's bound on records consumed and not yet delivered: rill's
+ * default rill.max.inflight, the bound of rill's producer. */
+#define RAW_MAX_INFLIGHT 10000
 
 static void die(const char *what, const char *why)
 {
@@ -300,9 +307,10 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
     rd_kafka_topic_partition_list_destroy(l);
     uint64_t consumed = 0, commits = 0;
     char buf[4096];
-    /* Experiments only: bound the records in flight as rill does. */
-    uint64_t limit =
-        getenv("BENCH_RAW_MAX_INFLIGHT") ? strtoull(getenv("BENCH_RAW_MAX_INFLIGHT"), NULL, 10) : n;
+    /* Bound the records in flight as rill's producer is bounded. */
+    uint64_t limit = (uint64_t)bench_env_int("BENCH_RAW_MAX_INFLIGHT", RAW_MAX_INFLIGHT);
+    if (!limit)
+        limit = n;
     while (x.delivered + x.failed < n) {
         int room = consumed - x.delivered - x.failed < limit;
         rd_kafka_message_t *m = consumed < n && room ? rd_kafka_consumer_poll(x.cons, 10) : NULL;
@@ -524,7 +532,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
 int main(int argc, char **argv)
 {
     uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 300000;
-    int runs = argc > 2 ? atoi(argv[2]) : 3;
+    int runs = argc > 2 ? atoi(argv[2]) : 5;
     char bin[PATH_MAX];
     bench_broker_path(argc > 3 ? argv[3] : NULL, bin, sizeof(bin));
     /* The mock keeps at most 100,000 records or 5 MiB per partition. */
@@ -535,6 +543,7 @@ int main(int argc, char **argv)
                 PARTITIONS * 40000, MAX_RUNS);
         return 2;
     }
+    bench_header("bench_pipeline", 1, argc, argv);
     char boot[512] = "";
     /* The input topic and a fresh output topic per run and side. */
     bench_broker_topic("%s:%d:1", IN_TOPIC, PARTITIONS);
@@ -547,8 +556,13 @@ int main(int argc, char **argv)
     rill_gen_t gen = RILL_GEN_DEFAULT;
     gen.value_size = VALUE;
     rill_testkit_opts_t po = {.timeout_ms = 300000};
-    printf("bench_pipeline: producing %" PRIu64 " records of %d bytes over %d partitions to %s\n",
-           n, VALUE, PARTITIONS, boot);
+    char bound[64] = "unbounded";
+    int limit = bench_env_int("BENCH_RAW_MAX_INFLIGHT", RAW_MAX_INFLIGHT);
+    if (limit)
+        snprintf(bound, sizeof(bound), "at most %d", limit);
+    printf("bench_pipeline: %" PRIu64 " records of %d bytes over %d partitions, %d alternating "
+           "runs, raw in flight: %s, broker %s\n",
+           n, VALUE, PARTITIONS, runs, bound, boot);
     fflush(stdout);
     if (rill_testkit_produce_generated(boot, IN_TOPIC, n, &gen, &po, err, sizeof(err)))
         die("produce", err);
@@ -581,12 +595,10 @@ int main(int argc, char **argv)
                x.ok ? "" : " (CHECK FAILED)");
         fflush(stdout);
     }
-    double mrr = bench_median(rr, runs), mbr = bench_median(br, runs);
-    double mrc = bench_median(rc, runs), mbc = bench_median(bc, runs);
     printf("  checks: %s\n", ok ? "every run committed all input offsets and every input record "
                                   "reached the output topic, uppercased"
                                 : "FAILED (see above)");
-    bench_line("pipeline", 0, mrr, mbr, "rec/s");
-    bench_line("pipeline_cost", 1, mrc, mbc, "us/1000rec");
+    bench_summary("pipeline", 0, rr, br, runs, "rec/s");
+    bench_summary("pipeline_cost", 1, rc, bc, runs, "us/1000rec");
     return ok ? 0 : 1;
 }
