@@ -172,6 +172,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_restart [restarts >= 10] [runs 1..50]\n");
         return 2;
     }
+    bench_header("bench_restart", 0, argc, argv);
     size_t cap = (size_t)restarts * (size_t)runs;
     probe_t sup = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
     probe_t base = sup;
