@@ -161,12 +161,18 @@ void bench_summary(const char *name, int decimals, const double *rill, const dou
     spread_line(name, decimals, r, b, per_run(rill, base, runs, 0), 0, unit);
 }
 
+void bench_line_diff(const char *name, int decimals, double rill, double base, const char *unit)
+{
+    printf("bench %s: rill %.*f %s baseline %.*f %s diff %.*f %s\n", name, decimals, rill, unit,
+           decimals, base, unit, decimals, rill - base, unit);
+    fflush(stdout);
+}
+
 void bench_overhead(const char *name, int decimals, const double *rill, const double *base,
                     int runs, const char *unit)
 {
     bench_stats_t r = bench_stats(rill, runs), b = bench_stats(base, runs);
-    printf("bench %s: rill %.*f %s baseline %.*f %s diff %.*f %s\n", name, decimals, r.median, unit,
-           decimals, b.median, unit, decimals, r.median - b.median, unit);
+    bench_line_diff(name, decimals, r.median, b.median, unit);
     spread_line(name, decimals, r, b, per_run(rill, base, runs, 1), 1, unit);
 }
 

@@ -69,6 +69,10 @@ void bench_summary(const char *name, int decimals, const double *rill, const dou
 void bench_overhead(const char *name, int decimals, const double *rill, const double *base,
                     int runs, const char *unit);
 
+/* The result line of an overhead from single values (no runs to spread):
+ *   bench <name>: rill <rill> <unit> baseline <base> <unit> diff <rill - base> <unit> */
+void bench_line_diff(const char *name, int decimals, double rill, double base, const char *unit);
+
 /* Prints the result line of one comparison and flushes stdout:
  *   bench <name>: rill <rill> <unit> baseline <base> <unit> ratio <rill/base>
  * with `decimals` digits after the point for both values, 2 for the ratio. */
