@@ -4,12 +4,15 @@
  * librdkafka loop with the same guarantee, on the same broker and data, in
  * the same run, alternating.
  *
- *   baseline  one thread: rd_kafka_consumer_poll, uppercase the value,
+ *   baseline  one thread: rd_kafka_consume_batch_queue (up to BATCH
+ *             records per call; BENCH_RAW_POLL=poll: one
+ *             rd_kafka_consumer_poll per record), uppercase each value,
  *             rd_kafka_producev to the output topic (same partition) with
  *             the input partition and offset as the message opaque; the
  *             delivery report marks the input offset done, and the
  *             contiguous done prefix of each partition is stored
- *             (rd_kafka_offsets_store) after every producer poll; an async
+ *             (rd_kafka_offsets_store, one list for all partitions)
+ *             after every producer poll (one per batch); an async
  *             commit every 1,000 deliveries, a sync commit at the end; at
  *             most RAW_MAX_INFLIGHT records consumed and not yet delivered
  *             (rill's rill.max.inflight default: the same bound on work in
@@ -73,6 +76,9 @@
 /* The baseline's bound on records consumed and not yet delivered: rill's
  * default rill.max.inflight, the bound of rill's producer. */
 #define RAW_MAX_INFLIGHT 10000
+
+/* The baseline's records per rd_kafka_consume_batch_queue call at most. */
+#define BATCH 1024
 
 static void die(const char *what, const char *why)
 {
@@ -311,10 +317,30 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
     uint64_t limit = (uint64_t)bench_env_int("BENCH_RAW_MAX_INFLIGHT", RAW_MAX_INFLIGHT);
     if (!limit)
         limit = n;
+    const char *mode = getenv("BENCH_RAW_POLL");
+    int batch = !mode || strcmp(mode, "poll");
+    rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(x.cons);
+    rd_kafka_message_t *msgs[BATCH];
     while (x.delivered + x.failed < n) {
-        int room = consumed - x.delivered - x.failed < limit;
-        rd_kafka_message_t *m = consumed < n && room ? rd_kafka_consumer_poll(x.cons, 10) : NULL;
-        if (m && !m->err) {
+        uint64_t busy = consumed - x.delivered - x.failed;
+        int room = busy < limit;
+        ssize_t got = 0;
+        if (consumed < n && room) {
+            if (batch) {
+                /* As many as are there, up to the bound and the batch (a
+                 * short wait for a batch to fill). */
+                uint64_t want = limit - busy < n - consumed ? limit - busy : n - consumed;
+                got = rd_kafka_consume_batch_queue(q, 1, msgs, want < BATCH ? want : BATCH);
+            } else if ((msgs[0] = rd_kafka_consumer_poll(x.cons, 10)) != NULL) {
+                got = 1;
+            }
+        }
+        for (ssize_t i = 0; i < got; i++) {
+            rd_kafka_message_t *m = msgs[i];
+            if (m->err) {
+                rd_kafka_message_destroy(m);
+                continue;
+            }
             track_t *t = &x.parts[m->partition];
             if (t->base < 0)
                 t->base = m->offset;
@@ -332,11 +358,11 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
                 rd_kafka_poll(x.prod, 10); /* the producer's queue is full: wait for reports */
             }
             consumed++;
-        }
-        if (m)
             rd_kafka_message_destroy(m);
+        }
         /* Serve delivery reports (wait for them once everything is
-         * consumed), store the delivered prefixes. */
+         * consumed or the bound is reached), store the delivered
+         * prefixes. */
         rd_kafka_poll(x.prod, consumed < n && room ? 0 : 10);
         raw_store(&x);
         if (x.delivered / 1000 > commits) {
@@ -344,6 +370,7 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
             rd_kafka_commit(x.cons, NULL, 1);
         }
     }
+    rd_kafka_queue_destroy(q);
     raw_store(&x);
     rd_kafka_resp_err_t cerr = rd_kafka_commit(x.cons, NULL, 0);
     if (getenv("BENCH_TRACE"))
@@ -560,9 +587,12 @@ int main(int argc, char **argv)
     int limit = bench_env_int("BENCH_RAW_MAX_INFLIGHT", RAW_MAX_INFLIGHT);
     if (limit)
         snprintf(bound, sizeof(bound), "at most %d", limit);
+    const char *mode = getenv("BENCH_RAW_POLL");
     printf("bench_pipeline: %" PRIu64 " records of %d bytes over %d partitions, %d alternating "
-           "runs, raw in flight: %s, broker %s\n",
-           n, VALUE, PARTITIONS, runs, bound, boot);
+           "runs, raw loop: %s, raw in flight: %s, broker %s\n",
+           n, VALUE, PARTITIONS, runs,
+           mode && !strcmp(mode, "poll") ? "consumer_poll per record" : "consume_batch_queue",
+           bound, boot);
     fflush(stdout);
     if (rill_testkit_produce_generated(boot, IN_TOPIC, n, &gen, &po, err, sizeof(err)))
         die("produce", err);
