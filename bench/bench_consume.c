@@ -207,7 +207,7 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
             uint32_t dirty = 0; /* PARTITIONS <= 32 */
             for (ssize_t i = 0; i < k; i++) {
                 rd_kafka_message_t *m = msgs[i];
-                if (!m->err) {
+                if (!m->err && m->partition >= 0 && m->partition < PARTITIONS) {
                     seen_add(&s, m->partition, m->offset);
                     last[m->partition] = m->offset;
                     dirty |= UINT32_C(1) << m->partition;
