@@ -98,6 +98,16 @@ void bench_header(const char *name, int kafka, int argc, char **argv)
     printf("bench-info machine: %ld cpus, %s, %s %s, host %s\n", sysconf(_SC_NPROCESSORS_ONLN),
            model, u.sysname, u.release, u.nodename);
     printf("bench-info date: %s\n", date);
+    /* How busy the machine was: the benches share 2 cores with others. */
+    char load[64] = "unknown";
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        double l1, l5, l15;
+        if (fscanf(f, "%lf %lf %lf", &l1, &l5, &l15) == 3)
+            snprintf(load, sizeof(load), "%.2f %.2f %.2f", l1, l5, l15);
+        fclose(f);
+    }
+    printf("bench-info load: %s\n", load);
     printf("bench-info args: %s\n", used ? args : "(defaults)");
     fflush(stdout);
 }

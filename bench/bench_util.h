@@ -38,6 +38,7 @@ double bench_median(double *v, int n);
  *   bench-info librdkafka: <rd_kafka_version_str() at run time>
  *   bench-info machine: <nproc> cpus, <model name>, <kernel>, host <hostname>
  *   bench-info date: <UTC, ISO 8601>
+ *   bench-info load: <1, 5 and 15 minute load averages at the start>
  *   bench-info args: <the command line after the program name>
  * The librdkafka line only for a Kafka bench (`kafka` nonzero). */
 void bench_header(const char *name, int kafka, int argc, char **argv);
