@@ -241,6 +241,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_actor [messages >= 1000] [runs 1..50]\n");
         return 2;
     }
+    bench_header("bench_actor", 0, argc, argv);
     uint64_t n_pp = n / 20;
     const char *only = argc > 3 ? argv[3] : NULL;
     if (only) {

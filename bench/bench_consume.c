@@ -1,25 +1,51 @@
 /*
  * bench_consume: consume -> confirm -> commit through a rill pipeline,
- * against a raw librdkafka consumer with the same guarantees, on the same
- * broker and data, in the same run, alternating.
+ * against a raw librdkafka consumer with the same guarantee (at least
+ * once: an offset is stored only after its record was processed, commits
+ * async every COMMIT_EVERY records and sync at the end), on the same
+ * broker and data, in the same run, alternating which side goes first.
  *
- *   baseline  a poll loop: rd_kafka_consumer_poll, rd_kafka_offsets_store
- *             of offset + 1 after each record, an async commit every 1,000
+ *   baseline  what a librdkafka expert writes: batched polls
+ *             (rd_kafka_consume_batch_queue on the consumer queue, up to
+ *             BATCH records per call), then per partition the last
+ *             processed offset of the batch stored with
+ *             rd_kafka_offset_store (no allocation), an async commit
+ *             every COMMIT_EVERY records. BENCH_RAW_POLL=poll uses an
+ *             rd_kafka_consumer_poll loop instead, storing every record's
+ *             offset with rd_kafka_offset_store (measured slower, see
+ *             docs/benchmarks.md)
  *   rill      a pipeline: rill_kafka_source -> rill_sink_foreach, whose
  *             RILL_OK confirms every record; commits driven by rill
- *             (defaults); the clock stops when the pipeline has stopped,
- *             after its final commit
+ *             (defaults: async every 1,000 confirms or 1 s)
  *
- * The broker is a separate `rill-broker` process, so this process's CPU
- * time (getrusage: user + sys, librdkafka's threads included) is the
+ * Both clocks run from nothing (the client not yet created) to the end of
+ * the final sync commit and the consumer's close. Both clients keep
+ * librdkafka's prefetch defaults except where rill sets its own
+ * (queued.max.messages.kbytes; BENCH_RAW_CONF can give the raw consumer the
+ * same). The broker is a separate `rill-broker` process, so this process's
+ * CPU time (getrusage: user + sys, librdkafka's threads included) is the
  * client's alone. Data: RECORDS records of VALUE bytes over PARTITIONS
  * partitions (the mock keeps at most 5 MiB per partition: 1,000,000 x 100
  * bytes over 32 partitions stays under it). Both read every partition from
- * its first offset, without a group join.
+ * its first offset, without a group join, under a fresh group per run.
  *
- * usage: bench_consume [records, default 1000000] [runs, default 3]
+ * Checks after each run (untimed): the side saw every record of every
+ * partition exactly once and in order (no gap, no duplicate, nothing more)
+ * and the group's committed offsets, read back with a fresh client, are the
+ * partitions' end offsets. A failed check prints why and makes the exit
+ * status 1.
+ *
+ * Experiments (the reported runs set none of these): BENCH_ONLY=rill|raw
+ * runs one side; BENCH_RAW_POLL=poll|batch; BENCH_RAW_CONF and
+ * BENCH_RILL_CONSUMER_CONF="key=value,..." add client properties;
+ * BENCH_STATS=1 prints rill's consumer counters; BENCH_TRACE=1 prints a
+ * timeline of them every 50 ms, per-thread CPU, and the raw side's
+ * consumer-queue length.
+ *
+ * usage: bench_consume [records, default 1000000] [runs, default 5]
  *                      [path to rill-broker, default: next to this binary]
  */
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -33,13 +59,102 @@
 
 #include "bench_util.h"
 
-#define PARTITIONS 32
-#define VALUE      100
+#define PARTITIONS   32
+#define VALUE        100
+#define TOPIC        "bench"
+#define MAX_RUNS     20
+#define BATCH        1024 /* records per rd_kafka_consume_batch_queue call */
+#define COMMIT_EVERY 1000 /* rill's default rill.commit.count */
 
 typedef struct result {
     double rate; /* records/s */
     double cost; /* CPU us per 1,000 records */
+    int ok;      /* the checks passed */
 } result_t;
+
+static void die(const char *what, const char *why)
+{
+    fprintf(stderr, "bench_consume: %s: %s\n", what, why);
+    exit(1);
+}
+
+/* The partitions' end offsets (what a full read must commit), read once. */
+static int64_t ends[PARTITIONS];
+
+/* ---- checks, the same for both sides ---- */
+
+/* What a side saw: the next offset expected per partition. Single writer. */
+typedef struct seen {
+    int64_t next[PARTITIONS];
+    uint64_t records, out_of_order; /* out_of_order: gaps, duplicates, strangers */
+} seen_t;
+
+static void seen_add(seen_t *s, int32_t partition, int64_t offset)
+{
+    s->records++;
+    if (partition < 0 || partition >= PARTITIONS || offset != s->next[partition]) {
+        s->out_of_order++;
+        return;
+    }
+    s->next[partition] = offset + 1;
+}
+
+static rd_kafka_t *plain_consumer(const char *boot, const char *group)
+{
+    char err[512];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(c, "bootstrap.servers", boot, err, sizeof(err)) ||
+        rd_kafka_conf_set(c, "group.id", group, err, sizeof(err)))
+        die("check client", err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
+    if (!rk)
+        die("check client", err);
+    return rk;
+}
+
+static void read_ends(const char *boot)
+{
+    rd_kafka_t *rk = plain_consumer(boot, "bench-ends");
+    for (int p = 0; p < PARTITIONS; p++) {
+        int64_t lo, hi;
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, TOPIC, p, &lo, &hi, 10000);
+        if (e)
+            die("end offsets", rd_kafka_err2str(e));
+        ends[p] = hi;
+    }
+    rd_kafka_destroy(rk);
+}
+
+/* Every record once, in order, nothing more; the group's commits at the
+ * ends. Prints what failed. */
+static int check(const char *boot, const char *group, const seen_t *s, uint64_t n, const char *side)
+{
+    int ok = s->records == n && !s->out_of_order, missing = 0, uncommitted = 0;
+    for (int p = 0; p < PARTITIONS; p++)
+        missing += s->next[p] != ends[p];
+    rd_kafka_t *rk = plain_consumer(boot, group);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTITIONS);
+    for (int p = 0; p < PARTITIONS; p++)
+        rd_kafka_topic_partition_list_add(l, TOPIC, p);
+    rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, 10000);
+    for (int i = 0; i < l->cnt; i++)
+        uncommitted += e || l->elems[i].err || l->elems[i].offset != ends[l->elems[i].partition];
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+    ok = ok && !missing && !uncommitted;
+    if (!ok || getenv("BENCH_VERBOSE"))
+        printf("    %s check: %" PRIu64 " of %" PRIu64 " records, %" PRIu64
+               " out of order or duplicated, %d partitions not read to the end, %d not "
+               "committed at the end%s\n",
+               side, s->records, n, s->out_of_order, missing, uncommitted, ok ? "" : "  FAILED");
+    return ok;
+}
+
+/* The setter bench_conf_from_env() uses for the raw consumer's properties. */
+static int raw_set(void *c, const char *k, const char *v, char *e, size_t es)
+{
+    return rd_kafka_conf_set(c, k, v, e, es) != RD_KAFKA_CONF_OK;
+}
 
 /* ---- baseline: raw librdkafka ---- */
 
@@ -51,12 +166,12 @@ static rd_kafka_t *raw_consumer(const char *boot, const char *group)
         "bootstrap.servers",        boot,    "group.id", group, "enable.auto.commit", "false",
         "enable.auto.offset.store", "false", NULL};
     for (int i = 0; kv[i]; i += 2)
-        rd_kafka_conf_set(c, kv[i], kv[i + 1], err, sizeof(err));
+        if (rd_kafka_conf_set(c, kv[i], kv[i + 1], err, sizeof(err)))
+            die("raw config", err);
+    bench_conf_from_env("bench_consume", c, "BENCH_RAW_CONF", raw_set);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
-    if (!rk) {
-        fprintf(stderr, "bench_consume: %s\n", err);
-        exit(1);
-    }
+    if (!rk)
+        die("raw consumer", err);
     rd_kafka_poll_set_consumer(rk);
     return rk;
 }
@@ -65,38 +180,86 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
 {
     char group[64];
     snprintf(group, sizeof(group), "raw-%d", run);
+    const char *mode = getenv("BENCH_RAW_POLL");
+    int batch = !mode || strcmp(mode, "poll");
+    int trace = getenv("BENCH_TRACE") != NULL;
+    seen_t s;
+    memset(&s, 0, sizeof(s));
+    double t0 = bench_now_s(), c0 = bench_cpu_us(), t_trace = t0;
     rd_kafka_t *rk = raw_consumer(boot, group);
+    /* One topic handle for rd_kafka_offset_store, made once. */
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, TOPIC, NULL);
+    rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(rk);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTITIONS);
     for (int p = 0; p < PARTITIONS; p++)
-        rd_kafka_topic_partition_list_add(l, "bench", p)->offset = 0;
-    double t0 = bench_now_s(), c0 = bench_cpu_us();
+        rd_kafka_topic_partition_list_add(l, TOPIC, p)->offset = 0;
     rd_kafka_assign(rk, l);
-    uint64_t got = 0;
-    while (got < n) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
-        if (!m)
-            continue;
-        if (!m->err) {
-            rd_kafka_topic_partition_list_t *o = rd_kafka_topic_partition_list_new(1);
-            rd_kafka_topic_partition_list_add(o, "bench", m->partition)->offset = m->offset + 1;
-            rd_kafka_offsets_store(rk, o);
-            rd_kafka_topic_partition_list_destroy(o);
-            if (++got % 1000 == 0)
-                rd_kafka_commit(rk, NULL, 1);
-        }
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_commit(rk, NULL, 0);
-    double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
     rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_message_t *msgs[BATCH];
+    uint64_t got = 0, commits = 0;
+    while (got < n) {
+        if (batch) {
+            /* Waits until the batch is full or the timeout: never ask for
+             * more than is left, or the last call waits out the timeout. */
+            size_t want = n - got < BATCH ? (size_t)(n - got) : BATCH;
+            ssize_t k = rd_kafka_consume_batch_queue(q, 100, msgs, want);
+            int64_t last[PARTITIONS];
+            uint32_t dirty = 0; /* PARTITIONS <= 32 */
+            for (ssize_t i = 0; i < k; i++) {
+                rd_kafka_message_t *m = msgs[i];
+                if (!m->err && m->partition >= 0 && m->partition < PARTITIONS) {
+                    seen_add(&s, m->partition, m->offset);
+                    last[m->partition] = m->offset;
+                    dirty |= UINT32_C(1) << m->partition;
+                    got++;
+                }
+                rd_kafka_message_destroy(m);
+            }
+            /* The batch is processed: store each partition's last offset
+             * (rd_kafka_offset_store stores offset + 1). */
+            for (int p = 0; dirty; p++, dirty >>= 1)
+                if (dirty & 1)
+                    rd_kafka_offset_store(rkt, p, last[p]);
+        } else {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+            if (!m)
+                continue;
+            if (!m->err) {
+                seen_add(&s, m->partition, m->offset);
+                rd_kafka_offset_store(m->rkt, m->partition, m->offset);
+                got++;
+            }
+            rd_kafka_message_destroy(m);
+        }
+        if (got / COMMIT_EVERY > commits) {
+            commits = got / COMMIT_EVERY;
+            rd_kafka_commit(rk, NULL, 1);
+        }
+        if (trace && bench_now_s() - t_trace >= 0.05) {
+            t_trace = bench_now_s();
+            fprintf(stderr, "  raw %.2fs got %" PRIu64 " queue %zu\n", t_trace - t0, got,
+                    rd_kafka_queue_length(q));
+        }
+    }
+    rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+    if (trace)
+        bench_thread_cpu("raw at the end");
+    rd_kafka_queue_destroy(q);
+    rd_kafka_topic_destroy(rkt);
     rd_kafka_consumer_close(rk);
+    double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
     rd_kafka_destroy(rk);
-    return (result_t){(double)n / dt, cpu / ((double)n / 1000.0)};
+    if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        fprintf(stderr, "bench_consume: raw final commit: %s\n", rd_kafka_err2str(cerr));
+    result_t r = {(double)n / dt, cpu / ((double)n / 1000.0), 0};
+    r.ok = check(boot, group, &s, n, "raw");
+    return r;
 }
 
 /* ---- rill ---- */
 
 typedef struct sink_state {
+    seen_t seen; /* written by the sink's actor only; read after the stop */
     _Atomic uint64_t got;
     uint64_t n;
     pthread_mutex_t lock;
@@ -108,6 +271,9 @@ typedef struct sink_state {
 static rill_err_t count_each(void *opaque, rill_elem_t *e)
 {
     sink_state_t *s = opaque;
+    const rd_kafka_message_t *m = rill_record(e);
+    if (m)
+        seen_add(&s->seen, m->partition, m->offset);
     rill_elem_release(e);
     if (atomic_fetch_add_explicit(&s->got, 1, memory_order_relaxed) + 1 == s->n) {
         pthread_mutex_lock(&s->lock);
@@ -118,16 +284,31 @@ static rill_err_t count_each(void *opaque, rill_elem_t *e)
     return RILL_OK;
 }
 
-static void die(const char *what, const char *why)
+static int consumer_set(void *c, const char *k, const char *v, char *e, size_t es)
 {
-    fprintf(stderr, "bench_consume: %s: %s\n", what, why);
-    exit(1);
+    return rill_consumer_conf_set(c, k, v, e, es);
+}
+
+static void print_stats(const char *when, double t, const rill_consumer_stats_t *cs)
+{
+    fprintf(stderr,
+            "  rill %s%.2fs polled %" PRIu64 " emitted %" PRIu64 " confirmed %" PRIu64
+            " buffered %u (max %u) unconfirmed %u paused %d pauses %" PRIu64 " blocked %" PRIu64
+            " committed %" PRIu64 "\n",
+            when, t, cs->polled, cs->emitted, cs->confirmed, cs->buffered, cs->buffered_max,
+            cs->unconfirmed, cs->paused, cs->pauses, cs->blocked_episodes, cs->committed);
 }
 
 static result_t run_rill(const char *boot, uint64_t n, int run)
 {
     char err[512], group[64];
     snprintf(group, sizeof(group), "rill-%d", run);
+    int trace = getenv("BENCH_TRACE") != NULL;
+    sink_state_t s;
+    memset(&s, 0, sizeof(s));
+    s.n = n;
+    pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.cond, NULL);
     double t0 = bench_now_s(), c0 = bench_cpu_us();
     rill_system_t *sys = rill_system_new(&(rill_system_opts_t){.executors = 2}, err, sizeof(err));
     if (!sys || rill_system_start(sys))
@@ -137,11 +318,9 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
         rill_consumer_conf_set(c, "group.id", group, err, sizeof(err)))
         die("rill consumer config", err);
     for (int p = 0; p < PARTITIONS; p++)
-        if (rill_consumer_conf_assign(c, "bench", p, 0, err, sizeof(err)))
+        if (rill_consumer_conf_assign(c, TOPIC, p, 0, err, sizeof(err)))
             die("rill consumer config", err);
-    sink_state_t s = {.n = n};
-    pthread_mutex_init(&s.lock, NULL);
-    pthread_cond_init(&s.cond, NULL);
+    bench_conf_from_env("bench_consume", c, "BENCH_RILL_CONSUMER_CONF", consumer_set);
     rill_stage_opts_t co = {.executor = RILL_EXECUTOR(0)},
                       so = {.executor = RILL_EXECUTOR(1), .mailbox_capacity = 1024};
     rill_pipeline_t *p = rill_pipeline_new(sys, "consume");
@@ -150,71 +329,113 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
     if (rill_pipeline_start(p, err, sizeof(err)))
         die("rill pipeline", err);
     pthread_mutex_lock(&s.lock);
-    while (!s.done)
-        pthread_cond_wait(&s.cond, &s.lock);
-    pthread_mutex_unlock(&s.lock);
-    if (getenv("BENCH_STATS")) {
+    while (!s.done) {
+        if (!trace) {
+            pthread_cond_wait(&s.cond, &s.lock);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s.cond, &s.lock, &ts);
+        pthread_mutex_unlock(&s.lock);
         rill_consumer_stats_t cs;
         if (rill_consumer_stats(sys, rill_pipeline_stage(p, 0), &cs) == RILL_OK)
-            fprintf(stderr,
-                    "  rill consumer: polled %llu pauses %llu buffered_max %u committed %llu\n",
-                    (unsigned long long)cs.polled, (unsigned long long)cs.pauses, cs.buffered_max,
-                    (unsigned long long)cs.committed);
+            print_stats("", bench_now_s() - t0, &cs);
+        pthread_mutex_lock(&s.lock);
     }
-    /* The stop makes the final commit, as the baseline does. */
+    pthread_mutex_unlock(&s.lock);
+    rill_consumer_stats_t cs;
+    if ((getenv("BENCH_STATS") || trace) &&
+        rill_consumer_stats(sys, rill_pipeline_stage(p, 0), &cs) == RILL_OK)
+        print_stats("at the end ", bench_now_s() - t0, &cs);
+    if (trace)
+        bench_thread_cpu("rill at the end");
+    /* The stop makes the final commit and closes the consumer, as the
+     * baseline does. */
     rill_pipeline_result_t res;
     rill_pipeline_stop(p);
     rill_pipeline_wait(p, -1, &res);
     double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
-    if (res.end != RILL_PIPELINE_STOPPED)
-        die("rill pipeline ended", res.text);
+    int ok = res.end == RILL_PIPELINE_STOPPED;
+    if (!ok)
+        printf("    rill: the pipeline ended: %s %s\n", res.stage, res.text);
     rill_pipeline_destroy(p);
     rill_system_stop(sys, 10000);
     rill_system_destroy(sys);
     pthread_cond_destroy(&s.cond);
     pthread_mutex_destroy(&s.lock);
-    return (result_t){(double)n / dt, cpu / ((double)n / 1000.0)};
+    result_t r = {(double)n / dt, cpu / ((double)n / 1000.0), 0};
+    r.ok = check(boot, group, &s.seen, n, "rill") && ok;
+    return r;
 }
 
 int main(int argc, char **argv)
 {
     uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
-    int runs = argc > 2 ? atoi(argv[2]) : 3;
+    int runs = argc > 2 ? atoi(argv[2]) : 5;
     char bin[PATH_MAX];
     bench_broker_path(argc > 3 ? argv[3] : NULL, bin, sizeof(bin));
-    if (n < 1000 || runs < 1 || runs > 20) {
-        fprintf(stderr, "usage: bench_consume [records >= 1000] [runs 1..20] [rill-broker]\n");
+    /* The mock keeps at most 100,000 records or 5 MiB per partition. */
+    if (n < 1000 || n > (uint64_t)PARTITIONS * 40000 || runs < 1 || runs > MAX_RUNS) {
+        fprintf(stderr, "usage: bench_consume [records 1000..%d] [runs 1..%d] [rill-broker]\n",
+                PARTITIONS * 40000, MAX_RUNS);
         return 2;
     }
+    bench_header("bench_consume", 1, argc, argv);
     char boot[512] = "";
-    bench_broker_topic("bench:%d:1", PARTITIONS);
+    bench_broker_topic(TOPIC ":%d:1", PARTITIONS);
     bench_broker_start("bench_consume", bin, boot, sizeof(boot));
     char err[512];
     rill_gen_t gen = RILL_GEN_DEFAULT;
     gen.value_size = VALUE;
     rill_testkit_opts_t po = {.timeout_ms = 300000};
-    printf("bench_consume: producing %llu records of %d bytes over %d partitions to %s\n",
-           (unsigned long long)n, VALUE, PARTITIONS, boot);
+    const char *mode = getenv("BENCH_RAW_POLL");
+    printf("bench_consume: %" PRIu64 " records of %d bytes over %d partitions, %d alternating "
+           "runs, raw loop: %s, broker %s\n",
+           n, VALUE, PARTITIONS, runs,
+           mode && !strcmp(mode, "poll") ? "consumer_poll + offset_store per record"
+                                         : "consume_batch_queue + offset_store per batch",
+           boot);
     fflush(stdout);
-    if (rill_testkit_produce_generated(boot, "bench", n, &gen, &po, err, sizeof(err))) {
-        fprintf(stderr, "bench_consume: produce: %s\n", err);
-        return 1;
-    }
-    double rr[20], rc[20], br[20], bc[20];
+    if (rill_testkit_produce_generated(boot, TOPIC, n, &gen, &po, err, sizeof(err)))
+        die("produce", err);
+    read_ends(boot);
+    double rr[MAX_RUNS], rc[MAX_RUNS], br[MAX_RUNS], bc[MAX_RUNS];
+    int ok = 1;
+    const char *only = getenv("BENCH_ONLY"); /* "rill" or "raw": for profiling one side */
     for (int r = 0; r < runs; r++) {
-        result_t b = run_raw(boot, n, r);
-        result_t x = run_rill(boot, n, r);
+        result_t b = {1, 1, 1}, x = b;
+        if (only) {
+            if (!strcmp(only, "rill"))
+                x = run_rill(boot, n, r);
+            else
+                b = run_raw(boot, n, r);
+        } else if (r % 2 == 0) {
+            b = run_raw(boot, n, r);
+            x = run_rill(boot, n, r);
+        } else {
+            x = run_rill(boot, n, r);
+            b = run_raw(boot, n, r);
+        }
+        ok = ok && b.ok && x.ok;
         br[r] = b.rate;
         bc[r] = b.cost;
         rr[r] = x.rate;
         rc[r] = x.cost;
-        printf("  run %d: raw %.0f rec/s %.0f us/1k cpu | rill %.0f rec/s %.0f us/1k cpu\n", r + 1,
-               b.rate, b.cost, x.rate, x.cost);
+        printf("  run %d: raw %.0f rec/s %.0f us/1k cpu%s | rill %.0f rec/s %.0f us/1k cpu%s\n",
+               r + 1, b.rate, b.cost, b.ok ? "" : " (CHECK FAILED)", x.rate, x.cost,
+               x.ok ? "" : " (CHECK FAILED)");
         fflush(stdout);
     }
-    double mrr = bench_median(rr, runs), mbr = bench_median(br, runs);
-    double mrc = bench_median(rc, runs), mbc = bench_median(bc, runs);
-    bench_line("consume", 0, mrr, mbr, "records/s");
-    bench_line("consume_cost", 1, mrc, mbc, "us/1000");
-    return 0;
+    printf("  checks: %s\n", ok ? "every run read every record once, in order, and committed "
+                                  "every partition's end offset"
+                                : "FAILED (see above)");
+    bench_summary("consume", 0, rr, br, runs, "records/s");
+    bench_summary("consume_cost", 1, rc, bc, runs, "us/1000");
+    return ok ? 0 : 1;
 }

@@ -4,13 +4,20 @@
  * librdkafka loop with the same guarantee, on the same broker and data, in
  * the same run, alternating.
  *
- *   baseline  one thread: rd_kafka_consumer_poll, uppercase the value,
+ *   baseline  one thread: rd_kafka_consume_batch_queue (up to BATCH
+ *             records per call; BENCH_RAW_POLL=poll: one
+ *             rd_kafka_consumer_poll per record), uppercase each value,
  *             rd_kafka_producev to the output topic (same partition) with
  *             the input partition and offset as the message opaque; the
  *             delivery report marks the input offset done, and the
  *             contiguous done prefix of each partition is stored
- *             (rd_kafka_offsets_store) after every producer poll; an async
- *             commit every 1,000 deliveries, a sync commit at the end
+ *             (rd_kafka_offsets_store, one list for all partitions)
+ *             after every producer poll (one per batch); an async
+ *             commit every 1,000 deliveries, a sync commit at the end; at
+ *             most RAW_MAX_INFLIGHT records consumed and not yet delivered
+ *             (rill's rill.max.inflight default: the same bound on work in
+ *             flight as rill's producer; BENCH_RAW_MAX_INFLIGHT=0 lifts it,
+ *             leaving only librdkafka's producer queue of 100,000)
  *   rill      a pipeline: rill_kafka_source -> map stage (uppercase into
  *             a produce request; the stage carries the input record's
  *             origin to it) -> rill_kafka_sink; the delivery confirms the
@@ -38,11 +45,10 @@
  * runs one side; BENCH_STATS=1 prints rill's counters; BENCH_TRACE=1 a
  * timeline and per-thread CPU; BENCH_RILL_CONSUMER_CONF and
  * BENCH_RILL_PRODUCER_CONF="key=value,..." add rill properties;
- * BENCH_RAW_MAX_INFLIGHT bounds the baseline's records in flight as rill's
- * pipeline is bounded; BENCH_WARM_MS; BENCH_EX_CONSUMER, BENCH_EX_MAP,
- * BENCH_EX_PRODUCER place the stages on executors.
+ * BENCH_RAW_MAX_INFLIGHT sets the baseline's bound (0: none); BENCH_WARM_MS; BENCH_EX_CONSUMER,
+ * BENCH_EX_MAP, BENCH_EX_PRODUCER place the stages on executors.
  *
- * usage: bench_pipeline [records, default 300000] [runs, default 3]
+ * usage: bench_pipeline [records, default 300000] [runs, default 5]
  *                       [path to rill-broker, default: next to this binary]
  */
 #include <ctype.h>
@@ -66,6 +72,13 @@
 #define MAX_RUNS   20
 #define IN_TOPIC   "pin"
 #define LINGER_MS  "5"
+
+/* The baseline's bound on records consumed and not yet delivered: rill's
+ * default rill.max.inflight, the bound of rill's producer. */
+#define RAW_MAX_INFLIGHT 10000
+
+/* The baseline's records per rd_kafka_consume_batch_queue call at most. */
+#define BATCH 1024
 
 static void die(const char *what, const char *why)
 {
@@ -176,32 +189,6 @@ static int check_output(const char *boot, const char *topic, const char *group, 
                ok ? "" : "  FAILED");
     rill_consumed_destroy(out);
     return ok;
-}
-
-/* Trace mode: each thread's CPU time (ms) so far, "name/tid=ms ...". */
-static void thread_cpu(const char *when)
-{
-    char line[4096] = "";
-    size_t used = 0;
-    for (int tid = getpid(); tid < getpid() + 100000 && used < sizeof(line) - 64; tid++) {
-        char path[64], buf[512];
-        snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t len = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        char *open = strchr(buf, '('), *close = strrchr(buf, ')');
-        unsigned long ut = 0, st = 0;
-        if (!open || !close ||
-            sscanf(close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-            continue;
-        *close = '\0';
-        used += (size_t)snprintf(line + used, sizeof(line) - used, " %s/%d=%lu", open + 1, tid,
-                                 (ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
-    }
-    fprintf(stderr, "  threads %s:%s\n", when, line);
 }
 
 /* ---- baseline: raw librdkafka ---- */
@@ -326,13 +313,34 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
     rd_kafka_topic_partition_list_destroy(l);
     uint64_t consumed = 0, commits = 0;
     char buf[4096];
-    /* Experiments only: bound the records in flight as rill does. */
-    uint64_t limit =
-        getenv("BENCH_RAW_MAX_INFLIGHT") ? strtoull(getenv("BENCH_RAW_MAX_INFLIGHT"), NULL, 10) : n;
+    /* Bound the records in flight as rill's producer is bounded. */
+    uint64_t limit = (uint64_t)bench_env_int("BENCH_RAW_MAX_INFLIGHT", RAW_MAX_INFLIGHT);
+    if (!limit)
+        limit = n;
+    const char *mode = getenv("BENCH_RAW_POLL");
+    int batch = !mode || strcmp(mode, "poll");
+    rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(x.cons);
+    rd_kafka_message_t *msgs[BATCH];
     while (x.delivered + x.failed < n) {
-        int room = consumed - x.delivered - x.failed < limit;
-        rd_kafka_message_t *m = consumed < n && room ? rd_kafka_consumer_poll(x.cons, 10) : NULL;
-        if (m && !m->err) {
+        uint64_t busy = consumed - x.delivered - x.failed;
+        int room = busy < limit;
+        ssize_t got = 0;
+        if (consumed < n && room) {
+            if (batch) {
+                /* As many as are there, up to the bound and the batch (a
+                 * short wait for a batch to fill). */
+                uint64_t want = limit - busy < n - consumed ? limit - busy : n - consumed;
+                got = rd_kafka_consume_batch_queue(q, 1, msgs, want < BATCH ? want : BATCH);
+            } else if ((msgs[0] = rd_kafka_consumer_poll(x.cons, 10)) != NULL) {
+                got = 1;
+            }
+        }
+        for (ssize_t i = 0; i < got; i++) {
+            rd_kafka_message_t *m = msgs[i];
+            if (m->err) {
+                rd_kafka_message_destroy(m);
+                continue;
+            }
             track_t *t = &x.parts[m->partition];
             if (t->base < 0)
                 t->base = m->offset;
@@ -350,11 +358,11 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
                 rd_kafka_poll(x.prod, 10); /* the producer's queue is full: wait for reports */
             }
             consumed++;
-        }
-        if (m)
             rd_kafka_message_destroy(m);
+        }
         /* Serve delivery reports (wait for them once everything is
-         * consumed), store the delivered prefixes. */
+         * consumed or the bound is reached), store the delivered
+         * prefixes. */
         rd_kafka_poll(x.prod, consumed < n && room ? 0 : 10);
         raw_store(&x);
         if (x.delivered / 1000 > commits) {
@@ -362,10 +370,11 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
             rd_kafka_commit(x.cons, NULL, 1);
         }
     }
+    rd_kafka_queue_destroy(q);
     raw_store(&x);
     rd_kafka_resp_err_t cerr = rd_kafka_commit(x.cons, NULL, 0);
     if (getenv("BENCH_TRACE"))
-        thread_cpu("raw at the end");
+        bench_thread_cpu("raw at the end");
     double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
     if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
         fprintf(stderr, "bench_pipeline: raw final commit: %s\n", rd_kafka_err2str(cerr));
@@ -521,7 +530,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
     rill_consumer_stats(sys, consumer, &cs);
     rill_producer_stats(sys, prod, &ps);
     if (getenv("BENCH_TRACE"))
-        thread_cpu("at the end");
+        bench_thread_cpu("at the end");
     if (getenv("BENCH_STATS"))
         fprintf(stderr,
                 "  rill consumer: polled %" PRIu64 " pauses %" PRIu64 " buffered_max %u committed "
@@ -550,7 +559,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
 int main(int argc, char **argv)
 {
     uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 300000;
-    int runs = argc > 2 ? atoi(argv[2]) : 3;
+    int runs = argc > 2 ? atoi(argv[2]) : 5;
     char bin[PATH_MAX];
     bench_broker_path(argc > 3 ? argv[3] : NULL, bin, sizeof(bin));
     /* The mock keeps at most 100,000 records or 5 MiB per partition. */
@@ -561,6 +570,7 @@ int main(int argc, char **argv)
                 PARTITIONS * 40000, MAX_RUNS);
         return 2;
     }
+    bench_header("bench_pipeline", 1, argc, argv);
     char boot[512] = "";
     /* The input topic and a fresh output topic per run and side. */
     bench_broker_topic("%s:%d:1", IN_TOPIC, PARTITIONS);
@@ -573,8 +583,16 @@ int main(int argc, char **argv)
     rill_gen_t gen = RILL_GEN_DEFAULT;
     gen.value_size = VALUE;
     rill_testkit_opts_t po = {.timeout_ms = 300000};
-    printf("bench_pipeline: producing %" PRIu64 " records of %d bytes over %d partitions to %s\n",
-           n, VALUE, PARTITIONS, boot);
+    char bound[64] = "unbounded";
+    int limit = bench_env_int("BENCH_RAW_MAX_INFLIGHT", RAW_MAX_INFLIGHT);
+    if (limit)
+        snprintf(bound, sizeof(bound), "at most %d", limit);
+    const char *mode = getenv("BENCH_RAW_POLL");
+    printf("bench_pipeline: %" PRIu64 " records of %d bytes over %d partitions, %d alternating "
+           "runs, raw loop: %s, raw in flight: %s, broker %s\n",
+           n, VALUE, PARTITIONS, runs,
+           mode && !strcmp(mode, "poll") ? "consumer_poll per record" : "consume_batch_queue",
+           bound, boot);
     fflush(stdout);
     if (rill_testkit_produce_generated(boot, IN_TOPIC, n, &gen, &po, err, sizeof(err)))
         die("produce", err);
@@ -607,12 +625,10 @@ int main(int argc, char **argv)
                x.ok ? "" : " (CHECK FAILED)");
         fflush(stdout);
     }
-    double mrr = bench_median(rr, runs), mbr = bench_median(br, runs);
-    double mrc = bench_median(rc, runs), mbc = bench_median(bc, runs);
     printf("  checks: %s\n", ok ? "every run committed all input offsets and every input record "
                                   "reached the output topic, uppercased"
                                 : "FAILED (see above)");
-    bench_line("pipeline", 0, mrr, mbr, "rec/s");
-    bench_line("pipeline_cost", 1, mrc, mbc, "us/1000rec");
+    bench_summary("pipeline", 0, rr, br, runs, "rec/s");
+    bench_summary("pipeline_cost", 1, rc, bc, runs, "us/1000rec");
     return ok ? 0 : 1;
 }

@@ -295,6 +295,7 @@ int main(int argc, char **argv)
                 MAX_RESTARTS, MAX_RESTARTS);
         return 2;
     }
+    bench_header("bench_restart_kafka", 1, argc, argv);
     char boot[512] = "";
     bench_broker_topic("%s:%d:1", TOPIC, PARTITIONS);
     bench_broker_start("bench_restart_kafka", bin, boot, sizeof(boot));

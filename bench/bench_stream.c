@@ -144,6 +144,7 @@ int main(int argc, char **argv)
                 MAX_RUNS);
         return 2;
     }
+    bench_header("bench_stream", 0, argc, argv);
     uint32_t pow2 = 1;
     while (pow2 < (uint32_t)mailbox)
         pow2 <<= 1;

@@ -133,6 +133,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_throttle [seconds > 0] [runs 1..%d]\n", MAX_RUNS);
         return 2;
     }
+    bench_header("bench_throttle", 0, argc, argv);
     double r[MAX_RUNS], b[MAX_RUNS];
     for (int i = 0; i < runs; i++) {
         r[i] = run_rill(secs) / RATE;

@@ -8,9 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "bench_commit.h" /* BENCH_COMMIT, generated at build time (CMakeLists.txt) */
 
 double bench_now_s(void)
 {
@@ -51,6 +56,136 @@ double bench_median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+/* The "model name" of /proc/cpuinfo's first processor, "unknown" without. */
+static void cpu_model(char *out, size_t size)
+{
+    snprintf(out, size, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof(line), f)) {
+        char *colon = strchr(line, ':');
+        if (!strncmp(line, "model name", 10) && colon) {
+            colon += strspn(colon + 1, " \t") + 1;
+            colon[strcspn(colon, "\n")] = '\0';
+            snprintf(out, size, "%s", colon);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+void bench_header(const char *name, int kafka, int argc, char **argv)
+{
+    char model[256], date[64], args[1024] = "";
+    cpu_model(model, sizeof(model));
+    struct utsname u;
+    if (uname(&u))
+        memset(&u, 0, sizeof(u));
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    size_t used = 0;
+    for (int i = 1; i < argc && used < sizeof(args) - 1; i++)
+        used +=
+            (size_t)snprintf(args + used, sizeof(args) - used, "%s%s", i > 1 ? " " : "", argv[i]);
+    printf("bench-info bench: %s\n", name);
+    printf("bench-info commit: %s\n", BENCH_COMMIT);
+    if (kafka)
+        printf("bench-info librdkafka: %s\n", rd_kafka_version_str());
+    printf("bench-info machine: %ld cpus, %s, %s %s, host %s\n", sysconf(_SC_NPROCESSORS_ONLN),
+           model, u.sysname, u.release, u.nodename);
+    printf("bench-info date: %s\n", date);
+    /* How busy the machine was: the benches share 2 cores with others. */
+    char load[64] = "unknown";
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        double l1, l5, l15;
+        if (fscanf(f, "%lf %lf %lf", &l1, &l5, &l15) == 3)
+            snprintf(load, sizeof(load), "%.2f %.2f %.2f", l1, l5, l15);
+        fclose(f);
+    }
+    printf("bench-info load: %s\n", load);
+    printf("bench-info args: %s\n", used ? args : "(defaults)");
+    fflush(stdout);
+}
+
+/* The q-quantile (0..1) of sorted s[0..n), linearly interpolated. */
+static double quantile(const double *s, int n, double q)
+{
+    double at = q * (n - 1);
+    int lo = (int)at;
+    return lo + 1 < n ? s[lo] + (s[lo + 1] - s[lo]) * (at - lo) : s[lo];
+}
+
+bench_stats_t bench_stats(const double *v, int n)
+{
+    double s[64];
+    bench_stats_t r = {.n = n};
+    if (n < 1)
+        return r;
+    if (n > (int)(sizeof(s) / sizeof(*s)))
+        n = r.n = (int)(sizeof(s) / sizeof(*s));
+    memcpy(s, v, (size_t)n * sizeof(*s));
+    bench_sort(s, (size_t)n);
+    r.median = quantile(s, n, 0.5);
+    r.min = s[0];
+    r.max = s[n - 1];
+    r.q1 = quantile(s, n, 0.25);
+    r.q3 = quantile(s, n, 0.75);
+    return r;
+}
+
+/* Per-run ratios (or differences, diff nonzero) of rill over baseline. */
+static bench_stats_t per_run(const double *rill, const double *base, int runs, int diff)
+{
+    double v[64];
+    int n = runs < 64 ? runs : 64;
+    for (int i = 0; i < n; i++)
+        v[i] = diff ? rill[i] - base[i] : (base[i] != 0 ? rill[i] / base[i] : 0);
+    return bench_stats(v, n);
+}
+
+static void spread_line(const char *name, int decimals, bench_stats_t r, bench_stats_t b,
+                        bench_stats_t pr, int diff, const char *unit)
+{
+    printf("spread %s: rill %.*f..%.*f (iqr %.*f..%.*f) baseline %.*f..%.*f (iqr %.*f..%.*f) %s, ",
+           name, decimals, r.min, decimals, r.max, decimals, r.q1, decimals, r.q3, decimals, b.min,
+           decimals, b.max, decimals, b.q1, decimals, b.q3, unit);
+    if (diff)
+        printf("diff per run %.*f..%.*f median %.*f %s, %d runs\n", decimals, pr.min, decimals,
+               pr.max, decimals, pr.median, unit, r.n);
+    else
+        printf("ratio per run %.2f..%.2f median %.2f, %d runs\n", pr.min, pr.max, pr.median, r.n);
+    fflush(stdout);
+}
+
+void bench_summary(const char *name, int decimals, const double *rill, const double *base, int runs,
+                   const char *unit)
+{
+    bench_stats_t r = bench_stats(rill, runs), b = bench_stats(base, runs);
+    bench_line_ratio(name, decimals, r.median, b.median, unit,
+                     b.median != 0 ? r.median / b.median : 0);
+    spread_line(name, decimals, r, b, per_run(rill, base, runs, 0), 0, unit);
+}
+
+void bench_line_diff(const char *name, int decimals, double rill, double base, const char *unit)
+{
+    printf("bench %s: rill %.*f %s baseline %.*f %s diff %.*f %s\n", name, decimals, rill, unit,
+           decimals, base, unit, decimals, rill - base, unit);
+    fflush(stdout);
+}
+
+void bench_overhead(const char *name, int decimals, const double *rill, const double *base,
+                    int runs, const char *unit)
+{
+    bench_stats_t r = bench_stats(rill, runs), b = bench_stats(base, runs);
+    bench_line_diff(name, decimals, r.median, b.median, unit);
+    spread_line(name, decimals, r, b, per_run(rill, base, runs, 1), 1, unit);
+}
+
 void bench_line_ratio(const char *name, int decimals, double rill, double base, const char *unit,
                       double ratio)
 {
@@ -89,6 +224,31 @@ void bench_conf_from_env(const char *name, void *conf, const char *var, bench_co
             exit(1);
         }
     }
+}
+
+void bench_thread_cpu(const char *when)
+{
+    char line[4096] = "";
+    size_t used = 0;
+    for (int tid = getpid(); tid < getpid() + 100000 && used < sizeof(line) - 64; tid++) {
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        char *open = strchr(buf, '('), *close = strrchr(buf, ')');
+        unsigned long ut = 0, st = 0;
+        if (!open || !close ||
+            sscanf(close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+            continue;
+        *close = '\0';
+        used += (size_t)snprintf(line + used, sizeof(line) - used, " %s/%d=%lu", open + 1, tid,
+                                 (ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+    }
+    fprintf(stderr, "  threads %s:%s\n", when, line);
 }
 
 /* ---- actor flows ---- */

@@ -30,6 +30,50 @@ void bench_sort(double *v, size_t n);
  * is even). Sorts v in place. */
 double bench_median(double *v, int n);
 
+/* ---- what every bench prints first ----
+ * bench_header() prints, before anything else, one "bench-info" line per
+ * fact that a result depends on, for people and for tools/bench-report:
+ *   bench-info bench: <name>
+ *   bench-info commit: <git describe at build time, "unknown" outside git>
+ *   bench-info librdkafka: <rd_kafka_version_str() at run time>
+ *   bench-info machine: <nproc> cpus, <model name>, <kernel>, host <hostname>
+ *   bench-info date: <UTC, ISO 8601>
+ *   bench-info load: <1, 5 and 15 minute load averages at the start>
+ *   bench-info args: <the command line after the program name>
+ * The librdkafka line only for a Kafka bench (`kafka` nonzero). */
+void bench_header(const char *name, int kafka, int argc, char **argv);
+
+/* Median, extremes and quartiles of n >= 1 values. */
+typedef struct bench_stats {
+    double median, min, max;
+    double q1, q3; /* the interquartile range: q1..q3 (linear interpolation) */
+    int n;
+} bench_stats_t;
+
+/* The statistics of v[0..n) (v is left as it is). */
+bench_stats_t bench_stats(const double *v, int n);
+
+/* The summary of `runs` alternating runs of a comparison: the result line
+ * (bench_line, with the medians of each side and the ratio of the medians),
+ * then its spread:
+ *   spread <name>: rill <min>..<max> (iqr <q1>..<q3>) baseline <min>..<max>
+ *     (iqr <q1>..<q3>) <unit>, ratio per run <min>..<max> median <m>, <n> runs
+ * A zero baseline median gives ratio 0. */
+void bench_summary(const char *name, int decimals, const double *rill, const double *base, int runs,
+                   const char *unit);
+
+/* The summary of an overhead: as bench_summary(), but the result line ends
+ * in the difference of the medians (rill - baseline) instead of a ratio,
+ *   bench <name>: rill <r> <unit> baseline <b> <unit> diff <r - b> <unit>
+ * and the spread line gives the per-run differences. Names end in
+ * "_overhead". */
+void bench_overhead(const char *name, int decimals, const double *rill, const double *base,
+                    int runs, const char *unit);
+
+/* The result line of an overhead from single values (no runs to spread):
+ *   bench <name>: rill <rill> <unit> baseline <base> <unit> diff <rill - base> <unit> */
+void bench_line_diff(const char *name, int decimals, double rill, double base, const char *unit);
+
 /* Prints the result line of one comparison and flushes stdout:
  *   bench <name>: rill <rill> <unit> baseline <base> <unit> ratio <rill/base>
  * with `decimals` digits after the point for both values, 2 for the ratio. */
@@ -104,6 +148,10 @@ typedef int bench_conf_set_fn(void *conf, const char *key, const char *value, ch
  * `conf` through `set`. When `var` is not set, nothing. A malformed list or
  * a refused property prints "<name>: <var>: <why>" and exits with 1. */
 void bench_conf_from_env(const char *name, void *conf, const char *var, bench_conf_set_fn *set);
+
+/* Trace mode: prints on stderr each thread's CPU time (ms) so far,
+ * "  threads <when>: name/tid=ms ...". */
+void bench_thread_cpu(const char *when);
 
 /* The rill-broker binary to run: `path` when not NULL, else
  * ../tools/rill-broker relative to the directory of this executable. */
