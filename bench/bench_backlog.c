@@ -482,9 +482,10 @@ int main(int argc, char **argv)
            n, VALUE, PARTITIONS, boot, warm, backlog, slow_rate, slow_s, runs);
     const char *cc = getenv("BENCH_CONSUMER_CONF"), *rc = getenv("BENCH_RILL_CONF"),
                *arena = getenv("MALLOC_ARENA_MAX");
-    printf("  both: queued.max.messages.kbytes=8192%s%s; rill: defaults%s%s%s%s\n", cc ? "," : "",
-           cc ? cc : "", rc ? ", " : "", rc ? rc : "", arena ? "; MALLOC_ARENA_MAX=" : "",
-           arena ? arena : "");
+    printf("  both consumers: queued.max.messages.kbytes=8192 (rill's default)%s%s; rill: "
+           "defaults%s%s%s%s\n",
+           cc ? ", then " : "", cc ? cc : "", rc ? ", then " : "", rc ? rc : "",
+           arena ? "; MALLOC_ARENA_MAX=" : "", arena ? arena : "");
     fflush(stdout);
     char err[512];
     rill_gen_t gen = RILL_GEN_DEFAULT;
