@@ -64,10 +64,12 @@
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -289,6 +291,9 @@ static void sleep_ms(int ms)
 static int child_main(const char *side, const char *boot, uint64_t n, uint64_t warm,
                       double slow_rate, double slow_s, int run)
 {
+    /* A parent that dies (Ctrl-C, a failed check) takes its child along:
+     * its broker is gone anyway. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     int is_rill = !strcmp(side, "rill");
     int trace = bench_env_int("BENCH_TRACE", 0), trim = bench_env_int("BENCH_TRIM", 0);
     static child_t c;
