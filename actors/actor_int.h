@@ -219,6 +219,12 @@ struct rill__executor {
     /* Settle notices of origins released on this thread, sent at the end
      * of each actor turn (origin.c); owner thread only. */
     rill__settle_acc_t *settle;
+    /* Adaptive idle spin (executor.c), owner thread only: the average idle
+     * gap, idle periods so far, and when the executor went to sleep (0
+     * while it runs). */
+    int64_t gap_avg_ns;
+    uint64_t idle_periods;
+    int64_t idle_since_ns;
 };
 
 /* ---- name registry -------------------------------------------------- */
