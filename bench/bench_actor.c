@@ -9,6 +9,8 @@
  *   actor_pingpong  round trips between two actors on different executors
  *                   (baseline: two SPSC rings between two spinning threads)
  *   actor_fanin2    two sources (executor 0) -> one sink (executor 1)
+ *   actor_hop_batch actor_hop with the source sending up to BATCH messages
+ *                   per rill_tell_batch (one CAS per batch, not per message)
  *   actor_paced_cpu a thread outside the runtime sends PACED_RATE msgs/s
  *                   (sleeping between sends) to an actor on executor 0 that
  *                   forwards each to one on executor 1: CPU time of the
@@ -25,7 +27,7 @@
  * so that only the runtime's hand-off is measured.
  *
  * usage: bench_actor [messages per run, default 4000000] [runs, default 5]
- *                    [only: hop|chain4|pingpong|paced|paced_eventfd, to profile one]
+ *                    [only: hop|hop_batch|chain4|pingpong|paced|paced_eventfd, to profile one]
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -47,6 +49,7 @@
 #define WINDOW    2048u
 #define MAILBOX   4096u
 #define RING_SIZE 4096u
+#define BATCH     64u
 
 /* The paced scenario: messages per second, and seconds per run. */
 #define PACED_RATE 20000u
@@ -280,6 +283,57 @@ static double rill_chain(uint64_t n, const int *placement, int stages)
     return rate;
 }
 
+/* bench_source_behavior, sending in batches. */
+static rill_err_t batch_source_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
+{
+    (void)msg;
+    bench_source_t *s = state;
+    rill_system_t *sys = rill_ctx_system(ctx);
+    /* acquire: pairs with the sink's release of its count. */
+    uint64_t done = atomic_load_explicit(&s->flow->done, memory_order_acquire);
+    rill_msg_t m[BATCH];
+    for (;;) {
+        uint64_t room = s->window - (s->sent - (done < s->sent ? done : s->sent));
+        uint64_t k = s->n - s->sent;
+        if (k > room)
+            k = room;
+        if (k > BATCH)
+            k = BATCH;
+        if (!k)
+            break;
+        for (uint64_t i = 0; i < k; i++)
+            m[i] = (rill_msg_t){.type = BENCH_MSG_DATA, .arg = s->sent + i};
+        size_t sent = 0;
+        rill_tell_batch(sys, s->next, m, (size_t)k, &sent);
+        s->sent += sent;
+        if (sent < k)
+            break;
+    }
+    if (s->sent < s->n) {
+        rill_msg_t go = {.type = BENCH_MSG_GO};
+        rill_tell(sys, rill_self(ctx), &go);
+    }
+    return RILL_OK;
+}
+
+static double rill_hop_batch(uint64_t n)
+{
+    rill_system_t *sys = new_system();
+    bench_flow_t flow;
+    bench_flow_init(&flow, n);
+    rill_aid_t sink = bench_spawn("bench_actor", sys, bench_sink_behavior, &flow, 1);
+    bench_source_t src = {.flow = &flow, .next = sink, .n = n, .window = WINDOW};
+    rill_aid_t s = bench_spawn("bench_actor", sys, batch_source_behavior, &src, 0);
+    rill_system_start(sys);
+    double t0 = bench_now_s();
+    rill_msg_t go = {.type = BENCH_MSG_GO};
+    rill_tell(sys, s, &go);
+    bench_flow_wait(&flow);
+    double rate = (double)n / (flow.t_end - t0);
+    rill_system_destroy(sys);
+    return rate;
+}
+
 static double rill_fanin2(uint64_t n)
 {
     rill_system_t *sys = new_system();
@@ -405,22 +459,24 @@ int main(int argc, char **argv)
     }
     if (only) {
         const int h[] = {0, 1}, c[] = {0, 0, 1, 1};
-        double rate = !strcmp(only, "hop")        ? rill_chain(n, h, 2)
-                      : !strcmp(only, "chain4")   ? rill_chain(n, c, 4)
-                      : !strcmp(only, "pingpong") ? rill_pingpong(n_pp)
-                                                  : -1;
+        double rate = !strcmp(only, "hop")         ? rill_chain(n, h, 2)
+                      : !strcmp(only, "hop_batch") ? rill_hop_batch(n)
+                      : !strcmp(only, "chain4")    ? rill_chain(n, c, 4)
+                      : !strcmp(only, "pingpong")  ? rill_pingpong(n_pp)
+                                                   : -1;
         printf("%s: %.0f per s\n", only, rate);
         return rate < 0 ? 2 : 0;
     }
     const int hop[] = {0, 1}, chain[] = {0, 0, 1, 1}, alt[] = {0, 1, 0, 1};
     double b_spsc[50], b_pp[50], r_hop[50], r_chain[50], r_alt[50], r_pp[50], r_fan[50];
-    double b_pc[50], r_pc[50], b_pl[50], r_pl[50];
+    double b_pc[50], r_pc[50], b_pl[50], r_pl[50], r_hb[50];
     printf("bench_actor: %llu messages per run (%llu round trips), %d alternating runs, "
            "2 executors\n",
            (unsigned long long)n, (unsigned long long)n_pp, runs);
     for (int r = 0; r < runs; r++) {
         b_spsc[r] = baseline_spsc(n);
         r_hop[r] = rill_chain(n, hop, 2);
+        r_hb[r] = rill_hop_batch(n);
         r_chain[r] = rill_chain(n, chain, 4);
         r_alt[r] = rill_chain(n, alt, 4);
         r_fan[r] = rill_fanin2(n);
@@ -431,15 +487,17 @@ int main(int argc, char **argv)
         r_pc[r] = rp.cpu_us_per_msg;
         b_pl[r] = bp.p50_us;
         r_pl[r] = rp.p50_us;
-        printf("  run %d: spsc %.1fM hop %.1fM chain4 %.1fM chain4_alt %.1fM fanin2 %.1fM | "
+        printf("  run %d: spsc %.1fM hop %.1fM hop_batch %.1fM chain4 %.1fM chain4_alt %.1fM "
+               "fanin2 %.1fM | "
                "pingpong spsc %.2fM rill %.2fM per s | paced %u/s: CPU/msg eventfd %.2f us "
                "rill %.2f us, p50 eventfd %.1f us rill %.1f us\n",
-               r + 1, b_spsc[r] / 1e6, r_hop[r] / 1e6, r_chain[r] / 1e6, r_alt[r] / 1e6,
-               r_fan[r] / 1e6, b_pp[r] / 1e6, r_pp[r] / 1e6, PACED_RATE, b_pc[r], r_pc[r], b_pl[r],
-               r_pl[r]);
+               r + 1, b_spsc[r] / 1e6, r_hop[r] / 1e6, r_hb[r] / 1e6, r_chain[r] / 1e6,
+               r_alt[r] / 1e6, r_fan[r] / 1e6, b_pp[r] / 1e6, r_pp[r] / 1e6, PACED_RATE, b_pc[r],
+               r_pc[r], b_pl[r], r_pl[r]);
     }
     double spsc = bench_median(b_spsc, runs), pp = bench_median(b_pp, runs);
     bench_line("actor_hop", 0, bench_median(r_hop, runs), spsc, "msgs/s");
+    bench_line("actor_hop_batch", 0, bench_median(r_hb, runs), spsc, "msgs/s");
     bench_line("actor_chain4", 0, bench_median(r_chain, runs), spsc, "msgs/s");
     bench_line("actor_chain4_alt", 0, bench_median(r_alt, runs), spsc, "msgs/s");
     bench_line("actor_fanin2", 0, bench_median(r_fan, runs), spsc, "msgs/s");
