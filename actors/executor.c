@@ -261,10 +261,15 @@ static int64_t spin_window_ns(rill__executor_t *e)
  * slice is over; keeps the idle watcher on while work is left. */
 static void run_slice(rill__executor_t *e)
 {
-    int64_t slice_end = rill__now_us() + SLICE_US;
+    /* `now` is the last clock reading: taken after each round and every
+     * 16 looks while spinning, never just for the gap statistics, so a
+     * spin that catches work within 16 looks counts as a gap of 0 (the
+     * clock is what ping-pong pays for on every idle period). */
+    int64_t now = now_ns();
+    int64_t slice_end = now + SLICE_US * 1000LL;
     if (e->idle_since_ns) {
         /* Work came while we slept: the gap ends now. */
-        gap_observe(e, now_ns() - e->idle_since_ns);
+        gap_observe(e, now - e->idle_since_ns);
         e->idle_since_ns = 0;
     }
     int64_t idle_start = 0, spin_end = 0;
@@ -274,19 +279,20 @@ static void run_slice(rill__executor_t *e)
         if (e->run_head) {
             if (idle_start) {
                 /* A spin caught it. */
-                gap_observe(e, now_ns() - idle_start);
+                gap_observe(e, now - idle_start);
                 idle_start = 0;
             }
             run_round(e);
             qs_pass(e);
             if (e->limbo_head)
                 reap_ready(e);
-            if (rill__now_us() >= slice_end)
+            now = now_ns();
+            if (now >= slice_end)
                 break; /* let libev serve I/O and timers, then come back */
             continue;
         }
         if (!idle_start) {
-            idle_start = now_ns();
+            idle_start = now;
             int64_t window = spin_window_ns(e);
             if (!window)
                 break;
@@ -296,14 +302,14 @@ static void run_slice(rill__executor_t *e)
         /* One pause per look at the inbox (a pause can take ~100 cycles);
          * the clock is read every 16 looks. */
         if ((++spins & 15) == 0) {
-            int64_t now = now_ns();
-            if (now >= spin_end || now / 1000 >= slice_end)
+            now = now_ns();
+            if (now >= spin_end || now >= slice_end)
                 break;
         }
         cpu_relax();
     }
     if (!e->run_head) {
-        e->idle_since_ns = idle_start ? idle_start : now_ns();
+        e->idle_since_ns = idle_start ? idle_start : now;
         if (e->idle_active) {
             ev_idle_stop(e->loop, &e->idle);
             e->idle_active = 0;
