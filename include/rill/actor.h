@@ -227,8 +227,10 @@ typedef struct rill_system_opts {
     int executors;             /**< 0 = number of online cores */
     uint32_t mailbox_capacity; /**< default for actors; 0 = 256 */
     uint32_t batch;            /**< messages per actor per turn; 0 = 64 */
-    uint32_t spin_us;          /**< an idle executor polls this long before
-                                    sleeping; 0 = 50, UINT32_MAX = never spin */
+    uint32_t spin_us;          /**< an idle executor polls at most this long
+                                    before sleeping, and only while its recent
+                                    idle gaps were short (under spin_us / 2);
+                                    0 = 50, UINT32_MAX = never spin */
     uint32_t max_actors;       /**< live actors at once; 0 = 1,048,576 */
 } rill_system_opts_t;
 
