@@ -439,6 +439,16 @@ void rill__actor_reap(rill__actor_t *a)
 
 static int actor_turn(rill__actor_t *a);
 
+/* A control signal is on its way (a producer is between its two push
+ * steps) while the turn holds a message: wait it out, so that a signal
+ * sent before the message still goes first. Rare, so out of line: inlined
+ * into the turn's loop it cost stream_map3 ~10% (9.7 M vs 10.6 M elems/s,
+ * SCHED_FIFO, medians of 9). */
+static __attribute__((noinline, cold)) rill__node_t *ctrl_pop_settled(rill__actor_t *a)
+{
+    return rill__mpsc_pop_settled(&a->ctrl);
+}
+
 int rill__actor_turn(rill__actor_t *a)
 {
     rill__executor_t *e = a->exec;
@@ -487,7 +497,9 @@ static int actor_turn(rill__actor_t *a)
     while (n < batch && !a->stopping) {
         /* The message stays in m (no copy) unless a signal goes first. */
         int have = take_held(a, &m) || rill__mailbox_pop(&a->mbox, &m);
-        rill__node_t *node = have ? rill__mpsc_pop_settled(&a->ctrl) : rill__mpsc_pop(&a->ctrl);
+        rill__node_t *node = rill__mpsc_pop(&a->ctrl);
+        if (!node && have && rill__mpsc_maybe_nonempty(&a->ctrl))
+            node = ctrl_pop_settled(a);
         if (node) {
             if (have) {
                 a->held = m;

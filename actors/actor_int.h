@@ -112,6 +112,11 @@ struct rill__actor {
     rill_system_t *sys;
     rill__executor_t *exec;
     rill_aid_t aid;
+    /* Set (seq_cst) when the actor starts stopping: executor-thread senders
+     * check it instead of the slot's users count (see rill__actor_acquire).
+     * Next to aid, which they read with it: on the line of the counters
+     * below, the turn's store to `processed` took it away from them. */
+    _Atomic int dead;
     uint32_t slot_idx;
     char *name;
 
@@ -140,9 +145,6 @@ struct rill__actor {
     rill__ask_t *asks;
     uint64_t next_corr;
 
-    /* Set (seq_cst) when the actor starts stopping: executor-thread senders
-     * check it instead of the slot's users count (see rill__actor_acquire). */
-    _Atomic int dead;
     /* Reclamation: retired actors wait here until every executor has
      * passed a quiescent point (see rill__retire). */
     rill__actor_t *limbo_next;
@@ -219,6 +221,12 @@ struct rill__executor {
     /* Settle notices of origins released on this thread, sent at the end
      * of each actor turn (origin.c); owner thread only. */
     rill__settle_acc_t *settle;
+    /* Adaptive idle spin (executor.c), owner thread only: the average idle
+     * gap, idle periods so far, and when the executor went to sleep (0
+     * while it runs). */
+    int64_t gap_avg_ns;
+    uint64_t idle_periods;
+    int64_t idle_since_ns;
 };
 
 /* ---- name registry -------------------------------------------------- */

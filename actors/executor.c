@@ -18,12 +18,14 @@
  * An executor runs actors from an ev_idle watcher, so libev still serves
  * its timers and I/O between slices of at most 2 ms; each actor handles at
  * most `batch` messages per turn, then goes to the back of the run list.
- * With nothing to run, the executor polls its inbox for spin_us before it
- * lets libev sleep, which saves the wakeup system call under steady load.
+ * With nothing to run, the executor may poll its inbox for a while before
+ * it lets libev sleep, which saves the wakeup system call under steady
+ * load; how long adapts to the observed idle gaps (see idle_cb).
  */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "../actors/util.h"
 #include "actor_int.h"
@@ -197,43 +199,131 @@ static void run_round(rill__executor_t *e)
     }
 }
 
-static void idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+/* ---- adaptive idle spin ----
+ *
+ * Spinning after the run list empties saves the wakeup (a system call on
+ * both sides and a few microseconds of latency) only if the next message
+ * comes soon; at a moderate rate it burns a core for nothing (20 k msgs/s
+ * leaves 50 us gaps: a fixed 50 us spin after each message kept an
+ * executor busy all the time, next to librdkafka's threads on 2 cores).
+ * So each executor keeps an average of its recent idle gaps (from the run
+ * list emptying to the next work, whether a spin caught it or a wakeup
+ * brought it) and spins only while that average is short: for up to
+ * SPIN_GAP_FACTOR times the average gap (at least SPIN_MIN_NS), never
+ * longer than spin_us, and not at all once the average passes spin_us / 2.
+ * A gap that ended in a wakeup is measured with the wakeup's latency in it,
+ * so a load that turns busy again may look slower than it is: every
+ * SPIN_PROBE_EVERY-th idle period spins up to spin_us / 2 anyway, and the
+ * gaps it catches bring the average back down. */
+#define SPIN_MIN_NS      5000
+#define SPIN_GAP_FACTOR  4
+#define SPIN_PROBE_EVERY 16
+#define GAP_MAX_NS       (1000 * 1000000LL) /* longer gaps count as this */
+
+static inline int64_t now_ns(void)
 {
-    (void)revents;
-    rill__executor_t *e = w->data;
-    int64_t slice_end = rill__now_us() + SLICE_US;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* An idle gap ended after gap_ns: fold it into the average (weight 1/4,
+ * so a few gaps of a new rate are enough to follow it). */
+static void gap_observe(rill__executor_t *e, int64_t gap_ns)
+{
+    if (gap_ns < 0)
+        gap_ns = 0;
+    if (gap_ns > GAP_MAX_NS)
+        gap_ns = GAP_MAX_NS;
+    e->gap_avg_ns += (gap_ns - e->gap_avg_ns) / 4;
+}
+
+/* How long to spin now that the run list is empty, in ns (0: sleep). */
+static int64_t spin_window_ns(rill__executor_t *e)
+{
     uint32_t spin_us = e->sys->opts.spin_us;
-    int64_t spin_end = 0;
+    if (spin_us == UINT32_MAX || spin_us == 0)
+        return 0;
+    int64_t max_ns = (int64_t)spin_us * 1000;
+    e->idle_periods++;
+    if (e->gap_avg_ns * 2 <= max_ns) {
+        int64_t w = e->gap_avg_ns * SPIN_GAP_FACTOR;
+        if (w < SPIN_MIN_NS)
+            w = SPIN_MIN_NS;
+        return w < max_ns ? w : max_ns;
+    }
+    if (e->idle_periods % SPIN_PROBE_EVERY == 0)
+        return max_ns / 2;
+    return 0;
+}
+
+/* Runs actors until none is runnable (after the spin, if any) or the
+ * slice is over; keeps the idle watcher on while work is left. */
+static void run_slice(rill__executor_t *e)
+{
+    /* `now` is the last clock reading: taken after each round and every
+     * 16 looks while spinning, never just for the gap statistics, so a
+     * spin that catches work within 16 looks counts as a gap of 0 (the
+     * clock is what ping-pong pays for on every idle period). */
+    int64_t now = now_ns();
+    int64_t slice_end = now + SLICE_US * 1000LL;
+    if (e->idle_since_ns) {
+        /* Work came while we slept: the gap ends now. */
+        gap_observe(e, now - e->idle_since_ns);
+        e->idle_since_ns = 0;
+    }
+    int64_t idle_start = 0, spin_end = 0;
     uint32_t spins = 0;
     for (;;) {
         drain_inbox(e);
         if (e->run_head) {
+            if (idle_start) {
+                /* A spin caught it. */
+                gap_observe(e, now - idle_start);
+                idle_start = 0;
+            }
             run_round(e);
             qs_pass(e);
             if (e->limbo_head)
                 reap_ready(e);
-            spin_end = 0;
-            if (rill__now_us() >= slice_end)
-                return; /* let libev serve I/O and timers, then come back */
+            now = now_ns();
+            if (now >= slice_end)
+                break; /* let libev serve I/O and timers, then come back */
             continue;
         }
-        if (spin_us == UINT32_MAX)
-            break;
+        if (!idle_start) {
+            idle_start = now;
+            int64_t window = spin_window_ns(e);
+            if (!window)
+                break;
+            spin_end = idle_start + window;
+            spins = 0;
+        }
         /* One pause per look at the inbox (a pause can take ~100 cycles);
          * the clock is read every 16 looks. */
-        if ((spins++ & 15) == 0) {
-            int64_t now = rill__now_us();
-            if (!spin_end)
-                spin_end = now + spin_us;
+        if ((++spins & 15) == 0) {
+            now = now_ns();
             if (now >= spin_end || now >= slice_end)
                 break;
         }
         cpu_relax();
     }
     if (!e->run_head) {
-        ev_idle_stop(loop, w);
-        e->idle_active = 0;
+        e->idle_since_ns = idle_start ? idle_start : now;
+        if (e->idle_active) {
+            ev_idle_stop(e->loop, &e->idle);
+            e->idle_active = 0;
+        }
+    } else {
+        idle_on(e);
     }
+}
+
+static void idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    run_slice(w->data);
 }
 
 static void wake_cb(struct ev_loop *loop, ev_async *w, int revents)
@@ -244,9 +334,16 @@ static void wake_cb(struct ev_loop *loop, ev_async *w, int revents)
         ev_break(loop, EVBREAK_ALL);
         return;
     }
-    qs_pass(e);
+    /* libev runs its wakeup pipe at the highest priority, so this can run
+     * before check_cb, with qs still saying "asleep": say "running" (as
+     * check_cb does) before touching any actor, or a grace period could
+     * pass while a turn below holds an actor pointer. */
+    atomic_store_explicit(&e->qs, (atomic_load_explicit(&e->qs, memory_order_relaxed) | 1) + 1,
+                          memory_order_release);
+    /* Run what the wakeup brought right here: deferring it to the idle
+     * watcher costs one more poll (a system call) per wakeup. */
     if (drain_inbox(e) || e->run_head)
-        idle_on(e);
+        run_slice(e);
 }
 
 static void reap_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -78,6 +78,42 @@ static inline int rill__mailbox_push(rill__mailbox_t *mb, const rill_msg_t *msg)
     return 0;
 }
 
+/*
+ * Pushes the longest prefix of msgs[0..n) that fits, with one CAS for all
+ * of it; returns how many went (0 when full). The claimed positions are
+ * consecutive, so the envelopes keep their order, and nothing of another
+ * producer lands between them. @locality any thread.
+ */
+static inline uint32_t rill__mailbox_push_n(rill__mailbox_t *mb, const rill_msg_t *msgs, uint32_t n)
+{
+    uint64_t cap = mb->mask + 1;
+    uint64_t pos = atomic_load_explicit(&mb->tail, memory_order_relaxed);
+    uint64_t k;
+    for (;;) {
+        /* Orders as in rill__mailbox_push. */
+        uint64_t head = atomic_load_explicit(&mb->head_cache, memory_order_acquire);
+        if (pos - head + n > cap) {
+            head = atomic_load_explicit(&mb->head, memory_order_acquire);
+            atomic_store_explicit(&mb->head_cache, head, memory_order_release);
+        }
+        uint64_t room = pos - head >= cap ? 0 : cap - (pos - head);
+        k = room < n ? room : n;
+        if (k == 0)
+            return 0;
+        if (atomic_compare_exchange_weak_explicit(&mb->tail, &pos, pos + k, memory_order_seq_cst,
+                                                  memory_order_relaxed))
+            break;
+    }
+    for (uint64_t i = 0; i < k; i++) {
+        rill__mslot_t *s = &mb->slots[(pos + i) & mb->mask];
+        s->msg = msgs[i];
+        /* release: publishes this envelope; the consumer stops at the
+         * first slot not yet published, so the order holds. */
+        atomic_store_explicit(&s->seq, pos + i + 1, memory_order_release);
+    }
+    return (uint32_t)k;
+}
+
 /* Returns 1 and fills *out, or 0 when empty (or the next slot is claimed
  * but not yet written). @locality the owning executor thread. */
 static inline int rill__mailbox_pop(rill__mailbox_t *mb, rill_msg_t *out)

@@ -258,6 +258,37 @@ rill_err_t rill_tell(rill_system_t *sys, rill_aid_t to, const rill_msg_t *msg)
     return RILL_OK;
 }
 
+rill_err_t rill_tell_batch(rill_system_t *sys, rill_aid_t to, const rill_msg_t *msgs, size_t n,
+                           size_t *sent)
+{
+    if (sent)
+        *sent = 0;
+    if (!sys || !sent || (!msgs && n) || rill_aid_is_none(to))
+        return RILL_EINVAL;
+    rill__slot_t *slot;
+    rill__actor_t *a = rill__actor_acquire(sys, to, &slot);
+    if (!a)
+        return RILL_ESTOPPED;
+    size_t done = 0;
+    while (done < n) {
+        size_t left = n - done;
+        uint32_t want = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
+        uint32_t k = rill__mailbox_push_n(&a->mbox, msgs + done, want);
+        done += k;
+        if (k < want)
+            break;
+    }
+    *sent = done;
+    if (done)
+        rill__schedule(a);
+    if (done < n) {
+        atomic_fetch_add_explicit(&a->refused, n - done, memory_order_relaxed);
+        atomic_store_explicit(&a->hwm, (uint32_t)(a->mbox.mask + 1), memory_order_relaxed);
+    }
+    rill__actor_release(slot);
+    return done == n ? RILL_OK : RILL_EFULL;
+}
+
 rill_err_t rill_tell_name(rill_system_t *sys, const char *name, const rill_msg_t *msg)
 {
     if (!sys || !name || !msg)

@@ -429,3 +429,212 @@ Test(actor_mailbox, tell_keeps_from_as_given, .timeout = 60)
     rill_system_destroy(sys);
     kit_log_free(log);
 }
+
+/* ---- rill_tell_batch ---- */
+
+Test(actor_mailbox, tell_batch_sends_the_prefix_that_fits_and_leaves_the_rest_with_caller,
+     .timeout = 60)
+{
+    rill_system_t *sys = kit_system(1, 0, 0, 0); /* not started: nothing drains */
+    cr_assert_not_null(sys);
+    seq_state_t st;
+    memset(&st, 0, sizeof(st));
+    rill_aid_t aid = spawn_seq(sys, &st, 8);
+    kit_tally_t tally;
+    memset(&tally, 0, sizeof(tally));
+    uint32_t seq = 0;
+    for (; seq < 3; seq++) {
+        rill_msg_t m = kit_msg(MSG_SEQ, seq_arg(0, seq), &tally);
+        cr_assert_eq(rill_tell(sys, aid, &m), RILL_OK);
+    }
+    rill_msg_t batch[10];
+    for (uint32_t i = 0; i < 10; i++)
+        batch[i] = kit_msg(MSG_SEQ, seq_arg(0, seq + i), &tally);
+    size_t sent = 99;
+    rill_err_t e = rill_tell_batch(sys, aid, batch, 10, &sent);
+    cr_assert_eq(e, RILL_EFULL, "a batch of 10 into 5 free slots: %s", rill_err_name(e));
+    cr_assert_eq(sent, 5, "sent %zu of 10 into 5 free slots", sent);
+    cr_assert_eq(atomic_load(&tally.released), 0, "rill freed a payload it did not take");
+    rill_actor_stats_t s = stats_of(sys, aid);
+    cr_assert_eq(s.refused, 5, "refused counts the messages left out");
+    cr_assert_eq(s.mailbox_depth, 8);
+    cr_assert_eq(s.mailbox_hwm, 8);
+    /* Full: nothing goes, everything stays ours. */
+    e = rill_tell_batch(sys, aid, batch + 5, 5, &sent);
+    cr_assert_eq(e, RILL_EFULL);
+    cr_assert_eq(sent, 0);
+    for (uint32_t i = 5; i < 10; i++)
+        kit_payload_reclaim(batch[i].payload);
+
+    cr_assert_eq(rill_system_start(sys), RILL_OK);
+    cr_assert(kit_wait_at_least(&st.handled, 8, KIT_WAIT_MS), "handled %ld of 8",
+              atomic_load(&st.handled));
+    /* The rest goes once there is room, in order after the first ones. */
+    seq += 5;
+    rill_msg_t more[4];
+    for (uint32_t i = 0; i < 4; i++)
+        more[i] = kit_msg(MSG_SEQ, seq_arg(0, seq + i), &tally);
+    size_t off = 0;
+    for (int tries = 0; off < 4 && tries < 100000; tries++) {
+        e = rill_tell_batch(sys, aid, more + off, 4 - off, &sent);
+        cr_assert(e == RILL_OK || e == RILL_EFULL, "%s", rill_err_name(e));
+        off += sent;
+        if (off < 4)
+            sched_yield();
+    }
+    cr_assert_eq(off, 4);
+    cr_assert(kit_wait_at_least(&st.handled, 12, KIT_WAIT_MS));
+    cr_assert_eq(rill_system_stop(sys, KIT_WAIT_MS), RILL_OK);
+    rill_system_destroy(sys);
+    cr_assert_eq(atomic_load(&st.out_of_order), 0);
+    cr_assert_eq(atomic_load(&st.bad_payload), 0);
+    cr_assert_eq(st.next[0], 12);
+    cr_assert_eq(atomic_load(&tally.released), 12);
+    cr_assert_eq(atomic_load(&tally.reclaimed), 5);
+    cr_assert_eq(atomic_load(&tally.made), 17);
+}
+
+Test(actor_mailbox, tell_batch_rejects_bad_arguments_and_gone_actors, .timeout = 60)
+{
+    rill_system_t *sys = kit_system(1, 0, 0, 1);
+    cr_assert_not_null(sys);
+    seq_state_t st;
+    memset(&st, 0, sizeof(st));
+    rill_aid_t aid = spawn_seq(sys, &st, 8);
+    rill_msg_t m = {.type = MSG_SEQ};
+    size_t sent = 7;
+    cr_assert_eq(rill_tell_batch(NULL, aid, &m, 1, &sent), RILL_EINVAL);
+    cr_assert_eq(sent, 0);
+    cr_assert_eq(rill_tell_batch(sys, aid, &m, 1, NULL), RILL_EINVAL);
+    sent = 7;
+    cr_assert_eq(rill_tell_batch(sys, aid, NULL, 1, &sent), RILL_EINVAL);
+    cr_assert_eq(sent, 0);
+    sent = 7;
+    cr_assert_eq(rill_tell_batch(sys, RILL_AID_NONE, &m, 1, &sent), RILL_EINVAL);
+    cr_assert_eq(sent, 0);
+    sent = 7;
+    cr_assert_eq(rill_tell_batch(sys, aid, NULL, 0, &sent), RILL_OK, "an empty batch");
+    cr_assert_eq(sent, 0);
+    cr_assert_eq(rill_stop(sys, aid), RILL_OK);
+    cr_assert(kit_wait_dead(sys, aid, KIT_WAIT_MS));
+    sent = 7;
+    cr_assert_eq(rill_tell_batch(sys, aid, &m, 1, &sent), RILL_ESTOPPED);
+    cr_assert_eq(sent, 0);
+    cr_assert_eq(atomic_load(&st.handled), 0);
+    rill_system_destroy(sys);
+}
+
+/* Stops itself on the message whose sequence number is `stop_at`. */
+typedef struct stopper {
+    uint64_t stop_at;
+    atomic_long handled;
+} stopper_t;
+
+static rill_err_t stopper_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg)
+{
+    stopper_t *s = state;
+    atomic_fetch_add(&s->handled, 1);
+    if (msg->arg == s->stop_at)
+        rill_stop_self(ctx);
+    return RILL_OK;
+}
+
+Test(actor_mailbox, an_actor_stopping_mid_batch_releases_the_rest_once, .timeout = 60)
+{
+    rill_system_t *sys = kit_system(1, 0, 0, 0);
+    cr_assert_not_null(sys);
+    stopper_t s = {.stop_at = 3};
+    rill_spawn_opts_t o;
+    memset(&o, 0, sizeof(o));
+    o.behavior = stopper_behavior;
+    o.state = &s;
+    o.mailbox_capacity = 16;
+    rill_aid_t aid = RILL_AID_NONE;
+    cr_assert_eq(rill_spawn(sys, &o, &aid), RILL_OK);
+    kit_tally_t tally;
+    memset(&tally, 0, sizeof(tally));
+    rill_msg_t batch[10];
+    for (uint32_t i = 0; i < 10; i++)
+        batch[i] = kit_msg(MSG_SEQ, i, &tally);
+    size_t sent = 0;
+    cr_assert_eq(rill_tell_batch(sys, aid, batch, 10, &sent), RILL_OK);
+    cr_assert_eq(sent, 10);
+    cr_assert_eq(rill_system_start(sys), RILL_OK);
+    cr_assert(kit_wait_dead(sys, aid, KIT_WAIT_MS));
+    cr_assert(kit_wait_at_least(&tally.released, 10, KIT_WAIT_MS), "released %ld of 10",
+              atomic_load(&tally.released));
+    cr_assert_eq(atomic_load(&s.handled), 4, "handled up to the stop, none after");
+    cr_assert_eq(rill_system_stop(sys, KIT_WAIT_MS), RILL_OK);
+    rill_system_destroy(sys);
+    cr_assert_eq(atomic_load(&tally.released), 10, "every payload exactly once");
+}
+
+static void *produce_batches(void *arg)
+{
+    struct producer *p = arg;
+    rill_msg_t batch[64];
+    uint32_t i = 0, round = 0;
+    while (i < p->count) {
+        uint32_t n = 1 + (round++ * 7 + p->id * 13) % 64;
+        if (n > p->count - i)
+            n = p->count - i;
+        for (uint32_t k = 0; k < n; k++)
+            batch[k] = kit_msg(MSG_SEQ, seq_arg(p->id, i + k), p->tally);
+        uint32_t off = 0;
+        while (off < n) {
+            size_t sent = 0;
+            rill_err_t e = rill_tell_batch(p->sys, p->to, batch + off, n - off, &sent);
+            off += (uint32_t)sent;
+            if (e == RILL_EFULL) {
+                p->efull += (long)(n - off);
+                sched_yield();
+            } else if (e != RILL_OK) {
+                p->errors++;
+                for (uint32_t k = off; k < n; k++)
+                    kit_payload_reclaim(batch[k].payload);
+                return NULL;
+            }
+        }
+        i += n;
+    }
+    return NULL;
+}
+
+Test(actor_mailbox, batches_from_many_producers_arrive_exactly_once_fifo_per_producer,
+     .timeout = 240)
+{
+    rill_system_t *sys = kit_system(2, 0, 0, 1);
+    cr_assert_not_null(sys);
+    seq_state_t st;
+    memset(&st, 0, sizeof(st));
+    rill_aid_t aid = spawn_seq(sys, &st, 256);
+    kit_tally_t tally;
+    memset(&tally, 0, sizeof(tally));
+    const uint32_t per = KIT_SCALE(100000);
+    struct producer p[PRODUCERS];
+    for (unsigned i = 0; i < PRODUCERS; i++) {
+        p[i] = (struct producer){.sys = sys, .to = aid, .id = i, .count = per, .tally = &tally};
+        cr_assert_eq(pthread_create(&p[i].thread, NULL, produce_batches, &p[i]), 0);
+    }
+    long refused = 0;
+    for (unsigned i = 0; i < PRODUCERS; i++) {
+        pthread_join(p[i].thread, NULL);
+        cr_assert_eq(p[i].errors, 0, "producer %u saw errors other than RILL_EFULL", i);
+        refused += p[i].efull;
+    }
+    const long total = (long)per * PRODUCERS;
+    cr_assert(kit_wait_at_least(&st.handled, total, KIT_WAIT_MS * 6), "handled %ld of %ld",
+              atomic_load(&st.handled), total);
+    rill_actor_stats_t s = stats_of(sys, aid);
+    cr_assert_eq(s.refused, (uint64_t)refused, "refused counter %llu, messages left out %ld",
+                 (unsigned long long)s.refused, refused);
+    cr_assert_eq(rill_system_stop(sys, KIT_WAIT_MS), RILL_OK);
+    cr_assert_eq(atomic_load(&st.handled), total);
+    cr_assert_eq(atomic_load(&st.out_of_order), 0);
+    cr_assert_eq(atomic_load(&st.bad_payload), 0);
+    for (unsigned i = 0; i < PRODUCERS; i++)
+        cr_assert_eq(st.next[i], per, "producer %u: next expected %llu", i,
+                     (unsigned long long)st.next[i]);
+    rill_system_destroy(sys);
+    cr_assert_eq(atomic_load(&tally.released), total);
+}

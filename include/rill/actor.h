@@ -227,8 +227,10 @@ typedef struct rill_system_opts {
     int executors;             /**< 0 = number of online cores */
     uint32_t mailbox_capacity; /**< default for actors; 0 = 256 */
     uint32_t batch;            /**< messages per actor per turn; 0 = 64 */
-    uint32_t spin_us;          /**< an idle executor polls this long before
-                                    sleeping; 0 = 50, UINT32_MAX = never spin */
+    uint32_t spin_us;          /**< an idle executor polls at most this long
+                                    before sleeping, and only while its recent
+                                    idle gaps were short (under spin_us / 2);
+                                    0 = 50, UINT32_MAX = never spin */
     uint32_t max_actors;       /**< live actors at once; 0 = 1,048,576 */
 } rill_system_opts_t;
 
@@ -330,6 +332,23 @@ RILL_API rill_err_t rill_spawn(rill_system_t *sys, const rill_spawn_opts_t *opts
  * @locality any thread.
  */
 RILL_API rill_err_t rill_tell(rill_system_t *sys, rill_aid_t to, const rill_msg_t *msg);
+
+/**
+ * Send msgs[0..n) to an actor's mailbox, in order, with one atomic claim
+ * for as many as fit (rill_tell() pays one per message): the cheap way to
+ * hand a batch (a poll's records, a stage's output) to one actor. Other
+ * senders' messages never land between them. The longest prefix that fits
+ * goes: *sent says how many (always set, 0 on any error).
+ * Returns RILL_OK (all n sent; n == 0 sends nothing), RILL_EFULL (the
+ * mailbox took only *sent < n; refused counts the n - *sent left out),
+ * RILL_ESTOPPED (no such live actor, nothing sent), or RILL_EINVAL (NULL
+ * sys or sent, NULL msgs with n > 0, aid 0). Payload ownership of
+ * msgs[0..*sent) passes to rill; msgs[*sent..n) stay the caller's. The
+ * envelopes are copied; msg->from is kept as given. Never blocks.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_tell_batch(rill_system_t *sys, rill_aid_t to, const rill_msg_t *msgs,
+                                    size_t n, size_t *sent);
 
 /** rill_tell() to the actor registered under name: RILL_ESTOPPED if none,
  * RILL_ERESTARTING while the name is held for a child waiting to be
