@@ -29,10 +29,17 @@ if(RILL_LIBRDKAFKA_PREFIX)
   set(ENV{PKG_CONFIG_PATH} "${_rill_rdk_prefix}/lib/pkgconfig:$ENV{PKG_CONFIG_PATH}")
 endif()
 
-# pkg_check_modules keeps its answer in the cache: when the prefix changes
-# (or is removed), look again.
+# pkg_check_modules keeps its answer in the cache, and the library files
+# it found (pkgcfg_lib_RDKAFKA_*): when the prefix changes (or is removed),
+# look again.
 if(NOT "${_rill_rdk_prefix}" STREQUAL "${_RILL_RDK_PREFIX_SEEN}")
   unset(__pkg_config_checked_RDKAFKA CACHE)
+  get_cmake_property(_rill_cache_vars CACHE_VARIABLES)
+  foreach(_v IN LISTS _rill_cache_vars)
+    if(_v MATCHES "^pkgcfg_lib_RDKAFKA_")
+      unset(${_v} CACHE)
+    endif()
+  endforeach()
   set(_RILL_RDK_PREFIX_SEEN "${_rill_rdk_prefix}" CACHE INTERNAL "prefix RDKAFKA was found with")
 endif()
 pkg_check_modules(RDKAFKA REQUIRED IMPORTED_TARGET rdkafka>=2.0)
