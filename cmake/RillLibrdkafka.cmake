@@ -64,8 +64,9 @@ if(_rill_rdk_prefix)
   endif()
   # Installed binaries keep the prefix's lib directory in their RUNPATH
   # (the build tree's binaries get it anyway: CMake adds the directory of
-  # every linked library outside the system's).
-  set(CMAKE_INSTALL_RPATH_USE_LINK_PATH ON)
+  # every linked library outside the system's; INSTALL_RPATH_USE_LINK_PATH
+  # does not, for a library linked by its full path).
+  list(APPEND CMAKE_INSTALL_RPATH "${_rill_rdk_prefix}/lib")
   message(STATUS "librdkafka ${RDKAFKA_VERSION} from ${_rill_rdk_prefix}")
 else()
   message(STATUS "librdkafka ${RDKAFKA_VERSION} (the system's, found by pkg-config)")

@@ -1,22 +1,36 @@
 #!/bin/sh
-# Every ELF binary of a build tree that needs librdkafka resolves it to the
-# library the tree was configured with (the same file, symlinks followed):
-# a tree built with -DRILL_LIBRDKAFKA_PREFIX whose rill-broker, say, would
-# load the system's librdkafka fails here.
-#   librdkafka_linkage.sh <build dir> <librdkafka.so configured> <binary>...
-# Each <binary> named must be among those checked.
+# Every ELF binary of a build tree, or of its installation, that needs
+# librdkafka resolves it to the library the tree was configured with (the
+# same file, symlinks followed): a tree built with -DRILL_LIBRDKAFKA_PREFIX
+# whose rill-broker, say, would load the system's librdkafka fails here.
+#   librdkafka_linkage.sh [--installed] <build dir> <librdkafka.so configured> <name>...
+# --installed: check what `cmake --install <build dir>` installs (into a
+# temporary prefix) instead of the build tree. Each <name> (a file name,
+# e.g. rill-broker) must be among the binaries checked.
 set -eu
+installed=0
+if [ "${1:-}" = --installed ]; then
+  installed=1
+  shift
+fi
 build=$1
 want=$(readlink -f "$2")
 shift 2
-[ -f "$want" ] || { echo "FAIL: configured library $2 does not exist" >&2; exit 1; }
+[ -f "$want" ] || { echo "FAIL: configured library $want does not exist" >&2; exit 1; }
 command -v ldd >/dev/null 2>&1 || { echo "FAIL: ldd is missing" >&2; exit 1; }
+
+root=$build
+if [ "$installed" -eq 1 ]; then
+  root=$(mktemp -d /tmp/rill-linkage-XXXXXX)
+  trap 'rm -rf "$root"' EXIT
+  cmake --install "$build" --prefix "$root" >/dev/null
+fi
 
 checked=0
 bad=0
-checked_list=""
+names=""
 # Executables and shared libraries, not the objects and the deps tree.
-for f in $(find "$build" -type f \( -perm -u+x -o -name '*.so*' \) \
+for f in $(find "$root" -type f \( -perm -u+x -o -name '*.so*' \) \
              -not -path '*/CMakeFiles/*' -not -path '*/deps/*'); do
   [ "$(head -c 4 "$f" | od -An -c | tr -d ' \n')" = "177ELF" ] || continue
   line=$(ldd "$f" 2>/dev/null | grep 'librdkafka\.so' || true)
@@ -27,12 +41,12 @@ for f in $(find "$build" -type f \( -perm -u+x -o -name '*.so*' \) \
     bad=$((bad + 1))
   fi
   checked=$((checked + 1))
-  checked_list="$checked_list $(readlink -f "$f")"
+  names="$names $(basename "$f")"
 done
 for must in "$@"; do
-  case " $checked_list " in
-    *" $(readlink -f "$must") "*) ;;
-    *) echo "FAIL: $must was not checked (missing, or it does not need librdkafka)" >&2
+  case " $names " in
+    *" $must "*) ;;
+    *) echo "FAIL: no $must among the binaries that need librdkafka under $root" >&2
        bad=$((bad + 1)) ;;
   esac
 done
