@@ -179,7 +179,7 @@ Test(kafka_conf, fetch_defaults_follow_the_librdkafka_running)
     /* librdkafka's own default is left alone. */
     cr_assert_str_eq(kconf_get(kc, "queued.min.messages"), "100000");
     if (has_backoff)
-        cr_assert_str_eq(kconf_get(kc, "fetch.queue.backoff.ms"), "10", "librdkafka %s",
+        cr_assert_str_eq(kconf_get(kc, "fetch.queue.backoff.ms"), "1", "librdkafka %s",
                          rd_kafka_version_str());
     else
         cr_assert_str_eq(kconf_get(kc, "fetch.queue.backoff.ms"), "", "librdkafka %s",

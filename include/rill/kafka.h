@@ -53,7 +53,7 @@
  * queued.max.messages.kbytes, 8 MiB unless set, or queued.min.messages,
  * 100,000 records: lower it to hold less while backpressured). Past either
  * limit librdkafka waits fetch.queue.backoff.ms before it looks again:
- * from librdkafka 2.2.0 rill sets it to 10 unless set (librdkafka's
+ * from librdkafka 2.2.0 rill sets it to 1 unless set (librdkafka's
  * default, 1000, halved bench_pipeline's throughput on 2.8.0), so the
  * limits cost no throughput; before 2.2.0 the wait is a fixed second, and
  * a lower limit costs throughput. If the buffer has not gone below
