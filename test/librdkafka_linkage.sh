@@ -20,9 +20,11 @@ shift 2
 command -v ldd >/dev/null 2>&1 || { echo "FAIL: ldd is missing" >&2; exit 1; }
 
 root=$build
+tmp=$(mktemp -d /tmp/rill-linkage-XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+list=$tmp/binaries
 if [ "$installed" -eq 1 ]; then
-  root=$(mktemp -d /tmp/rill-linkage-XXXXXX)
-  trap 'rm -rf "$root"' EXIT
+  root=$tmp/prefix
   cmake --install "$build" --prefix "$root" >/dev/null
 fi
 
@@ -30,8 +32,9 @@ checked=0
 bad=0
 names=""
 # Executables and shared libraries, not the objects and the deps tree.
-for f in $(find "$root" -type f \( -perm -u+x -o -name '*.so*' \) \
-             -not -path '*/CMakeFiles/*' -not -path '*/deps/*'); do
+find "$root" -type f \( -perm -u+x -o -name '*.so*' \) \
+  -not -path '*/CMakeFiles/*' -not -path '*/deps/*' >"$list"
+while IFS= read -r f; do
   [ "$(head -c 4 "$f" | od -An -c | tr -d ' \n')" = "177ELF" ] || continue
   line=$(ldd "$f" 2>/dev/null | grep 'librdkafka\.so' || true)
   [ -n "$line" ] || continue
@@ -42,7 +45,7 @@ for f in $(find "$root" -type f \( -perm -u+x -o -name '*.so*' \) \
   fi
   checked=$((checked + 1))
   names="$names $(basename "$f")"
-done
+done <"$list"
 for must in "$@"; do
   case " $names " in
     *" $must "*) ;;
