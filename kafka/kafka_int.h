@@ -134,6 +134,11 @@ struct rill_producer_conf {
  * partitions, group.id where needed, bootstrap.servers, sane buffers. */
 rill_err_t rill__consumer_conf_check(const rill_consumer_conf_t *c, char *errstr,
                                      size_t errstr_size);
+/* rill's prefetch defaults on the client's conf kc, for what the
+ * application left unset (see conf.c): queued.max.messages.kbytes, and
+ * fetch.queue.backoff.ms where librdkafka has it (>= 2.2.0). */
+rill_err_t rill__consumer_fetch_defaults(const rill_consumer_conf_t *c, rd_kafka_conf_t *kc,
+                                         char *errstr, size_t errstr_size);
 /* Deep copies, for the runs of a blueprint. NULL without memory. */
 rill_consumer_conf_t *rill__consumer_conf_dup(const rill_consumer_conf_t *c);
 rill_producer_conf_t *rill__producer_conf_dup(const rill_producer_conf_t *c);

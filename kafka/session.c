@@ -200,19 +200,10 @@ rill__ksession_t *rill__ksession_new(const rill_consumer_conf_t *c, char *errstr
      * offsets are stored under it. */
     if (!err && !c->have_group)
         err = rill__conf_set(kc, "group.id", "rill-fixed-partitions", errstr, errstr_size);
-    /*
-     * librdkafka's prefetch queue is the memory between the consumer's
-     * buffer and the broker. rill lowers its byte limit (64 MiB by default)
-     * unless the application set it. It leaves queued.min.messages alone:
-     * in 2.0.2 a partition whose fetch queue is over either limit is not
-     * fetched again for a fixed second, and the check counts the whole
-     * consumer queue, so a limit below what a fetch round brings (up to
-     * 1 MiB per partition) throttles every partition to a fetch a second
-     * (1,000 records: 15x slower). Lowering it is the application's trade:
-     * less memory held while backpressured, fewer records per second.
-     */
-    if (!err && !c->have_queue_kbytes)
-        err = rill__conf_set(kc, "queued.max.messages.kbytes", "8192", errstr, errstr_size);
+    /* Prefetch limits and, from librdkafka 2.2.0, fetch.queue.backoff.ms
+     * (conf.c says which and why). */
+    if (!err)
+        err = rill__consumer_fetch_defaults(c, kc, errstr, errstr_size);
     /* rill drives offsets: librdkafka must not commit or store on its own. */
     const char *forced[] = {"enable.auto.commit", "false", "enable.auto.offset.store", "false",
                             NULL};

@@ -152,3 +152,54 @@ Test(kafka_conf, the_other_clients_properties_are_refused)
     rill_consumer_conf_destroy(c);
     rill_producer_conf_destroy(p);
 }
+
+/* The value of librdkafka property key in kc ("" if it has none). */
+static const char *kconf_get(rd_kafka_conf_t *kc, const char *key)
+{
+    static char v[128];
+    size_t sz = sizeof(v);
+    if (rd_kafka_conf_get(kc, key, v, &sz) != RD_KAFKA_CONF_OK)
+        v[0] = '\0';
+    return v;
+}
+
+/* rill's prefetch defaults: queued.max.messages.kbytes always, and
+ * fetch.queue.backoff.ms where the librdkafka running has it (>= 2.2.0,
+ * where it replaces 2.0.2's fixed second); what the application set is
+ * kept. */
+Test(kafka_conf, fetch_defaults_follow_the_librdkafka_running)
+{
+    char err[256] = "";
+    int has_backoff = rd_kafka_version() >= 0x02020000;
+    rill_consumer_conf_t *c = rill_consumer_conf_new();
+    cr_assert_not_null(c);
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    cr_assert_eq(rill__consumer_fetch_defaults(c, kc, err, sizeof(err)), RILL_OK, "%s", err);
+    cr_assert_str_eq(kconf_get(kc, "queued.max.messages.kbytes"), "8192");
+    /* librdkafka's own default is left alone. */
+    cr_assert_str_eq(kconf_get(kc, "queued.min.messages"), "100000");
+    if (has_backoff)
+        cr_assert_str_eq(kconf_get(kc, "fetch.queue.backoff.ms"), "1", "librdkafka %s",
+                         rd_kafka_version_str());
+    else
+        cr_assert_str_eq(kconf_get(kc, "fetch.queue.backoff.ms"), "", "librdkafka %s",
+                         rd_kafka_version_str());
+    rd_kafka_conf_destroy(kc);
+
+    /* Set by the application: kept. */
+    cr_assert_eq(rill_consumer_conf_set(c, "queued.max.messages.kbytes", "1024", err, sizeof(err)),
+                 RILL_OK, "%s", err);
+    if (has_backoff)
+        cr_assert_eq(rill_consumer_conf_set(c, "fetch.queue.backoff.ms", "250", err, sizeof(err)),
+                     RILL_OK, "%s", err);
+    else /* 2.0.2 does not know the property: refused with librdkafka's words */
+        cr_assert_eq(rill_consumer_conf_set(c, "fetch.queue.backoff.ms", "250", err, sizeof(err)),
+                     RILL_EKAFKA);
+    kc = rd_kafka_conf_dup(c->kconf);
+    cr_assert_eq(rill__consumer_fetch_defaults(c, kc, err, sizeof(err)), RILL_OK, "%s", err);
+    cr_assert_str_eq(kconf_get(kc, "queued.max.messages.kbytes"), "1024");
+    if (has_backoff)
+        cr_assert_str_eq(kconf_get(kc, "fetch.queue.backoff.ms"), "250");
+    rd_kafka_conf_destroy(kc);
+    rill_consumer_conf_destroy(c);
+}

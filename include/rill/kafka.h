@@ -51,12 +51,16 @@
  * the local buffer reaches rill.buffer.high the source stops polling (the
  * buffer never holds more; librdkafka's fetcher stops at its own
  * queued.max.messages.kbytes, 8 MiB unless set, or queued.min.messages,
- * 100,000 records: lower it to hold less while backpressured, at the price
- * of fetching at most once a second past it); if the buffer has not gone
- * below rill.buffer.low for rill.pause.after.ms, the assigned partitions
- * are paused, and they resume below rill.buffer.low. librdkafka 2.0.2
- * takes up to a second to fetch again after a resume: size rill.buffer.low
- * to about a second of processing to hide it. The pause is re-applied
+ * 100,000 records: lower it to hold less while backpressured). Past either
+ * limit librdkafka waits fetch.queue.backoff.ms before it looks again:
+ * from librdkafka 2.2.0 rill sets it to 1 unless set (librdkafka's
+ * default, 1000, halved bench_pipeline's throughput on 2.8.0), so the
+ * limits cost no throughput; before 2.2.0 the wait is a fixed second, and
+ * a lower limit costs throughput. If the buffer has not gone below
+ * rill.buffer.low for rill.pause.after.ms, the assigned partitions are
+ * paused, and they resume below rill.buffer.low. librdkafka (2.0.2 and
+ * 2.8.0 alike) takes up to a second to fetch again after a resume: size
+ * rill.buffer.low to about a second of processing to hide it. The pause is re-applied
  * after every assignment, and the source keeps serving librdkafka while
  * paused, so max.poll.interval.ms is never exceeded because of a slow
  * pipeline. At most rill.max.unconfirmed records are out unconfirmed at
