@@ -408,15 +408,13 @@ rill_err_t rill_consumer_conf_set_commit_cb(rill_consumer_conf_t *c, rill_commit
 /*
  * librdkafka's prefetch queue is the memory between the consumer's buffer
  * and the broker. rill lowers its byte limit (64 MiB by default) to 8 MiB
- * unless the application set it. It leaves queued.min.messages alone: a
- * partition whose fetch queue is over either limit is not fetched again
- * for fetch.queue.backoff.ms, and the check counts the whole consumer
- * queue. In librdkafka before 2.2.0 that backoff is a fixed second
- * (confluentinc/librdkafka#2879), so a limit below what a fetch round
- * brings (up to 1 MiB per partition) throttles every partition to a fetch
- * a second (1,000 records: 15x slower). Lowering it there is the
- * application's trade: less memory held while backpressured, fewer records
- * per second.
+ * (2 MiB from librdkafka 2.2.0, below) unless the application set it. It leaves queued.min.messages
+ * alone: a partition whose fetch queue is over either limit is not fetched again for
+ * fetch.queue.backoff.ms, and the check counts the whole consumer queue. In librdkafka before 2.2.0
+ * that backoff is a fixed second (confluentinc/librdkafka#2879), so a limit below what a fetch
+ * round brings (up to 1 MiB per partition) throttles every partition to a fetch a second (1,000
+ * records: 15x slower). Lowering it there is the application's trade: less memory held while
+ * backpressured, fewer records per second.
  *
  * From 2.2.0 the backoff is fetch.queue.backoff.ms (default still 1,000):
  * rill sets it to RILL__FETCH_QUEUE_BACKOFF_MS unless the application set
@@ -429,8 +427,17 @@ rill_err_t rill_consumer_conf_set_commit_cb(rill_consumer_conf_t *c, rill_commit
  * The cost is the broker thread waking every 1 ms to look at the queue
  * length while the queue is full (a backpressured consumer), nothing while
  * it is not.
+ *
+ * With that backoff a small prefetch costs nothing, so from 2.2.0 rill's
+ * byte limit is 2 MiB instead of 8 MiB: a consumer held back by a slow sink
+ * with 1,000,000 records of 100 B waiting holds ~23 MiB RSS instead of ~51
+ * (bench_backlog on 2.8.0; RSS grows ~3.8 MiB per MiB of this limit), and
+ * its warm rate is no lower. Before 2.2.0 a 2 MiB limit costs 15-40x the
+ * throughput (the fixed second), so the 8 MiB stays there.
  */
 #define RILL__FETCH_QUEUE_BACKOFF_MS      "1"
+#define RILL__QUEUE_KBYTES_OLD            "8192"
+#define RILL__QUEUE_KBYTES                "2048"
 /* 2.2.0 with its pre-releases (rd_kafka_version(): 0xMMmmrrpp). */
 #define RILL__FETCH_QUEUE_BACKOFF_VERSION 0x02020000
 
@@ -438,10 +445,12 @@ rill_err_t rill__consumer_fetch_defaults(const rill_consumer_conf_t *c, rd_kafka
                                          char *errstr, size_t errstr_size)
 {
     rill_err_t err = RILL_OK;
+    int has_backoff = rd_kafka_version() >= RILL__FETCH_QUEUE_BACKOFF_VERSION;
     if (!c->have_queue_kbytes)
-        err = rill__conf_set(kc, "queued.max.messages.kbytes", "8192", errstr, errstr_size);
-    if (!err && rd_kafka_version() >= RILL__FETCH_QUEUE_BACKOFF_VERSION &&
-        !client_key_set(c, "fetch.queue.backoff.ms"))
+        err = rill__conf_set(kc, "queued.max.messages.kbytes",
+                             has_backoff ? RILL__QUEUE_KBYTES : RILL__QUEUE_KBYTES_OLD, errstr,
+                             errstr_size);
+    if (!err && has_backoff && !client_key_set(c, "fetch.queue.backoff.ms"))
         err = rill__conf_set(kc, "fetch.queue.backoff.ms", RILL__FETCH_QUEUE_BACKOFF_MS, errstr,
                              errstr_size);
     return err;

@@ -50,7 +50,8 @@
  * BACKPRESSURE. Records are emitted only against downstream demand. When
  * the local buffer reaches rill.buffer.high the source stops polling (the
  * buffer never holds more; librdkafka's fetcher stops at its own
- * queued.max.messages.kbytes, 8 MiB unless set, or queued.min.messages,
+ * queued.max.messages.kbytes, 8 MiB unless set (2 MiB from librdkafka
+ * 2.2.0: ~23 MiB RSS held back, bench_backlog), or queued.min.messages,
  * 100,000 records: lower it to hold less while backpressured). Past either
  * limit librdkafka waits fetch.queue.backoff.ms before it looks again:
  * from librdkafka 2.2.0 rill sets it to 1 unless set (librdkafka's
