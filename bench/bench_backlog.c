@@ -161,17 +161,10 @@ static void *raw_main(void *arg)
     child_t *c = arg;
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *kv[] = {"bootstrap.servers",
-                        c->boot,
-                        "group.id",
-                        c->group,
-                        "enable.auto.commit",
-                        "false",
-                        "enable.auto.offset.store",
-                        "false",
-                        "queued.max.messages.kbytes",
-                        "8192", /* rill's default bound */
-                        NULL};
+    const char *kv[] = {
+        "bootstrap.servers",        c->boot, "group.id", c->group, "enable.auto.commit", "false",
+        "enable.auto.offset.store", "false", NULL};
+    bench_raw_consumer_defaults(conf); /* rill's bound and fetch pacing */
     for (int i = 0; kv[i]; i += 2)
         if (rd_kafka_conf_set(conf, kv[i], kv[i + 1], err, sizeof(err)))
             die("raw consumer config", err);

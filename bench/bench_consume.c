@@ -165,6 +165,7 @@ static rd_kafka_t *raw_consumer(const char *boot, const char *group)
     const char *kv[] = {
         "bootstrap.servers",        boot,    "group.id", group, "enable.auto.commit", "false",
         "enable.auto.offset.store", "false", NULL};
+    bench_raw_consumer_defaults(c);
     for (int i = 0; kv[i]; i += 2)
         if (rd_kafka_conf_set(c, kv[i], kv[i + 1], err, sizeof(err)))
             die("raw config", err);

@@ -240,6 +240,7 @@ static result_t run_raw(const char *boot, rd_kafka_t *prod, uint64_t total, int 
     const char *kv[] = {
         "bootstrap.servers",        boot,    "group.id", group, "enable.auto.commit", "false",
         "enable.auto.offset.store", "false", NULL};
+    bench_raw_consumer_defaults(c);
     for (int i = 0; kv[i]; i += 2)
         rd_kafka_conf_set(c, kv[i], kv[i + 1], err, sizeof(err));
     for (int i = 0; consumer_kv[i]; i += 2)

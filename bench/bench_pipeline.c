@@ -272,6 +272,8 @@ static rd_kafka_t *raw_client(rd_kafka_type_t type, const char *const *kv, void 
 {
     char err[512];
     rd_kafka_conf_t *c = rd_kafka_conf_new();
+    if (type == RD_KAFKA_CONSUMER)
+        bench_raw_consumer_defaults(c);
     for (int i = 0; kv[i]; i += 2)
         if (rd_kafka_conf_set(c, kv[i], kv[i + 1], err, sizeof(err)) != RD_KAFKA_CONF_OK)
             die("raw config", err);

@@ -1,6 +1,8 @@
 /* bench_util: see bench_util.h. */
 #include "bench_util.h"
 
+#include "kafka/kafka_int.h"
+
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -417,4 +419,15 @@ void bench_broker_stop(void)
         kill(broker_pid, SIGTERM);
         waitpid(broker_pid, NULL, 0);
     }
+}
+
+void bench_raw_consumer_defaults(void *rd_kafka_conf)
+{
+    char err[256] = "";
+    rill_consumer_conf_t *c = rill_consumer_conf_new();
+    if (!c || rill__consumer_fetch_defaults(c, rd_kafka_conf, err, sizeof(err)) != RILL_OK) {
+        fprintf(stderr, "bench: rill's consumer defaults: %s\n", err[0] ? err : "out of memory");
+        exit(1);
+    }
+    rill_consumer_conf_destroy(c);
 }

@@ -143,6 +143,13 @@ int bench_env_int(const char *var, int dflt);
 typedef int bench_conf_set_fn(void *conf, const char *key, const char *value, char *err,
                               size_t err_size);
 
+/* The librdkafka properties rill's consumer gets by default (its prefetch
+ * bound, and fetch.queue.backoff.ms where librdkafka has it), set on a raw
+ * baseline consumer's conf, so that both sides run with the same bounds on
+ * memory and the same fetch pacing whichever librdkafka runs. Call it
+ * before the bench's own and the environment's properties. */
+void bench_raw_consumer_defaults(void *rd_kafka_conf);
+
 /* Extra client properties "key=value,key=value" from environment variable
  * `var`, for experiments (the reported runs use none): each is set on
  * `conf` through `set`. When `var` is not set, nothing. A malformed list or
