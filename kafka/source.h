@@ -60,6 +60,14 @@ typedef struct ksrc {
     int broken;                 /* a fatal client error: the session is not kept */
     int64_t blocked_since_ms;   /* stats.blocked: since when */
     int blocked_logged;         /* this blocked episode was logged */
+    /* librdkafka before 2.2 (fetch_nudge): its fetcher's queue limits
+     * (queued.min.messages, queued.max.messages.kbytes in bytes), the
+     * payload bytes polled (for the average record), and whether the
+     * queue was seen at a limit since the last nudge. */
+    int fetch_nudge;
+    uint64_t q_min_msgs, q_max_bytes, bytes_polled;
+    int fetcher_full;
+    uint64_t polled_at_tick; /* stats.polled at the last tick */
 
     rill_consumer_stats_t stats;
 } ksrc_t;
