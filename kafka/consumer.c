@@ -222,6 +222,10 @@ static void handle_error_msg(ksrc_t *k, rd_kafka_message_t *m)
     /* Retriable: librdkafka retries on its own. */
 }
 
+/* References of the client taken at once for records to come (given
+ * back at the end of the run). */
+#define HANDLE_BANK 256
+
 /* Take one polled record: buffer it. */
 static void take_record(ksrc_t *k, rd_kafka_message_t *m)
 {
@@ -238,7 +242,11 @@ static void take_record(ksrc_t *k, rd_kafka_message_t *m)
         rd_kafka_message_destroy(m);
         return;
     }
-    rill__khandle_ref(k->h);
+    if (!k->h_banked) {
+        rill__khandle_ref_n(k->h, HANDLE_BANK);
+        k->h_banked = HANDLE_BANK;
+    }
+    k->h_banked--; /* the record's reference of the client */
     rill_elem_t e = {.payload = m, .dtor = rill__record_free, .arg = p->id.v};
     if (!rill__equeue_push(&k->buf, &e)) {
         /* Cannot happen (room for twice the high watermark); never drop a
@@ -728,6 +736,10 @@ static void ksrc_end_run(ksrc_t *k)
         leave_confirmed_ahead(k);
     int park = k->holder && !rill_aid_is_none(st->hook.run) && !st->hook.once && !st->final &&
                !k->broken && o->restart_keep_ms > 0;
+    /* The references taken for records that never came; the session's
+     * own keeps the client. */
+    rill__khandle_unref_n(k->h, k->h_banked);
+    k->h_banked = 0;
     rill__ksession_t *s = k->s;
     k->s = NULL;
     if (park)

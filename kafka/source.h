@@ -33,6 +33,7 @@ typedef struct ksrc {
     rd_kafka_t *rk;
     rd_kafka_queue_t *q;
     rill__khandle_t *h;
+    long h_banked; /* references of h taken ahead, for records to come */
     rill__dlq_t dlq;
     int prepared, started;
     int reset_earliest; /* auto.offset.reset */
