@@ -116,6 +116,14 @@ void rill__ksrc_settle_batch(ksrc_t *k, const rill__settled_t *b);
  * take over a kept one. */
 void rill__ksrc_first_start(ksrc_t *k);
 void rill__ksrc_resume_start(ksrc_t *k);
+/* Waking librdkafka's fetcher before 2.2, when it sleeps with records
+ * waiting (source_group.c says why and how): read its queue limits at the
+ * start of a run; note whether the consumer queue is near one (9/10 of
+ * it: sampled only when we poll); seek the lagging partitions to their
+ * positions, which wakes it. */
+void rill__ksrc_nudge_init(ksrc_t *k);
+void rill__ksrc_nudge_sample(ksrc_t *k);
+void rill__ksrc_nudge(ksrc_t *k);
 /* Where each partition goes on in the next run (NULL without memory). */
 rd_kafka_topic_partition_list_t *rill__ksrc_resume_list(ksrc_t *k);
 
