@@ -225,6 +225,8 @@ static void handle_error_msg(ksrc_t *k, rd_kafka_message_t *m)
 /* References of the client taken at once for records to come (given
  * back at the end of the run). */
 #define HANDLE_BANK 256
+/* Records taken from librdkafka per call, at most. */
+#define POLL_BATCH  256
 
 /* Take one polled record: buffer it. */
 static void take_record(ksrc_t *k, rd_kafka_message_t *m)
@@ -279,7 +281,13 @@ static void poll_queue(ksrc_t *k)
      */
     const rill__kopts_t *o = &k->conf->o;
     rill__ksrc_nudge_sample(k);
-    for (int budget = 4096; budget > 0; budget--) {
+    /* Records come in batches (rd_kafka_consume_batch_queue: one clock
+     * read and one position update per batch, where rd_kafka_consumer_poll
+     * pays them per record), never more than the buffer has room for. */
+    rd_kafka_message_t *batch[POLL_BATCH];
+    size_t cap = (size_t)o->buffer_high * 2 + 1; /* the buffer's room */
+    for (int budget = 4096; budget > 0;) {
+        size_t want = POLL_BATCH;
         if (!k->st->finished) {
             if (k->buf.count < o->buffer_low)
                 k->full_since_ms = 0;
@@ -290,19 +298,29 @@ static void poll_queue(ksrc_t *k)
                     break;
                 rill__ksrc_set_paused(k, 1);
             }
+            size_t room =
+                k->buf.count < o->buffer_high ? o->buffer_high - k->buf.count : cap - k->buf.count;
+            if (room < want)
+                want = room;
+            if (!want)
+                break;
         }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, 0);
-        if (!m) {
+        ssize_t n = rd_kafka_consume_batch_queue(k->q, 0, batch, want);
+        if (n <= 0) {
             if (k->fetcher_full)
                 rill__ksrc_nudge(k); /* dry after a limit: the fetcher sleeps */
             break;
         }
-        if (m->err) {
-            handle_error_msg(k, m);
-            rd_kafka_message_destroy(m);
-            continue;
+        for (ssize_t i = 0; i < n; i++) {
+            rd_kafka_message_t *m = batch[i];
+            if (m->err) {
+                handle_error_msg(k, m);
+                rd_kafka_message_destroy(m);
+                continue;
+            }
+            take_record(k, m);
         }
-        take_record(k, m);
+        budget -= (int)n;
     }
 }
 
