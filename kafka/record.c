@@ -24,10 +24,21 @@ void rill__khandle_ref(rill__khandle_t *h)
     atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
 }
 
+void rill__khandle_ref_n(rill__khandle_t *h, long n)
+{
+    /* relaxed: as rill__khandle_ref. */
+    atomic_fetch_add_explicit(&h->refs, n, memory_order_relaxed);
+}
+
 void rill__khandle_unref(rill__khandle_t *h)
 {
+    rill__khandle_unref_n(h, 1);
+}
+
+void rill__khandle_unref_n(rill__khandle_t *h, long n)
+{
     /* acq_rel: the last release sees every record's destroy done. */
-    if (h && atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1) {
+    if (h && n > 0 && atomic_fetch_sub_explicit(&h->refs, n, memory_order_acq_rel) == n) {
         /* The session closed it (or the reaper finishes the close): on a
          * thread of its own, bounded (session.c). */
         rill__kclient_reap(h->rk, h->close_q, h->sticky_unsafe && !h->assigned_once);

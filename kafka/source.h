@@ -33,6 +33,7 @@ typedef struct ksrc {
     rd_kafka_t *rk;
     rd_kafka_queue_t *q;
     rill__khandle_t *h;
+    long h_banked; /* references of h taken ahead, for records to come */
     rill__dlq_t dlq;
     int prepared, started;
     int reset_earliest; /* auto.offset.reset */
@@ -60,6 +61,14 @@ typedef struct ksrc {
     int broken;                 /* a fatal client error: the session is not kept */
     int64_t blocked_since_ms;   /* stats.blocked: since when */
     int blocked_logged;         /* this blocked episode was logged */
+    /* librdkafka before 2.2 (fetch_nudge): its fetcher's queue limits
+     * (queued.min.messages, queued.max.messages.kbytes in bytes), the
+     * payload bytes polled (for the average record), and whether the
+     * queue was seen at a limit since the last nudge. */
+    int fetch_nudge;
+    uint64_t q_min_msgs, q_max_bytes, bytes_polled;
+    int fetcher_full;
+    uint64_t polled_at_tick; /* stats.polled at the last tick */
 
     rill_consumer_stats_t stats;
 } ksrc_t;
@@ -107,6 +116,14 @@ void rill__ksrc_settle_batch(ksrc_t *k, const rill__settled_t *b);
  * take over a kept one. */
 void rill__ksrc_first_start(ksrc_t *k);
 void rill__ksrc_resume_start(ksrc_t *k);
+/* Waking librdkafka's fetcher before 2.2, when it sleeps with records
+ * waiting (source_group.c says why and how): read its queue limits at the
+ * start of a run; note whether the consumer queue is near one (9/10 of
+ * it: sampled only when we poll); seek the lagging partitions to their
+ * positions, which wakes it. */
+void rill__ksrc_nudge_init(ksrc_t *k);
+void rill__ksrc_nudge_sample(ksrc_t *k);
+void rill__ksrc_nudge(ksrc_t *k);
 /* Where each partition goes on in the next run (NULL without memory). */
 rd_kafka_topic_partition_list_t *rill__ksrc_resume_list(ksrc_t *k);
 

@@ -629,6 +629,24 @@ void rill__ksrc_first_start(ksrc_t *k)
         }
         tp->err = 0;
     }
+    /*
+     * Name each topic to the client before the assign: a topic the assign
+     * makes itself may wait for librdkafka's next one-second topic scan
+     * before it knows the leaders (2.8: the first fetch came ~1 s late in
+     * about one start in four, the metadata of check_fixed_exist cached
+     * but not applied to the new topic). A topic made here takes the
+     * cached metadata, or asks for it at once. The topics exist (checked
+     * above), so asking for one by name creates nothing.
+     */
+    rd_kafka_topic_t *named[8];
+    int n_named = 0;
+    for (int i = 0; i < l->cnt && n_named < 8; i++) {
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++)
+            seen = !strcmp(l->elems[j].topic, l->elems[i].topic);
+        if (!seen && (named[n_named] = rd_kafka_topic_new(k->rk, l->elems[i].topic, NULL)))
+            n_named++;
+    }
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (track_assigned(k, l) == 0) {
         err = rd_kafka_assign(k->rk, l);
@@ -637,6 +655,8 @@ void rill__ksrc_first_start(ksrc_t *k)
         else
             rill__stage_fail(k->st, RILL_EKAFKA, "assign: %s", rd_kafka_err2str(err));
     }
+    for (int i = 0; i < n_named; i++)
+        rd_kafka_topic_destroy(named[i]); /* the assignment keeps the topic */
     rd_kafka_topic_partition_list_destroy(l);
 }
 
@@ -695,4 +715,89 @@ rd_kafka_topic_partition_list_t *rill__ksrc_resume_list(ksrc_t *k)
             rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = at;
     }
     return l;
+}
+
+/*
+ * Waking a fetcher that sleeps with records waiting (librdkafka before
+ * 2.2). librdkafka stops fetching while the consumer queue is over
+ * queued.min.messages or queued.max.messages.kbytes (the check counts the
+ * whole consumer queue), and nothing wakes its broker thread when the
+ * application drains the queue: it looks again after its fixed 1 s wait
+ * (confluentinc/librdkafka#2879; 2.2 made the wait fetch.queue.backoff.ms,
+ * which rill sets there). A consumer that drains the queue faster than a
+ * second then sits idle for the rest of it: bench_consume on 2.0.2 spent
+ * 1.9 of its 2.1 s so (500,000 records, 8 MiB queue limit).
+ *
+ * So when the queue was seen at a limit (fetcher_full) and then runs dry,
+ * or a whole tick brings no record, each partition whose last known high
+ * watermark is past its position is sought to that position: nothing is
+ * skipped or fetched twice (the queue is empty, the position is the next
+ * record not polled), and the seek wakes the broker thread, which fetches
+ * at once. Only after a limit was seen: a fetch under way when the seek
+ * comes is thrown away and sent again, so nudging a fetcher that was not
+ * asleep would only cost.
+ */
+#define FETCH_NUDGE_BEFORE 0x020200ff /* 2.2.0: fetch.queue.backoff.ms */
+
+void rill__ksrc_nudge_init(ksrc_t *k)
+{
+    k->fetch_nudge = rd_kafka_version() < FETCH_NUDGE_BEFORE;
+    char v[32];
+    size_t size = sizeof(v);
+    const rd_kafka_conf_t *kc = rd_kafka_conf(k->rk);
+    k->q_min_msgs = rd_kafka_conf_get(kc, "queued.min.messages", v, &size) == RD_KAFKA_CONF_OK
+                        ? strtoull(v, NULL, 10)
+                        : 100000;
+    size = sizeof(v);
+    k->q_max_bytes =
+        1024 * (rd_kafka_conf_get(kc, "queued.max.messages.kbytes", v, &size) == RD_KAFKA_CONF_OK
+                    ? strtoull(v, NULL, 10)
+                    : 65536);
+}
+
+void rill__ksrc_nudge_sample(ksrc_t *k)
+{
+    if (!k->fetch_nudge || k->fetcher_full)
+        return;
+    uint64_t n = (uint64_t)rd_kafka_queue_length(k->q);
+    uint64_t avg = k->stats.polled ? k->bytes_polled / k->stats.polled : 0;
+    if (n * 10 >= k->q_min_msgs * 9 || n * avg * 10 >= k->q_max_bytes * 9)
+        k->fetcher_full = 1;
+}
+
+void rill__ksrc_nudge(ksrc_t *k)
+{
+    if (k->st->finished || k->paused || k->revoking || k->buf.count >= k->conf->o.buffer_low)
+        return;
+    k->fetcher_full = 0;
+    rd_kafka_topic_partition_list_t *a = NULL, *lag = NULL;
+    if (rd_kafka_assignment(k->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a)
+        return;
+    if (rd_kafka_position(k->rk, a) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < a->cnt; i++) {
+            rd_kafka_topic_partition_t *t = &a->elems[i];
+            /* Not one with a seek of its own under way (a redelivery, a
+             * truncation): its position may not say where it goes on. */
+            rill__tpart_t *p = rill__tracker_find(&k->tr, t->topic, t->partition);
+            if (!p || p->revoking || p->pending || p->purge_from >= 0)
+                continue;
+            int64_t lo, hi;
+            if (t->offset < 0 ||
+                rd_kafka_get_watermark_offsets(k->rk, t->topic, t->partition, &lo, &hi) !=
+                    RD_KAFKA_RESP_ERR_NO_ERROR ||
+                hi <= t->offset)
+                continue;
+            if (!lag && !(lag = rd_kafka_topic_partition_list_new(a->cnt)))
+                break;
+            rd_kafka_topic_partition_list_add(lag, t->topic, t->partition)->offset = t->offset;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(a);
+    if (!lag)
+        return;
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(k->rk, lag, 0);
+    if (e)
+        rd_kafka_error_destroy(e);
+    k->stats.fetch_nudges++;
+    rd_kafka_topic_partition_list_destroy(lag);
 }

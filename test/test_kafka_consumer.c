@@ -2001,6 +2001,49 @@ Test(kafka_consumer, fixed_partitions_start_at_committed_or_reset, .timeout = 60
     kk_env_fini(&env);
 }
 
+/*
+ * librdkafka before 2.2 stops fetching while its queue is over
+ * queued.max.messages.kbytes and looks again only a second later, however
+ * fast the queue drains (confluentinc/librdkafka#2879): the source wakes
+ * it (fetch_nudges) once the queue ran dry after being at the limit. From
+ * 2.2 the wait is fetch.queue.backoff.ms and nothing is nudged. Either
+ * way every record arrives once and the commit reaches the end.
+ */
+Test(kafka_consumer, a_fetcher_stopped_at_its_queue_limit_is_woken, .timeout = 90)
+{
+    enum { PARTS = 4, PER = 5000 };
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "nudged", PARTS, PER, 100);
+
+    probe_t pr;
+    probe_init(&pr, env.sys, PARTS * PER);
+    /* 64 KiB: ~650 records of 100 bytes, a small part of the topic */
+    int nudging = rd_kafka_version() < 0x020200ff;
+    const char *kv[] = {"queued.max.messages.kbytes", "64",
+                        nudging ? NULL : "fetch.queue.backoff.ms", "10", NULL};
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "nudged-group", kv);
+    kk_conf_assign_all(c, "nudged", PARTS, RILL_OFFSET_BEGINNING);
+    rill_aid_t sink = probe_start(&pr, c, NULL);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_distinct(&pr) == PARTS * PER);
+    cr_assert(ok, "%ld of %d records", probe_distinct(&pr), PARTS * PER);
+    rill_consumer_stats_t st;
+    cr_assert_eq(rill_consumer_stats(env.sys, pr.consumer, &st), RILL_OK);
+    if (nudging)
+        cr_assert_gt(st.fetch_nudges, 0, "librdkafka %s: the fetcher was never woken",
+                     rd_kafka_version_str());
+    else
+        cr_assert_eq(st.fetch_nudges, 0, "librdkafka %s: %" PRIu64 " nudges",
+                     rd_kafka_version_str(), st.fetch_nudges);
+    cr_assert_eq(locked_long(&pr.mu, &pr.dups), 0, "records came twice");
+    kk_stop_wait(env.sys, pr.consumer);
+    kk_stop_wait(env.sys, sink);
+    kk_assert_committed(env.boot, "nudged-group", "nudged", PARTS, PER);
+    probe_fini(&pr);
+    kk_env_fini(&env);
+}
+
 /* ------------------------------------------------------------------ */
 /* Configuration errors and NULL arguments                             */
 /* ------------------------------------------------------------------ */

@@ -357,6 +357,8 @@ typedef struct rill_consumer_stats {
     uint32_t revoking;           /**< of those, being revoked: waiting for confirms */
     int paused;                  /**< the partitions are paused now */
     uint64_t pauses;             /**< times paused */
+    uint64_t fetch_nudges;       /**< idle fetchers woken (a seek to the position: librdkafka < 2.2
+                                      sleeps up to 1 s after its queue was full) */
     /** Emitting is stopped now: rill.max.unconfirmed records are out and
      * not confirmed (a pipeline that never confirms stays here). */
     int blocked;
