@@ -273,7 +273,8 @@ static void poll_queue(ksrc_t *k)
      * at queued.max.messages.kbytes (rill sets a modest default). When the
      * buffer has not dropped below the low watermark for
      * rill.pause.after.ms (downstream is slower than Kafka, not just
-     * hiccuping), pause the partitions: librdkafka drops their fetched
+     * hiccuping) and downstream took less than a buffer in that time
+     * (rill__ksrc_pause_due), pause the partitions: librdkafka drops their fetched
      * data and fetches nothing more, so later polls return no records,
      * only events (keep polling for those: max.poll.interval.ms must not
      * run out). Pausing at once on every brief stall would cost a lot: in
@@ -296,12 +297,14 @@ static void poll_queue(ksrc_t *k)
     for (int budget = 4096; budget > 0;) {
         size_t want = POLL_BATCH;
         if (!k->st->finished) {
-            if (k->buf.count < o->buffer_low)
+            if (k->buf.count < o->buffer_low) {
                 k->full_since_ms = 0;
-            else if (!k->full_since_ms)
+            } else if (!k->full_since_ms) {
                 k->full_since_ms = now_ms();
+                k->full_emitted = k->stats.emitted;
+            }
             if (k->buf.count >= o->buffer_high) {
-                if (!k->paused && now_ms() - k->full_since_ms < (int64_t)o->pause_after_ms)
+                if (!k->paused && !rill__ksrc_pause_due(k))
                     break;
                 rill__ksrc_set_paused(k, 1);
             }

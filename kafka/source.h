@@ -47,6 +47,7 @@ typedef struct ksrc {
     /* The buffer has not been below the low watermark since (0 = it is
      * below now): how long downstream has been slower than Kafka. */
     int64_t full_since_ms;
+    uint64_t full_emitted; /* stats.emitted when full_since_ms was set */
     uint32_t since_commit;
     int64_t last_commit_ms, last_redeliver_check_ms, last_forget_ms;
     uint32_t commits_out;   /* async commits not answered yet */
@@ -123,6 +124,9 @@ void rill__ksrc_resume_start(ksrc_t *k);
  * positions, which wakes it. */
 void rill__ksrc_nudge_init(ksrc_t *k);
 void rill__ksrc_nudge_sample(ksrc_t *k);
+/* The buffer is at rill.buffer.high: 1 if the partitions should be paused
+ * now (see source_group.c), 0 if the source should just stop polling. */
+int rill__ksrc_pause_due(ksrc_t *k);
 void rill__ksrc_nudge(ksrc_t *k);
 /* Where each partition goes on in the next run (NULL without memory). */
 rd_kafka_topic_partition_list_t *rill__ksrc_resume_list(ksrc_t *k);

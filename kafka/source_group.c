@@ -737,6 +737,34 @@ rd_kafka_topic_partition_list_t *rill__ksrc_resume_list(ksrc_t *k)
  * comes is thrown away and sent again, so nudging a fetcher that was not
  * asleep would only cost.
  */
+/*
+ * Pausing. The buffer sat at or above rill.buffer.low for
+ * rill.pause.after.ms: downstream is slower than Kafka. Pausing then frees
+ * librdkafka's prefetch and keeps the source serving events whatever the
+ * pipeline does, but a resumed partition is fetched again only up to a
+ * second later (librdkafka 2.0.2 and 2.8.0 alike). A downstream that still
+ * took two buffers (2 x rill.buffer.high records) in that time is fast: it
+ * empties the low watermark's worth in well under the resume delay, so a
+ * pause would starve it for that second after every resume (a consumer
+ * catching up on a backlog paused once a second, with a one-second gap
+ * each time, branch mem's bench_backlog traces), and the prefetch limit
+ * bounds memory anyway. So such a window starts over instead; a slow or
+ * stalled downstream is paused.
+ */
+int rill__ksrc_pause_due(ksrc_t *k)
+{
+    const rill__kopts_t *o = &k->conf->o;
+    int64_t now = now_ms();
+    if (now - k->full_since_ms < (int64_t)o->pause_after_ms)
+        return 0;
+    if (k->stats.emitted - k->full_emitted >= 2 * (uint64_t)o->buffer_high) {
+        k->full_since_ms = now;
+        k->full_emitted = k->stats.emitted;
+        return 0;
+    }
+    return 1;
+}
+
 #define FETCH_NUDGE_BEFORE 0x020200ff /* 2.2.0: fetch.queue.backoff.ms */
 
 void rill__ksrc_nudge_init(ksrc_t *k)

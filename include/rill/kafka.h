@@ -58,8 +58,11 @@
  * default, 1000, halved bench_pipeline's throughput on 2.8.0), so the
  * limits cost no throughput; before 2.2.0 the wait is a fixed second, and
  * a lower limit costs throughput. If the buffer has not gone below
- * rill.buffer.low for rill.pause.after.ms, the assigned partitions are
- * paused, and they resume below rill.buffer.low. librdkafka (2.0.2 and
+ * rill.buffer.low for rill.pause.after.ms and downstream took fewer than
+ * 2 x rill.buffer.high records in that time, the assigned partitions are
+ * paused, and they resume below rill.buffer.low (a downstream that takes
+ * two buffers per rill.pause.after.ms is not paused: the resume delay below
+ * would starve it, and the prefetch limit bounds memory anyway). librdkafka (2.0.2 and
  * 2.8.0 alike) takes up to a second to fetch again after a resume: size
  * rill.buffer.low to about a second of processing to hide it. The pause is re-applied
  * after every assignment, and the source keeps serving librdkafka while
@@ -216,7 +219,7 @@ RILL_API void rill_consumer_conf_destroy(rill_consumer_conf_t *conf);
  *    emitting until confirms come back, shows it in the stats (blocked,
  *    blocked_episodes) and logs it once if it lasts a second [20000]
  *  - rill.pause.after.ms: pause the partitions when the buffer stayed full
- *    this long [1000]
+ *    this long while downstream took less than 2 x rill.buffer.high records [1000]
  *  - rill.commit: "false": the offsets are the application's, nothing is
  *    committed; records must still be confirmed (a sink, a drop, or
  *    rill_elem_confirm()), else consumption stops for good after
