@@ -31,8 +31,9 @@
  *             offset + 1 with rd_kafka_offset_store (no allocation), an
  *             async commit every 1,000 records; librdkafka's prefetch is
  *             bounded by the same client properties rill's consumer gets
- *             (queued.max.messages.kbytes=8192, rill's default, and
- *             whatever BENCH_CONSUMER_CONF adds), so that its fetcher
+ *             (bench_raw_consumer_defaults: queued.max.messages.kbytes
+ *             8192, or 2048 with fetch.queue.backoff.ms=1 from librdkafka
+ *             2.2, and whatever BENCH_CONSUMER_CONF adds), so that its fetcher
  *             stops where rill's does. It never pauses: the prefetch bound
  *             is what holds its memory.
  *   rill      a pipeline: rill_kafka_source (executor 0) ->
@@ -465,6 +466,7 @@ int main(int argc, char **argv)
     if (sl <= 0)
         die("/proc/self/exe", "cannot read it");
     self[sl] = '\0';
+    bench_header("bench_backlog", 1, argc, argv);
     const char *only = getenv("BENCH_ONLY");
     int do_rill = !only || !strcmp(only, "rill"), do_raw = !only || !strcmp(only, "raw");
     struct utsname u;
@@ -480,9 +482,19 @@ int main(int argc, char **argv)
            n, VALUE, PARTITIONS, boot, warm, backlog, slow_rate, slow_s, runs);
     const char *cc = getenv("BENCH_CONSUMER_CONF"), *rc = getenv("BENCH_RILL_CONF"),
                *arena = getenv("MALLOC_ARENA_MAX");
-    printf("  both consumers: queued.max.messages.kbytes=8192 (rill's default)%s%s; rill: "
-           "defaults%s%s%s%s\n",
-           cc ? ", then " : "", cc ? cc : "", rc ? ", then " : "", rc ? rc : "",
+    /* What rill's consumer gets by default here (it depends on the
+     * librdkafka running), which the raw side gets too. */
+    char kb[32] = "?", fqb[32] = "unset";
+    size_t kbs = sizeof(kb), fqbs = sizeof(fqb);
+    rd_kafka_conf_t *dc = rd_kafka_conf_new();
+    bench_raw_consumer_defaults(dc);
+    rd_kafka_conf_get(dc, "queued.max.messages.kbytes", kb, &kbs);
+    if (rd_kafka_version() >= 0x02020000)
+        rd_kafka_conf_get(dc, "fetch.queue.backoff.ms", fqb, &fqbs);
+    rd_kafka_conf_destroy(dc);
+    printf("  both consumers: rill's defaults (queued.max.messages.kbytes=%s, "
+           "fetch.queue.backoff.ms %s)%s%s; rill: defaults%s%s%s%s\n",
+           kb, fqb, cc ? ", then " : "", cc ? cc : "", rc ? ", then " : "", rc ? rc : "",
            arena ? "; MALLOC_ARENA_MAX=" : "", arena ? arena : "");
     fflush(stdout);
     char err[512];

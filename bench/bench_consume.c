@@ -19,15 +19,15 @@
  *             (defaults: async every 1,000 confirms or 1 s)
  *
  * Both clocks run from nothing (the client not yet created) to the end of
- * the final sync commit and the consumer's close. Both clients keep
- * librdkafka's prefetch defaults except where rill sets its own
- * (queued.max.messages.kbytes; BENCH_RAW_CONF can give the raw consumer the
- * same). The broker is a separate `rill-broker` process, so this process's
- * CPU time (getrusage: user + sys, librdkafka's threads included) is the
- * client's alone. Data: RECORDS records of VALUE bytes over PARTITIONS
- * partitions (the mock keeps at most 5 MiB per partition: 1,000,000 x 100
- * bytes over 32 partitions stays under it). Both read every partition from
- * its first offset, without a group join, under a fresh group per run.
+ * the final sync commit and the consumer's close. The raw consumer gets
+ * the librdkafka properties rill's consumer gets by default (its prefetch
+ * bound and, from librdkafka 2.2, fetch.queue.backoff.ms:
+ * bench_raw_consumer_defaults); BENCH_RAW_CONF can change them. The broker is a separate
+ * `rill-broker` process, so this process's CPU time (getrusage: user + sys, librdkafka's threads
+ * included) is the client's alone. Data: RECORDS records of VALUE bytes over PARTITIONS partitions
+ * (the mock keeps at most 5 MiB per partition: 1,000,000 x 100 bytes over 32 partitions stays under
+ * it). Both read every partition from its first offset, without a group join, under a fresh group
+ * per run.
  *
  * Checks after each run (untimed): the side saw every record of every
  * partition exactly once and in order (no gap, no duplicate, nothing more)

@@ -44,7 +44,8 @@
  * Experiments (the reported runs set none of these): BENCH_ONLY=rill|raw
  * runs one side; BENCH_STATS=1 prints rill's counters; BENCH_TRACE=1 a
  * timeline and per-thread CPU; BENCH_RILL_CONSUMER_CONF and
- * BENCH_RILL_PRODUCER_CONF="key=value,..." add rill properties;
+ * BENCH_RILL_PRODUCER_CONF="key=value,..." add rill properties,
+ * BENCH_RAW_CONF the raw consumer's (it starts from rill's defaults);
  * BENCH_RAW_MAX_INFLIGHT sets the baseline's bound (0: none); BENCH_WARM_MS; BENCH_EX_CONSUMER,
  * BENCH_EX_MAP, BENCH_EX_PRODUCER place the stages on executors.
  *
@@ -268,6 +269,12 @@ static void raw_store(raw_t *x)
     }
 }
 
+/* The setter bench_conf_from_env() uses for the raw consumer's properties. */
+static int raw_set(void *c, const char *k, const char *v, char *e, size_t es)
+{
+    return rd_kafka_conf_set(c, k, v, e, es) != RD_KAFKA_CONF_OK;
+}
+
 static rd_kafka_t *raw_client(rd_kafka_type_t type, const char *const *kv, void *opaque)
 {
     char err[512];
@@ -277,6 +284,8 @@ static rd_kafka_t *raw_client(rd_kafka_type_t type, const char *const *kv, void 
     for (int i = 0; kv[i]; i += 2)
         if (rd_kafka_conf_set(c, kv[i], kv[i + 1], err, sizeof(err)) != RD_KAFKA_CONF_OK)
             die("raw config", err);
+    if (type == RD_KAFKA_CONSUMER) /* experiments: e.g. the raw loop without rill's bound */
+        bench_conf_from_env("bench_pipeline", c, "BENCH_RAW_CONF", raw_set);
     if (type == RD_KAFKA_PRODUCER) {
         rd_kafka_conf_set_dr_msg_cb(c, raw_dr);
         rd_kafka_conf_set_opaque(c, opaque);
