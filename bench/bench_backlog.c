@@ -145,11 +145,6 @@ typedef struct child {
     _Atomic int stop; /* raw: the loop ends */
 } child_t;
 
-static int conf_set_raw(void *conf, const char *key, const char *value, char *err, size_t size)
-{
-    return rd_kafka_conf_set(conf, key, value, err, size) != RD_KAFKA_CONF_OK;
-}
-
 static int conf_set_rill(void *conf, const char *key, const char *value, char *err, size_t size)
 {
     return rill_consumer_conf_set(conf, key, value, err, size) != RILL_OK;
@@ -160,20 +155,9 @@ static int conf_set_rill(void *conf, const char *key, const char *value, char *e
 static void *raw_main(void *arg)
 {
     child_t *c = arg;
-    char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const char *kv[] = {
-        "bootstrap.servers",        c->boot, "group.id", c->group, "enable.auto.commit", "false",
-        "enable.auto.offset.store", "false", NULL};
-    bench_raw_consumer_defaults(conf); /* rill's bound and fetch pacing */
-    for (int i = 0; kv[i]; i += 2)
-        if (rd_kafka_conf_set(conf, kv[i], kv[i + 1], err, sizeof(err)))
-            die("raw consumer config", err);
-    bench_conf_from_env("bench_backlog", conf, "BENCH_CONSUMER_CONF", conf_set_raw);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-    if (!rk)
-        die("raw consumer", err);
-    rd_kafka_poll_set_consumer(rk);
+    /* rill's bound and fetch pacing, then BENCH_CONSUMER_CONF */
+    rd_kafka_t *rk =
+        bench_raw_consumer("bench_backlog", c->boot, c->group, NULL, "BENCH_CONSUMER_CONF");
     rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(rk);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTITIONS);
     for (int p = 0; p < PARTITIONS; p++)
@@ -467,8 +451,6 @@ int main(int argc, char **argv)
         die("/proc/self/exe", "cannot read it");
     self[sl] = '\0';
     bench_header("bench_backlog", 1, argc, argv);
-    const char *only = getenv("BENCH_ONLY");
-    int do_rill = !only || !strcmp(only, "rill"), do_raw = !only || !strcmp(only, "raw");
     struct utsname u;
     uname(&u);
     char boot[512] = "";
@@ -509,13 +491,12 @@ int main(int argc, char **argv)
     int all_ok = 1;
     for (int r = 0; r < runs; r++) {
         result_t x = {.ok = 1}, b = {.ok = 1};
-        for (int k = 0; k < 2; k++) { /* alternating which side goes first */
-            if ((k == 0) == (r % 2 == 1)) {
-                if (do_rill)
-                    x = run_child(self, "rill", boot, n, warm, slow_rate, slow_s, r);
-            } else if (do_raw)
+        int side[2], sides = bench_sides(r, side); /* alternating which goes first */
+        for (int k = 0; k < sides; k++)
+            if (side[k] == BENCH_SIDE_RILL)
+                x = run_child(self, "rill", boot, n, warm, slow_rate, slow_s, r);
+            else
                 b = run_child(self, "raw", boot, n, warm, slow_rate, slow_s, r);
-        }
         rh[r] = x.rss_held, bh[r] = b.rss_held;
         rr[r] = x.resume_ms, br[r] = b.resume_ms;
         rd[r] = x.drain_rate, bd[r] = b.drain_rate;

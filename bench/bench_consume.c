@@ -150,32 +150,7 @@ static int check(const char *boot, const char *group, const seen_t *s, uint64_t 
     return ok;
 }
 
-/* The setter bench_conf_from_env() uses for the raw consumer's properties. */
-static int raw_set(void *c, const char *k, const char *v, char *e, size_t es)
-{
-    return rd_kafka_conf_set(c, k, v, e, es) != RD_KAFKA_CONF_OK;
-}
-
 /* ---- baseline: raw librdkafka ---- */
-
-static rd_kafka_t *raw_consumer(const char *boot, const char *group)
-{
-    char err[512];
-    rd_kafka_conf_t *c = rd_kafka_conf_new();
-    const char *kv[] = {
-        "bootstrap.servers",        boot,    "group.id", group, "enable.auto.commit", "false",
-        "enable.auto.offset.store", "false", NULL};
-    bench_raw_consumer_defaults(c);
-    for (int i = 0; kv[i]; i += 2)
-        if (rd_kafka_conf_set(c, kv[i], kv[i + 1], err, sizeof(err)))
-            die("raw config", err);
-    bench_conf_from_env("bench_consume", c, "BENCH_RAW_CONF", raw_set);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
-    if (!rk)
-        die("raw consumer", err);
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
-}
 
 static result_t run_raw(const char *boot, uint64_t n, int run)
 {
@@ -187,7 +162,7 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
     seen_t s;
     memset(&s, 0, sizeof(s));
     double t0 = bench_now_s(), c0 = bench_cpu_us(), t_trace = t0;
-    rd_kafka_t *rk = raw_consumer(boot, group);
+    rd_kafka_t *rk = bench_raw_consumer("bench_consume", boot, group, NULL, "BENCH_RAW_CONF");
     /* One topic handle for rd_kafka_offset_store, made once. */
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, TOPIC, NULL);
     rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(rk);
@@ -408,21 +383,14 @@ int main(int argc, char **argv)
     read_ends(boot);
     double rr[MAX_RUNS], rc[MAX_RUNS], br[MAX_RUNS], bc[MAX_RUNS];
     int ok = 1;
-    const char *only = getenv("BENCH_ONLY"); /* "rill" or "raw": for profiling one side */
     for (int r = 0; r < runs; r++) {
         result_t b = {1, 1, 1}, x = b;
-        if (only) {
-            if (!strcmp(only, "rill"))
-                x = run_rill(boot, n, r);
-            else
+        int side[2], sides = bench_sides(r, side);
+        for (int k = 0; k < sides; k++)
+            if (side[k] == BENCH_SIDE_RAW)
                 b = run_raw(boot, n, r);
-        } else if (r % 2 == 0) {
-            b = run_raw(boot, n, r);
-            x = run_rill(boot, n, r);
-        } else {
-            x = run_rill(boot, n, r);
-            b = run_raw(boot, n, r);
-        }
+            else
+                x = run_rill(boot, n, r);
         ok = ok && b.ok && x.ok;
         br[r] = b.rate;
         bc[r] = b.cost;

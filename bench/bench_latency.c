@@ -233,23 +233,10 @@ static void pacer_start(pacer_t *p, rd_kafka_t *rk, const char *topic, uint64_t 
 
 static result_t run_raw(const char *boot, rd_kafka_t *prod, uint64_t total, int run)
 {
-    char topic[64], group[64], err[512];
+    char topic[64], group[64];
     snprintf(topic, sizeof(topic), "lat-raw-%d", run);
     snprintf(group, sizeof(group), "lat-raw-%d", run);
-    rd_kafka_conf_t *c = rd_kafka_conf_new();
-    const char *kv[] = {
-        "bootstrap.servers",        boot,    "group.id", group, "enable.auto.commit", "false",
-        "enable.auto.offset.store", "false", NULL};
-    bench_raw_consumer_defaults(c);
-    for (int i = 0; kv[i]; i += 2)
-        rd_kafka_conf_set(c, kv[i], kv[i + 1], err, sizeof(err));
-    for (int i = 0; consumer_kv[i]; i += 2)
-        if (rd_kafka_conf_set(c, consumer_kv[i], consumer_kv[i + 1], err, sizeof(err)))
-            die("raw consumer config", err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
-    if (!rk)
-        die("raw consumer", err);
-    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_t *rk = bench_raw_consumer("bench_latency", boot, group, consumer_kv, NULL);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTITIONS);
     for (int p = 0; p < PARTITIONS; p++)
         rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;

@@ -269,28 +269,16 @@ static void raw_store(raw_t *x)
     }
 }
 
-/* The setter bench_conf_from_env() uses for the raw consumer's properties. */
-static int raw_set(void *c, const char *k, const char *v, char *e, size_t es)
-{
-    return rd_kafka_conf_set(c, k, v, e, es) != RD_KAFKA_CONF_OK;
-}
-
-static rd_kafka_t *raw_client(rd_kafka_type_t type, const char *const *kv, void *opaque)
+static rd_kafka_t *raw_producer(const char *const *kv, void *opaque)
 {
     char err[512];
     rd_kafka_conf_t *c = rd_kafka_conf_new();
-    if (type == RD_KAFKA_CONSUMER)
-        bench_raw_consumer_defaults(c);
     for (int i = 0; kv[i]; i += 2)
         if (rd_kafka_conf_set(c, kv[i], kv[i + 1], err, sizeof(err)) != RD_KAFKA_CONF_OK)
             die("raw config", err);
-    if (type == RD_KAFKA_CONSUMER) /* experiments: e.g. the raw loop without rill's bound */
-        bench_conf_from_env("bench_pipeline", c, "BENCH_RAW_CONF", raw_set);
-    if (type == RD_KAFKA_PRODUCER) {
-        rd_kafka_conf_set_dr_msg_cb(c, raw_dr);
-        rd_kafka_conf_set_opaque(c, opaque);
-    }
-    rd_kafka_t *rk = rd_kafka_new(type, c, err, sizeof(err));
+    rd_kafka_conf_set_dr_msg_cb(c, raw_dr);
+    rd_kafka_conf_set_opaque(c, opaque);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof(err));
     if (!rk)
         die("raw client", err);
     return rk;
@@ -305,18 +293,15 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
     memset(&x, 0, sizeof(x));
     for (int p = 0; p < PARTITIONS; p++)
         x.parts[p].base = -1;
-    const char *ckv[] = {
-        "bootstrap.servers",        boot,    "group.id", group, "enable.auto.commit", "false",
-        "enable.auto.offset.store", "false", NULL};
     const char *pkv[] = {
         "bootstrap.servers", boot, "enable.idempotence", "true", "acks", "all", "linger.ms",
         LINGER_MS,           NULL};
-    x.prod = raw_client(RD_KAFKA_PRODUCER, pkv, &x);
+    x.prod = raw_producer(pkv, &x);
     warm_up();
     double t0 = bench_now_s(), c0 = bench_cpu_us();
     x.t0 = t0;
-    x.cons = raw_client(RD_KAFKA_CONSUMER, ckv, NULL);
-    rd_kafka_poll_set_consumer(x.cons);
+    /* BENCH_RAW_CONF: experiments, e.g. the raw loop without rill's bound */
+    x.cons = bench_raw_consumer("bench_pipeline", boot, group, NULL, "BENCH_RAW_CONF");
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTITIONS);
     for (int p = 0; p < PARTITIONS; p++)
         rd_kafka_topic_partition_list_add(l, IN_TOPIC, p)->offset = 0;
@@ -610,21 +595,13 @@ int main(int argc, char **argv)
     double rr[MAX_RUNS], rc[MAX_RUNS], br[MAX_RUNS], bc[MAX_RUNS];
     int ok = 1;
     for (int r = 0; r < runs; r++) {
-        /* Alternate which side goes first. */
         result_t b = {.rate = 1, .cost = 1, .ok = 1}, x = b;
-        const char *only = getenv("BENCH_ONLY"); /* "rill" or "raw": for profiling one side */
-        if (only) {
-            if (!strcmp(only, "rill"))
-                x = run_rill(boot, n, r);
-            else
+        int side[2], sides = bench_sides(r, side); /* alternating which goes first */
+        for (int k = 0; k < sides; k++)
+            if (side[k] == BENCH_SIDE_RAW)
                 b = run_raw(boot, n, r);
-        } else if (r % 2 == 0) {
-            b = run_raw(boot, n, r);
-            x = run_rill(boot, n, r);
-        } else {
-            x = run_rill(boot, n, r);
-            b = run_raw(boot, n, r);
-        }
+            else
+                x = run_rill(boot, n, r);
         ok = ok && b.ok && x.ok;
         br[r] = b.rate;
         bc[r] = b.cost;

@@ -431,3 +431,54 @@ void bench_raw_consumer_defaults(void *rd_kafka_conf)
     }
     rill_consumer_conf_destroy(c);
 }
+
+/* bench_conf_from_env's setter for a librdkafka conf. */
+static int raw_conf_set(void *c, const char *k, const char *v, char *e, size_t es)
+{
+    return rd_kafka_conf_set(c, k, v, e, es) != RD_KAFKA_CONF_OK;
+}
+
+/* Sets NULL-ended key, value pairs (none if kv is NULL), or exits. */
+static void raw_conf_pairs(const char *name, rd_kafka_conf_t *c, const char *const *kv)
+{
+    char err[512];
+    for (int i = 0; kv && kv[i]; i += 2)
+        if (raw_conf_set(c, kv[i], kv[i + 1], err, sizeof(err))) {
+            fprintf(stderr, "%s: raw consumer config: %s\n", name, err);
+            exit(1);
+        }
+}
+
+rd_kafka_t *bench_raw_consumer(const char *name, const char *boot, const char *group,
+                               const char *const *kv, const char *env_var)
+{
+    char err[512];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    const char *base[] = {
+        "bootstrap.servers",        boot,    "group.id", group, "enable.auto.commit", "false",
+        "enable.auto.offset.store", "false", NULL};
+    bench_raw_consumer_defaults(c);
+    raw_conf_pairs(name, c, base);
+    raw_conf_pairs(name, c, kv);
+    if (env_var)
+        bench_conf_from_env(name, c, env_var, raw_conf_set);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
+    if (!rk) {
+        fprintf(stderr, "%s: raw consumer: %s\n", name, err);
+        exit(1);
+    }
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+}
+
+int bench_sides(int run, int side[2])
+{
+    const char *only = getenv("BENCH_ONLY");
+    if (only) {
+        side[0] = strcmp(only, "rill") ? BENCH_SIDE_RAW : BENCH_SIDE_RILL;
+        return 1;
+    }
+    side[0] = run % 2 ? BENCH_SIDE_RILL : BENCH_SIDE_RAW;
+    side[1] = !side[0];
+    return 2;
+}

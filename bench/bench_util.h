@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <librdkafka/rdkafka.h>
 #include <rill/actor.h>
 
 /* Seconds on CLOCK_MONOTONIC. */
@@ -149,6 +150,21 @@ typedef int bench_conf_set_fn(void *conf, const char *key, const char *value, ch
  * memory and the same fetch pacing whichever librdkafka runs. Call it
  * before the bench's own and the environment's properties. */
 void bench_raw_consumer_defaults(void *rd_kafka_conf);
+
+/* A raw baseline consumer for at least once, its consumer queue the one to
+ * poll: rill's consumer defaults (above), bootstrap.servers `boot`,
+ * group.id `group`, no auto commit and no automatic offset store, then the
+ * bench's own properties `kv` (pairs ending with NULL; NULL for none), then
+ * those of the environment variable `env_var` ("key=value,...", NULL for
+ * none). On an error it says so under `name` and exits 1. */
+rd_kafka_t *bench_raw_consumer(const char *name, const char *boot, const char *group,
+                               const char *const *kv, const char *env_var);
+
+/* The sides of alternating run `run` in the order they run: raw first in
+ * even runs, rill first in odd ones; BENCH_ONLY=rill|raw runs that side
+ * alone (for profiling). Fills `side` and returns how many run (1 or 2). */
+enum { BENCH_SIDE_RAW, BENCH_SIDE_RILL };
+int bench_sides(int run, int side[2]);
 
 /* Extra client properties "key=value,key=value" from environment variable
  * `var`, for experiments (the reported runs use none): each is set on
