@@ -1295,14 +1295,15 @@ Test(kafka_consumer, commit_errors_and_broker_outage_lose_nothing, .timeout = 12
 typedef struct bp {
     rill_system_t *sys;
     rill_aid_t consumer;
+    long nap_us; /* what the sink takes per record */
     atomic_long processed;
 } bp_t;
 
-/* One record per millisecond. */
+/* One record per nap_us. */
 static rill_err_t bp_sink(void *opaque, rill_elem_t *e)
 {
     bp_t *b = opaque;
-    kk_nap_us(1000);
+    kk_nap_us(b->nap_us);
     rill_elem_confirm(e);
     atomic_fetch_add_explicit(&b->processed, 1, memory_order_relaxed);
     return RILL_OK;
@@ -1356,7 +1357,7 @@ Test(kafka_consumer, backpressure_slow_sink_pauses_and_memory_stays_flat, .timeo
     kk_env_init(&env);
     kk_load_topic(&env, "bp", BP_PARTS, BP_PER_PART, BP_VALUE);
 
-    bp_t b = {.sys = env.sys};
+    bp_t b = {.sys = env.sys, .nap_us = 1000}; /* one record per millisecond */
     atomic_init(&b.processed, 0);
     /* Memory-tight prefetch (the documented trade: librdkafka holds at
      * most ~2,000 records besides rill's buffer, at the cost of fetching
@@ -1435,17 +1436,6 @@ Test(kafka_consumer, backpressure_slow_sink_pauses_and_memory_stays_flat, .timeo
     kk_env_fini(&env);
 }
 
-/* ~8,000 records a second: slower than Kafka, far faster than a buffer
- * of 100 per 200 ms. */
-static rill_err_t bp_quick_sink(void *opaque, rill_elem_t *e)
-{
-    bp_t *b = opaque;
-    kk_nap_us(100);
-    rill_elem_confirm(e);
-    atomic_fetch_add_explicit(&b->processed, 1, memory_order_relaxed);
-    return RILL_OK;
-}
-
 /*
  * A downstream slower than Kafka but fast (catching up on a backlog)
  * keeps the buffer between its watermarks for good; pausing it would
@@ -1460,14 +1450,16 @@ Test(kafka_consumer, backpressure_a_fast_sink_catching_up_is_not_paused, .timeou
     kk_env_t env;
     kk_env_init(&env);
     kk_load_topic(&env, "quick", PARTS, PER, BP_VALUE);
-    bp_t b = {.sys = env.sys};
+    /* ~8,000 records a second: slower than Kafka, far faster than a buffer
+     * of 100 per 200 ms. */
+    bp_t b = {.sys = env.sys, .nap_us = 100};
     atomic_init(&b.processed, 0);
     const char *kv[] = {
         "rill.buffer.high", "100", "rill.buffer.low", "50", "rill.pause.after.ms", "200", NULL};
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "quick-group", kv);
     kk_conf_assign_all(c, "quick", PARTS, RILL_OFFSET_BEGINNING);
     b.consumer = kk_consumer_spawn_ok(env.sys, c, 0);
-    rill_aid_t sink = kk_sink_spawn_ok(env.sys, bp_quick_sink, &b, 1, b.consumer);
+    rill_aid_t sink = kk_sink_spawn_ok(env.sys, bp_sink, &b, 1, b.consumer);
     int ok;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, atomic_load(&b.processed) == PARTS * PER);
     rill_consumer_stats_t s = kk_consumer_stats_ok(env.sys, b.consumer);
