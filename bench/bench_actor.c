@@ -258,9 +258,10 @@ static rill_system_t *new_system(void)
     return sys;
 }
 
-/* placement[i] = executor of stage i; stage 0 is the source, the last is
- * the sink, the ones between forward. */
-static double rill_chain(uint64_t n, const int *placement, int stages)
+/* placement[i] = executor of stage i; stage 0 is the source (`source`:
+ * bench_source_behavior, or batch_source_behavior), the last is the sink,
+ * the ones between forward. */
+static double rill_chain(uint64_t n, const int *placement, int stages, rill_behavior_fn *source)
 {
     rill_system_t *sys = new_system();
     bench_flow_t flow;
@@ -273,7 +274,7 @@ static double rill_chain(uint64_t n, const int *placement, int stages)
         next = bench_spawn("bench_actor", sys, forward_behavior, &fwd_next[i], placement[i]);
     }
     bench_source_t src = {.flow = &flow, .next = next, .n = n, .window = WINDOW};
-    rill_aid_t s = bench_spawn("bench_actor", sys, bench_source_behavior, &src, placement[0]);
+    rill_aid_t s = bench_spawn("bench_actor", sys, source, &src, placement[0]);
     rill_system_start(sys);
     double t0 = bench_now_s();
     rill_msg_t go = {.type = BENCH_MSG_GO};
@@ -315,24 +316,6 @@ static rill_err_t batch_source_behavior(rill_ctx_t *ctx, void *state, rill_msg_t
         rill_tell(sys, rill_self(ctx), &go);
     }
     return RILL_OK;
-}
-
-static double rill_hop_batch(uint64_t n)
-{
-    rill_system_t *sys = new_system();
-    bench_flow_t flow;
-    bench_flow_init(&flow, n);
-    rill_aid_t sink = bench_spawn("bench_actor", sys, bench_sink_behavior, &flow, 1);
-    bench_source_t src = {.flow = &flow, .next = sink, .n = n, .window = WINDOW};
-    rill_aid_t s = bench_spawn("bench_actor", sys, batch_source_behavior, &src, 0);
-    rill_system_start(sys);
-    double t0 = bench_now_s();
-    rill_msg_t go = {.type = BENCH_MSG_GO};
-    rill_tell(sys, s, &go);
-    bench_flow_wait(&flow);
-    double rate = (double)n / (flow.t_end - t0);
-    rill_system_destroy(sys);
-    return rate;
 }
 
 static double rill_fanin2(uint64_t n)
@@ -466,9 +449,9 @@ int main(int argc, char **argv)
     }
     if (only) {
         const int h[] = {0, 1}, c[] = {0, 0, 1, 1};
-        double rate = !strcmp(only, "hop")         ? rill_chain(n, h, 2)
-                      : !strcmp(only, "hop_batch") ? rill_hop_batch(n)
-                      : !strcmp(only, "chain4")    ? rill_chain(n, c, 4)
+        double rate = !strcmp(only, "hop")         ? rill_chain(n, h, 2, bench_source_behavior)
+                      : !strcmp(only, "hop_batch") ? rill_chain(n, h, 2, batch_source_behavior)
+                      : !strcmp(only, "chain4")    ? rill_chain(n, c, 4, bench_source_behavior)
                       : !strcmp(only, "pingpong")  ? rill_pingpong(n_pp)
                                                    : -1;
         printf("%s: %.0f per s\n", only, rate);
@@ -482,10 +465,10 @@ int main(int argc, char **argv)
            (unsigned long long)n, (unsigned long long)n_pp, runs);
     for (int r = 0; r < runs; r++) {
         b_spsc[r] = baseline_spsc(n);
-        r_hop[r] = rill_chain(n, hop, 2);
-        r_hb[r] = rill_hop_batch(n);
-        r_chain[r] = rill_chain(n, chain, 4);
-        r_alt[r] = rill_chain(n, alt, 4);
+        r_hop[r] = rill_chain(n, hop, 2, bench_source_behavior);
+        r_hb[r] = rill_chain(n, hop, 2, batch_source_behavior);
+        r_chain[r] = rill_chain(n, chain, 4, bench_source_behavior);
+        r_alt[r] = rill_chain(n, alt, 4, bench_source_behavior);
         r_fan[r] = rill_fanin2(n);
         b_pp[r] = baseline_pingpong(n_pp);
         r_pp[r] = rill_pingpong(n_pp);
