@@ -259,13 +259,17 @@ static void *produce(void *arg)
     return NULL;
 }
 
-Test(actor_mailbox, many_producers_deliver_exactly_once_fifo_per_producer, .timeout = 240)
+/* PRODUCERS threads send `per` numbered messages each through `produce_fn`
+ * (retrying refusals) to one actor of mailbox `capacity`: every message
+ * is handled once, in each producer's order, every refusal counted, every
+ * payload released once. */
+static void many_producers(void *(*produce_fn)(void *), uint32_t capacity)
 {
     rill_system_t *sys = kit_system(2, 0, 0, 1);
     cr_assert_not_null(sys);
     seq_state_t st;
     memset(&st, 0, sizeof(st));
-    rill_aid_t aid = spawn_seq(sys, &st, 1024);
+    rill_aid_t aid = spawn_seq(sys, &st, capacity);
     kit_tally_t tally;
     memset(&tally, 0, sizeof(tally));
 
@@ -273,7 +277,7 @@ Test(actor_mailbox, many_producers_deliver_exactly_once_fifo_per_producer, .time
     struct producer p[PRODUCERS];
     for (unsigned i = 0; i < PRODUCERS; i++) {
         p[i] = (struct producer){.sys = sys, .to = aid, .id = i, .count = per, .tally = &tally};
-        cr_assert_eq(pthread_create(&p[i].thread, NULL, produce, &p[i]), 0);
+        cr_assert_eq(pthread_create(&p[i].thread, NULL, produce_fn, &p[i]), 0);
     }
     long efull = 0;
     for (unsigned i = 0; i < PRODUCERS; i++) {
@@ -287,7 +291,7 @@ Test(actor_mailbox, many_producers_deliver_exactly_once_fifo_per_producer, .time
     cr_assert(kit_wait_at_least(&tally.released, total, KIT_WAIT_MS));
 
     rill_actor_stats_t s = stats_of(sys, aid);
-    cr_assert_eq(s.refused, (uint64_t)efull, "refused counter %llu, EFULL answers %ld",
+    cr_assert_eq(s.refused, (uint64_t)efull, "refused counter %llu, messages refused %ld",
                  (unsigned long long)s.refused, efull);
     cr_assert_geq(s.processed, (uint64_t)total);
 
@@ -301,6 +305,11 @@ Test(actor_mailbox, many_producers_deliver_exactly_once_fifo_per_producer, .time
                      (unsigned long long)st.next[i]);
     rill_system_destroy(sys);
     cr_assert_eq(atomic_load(&tally.released), total);
+}
+
+Test(actor_mailbox, many_producers_deliver_exactly_once_fifo_per_producer, .timeout = 240)
+{
+    many_producers(produce, 1024);
 }
 
 /* Logs every message it handles, in order. */
@@ -603,38 +612,5 @@ static void *produce_batches(void *arg)
 Test(actor_mailbox, batches_from_many_producers_arrive_exactly_once_fifo_per_producer,
      .timeout = 240)
 {
-    rill_system_t *sys = kit_system(2, 0, 0, 1);
-    cr_assert_not_null(sys);
-    seq_state_t st;
-    memset(&st, 0, sizeof(st));
-    rill_aid_t aid = spawn_seq(sys, &st, 256);
-    kit_tally_t tally;
-    memset(&tally, 0, sizeof(tally));
-    const uint32_t per = KIT_SCALE(100000);
-    struct producer p[PRODUCERS];
-    for (unsigned i = 0; i < PRODUCERS; i++) {
-        p[i] = (struct producer){.sys = sys, .to = aid, .id = i, .count = per, .tally = &tally};
-        cr_assert_eq(pthread_create(&p[i].thread, NULL, produce_batches, &p[i]), 0);
-    }
-    long refused = 0;
-    for (unsigned i = 0; i < PRODUCERS; i++) {
-        pthread_join(p[i].thread, NULL);
-        cr_assert_eq(p[i].errors, 0, "producer %u saw errors other than RILL_EFULL", i);
-        refused += p[i].efull;
-    }
-    const long total = (long)per * PRODUCERS;
-    cr_assert(kit_wait_at_least(&st.handled, total, KIT_WAIT_MS * 6), "handled %ld of %ld",
-              atomic_load(&st.handled), total);
-    rill_actor_stats_t s = stats_of(sys, aid);
-    cr_assert_eq(s.refused, (uint64_t)refused, "refused counter %llu, messages left out %ld",
-                 (unsigned long long)s.refused, refused);
-    cr_assert_eq(rill_system_stop(sys, KIT_WAIT_MS), RILL_OK);
-    cr_assert_eq(atomic_load(&st.handled), total);
-    cr_assert_eq(atomic_load(&st.out_of_order), 0);
-    cr_assert_eq(atomic_load(&st.bad_payload), 0);
-    for (unsigned i = 0; i < PRODUCERS; i++)
-        cr_assert_eq(st.next[i], per, "producer %u: next expected %llu", i,
-                     (unsigned long long)st.next[i]);
-    rill_system_destroy(sys);
-    cr_assert_eq(atomic_load(&tally.released), total);
+    many_producers(produce_batches, 256);
 }
