@@ -1009,6 +1009,21 @@ static rill_err_t blocker_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg
     return RILL_OK;
 }
 
+/* Holds executor `exec` with a blocker actor until `gate` (initialised
+ * here) opens; returns once the blocker is in its turn. */
+static rill_aid_t hold_executor(rill_system_t *sys, int exec, kit_gate_t *gate)
+{
+    kit_gate_init(gate);
+    rill_spawn_opts_t bo = {
+        .behavior = blocker_behavior, .state = gate, .executor = RILL_EXECUTOR(exec)};
+    rill_aid_t blocker;
+    cr_assert_eq(rill_spawn(sys, &bo, &blocker), RILL_OK);
+    rill_msg_t m = {.type = KIT_MSG_APP};
+    cr_assert_eq(rill_tell(sys, blocker, &m), RILL_OK);
+    cr_assert(kit_wait_at_least(&gate->arrived, 1, KIT_WAIT_MS));
+    return blocker;
+}
+
 Test(kafka_consumer, stop_commits_every_confirm_sent_before_it, .timeout = 60)
 {
     kk_env_t env;
@@ -1037,14 +1052,7 @@ Test(kafka_consumer, stop_commits_every_confirm_sent_before_it, .timeout = 60)
      * turn): every record is confirmed, each confirm accepted, then the
      * consumer is stopped. */
     kit_gate_t gate;
-    kit_gate_init(&gate);
-    rill_spawn_opts_t bo = {
-        .behavior = blocker_behavior, .state = &gate, .executor = RILL_EXECUTOR(0)};
-    rill_aid_t blocker;
-    cr_assert_eq(rill_spawn(env.sys, &bo, &blocker), RILL_OK);
-    rill_msg_t m = {.type = KIT_MSG_APP};
-    cr_assert_eq(rill_tell(env.sys, blocker, &m), RILL_OK);
-    cr_assert(kit_wait_at_least(&gate.arrived, 1, KIT_WAIT_MS));
+    rill_aid_t blocker = hold_executor(env.sys, 0, &gate);
     size_t n = probe_flush(&pr, 1, ~0u);
     cr_assert_eq(n, SC_PARTS * SC_PER_PART);
     cr_assert_eq(pr.confirm_errors, 0);
@@ -2068,14 +2076,7 @@ Test(kafka_consumer, a_fetcher_stopped_at_its_queue_limit_is_woken, .timeout = 9
      * their limits, so the fetcher stops there whatever the speed
      * of the build (a fast consumer may otherwise never let it fill). */
     kit_gate_t gate;
-    kit_gate_init(&gate);
-    rill_spawn_opts_t bo = {
-        .behavior = blocker_behavior, .state = &gate, .executor = RILL_EXECUTOR(1)};
-    rill_aid_t blocker;
-    cr_assert_eq(rill_spawn(env.sys, &bo, &blocker), RILL_OK);
-    rill_msg_t bm = {.type = KIT_MSG_APP};
-    cr_assert_eq(rill_tell(env.sys, blocker, &bm), RILL_OK);
-    cr_assert(kit_wait_at_least(&gate.arrived, 1, KIT_WAIT_MS));
+    rill_aid_t blocker = hold_executor(env.sys, 1, &gate);
     pr.consumer = kk_consumer_spawn_ok(env.sys, c, 0);
     rill_aid_t sink = kk_sink_spawn_ok(env.sys, probe_sink, &pr, 1, pr.consumer);
     /* No stats asks meanwhile: their reply actors may need executor 1. */
