@@ -79,6 +79,7 @@
 #include <rill/testkit.h>
 
 #include "bench_util.h"
+#include "kafka/kafka_int.h"
 
 #define PARTITIONS     32
 #define VALUE          100
@@ -471,7 +472,7 @@ int main(int argc, char **argv)
     rd_kafka_conf_t *dc = rd_kafka_conf_new();
     bench_raw_consumer_defaults(dc);
     rd_kafka_conf_get(dc, "queued.max.messages.kbytes", kb, &kbs);
-    if (rd_kafka_version() >= 0x02020000)
+    if (rill__has_fetch_queue_backoff())
         rd_kafka_conf_get(dc, "fetch.queue.backoff.ms", fqb, &fqbs);
     rd_kafka_conf_destroy(dc);
     printf("  both consumers: rill's defaults (queued.max.messages.kbytes=%s, "

@@ -435,17 +435,15 @@ rill_err_t rill_consumer_conf_set_commit_cb(rill_consumer_conf_t *c, rill_commit
  * its warm rate is no lower. Before 2.2.0 a 2 MiB limit costs 15-40x the
  * throughput (the fixed second), so the 8 MiB stays there.
  */
-#define RILL__FETCH_QUEUE_BACKOFF_MS      "1"
-#define RILL__QUEUE_KBYTES_OLD            "8192"
-#define RILL__QUEUE_KBYTES                "2048"
-/* 2.2.0 with its pre-releases (rd_kafka_version(): 0xMMmmrrpp). */
-#define RILL__FETCH_QUEUE_BACKOFF_VERSION 0x02020000
+#define RILL__FETCH_QUEUE_BACKOFF_MS "1"
+#define RILL__QUEUE_KBYTES_OLD       "8192"
+#define RILL__QUEUE_KBYTES           "2048"
 
 rill_err_t rill__consumer_fetch_defaults(const rill_consumer_conf_t *c, rd_kafka_conf_t *kc,
                                          char *errstr, size_t errstr_size)
 {
     rill_err_t err = RILL_OK;
-    int has_backoff = rd_kafka_version() >= RILL__FETCH_QUEUE_BACKOFF_VERSION;
+    int has_backoff = rill__has_fetch_queue_backoff();
     if (!c->have_queue_kbytes)
         err = rill__conf_set(kc, "queued.max.messages.kbytes",
                              has_backoff ? RILL__QUEUE_KBYTES : RILL__QUEUE_KBYTES_OLD, errstr,

@@ -134,6 +134,16 @@ struct rill_producer_conf {
  * partitions, group.id where needed, bootstrap.servers, sane buffers. */
 rill_err_t rill__consumer_conf_check(const rill_consumer_conf_t *c, char *errstr,
                                      size_t errstr_size);
+/* Whether the librdkafka running has fetch.queue.backoff.ms (2.2.0 and
+ * its pre-releases; rd_kafka_version() is 0xMMmmrrpp): before it, a queue
+ * past its limits is fetched again only after a fixed second
+ * (confluentinc/librdkafka#2879). rill's prefetch defaults and the source's
+ * fetcher nudge both follow it. */
+static inline int rill__has_fetch_queue_backoff(void)
+{
+    return rd_kafka_version() >= 0x02020000;
+}
+
 /* rill's prefetch defaults on the client's conf kc, for what the
  * application left unset (see conf.c): queued.max.messages.kbytes, and
  * fetch.queue.backoff.ms where librdkafka has it (>= 2.2.0). */

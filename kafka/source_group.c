@@ -765,11 +765,9 @@ int rill__ksrc_pause_due(ksrc_t *k)
     return 1;
 }
 
-#define FETCH_NUDGE_BEFORE 0x020200ff /* 2.2.0: fetch.queue.backoff.ms */
-
 void rill__ksrc_nudge_init(ksrc_t *k)
 {
-    k->fetch_nudge = rd_kafka_version() < FETCH_NUDGE_BEFORE;
+    k->fetch_nudge = !rill__has_fetch_queue_backoff();
     char v[32];
     size_t size = sizeof(v);
     const rd_kafka_conf_t *kc = rd_kafka_conf(k->rk);

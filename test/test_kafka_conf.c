@@ -170,7 +170,7 @@ static const char *kconf_get(rd_kafka_conf_t *kc, const char *key)
 Test(kafka_conf, fetch_defaults_follow_the_librdkafka_running)
 {
     char err[256] = "";
-    int has_backoff = rd_kafka_version() >= 0x02020000;
+    int has_backoff = rill__has_fetch_queue_backoff();
     rill_consumer_conf_t *c = rill_consumer_conf_new();
     cr_assert_not_null(c);
     rd_kafka_conf_t *kc = rd_kafka_conf_new();

@@ -2066,7 +2066,7 @@ Test(kafka_consumer, a_fetcher_stopped_at_its_queue_limit_is_woken, .timeout = 9
     probe_t pr;
     probe_init(&pr, env.sys, PARTS * PER);
     /* 64 KiB: ~650 records of 100 bytes, a small part of the topic */
-    int nudging = rd_kafka_version() < 0x020200ff;
+    int nudging = !rill__has_fetch_queue_backoff();
     const char *kv[] = {"queued.max.messages.kbytes", "64",
                         nudging ? NULL : "fetch.queue.backoff.ms", "10", NULL};
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "nudged-group", kv);
