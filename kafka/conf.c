@@ -254,8 +254,7 @@ void rill_consumer_conf_destroy(rill_consumer_conf_t *c)
     free(c);
 }
 
-/* Whether the application set librdkafka property `key`. */
-static int client_key_set(const rill_consumer_conf_t *c, const char *key)
+int rill__consumer_key_set(const rill_consumer_conf_t *c, const char *key)
 {
     for (size_t i = 0; i < c->n_client_keys; i++)
         if (!strcmp(c->client_keys[i], key))
@@ -268,7 +267,7 @@ static int client_key_set(const rill_consumer_conf_t *c, const char *key)
 static rill_err_t track_client_key(rill_consumer_conf_t *c, const char *key, char *errstr,
                                    size_t errstr_size)
 {
-    if (client_key_set(c, key))
+    if (rill__consumer_key_set(c, key))
         return RILL_OK;
     char **v = realloc(c->client_keys, (c->n_client_keys + 1) * sizeof(*v));
     if (v)
@@ -448,7 +447,7 @@ rill_err_t rill__consumer_fetch_defaults(const rill_consumer_conf_t *c, rd_kafka
         err = rill__conf_set(kc, "queued.max.messages.kbytes",
                              has_backoff ? RILL__QUEUE_KBYTES : RILL__QUEUE_KBYTES_OLD, errstr,
                              errstr_size);
-    if (!err && has_backoff && !client_key_set(c, "fetch.queue.backoff.ms"))
+    if (!err && has_backoff && !rill__consumer_key_set(c, "fetch.queue.backoff.ms"))
         err = rill__conf_set(kc, "fetch.queue.backoff.ms", RILL__FETCH_QUEUE_BACKOFF_MS, errstr,
                              errstr_size);
     return err;
@@ -559,6 +558,8 @@ rill_err_t rill_producer_conf_set(rill_producer_conf_t *c, const char *key, cons
         c->have_bootstrap = *value != '\0';
     if (!err && !strcmp(key, "statistics.interval.ms"))
         c->have_stats_interval = 1;
+    if (!err && !strcmp(key, "enable.metrics.push"))
+        c->have_metrics_push = 1;
     return err;
 }
 
@@ -569,6 +570,7 @@ rill_producer_conf_t *rill__producer_conf_dup(const rill_producer_conf_t *c)
         return NULL;
     d->have_bootstrap = c->have_bootstrap;
     d->have_stats_interval = c->have_stats_interval;
+    d->have_metrics_push = c->have_metrics_push;
     if (!(d->kconf = rd_kafka_conf_dup(c->kconf)) || kopts_copy(&d->o, &c->o)) {
         rill_producer_conf_destroy(d);
         return NULL;

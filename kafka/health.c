@@ -25,6 +25,25 @@ void rill__khealth_conf(rd_kafka_conf_t *kc, int app_set_interval,
     rd_kafka_conf_set_stats_cb(kc, stats_cb);
 }
 
+/*
+ * librdkafka 2.5 added KIP-714 client metrics push (enable.metrics.push,
+ * default true). Through 2.8 at least, rd_kafka_destroy() hands the
+ * telemetry's termination to librdkafka's main thread and then waits on a
+ * condition variable, with no state to check, for up to a second
+ * (rd_kafka_telemetry_await_termination): when the main thread signals
+ * before the destroying thread waits, the signal is lost and the destroy
+ * takes the whole second. On 2.8.0 that was a third of the consumer stops
+ * in bench_consume (gdb: the reaper thread in that wait, 1.000 s each),
+ * whatever the broker. So rill turns metrics push off unless the
+ * application set the property; before 2.5 librdkafka does not know it,
+ * and nothing changes.
+ */
+void rill__kclient_telemetry_default(rd_kafka_conf_t *kc, int app_set)
+{
+    if (!app_set)
+        rd_kafka_conf_set(kc, "enable.metrics.push", "false", NULL, 0);
+}
+
 /* The string value of "key" in the object text [p, end), into out. */
 static int json_str(const char *p, const char *end, const char *key, char *out, size_t size)
 {

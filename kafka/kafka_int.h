@@ -85,6 +85,10 @@ typedef struct rill__khealth {
  * statistics.interval.ms, 0 included) and route them to stats_cb. */
 void rill__khealth_conf(rd_kafka_conf_t *kc, int app_set_interval,
                         int (*stats_cb)(rd_kafka_t *, char *, size_t, void *));
+/* enable.metrics.push=false unless the application set it (app_set):
+ * librdkafka 2.5-2.8's destroy can wait a second for its telemetry
+ * (health.c says why); a no-op before 2.5, which lacks the property. */
+void rill__kclient_telemetry_default(rd_kafka_conf_t *kc, int app_set);
 /* Brokers UP in librdkafka's statistics JSON (the internal one not
  * counted), -1 if it has no brokers section. */
 int rill__khealth_brokers_up(const char *json, size_t len);
@@ -128,6 +132,7 @@ struct rill_producer_conf {
     rill__kopts_t o;
     int have_bootstrap;
     int have_stats_interval; /* the application set statistics.interval.ms */
+    int have_metrics_push;   /* the application set enable.metrics.push */
 };
 
 /* What a consumer needs before a client can be made: a subscription or
@@ -144,6 +149,8 @@ static inline int rill__has_fetch_queue_backoff(void)
     return rd_kafka_version() >= 0x02020000;
 }
 
+/* Whether the application set librdkafka property `key` on c. */
+int rill__consumer_key_set(const rill_consumer_conf_t *c, const char *key);
 /* rill's prefetch defaults on the client's conf kc, for what the
  * application left unset (see conf.c): queued.max.messages.kbytes, and
  * fetch.queue.backoff.ms where librdkafka has it (>= 2.2.0). */

@@ -729,6 +729,7 @@ static rill_err_t producer_prepare(void *impl, rill_system_t *sys, char *errstr,
     rd_kafka_conf_set_opaque(kc, pr);
     rd_kafka_conf_set_error_cb(kc, error_cb);
     rill__khealth_conf(kc, c->have_stats_interval, stats_cb);
+    rill__kclient_telemetry_default(kc, c->have_metrics_push);
     rill__kafka_quiet_log(kc);
     char kerr[512];
     pr->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, kerr, sizeof(kerr));

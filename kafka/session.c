@@ -224,6 +224,7 @@ rill__ksession_t *rill__ksession_new(const rill_consumer_conf_t *c, char *errstr
     rd_kafka_conf_set_offset_commit_cb(kc, commit_tramp);
     rd_kafka_conf_set_error_cb(kc, error_tramp);
     rill__khealth_conf(kc, c->have_stats_interval, stats_tramp);
+    rill__kclient_telemetry_default(kc, rill__consumer_key_set(c, "enable.metrics.push"));
     rill__kafka_quiet_log(kc);
     rd_kafka_topic_conf_t *tc = rd_kafka_conf_get_default_topic_conf(kc);
     if (!tc) {

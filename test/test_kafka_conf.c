@@ -205,3 +205,47 @@ Test(kafka_conf, fetch_defaults_follow_the_librdkafka_running)
     rd_kafka_conf_destroy(kc);
     rill_consumer_conf_destroy(c);
 }
+
+/* enable.metrics.push is off unless the application set it (librdkafka
+ * 2.5-2.8's destroy can wait a second for its telemetry, kafka/health.c);
+ * before 2.5 librdkafka does not know the property and nothing is set. */
+Test(kafka_conf, metrics_push_is_off_unless_the_application_sets_it)
+{
+    char err[256] = "";
+    rd_kafka_conf_t *probe = rd_kafka_conf_new();
+    int known = rd_kafka_conf_set(probe, "enable.metrics.push", "true", err, sizeof(err)) ==
+                RD_KAFKA_CONF_OK;
+    rd_kafka_conf_destroy(probe);
+    cr_assert_eq(known, rd_kafka_version() >= 0x02050000, "librdkafka %s", rd_kafka_version_str());
+
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    rill__kclient_telemetry_default(kc, 0);
+    cr_assert_str_eq(kconf_get(kc, "enable.metrics.push"), known ? "false" : "");
+    rd_kafka_conf_destroy(kc);
+
+    /* Set by the application: a consumer's and a producer's are kept. */
+    rill_consumer_conf_t *c = rill_consumer_conf_new();
+    rill_producer_conf_t *p = rill_producer_conf_new();
+    cr_assert_not_null(c);
+    cr_assert_not_null(p);
+    cr_assert_not(rill__consumer_key_set(c, "enable.metrics.push"));
+    cr_assert_not(p->have_metrics_push);
+    rill_err_t want = known ? RILL_OK : RILL_EKAFKA; /* unknown: librdkafka's words */
+    cr_assert_eq(rill_consumer_conf_set(c, "enable.metrics.push", "true", err, sizeof(err)), want,
+                 "%s", err);
+    cr_assert_eq(rill_producer_conf_set(p, "enable.metrics.push", "true", err, sizeof(err)), want,
+                 "%s", err);
+    if (known) {
+        cr_assert(rill__consumer_key_set(c, "enable.metrics.push"));
+        rill_producer_conf_t *d = rill__producer_conf_dup(p);
+        cr_assert_not_null(d);
+        cr_assert(d->have_metrics_push, "a copy keeps what the application set");
+        kc = rd_kafka_conf_dup(d->kconf);
+        rill__kclient_telemetry_default(kc, d->have_metrics_push);
+        cr_assert_str_eq(kconf_get(kc, "enable.metrics.push"), "true");
+        rd_kafka_conf_destroy(kc);
+        rill_producer_conf_destroy(d);
+    }
+    rill_producer_conf_destroy(p);
+    rill_consumer_conf_destroy(c);
+}
