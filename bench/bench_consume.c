@@ -2,21 +2,29 @@
  * bench_consume: consume -> confirm -> commit through a rill pipeline,
  * against a raw librdkafka consumer with the same guarantee (at least
  * once: an offset is stored only after its record was processed, commits
- * async every COMMIT_EVERY records and sync at the end), on the same
- * broker and data, in the same run, alternating which side goes first.
+ * async every COMMIT_EVERY records with at most one unanswered, and sync
+ * at the end), on the same
+ * broker and data, in the same run, turning which side goes first.
  *
  *   baseline  what a librdkafka expert writes: batched polls
  *             (rd_kafka_consume_batch_queue on the consumer queue, up to
  *             BATCH records per call), then per partition the last
  *             processed offset of the batch stored with
  *             rd_kafka_offset_store (no allocation), an async commit
- *             every COMMIT_EVERY records. BENCH_RAW_POLL=poll uses an
+ *             every COMMIT_EVERY records unless one is unanswered (then
+ *             once it is: bench_committer_t). BENCH_RAW_POLL=poll uses an
  *             rd_kafka_consumer_poll loop instead, storing every record's
  *             offset with rd_kafka_offset_store (measured slower, see
  *             docs/benchmarks.md)
  *   rill      a pipeline: rill_kafka_source -> rill_sink_foreach, whose
  *             RILL_OK confirms every record; commits driven by rill
- *             (defaults: async every 1,000 confirms or 1 s)
+ *             (defaults: async every 1,000 confirms or 1 s, at most one
+ *             unanswered), on a system of two executors, measured twice:
+ *             `consume` with the sink on the source's executor (a cheap
+ *             sink where it belongs: the records stay on one core, as in
+ *             the raw loop) and `consume_split` with the sink on the other
+ *             executor (what a costly sink needs: its work beside the
+ *             polling; each record then crosses cores)
  *
  * Both clocks run from nothing (the client not yet created) to the end of
  * the final sync commit and the consumer's close. The raw consumer gets
@@ -35,8 +43,10 @@
  * partitions' end offsets. A failed check prints why and makes the exit
  * status 1.
  *
- * Experiments (the reported runs set none of these): BENCH_ONLY=rill|raw
- * runs one side; BENCH_RAW_POLL=poll|batch; BENCH_RAW_CONF and
+ * Experiments (the reported runs set none of these):
+ * BENCH_ONLY=rill|split|raw runs one side; BENCH_RAW_POLL=poll|batch;
+ * BENCH_RAW_COMMIT=every commits every COMMIT_EVERY records even while
+ * one is unanswered (bench_util.h: bench_committer_t); BENCH_RAW_CONF and
  * BENCH_RILL_CONSUMER_CONF="key=value,..." add client properties;
  * BENCH_STATS=1 prints rill's consumer counters; BENCH_TRACE=1 prints a
  * timeline of them every 50 ms, per-thread CPU, and the raw side's
@@ -172,7 +182,9 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
     rd_kafka_assign(rk, l);
     rd_kafka_topic_partition_list_destroy(l);
     rd_kafka_message_t *msgs[BATCH];
-    uint64_t got = 0, commits = 0;
+    uint64_t got = 0;
+    bench_committer_t com;
+    bench_committer_init(&com, rk, COMMIT_EVERY);
     while (got < n) {
         if (batch) {
             /* Waits until the batch is full or the timeout: never ask for
@@ -207,20 +219,19 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
             }
             rd_kafka_message_destroy(m);
         }
-        if (got / COMMIT_EVERY > commits) {
-            commits = got / COMMIT_EVERY;
-            rd_kafka_commit(rk, NULL, 1);
-        }
+        bench_committer_step(&com, got);
         if (trace && bench_now_s() - t_trace >= 0.05) {
             t_trace = bench_now_s();
             fprintf(stderr, "  raw %.2fs got %" PRIu64 " queue %zu\n", t_trace - t0, got,
                     rd_kafka_queue_length(q));
         }
     }
+    bench_committer_drain(&com);
     rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
     if (trace)
         bench_thread_cpu("raw at the end");
     rd_kafka_queue_destroy(q);
+    bench_committer_destroy(&com);
     rd_kafka_topic_destroy(rkt);
     rd_kafka_consumer_close(rk);
     double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
@@ -275,10 +286,10 @@ static void print_stats(const char *when, double t, const rill_consumer_stats_t 
             cs->unconfirmed, cs->paused, cs->pauses, cs->blocked_episodes, cs->committed);
 }
 
-static result_t run_rill(const char *boot, uint64_t n, int run)
+static result_t run_rill(const char *boot, uint64_t n, int run, int sink_executor)
 {
     char err[512], group[64];
-    snprintf(group, sizeof(group), "rill-%d", run);
+    snprintf(group, sizeof(group), "rill-%d-%d", run, sink_executor);
     int trace = getenv("BENCH_TRACE") != NULL;
     sink_state_t s;
     memset(&s, 0, sizeof(s));
@@ -298,7 +309,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
             die("rill consumer config", err);
     bench_conf_from_env("bench_consume", c, "BENCH_RILL_CONSUMER_CONF", consumer_set);
     rill_stage_opts_t co = {.executor = RILL_EXECUTOR(0)},
-                      so = {.executor = RILL_EXECUTOR(1), .mailbox_capacity = 1024};
+                      so = {.executor = RILL_EXECUTOR(sink_executor), .mailbox_capacity = 1024};
     rill_pipeline_t *p = rill_pipeline_new(sys, "consume");
     rill_pipeline_add(p, rill_kafka_source(c), &co);
     rill_pipeline_add(p, rill_sink_foreach(count_each, &s), &so);
@@ -381,30 +392,43 @@ int main(int argc, char **argv)
     if (rill_testkit_produce_generated(boot, TOPIC, n, &gen, &po, err, sizeof(err)))
         die("produce", err);
     read_ends(boot);
-    double rr[MAX_RUNS], rc[MAX_RUNS], br[MAX_RUNS], bc[MAX_RUNS];
+    /* Three sides per run (raw, rill with the sink on the source's executor,
+     * rill with the sink on the other), in an order that turns by one each
+     * run, so that none always goes first. */
+    enum { RAW, RILL, SPLIT, SIDES };
+    static const char *const side_name[SIDES] = {"raw", "rill", "split"};
+    double rate[SIDES][MAX_RUNS], cost[SIDES][MAX_RUNS];
+    const char *only = getenv("BENCH_ONLY");
     int ok = 1;
     for (int r = 0; r < runs; r++) {
-        result_t b = {1, 1, 1}, x = b;
-        int side[2], sides = bench_sides(r, side);
-        for (int k = 0; k < sides; k++)
-            if (side[k] == BENCH_SIDE_RAW)
-                b = run_raw(boot, n, r);
-            else
-                x = run_rill(boot, n, r);
-        ok = ok && b.ok && x.ok;
-        br[r] = b.rate;
-        bc[r] = b.cost;
-        rr[r] = x.rate;
-        rc[r] = x.cost;
-        printf("  run %d: raw %.0f rec/s %.0f us/1k cpu%s | rill %.0f rec/s %.0f us/1k cpu%s\n",
-               r + 1, b.rate, b.cost, b.ok ? "" : " (CHECK FAILED)", x.rate, x.cost,
-               x.ok ? "" : " (CHECK FAILED)");
+        result_t res[SIDES];
+        for (int k = 0; k < SIDES; k++) {
+            int side = (r + k) % SIDES;
+            res[side] = (result_t){1, 1, 1};
+            if (only && strcmp(only, side_name[side]))
+                continue;
+            res[side] = side == RAW    ? run_raw(boot, n, r)
+                        : side == RILL ? run_rill(boot, n, r, 0)
+                                       : run_rill(boot, n, r, 1);
+        }
+        for (int side = 0; side < SIDES; side++) {
+            ok = ok && res[side].ok;
+            rate[side][r] = res[side].rate;
+            cost[side][r] = res[side].cost;
+        }
+        printf("  run %d: raw %.0f rec/s %.0f us/1k cpu%s | rill %.0f rec/s %.0f us/1k cpu%s | "
+               "rill split %.0f rec/s %.0f us/1k cpu%s\n",
+               r + 1, res[RAW].rate, res[RAW].cost, res[RAW].ok ? "" : " (CHECK FAILED)",
+               res[RILL].rate, res[RILL].cost, res[RILL].ok ? "" : " (CHECK FAILED)",
+               res[SPLIT].rate, res[SPLIT].cost, res[SPLIT].ok ? "" : " (CHECK FAILED)");
         fflush(stdout);
     }
     printf("  checks: %s\n", ok ? "every run read every record once, in order, and committed "
                                   "every partition's end offset"
                                 : "FAILED (see above)");
-    bench_summary("consume", 0, rr, br, runs, "records/s");
-    bench_summary("consume_cost", 1, rc, bc, runs, "us/1000");
+    bench_summary("consume", 0, rate[RILL], rate[RAW], runs, "records/s");
+    bench_summary("consume_cost", 1, cost[RILL], cost[RAW], runs, "us/1000");
+    bench_summary("consume_split", 0, rate[SPLIT], rate[RAW], runs, "records/s");
+    bench_summary("consume_split_cost", 1, cost[SPLIT], cost[RAW], runs, "us/1000");
     return ok ? 0 : 1;
 }

@@ -13,7 +13,9 @@
  *             contiguous done prefix of each partition is stored
  *             (rd_kafka_offsets_store, one list for all partitions)
  *             after every producer poll (one per batch); an async
- *             commit every 1,000 deliveries, a sync commit at the end; at
+ *             commit every 1,000 deliveries unless one is unanswered
+ *             (then once it is: bench_committer_t), a sync commit at the
+ *             end; at
  *             most RAW_MAX_INFLIGHT records consumed and not yet delivered
  *             (rill's rill.max.inflight default: the same bound on work in
  *             flight as rill's producer; BENCH_RAW_MAX_INFLIGHT=0 lifts it,
@@ -307,7 +309,9 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
         rd_kafka_topic_partition_list_add(l, IN_TOPIC, p)->offset = 0;
     rd_kafka_assign(x.cons, l);
     rd_kafka_topic_partition_list_destroy(l);
-    uint64_t consumed = 0, commits = 0;
+    uint64_t consumed = 0;
+    bench_committer_t com;
+    bench_committer_init(&com, x.cons, 1000);
     char buf[4096];
     /* Bound the records in flight as rill's producer is bounded. */
     uint64_t limit = (uint64_t)bench_env_int("BENCH_RAW_MAX_INFLIGHT", RAW_MAX_INFLIGHT);
@@ -361,14 +365,13 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
          * prefixes. */
         rd_kafka_poll(x.prod, consumed < n && room ? 0 : 10);
         raw_store(&x);
-        if (x.delivered / 1000 > commits) {
-            commits = x.delivered / 1000;
-            rd_kafka_commit(x.cons, NULL, 1);
-        }
+        bench_committer_step(&com, x.delivered);
     }
     rd_kafka_queue_destroy(q);
     raw_store(&x);
+    bench_committer_drain(&com);
     rd_kafka_resp_err_t cerr = rd_kafka_commit(x.cons, NULL, 0);
+    bench_committer_destroy(&com);
     if (getenv("BENCH_TRACE"))
         bench_thread_cpu("raw at the end");
     double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;

@@ -471,6 +471,53 @@ rd_kafka_t *bench_raw_consumer(const char *name, const char *boot, const char *g
     return rk;
 }
 
+void bench_committer_init(bench_committer_t *c, rd_kafka_t *rk, uint64_t every)
+{
+    const char *mode = getenv("BENCH_RAW_COMMIT");
+    *c = (bench_committer_t){.rk = rk, .every = every, .next = every};
+    c->every_time = mode && !strcmp(mode, "every");
+    if (!c->every_time && !(c->q = rd_kafka_queue_new(rk))) {
+        fprintf(stderr, "bench: out of memory\n");
+        exit(1);
+    }
+}
+
+void bench_committer_step(bench_committer_t *c, uint64_t done)
+{
+    rd_kafka_event_t *ev;
+    while (c->out && (ev = rd_kafka_queue_poll(c->q, 0))) {
+        c->out -= rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT;
+        rd_kafka_event_destroy(ev);
+    }
+    if (done < c->next || c->out)
+        return;
+    c->next = (done / c->every + 1) * c->every;
+    if (c->every_time)
+        rd_kafka_commit(c->rk, NULL, 1);
+    else
+        c->out +=
+            rd_kafka_commit_queue(c->rk, NULL, c->q, NULL, NULL) == RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+void bench_committer_drain(bench_committer_t *c)
+{
+    double end = bench_now_s() + 10;
+    while (c->out && bench_now_s() < end) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(c->q, 100);
+        if (ev) {
+            c->out -= rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT;
+            rd_kafka_event_destroy(ev);
+        }
+    }
+}
+
+void bench_committer_destroy(bench_committer_t *c)
+{
+    if (c->q)
+        rd_kafka_queue_destroy(c->q);
+    c->q = NULL;
+}
+
 int bench_sides(int run, int side[2])
 {
     const char *only = getenv("BENCH_ONLY");
