@@ -3,6 +3,7 @@
 
 #include "kafka/kafka_int.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -232,8 +233,15 @@ void bench_thread_cpu(const char *when)
 {
     char line[4096] = "";
     size_t used = 0;
-    for (int tid = getpid(); tid < getpid() + 100000 && used < sizeof(line) - 64; tid++) {
-        char path[64], buf[512];
+    /* The threads there are (readdir), not every id that might be one: a
+     * probe of 100,000 ids cost ~160 ms of CPU per call. */
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *de;
+    while (d && (de = readdir(d)) && used < sizeof(line) - 64) {
+        int tid = atoi(de->d_name);
+        if (tid <= 0)
+            continue;
+        char path[300], buf[512];
         snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
         FILE *f = fopen(path, "r");
         if (!f)
@@ -250,6 +258,8 @@ void bench_thread_cpu(const char *when)
         used += (size_t)snprintf(line + used, sizeof(line) - used, " %s/%d=%lu", open + 1, tid,
                                  (ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
     }
+    if (d)
+        closedir(d);
     fprintf(stderr, "  threads %s:%s\n", when, line);
 }
 
