@@ -847,3 +847,50 @@ void rill__ksrc_nudge(ksrc_t *k)
     k->stats.fetch_nudges++;
     rd_kafka_topic_partition_list_destroy(lag);
 }
+
+/* ------------------------------------------------------------------ */
+/* Redelivery                                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Records due for redelivery are delivered again, alone: records asked
+ * for again (a retry after its delay, a reject on its way to the dead
+ * letters), and with rill.unconfirmed.timeout.ms set, records not settled
+ * in time and records released unconfirmed. The source seeks back to the
+ * oldest one due and drops what it buffered from there; of what comes
+ * again, only the records due are emitted: the ones after them that were
+ * confirmed or are still out are dropped as they come (fetched again, not
+ * processed again). Without a timeout a released record is not
+ * redelivered within a run: it holds the commit back and comes again in
+ * the next run.
+ */
+void rill__ksrc_check_redelivery(ksrc_t *k)
+{
+    if (k->st->finished)
+        return;
+    uint32_t timeout = k->conf->o.unconfirmed_timeout_ms;
+    int64_t now = now_ms();
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p;
+         p = rill__tracker_next(&k->tr, p)) {
+        int64_t from = 0;
+        uint32_t n;
+        if (p->revoking || !(n = rill__tracker_redeliver(&k->tr, p, now, timeout, &from)))
+            continue;
+        rill__ksrc_buffer_filter(k, rill__ksrc_keep_live);
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(k->rk, l, 0);
+        if (e)
+            rd_kafka_error_destroy(e);
+        rd_kafka_topic_partition_list_destroy(l);
+        k->stats.redelivered += n;
+    }
+}
+
+/* Forget the failures counted for records that were committed past. */
+void rill__ksrc_forget_committed_failures(ksrc_t *k)
+{
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p; p = rill__tracker_next(&k->tr, p))
+        if (p->committed > 0)
+            rill__kholder_forget(k->holder, p->topic, p->partition, 0, p->committed);
+}
