@@ -336,6 +336,53 @@ static void poll_queue(ksrc_t *k)
 }
 
 /* ------------------------------------------------------------------ */
+/* Redelivery                                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Records due for redelivery are delivered again, alone: records asked
+ * for again (a retry after its delay, a reject on its way to the dead
+ * letters), and with rill.unconfirmed.timeout.ms set, records not settled
+ * in time and records released unconfirmed. The source seeks back to the
+ * oldest one due and drops what it buffered from there; of what comes
+ * again, only the records due are emitted: the ones after them that were
+ * confirmed or are still out are dropped as they come (fetched again, not
+ * processed again). Without a timeout a released record is not
+ * redelivered within a run: it holds the commit back and comes again in
+ * the next run.
+ */
+static void check_redelivery(ksrc_t *k)
+{
+    if (k->st->finished)
+        return;
+    uint32_t timeout = k->conf->o.unconfirmed_timeout_ms;
+    int64_t now = now_ms();
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p;
+         p = rill__tracker_next(&k->tr, p)) {
+        int64_t from = 0;
+        uint32_t n;
+        if (p->revoking || !(n = rill__tracker_redeliver(&k->tr, p, now, timeout, &from)))
+            continue;
+        rill__ksrc_buffer_filter(k, rill__ksrc_keep_live);
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(k->rk, l, 0);
+        if (e)
+            rd_kafka_error_destroy(e);
+        rd_kafka_topic_partition_list_destroy(l);
+        k->stats.redelivered += n;
+    }
+}
+
+/* Forget the failures counted for records that were committed past. */
+static void forget_committed_failures(ksrc_t *k)
+{
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p; p = rill__tracker_next(&k->tr, p))
+        if (p->committed > 0)
+            rill__kholder_forget(k->holder, p->topic, p->partition, 0, p->committed);
+}
+
+/* ------------------------------------------------------------------ */
 /* The stage kind                                                      */
 /* ------------------------------------------------------------------ */
 
@@ -478,7 +525,7 @@ static void on_tick(ksrc_t *k)
         rill__ksrc_finish_revoke(k, now + (int64_t)o->shutdown_ms);
     if (k->tr.unconfirmed == 0 || now - k->last_redeliver_check_ms >= 50) {
         k->last_redeliver_check_ms = now;
-        rill__ksrc_check_redelivery(k);
+        check_redelivery(k);
     }
     if (k->commits_out && now - k->commit_sent_ms >= COMMIT_RESEND_MS) {
         /* Unanswered (an outage): send every offset again. */
@@ -493,7 +540,7 @@ static void on_tick(ksrc_t *k)
         poll_queue(k); /* pauses once the buffer stayed full long enough */
     if (now - k->last_forget_ms >= 1000) {
         k->last_forget_ms = now;
-        rill__ksrc_forget_committed_failures(k);
+        forget_committed_failures(k);
     }
 }
 
@@ -595,33 +642,6 @@ static void drained_msg(void *opaque, rill_msg_t *m)
         dlq_result(k, m->payload, m->arg);
 }
 
-/* The answer of an async commit still out, awaited before the final
- * commit: one answered after it (a request librdkafka retried) would put
- * its older offsets back. Served by polls, as every commit result is;
- * records that still come are dropped (the run is over). At most
- * FINAL_ANSWER_MS, within the deadline: through an outage no answer
- * comes, and the final commit goes without it. */
-#define FINAL_ANSWER_MS 1000
-
-static void await_commits_out(ksrc_t *k, int64_t deadline)
-{
-    int64_t end = now_ms() + FINAL_ANSWER_MS;
-    if (end > deadline)
-        end = deadline;
-    while (k->commits_out && k->st->finished && now_ms() < end) {
-        rd_kafka_message_t *batch[64];
-        ssize_t n = rd_kafka_consume_batch_queue(k->q, 10, batch, 64);
-        for (ssize_t i = 0; i < n; i++) {
-            if (batch[i]->err) {
-                handle_error_msg(k, batch[i]);
-                rd_kafka_message_destroy(batch[i]);
-            } else {
-                take_record(k, batch[i]); /* finished: noted dropped */
-            }
-        }
-    }
-}
-
 /* The run is over: commit, then keep the session for the next run of a
  * supervised pipeline that failed, or close it. */
 static void ksrc_end_run(ksrc_t *k)
@@ -652,7 +672,6 @@ static void ksrc_end_run(ksrc_t *k)
     }
     /* Send every partition's offset again: an async commit still in
      * flight may fail, and nobody would retry it. */
-    await_commits_out(k, deadline);
     rill__ksrc_commit_again_all(k);
     rill__ksrc_commit_sync(k, 0, deadline);
     if (k->holder && !rill_aid_is_none(st->hook.run) && !st->hook.once && !st->final && o->commit)

@@ -95,10 +95,6 @@ void rill__ksrc_note_dropped(ksrc_t *k, const rd_kafka_message_t *m);
 void rill__ksrc_drop_buffer(ksrc_t *k);
 /* Drop the buffered records for which keep() is 0. */
 void rill__ksrc_buffer_filter(ksrc_t *k, int (*keep)(ksrc_t *, const rill_elem_t *));
-/* Records due for redelivery: seek back to the oldest (see source_group.c). */
-void rill__ksrc_check_redelivery(ksrc_t *k);
-/* Forget the failures counted for records that were committed past. */
-void rill__ksrc_forget_committed_failures(ksrc_t *k);
 /* keep() for records of live partitions, not stale after a seek back. */
 int rill__ksrc_keep_live(ksrc_t *k, const rill_elem_t *e);
 /* Commits: send every partition's offset again next time; async; sync
