@@ -25,10 +25,6 @@ static const rill__kprop_t props[] = {
      OFF(commit_interval_ms), "commit what was confirmed at least this often (async)"},
     {"rill.commit.count", RILL__KP_CONSUMER, RILL__KP_U32, 1, 10000000, "1000", OFF(commit_count),
      "commit after this many confirms (async)"},
-    {"rill.commit.max.inflight", RILL__KP_CONSUMER, RILL__KP_U32, 0, 1000, "1",
-     OFF(commit_max_inflight),
-     "async commits sent and not yet answered, at most; a commit due meanwhile waits for an "
-     "answer and then takes every offset confirmed by then (0 = no limit)"},
     {"rill.drain.timeout.ms", RILL__KP_CONSUMER, RILL__KP_U32, 0, DAY_MS, "5000", OFF(drain_ms),
      "on revoke and at the end of a pipeline, wait this long for the confirms of what is "
      "in flight"},

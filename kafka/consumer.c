@@ -224,9 +224,11 @@ static void handle_error_msg(ksrc_t *k, rd_kafka_message_t *m)
 
 /* References of the client taken at once for records to come (given
  * back at the end of the run). */
-#define HANDLE_BANK 256
+#define HANDLE_BANK              256
 /* Records taken from librdkafka per call, at most. */
-#define POLL_BATCH  256
+#define POLL_BATCH               256
+/* librdkafka 2.1.0 with its pre-releases (rd_kafka_version(): 0xMMmmrrpp). */
+#define RILL__BATCH_POLL_VERSION 0x02010000
 
 /* Take one polled record: buffer it. */
 static void take_record(ksrc_t *k, rd_kafka_message_t *m)
@@ -285,14 +287,11 @@ static void poll_queue(ksrc_t *k)
     /* Records come in batches (rd_kafka_consume_batch_queue: one clock
      * read and one position update per batch, where rd_kafka_consumer_poll
      * pays them per record), never more than the buffer has room for.
-     * Also on librdkafka 2.0.x: its known issue with the batch API (lost
-     * or stale records) is about seek, pause, resume or a rebalance made
-     * from another thread while a batch call runs (2.0.2's CHANGELOG,
-     * "Poor Consumer batch API messaging guarantees"). The source makes
-     * them all on its own actor, between polls, and serves rebalances
-     * through rebalance_cb inside its polls, the sequential use that
-     * CHANGELOG asks for; the batch call itself drops outdated records
-     * (version barriers) in 2.0.2 as in 2.8. */
+     * Only from librdkafka 2.1.0: before it, the batch API could skip
+     * offsets or return stale records around pause, resume and seek
+     * (librdkafka 2.0.x's known issues; fixed by #4208 in 2.1.0), all of
+     * which the source does, and a skipped offset would be a lost record. */
+    int batch_api = rd_kafka_version() >= RILL__BATCH_POLL_VERSION;
     rd_kafka_message_t *batch[POLL_BATCH];
     size_t cap = (size_t)o->buffer_high * 2 + 1; /* the buffer's room */
     for (int budget = 4096; budget > 0;) {
@@ -316,7 +315,13 @@ static void poll_queue(ksrc_t *k)
             if (!want)
                 break;
         }
-        ssize_t n = rd_kafka_consume_batch_queue(k->q, 0, batch, want);
+        ssize_t n;
+        if (batch_api) {
+            n = rd_kafka_consume_batch_queue(k->q, 0, batch, want);
+        } else {
+            batch[0] = rd_kafka_consumer_poll(k->rk, 0);
+            n = batch[0] != NULL;
+        }
         if (n <= 0) {
             if (k->fetcher_full)
                 rill__ksrc_nudge(k); /* dry after a limit: the fetcher sleeps */

@@ -32,7 +32,7 @@ _Static_assert((int)RILL__PRODUCER_LAST < (int)RILL_MSG_DELIVERY &&
  * apply to consumers and which to producers. */
 typedef struct rill__kopts {
     /* consumer */
-    uint32_t commit_interval_ms, commit_count, commit_max_inflight, drain_ms, shutdown_ms;
+    uint32_t commit_interval_ms, commit_count, drain_ms, shutdown_ms;
     uint32_t unconfirmed_timeout_ms, max_redeliveries, max_failures;
     uint32_t buffer_high, buffer_low, max_unconfirmed, pause_after_ms, restart_keep_ms;
     int commit, commit_set;

@@ -51,7 +51,6 @@ typedef struct ksrc {
     uint32_t since_commit;
     int64_t last_commit_ms, last_redeliver_check_ms, last_forget_ms;
     uint32_t commits_out;   /* async commits not answered yet */
-    int commit_waiting;     /* a commit is due, waiting for an answer */
     int64_t commit_sent_ms; /* when the oldest of them went */
 
     /* a revoke waiting for its in-flight confirms */

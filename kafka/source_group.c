@@ -151,14 +151,10 @@ static void on_commit_result(void *owner, rd_kafka_resp_err_t err,
 {
     ksrc_t *k = owner;
     if (k->commits_out && --k->commits_out)
-        k->commit_sent_ms = now_ms();        /* the next one is younger: roughly */
-    if (err != RD_KAFKA_RESP_ERR__NO_OFFSET) /* else nothing was committed */
-        report_commit(k, err, offsets);
-    /* A commit that came due meanwhile goes now, with what is confirmed
-     * by now (not at the next message or tick). Not in the run's end: its
-     * final commit is synchronous and covers everything. */
-    if (k->commit_waiting && !k->closing)
-        rill__ksrc_commit_async(k);
+        k->commit_sent_ms = now_ms(); /* the next one is younger: roughly */
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        return; /* nothing to commit */
+    report_commit(k, err, offsets);
 }
 
 /* The offsets to commit: partitions whose committable offset moved. With
@@ -189,22 +185,6 @@ void rill__ksrc_commit_again_all(ksrc_t *k)
 
 void rill__ksrc_commit_async(ksrc_t *k)
 {
-    /* rill.commit.max.inflight: a commit due while that many are
-     * unanswered waits (since_commit and last_commit_ms stay as they are,
-     * so the next message or tick after the answer sends it, with every
-     * offset confirmed by then). Under load this coalesces what would be
-     * one commit per rill.commit.count confirms, each a request the
-     * coordinator writes and answers, into one per round trip. An answer
-     * that never comes is covered by the resend after COMMIT_RESEND_MS. */
-    uint32_t max = k->conf->o.commit_max_inflight;
-    if (max && k->commits_out >= max) {
-        if (!k->commit_waiting) {
-            k->commit_waiting = 1;
-            k->stats.commits_waited++;
-        }
-        return;
-    }
-    k->commit_waiting = 0;
     k->since_commit = 0;
     k->last_commit_ms = now_ms();
     if (!k->conf->o.commit)

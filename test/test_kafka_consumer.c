@@ -1287,67 +1287,6 @@ Test(kafka_consumer, commit_errors_and_broker_outage_lose_nothing, .timeout = 12
 }
 
 /* ------------------------------------------------------------------ */
-/* Commits: at most rill.commit.max.inflight unanswered                 */
-/* ------------------------------------------------------------------ */
-
-#define CM_PARTS    2
-#define CM_PER_PART 4000
-#define CM_TOTAL    (CM_PARTS * CM_PER_PART)
-#define CM_COUNT    10 /* rill.commit.count: a commit due every 10 confirms */
-
-/* Every response 30 ms late: with one commit unanswered at a time, the
- * commits due meanwhile wait for its answer and go as one, so there are
- * far fewer than one per rill.commit.count confirms; with no limit
- * (rill.commit.max.inflight=0) none waits. Either way the final offsets
- * are committed. Returns the consumer's stats. */
-static rill_consumer_stats_t commits_under_rtt(const char *max_inflight, const char *group)
-{
-    kk_env_t env;
-    kk_env_init(&env);
-    kk_load_topic(&env, "cmi", CM_PARTS, CM_PER_PART, 100);
-    cr_assert_eq(rill_broker_set_rtt(env.broker, RILL_BROKER_ALL, 30), RILL_OK);
-    kobs_t obs;
-    kobs_init(&obs);
-    probe_t pr;
-    probe_init(&pr, env.sys, CM_TOTAL);
-    const char *kv[] = {"rill.commit.count", "10", "rill.commit.max.inflight", max_inflight, NULL};
-    rill_consumer_conf_t *c = kk_conf_new(env.boot, group, kv);
-    kk_conf_assign_all(c, "cmi", CM_PARTS, RILL_OFFSET_BEGINNING);
-    rill_aid_t sink = probe_start(&pr, c, &obs);
-    int ok;
-    KK_WAIT_UNTIL(ok, 60000, probe_distinct(&pr) == CM_TOTAL);
-    cr_assert(ok, "%ld of %d records delivered", probe_distinct(&pr), CM_TOTAL);
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, kobs_committed_all(&obs, CM_PARTS, CM_PER_PART));
-    cr_assert(ok, "the commits did not reach the end offsets (max.inflight %s)", max_inflight);
-    rill_consumer_stats_t s = kk_consumer_stats_ok(env.sys, pr.consumer);
-    kk_stop_wait(env.sys, pr.consumer);
-    kk_stop_wait(env.sys, sink);
-    kk_assert_committed(env.boot, group, "cmi", CM_PARTS, CM_PER_PART);
-    cr_assert_eq(s.commit_errors, 0);
-    fprintf(stderr, "commits, max.inflight %s: %llu commits, %llu waited, %d records\n",
-            max_inflight, (unsigned long long)s.committed, (unsigned long long)s.commits_waited,
-            CM_TOTAL);
-    probe_fini(&pr);
-    kk_env_fini(&env);
-    kobs_fini(&obs);
-    return s;
-}
-
-Test(kafka_consumer, commits_due_meanwhile_wait_for_the_one_in_flight, .timeout = 120)
-{
-    rill_consumer_stats_t one = commits_under_rtt("1", "cmi-one");
-    cr_assert_gt(one.commits_waited, 0, "no commit came due while one was out");
-    /* 800 would be one per rill.commit.count confirms. */
-    cr_assert_lt(one.committed, CM_TOTAL / CM_COUNT / 2, "%llu commits",
-                 (unsigned long long)one.committed);
-    rill_consumer_stats_t any = commits_under_rtt("0", "cmi-any");
-    cr_assert_eq(any.commits_waited, 0, "no limit, yet %llu commits waited",
-                 (unsigned long long)any.commits_waited);
-    cr_assert_gt(any.committed, one.committed, "no limit: %llu commits, one at a time: %llu",
-                 (unsigned long long)any.committed, (unsigned long long)one.committed);
-}
-
-/* ------------------------------------------------------------------ */
 /* Backpressure: pause at the high watermark, flat memory              */
 /* ------------------------------------------------------------------ */
 

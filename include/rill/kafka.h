@@ -192,11 +192,6 @@ RILL_API void rill_consumer_conf_destroy(rill_consumer_conf_t *conf);
  *  - rill.commit.interval.ms: commit what was confirmed at least this
  *    often, asynchronously [1000]
  *  - rill.commit.count: commit after this many confirms [1000]
- *  - rill.commit.max.inflight: async commits sent and not yet answered,
- *    at most; a commit that comes due meanwhile waits for an answer and
- *    then takes every offset confirmed by then (under load: one commit
- *    per round trip to the coordinator instead of one per
- *    rill.commit.count confirms); 0 = no limit [1]
  *  - rill.drain.timeout.ms: on a revoke and at the end of a run, wait this
  *    long for the confirms of what is in flight [5000]
  *  - rill.shutdown.timeout.ms: the final commit and leaving the group, at
@@ -352,8 +347,6 @@ typedef struct rill_consumer_stats {
     uint64_t confirmed;          /**< confirms accepted */
     uint64_t fenced;             /**< notices dropped: the partition was revoked since */
     uint64_t committed;          /**< commits that succeeded */
-    uint64_t commits_waited;     /**< commits that came due while rill.commit.max.inflight
-                                      were unanswered, and waited for an answer */
     uint64_t commit_errors;      /**< commits that failed (retriable) */
     uint64_t redelivered;        /**< records delivered again, alone (timeout, release,
                                       retry, or a reject on its way to the dead letters) */
