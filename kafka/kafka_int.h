@@ -182,7 +182,6 @@ typedef struct rill__khandle {
 
 /* One reference; NULL without memory. */
 rill__khandle_t *rill__khandle_new(void);
-void rill__khandle_ref(rill__khandle_t *h);
 /* n references at once (a consumer takes them in bulk, one per record it
  * polls, so that its executor does not bounce the count's cache line with
  * the ones releasing records on every record); n given back at once. */

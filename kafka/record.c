@@ -18,15 +18,9 @@ rill__khandle_t *rill__khandle_new(void)
     return h;
 }
 
-void rill__khandle_ref(rill__khandle_t *h)
-{
-    /* relaxed: a new reference is made from one the caller holds. */
-    atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
-}
-
 void rill__khandle_ref_n(rill__khandle_t *h, long n)
 {
-    /* relaxed: as rill__khandle_ref. */
+    /* relaxed: new references are made from one the caller holds. */
     atomic_fetch_add_explicit(&h->refs, n, memory_order_relaxed);
 }
 
