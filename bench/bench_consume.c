@@ -3,8 +3,8 @@
  * against a raw librdkafka consumer with the same guarantee (at least
  * once: an offset is stored only after its record was processed, commits
  * async every COMMIT_EVERY records with at most one unanswered, and sync
- * at the end), on the same
- * broker and data, in the same run, turning which side goes first.
+ * at the end), on the same broker and data, in the same run, turning
+ * which side goes first.
  *
  *   baseline  what a librdkafka expert writes: batched polls
  *             (rd_kafka_consume_batch_queue on the consumer queue, up to
@@ -30,12 +30,13 @@
  * the final sync commit and the consumer's close. The raw consumer gets
  * the librdkafka properties rill's consumer gets by default (its prefetch
  * bound and, from librdkafka 2.2, fetch.queue.backoff.ms:
- * bench_raw_consumer_defaults); BENCH_RAW_CONF can change them. The broker is a separate
- * `rill-broker` process, so this process's CPU time (getrusage: user + sys, librdkafka's threads
- * included) is the client's alone. Data: RECORDS records of VALUE bytes over PARTITIONS partitions
- * (the mock keeps at most 5 MiB per partition: 1,000,000 x 100 bytes over 32 partitions stays under
- * it). Both read every partition from its first offset, without a group join, under a fresh group
- * per run.
+ * bench_raw_consumer_defaults); BENCH_RAW_CONF can change them. The broker
+ * is a separate `rill-broker` process, so this process's CPU time
+ * (getrusage: user + sys, librdkafka's threads included) is the client's
+ * alone. Data: RECORDS records of VALUE bytes over PARTITIONS partitions
+ * (the mock keeps at most 5 MiB per partition: 1,000,000 x 100 bytes over
+ * 32 partitions stays under it). Both read every partition from its first
+ * offset, without a group join, under a fresh group per run.
  *
  * Checks after each run (untimed): the side saw every record of every
  * partition exactly once and in order (no gap, no duplicate, nothing more)

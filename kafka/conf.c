@@ -407,12 +407,14 @@ rill_err_t rill_consumer_conf_set_commit_cb(rill_consumer_conf_t *c, rill_commit
 /*
  * librdkafka's prefetch queue is the memory between the consumer's buffer
  * and the broker. rill lowers its byte limit (64 MiB by default) to 8 MiB
- * (2 MiB from librdkafka 2.2.0, below) unless the application set it. It leaves queued.min.messages
- * alone: a partition whose fetch queue is over either limit is not fetched again for
- * fetch.queue.backoff.ms, and the check counts the whole consumer queue. In librdkafka before 2.2.0
- * that backoff is a fixed second (confluentinc/librdkafka#2879), so a limit below what a fetch
- * round brings (up to 1 MiB per partition) throttles every partition to a fetch a second (1,000
- * records: 15x slower). Lowering it there is the application's trade: less memory held while
+ * (2 MiB from librdkafka 2.2.0, below) unless the application set it. It
+ * leaves queued.min.messages alone: a partition whose fetch queue is over
+ * either limit is not fetched again for fetch.queue.backoff.ms, and the
+ * check counts the whole consumer queue. In librdkafka before 2.2.0 that
+ * backoff is a fixed second (confluentinc/librdkafka#2879), so a limit
+ * below what a fetch round brings (up to 1 MiB per partition) throttles
+ * every partition to a fetch a second (1,000 records: 15x slower). Lowering
+ * it there is the application's trade: less memory held while
  * backpressured, fewer records per second.
  *
  * From 2.2.0 the backoff is fetch.queue.backoff.ms (default still 1,000):

@@ -287,10 +287,10 @@ static void poll_queue(ksrc_t *k)
     /* Records come in batches (rd_kafka_consume_batch_queue: one clock
      * read and one position update per batch, where rd_kafka_consumer_poll
      * pays them per record), never more than the buffer has room for.
-     * Only from librdkafka 2.1.0: before it, the batch API could skip
-     * offsets or return stale records around pause, resume and seek
-     * (librdkafka 2.0.x's known issues; fixed by #4208 in 2.1.0), all of
-     * which the source does, and a skipped offset would be a lost record. */
+     * Only from librdkafka 2.1.0: 2.0.2's CHANGELOG lists lost or wrong
+     * records with seek, pause, resume or rebalances from another thread
+     * during a batch call; batching there was tried (2026-12-06) and taken
+     * back after a group test failed once, cause not found. */
     int batch_api = rd_kafka_version() >= RILL__BATCH_POLL_VERSION;
     rd_kafka_message_t *batch[POLL_BATCH];
     size_t cap = (size_t)o->buffer_high * 2 + 1; /* the buffer's room */

@@ -718,26 +718,6 @@ rd_kafka_topic_partition_list_t *rill__ksrc_resume_list(ksrc_t *k)
 }
 
 /*
- * Waking a fetcher that sleeps with records waiting (librdkafka before
- * 2.2). librdkafka stops fetching while the consumer queue is over
- * queued.min.messages or queued.max.messages.kbytes (the check counts the
- * whole consumer queue), and nothing wakes its broker thread when the
- * application drains the queue: it looks again after its fixed 1 s wait
- * (confluentinc/librdkafka#2879; 2.2 made the wait fetch.queue.backoff.ms,
- * which rill sets there). A consumer that drains the queue faster than a
- * second then sits idle for the rest of it: bench_consume on 2.0.2 spent
- * 1.9 of its 2.1 s so (500,000 records, 8 MiB queue limit).
- *
- * So when the queue was seen at a limit (fetcher_full) and then runs dry,
- * or a whole tick brings no record, each partition whose last known high
- * watermark is past its position is sought to that position: nothing is
- * skipped or fetched twice (the queue is empty, the position is the next
- * record not polled), and the seek wakes the broker thread, which fetches
- * at once. Only after a limit was seen: a fetch under way when the seek
- * comes is thrown away and sent again, so nudging a fetcher that was not
- * asleep would only cost.
- */
-/*
  * Pausing. The buffer sat at or above rill.buffer.low for
  * rill.pause.after.ms: downstream is slower than Kafka. Pausing then frees
  * librdkafka's prefetch and keeps the source serving events whatever the
@@ -765,6 +745,26 @@ int rill__ksrc_pause_due(ksrc_t *k)
     return 1;
 }
 
+/*
+ * Waking a fetcher that sleeps with records waiting (librdkafka before
+ * 2.2). librdkafka stops fetching while the consumer queue is over
+ * queued.min.messages or queued.max.messages.kbytes (the check counts the
+ * whole consumer queue), and nothing wakes its broker thread when the
+ * application drains the queue: it looks again after its fixed 1 s wait
+ * (confluentinc/librdkafka#2879; 2.2 made the wait fetch.queue.backoff.ms,
+ * which rill sets there). A consumer that drains the queue faster than a
+ * second then sits idle for the rest of it: bench_consume on 2.0.2 spent
+ * 1.9 of its 2.1 s so (500,000 records, 8 MiB queue limit).
+ *
+ * So when the queue was seen at a limit (fetcher_full) and then runs dry,
+ * or a whole tick brings no record, each partition whose last known high
+ * watermark is past its position is sought to that position: nothing is
+ * skipped or fetched twice (the queue is empty, the position is the next
+ * record not polled), and the seek wakes the broker thread, which fetches
+ * at once. Only after a limit was seen: a fetch under way when the seek
+ * comes is thrown away and sent again, so nudging a fetcher that was not
+ * asleep would only cost.
+ */
 void rill__ksrc_nudge_init(ksrc_t *k)
 {
     k->fetch_nudge = !rill__has_fetch_queue_backoff();
