@@ -492,13 +492,22 @@ void bench_committer_init(bench_committer_t *c, rd_kafka_t *rk, uint64_t every)
     }
 }
 
+/* Serve one event of the committer's queue, waiting up to timeout_ms: 1 if
+ * one came (a commit's answer takes that commit off `out`). */
+static int committer_serve(bench_committer_t *c, int timeout_ms)
+{
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(c->q, timeout_ms);
+    if (!ev)
+        return 0;
+    c->out -= rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT;
+    rd_kafka_event_destroy(ev);
+    return 1;
+}
+
 void bench_committer_step(bench_committer_t *c, uint64_t done)
 {
-    rd_kafka_event_t *ev;
-    while (c->out && (ev = rd_kafka_queue_poll(c->q, 0))) {
-        c->out -= rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT;
-        rd_kafka_event_destroy(ev);
-    }
+    while (c->out && committer_serve(c, 0))
+        ;
     if (done < c->next || c->out)
         return;
     c->next = (done / c->every + 1) * c->every;
@@ -512,13 +521,8 @@ void bench_committer_step(bench_committer_t *c, uint64_t done)
 void bench_committer_drain(bench_committer_t *c)
 {
     double end = bench_now_s() + 10;
-    while (c->out && bench_now_s() < end) {
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(c->q, 100);
-        if (ev) {
-            c->out -= rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT;
-            rd_kafka_event_destroy(ev);
-        }
-    }
+    while (c->out && bench_now_s() < end)
+        committer_serve(c, 100);
 }
 
 void bench_committer_destroy(bench_committer_t *c)
