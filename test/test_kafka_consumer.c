@@ -1317,6 +1317,26 @@ static rill_err_t bp_sink(void *opaque, rill_elem_t *e)
     return RILL_OK;
 }
 
+/* A consumer of `parts` partitions of `topic` from their start, on
+ * executor 0, for bp_sink to take one record per nap_us. */
+static void bp_consumer_start(bp_t *b, kk_env_t *env, const char *topic, int parts,
+                              const char *group, const char *const *kv, long nap_us)
+{
+    memset(b, 0, sizeof(*b));
+    b->sys = env->sys;
+    b->nap_us = nap_us;
+    atomic_init(&b->processed, 0);
+    rill_consumer_conf_t *c = kk_conf_new(env->boot, group, kv);
+    kk_conf_assign_all(c, topic, parts, RILL_OFFSET_BEGINNING);
+    b->consumer = kk_consumer_spawn_ok(env->sys, c, 0);
+}
+
+/* bp_sink on executor 1 (the consumer's is 0), fed by b's consumer. */
+static rill_aid_t bp_sink_start(bp_t *b)
+{
+    return kk_sink_spawn_ok(b->sys, bp_sink, b, 1, b->consumer);
+}
+
 /* What the consumer's stats showed while a test watched them. */
 typedef struct bp_watch {
     int saw_paused, saw_resumed_after_pause;
@@ -1365,19 +1385,17 @@ Test(kafka_consumer, backpressure_slow_sink_pauses_and_memory_stays_flat, .timeo
     kk_env_init(&env);
     kk_load_topic(&env, "bp", BP_PARTS, BP_PER_PART, BP_VALUE);
 
-    bp_t b = {.sys = env.sys, .nap_us = 1000}; /* one record per millisecond */
-    atomic_init(&b.processed, 0);
     /* Memory-tight prefetch (the documented trade: librdkafka holds at
      * most ~2,000 records besides rill's buffer, at the cost of fetching
      * a partition at most once a second when it is over that). */
     const char *kv[] = {
         "rill.buffer.high", "1000", "rill.buffer.low", "500", "queued.min.messages", "2000", NULL};
-    rill_consumer_conf_t *c = kk_conf_new(env.boot, "bp-group", kv);
-    kk_conf_assign_all(c, "bp", BP_PARTS, RILL_OFFSET_BEGINNING);
-    /* The consumer and the slow sink on different executors. */
-    b.consumer = kk_consumer_spawn_ok(env.sys, c, 0);
+    /* The consumer and the slow sink (one record per millisecond) on
+     * different executors. */
+    bp_t b;
+    bp_consumer_start(&b, &env, "bp", BP_PARTS, "bp-group", kv, 1000);
     long heap0 = kit_heap_bytes(), rss0 = kit_rss_bytes();
-    rill_aid_t sink = kk_sink_spawn_ok(env.sys, bp_sink, &b, 1, b.consumer);
+    rill_aid_t sink = bp_sink_start(&b);
 
     int ok;
     rill_consumer_stats_t s;
@@ -1458,16 +1476,13 @@ Test(kafka_consumer, backpressure_a_fast_sink_catching_up_is_not_paused, .timeou
     kk_env_t env;
     kk_env_init(&env);
     kk_load_topic(&env, "quick", PARTS, PER, BP_VALUE);
-    /* ~8,000 records a second: slower than Kafka, far faster than a buffer
-     * of 100 per 200 ms. */
-    bp_t b = {.sys = env.sys, .nap_us = 100};
-    atomic_init(&b.processed, 0);
     const char *kv[] = {
         "rill.buffer.high", "100", "rill.buffer.low", "50", "rill.pause.after.ms", "200", NULL};
-    rill_consumer_conf_t *c = kk_conf_new(env.boot, "quick-group", kv);
-    kk_conf_assign_all(c, "quick", PARTS, RILL_OFFSET_BEGINNING);
-    b.consumer = kk_consumer_spawn_ok(env.sys, c, 0);
-    rill_aid_t sink = kk_sink_spawn_ok(env.sys, bp_sink, &b, 1, b.consumer);
+    /* A sink of 100 us a record, ~8,000 records a second: slower than
+     * Kafka, far faster than a buffer of 100 per 200 ms. */
+    bp_t b;
+    bp_consumer_start(&b, &env, "quick", PARTS, "quick-group", kv, 100);
+    rill_aid_t sink = bp_sink_start(&b);
     int ok;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, atomic_load(&b.processed) == PARTS * PER);
     rill_consumer_stats_t s = kk_consumer_stats_ok(env.sys, b.consumer);
