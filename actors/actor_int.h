@@ -29,6 +29,13 @@
 typedef struct rill__actor rill__actor_t;
 typedef struct rill__settle_acc rill__settle_acc_t;
 
+/* blocks.c: an executor's pools of small blocks (see rill__block_alloc);
+ * freed once the executor is joined, when blocks still out are left to
+ * go to free(). */
+typedef struct rill__blocks rill__blocks_t;
+rill__blocks_t *rill__blocks_new(void);
+void rill__blocks_free(rill__blocks_t *b);
+
 /* origin.c: the per-executor collection of settle notices. */
 rill__settle_acc_t *rill__settle_acc_new(void);
 void rill__settle_flush(rill__settle_acc_t *acc);
@@ -221,6 +228,8 @@ struct rill__executor {
     /* Settle notices of origins released on this thread, sent at the end
      * of each actor turn (origin.c); owner thread only. */
     rill__settle_acc_t *settle;
+    /* Small blocks made and freed per record (blocks.c). */
+    rill__blocks_t *blocks;
     /* Adaptive idle spin (executor.c), owner thread only: the average idle
      * gap, idle periods so far, and when the executor went to sleep (0
      * while it runs). */

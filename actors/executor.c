@@ -403,7 +403,8 @@ int rill__executor_init(rill__executor_t *e, rill_system_t *sys, int index)
     /* EVFLAG_NOSIGMASK: executors never handle signals. */
     e->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     e->settle = rill__settle_acc_new();
-    if (!e->loop || !e->settle)
+    e->blocks = rill__blocks_new();
+    if (!e->loop || !e->settle || !e->blocks)
         return -1;
     ev_async_init(&e->wake, wake_cb);
     e->wake.data = e;

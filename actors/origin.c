@@ -47,36 +47,7 @@ struct rill_origin {
     /* group: one reference of each */
     rill_origin_t **kids;
     uint32_t n, cap;
-    /* leaf: the pool it came from (NULL: malloc'ed alone), and the next
-     * one while it waits in that pool */
-    struct origin_pool *home;
-    rill_origin_t *next;
 };
-
-/*
- * Leaf origins are pooled per executor: a Kafka source makes one per
- * record on its executor, and the last reference usually goes on another
- * (the sink's, the producer's), so malloc served them from one thread's
- * cache and freed them into another's (malloc and free were ~7% of the
- * consume path's samples). An origin freed on its home executor goes back
- * on the home's own list; one freed anywhere else is pushed on the home's
- * shared stack (a compare-and-swap; push-only, so ABA cannot hurt), which
- * the home takes whole when its own list runs dry. Origins made off an
- * executor are malloc'ed alone. The pools live with the executors' settle
- * accumulators, freed with the system, which no origin outlives (settling
- * tells its source through the system).
- */
-typedef struct origin_pool {
-    /* Freed elsewhere; POOL_DEAD once the pool is freed (then frees go
-     * to free()). Release on push, acquire on the take. */
-    _Atomic(rill_origin_t *) shared;
-    rill_origin_t *own; /* the home executor's, no atomics */
-    uint32_t n_own;
-    uint64_t made, reused; /* by the home: origins malloc'ed, and taken back */
-} origin_pool_t;
-
-#define POOL_OWN_MAX 4096u                           /* beyond, frees on the home go to free() */
-#define POOL_DEAD    ((rill_origin_t *)(uintptr_t)1) /* never an origin's address */
 
 /* ------------------------------------------------------------------ */
 /* Settle notices                                                      */
@@ -92,7 +63,6 @@ typedef struct settle_to {
 struct rill__settle_acc {
     settle_to_t *to;
     size_t n, cap;
-    origin_pool_t pool; /* this executor's leaf origins */
 };
 
 static void send_settled(rill_system_t *sys, rill_aid_t source, rill__settled_t *b)
@@ -169,35 +139,18 @@ void rill__settle_flush(rill__settle_acc_t *acc)
     acc->n = 0;
 }
 
-static void pool_free_list(rill_origin_t *o)
-{
-    while (o) {
-        rill_origin_t *next = o->next;
-        free(o);
-        o = next;
-    }
-}
-
 void rill__settle_acc_free(rill__settle_acc_t *acc)
 {
     if (!acc)
         return;
     rill__settle_flush(acc);
     free(acc->to);
-    pool_free_list(acc->pool.own);
-    /* acquire: the pushers' writes to what they pushed come before. Any
-     * later push sees POOL_DEAD and frees instead; no origin outlives the
-     * system, so there is none. */
-    pool_free_list(atomic_exchange_explicit(&acc->pool.shared, POOL_DEAD, memory_order_acquire));
     free(acc);
 }
 
 rill__settle_acc_t *rill__settle_acc_new(void)
 {
-    rill__settle_acc_t *acc = calloc(1, sizeof(rill__settle_acc_t));
-    if (acc)
-        atomic_init(&acc->pool.shared, NULL);
-    return acc;
+    return calloc(1, sizeof(rill__settle_acc_t));
 }
 
 static void note(rill_origin_t *leaf, int ok)
@@ -243,77 +196,17 @@ static void origin_init(rill_origin_t *o, uint32_t kind, rill_system_t *sys, ril
     atomic_init(&o->verdict, 0);
     o->delay_ms = 0;
     o->text = NULL;
-    o->home = NULL;
-    o->next = NULL;
-}
-
-/* A leaf from the calling executor's pool (malloc'ed alone elsewhere). */
-static rill_origin_t *leaf_alloc(void)
-{
-    rill__executor_t *e = rill__tls_exec;
-    origin_pool_t *pool = e && e->settle ? &e->settle->pool : NULL;
-    if (!pool)
-        return calloc(1, sizeof(rill_origin_t));
-    if (!pool->own && atomic_load_explicit(&pool->shared, memory_order_relaxed)) {
-        /* acquire: pairs with the pushers' release. */
-        pool->own = atomic_exchange_explicit(&pool->shared, NULL, memory_order_acquire);
-        pool->n_own = 0; /* not counted: the cap is approximate */
-    }
-    rill_origin_t *o = pool->own;
-    if (o) {
-        pool->own = o->next;
-        if (pool->n_own)
-            pool->n_own--;
-        pool->reused++;
-    } else if ((o = malloc(sizeof(*o)))) {
-        pool->made++;
-    }
-    if (o)
-        o->home = pool;
-    return o;
-}
-
-/* A settled leaf goes back to its pool. */
-static void leaf_free(rill_origin_t *o)
-{
-    origin_pool_t *pool = o->home;
-    if (!pool) {
-        free(o);
-        return;
-    }
-    rill__executor_t *e = rill__tls_exec;
-    if (e && e->settle && &e->settle->pool == pool) {
-        if (pool->n_own >= POOL_OWN_MAX) {
-            free(o);
-            return;
-        }
-        o->next = pool->own;
-        pool->own = o;
-        pool->n_own++;
-        return;
-    }
-    rill_origin_t *head = atomic_load_explicit(&pool->shared, memory_order_relaxed);
-    do {
-        if (head == POOL_DEAD) {
-            free(o);
-            return;
-        }
-        o->next = head;
-        /* release: our reads and writes of o come before its reuse. */
-    } while (!atomic_compare_exchange_weak_explicit(&pool->shared, &head, o, memory_order_release,
-                                                    memory_order_relaxed));
 }
 
 rill_origin_t *rill__origin_new(rill_system_t *sys, rill_aid_t source, uint64_t key, int64_t value)
 {
     if (!sys || rill_aid_is_none(source))
         return NULL;
-    rill_origin_t *o = leaf_alloc();
-    if (o) {
-        origin_pool_t *home = o->home;
+    /* Made on the source's executor, mostly settled on another's: from
+     * the executor's pool of blocks (actors/blocks.c). */
+    rill_origin_t *o = rill__block_alloc(sizeof(*o));
+    if (o)
         origin_init(o, ORIGIN_LEAF, sys, source, key, value);
-        o->home = home;
-    }
     return o;
 }
 
@@ -337,7 +230,7 @@ static void drop_all(rill_origin_t **list, size_t n, size_t cap)
     /* list starts as the caller's array of STACK_LIST entries; a bigger one
      * is malloc'ed when a group has many children. */
     /* Each entry carries its own outcome: the low bit of a pointer is free
-     * (origins are malloc'ed). */
+     * (origins are malloc'ed or pooled blocks: 16-byte aligned). */
     while (n) {
         uintptr_t top = (uintptr_t)list[--n];
         rill_origin_t *o = (rill_origin_t *)(top & ~(uintptr_t)1);
@@ -349,7 +242,7 @@ static void drop_all(rill_origin_t **list, size_t n, size_t cap)
         int settled_ok = !atomic_load_explicit(&o->released, memory_order_acquire);
         if (o->kind == ORIGIN_LEAF) {
             note(o, settled_ok);
-            leaf_free(o);
+            rill__block_free(o);
             continue;
         }
         for (uint32_t i = 0; i < o->n; i++) {

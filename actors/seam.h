@@ -62,6 +62,16 @@ rill_err_t rill__actor_tag(rill_system_t *sys, rill_aid_t aid, const void **tag)
 rill_err_t rill__actor_claim(rill_system_t *sys, rill_aid_t aid, int which, uint32_t max);
 void rill__actor_unclaim(rill_system_t *sys, rill_aid_t aid, int which);
 
+/* ---- small blocks (actors/blocks.c) ---- */
+
+/* A block of size bytes (16-byte aligned), recycled through the calling
+ * executor's pool when there is one and size is at most 1008 bytes; else
+ * malloc'ed. For what a pipeline makes and frees per record. NULL without
+ * memory. rill__block_free() takes it back on any thread, at any time
+ * (also after the system is destroyed); NULL is ignored. */
+void *rill__block_alloc(size_t size);
+void rill__block_free(void *p);
+
 /* ---- origins (actors/origin.c) ---- */
 
 /* A leaf origin of `source`, one reference: when it is settled, source

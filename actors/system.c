@@ -178,6 +178,7 @@ void rill_system_destroy(rill_system_t *sys)
             if (sys->execs[i].loop)
                 ev_loop_destroy(sys->execs[i].loop);
             rill__settle_acc_free(sys->execs[i].settle);
+            rill__blocks_free(sys->execs[i].blocks);
         }
         free(sys->execs);
     }
