@@ -25,6 +25,28 @@ _Static_assert((int)RILL__PRODUCER_LAST < (int)RILL_MSG_DELIVERY &&
     "rill_broker_bootstraps() from <rill/testkit.h>)"
 
 /* ------------------------------------------------------------------ */
+/* Produce requests (request.c), read by the producer (producer.c)     */
+/* ------------------------------------------------------------------ */
+
+struct rill_produce {
+    char *topic;
+    int32_t partition;
+    void *key;
+    size_t key_len;
+    void *value;
+    size_t value_len;
+    int has_value;
+    rd_kafka_headers_t *headers;
+    int64_t timestamp;
+    rill_origin_t *origin;
+    rill_aid_t reply_to;
+    uint64_t reply_arg;
+    int direct;  /* sent with rill_producer_send: no result downstream */
+    char *bad;   /* why it cannot be produced (bad arguments), or NULL */
+    char data[]; /* topic, key, value (produce_alloc) */
+};
+
+/* ------------------------------------------------------------------ */
 /* Configuration (conf.c)                                              */
 /* ------------------------------------------------------------------ */
 

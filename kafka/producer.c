@@ -39,150 +39,6 @@
 #define TICK_MS 100
 
 /* ------------------------------------------------------------------ */
-/* Produce requests                                                    */
-/* ------------------------------------------------------------------ */
-
-struct rill_produce {
-    char *topic;
-    int32_t partition;
-    void *key;
-    size_t key_len;
-    void *value;
-    size_t value_len;
-    int has_value;
-    rd_kafka_headers_t *headers;
-    int64_t timestamp;
-    rill_origin_t *origin;
-    rill_aid_t reply_to;
-    uint64_t reply_arg;
-    int direct;  /* sent with rill_producer_send: no result downstream */
-    char *bad;   /* why it cannot be produced (bad arguments), or NULL */
-    char data[]; /* topic, key, value (produce_alloc) */
-};
-
-/*
- * A request is one block: the struct, then its topic, key and value (a
- * pipeline makes one per record; four allocations each were a fifth of
- * the producer side's CPU). Made on an executor, the block comes from its
- * pool (actors/blocks.c) and goes back there when the producer frees it,
- * on that executor or another: no malloc on the steady path. The value is
- * handed to librdkafka without a copy (no RD_KAFKA_MSG_F_COPY): the
- * request outlives its message, as it is the message's opaque and freed
- * only after its delivery report (or when librdkafka refused it).
- */
-static rill_produce_t *produce_alloc(const char *topic, const void *key, size_t key_len,
-                                     const void *value, size_t value_len)
-{
-    size_t tl = strlen(topic) + 1;
-    size_t kl = key ? key_len : 0, vl = value ? value_len : 0;
-    if (kl > SIZE_MAX / 2 || vl > SIZE_MAX / 2 - kl - tl - sizeof(rill_produce_t))
-        return NULL;
-    rill_produce_t *p = rill__block_alloc(sizeof(*p) + tl + kl + vl);
-    if (!p)
-        return NULL;
-    memset(p, 0, sizeof(*p));
-    char *at = p->data;
-    p->topic = memcpy(at, topic, tl);
-    at += tl;
-    if (key) {
-        p->key = kl ? memcpy(at, key, kl) : at;
-        at += kl;
-    }
-    if (value)
-        p->value = vl ? memcpy(at, value, vl) : at;
-    return p;
-}
-
-rill_produce_t *rill_produce_new(const char *topic, int32_t partition, const void *key,
-                                 size_t key_len, const void *value, size_t value_len)
-{
-    /* Bad arguments are the sink's to report, with a sentence: the request
-     * is made all the same (NULL means out of memory only). */
-    char why[160];
-    const char *bad = NULL;
-    if (rill__topic_name_check(topic, why, sizeof(why)))
-        bad = why;
-    else if (partition < RILL_PARTITION_ANY)
-        bad = "the partition is negative";
-    else if ((!key && key_len) || (!value && value_len))
-        bad = "a NULL key or value with a length";
-    if (bad) {
-        rill_produce_t *p = produce_alloc(topic ? topic : "", NULL, 0, NULL, 0);
-        if (p && !(p->bad = strdup(bad))) {
-            rill__block_free(p);
-            return NULL;
-        }
-        return p;
-    }
-    rill_produce_t *p = produce_alloc(topic, key, key_len, value, value_len);
-    if (!p)
-        return NULL;
-    p->partition = partition;
-    p->key_len = key_len;
-    p->value_len = value_len;
-    p->has_value = value != NULL;
-    return p;
-}
-
-rill_err_t rill_produce_add_header(rill_produce_t *p, const char *name, const void *value,
-                                   size_t value_len)
-{
-    if (!p || !name || (!value && value_len))
-        return RILL_EINVAL;
-    if (!p->headers && !(p->headers = rd_kafka_headers_new(4)))
-        return RILL_ENOMEM;
-    rd_kafka_resp_err_t err =
-        rd_kafka_header_add(p->headers, name, -1, value, value ? (ssize_t)value_len : -1);
-    return err ? RILL_EKAFKA : RILL_OK;
-}
-
-rill_err_t rill_produce_set_timestamp(rill_produce_t *p, int64_t ms)
-{
-    if (!p)
-        return RILL_EINVAL;
-    p->timestamp = ms;
-    return RILL_OK;
-}
-
-rill_err_t rill_produce_set_origin(rill_produce_t *p, rill_origin_t *o)
-{
-    if (!p) {
-        rill_origin_release(o);
-        return RILL_EINVAL;
-    }
-    rill__origin_absorb(&p->origin, o);
-    return RILL_OK;
-}
-
-rill_err_t rill_produce_set_reply(rill_produce_t *p, rill_aid_t to, uint64_t arg)
-{
-    if (!p)
-        return RILL_EINVAL;
-    p->reply_to = to;
-    p->reply_arg = arg;
-    return RILL_OK;
-}
-
-void rill_produce_free(void *ptr)
-{
-    rill_produce_t *p = ptr;
-    if (!p)
-        return;
-    /* Dropped without a successful delivery: never confirmed. */
-    rill_origin_release(p->origin);
-    if (p->headers)
-        rd_kafka_headers_destroy(p->headers);
-    free(p->bad);
-    rill__block_free(p);
-}
-
-rill_elem_t rill_produce_elem(rill_produce_t *p)
-{
-    rill_elem_t e = {.payload = p, .dtor = p ? rill_produce_free : NULL};
-    return e;
-}
-
-/* ------------------------------------------------------------------ */
 /* Final counters of stopped producers                                 */
 /* ------------------------------------------------------------------ */
 
@@ -266,8 +122,9 @@ typedef struct producer {
     uint32_t direct_pending;   /* direct sends among pending */
     rill__equeue_t pending;    /* requests librdkafka's queue refused: retried */
     rill__equeue_t results;    /* delivery results for a downstream subscriber */
-    rd_kafka_topic_t **topics; /* rill.topics, known from the start */
+    rd_kafka_topic_t **topics; /* rill.topics, known from the start, then others */
     size_t n_topics;
+    rd_kafka_topic_t *last_topic; /* the one produced to last */
     int upstream_done;
     int stopping;
     rill_producer_stats_t stats;
@@ -442,6 +299,32 @@ static void refuse_request(producer_t *pr, rill_produce_t *req, rd_kafka_resp_er
     rill_produce_free(req);
 }
 
+/* At most this many topic handles are kept; beyond, requests to other
+ * topics are produced by name. */
+#define TOPICS_MAX 64
+
+/* The handle of a request's topic, made and kept the first time: a
+ * produce by name has librdkafka find the topic under its lock for every
+ * record. NULL: produce by name. */
+static rd_kafka_topic_t *topic_for(producer_t *pr, const char *name)
+{
+    if (pr->last_topic && !strcmp(rd_kafka_topic_name(pr->last_topic), name))
+        return pr->last_topic;
+    for (size_t i = 0; i < pr->n_topics; i++)
+        if (!strcmp(rd_kafka_topic_name(pr->topics[i]), name))
+            return pr->last_topic = pr->topics[i];
+    if (pr->n_topics >= TOPICS_MAX)
+        return NULL;
+    rd_kafka_topic_t **v = realloc(pr->topics, (pr->n_topics + 1) * sizeof(*v));
+    if (!v)
+        return NULL;
+    pr->topics = v;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(pr->rk, name, NULL);
+    if (rkt)
+        pr->topics[pr->n_topics++] = pr->last_topic = rkt;
+    return rkt;
+}
+
 /* Hand one request to librdkafka. Returns 1 if taken, 0 if its queue is
  * full (keep it), -1 on a permanent error (already handled). */
 static int produce_one(producer_t *pr, rill_produce_t *req)
@@ -460,11 +343,16 @@ static int produce_one(producer_t *pr, rill_produce_t *req)
     /* A variable, not an expression: librdkafka's RD_KAFKA_V_VALUE casts
      * its argument without parentheses. */
     void *value = req->has_value ? req->value : NULL;
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        pr->rk, RD_KAFKA_V_TOPIC(req->topic), RD_KAFKA_V_PARTITION(req->partition),
-        RD_KAFKA_V_MSGFLAGS(0), RD_KAFKA_V_KEY(req->key, req->key_len),
-        RD_KAFKA_V_VALUE(value, req->value_len), RD_KAFKA_V_TIMESTAMP(req->timestamp),
-        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(req), RD_KAFKA_V_END);
+    rd_kafka_topic_t *rkt = topic_for(pr, req->topic);
+#define REQUEST_ARGS                                                                               \
+    RD_KAFKA_V_PARTITION(req->partition), RD_KAFKA_V_MSGFLAGS(0),                                  \
+        RD_KAFKA_V_KEY(req->key, req->key_len), RD_KAFKA_V_VALUE(value, req->value_len),           \
+        RD_KAFKA_V_TIMESTAMP(req->timestamp), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(req),       \
+        RD_KAFKA_V_END
+    rd_kafka_resp_err_t err =
+        rkt ? rd_kafka_producev(pr->rk, RD_KAFKA_V_RKT(rkt), REQUEST_ARGS)
+            : rd_kafka_producev(pr->rk, RD_KAFKA_V_TOPIC(req->topic), REQUEST_ARGS);
+#undef REQUEST_ARGS
     if (!err) {
         pr->inflight++;
         if (pr->inflight > pr->stats.inflight_max)
