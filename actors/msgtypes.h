@@ -12,7 +12,7 @@
  *    16..22   streams, public: RILL_STREAM_SUBSCRIBE .. RILL_STREAM_ERROR
  *    23..36   streams, internal: RILL__STREAM_*, RILL__RUN_* (pipeline runs)
  *   128..136  supervision: RILL__SUP_*
- *   191..194  kafka consumer: RILL__CONSUMER_*
+ *   191..195  kafka consumer: RILL__CONSUMER_*
  *   207..212  kafka producer: RILL__PRODUCER_*
  *   223       kafka, public: RILL_MSG_DELIVERY
  * A new type goes at the end of its layer's block; a new layer gets a
@@ -66,7 +66,8 @@ enum rill__msgtype {
     RILL__CONSUMER_CONFIRM_UPTO,                     /* arg = offset, corr = partition id */
     RILL__CONSUMER_TICK,                             /* repeating timer */
     RILL__CONSUMER_STATS,                            /* ask: reply with a rill_consumer_stats_t */
-    RILL__CONSUMER_LAST = RILL__CONSUMER_STATS,
+    RILL__CONSUMER_IDLE_COMMIT,                      /* one-shot timer: see idle_commit() */
+    RILL__CONSUMER_LAST = RILL__CONSUMER_IDLE_COMMIT,
 
     /* Kafka producer (kafka/producer.c) */
     RILL__PRODUCER_WAKE = RILL_MSG_STREAM_LAST + 80, /* 207: the main queue has delivery reports */

@@ -505,20 +505,6 @@ static void linger_check(ksrc_t *k)
         rill__stage_end(k->st);
 }
 
-/*
- * Everything out is confirmed and not all of it committed: commit now
- * rather than at the next rill.commit.interval.ms, at most every tenth of
- * it. A pipeline that has caught up (or is between bursts) then commits
- * what it did within ~0.1 s instead of up to a second later (bench_pipeline
- * waited up to a second per run for its last commit), while a busy one
- * still commits by count and interval.
- */
-static int idle_commit_due(const ksrc_t *k, int64_t now)
-{
-    return k->since_commit > 0 && k->tr.unconfirmed == 0 &&
-           now - k->last_commit_ms >= (int64_t)(k->conf->o.commit_interval_ms / 10);
-}
-
 static void on_tick(ksrc_t *k)
 {
     if (k->fetcher_full && k->stats.polled == k->polled_at_tick)
@@ -537,8 +523,7 @@ static void on_tick(ksrc_t *k)
         k->commits_out = 0;
         rill__ksrc_commit_again_all(k);
         rill__ksrc_commit_async(k);
-    } else if (now - k->last_commit_ms >= (int64_t)o->commit_interval_ms ||
-               idle_commit_due(k, now)) {
+    } else if (now - k->last_commit_ms >= (int64_t)o->commit_interval_ms) {
         rill__ksrc_commit_async(k);
     }
     if (k->buf.count >= o->buffer_high || k->st->finished)
@@ -567,6 +552,9 @@ static void ksrc_on_msg(rill__stage_t *st, rill_msg_t *msg)
     case K_TICK:
         on_tick(k);
         break;
+    case K_IDLE_COMMIT:
+        k->idle_commit_timer = 0; /* rill__ksrc_idle_commit() below */
+        break;
     case RILL_MSG_DELIVERY:
         dlq_result(k, msg->payload, msg->arg);
         break;
@@ -582,12 +570,15 @@ static void ksrc_on_msg(rill__stage_t *st, rill_msg_t *msg)
     default:
         return;
     }
-    if (k->since_commit >= k->conf->o.commit_count || idle_commit_due(k, now_ms()))
+    if (k->since_commit >= k->conf->o.commit_count)
         rill__ksrc_commit_async(k);
-    if (!st->finished)
-        ksrc_pump(st);
-    else
+    if (st->finished) {
         linger_check(k);
+        return;
+    }
+    ksrc_pump(st);
+    /* After the pump's poll, which serves the answers of commits. */
+    rill__ksrc_idle_commit(k);
 }
 
 static rill_err_t ksrc_start(rill__stage_t *st)

@@ -15,6 +15,7 @@
 #define K_CONFIRM_UPTO RILL__CONSUMER_CONFIRM_UPTO
 #define K_TICK         RILL__CONSUMER_TICK
 #define K_STATS        RILL__CONSUMER_STATS
+#define K_IDLE_COMMIT  RILL__CONSUMER_IDLE_COMMIT
 
 #define TICK_MS          100
 #define MAX_PARTS        4096u
@@ -50,6 +51,7 @@ typedef struct ksrc {
     uint64_t full_emitted; /* stats.emitted when full_since_ms was set */
     uint32_t since_commit;
     int64_t last_commit_ms, last_redeliver_check_ms, last_forget_ms;
+    int idle_commit_timer;  /* a K_IDLE_COMMIT is on its way */
     uint32_t commits_out;   /* async commits not answered yet */
     int64_t commit_sent_ms; /* when the oldest of them went */
 
@@ -99,6 +101,9 @@ int rill__ksrc_keep_live(ksrc_t *k, const rill_elem_t *e);
 /* Commits: send every partition's offset again next time; async; sync
  * with a deadline (all, or the revoking partitions only). */
 void rill__ksrc_commit_again_all(ksrc_t *k);
+/* Commit if everything out is confirmed and nothing is unanswered, at
+ * most every hundredth of rill.commit.interval.ms (source_group.c). */
+void rill__ksrc_idle_commit(ksrc_t *k);
 void rill__ksrc_commit_async(ksrc_t *k);
 void rill__ksrc_commit_sync(ksrc_t *k, int only_revoking, int64_t deadline);
 /* Pause or resume every assigned partition. */

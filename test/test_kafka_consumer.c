@@ -1024,6 +1024,51 @@ static rill_aid_t hold_executor(rill_system_t *sys, int exec, kit_gate_t *gate)
     return blocker;
 }
 
+/* A consumer that has caught up (everything it emitted confirmed) commits
+ * within a hundredth of rill.commit.interval.ms, not at the interval: here
+ * 100 s, so only the idle commit (1 s after the last commit) passes within
+ * 5 s (until 2026-12-06 it waited a tenth: 10 s). A second burst, after an
+ * idle pause, is committed the same way. */
+Test(kafka_consumer, a_caught_up_consumer_commits_without_waiting_for_its_interval, .timeout = 60)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "idlec", SC_PARTS, SC_PER_PART, 100);
+    kobs_t obs;
+    kobs_init(&obs);
+    probe_t pr;
+    probe_init(&pr, env.sys, 2 * SC_PARTS * SC_PER_PART);
+    const char *kv[] = {"rill.commit.interval.ms", "100000", "rill.commit.count", "10000000", NULL};
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "idlec-group", kv);
+    kk_conf_assign_all(c, "idlec", SC_PARTS, RILL_OFFSET_BEGINNING);
+    kobs_attach(c, &obs);
+    pr.consumer = kk_consumer_spawn_ok(env.sys, c, 0);
+    rill_aid_t sink = kk_sink_spawn_ok(env.sys, probe_sink, &pr, 1, pr.consumer);
+    int64_t t0 = kit_now_ms();
+    int ok;
+    KK_WAIT_UNTIL(ok, 5000, kobs_committed_all(&obs, SC_PARTS, SC_PER_PART));
+    cr_assert(ok, "not committed within 5 s (%ld records received, %ld commit events)",
+              probe_received(&pr), locked_long(&obs.mu, &obs.commits));
+    int64_t first = kit_now_ms() - t0;
+    /* A second burst, with the consumer idle in between. */
+    kk_produce_parts(env.boot, "idlec", SC_PARTS, SC_PER_PART, SC_PARTS * SC_PER_PART, 100);
+    t0 = kit_now_ms();
+    KK_WAIT_UNTIL(ok, 5000, kobs_committed_all(&obs, SC_PARTS, 2 * SC_PER_PART));
+    cr_assert(ok, "the second burst not committed within 5 s (%ld records received)",
+              probe_received(&pr));
+    fprintf(stderr,
+            "idle commit: first burst committed after %" PRId64 " ms, second after %" PRId64
+            " ms\n",
+            first, kit_now_ms() - t0);
+    rill_consumer_stats_t s = kk_consumer_stats_ok(env.sys, pr.consumer);
+    cr_assert_eq(s.unconfirmed, 0);
+    kk_stop_wait(env.sys, pr.consumer);
+    kk_stop_wait(env.sys, sink);
+    probe_fini(&pr);
+    kk_env_fini(&env);
+    kobs_fini(&obs);
+}
+
 Test(kafka_consumer, stop_commits_every_confirm_sent_before_it, .timeout = 60)
 {
     kk_env_t env;
