@@ -190,7 +190,9 @@ RILL_API void rill_consumer_conf_destroy(rill_consumer_conf_t *conf);
  * Set a property. Keys starting with "rill." are rill's (defaults in
  * brackets):
  *  - rill.commit.interval.ms: commit what was confirmed at least this
- *    often, asynchronously [1000]
+ *    often, asynchronously [1000]; once everything out is confirmed and
+ *    no commit is unanswered (a consumer that caught up), sooner: at most
+ *    every hundredth of it
  *  - rill.commit.count: commit after this many confirms [1000]
  *  - rill.drain.timeout.ms: on a revoke and at the end of a run, wait this
  *    long for the confirms of what is in flight [5000]
