@@ -666,6 +666,7 @@ static void ksrc_end_run(ksrc_t *k)
         }
         k->final_reported = 1;
     }
+    rill__ksrc_await_commit(k, deadline);
     /* Send every partition's offset again: an async commit still in
      * flight may fail, and nobody would retry it. */
     rill__ksrc_commit_again_all(k);

@@ -52,7 +52,8 @@ typedef struct ksrc {
     uint32_t since_commit;
     int64_t last_commit_ms, last_redeliver_check_ms, last_forget_ms;
     int idle_commit_timer;  /* a K_IDLE_COMMIT is on its way */
-    uint32_t commits_out;   /* async commits not answered yet */
+    uint32_t commits_out;   /* async commits not answered yet (at most one but after a resend) */
+    int commit_due;         /* a commit came due while one was out */
     int64_t commit_sent_ms; /* when the oldest of them went */
 
     /* a revoke waiting for its in-flight confirms */
@@ -101,11 +102,16 @@ int rill__ksrc_keep_live(ksrc_t *k, const rill_elem_t *e);
 /* Commits: send every partition's offset again next time; async; sync
  * with a deadline (all, or the revoking partitions only). */
 void rill__ksrc_commit_again_all(ksrc_t *k);
-/* Commit if everything out is confirmed and nothing is unanswered, at
+/* Send the commit that came due while one was out, once it is answered;
+ * or commit if everything out is confirmed and nothing is unanswered, at
  * most every hundredth of rill.commit.interval.ms (source_group.c). */
 void rill__ksrc_idle_commit(ksrc_t *k);
 void rill__ksrc_commit_async(ksrc_t *k);
 void rill__ksrc_commit_sync(ksrc_t *k, int only_revoking, int64_t deadline);
+/* Before the final commit: wait (at most a second, and until deadline)
+ * for the answer of the async commit out, paused and polling; records
+ * polled meanwhile are dropped like the buffer's (rill__ksrc_note_dropped). */
+void rill__ksrc_await_commit(ksrc_t *k, int64_t deadline);
 /* Pause or resume every assigned partition. */
 void rill__ksrc_set_paused(ksrc_t *k, int pause);
 /* Commit and release the partitions being revoked. */

@@ -193,7 +193,10 @@ RILL_API void rill_consumer_conf_destroy(rill_consumer_conf_t *conf);
  *    often, asynchronously [1000]; once everything out is confirmed and
  *    no commit is unanswered (a consumer that caught up), sooner: at most
  *    every hundredth of it
- *  - rill.commit.count: commit after this many confirms [1000]
+ *  - rill.commit.count: commit after this many confirms [1000]; commits
+ *    are asynchronous with at most one unanswered: one that comes due
+ *    while another is out goes when it is answered, with everything
+ *    confirmed by then (under load, one commit per round trip)
  *  - rill.drain.timeout.ms: on a revoke and at the end of a run, wait this
  *    long for the confirms of what is in flight [5000]
  *  - rill.shutdown.timeout.ms: the final commit and leaving the group, at
