@@ -8,6 +8,15 @@ build=$1
 src=$2
 cflags=${3:-}
 prefix=$(mktemp -d /tmp/rill-install-XXXXXX)
+# Run a built consumer; under TSan with the C11-threads shim preloaded
+# (RILL_CHECK_PRELOAD: the compilers must not get it).
+run() {
+  if [ -n "${RILL_CHECK_PRELOAD:-}" ]; then
+    LD_PRELOAD="$RILL_CHECK_PRELOAD" "$@"
+  else
+    "$@"
+  fi
+}
 trap 'rm -rf "$prefix"' EXIT
 
 cmake --install "$build" --prefix "$prefix" >/dev/null
@@ -22,8 +31,8 @@ cmake -S "$src" -B "$prefix/consumer-build" -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_C_FLAGS="$cflags" -DCMAKE_EXE_LINKER_FLAGS="$cflags" >/dev/null
 cmake --build "$prefix/consumer-build" >/dev/null
 libdir=$(dirname "$(ls "$prefix"/lib*/librill.a | head -1)")
-LD_LIBRARY_PATH="$libdir" "$prefix/consumer-build/consumer_shared"
-"$prefix/consumer-build/consumer_static"
+LD_LIBRARY_PATH="$libdir" run "$prefix/consumer-build/consumer_shared"
+run "$prefix/consumer-build/consumer_static"
 
 pcdir="$libdir/pkgconfig"
 version=$(PKG_CONFIG_PATH="$pcdir" pkg-config --modversion rill)
@@ -31,7 +40,7 @@ echo "pkg-config: rill $version"
 # shellcheck disable=SC2046
 cc $cflags -o "$prefix/consumer_pc" "$src/consumer.c" \
   $(PKG_CONFIG_PATH="$pcdir" pkg-config --cflags --libs rill-testkit rill)
-LD_LIBRARY_PATH="$libdir" "$prefix/consumer_pc"
+LD_LIBRARY_PATH="$libdir" run "$prefix/consumer_pc"
 # Static linking: rill.pc's private requirements name ck, libev and pthread.
 # (rdkafka's own private libraries, lz4, ssl and so on, are left out: their
 # static archives are not installed here, and librdkafka links shared.)
@@ -43,5 +52,5 @@ done
 # shellcheck disable=SC2046,SC2086
 cc $cflags -o "$prefix/consumer_pc_static" "$src/consumer.c" "$libdir/librill_testkit.a" "$libdir/librill.a" \
   $(PKG_CONFIG_PATH="$pcdir" pkg-config --cflags rill) $static_libs
-"$prefix/consumer_pc_static"
+run "$prefix/consumer_pc_static"
 echo "install check passed"
