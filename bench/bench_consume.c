@@ -18,8 +18,8 @@
  *             docs/benchmarks.md)
  *   rill      a pipeline: rill_kafka_source -> rill_sink_foreach, whose
  *             RILL_OK confirms every record; commits driven by rill
- *             (defaults: async every 1,000 confirms or 1 s), on a system
- *             of two executors, measured twice:
+ *             (defaults: async every 1,000 confirms or 1 s, at most one
+ *             unanswered), on a system of two executors, measured twice:
  *             `consume` with the sink on the source's executor (a cheap
  *             sink where it belongs: the records stay on one core, as in
  *             the raw loop) and `consume_split` with the sink on the other

@@ -162,8 +162,7 @@ rd_kafka_t *bench_raw_consumer(const char *name, const char *boot, const char *g
 
 /* A raw baseline's async commits: one when `done` (records processed, and
  * their offsets stored) passes the next multiple of `every`, with at most
- * one unanswered (rill itself commits at every rill.commit.count confirms,
- * whatever is out): a commit
+ * one unanswered, as rill's source commits (since 89430cf): a commit
  * that comes due while one is out waits for its answer and then takes
  * every offset stored by then. Under load that is one commit per round trip
  * instead of one per `every` records: measured on bench_consume 2.8.0,
