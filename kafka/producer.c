@@ -303,6 +303,21 @@ static void refuse_request(producer_t *pr, rill_produce_t *req, rd_kafka_resp_er
  * topics are produced by name. */
 #define TOPICS_MAX 64
 
+/* Make and keep a handle of topic `name`: the handle (NULL if librdkafka
+ * refused the name), or NULL with *oom set. */
+static rd_kafka_topic_t *topic_keep(producer_t *pr, const char *name, int *oom)
+{
+    rd_kafka_topic_t **v = realloc(pr->topics, (pr->n_topics + 1) * sizeof(*v));
+    *oom = !v;
+    if (!v)
+        return NULL;
+    pr->topics = v;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(pr->rk, name, NULL);
+    if (rkt)
+        pr->topics[pr->n_topics++] = rkt;
+    return rkt;
+}
+
 /* The handle of a request's topic, made and kept the first time: a
  * produce by name has librdkafka find the topic under its lock for every
  * record. NULL: produce by name. */
@@ -313,15 +328,10 @@ static rd_kafka_topic_t *topic_for(producer_t *pr, const char *name)
     for (size_t i = 0; i < pr->n_topics; i++)
         if (!strcmp(rd_kafka_topic_name(pr->topics[i]), name))
             return pr->last_topic = pr->topics[i];
-    if (pr->n_topics >= TOPICS_MAX)
-        return NULL;
-    rd_kafka_topic_t **v = realloc(pr->topics, (pr->n_topics + 1) * sizeof(*v));
-    if (!v)
-        return NULL;
-    pr->topics = v;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(pr->rk, name, NULL);
+    int oom;
+    rd_kafka_topic_t *rkt = pr->n_topics < TOPICS_MAX ? topic_keep(pr, name, &oom) : NULL;
     if (rkt)
-        pr->topics[pr->n_topics++] = pr->last_topic = rkt;
+        pr->last_topic = rkt;
     return rkt;
 }
 
@@ -632,12 +642,10 @@ static rill_err_t producer_prepare(void *impl, rill_system_t *sys, char *errstr,
     for (const char *t = c->o.topics; t;) {
         char name[256];
         t = rill__topics_next(t, name, sizeof(name));
-        rd_kafka_topic_t **v = realloc(pr->topics, (pr->n_topics + 1) * sizeof(*v));
-        if (!v)
+        int oom;
+        topic_keep(pr, name, &oom);
+        if (oom)
             return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
-        pr->topics = v;
-        if ((pr->topics[pr->n_topics] = rd_kafka_topic_new(pr->rk, name, NULL)))
-            pr->n_topics++;
     }
     return RILL_OK;
 }

@@ -1041,9 +1041,7 @@ Test(kafka_consumer, a_caught_up_consumer_commits_without_waiting_for_its_interv
     const char *kv[] = {"rill.commit.interval.ms", "100000", "rill.commit.count", "10000000", NULL};
     rill_consumer_conf_t *c = kk_conf_new(env.boot, "idlec-group", kv);
     kk_conf_assign_all(c, "idlec", SC_PARTS, RILL_OFFSET_BEGINNING);
-    kobs_attach(c, &obs);
-    pr.consumer = kk_consumer_spawn_ok(env.sys, c, 0);
-    rill_aid_t sink = kk_sink_spawn_ok(env.sys, probe_sink, &pr, 1, pr.consumer);
+    rill_aid_t sink = probe_start(&pr, c, &obs);
     int64_t t0 = kit_now_ms();
     int ok;
     KK_WAIT_UNTIL(ok, 5000, kobs_committed_all(&obs, SC_PARTS, SC_PER_PART));
