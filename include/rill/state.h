@@ -1,0 +1,216 @@
+/**
+ * @file
+ * rill state: keyed state stores whose state and input offsets commit in
+ * one transaction, and the stage that keeps them (scala-kafka-client's
+ * "state and offsets stored together", Kafka Streams' state stores).
+ *
+ * THE MODEL. A store holds keyed state per input partition: the state a
+ * record changes lives in the namespace of the record's topic and
+ * partition, next to that partition's offset, the offset of the first
+ * record the state does not reflect yet. A store commit writes both in one
+ * transaction. A consumer that uses the store (rill_consumer_conf_use_store)
+ * starts every partition it is assigned from the offset stored with its
+ * state, or from the partition's beginning when the store has none (the
+ * state of a partition is built from every record of it), so after a crash,
+ * a restart, or a partition that came back, the state reflects every record
+ * exactly once: none lost, none counted twice. Kafka's committed offsets
+ * still trail the store's (they serve lag monitoring and tools), but they
+ * are not what consumption starts from.
+ *
+ * Two backends: memory (fast; gone with the process, so exact across a
+ * pipeline's supervised restarts, not across a crash) and LMDB (a file,
+ * memory-mapped and transactional, exact across kill -9: what a commit
+ * wrote is there after the process died, and what it had not committed
+ * is not).
+ *
+ * THE STAGE. rill_stage_stateful() runs a function per record with a view
+ * of the record partition's state (rill_state_get/put/delete/range). The
+ * stage gathers records into one store transaction and commits it every
+ * commit_count records or commit_ms milliseconds, and when its input ends;
+ * only then does it confirm the records the transaction holds (the
+ * records are confirmed when the state that holds them is durable, never
+ * before). A function that fails aborts the transaction, so the records
+ * since the last commit leave no trace in the state; the pipeline fails
+ * (a supervised one restarts, from the stored offsets). Outputs the
+ * function emits go downstream at once, carrying a reference of the
+ * input's origin: they are at-least-once (a record after the last commit
+ * is processed again after a crash and emits again), the state is exact.
+ */
+#ifndef RILL_STATE_H
+#define RILL_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <rill/kafka.h>
+#include <rill/stream.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** A keyed state store (opaque): one memory map, or one LMDB environment. */
+typedef struct rill_store rill_store_t;
+
+/** How an LMDB store is opened. A zeroed struct (or NULL) means the defaults. */
+typedef struct rill_store_opts {
+    /** The most the store may hold, in bytes (LMDB's map size; the file
+     * grows up to it). 0 = 1 GiB. A commit that would pass it fails with
+     * RILL_EFULL and a sentence naming the store and this size. */
+    uint64_t map_size;
+    /** Do not flush to disk at every commit: a commit survives the death
+     * of the process (kill -9) but not of the machine. 0 = flush (fsync):
+     * a commit survives both. */
+    int no_sync;
+} rill_store_opts_t;
+
+/**
+ * An in-memory store named name (copied; for errors and statistics).
+ * @return RILL_OK, RILL_EINVAL (NULL argument), RILL_ENOMEM; errstr says why.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_store_open_memory(const char *name, rill_store_t **out, char *errstr,
+                                           size_t errstr_size);
+
+/**
+ * An LMDB store in directory path (made if missing). One process owns a
+ * store at a time: a second open of the same directory, from this process
+ * or another, fails with RILL_EEXIST ("locked by process N").
+ * @return RILL_OK; RILL_EINVAL (NULL argument, bad options); RILL_EEXIST
+ * (owned by another process or store); RILL_EIO (the directory cannot be
+ * made or read, or the file is not an LMDB file or is corrupt, with the
+ * path and LMDB's words); RILL_ENOMEM. errstr says which.
+ * @locality any thread (it may read the disk: not an executor thread).
+ */
+RILL_API rill_err_t rill_store_open_lmdb(const char *path, const rill_store_opts_t *opts,
+                                         rill_store_t **out, char *errstr, size_t errstr_size);
+
+/** Close a store (its stages must have ended). NULL is a no-op.
+ * @locality not an executor thread. */
+RILL_API void rill_store_close(rill_store_t *store);
+
+/** The store's name (an LMDB store: its path). @locality any thread. */
+RILL_API const char *rill_store_name(const rill_store_t *store);
+
+/**
+ * The offset stored with partition's state: the first record its state
+ * does not reflect. RILL_ENOENT when the store has none for it.
+ * @locality any thread (a read transaction of its own).
+ */
+RILL_API rill_err_t rill_store_offset(rill_store_t *store, const char *topic, int32_t partition,
+                                      int64_t *offset);
+
+/**
+ * Read one key of a partition's committed state into buf (up to buf_size
+ * bytes; *value_len gets the whole length, which may be larger).
+ * RILL_ENOENT if the key is not there; RILL_EINVAL for NULL arguments.
+ * @locality any thread (a read transaction of its own).
+ */
+RILL_API rill_err_t rill_store_read(rill_store_t *store, const char *topic, int32_t partition,
+                                    const void *key, size_t key_len, void *buf, size_t buf_size,
+                                    size_t *value_len);
+
+/**
+ * Called for each key, in key order (bytewise), with its value; return
+ * non-zero to stop. The pointers are valid during the call only.
+ */
+typedef int rill_state_visit_fn(void *opaque, const void *key, size_t key_len, const void *value,
+                                size_t value_len);
+
+/**
+ * Visit the committed keys of a partition's state in [from, to) (bytewise
+ * order; from NULL = from the first, to NULL = to the last), as one
+ * consistent snapshot.
+ * @locality any thread (a read transaction of its own); fn must not call
+ * into the store.
+ */
+RILL_API rill_err_t rill_store_scan(rill_store_t *store, const char *topic, int32_t partition,
+                                    const void *from, size_t from_len, const void *to,
+                                    size_t to_len, rill_state_visit_fn *fn, void *opaque);
+
+/** A store's counters. */
+typedef struct rill_store_stats {
+    uint64_t commits;       /**< transactions committed */
+    uint64_t aborts;        /**< transactions aborted (a failed function, a stop) */
+    uint64_t puts;          /**< keys written (committed or not) */
+    uint64_t deletes;       /**< keys deleted (committed or not) */
+    uint64_t commit_errors; /**< commits that failed (full, disk) */
+    uint64_t bytes;         /**< LMDB: bytes of the map in use; memory: of keys and values */
+} rill_store_stats_t;
+
+/** A snapshot of a store's counters (NULL arguments: RILL_EINVAL).
+ * @locality any thread. */
+RILL_API rill_err_t rill_store_stats(rill_store_t *store, rill_store_stats_t *out);
+
+/**
+ * Make a consumer start each assigned partition from the offset stored
+ * with its state in store (or from its beginning when the store has none).
+ * Uses the consumer's assigned callback (RILL_ESTATE if one is set) and
+ * keeps Kafka commits on unless rill.commit was set. The store must outlive
+ * every source made from conf.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_consumer_conf_use_store(rill_consumer_conf_t *conf, rill_store_t *store);
+
+/** A partition's state inside a stage's open transaction (opaque). */
+typedef struct rill_state rill_state_t;
+
+/**
+ * The value of key in the record's partition: *value points into the store
+ * until the next put or delete of this transaction, or the function's
+ * return. RILL_ENOENT when absent.
+ * @locality the stage function that got st.
+ */
+RILL_API rill_err_t rill_state_get(rill_state_t *st, const void *key, size_t key_len,
+                                   const void **value, size_t *value_len);
+/** Set key to value (copied). Keys are 1 to 400 bytes (RILL_EINVAL
+ * otherwise). RILL_EFULL: the store is full (the stage then fails with a
+ * sentence). @locality the stage function that got st. */
+RILL_API rill_err_t rill_state_put(rill_state_t *st, const void *key, size_t key_len,
+                                   const void *value, size_t value_len);
+/** Delete key; RILL_ENOENT if it was not there. @locality the stage
+ * function that got st. */
+RILL_API rill_err_t rill_state_delete(rill_state_t *st, const void *key, size_t key_len);
+/** Visit the keys of the record's partition in [from, to), this
+ * transaction's writes included (see rill_store_scan()). fn must not write.
+ * @locality the stage function that got st. */
+RILL_API rill_err_t rill_state_range(rill_state_t *st, const void *from, size_t from_len,
+                                     const void *to, size_t to_len, rill_state_visit_fn *fn,
+                                     void *opaque);
+/** The topic and partition whose state st is. @locality the stage function that got st. */
+RILL_API const char *rill_state_topic(const rill_state_t *st);
+/** @copydoc rill_state_topic */
+RILL_API int32_t rill_state_partition(const rill_state_t *st);
+
+/**
+ * A stateful function: processes the record in *in (it owns it, as a
+ * flat_map function does) with its partition's state st, and may emit
+ * outputs with rill_emit(). Return an error to fail the stage: the
+ * transaction is aborted.
+ * @locality the stage's executor.
+ */
+typedef rill_err_t rill_stateful_fn(void *opaque, rill_state_t *st, rill_elem_t *in,
+                                    rill_emitter_t *out);
+
+/** How a stateful stage commits. A zeroed struct (or NULL) means the defaults. */
+typedef struct rill_stateful_opts {
+    uint32_t commit_count; /**< commit after this many records; 0 = 1000 */
+    uint32_t commit_ms;    /**< and at least this often while records wait; 0 = 100 */
+} rill_stateful_opts_t;
+
+/**
+ * A stateful stage over store (which must outlive it): fn per record, with
+ * the record partition's state, committed with the records' offsets (see
+ * THE STAGE above). Its input must be Kafka records with their origins (a
+ * Kafka source, or stages that keep records, such as filter): any other
+ * element fails the stage with a sentence.
+ * @locality any thread.
+ */
+RILL_API rill_stage_t *rill_stage_stateful(rill_store_t *store, const rill_stateful_opts_t *opts,
+                                           rill_stateful_fn *fn, void *opaque);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RILL_STATE_H */
