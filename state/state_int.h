@@ -18,6 +18,7 @@
 #define RILL_STATE_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,7 +38,10 @@ typedef int rill__scan_fn(void *opaque, const void *key, size_t key_len, const v
 
 /* A backend. Every function gets the store; a transaction is the
  * backend's own object. One write transaction at a time per store (the
- * stage that writes it), any number of read ones, from any thread. */
+ * stage that writes it), any number of read ones, from any thread. A
+ * write transaction begins and ends (commit or abort) on one thread:
+ * LMDB's writer lock is a mutex, which only its owner may unlock; between
+ * those, its calls may come from any thread, one at a time. */
 typedef struct rill__store_ops {
     const char *name; /* "memory", "lmdb" */
     /* Begin a transaction; write = 0 for a read-only one. */
@@ -69,10 +73,11 @@ struct rill_store {
     const rill__store_ops_t *ops;
     void *impl; /* the backend's */
     char name[256];
-    /* Counters, updated with relaxed atomics (read by any thread). */
-    uint64_t commits, aborts, puts, deletes, commit_errors;
+    /* Counters, updated with relaxed atomics (read by any thread; each
+     * is a count of its own, ordering nothing). */
+    _Atomic uint64_t commits, aborts, puts, deletes, commit_errors;
     /* Set while a stage runs over the store (one writer at a time). */
-    int busy;
+    _Atomic int busy;
 };
 
 /* A partition's view of a write transaction, as a stage function gets it
@@ -98,7 +103,7 @@ rill_err_t rill__store_lmdb_init(rill_store_t *s, const char *path, const rill_s
 
 /* Encode the namespace prefix of (ns, topic, partition) into buf (at least
  * RILL__ENCODED_KEY_MAX bytes); returns its length, 0 for a topic too long
- * or empty. */
+ * or empty or a negative partition. */
 size_t rill__state_prefix(uint8_t *buf, int ns, const char *topic, int32_t partition);
 
 #endif /* RILL_STATE_INT_H */
