@@ -13,5 +13,6 @@
 #include <rill/stream.h>
 #include <rill/supervisor.h>
 #include <rill/kafka.h>
+#include <rill/state.h>
 
 #endif /* RILL_H */

@@ -113,6 +113,7 @@ RILL_API rill_err_t rill_store_read(rill_store_t *store, const char *topic, int3
 /**
  * Called for each key, in key order (bytewise), with its value; return
  * non-zero to stop. The pointers are valid during the call only.
+ * @locality the thread that called rill_store_scan() or rill_state_range().
  */
 typedef int rill_state_visit_fn(void *opaque, const void *key, size_t key_len, const void *value,
                                 size_t value_len);
@@ -179,7 +180,8 @@ RILL_API rill_err_t rill_state_range(rill_state_t *st, const void *from, size_t 
                                      void *opaque);
 /** The topic and partition whose state st is. @locality the stage function that got st. */
 RILL_API const char *rill_state_topic(const rill_state_t *st);
-/** @copydoc rill_state_topic */
+/** @copydoc rill_state_topic
+ * @locality the stage function that got st. */
 RILL_API int32_t rill_state_partition(const rill_state_t *st);
 
 /**

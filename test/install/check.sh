@@ -41,12 +41,13 @@ echo "pkg-config: rill $version"
 cc $cflags -o "$prefix/consumer_pc" "$src/consumer.c" \
   $(PKG_CONFIG_PATH="$pcdir" pkg-config --cflags --libs rill-testkit rill)
 LD_LIBRARY_PATH="$libdir" run "$prefix/consumer_pc"
-# Static linking: rill.pc's private requirements name ck, libev and pthread.
+# Static linking: rill.pc's private requirements name ck, lmdb, libev and
+# pthread.
 # (rdkafka's own private libraries, lz4, ssl and so on, are left out: their
 # static archives are not installed here, and librdkafka links shared.)
 static_libs=$(PKG_CONFIG_PATH="$pcdir" pkg-config --static --libs-only-l rill | tr ' ' '\n' |
-  grep -E '^-l(rdkafka|ck|ev|pthread)$' | sort -u | tr '\n' ' ')
-for l in -lck -lev -lpthread -lrdkafka; do
+  grep -E '^-l(rdkafka|ck|lmdb|ev|pthread)$' | sort -u | tr '\n' ' ')
+for l in -lck -llmdb -lev -lpthread -lrdkafka; do
   case " $static_libs " in *" $l "*) ;; *) echo "rill.pc --static lacks $l" >&2; exit 1 ;; esac
 done
 # shellcheck disable=SC2046,SC2086

@@ -1,6 +1,9 @@
-/* Uses the installed headers and library: version, errors, embedded broker. */
+/* Uses the installed headers and library: version, errors, embedded
+ * broker, and an LMDB state store (so lmdb is linked, also statically). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <rill/rill.h>
 #include <rill/testkit.h>
@@ -21,5 +24,28 @@ int main(void)
     printf("rill %s: embedded broker at %s, %s\n", rill_version_str(), rill_broker_bootstraps(b),
            rill_err2str(RILL_EFULL));
     rill_broker_destroy(b);
+
+    char dir[] = "/tmp/rill-install-store-XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    rill_store_t *store = NULL;
+    if (rill_store_open_lmdb(dir, NULL, &store, err, sizeof(err)) != RILL_OK) {
+        fprintf(stderr, "store: %s\n", err);
+        ok = 0;
+    } else {
+        int64_t offset;
+        ok = ok && rill_store_offset(store, "installed", 0, &offset) == RILL_ENOENT;
+        printf("store %s opened\n", rill_store_name(store));
+        rill_store_close(store);
+    }
+    const char *files[] = {"data.mdb", "lock.mdb", "rill.lock"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char path[96];
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
     return ok ? 0 : 1;
 }
