@@ -16,6 +16,7 @@
 #include <ftw.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "support/rtest.h"
@@ -538,11 +540,19 @@ Test(state_store, memory_one_write_transaction)
 
 /* --------------------------------------------- a reader beside the writer */
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 #define ROUNDS 300
 
 struct reader {
     rill_store_t *s;
     atomic_int done;
+    _Atomic int64_t seen; /* the latest round the reader saw */
     int torn, backwards, errors;
     int64_t last;
 };
@@ -574,8 +584,10 @@ static void *reader_main(void *arg)
             r->torn++;
         if (mn[0] < prev)
             r->backwards++;
-        if (mn[0] > prev)
+        if (mn[0] > prev) {
             prev = mn[0];
+            atomic_store_explicit(&r->seen, prev, memory_order_release);
+        }
         int64_t off = -1;
         rill_err_t rc = rill_store_offset(r->s, "t", 0, &off);
         if (rc != RILL_OK && rc != RILL_ENOENT)
@@ -591,7 +603,7 @@ static void *reader_main(void *arg)
 
 static void body_reader(kit_t *k)
 {
-    struct reader r = {.s = k->s};
+    struct reader r = {.s = k->s, .seen = -1};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, reader_main, &r), 0);
     for (int64_t i = 0; i < ROUNDS; i++) {
@@ -602,6 +614,15 @@ static void body_reader(kit_t *k)
         cr_assert_eq(rill_state_put(&st, "n", 1, &i, sizeof i), RILL_OK);
         cr_assert_eq(rill__state_put_offset(k->s, txn, "t", 0, i + 1), RILL_OK);
         commit_ok(k->s, txn);
+        /* Every 50 rounds, until the reader has seen this one: so reads
+         * and commits overlap whatever the scheduler does. */
+        if (i % 50 == 0) {
+            int64_t deadline = now_ms() + 30000;
+            while (atomic_load_explicit(&r.seen, memory_order_acquire) < i && now_ms() < deadline)
+                sched_yield();
+            cr_assert_geq(atomic_load_explicit(&r.seen, memory_order_acquire), i,
+                          "the reader saw round %lld within 30 s", (long long)i);
+        }
     }
     atomic_store_explicit(&r.done, 1, memory_order_release);
     pthread_join(th, NULL);
