@@ -39,6 +39,21 @@ extern const rill__kind_t rill__partition_kind; /* partition.c: rill_stage_parti
 /* Sinks */
 extern const rill__kind_t rill__sink_kind; /* sink.c: rill_sink_foreach/ignore/collect */
 
+/* Where a function hands out outputs with rill_emit() (flat_map.c): they
+ * wait in q until the function returned, each carrying a reference of
+ * origin. Other layers' stages with functions that emit (state/) make one
+ * the same way. */
+struct rill_emitter {
+    rill__stage_t *st;
+    rill__equeue_t *q;
+    rill_origin_t *origin; /* the input's (NULL for outputs made at the end) */
+    uint32_t emitted;
+    rill_err_t err; /* the first refusal (out of memory) */
+};
+/* Outputs emitted since `mark` (a queue count) go, released: the call
+ * that made them failed (flat_map.c). */
+void rill__equeue_drop_since(rill__equeue_t *q, size_t mark);
+
 /* Elements a source emits per turn before yielding. */
 #define RILL__PUMP_BUDGET 256
 

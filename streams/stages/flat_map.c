@@ -17,14 +17,6 @@
 
 #include "../kinds.h"
 
-struct rill_emitter {
-    rill__stage_t *st;
-    rill__equeue_t *q;
-    rill_origin_t *origin; /* the input's (NULL for complete's outputs) */
-    uint32_t emitted;
-    rill_err_t err; /* the first refusal (out of memory) */
-};
-
 typedef struct flat_map {
     rill_flat_map_fn *fn; /* flat_map; NULL for stateful_map */
     rill_stateful_ops_t ops;
@@ -77,9 +69,7 @@ static rill_err_t flat_map_start(rill__stage_t *st)
     return RILL_OK;
 }
 
-/* Outputs emitted since `mark` (a queue count) go: the call that made them
- * failed. */
-static void drop_since(rill__equeue_t *q, size_t mark)
+void rill__equeue_drop_since(rill__equeue_t *q, size_t mark)
 {
     rill_elem_t e;
     while (q->count > mark && rill__equeue_pop_tail(q, &e))
@@ -98,14 +88,14 @@ static void flat_map_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     rill_err_t err = f->fn ? f->fn(f->opaque, e, &out) : f->ops.fn(f->state, e, &out);
     rill__elem_scope_leave(&sc);
     if (sc.verdict) {
-        drop_since(&f->q, mark); /* rejected or retried: the source has it */
+        rill__equeue_drop_since(&f->q, mark); /* rejected or retried: the source has it */
         rill_origin_release(out.origin);
         return;
     }
     if (!err)
         err = out.err;
     if (err) {
-        drop_since(&f->q, mark);
+        rill__equeue_drop_since(&f->q, mark);
         /* Not handled: it comes again, and counts as the failure's suspect. */
         rill__stage_fail_blame(st, out.origin, err, "%s function returned %s", st->spec.kind->name,
                                rill_err_name(err));
@@ -135,7 +125,7 @@ static void flat_map_pump(rill__stage_t *st)
             if (!err)
                 err = out.err;
             if (err) {
-                drop_since(&f->q, mark);
+                rill__equeue_drop_since(&f->q, mark);
                 rill__stage_fail(st, err, "complete function returned %s", rill_err_name(err));
                 return;
             }
