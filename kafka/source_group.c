@@ -659,7 +659,7 @@ void rill__ksrc_first_start(ksrc_t *k)
      * ones first (a logical start offset costs librdkafka 2.0.2 a 500 ms
      * offset-query timer), then assign. */
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(c->fixed);
-    if (check_fixed_exist(k, l)) {
+    if (check_fixed_exist(k, l) || ask_assigned_cb(k, l)) {
         rd_kafka_topic_partition_list_destroy(l);
         return;
     }
@@ -747,7 +747,8 @@ void rill__ksrc_resume_start(ksrc_t *k)
      * before it is discarded). */
     rd_kafka_topic_partition_list_t *seek = rd_kafka_topic_partition_list_new(a->cnt ? a->cnt : 1);
     for (int i = 0; i < a->cnt; i++)
-        if (a->elems[i].offset >= 0)
+        if (a->elems[i].offset >= 0 || a->elems[i].offset == RD_KAFKA_OFFSET_BEGINNING ||
+            a->elems[i].offset == RD_KAFKA_OFFSET_END) /* the assigned callback's */
             rd_kafka_topic_partition_list_add(seek, a->elems[i].topic, a->elems[i].partition)
                 ->offset = a->elems[i].offset;
     if (seek->cnt) {
