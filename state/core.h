@@ -1,0 +1,86 @@
+/*
+ * The core every stateful stage kind runs on (core.c): one store
+ * transaction at a time holding the records processed since the last
+ * commit, with the offset after the last of them per partition; committed
+ * every commit_count records or commit_ms, then those records are
+ * confirmed; aborted on a failure, and then they are released unconfirmed.
+ * A kind (stage.c: rill_stage_stateful; window.c: rill_stage_window) keeps
+ * a rill__sf_t in its impl and calls these from its hooks, all on the
+ * stage's executor (a write transaction begins and ends on one thread).
+ */
+#ifndef RILL_STATE_CORE_H
+#define RILL_STATE_CORE_H
+
+#include <rill/kafka.h>
+
+#include "../streams/kinds.h"
+#include "state_int.h"
+
+/* A partition the stage has seen: its state prefix and, while a
+ * transaction is open, the offset the transaction will store. */
+typedef struct rill__sf_part {
+    char *topic;
+    int32_t partition;
+    int64_t next; /* the offset after the last record applied */
+    int dirty;    /* next changed in the open transaction */
+    size_t prefix_len;
+    uint8_t prefix[1 + RILL__TOPIC_MAX + 1 + 4];
+} rill__sf_part_t;
+
+typedef struct rill__sf {
+    /* parameters (the blueprint): set by the kind's constructor */
+    rill_store_t *store;
+    uint32_t commit_count;
+    uint32_t commit_ms;
+    /* a run's state */
+    rill__stage_t *st;
+    int owner;            /* this run holds the store's writer slot */
+    void *txn;            /* the open write transaction, or NULL */
+    rill_origin_t **held; /* origins of the records in txn */
+    size_t n_held, cap_held;
+    rill__sf_part_t *parts;
+    size_t n_parts, cap_parts;
+    size_t last_part;
+    rill_state_t view;
+    rill__equeue_t q; /* outputs waiting for demand */
+    rill_timer_t timer;
+    int timer_armed;
+    uint64_t gen; /* which transaction the armed timer is for */
+    int upstream_done;
+} rill__sf_t;
+
+/* Fill the parameters (opts may be NULL: the defaults). */
+void rill__sf_init(rill__sf_t *c, rill_store_t *store, const rill_stateful_opts_t *opts);
+/* A fresh core with b's parameters, for one more run. */
+void rill__sf_clone(rill__sf_t *c, const rill__sf_t *b);
+/* The stage starts: take the store's writer slot (RILL_ESTATE if another
+ * stage holds it) and the output queue. */
+rill_err_t rill__sf_start(rill__sf_t *c, rill__stage_t *st);
+/* Abort what is open, free everything, give the writer slot back. */
+void rill__sf_fini(rill__sf_t *c);
+
+/* The record's topic, partition and offset; fails the stage (and releases
+ * e) when e is not a Kafka record with its origin: returns NULL then. */
+const rd_kafka_message_t *rill__sf_record(rill__sf_t *c, rill_elem_t *e);
+/* The partition's entry (NULL: failed the stage, out of memory). */
+rill__sf_part_t *rill__sf_part(rill__sf_t *c, const char *topic, int32_t partition);
+/* The view of partition p in the open transaction, begun if none is
+ * (NULL: failed the stage). */
+rill_state_t *rill__sf_view(rill__sf_t *c, rill__sf_part_t *p);
+/* Record `offset` of p applied, its origin held until the commit (taken);
+ * commits when commit_count records are held. 0, or -1 after failing. */
+int rill__sf_applied(rill__sf_t *c, rill__sf_part_t *p, int64_t offset, rill_origin_t *o);
+/* Commit the open transaction with its offsets, then confirm its records.
+ * 0 (also with nothing open), or -1 after failing the stage. */
+int rill__sf_commit(rill__sf_t *c);
+/* Abort the open transaction: its records come again. */
+void rill__sf_abort(rill__sf_t *c);
+/* The core's own messages (the commit timer): 1 if m was one. */
+int rill__sf_on_msg(rill__sf_t *c, rill_msg_t *m);
+/* Input ended: commit on COMPLETE; then the queue-stage end. */
+void rill__sf_input_end(rill__sf_t *c, rill_err_t code, const char *text);
+/* Flush outputs (confirmed at once when nothing is downstream), complete
+ * after the input ended, ask upstream for what the queue has room for. */
+void rill__sf_pump(rill__sf_t *c);
+
+#endif /* RILL_STATE_CORE_H */
