@@ -199,7 +199,12 @@ static void reply_delivery(producer_t *pr, const rill_produce_t *req, rill_deliv
     if (!d)
         return;
     rill_msg_t r = {.type = RILL_MSG_DELIVERY, .payload = d, .dtor = free, .arg = req->reply_arg};
-    if (rill_tell(pr->st->sys, req->reply_to, &r) != RILL_OK)
+    rill_err_t err = rill_tell(pr->st->sys, req->reply_to, &r);
+    /* A full mailbox does not lose a result: the control queue takes it
+     * (bounded by the requests its receiver sent). */
+    if (err == RILL_EFULL)
+        err = rill_signal(pr->st->sys, req->reply_to, &r);
+    if (err != RILL_OK)
         free(d);
 }
 

@@ -44,8 +44,24 @@ static void disarm(rill__sf_t *c)
     c->gen++;
 }
 
+/* Requests of a flush not taken by the producer: freed (their changes
+ * are the aborted transaction's). */
+static void drop_flush(rill__sf_t *c)
+{
+    for (size_t i = c->next_send; i < c->n_reqs; i++)
+        rill_produce_free(c->reqs[i]);
+    free(c->reqs);
+    c->reqs = NULL;
+    c->n_reqs = c->next_send = 0;
+    c->awaiting = 0;
+    c->flushing = 0;
+}
+
 void rill__sf_abort(rill__sf_t *c)
 {
+    drop_flush(c);
+    rill__cl_batch_clear(&c->changes);
+    c->changes_lost = 0;
     if (c->txn) {
         c->store->ops->abort(c->txn);
         c->txn = NULL;
@@ -60,6 +76,11 @@ void rill__sf_fini(rill__sf_t *c)
 {
     rill__sf_abort(c);
     rill__equeue_free(&c->q);
+    rill__equeue_free(&c->deferred);
+    rill__cl_batch_free(&c->changes);
+    if (c->producer.id && c->st && c->st->sys)
+        rill_stop(c->st->sys, c->producer); /* it delivers what it holds, then ends */
+    c->producer = RILL_AID_NONE;
     for (size_t i = 0; i < c->n_parts; i++)
         free(c->parts[i].topic);
     free(c->parts);
@@ -83,20 +104,59 @@ rill_err_t rill__sf_start(rill__sf_t *c, rill__stage_t *st)
                                                  memory_order_acquire))
         return RILL_ESTATE;
     c->owner = 1;
-    return rill__equeue_init(&c->q, st->window) ? RILL_ENOMEM : RILL_OK;
+    if (rill__equeue_init(&c->q, st->window) || rill__equeue_init(&c->deferred, st->window))
+        return RILL_ENOMEM;
+    if (!c->store->cl)
+        return RILL_OK;
+    /* The changelog's producer, linked to the stage: a producer that
+     * fails fails the stage. */
+    char why[256] = "";
+    rill_producer_conf_t *pc = rill__changelog_producer_conf(c->store->cl, why, sizeof(why));
+    if (!pc) {
+        fprintf(stderr, "rill: store %s: changelog producer: %s\n", c->store->name, why);
+        return RILL_EKAFKA;
+    }
+    rill_stage_opts_t o = {.link_to = st->self, .mailbox_capacity = 4096};
+    rill_err_t err = rill_producer_spawn(st->sys, pc, &o, &c->producer, why, sizeof(why));
+    if (err)
+        fprintf(stderr, "rill: store %s: changelog producer: %s\n", c->store->name, why);
+    return err;
 }
 
-int rill__sf_commit(rill__sf_t *c)
+static void record_change(void *opaque, const uint8_t *key, size_t key_len, const void *value,
+                          size_t value_len)
 {
-    disarm(c);
-    if (!c->txn)
+    rill__sf_t *c = opaque;
+    if (rill__cl_batch_add(&c->changes, key, key_len, value, value_len, value == NULL))
+        c->changes_lost = 1;
+}
+
+/* The partition number in an encoded key (after the topic and its 0x00). */
+static int32_t key_partition(const uint8_t *key, size_t kl)
+{
+    const uint8_t *z = memchr(key + 1, 0, kl - 1);
+    if (!z || (size_t)(z - key) + 5 > kl)
         return 0;
+    return (int32_t)((uint32_t)z[1] << 24 | (uint32_t)z[2] << 16 | (uint32_t)z[3] << 8 | z[4]);
+}
+
+/* Write the offsets (and changelog positions), commit, confirm. 0, or -1
+ * after failing the stage. */
+static int finish_commit(rill__sf_t *c)
+{
     char why[300] = "";
     rill_err_t err = RILL_OK;
     for (size_t i = 0; !err && i < c->n_parts; i++) {
         rill__sf_part_t *p = &c->parts[i];
-        if (p->dirty)
-            err = rill__state_put_offset(c->store, c->txn, p->topic, p->partition, p->next);
+        if (!p->dirty)
+            continue;
+        err = rill__state_put_offset(c->store, c->txn, p->topic, p->partition, p->next);
+        if (!err && c->store->cl && p->clpos > 0) {
+            uint8_t k[RILL__ENCODED_KEY_MAX], v[8];
+            size_t kl = rill__state_prefix(k, RILL__NS_CLPOS, p->topic, p->partition);
+            rill__state_encode_i64(v, p->clpos);
+            err = c->store->ops->put(c->txn, k, kl, v, sizeof(v));
+        }
     }
     if (err) {
         snprintf(why, sizeof(why), "cannot store the offsets: %s", rill_err2str(err));
@@ -107,6 +167,8 @@ int rill__sf_commit(rill__sf_t *c)
         for (size_t i = 0; i < c->n_parts; i++)
             c->parts[i].dirty = 0;
     }
+    drop_flush(c);
+    rill__cl_batch_clear(&c->changes);
     if (err) {
         atomic_fetch_add_explicit(&c->store->commit_errors, 1, memory_order_relaxed);
         release_held(c);
@@ -119,6 +181,151 @@ int rill__sf_commit(rill__sf_t *c)
         rill_origin_confirm(c->held[i]);
     c->n_held = 0;
     return 0;
+}
+
+/* Hand the flush's requests to the producer while it takes them; when its
+ * mailbox is full, again in a millisecond. 0, or -1 after failing. */
+static int send_more(rill__sf_t *c)
+{
+    while (c->next_send < c->n_reqs) {
+        rill_err_t err = rill_producer_send(c->st->sys, c->producer, c->reqs[c->next_send]);
+        if (err == RILL_EFULL) {
+            rill_msg_t tick = {.type = RILL__STREAM_TICK, .arg = 1ull << 62};
+            if (!c->resend_armed &&
+                rill_timer_start(c->st->ctx, 1, 0, &tick, &(rill_timer_t){0}) == RILL_OK)
+                c->resend_armed = 1;
+            return 0;
+        }
+        if (err) {
+            rill__sf_abort(c);
+            rill__stage_fail(c->st, err, "the changelog producer of store %s took no request: %s",
+                             c->store->name, rill_err2str(err));
+            return -1;
+        }
+        c->next_send++;
+    }
+    return 0;
+}
+
+/* Send the transaction's changes and each partition's offset record to
+ * the changelog; the commit waits for their deliveries. 1, or -1 after
+ * failing. */
+static int start_flush(rill__sf_t *c)
+{
+    if (c->changes_lost) {
+        rill__sf_abort(c);
+        rill__stage_fail(c->st, RILL_ENOMEM, "out of memory for the changes of a transaction");
+        return -1;
+    }
+    size_t n = c->changes.n;
+    for (size_t i = 0; i < c->n_parts; i++)
+        n += c->parts[i].dirty;
+    if (n == 0)
+        return finish_commit(c);
+    if (!(c->reqs = calloc(n, sizeof(*c->reqs)))) {
+        rill__sf_abort(c);
+        rill__stage_fail(c->st, RILL_ENOMEM, "out of memory for a changelog flush");
+        return -1;
+    }
+    const char *topic = c->store->cl->topic;
+    uint64_t tag = (c->gen & 0xffffffffffffull) << 16;
+    for (size_t i = 0; i < c->changes.n; i++) {
+        rill__cl_change_t *ch = &c->changes.v[i];
+        rill_produce_t *r = rill_produce_new(topic, key_partition(ch->key, ch->kl), ch->key, ch->kl,
+                                             ch->val, ch->vl);
+        if (r)
+            rill_produce_set_reply(r, c->st->self, tag);
+        c->reqs[c->n_reqs++] = r;
+    }
+    for (size_t i = 0; i < c->n_parts; i++) {
+        rill__sf_part_t *p = &c->parts[i];
+        if (!p->dirty)
+            continue;
+        uint8_t k[RILL__ENCODED_KEY_MAX], v[8];
+        size_t kl = rill__state_prefix(k, RILL__NS_OFFSET, p->topic, p->partition);
+        rill__state_encode_i64(v, p->next);
+        rill_produce_t *r = rill_produce_new(topic, p->partition, k, kl, v, sizeof(v));
+        if (r)
+            rill_produce_set_reply(r, c->st->self, tag | (i + 1));
+        c->reqs[c->n_reqs++] = r;
+    }
+    for (size_t i = 0; i < c->n_reqs; i++)
+        if (!c->reqs[i]) {
+            rill__sf_abort(c);
+            rill__stage_fail(c->st, RILL_ENOMEM, "out of memory for a changelog flush");
+            return -1;
+        }
+    c->flushing = 1;
+    c->awaiting = (uint32_t)c->n_reqs;
+    return send_more(c) ? -1 : 1;
+}
+
+int rill__sf_commit(rill__sf_t *c)
+{
+    if (c->flushing)
+        return 1;
+    disarm(c);
+    if (!c->txn)
+        return 0;
+    return c->producer.id ? start_flush(c) : finish_commit(c);
+}
+
+int rill__sf_defer(rill__sf_t *c, rill_elem_t *e)
+{
+    if (!c->flushing && (!c->deferred.count || c->replaying))
+        return 0; /* (while replaying, the queue's head is the one that came first) */
+    if (!rill__equeue_push(&c->deferred, e) &&
+        (rill__equeue_grow(&c->deferred) || !rill__equeue_push(&c->deferred, e))) {
+        rill_elem_release(e);
+        rill__stage_fail(c->st, RILL_ENOMEM, "out of memory for inputs waiting for a commit");
+        return 1;
+    }
+    memset(e, 0, sizeof(*e));
+    return 1;
+}
+
+/* A flush ended with its commit: the inputs that waited go on, then the
+ * input's end if it came meanwhile. */
+static void after_flush(rill__sf_t *c)
+{
+    rill__stage_t *st = c->st;
+    rill_elem_t e;
+    c->replaying = 1;
+    while (!c->flushing && !st->finished && rill__equeue_pop(&c->deferred, &e))
+        st->spec.kind->on_next(st, 0, &e);
+    c->replaying = 0;
+    if (st->finished)
+        while (rill__equeue_pop(&c->deferred, &e))
+            rill_elem_release(&e);
+    if (c->end_after_flush && !c->flushing && !st->finished) {
+        int r = rill__sf_commit(c);
+        if (r == 0) {
+            c->end_after_flush = 0;
+            rill__queue_stage_end(st, &c->upstream_done, RILL_OK, NULL);
+        }
+    }
+    if (!st->finished)
+        st->spec.kind->pump(st);
+}
+
+static void on_delivery(rill__sf_t *c, const rill_delivery_t *d)
+{
+    uint64_t tag = (c->gen & 0xffffffffffffull) << 16;
+    if (!c->flushing || (d->arg & ~0xffffull) != tag)
+        return; /* of a flush aborted since */
+    if (d->err) {
+        rill__sf_abort(c);
+        rill__stage_fail(c->st, RILL_EKAFKA, "changelog %s [%d] of store %s: %s",
+                         c->store->cl->topic, (int)d->partition, c->store->name,
+                         rd_kafka_err2str(d->err));
+        return;
+    }
+    atomic_fetch_add_explicit(&c->store->cl->sent, 1, memory_order_relaxed);
+    size_t part = (size_t)(d->arg & 0xffff);
+    if (part && part <= c->n_parts)
+        c->parts[part - 1].clpos = d->offset + 1;
+    if (--c->awaiting == 0 && c->next_send == c->n_reqs && finish_commit(c) == 0)
+        after_flush(c);
 }
 
 const rd_kafka_message_t *rill__sf_record(rill__sf_t *c, rill_elem_t *e)
@@ -191,6 +398,26 @@ rill_state_t *rill__sf_view(rill__sf_t *c, rill__sf_part_t *p)
     c->view.partition = p->partition;
     c->view.prefix_len = p->prefix_len;
     memcpy(c->view.key, p->prefix, p->prefix_len);
+    if (c->store->cl) {
+        c->view.on_change = record_change;
+        c->view.change_opaque = c;
+        /* What a restore read for this partition goes in first. */
+        rill__restored_t *r = rill__changelog_take(c->store, p->topic, p->partition);
+        for (size_t i = 0; r && i < r->changes.n; i++) {
+            rill__cl_change_t *ch = &r->changes.v[i];
+            rill_err_t err = ch->tomb
+                                 ? c->store->ops->del(c->txn, ch->key, ch->kl)
+                                 : c->store->ops->put(c->txn, ch->key, ch->kl, ch->val, ch->vl);
+            if (err && err != RILL_ENOENT) {
+                rill__restored_free(r);
+                rill__sf_abort(c);
+                rill__stage_fail(c->st, err, "restoring %s [%d] into store %s: %s", p->topic,
+                                 (int)p->partition, c->store->name, rill_err2str(err));
+                return NULL;
+            }
+        }
+        rill__restored_free(r);
+    }
     return &c->view;
 }
 
@@ -216,6 +443,16 @@ int rill__sf_applied(rill__sf_t *c, rill__sf_part_t *p, int64_t offset, rill_ori
 
 int rill__sf_on_msg(rill__sf_t *c, rill_msg_t *m)
 {
+    if (m->type == RILL_MSG_DELIVERY && m->payload) {
+        on_delivery(c, m->payload);
+        return 1;
+    }
+    if (m->type == RILL__STREAM_TICK && m->arg == 1ull << 62) {
+        c->resend_armed = 0;
+        if (c->flushing)
+            send_more(c);
+        return 1;
+    }
     if (m->type != RILL__STREAM_TICK || (m->arg & 1ull << 63))
         return 0; /* not the commit timer's (a kind's own ticks set the top bit) */
     if (m->arg != c->gen)
@@ -228,8 +465,13 @@ int rill__sf_on_msg(rill__sf_t *c, rill_msg_t *m)
 
 void rill__sf_input_end(rill__sf_t *c, rill_err_t code, const char *text)
 {
-    if (code == RILL_OK && rill__sf_commit(c))
-        return;
+    if (code == RILL_OK) {
+        int r = c->deferred.count ? 1 : rill__sf_commit(c);
+        if (r == 1)
+            c->end_after_flush = 1; /* after the flush (after_flush ends it) */
+        if (r)
+            return;
+    }
     rill__queue_stage_end(c->st, &c->upstream_done, code, text);
 }
 
@@ -244,6 +486,8 @@ void rill__sf_pump(rill__sf_t *c)
             rill_elem_confirm(&e);
     }
     rill__equeue_flush_out0(st, &c->q);
+    if (c->flushing || c->deferred.count)
+        return; /* inputs wait for the commit */
     if (c->upstream_done) {
         if (!c->q.count)
             rill__stage_complete(st);

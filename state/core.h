@@ -14,6 +14,7 @@
 #include <rill/kafka.h>
 
 #include "../streams/kinds.h"
+#include "changelog.h"
 #include "state_int.h"
 
 /* A partition the stage has seen: its state prefix and, while a
@@ -21,8 +22,9 @@
 typedef struct rill__sf_part {
     char *topic;
     int32_t partition;
-    int64_t next; /* the offset after the last record applied */
-    int dirty;    /* next changed in the open transaction */
+    int64_t next;  /* the offset after the last record applied */
+    int dirty;     /* next changed in the open transaction */
+    int64_t clpos; /* changelog: the position after this transaction's offset record */
     size_t prefix_len;
     uint8_t prefix[1 + RILL__TOPIC_MAX + 1 + 4];
 } rill__sf_part_t;
@@ -47,6 +49,20 @@ typedef struct rill__sf {
     int timer_armed;
     uint64_t gen; /* which transaction the armed timer is for */
     int upstream_done;
+    /* The changelog (store->cl): a producer of the stage's, the changes of
+     * the open transaction, and the flush that sends them before the
+     * commit; inputs that arrive meanwhile wait in `deferred`. */
+    rill_aid_t producer;
+    rill__cl_batch_t changes;
+    int changes_lost; /* a change could not be kept (no memory): the commit fails */
+    int flushing;
+    rill_produce_t **reqs; /* the flush's requests; those from next_send on not taken yet */
+    size_t n_reqs, next_send;
+    uint32_t awaiting; /* deliveries still to come */
+    int resend_armed;
+    int end_after_flush; /* the input completed during the flush */
+    int replaying;       /* after_flush hands the deferred inputs on */
+    rill__equeue_t deferred;
 } rill__sf_t;
 
 /* Fill the parameters (opts may be NULL: the defaults). */
@@ -71,11 +87,16 @@ rill_state_t *rill__sf_view(rill__sf_t *c, rill__sf_part_t *p);
  * commits when commit_count records are held. 0, or -1 after failing. */
 int rill__sf_applied(rill__sf_t *c, rill__sf_part_t *p, int64_t offset, rill_origin_t *o);
 /* Commit the open transaction with its offsets, then confirm its records.
- * 0 (also with nothing open), or -1 after failing the stage. */
+ * 0 (also with nothing open), 1 when the commit waits for its changelog
+ * flush (it ends by itself), or -1 after failing the stage. */
 int rill__sf_commit(rill__sf_t *c);
+/* While a changelog flush is under way, inputs wait: 1 if e was taken to
+ * wait (the kind's on_next returns; it is called again with e later). */
+int rill__sf_defer(rill__sf_t *c, rill_elem_t *e);
 /* Abort the open transaction: its records come again. */
 void rill__sf_abort(rill__sf_t *c);
-/* The core's own messages (the commit timer): 1 if m was one. */
+/* The core's own messages (the commit timer, changelog deliveries): 1 if
+ * m was one. */
 int rill__sf_on_msg(rill__sf_t *c, rill_msg_t *m);
 /* Input ended: commit on COMPLETE; then the queue-stage end. */
 void rill__sf_input_end(rill__sf_t *c, rill_err_t code, const char *text);

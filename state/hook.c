@@ -6,6 +6,7 @@
  * store's (they serve lag monitoring); consumption never starts from them.
  */
 #include "../kafka/kafka_int.h"
+#include "changelog.h"
 #include "state_int.h"
 
 static int store_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
@@ -14,6 +15,19 @@ static int store_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
         int64_t offset = 0;
+        if (store->cl) {
+            /* Restored from the changelog first, unless the store is current. */
+            char why[300] = "";
+            rill_err_t err =
+                rill__changelog_restore(store, tp->topic, tp->partition, &offset, why, sizeof(why));
+            if (err) {
+                fprintf(stderr, "rill: store %s: cannot restore %s [%d]: %s\n",
+                        rill_store_name(store), tp->topic, (int)tp->partition, why);
+                return -1;
+            }
+            tp->offset = offset;
+            continue;
+        }
         rill_err_t err = rill_store_offset(store, tp->topic, tp->partition, &offset);
         if (err == RILL_OK)
             tp->offset = offset;

@@ -51,6 +51,8 @@ static void stateful_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     (void)in;
     stateful_t *s = st->spec.impl;
     rill__sf_t *c = &s->core;
+    if (rill__sf_defer(c, e))
+        return; /* a changelog flush is under way: it comes again after it */
     const rd_kafka_message_t *m = rill__sf_record(c, e);
     if (!m)
         return;

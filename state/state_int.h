@@ -26,6 +26,10 @@
 
 #define RILL__NS_OFFSET       0x00
 #define RILL__NS_STATE        0x01
+/* The changelog position of an input partition: 0x02 topic 0x00
+ * partition -> int64, the changelog offset after the last complete
+ * transaction of that partition the store holds. */
+#define RILL__NS_CLPOS        0x02
 /* The longest user key (rill_state_put), and the longest encoded key:
  * LMDB's default limit is 511 bytes. */
 #define RILL__KEY_MAX         400
@@ -78,7 +82,14 @@ struct rill_store {
     _Atomic uint64_t commits, aborts, puts, deletes, commit_errors;
     /* Set while a stage runs over the store (one writer at a time). */
     _Atomic int busy;
+    /* The changelog (changelog.c), or NULL. */
+    struct rill__changelog *cl;
 };
+
+/* Called by the views (store.c) after each put or delete that took:
+ * the encoded key and the value (NULL for a delete). */
+typedef void rill__change_fn(void *opaque, const uint8_t *key, size_t key_len, const void *value,
+                             size_t value_len);
 
 /* A partition's view of a write transaction, as a stage function gets it
  * (rill_state_get() and the others, store.c). The stage fills store, txn,
@@ -90,7 +101,13 @@ struct rill_state {
     int32_t partition;
     size_t prefix_len;
     uint8_t key[RILL__ENCODED_KEY_MAX]; /* the prefix, then the user key */
+    rill__change_fn *on_change;         /* a changelog records the changes, or NULL */
+    void *change_opaque;
 };
+
+/* Int64 values as stored: 8 bytes, big endian. */
+void rill__state_encode_i64(uint8_t out[8], int64_t v);
+int64_t rill__state_decode_i64(const uint8_t in[8]);
 
 /* Write partition's next offset into the write transaction txn. */
 rill_err_t rill__state_put_offset(rill_store_t *s, void *txn, const char *topic, int32_t partition,

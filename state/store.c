@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../actors/util.h"
+#include "changelog.h"
 #include "state_int.h"
 
 size_t rill__state_prefix(uint8_t *buf, int ns, const char *topic, int32_t partition)
@@ -33,7 +34,7 @@ size_t rill__state_prefix(uint8_t *buf, int ns, const char *topic, int32_t parti
     return n;
 }
 
-static void encode_i64(uint8_t out[8], int64_t v)
+void rill__state_encode_i64(uint8_t out[8], int64_t v)
 {
     uint64_t u = (uint64_t)v;
     for (int i = 7; i >= 0; i--) {
@@ -42,7 +43,7 @@ static void encode_i64(uint8_t out[8], int64_t v)
     }
 }
 
-static int64_t decode_i64(const uint8_t in[8])
+int64_t rill__state_decode_i64(const uint8_t in[8])
 {
     uint64_t u = 0;
     for (int i = 0; i < 8; i++)
@@ -73,7 +74,7 @@ rill_err_t rill__state_put_offset(rill_store_t *s, void *txn, const char *topic,
     if (kl == 0)
         return RILL_EINVAL;
     uint8_t v[8];
-    encode_i64(v, offset);
+    rill__state_encode_i64(v, offset);
     return s->ops->put(txn, key, kl, v, sizeof v);
 }
 
@@ -150,6 +151,7 @@ void rill_store_close(rill_store_t *store)
 {
     if (!store)
         return;
+    rill__changelog_free(store->cl);
     store->ops->close(store);
     free(store);
 }
@@ -180,7 +182,7 @@ rill_err_t rill_store_offset(rill_store_t *store, const char *topic, int32_t par
     if (!err && vl != 8)
         err = RILL_EIO; /* not an offset this front wrote */
     if (!err)
-        *offset = decode_i64(v);
+        *offset = rill__state_decode_i64(v);
     store->ops->abort(txn);
     return err;
 }
@@ -317,6 +319,7 @@ rill_err_t rill_store_stats(rill_store_t *store, rill_store_stats_t *out)
     out->deletes = atomic_load_explicit(&store->deletes, memory_order_relaxed);
     out->commit_errors = atomic_load_explicit(&store->commit_errors, memory_order_relaxed);
     out->bytes = store->ops->bytes(store);
+    rill__changelog_stats(store->cl, out);
     return RILL_OK;
 }
 
@@ -351,8 +354,11 @@ rill_err_t rill_state_put(rill_state_t *st, const void *key, size_t key_len, con
     if (kl == 0 || (!value && value_len > 0))
         return RILL_EINVAL;
     rill_err_t err = st->store->ops->put(st->txn, st->key, kl, value ? value : "", value_len);
-    if (!err) /* relaxed: a count, ordering nothing */
+    if (!err) { /* relaxed: a count, ordering nothing */
         atomic_fetch_add_explicit(&st->store->puts, 1, memory_order_relaxed);
+        if (st->on_change)
+            st->on_change(st->change_opaque, st->key, kl, value ? value : "", value_len);
+    }
     return err;
 }
 
@@ -362,8 +368,11 @@ rill_err_t rill_state_delete(rill_state_t *st, const void *key, size_t key_len)
     if (kl == 0)
         return RILL_EINVAL;
     rill_err_t err = st->store->ops->del(st->txn, st->key, kl);
-    if (!err) /* relaxed: a count, ordering nothing */
+    if (!err) { /* relaxed: a count, ordering nothing */
         atomic_fetch_add_explicit(&st->store->deletes, 1, memory_order_relaxed);
+        if (st->on_change)
+            st->on_change(st->change_opaque, st->key, kl, NULL, 0);
+    }
     return err;
 }
 

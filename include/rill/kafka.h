@@ -465,8 +465,9 @@ RILL_API rill_err_t rill_produce_set_timestamp(rill_produce_t *p, int64_t ms);
  * @locality any thread. */
 RILL_API rill_err_t rill_produce_set_origin(rill_produce_t *p, rill_origin_t *o);
 /** Also send the delivery result to `to` as a RILL_MSG_DELIVERY message
- * (payload rill_delivery_t, freed by rill) with this arg. RILL_EINVAL for
- * a NULL request. @locality any thread. */
+ * (payload rill_delivery_t, freed by rill) with this arg; when the mailbox
+ * of `to` is full, the result comes through its control queue instead, so
+ * none is lost. RILL_EINVAL for a NULL request. @locality any thread. */
 RILL_API rill_err_t rill_produce_set_reply(rill_produce_t *p, rill_aid_t to, uint64_t arg);
 /** Free a request that was not handed on: its origin is released
  * unconfirmed (the record comes again). The element destructor too. NULL

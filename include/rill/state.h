@@ -129,14 +129,46 @@ RILL_API rill_err_t rill_store_scan(rill_store_t *store, const char *topic, int3
                                     const void *from, size_t from_len, const void *to,
                                     size_t to_len, rill_state_visit_fn *fn, void *opaque);
 
+/**
+ * Give store a changelog: every change a stateful stage commits to it also
+ * goes to `topic` (compacted, as many partitions as the input: the
+ * changes of input partition p go to its partition p, keyed by the
+ * store's key, a deleted key as a tombstone, each transaction ended by
+ * its offset record), and a partition assigned to a consumer that uses
+ * the store (rill_consumer_conf_use_store) is restored from it before
+ * any of its records is processed, unless the store is current already
+ * (a local LMDB file that holds everything the changelog has for it). So
+ * state moves with its partition from one instance to another: a
+ * rebalance, a crash, a scale-out. kafka_conf: librdkafka properties
+ * ("key", "value" pairs, NULL-terminated; bootstrap.servers at least) for
+ * the changelog's producer and for the restore's reader; copied.
+ *
+ * A transaction's records are confirmed once its changes are delivered
+ * to the changelog and then committed to the store. Restore reads the
+ * changelog partition up to its end offset on the source's executor
+ * (stats: restoring, restored); only complete transactions are applied.
+ * Call before any stage or source uses the store.
+ * @return RILL_OK; RILL_EINVAL (NULL, a bad topic name, odd conf); RILL_ESTATE
+ * (a changelog is set already); RILL_EKAFKA (a property librdkafka refuses),
+ * with a sentence in errstr.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_store_set_changelog(rill_store_t *store, const char *topic,
+                                             const char *const *kafka_conf, char *errstr,
+                                             size_t errstr_size);
+
 /** A store's counters. */
 typedef struct rill_store_stats {
-    uint64_t commits;       /**< transactions committed */
-    uint64_t aborts;        /**< transactions aborted (a failed function, a stop) */
-    uint64_t puts;          /**< keys written (committed or not) */
-    uint64_t deletes;       /**< keys deleted (committed or not) */
-    uint64_t commit_errors; /**< commits that failed (full, disk) */
-    uint64_t bytes;         /**< LMDB: bytes of the map in use; memory: of keys and values */
+    uint64_t commits;        /**< transactions committed */
+    uint64_t aborts;         /**< transactions aborted (a failed function, a stop) */
+    uint64_t puts;           /**< keys written (committed or not) */
+    uint64_t deletes;        /**< keys deleted (committed or not) */
+    uint64_t commit_errors;  /**< commits that failed (full, disk) */
+    uint64_t bytes;          /**< LMDB: bytes of the map in use; memory: of keys and values */
+    uint64_t changelog_sent; /**< changelog records delivered (changes and offset records) */
+    uint64_t restored;       /**< changelog records applied by restores */
+    uint64_t restores;       /**< partitions restored from the changelog */
+    uint32_t restoring;      /**< partitions being restored now */
 } rill_store_stats_t;
 
 /** A snapshot of a store's counters (NULL arguments: RILL_EINVAL).

@@ -1,0 +1,84 @@
+/*
+ * Changelogs (changelog.c): a store's changes sent to a compacted topic
+ * by the stateful core at each commit, and read back by the consumer's
+ * assignment hook to restore a partition's state that is not current in
+ * the local store. See rill_store_set_changelog() in state.h.
+ *
+ * The changelog's records: key = the store's encoded key (state_int.h),
+ * value = the value, a tombstone for a delete; in partition p for the
+ * changes of input partition p, each transaction's changes of (topic, p)
+ * followed by its offset record (namespace 0x00), which is what makes a
+ * transaction complete: a restore applies only complete transactions.
+ */
+#ifndef RILL_STATE_CHANGELOG_H
+#define RILL_STATE_CHANGELOG_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "state_int.h"
+
+/* One change, copied: key and value (tomb: a delete). */
+typedef struct rill__cl_change {
+    uint8_t *key;
+    size_t kl;
+    uint8_t *val;
+    size_t vl;
+    int tomb;
+} rill__cl_change_t;
+
+typedef struct rill__cl_batch {
+    rill__cl_change_t *v;
+    size_t n, cap;
+} rill__cl_batch_t;
+
+/* Add a copy; 0, or -1 without memory. */
+int rill__cl_batch_add(rill__cl_batch_t *b, const uint8_t *key, size_t kl, const void *val,
+                       size_t vl, int tomb);
+/* Free the copies, keep the array. */
+void rill__cl_batch_clear(rill__cl_batch_t *b);
+/* Free everything. */
+void rill__cl_batch_free(rill__cl_batch_t *b);
+
+/* What a restore read for one input partition, waiting for the core to
+ * apply it in its next transaction, before that partition's first
+ * record. */
+typedef struct rill__restored {
+    char *topic;
+    int32_t partition;
+    rill__cl_batch_t changes; /* in order; the offset and position records last */
+    struct rill__restored *next;
+} rill__restored_t;
+
+struct rill__changelog {
+    char *topic;
+    char **conf;               /* "key", "value", ..., NULL */
+    pthread_mutex_t lock;      /* pending */
+    pthread_mutex_t read_lock; /* reader: one restore at a time */
+    rill__restored_t *pending;
+    _Atomic int has_pending;
+    rd_kafka_t *reader; /* the restore's client, made on first use */
+    _Atomic uint64_t sent, restored, restores;
+    _Atomic uint32_t restoring;
+};
+
+void rill__changelog_free(struct rill__changelog *cl);
+/* Add the changelog's counters to out (cl may be NULL). */
+void rill__changelog_stats(struct rill__changelog *cl, rill_store_stats_t *out);
+/* A producer configuration for the changelog (rill.topics set). */
+rill_producer_conf_t *rill__changelog_producer_conf(const struct rill__changelog *cl, char *errstr,
+                                                    size_t errstr_size);
+
+/* The assignment hook's part: restore (topic, partition) from the
+ * changelog unless the store is current; *offset: where its input starts
+ * (the offset of the last complete transaction, the store's own, or
+ * RD_KAFKA_OFFSET_BEGINNING). Blocks (the changelog's read). */
+rill_err_t rill__changelog_restore(rill_store_t *s, const char *topic, int32_t partition,
+                                   int64_t *offset, char *errstr, size_t errstr_size);
+
+/* The core's part: the restored changes of (topic, partition), taken
+ * (NULL: none). */
+rill__restored_t *rill__changelog_take(rill_store_t *s, const char *topic, int32_t partition);
+void rill__restored_free(rill__restored_t *r);
+
+#endif /* RILL_STATE_CHANGELOG_H */
