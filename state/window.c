@@ -347,6 +347,7 @@ typedef struct rec {
     int64_t t, now;
     const void *key;
     size_t kl;
+    int late; /* set: every window of the record closed */
 } rec_t;
 
 /* Write window (key, start) with end and aggregate agg, index it if new,
@@ -368,7 +369,7 @@ static rill_err_t window_put(rec_t *r, int64_t start, int64_t end, const uint8_t
     return err;
 }
 
-/* Tumbling and hopping: 0, 1 for late (every window closed), or an
+/* Tumbling and hopping: 0 (r->late set if every window closed), or an
  * error. */
 static rill_err_t fixed_windows(rec_t *r)
 {
@@ -401,7 +402,8 @@ static rill_err_t fixed_windows(rec_t *r)
         if (start < INT64_MIN + adv)
             break;
     }
-    return took ? RILL_OK : 1;
+    r->late = !took;
+    return RILL_OK;
 }
 
 typedef struct sess {
@@ -454,7 +456,8 @@ static int sess_visit(void *opaque, const void *key, size_t kl, const void *valu
 }
 
 /* Sessions: the record joins the sessions of its key it is less than gap
- * from (merging them), or starts one. 0, 1 for late, or an error. */
+ * from (merging them), or starts one. 0 (r->late set if its session
+ * closed), or an error. */
 static rill_err_t session_window(rec_t *r)
 {
     window_t *w = r->w;
@@ -469,14 +472,16 @@ static rill_err_t session_window(rec_t *r)
     for (size_t i = 0; !err && i < s.n; i++) {
         if (s.v[i].closed) {
             free(s.v);
-            return 1; /* its session closed */
+            r->late = 1; /* its session closed */
+            return RILL_OK;
         }
         start = s.v[i].start < start ? s.v[i].start : start;
         end = s.v[i].end > end ? s.v[i].end : end;
     }
     if (!err && is_closed(w, r->wp, add_sat(end, w->o.grace_ms), &r->now)) {
         free(s.v);
-        return 1;
+        r->late = 1;
+        return RILL_OK;
     }
     if (s.n)
         memcpy(agg, s.v[0].agg, w->ops.agg_size);
@@ -556,7 +561,7 @@ static void window_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     size_t mark = c->q.count;
     if (!err)
         err = w->o.type == RILL_WINDOW_SESSION ? session_window(&r) : fixed_windows(&r);
-    if (err == 1) {
+    if (!err && r.late) {
         note_late(w, p, offset, e, r.origin, r.t, 0, "late: its windows closed");
     } else if (err) {
         rill__equeue_drop_since(&c->q, mark);
