@@ -71,7 +71,14 @@ typedef struct window {
     size_t n_pend, cap_pend;
     uint64_t next_id;
     rill_timer_t tick;
+    int64_t started_mono; /* CLOCK_MONOTONIC ms when the run started */
 } window_t;
+
+/* How long a run waits for a subscriber before it takes it that nothing
+ * is downstream (and confirms its results itself): a pipeline connects its
+ * stages only after it spawned them all, and a restarted run's source may
+ * deliver records before the stage after this one subscribed. */
+#define DOWNSTREAM_WAIT_MS 1000
 
 /* ------------------------------------------------------------ encoding */
 
@@ -127,6 +134,13 @@ static int64_t floor_div_mul(int64_t t, int64_t d)
     if (t % d < 0)
         q--;
     return q * d;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int64_t now_ms(window_t *w)
@@ -586,8 +600,8 @@ static void window_on_next(rill__stage_t *st, int in, rill_elem_t *e)
 static void on_tick(window_t *w)
 {
     rill__sf_t *c = &w->core;
-    int64_t now = now_ms(w);
-    for (size_t i = 0; i < c->n_parts && i < w->n_wp; i++) {
+    int64_t now = INT64_MIN;
+    for (size_t i = 0; w->o.wall_close_ms != UINT64_MAX && i < c->n_parts && i < w->n_wp; i++) {
         wpart_t *wp = &w->wp[i];
         if (!wp->n || !is_closed(w, wp, wp->heap[0].close_at, &now))
             continue;
@@ -711,11 +725,11 @@ static rill_err_t window_start(rill__stage_t *st)
     s->ops->abort(txn);
     if (err || l.failed)
         return err ? err : RILL_ENOMEM;
-    if (w->o.wall_close_ms != UINT64_MAX) {
-        rill_msg_t tick = {.type = RILL__STREAM_TICK, .arg = TICK_ARG};
-        err = rill_timer_start(st->ctx, w->o.tick_ms, w->o.tick_ms, &tick, &w->tick);
-    }
-    return err;
+    /* The tick closes windows by the wall clock, and pumps (results held
+     * while no subscriber came yet, see window_pump). */
+    w->started_mono = mono_ms();
+    rill_msg_t tick = {.type = RILL__STREAM_TICK, .arg = TICK_ARG};
+    return rill_timer_start(st->ctx, w->o.tick_ms, w->o.tick_ms, &tick, &w->tick);
 }
 
 /* ---------------------------------------------------------- the kind */
@@ -730,7 +744,18 @@ static void window_on_input_end(rill__stage_t *st, int in, rill_err_t code, cons
 static void window_pump(rill__stage_t *st)
 {
     window_t *w = st->spec.impl;
-    rill__sf_pump(&w->core);
+    rill__sf_t *c = &w->core;
+    if (st->n_out == 0 && c->q.count && !c->upstream_done && w->started_mono &&
+        mono_ms() - w->started_mono < DOWNSTREAM_WAIT_MS) {
+        /* No subscriber yet, but one may still come: the results wait
+         * (rill__sf_pump would confirm them as handled). */
+        size_t room = c->q.count < st->window ? st->window - c->q.count : 0;
+        rill__stage_want(st, 0, (int64_t)room);
+        return;
+    }
+    if (st->n_out)
+        w->started_mono = 0; /* a subscriber came: no more waiting */
+    rill__sf_pump(c);
 }
 
 static void window_destroy(void *impl)

@@ -292,7 +292,7 @@ static rill_pipeline_result_t stop_pipeline(rill_pipeline_t *p)
 static void assert_final(seen_t *s, const char *key, int64_t start, int64_t end, uint64_t count,
                          uint64_t sum)
 {
-    res_t r;
+    res_t r = {0};
     cr_assert_geq(finals_of(s, key, BASE + start, &r), 1, "a final result of %s@%" PRId64, key,
                   start);
     cr_assert_eq(r.end, BASE + end, "%s@%" PRId64 ": end %" PRId64, key, start, r.end - BASE);
@@ -595,7 +595,7 @@ static void restart_exact(backend_t b)
                     cr_assert_eq(finals_of(seen, keys[k], BASE + start, NULL), 0);
                     continue;
                 }
-                res_t r;
+                res_t r = {0};
                 int n = 0;
                 pthread_mutex_lock(&seen->mu);
                 for (size_t j = 0; j < atomic_load(&seen->n); j++) {
@@ -609,6 +609,17 @@ static void restart_exact(backend_t b)
                     }
                 }
                 pthread_mutex_unlock(&seen->mu);
+                if (n < 1) {
+                    rill_store_stats_t x = stats(s);
+                    size_t np[2] = {0, 0};
+                    for (size_t j = 0; j < atomic_load(&seen->n); j++)
+                        np[seen->v[j].partition & 1]++;
+                    fprintf(stderr,
+                            "results p0 %zu p1 %zu; late %" PRIu64 " closed %" PRIu64
+                            " aborts %" PRIu64 " calls %" PRIu64 "\n",
+                            np[0], np[1], x.late, x.windows_closed, x.aborts,
+                            atomic_load(&oc.calls));
+                }
                 cr_assert_geq(n, 1, "p%d %s@%" PRId64 ": no final result", p, keys[k], start);
                 cr_assert(r.final);
             }
