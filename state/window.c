@@ -54,6 +54,7 @@ typedef struct wpart {
 /* A final result out, waiting for its settle notice. */
 typedef struct pending {
     uint64_t id;
+    int done; /* settled: removed at the next compaction */
     size_t part;
     uint8_t k[WKEY_MAX];
     size_t kl;
@@ -67,8 +68,8 @@ typedef struct window {
     /* a run's state */
     wpart_t *wp;
     size_t n_wp;
-    pending_t *pend;
-    size_t n_pend, cap_pend;
+    pending_t *pend; /* by id (made in order), settled ones until compacted */
+    size_t n_pend, cap_pend, n_done;
     uint64_t next_id;
     rill_timer_t tick;
     int64_t started_mono; /* CLOCK_MONOTONIC ms when the run started */
@@ -310,6 +311,7 @@ static int emit_final(window_t *w, rill__sf_part_t *p, const uint8_t *k, size_t 
     }
     pending_t *pe = &w->pend[w->n_pend++];
     pe->id = id;
+    pe->done = 0;
     pe->part = (size_t)(p - w->core.parts);
     memcpy(pe->k, k, kl);
     pe->kl = kl;
@@ -328,8 +330,18 @@ static int close_due(window_t *w, rill__sf_part_t *p, wpart_t *wp, rill_state_t 
         const void *cur;
         size_t cl;
         int rc = 0;
+        int64_t real = INT64_MIN;
         if (rill_state_get(view, e.k, e.kl, &cur, &cl) == RILL_OK && cl == vlen &&
-            !((const uint8_t *)cur)[8] && add_sat(get_be64(cur), w->o.grace_ms) == e.close_at) {
+            !((const uint8_t *)cur)[8])
+            real = add_sat(get_be64(cur), w->o.grace_ms);
+        if (real > e.close_at) {
+            /* A session that grew since: its entry moves to its new close
+             * (one entry per window, not one per record). */
+            if (heap_push(wp, real, e.k, e.kl)) {
+                rill__stage_fail(w->core.st, RILL_ENOMEM, "out of memory for the windows' index");
+                rc = -1;
+            }
+        } else if (real == e.close_at) {
             memcpy(v, cur, vlen);
             v[8] = 1;
             rill_err_t err = rill_state_put(view, e.k, e.kl, v, vlen);
@@ -507,10 +519,13 @@ static rill_err_t session_window(rec_t *r)
         err = rill_state_delete(r->view, s.v[i].k, s.v[i].kl);
     if (!err)
         err = w->ops.add(w->opaque, agg, r->e);
-    /* A merged session that kept the start of one of them keeps its key
-     * (its heap entry is then stale if the end moved: pushed again). */
+    /* A session that kept the start of one of those keeps its key, and
+     * its index entry (moved to the new end when it comes up). */
+    int is_new = 1;
+    for (size_t i = 0; i < s.n; i++)
+        is_new &= s.v[i].start != start;
     if (!err)
-        err = window_put(r, start, end, agg, 1);
+        err = window_put(r, start, end, agg, is_new);
     free(s.v);
     return err;
 }
@@ -612,18 +627,45 @@ static void on_tick(window_t *w)
     c->st->spec.kind->pump(c->st);
 }
 
+/* The pending result with this id (binary search: ids grow in order). */
+static pending_t *find_pending(window_t *w, uint64_t id)
+{
+    size_t lo = 0, hi = w->n_pend;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (w->pend[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < w->n_pend && w->pend[lo].id == id && !w->pend[lo].done ? &w->pend[lo] : NULL;
+}
+
+/* Drop the settled entries once they are half of them. */
+static void compact_pending(window_t *w)
+{
+    if (w->n_done * 2 < w->n_pend)
+        return;
+    size_t n = 0;
+    for (size_t i = 0; i < w->n_pend; i++)
+        if (!w->pend[i].done)
+            w->pend[n++] = w->pend[i];
+    w->n_pend = n;
+    w->n_done = 0;
+}
+
 /* Final results settled: a confirmed (or rejected) one's window goes. */
 static void on_settled(window_t *w, const rill__settled_t *b)
 {
     rill__sf_t *c = &w->core;
+    compact_pending(w);
     for (uint32_t i = 0; i < b->n; i++) {
-        size_t j = 0;
-        while (j < w->n_pend && w->pend[j].id != b->v[i].key)
-            j++;
-        if (j == w->n_pend)
+        pending_t *pp = find_pending(w, b->v[i].key);
+        if (!pp)
             continue;
-        pending_t pe = w->pend[j];
-        w->pend[j] = w->pend[--w->n_pend];
+        pending_t pe = *pp;
+        pp->done = 1;
+        w->n_done++;
         /* Released unconfirmed (the pipeline is failing): the window stays
          * closed in the store, and the next run emits it again. */
         if (!b->v[i].ok && b->v[i].verdict != RILL__VERDICT_REJECT)
