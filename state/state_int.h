@@ -80,6 +80,8 @@ struct rill_store {
     /* Counters, updated with relaxed atomics (read by any thread; each
      * is a count of its own, ordering nothing). */
     _Atomic uint64_t commits, aborts, puts, deletes, commit_errors;
+    /* Window stages (window.c). */
+    _Atomic uint64_t late, windows_closed;
     /* Set while a stage runs over the store (one writer at a time). */
     _Atomic int busy;
     /* The changelog (changelog.c), or NULL. */

@@ -318,6 +318,8 @@ rill_err_t rill_store_stats(rill_store_t *store, rill_store_stats_t *out)
     out->puts = atomic_load_explicit(&store->puts, memory_order_relaxed);
     out->deletes = atomic_load_explicit(&store->deletes, memory_order_relaxed);
     out->commit_errors = atomic_load_explicit(&store->commit_errors, memory_order_relaxed);
+    out->late = atomic_load_explicit(&store->late, memory_order_relaxed);
+    out->windows_closed = atomic_load_explicit(&store->windows_closed, memory_order_relaxed);
     out->bytes = store->ops->bytes(store);
     rill__changelog_stats(store->cl, out);
     return RILL_OK;

@@ -165,6 +165,8 @@ typedef struct rill_store_stats {
     uint64_t deletes;        /**< keys deleted (committed or not) */
     uint64_t commit_errors;  /**< commits that failed (full, disk) */
     uint64_t bytes;          /**< LMDB: bytes of the map in use; memory: of keys and values */
+    uint64_t late;           /**< window stages: records that came after their windows closed */
+    uint64_t windows_closed; /**< window stages: final results made (windows closed) */
     uint64_t changelog_sent; /**< changelog records delivered (changes and offset records) */
     uint64_t restored;       /**< changelog records applied by restores */
     uint64_t restores;       /**< partitions restored from the changelog */
@@ -242,6 +244,120 @@ typedef struct rill_stateful_opts {
  */
 RILL_API rill_stage_t *rill_stage_stateful(rill_store_t *store, const rill_stateful_opts_t *opts,
                                            rill_stateful_fn *fn, void *opaque);
+
+/* --------------------------------------------------------------------- */
+/* Windowed aggregation                                                   */
+/* --------------------------------------------------------------------- */
+
+/** The kinds of window (see rill_stage_window()). */
+typedef enum rill_window_type {
+    RILL_WINDOW_TUMBLING = 1, /**< [k * size, (k + 1) * size): one window per record */
+    RILL_WINDOW_HOPPING,      /**< [k * advance, k * advance + size): overlapping windows */
+    RILL_WINDOW_SESSION       /**< per key, records less than gap apart */
+} rill_window_type_t;
+
+/** The largest aggregate (rill_window_ops_t.agg_size), in bytes. */
+#define RILL_WINDOW_AGG_MAX  1024
+/** The longest record key a window stage takes, in bytes (longer keys
+ * are rejected: rill_elem_reject()). */
+#define RILL_WINDOW_KEY_MAX  380
+/** The most windows of a hopping window stage a record may fall in
+ * (size_ms / advance_ms, rounded up). */
+#define RILL_WINDOW_HOPS_MAX 1024
+
+/**
+ * What a window stage emits: an element whose payload is a
+ * rill_window_result_t * (one malloc'ed block holding the key, the
+ * aggregate and the topic; the element's dtor frees it).
+ */
+typedef struct rill_window_result {
+    const void *key;   /**< the record key (inside the block; a record without one: length 0) */
+    size_t key_len;    /**< its length */
+    int64_t start_ms;  /**< the window's start, event time (sessions: the first event) */
+    int64_t end_ms;    /**< its end, exclusive (sessions: the last event + gap) */
+    const void *agg;   /**< the aggregate (agg_size bytes inside the block) */
+    size_t agg_len;    /**< agg_size */
+    int final;         /**< 1: the window closed (its one final result); 0: an update */
+    const char *topic; /**< the input partition the window belongs to (inside the block) */
+    int32_t partition; /**< its partition */
+} rill_window_result_t;
+
+/** The result an element of a window stage carries (NULL for other
+ * elements). @locality any thread. */
+RILL_API const rill_window_result_t *rill_window_result(const rill_elem_t *e);
+
+/**
+ * The event time of a record, in ms (negative: it has none, and is
+ * rejected).
+ * @locality the window stage's executor.
+ */
+typedef int64_t rill_event_time_fn(void *opaque, const rill_elem_t *e);
+
+/** The aggregate of a window stage. */
+typedef struct rill_window_ops {
+    /** Bytes of the aggregate, 1..RILL_WINDOW_AGG_MAX; a new window's
+     * aggregate starts zeroed. */
+    size_t agg_size;
+    /** Required: fold the record in into agg (it stays the stage's: do not
+     * release it). An error fails the stage (the transaction is aborted).
+     * @locality the window stage's executor. */
+    rill_err_t (*add)(void *opaque, void *agg, const rill_elem_t *in);
+    /** Sessions: required (two sessions bridged by a record become one):
+     * fold from into into. Unused by the other types.
+     * @locality the window stage's executor. */
+    rill_err_t (*merge)(void *opaque, void *into, const void *from);
+    /** The event time of a record; NULL: the record's timestamp. */
+    rill_event_time_fn *event_time;
+} rill_window_ops_t;
+
+/** The windows of a window stage. */
+typedef struct rill_window_opts {
+    rill_window_type_t type; /**< which windows */
+    uint64_t size_ms;        /**< tumbling, hopping: the window's length (> 0) */
+    /** Hopping: how far each next window starts, 1..size_ms (it need not
+     * divide size_ms); at most RILL_WINDOW_HOPS_MAX windows per record. */
+    uint64_t advance_ms;
+    uint64_t gap_ms; /**< session: the inactivity gap (> 0) */
+    /** A window accepts records until its partition's stream time passes
+     * its end + grace_ms; records for it after that are late. */
+    uint64_t grace_ms;
+    /** 0: emit-final: one result per window, when it closes. 1: also an
+     * update (final 0) for every window a record changed. */
+    int emit_updates;
+    /** Late records: 1: rejected (rill_elem_reject(): the dead-letter
+     * topic); 0: dropped (confirmed with their transaction). Counted in
+     * rill_store_stats_t.late either way. */
+    int reject_late;
+    /** Windows also close when the wall clock passes end + grace_ms +
+     * this, so a key gone quiet gets its result: 0 = 1000; UINT64_MAX =
+     * never by the wall clock. */
+    uint64_t wall_close_ms;
+    /** The wall clock in ms (virtual time in tests), called with
+     * now_opaque on the stage's executor; NULL = CLOCK_REALTIME. */
+    int64_t (*now_ms)(void *opaque);
+    void *now_opaque;            /**< now_ms's argument */
+    uint32_t tick_ms;            /**< how often the wall-clock close is checked; 0 = 100 */
+    rill_stateful_opts_t commit; /**< how the stage commits (rill_stage_stateful()) */
+} rill_window_opts_t;
+
+/**
+ * A windowed aggregation over store (which must outlive it and belongs to
+ * this stage alone): each Kafka record is folded into the aggregate of
+ * every window of its key it falls in, by event time, in its partition's
+ * state, committed with the records' offsets as rill_stage_stateful()
+ * commits (the aggregates are exact across restarts). A window closes when
+ * its partition's stream time (the largest event time seen in it) passes
+ * its end + grace_ms, or the wall clock its end + grace_ms + wall_close_ms:
+ * its final result (rill_window_result_t) goes downstream, and the window
+ * is deleted once that result was confirmed downstream; a window closed
+ * and not yet deleted when a run ends is emitted again by the next run
+ * (results are at-least-once). See docs/state.md, "Windows". Without a
+ * downstream stage results are confirmed at once. Bad arguments make a
+ * spec that carries the error (rill_stage_error()).
+ * @locality any thread.
+ */
+RILL_API rill_stage_t *rill_stage_window(rill_store_t *store, const rill_window_opts_t *opts,
+                                         const rill_window_ops_t *ops, void *opaque);
 
 #ifdef __cplusplus
 }
