@@ -478,9 +478,10 @@ void rill__sf_input_end(rill__sf_t *c, rill_err_t code, const char *text)
 void rill__sf_pump(rill__sf_t *c)
 {
     rill__stage_t *st = c->st;
-    if (st->n_out == 0) {
-        /* Nothing downstream (the stage ends the pipeline): outputs are
-         * handled once made. */
+    if (st->n_out == 0 && st->hook.terminal) {
+        /* Nothing downstream (the stage ends its pipeline): outputs are
+         * handled once made. Elsewhere they wait for the subscriber, which
+         * a pipeline connects after it spawned every stage. */
         rill_elem_t e;
         while (rill__equeue_pop(&c->q, &e))
             rill_elem_confirm(&e);

@@ -72,14 +72,7 @@ typedef struct window {
     size_t n_pend, cap_pend, n_done;
     uint64_t next_id;
     rill_timer_t tick;
-    int64_t started_mono; /* CLOCK_MONOTONIC ms when the run started */
 } window_t;
-
-/* How long a run waits for a subscriber before it takes it that nothing
- * is downstream (and confirms its results itself): a pipeline connects its
- * stages only after it spawned them all, and a restarted run's source may
- * deliver records before the stage after this one subscribed. */
-#define DOWNSTREAM_WAIT_MS 1000
 
 /* ------------------------------------------------------------ encoding */
 
@@ -135,13 +128,6 @@ static int64_t floor_div_mul(int64_t t, int64_t d)
     if (t % d < 0)
         q--;
     return q * d;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int64_t now_ms(window_t *w)
@@ -556,6 +542,8 @@ static void window_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     (void)in;
     window_t *w = st->spec.impl;
     rill__sf_t *c = &w->core;
+    if (rill__sf_defer(c, e))
+        return; /* a changelog flush is under way: it comes again after it */
     const rd_kafka_message_t *m = rill__sf_record(c, e);
     if (!m)
         return;
@@ -615,6 +603,8 @@ static void window_on_next(rill__stage_t *st, int in, rill_elem_t *e)
 static void on_tick(window_t *w)
 {
     rill__sf_t *c = &w->core;
+    if (c->flushing)
+        return; /* the transaction is on its way to the changelog: next tick */
     int64_t now = INT64_MIN;
     for (size_t i = 0; w->o.wall_close_ms != UINT64_MAX && i < c->n_parts && i < w->n_wp; i++) {
         wpart_t *wp = &w->wp[i];
@@ -692,7 +682,14 @@ static void window_on_msg(rill__stage_t *st, rill_msg_t *m)
         return;
     if (m->type == RILL__STREAM_TICK && m->arg == TICK_ARG && !st->finished)
         on_tick(w);
-    else if (m->type == RILL__MSG_SETTLED && m->payload)
+    else if (m->type == RILL__MSG_SETTLED && m->payload && w->core.flushing) {
+        /* The transaction is on its way to the changelog: the deletes go
+         * in the next one (a millisecond later). */
+        rill_msg_t again = {.type = RILL__MSG_SETTLED, .dtor = m->dtor};
+        again.payload = rill_msg_take(m);
+        if (rill_timer_start(st->ctx, 1, 0, &again, NULL) != RILL_OK && again.dtor)
+            again.dtor(again.payload); /* the next run emits those results again */
+    } else if (m->type == RILL__MSG_SETTLED && m->payload)
         on_settled(w, m->payload);
 }
 
@@ -767,9 +764,7 @@ static rill_err_t window_start(rill__stage_t *st)
     s->ops->abort(txn);
     if (err || l.failed)
         return err ? err : RILL_ENOMEM;
-    /* The tick closes windows by the wall clock, and pumps (results held
-     * while no subscriber came yet, see window_pump). */
-    w->started_mono = mono_ms();
+    /* The tick closes windows by the wall clock. */
     rill_msg_t tick = {.type = RILL__STREAM_TICK, .arg = TICK_ARG};
     return rill_timer_start(st->ctx, w->o.tick_ms, w->o.tick_ms, &tick, &w->tick);
 }
@@ -786,18 +781,7 @@ static void window_on_input_end(rill__stage_t *st, int in, rill_err_t code, cons
 static void window_pump(rill__stage_t *st)
 {
     window_t *w = st->spec.impl;
-    rill__sf_t *c = &w->core;
-    if (st->n_out == 0 && c->q.count && !c->upstream_done && w->started_mono &&
-        mono_ms() - w->started_mono < DOWNSTREAM_WAIT_MS) {
-        /* No subscriber yet, but one may still come: the results wait
-         * (rill__sf_pump would confirm them as handled). */
-        size_t room = c->q.count < st->window ? st->window - c->q.count : 0;
-        rill__stage_want(st, 0, (int64_t)room);
-        return;
-    }
-    if (st->n_out)
-        w->started_mono = 0; /* a subscriber came: no more waiting */
-    rill__sf_pump(c);
+    rill__sf_pump(&w->core);
 }
 
 static void window_destroy(void *impl)

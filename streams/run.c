@@ -272,6 +272,7 @@ static rill_err_t run_init(rill_ctx_t *ctx, void *state)
         o.link_to = r->self;
         rill_stage_t *spec = r->specs[i];
         r->specs[i] = NULL;
+        hook.terminal = i == r->n - 1;
         err = rill__stage_spawn_hooked(r->sys, spec, &o, &hook, &r->aids[i], why, sizeof(why));
         if (err) {
             /* Those spawned are linked to us: a hard stop ends them. */

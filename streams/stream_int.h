@@ -120,7 +120,9 @@ struct rill__pipeline_hook {
     void *p;        /* the rill_pipeline_t: counts actors in and out */
     rill_aid_t run; /* the run's actor: told of failures and of the sink's end */
     rill_system_t *sys;
-    int once; /* the run is not supervised: there is no next run */
+    int once;     /* the run is not supervised: there is no next run */
+    int terminal; /* this stage is the run's last: nothing will subscribe to
+                     its output (a kind with an optional output ends there) */
 };
 
 typedef struct rill__lost_err {
