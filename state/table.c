@@ -344,26 +344,29 @@ static rill_err_t kafka_fail(rd_kafka_resp_err_t kerr, char *errstr, size_t errs
                       rd_kafka_err2str(kerr));
 }
 
-/* The topic's partition count from the cluster's metadata. */
+/* The topic's partition count from the cluster's metadata. All topics
+ * are asked for: a request naming the topic may create it (a broker with
+ * auto.create.topics.enable, and the mock, do), and a table never makes
+ * its topic. */
 static rill_err_t read_partitions(rill_table_t *t, int timeout_ms, char *errstr, size_t errstr_size)
 {
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(t->rk, t->topic, NULL);
-    if (!rkt)
-        return kafka_fail(rd_kafka_last_error(), errstr, errstr_size, t->topic, "the topic");
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t kerr = rd_kafka_metadata(t->rk, 0, rkt, &md, timeout_ms);
-    rd_kafka_topic_destroy(rkt);
+    rd_kafka_resp_err_t kerr = rd_kafka_metadata(t->rk, 1, NULL, &md, timeout_ms);
     if (kerr)
         return kafka_fail(kerr, errstr, errstr_size, t->topic, "its metadata");
+    const struct rd_kafka_metadata_topic *mt = NULL;
+    for (int i = 0; i < md->topic_cnt && !mt; i++)
+        if (strcmp(md->topics[i].topic, t->topic) == 0)
+            mt = &md->topics[i];
     rill_err_t err = RILL_OK;
-    if (md->topic_cnt != 1 || md->topics[0].err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
-        (md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topics[0].partition_cnt == 0))
+    if (!mt || mt->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+        (mt->err == RD_KAFKA_RESP_ERR_NO_ERROR && mt->partition_cnt == 0))
         err = rill__fail(RILL_ENOENT, errstr, errstr_size,
                          "table %s: the topic does not exist (create it first)", t->topic);
-    else if (md->topics[0].err)
-        err = kafka_fail(md->topics[0].err, errstr, errstr_size, t->topic, "its metadata");
+    else if (mt->err)
+        err = kafka_fail(mt->err, errstr, errstr_size, t->topic, "its metadata");
     else
-        t->n_parts = md->topics[0].partition_cnt;
+        t->n_parts = mt->partition_cnt;
     rd_kafka_metadata_destroy(md);
     return err;
 }
