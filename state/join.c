@@ -8,7 +8,8 @@
  * table every few ms while it is behind (rill_table_caught_up is one
  * atomic load); once it has caught up, the held elements are joined in
  * order, as room in the output queue allows, and later ones straight
- * away (behind any still held, so the order stays).
+ * away (behind any still held, so the order stays). A table that stopped
+ * reading (its store full) fails the stage.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +212,14 @@ static void join_on_input_end(rill__stage_t *st, int in, rill_err_t code, const 
 static void join_pump(rill__stage_t *st)
 {
     join_t *j = st->spec.impl;
+    char why[160];
+    rill_err_t failed = rill__table_failed(j->table, why, sizeof why);
+    if (failed) {
+        /* Joining with a table that no longer follows its topic would
+         * give stale values without a word. */
+        rill__stage_fail(st, failed, "%s", why);
+        return;
+    }
     if (!j->ready && rill_table_caught_up(j->table))
         j->ready = 1;
     if (!j->ready && !j->timer_armed) {

@@ -115,5 +115,8 @@ typedef void rill__table_found_fn(void *opaque, const void *value, size_t value_
  * store's error (fn not called). */
 rill_err_t rill__table_lookup(rill_table_t *t, const void *key, size_t key_len,
                               rill__table_found_fn *fn, void *opaque);
+/* RILL_OK, or the error that stopped t reading, with its sentence into
+ * text (size bytes). One atomic load while it has not failed. */
+rill_err_t rill__table_failed(rill_table_t *t, char *text, size_t size);
 
 #endif /* RILL_STATE_INT_H */

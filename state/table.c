@@ -78,6 +78,9 @@ struct rill_table {
     pthread_cond_t cv;
     rill_err_t err;
     char err_text[160];
+    /* err, for readers that must not take mu per element (join.c):
+     * release when set, after err_text; acquire when read. */
+    _Atomic int failed;
 };
 
 /* ------------------------------------------------------------ the reader */
@@ -124,6 +127,7 @@ static void table_fail(rill_table_t *t, rill_err_t err, const char *text)
     if (!t->err) {
         t->err = err;
         snprintf(t->err_text, sizeof t->err_text, "table %s: %s", t->topic, text);
+        atomic_store_explicit(&t->failed, (int)err, memory_order_release);
     }
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
@@ -180,8 +184,9 @@ static int apply(rill_table_t *t, void **txn, const rd_kafka_message_t *m)
         }
     }
     if (err) {
-        snprintf(why, sizeof why, "cannot write key of %zu bytes from partition %d offset %lld: %s",
-                 m->key_len, (int)m->partition, (long long)m->offset, rill_err2str(err));
+        snprintf(why, sizeof why, "cannot write the key of partition %d offset %lld: %s",
+                 (int)m->partition, (long long)m->offset,
+                 err == RILL_EFULL ? "the store is full (its map_size)" : rill_err_name(err));
         table_fail(t, err, why);
         return -1;
     }
@@ -613,6 +618,17 @@ rill_err_t rill__table_lookup(rill_table_t *t, const void *key, size_t key_len,
         err = RILL_OK;
     }
     t->store->ops->abort(txn);
+    return err;
+}
+
+rill_err_t rill__table_failed(rill_table_t *t, char *text, size_t size)
+{
+    rill_err_t err = (rill_err_t)atomic_load_explicit(&t->failed, memory_order_acquire);
+    if (err) {
+        pthread_mutex_lock(&t->mu);
+        snprintf(text, size, "%s", t->err_text);
+        pthread_mutex_unlock(&t->mu);
+    }
     return err;
 }
 

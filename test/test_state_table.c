@@ -630,3 +630,98 @@ Test(state_table, bad_arguments_get_clear_errors, .timeout = 120)
     rill_store_close(s);
     kk_env_fini(&e);
 }
+
+/* ---- stores ------------------------------------------------------------ */
+
+static void rm_rf(const char *dir)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* A table in an LMDB store stores its offsets with its keys: reopened, it
+ * goes on from where it was instead of reading the topic again. */
+Test(state_table, an_lmdb_table_reopens_where_its_last_commit_was, .timeout = 120)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    kk_load_topic(&e, "lmdb-table", 2, 300, 32);
+    char dir[] = "/tmp/rill-table-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    rill_store_t *s = NULL;
+    char err[512] = "";
+    cr_assert_eq(rill_store_open_lmdb(dir, NULL, &s, err, sizeof err), RILL_OK, "%s", err);
+    rill_table_opts_t o = {.store = s};
+    rill_table_t *t = open_ok(&e, "lmdb-table", NULL, &o);
+    cr_assert_eq(rill_table_wait_caught_up(t, KK_WAIT_MS), RILL_OK);
+    cr_assert_eq(stats_ok(t).keys, 600);
+    rill_table_close(t);
+    int64_t off = -1;
+    cr_assert_eq(rill_store_offset(s, "lmdb-table", 1, &off), RILL_OK);
+    cr_assert_eq(off, 300);
+    rill_store_close(s);
+
+    kk_produce_parts(e.boot, "lmdb-table", 2, 5, 600, 32); /* key-600 .. key-609 */
+    cr_assert_eq(rill_store_open_lmdb(dir, NULL, &s, err, sizeof err), RILL_OK, "%s", err);
+    o.store = s;
+    t = open_ok(&e, "lmdb-table", NULL, &o);
+    cr_assert_eq(rill_table_wait_caught_up(t, KK_WAIT_MS), RILL_OK);
+    rill_table_stats_t st = stats_ok(t);
+    cr_assert_eq(st.records, 10, "only the new records were read (%" PRIu64 ")", st.records);
+    cr_assert_eq(st.keys, 610);
+    cr_assert(has_value(t, "key-3", NULL) == 0, "the old keys are there");
+    rill_table_close(t);
+    rill_store_close(s);
+    rm_rf(dir);
+    kk_env_fini(&e);
+}
+
+/* A store too small: the table stops reading with a sentence, waiting for
+ * it to catch up fails, and a join over it fails instead of holding (or
+ * joining with stale values) for ever. */
+Test(state_table, a_table_whose_store_is_full_fails_and_so_do_its_joins, .timeout = 120)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    kk_load_topic(&e, "full-table", 1, 2000, 200);
+    kk_create_topic(&e, "full-stream", 1);
+    rill_testkit_record_t r = rec("key-1", "x");
+    r.partition = 0;
+    produce(&e, "full-stream", &r, 1);
+    char dir[] = "/tmp/rill-table-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    rill_store_t *s = NULL;
+    char err[512] = "";
+    rill_store_opts_t so = {.map_size = 64 * 1024, .no_sync = 1};
+    cr_assert_eq(rill_store_open_lmdb(dir, &so, &s, err, sizeof err), RILL_OK, "%s", err);
+    rill_table_opts_t o = {.store = s};
+    rill_table_t *t = open_ok(&e, "full-table", NULL, &o);
+    rill_err_t w = rill_table_wait_caught_up(t, KK_WAIT_MS);
+    cr_assert_eq(w, RILL_EFULL, "%s", rill_err_name(w));
+    rill_table_stats_t st = stats_ok(t);
+    cr_assert_eq(st.error, RILL_EFULL);
+    cr_assert_not_null(strstr(st.error_text, "full-table"), "%s", st.error_text);
+    cr_assert_not(st.caught_up);
+
+    joined_t out = {.table = t};
+    pthread_mutex_init(&out.mu, NULL);
+    rill_consumer_conf_t *c = kk_conf_new(e.boot, "full-g", NULL);
+    kk_conf_assign_all(c, "full-stream", 1, RD_KAFKA_OFFSET_BEGINNING);
+    rill_pipeline_t *p = rill_pipeline_new(e.sys, "full");
+    rill_pipeline_add(p, rill_kafka_source(c), NULL);
+    rill_pipeline_add(p, rill_stage_join(t, RILL_JOIN_LEFT, NULL, join_fn, &out), NULL);
+    rill_pipeline_add(p, rill_sink_foreach(collect, &out), NULL);
+    cr_assert_eq(rill_pipeline_start(p, err, sizeof err), RILL_OK, "%s", err);
+    rill_pipeline_result_t res;
+    cr_assert_eq(rill_pipeline_wait(p, 30000, &res), RILL_OK);
+    rill_pipeline_destroy(p);
+    cr_assert_eq(res.end, RILL_PIPELINE_FAILED);
+    cr_assert_not_null(strstr(res.text, "full-table"), "%s", res.text);
+    cr_assert_eq(joined_count(&out), 0);
+    joined_free(&out);
+    rill_table_close(t);
+    rill_store_close(s);
+    rm_rf(dir);
+    kk_env_fini(&e);
+}
