@@ -336,9 +336,9 @@ typedef struct rill_table_stats {
     int caught_up;        /**< rill_table_caught_up() */
     int64_t caught_up_ms; /**< from the open to caught up, in ms; -1 while not */
     /** RILL_OK, or why the table stopped reading (a store full, a commit
-     * that failed), with error_text saying so. */
+     * that failed). */
     rill_err_t error;
-    char error_text[160];
+    char error_text[160]; /**< error's sentence, naming the table ("" without one) */
 } rill_table_stats_t;
 
 /** A snapshot of the table's counters (NULL arguments: RILL_EINVAL).
