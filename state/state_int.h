@@ -125,4 +125,17 @@ rill_err_t rill__store_lmdb_init(rill_store_t *s, const char *path, const rill_s
  * or empty or a negative partition. */
 size_t rill__state_prefix(uint8_t *buf, int ns, const char *topic, int32_t partition);
 
+/* A table's value of a key, during a lookup: value NULL and found 0 when
+ * the key is not there. */
+typedef void rill__table_found_fn(void *opaque, const void *value, size_t value_len, int found);
+/* Look key up in t's committed state and call fn once with what is there,
+ * inside one read transaction (the value is valid during the call only).
+ * A key no table can hold (empty, too long) is not found. RILL_OK, or the
+ * store's error (fn not called). */
+rill_err_t rill__table_lookup(rill_table_t *t, const void *key, size_t key_len,
+                              rill__table_found_fn *fn, void *opaque);
+/* RILL_OK, or the error that stopped t reading, with its sentence into
+ * text (size bytes). One atomic load while it has not failed. */
+rill_err_t rill__table_failed(rill_table_t *t, char *text, size_t size);
+
 #endif /* RILL_STATE_INT_H */

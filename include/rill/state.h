@@ -359,6 +359,190 @@ typedef struct rill_window_opts {
 RILL_API rill_stage_t *rill_stage_window(rill_store_t *store, const rill_window_opts_t *opts,
                                          const rill_window_ops_t *ops, void *opaque);
 
+/* ------------------------------------------------------------------ */
+/* Tables and joins                                                    */
+/* ------------------------------------------------------------------ */
+
+/**
+ * A table (opaque): a topic materialised into a store, the latest value
+ * of each key (Kafka Streams' GlobalKTable). A record with a NULL value (a
+ * tombstone) deletes its key. The table reads the topic with a librdkafka
+ * client of its own on a thread of its own (never an executor): no
+ * consumer group, every partition from its beginning (or from the offset
+ * stored with the table in its store: an LMDB table reopened goes on from
+ * where it was), and it keeps following the topic until it is closed.
+ * Each batch of records it reads (up to 1,000) is one write transaction
+ * of its store, with the partitions' offsets.
+ *
+ * Where the keys are: a table of topic T keeps its keys as the state of
+ * (T, partition 0) in its store, whatever partition a record came from, so
+ * rill_store_read(store, T, 0, key, ...) and rill_store_scan(store, T, 0,
+ * ...) read it too; each partition's offset is stored as a stateful
+ * stage's is (rill_store_offset()). Records without a key, or with one of
+ * more than 400 bytes, are skipped (counted in rill_table_stats_t.skipped).
+ */
+typedef struct rill_table rill_table_t;
+
+/**
+ * Called once, when the table has caught up (rill_table_caught_up()).
+ * @locality the table's reading thread, or the thread in rill_table_open()
+ * for a table caught up at once; it must not close the table.
+ */
+typedef void rill_table_caught_up_fn(void *opaque, rill_table_t *table);
+
+/** How a table is kept. A zeroed struct (or NULL) means the defaults: a
+ * global table in an in-memory store of its own. */
+typedef struct rill_table_opts {
+    /** 0: a global table (every partition of the topic, on every
+     * instance). 1: a co-partitioned table (the partitions of a stream's
+     * source only): not built yet, refused with RILL_EINVAL. */
+    int partitioned;
+    /** Where the table lives: NULL = an in-memory store of its own. A
+     * store given here must outlive the table, and nothing else may write
+     * it while the table is open (the table takes its writer slot: a
+     * stateful stage over it fails to start with RILL_ESTATE). */
+    rill_store_t *store;
+    /** The most rill_table_open() waits for the topic's metadata and each
+     * partition's end offset, in ms. 0 = 10,000. */
+    uint32_t open_timeout_ms;
+    /** Called when the table caught up (NULL: not called), with opaque. */
+    rill_table_caught_up_fn *on_caught_up;
+    void *opaque; /**< for on_caught_up */
+    /** When the table caught up, send this actor a signal (rill_signal())
+     * of type notify_type (RILL_MSG_USER and up), with arg 0 and no
+     * payload. RILL_AID_NONE: none. */
+    rill_aid_t notify;
+    uint32_t notify_type; /**< the type of the notify signal */
+} rill_table_opts_t;
+
+/**
+ * Open a table of topic, read with conf's client properties
+ * (bootstrap.servers, security, fetch sizes...; its subscriptions,
+ * assignments and callbacks are not used; group.id is set to "rill-table"
+ * if conf has none, and nothing is ever committed). Takes conf, also on
+ * error. Before it returns, it reads the topic's partitions and each
+ * one's end offset (the high watermark): the table has caught up once it
+ * has read every partition up to those offsets.
+ * @return RILL_OK and *out; RILL_EINVAL (a NULL argument, a bad topic
+ * name, a configuration librdkafka refuses or without bootstrap.servers,
+ * opts.partitioned); RILL_ENOENT (the topic does not exist); RILL_ESTATE
+ * (opts.store is written by a stage or another table); RILL_ETIMEDOUT (the
+ * cluster did not answer within open_timeout_ms); RILL_EKAFKA; RILL_ENOMEM.
+ * errstr says which, naming the topic.
+ * @locality any thread but an executor's (it waits for the cluster).
+ */
+RILL_API rill_err_t rill_table_open(rill_system_t *sys, const char *topic,
+                                    rill_consumer_conf_t *conf, const rill_table_opts_t *opts,
+                                    rill_table_t **out, char *errstr, size_t errstr_size);
+
+/**
+ * Stop reading and free the table (and its own store; a store of
+ * opts.store stays, with what the table committed). Every join stage over
+ * it must have ended. NULL is a no-op.
+ * @locality any thread but an executor's (it joins the reading thread).
+ */
+RILL_API void rill_table_close(rill_table_t *table);
+
+/**
+ * Non-zero once the table has read (and committed to its store) every
+ * partition up to the end offset it saw when it was opened; partitions
+ * that were empty then count at once. It stays so after. 0 for NULL.
+ * @locality any thread.
+ */
+RILL_API int rill_table_caught_up(const rill_table_t *table);
+
+/**
+ * Wait until the table has caught up, at most timeout_ms.
+ * @return RILL_OK; RILL_ETIMEDOUT; RILL_EINVAL (NULL); the table's failure
+ * (see rill_table_stats_t.error) if it stopped reading before.
+ * @locality any thread but an executor's.
+ */
+RILL_API rill_err_t rill_table_wait_caught_up(rill_table_t *table, int timeout_ms);
+
+/**
+ * The table's committed value of key, copied into buf (up to buf_size
+ * bytes; *value_len gets the whole length, which may be larger).
+ * @return RILL_OK; RILL_ENOENT (no such key); RILL_EINVAL (NULL arguments,
+ * a key of 0 or more than 400 bytes).
+ * @locality any thread (a read transaction of its own).
+ */
+RILL_API rill_err_t rill_table_get(rill_table_t *table, const void *key, size_t key_len, void *buf,
+                                   size_t buf_size, size_t *value_len);
+
+/** The table's store (its own, or opts.store): for rill_store_scan() of
+ * (topic, 0). @locality any thread. */
+RILL_API rill_store_t *rill_table_store(const rill_table_t *table);
+
+/** A table's counters. */
+typedef struct rill_table_stats {
+    uint64_t records;     /**< records applied (values and tombstones) */
+    uint64_t deletes;     /**< tombstones that deleted a key */
+    uint64_t skipped;     /**< records without a key, or with one too long */
+    uint64_t keys;        /**< keys in the table now */
+    uint64_t commits;     /**< write transactions committed */
+    int32_t partitions;   /**< partitions of the topic */
+    int caught_up;        /**< rill_table_caught_up() */
+    int64_t caught_up_ms; /**< from the open to caught up, in ms; -1 while not */
+    /** RILL_OK, or why the table stopped reading (a store full, a commit
+     * that failed). */
+    rill_err_t error;
+    char error_text[160]; /**< error's sentence, naming the table ("" without one) */
+} rill_table_stats_t;
+
+/** A snapshot of the table's counters (NULL arguments: RILL_EINVAL).
+ * @locality any thread. */
+RILL_API rill_err_t rill_table_stats(rill_table_t *table, rill_table_stats_t *out);
+
+/** How a join matches a stream element that has no match in the table. */
+typedef enum rill_join_type {
+    RILL_JOIN_INNER = 1, /**< it is dropped (confirmed, as a filter's drops) */
+    RILL_JOIN_LEFT       /**< the join function gets it with no value (NULL, 0) */
+} rill_join_type_t;
+
+/**
+ * A join function: makes *out (a valid element) of the stream element in
+ * (owned: release it, or move it into *out) and the table's value of its
+ * key (value_len bytes, valid during the call only; NULL and 0 in a left
+ * join without a match). The output carries in's origin (the function
+ * never sees it). Returning an error fails the stage, blaming in's record.
+ * @locality the join stage's executor.
+ */
+typedef rill_err_t rill_join_fn(void *opaque, rill_elem_t *in, const void *value, size_t value_len,
+                                rill_elem_t *out);
+
+/**
+ * The key an element is joined on: *key (1 to 400 bytes, valid until the
+ * join function returns: a part of in's payload, or a buffer of opaque's)
+ * and *key_len. RILL_ENOENT: the element has no key (no match); another
+ * error fails the stage.
+ * @locality the join stage's executor.
+ */
+typedef rill_err_t rill_join_key_fn(void *opaque, const rill_elem_t *in, const void **key,
+                                    size_t *key_len);
+
+/** A join's options. A zeroed struct (or NULL) means the defaults. */
+typedef struct rill_join_opts {
+    /** The key of an element (called with the stage's opaque); NULL: the
+     * Kafka record's own key (rill_record(in)->key), and an element that
+     * is not a Kafka record fails the stage with a sentence. */
+    rill_join_key_fn *key_fn;
+} rill_join_opts_t;
+
+/**
+ * A stream-table join: each element, joined with table's current value of
+ * its key, becomes fn's output. Until the table has caught up, the stage
+ * holds the elements that arrive, up to its window (its mailbox), and asks
+ * upstream for no more (backpressure), so that no element is joined with
+ * a table that has not read what it had when the stream started; then it
+ * joins them, in order. Elements are joined with the table as it is when
+ * they are processed (not as of their timestamps). The table must outlive
+ * every run of the stage.
+ * @locality any thread.
+ */
+RILL_API rill_stage_t *rill_stage_join(rill_table_t *table, rill_join_type_t type,
+                                       const rill_join_opts_t *opts, rill_join_fn *fn,
+                                       void *opaque);
+
 #ifdef __cplusplus
 }
 #endif

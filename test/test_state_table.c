@@ -1,0 +1,728 @@
+/*
+ * Tables and the stream-table join (include/rill/state.h, "Tables and
+ * joins") against the embedded broker:
+ *
+ *   table contents   the latest value of each key wins, tombstones delete,
+ *                    records without a key are skipped, and records
+ *                    produced after the open keep arriving
+ *   caught up        true only once every record that was in the topic at
+ *                    the open is in the table (checked from the caught-up
+ *                    callback, on the table's thread, against its counts);
+ *                    an empty topic is caught up at once
+ *   join             holds the stream while the table is behind (nothing
+ *                    emitted before it caught up), then joins every record;
+ *                    inner drops (and confirms) records without a match,
+ *                    left joins them with no value
+ *   misuse           NULL arguments, a topic that does not exist, options
+ *                    not built yet, a store already written, elements that
+ *                    are not records: each a clear error, never a crash
+ *
+ * Table topics are loaded with the testkit's generator (kafka_kit.h):
+ * record seq has key "key-<seq>" and a value starting "seq=<seq> ".
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rill/state.h>
+
+#include "support/kafka_kit.h"
+#include "support/rtest.h"
+
+/* ---- helpers ------------------------------------------------------- */
+
+static rill_consumer_conf_t *table_conf(kk_env_t *e, const char *const *kv)
+{
+    return kk_conf_new(e->boot, NULL, kv);
+}
+
+static rill_table_t *open_ok(kk_env_t *e, const char *topic, const char *const *kv,
+                             const rill_table_opts_t *o)
+{
+    rill_table_t *t = NULL;
+    char err[512] = "";
+    rill_err_t r = rill_table_open(e->sys, topic, table_conf(e, kv), o, &t, err, sizeof err);
+    cr_assert_eq(r, RILL_OK, "rill_table_open(%s): %s", topic, err);
+    cr_assert_not_null(t);
+    return t;
+}
+
+static void produce(kk_env_t *e, const char *topic, const rill_testkit_record_t *r, size_t n)
+{
+    char err[512] = "";
+    rill_testkit_opts_t o = {.timeout_ms = 60000};
+    cr_assert_eq(rill_testkit_produce(e->boot, topic, r, n, &o, err, sizeof err), RILL_OK, "%s",
+                 err);
+}
+
+/* A record of key k (NULL: none) and value v (NULL: a tombstone). */
+static rill_testkit_record_t rec(const char *k, const char *v)
+{
+    rill_testkit_record_t r = {.partition = RILL_PARTITION_ANY, .offset = -1};
+    r.key = k;
+    r.key_len = k ? strlen(k) : 0;
+    r.value = v;
+    r.value_len = v ? strlen(v) : 0;
+    return r;
+}
+
+/* The table's value of key as a string ("" when absent: *found 0). */
+static const char *get_str(rill_table_t *t, const char *key, char *buf, size_t size, int *found)
+{
+    size_t len = 0;
+    rill_err_t r = rill_table_get(t, key, strlen(key), buf, size - 1, &len);
+    cr_assert(r == RILL_OK || r == RILL_ENOENT, "get %s: %s", key, rill_err2str(r));
+    *found = r == RILL_OK;
+    buf[r == RILL_OK ? (len < size - 1 ? len : size - 1) : 0] = '\0';
+    return buf;
+}
+
+static int has_value(rill_table_t *t, const char *key, const char *want)
+{
+    char buf[256];
+    int found;
+    get_str(t, key, buf, sizeof buf, &found);
+    return want ? found && strcmp(buf, want) == 0 : !found;
+}
+
+static rill_table_stats_t stats_ok(rill_table_t *t)
+{
+    rill_table_stats_t s;
+    cr_assert_eq(rill_table_stats(t, &s), RILL_OK);
+    return s;
+}
+
+/* ---- table contents ---------------------------------------------------- */
+
+Test(state_table, latest_value_wins_tombstones_delete_and_later_records_arrive, .timeout = 120)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    const char *topic = "tbl-basic";
+    kk_create_topic(&e, topic, 2);
+    rill_testkit_record_t before[] = {rec("k1", "v1"),    rec("k2", "a"),  rec("k1", "v2"),
+                                      rec("k3", "x"),     rec("k3", NULL), rec("k4", NULL),
+                                      rec(NULL, "no key")};
+    produce(&e, topic, before, 7);
+    rill_table_t *t = open_ok(&e, topic, NULL, NULL);
+    cr_assert_eq(rill_table_wait_caught_up(t, KK_WAIT_MS), RILL_OK);
+    cr_assert(rill_table_caught_up(t));
+    cr_assert(has_value(t, "k1", "v2"), "the latest value wins");
+    cr_assert(has_value(t, "k2", "a"));
+    cr_assert(has_value(t, "k3", NULL), "a tombstone deletes its key");
+    cr_assert(has_value(t, "k4", NULL), "a tombstone of a key never seen is no key");
+    rill_table_stats_t s = stats_ok(t);
+    cr_assert_eq(s.records, 7);
+    cr_assert_eq(s.deletes, 1);
+    cr_assert_eq(s.skipped, 1, "the record without a key");
+    cr_assert_eq(s.keys, 2);
+    cr_assert_eq(s.partitions, 2);
+    cr_assert(s.caught_up && s.caught_up_ms >= 0);
+    cr_assert_eq(s.error, RILL_OK);
+    /* The keys are the state of (topic, 0) in the table's store. */
+    char buf[16] = "";
+    size_t len = 0;
+    cr_assert_eq(rill_store_read(rill_table_store(t), topic, 0, "k2", 2, buf, sizeof buf, &len),
+                 RILL_OK);
+    cr_assert_eq(len, 1);
+    cr_assert_eq(buf[0], 'a');
+
+    /* Records produced after the open keep arriving. */
+    rill_testkit_record_t after[] = {rec("k2", "b"), rec("k5", "new"), rec("k1", NULL)};
+    produce(&e, topic, after, 3);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, has_value(t, "k5", "new") && has_value(t, "k1", NULL));
+    cr_assert(ok, "the records produced after the open arrived");
+    cr_assert(has_value(t, "k2", "b"));
+    s = stats_ok(t);
+    cr_assert_eq(s.records, 10);
+    cr_assert_eq(s.deletes, 2);
+    cr_assert_eq(s.keys, 2, "k2 and k5");
+    rill_table_close(t);
+    kk_env_fini(&e);
+}
+
+/* ---- caught up ------------------------------------------------------- */
+
+#define CU_PARTS 4
+#define CU_PER   2500
+#define CU_N     (CU_PARTS * CU_PER)
+#define CU_LATER 40
+
+typedef struct caught_up_seen {
+    _Atomic int calls;
+    _Atomic uint64_t records, keys;
+    _Atomic int all_keys; /* every key of the first CU_N was in the table */
+} caught_up_seen_t;
+
+static void on_caught_up(void *opaque, rill_table_t *t)
+{
+    caught_up_seen_t *c = opaque;
+    rill_table_stats_t s;
+    if (rill_table_stats(t, &s) != RILL_OK)
+        return;
+    atomic_store(&c->records, s.records);
+    atomic_store(&c->keys, s.keys);
+    int all = rill_table_caught_up(t);
+    char key[32], buf[8];
+    size_t len;
+    for (int seq = 0; seq < CU_N && all; seq++) {
+        snprintf(key, sizeof key, "key-%d", seq);
+        all = rill_table_get(t, key, strlen(key), buf, sizeof buf, &len) == RILL_OK;
+    }
+    atomic_store(&c->all_keys, all);
+    atomic_fetch_add(&c->calls, 1);
+}
+
+/* With the broker answering every request 100 ms late, the table cannot
+ * catch up before a few round trips (the beginning's offset, then fetches
+ * of at most 4 KiB a partition: librdkafka still takes a whole record
+ * batch), so the test sees it behind and can produce while it is. */
+static const char *const slow_fetch[] = {"max.partition.fetch.bytes",
+                                         "4096",
+                                         "fetch.max.bytes",
+                                         "16384",
+                                         "message.max.bytes",
+                                         "4096",
+                                         NULL};
+
+Test(state_table, caught_up_only_once_the_end_offsets_seen_at_open_are_read, .timeout = 180)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    const char *topic = "tbl-caught-up";
+    kk_load_topic(&e, topic, CU_PARTS, CU_PER, 64);
+    cr_assert_eq(rill_broker_set_rtt(e.broker, RILL_BROKER_ALL, 100), RILL_OK);
+    caught_up_seen_t seen = {0};
+    rill_table_opts_t o = {.on_caught_up = on_caught_up, .opaque = &seen};
+    rill_table_t *t = open_ok(&e, topic, slow_fetch, &o);
+    cr_assert_not(rill_table_caught_up(t), "not caught up before a single fetch");
+    cr_assert_eq(stats_ok(t).caught_up_ms, -1);
+    cr_assert_eq(rill_table_wait_caught_up(t, 1), RILL_ETIMEDOUT);
+    /* Records produced while the table is behind (after the open: not
+     * part of what it must read to be caught up, but read all the same). */
+    kk_produce_parts(e.boot, topic, CU_PARTS, CU_LATER / CU_PARTS, CU_N, 64);
+    cr_assert_eq(rill_table_wait_caught_up(t, 120000), RILL_OK);
+    cr_assert_eq(rill_broker_set_rtt(e.broker, RILL_BROKER_ALL, 0), RILL_OK);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, atomic_load(&seen.calls) == 1);
+    cr_assert(ok, "the callback was called once");
+    cr_assert_geq(atomic_load(&seen.records), CU_N, "caught up after %" PRIu64 " records of %d",
+                  atomic_load(&seen.records), CU_N);
+    cr_assert_geq(atomic_load(&seen.keys), CU_N);
+    cr_assert(atomic_load(&seen.all_keys), "every record of the open's end offsets was in");
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, stats_ok(t).keys == CU_N + CU_LATER);
+    cr_assert(ok, "the later records arrived: %" PRIu64 " keys", stats_ok(t).keys);
+    rill_table_stats_t s = stats_ok(t);
+    cr_assert_eq(s.records, CU_N + CU_LATER);
+    cr_assert_gt(s.caught_up_ms, 0);
+    cr_assert_gt(s.commits, 1, "read in several transactions");
+    rill_table_close(t);
+    kk_env_fini(&e);
+}
+
+typedef struct notified {
+    _Atomic int calls;
+} notified_t;
+
+static void count_call(void *opaque, rill_table_t *t)
+{
+    (void)t;
+    atomic_fetch_add(&((notified_t *)opaque)->calls, 1);
+}
+
+static rill_err_t count_msg(rill_ctx_t *ctx, void *state, rill_msg_t *m)
+{
+    (void)ctx;
+    if (m->type == RILL_MSG_USER + 7)
+        atomic_fetch_add(&((notified_t *)state)->calls, 1);
+    return RILL_OK;
+}
+
+Test(state_table, an_empty_topic_is_caught_up_at_once_and_an_actor_is_told, .timeout = 120)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    const char *topic = "tbl-empty";
+    kk_create_topic(&e, topic, 3);
+    notified_t by_call = {0}, by_msg = {0};
+    rill_aid_t listener;
+    rill_spawn_opts_t ao = {.behavior = count_msg, .state = &by_msg};
+    cr_assert_eq(rill_spawn(e.sys, &ao, &listener), RILL_OK);
+    rill_table_opts_t o = {.on_caught_up = count_call,
+                           .opaque = &by_call,
+                           .notify = listener,
+                           .notify_type = RILL_MSG_USER + 7};
+    rill_table_t *t = open_ok(&e, topic, NULL, &o);
+    cr_assert(rill_table_caught_up(t), "caught up when the open returned");
+    cr_assert_eq(atomic_load(&by_call.calls), 1);
+    cr_assert_eq(rill_table_wait_caught_up(t, 0), RILL_OK);
+    rill_table_stats_t s = stats_ok(t);
+    cr_assert(s.caught_up && s.caught_up_ms >= 0);
+    cr_assert_eq(s.records, 0);
+    cr_assert_eq(s.partitions, 3);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, atomic_load(&by_msg.calls) == 1);
+    cr_assert(ok, "the actor was told");
+    rill_testkit_record_t r = rec("only", "one");
+    produce(&e, topic, &r, 1);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, has_value(t, "only", "one"));
+    cr_assert(ok);
+    cr_assert_eq(atomic_load(&by_call.calls), 1, "told once");
+    rill_table_close(t);
+    kk_stop_wait(e.sys, listener);
+    kk_env_fini(&e);
+}
+
+/* ---- joins --------------------------------------------------------------- */
+
+typedef struct joined {
+    pthread_mutex_t mu;
+    char **v;
+    size_t n, cap;
+    rill_table_t *table;
+    _Atomic int early; /* outputs seen while the table was behind */
+    _Atomic int key_fn_calls;
+} joined_t;
+
+static void joined_free(joined_t *j)
+{
+    for (size_t i = 0; i < j->n; i++)
+        free(j->v[i]);
+    free(j->v);
+    pthread_mutex_destroy(&j->mu);
+}
+
+static size_t joined_count(joined_t *j)
+{
+    pthread_mutex_lock(&j->mu);
+    size_t n = j->n;
+    pthread_mutex_unlock(&j->mu);
+    return n;
+}
+
+/* "<record key>|<table value up to its first space, or NULL>" */
+static rill_err_t join_fn(void *opaque, rill_elem_t *in, const void *value, size_t value_len,
+                          rill_elem_t *out)
+{
+    (void)opaque;
+    const rd_kafka_message_t *m = rill_record(in);
+    char v[64] = "NULL";
+    if (value) {
+        size_t n = value_len < sizeof v - 1 ? value_len : sizeof v - 1;
+        memcpy(v, value, n);
+        v[n] = '\0';
+        char *sp = strchr(v, ' ');
+        if (sp)
+            *sp = '\0';
+    }
+    char *s = malloc(128);
+    if (!s) {
+        rill_elem_release(in);
+        return RILL_ENOMEM;
+    }
+    snprintf(s, 128, "%.*s|%s", m ? (int)m->key_len : 0, m ? (const char *)m->key : "", v);
+    rill_elem_release(in);
+    *out = (rill_elem_t){.payload = s, .dtor = free};
+    return RILL_OK;
+}
+
+static rill_err_t collect(void *opaque, rill_elem_t *e)
+{
+    joined_t *j = opaque;
+    if (!rill_table_caught_up(j->table))
+        atomic_fetch_add(&j->early, 1);
+    pthread_mutex_lock(&j->mu);
+    if (j->n == j->cap) {
+        j->cap = j->cap ? 2 * j->cap : 64;
+        j->v = realloc(j->v, j->cap * sizeof *j->v);
+    }
+    j->v[j->n++] = strdup(e->payload);
+    pthread_mutex_unlock(&j->mu);
+    rill_elem_release(e); /* a foreach function owns its element */
+    return RILL_OK;
+}
+
+static int joined_has(joined_t *j, const char *s)
+{
+    int found = 0;
+    pthread_mutex_lock(&j->mu);
+    for (size_t i = 0; i < j->n && !found; i++)
+        found = strcmp(j->v[i], s) == 0;
+    pthread_mutex_unlock(&j->mu);
+    return found;
+}
+
+/* A pipeline: the stream topic's one partition from its beginning, the
+ * join, the collecting sink. */
+static rill_pipeline_t *join_pipeline(kk_env_t *e, const char *stream, const char *group,
+                                      rill_table_t *t, rill_join_type_t type,
+                                      const rill_join_opts_t *jo, joined_t *out)
+{
+    rill_consumer_conf_t *c = kk_conf_new(e->boot, group, NULL);
+    kk_conf_assign_all(c, stream, 1, RD_KAFKA_OFFSET_BEGINNING);
+    rill_pipeline_t *p = rill_pipeline_new(e->sys, group);
+    rill_pipeline_add(p, rill_kafka_source(c), NULL);
+    rill_pipeline_add(p, rill_stage_join(t, type, jo, join_fn, out), NULL);
+    rill_pipeline_add(p, rill_sink_foreach(collect, out), NULL);
+    char err[256] = "";
+    cr_assert_eq(rill_pipeline_start(p, err, sizeof err), RILL_OK, "%s", err);
+    return p;
+}
+
+static void drain_ok(rill_pipeline_t *p)
+{
+    rill_pipeline_result_t res;
+    cr_assert_eq(rill_pipeline_drain(p), RILL_OK);
+    cr_assert_eq(rill_pipeline_wait(p, 30000, &res), RILL_OK);
+    cr_assert_eq(res.end, RILL_PIPELINE_COMPLETED, "%s", res.text);
+    rill_pipeline_destroy(p);
+}
+
+#define JT_PARTS 2
+#define JT_PER   2000
+#define JS_N     50
+
+Test(state_table, join_holds_the_stream_until_the_table_caught_up_then_joins_all, .timeout = 180)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    const char *table_topic = "join-table", *stream = "join-stream";
+    kk_load_topic(&e, table_topic, JT_PARTS, JT_PER, 64);
+    kk_create_topic(&e, stream, 1);
+    /* Stream records whose keys are the table's last ones: only a caught
+     * up table has them. */
+    rill_testkit_record_t r[JS_N];
+    char keys[JS_N][32];
+    for (int i = 0; i < JS_N; i++) {
+        snprintf(keys[i], sizeof keys[i], "key-%d", JT_PARTS * JT_PER - 1 - i);
+        r[i] = rec(keys[i], "order");
+        r[i].partition = 0;
+    }
+    produce(&e, stream, r, JS_N);
+    cr_assert_eq(rill_broker_set_rtt(e.broker, RILL_BROKER_ALL, 100), RILL_OK);
+    rill_table_t *t = open_ok(&e, table_topic, slow_fetch, NULL);
+    joined_t out = {.table = t};
+    pthread_mutex_init(&out.mu, NULL);
+    rill_pipeline_t *p = join_pipeline(&e, stream, "join-hold-g", t, RILL_JOIN_INNER, NULL, &out);
+    cr_assert_not(rill_table_caught_up(t), "the table is behind while the stream starts");
+    cr_assert_eq(rill_table_wait_caught_up(t, 120000), RILL_OK);
+    cr_assert_eq(rill_broker_set_rtt(e.broker, RILL_BROKER_ALL, 0), RILL_OK);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, joined_count(&out) == JS_N);
+    cr_assert(ok, "joined %zu of %d", joined_count(&out), JS_N);
+    cr_assert_eq(atomic_load(&out.early), 0, "nothing was emitted while the table was behind");
+    for (int i = 0; i < JS_N; i++) {
+        char want[96];
+        snprintf(want, sizeof want, "%.31s|seq=%d", keys[i], JT_PARTS * JT_PER - 1 - i);
+        cr_assert(joined_has(&out, want), "missing %s", want);
+    }
+    drain_ok(p);
+    kk_assert_committed(e.boot, "join-hold-g", stream, 1, JS_N);
+    rill_table_close(t);
+    joined_free(&out);
+    kk_env_fini(&e);
+}
+
+static void inner_or_left(rill_join_type_t type)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    const char *table_topic = type == RILL_JOIN_INNER ? "il-table-inner" : "il-table-left";
+    const char *stream = type == RILL_JOIN_INNER ? "il-stream-inner" : "il-stream-left";
+    const char *group = type == RILL_JOIN_INNER ? "il-inner-g" : "il-left-g";
+    kk_load_topic(&e, table_topic, 2, 10, 32); /* key-0 .. key-19 */
+    kk_create_topic(&e, stream, 1);
+    const char *keys[] = {"key-1", "missing-a", "key-7", "key-19", "missing-b", "key-0"};
+    rill_testkit_record_t r[6];
+    for (int i = 0; i < 6; i++) {
+        r[i] = rec(keys[i], "x");
+        r[i].partition = 0;
+    }
+    rill_testkit_record_t nokey = rec(NULL, "no key");
+    nokey.partition = 0;
+    produce(&e, stream, r, 6);
+    produce(&e, stream, &nokey, 1);
+    rill_table_t *t = open_ok(&e, table_topic, NULL, NULL);
+    joined_t out = {.table = t};
+    pthread_mutex_init(&out.mu, NULL);
+    rill_pipeline_t *p = join_pipeline(&e, stream, group, t, type, NULL, &out);
+    size_t want = type == RILL_JOIN_INNER ? 4 : 7;
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, joined_count(&out) == want);
+    cr_assert(ok, "joined %zu, want %zu", joined_count(&out), want);
+    cr_assert(joined_has(&out, "key-1|seq=1"));
+    cr_assert(joined_has(&out, "key-7|seq=7"));
+    cr_assert(joined_has(&out, "key-19|seq=19"));
+    cr_assert(joined_has(&out, "key-0|seq=0"));
+    if (type == RILL_JOIN_LEFT) {
+        cr_assert(joined_has(&out, "missing-a|NULL"));
+        cr_assert(joined_has(&out, "missing-b|NULL"));
+        cr_assert(joined_has(&out, "|NULL"), "a record without a key has no match");
+    }
+    drain_ok(p);
+    /* Every record was confirmed: the inner join's drops too. */
+    kk_assert_committed(e.boot, group, stream, 1, 7);
+    cr_assert_eq(joined_count(&out), want, "nothing more after the drain");
+    rill_table_close(t);
+    joined_free(&out);
+    kk_env_fini(&e);
+}
+
+Test(state_table, inner_join_drops_and_confirms_records_without_a_match, .timeout = 120)
+{
+    inner_or_left(RILL_JOIN_INNER);
+}
+
+Test(state_table, left_join_joins_records_without_a_match_with_no_value, .timeout = 120)
+{
+    inner_or_left(RILL_JOIN_LEFT);
+}
+
+/* A key function: the record's value ("key-<n>") is the key. */
+static rill_err_t value_as_key(void *opaque, const rill_elem_t *in, const void **key,
+                               size_t *key_len)
+{
+    joined_t *j = opaque;
+    atomic_fetch_add(&j->key_fn_calls, 1);
+    const rd_kafka_message_t *m = rill_record(in);
+    if (!m || !m->payload)
+        return RILL_ENOENT;
+    *key = m->payload;
+    *key_len = m->len;
+    return RILL_OK;
+}
+
+Test(state_table, a_key_function_chooses_what_is_joined_on, .timeout = 120)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    kk_load_topic(&e, "kf-table", 1, 5, 32);
+    kk_create_topic(&e, "kf-stream", 1);
+    rill_testkit_record_t r[2] = {rec("a", "key-3"), rec("b", "key-9")};
+    r[0].partition = r[1].partition = 0;
+    produce(&e, "kf-stream", r, 2);
+    rill_table_t *t = open_ok(&e, "kf-table", NULL, NULL);
+    joined_t out = {.table = t};
+    pthread_mutex_init(&out.mu, NULL);
+    rill_join_opts_t jo = {.key_fn = value_as_key};
+    rill_pipeline_t *p = join_pipeline(&e, "kf-stream", "kf-g", t, RILL_JOIN_LEFT, &jo, &out);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, joined_count(&out) == 2);
+    cr_assert(ok);
+    cr_assert(joined_has(&out, "a|seq=3"));
+    cr_assert(joined_has(&out, "b|NULL"));
+    cr_assert_eq(atomic_load(&out.key_fn_calls), 2);
+    drain_ok(p);
+    rill_table_close(t);
+    joined_free(&out);
+    kk_env_fini(&e);
+}
+
+/* ---- misuse ----------------------------------------------------------- */
+
+Test(state_table, bad_arguments_get_clear_errors, .timeout = 120)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    kk_create_topic(&e, "misuse-t", 1);
+    rill_table_t *t = NULL;
+    char err[512] = "";
+    cr_assert_eq(rill_table_open(NULL, "misuse-t", table_conf(&e, NULL), NULL, &t, err, sizeof err),
+                 RILL_EINVAL);
+    cr_assert_not_null(strstr(err, "NULL"), "%s", err);
+    cr_assert_eq(rill_table_open(e.sys, NULL, table_conf(&e, NULL), NULL, &t, err, sizeof err),
+                 RILL_EINVAL);
+    cr_assert_eq(rill_table_open(e.sys, "misuse-t", NULL, NULL, &t, err, sizeof err), RILL_EINVAL);
+    cr_assert_eq(
+        rill_table_open(e.sys, "misuse-t", table_conf(&e, NULL), NULL, NULL, err, sizeof err),
+        RILL_EINVAL);
+    cr_assert_eq(
+        rill_table_open(e.sys, "bad/name", table_conf(&e, NULL), NULL, &t, err, sizeof err),
+        RILL_EINVAL);
+    cr_assert_null(t);
+
+    /* A topic that does not exist. */
+    err[0] = '\0';
+    rill_err_t r =
+        rill_table_open(e.sys, "no-such-topic", table_conf(&e, NULL), NULL, &t, err, sizeof err);
+    cr_assert_eq(r, RILL_ENOENT, "%s: %s", rill_err_name(r), err);
+    cr_assert_not_null(strstr(err, "no-such-topic"), "%s", err);
+    cr_assert_not_null(strstr(err, "does not exist"), "%s", err);
+    cr_assert_null(t);
+
+    /* No bootstrap.servers. */
+    cr_assert_eq(rill_table_open(e.sys, "misuse-t", kk_conf_new(NULL, NULL, NULL), NULL, &t, err,
+                                 sizeof err),
+                 RILL_EINVAL);
+    cr_assert_not_null(strstr(err, "bootstrap.servers"), "%s", err);
+
+    /* Not built yet. */
+    rill_table_opts_t part = {.partitioned = 1};
+    cr_assert_eq(
+        rill_table_open(e.sys, "misuse-t", table_conf(&e, NULL), &part, &t, err, sizeof err),
+        RILL_EINVAL);
+    cr_assert_not_null(strstr(err, "only global tables"), "%s", err);
+
+    /* A store has one writer: a second table over it is refused, and so
+     * is a stateful stage. */
+    rill_store_t *s = NULL;
+    cr_assert_eq(rill_store_open_memory("shared", &s, NULL, 0), RILL_OK);
+    rill_table_opts_t so = {.store = s};
+    t = open_ok(&e, "misuse-t", NULL, &so);
+    rill_table_t *t2 = NULL;
+    cr_assert_eq(
+        rill_table_open(e.sys, "misuse-t", table_conf(&e, NULL), &so, &t2, err, sizeof err),
+        RILL_ESTATE);
+    cr_assert_not_null(strstr(err, "shared"), "%s", err);
+    cr_assert_null(t2);
+
+    /* Reads and stats. */
+    size_t len;
+    char buf[8];
+    cr_assert_eq(rill_table_get(NULL, "k", 1, buf, sizeof buf, &len), RILL_EINVAL);
+    cr_assert_eq(rill_table_get(t, "k", 0, buf, sizeof buf, &len), RILL_EINVAL);
+    cr_assert_eq(rill_table_get(t, NULL, 1, buf, sizeof buf, &len), RILL_EINVAL);
+    cr_assert_eq(rill_table_get(t, "k", 1, buf, sizeof buf, NULL), RILL_EINVAL);
+    cr_assert_eq(rill_table_get(t, "k", 1, buf, sizeof buf, &len), RILL_ENOENT);
+    cr_assert_eq(rill_table_wait_caught_up(NULL, 0), RILL_EINVAL);
+    cr_assert_eq(rill_table_stats(NULL, NULL), RILL_EINVAL);
+    cr_assert_eq(rill_table_stats(t, NULL), RILL_EINVAL);
+    cr_assert_eq(rill_table_caught_up(NULL), 0);
+    cr_assert_null(rill_table_store(NULL));
+    rill_table_close(NULL);
+
+    /* Join specs. */
+    rill_stage_t *bad = rill_stage_join(NULL, RILL_JOIN_INNER, NULL, join_fn, NULL);
+    cr_assert_eq(rill_stage_error(bad, err, sizeof err), RILL_EINVAL);
+    cr_assert_not_null(strstr(err, "NULL"), "%s", err);
+    rill_stage_free(bad);
+    bad = rill_stage_join(t, RILL_JOIN_INNER, NULL, NULL, NULL);
+    cr_assert_eq(rill_stage_error(bad, NULL, 0), RILL_EINVAL);
+    rill_stage_free(bad);
+    bad = rill_stage_join(t, (rill_join_type_t)42, NULL, join_fn, NULL);
+    cr_assert_eq(rill_stage_error(bad, err, sizeof err), RILL_EINVAL);
+    cr_assert_not_null(strstr(err, "join type"), "%s", err);
+    rill_stage_free(bad);
+
+    /* Elements that are not records, without a key function. */
+    joined_t out = {.table = t};
+    pthread_mutex_init(&out.mu, NULL);
+    rill_pipeline_t *p = rill_pipeline_new(e.sys, "not-records");
+    rill_pipeline_add(p, rill_source_range(0, 10), NULL);
+    rill_pipeline_add(p, rill_stage_join(t, RILL_JOIN_LEFT, NULL, join_fn, &out), NULL);
+    rill_pipeline_add(p, rill_sink_foreach(collect, &out), NULL);
+    cr_assert_eq(rill_pipeline_start(p, err, sizeof err), RILL_OK, "%s", err);
+    rill_pipeline_result_t res;
+    cr_assert_eq(rill_pipeline_wait(p, 30000, &res), RILL_OK);
+    rill_pipeline_destroy(p);
+    cr_assert_eq(res.end, RILL_PIPELINE_FAILED);
+    cr_assert_not_null(strstr(res.text, "not a Kafka record"), "%s", res.text);
+    cr_assert_eq(joined_count(&out), 0);
+    joined_free(&out);
+
+    rill_table_close(t);
+    /* The store is free again once the table closed. */
+    t = open_ok(&e, "misuse-t", NULL, &so);
+    rill_table_close(t);
+    rill_store_close(s);
+    kk_env_fini(&e);
+}
+
+/* ---- stores ------------------------------------------------------------ */
+
+static void rm_rf(const char *dir)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* A table in an LMDB store stores its offsets with its keys: reopened, it
+ * goes on from where it was instead of reading the topic again. */
+Test(state_table, an_lmdb_table_reopens_where_its_last_commit_was, .timeout = 120)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    kk_load_topic(&e, "lmdb-table", 2, 300, 32);
+    char dir[] = "/tmp/rill-table-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    rill_store_t *s = NULL;
+    char err[512] = "";
+    cr_assert_eq(rill_store_open_lmdb(dir, NULL, &s, err, sizeof err), RILL_OK, "%s", err);
+    rill_table_opts_t o = {.store = s};
+    rill_table_t *t = open_ok(&e, "lmdb-table", NULL, &o);
+    cr_assert_eq(rill_table_wait_caught_up(t, KK_WAIT_MS), RILL_OK);
+    cr_assert_eq(stats_ok(t).keys, 600);
+    rill_table_close(t);
+    int64_t off = -1;
+    cr_assert_eq(rill_store_offset(s, "lmdb-table", 1, &off), RILL_OK);
+    cr_assert_eq(off, 300);
+    rill_store_close(s);
+
+    kk_produce_parts(e.boot, "lmdb-table", 2, 5, 600, 32); /* key-600 .. key-609 */
+    cr_assert_eq(rill_store_open_lmdb(dir, NULL, &s, err, sizeof err), RILL_OK, "%s", err);
+    o.store = s;
+    t = open_ok(&e, "lmdb-table", NULL, &o);
+    cr_assert_eq(rill_table_wait_caught_up(t, KK_WAIT_MS), RILL_OK);
+    rill_table_stats_t st = stats_ok(t);
+    cr_assert_eq(st.records, 10, "only the new records were read (%" PRIu64 ")", st.records);
+    cr_assert_eq(st.keys, 610);
+    cr_assert(has_value(t, "key-3", NULL) == 0, "the old keys are there");
+    rill_table_close(t);
+    rill_store_close(s);
+    rm_rf(dir);
+    kk_env_fini(&e);
+}
+
+/* A store too small: the table stops reading with a sentence, waiting for
+ * it to catch up fails, and a join over it fails instead of holding (or
+ * joining with stale values) for ever. */
+Test(state_table, a_table_whose_store_is_full_fails_and_so_do_its_joins, .timeout = 120)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    kk_load_topic(&e, "full-table", 1, 2000, 200);
+    kk_create_topic(&e, "full-stream", 1);
+    rill_testkit_record_t r = rec("key-1", "x");
+    r.partition = 0;
+    produce(&e, "full-stream", &r, 1);
+    char dir[] = "/tmp/rill-table-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    rill_store_t *s = NULL;
+    char err[512] = "";
+    rill_store_opts_t so = {.map_size = 64 * 1024, .no_sync = 1};
+    cr_assert_eq(rill_store_open_lmdb(dir, &so, &s, err, sizeof err), RILL_OK, "%s", err);
+    rill_table_opts_t o = {.store = s};
+    rill_table_t *t = open_ok(&e, "full-table", NULL, &o);
+    rill_err_t w = rill_table_wait_caught_up(t, KK_WAIT_MS);
+    cr_assert_eq(w, RILL_EFULL, "%s", rill_err_name(w));
+    rill_table_stats_t st = stats_ok(t);
+    cr_assert_eq(st.error, RILL_EFULL);
+    cr_assert_not_null(strstr(st.error_text, "full-table"), "%s", st.error_text);
+    cr_assert_not(st.caught_up);
+
+    joined_t out = {.table = t};
+    pthread_mutex_init(&out.mu, NULL);
+    rill_consumer_conf_t *c = kk_conf_new(e.boot, "full-g", NULL);
+    kk_conf_assign_all(c, "full-stream", 1, RD_KAFKA_OFFSET_BEGINNING);
+    rill_pipeline_t *p = rill_pipeline_new(e.sys, "full");
+    rill_pipeline_add(p, rill_kafka_source(c), NULL);
+    rill_pipeline_add(p, rill_stage_join(t, RILL_JOIN_LEFT, NULL, join_fn, &out), NULL);
+    rill_pipeline_add(p, rill_sink_foreach(collect, &out), NULL);
+    cr_assert_eq(rill_pipeline_start(p, err, sizeof err), RILL_OK, "%s", err);
+    rill_pipeline_result_t res;
+    cr_assert_eq(rill_pipeline_wait(p, 30000, &res), RILL_OK);
+    rill_pipeline_destroy(p);
+    cr_assert_eq(res.end, RILL_PIPELINE_FAILED);
+    cr_assert_not_null(strstr(res.text, "full-table"), "%s", res.text);
+    cr_assert_eq(joined_count(&out), 0);
+    joined_free(&out);
+    rill_table_close(t);
+    rill_store_close(s);
+    rm_rf(dir);
+    kk_env_fini(&e);
+}
