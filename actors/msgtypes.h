@@ -14,6 +14,7 @@
  *   128..136  supervision: RILL__SUP_*
  *   191..195  kafka consumer: RILL__CONSUMER_*
  *   207..212  kafka producer: RILL__PRODUCER_*
+ *   215..218  kafka stage harness (testkit support): RILL__HARNESS_*
  *   223       kafka, public: RILL_MSG_DELIVERY
  * A new type goes at the end of its layer's block; a new layer gets a
  * block of its own, with its asserts below. (RILL_MSG_DELIVERY is checked
@@ -77,6 +78,13 @@ enum rill__msgtype {
     RILL__PRODUCER_TEST_FATAL, /* rill__producer_test_fatal: arg = error code, payload = reason */
     RILL__PRODUCER_CONF_GET,   /* rill__producer_conf_get: payload = key; reply: arg, payload */
     RILL__PRODUCER_LAST = RILL__PRODUCER_CONF_GET,
+
+    /* The stage harness (kafka/harness.c), test support in librill */
+    RILL__HARNESS_PUSH = RILL_MSG_STREAM_LAST + 88, /* 215: payload a fake record, with origin */
+    RILL__HARNESS_START,                            /* arg = the stage under test's aid */
+    RILL__HARNESS_COMPLETE,                         /* the test completes the input */
+    RILL__HARNESS_FLUSHED, /* to itself: the notices before the stage's end are in */
+    RILL__HARNESS_LAST = RILL__HARNESS_FLUSHED,
 };
 
 /* The blocks are in order and apart, and none meets a public type (the
@@ -100,7 +108,9 @@ _Static_assert(RILL__MSGTYPE_BEFORE(RILL__SUP_LAST, RILL__CONSUMER_WAKE),
                "the consumer's types come after supervision's");
 _Static_assert(RILL__MSGTYPE_BEFORE(RILL__CONSUMER_LAST, RILL__PRODUCER_WAKE),
                "the producer's types come after the consumer's");
-_Static_assert(RILL__MSGTYPE_BEFORE(RILL__PRODUCER_LAST, RILL_MSG_USER),
+_Static_assert(RILL__MSGTYPE_BEFORE(RILL__PRODUCER_LAST, RILL__HARNESS_PUSH),
+               "the stage harness's types come after the producer's");
+_Static_assert(RILL__MSGTYPE_BEFORE(RILL__HARNESS_LAST, RILL_MSG_USER),
                "every rill type stays below RILL_MSG_USER");
 
 #endif /* RILL_MSGTYPES_H */

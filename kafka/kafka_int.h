@@ -14,6 +14,7 @@
 #include "offsets.h" /* the consumer's offset tracker */
 
 _Static_assert((int)RILL__PRODUCER_LAST < (int)RILL_MSG_DELIVERY &&
+                   (int)RILL__HARNESS_LAST < (int)RILL_MSG_DELIVERY &&
                    (int)RILL_MSG_DELIVERY < (int)RILL_MSG_USER,
                "RILL_MSG_DELIVERY (public) comes after the registry's producer block");
 

@@ -26,6 +26,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include <rill/common.h>
+#include <rill/stream.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -347,6 +348,150 @@ typedef struct rill_verify_report {
 RILL_API rill_err_t rill_testkit_verify(const rill_consumed_t *c, size_t count,
                                         const rill_gen_t *gen, rill_verify_report_t *report,
                                         char *errstr, size_t errstr_size);
+
+/* --------------------------------------------------------------------- */
+/* Stage harness                                                          */
+/* --------------------------------------------------------------------- */
+
+/*
+ * Unit tests of one stage without a broker: the stage runs between a fake
+ * Kafka source, fed by the test with rill_testkit_stage_push(), and a
+ * collecting sink, and the harness records what became of every record it
+ * pushed (confirmed, released, rejected, retried), as a Kafka source would
+ * learn it. A test of a map, a filter or a rill_stage_stateful() over a
+ * memory store runs in milliseconds.
+ *
+ * These functions need rill's internals (origins, record elements), so
+ * they are part of librill itself, not of librill_testkit; they are
+ * declared here because they are test support.
+ */
+
+/** A stage under test with its fake source and collecting sink (opaque). */
+typedef struct rill_testkit_stage rill_testkit_stage_t;
+
+/** What became of a pushed record (rill_testkit_stage_settled()). */
+typedef enum rill_testkit_settle {
+    RILL_TESTKIT_UNKNOWN = -1,  /**< no such record was pushed */
+    RILL_TESTKIT_PENDING = 0,   /**< not settled yet: held by the stage or in flight */
+    RILL_TESTKIT_CONFIRMED = 1, /**< handled: a source would commit past it */
+    RILL_TESTKIT_RELEASED = 2,  /**< released unconfirmed: it would come again */
+    RILL_TESTKIT_REJECTED = 3,  /**< rejected (rill_elem_reject): for the dead letters */
+    RILL_TESTKIT_RETRIED = 4    /**< sent back for a retry (rill_elem_retry); not redelivered */
+} rill_testkit_settle_t;
+
+/**
+ * Run `stage` (taken, also on error) in sys, which must be started, between
+ * a fake Kafka source and a collecting sink. The sink keeps every output
+ * and confirms it as rill_sink_collect() does, so an output's origin is
+ * confirmed once the stage handed it on.
+ * Returns RILL_OK and sets *out; RILL_EINVAL for NULL arguments; the
+ * stage's own error (rill_stage_spawn()) otherwise; errstr says why.
+ * @locality any thread but an executor. The caller owns *out:
+ * rill_testkit_stage_destroy(), before rill_system_destroy().
+ */
+RILL_API rill_err_t rill_testkit_stage_start(rill_system_t *sys, rill_stage_t *stage,
+                                             rill_testkit_stage_t **out, char *errstr,
+                                             size_t errstr_size);
+
+/**
+ * Push one consumed record (topic, partition, offset >= 0, timestamp, key,
+ * value and headers of r; copied). The stage gets it, in push order and as
+ * it asks for input, as an element for which rill_record() returns an
+ * rd_kafka_message_t with those fields: rd_kafka_topic_name(m->rkt),
+ * rd_kafka_message_timestamp() (CreateTime; a negative timestamp: not
+ * available) and rd_kafka_message_headers() work. It carries an origin
+ * whose settling the harness records (rill_testkit_stage_settled()).
+ * Returns RILL_OK; RILL_EINVAL (NULL h or r, no topic, a negative offset or
+ * partition); RILL_ESTATE after rill_testkit_stage_finish(); RILL_ENOMEM;
+ * RILL_EKAFKA when this librdkafka's messages cannot be imitated.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_testkit_stage_push(rill_testkit_stage_t *h,
+                                            const rill_testkit_record_t *r);
+
+/**
+ * Wait until at least n outputs were collected, within timeout_ms.
+ * Returns RILL_OK, RILL_ETIMEDOUT, or RILL_ESTOPPED when the stage ended
+ * with fewer; RILL_EINVAL for a NULL h.
+ * @locality any thread but an executor. Blocks.
+ */
+RILL_API rill_err_t rill_testkit_stage_wait_outputs(rill_testkit_stage_t *h, size_t n,
+                                                    int timeout_ms);
+
+/**
+ * Wait until every pushed record is settled (none PENDING), within
+ * timeout_ms. Returns RILL_OK, RILL_ETIMEDOUT or RILL_EINVAL (NULL h).
+ * @locality any thread but an executor. Blocks.
+ */
+RILL_API rill_err_t rill_testkit_stage_wait_settled(rill_testkit_stage_t *h, int timeout_ms);
+
+/** The number of outputs collected so far; 0 for NULL. @locality any thread. */
+RILL_API size_t rill_testkit_stage_output_count(rill_testkit_stage_t *h);
+
+/** Output i (0 <= i < count), in the order the stage sent them, without its
+ * origin (the sink confirmed it); NULL out of range. Owned by h, valid
+ * until rill_testkit_stage_destroy(). @locality any thread. */
+RILL_API const rill_elem_t *rill_testkit_stage_output(rill_testkit_stage_t *h, size_t i);
+
+/**
+ * What became of the record pushed at (topic, partition, offset) (the
+ * latest push of it, if pushed twice): a rill_testkit_settle_t value;
+ * RILL_TESTKIT_UNKNOWN for a record never pushed or a NULL argument.
+ * Settling is asynchronous: wait for it (rill_testkit_stage_wait_settled())
+ * before asserting on a final state.
+ * @locality any thread.
+ */
+RILL_API int rill_testkit_stage_settled(rill_testkit_stage_t *h, const char *topic,
+                                        int32_t partition, int64_t offset);
+
+/**
+ * Complete the input (once every pushed record went to the stage, the
+ * stage sees COMPLETE), then wait until the stage ended, within timeout_ms.
+ * result (may be NULL) says how: COMPLETED, or FAILED with the code and
+ * text of the stage's error; `delivered` counts the outputs. A stage that
+ * failed earlier is reported the same way.
+ * Returns RILL_OK when the stage ended (however it ended), RILL_ETIMEDOUT
+ * (result->end RUNNING), RILL_EINVAL for a NULL h.
+ * @locality any thread but an executor. Blocks.
+ */
+RILL_API rill_err_t rill_testkit_stage_finish(rill_testkit_stage_t *h, int timeout_ms,
+                                              rill_pipeline_result_t *result);
+
+/**
+ * Stop the stage if it still runs, stop the harness and free everything,
+ * outputs included; records still held are released. NULL is a no-op.
+ * @locality any thread but an executor; before rill_system_destroy().
+ */
+RILL_API void rill_testkit_stage_destroy(rill_testkit_stage_t *h);
+
+/* --------------------------------------------------------------------- */
+/* Virtual clock                                                          */
+/* --------------------------------------------------------------------- */
+
+/** A clock that moves only when the test says (opaque), for stages that
+ * take a now_ms(void *opaque) function. Part of librill_testkit. */
+typedef struct rill_testkit_clock rill_testkit_clock_t;
+
+/** A clock showing start_ms. NULL only without memory.
+ * @locality any thread. The caller owns it: rill_testkit_clock_destroy(). */
+RILL_API rill_testkit_clock_t *rill_testkit_clock_new(int64_t start_ms);
+
+/** Free a clock (nothing may read it any more). NULL is a no-op.
+ * @locality any thread. */
+RILL_API void rill_testkit_clock_destroy(rill_testkit_clock_t *c);
+
+/** The clock's time in ms; `clock` is a rill_testkit_clock_t *, so this is
+ * usable as a now_ms(void *opaque) callback. 0 for NULL.
+ * @locality any thread. */
+RILL_API int64_t rill_testkit_clock_now(void *clock);
+
+/** Move the clock by ms (>= 0; a negative ms is ignored: time does not go
+ * back). @locality any thread. */
+RILL_API void rill_testkit_clock_advance(rill_testkit_clock_t *c, int64_t ms);
+
+/** Set the clock to ms, if that is not earlier than it shows.
+ * @locality any thread. */
+RILL_API void rill_testkit_clock_set(rill_testkit_clock_t *c, int64_t ms);
 
 #ifdef __cplusplus
 }
