@@ -254,8 +254,6 @@ static rill_err_t read_changelog(struct rill__changelog *cl, rd_kafka_t *rk, con
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m)
             continue;
-        fprintf(stderr, "  read err=%d off=%lld pos=%lld end=%lld\n", m->err, (long long)m->offset,
-                (long long)pos, (long long)end);
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             pos = m->offset > pos ? m->offset : pos;
         } else if (m->err) {
@@ -266,13 +264,26 @@ static rill_err_t read_changelog(struct rill__changelog *cl, rd_kafka_t *rk, con
         } else if (m->partition == partition) {
             pos = m->offset + 1;
             const uint8_t *k = m->key;
+            uint8_t id[RILL__CL_TXN_ID_LEN] = {0};
+            rd_kafka_headers_t *hs = NULL;
+            const void *hv = NULL;
+            size_t hl = 0;
+            if (rd_kafka_message_headers(m, &hs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                rd_kafka_header_get_last(hs, RILL__CL_TXN_HEADER, &hv, &hl) ==
+                    RD_KAFKA_RESP_ERR_NO_ERROR &&
+                hl == sizeof(id))
+                memcpy(id, hv, sizeof(id));
             if (k && m->key_len > spl && !memcmp(k, sp, spl)) {
                 if (rill__cl_batch_add(&open, k, m->key_len, m->payload, m->len, !m->payload))
                     err = RILL_ENOMEM;
+                else
+                    memcpy(open.v[open.n - 1].id, id, sizeof(id));
             } else if (k && m->key_len == opl && !memcmp(k, op, opl) && m->len == 8) {
-                /* The transaction is complete: its changes and its offset. */
+                /* The transaction is complete: its changes (those of the
+                 * same flush; others are a dead writer's) and its offset. */
                 for (size_t i = 0; i < open.n && !err; i++)
-                    if (rill__cl_batch_add(&r->changes, open.v[i].key, open.v[i].kl, open.v[i].val,
+                    if (!memcmp(open.v[i].id, id, sizeof(id)) &&
+                        rill__cl_batch_add(&r->changes, open.v[i].key, open.v[i].kl, open.v[i].val,
                                            open.v[i].vl, open.v[i].tomb))
                         err = RILL_ENOMEM;
                 if (!err && rill__cl_batch_add(&r->changes, k, m->key_len, m->payload, 8, 0))

@@ -18,8 +18,17 @@
 
 #include "state_int.h"
 
+/* The header every changelog record carries: the flush it belongs to
+ * (the writer run's nonce and its transaction number, 16 bytes). A
+ * transaction is complete when its offset record came: a restore applies
+ * the changes with that record's id only, so changes a dead writer left
+ * without their offset record are never applied with a later one. */
+#define RILL__CL_TXN_HEADER "rill-txn"
+#define RILL__CL_TXN_ID_LEN 16
+
 /* One change, copied: key and value (tomb: a delete). */
 typedef struct rill__cl_change {
+    uint8_t id[RILL__CL_TXN_ID_LEN]; /* restores: the flush it came in */
     uint8_t *key;
     size_t kl;
     uint8_t *val;

@@ -10,6 +10,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "core.h"
 
@@ -116,6 +118,10 @@ rill_err_t rill__sf_start(rill__sf_t *c, rill__stage_t *st)
         fprintf(stderr, "rill: store %s: changelog producer: %s\n", c->store->name, why);
         return RILL_EKAFKA;
     }
+    /* Each flush's records carry (nonce, gen) in a header, so a restore
+     * tells a transaction a dead writer left half sent from the next one. */
+    if (getrandom(&c->nonce, sizeof(c->nonce), GRND_NONBLOCK) != (ssize_t)sizeof(c->nonce))
+        c->nonce = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)c;
     rill_stage_opts_t o = {.link_to = st->self, .mailbox_capacity = 4096};
     rill_err_t err = rill_producer_spawn(st->sys, pc, &o, &c->producer, why, sizeof(why));
     if (err)
@@ -229,12 +235,18 @@ static int start_flush(rill__sf_t *c)
     }
     const char *topic = c->store->cl->topic;
     uint64_t tag = (c->gen & 0xffffffffffffull) << 16;
+    uint8_t txn_id[RILL__CL_TXN_ID_LEN];
+    rill__state_encode_i64(txn_id, (int64_t)c->nonce);
+    rill__state_encode_i64(txn_id + 8, (int64_t)c->gen);
     for (size_t i = 0; i < c->changes.n; i++) {
         rill__cl_change_t *ch = &c->changes.v[i];
         rill_produce_t *r = rill_produce_new(topic, key_partition(ch->key, ch->kl), ch->key, ch->kl,
                                              ch->val, ch->vl);
-        if (r)
-            rill_produce_set_reply(r, c->st->self, tag);
+        if (r && (rill_produce_set_reply(r, c->st->self, tag) ||
+                  rill_produce_add_header(r, RILL__CL_TXN_HEADER, txn_id, sizeof(txn_id)))) {
+            rill_produce_free(r);
+            r = NULL;
+        }
         c->reqs[c->n_reqs++] = r;
     }
     for (size_t i = 0; i < c->n_parts; i++) {
@@ -245,8 +257,11 @@ static int start_flush(rill__sf_t *c)
         size_t kl = rill__state_prefix(k, RILL__NS_OFFSET, p->topic, p->partition);
         rill__state_encode_i64(v, p->next);
         rill_produce_t *r = rill_produce_new(topic, p->partition, k, kl, v, sizeof(v));
-        if (r)
-            rill_produce_set_reply(r, c->st->self, tag | (i + 1));
+        if (r && (rill_produce_set_reply(r, c->st->self, tag | (i + 1)) ||
+                  rill_produce_add_header(r, RILL__CL_TXN_HEADER, txn_id, sizeof(txn_id)))) {
+            rill_produce_free(r);
+            r = NULL;
+        }
         c->reqs[c->n_reqs++] = r;
     }
     for (size_t i = 0; i < c->n_reqs; i++)

@@ -10,8 +10,10 @@
  *                   exactly
  *   local current   an LMDB store reopened after its run holds everything
  *                   its changelog has: nothing is restored
- *   partial txn     changes after the last offset record (a crash in the
- *                   middle of a flush) are not applied
+ *   partial txn     changes without their offset record (a writer killed in
+ *                   the middle of a flush) are never applied, neither at
+ *                   the end of the changelog nor with a later writer's
+ *                   transaction
  *
  * The state per partition: "n" (records counted) and "sum" (of their
  * offsets), as in test_state_stage.c.
@@ -233,9 +235,19 @@ Test(state_changelog, changes_after_the_last_offset_record_are_not_applied, .tim
     kk_produce_parts(e.boot, "partial", PARTS, 10, 1000000, 32);
     run_until(&e, b, "partial", "partial-g", PER + 10);
     assert_exact(b, "partial", PER + 10);
+
+    /* A third store restores everything after b's transactions: the cut
+     * short change is still not applied (it is not b's). */
+    rill_store_t *c = NULL;
+    cr_assert_eq(rill_store_open_memory("c", &c, NULL, 0), RILL_OK);
+    set_changelog(c, &e, "partial-changelog");
+    kk_produce_parts(e.boot, "partial", PARTS, 10, 2000000, 32);
+    run_until(&e, c, "partial", "partial-g", PER + 20);
+    assert_exact(c, "partial", PER + 20);
     kk_env_fini(&e);
     rill_store_close(a);
     rill_store_close(b);
+    rill_store_close(c);
 }
 
 Test(state_changelog, bad_arguments_are_refused_with_a_sentence, .timeout = 30)
