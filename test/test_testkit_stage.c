@@ -319,3 +319,79 @@ Test(testkit_stage, virtual_clock, .timeout = 10)
     cr_expect_eq(rill_testkit_clock_now(NULL), 0);
     rill_testkit_clock_destroy(c);
 }
+
+/* ---- a window stage under virtual time, no broker ---- */
+
+static void push_at(rill_testkit_stage_t *h, int64_t offset, const char *key, int64_t ts)
+{
+    rill_testkit_record_t r = {.topic = T,
+                               .partition = 0,
+                               .offset = offset,
+                               .timestamp = ts,
+                               .key = key,
+                               .key_len = strlen(key),
+                               .value = "x",
+                               .value_len = 1};
+    cr_assert_eq(rill_testkit_stage_push(h, &r), RILL_OK);
+}
+
+static rill_err_t count_one(void *opaque, void *agg, const rill_elem_t *in)
+{
+    (void)opaque;
+    (void)in;
+    ++*(uint32_t *)agg;
+    return RILL_OK;
+}
+
+/* A quiet key's window closes when the (virtual) wall clock passes its end
+ * + grace + wall_close_ms, not before; a record for it after that is late:
+ * counted, dropped and confirmed. Milliseconds, no broker. */
+Test(testkit_stage, window_closes_by_the_virtual_clock_and_late_records_are_dropped, .timeout = 30)
+{
+    rill_system_t *sys = sys_new();
+    rill_store_t *store = NULL;
+    cr_assert_eq(rill_store_open_memory("window", &store, NULL, 0), RILL_OK);
+    rill_testkit_clock_t *clock = rill_testkit_clock_new(0);
+    rill_window_opts_t wo = {.type = RILL_WINDOW_TUMBLING,
+                             .size_ms = 60000,
+                             .grace_ms = 5000,
+                             .wall_close_ms = 1000,
+                             .now_ms = rill_testkit_clock_now,
+                             .now_opaque = clock,
+                             .tick_ms = 1,
+                             .commit = {.commit_ms = 1}};
+    rill_window_ops_t ops = {.agg_size = sizeof(uint32_t), .add = count_one};
+    rill_testkit_stage_t *h = harness(sys, rill_stage_window(store, &wo, &ops, NULL));
+    push_at(h, 0, "card-1", 1000);
+    push_at(h, 1, "card-1", 2000);
+    push_at(h, 2, "card-2", 59999);
+    cr_assert_eq(rill_testkit_stage_wait_settled(h, 5000), RILL_OK, "committed, so confirmed");
+    /* 65,999 ms: end + grace + wall_close_ms is 66,000: still open. */
+    rill_testkit_clock_set(clock, 66000);
+    cr_assert_eq(rill_testkit_stage_wait_outputs(h, 1, 50), RILL_ETIMEDOUT, "closed too early");
+    rill_testkit_clock_advance(clock, 1);
+    cr_assert_eq(rill_testkit_stage_wait_outputs(h, 2, 5000), RILL_OK, "no result by the clock");
+    uint32_t counts[2] = {0, 0};
+    for (size_t i = 0; i < 2; i++) {
+        const rill_window_result_t *w = rill_window_result(rill_testkit_stage_output(h, i));
+        cr_assert_not_null(w);
+        cr_assert(w->final && w->start_ms == 0 && w->end_ms == 60000);
+        memcpy(&counts[w->key_len == 6 && !memcmp(w->key, "card-2", 6)], w->agg, 4);
+    }
+    cr_expect_eq(counts[0], 2, "card-1 counted %u", counts[0]);
+    cr_expect_eq(counts[1], 1, "card-2 counted %u", counts[1]);
+    push_at(h, 3, "card-1", 3000); /* its window closed: late */
+    cr_assert_eq(rill_testkit_stage_wait_settled(h, 5000), RILL_OK);
+    cr_expect_eq(settled(h, 3), RILL_TESTKIT_CONFIRMED, "a late record is dropped and confirmed");
+    rill_store_stats_t ss;
+    rill_store_stats(store, &ss);
+    cr_expect_eq(ss.late, 1);
+    cr_expect_eq(ss.windows_closed, 2);
+    cr_expect_eq(rill_testkit_stage_output_count(h), 2, "no result for the late record");
+    rill_pipeline_result_t r;
+    cr_assert_eq(rill_testkit_stage_finish(h, 5000, &r), RILL_OK);
+    rill_testkit_stage_destroy(h);
+    rill_testkit_clock_destroy(clock);
+    rill_store_close(store);
+    rill_system_destroy(sys);
+}
