@@ -63,6 +63,7 @@ void rill__restored_free(rill__restored_t *r)
     if (!r)
         return;
     rill__cl_batch_free(&r->changes);
+    rill__cl_batch_free(&r->reassert);
     free(r->topic);
     free(r);
 }
@@ -264,26 +265,16 @@ static rill_err_t read_changelog(struct rill__changelog *cl, rd_kafka_t *rk, con
         } else if (m->partition == partition) {
             pos = m->offset + 1;
             const uint8_t *k = m->key;
-            uint8_t id[RILL__CL_TXN_ID_LEN] = {0};
-            rd_kafka_headers_t *hs = NULL;
-            const void *hv = NULL;
-            size_t hl = 0;
-            if (rd_kafka_message_headers(m, &hs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-                rd_kafka_header_get_last(hs, RILL__CL_TXN_HEADER, &hv, &hl) ==
-                    RD_KAFKA_RESP_ERR_NO_ERROR &&
-                hl == sizeof(id))
-                memcpy(id, hv, sizeof(id));
             if (k && m->key_len > spl && !memcmp(k, sp, spl)) {
                 if (rill__cl_batch_add(&open, k, m->key_len, m->payload, m->len, !m->payload))
                     err = RILL_ENOMEM;
-                else
-                    memcpy(open.v[open.n - 1].id, id, sizeof(id));
             } else if (k && m->key_len == opl && !memcmp(k, op, opl) && m->len == 8) {
-                /* The transaction is complete: its changes (those of the
-                 * same flush; others are a dead writer's) and its offset. */
+                /* A transaction is complete: the changes before its offset
+                 * record (a dead writer's changes among them are followed
+                 * by the next writer's re-assertions of their keys, see
+                 * the tail below), and the offset. */
                 for (size_t i = 0; i < open.n && !err; i++)
-                    if (!memcmp(open.v[i].id, id, sizeof(id)) &&
-                        rill__cl_batch_add(&r->changes, open.v[i].key, open.v[i].kl, open.v[i].val,
+                    if (rill__cl_batch_add(&r->changes, open.v[i].key, open.v[i].kl, open.v[i].val,
                                            open.v[i].vl, open.v[i].tomb))
                         err = RILL_ENOMEM;
                 if (!err && rill__cl_batch_add(&r->changes, k, m->key_len, m->payload, 8, 0))
@@ -295,6 +286,13 @@ static rill_err_t read_changelog(struct rill__changelog *cl, rd_kafka_t *rk, con
         }
         rd_kafka_message_destroy(m);
     }
+    /* The tail: changes with no offset record after them, a writer's
+     * flush cut short. Not applied; their keys are re-asserted (their
+     * value here, or a tombstone) by the next flush, so that the changelog,
+     * once compacted, holds no value of a transaction never completed. */
+    for (size_t i = 0; i < open.n && !err; i++)
+        if (rill__cl_batch_add(&r->reassert, open.v[i].key, open.v[i].kl, NULL, 0, 1))
+            err = RILL_ENOMEM;
     rill__cl_batch_free(&open);
     rd_kafka_assign(rk, NULL);
     if (err == RILL_ENOMEM)
@@ -359,8 +357,8 @@ rill_err_t rill__changelog_restore(rill_store_t *s, const char *topic, int32_t p
         if (rill__cl_batch_add(&r->changes, pk, pkl, pv, 8, 0))
             err = rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
     }
-    if (err || last < 0) {
-        rill__restored_free(r); /* nothing complete after the store's position */
+    if (err || (last < 0 && !r->reassert.n)) {
+        rill__restored_free(r); /* nothing after the store's position */
         return err;
     }
     pthread_mutex_lock(&cl->lock);
@@ -377,9 +375,11 @@ rill_err_t rill__changelog_restore(rill_store_t *s, const char *topic, int32_t p
     cl->pending = r;
     atomic_store_explicit(&cl->has_pending, 1, memory_order_release);
     atomic_fetch_add_explicit(&cl->restored, r->changes.n, memory_order_relaxed);
-    atomic_fetch_add_explicit(&cl->restores, 1, memory_order_relaxed);
+    if (last >= 0)
+        atomic_fetch_add_explicit(&cl->restores, 1, memory_order_relaxed);
     pthread_mutex_unlock(&cl->lock);
-    *offset = last;
+    if (last >= 0)
+        *offset = last;
     return RILL_OK;
 }
 
@@ -393,7 +393,7 @@ rill__restored_t *rill__changelog_take(rill_store_t *s, const char *topic, int32
     rill__restored_t *found = NULL;
     pthread_mutex_lock(&cl->lock);
     for (rill__restored_t **pp = &cl->pending; *pp; pp = &(*pp)->next)
-        if ((*pp)->partition == partition && !strcmp((*pp)->topic, topic)) {
+        if (!topic || ((*pp)->partition == partition && !strcmp((*pp)->topic, topic))) {
             found = *pp;
             *pp = found->next;
             found->next = NULL;

@@ -8,7 +8,12 @@
  * value = the value, a tombstone for a delete; in partition p for the
  * changes of input partition p, each transaction's changes of (topic, p)
  * followed by its offset record (namespace 0x00), which is what makes a
- * transaction complete: a restore applies only complete transactions.
+ * transaction complete: a restore applies the changes up to the last
+ * offset record of its partition and starts the input there. Changes after
+ * it (a writer killed in the middle of a flush) are not applied, and the
+ * restoring writer's first flush re-asserts their keys (its value or a
+ * tombstone), so that a compacted changelog, which keeps the latest record
+ * per key, never keeps a value of a transaction that did not complete.
  */
 #ifndef RILL_STATE_CHANGELOG_H
 #define RILL_STATE_CHANGELOG_H
@@ -18,17 +23,8 @@
 
 #include "state_int.h"
 
-/* The header every changelog record carries: the flush it belongs to
- * (the writer run's nonce and its transaction number, 16 bytes). A
- * transaction is complete when its offset record came: a restore applies
- * the changes with that record's id only, so changes a dead writer left
- * without their offset record are never applied with a later one. */
-#define RILL__CL_TXN_HEADER "rill-txn"
-#define RILL__CL_TXN_ID_LEN 16
-
 /* One change, copied: key and value (tomb: a delete). */
 typedef struct rill__cl_change {
-    uint8_t id[RILL__CL_TXN_ID_LEN]; /* restores: the flush it came in */
     uint8_t *key;
     size_t kl;
     uint8_t *val;
@@ -55,7 +51,8 @@ void rill__cl_batch_free(rill__cl_batch_t *b);
 typedef struct rill__restored {
     char *topic;
     int32_t partition;
-    rill__cl_batch_t changes; /* in order; the offset and position records last */
+    rill__cl_batch_t changes;  /* in order; the offset and position records last */
+    rill__cl_batch_t reassert; /* keys of a cut-short flush: the next flush re-asserts them */
     struct rill__restored *next;
 } rill__restored_t;
 
@@ -86,7 +83,7 @@ rill_err_t rill__changelog_restore(rill_store_t *s, const char *topic, int32_t p
                                    int64_t *offset, char *errstr, size_t errstr_size);
 
 /* The core's part: the restored changes of (topic, partition), taken
- * (NULL: none). */
+ * (NULL: none); topic NULL: of any partition. */
 rill__restored_t *rill__changelog_take(rill_store_t *s, const char *topic, int32_t partition);
 void rill__restored_free(rill__restored_t *r);
 

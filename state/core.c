@@ -10,8 +10,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
 #include "core.h"
 
@@ -118,10 +116,10 @@ rill_err_t rill__sf_start(rill__sf_t *c, rill__stage_t *st)
         fprintf(stderr, "rill: store %s: changelog producer: %s\n", c->store->name, why);
         return RILL_EKAFKA;
     }
-    /* Each flush's records carry (nonce, gen) in a header, so a restore
-     * tells a transaction a dead writer left half sent from the next one. */
-    if (getrandom(&c->nonce, sizeof(c->nonce), GRND_NONBLOCK) != (ssize_t)sizeof(c->nonce))
-        c->nonce = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)c;
+    /* Restores are applied with a partition's first record, and by this
+     * tick for partitions that have none left to come. */
+    rill_msg_t tick = {.type = RILL__STREAM_TICK, .arg = 1ull << 61};
+    rill_timer_start(st->ctx, 50, 50, &tick, NULL);
     rill_stage_opts_t o = {.link_to = st->self, .mailbox_capacity = 4096};
     rill_err_t err = rill_producer_spawn(st->sys, pc, &o, &c->producer, why, sizeof(why));
     if (err)
@@ -235,18 +233,12 @@ static int start_flush(rill__sf_t *c)
     }
     const char *topic = c->store->cl->topic;
     uint64_t tag = (c->gen & 0xffffffffffffull) << 16;
-    uint8_t txn_id[RILL__CL_TXN_ID_LEN];
-    rill__state_encode_i64(txn_id, (int64_t)c->nonce);
-    rill__state_encode_i64(txn_id + 8, (int64_t)c->gen);
     for (size_t i = 0; i < c->changes.n; i++) {
         rill__cl_change_t *ch = &c->changes.v[i];
         rill_produce_t *r = rill_produce_new(topic, key_partition(ch->key, ch->kl), ch->key, ch->kl,
                                              ch->val, ch->vl);
-        if (r && (rill_produce_set_reply(r, c->st->self, tag) ||
-                  rill_produce_add_header(r, RILL__CL_TXN_HEADER, txn_id, sizeof(txn_id)))) {
-            rill_produce_free(r);
-            r = NULL;
-        }
+        if (r)
+            rill_produce_set_reply(r, c->st->self, tag);
         c->reqs[c->n_reqs++] = r;
     }
     for (size_t i = 0; i < c->n_parts; i++) {
@@ -257,11 +249,8 @@ static int start_flush(rill__sf_t *c)
         size_t kl = rill__state_prefix(k, RILL__NS_OFFSET, p->topic, p->partition);
         rill__state_encode_i64(v, p->next);
         rill_produce_t *r = rill_produce_new(topic, p->partition, k, kl, v, sizeof(v));
-        if (r && (rill_produce_set_reply(r, c->st->self, tag | (i + 1)) ||
-                  rill_produce_add_header(r, RILL__CL_TXN_HEADER, txn_id, sizeof(txn_id)))) {
-            rill_produce_free(r);
-            r = NULL;
-        }
+        if (r)
+            rill_produce_set_reply(r, c->st->self, tag | (i + 1));
         c->reqs[c->n_reqs++] = r;
     }
     for (size_t i = 0; i < c->n_reqs; i++)
@@ -392,21 +381,93 @@ fail:
     return NULL;
 }
 
+/* A restore's changes into the open transaction, then the keys of a flush
+ * cut short re-asserted with their value now (or a tombstone) in this
+ * transaction's changes, for the changelog. 0, or -1. */
+static int apply_restored(rill__sf_t *c, const rill__restored_t *r)
+{
+    for (size_t i = 0; i < r->changes.n; i++) {
+        const rill__cl_change_t *ch = &r->changes.v[i];
+        rill_err_t err = ch->tomb ? c->store->ops->del(c->txn, ch->key, ch->kl)
+                                  : c->store->ops->put(c->txn, ch->key, ch->kl, ch->val, ch->vl);
+        if (err && err != RILL_ENOENT)
+            return -1;
+    }
+    for (size_t i = 0; i < r->reassert.n; i++) {
+        const rill__cl_change_t *ch = &r->reassert.v[i];
+        const void *v = NULL;
+        size_t vl = 0;
+        rill_err_t err = c->store->ops->get(c->txn, ch->key, ch->kl, &v, &vl);
+        if (err && err != RILL_ENOENT)
+            return -1;
+        record_change(c, ch->key, ch->kl, err ? NULL : v, err ? 0 : vl);
+    }
+    return 0;
+}
+
+/* Begin the transaction if none is open (and its commit timer). 0, or -1
+ * after failing the stage. */
+static int txn_open(rill__sf_t *c)
+{
+    if (c->txn)
+        return 0;
+    char why[200] = "";
+    rill_err_t err = c->store->ops->begin(c->store, 1, &c->txn, why, sizeof(why));
+    if (err) {
+        c->txn = NULL;
+        rill__stage_fail(c->st, err, "cannot begin a transaction of store %s: %s", c->store->name,
+                         why[0] ? why : rill_err2str(err));
+        return -1;
+    }
+    rill_msg_t tick = {.type = RILL__STREAM_TICK, .arg = c->gen};
+    if (rill_timer_start(c->st->ctx, c->commit_ms, 0, &tick, &c->timer) == RILL_OK)
+        c->timer_armed = 1;
+    return 0;
+}
+
+/* Apply r (taken) for its partition in the open transaction. 0, or -1
+ * after failing the stage. */
+static int restore_into(rill__sf_t *c, rill__restored_t *r)
+{
+    int bad = apply_restored(c, r);
+    if (!bad && r->reassert.n) {
+        /* The re-assertions go out with an offset record of their own, so
+         * they are a complete transaction (when the partition has an
+         * offset: without, it has no state, and they are tombstones). */
+        uint8_t k[RILL__ENCODED_KEY_MAX];
+        size_t kl = rill__state_prefix(k, RILL__NS_OFFSET, r->topic, r->partition);
+        const void *v;
+        size_t vl;
+        rill__sf_part_t *p;
+        if (c->store->ops->get(c->txn, k, kl, &v, &vl) == RILL_OK && vl == 8 &&
+            (p = rill__sf_part(c, r->topic, r->partition))) {
+            p->next = rill__state_decode_i64(v);
+            p->dirty = 1;
+        }
+    }
+    if (bad) {
+        rill__sf_abort(c);
+        rill__stage_fail(c->st, RILL_EIO, "restoring %s [%d] into store %s failed", r->topic,
+                         (int)r->partition, c->store->name);
+    }
+    rill__restored_free(r);
+    return bad ? -1 : 0;
+}
+
+/* Every restore waiting goes into the store, also for partitions whose
+ * records are all consumed already (no record would bring it in). */
+static void restore_pending(rill__sf_t *c)
+{
+    rill__restored_t *r;
+    while (!c->flushing && !c->st->finished && (r = rill__changelog_take(c->store, NULL, 0)))
+        if (txn_open(c) || restore_into(c, r))
+            return;
+}
+
 rill_state_t *rill__sf_view(rill__sf_t *c, rill__sf_part_t *p)
 {
-    if (!c->txn) {
-        char why[200] = "";
-        rill_err_t err = c->store->ops->begin(c->store, 1, &c->txn, why, sizeof(why));
-        if (err) {
-            c->txn = NULL;
-            rill__stage_fail(c->st, err, "cannot begin a transaction of store %s: %s",
-                             c->store->name, why[0] ? why : rill_err2str(err));
-            return NULL;
-        }
-        rill_msg_t tick = {.type = RILL__STREAM_TICK, .arg = c->gen};
-        if (rill_timer_start(c->st->ctx, c->commit_ms, 0, &tick, &c->timer) == RILL_OK)
-            c->timer_armed = 1;
-    }
+    if (txn_open(c))
+        return NULL;
     c->view.store = c->store;
     c->view.txn = c->txn;
     c->view.topic = p->topic;
@@ -418,20 +479,8 @@ rill_state_t *rill__sf_view(rill__sf_t *c, rill__sf_part_t *p)
         c->view.change_opaque = c;
         /* What a restore read for this partition goes in first. */
         rill__restored_t *r = rill__changelog_take(c->store, p->topic, p->partition);
-        for (size_t i = 0; r && i < r->changes.n; i++) {
-            rill__cl_change_t *ch = &r->changes.v[i];
-            rill_err_t err = ch->tomb
-                                 ? c->store->ops->del(c->txn, ch->key, ch->kl)
-                                 : c->store->ops->put(c->txn, ch->key, ch->kl, ch->val, ch->vl);
-            if (err && err != RILL_ENOENT) {
-                rill__restored_free(r);
-                rill__sf_abort(c);
-                rill__stage_fail(c->st, err, "restoring %s [%d] into store %s: %s", p->topic,
-                                 (int)p->partition, c->store->name, rill_err2str(err));
-                return NULL;
-            }
-        }
-        rill__restored_free(r);
+        if (r && restore_into(c, r))
+            return NULL;
     }
     return &c->view;
 }
@@ -460,6 +509,10 @@ int rill__sf_on_msg(rill__sf_t *c, rill_msg_t *m)
 {
     if (m->type == RILL_MSG_DELIVERY && m->payload) {
         on_delivery(c, m->payload);
+        return 1;
+    }
+    if (m->type == RILL__STREAM_TICK && m->arg == 1ull << 61) {
+        restore_pending(c);
         return 1;
     }
     if (m->type == RILL__STREAM_TICK && m->arg == 1ull << 62) {

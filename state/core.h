@@ -53,7 +53,6 @@ typedef struct rill__sf {
      * the open transaction, and the flush that sends them before the
      * commit; inputs that arrive meanwhile wait in `deferred`. */
     rill_aid_t producer;
-    uint64_t nonce; /* this run's, random: with gen, names each flush in the changelog */
     rill__cl_batch_t changes;
     int changes_lost; /* a change could not be kept (no memory): the commit fails */
     int flushing;
