@@ -28,7 +28,8 @@
  *                      commits to Kafka with its defaults (async every
  *                      1,000 confirms, at most one unanswered).
  *                      baseline: one thread, rd_kafka_consume_batch_queue
- *                      (up to BATCH records), per partition a small set of
+ *                      (what the queue holds, up to BATCH records; when it
+ *                      is empty, a wait for the first), per partition a small set of
  *                      open windows, each an open-addressing hash map
  *                      (linear probing, load <= 1/2, 64-byte slots with the
  *                      key inline, a 64-bit multiplicative hash) keyed by
@@ -82,12 +83,18 @@
  * Sizes from the environment: BENCH_RECORDS (default 300000, a multiple of
  * 1,000 so that the last store transaction and Kafka commit come by count,
  * not by a timer), BENCH_KEYS (10000), BENCH_PARTITIONS (8), BENCH_WINDOWS
- * (5), BENCH_RUNS (5). Experiments (the reported runs set none of these):
+ * (5), BENCH_RUNS (7: a side's run takes 0.2 to 2 s, and with librdkafka
+ * 2.0.2 one in five or so loses ~0.9 s to the fetcher, which looks at a
+ * partition again only about a second after its queue passed
+ * queued.max.messages.kbytes; 7 runs keep the medians off those).
+ * Experiments (the reported runs set none of these):
  * BENCH_ONLY=<side> runs that side alone (raw, rill, raw_lmdb, rill_lmdb,
  * sf_mem, sf_lmdb, sf_nosync); BENCH_NO_NOSYNC=1 leaves out sf_nosync;
  * BENCH_EX_CONSUMER, BENCH_EX_STAGE, BENCH_EX_SINK place rill's stages;
  * BENCH_RAW_CONF and BENCH_RILL_CONSUMER_CONF="key=value,..." add client
- * properties; BENCH_VERBOSE=1 prints every check.
+ * properties; BENCH_VERBOSE=1 prints every check; BENCH_TRACE=1 prints
+ * where the raw loop's time went (reading, LMDB commits, polls that
+ * waited over 10 ms, the drain of the async commits, the final commit).
  *
  * usage: bench_window [path to rill-broker, default: next to this binary]
  */
@@ -747,18 +754,34 @@ static result_t run_raw(const char *boot, int run, int durable)
     rd_kafka_topic_partition_list_destroy(l);
     rd_kafka_message_t *msgs[BATCH];
     uint64_t got = 0, since = 0, covered = 0;
+    double t_commits = 0, t_waits = 0; /* BENCH_TRACE: in LMDB commits, in long polls */
+    int n_waits = 0;
     bench_committer_t com;
     bench_committer_init(&com, rk, COMMIT_EVERY);
     while (got < n_records) {
         size_t want = n_records - got < BATCH ? (size_t)(n_records - got) : BATCH;
-        ssize_t k = rd_kafka_consume_batch_queue(q, 100, msgs, want);
+        /* What the queue holds, up to the batch, at once; only when it is
+         * empty, wait (at most 100 ms) for the first record: a blocking
+         * call for a whole batch would wait out its timeout whenever the
+         * queue holds less than a batch. */
+        double tq = bench_now_s();
+        ssize_t k = rd_kafka_consume_batch_queue(q, 0, msgs, want);
+        if (k == 0)
+            k = rd_kafka_consume_batch_queue(q, 100, msgs, 1);
+        tq = bench_now_s() - tq;
+        if (tq > 0.01) {
+            t_waits += tq;
+            n_waits++;
+        }
         for (ssize_t i = 0; i < k; i++) {
             rd_kafka_message_t *m = msgs[i];
             if (!m->err && m->partition >= 0 && m->partition < n_parts) {
                 raw_process(&x, m, durable);
                 got++;
                 if (durable && ++since == COMMIT_EVERY) {
+                    double tc = bench_now_s();
                     raw_lmdb_commit(&x);
+                    t_commits += bench_now_s() - tc;
                     covered = raw_store_offsets(&x, rkt);
                     since = 0;
                 }
@@ -769,12 +792,20 @@ static result_t run_raw(const char *boot, int run, int durable)
             covered = raw_store_offsets(&x, rkt);
         bench_committer_step(&com, covered);
     }
+    double t_read = bench_now_s();
     if (durable && since) {
         raw_lmdb_commit(&x);
         raw_store_offsets(&x, rkt);
     }
     bench_committer_drain(&com);
+    double t_drained = bench_now_s();
     rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+    if (getenv("BENCH_TRACE"))
+        fprintf(stderr,
+                "  %s: read all %.3f s (%.3f s in LMDB commits, %.3f s in %d polls over 10 ms), "
+                "drained %.3f s, final commit %.3f s\n",
+                durable ? "raw_lmdb" : "raw", t_read - t0, t_commits, t_waits, n_waits,
+                t_drained - t0, bench_now_s() - t0);
     double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
     if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
         fprintf(stderr, "bench_window: raw final commit: %s\n", rd_kafka_err2str(cerr));
@@ -1071,7 +1102,7 @@ int main(int argc, char **argv)
     n_keys = bench_env_int("BENCH_KEYS", 10000);
     n_parts = bench_env_int("BENCH_PARTITIONS", 8);
     n_windows = bench_env_int("BENCH_WINDOWS", 5);
-    int runs = bench_env_int("BENCH_RUNS", 5);
+    int runs = bench_env_int("BENCH_RUNS", 7);
     char bin[PATH_MAX];
     bench_broker_path(argc > 1 ? argv[1] : NULL, bin, sizeof(bin));
     /* The mock keeps at most 100,000 records or 5 MiB per partition. */
