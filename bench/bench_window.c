@@ -1012,12 +1012,19 @@ static result_t run_rill(const char *boot, int run, int window, enum store_kind 
     /* The end: every offset committed to Kafka (n_records is a multiple
      * of 1,000: the last transaction and commit come by count), and every
      * final result taken. */
-    int timed_out = 0;
+    int timed_out = 0, failed = 0;
+    rill_pipeline_result_t pr;
     pthread_mutex_lock(&s->lock);
-    while (s->committed_sum < (int64_t)n_records ||
-           atomic_load_explicit(&s->finals, memory_order_acquire) < s->results_needed) {
+    for (int i = 1; s->committed_sum < (int64_t)n_records ||
+                    atomic_load_explicit(&s->finals, memory_order_acquire) < s->results_needed;
+         i++) {
         if (bench_now_s() - t0 > WAIT_S) {
             timed_out = 1;
+            break;
+        }
+        /* A pipeline that failed (a store commit, a stage) never gets there. */
+        if (i % 25 == 0 && rill_pipeline_wait(pl, 0, &pr) == RILL_OK) {
+            failed = 1;
             break;
         }
         struct timespec ts;
@@ -1031,7 +1038,6 @@ static result_t run_rill(const char *boot, int run, int window, enum store_kind 
     }
     pthread_mutex_unlock(&s->lock);
     double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
-    rill_pipeline_result_t pr;
     rill_pipeline_stop(pl);
     int ended = rill_pipeline_wait(pl, 30000, &pr) == RILL_OK && pr.end == RILL_PIPELINE_STOPPED;
     if (!ended)
@@ -1040,7 +1046,7 @@ static result_t run_rill(const char *boot, int run, int window, enum store_kind 
     rill_system_stop(sys, 10000);
     rill_system_destroy(sys);
     /* Checks (untimed). */
-    int ok = ended && !timed_out;
+    int ok = ended && !timed_out && !failed;
     if (window)
         ok = tally_check(&s->tally, side, why, sizeof(why)) && ok;
     else
@@ -1057,8 +1063,11 @@ static result_t run_rill(const char *boot, int run, int window, enum store_kind 
     if (!ok || getenv("BENCH_VERBOSE"))
         printf("    %s check: %s%s; %" PRIu64 " late, %" PRIu64 " store commits; %d partitions' "
                "stored offsets and %d committed offsets not at the end%s\n",
-               side, timed_out ? "TIMED OUT; " : "", why, st.late, st.commits, stored_bad,
-               kafka_bad, ok ? "" : "  FAILED");
+               side,
+               timed_out ? "TIMED OUT; "
+               : failed  ? "THE PIPELINE ENDED; "
+                         : "",
+               why, st.late, st.commits, stored_bad, kafka_bad, ok ? "" : "  FAILED");
     rill_store_close(store);
     if (kind != STORE_MEM)
         lmdb_dir_remove();
