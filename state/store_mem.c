@@ -114,11 +114,14 @@ static mem_entry_t **table_slot(mem_table_t *t, const void *k, size_t kl, uint64
     return link;
 }
 
+static mem_entry_t *table_find_h(mem_table_t *t, const void *k, size_t kl, uint64_t h)
+{
+    return t->n ? *table_slot(t, k, kl, h) : NULL;
+}
+
 static mem_entry_t *table_find(mem_table_t *t, const void *k, size_t kl)
 {
-    if (t->n == 0)
-        return NULL;
-    return *table_slot(t, k, kl, key_hash(k, kl));
+    return t->n ? table_find_h(t, k, kl, key_hash(k, kl)) : NULL;
 }
 
 /* Room for n entries at a load of at most one per bucket. */
@@ -214,9 +217,10 @@ static rill_err_t mem_get(void *txn, const void *k, size_t kl, const void **v, s
     mem_txn_t *t = txn;
     mem_store_t *m = t->m;
     if (t->write) {
-        mem_entry_t *e = table_find(&t->overlay, k, kl);
+        uint64_t h = key_hash(k, kl); /* once for both tables */
+        mem_entry_t *e = table_find_h(&t->overlay, k, kl, h);
         if (!e)
-            e = table_find(&m->base, k, kl); /* only this writer's commit changes it */
+            e = table_find_h(&m->base, k, kl, h); /* only this writer's commit changes it */
         if (!e || e->tombstone)
             return RILL_ENOENT;
         *v = e->data + e->kl;
@@ -265,6 +269,14 @@ static rill_err_t mem_put(void *txn, const void *k, size_t kl, const void *v, si
     mem_txn_t *t = txn;
     if (!t->write || kl == 0 || kl > RILL__ENCODED_KEY_MAX || vl > UINT32_MAX)
         return RILL_EINVAL;
+    /* A key written again in this transaction with a value of the same
+     * size (a counter, an aggregate) is updated where it is. */
+    mem_entry_t *had = table_find(&t->overlay, k, kl);
+    if (had && had->vl == vl && !had->tombstone) {
+        if (vl)
+            memmove(had->data + kl, v, vl);
+        return RILL_OK;
+    }
     mem_entry_t *e = entry_new(k, kl, v, vl, 0);
     if (!e)
         return RILL_ENOMEM;
