@@ -99,7 +99,7 @@ static void auth(long i, int cards, char *card, int64_t *ts)
         c = (int)((i / 10) % cards);
         t = base_ms + (i / 10 % 12) * WINDOW_MS + (i % 10) * 1000;
     }
-    sprintf(card, "card-%04d", c);
+    snprintf(card, 32, "card-%04d", c);
     *ts = t;
 }
 
@@ -110,7 +110,7 @@ static int by_time(const void *a, const void *b)
 }
 
 typedef struct expect {
-    char card[16];
+    char card[32];
     int64_t window;
     uint32_t count;
     int seen;
@@ -170,9 +170,10 @@ int main(int argc, char **argv)
         for (long c = 0; c < cards; c++) {
             if ((pass == 1 && c % 10) || (pass == 2 && c % 25))
                 continue;
-            sprintf(ck[n][0], "card-%04ld", c);
+            snprintf(ck[n][0], sizeof(ck[n][0]), "card-%04d", (int)c);
             if (pass < 2)
-                sprintf(ck[n][1], "%s Holder-%ld", pass ? "Renamed" : "First", c);
+                snprintf(ck[n][1], sizeof(ck[n][1]), "%s Holder-%d", pass ? "Renamed" : "First",
+                         (int)c);
             strcpy(holder[c], pass < 2 ? ck[n][1] : "");
             cr[n] = (rill_testkit_record_t){.partition = RILL_PARTITION_ANY,
                                             .key = ck[n][0],
@@ -191,7 +192,7 @@ int main(int argc, char **argv)
 
     /* The authorisations, and the alerts an independent count expects. */
     rill_testkit_record_t *ar = calloc((size_t)auths, sizeof(*ar));
-    char(*ak)[16] = calloc((size_t)auths, sizeof(*ak));
+    char(*ak)[32] = calloc((size_t)auths, sizeof(*ak));
     expect_t *ex = calloc((size_t)auths, sizeof(*ex));
     size_t nex = 0;
     for (long i = 0; i < auths; i++) {

@@ -81,9 +81,9 @@ static rill_err_t add_reading(void *opaque, rill_state_t *st, rill_elem_t *in, r
 static void reading(uint64_t i, int meters, int hours, char *key, char *value)
 {
     uint64_t h = i * 0x9E3779B97F4A7C15ull;
-    sprintf(key, "meter-%04d", (int)((h >> 33) % (uint64_t)meters));
+    snprintf(key, 32, "meter-%04d", (int)((h >> 33) % (uint64_t)meters));
     long long ts = 1700000000000ll + (long long)((h >> 11) % ((uint64_t)hours * 3600000u));
-    sprintf(value, "%lld %d", ts, (int)(i % 997) + 1);
+    snprintf(value, 32, "%lld %d", ts, (int)(i % 997) + 1);
 }
 
 /* ---- the independent check ---- */

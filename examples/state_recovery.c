@@ -251,8 +251,8 @@ int main(int argc, char **argv)
     for (long i = 0; i < payments; i++) {
         int k = (int)(((uint64_t)i * 2654435761u) % KEYS);
         long amount = 1 + (i * 7919) % 500;
-        sprintf(kv[i][0], "acct-%03d", k);
-        sprintf(kv[i][1], "%ld", amount);
+        snprintf(kv[i][0], sizeof(kv[i][0]), "acct-%03d", k);
+        snprintf(kv[i][1], sizeof(kv[i][1]), "%ld", amount);
         want[k].sum += (uint64_t)amount;
         want[k].count++;
         recs[i] = (rill_testkit_record_t){.partition = RILL_PARTITION_ANY,
@@ -304,8 +304,8 @@ int main(int argc, char **argv)
     rill_store_t *s = NULL;
     if (ok && rill_store_open_lmdb(dir_b, NULL, &s, err, sizeof(err)) == RILL_OK) {
         for (int k = 0; k < KEYS; k++) {
-            char key[16];
-            int kl = sprintf(key, "acct-%03d", k);
+            char key[32];
+            int kl = snprintf(key, sizeof(key), "acct-%03d", k);
             total_t t = {0, 0};
             size_t vl = 0;
             for (int p = 0; p < PARTS; p++)

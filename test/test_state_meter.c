@@ -156,10 +156,10 @@ Test(state_meter, killed_mid_way_and_restarted_every_average_is_exact, .timeout 
     char(*kv)[2][32] = calloc(READINGS, sizeof(*kv));
     for (uint64_t i = 0; i < READINGS; i++) {
         uint64_t h = i * 0x9E3779B97F4A7C15ull;
-        sprintf(kv[i][0], "meter-%04d", (int)((h >> 33) % METERS));
-        sprintf(kv[i][1], "%lld %d",
-                1700000000000ll + (long long)((h >> 11) % ((uint64_t)HOURS * 3600000u)),
-                (int)(i % 997) + 1);
+        snprintf(kv[i][0], sizeof(kv[i][0]), "meter-%04d", (int)((h >> 33) % METERS));
+        snprintf(kv[i][1], sizeof(kv[i][1]), "%lld %d",
+                 1700000000000ll + (long long)((h >> 11) % ((uint64_t)HOURS * 3600000u)),
+                 (int)(i % 997) + 1);
         recs[i] = (rill_testkit_record_t){.partition = RILL_PARTITION_ANY,
                                           .key = kv[i][0],
                                           .key_len = strlen(kv[i][0]),
