@@ -274,6 +274,10 @@ int main(int argc, char **argv)
     const char *topics[] = {TOPIC};
     if (rill_consumer_conf_set(cc, "bootstrap.servers", boot, err, sizeof(err)) ||
         rill_consumer_conf_set(cc, "group.id", "meter-averages", err, sizeof(err)) ||
+        /* A killed instance's partitions are taken over within 6 s
+         * (librdkafka's default is 45 s). */
+        rill_consumer_conf_set(cc, "session.timeout.ms", "6000", err, sizeof(err)) ||
+        rill_consumer_conf_set(cc, "heartbeat.interval.ms", "500", err, sizeof(err)) ||
         rill_consumer_conf_subscribe(cc, topics, 1, err, sizeof(err)) ||
         rill_consumer_conf_use_store(cc, store)) {
         fprintf(stderr, "consumer: %s\n", err);
