@@ -10,6 +10,13 @@
  * order, as room in the output queue allows, and later ones straight
  * away (behind any still held, so the order stays). A table that stopped
  * reading (its store full) fails the stage.
+ *
+ * A co-partitioned table is caught up per partition: a Kafka record
+ * waits for its own partition of the table (rill__table_partition_caught_up
+ * with the record's partition) and is looked up there; another element
+ * waits for every partition the table follows, and is looked up in them
+ * all. The held queue stays in order: a record of a partition behind holds
+ * those after it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +39,6 @@ typedef struct join {
     /* a run's state */
     rill__equeue_t held; /* inputs waiting for the table, or for room in q */
     rill__equeue_t q;    /* outputs waiting for demand */
-    int ready;           /* the table has caught up */
     int timer_armed;
     int upstream_done;
 } join_t;
@@ -123,6 +129,20 @@ static int join_key(rill__stage_t *st, join_t *j, const rill_elem_t *e, const vo
     return 0;
 }
 
+/* The partition of the table e is joined with: its record's, or -1 (an
+ * element that is not a record: every partition). */
+static int32_t join_partition(const rill_elem_t *e)
+{
+    const rd_kafka_message_t *m = rill_record(e);
+    return m ? m->partition : -1;
+}
+
+/* Whether e may be joined now (the table caught up where it is looked). */
+static int join_ready(const join_t *j, const rill_elem_t *e)
+{
+    return rill__table_partition_caught_up(j->table, join_partition(e));
+}
+
 /* Join e (taken): its output into q, or dropped. 0, or -1 after failing
  * the stage. */
 static int join_one(rill__stage_t *st, join_t *j, rill_elem_t *e)
@@ -140,7 +160,7 @@ static int join_one(rill__stage_t *st, join_t *j, rill_elem_t *e)
     join_call_t c = {.j = j, .in = e};
     rill__elem_scope_t sc;
     rill__elem_scope_enter(&sc, e, origin);
-    rill_err_t err = rill__table_lookup(j->table, key, key_len, join_found, &c);
+    rill_err_t err = rill__table_lookup(j->table, join_partition(e), key, key_len, join_found, &c);
     rill__elem_scope_leave(&sc);
     if (err) {
         rill_elem_release(e);
@@ -180,7 +200,8 @@ static int join_one(rill__stage_t *st, join_t *j, rill_elem_t *e)
 static int join_held(rill__stage_t *st, join_t *j)
 {
     rill_elem_t e;
-    while (j->ready && j->held.count && rill__equeue_room(&j->q)) {
+    while (j->held.count && rill__equeue_room(&j->q) &&
+           join_ready(j, rill__equeue_peek(&j->held))) {
         rill__equeue_pop(&j->held, &e);
         if (join_one(st, j, &e) != 0)
             return -1;
@@ -193,7 +214,7 @@ static void join_on_next(rill__stage_t *st, int in, rill_elem_t *e)
 {
     (void)in;
     join_t *j = st->spec.impl;
-    if (j->ready && !j->held.count && rill__equeue_room(&j->q)) {
+    if (!j->held.count && rill__equeue_room(&j->q) && join_ready(j, e)) {
         if (join_one(st, j, e) == 0)
             rill__equeue_flush_out0(st, &j->q);
         return;
@@ -220,9 +241,11 @@ static void join_pump(rill__stage_t *st)
         rill__stage_fail(st, failed, "%s", why);
         return;
     }
-    if (!j->ready && rill_table_caught_up(j->table))
-        j->ready = 1;
-    if (!j->ready && !j->timer_armed) {
+    /* Open: the next element to join may be joined now (the held queue's
+     * first, or, with none held, one of any partition). */
+    int open = j->held.count ? join_ready(j, rill__equeue_peek(&j->held))
+                             : rill__table_partition_caught_up(j->table, -1);
+    if (!open && !j->timer_armed) {
         rill_msg_t tick = {.type = RILL__STREAM_TICK, .arg = JOIN_TICK};
         if (rill_timer_start(st->ctx, JOIN_RECHECK_MS, 0, &tick, NULL) == RILL_OK)
             j->timer_armed = 1;
@@ -239,7 +262,7 @@ static void join_pump(rill__stage_t *st)
     /* Ask for what can be held: while the table is behind, the held
      * queue's room; after, the output queue's room less what still waits. */
     size_t room = rill__equeue_room(&j->held);
-    if (j->ready) {
+    if (j->held.count ? join_ready(j, rill__equeue_peek(&j->held)) : open) {
         size_t out_room = rill__equeue_room(&j->q);
         room = out_room > j->held.count ? out_room - j->held.count : 0;
     }

@@ -130,10 +130,19 @@ size_t rill__state_prefix(uint8_t *buf, int ns, const char *topic, int32_t parti
 typedef void rill__table_found_fn(void *opaque, const void *value, size_t value_len, int found);
 /* Look key up in t's committed state and call fn once with what is there,
  * inside one read transaction (the value is valid during the call only).
- * A key no table can hold (empty, too long) is not found. RILL_OK, or the
- * store's error (fn not called). */
-rill_err_t rill__table_lookup(rill_table_t *t, const void *key, size_t key_len,
+ * partition: the stream record's, for a co-partitioned table (a partition
+ * the table does not follow has no keys); -1 searches every partition the
+ * table follows; a global table ignores it. A key no table can hold
+ * (empty, too long) is not found. RILL_OK, or the store's error (fn not
+ * called). */
+rill_err_t rill__table_lookup(rill_table_t *t, int32_t partition, const void *key, size_t key_len,
                               rill__table_found_fn *fn, void *opaque);
+/* Whether a stream element of partition (-1: none known) may be joined
+ * with t now: a global table's rill_table_caught_up(); for a co-partitioned
+ * one, whether its partition is caught up (one it does not follow is: its
+ * elements find no match), -1 whether the table is. 0 while no follower
+ * reported an assignment. One or two atomic loads. */
+int rill__table_partition_caught_up(rill_table_t *t, int32_t partition);
 /* RILL_OK, or the error that stopped t reading, with its sentence into
  * text (size bytes). One atomic load while it has not failed. */
 rill_err_t rill__table_failed(rill_table_t *t, char *text, size_t size);

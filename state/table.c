@@ -29,110 +29,14 @@
 #include <time.h>
 
 #include "../actors/util.h"
-#include "../kafka/kafka_int.h"
-#include "state_int.h"
+#include "table_int.h"
 
 /* Records per write transaction, at most. */
 #define TABLE_BATCH   1000
 /* How long the reader waits in a poll (bounds rill_table_close's wait). */
 #define TABLE_POLL_MS 50
 
-typedef struct table_part {
-    int64_t end;      /* the high watermark at open: caught up at or past it */
-    int64_t next;     /* the offset after the last record applied (committed) */
-    int64_t txn_next; /* next, in the open transaction */
-    int dirty;        /* txn_next changed in the open transaction */
-    int done;         /* reached end */
-} table_part_t;
-
-struct rill_table {
-    rill_system_t *sys;
-    char topic[RILL__TOPIC_MAX + 1];
-    rill_store_t *store;
-    int own_store;
-    int holds_slot; /* the table holds store->busy */
-    rd_kafka_t *rk;
-    int32_t n_parts;
-    table_part_t *parts; /* the reader's (and open's, before the thread) */
-    int32_t parts_left;  /* partitions not done */
-    uint8_t prefix[1 + RILL__TOPIC_MAX + 1 + 4];
-    size_t prefix_len;
-    rill_table_opts_t opts;
-    int64_t opened_ms;
-
-    pthread_t thread;
-    int thread_started;
-    /* Set by close, read by the reader (relaxed would do for the flag
-     * alone; release/acquire keeps the rule simple: it orders nothing
-     * else). */
-    _Atomic int stop;
-    /* Release when set, acquire when read: a reader that sees it sees the
-     * committed store the flag stands for (the commit happened before). */
-    _Atomic int caught_up;
-    /* Counters: relaxed, each is a count of its own. */
-    _Atomic uint64_t records, deletes, skipped, keys, commits;
-    _Atomic int64_t caught_up_ms;
-
-    /* Waiters for caught_up, and the failure: under mu. */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    rill_err_t err;
-    char err_text[160];
-    /* err, for readers that must not take mu per element (join.c):
-     * release when set, after err_text; acquire when read. */
-    _Atomic int failed;
-};
-
 /* ------------------------------------------------------------ the reader */
-
-static void table_signal(rill_table_t *t)
-{
-    pthread_mutex_lock(&t->mu);
-    pthread_cond_broadcast(&t->cv);
-    pthread_mutex_unlock(&t->mu);
-}
-
-/* The table has caught up: say so once, to everyone who asked. */
-static void mark_caught_up(rill_table_t *t)
-{
-    atomic_store_explicit(&t->caught_up_ms, rill__now_ms() - t->opened_ms, memory_order_relaxed);
-    atomic_store_explicit(&t->caught_up, 1, memory_order_release);
-    table_signal(t);
-    if (t->opts.on_caught_up)
-        t->opts.on_caught_up(t->opts.opaque, t);
-    if (t->opts.notify.id != 0) {
-        rill_msg_t m = {.type = t->opts.notify_type};
-        rill_err_t err = rill_signal(t->sys, t->opts.notify, &m);
-        if (err)
-            fprintf(stderr, "rill: table %s: cannot tell actor %llu it caught up: %s\n", t->topic,
-                    (unsigned long long)t->opts.notify.id, rill_err2str(err));
-    }
-}
-
-/* Partition p has moved to `next`: done when it reached its end. */
-static void part_progress(rill_table_t *t, int32_t p, int64_t next)
-{
-    table_part_t *tp = &t->parts[p];
-    if (next > tp->next)
-        tp->next = next;
-    if (!tp->done && tp->next >= tp->end) {
-        tp->done = 1;
-        t->parts_left--;
-    }
-}
-
-static void table_fail(rill_table_t *t, rill_err_t err, const char *text)
-{
-    pthread_mutex_lock(&t->mu);
-    if (!t->err) {
-        t->err = err;
-        snprintf(t->err_text, sizeof t->err_text, "table %s: %s", t->topic, text);
-        atomic_store_explicit(&t->failed, (int)err, memory_order_release);
-    }
-    pthread_cond_broadcast(&t->cv);
-    pthread_mutex_unlock(&t->mu);
-    fprintf(stderr, "rill: table %s: %s; it stopped reading\n", t->topic, text);
-}
 
 /* Apply one record to the open transaction (begun if none is). 0, or -1
  * after failing the table. */
@@ -143,13 +47,15 @@ static int apply(rill_table_t *t, void **txn, const rd_kafka_message_t *m)
     if (!*txn) {
         rill_err_t err = s->ops->begin(s, 1, txn, why, sizeof why);
         if (err) {
-            table_fail(t, err, why);
+            rill__table_fail(t, err, why);
             return -1;
         }
     }
     if (m->partition < 0 || m->partition >= t->n_parts)
         return 0; /* partitions added after the open are not followed */
     table_part_t *tp = &t->parts[m->partition];
+    if (t->partitioned && !tp->followed)
+        return 0; /* fetched before the partition was dropped */
     tp->txn_next = m->offset + 1;
     tp->dirty = 1;
     /* Relaxed: a count, ordering nothing. */
@@ -160,6 +66,8 @@ static int apply(rill_table_t *t, void **txn, const rd_kafka_message_t *m)
     }
     uint8_t k[RILL__ENCODED_KEY_MAX];
     memcpy(k, t->prefix, t->prefix_len);
+    if (t->partitioned) /* the prefix of (topic, the record's partition) */
+        rill__state_prefix(k, RILL__NS_STATE, t->topic, m->partition);
     memcpy(k + t->prefix_len, m->key, m->key_len);
     size_t kl = t->prefix_len + m->key_len;
     rill_err_t err;
@@ -187,7 +95,7 @@ static int apply(rill_table_t *t, void **txn, const rd_kafka_message_t *m)
         snprintf(why, sizeof why, "cannot write the key of partition %d offset %lld: %s",
                  (int)m->partition, (long long)m->offset,
                  err == RILL_EFULL ? "the store is full (its map_size)" : rill_err_name(err));
-        table_fail(t, err, why);
+        rill__table_fail(t, err, why);
         return -1;
     }
     return 0;
@@ -214,13 +122,13 @@ static int commit(rill_table_t *t, void *txn)
         atomic_fetch_add_explicit(&t->commits, 1, memory_order_relaxed);
     }
     if (err) {
-        table_fail(t, err, why);
+        rill__table_fail(t, err, why);
         return -1;
     }
     for (int32_t p = 0; p < t->n_parts; p++) {
         if (t->parts[p].dirty) {
             t->parts[p].dirty = 0;
-            part_progress(t, p, t->parts[p].txn_next);
+            rill__table_part_progress(t, p, t->parts[p].txn_next);
         }
     }
     return 0;
@@ -253,16 +161,21 @@ static void *table_main(void *arg)
     /* EOFs seen in the batch, applied once it committed. */
     int64_t *eofs = calloc((size_t)t->n_parts, sizeof *eofs);
     if (!eofs) {
-        table_fail(t, RILL_ENOMEM, "out of memory");
+        rill__table_fail(t, RILL_ENOMEM, "out of memory");
         return NULL;
     }
     for (int32_t p = 0; p < t->n_parts; p++)
         eofs[p] = -1;
     int failed = 0;
     while (!failed && !atomic_load_explicit(&t->stop, memory_order_acquire)) {
+        if (t->partitioned && rill__table_follow_sync(t) != 0)
+            break;
         rd_kafka_message_t *m = rd_kafka_consumer_poll(t->rk, TABLE_POLL_MS);
-        if (!m)
+        if (!m) {
+            if (t->partitioned)
+                rill__table_follow_publish(t);
             continue;
+        }
         void *txn = NULL;
         int n = 0;
         do {
@@ -284,11 +197,13 @@ static void *table_main(void *arg)
             break;
         for (int32_t p = 0; p < t->n_parts; p++) {
             if (eofs[p] >= 0)
-                part_progress(t, p, eofs[p]);
+                rill__table_part_progress(t, p, eofs[p]);
             eofs[p] = -1;
         }
-        if (t->parts_left == 0 && !atomic_load_explicit(&t->caught_up, memory_order_relaxed))
-            mark_caught_up(t);
+        if (t->partitioned)
+            rill__table_follow_publish(t);
+        else if (t->parts_left == 0 && !atomic_load_explicit(&t->caught_up, memory_order_relaxed))
+            rill__table_mark_caught_up(t);
     }
     free(eofs);
     return NULL;
@@ -388,6 +303,10 @@ static rill_err_t assign_parts(rill_table_t *t, int timeout_ms, char *errstr, si
     }
     rill_err_t err = RILL_OK;
     t->parts_left = t->n_parts;
+    if (t->partitioned) { /* the followers tell the reader what to assign */
+        rd_kafka_topic_partition_list_destroy(l);
+        return RILL_OK;
+    }
     for (int32_t p = 0; p < t->n_parts && !err; p++) {
         int64_t low = 0, high = 0, stored = 0;
         rd_kafka_resp_err_t kerr =
@@ -407,7 +326,7 @@ static rill_err_t assign_parts(rill_table_t *t, int timeout_ms, char *errstr, si
         tp->end = high;
         tp->next = serr == RILL_OK ? stored : low;
         tp->txn_next = tp->next;
-        part_progress(t, p, tp->next);
+        rill__table_part_progress(t, p, tp->next);
         rd_kafka_topic_partition_list_add(l, t->topic, p)->offset =
             serr == RILL_OK ? stored : RD_KAFKA_OFFSET_BEGINNING;
     }
@@ -435,8 +354,11 @@ static int count_key(void *opaque, const void *key, size_t key_len, const void *
 static void count_keys(rill_table_t *t)
 {
     uint64_t n = 0;
-    if (rill_store_scan(t->store, t->topic, 0, NULL, 0, NULL, 0, count_key, &n) == RILL_OK)
-        atomic_store_explicit(&t->keys, n, memory_order_relaxed);
+    int32_t last = t->partitioned ? t->n_parts - 1 : 0;
+    for (int32_t p = 0; p <= last; p++)
+        if (rill_store_scan(t->store, t->topic, p, NULL, 0, NULL, 0, count_key, &n) != RILL_OK)
+            return;
+    atomic_store_explicit(&t->keys, n, memory_order_relaxed);
 }
 
 static void table_free(rill_table_t *t)
@@ -449,6 +371,7 @@ static void table_free(rill_table_t *t)
         rill_store_close(t->store);
     pthread_cond_destroy(&t->cv);
     pthread_mutex_destroy(&t->mu);
+    pthread_mutex_destroy(&t->fmu);
     free(t->parts);
     free(t);
 }
@@ -469,10 +392,6 @@ rill_err_t rill_table_open(rill_system_t *sys, const char *topic, rill_consumer_
         err = rill__fail(RILL_EINVAL, errstr, errstr_size,
                          "table %.40s...: a table's topic name is at most %d bytes", topic,
                          RILL__TOPIC_MAX);
-    if (!err && opts && opts->partitioned)
-        err = rill__fail(RILL_EINVAL, errstr, errstr_size,
-                         "table %s: only global tables exist yet (opts.partitioned must be 0)",
-                         topic);
     rill_table_t *t = err ? NULL : calloc(1, sizeof *t);
     if (!err && !t)
         err = rill__fail(RILL_ENOMEM, errstr, errstr_size, "table %s: out of memory", topic);
@@ -485,12 +404,14 @@ rill_err_t rill_table_open(rill_system_t *sys, const char *topic, rill_consumer_
     snprintf(t->topic, sizeof t->topic, "%s", topic);
     if (opts)
         t->opts = *opts;
+    t->partitioned = t->opts.partitioned != 0;
     int timeout_ms = t->opts.open_timeout_ms ? (int)t->opts.open_timeout_ms : 10000;
     if (t->opts.open_timeout_ms > INT32_MAX)
         timeout_ms = INT32_MAX;
     atomic_init(&t->caught_up_ms, -1);
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
+    pthread_mutex_init(&t->fmu, NULL);
     t->prefix_len = rill__state_prefix(t->prefix, RILL__NS_STATE, t->topic, 0);
 
     err = table_client(conf, topic, &t->rk, errstr, errstr_size);
@@ -527,8 +448,8 @@ rill_err_t rill_table_open(rill_system_t *sys, const char *topic, rill_consumer_
         return err;
     }
     count_keys(t);
-    if (t->parts_left == 0)
-        mark_caught_up(t);
+    if (!t->partitioned && t->parts_left == 0)
+        rill__table_mark_caught_up(t);
     if (pthread_create(&t->thread, NULL, table_main, t) != 0) {
         table_free(t);
         return rill__fail(RILL_ENOMEM, errstr, errstr_size,
@@ -588,7 +509,21 @@ rill_err_t rill_table_get(rill_table_t *t, const void *key, size_t key_len, void
 {
     if (!t)
         return RILL_EINVAL;
-    return rill_store_read(t->store, t->topic, 0, key, key_len, buf, buf_size, value_len);
+    if (!t->partitioned)
+        return rill_store_read(t->store, t->topic, 0, key, key_len, buf, buf_size, value_len);
+    if (!key || key_len == 0 || key_len > RILL__KEY_MAX || !value_len || (!buf && buf_size > 0))
+        return RILL_EINVAL;
+    /* The partitions the table follows now: a key is in one of them only
+     * (partitions dropped are kept in the store but not served). */
+    for (int32_t p = 0; p < t->n_parts; p++) {
+        if (!atomic_load_explicit(&t->parts[p].wanted, memory_order_acquire))
+            continue;
+        rill_err_t err =
+            rill_store_read(t->store, t->topic, p, key, key_len, buf, buf_size, value_len);
+        if (err != RILL_ENOENT)
+            return err;
+    }
+    return RILL_ENOENT;
 }
 
 rill_store_t *rill_table_store(const rill_table_t *t)
@@ -596,23 +531,45 @@ rill_store_t *rill_table_store(const rill_table_t *t)
     return t ? t->store : NULL;
 }
 
-rill_err_t rill__table_lookup(rill_table_t *t, const void *key, size_t key_len,
+/* Look key (encoded behind prefix k, prefix_len bytes) up in txn. RILL_OK
+ * with *v and *vl, RILL_ENOENT, or the store's error. */
+static rill_err_t lookup_in(rill_table_t *t, void *txn, uint8_t *k, size_t prefix_len,
+                            const void *key, size_t key_len, const void **v, size_t *vl)
+{
+    memcpy(k + prefix_len, key, key_len);
+    return t->store->ops->get(txn, k, prefix_len + key_len, v, vl);
+}
+
+rill_err_t rill__table_lookup(rill_table_t *t, int32_t partition, const void *key, size_t key_len,
                               rill__table_found_fn *fn, void *opaque)
 {
     uint8_t k[RILL__ENCODED_KEY_MAX];
-    if (!key || key_len == 0 || key_len > RILL__KEY_MAX) {
+    int32_t from = 0, to = 0; /* the partitions searched, [from, to] */
+    if (t->partitioned) {
+        from = partition < 0 ? 0 : partition;
+        to = partition < 0 ? t->n_parts - 1 : partition;
+    }
+    if (!key || key_len == 0 || key_len > RILL__KEY_MAX || from >= t->n_parts) {
         fn(opaque, NULL, 0, 0); /* no table key is like it */
         return RILL_OK;
     }
-    memcpy(k, t->prefix, t->prefix_len);
-    memcpy(k + t->prefix_len, key, key_len);
     void *txn;
     rill_err_t err = t->store->ops->begin(t->store, 0, &txn, NULL, 0);
     if (err)
         return err;
     const void *v = NULL;
     size_t vl = 0;
-    err = t->store->ops->get(txn, k, t->prefix_len + key_len, &v, &vl);
+    err = RILL_ENOENT;
+    for (int32_t p = from; p <= to && err == RILL_ENOENT; p++) {
+        if (!t->partitioned) {
+            memcpy(k, t->prefix, t->prefix_len);
+        } else if (!atomic_load_explicit(&t->parts[p].wanted, memory_order_acquire)) {
+            continue; /* not followed: kept, if it was, but not served */
+        } else {
+            rill__state_prefix(k, RILL__NS_STATE, t->topic, p);
+        }
+        err = lookup_in(t, txn, k, t->prefix_len, key, key_len, &v, &vl);
+    }
     if (err == RILL_OK || err == RILL_ENOENT) {
         fn(opaque, err == RILL_OK ? v : NULL, err == RILL_OK ? vl : 0, err == RILL_OK);
         err = RILL_OK;
@@ -644,6 +601,9 @@ rill_err_t rill_table_stats(rill_table_t *t, rill_table_stats_t *out)
     out->keys = atomic_load_explicit(&t->keys, memory_order_relaxed);
     out->commits = atomic_load_explicit(&t->commits, memory_order_relaxed);
     out->partitions = t->n_parts;
+    out->followed = t->partitioned ? 0 : t->n_parts;
+    for (int32_t p = 0; t->partitioned && p < t->n_parts; p++) /* acquire: as joins read it */
+        out->followed += atomic_load_explicit(&t->parts[p].wanted, memory_order_acquire) != 0;
     out->caught_up = rill_table_caught_up(t);
     out->caught_up_ms =
         out->caught_up ? atomic_load_explicit(&t->caught_up_ms, memory_order_relaxed) : -1;

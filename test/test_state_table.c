@@ -13,9 +13,14 @@
  *                    emitted before it caught up), then joins every record;
  *                    inner drops (and confirms) records without a match,
  *                    left joins them with no value
- *   misuse           NULL arguments, a topic that does not exist, options
- *                    not built yet, a store already written, elements that
- *                    are not records: each a clear error, never a crash
+ *   misuse           NULL arguments, a topic that does not exist, a store
+ *                    already written, elements that are not records: each
+ *                    a clear error, never a crash
+ *   co-partitioned   a table that follows a source's fixed assignment holds
+ *                    and serves only those partitions and joins their
+ *                    records; two group members with a table each split
+ *                    the partitions and join every record with its key's
+ *                    value; a table nobody follows never catches up
  *
  * Table topics are loaded with the testkit's generator (kafka_kit.h):
  * record seq has key "key-<seq>" and a value starting "seq=<seq> ".
@@ -560,13 +565,6 @@ Test(state_table, bad_arguments_get_clear_errors, .timeout = 120)
                  RILL_EINVAL);
     cr_assert_not_null(strstr(err, "bootstrap.servers"), "%s", err);
 
-    /* Not built yet. */
-    rill_table_opts_t part = {.partitioned = 1};
-    cr_assert_eq(
-        rill_table_open(e.sys, "misuse-t", table_conf(&e, NULL), &part, &t, err, sizeof err),
-        RILL_EINVAL);
-    cr_assert_not_null(strstr(err, "only global tables"), "%s", err);
-
     /* A store has one writer: a second table over it is refused, and so
      * is a stateful stage. */
     rill_store_t *s = NULL;
@@ -724,5 +722,241 @@ Test(state_table, a_table_whose_store_is_full_fails_and_so_do_its_joins, .timeou
     rill_table_close(t);
     rill_store_close(s);
     rm_rf(dir);
+    kk_env_fini(&e);
+}
+
+/* ---- co-partitioned tables ----------------------------------------------- */
+
+#define CP_PARTS 4
+#define CP_KEYS  40
+
+/* Two co-partitioned topics: table records "ck-<i>" -> "tv-<i>", stream
+ * records of the same keys, both produced with RILL_PARTITION_ANY (the
+ * same partitioner puts a key in the same partition number of both).
+ * part[i] gets key i's partition, read back from both topics. */
+static void cp_setup(kk_env_t *e, const char *table_topic, const char *stream,
+                     int32_t part[CP_KEYS], char keys[CP_KEYS][16], char vals[CP_KEYS][16])
+{
+    kk_create_topic(e, table_topic, CP_PARTS);
+    kk_create_topic(e, stream, CP_PARTS);
+    rill_testkit_record_t tr[CP_KEYS], sr[CP_KEYS];
+    for (int i = 0; i < CP_KEYS; i++) {
+        snprintf(keys[i], 16, "ck-%d", i);
+        snprintf(vals[i], 16, "tv-%d", i);
+        tr[i] = rec(keys[i], vals[i]);
+        sr[i] = rec(keys[i], "order");
+        part[i] = -1;
+    }
+    produce(e, table_topic, tr, CP_KEYS);
+    produce(e, stream, sr, CP_KEYS);
+    const char *topics[] = {table_topic, stream};
+    for (int k = 0; k < 2; k++) {
+        rill_consumed_t *c = NULL;
+        char err[256] = "";
+        rill_testkit_opts_t o = {.timeout_ms = 30000};
+        cr_assert_eq(
+            rill_testkit_consume(e->boot, topics[k], RILL_CONSUME_TO_END, &o, &c, err, sizeof err),
+            RILL_OK, "%s", err);
+        cr_assert_eq(rill_consumed_count(c), CP_KEYS);
+        for (size_t j = 0; j < rill_consumed_count(c); j++) {
+            const rill_testkit_record_t *r = rill_consumed_at(c, j);
+            int i = atoi((const char *)r->key + 3);
+            cr_assert(k == 0 || part[i] == r->partition, "key %d: partition %d and %d", i,
+                      (int)part[i], (int)r->partition);
+            part[i] = r->partition;
+        }
+        rill_consumed_destroy(c);
+    }
+}
+
+static rill_table_t *open_partitioned(kk_env_t *e, const char *topic)
+{
+    rill_table_opts_t o = {.partitioned = 1};
+    return open_ok(e, topic, NULL, &o);
+}
+
+Test(state_table, a_co_partitioned_table_holds_and_joins_only_its_sources_partitions,
+     .timeout = 180)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    const char *table_topic = "cp-fixed-table", *stream = "cp-fixed-stream";
+    int32_t part[CP_KEYS];
+    char keys[CP_KEYS][16], vals[CP_KEYS][16];
+    cp_setup(&e, table_topic, stream, part, keys, vals);
+    size_t mine = 0;
+    for (int i = 0; i < CP_KEYS; i++)
+        mine += part[i] == 0 || part[i] == 2;
+    cr_assert(mine > 0 && mine < CP_KEYS, "the keys spread over the partitions");
+
+    rill_table_t *t = open_partitioned(&e, table_topic);
+    cr_assert_not(rill_table_caught_up(t), "nothing to follow yet");
+    rill_consumer_conf_t *c = kk_conf_new(e.boot, "cp-fixed-g", NULL);
+    char err[256] = "";
+    cr_assert_eq(
+        rill_consumer_conf_assign(c, stream, 0, RD_KAFKA_OFFSET_BEGINNING, err, sizeof err),
+        RILL_OK, "%s", err);
+    cr_assert_eq(
+        rill_consumer_conf_assign(c, stream, 2, RD_KAFKA_OFFSET_BEGINNING, err, sizeof err),
+        RILL_OK, "%s", err);
+    cr_assert_eq(rill_consumer_conf_follow_table(c, t), RILL_OK);
+    cr_assert_eq(rill_consumer_conf_follow_table(c, t), RILL_ESTATE, "one table per conf");
+    joined_t out = {.table = t};
+    pthread_mutex_init(&out.mu, NULL);
+    rill_pipeline_t *p = rill_pipeline_new(e.sys, "cp-fixed");
+    rill_pipeline_add(p, rill_kafka_source(c), NULL);
+    rill_pipeline_add(p, rill_stage_join(t, RILL_JOIN_INNER, NULL, join_fn, &out), NULL);
+    rill_pipeline_add(p, rill_sink_foreach(collect, &out), NULL);
+    cr_assert_eq(rill_pipeline_start(p, err, sizeof err), RILL_OK, "%s", err);
+    cr_assert_eq(rill_table_wait_caught_up(t, KK_WAIT_MS), RILL_OK);
+
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, joined_count(&out) == mine);
+    cr_assert(ok, "joined %zu of %zu", joined_count(&out), mine);
+    cr_assert_eq(atomic_load(&out.early), 0, "nothing was joined before the table caught up");
+    rill_table_stats_t s = stats_ok(t);
+    cr_assert_eq(s.followed, 2);
+    cr_assert_eq(s.keys, mine, "only the keys of partitions 0 and 2");
+    for (int i = 0; i < CP_KEYS; i++) {
+        int held = part[i] == 0 || part[i] == 2;
+        cr_assert(has_value(t, keys[i], held ? vals[i] : NULL), "%s (partition %d)", keys[i],
+                  (int)part[i]);
+        char want[48], buf[16];
+        snprintf(want, sizeof want, "%.15s|%.15s", keys[i], vals[i]);
+        cr_assert_eq(joined_has(&out, want), held, "%s joined: %d", want, held);
+        size_t len = 0;
+        rill_err_t r = rill_store_read(rill_table_store(t), table_topic, part[i], keys[i],
+                                       strlen(keys[i]), buf, sizeof buf, &len);
+        cr_assert_eq(r, held ? RILL_OK : RILL_ENOENT, "%s is the state of (topic, %d)", keys[i],
+                     (int)part[i]);
+    }
+    drain_ok(p);
+    /* The run's end revoked the partitions: kept in the store, not served. */
+    cr_assert_eq(stats_ok(t).followed, 0);
+    for (int i = 0; i < CP_KEYS; i++)
+        cr_assert(has_value(t, keys[i], NULL));
+    rill_table_close(t);
+    joined_free(&out);
+    kk_env_fini(&e);
+}
+
+Test(state_table, two_group_members_split_the_partitions_and_join_every_record, .timeout = 240)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    const char *table_topic = "cp-group-table", *stream = "cp-group-stream";
+    int32_t part[CP_KEYS];
+    char keys[CP_KEYS][16], vals[CP_KEYS][16];
+    cp_setup(&e, table_topic, stream, part, keys, vals);
+    /* The mock rebalances a group whose member left only after
+     * session.timeout.ms - 1 s (LIBRDKAFKA-NOTES): short. The group has
+     * no committed offsets: from the beginning. */
+    const char *kv[] = {
+        "session.timeout.ms", "6000", "heartbeat.interval.ms", "500", "auto.offset.reset",
+        "earliest",           NULL};
+    rill_table_t *t[2];
+    joined_t out[2];
+    rill_pipeline_t *p[2];
+    for (int m = 0; m < 2; m++) {
+        t[m] = open_partitioned(&e, table_topic);
+        out[m] = (joined_t){.table = t[m]};
+        pthread_mutex_init(&out[m].mu, NULL);
+        rill_consumer_conf_t *c = kk_conf_new(e.boot, "cp-group-g", kv);
+        kk_conf_subscribe1(c, stream);
+        cr_assert_eq(rill_consumer_conf_follow_table(c, t[m]), RILL_OK);
+        p[m] = rill_pipeline_new(e.sys, m ? "cp-group-b" : "cp-group-a");
+        rill_pipeline_add(p[m], rill_kafka_source(c), NULL);
+        rill_pipeline_add(p[m], rill_stage_join(t[m], RILL_JOIN_INNER, NULL, join_fn, &out[m]),
+                          NULL);
+        rill_pipeline_add(p[m], rill_sink_foreach(collect, &out[m]), NULL);
+        char err[256] = "";
+        cr_assert_eq(rill_pipeline_start(p[m], err, sizeof err), RILL_OK, "%s", err);
+    }
+    /* Every stream record is joined (inner: only with a match), whichever
+     * member had its partition when. */
+    int ok;
+    size_t total = 0;
+    KK_WAIT_UNTIL(ok, 90000,
+                  (total = joined_count(&out[0]) + joined_count(&out[1]),
+                   total >= CP_KEYS && stats_ok(t[0]).followed > 0 && stats_ok(t[1]).followed > 0 &&
+                       rill_table_caught_up(t[0]) && rill_table_caught_up(t[1])));
+    cr_assert(ok, "joined %zu of %d; followed %d and %d", total, CP_KEYS,
+              (int)stats_ok(t[0]).followed, (int)stats_ok(t[1]).followed);
+    cr_assert_eq(stats_ok(t[0]).followed + stats_ok(t[1]).followed, CP_PARTS,
+                 "the members split the partitions");
+    for (int i = 0; i < CP_KEYS; i++) {
+        char want[48];
+        snprintf(want, sizeof want, "%.15s|%.15s", keys[i], vals[i]);
+        cr_assert(joined_has(&out[0], want) || joined_has(&out[1], want), "missing %s", want);
+        /* Each key is served by the one table that follows its partition. */
+        int in0 = has_value(t[0], keys[i], vals[i]), in1 = has_value(t[1], keys[i], vals[i]);
+        cr_assert(in0 != in1, "%s (partition %d): table a %d, table b %d", keys[i], (int)part[i],
+                  in0, in1);
+    }
+    for (int m = 0; m < 2; m++) {
+        pthread_mutex_lock(&out[m].mu);
+        for (size_t k = 0; k < out[m].n; k++) {
+            int i = atoi(out[m].v[k] + 3);
+            char want[48];
+            snprintf(want, sizeof want, "%.15s|%.15s", keys[i], vals[i]);
+            cr_assert_str_eq(out[m].v[k], want, "joined with its key's value");
+        }
+        pthread_mutex_unlock(&out[m].mu);
+    }
+    for (int m = 0; m < 2; m++)
+        drain_ok(p[m]);
+    for (int m = 0; m < 2; m++) {
+        rill_table_close(t[m]);
+        joined_free(&out[m]);
+    }
+    kk_env_fini(&e);
+}
+
+Test(state_table, a_co_partitioned_table_nobody_follows_never_catches_up, .timeout = 120)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    const char *topic = "cp-alone";
+    kk_create_topic(&e, topic, CP_PARTS);
+    rill_testkit_record_t r[] = {rec("a", "1"), rec("b", "2")};
+    produce(&e, topic, r, 2);
+    rill_table_t *t = open_partitioned(&e, topic);
+    cr_assert_eq(rill_table_wait_caught_up(t, 1500), RILL_ETIMEDOUT);
+    cr_assert_not(rill_table_caught_up(t));
+    rill_table_stats_t s = stats_ok(t);
+    cr_assert_eq(s.followed, 0);
+    cr_assert_eq(s.records, 0, "it reads nothing");
+    cr_assert_eq(s.caught_up_ms, -1);
+    cr_assert(has_value(t, "a", NULL), "no partition is served");
+    rill_table_close(t);
+    kk_env_fini(&e);
+}
+
+static void other_rebalance(void *opaque, rill_rebalance_event_t ev,
+                            const rd_kafka_topic_partition_list_t *parts)
+{
+    (void)opaque;
+    (void)ev;
+    (void)parts;
+}
+
+Test(state_table, following_a_table_refuses_bad_arguments, .timeout = 120)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    kk_create_topic(&e, "cp-misuse", 2);
+    rill_table_t *cp = open_partitioned(&e, "cp-misuse");
+    rill_table_t *global = open_ok(&e, "cp-misuse", NULL, NULL);
+    rill_consumer_conf_t *c = kk_conf_new(e.boot, "cp-misuse-g", NULL);
+    cr_assert_eq(rill_consumer_conf_follow_table(NULL, cp), RILL_EINVAL);
+    cr_assert_eq(rill_consumer_conf_follow_table(c, NULL), RILL_EINVAL);
+    cr_assert_eq(rill_consumer_conf_follow_table(c, global), RILL_EINVAL, "a global table");
+    cr_assert_eq(rill_consumer_conf_set_rebalance_cb(c, other_rebalance, NULL), RILL_OK);
+    cr_assert_eq(rill_consumer_conf_follow_table(c, cp), RILL_ESTATE, "a rebalance callback");
+    rill_consumer_conf_destroy(c);
+    cr_assert_eq(stats_ok(cp).followed, 0);
+    cr_assert_eq(stats_ok(global).followed, 2);
+    rill_table_close(global);
+    rill_table_close(cp);
     kk_env_fini(&e);
 }

@@ -380,6 +380,24 @@ RILL_API rill_stage_t *rill_stage_window(rill_store_t *store, const rill_window_
  * ...) read it too; each partition's offset is stored as a stateful
  * stage's is (rill_store_offset()). Records without a key, or with one of
  * more than 400 bytes, are skipped (counted in rill_table_stats_t.skipped).
+ *
+ * CO-PARTITIONED TABLES (opts.partitioned = 1; Kafka Streams' KTable in a
+ * stream-table join): the table topic and the stream's input topic have
+ * the same partition count and partition keys alike (produced with the
+ * same keys and the default partitioner), and the table reads only
+ * partition p of its topic while a source made from a conf that follows it
+ * (rill_consumer_conf_follow_table()) holds a partition numbered p. A
+ * partition the table starts to follow (or that a source is assigned
+ * again) is read from the offset stored with it (or its beginning) and is
+ * caught up once read up to the end offset of that moment; the table is
+ * caught up (rill_table_caught_up()) while a follower has reported an
+ * assignment and every partition it follows is caught up, so it goes back
+ * to 0 when a source is assigned a partition, and a co-partitioned table
+ * that no source follows never catches up. Its keys of partition p are
+ * the state of (T, p). A partition no follower holds any more (revoked,
+ * lost, or the end of a run) is dropped: its keys and offset stay in the
+ * store but are not served (rill_table_get() and the joins skip it), and
+ * if it comes back the table goes on from where it was.
  */
 typedef struct rill_table rill_table_t;
 
@@ -394,8 +412,8 @@ typedef void rill_table_caught_up_fn(void *opaque, rill_table_t *table);
  * global table in an in-memory store of its own. */
 typedef struct rill_table_opts {
     /** 0: a global table (every partition of the topic, on every
-     * instance). 1: a co-partitioned table (the partitions of a stream's
-     * source only): not built yet, refused with RILL_EINVAL. */
+     * instance). 1: a co-partitioned table (the partitions of its
+     * followers' sources only: rill_consumer_conf_follow_table()). */
     int partitioned;
     /** Where the table lives: NULL = an in-memory store of its own. A
      * store given here must outlive the table, and nothing else may write
@@ -422,10 +440,11 @@ typedef struct rill_table_opts {
  * if conf has none, and nothing is ever committed). Takes conf, also on
  * error. Before it returns, it reads the topic's partitions and each
  * one's end offset (the high watermark): the table has caught up once it
- * has read every partition up to those offsets.
+ * has read every partition up to those offsets (a co-partitioned table
+ * reads nothing before a follower tells it its partitions).
  * @return RILL_OK and *out; RILL_EINVAL (a NULL argument, a bad topic
- * name, a configuration librdkafka refuses or without bootstrap.servers,
- * opts.partitioned); RILL_ENOENT (the topic does not exist); RILL_ESTATE
+ * name, a configuration librdkafka refuses or without bootstrap.servers);
+ * RILL_ENOENT (the topic does not exist); RILL_ESTATE
  * (opts.store is written by a stage or another table); RILL_ETIMEDOUT (the
  * cluster did not answer within open_timeout_ms); RILL_EKAFKA; RILL_ENOMEM.
  * errstr says which, naming the topic.
@@ -444,9 +463,25 @@ RILL_API rill_err_t rill_table_open(rill_system_t *sys, const char *topic,
 RILL_API void rill_table_close(rill_table_t *table);
 
 /**
+ * Make the sources made from conf tell a co-partitioned table their
+ * assignment: the table reads partition p of its topic while such a source
+ * holds a partition numbered p (of any of its topics). Uses conf's
+ * rebalance callback (RILL_ESTATE if one is set: one table per conf). The
+ * table must outlive every source made from conf. Several confs may follow
+ * one table (the partitions any of their sources hold are followed).
+ * @return RILL_OK; RILL_EINVAL (NULL, or a global table); RILL_ESTATE.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_consumer_conf_follow_table(rill_consumer_conf_t *conf,
+                                                    rill_table_t *table);
+
+/**
  * Non-zero once the table has read (and committed to its store) every
  * partition up to the end offset it saw when it was opened; partitions
- * that were empty then count at once. It stays so after. 0 for NULL.
+ * that were empty then count at once. It stays so after. A co-partitioned
+ * table's: while every partition it follows is caught up (see "CO-
+ * PARTITIONED TABLES" above; 0 until a follower reported an assignment).
+ * 0 for NULL.
  * @locality any thread.
  */
 RILL_API int rill_table_caught_up(const rill_table_t *table);
@@ -461,7 +496,8 @@ RILL_API rill_err_t rill_table_wait_caught_up(rill_table_t *table, int timeout_m
 
 /**
  * The table's committed value of key, copied into buf (up to buf_size
- * bytes; *value_len gets the whole length, which may be larger).
+ * bytes; *value_len gets the whole length, which may be larger). A
+ * co-partitioned table searches the partitions it follows now.
  * @return RILL_OK; RILL_ENOENT (no such key); RILL_EINVAL (NULL arguments,
  * a key of 0 or more than 400 bytes).
  * @locality any thread (a read transaction of its own).
@@ -470,17 +506,21 @@ RILL_API rill_err_t rill_table_get(rill_table_t *table, const void *key, size_t 
                                    size_t buf_size, size_t *value_len);
 
 /** The table's store (its own, or opts.store): for rill_store_scan() of
- * (topic, 0). @locality any thread. */
+ * (topic, 0), or (topic, p) for a co-partitioned table. @locality any
+ * thread. */
 RILL_API rill_store_t *rill_table_store(const rill_table_t *table);
 
 /** A table's counters. */
 typedef struct rill_table_stats {
-    uint64_t records;     /**< records applied (values and tombstones) */
-    uint64_t deletes;     /**< tombstones that deleted a key */
-    uint64_t skipped;     /**< records without a key, or with one too long */
-    uint64_t keys;        /**< keys in the table now */
-    uint64_t commits;     /**< write transactions committed */
-    int32_t partitions;   /**< partitions of the topic */
+    uint64_t records;   /**< records applied (values and tombstones) */
+    uint64_t deletes;   /**< tombstones that deleted a key */
+    uint64_t skipped;   /**< records without a key, or with one too long */
+    uint64_t keys;      /**< keys in the table now */
+    uint64_t commits;   /**< write transactions committed */
+    int32_t partitions; /**< partitions of the topic */
+    /** Partitions the table follows now: all of them for a global table,
+     * those its followers' sources hold for a co-partitioned one. */
+    int32_t followed;
     int caught_up;        /**< rill_table_caught_up() */
     int64_t caught_up_ms; /**< from the open to caught up, in ms; -1 while not */
     /** RILL_OK, or why the table stopped reading (a store full, a commit
@@ -536,7 +576,12 @@ typedef struct rill_join_opts {
  * a table that has not read what it had when the stream started; then it
  * joins them, in order. Elements are joined with the table as it is when
  * they are processed (not as of their timestamps). The table must outlive
- * every run of the stage.
+ * every run of the stage. Over a co-partitioned table, a Kafka record of
+ * partition p waits for the table's partition p only and is looked up
+ * there (a key function must give keys partitioned as the record's; a
+ * partition the table does not follow has no match); another element
+ * waits until the table is caught up and is looked up in every partition
+ * it follows. Until a follower reported an assignment, everything waits.
  * @locality any thread.
  */
 RILL_API rill_stage_t *rill_stage_join(rill_table_t *table, rill_join_type_t type,
