@@ -760,7 +760,9 @@ static void cp_setup(kk_env_t *e, const char *table_topic, const char *stream,
         cr_assert_eq(rill_consumed_count(c), CP_KEYS);
         for (size_t j = 0; j < rill_consumed_count(c); j++) {
             const rill_testkit_record_t *r = rill_consumed_at(c, j);
-            int i = atoi((const char *)r->key + 3);
+            char key[32] = "";
+            memcpy(key, r->key, r->key_len < sizeof(key) - 1 ? r->key_len : sizeof(key) - 1);
+            int i = atoi(key + 3); /* the record's key is not a string */
             cr_assert(k == 0 || part[i] == r->partition, "key %d: partition %d and %d", i,
                       (int)part[i], (int)r->partition);
             part[i] = r->partition;
