@@ -168,6 +168,9 @@ void rill__table_follow_publish(rill_table_t *t)
             all = 0;
     }
     int was = atomic_load_explicit(&t->caught_up, memory_order_relaxed);
+    if (all && !was && !t->told_once) /* the time before the flag publishes it */
+        atomic_store_explicit(&t->caught_up_ms, rill__now_ms() - t->opened_ms,
+                              memory_order_relaxed);
     if (all != was)
         atomic_store_explicit(&t->caught_up, all, memory_order_release);
     pthread_mutex_unlock(&t->fmu);

@@ -19,13 +19,18 @@ static void table_signal(rill_table_t *t)
 /* The table has caught up: wake the waiters; the first time, the callbacks. */
 void rill__table_mark_caught_up(rill_table_t *t)
 {
+    int first = !t->told_once;
+    /* The time first: the flag's release store below publishes it to a
+     * reader that sees the flag (rill_table_stats right after a wait). */
+    if (first)
+        atomic_store_explicit(&t->caught_up_ms, rill__now_ms() - t->opened_ms,
+                              memory_order_relaxed);
     if (!t->partitioned)
         atomic_store_explicit(&t->caught_up, 1, memory_order_release);
     table_signal(t);
-    if (t->told_once)
+    if (!first)
         return;
     t->told_once = 1;
-    atomic_store_explicit(&t->caught_up_ms, rill__now_ms() - t->opened_ms, memory_order_relaxed);
     if (t->opts.on_caught_up)
         t->opts.on_caught_up(t->opts.opaque, t);
     if (t->opts.notify.id != 0) {
