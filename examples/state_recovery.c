@@ -278,7 +278,7 @@ int main(int argc, char **argv)
     if (sl <= 0)
         return 1;
     self[sl] = '\0';
-    child_t a, b;
+    child_t a = {-1, NULL}, b = {-1, NULL};
     int ok = spawn(&a, self, "a", boot, dir_a, rate_s) == 0 && wait_line(&a, "processed") == 0 &&
              spawn(&b, self, "b", boot, dir_b, rate_s) == 0 && wait_line(&b, "processed") == 0;
     if (ok) {
