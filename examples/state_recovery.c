@@ -115,6 +115,10 @@ static int instance(const char *name, const char *boot, const char *dir, long ra
         rill_consumer_conf_set(cc, "group.id", "state-recovery", err, sizeof(err)) ||
         rill_consumer_conf_set(cc, "session.timeout.ms", "6000", err, sizeof(err)) ||
         rill_consumer_conf_set(cc, "heartbeat.interval.ms", "500", err, sizeof(err)) ||
+        /* Eager: the embedded broker's cooperative rebalances lose their
+         * assignment and join again every few seconds (LIBRDKAFKA-NOTES),
+         * so instance b could get no partition while a still runs. */
+        rill_consumer_conf_set(cc, "partition.assignment.strategy", "range", err, sizeof(err)) ||
         rill_consumer_conf_subscribe(cc, topics, 1, err, sizeof(err)) ||
         rill_consumer_conf_set_rebalance_cb(cc, on_rebalance, (void *)name) ||
         rill_consumer_conf_use_store(cc, store)) {
@@ -319,6 +323,9 @@ int main(int argc, char **argv)
         }
         rill_store_close(s);
     }
+    if (!ok)
+        printf("FAILED: instance b %s\n",
+               b.pid > 0 ? "processed nothing while a ran, or did not end" : "did not start");
     printf("\nsummary\n");
     printf("  payments                     %ld over %d accounts, %d partitions\n", payments, KEYS,
            PARTS);
