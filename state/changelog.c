@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "../actors/util.h"
 #include "changelog.h"
@@ -169,13 +168,6 @@ fail:
 
 /* ----------------------------------------------------------------- restore */
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* An int64 of the store under (ns, topic, partition): RILL_OK, RILL_ENOENT. */
 static rill_err_t read_i64(rill_store_t *s, int ns, const char *topic, int32_t partition,
                            int64_t *out)
@@ -244,9 +236,9 @@ static rill_err_t read_changelog(struct rill__changelog *cl, rd_kafka_t *rk, con
                           cl->topic, (int)partition, rd_kafka_err2str(kerr));
     rill__cl_batch_t open = {0}; /* changes of the transaction being read */
     rill_err_t err = RILL_OK;
-    int64_t pos = from, deadline = mono_ms() + 60000;
+    int64_t pos = from, deadline = rill__now_ms() + 60000;
     while (pos < end && !err) {
-        if (mono_ms() > deadline) {
+        if (rill__now_ms() > deadline) {
             err = rill__fail(RILL_ETIMEDOUT, errstr, errstr_size,
                              "changelog %s [%d]: not read to %lld within 60 s (at %lld)", cl->topic,
                              (int)partition, (long long)end, (long long)pos);
