@@ -68,7 +68,8 @@ enum rill__msgtype {
     RILL__CONSUMER_TICK,                             /* repeating timer */
     RILL__CONSUMER_STATS,                            /* ask: reply with a rill_consumer_stats_t */
     RILL__CONSUMER_IDLE_COMMIT,                      /* one-shot timer: see idle_commit() */
-    RILL__CONSUMER_LAST = RILL__CONSUMER_IDLE_COMMIT,
+    RILL__CONSUMER_START,                            /* a later start (source_later.c) */
+    RILL__CONSUMER_LAST = RILL__CONSUMER_START,
 
     /* Kafka producer (kafka/producer.c) */
     RILL__PRODUCER_WAKE = RILL_MSG_STREAM_LAST + 80, /* 207: the main queue has delivery reports */

@@ -234,7 +234,7 @@ static void handle_error_msg(ksrc_t *k, rd_kafka_message_t *m)
 static void take_record(ksrc_t *k, rd_kafka_message_t *m)
 {
     rill__tpart_t *p = rill__ksrc_part_of_msg(k, m);
-    if (!p || p->revoking || !rill__tracker_polled(p, m->offset) ||
+    if (!p || p->revoking || p->start_wait || !rill__tracker_polled(p, m->offset) ||
         !rill__tracker_fresh(p, m->offset)) {
         /* Not ours (any more), from before a seek back, or, after a seek
          * back for a redelivery, a record that is confirmed or out. */
@@ -491,8 +491,11 @@ static void reply_stats(ksrc_t *k, rill_msg_t *msg)
         snprintf(s->last_error, sizeof(s->last_error), "%s", h->last_error);
     }
     s->revoking = 0;
-    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p; p = rill__tracker_next(&k->tr, p))
+    for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p;
+         p = rill__tracker_next(&k->tr, p)) {
         s->revoking += p->revoking ? 1u : 0u;
+        s->waiting += p->start_wait ? 1u : 0u;
+    }
     rill_msg_t r = {.type = K_STATS, .payload = s, .dtor = free};
     if (rill_reply(k->st->ctx, msg, &r) != RILL_OK)
         free(s);
@@ -554,6 +557,9 @@ static void ksrc_on_msg(rill__stage_t *st, rill_msg_t *msg)
         break;
     case K_IDLE_COMMIT:
         k->idle_commit_timer = 0; /* rill__ksrc_idle_commit() below */
+        break;
+    case K_START:
+        rill__ksrc_later_msg(k, msg);
         break;
     case RILL_MSG_DELIVERY:
         dlq_result(k, msg->payload, msg->arg);
@@ -647,6 +653,7 @@ static void ksrc_end_run(ksrc_t *k)
     int64_t deadline = now_ms() + (int64_t)o->shutdown_ms;
     k->closing = 1;
     rill__kq_stop(&k->kq);
+    rill__ksrc_later_end(k); /* no start is taken any more */
     /* Notices a stop overtook are still in the mailbox. */
     rill__ctx_drain_mailbox(st->ctx, drained_msg, k);
     if (k->revoking)

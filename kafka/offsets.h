@@ -90,6 +90,9 @@ typedef struct rill__tpart {
     int64_t purge_from;
     const void *handle; /* owner's: e.g. a topic object, for fast lookup */
     int revoking;       /* owner's: being released, emits nothing more */
+    /* owner's: held paused until the assigned callback tells its start
+     * (RILL_OFFSET_LATER): the assignment that will (NULL: none). */
+    void *start_wait;
     /* owner's: records it polled and dropped unemitted (a run ending): the
      * lowest offset of them, where a next run must go on. */
     int dropped;

@@ -16,6 +16,7 @@
 #define K_TICK         RILL__CONSUMER_TICK
 #define K_STATS        RILL__CONSUMER_STATS
 #define K_IDLE_COMMIT  RILL__CONSUMER_IDLE_COMMIT
+#define K_START        RILL__CONSUMER_START
 
 #define TICK_MS          100
 #define MAX_PARTS        4096u
@@ -73,6 +74,11 @@ typedef struct ksrc {
     uint64_t q_min_msgs, q_max_bytes, bytes_polled;
     int fetcher_full;
     uint64_t polled_at_tick; /* stats.polled at the last tick */
+
+    /* The assignments (rill_assignment_t) some partition waits under
+     * for its start (source_later.c), with a reference each. */
+    rill_assignment_t **later;
+    size_t n_later, cap_later;
 
     rill_consumer_stats_t stats;
 } ksrc_t;
@@ -141,5 +147,24 @@ int rill__ksrc_pause_due(ksrc_t *k);
 void rill__ksrc_nudge(ksrc_t *k);
 /* Where each partition goes on in the next run (NULL without memory). */
 rd_kafka_topic_partition_list_t *rill__ksrc_resume_list(ksrc_t *k);
+
+/* ---- source_later.c: starts the assigned callback tells later ---- */
+
+/* Ask the assigned callback where parts start (0, or -1 after failing the
+ * stage); partitions it left RILL_OFFSET_LATER get
+ * RD_KAFKA_OFFSET_INVALID in parts and are noted for
+ * rill__ksrc_later_hold(). */
+int rill__ksrc_ask_assigned(ksrc_t *k, rd_kafka_topic_partition_list_t *parts);
+/* After the partitions were tracked and taken: hold the noted ones
+ * paused until their answer. */
+void rill__ksrc_later_hold(ksrc_t *k);
+/* A K_START message: an answer (seek and let fetch), or a failure. */
+void rill__ksrc_later_msg(ksrc_t *k, rill_msg_t *msg);
+/* A tracked partition goes: it waits no more. */
+void rill__ksrc_later_forget(ksrc_t *k, rill__tpart_t *p);
+/* Resume every assigned partition but those waiting. */
+void rill__ksrc_resume_ready(ksrc_t *k, rd_kafka_topic_partition_list_t *parts);
+/* The run ends: no answer is taken any more. */
+void rill__ksrc_later_end(ksrc_t *k);
 
 #endif /* RILL_KAFKA_SOURCE_H */

@@ -47,6 +47,7 @@ static void part_remove(ksrc_t *k, rill__tpart_t *p)
 {
     if (k->last_hit == p)
         k->last_hit = NULL;
+    rill__ksrc_later_forget(k, p);
     rill__tracker_remove(&k->tr, p);
 }
 
@@ -313,7 +314,7 @@ void rill__ksrc_set_paused(ksrc_t *k, int pause)
         if (pause)
             rd_kafka_pause_partitions(k->rk, a);
         else
-            rd_kafka_resume_partitions(k->rk, a);
+            rill__ksrc_resume_ready(k, a); /* not those waiting for their start */
         rd_kafka_topic_partition_list_destroy(a);
     }
     k->paused = pause;
@@ -364,23 +365,11 @@ static int track_assigned(ksrc_t *k, const rd_kafka_topic_partition_list_t *part
     return 0;
 }
 
-/* The application's assigned callback: where each partition starts.
- * 0, or -1 after failing the stage. */
-static int ask_assigned_cb(ksrc_t *k, rd_kafka_topic_partition_list_t *parts)
-{
-    rill_consumer_conf_t *c = k->conf;
-    if (c->assigned_cb && c->assigned_cb(c->assigned_opaque, parts)) {
-        rill__stage_fail(k->st, RILL_ESTATE, "the assigned callback refused the assignment");
-        return -1;
-    }
-    return 0;
-}
-
 static void on_assign(ksrc_t *k, rd_kafka_topic_partition_list_t *parts)
 {
     for (int i = 0; k->conf->assigned_cb && i < parts->cnt; i++)
         parts->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
-    if (ask_assigned_cb(k, parts) || track_assigned(k, parts))
+    if (rill__ksrc_ask_assigned(k, parts) || track_assigned(k, parts))
         return;
     rd_kafka_error_t *e = rill__kafka_take(k->rk, parts);
     if (e) {
@@ -393,10 +382,11 @@ static void on_assign(ksrc_t *k, rd_kafka_topic_partition_list_t *parts)
      * assign, and ours may have ended in between (a partition let go while
      * paused, resumed with an assignment that no longer held it), so one
      * assigned again would stay paused, held and never fetched. */
+    rill__ksrc_later_hold(k); /* those waiting for their start: paused */
     if (k->paused)
         rd_kafka_pause_partitions(k->rk, parts);
     else
-        rd_kafka_resume_partitions(k->rk, parts);
+        rill__ksrc_resume_ready(k, parts);
     rill__ksrc_observe(k, RILL_REBALANCE_ASSIGNED, parts);
 }
 
@@ -659,7 +649,7 @@ void rill__ksrc_first_start(ksrc_t *k)
      * ones first (a logical start offset costs librdkafka 2.0.2 a 500 ms
      * offset-query timer), then assign. */
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(c->fixed);
-    if (check_fixed_exist(k, l) || ask_assigned_cb(k, l)) {
+    if (check_fixed_exist(k, l) || rill__ksrc_ask_assigned(k, l)) {
         rd_kafka_topic_partition_list_destroy(l);
         return;
     }
@@ -711,6 +701,8 @@ void rill__ksrc_first_start(ksrc_t *k)
     if (track_assigned(k, l) == 0) {
         err = rd_kafka_assign(k->rk, l);
         if (!err)
+            rill__ksrc_later_hold(k);
+        if (!err)
             rill__ksrc_observe(k, RILL_REBALANCE_ASSIGNED, l);
         else
             rill__stage_fail(k->st, RILL_EKAFKA, "assign: %s", rd_kafka_err2str(err));
@@ -737,11 +729,12 @@ void rill__ksrc_resume_start(ksrc_t *k)
             resume ? rd_kafka_topic_partition_list_find(resume, tp->topic, tp->partition) : NULL;
         tp->offset = r ? r->offset : RD_KAFKA_OFFSET_INVALID;
     }
-    if (a->cnt && (ask_assigned_cb(k, a) || track_assigned(k, a))) {
+    if (a->cnt && (rill__ksrc_ask_assigned(k, a) || track_assigned(k, a))) {
         rd_kafka_topic_partition_list_destroy(a);
         return;
     }
-    rd_kafka_resume_partitions(k->rk, a);
+    rill__ksrc_later_hold(k); /* those waiting for their start stay paused */
+    rill__ksrc_resume_ready(k, a);
     /* After the resume: a resumed partition fetches from where the last
      * run's polls got to; the seek moves it back (and what was fetched
      * before it is discarded). */

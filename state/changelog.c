@@ -73,6 +73,7 @@ void rill__changelog_free(struct rill__changelog *cl)
 {
     if (!cl)
         return;
+    rill__restorer_stop(cl);
     while (cl->pending) {
         rill__restored_t *r = cl->pending;
         cl->pending = r->next;
@@ -88,6 +89,8 @@ void rill__changelog_free(struct rill__changelog *cl)
     free(cl->topic);
     pthread_mutex_destroy(&cl->lock);
     pthread_mutex_destroy(&cl->read_lock);
+    pthread_mutex_destroy(&cl->jobs_lock);
+    pthread_cond_destroy(&cl->jobs_cv);
     free(cl);
 }
 
@@ -140,6 +143,9 @@ rill_err_t rill_store_set_changelog(rill_store_t *store, const char *topic,
     }
     pthread_mutex_init(&cl->lock, NULL);
     pthread_mutex_init(&cl->read_lock, NULL);
+    pthread_mutex_init(&cl->jobs_lock, NULL);
+    pthread_cond_init(&cl->jobs_cv, NULL);
+    cl->jobs_tail = &cl->jobs;
     for (size_t i = 0; i < n; i++)
         if (!(cl->conf[i] = strdup(kafka_conf[i]))) {
             rill__changelog_free(cl);
@@ -219,10 +225,10 @@ static rd_kafka_t *reader_of(struct rill__changelog *cl, char *errstr, size_t er
  * complete transactions of (topic, partition) in r->changes; *last_offset
  * and *position: the input offset and the changelog position after the
  * last complete one (unchanged if there is none). */
-static rill_err_t read_changelog(struct rill__changelog *cl, rd_kafka_t *rk, const char *topic,
-                                 int32_t partition, int64_t from, int64_t end, rill__restored_t *r,
-                                 int64_t *last_offset, int64_t *position, char *errstr,
-                                 size_t errstr_size)
+static rill_err_t read_changelog(struct rill__changelog *cl, rill_assignment_t *asg, rd_kafka_t *rk,
+                                 const char *topic, int32_t partition, int64_t from, int64_t end,
+                                 rill__restored_t *r, int64_t *last_offset, int64_t *position,
+                                 char *errstr, size_t errstr_size)
 {
     uint8_t sp[RILL__ENCODED_KEY_MAX], op[RILL__ENCODED_KEY_MAX];
     size_t spl = rill__state_prefix(sp, RILL__NS_STATE, topic, partition);
@@ -237,7 +243,14 @@ static rill_err_t read_changelog(struct rill__changelog *cl, rd_kafka_t *rk, con
     rill__cl_batch_t open = {0}; /* changes of the transaction being read */
     rill_err_t err = RILL_OK;
     int64_t pos = from, deadline = rill__now_ms() + 60000;
-    while (pos < end && !err) {
+    for (unsigned n = 0; pos < end && !err; n++) {
+        /* Still wanted? (every 1,024 records, and on each empty poll) */
+        if (n % 1024 == 0 && ((asg && !rill_assignment_waiting(asg, topic, partition)) ||
+                              atomic_load_explicit(&cl->restorer_stop, memory_order_relaxed))) {
+            err = rill__fail(RILL_ESTOPPED, errstr, errstr_size, "%s [%d]: no longer assigned",
+                             topic, (int)partition);
+            break;
+        }
         if (rill__now_ms() > deadline) {
             err = rill__fail(RILL_ETIMEDOUT, errstr, errstr_size,
                              "changelog %s [%d]: not read to %lld within 60 s (at %lld)", cl->topic,
@@ -245,8 +258,10 @@ static rill_err_t read_changelog(struct rill__changelog *cl, rd_kafka_t *rk, con
             break;
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
-        if (!m)
+        if (!m) {
+            n = 1023; /* check at the next turn */
             continue;
+        }
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             pos = m->offset > pos ? m->offset : pos;
         } else if (m->err) {
@@ -293,8 +308,9 @@ static rill_err_t read_changelog(struct rill__changelog *cl, rd_kafka_t *rk, con
     return err;
 }
 
-rill_err_t rill__changelog_restore(rill_store_t *s, const char *topic, int32_t partition,
-                                   int64_t *offset, char *errstr, size_t errstr_size)
+rill_err_t rill__changelog_restore(rill_store_t *s, rill_assignment_t *asg, const char *topic,
+                                   int32_t partition, int64_t *offset, char *errstr,
+                                   size_t errstr_size)
 {
     struct rill__changelog *cl = s->cl;
     int64_t local = RD_KAFKA_OFFSET_BEGINNING, position = -1;
@@ -337,8 +353,8 @@ rill_err_t rill__changelog_restore(rill_store_t *s, const char *topic, int32_t p
     r->partition = partition;
     atomic_fetch_add_explicit(&cl->restoring, 1, memory_order_relaxed);
     int64_t last = -1, newpos = -1;
-    err =
-        read_changelog(cl, rk, topic, partition, from, hi, r, &last, &newpos, errstr, errstr_size);
+    err = read_changelog(cl, asg, rk, topic, partition, from, hi, r, &last, &newpos, errstr,
+                         errstr_size);
     atomic_fetch_sub_explicit(&cl->restoring, 1, memory_order_relaxed);
     pthread_mutex_unlock(&cl->read_lock);
     if (!err && last >= 0) {

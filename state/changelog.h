@@ -56,6 +56,14 @@ typedef struct rill__restored {
     struct rill__restored *next;
 } rill__restored_t;
 
+/* A restore the restorer thread is to run (restorer.c). */
+typedef struct rill__restore_job {
+    rill_assignment_t *asg; /* a reference */
+    char *topic;
+    int32_t partition;
+    struct rill__restore_job *next;
+} rill__restore_job_t;
+
 struct rill__changelog {
     char *topic;
     char **conf;               /* "key", "value", ..., NULL */
@@ -66,6 +74,13 @@ struct rill__changelog {
     rd_kafka_t *reader; /* the restore's client, made on first use */
     _Atomic uint64_t sent, restored, restores;
     _Atomic uint32_t restoring;
+    /* The restorer thread (restorer.c), started on the first job. */
+    pthread_mutex_t jobs_lock;
+    pthread_cond_t jobs_cv;
+    rill__restore_job_t *jobs, **jobs_tail;
+    pthread_t restorer;
+    int restorer_started;      /* under jobs_lock */
+    _Atomic int restorer_stop; /* set under jobs_lock */
 };
 
 void rill__changelog_free(struct rill__changelog *cl);
@@ -75,12 +90,24 @@ void rill__changelog_stats(struct rill__changelog *cl, rill_store_stats_t *out);
 rill_producer_conf_t *rill__changelog_producer_conf(const struct rill__changelog *cl, char *errstr,
                                                     size_t errstr_size);
 
-/* The assignment hook's part: restore (topic, partition) from the
- * changelog unless the store is current; *offset: where its input starts
- * (the offset of the last complete transaction, the store's own, or
- * RD_KAFKA_OFFSET_BEGINNING). Blocks (the changelog's read). */
-rill_err_t rill__changelog_restore(rill_store_t *s, const char *topic, int32_t partition,
-                                   int64_t *offset, char *errstr, size_t errstr_size);
+/* The restorer's part: restore (topic, partition) from the changelog
+ * unless the store is current; *offset: where its input starts (the
+ * offset of the last complete transaction, the store's own, or
+ * RD_KAFKA_OFFSET_BEGINNING). Blocks (the changelog's read); gives up
+ * with RILL_ESTOPPED once asg (if not NULL) no longer waits for the
+ * partition or the restorer stops. */
+rill_err_t rill__changelog_restore(rill_store_t *s, rill_assignment_t *asg, const char *topic,
+                                   int32_t partition, int64_t *offset, char *errstr,
+                                   size_t errstr_size);
+
+/* The assignment hook's part (restorer.c): restore (topic, partition) on
+ * the changelog's restorer thread, then answer asg with its start (or
+ * fail it). RILL_OK, RILL_ENOMEM, RILL_EIO (no thread). */
+rill_err_t rill__restorer_submit(rill_store_t *s, rill_assignment_t *asg, const char *topic,
+                                 int32_t partition);
+/* Stop the restorer thread and drop the jobs not run (at the store's
+ * close); cl's locks live on. */
+void rill__restorer_stop(struct rill__changelog *cl);
 
 /* The core's part: the restored changes of (topic, partition), taken
  * (NULL: none); topic NULL: of any partition. */

@@ -9,23 +9,24 @@
 #include "changelog.h"
 #include "state_int.h"
 
-static int store_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
+static int store_assigned(void *opaque, rill_assignment_t *asg,
+                          rd_kafka_topic_partition_list_t *parts)
 {
     rill_store_t *store = opaque;
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &parts->elems[i];
         int64_t offset = 0;
         if (store->cl) {
-            /* Restored from the changelog first, unless the store is current. */
-            char why[300] = "";
-            rill_err_t err =
-                rill__changelog_restore(store, tp->topic, tp->partition, &offset, why, sizeof(why));
+            /* Restored from the changelog first, unless the store is
+             * current: on the restorer thread, which answers asg with
+             * the start; the partition waits paused. */
+            rill_err_t err = rill__restorer_submit(store, asg, tp->topic, tp->partition);
             if (err) {
                 fprintf(stderr, "rill: store %s: cannot restore %s [%d]: %s\n",
-                        rill_store_name(store), tp->topic, (int)tp->partition, why);
+                        rill_store_name(store), tp->topic, (int)tp->partition, rill_err2str(err));
                 return -1;
             }
-            tp->offset = offset;
+            tp->offset = RILL_OFFSET_LATER;
             continue;
         }
         rill_err_t err = rill_store_offset(store, tp->topic, tp->partition, &offset);

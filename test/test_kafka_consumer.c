@@ -2014,8 +2014,9 @@ typedef struct sm {
     int bad_initial; /* partitions handed over with an offset already set */
 } sm_t;
 
-static int sm_assigned(void *opaque, rd_kafka_topic_partition_list_t *parts)
+static int sm_assigned(void *opaque, rill_assignment_t *asg, rd_kafka_topic_partition_list_t *parts)
 {
+    (void)asg;
     sm_t *m = opaque;
     pthread_mutex_lock(&m->mu);
     m->calls++;

@@ -265,15 +265,56 @@ RILL_API rill_err_t rill_consumer_conf_assign(rill_consumer_conf_t *conf, const 
  * its kept client, with all of them); set each partition's ->offset to
  * where consumption must start, or leave what is there (where the last
  * run left it, or RD_KAFKA_OFFSET_INVALID for Kafka's committed offset).
+ *
+ * A start that takes long to find (a state restored from a changelog
+ * first) must not block the source's executor: set ->offset to
+ * RILL_OFFSET_LATER and answer later, from any thread, with
+ * rill_assignment_ready() on asg (rill_assignment_retain() it to keep it
+ * beyond the callback). The partition is assigned and held paused until
+ * then; the others go on. A partition revoked before its answer is
+ * dropped from asg (rill_assignment_waiting() turns 0) and the answer is
+ * refused with RILL_ENOENT; so is one that comes after the run ended.
+ *
  * Return non-zero to fail the source.
  * @locality the source's executor.
  */
-typedef int rill_assigned_fn(void *opaque, rd_kafka_topic_partition_list_t *partitions);
+typedef struct rill_assignment rill_assignment_t;
+typedef int rill_assigned_fn(void *opaque, rill_assignment_t *asg,
+                             rd_kafka_topic_partition_list_t *partitions);
+/** ->offset of an assigned partition whose start the assigned callback
+ * tells later (rill_assignment_ready()). */
+#define RILL_OFFSET_LATER ((int64_t)-1002)
 /** Set the assigned callback. Implies rill.commit=false unless that was
  * set. RILL_EINVAL for a NULL conf.
  * @locality any thread. */
 RILL_API rill_err_t rill_consumer_conf_set_assigned_cb(rill_consumer_conf_t *conf,
                                                        rill_assigned_fn *fn, void *opaque);
+/** Keep asg beyond the assigned callback: a reference, for
+ * rill_assignment_release(). Returns asg (NULL for NULL).
+ * @locality any thread. */
+RILL_API rill_assignment_t *rill_assignment_retain(rill_assignment_t *asg);
+/** Give a reference back (NULL: nothing).
+ * @locality any thread. */
+RILL_API void rill_assignment_release(rill_assignment_t *asg);
+/**
+ * The start of a partition the assigned callback left RILL_OFFSET_LATER:
+ * an offset or RILL_OFFSET_BEGINNING / RILL_OFFSET_END. The source seeks
+ * it there and lets it fetch (unless the source is paused). RILL_OK;
+ * RILL_ENOENT if it is not waiting under asg (never was, answered,
+ * revoked, or the run ended); RILL_EINVAL for NULL arguments or a bad
+ * offset; RILL_ENOMEM.
+ * @locality any thread.
+ */
+RILL_API rill_err_t rill_assignment_ready(rill_assignment_t *asg, const char *topic,
+                                          int32_t partition, int64_t offset);
+/** No start can be found: fail the source with why (its supervisor, if
+ * any, restarts it). RILL_OK; RILL_ENOENT after the run ended; RILL_EINVAL.
+ * @locality any thread. */
+RILL_API rill_err_t rill_assignment_fail(rill_assignment_t *asg, const char *why);
+/** 1 while the partition waits under asg for its start, else 0: a long
+ * search for it may stop once this is 0.
+ * @locality any thread. */
+RILL_API int rill_assignment_waiting(rill_assignment_t *asg, const char *topic, int32_t partition);
 
 /** What a rebalance callback is told. */
 typedef enum rill_rebalance_event {
@@ -363,6 +404,8 @@ typedef struct rill_consumer_stats {
     uint32_t unconfirmed;        /**< records out, not yet confirmed */
     uint32_t assigned;           /**< partitions assigned now */
     uint32_t revoking;           /**< of those, being revoked: waiting for confirms */
+    uint32_t waiting;            /**< of those, held paused for a start the assigned callback
+                                      tells later (RILL_OFFSET_LATER) */
     int paused;                  /**< the partitions are paused now */
     uint64_t pauses;             /**< times paused */
     uint64_t fetch_nudges;       /**< idle fetchers woken (a seek to the position: librdkafka < 2.2
