@@ -2078,6 +2078,136 @@ Test(kafka_consumer, self_managed_offsets_start_where_the_callback_says, .timeou
     pthread_mutex_destroy(&m.mu);
 }
 
+/* ---- starts told later (RILL_OFFSET_LATER) ---- */
+
+#define LT_LATE 6000 /* where partition 1 starts, told later */
+
+typedef struct lt {
+    pthread_mutex_t mu;
+    rill_assignment_t *asg; /* retained by the callback */
+    int early;              /* answer partition 1 inside the callback */
+    int ready_in_call;      /* what that answer returned */
+} lt_t;
+
+/* Partition 0 starts at SM_START at once; partition 1 is left LATER. */
+static int lt_assigned(void *opaque, rill_assignment_t *asg, rd_kafka_topic_partition_list_t *parts)
+{
+    lt_t *m = opaque;
+    for (int i = 0; i < parts->cnt; i++)
+        parts->elems[i].offset = parts->elems[i].partition == 0 ? SM_START : RILL_OFFSET_LATER;
+    pthread_mutex_lock(&m->mu);
+    if (m->early)
+        m->ready_in_call = rill_assignment_ready(asg, parts->elems[0].topic, 1, LT_LATE);
+    else if (!m->asg)
+        m->asg = rill_assignment_retain(asg);
+    pthread_mutex_unlock(&m->mu);
+    return 0;
+}
+
+static rill_assignment_t *lt_asg(lt_t *m)
+{
+    pthread_mutex_lock(&m->mu);
+    rill_assignment_t *a = m->asg;
+    pthread_mutex_unlock(&m->mu);
+    return a;
+}
+
+static void lt_run(int early)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "later", SM_PARTS, SM_PER_PART, 100);
+    kk_commit_plain(env.boot, "later-group", "later", SM_PARTS, SM_KAFKA);
+    lt_t m = {.early = early};
+    pthread_mutex_init(&m.mu, NULL);
+    probe_t pr;
+    probe_init(&pr, env.sys, SM_PARTS * SM_PER_PART);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "later-group", group_member_kv);
+    kk_conf_subscribe1(c, "later");
+    rill_consumer_conf_set_assigned_cb(c, lt_assigned, &m);
+    rill_aid_t sink = probe_start(&pr, c, NULL);
+    long want = (SM_PER_PART - SM_START) + (SM_PER_PART - LT_LATE);
+    int ok;
+    rill_consumer_stats_t s;
+    if (!early) {
+        /* Partition 0 runs to its end while partition 1 waits, paused. */
+        KK_WAIT_UNTIL(ok, KK_WAIT_MS, lt_asg(&m) != NULL);
+        cr_assert(ok, "the assigned callback was not called");
+        rill_assignment_t *a = lt_asg(&m);
+        KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_per_part(&pr, 0) == SM_PER_PART - SM_START);
+        cr_assert(ok, "partition 0: %ld records", probe_per_part(&pr, 0));
+        s = kk_consumer_stats_ok(env.sys, pr.consumer);
+        cr_assert_eq(s.assigned, SM_PARTS);
+        cr_assert_eq(s.waiting, 1, "%u partitions waiting", s.waiting);
+        cr_assert_eq(probe_per_part(&pr, 1), 0, "partition 1 fetched before its start was told");
+        cr_assert(rill_assignment_waiting(a, "later", 1));
+        cr_assert(!rill_assignment_waiting(a, "later", 0), "partition 0 was not left LATER");
+        cr_assert_eq(rill_assignment_ready(a, "later", 0, 10), RILL_ENOENT);
+        cr_assert_eq(rill_assignment_ready(a, "later", 1, -5), RILL_EINVAL);
+        cr_assert_eq(rill_assignment_ready(a, NULL, 1, 5), RILL_EINVAL);
+        cr_assert_eq(rill_assignment_ready(NULL, "later", 1, 5), RILL_EINVAL);
+        /* From this thread, not the source's executor. */
+        cr_assert_eq(rill_assignment_ready(a, "later", 1, LT_LATE), RILL_OK);
+        cr_assert_eq(rill_assignment_ready(a, "later", 1, LT_LATE), RILL_ENOENT, "answered twice");
+        cr_assert(!rill_assignment_waiting(a, "later", 1));
+    }
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_distinct(&pr) == want);
+    cr_assert(ok, "%ld of %ld records", probe_distinct(&pr), want);
+    s = kk_consumer_stats_ok(env.sys, pr.consumer);
+    cr_assert_eq(s.waiting, 0);
+    kk_stop_wait(env.sys, pr.consumer);
+    kk_stop_wait(env.sys, sink);
+    cr_assert_eq(pr.first[0], SM_START, "[0] started at %" PRId64, pr.first[0]);
+    cr_assert_eq(pr.first[1], LT_LATE, "[1] started at %" PRId64, pr.first[1]);
+    cr_assert_eq(pr.received, want, "%ld records, expected %ld", pr.received, want);
+    if (early)
+        cr_assert_eq(m.ready_in_call, RILL_OK);
+    else /* the run ended: answers are refused */
+        cr_assert_eq(rill_assignment_fail(m.asg, "too late"), RILL_ENOENT);
+    rill_assignment_release(m.asg);
+    probe_fini(&pr);
+    kk_env_fini(&env);
+    pthread_mutex_destroy(&m.mu);
+}
+
+Test(kafka_consumer, later_start_holds_the_partition_until_told_from_another_thread, .timeout = 120)
+{
+    lt_run(0);
+}
+
+Test(kafka_consumer, later_start_answered_inside_the_callback_starts_at_once, .timeout = 120)
+{
+    lt_run(1);
+}
+
+Test(kafka_consumer, later_start_failed_fails_the_source, .timeout = 120)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "later", SM_PARTS, 100, 100);
+    lt_t m = {.early = 0};
+    pthread_mutex_init(&m.mu, NULL);
+    probe_t pr;
+    probe_init(&pr, env.sys, SM_PARTS * 100);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "later-fail", group_member_kv);
+    kk_conf_subscribe1(c, "later");
+    rill_consumer_conf_set_assigned_cb(c, lt_assigned, &m);
+    rill_aid_t sink = probe_start(&pr, c, NULL);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, lt_asg(&m) != NULL);
+    cr_assert(ok, "the assigned callback was not called");
+    cr_assert_eq(rill_assignment_fail(NULL, "x"), RILL_EINVAL);
+    cr_assert_eq(rill_assignment_fail(m.asg, "no state for partition 1"), RILL_OK);
+    cr_assert(kit_wait_dead(env.sys, pr.consumer, KK_WAIT_MS), "the source outlived the failure");
+    cr_assert(kit_wait_dead(env.sys, sink, KK_WAIT_MS), "the sink outlived its failed source");
+    cr_assert_eq(probe_per_part(&pr, 1), 0, "partition 1 was consumed");
+    cr_assert_eq(rill_assignment_ready(m.asg, "later", 1, 0), RILL_ENOENT);
+    rill_assignment_release(m.asg);
+    probe_fini(&pr);
+    kk_env_fini(&env);
+    pthread_mutex_destroy(&m.mu);
+}
+
 /* ------------------------------------------------------------------ */
 /* Fixed partitions at the committed offset                            */
 /* ------------------------------------------------------------------ */
