@@ -13,7 +13,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -28,6 +27,7 @@
 #include <unistd.h>
 
 #include "support/rtest.h"
+#include "support/state_kit.h"
 
 #include "state/state_int.h"
 
@@ -39,19 +39,6 @@ typedef struct kit {
     char dir[64];   /* the temporary directory (LMDB only) */
     char path[128]; /* the store's directory inside it */
 } kit_t;
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static void kit_dir(kit_t *k)
 {
@@ -88,7 +75,7 @@ static void kit_close(kit_t *k)
     rill_store_close(k->s);
     k->s = NULL;
     if (k->lmdb)
-        rm_rf(k->dir);
+        sk_rm_rf(k->dir);
 }
 
 /* Run body against a memory store, then against an LMDB store. */
