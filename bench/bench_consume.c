@@ -288,13 +288,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run, int sink_executo
             pthread_cond_wait(&s.cond, &s.lock);
             continue;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = bench_realtime_in_ms(50);
         pthread_cond_timedwait(&s.cond, &s.lock, &ts);
         pthread_mutex_unlock(&s.lock);
         rill_consumer_stats_t cs;

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 #include <rill/actor.h>
@@ -23,6 +24,10 @@ int64_t bench_now_ns(void);
 /* This process's CPU time so far in microseconds (getrusage: user + sys,
  * every thread included, librdkafka's too). */
 double bench_cpu_us(void);
+
+/* CLOCK_REALTIME `ms` milliseconds from now: a pthread_cond_timedwait
+ * deadline. */
+struct timespec bench_realtime_in_ms(long ms);
 
 /* Sorts v[0..n) in ascending order. */
 void bench_sort(double *v, size_t n);
