@@ -110,48 +110,14 @@ static void seen_add(seen_t *s, int32_t partition, int64_t offset)
     s->next[partition] = offset + 1;
 }
 
-static rd_kafka_t *plain_consumer(const char *boot, const char *group)
-{
-    char err[512];
-    rd_kafka_conf_t *c = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(c, "bootstrap.servers", boot, err, sizeof(err)) ||
-        rd_kafka_conf_set(c, "group.id", group, err, sizeof(err)))
-        die("check client", err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
-    if (!rk)
-        die("check client", err);
-    return rk;
-}
-
-static void read_ends(const char *boot)
-{
-    rd_kafka_t *rk = plain_consumer(boot, "bench-ends");
-    for (int p = 0; p < PARTITIONS; p++) {
-        int64_t lo, hi;
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, TOPIC, p, &lo, &hi, 10000);
-        if (e)
-            die("end offsets", rd_kafka_err2str(e));
-        ends[p] = hi;
-    }
-    rd_kafka_destroy(rk);
-}
-
 /* Every record once, in order, nothing more; the group's commits at the
  * ends. Prints what failed. */
 static int check(const char *boot, const char *group, const seen_t *s, uint64_t n, const char *side)
 {
-    int ok = s->records == n && !s->out_of_order, missing = 0, uncommitted = 0;
+    int ok = s->records == n && !s->out_of_order, missing = 0;
     for (int p = 0; p < PARTITIONS; p++)
         missing += s->next[p] != ends[p];
-    rd_kafka_t *rk = plain_consumer(boot, group);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTITIONS);
-    for (int p = 0; p < PARTITIONS; p++)
-        rd_kafka_topic_partition_list_add(l, TOPIC, p);
-    rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, 10000);
-    for (int i = 0; i < l->cnt; i++)
-        uncommitted += e || l->elems[i].err || l->elems[i].offset != ends[l->elems[i].partition];
-    rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_destroy(rk);
+    int uncommitted = bench_uncommitted("bench_consume", boot, group, TOPIC, PARTITIONS, ends);
     ok = ok && !missing && !uncommitted;
     if (!ok || getenv("BENCH_VERBOSE"))
         printf("    %s check: %" PRIu64 " of %" PRIu64 " records, %" PRIu64
@@ -322,13 +288,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run, int sink_executo
             pthread_cond_wait(&s.cond, &s.lock);
             continue;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = bench_realtime_in_ms(50);
         pthread_cond_timedwait(&s.cond, &s.lock, &ts);
         pthread_mutex_unlock(&s.lock);
         rill_consumer_stats_t cs;
@@ -392,7 +352,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     if (rill_testkit_produce_generated(boot, TOPIC, n, &gen, &po, err, sizeof(err)))
         die("produce", err);
-    read_ends(boot);
+    bench_end_offsets("bench_consume", boot, TOPIC, PARTITIONS, ends);
     /* Three sides per run (raw, rill with the sink on the source's executor,
      * rill with the sink on the other), in an order that turns by one each
      * run, so that none always goes first. */

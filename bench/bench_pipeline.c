@@ -514,13 +514,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
      * with its final commit. */
     pthread_mutex_lock(&ms.lock);
     while (ms.committed_sum < (int64_t)n) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = bench_realtime_in_ms(100);
         pthread_cond_timedwait(&ms.cond, &ms.lock, &ts);
         if (getenv("BENCH_TRACE")) {
             pthread_mutex_unlock(&ms.lock);

@@ -48,6 +48,19 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+struct timespec bench_realtime_in_ms(long ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000 * 1000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return ts;
+}
+
 void bench_sort(double *v, size_t n)
 {
     qsort(v, n, sizeof(*v), cmp_double);
@@ -479,6 +492,52 @@ rd_kafka_t *bench_raw_consumer(const char *name, const char *boot, const char *g
     }
     rd_kafka_poll_set_consumer(rk);
     return rk;
+}
+
+rd_kafka_t *bench_plain_consumer(const char *name, const char *boot, const char *group)
+{
+    char err[512];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    rd_kafka_t *rk = NULL;
+    if (rd_kafka_conf_set(c, "bootstrap.servers", boot, err, sizeof(err)) ||
+        rd_kafka_conf_set(c, "group.id", group, err, sizeof(err)) ||
+        !(rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err)))) {
+        fprintf(stderr, "%s: check client: %s\n", name, err);
+        exit(1);
+    }
+    return rk;
+}
+
+void bench_end_offsets(const char *name, const char *boot, const char *topic, int parts,
+                       int64_t *ends)
+{
+    rd_kafka_t *rk = bench_plain_consumer(name, boot, "bench-ends");
+    for (int p = 0; p < parts; p++) {
+        int64_t lo;
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &ends[p], 10000);
+        if (e) {
+            fprintf(stderr, "%s: end offsets: %s\n", name, rd_kafka_err2str(e));
+            exit(1);
+        }
+    }
+    rd_kafka_destroy(rk);
+}
+
+int bench_uncommitted(const char *name, const char *boot, const char *group, const char *topic,
+                      int parts, const int64_t *ends)
+{
+    rd_kafka_t *rk = bench_plain_consumer(name, boot, group);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
+    for (int p = 0; p < parts; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p);
+    rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, 10000);
+    int bad = 0;
+    for (int i = 0; i < l->cnt; i++)
+        bad += e || l->elems[i].err || l->elems[i].offset != ends[l->elems[i].partition];
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+    return bad;
 }
 
 void bench_committer_init(bench_committer_t *c, rd_kafka_t *rk, uint64_t every)

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 #include <rill/actor.h>
@@ -23,6 +24,10 @@ int64_t bench_now_ns(void);
 /* This process's CPU time so far in microseconds (getrusage: user + sys,
  * every thread included, librdkafka's too). */
 double bench_cpu_us(void);
+
+/* CLOCK_REALTIME `ms` milliseconds from now: a pthread_cond_timedwait
+ * deadline. */
+struct timespec bench_realtime_in_ms(long ms);
 
 /* Sorts v[0..n) in ascending order. */
 void bench_sort(double *v, size_t n);
@@ -185,6 +190,24 @@ void bench_committer_step(bench_committer_t *c, uint64_t done);
  * commit its older offsets over the final ones. */
 void bench_committer_drain(bench_committer_t *c);
 void bench_committer_destroy(bench_committer_t *c);
+
+/* ---- checks of a group's reads, untimed (bench_consume, bench_window) ----
+ * Each says what failed under `name` (the benchmark's) and exits with 1
+ * when a client cannot be made or an end offset cannot be read. */
+
+/* A plain librdkafka consumer with group.id `group` that never joins the
+ * group: for end offsets and the group's committed offsets. */
+rd_kafka_t *bench_plain_consumer(const char *name, const char *boot, const char *group);
+
+/* The end offsets (high watermarks) of partitions 0..parts-1 of topic,
+ * into ends[0..parts-1]. */
+void bench_end_offsets(const char *name, const char *boot, const char *topic, int parts,
+                       int64_t *ends);
+
+/* How many of partitions 0..parts-1 of topic have a committed offset of
+ * `group` other than ends[p] (every one when they cannot be read). */
+int bench_uncommitted(const char *name, const char *boot, const char *group, const char *topic,
+                      int parts, const int64_t *ends);
 
 /* The sides of alternating run `run` in the order they run: raw first in
  * even runs, rill first in odd ones; BENCH_ONLY=rill|raw runs that side

@@ -218,50 +218,15 @@ static void produce_data(const char *boot)
     free(vals);
 }
 
-static rd_kafka_t *plain_consumer(const char *boot, const char *group)
-{
-    char err[512];
-    rd_kafka_conf_t *c = rd_kafka_conf_new();
-    if (rd_kafka_conf_set(c, "bootstrap.servers", boot, err, sizeof(err)) ||
-        rd_kafka_conf_set(c, "group.id", group, err, sizeof(err)))
-        die("check client", err);
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
-    if (!rk)
-        die("check client", err);
-    return rk;
-}
-
+/* The partitions' end offsets: every record written must be there. */
 static void read_ends(const char *boot)
 {
-    rd_kafka_t *rk = plain_consumer(boot, "bench-window-ends");
+    bench_end_offsets("bench_window", boot, TOPIC, n_parts, ends);
     int64_t sum = 0;
-    for (int p = 0; p < n_parts; p++) {
-        int64_t lo;
-        rd_kafka_resp_err_t e =
-            rd_kafka_query_watermark_offsets(rk, TOPIC, p, &lo, &ends[p], 10000);
-        if (e)
-            die("end offsets", rd_kafka_err2str(e));
+    for (int p = 0; p < n_parts; p++)
         sum += ends[p];
-    }
-    rd_kafka_destroy(rk);
     if (sum != (int64_t)n_records)
         die("end offsets", "the topic does not hold every record written");
-}
-
-/* Partitions whose committed Kafka offset is not their end offset. */
-static int uncommitted(const char *boot, const char *group)
-{
-    rd_kafka_t *rk = plain_consumer(boot, group);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n_parts);
-    for (int p = 0; p < n_parts; p++)
-        rd_kafka_topic_partition_list_add(l, TOPIC, p);
-    rd_kafka_resp_err_t e = rd_kafka_committed(rk, l, 10000);
-    int bad = 0;
-    for (int i = 0; i < l->cnt; i++)
-        bad += e || l->elems[i].err || l->elems[i].offset != ends[l->elems[i].partition];
-    rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_destroy(rk);
-    return bad;
 }
 
 /* The final results a side made, per (key, window). Written by one
@@ -822,7 +787,7 @@ static result_t run_raw(const char *boot, int run, int durable)
         int64_t st;
         stored_bad += raw_env_offset(&x, p, &st) != ends[p];
     }
-    int kafka_bad = uncommitted(boot, group);
+    int kafka_bad = bench_uncommitted("bench_window", boot, group, TOPIC, n_parts, ends);
     ok = ok && !stored_bad && !kafka_bad;
     if (!ok || getenv("BENCH_VERBOSE"))
         printf("    %s check: %s; %" PRIu64 " late; %d partitions' stored offsets and %d "
@@ -1027,13 +992,7 @@ static result_t run_rill(const char *boot, int run, int window, enum store_kind 
             failed = 1;
             break;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = bench_realtime_in_ms(20);
         pthread_cond_timedwait(&s->cond, &s->lock, &ts);
     }
     pthread_mutex_unlock(&s->lock);
@@ -1058,7 +1017,7 @@ static result_t run_rill(const char *boot, int run, int window, enum store_kind 
         int64_t off = -1;
         stored_bad += rill_store_offset(store, TOPIC, p, &off) != RILL_OK || off != ends[p];
     }
-    int kafka_bad = uncommitted(boot, group);
+    int kafka_bad = bench_uncommitted("bench_window", boot, group, TOPIC, n_parts, ends);
     ok = ok && !stored_bad && !kafka_bad && !st.late;
     if (!ok || getenv("BENCH_VERBOSE"))
         printf("    %s check: %s%s; %" PRIu64 " late, %" PRIu64 " store commits; %d partitions' "

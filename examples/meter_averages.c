@@ -30,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <rill/rill.h>
@@ -307,17 +306,13 @@ int main(int argc, char **argv)
             return 1;
         total += end[i];
     }
-    for (long tick = 0; stored < total && tick < timeout_s * 10; tick++) {
-        struct timespec ts = {0, 100 * 1000 * 1000};
-        nanosleep(&ts, NULL); /* pacing the checks */
-        stored = 0;
-        for (int i = 0; i < PARTS; i++) {
-            int64_t o = 0;
-            if (rill_store_offset(store, TOPIC, i, &o) == RILL_OK)
-                stored += o;
-        }
-    }
     rd_kafka_destroy(rk);
+    rill_store_wait_offsets(store, TOPIC, PARTS, end, (int)(timeout_s * 1000));
+    for (int i = 0; i < PARTS; i++) {
+        int64_t o = 0;
+        if (rill_store_offset(store, TOPIC, i, &o) == RILL_OK)
+            stored += o;
+    }
     rill_pipeline_result_t res;
     rill_pipeline_stop(p);
     if (rill_pipeline_wait(p, 30000, &res)) {

@@ -30,7 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <rill/rill.h>
@@ -139,18 +138,15 @@ static int instance(const char *name, const char *boot, const char *dir, long ra
     rd_kafka_conf_t *kc = rd_kafka_conf_new();
     rd_kafka_conf_set(kc, "bootstrap.servers", boot, err, sizeof(err));
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, sizeof(err));
-    int64_t end = 0;
+    int64_t ends[PARTS], end = 0;
     for (int i = 0; i < PARTS; i++) {
-        int64_t lo, hi = 0;
-        if (!rk || rd_kafka_query_watermark_offsets(rk, TOPIC, i, &lo, &hi, 10000))
+        int64_t lo;
+        if (!rk || rd_kafka_query_watermark_offsets(rk, TOPIC, i, &lo, &ends[i], 10000))
             return 1;
-        end += hi;
+        end += ends[i];
     }
     rd_kafka_destroy(rk);
-    for (int tick = 0; stored_total(store) < end && tick < 1800; tick++) {
-        struct timespec ts = {0, 100 * 1000 * 1000};
-        nanosleep(&ts, NULL); /* pacing the checks */
-    }
+    rill_store_wait_offsets(store, TOPIC, PARTS, ends, 180000);
     rill_pipeline_result_t res;
     rill_pipeline_stop(p);
     rill_pipeline_wait(p, 30000, &res);

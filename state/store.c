@@ -9,6 +9,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../actors/util.h"
 #include "changelog.h"
@@ -148,6 +149,46 @@ rill_err_t rill_store_offset(rill_store_t *store, const char *topic, int32_t par
         *offset = rill__state_decode_i64(v);
     store->ops->abort(txn);
     return err;
+}
+
+/* Whether every partition's stored offset is at or past its offsets[p]:
+ * 1 yes, 0 no, or -1 with *err set. */
+static int offsets_reached(rill_store_t *store, const char *topic, int32_t partitions,
+                           const int64_t *offsets, rill_err_t *err)
+{
+    for (int32_t p = 0; p < partitions; p++) {
+        int64_t o = 0;
+        rill_err_t e = rill_store_offset(store, topic, p, &o);
+        if (e == RILL_ENOENT)
+            o = 0; /* nothing stored: no record of it reflected */
+        else if (e) {
+            *err = e;
+            return -1;
+        }
+        if (o < offsets[p])
+            return 0;
+    }
+    return 1;
+}
+
+rill_err_t rill_store_wait_offsets(rill_store_t *store, const char *topic, int32_t partitions,
+                                   const int64_t *offsets, int timeout_ms)
+{
+    if (!store || !topic || partitions < 0 || (partitions > 0 && !offsets) || timeout_ms < 0)
+        return RILL_EINVAL;
+    int64_t deadline = rill__now_ms() + timeout_ms;
+    for (;;) {
+        rill_err_t err = RILL_OK;
+        int reached = offsets_reached(store, topic, partitions, offsets, &err);
+        if (reached)
+            return reached > 0 ? RILL_OK : err;
+        int left = rill__ms_left(deadline);
+        if (left == 0)
+            return RILL_ETIMEDOUT;
+        int nap_ms = left < 10 ? left : 10;
+        struct timespec ts = {0, (long)nap_ms * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* The encoded key of (topic, partition, key) into buf; 0 for bad arguments. */

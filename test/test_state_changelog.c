@@ -28,55 +28,13 @@
 #include <rill/state.h>
 
 #include "support/kafka_kit.h"
+#include "support/state_kit.h"
 #include "support/rtest.h"
 
 #define PARTS 2
 #define PER   1500
 
-static _Atomic uint64_t calls;
-
-static rill_err_t add_u64(rill_state_t *st, const char *key, uint64_t v)
-{
-    uint64_t cur = 0;
-    const void *p;
-    size_t len;
-    if (rill_state_get(st, key, strlen(key), &p, &len) == RILL_OK && len == sizeof(cur))
-        memcpy(&cur, p, sizeof(cur));
-    cur += v;
-    return rill_state_put(st, key, strlen(key), &cur, sizeof(cur));
-}
-
-static rill_err_t count_record(void *opaque, rill_state_t *st, rill_elem_t *in, rill_emitter_t *out)
-{
-    (void)opaque;
-    (void)out;
-    atomic_fetch_add(&calls, 1);
-    const rd_kafka_message_t *m = rill_record(in);
-    rill_err_t err = add_u64(st, "n", 1);
-    if (!err)
-        err = add_u64(st, "sum", (uint64_t)m->offset);
-    rill_elem_release(in);
-    return err;
-}
-
-static uint64_t read_u64(rill_store_t *s, const char *topic, int p, const char *key)
-{
-    uint64_t v = 0;
-    size_t len = 0;
-    rill_err_t e = rill_store_read(s, topic, p, key, strlen(key), &v, sizeof(v), &len);
-    cr_assert(e == RILL_OK || e == RILL_ENOENT, "read %s: %s", key, rill_err2str(e));
-    return e == RILL_OK ? v : 0;
-}
-
-static int all_stored(rill_store_t *s, const char *topic, int64_t want)
-{
-    for (int p = 0; p < PARTS; p++) {
-        int64_t o = -1;
-        if (rill_store_offset(s, topic, p, &o) != RILL_OK || o != want)
-            return 0;
-    }
-    return 1;
-}
+static sk_counter_t counter; /* the calls of sk_count_record */
 
 static void set_changelog(rill_store_t *s, kk_env_t *e, const char *topic)
 {
@@ -102,11 +60,11 @@ static void run_until(kk_env_t *e, rill_store_t *s, const char *topic, const cha
     rill_stateful_opts_t so = {.commit_count = 200, .commit_ms = 50};
     rill_pipeline_t *p = rill_pipeline_new(e->sys, "counting");
     rill_pipeline_add(p, rill_kafka_source(c), NULL);
-    rill_pipeline_add(p, rill_stage_stateful(s, &so, count_record, NULL), NULL);
+    rill_pipeline_add(p, rill_stage_stateful(s, &so, sk_count_record, &counter), NULL);
     char err[256] = "";
     cr_assert_eq(rill_pipeline_start(p, err, sizeof(err)), RILL_OK, "%s", err);
     int ok;
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, all_stored(s, topic, until));
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, sk_all_stored(s, topic, PARTS, until));
     rill_pipeline_result_t res;
     rill_pipeline_stop(p);
     cr_assert_eq(rill_pipeline_wait(p, 30000, &res), RILL_OK);
@@ -123,9 +81,9 @@ static void run_until(kk_env_t *e, rill_store_t *s, const char *topic, const cha
 static void assert_exact(rill_store_t *s, const char *topic, uint64_t per)
 {
     for (int i = 0; i < PARTS; i++) {
-        cr_assert_eq(read_u64(s, topic, i, "n"), per, "partition %d: n = %" PRIu64, i,
-                     read_u64(s, topic, i, "n"));
-        cr_assert_eq(read_u64(s, topic, i, "sum"), per * (per - 1) / 2, "partition %d", i);
+        cr_assert_eq(sk_read_u64(s, topic, i, "n"), per, "partition %d: n = %" PRIu64, i,
+                     sk_read_u64(s, topic, i, "n"));
+        cr_assert_eq(sk_read_u64(s, topic, i, "sum"), per * (per - 1) / 2, "partition %d", i);
     }
 }
 
@@ -149,10 +107,11 @@ Test(state_changelog, state_moves_to_another_store_and_counts_stay_exact, .timeo
     kk_produce_parts(e.boot, "moves", PARTS, PER, 1000000, 32);
     cr_assert_eq(rill_store_open_memory("b", &b, NULL, 0), RILL_OK);
     set_changelog(b, &e, "moves-changelog");
-    atomic_store(&calls, 0);
+    atomic_store(&counter.calls, 0);
     run_until(&e, b, "moves", "moves-g2", 2 * PER);
     assert_exact(b, "moves", 2 * PER);
-    cr_assert_eq(atomic_load(&calls), (uint64_t)PARTS * PER, "only the new records were processed");
+    cr_assert_eq(atomic_load(&counter.calls), (uint64_t)PARTS * PER,
+                 "only the new records were processed");
     rill_store_stats_t sb;
     rill_store_stats(b, &sb);
     cr_assert_eq(sb.restores, PARTS, "both partitions were restored");
@@ -169,10 +128,8 @@ Test(state_changelog, a_current_local_store_is_not_restored, .timeout = 120)
     kk_env_init(&e);
     kk_load_topic(&e, "local", PARTS, PER, 32);
     kk_create_topic(&e, "local-changelog", PARTS);
-    char dir[64] = "/tmp/rill-changelog-XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
-    rill_store_t *s = NULL;
-    cr_assert_eq(rill_store_open_lmdb(dir, NULL, &s, NULL, 0), RILL_OK);
+    char dir[SK_DIR_SIZE] = "";
+    rill_store_t *s = sk_open_store(SK_LMDB, "changelog", dir);
     set_changelog(s, &e, "local-changelog");
     run_until(&e, s, "local", "local-g", PER);
     rill_store_close(s);
@@ -180,18 +137,15 @@ Test(state_changelog, a_current_local_store_is_not_restored, .timeout = 120)
     kk_produce_parts(e.boot, "local", PARTS, PER, 1000000, 32);
     cr_assert_eq(rill_store_open_lmdb(dir, NULL, &s, NULL, 0), RILL_OK);
     set_changelog(s, &e, "local-changelog");
-    atomic_store(&calls, 0);
+    atomic_store(&counter.calls, 0);
     run_until(&e, s, "local", "local-g2", 2 * PER);
     assert_exact(s, "local", 2 * PER);
     rill_store_stats_t st;
     rill_store_stats(s, &st);
     cr_assert_eq(st.restores, 0, "the local store was current");
-    cr_assert_eq(atomic_load(&calls), (uint64_t)PARTS * PER);
-    rill_store_close(s);
+    cr_assert_eq(atomic_load(&counter.calls), (uint64_t)PARTS * PER);
+    sk_close_store(s, SK_LMDB, dir);
     kk_env_fini(&e);
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
 }
 
 /* The encoded key of user key k in (ns, topic, partition) (state_int.h). */

@@ -13,7 +13,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -28,6 +27,7 @@
 #include <unistd.h>
 
 #include "support/rtest.h"
+#include "support/state_kit.h"
 
 #include "state/state_int.h"
 
@@ -39,19 +39,6 @@ typedef struct kit {
     char dir[64];   /* the temporary directory (LMDB only) */
     char path[128]; /* the store's directory inside it */
 } kit_t;
-
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static void kit_dir(kit_t *k)
 {
@@ -88,7 +75,7 @@ static void kit_close(kit_t *k)
     rill_store_close(k->s);
     k->s = NULL;
     if (k->lmdb)
-        rm_rf(k->dir);
+        sk_rm_rf(k->dir);
 }
 
 /* Run body against a memory store, then against an LMDB store. */
@@ -635,6 +622,75 @@ static void body_reader(kit_t *k)
 Test(state_store, reader_thread_while_writer_commits, .timeout = 120)
 {
     each_backend(body_reader);
+}
+
+/* ------------------------------------------- waiting for stored offsets */
+
+/* Commits offset 5 for partition 1 of "w" after a pause, on a thread of
+ * its own (no assertions off the test thread: err says how it went). */
+struct late_commit {
+    rill_store_t *s;
+    rill_err_t err;
+};
+
+static void *commit_later(void *arg)
+{
+    struct late_commit *c = arg;
+    struct timespec pause = {0, 100 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    void *txn = NULL;
+    c->err = c->s->ops->begin(c->s, 1, &txn, NULL, 0);
+    if (!c->err && (c->err = rill__state_put_offset(c->s, txn, "w", 1, 5)) != RILL_OK)
+        c->s->ops->abort(txn);
+    else if (!c->err)
+        c->err = c->s->ops->commit(txn, NULL, 0);
+    return NULL;
+}
+
+static void body_wait_offsets(kit_t *k)
+{
+    rill_store_t *s = k->s;
+    const int64_t none[2] = {0, -1}, want[2] = {10, 5}, below[2] = {8, 5};
+    cr_assert_eq(rill_store_wait_offsets(s, "w", 2, none, 0), RILL_OK,
+                 "nothing stored reaches offsets of 0 or less");
+    cr_assert_eq(rill_store_wait_offsets(s, "w", 0, NULL, 0), RILL_OK, "no partitions");
+    int64_t t0 = now_ms();
+    cr_assert_eq(rill_store_wait_offsets(s, "w", 2, want, 50), RILL_ETIMEDOUT);
+    cr_assert_geq(now_ms() - t0, 50, "it waited out its timeout");
+
+    void *txn = begin_write(s);
+    cr_assert_eq(rill__state_put_offset(s, txn, "w", 0, 10), RILL_OK);
+    commit_ok(s, txn);
+    cr_assert_eq(rill_store_wait_offsets(s, "w", 2, want, 0), RILL_ETIMEDOUT,
+                 "partition 1 has none stored");
+    cr_assert_eq(rill_store_wait_offsets(s, "w", 1, want, 0), RILL_OK, "partition 0 is there");
+    cr_assert_eq(rill_store_wait_offsets(s, "other", 1, want, 0), RILL_ETIMEDOUT,
+                 "another topic's offsets are its own");
+
+    /* Partition 1's offset is committed while the caller waits. */
+    struct late_commit c = {.s = s};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, commit_later, &c), 0);
+    t0 = now_ms();
+    rill_err_t rc = rill_store_wait_offsets(s, "w", 2, want, 30000);
+    int64_t waited = now_ms() - t0;
+    pthread_join(th, NULL);
+    cr_assert_eq(c.err, RILL_OK, "the late commit: %s", rill_err2str(c.err));
+    cr_assert_eq(rc, RILL_OK, "the wait saw the late commit: %s", rill_err2str(rc));
+    cr_assert_lt(waited, 20000, "it returned soon after the commit (%lld ms)", (long long)waited);
+    cr_assert_eq(rill_store_wait_offsets(s, "w", 2, below, 0), RILL_OK,
+                 "past the offsets is there");
+
+    cr_assert_eq(rill_store_wait_offsets(NULL, "w", 2, want, 0), RILL_EINVAL);
+    cr_assert_eq(rill_store_wait_offsets(s, NULL, 2, want, 0), RILL_EINVAL);
+    cr_assert_eq(rill_store_wait_offsets(s, "w", 2, NULL, 0), RILL_EINVAL);
+    cr_assert_eq(rill_store_wait_offsets(s, "w", -1, want, 0), RILL_EINVAL);
+    cr_assert_eq(rill_store_wait_offsets(s, "w", 2, want, -1), RILL_EINVAL);
+}
+
+Test(state_store, wait_offsets_until_stored_or_timeout, .timeout = 60)
+{
+    each_backend(body_wait_offsets);
 }
 
 /* ------------------------------------------------------------ LMDB only */

@@ -35,6 +35,7 @@
 #include <rill/state.h>
 
 #include "support/kafka_kit.h"
+#include "support/state_kit.h"
 #include "support/rtest.h"
 
 /* ---- helpers ------------------------------------------------------- */
@@ -632,13 +633,6 @@ Test(state_table, bad_arguments_get_clear_errors, .timeout = 120)
 
 /* ---- stores ------------------------------------------------------------ */
 
-static void rm_rf(const char *dir)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
-}
-
 /* A table in an LMDB store stores its offsets with its keys: reopened, it
  * goes on from where it was instead of reading the topic again. */
 Test(state_table, an_lmdb_table_reopens_where_its_last_commit_was, .timeout = 120)
@@ -672,7 +666,7 @@ Test(state_table, an_lmdb_table_reopens_where_its_last_commit_was, .timeout = 12
     cr_assert(has_value(t, "key-3", NULL) == 0, "the old keys are there");
     rill_table_close(t);
     rill_store_close(s);
-    rm_rf(dir);
+    sk_rm_rf(dir);
     kk_env_fini(&e);
 }
 
@@ -721,7 +715,7 @@ Test(state_table, a_table_whose_store_is_full_fails_and_so_do_its_joins, .timeou
     joined_free(&out);
     rill_table_close(t);
     rill_store_close(s);
-    rm_rf(dir);
+    sk_rm_rf(dir);
     kk_env_fini(&e);
 }
 

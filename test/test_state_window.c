@@ -28,6 +28,7 @@
 #include <rill/state.h>
 
 #include "support/kafka_kit.h"
+#include "support/state_kit.h"
 #include "support/rtest.h"
 
 #define BASE INT64_C(1700000000000) /* a multiple of every window size here */
@@ -200,14 +201,6 @@ static void produce(kk_env_t *e, const char *topic, int32_t partition, const in_
     free(vals);
 }
 
-static int64_t stored_offset(rill_store_t *s, const char *topic, int p)
-{
-    int64_t o = -1;
-    rill_err_t e = rill_store_offset(s, topic, p, &o);
-    cr_assert(e == RILL_OK || e == RILL_ENOENT, "offset: %s", rill_err2str(e));
-    return e == RILL_OK ? o : -1;
-}
-
 static int count_visit(void *opaque, const void *k, size_t kl, const void *v, size_t vl)
 {
     (void)k, (void)kl, (void)v, (void)vl;
@@ -228,32 +221,6 @@ static rill_store_stats_t stats(rill_store_t *s)
     rill_store_stats_t st;
     cr_assert_eq(rill_store_stats(s, &st), RILL_OK);
     return st;
-}
-
-typedef enum { MEM, LMDB } backend_t;
-
-static rill_store_t *open_store(backend_t b, char *dir)
-{
-    rill_store_t *s = NULL;
-    char err[512] = "";
-    if (b == MEM) {
-        cr_assert_eq(rill_store_open_memory("window", &s, err, sizeof(err)), RILL_OK, "%s", err);
-    } else {
-        strcpy(dir, "/tmp/rill-state-window-XXXXXX");
-        cr_assert_not_null(mkdtemp(dir));
-        cr_assert_eq(rill_store_open_lmdb(dir, NULL, &s, err, sizeof(err)), RILL_OK, "%s", err);
-    }
-    return s;
-}
-
-static void close_store(rill_store_t *s, backend_t b, const char *dir)
-{
-    rill_store_close(s);
-    if (b == LMDB) {
-        char cmd[128];
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-        cr_assert_eq(system(cmd), 0);
-    }
 }
 
 /* A pipeline: a source over partitions 0..parts-1 of topic using store s,
@@ -302,18 +269,18 @@ static void assert_final(seen_t *s, const char *key, int64_t start, int64_t end,
 
 /* ---- the tests ---------------------------------------------------------- */
 
-static void tumbling_boundaries(backend_t b)
+static void tumbling_boundaries(sk_backend_t b)
 {
     kk_env_t e;
     kk_env_init(&e);
-    const char *topic = b == MEM ? "tumble-mem" : "tumble-lmdb";
+    const char *topic = b == SK_MEM ? "tumble-mem" : "tumble-lmdb";
     kk_create_topic(&e, topic, 1);
     /* Windows of 1 s: end - 1 is in [0, 1000), end in [1000, 2000); the
      * record at 2500 moves stream time past both ends. */
     in_rec_t in[] = {{"a", 0, 1}, {"a", 999, 2}, {"a", 1000, 4}, {"b", 999, 16}, {"a", 2500, 8}};
     produce(&e, topic, 0, in, 5);
-    char dir[64] = "";
-    rill_store_t *s = open_store(b, dir);
+    char dir[SK_DIR_SIZE] = "";
+    rill_store_t *s = sk_open_store(b, "state-window", dir);
     seen_t *seen = seen_new();
     ops_ctx_t oc = {0};
     rill_window_opts_t wo = {.type = RILL_WINDOW_TUMBLING,
@@ -325,10 +292,10 @@ static void tumbling_boundaries(backend_t b)
     /* Three windows closed; their deletes committed: left are the stream
      * time and the open window [2000, 3000) of a. */
     KK_WAIT_UNTIL(ok, KK_WAIT_MS,
-                  atomic_load(&seen->finals) == 3 && stored_offset(s, topic, 0) == 5 &&
+                  atomic_load(&seen->finals) == 3 && sk_stored_offset(s, topic, 0) == 5 &&
                       state_keys(s, topic, 0) == 2);
     cr_assert(ok, "finals %zu, offset %" PRId64 ", keys %d", atomic_load(&seen->finals),
-              stored_offset(s, topic, 0), state_keys(s, topic, 0));
+              sk_stored_offset(s, topic, 0), state_keys(s, topic, 0));
     stop_pipeline(p);
     assert_final(seen, "a", 0, 1000, 2, 3);
     assert_final(seen, "a", 1000, 2000, 1, 4);
@@ -340,17 +307,17 @@ static void tumbling_boundaries(backend_t b)
     cr_assert_eq(st.late, 0);
     seen_free(seen);
     kk_env_fini(&e);
-    close_store(s, b, dir);
+    sk_close_store(s, b, dir);
 }
 
 Test(state_window, tumbling_boundaries_memory, .timeout = 60)
 {
-    tumbling_boundaries(MEM);
+    tumbling_boundaries(SK_MEM);
 }
 
 Test(state_window, tumbling_boundaries_lmdb, .timeout = 60)
 {
-    tumbling_boundaries(LMDB);
+    tumbling_boundaries(SK_LMDB);
 }
 
 /* Windows of 1 s every 250 ms: a record at 600 is in the windows starting
@@ -364,7 +331,7 @@ Test(state_window, hopping_record_lands_in_size_over_advance_windows_with_update
     kk_create_topic(&e, topic, 1);
     in_rec_t in[] = {{"h", 600, 5}, {"h", 5000, 7}};
     produce(&e, topic, 0, in, 2);
-    rill_store_t *s = open_store(MEM, NULL);
+    rill_store_t *s = sk_open_store(SK_MEM, "state-window", NULL);
     seen_t *seen = seen_new();
     ops_ctx_t oc = {0};
     rill_window_opts_t wo = {.type = RILL_WINDOW_HOPPING,
@@ -400,8 +367,8 @@ Test(state_window, session_bridged_by_a_late_arriving_record_merges, .timeout = 
     kk_create_topic(&e, topic, 1);
     in_rec_t in[] = {{"s", 0, 1}, {"s", 1500, 2}, {"t", 1400, 32}, {"s", 800, 4}, {"s", 10000, 8}};
     produce(&e, topic, 0, in, 5);
-    char dir[64] = "";
-    rill_store_t *s = open_store(LMDB, dir);
+    char dir[SK_DIR_SIZE] = "";
+    rill_store_t *s = sk_open_store(SK_LMDB, "state-window", dir);
     seen_t *seen = seen_new();
     ops_ctx_t oc = {0};
     rill_window_opts_t wo = {.type = RILL_WINDOW_SESSION,
@@ -412,7 +379,7 @@ Test(state_window, session_bridged_by_a_late_arriving_record_merges, .timeout = 
     rill_pipeline_t *p = window_pipeline(&e, topic, 1, s, &wo, &oc, seen, NULL, 0);
     int ok;
     KK_WAIT_UNTIL(ok, KK_WAIT_MS,
-                  atomic_load(&seen->finals) == 2 && stored_offset(s, topic, 0) == 5);
+                  atomic_load(&seen->finals) == 2 && sk_stored_offset(s, topic, 0) == 5);
     if (!ok)
         seen_dump(seen);
     cr_assert(ok, "finals %zu", atomic_load(&seen->finals));
@@ -423,7 +390,7 @@ Test(state_window, session_bridged_by_a_late_arriving_record_merges, .timeout = 
     cr_assert_eq(finals_of(seen, "s", BASE + 10000, NULL), 0, "the last session is open");
     seen_free(seen);
     kk_env_fini(&e);
-    close_store(s, LMDB, dir);
+    sk_close_store(s, SK_LMDB, dir);
 }
 
 /* Windows of 1 s with 500 ms of grace: a record at 200 after stream time
@@ -438,7 +405,7 @@ Test(state_window, grace_then_late_records_are_counted_and_rejected, .timeout = 
     kk_create_topic(&e, "grace-dlq", 1);
     in_rec_t in[] = {{"g", 100, 1}, {"g", 1400, 2}, {"g", 200, 4}, {"g", 1600, 8}, {"g", 300, 16}};
     produce(&e, topic, 0, in, 5);
-    rill_store_t *s = open_store(MEM, NULL);
+    rill_store_t *s = sk_open_store(SK_MEM, "state-window", NULL);
     seen_t *seen = seen_new();
     ops_ctx_t oc = {0};
     rill_window_opts_t wo = {.type = RILL_WINDOW_TUMBLING,
@@ -486,7 +453,7 @@ Test(state_window, quiet_key_closes_by_the_virtual_wall_clock, .timeout = 60)
     kk_create_topic(&e, topic, 1);
     in_rec_t in[] = {{"q", 100, 3}};
     produce(&e, topic, 0, in, 1);
-    rill_store_t *s = open_store(MEM, NULL);
+    rill_store_t *s = sk_open_store(SK_MEM, "state-window", NULL);
     seen_t *seen = seen_new();
     ops_ctx_t oc = {0};
     atomic_store(&virtual_now, BASE + 1400);
@@ -499,7 +466,7 @@ Test(state_window, quiet_key_closes_by_the_virtual_wall_clock, .timeout = 60)
                              .commit = {.commit_ms = 20}};
     rill_pipeline_t *p = window_pipeline(&e, topic, 1, s, &wo, &oc, seen, NULL, 0);
     int ok;
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS, stored_offset(s, topic, 0) == 1);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, sk_stored_offset(s, topic, 0) == 1);
     cr_assert(ok, "the record was committed");
     /* 1600 is end + grace + wall_close_ms exactly: not past it. */
     atomic_store(&virtual_now, BASE + 1600);
@@ -540,11 +507,11 @@ static int open_window_exact(void *opaque, const void *k, size_t kl, const void 
 
 /* Partition p, record i: key k(i % R_KEYS), at i * R_STEP, value p * R_PER
  * + i + 1. */
-static void restart_exact(backend_t b)
+static void restart_exact(sk_backend_t b)
 {
     kk_env_t e;
     kk_env_init(&e);
-    const char *topic = b == MEM ? "restart-mem" : "restart-lmdb";
+    const char *topic = b == SK_MEM ? "restart-mem" : "restart-lmdb";
     kk_create_topic(&e, topic, R_PARTS);
     static const char *keys[R_KEYS] = {"k0", "k1", "k2", "k3", "k4"};
     in_rec_t *in = calloc(R_PER, sizeof(*in));
@@ -556,8 +523,8 @@ static void restart_exact(backend_t b)
         produce(&e, topic, p, in, R_PER);
     }
     free(in);
-    char dir[64] = "";
-    rill_store_t *s = open_store(b, dir);
+    char dir[SK_DIR_SIZE] = "";
+    rill_store_t *s = sk_open_store(b, "state-window", dir);
     seen_t *seen = seen_new();
     ops_ctx_t oc = {0};
     atomic_store(&oc.fail_at_call, R_PER); /* mid-way through */
@@ -570,12 +537,12 @@ static void restart_exact(backend_t b)
      * it); the last ones stay open in the store with the stream time. */
     size_t windows = R_PER * R_STEP / R_SIZE * R_KEYS;
     int ok;
-    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
-                  stored_offset(s, topic, 0) == R_PER && stored_offset(s, topic, 1) == R_PER &&
-                      state_keys(s, topic, 0) == 1 + R_KEYS &&
-                      state_keys(s, topic, 1) == 1 + R_KEYS);
-    cr_assert(ok, "offsets %" PRId64 ", %" PRId64 "; keys %d, %d", stored_offset(s, topic, 0),
-              stored_offset(s, topic, 1), state_keys(s, topic, 0), state_keys(s, topic, 1));
+    KK_WAIT_UNTIL(
+        ok, KK_WAIT_MS,
+        sk_stored_offset(s, topic, 0) == R_PER && sk_stored_offset(s, topic, 1) == R_PER &&
+            state_keys(s, topic, 0) == 1 + R_KEYS && state_keys(s, topic, 1) == 1 + R_KEYS);
+    cr_assert(ok, "offsets %" PRId64 ", %" PRId64 "; keys %d, %d", sk_stored_offset(s, topic, 0),
+              sk_stored_offset(s, topic, 1), state_keys(s, topic, 0), state_keys(s, topic, 1));
     rill_pipeline_result_t res = stop_pipeline(pl);
     cr_assert_eq(atomic_load(&oc.fail_at_call), 0, "the failure happened");
     cr_assert_eq(res.restarts, 1,
@@ -637,19 +604,19 @@ static void restart_exact(backend_t b)
     cr_assert_eq(st.late, 0);
     seen_free(seen);
     kk_env_fini(&e);
-    close_store(s, b, dir);
+    sk_close_store(s, b, dir);
 }
 
 Test(state_window, restart_mid_way_keeps_every_window_exact_and_every_result_out_memory,
      .timeout = 120)
 {
-    restart_exact(MEM);
+    restart_exact(SK_MEM);
 }
 
 Test(state_window, restart_mid_way_keeps_every_window_exact_and_every_result_out_lmdb,
      .timeout = 120)
 {
-    restart_exact(LMDB);
+    restart_exact(SK_LMDB);
 }
 
 /* ---- misuse ------------------------------------------------------------- */
@@ -666,7 +633,7 @@ static void refused(rill_store_t *s, const rill_window_opts_t *wo, const rill_wi
 
 Test(state_window, bad_options_are_refused_with_a_sentence, .timeout = 30)
 {
-    rill_store_t *s = open_store(MEM, NULL);
+    rill_store_t *s = sk_open_store(SK_MEM, "state-window", NULL);
     rill_window_ops_t ops = {.agg_size = 16, .add = agg_add, .merge = agg_merge};
     rill_window_opts_t wo = {.type = RILL_WINDOW_TUMBLING, .size_ms = 1000};
     refused(NULL, &wo, &ops, "NULL");

@@ -28,6 +28,7 @@
 
 #include "support/kafka_kit.h"
 #include "support/rtest.h"
+#include "support/state_kit.h"
 
 #define T "orders"
 
@@ -194,14 +195,8 @@ static _Atomic int stateful_calls;
 static rill_err_t count(void *opaque, rill_state_t *st, rill_elem_t *in, rill_emitter_t *out)
 {
     (void)opaque, (void)out;
-    uint64_t n = 0;
-    const void *p;
-    size_t len;
-    if (rill_state_get(st, "n", 1, &p, &len) == RILL_OK && len == sizeof(n))
-        memcpy(&n, p, sizeof(n));
-    n++;
     rill_elem_release(in);
-    rill_err_t err = rill_state_put(st, "n", 1, &n, sizeof(n));
+    rill_err_t err = sk_add_u64(st, "n", 1);
     atomic_fetch_add(&stateful_calls, 1);
     return err;
 }

@@ -101,6 +101,23 @@ RILL_API rill_err_t rill_store_offset(rill_store_t *store, const char *topic, in
                                       int64_t *offset);
 
 /**
+ * Wait until the offsets stored with partitions 0..partitions-1 of topic
+ * are at or past offsets[0..partitions-1] (read, not kept): until the
+ * store's state reflects every record before them, e.g. a topic's end
+ * offsets once its records have been produced. A partition with no stored
+ * offset has reached an offset of 0 or less only. The offsets are read
+ * every 10 ms, each in a read transaction of its own; it returns once one
+ * round finds every partition there.
+ * @return RILL_OK; RILL_ETIMEDOUT when timeout_ms (0: one round) passed
+ * first; RILL_EINVAL (NULL store or topic, NULL offsets for partitions >
+ * 0, a negative count or timeout); an error of rill_store_offset().
+ * @locality any thread but an executor's (it sleeps between rounds).
+ */
+RILL_API rill_err_t rill_store_wait_offsets(rill_store_t *store, const char *topic,
+                                            int32_t partitions, const int64_t *offsets,
+                                            int timeout_ms);
+
+/**
  * Read one key of a partition's committed state into buf (up to buf_size
  * bytes; *value_len gets the whole length, which may be larger).
  * RILL_ENOENT if the key is not there; RILL_EINVAL for NULL arguments.
