@@ -148,6 +148,20 @@ void rill__ksrc_nudge(ksrc_t *k);
 /* Where each partition goes on in the next run (NULL without memory). */
 rd_kafka_topic_partition_list_t *rill__ksrc_resume_list(ksrc_t *k);
 
+/* ---- source_dead.c: records given up on, or not processed again ---- */
+
+/* A dead letter's delivery result (RILL_MSG_DELIVERY, seq = msg->arg). */
+void rill__ksrc_dlq_result(ksrc_t *k, const rill_delivery_t *d, uint64_t seq);
+/* A record about to be emitted that processing failed on too often, or
+ * that was redelivered too often: 1 if it was given up (dead letter,
+ * skip, or the stage fails), 0 to emit it. In emit order. */
+int rill__ksrc_done_for(ksrc_t *k, rill__tpart_t *p, const rd_kafka_message_t *m);
+/* A record the previous run confirmed past its stop: confirmed again
+ * without being emitted; 1 if it was one. In emit order. */
+int rill__ksrc_confirmed_before(ksrc_t *k, rill__tpart_t *p, const rd_kafka_message_t *m);
+/* Leave the next run the records confirmed past the first one not. */
+void rill__ksrc_leave_confirmed_ahead(ksrc_t *k);
+
 /* ---- source_later.c: starts the assigned callback tells later ---- */
 
 /* Ask the assigned callback where parts start (0, or -1 after failing the
