@@ -394,6 +394,19 @@ rill_err_t rill_consumer_conf_set_rebalance_cb(rill_consumer_conf_t *c, rill_reb
     return RILL_OK;
 }
 
+rill_err_t rill_consumer_conf_set_end_cb(rill_consumer_conf_t *c, rill_partition_end_fn *fn,
+                                         void *opaque)
+{
+    if (!c)
+        return RILL_EINVAL;
+    if (fn &&
+        rd_kafka_conf_set(c->kconf, "enable.partition.eof", "true", NULL, 0) != RD_KAFKA_CONF_OK)
+        return RILL_EKAFKA;
+    c->end_cb = fn;
+    c->end_opaque = opaque;
+    return RILL_OK;
+}
+
 rill_err_t rill_consumer_conf_set_commit_cb(rill_consumer_conf_t *c, rill_commit_fn *fn,
                                             void *opaque)
 {

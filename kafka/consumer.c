@@ -49,8 +49,10 @@ static const rill__kind_t ksrc_kind;
 static void handle_error_msg(ksrc_t *k, rd_kafka_message_t *m)
 {
     rd_kafka_resp_err_t err = m->err;
-    if (err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+    if (err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        rill__ksrc_end_seen(k, m);
         return;
+    }
     if (k->s)
         rill__khealth_error(rill__ksession_health(k->s), err, rd_kafka_message_errstr(m));
     char fatal[256];
@@ -273,6 +275,7 @@ static void ksrc_pump(rill__stage_t *st)
     const rill__kopts_t *o = &k->conf->o;
     rill_elem_t e;
     int64_t now = now_ms();
+    size_t before = k->buf.count;
     while (k->buf.count && rill__stage_can_emit(st, 0) && k->tr.unconfirmed < o->max_unconfirmed) {
         rill__equeue_pop(&k->buf, &e);
         rill__tpart_t *p = rill__ksrc_part_by_id(k, e.arg);
@@ -294,6 +297,7 @@ static void ksrc_pump(rill__stage_t *st)
         k->stats.emitted++;
         rill__stage_emit(st, 0, &e);
     }
+    rill__ksrc_ends_pass(k, before - k->buf.count);
     if (k->paused && k->buf.count < o->buffer_low)
         rill__ksrc_set_paused(k, 0);
     if (!st->finished && k->buf.count < o->buffer_high)

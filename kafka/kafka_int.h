@@ -142,6 +142,8 @@ struct rill_consumer_conf {
     void *assigned_opaque;
     rill_rebalance_fn *rebalance_cb;
     void *rebalance_opaque;
+    rill_partition_end_fn *end_cb;
+    void *end_opaque;
     rill_commit_fn *commit_cb;
     void *commit_opaque;
     /* The librdkafka keys the application set, in the order first set:

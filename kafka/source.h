@@ -76,9 +76,17 @@ typedef struct ksrc {
     uint64_t polled_at_tick; /* stats.polled at the last tick */
 
     /* The assignments (rill_assignment_t) some partition waits under
-     * for its start (source_later.c), with a reference each. */
+     * for its start (source_bounds.c), with a reference each. */
     rill_assignment_t **later;
     size_t n_later, cap_later;
+    /* Partition ends polled and not told yet (source_bounds.c): told once
+     * the `ahead` records buffered before them went out. */
+    struct rill__kend {
+        uint64_t id; /* the partition's assignment id */
+        int64_t offset;
+        size_t ahead;
+    } * ends;
+    size_t n_ends, cap_ends;
 
     rill_consumer_stats_t stats;
 } ksrc_t;
@@ -162,7 +170,7 @@ int rill__ksrc_confirmed_before(ksrc_t *k, rill__tpart_t *p, const rd_kafka_mess
 /* Leave the next run the records confirmed past the first one not. */
 void rill__ksrc_leave_confirmed_ahead(ksrc_t *k);
 
-/* ---- source_later.c: starts the assigned callback tells later ---- */
+/* ---- source_bounds.c: starts told later, ends ---- */
 
 /* Ask the assigned callback where parts start (0, or -1 after failing the
  * stage); partitions it left RILL_OFFSET_LATER get
@@ -178,7 +186,12 @@ void rill__ksrc_later_msg(ksrc_t *k, rill_msg_t *msg);
 void rill__ksrc_later_forget(ksrc_t *k, rill__tpart_t *p);
 /* Resume every assigned partition but those waiting. */
 void rill__ksrc_resume_ready(ksrc_t *k, rd_kafka_topic_partition_list_t *parts);
-/* The run ends: no answer is taken any more. */
+/* The run ends: no answer is taken any more, no end told. */
 void rill__ksrc_later_end(ksrc_t *k);
+/* A partition's end was polled (RD_KAFKA_RESP_ERR__PARTITION_EOF): tell
+ * the end callback once what was buffered before it went out. */
+void rill__ksrc_end_seen(ksrc_t *k, const rd_kafka_message_t *m);
+/* The pump took `popped` records from the buffer: tell the ends due. */
+void rill__ksrc_ends_pass(ksrc_t *k, size_t popped);
 
 #endif /* RILL_KAFKA_SOURCE_H */

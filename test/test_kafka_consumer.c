@@ -2208,6 +2208,87 @@ Test(kafka_consumer, later_start_failed_fails_the_source, .timeout = 120)
     pthread_mutex_destroy(&m.mu);
 }
 
+/* ---- partition ends ---- */
+
+#define END_PER_PART 3000
+
+typedef struct ends {
+    pthread_mutex_t mu;
+    long told[MAXP];
+    int64_t last[MAXP];
+    int bad_topic;
+} ends_t;
+
+static void ends_cb(void *opaque, const char *topic, int32_t partition, int64_t offset)
+{
+    ends_t *e = opaque;
+    pthread_mutex_lock(&e->mu);
+    if (strcmp(topic, "ends") || partition < 0 || partition >= MAXP)
+        e->bad_topic++;
+    else {
+        e->told[partition]++;
+        e->last[partition] = offset;
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+static int64_t ends_last(ends_t *e, int p)
+{
+    pthread_mutex_lock(&e->mu);
+    int64_t v = e->told[p] ? e->last[p] : -1;
+    pthread_mutex_unlock(&e->mu);
+    return v;
+}
+
+Test(kafka_consumer, partition_ends_are_told_after_their_records, .timeout = 120)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    /* Partition 2 stays empty: its end (0) is told at once. */
+    kk_create_topic(&env, "ends", 3);
+    kk_produce_parts(env.boot, "ends", 2, END_PER_PART, 0, 100);
+    ends_t e;
+    memset(&e, 0, sizeof(e));
+    pthread_mutex_init(&e.mu, NULL);
+    probe_t pr;
+    probe_init(&pr, env.sys, 3 * END_PER_PART);
+    rill_consumer_conf_t *c = kk_conf_new(env.boot, "ends-group", group_member_kv);
+    kk_conf_subscribe1(c, "ends");
+    cr_assert_eq(rill_consumer_conf_set_end_cb(NULL, ends_cb, &e), RILL_EINVAL);
+    cr_assert_eq(rill_consumer_conf_set_end_cb(c, ends_cb, &e), RILL_OK);
+    rill_aid_t sink = probe_start(&pr, c, NULL);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  ends_last(&e, 0) == END_PER_PART && ends_last(&e, 1) == END_PER_PART &&
+                      ends_last(&e, 2) == 0);
+    cr_assert(ok, "ends told: %lld %lld %lld", (long long)ends_last(&e, 0),
+              (long long)ends_last(&e, 1), (long long)ends_last(&e, 2));
+    /* Told after the records went out: they all reach the sink. */
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, probe_distinct(&pr) == 2 * END_PER_PART);
+    cr_assert(ok, "%ld records", probe_distinct(&pr));
+    rill_consumer_stats_t s = kk_consumer_stats_ok(env.sys, pr.consumer);
+    cr_assert_geq(s.ends, 3, "%llu ends counted", (unsigned long long)s.ends);
+    /* More records: the end is told again, further on. */
+    rill_gen_t g = RILL_GEN_DEFAULT;
+    g.first_seq = 2 * END_PER_PART;
+    g.pinned = 1;
+    g.partition = 2;
+    g.value_size = 100;
+    rill_testkit_opts_t to = {.timeout_ms = 60000};
+    char err[256] = "";
+    cr_assert_eq(rill_testkit_produce_generated(env.boot, "ends", 10, &g, &to, err, sizeof(err)),
+                 RILL_OK, "%s", err);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, ends_last(&e, 2) == 10);
+    cr_assert(ok, "partition 2's new end: %lld", (long long)ends_last(&e, 2));
+    kk_stop_wait(env.sys, pr.consumer);
+    kk_stop_wait(env.sys, sink);
+    cr_assert_eq(e.bad_topic, 0);
+    cr_assert_eq(pr.received, 2 * END_PER_PART + 10);
+    probe_fini(&pr);
+    kk_env_fini(&env);
+    pthread_mutex_destroy(&e.mu);
+}
+
 /* ------------------------------------------------------------------ */
 /* Fixed partitions at the committed offset                            */
 /* ------------------------------------------------------------------ */

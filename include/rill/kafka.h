@@ -335,6 +335,20 @@ typedef void rill_rebalance_fn(void *opaque, rill_rebalance_event_t event,
 RILL_API rill_err_t rill_consumer_conf_set_rebalance_cb(rill_consumer_conf_t *conf,
                                                         rill_rebalance_fn *fn, void *opaque);
 
+/** A partition's end was reached: every record of it before `offset` (its
+ * end offset when the fetch got there) went out of the source (emitted
+ * downstream, or given up on). Told again each time the end is reached
+ * after new records; not for a partition held for its start or being
+ * revoked.
+ * @locality the source's executor. */
+typedef void rill_partition_end_fn(void *opaque, const char *topic, int32_t partition,
+                                   int64_t offset);
+/** Set the end callback (NULL: none); a callback turns librdkafka's
+ * enable.partition.eof on. RILL_EINVAL for a NULL conf.
+ * @locality any thread. */
+RILL_API rill_err_t rill_consumer_conf_set_end_cb(rill_consumer_conf_t *conf,
+                                                  rill_partition_end_fn *fn, void *opaque);
+
 /** Observe every commit the source makes: the offsets sent and the result
  * (per partition in ->err).
  * @locality the source's executor. */
@@ -408,6 +422,7 @@ typedef struct rill_consumer_stats {
                                       tells later (RILL_OFFSET_LATER) */
     int paused;                  /**< the partitions are paused now */
     uint64_t pauses;             /**< times paused */
+    uint64_t ends;               /**< partition ends told (rill_consumer_conf_set_end_cb) */
     uint64_t fetch_nudges;       /**< idle fetchers woken (a seek to the position: librdkafka < 2.2
                                       sleeps up to 1 s after its queue was full) */
     /** Emitting is stopped now: rill.max.unconfirmed records are out and

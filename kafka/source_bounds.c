@@ -1,4 +1,14 @@
 /*
+ * Where partitions start and end.
+ *
+ * Ends (rill_consumer_conf_set_end_cb): librdkafka's end-of-partition
+ * event comes in order with the partition's records; it is told to the
+ * application once every record polled before it went out of the source's
+ * buffer (emitted, or dropped as not to be emitted): the number buffered
+ * when it came is counted down by what the pump takes (conservatively: a
+ * record filtered out of the buffer is not counted, so the end may be told
+ * a little later, never earlier); an empty buffer tells every end due.
+ *
  * Starts the assigned callback tells later (RILL_OFFSET_LATER, see
  * rill_assigned_fn in kafka.h): a partition whose start takes long to find
  * (a state restored from a changelog first) is assigned and held paused,
@@ -396,4 +406,48 @@ void rill__ksrc_later_end(ksrc_t *k)
     free(k->later);
     k->later = NULL;
     k->n_later = k->cap_later = 0;
+    free(k->ends);
+    k->ends = NULL;
+    k->n_ends = k->cap_ends = 0;
+}
+
+/* ------------------------------------------------------------------ ends */
+
+static void tell_end(ksrc_t *k, const rill__tpart_t *p, int64_t offset)
+{
+    k->stats.ends++;
+    k->conf->end_cb(k->conf->end_opaque, p->topic, p->partition, offset);
+}
+
+void rill__ksrc_end_seen(ksrc_t *k, const rd_kafka_message_t *m)
+{
+    rill__tpart_t *p = k->conf->end_cb ? rill__ksrc_part_of_msg(k, m) : NULL;
+    if (!p || p->revoking || p->start_wait || k->st->finished)
+        return;
+    if (!k->buf.count) {
+        tell_end(k, p, m->offset);
+        return;
+    }
+    struct rill__kend *v = rill__grow(k->ends, &k->cap_ends, k->n_ends, sizeof(*v), 4);
+    if (!v)
+        return; /* told with a later end (the next one) */
+    k->ends = v;
+    v[k->n_ends++] = (struct rill__kend){p->id.v, m->offset, k->buf.count};
+}
+
+void rill__ksrc_ends_pass(ksrc_t *k, size_t popped)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < k->n_ends; i++) {
+        struct rill__kend e = k->ends[i];
+        e.ahead = e.ahead > popped ? e.ahead - popped : 0;
+        if (e.ahead && k->buf.count) {
+            k->ends[kept++] = e;
+            continue;
+        }
+        rill__tpart_t *p = rill__ksrc_part_by_id(k, e.id);
+        if (p && !p->revoking)
+            tell_end(k, p, e.offset);
+    }
+    k->n_ends = kept;
 }
