@@ -421,7 +421,9 @@ static void tell_end(ksrc_t *k, const rill__tpart_t *p, int64_t offset)
 
 void rill__ksrc_end_seen(ksrc_t *k, const rd_kafka_message_t *m)
 {
-    rill__tpart_t *p = k->conf->end_cb ? rill__ksrc_part_of_msg(k, m) : NULL;
+    rill__tpart_t *p = k->conf->end_cb && m->rkt
+                           ? rill__tracker_find(&k->tr, rd_kafka_topic_name(m->rkt), m->partition)
+                           : NULL;
     if (!p || p->revoking || p->start_wait || k->st->finished)
         return;
     if (!k->buf.count) {
@@ -445,7 +447,7 @@ void rill__ksrc_ends_pass(ksrc_t *k, size_t popped)
             k->ends[kept++] = e;
             continue;
         }
-        rill__tpart_t *p = rill__ksrc_part_by_id(k, e.id);
+        rill__tpart_t *p = rill__tracker_part(&k->tr, (rill__part_id_t){e.id});
         if (p && !p->revoking)
             tell_end(k, p, e.offset);
     }

@@ -73,7 +73,6 @@ void rill__changelog_free(struct rill__changelog *cl)
 {
     if (!cl)
         return;
-    rill__restorer_stop(cl);
     while (cl->pending) {
         rill__restored_t *r = cl->pending;
         cl->pending = r->next;

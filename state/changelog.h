@@ -83,6 +83,7 @@ struct rill__changelog {
     _Atomic int restorer_stop; /* set under jobs_lock */
 };
 
+/* Free cl (its restorer stopped: rill__restorer_stop). */
 void rill__changelog_free(struct rill__changelog *cl);
 /* Add the changelog's counters to out (cl may be NULL). */
 void rill__changelog_stats(struct rill__changelog *cl, rill_store_stats_t *out);
@@ -106,7 +107,7 @@ rill_err_t rill__changelog_restore(rill_store_t *s, rill_assignment_t *asg, cons
 rill_err_t rill__restorer_submit(rill_store_t *s, rill_assignment_t *asg, const char *topic,
                                  int32_t partition);
 /* Stop the restorer thread and drop the jobs not run (at the store's
- * close); cl's locks live on. */
+ * close, before rill__changelog_free). */
 void rill__restorer_stop(struct rill__changelog *cl);
 
 /* The core's part: the restored changes of (topic, partition), taken

@@ -33,9 +33,9 @@ static void run_job(rill_store_t *s, rill__restore_job_t *j)
     } else if (err != RILL_ESTOPPED) {
         /* The source fails (its supervisor restarts it, and the restore is
          * tried again): starting anywhere else could lose or repeat. */
-        char text[400];
-        snprintf(text, sizeof(text), "store %s: cannot restore %s [%d]: %s", rill_store_name(s),
-                 j->topic, (int)j->partition, why);
+        char text[1024];
+        snprintf(text, sizeof(text), "store %s: cannot restore %s [%d]: %s", s->name, j->topic,
+                 (int)j->partition, why);
         fprintf(stderr, "rill: %s\n", text);
         rill_assignment_fail(j->asg, text);
     }

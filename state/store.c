@@ -115,6 +115,8 @@ void rill_store_close(rill_store_t *store)
 {
     if (!store)
         return;
+    if (store->cl)
+        rill__restorer_stop(store->cl);
     rill__changelog_free(store->cl);
     store->ops->close(store);
     free(store);
