@@ -86,6 +86,7 @@ void rill__sf_fini(rill__sf_t *c)
     free(c->parts);
     free(c->held);
     c->parts = NULL;
+    c->view_part = NULL;
     c->held = NULL;
     c->n_parts = c->n_held = 0;
     if (c->owner)
@@ -363,6 +364,7 @@ rill__sf_part_t *rill__sf_part(rill__sf_t *c, const char *topic, int32_t partiti
         if (!v)
             goto fail;
         c->parts = v;
+        c->view_part = NULL; /* the parts moved */
         c->cap_parts = cap;
     }
     rill__sf_part_t *p = &c->parts[c->n_parts];
@@ -468,12 +470,17 @@ rill_state_t *rill__sf_view(rill__sf_t *c, rill__sf_part_t *p)
 {
     if (txn_open(c))
         return NULL;
-    c->view.store = c->store;
     c->view.txn = c->txn;
-    c->view.topic = p->topic;
-    c->view.partition = p->partition;
-    c->view.prefix_len = p->prefix_len;
-    memcpy(c->view.key, p->prefix, p->prefix_len);
+    if (c->view_part != p) {
+        /* The view's key buffer keeps the prefix: a key is written
+         * after it. */
+        c->view.store = c->store;
+        c->view.topic = p->topic;
+        c->view.partition = p->partition;
+        c->view.prefix_len = p->prefix_len;
+        memcpy(c->view.key, p->prefix, p->prefix_len);
+        c->view_part = p;
+    }
     if (c->store->cl) {
         c->view.on_change = record_change;
         c->view.change_opaque = c;
@@ -483,6 +490,30 @@ rill_state_t *rill__sf_view(rill__sf_t *c, rill__sf_part_t *p)
             return NULL;
     }
     return &c->view;
+}
+
+int rill__sf_enter(rill__sf_t *c, rill_elem_t *e, rill__sf_kind_part_fn *kind_part,
+                   rill__sf_rec_t *r)
+{
+    if (rill__sf_defer(c, e))
+        return 0; /* a changelog flush is under way: it comes again after it */
+    const rd_kafka_message_t *m = rill__sf_record(c, e);
+    if (!m)
+        return 0;
+    r->m = m;
+    r->offset = m->offset;
+    r->p = rill__sf_part(c, rd_kafka_topic_name(m->rkt), m->partition);
+    r->kind_part = NULL;
+    if (r->p && kind_part && !(r->kind_part = kind_part(c, r->p)))
+        r->p = NULL;
+    r->view = r->p ? rill__sf_view(c, r->p) : NULL;
+    if (!r->view) {
+        rill_elem_release(e);
+        return 0;
+    }
+    r->origin = e->origin;
+    e->origin = NULL; /* the kind's function never sees it */
+    return 1;
 }
 
 int rill__sf_applied(rill__sf_t *c, rill__sf_part_t *p, int64_t offset, rill_origin_t *o)

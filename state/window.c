@@ -219,6 +219,13 @@ static wpart_t *wpart(window_t *w, rill__sf_part_t *p)
     return &w->wp[i];
 }
 
+/* The window's part of p, for rill__sf_enter (the core is the window's
+ * first member). */
+static void *wpart_of(rill__sf_t *c, rill__sf_part_t *p)
+{
+    return wpart((window_t *)c, p);
+}
+
 /* ------------------------------------------------------------- results */
 
 static void result_free(void *payload)
@@ -542,25 +549,19 @@ static void window_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     (void)in;
     window_t *w = st->spec.impl;
     rill__sf_t *c = &w->core;
-    if (rill__sf_defer(c, e))
-        return; /* a changelog flush is under way: it comes again after it */
-    const rd_kafka_message_t *m = rill__sf_record(c, e);
-    if (!m)
+    rill__sf_rec_t sr;
+    if (!rill__sf_enter(c, e, wpart_of, &sr))
         return;
-    int64_t offset = m->offset;
-    rill__sf_part_t *p = rill__sf_part(c, rd_kafka_topic_name(m->rkt), m->partition);
-    wpart_t *wp = p ? wpart(w, p) : NULL;
-    rill_state_t *view = wp ? rill__sf_view(c, p) : NULL;
-    if (!view) {
-        rill_elem_release(e);
-        return;
-    }
+    const rd_kafka_message_t *m = sr.m;
+    int64_t offset = sr.offset;
+    rill__sf_part_t *p = sr.p;
+    wpart_t *wp = sr.kind_part;
+    rill_state_t *view = sr.view;
     rec_t r = {.w = w, .p = p, .wp = wp, .view = view, .e = e, .now = INT64_MIN};
     r.t = w->ops.event_time ? w->ops.event_time(w->opaque, e) : rd_kafka_message_timestamp(m, NULL);
     r.key = m->key;
     r.kl = m->key ? m->key_len : 0;
-    r.origin = e->origin;
-    e->origin = NULL;
+    r.origin = sr.origin;
     if (r.t < 0 || r.kl > RILL_WINDOW_KEY_MAX) {
         /* Counted with the late ones, and rejected whatever reject_late
          * says: it belongs to no window. */
