@@ -56,7 +56,7 @@ typedef struct pending {
     uint64_t id;
     int done; /* settled: removed at the next compaction */
     size_t part;
-    uint8_t k[WKEY_MAX];
+    uint8_t *k; /* the window key (malloc'ed; freed when settled) */
     size_t kl;
 } pending_t;
 
@@ -275,20 +275,22 @@ static int emit_result(window_t *w, rill__sf_part_t *p, const uint8_t *key, size
 }
 
 /* Emit the final result of window k (value v) of p, with an origin of
- * the stage's own: its settle notice deletes the window. -1 after
- * failing the stage. */
-static int emit_final(window_t *w, rill__sf_part_t *p, const uint8_t *k, size_t kl,
-                      const uint8_t *v)
+ * the stage's own: its settle notice deletes the window. k (malloc'ed)
+ * is taken. -1 after failing the stage. */
+static int emit_final(window_t *w, rill__sf_part_t *p, uint8_t *k, size_t kl, const uint8_t *v)
 {
     const uint8_t *key;
     size_t keyl;
     int64_t start;
-    if (!wkey_parse(k, kl, &key, &keyl, &start))
+    if (!wkey_parse(k, kl, &key, &keyl, &start)) {
+        free(k);
         return 0;
+    }
     if (w->n_pend == w->cap_pend) {
         size_t cap = w->cap_pend ? w->cap_pend * 2 : 16;
         pending_t *pv = realloc(w->pend, cap * sizeof(*pv));
         if (!pv) {
+            free(k);
             rill__stage_fail(w->core.st, RILL_ENOMEM, "out of memory for a window's result");
             return -1;
         }
@@ -299,6 +301,7 @@ static int emit_final(window_t *w, rill__sf_part_t *p, const uint8_t *k, size_t 
     uint64_t id = ++w->next_id;
     rill_origin_t *o = rill__origin_new(st->sys, st->self, id, 0);
     if (!o) {
+        free(k);
         rill__stage_fail(st, RILL_ENOMEM, "out of memory for a window's result");
         return -1;
     }
@@ -306,7 +309,7 @@ static int emit_final(window_t *w, rill__sf_part_t *p, const uint8_t *k, size_t 
     pe->id = id;
     pe->done = 0;
     pe->part = (size_t)(p - w->core.parts);
-    memcpy(pe->k, k, kl);
+    pe->k = k;
     pe->kl = kl;
     atomic_fetch_add_explicit(&w->core.store->windows_closed, 1, memory_order_relaxed);
     return emit_result(w, p, key, keyl, start, v, 1, o);
@@ -344,7 +347,8 @@ static int close_due(window_t *w, rill__sf_part_t *p, wpart_t *wp, rill_state_t 
                                  w->core.store->name, rill_err2str(err));
                 rc = -1;
             } else {
-                rc = emit_final(w, p, e.k, e.kl, v);
+                rc = emit_final(w, p, e.k, e.kl, v); /* the key goes with the result */
+                e.k = NULL;
             }
         }
         free(e.k);
@@ -370,17 +374,20 @@ typedef struct rec {
 } rec_t;
 
 /* Write window (key, start) with end and aggregate agg, index it if new,
- * and emit an update if asked. 0, or an error. */
-static rill_err_t window_put(rec_t *r, int64_t start, int64_t end, const uint8_t *agg, int is_new)
+ * and emit an update if asked; made: its window key (made_len bytes)
+ * when the caller made it already, or NULL. 0, or an error. */
+static rill_err_t window_put(rec_t *r, int64_t start, int64_t end, const uint8_t *agg, int is_new,
+                             const uint8_t *made, size_t made_len)
 {
     window_t *w = r->w;
     uint8_t k[WKEY_MAX], v[WVAL_HEAD + RILL_WINDOW_AGG_MAX];
-    size_t kl = wkey_make(k, r->key, r->kl, start);
+    const uint8_t *key = made ? made : k;
+    size_t kl = made ? made_len : wkey_make(k, r->key, r->kl, start);
     put_be64(v, end);
     v[8] = 0;
     memcpy(v + WVAL_HEAD, agg, w->ops.agg_size);
-    rill_err_t err = rill_state_put(r->view, k, kl, v, WVAL_HEAD + w->ops.agg_size);
-    if (!err && is_new && heap_push(r->wp, add_sat(end, w->o.grace_ms), k, kl))
+    rill_err_t err = rill_state_put(r->view, key, kl, v, WVAL_HEAD + w->ops.agg_size);
+    if (!err && is_new && heap_push(r->wp, add_sat(end, w->o.grace_ms), key, kl))
         err = RILL_ENOMEM;
     if (!err && w->o.emit_updates &&
         emit_result(w, r->p, r->key, r->kl, start, v, 0, rill_origin_ref(r->origin)))
@@ -414,7 +421,7 @@ static rill_err_t fixed_windows(rec_t *r)
             memcpy(agg, (const uint8_t *)cur + WVAL_HEAD, w->ops.agg_size);
         rill_err_t err = w->ops.add(w->opaque, agg, r->e);
         if (!err)
-            err = window_put(r, start, end, agg, is_new);
+            err = window_put(r, start, end, agg, is_new, k, kl);
         if (err)
             return err;
         took = 1;
@@ -518,7 +525,7 @@ static rill_err_t session_window(rec_t *r)
     for (size_t i = 0; i < s.n; i++)
         is_new &= s.v[i].start != start;
     if (!err)
-        err = window_put(r, start, end, agg, is_new);
+        err = window_put(r, start, end, agg, is_new, NULL, 0);
     free(s.v);
     return err;
 }
@@ -656,17 +663,20 @@ static void on_settled(window_t *w, const rill__settled_t *b)
             continue;
         pending_t pe = *pp;
         pp->done = 1;
+        pp->k = NULL; /* pe's, freed here */
         w->n_done++;
         /* Released unconfirmed (the pipeline is failing): the window stays
-         * closed in the store, and the next run emits it again. */
-        if (!b->v[i].ok && b->v[i].verdict != RILL__VERDICT_REJECT)
+         * closed in the store, and the next run emits it again. Once the
+         * stage finished, the last commit is done: the same. */
+        if ((!b->v[i].ok && b->v[i].verdict != RILL__VERDICT_REJECT) || c->st->finished) {
+            free(pe.k);
             continue;
-        if (c->st->finished)
-            continue; /* the last commit is done: the next run emits it again */
+        }
         rill_state_t *view = rill__sf_view(c, &c->parts[pe.part]);
+        rill_err_t err = view ? rill_state_delete(view, pe.k, pe.kl) : RILL_OK;
+        free(pe.k);
         if (!view)
             return;
-        rill_err_t err = rill_state_delete(view, pe.k, pe.kl);
         if (err && err != RILL_ENOENT) {
             rill__sf_abort(c);
             rill__stage_fail(c->st, err, "cannot delete a closed window in store %s: %s",
@@ -736,11 +746,13 @@ static int load_visit(void *opaque, const void *key, size_t kl, const void *valu
     int64_t start;
     if (!wkey_parse(rest, rl, &uk, &ukl, &start) || vl != WVAL_HEAD + w->ops.agg_size)
         return 0;
-    int rc = v[8] ? emit_final(w, p, rest, rl, v)
-                  : heap_push(wp, add_sat(get_be64(v), w->o.grace_ms), rest, rl);
+    uint8_t *copy = v[8] ? malloc(rl) : NULL; /* taken by emit_final */
+    int rc = !v[8]  ? heap_push(wp, add_sat(get_be64(v), w->o.grace_ms), rest, rl)
+             : copy ? emit_final(w, p, memcpy(copy, rest, rl), rl, v)
+                    : -1;
+    if (rc == -1 && (!v[8] || !copy))
+        rill__stage_fail(w->core.st, RILL_ENOMEM, "out of memory for the windows' index");
     if (rc) {
-        if (rc == -1 && !v[8])
-            rill__stage_fail(w->core.st, RILL_ENOMEM, "out of memory for the windows' index");
         l->failed = 1;
         return 1;
     }
@@ -797,6 +809,8 @@ static void window_destroy(void *impl)
         free(w->wp[i].heap);
     }
     free(w->wp);
+    for (size_t i = 0; i < w->n_pend; i++)
+        free(w->pend[i].k); /* NULL once settled */
     free(w->pend);
     free(w);
 }
