@@ -484,10 +484,17 @@ rill_state_t *rill__sf_view(rill__sf_t *c, rill__sf_part_t *p)
     if (c->store->cl) {
         c->view.on_change = record_change;
         c->view.change_opaque = c;
-        /* What a restore read for this partition goes in first. */
-        rill__restored_t *r = rill__changelog_take(c->store, p->topic, p->partition);
-        if (r && restore_into(c, r))
-            return NULL;
+        /* What a restore read for this partition goes in first. Only
+         * when a restore was made pending since this partition last
+         * found none (acquire: pairs with the restore's release). */
+        uint64_t gen = atomic_load_explicit(&c->store->cl->pending_gen, memory_order_acquire);
+        if (gen != p->cl_gen) {
+            rill__restored_t *r = rill__changelog_take(c->store, p->topic, p->partition);
+            if (!r)
+                p->cl_gen = gen;
+            else if (restore_into(c, r))
+                return NULL;
+        }
     }
     return &c->view;
 }

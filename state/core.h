@@ -22,9 +22,10 @@
 typedef struct rill__sf_part {
     char *topic;
     int32_t partition;
-    int64_t next;  /* the offset after the last record applied */
-    int dirty;     /* next changed in the open transaction */
-    int64_t clpos; /* changelog: the position after this transaction's offset record */
+    int64_t next;    /* the offset after the last record applied */
+    int dirty;       /* next changed in the open transaction */
+    int64_t clpos;   /* changelog: the position after this transaction's offset record */
+    uint64_t cl_gen; /* the changelog's pending_gen when no restore of this partition was pending */
     size_t prefix_len;
     uint8_t prefix[1 + RILL__TOPIC_MAX + 1 + 4];
 } rill__sf_part_t;
