@@ -27,6 +27,7 @@ void rill__sf_clone(rill__sf_t *c, const rill__sf_t *b)
     c->store = b->store;
     c->commit_count = b->commit_count;
     c->commit_ms = b->commit_ms;
+    c->before_commit = b->before_commit;
 }
 
 static void release_held(rill__sf_t *c)
@@ -272,6 +273,8 @@ int rill__sf_commit(rill__sf_t *c)
     disarm(c);
     if (!c->txn)
         return 0;
+    if (c->before_commit && c->before_commit(c))
+        return -1;
     return c->producer.id ? start_flush(c) : finish_commit(c);
 }
 

@@ -35,6 +35,9 @@ typedef struct rill__sf {
     rill_store_t *store;
     uint32_t commit_count;
     uint32_t commit_ms;
+    /* The kind's own writes into the open transaction just before it
+     * commits (NULL: none): 0, or -1 after aborting and failing the stage. */
+    int (*before_commit)(struct rill__sf *c);
     /* a run's state */
     rill__stage_t *st;
     int owner;            /* this run holds the store's writer slot */

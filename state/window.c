@@ -46,7 +46,8 @@ typedef struct wentry {
 
 /* The stage's part of a partition (parallel to the core's parts). */
 typedef struct wpart {
-    int64_t stream_time; /* INT64_MIN: no record yet */
+    int64_t stream_time;   /* INT64_MIN: no record yet */
+    int stream_time_dirty; /* changed in the open transaction: stored at its commit */
     wentry_t *heap;
     size_t n, cap;
 } wpart_t;
@@ -576,16 +577,12 @@ static void window_on_next(rill__stage_t *st, int in, rill_elem_t *e)
                   r.t < 0 ? "no event time" : "key longer than RILL_WINDOW_KEY_MAX");
         return;
     }
-    rill_err_t err = RILL_OK;
     if (r.t > wp->stream_time) {
-        uint8_t k = K_STREAM_TIME, v[8];
-        put_be64(v, r.t);
         wp->stream_time = r.t;
-        err = rill_state_put(view, &k, 1, v, sizeof(v));
+        wp->stream_time_dirty = 1; /* stored once, before the commit */
     }
     size_t mark = c->q.count;
-    if (!err)
-        err = w->o.type == RILL_WINDOW_SESSION ? session_window(&r) : fixed_windows(&r);
+    rill_err_t err = w->o.type == RILL_WINDOW_SESSION ? session_window(&r) : fixed_windows(&r);
     if (!err && r.late) {
         note_late(w, p, offset, e, r.origin, r.t, 0, "late: its windows closed");
     } else if (err) {
@@ -604,6 +601,31 @@ static void window_on_next(rill__stage_t *st, int in, rill_elem_t *e)
      * have ended the transaction: a fresh view, only when needed). */
     if (wp->n && is_closed(w, wp, wp->heap[0].close_at, &r.now) && (view = rill__sf_view(c, p)))
         close_due(w, p, wp, view, &r.now);
+}
+
+/* Before a commit (core.h): the stream time of each partition that moved
+ * it, written once per transaction rather than once per record. */
+static int store_stream_times(rill__sf_t *c)
+{
+    window_t *w = (window_t *)c;
+    for (size_t i = 0; i < c->n_parts && i < w->n_wp; i++) {
+        uint8_t k = K_STREAM_TIME, v[8];
+        rill_state_t *view;
+        if (!w->wp[i].stream_time_dirty)
+            continue;
+        if (!(view = rill__sf_view(c, &c->parts[i])))
+            return -1;
+        put_be64(v, w->wp[i].stream_time);
+        rill_err_t err = rill_state_put(view, &k, 1, v, sizeof(v));
+        if (err) {
+            rill__sf_abort(c);
+            rill__stage_fail(c->st, err, "cannot store a stream time in store %s: %s",
+                             c->store->name, rill_err2str(err));
+            return -1;
+        }
+        w->wp[i].stream_time_dirty = 0;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------- ticks and notices */
@@ -849,6 +871,7 @@ rill_stage_t *rill_stage_window(rill_store_t *store, const rill_window_opts_t *o
     window_t *w = calloc(1, sizeof(*w));
     if (w) {
         rill__sf_init(&w->core, store, &opts->commit);
+        w->core.before_commit = store_stream_times;
         w->o = *opts;
         if (!w->o.wall_close_ms)
             w->o.wall_close_ms = 1000;
