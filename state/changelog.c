@@ -381,6 +381,9 @@ rill_err_t rill__changelog_restore(rill_store_t *s, rill_assignment_t *asg, cons
     r->next = cl->pending;
     cl->pending = r;
     atomic_store_explicit(&cl->has_pending, 1, memory_order_release);
+    /* release: a stage that reads the new value sees r in the list (the
+     * lock orders the list itself). */
+    atomic_fetch_add_explicit(&cl->pending_gen, 1, memory_order_release);
     atomic_fetch_add_explicit(&cl->restored, r->changes.n, memory_order_relaxed);
     if (last >= 0)
         atomic_fetch_add_explicit(&cl->restores, 1, memory_order_relaxed);

@@ -71,6 +71,10 @@ struct rill__changelog {
     pthread_mutex_t read_lock; /* reader: one restore at a time */
     rill__restored_t *pending;
     _Atomic int has_pending;
+    /* Raised with every restore made pending: a stage that saw a value
+     * and took nothing for a partition then need not look (or lock) again
+     * for it until the value changes. */
+    _Atomic uint64_t pending_gen;
     rd_kafka_t *reader; /* the restore's client, made on first use */
     _Atomic uint64_t sent, restored, restores;
     _Atomic uint32_t restoring;

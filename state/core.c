@@ -27,6 +27,7 @@ void rill__sf_clone(rill__sf_t *c, const rill__sf_t *b)
     c->store = b->store;
     c->commit_count = b->commit_count;
     c->commit_ms = b->commit_ms;
+    c->before_commit = b->before_commit;
 }
 
 static void release_held(rill__sf_t *c)
@@ -86,6 +87,7 @@ void rill__sf_fini(rill__sf_t *c)
     free(c->parts);
     free(c->held);
     c->parts = NULL;
+    c->view_part = NULL;
     c->held = NULL;
     c->n_parts = c->n_held = 0;
     if (c->owner)
@@ -271,6 +273,8 @@ int rill__sf_commit(rill__sf_t *c)
     disarm(c);
     if (!c->txn)
         return 0;
+    if (c->before_commit && c->before_commit(c))
+        return -1;
     return c->producer.id ? start_flush(c) : finish_commit(c);
 }
 
@@ -363,6 +367,7 @@ rill__sf_part_t *rill__sf_part(rill__sf_t *c, const char *topic, int32_t partiti
         if (!v)
             goto fail;
         c->parts = v;
+        c->view_part = NULL; /* the parts moved */
         c->cap_parts = cap;
     }
     rill__sf_part_t *p = &c->parts[c->n_parts];
@@ -468,21 +473,57 @@ rill_state_t *rill__sf_view(rill__sf_t *c, rill__sf_part_t *p)
 {
     if (txn_open(c))
         return NULL;
-    c->view.store = c->store;
     c->view.txn = c->txn;
-    c->view.topic = p->topic;
-    c->view.partition = p->partition;
-    c->view.prefix_len = p->prefix_len;
-    memcpy(c->view.key, p->prefix, p->prefix_len);
+    if (c->view_part != p) {
+        /* The view's key buffer keeps the prefix: a key is written
+         * after it. */
+        c->view.store = c->store;
+        c->view.topic = p->topic;
+        c->view.partition = p->partition;
+        c->view.prefix_len = p->prefix_len;
+        memcpy(c->view.key, p->prefix, p->prefix_len);
+        c->view_part = p;
+    }
     if (c->store->cl) {
         c->view.on_change = record_change;
         c->view.change_opaque = c;
-        /* What a restore read for this partition goes in first. */
-        rill__restored_t *r = rill__changelog_take(c->store, p->topic, p->partition);
-        if (r && restore_into(c, r))
-            return NULL;
+        /* What a restore read for this partition goes in first. Only
+         * when a restore was made pending since this partition last
+         * found none (acquire: pairs with the restore's release). */
+        uint64_t gen = atomic_load_explicit(&c->store->cl->pending_gen, memory_order_acquire);
+        if (gen != p->cl_gen) {
+            rill__restored_t *r = rill__changelog_take(c->store, p->topic, p->partition);
+            if (!r)
+                p->cl_gen = gen;
+            else if (restore_into(c, r))
+                return NULL;
+        }
     }
     return &c->view;
+}
+
+int rill__sf_enter(rill__sf_t *c, rill_elem_t *e, rill__sf_kind_part_fn *kind_part,
+                   rill__sf_rec_t *r)
+{
+    if (rill__sf_defer(c, e))
+        return 0; /* a changelog flush is under way: it comes again after it */
+    const rd_kafka_message_t *m = rill__sf_record(c, e);
+    if (!m)
+        return 0;
+    r->m = m;
+    r->offset = m->offset;
+    r->p = rill__sf_part(c, rd_kafka_topic_name(m->rkt), m->partition);
+    r->kind_part = NULL;
+    if (r->p && kind_part && !(r->kind_part = kind_part(c, r->p)))
+        r->p = NULL;
+    r->view = r->p ? rill__sf_view(c, r->p) : NULL;
+    if (!r->view) {
+        rill_elem_release(e);
+        return 0;
+    }
+    r->origin = e->origin;
+    e->origin = NULL; /* the kind's function never sees it */
+    return 1;
 }
 
 int rill__sf_applied(rill__sf_t *c, rill__sf_part_t *p, int64_t offset, rill_origin_t *o)

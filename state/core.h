@@ -22,9 +22,10 @@
 typedef struct rill__sf_part {
     char *topic;
     int32_t partition;
-    int64_t next;  /* the offset after the last record applied */
-    int dirty;     /* next changed in the open transaction */
-    int64_t clpos; /* changelog: the position after this transaction's offset record */
+    int64_t next;    /* the offset after the last record applied */
+    int dirty;       /* next changed in the open transaction */
+    int64_t clpos;   /* changelog: the position after this transaction's offset record */
+    uint64_t cl_gen; /* the changelog's pending_gen when no restore of this partition was pending */
     size_t prefix_len;
     uint8_t prefix[1 + RILL__TOPIC_MAX + 1 + 4];
 } rill__sf_part_t;
@@ -34,6 +35,9 @@ typedef struct rill__sf {
     rill_store_t *store;
     uint32_t commit_count;
     uint32_t commit_ms;
+    /* The kind's own writes into the open transaction just before it
+     * commits (NULL: none): 0, or -1 after aborting and failing the stage. */
+    int (*before_commit)(struct rill__sf *c);
     /* a run's state */
     rill__stage_t *st;
     int owner;            /* this run holds the store's writer slot */
@@ -44,7 +48,8 @@ typedef struct rill__sf {
     size_t n_parts, cap_parts;
     size_t last_part;
     rill_state_t view;
-    rill__equeue_t q; /* outputs waiting for demand */
+    rill__sf_part_t *view_part; /* the partition view is set up for (NULL: none) */
+    rill__equeue_t q;           /* outputs waiting for demand */
     rill_timer_t timer;
     int timer_armed;
     uint64_t gen; /* which transaction the armed timer is for */
@@ -74,6 +79,30 @@ void rill__sf_clone(rill__sf_t *c, const rill__sf_t *b);
 rill_err_t rill__sf_start(rill__sf_t *c, rill__stage_t *st);
 /* Abort what is open, free everything, give the writer slot back. */
 void rill__sf_fini(rill__sf_t *c);
+
+/* A record on its way into a kind's processing (rill__sf_enter). */
+typedef struct rill__sf_rec {
+    const rd_kafka_message_t *m;
+    int64_t offset;
+    rill__sf_part_t *p;    /* the record's partition */
+    void *kind_part;       /* the kind's own part of p (a rill__sf_kind_part_fn's), or NULL */
+    rill_state_t *view;    /* p's view of the open transaction */
+    rill_origin_t *origin; /* the record's, taken from the element: the kind hands
+                            * it to rill__sf_applied (or releases it) */
+} rill__sf_rec_t;
+
+/* A kind's own lookup of what it keeps per partition, made between the
+ * core's partition lookup and the view (NULL: it failed the stage). */
+typedef void *rill__sf_kind_part_fn(rill__sf_t *c, rill__sf_part_t *p);
+
+/* The start of every kind's on_next: an input waits while a changelog
+ * flush is under way; then the record's partition (and the kind's part
+ * of it, kind_part may be NULL) and its view of the open transaction,
+ * begun if none is. 1: r is filled and the element's origin is in
+ * r->origin; 0: e was taken (to wait for the flush), or released after
+ * failing the stage. */
+int rill__sf_enter(rill__sf_t *c, rill_elem_t *e, rill__sf_kind_part_fn *kind_part,
+                   rill__sf_rec_t *r);
 
 /* The record's topic, partition and offset; fails the stage (and releases
  * e) when e is not a Kafka record with its origin: returns NULL then. */

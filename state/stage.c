@@ -51,24 +51,14 @@ static void stateful_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     (void)in;
     stateful_t *s = st->spec.impl;
     rill__sf_t *c = &s->core;
-    if (rill__sf_defer(c, e))
-        return; /* a changelog flush is under way: it comes again after it */
-    const rd_kafka_message_t *m = rill__sf_record(c, e);
-    if (!m)
+    rill__sf_rec_t r;
+    if (!rill__sf_enter(c, e, NULL, &r))
         return;
-    int64_t offset = m->offset;
-    rill__sf_part_t *p = rill__sf_part(c, rd_kafka_topic_name(m->rkt), m->partition);
-    rill_state_t *view = p ? rill__sf_view(c, p) : NULL;
-    if (!view) {
-        rill_elem_release(e);
-        return;
-    }
-    rill_emitter_t out = {.st = st, .q = &c->q, .origin = e->origin};
-    e->origin = NULL; /* the function never sees it */
+    rill_emitter_t out = {.st = st, .q = &c->q, .origin = r.origin};
     size_t mark = c->q.count;
     rill__elem_scope_t sc;
     rill__elem_scope_enter(&sc, e, out.origin);
-    rill_err_t err = s->fn(s->opaque, view, e, &out);
+    rill_err_t err = s->fn(s->opaque, r.view, e, &out);
     rill__elem_scope_leave(&sc);
     if (sc.verdict) {
         /* Rejected or retried: the source has it; what the function wrote
@@ -86,7 +76,7 @@ static void stateful_on_next(rill__stage_t *st, int in, rill_elem_t *e)
                                rill_err_name(err));
         return;
     }
-    rill__sf_applied(c, p, offset, out.origin);
+    rill__sf_applied(c, r.p, r.offset, out.origin);
 }
 
 static void stateful_on_msg(rill__stage_t *st, rill_msg_t *m)

@@ -125,6 +125,11 @@ rill_err_t rill__store_lmdb_init(rill_store_t *s, const char *path, const rill_s
  * or empty or a negative partition. */
 size_t rill__state_prefix(uint8_t *buf, int ns, const char *topic, int32_t partition);
 
+/* What is wrong with a window stage's arguments, in a sentence; NULL
+ * when they hold (window_opts.c). */
+const char *rill__window_opts_check(const rill_store_t *store, const rill_window_opts_t *o,
+                                    const rill_window_ops_t *ops);
+
 /* A table's value of a key, during a lookup: value NULL and found 0 when
  * the key is not there. */
 typedef void rill__table_found_fn(void *opaque, const void *value, size_t value_len, int found);

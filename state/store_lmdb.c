@@ -42,6 +42,14 @@ typedef struct lmdb_txn {
     MDB_txn *txn;
     int write;
     int full; /* a put or delete found the map full: commit refuses */
+    /* A write transaction reads through a cursor of its own (LMDB closes
+     * it with the transaction), left on the key it found: a put of that
+     * key right after (a counter, an aggregate) replaces it there
+     * (MDB_CURRENT) without searching the tree again. memo_kl 0: the
+     * cursor is on no key a put may use. */
+    MDB_cursor *cur;
+    size_t memo_kl;
+    uint8_t memo_key[RILL__ENCODED_KEY_MAX];
 } lmdb_txn_t;
 
 /* LMDB's errors that mean the file is not a sound LMDB file. */
@@ -121,7 +129,18 @@ static rill_err_t lmdb_get(void *txn, const void *k, size_t kl, const void **v, 
 {
     lmdb_txn_t *t = txn;
     MDB_val key = {.mv_size = kl, .mv_data = (void *)k}, val;
-    int rc = mdb_get(t->txn, t->l->dbi, &key, &val);
+    int rc;
+    t->memo_kl = 0;
+    if (t->write && kl <= sizeof t->memo_key &&
+        (t->cur || !mdb_cursor_open(t->txn, t->l->dbi, &t->cur))) {
+        rc = mdb_cursor_get(t->cur, &key, &val, MDB_SET_KEY);
+        if (!rc) {
+            memcpy(t->memo_key, k, kl);
+            t->memo_kl = kl;
+        }
+    } else {
+        rc = mdb_get(t->txn, t->l->dbi, &key, &val);
+    }
     if (rc)
         return lmdb_err(rc);
     *v = val.mv_data;
@@ -136,7 +155,10 @@ static rill_err_t lmdb_put(void *txn, const void *k, size_t kl, const void *v, s
         return RILL_EINVAL;
     MDB_val key = {.mv_size = kl, .mv_data = (void *)k};
     MDB_val val = {.mv_size = vl, .mv_data = (void *)v};
-    int rc = mdb_put(t->txn, t->l->dbi, &key, &val, 0);
+    int at = t->memo_kl == kl && memcmp(t->memo_key, k, kl) == 0;
+    t->memo_kl = 0; /* a write moves what the cursor is on */
+    int rc = at ? mdb_cursor_put(t->cur, &key, &val, MDB_CURRENT)
+                : mdb_put(t->txn, t->l->dbi, &key, &val, 0);
     if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL)
         t->full = 1;
     return rc ? lmdb_err(rc) : RILL_OK;
@@ -148,6 +170,7 @@ static rill_err_t lmdb_del(void *txn, const void *k, size_t kl)
     if (!t->write)
         return RILL_EINVAL;
     MDB_val key = {.mv_size = kl, .mv_data = (void *)k};
+    t->memo_kl = 0;
     int rc = mdb_del(t->txn, t->l->dbi, &key, NULL);
     if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL)
         t->full = 1;

@@ -18,6 +18,14 @@
  * scan calls its function with the lock held (the function must not call
  * into the store).
  *
+ * Per record, a stage mostly reads a key, then writes it (a counter, an
+ * aggregate): the write transaction remembers the last key it read (its
+ * hash and its base entry), so the write that follows hashes nothing and
+ * does not look in the base again; an overlay entry remembers the base
+ * entry it shadows, so commit updates a value of the same size in place,
+ * without walking the base's chain. The overlay's buckets are kept for
+ * the next write transaction.
+ *
  * Scans collect the keys in range from the base and the overlay and sort
  * them (memcmp, shorter first on a common prefix): O(n log n) in the
  * keys in range plus a pass over the table, which a memory store used
@@ -33,6 +41,9 @@
 
 typedef struct mem_entry {
     struct mem_entry *next;
+    /* Overlay only: the base's entry with this key when it was written
+     * (the base changes only at this transaction's commit), or NULL. */
+    struct mem_entry *shadow;
     uint64_t hash;
     uint32_t kl, vl;
     int tombstone;  /* overlay only: the key is deleted */
@@ -54,6 +65,10 @@ typedef struct mem_store {
     _Atomic uint64_t bytes;
     /* Set while the write transaction is open (one at a time). */
     _Atomic int writing;
+    /* The last write transaction's overlay buckets (all NULL), for the
+     * next one; only the writer (writing set) touches them. */
+    mem_entry_t **spare;
+    size_t n_spare;
 } mem_store_t;
 
 typedef struct mem_txn {
@@ -62,18 +77,41 @@ typedef struct mem_txn {
     mem_table_t overlay; /* the write transaction's pending writes */
     void *buf;           /* a read transaction's copy of its last value */
     size_t buf_cap;
+    /* A write transaction's last read key: its hash and the base's entry
+     * (valid for the whole transaction: only its commit changes the base). */
+    int memo_set;
+    uint64_t memo_hash;
+    mem_entry_t *memo_base;
+    size_t memo_kl;
+    uint8_t memo_key[RILL__ENCODED_KEY_MAX];
 } mem_txn_t;
 
-/* FNV-1a, 64 bits: keys are short and the table chains. */
+/* Keys are hashed 8 bytes at a time (a multiply and a shift per word),
+ * then mixed (splitmix64's finalizer) so the low bits that pick a bucket
+ * depend on every byte. In memory only: any hash would do. */
 static uint64_t key_hash(const void *k, size_t kl)
 {
     const uint8_t *p = k;
-    uint64_t h = 14695981039346656037ULL;
-    for (size_t i = 0; i < kl; i++) {
-        h ^= p[i];
-        h *= 1099511628211ULL;
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ kl;
+    while (kl >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+        h ^= h >> 31;
+        p += 8;
+        kl -= 8;
     }
-    return h;
+    if (kl) {
+        uint64_t w = 0;
+        for (size_t i = 0; i < kl; i++)
+            w |= (uint64_t)p[i] << (8 * i);
+        h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+    }
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebULL;
+    return h ^ (h >> 31);
 }
 
 /* Bytewise order: memcmp over the common length, then the shorter first
@@ -86,13 +124,15 @@ static int key_cmp(const void *a, size_t al, const void *b, size_t bl)
     return al < bl ? -1 : al > bl;
 }
 
-static mem_entry_t *entry_new(const void *k, size_t kl, const void *v, size_t vl, int tombstone)
+static mem_entry_t *entry_new(const void *k, size_t kl, uint64_t h, const void *v, size_t vl,
+                              int tombstone)
 {
     mem_entry_t *e = malloc(sizeof *e + kl + vl);
     if (!e)
         return NULL;
     e->next = NULL;
-    e->hash = key_hash(k, kl);
+    e->shadow = NULL;
+    e->hash = h;
     e->kl = (uint32_t)kl;
     e->vl = (uint32_t)vl;
     e->tombstone = tombstone;
@@ -198,14 +238,38 @@ static rill_err_t mem_begin(rill_store_t *s, int write, void **txn, char *errstr
     }
     t->m = m;
     t->write = write;
+    if (write && m->spare) {
+        t->overlay.buckets = m->spare;
+        t->overlay.nbuckets = m->n_spare;
+        m->spare = NULL;
+    }
     *txn = t;
     return RILL_OK;
 }
 
+/* Overlay buckets kept for the next write transaction, up to this many
+ * (128 KiB): a huge transaction's are not kept for ever. */
+#define SPARE_MAX 16384
+
 static void txn_free(mem_txn_t *t)
 {
     if (t->write) {
-        table_free(&t->overlay);
+        mem_table_t *o = &t->overlay;
+        if (o->nbuckets && o->nbuckets <= SPARE_MAX && !t->m->spare) {
+            for (size_t i = 0; o->n && i < o->nbuckets; i++) {
+                mem_entry_t *e = o->buckets[i];
+                while (e) {
+                    mem_entry_t *next = e->next;
+                    free(e);
+                    e = next;
+                }
+                o->buckets[i] = NULL;
+            }
+            t->m->spare = o->buckets;
+            t->m->n_spare = o->nbuckets;
+            *o = (mem_table_t){0};
+        }
+        table_free(o);
         atomic_store_explicit(&t->m->writing, 0, memory_order_release);
     }
     free(t->buf);
@@ -219,8 +283,17 @@ static rill_err_t mem_get(void *txn, const void *k, size_t kl, const void **v, s
     if (t->write) {
         uint64_t h = key_hash(k, kl); /* once for both tables */
         mem_entry_t *e = table_find_h(&t->overlay, k, kl, h);
+        /* Remembered for a write of this key that follows (with the base's
+         * entry when the overlay has none: only this writer's commit
+         * changes the base). */
+        t->memo_set = kl <= sizeof t->memo_key;
+        t->memo_hash = h;
+        t->memo_kl = kl;
+        t->memo_base = NULL;
+        if (t->memo_set)
+            memcpy(t->memo_key, k, kl);
         if (!e)
-            e = table_find_h(&m->base, k, kl, h); /* only this writer's commit changes it */
+            e = t->memo_base = table_find_h(&m->base, k, kl, h);
         if (!e || e->tombstone)
             return RILL_ENOENT;
         *v = e->data + e->kl;
@@ -253,14 +326,42 @@ static rill_err_t mem_get(void *txn, const void *k, size_t kl, const void **v, s
     return err;
 }
 
-/* Write e (a value or a tombstone) into the overlay. */
-static rill_err_t overlay_put(mem_txn_t *t, mem_entry_t *e)
+/* Key k of the write transaction: its hash, and whether the last read
+ * was of it (then *base is the base's entry, when the overlay had none). */
+static uint64_t write_hash(mem_txn_t *t, const void *k, size_t kl, int *memo, mem_entry_t **base)
 {
-    if (table_reserve(&t->overlay, t->overlay.n + 1)) {
-        free(e);
+    *memo = t->memo_set && t->memo_kl == kl && memcmp(t->memo_key, k, kl) == 0;
+    *base = *memo ? t->memo_base : NULL;
+    return *memo ? t->memo_hash : key_hash(k, kl);
+}
+
+/* Write key k (hash h) into the overlay: a value, or a tombstone (v NULL
+ * and tomb set); the key's base entry is base when known (memo set). */
+static rill_err_t overlay_write(mem_txn_t *t, const void *k, size_t kl, uint64_t h, int memo,
+                                mem_entry_t *base, const void *v, size_t vl, int tomb)
+{
+    mem_table_t *o = &t->overlay;
+    if (table_reserve(o, o->n + 1))
         return RILL_ENOMEM;
+    mem_entry_t **link = table_slot(o, k, kl, h);
+    mem_entry_t *had = *link;
+    /* A key written again in this transaction with a value of the same
+     * size (a counter, an aggregate) is updated where it is. */
+    if (!tomb && had && had->vl == vl && !had->tombstone) {
+        if (vl)
+            memmove(had->data + kl, v, vl);
+        return RILL_OK;
     }
-    free(table_swap(&t->overlay, e));
+    mem_entry_t *e = entry_new(k, kl, h, v, vl, tomb);
+    if (!e)
+        return RILL_ENOMEM;
+    e->shadow = had ? had->shadow : memo ? base : table_find_h(&t->m->base, k, kl, h);
+    e->next = had ? had->next : NULL;
+    *link = e;
+    if (had)
+        free(had);
+    else
+        o->n++;
     return RILL_OK;
 }
 
@@ -269,18 +370,10 @@ static rill_err_t mem_put(void *txn, const void *k, size_t kl, const void *v, si
     mem_txn_t *t = txn;
     if (!t->write || kl == 0 || kl > RILL__ENCODED_KEY_MAX || vl > UINT32_MAX)
         return RILL_EINVAL;
-    /* A key written again in this transaction with a value of the same
-     * size (a counter, an aggregate) is updated where it is. */
-    mem_entry_t *had = table_find(&t->overlay, k, kl);
-    if (had && had->vl == vl && !had->tombstone) {
-        if (vl)
-            memmove(had->data + kl, v, vl);
-        return RILL_OK;
-    }
-    mem_entry_t *e = entry_new(k, kl, v, vl, 0);
-    if (!e)
-        return RILL_ENOMEM;
-    return overlay_put(t, e);
+    int memo;
+    mem_entry_t *base;
+    uint64_t h = write_hash(t, k, kl, &memo, &base);
+    return overlay_write(t, k, kl, h, memo, base, v, vl, 0);
 }
 
 static rill_err_t mem_del(void *txn, const void *k, size_t kl)
@@ -288,13 +381,15 @@ static rill_err_t mem_del(void *txn, const void *k, size_t kl)
     mem_txn_t *t = txn;
     if (!t->write || kl == 0 || kl > RILL__ENCODED_KEY_MAX)
         return RILL_EINVAL;
-    mem_entry_t *e = table_find(&t->overlay, k, kl);
-    if (e ? e->tombstone : !table_find(&t->m->base, k, kl))
+    int memo;
+    mem_entry_t *base;
+    uint64_t h = write_hash(t, k, kl, &memo, &base);
+    mem_entry_t *e = table_find_h(&t->overlay, k, kl, h);
+    if (!e && !memo)
+        base = table_find_h(&t->m->base, k, kl, h);
+    if (e ? e->tombstone : !base)
         return RILL_ENOENT;
-    mem_entry_t *dead = entry_new(k, kl, NULL, 0, 1);
-    if (!dead)
-        return RILL_ENOMEM;
-    return overlay_put(t, dead);
+    return overlay_write(t, k, kl, h, 1, base, NULL, 0, 1);
 }
 
 /* The entries of a scan, gathered before they are sorted. */
@@ -335,7 +430,7 @@ static int collect(mem_hits_t *h, mem_table_t *base, mem_table_t *overlay, const
     for (size_t i = 0; i < base->nbuckets; i++)
         for (const mem_entry_t *e = base->buckets[i]; e; e = e->next)
             if (in_range(e, from, fl, to, tl) &&
-                !(overlay && table_find(overlay, e->data, e->kl)) && hits_add(h, e))
+                !(overlay && table_find_h(overlay, e->data, e->kl, e->hash)) && hits_add(h, e))
                 return -1;
     if (overlay)
         for (size_t i = 0; i < overlay->nbuckets; i++)
@@ -393,7 +488,17 @@ static rill_err_t mem_commit(void *txn, char *errstr, size_t errstr_size)
         mem_entry_t *e = o->buckets[i];
         while (e) {
             mem_entry_t *next = e->next;
-            mem_entry_t *old;
+            mem_entry_t *old, *sh = e->shadow;
+            if (!e->tombstone && sh && sh->vl == e->vl) {
+                /* The base's entry takes the new value where it is (the
+                 * write lock is held): no chain to walk, nothing freed
+                 * that has gone cold. */
+                if (e->vl)
+                    memcpy(sh->data + sh->kl, e->data + e->kl, e->vl);
+                free(e);
+                e = next;
+                continue;
+            }
             if (e->tombstone) {
                 mem_entry_t **link = table_slot(&m->base, e->data, e->kl, e->hash);
                 old = *link;
@@ -437,6 +542,7 @@ static void mem_close(rill_store_t *s)
 {
     mem_store_t *m = s->impl;
     table_free(&m->base);
+    free(m->spare);
     pthread_rwlock_destroy(&m->base_lock);
     free(m);
     s->impl = NULL;

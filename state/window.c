@@ -46,7 +46,8 @@ typedef struct wentry {
 
 /* The stage's part of a partition (parallel to the core's parts). */
 typedef struct wpart {
-    int64_t stream_time; /* INT64_MIN: no record yet */
+    int64_t stream_time;   /* INT64_MIN: no record yet */
+    int stream_time_dirty; /* changed in the open transaction: stored at its commit */
     wentry_t *heap;
     size_t n, cap;
 } wpart_t;
@@ -56,7 +57,7 @@ typedef struct pending {
     uint64_t id;
     int done; /* settled: removed at the next compaction */
     size_t part;
-    uint8_t k[WKEY_MAX];
+    uint8_t *k; /* the window key (malloc'ed; freed when settled) */
     size_t kl;
 } pending_t;
 
@@ -219,6 +220,13 @@ static wpart_t *wpart(window_t *w, rill__sf_part_t *p)
     return &w->wp[i];
 }
 
+/* The window's part of p, for rill__sf_enter (the core is the window's
+ * first member). */
+static void *wpart_of(rill__sf_t *c, rill__sf_part_t *p)
+{
+    return wpart((window_t *)c, p);
+}
+
 /* ------------------------------------------------------------- results */
 
 static void result_free(void *payload)
@@ -268,20 +276,22 @@ static int emit_result(window_t *w, rill__sf_part_t *p, const uint8_t *key, size
 }
 
 /* Emit the final result of window k (value v) of p, with an origin of
- * the stage's own: its settle notice deletes the window. -1 after
- * failing the stage. */
-static int emit_final(window_t *w, rill__sf_part_t *p, const uint8_t *k, size_t kl,
-                      const uint8_t *v)
+ * the stage's own: its settle notice deletes the window. k (malloc'ed)
+ * is taken. -1 after failing the stage. */
+static int emit_final(window_t *w, rill__sf_part_t *p, uint8_t *k, size_t kl, const uint8_t *v)
 {
     const uint8_t *key;
     size_t keyl;
     int64_t start;
-    if (!wkey_parse(k, kl, &key, &keyl, &start))
+    if (!wkey_parse(k, kl, &key, &keyl, &start)) {
+        free(k);
         return 0;
+    }
     if (w->n_pend == w->cap_pend) {
         size_t cap = w->cap_pend ? w->cap_pend * 2 : 16;
         pending_t *pv = realloc(w->pend, cap * sizeof(*pv));
         if (!pv) {
+            free(k);
             rill__stage_fail(w->core.st, RILL_ENOMEM, "out of memory for a window's result");
             return -1;
         }
@@ -292,6 +302,7 @@ static int emit_final(window_t *w, rill__sf_part_t *p, const uint8_t *k, size_t 
     uint64_t id = ++w->next_id;
     rill_origin_t *o = rill__origin_new(st->sys, st->self, id, 0);
     if (!o) {
+        free(k);
         rill__stage_fail(st, RILL_ENOMEM, "out of memory for a window's result");
         return -1;
     }
@@ -299,7 +310,7 @@ static int emit_final(window_t *w, rill__sf_part_t *p, const uint8_t *k, size_t 
     pe->id = id;
     pe->done = 0;
     pe->part = (size_t)(p - w->core.parts);
-    memcpy(pe->k, k, kl);
+    pe->k = k;
     pe->kl = kl;
     atomic_fetch_add_explicit(&w->core.store->windows_closed, 1, memory_order_relaxed);
     return emit_result(w, p, key, keyl, start, v, 1, o);
@@ -337,7 +348,8 @@ static int close_due(window_t *w, rill__sf_part_t *p, wpart_t *wp, rill_state_t 
                                  w->core.store->name, rill_err2str(err));
                 rc = -1;
             } else {
-                rc = emit_final(w, p, e.k, e.kl, v);
+                rc = emit_final(w, p, e.k, e.kl, v); /* the key goes with the result */
+                e.k = NULL;
             }
         }
         free(e.k);
@@ -363,17 +375,20 @@ typedef struct rec {
 } rec_t;
 
 /* Write window (key, start) with end and aggregate agg, index it if new,
- * and emit an update if asked. 0, or an error. */
-static rill_err_t window_put(rec_t *r, int64_t start, int64_t end, const uint8_t *agg, int is_new)
+ * and emit an update if asked; made: its window key (made_len bytes)
+ * when the caller made it already, or NULL. 0, or an error. */
+static rill_err_t window_put(rec_t *r, int64_t start, int64_t end, const uint8_t *agg, int is_new,
+                             const uint8_t *made, size_t made_len)
 {
     window_t *w = r->w;
     uint8_t k[WKEY_MAX], v[WVAL_HEAD + RILL_WINDOW_AGG_MAX];
-    size_t kl = wkey_make(k, r->key, r->kl, start);
+    const uint8_t *key = made ? made : k;
+    size_t kl = made ? made_len : wkey_make(k, r->key, r->kl, start);
     put_be64(v, end);
     v[8] = 0;
     memcpy(v + WVAL_HEAD, agg, w->ops.agg_size);
-    rill_err_t err = rill_state_put(r->view, k, kl, v, WVAL_HEAD + w->ops.agg_size);
-    if (!err && is_new && heap_push(r->wp, add_sat(end, w->o.grace_ms), k, kl))
+    rill_err_t err = rill_state_put(r->view, key, kl, v, WVAL_HEAD + w->ops.agg_size);
+    if (!err && is_new && heap_push(r->wp, add_sat(end, w->o.grace_ms), key, kl))
         err = RILL_ENOMEM;
     if (!err && w->o.emit_updates &&
         emit_result(w, r->p, r->key, r->kl, start, v, 0, rill_origin_ref(r->origin)))
@@ -407,7 +422,7 @@ static rill_err_t fixed_windows(rec_t *r)
             memcpy(agg, (const uint8_t *)cur + WVAL_HEAD, w->ops.agg_size);
         rill_err_t err = w->ops.add(w->opaque, agg, r->e);
         if (!err)
-            err = window_put(r, start, end, agg, is_new);
+            err = window_put(r, start, end, agg, is_new, k, kl);
         if (err)
             return err;
         took = 1;
@@ -511,7 +526,7 @@ static rill_err_t session_window(rec_t *r)
     for (size_t i = 0; i < s.n; i++)
         is_new &= s.v[i].start != start;
     if (!err)
-        err = window_put(r, start, end, agg, is_new);
+        err = window_put(r, start, end, agg, is_new, NULL, 0);
     free(s.v);
     return err;
 }
@@ -542,25 +557,19 @@ static void window_on_next(rill__stage_t *st, int in, rill_elem_t *e)
     (void)in;
     window_t *w = st->spec.impl;
     rill__sf_t *c = &w->core;
-    if (rill__sf_defer(c, e))
-        return; /* a changelog flush is under way: it comes again after it */
-    const rd_kafka_message_t *m = rill__sf_record(c, e);
-    if (!m)
+    rill__sf_rec_t sr;
+    if (!rill__sf_enter(c, e, wpart_of, &sr))
         return;
-    int64_t offset = m->offset;
-    rill__sf_part_t *p = rill__sf_part(c, rd_kafka_topic_name(m->rkt), m->partition);
-    wpart_t *wp = p ? wpart(w, p) : NULL;
-    rill_state_t *view = wp ? rill__sf_view(c, p) : NULL;
-    if (!view) {
-        rill_elem_release(e);
-        return;
-    }
+    const rd_kafka_message_t *m = sr.m;
+    int64_t offset = sr.offset;
+    rill__sf_part_t *p = sr.p;
+    wpart_t *wp = sr.kind_part;
+    rill_state_t *view = sr.view;
     rec_t r = {.w = w, .p = p, .wp = wp, .view = view, .e = e, .now = INT64_MIN};
     r.t = w->ops.event_time ? w->ops.event_time(w->opaque, e) : rd_kafka_message_timestamp(m, NULL);
     r.key = m->key;
     r.kl = m->key ? m->key_len : 0;
-    r.origin = e->origin;
-    e->origin = NULL;
+    r.origin = sr.origin;
     if (r.t < 0 || r.kl > RILL_WINDOW_KEY_MAX) {
         /* Counted with the late ones, and rejected whatever reject_late
          * says: it belongs to no window. */
@@ -568,16 +577,12 @@ static void window_on_next(rill__stage_t *st, int in, rill_elem_t *e)
                   r.t < 0 ? "no event time" : "key longer than RILL_WINDOW_KEY_MAX");
         return;
     }
-    rill_err_t err = RILL_OK;
     if (r.t > wp->stream_time) {
-        uint8_t k = K_STREAM_TIME, v[8];
-        put_be64(v, r.t);
         wp->stream_time = r.t;
-        err = rill_state_put(view, &k, 1, v, sizeof(v));
+        wp->stream_time_dirty = 1; /* stored once, before the commit */
     }
     size_t mark = c->q.count;
-    if (!err)
-        err = w->o.type == RILL_WINDOW_SESSION ? session_window(&r) : fixed_windows(&r);
+    rill_err_t err = w->o.type == RILL_WINDOW_SESSION ? session_window(&r) : fixed_windows(&r);
     if (!err && r.late) {
         note_late(w, p, offset, e, r.origin, r.t, 0, "late: its windows closed");
     } else if (err) {
@@ -596,6 +601,31 @@ static void window_on_next(rill__stage_t *st, int in, rill_elem_t *e)
      * have ended the transaction: a fresh view, only when needed). */
     if (wp->n && is_closed(w, wp, wp->heap[0].close_at, &r.now) && (view = rill__sf_view(c, p)))
         close_due(w, p, wp, view, &r.now);
+}
+
+/* Before a commit (core.h): the stream time of each partition that moved
+ * it, written once per transaction rather than once per record. */
+static int store_stream_times(rill__sf_t *c)
+{
+    window_t *w = (window_t *)c;
+    for (size_t i = 0; i < c->n_parts && i < w->n_wp; i++) {
+        uint8_t k = K_STREAM_TIME, v[8];
+        rill_state_t *view;
+        if (!w->wp[i].stream_time_dirty)
+            continue;
+        if (!(view = rill__sf_view(c, &c->parts[i])))
+            return -1;
+        put_be64(v, w->wp[i].stream_time);
+        rill_err_t err = rill_state_put(view, &k, 1, v, sizeof(v));
+        if (err) {
+            rill__sf_abort(c);
+            rill__stage_fail(c->st, err, "cannot store a stream time in store %s: %s",
+                             c->store->name, rill_err2str(err));
+            return -1;
+        }
+        w->wp[i].stream_time_dirty = 0;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------- ticks and notices */
@@ -655,17 +685,20 @@ static void on_settled(window_t *w, const rill__settled_t *b)
             continue;
         pending_t pe = *pp;
         pp->done = 1;
+        pp->k = NULL; /* pe's, freed here */
         w->n_done++;
         /* Released unconfirmed (the pipeline is failing): the window stays
-         * closed in the store, and the next run emits it again. */
-        if (!b->v[i].ok && b->v[i].verdict != RILL__VERDICT_REJECT)
+         * closed in the store, and the next run emits it again. Once the
+         * stage finished, the last commit is done: the same. */
+        if ((!b->v[i].ok && b->v[i].verdict != RILL__VERDICT_REJECT) || c->st->finished) {
+            free(pe.k);
             continue;
-        if (c->st->finished)
-            continue; /* the last commit is done: the next run emits it again */
+        }
         rill_state_t *view = rill__sf_view(c, &c->parts[pe.part]);
+        rill_err_t err = view ? rill_state_delete(view, pe.k, pe.kl) : RILL_OK;
+        free(pe.k);
         if (!view)
             return;
-        rill_err_t err = rill_state_delete(view, pe.k, pe.kl);
         if (err && err != RILL_ENOENT) {
             rill__sf_abort(c);
             rill__stage_fail(c->st, err, "cannot delete a closed window in store %s: %s",
@@ -735,11 +768,13 @@ static int load_visit(void *opaque, const void *key, size_t kl, const void *valu
     int64_t start;
     if (!wkey_parse(rest, rl, &uk, &ukl, &start) || vl != WVAL_HEAD + w->ops.agg_size)
         return 0;
-    int rc = v[8] ? emit_final(w, p, rest, rl, v)
-                  : heap_push(wp, add_sat(get_be64(v), w->o.grace_ms), rest, rl);
+    uint8_t *copy = v[8] ? malloc(rl) : NULL; /* taken by emit_final */
+    int rc = !v[8]  ? heap_push(wp, add_sat(get_be64(v), w->o.grace_ms), rest, rl)
+             : copy ? emit_final(w, p, memcpy(copy, rest, rl), rl, v)
+                    : -1;
+    if (rc == -1 && (!v[8] || !copy))
+        rill__stage_fail(w->core.st, RILL_ENOMEM, "out of memory for the windows' index");
     if (rc) {
-        if (rc == -1 && !v[8])
-            rill__stage_fail(w->core.st, RILL_ENOMEM, "out of memory for the windows' index");
         l->failed = 1;
         return 1;
     }
@@ -796,6 +831,8 @@ static void window_destroy(void *impl)
         free(w->wp[i].heap);
     }
     free(w->wp);
+    for (size_t i = 0; i < w->n_pend; i++)
+        free(w->pend[i].k); /* NULL once settled */
     free(w->pend);
     free(w);
 }
@@ -825,48 +862,16 @@ const rill__kind_t rill__window_kind = {.name = "window",
                                         .destroy = window_destroy,
                                         .clone = window_clone};
 
-static const char *check(const rill_store_t *store, const rill_window_opts_t *o,
-                         const rill_window_ops_t *ops)
-{
-    if (!store || !o || !ops)
-        return "the store, the options and the ops must not be NULL";
-    if (!ops->add)
-        return "ops->add must not be NULL";
-    if (ops->agg_size < 1 || ops->agg_size > RILL_WINDOW_AGG_MAX)
-        return "ops->agg_size must be 1 to RILL_WINDOW_AGG_MAX (1024) bytes";
-    if (o->grace_ms > (uint64_t)INT64_MAX)
-        return "grace_ms is too large";
-    switch (o->type) {
-    case RILL_WINDOW_TUMBLING:
-        return o->size_ms < 1 || o->size_ms > (uint64_t)INT64_MAX / 2 ? "size_ms must be > 0"
-                                                                      : NULL;
-    case RILL_WINDOW_HOPPING:
-        if (o->size_ms < 1 || o->size_ms > (uint64_t)INT64_MAX / 2)
-            return "size_ms must be > 0";
-        if (o->advance_ms < 1 || o->advance_ms > o->size_ms)
-            return "advance_ms must be 1 to size_ms";
-        return (o->size_ms + o->advance_ms - 1) / o->advance_ms > RILL_WINDOW_HOPS_MAX
-                   ? "a record would fall in more than RILL_WINDOW_HOPS_MAX (1024) windows: "
-                     "make advance_ms larger"
-                   : NULL;
-    case RILL_WINDOW_SESSION:
-        if (o->gap_ms < 1 || o->gap_ms > (uint64_t)INT64_MAX / 2)
-            return "gap_ms must be > 0";
-        return ops->merge ? NULL : "sessions need ops->merge";
-    default:
-        return "type must be RILL_WINDOW_TUMBLING, _HOPPING or _SESSION";
-    }
-}
-
 rill_stage_t *rill_stage_window(rill_store_t *store, const rill_window_opts_t *opts,
                                 const rill_window_ops_t *ops, void *opaque)
 {
-    const char *bad = check(store, opts, ops);
+    const char *bad = rill__window_opts_check(store, opts, ops);
     if (bad)
         return rill__stage_spec_bad(&rill__window_kind, RILL_EINVAL, "%s", bad);
     window_t *w = calloc(1, sizeof(*w));
     if (w) {
         rill__sf_init(&w->core, store, &opts->commit);
+        w->core.before_commit = store_stream_times;
         w->o = *opts;
         if (!w->o.wall_close_ms)
             w->o.wall_close_ms = 1000;
