@@ -73,9 +73,22 @@ void rill__sf_abort(rill__sf_t *c)
     release_held(c);
 }
 
+/* Drop the held messages (their payloads freed). */
+static void drop_held_msgs(rill__sf_t *c)
+{
+    for (size_t i = 0; i < c->n_held_msgs; i++)
+        if (c->held_msgs[i].dtor && c->held_msgs[i].payload)
+            c->held_msgs[i].dtor(c->held_msgs[i].payload);
+    c->n_held_msgs = 0;
+}
+
 void rill__sf_fini(rill__sf_t *c)
 {
     rill__sf_abort(c);
+    drop_held_msgs(c);
+    free(c->held_msgs);
+    c->held_msgs = NULL;
+    c->cap_held_msgs = 0;
     rill__equeue_free(&c->q);
     rill__equeue_free(&c->deferred);
     rill__cl_batch_free(&c->changes);
@@ -292,8 +305,24 @@ int rill__sf_defer(rill__sf_t *c, rill_elem_t *e)
     return 1;
 }
 
+int rill__sf_hold_msg(rill__sf_t *c, rill_msg_t *m)
+{
+    if (!c->flushing)
+        return 0;
+    rill_msg_t *v = rill__grow(c->held_msgs, &c->cap_held_msgs, c->n_held_msgs, sizeof(*v), 4);
+    if (!v) {
+        rill__stage_fail(c->st, RILL_ENOMEM, "out of memory for a message waiting for a commit");
+        return 1; /* m's payload is freed with m */
+    }
+    c->held_msgs = v;
+    v[c->n_held_msgs] = *m;
+    v[c->n_held_msgs].payload = rill_msg_take(m);
+    c->n_held_msgs++;
+    return 1;
+}
+
 /* A flush ended with its commit: the inputs that waited go on, then the
- * input's end if it came meanwhile. */
+ * held messages, then the input's end if it came meanwhile. */
 static void after_flush(rill__sf_t *c)
 {
     rill__stage_t *st = c->st;
@@ -302,9 +331,23 @@ static void after_flush(rill__sf_t *c)
     while (!c->flushing && !st->finished && rill__equeue_pop(&c->deferred, &e))
         st->spec.kind->on_next(st, 0, &e);
     c->replaying = 0;
-    if (st->finished)
+    /* The held messages, in order, while no new flush starts. */
+    size_t done = 0;
+    while (!c->flushing && !st->finished && done < c->n_held_msgs) {
+        rill_msg_t m = c->held_msgs[done++];
+        st->spec.kind->on_msg(st, &m);
+        if (m.dtor && m.payload)
+            m.dtor(m.payload);
+    }
+    if (done) {
+        memmove(c->held_msgs, c->held_msgs + done, (c->n_held_msgs - done) * sizeof(rill_msg_t));
+        c->n_held_msgs -= done;
+    }
+    if (st->finished) {
+        drop_held_msgs(c);
         while (rill__equeue_pop(&c->deferred, &e))
             rill_elem_release(&e);
+    }
     if (c->end_after_flush && !c->flushing && !st->finished) {
         int r = rill__sf_commit(c);
         if (r == 0) {

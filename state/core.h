@@ -68,6 +68,9 @@ typedef struct rill__sf {
     int end_after_flush; /* the input completed during the flush */
     int replaying;       /* after_flush hands the deferred inputs on */
     rill__equeue_t deferred;
+    /* A kind's messages that must wait for the flush (rill__sf_hold_msg). */
+    rill_msg_t *held_msgs;
+    size_t n_held_msgs, cap_held_msgs;
 } rill__sf_t;
 
 /* Fill the parameters (opts may be NULL: the defaults). */
@@ -122,6 +125,11 @@ int rill__sf_commit(rill__sf_t *c);
 /* While a changelog flush is under way, inputs wait: 1 if e was taken to
  * wait (the kind's on_next returns; it is called again with e later). */
 int rill__sf_defer(rill__sf_t *c, rill_elem_t *e);
+/* A kind's message that must not be handled while a changelog flush is
+ * under way (its changes would go into the transaction being flushed):
+ * 1 if one is, and m (its payload taken) waits; the kind's on_msg gets it
+ * again after the flush's commit. 0: handle it now. */
+int rill__sf_hold_msg(rill__sf_t *c, rill_msg_t *m);
 /* Abort the open transaction: its records come again. */
 void rill__sf_abort(rill__sf_t *c);
 /* The core's own messages (the commit timer, changelog deliveries): 1 if

@@ -715,15 +715,8 @@ static void window_on_msg(rill__stage_t *st, rill_msg_t *m)
         return;
     if (m->type == RILL__STREAM_TICK && m->arg == TICK_ARG && !st->finished)
         on_tick(w);
-    else if (m->type == RILL__MSG_SETTLED && m->payload && w->core.flushing) {
-        /* The transaction is on its way to the changelog: the deletes go
-         * in the next one (a millisecond later). */
-        rill_msg_t again = {.type = RILL__MSG_SETTLED, .dtor = m->dtor};
-        again.payload = rill_msg_take(m);
-        if (rill_timer_start(st->ctx, 1, 0, &again, NULL) != RILL_OK && again.dtor)
-            again.dtor(again.payload); /* the next run emits those results again */
-    } else if (m->type == RILL__MSG_SETTLED && m->payload)
-        on_settled(w, m->payload);
+    else if (m->type == RILL__MSG_SETTLED && m->payload && !rill__sf_hold_msg(&w->core, m))
+        on_settled(w, m->payload); /* (its deletes wait for a flush under way) */
 }
 
 /* ------------------------------------------------------------ the start */
