@@ -20,7 +20,9 @@
  *                    and serves only those partitions and joins their
  *                    records; two group members with a table each split
  *                    the partitions and join every record with its key's
- *                    value; a table nobody follows never catches up
+ *                    value; a table nobody follows never catches up;
+ *                    a member that joins and then leaves while records
+ *                    flow loses none and joins each with its key's value
  *   co-partitioning  a follower holding a topic of another partition count
  *                    fails the table and its join, naming both topics and
  *                    counts; a record of a partition the table's topic
@@ -1197,5 +1199,188 @@ Test(state_table, a_partition_no_follower_holds_is_evicted_and_read_again_when_i
     drain_ok(p);
     joined_free(&out);
     rill_table_close(t);
+    kk_env_fini(&e);
+}
+
+/* ---- a rebalance while records flow ------------------------------------- */
+
+#define RB_KEYS  40
+#define RB_BATCH 20
+
+/* "<stream value>|<record key>|<table value, or NULL>" */
+static rill_err_t rb_join_fn(void *opaque, rill_elem_t *in, const void *value, size_t value_len,
+                             rill_elem_t *out)
+{
+    (void)opaque;
+    const rd_kafka_message_t *m = rill_record(in);
+    char *s = malloc(160);
+    if (!s) {
+        rill_elem_release(in);
+        return RILL_ENOMEM;
+    }
+    snprintf(s, 160, "%.*s|%.*s|%.*s", (int)(m->len < 40 ? m->len : 40), (const char *)m->payload,
+             (int)(m->key_len < 40 ? m->key_len : 40), (const char *)m->key,
+             value ? (int)(value_len < 40 ? value_len : 40) : 4,
+             value ? (const char *)value : "NULL");
+    rill_elem_release(in);
+    *out = (rill_elem_t){.payload = s, .dtor = free};
+    return RILL_OK;
+}
+
+/* Produce RB_BATCH stream records from *seq on: record seq has key
+ * "ck-<seq % RB_KEYS>" and value "s<seq>". Returns 1 (for use in a
+ * condition). */
+static int rb_produce(kk_env_t *e, const char *stream, int *seq)
+{
+    rill_testkit_record_t r[RB_BATCH];
+    char keys[RB_BATCH][16], vals[RB_BATCH][16];
+    for (int i = 0; i < RB_BATCH; i++) {
+        snprintf(keys[i], sizeof keys[i], "ck-%d", (*seq + i) % RB_KEYS);
+        snprintf(vals[i], sizeof vals[i], "s%d", *seq + i);
+        r[i] = rec(keys[i], vals[i]);
+    }
+    produce(e, stream, r, RB_BATCH);
+    *seq += RB_BATCH;
+    return 1;
+}
+
+typedef struct rb_check {
+    size_t covered; /* distinct seqs below n joined */
+    size_t dups;    /* outputs of a seq joined before */
+    size_t wrong;   /* outputs whose key or table value is not seq's */
+    char first_wrong[160];
+} rb_check_t;
+
+/* Check every output of both members against what it must be, computed
+ * from its seq alone: key ck-<seq % RB_KEYS>, table value tv-<same>. */
+static rb_check_t rb_check(joined_t out[2], int n)
+{
+    rb_check_t c = {0};
+    unsigned char *seen = calloc((size_t)n + 1, 1);
+    cr_assert_not_null(seen);
+    for (int m = 0; m < 2; m++) {
+        pthread_mutex_lock(&out[m].mu);
+        for (size_t k = 0; k < out[m].n; k++) {
+            const char *v = out[m].v[k];
+            int seq = -1, key = -1, tv = -1;
+            char want[64];
+            if (sscanf(v, "s%d|ck-%d|tv-%d", &seq, &key, &tv) == 3 && seq >= 0)
+                snprintf(want, sizeof want, "s%d|ck-%d|tv-%d", seq, seq % RB_KEYS, seq % RB_KEYS);
+            if (seq < 0 || strcmp(v, want) != 0) {
+                if (!c.wrong++)
+                    snprintf(c.first_wrong, sizeof c.first_wrong, "%s", v);
+                continue;
+            }
+            if (seq >= n)
+                continue;
+            if (seen[seq])
+                c.dups++;
+            else
+                c.covered++;
+            seen[seq] = 1;
+        }
+        pthread_mutex_unlock(&out[m].mu);
+    }
+    free(seen);
+    return c;
+}
+
+/* Two instances, each with its own co-partitioned table, in one group
+ * (range assignor: the mock's cooperative rebalances are unreliable).
+ * Stream records are produced the whole time: while the first member is
+ * alone, while the second joins (its table must read the partitions it
+ * gets before its join may use them) and while it leaves again (the
+ * first gets them back: its table still has them, and goes on from its
+ * stored offsets). Every record must be joined, with its own key's value:
+ * the table rows all exist before the first stream record. */
+Test(state_table, a_member_joining_and_leaving_mid_stream_loses_no_record_and_joins_it_right,
+     .timeout = 300)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    const char *table_topic = "rb-table", *stream = "rb-stream";
+    kk_create_topic(&e, table_topic, CP_PARTS);
+    kk_create_topic(&e, stream, CP_PARTS);
+    rill_testkit_record_t tr[RB_KEYS];
+    char keys[RB_KEYS][16], vals[RB_KEYS][16];
+    for (int i = 0; i < RB_KEYS; i++) {
+        snprintf(keys[i], sizeof keys[i], "ck-%d", i);
+        snprintf(vals[i], sizeof vals[i], "tv-%d", i);
+        tr[i] = rec(keys[i], vals[i]);
+    }
+    produce(&e, table_topic, tr, RB_KEYS);
+    const char *kv[] = {"session.timeout.ms",
+                        "6000",
+                        "heartbeat.interval.ms",
+                        "500",
+                        "auto.offset.reset",
+                        "earliest",
+                        "partition.assignment.strategy",
+                        "range",
+                        NULL};
+    rill_table_t *t[2];
+    joined_t out[2];
+    rill_pipeline_t *p[2];
+    for (int m = 0; m < 2; m++) {
+        t[m] = open_partitioned(&e, table_topic);
+        out[m] = (joined_t){.table = t[m]};
+        pthread_mutex_init(&out[m].mu, NULL);
+    }
+    int seq = 0, ok;
+    for (int m = 0; m < 2; m++) {
+        rill_consumer_conf_t *c = kk_conf_new(e.boot, "rb-g", kv);
+        kk_conf_subscribe1(c, stream);
+        cr_assert_eq(rill_consumer_conf_follow_table(c, t[m]), RILL_OK);
+        p[m] = rill_pipeline_new(e.sys, m ? "rb-b" : "rb-a");
+        rill_pipeline_add(p[m], rill_kafka_source(c), NULL);
+        rill_pipeline_add(p[m], rill_stage_join(t[m], RILL_JOIN_LEFT, NULL, rb_join_fn, NULL),
+                          NULL);
+        rill_pipeline_add(p[m], rill_sink_foreach(collect, &out[m]), NULL);
+        char err[256] = "";
+        cr_assert_eq(rill_pipeline_start(p[m], err, sizeof err), RILL_OK, "%s", err);
+        /* Records flow until this member joins records of its own: the
+         * first holds every partition, then the two split them. */
+        KK_WAIT_UNTIL(ok, 90000,
+                      rb_produce(&e, stream, &seq) && joined_count(&out[m]) >= 100 &&
+                          stats_ok(t[m]).followed > 0 &&
+                          stats_ok(t[0]).followed + (m ? stats_ok(t[1]).followed : 0) == CP_PARTS);
+        cr_assert(ok, "member %d: joined %zu; followed %d and %d", m, joined_count(&out[m]),
+                  (int)stats_ok(t[0]).followed, (int)stats_ok(t[1]).followed);
+    }
+    /* The second leaves while records keep coming: the first takes its
+     * partitions back and joins records of them again. */
+    size_t a_before = joined_count(&out[0]);
+    cr_assert_eq(rill_pipeline_drain(p[1]), RILL_OK);
+    rill_pipeline_result_t res = {0};
+    int b_ended = 0;
+    KK_WAIT_UNTIL(ok, 90000,
+                  rb_produce(&e, stream, &seq) &&
+                      (b_ended = b_ended || rill_pipeline_wait(p[1], 0, &res) == RILL_OK) &&
+                      stats_ok(t[0]).followed == CP_PARTS && rill_table_caught_up(t[0]) &&
+                      joined_count(&out[0]) >= a_before + 200);
+    cr_assert(ok, "ended %d; followed %d; joined %zu since", b_ended, (int)stats_ok(t[0]).followed,
+              joined_count(&out[0]) - a_before);
+    cr_assert_eq(res.end, RILL_PIPELINE_COMPLETED, "%s", res.text);
+    rill_pipeline_destroy(p[1]);
+    cr_assert_eq(stats_ok(t[1]).followed, 0, "the member that left follows nothing");
+
+    /* No more records: every one of the seq produced is joined, each with
+     * its own key's value (never none: every row was there before). */
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  joined_count(&out[0]) + joined_count(&out[1]) >= (size_t)seq &&
+                      rb_check(out, seq).covered == (size_t)seq);
+    rb_check_t c = rb_check(out, seq);
+    fprintf(stderr,
+            "state_table rebalance: %d records, joined %zu + %zu, %zu again after a "
+            "rebalance\n",
+            seq, joined_count(&out[0]), joined_count(&out[1]), c.dups);
+    cr_assert_eq(c.wrong, 0, "%zu outputs wrong, the first: %s", c.wrong, c.first_wrong);
+    cr_assert_eq(c.covered, (size_t)seq, "joined %zu of %d records", c.covered, seq);
+    cr_assert_gt(joined_count(&out[1]), 0, "the second member joined records too");
+    drain_ok(p[0]);
+    for (int m = 0; m < 2; m++) {
+        rill_table_close(t[m]);
+        joined_free(&out[m]);
+    }
     kk_env_fini(&e);
 }
