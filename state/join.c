@@ -157,6 +157,20 @@ static int join_one(rill__stage_t *st, join_t *j, rill_elem_t *e)
         rill_elem_release(e);
         return -1;
     }
+    const char *topic;
+    int32_t n_parts = rill__table_copartitions(j->table, &topic);
+    const rd_kafka_message_t *m = rill_record(e);
+    if (n_parts > 0 && m && m->partition >= n_parts) {
+        /* Looked up nowhere, it would be dropped or joined with no value
+         * without a word. */
+        rill__stage_fail_blame(st, origin, RILL_EINVAL,
+                               "table %s: not co-partitioned with %s: a record of its partition "
+                               "%d, %s has %d",
+                               topic, m->rkt ? rd_kafka_topic_name(m->rkt) : "?", (int)m->partition,
+                               topic, (int)n_parts);
+        rill_elem_release(e);
+        return -1;
+    }
     join_call_t c = {.j = j, .in = e};
     rill__elem_scope_t sc;
     rill__elem_scope_enter(&sc, e, origin);

@@ -148,6 +148,9 @@ rill_err_t rill__table_lookup(rill_table_t *t, int32_t partition, const void *ke
  * elements find no match), -1 whether the table is. 0 while no follower
  * reported an assignment. One or two atomic loads. */
 int rill__table_partition_caught_up(rill_table_t *t, int32_t partition);
+/* A co-partitioned table's partition count, and its topic into *topic;
+ * 0 for a global table. */
+int32_t rill__table_copartitions(const rill_table_t *t, const char **topic);
 /* RILL_OK, or the error that stopped t reading, with its sentence into
  * text (size bytes). One atomic load while it has not failed. */
 rill_err_t rill__table_failed(rill_table_t *t, char *text, size_t size);

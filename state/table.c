@@ -168,7 +168,7 @@ static void *table_main(void *arg)
         eofs[p] = -1;
     int failed = 0;
     while (!failed && !atomic_load_explicit(&t->stop, memory_order_acquire)) {
-        if (t->partitioned && rill__table_follow_sync(t) != 0)
+        if (t->partitioned && (rill__table_follow_sync(t) != 0 || rill__table_evict_due(t) != 0))
             break;
         rd_kafka_message_t *m = rd_kafka_consumer_poll(t->rk, TABLE_POLL_MS);
         if (!m) {
@@ -350,14 +350,22 @@ static int count_key(void *opaque, const void *key, size_t key_len, const void *
     return 0;
 }
 
-/* The keys an earlier run left in the store (a reopened LMDB table). */
+/* The keys an earlier run left in the store (a reopened LMDB table), and
+ * which partitions of a co-partitioned table it left something of (to be
+ * evicted if no follower holds them). */
 static void count_keys(rill_table_t *t)
 {
     uint64_t n = 0;
     int32_t last = t->partitioned ? t->n_parts - 1 : 0;
-    for (int32_t p = 0; p <= last; p++)
+    for (int32_t p = 0; p <= last; p++) {
+        uint64_t before = n;
+        int64_t off;
         if (rill_store_scan(t->store, t->topic, p, NULL, 0, NULL, 0, count_key, &n) != RILL_OK)
             return;
+        if (t->partitioned)
+            t->parts[p].kept =
+                n > before || rill_store_offset(t->store, t->topic, p, &off) == RILL_OK;
+    }
     atomic_store_explicit(&t->keys, n, memory_order_relaxed);
 }
 
@@ -372,6 +380,7 @@ static void table_free(rill_table_t *t)
     pthread_cond_destroy(&t->cv);
     pthread_mutex_destroy(&t->mu);
     pthread_mutex_destroy(&t->fmu);
+    rill__table_follow_free(t);
     free(t->parts);
     free(t);
 }
@@ -405,6 +414,9 @@ rill_err_t rill_table_open(rill_system_t *sys, const char *topic, rill_consumer_
     if (opts)
         t->opts = *opts;
     t->partitioned = t->opts.partitioned != 0;
+    t->evict_after_ms = t->opts.evict_ms == UINT32_MAX ? -1
+                        : t->opts.evict_ms             ? (int64_t)t->opts.evict_ms
+                                                       : RILL__TABLE_EVICT_DEFAULT_MS;
     int timeout_ms = t->opts.open_timeout_ms ? (int)t->opts.open_timeout_ms : 10000;
     if (t->opts.open_timeout_ms > INT32_MAX)
         timeout_ms = INT32_MAX;
@@ -474,7 +486,14 @@ void rill_table_close(rill_table_t *t)
 
 int rill_table_caught_up(const rill_table_t *t)
 {
-    return t ? atomic_load_explicit(&((rill_table_t *)t)->caught_up, memory_order_acquire) : 0;
+    if (!t)
+        return 0;
+    rill_table_t *m = (rill_table_t *)t;
+    /* A table that stopped reading is not caught up (acquire: a flag of
+     * its own here). */
+    if (atomic_load_explicit(&m->failed, memory_order_acquire))
+        return 0;
+    return atomic_load_explicit(&m->caught_up, memory_order_acquire);
 }
 
 rill_err_t rill_table_wait_caught_up(rill_table_t *t, int timeout_ms)
@@ -600,6 +619,8 @@ rill_err_t rill_table_stats(rill_table_t *t, rill_table_stats_t *out)
     out->skipped = atomic_load_explicit(&t->skipped, memory_order_relaxed);
     out->keys = atomic_load_explicit(&t->keys, memory_order_relaxed);
     out->commits = atomic_load_explicit(&t->commits, memory_order_relaxed);
+    out->evicted = atomic_load_explicit(&t->evicted, memory_order_relaxed);
+    out->evicted_keys = atomic_load_explicit(&t->evicted_keys, memory_order_relaxed);
     out->partitions = t->n_parts;
     out->followed = t->partitioned ? 0 : t->n_parts;
     for (int32_t p = 0; t->partitioned && p < t->n_parts; p++) /* acquire: as joins read it */

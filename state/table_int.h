@@ -1,7 +1,9 @@
 /*
- * Internals of tables (table.c, table_follow.c; not installed): the
- * table's structure, shared by the reader (table.c) and the part that
- * follows a source's assignment (table_follow.c, co-partitioned tables).
+ * Internals of tables (table.c, table_follow.c, table_evict.c; not
+ * installed): the table's structure, shared by the reader (table.c), the
+ * part that follows a source's assignment (table_follow.c) and the
+ * eviction of partitions no follower holds (table_evict.c), the last two
+ * for co-partitioned tables.
  */
 #ifndef RILL_TABLE_INT_H
 #define RILL_TABLE_INT_H
@@ -14,6 +16,9 @@
 #include "../kafka/kafka_int.h"
 #include "state_int.h"
 
+/* rill_table_opts_t.evict_ms 0: Kafka Streams' state.cleanup.delay.ms. */
+#define RILL__TABLE_EVICT_DEFAULT_MS 600000
+
 typedef struct table_part {
     /* The reader's (and open's, before the thread). */
     int64_t end;       /* the high watermark at open (or at the follow): caught up at or past it */
@@ -25,6 +30,8 @@ typedef struct table_part {
     uint32_t gen_seen; /* co-partitioned: the gen the partition was followed at */
     uint32_t s_gen;    /* co-partitioned: gen, as the last sync copied it */
     int s_want;        /* co-partitioned: want > 0, as the last sync copied it */
+    int kept;          /* co-partitioned: the store may hold keys or an offset of it */
+    int64_t idle_since_ms; /* co-partitioned: unfollowed since (rill__now_ms); 0: not idle */
     /* Co-partitioned, under the table's fmu: source partitions numbered
      * p that followers hold now, and the count of their assignments. */
     int want;
@@ -66,6 +73,7 @@ struct rill_table {
     _Atomic int caught_up;
     /* Counters: relaxed, each is a count of its own. */
     _Atomic uint64_t records, deletes, skipped, keys, commits;
+    _Atomic uint64_t evicted, evicted_keys;
     _Atomic int64_t caught_up_ms;
 
     /* Waiters for caught_up, and the failure: under mu. */
@@ -87,6 +95,21 @@ struct rill_table {
      * (release when set, after fmu's writes; exchanged by the reader). */
     _Atomic int fchanged;
     _Atomic int followers; /* confs that follow the table */
+    /* The stream topics followers reported holding (each once, strdup'd,
+     * never freed before the table: the reader reads a name outside fmu),
+     * under fmu; the reader checked the first ftopics_checked. */
+    char **ftopics;
+    int n_ftopics, cap_ftopics;
+    int ftopics_checked;    /* the reader's */
+    int64_t check_retry_ms; /* the reader's: no metadata check before */
+    /* Under fmu: the first partition a follower reported that the table's
+     * topic does not have, and its topic (NULL: none); out of memory. */
+    char *fbad_topic;
+    int32_t fbad_part;
+    int foom;
+    /* The reader's: unfollowed partitions are evicted after this many
+     * ms (opts.evict_ms resolved); -1: never. */
+    int64_t evict_after_ms;
 };
 
 /* Fail t (it stops reading) with err and text. */
@@ -99,6 +122,12 @@ void rill__table_mark_caught_up(rill_table_t *t);
 /* Co-partitioned: take the followers' latest assignment (assign the
  * table's client what they hold). 0, or -1 after failing the table. */
 int rill__table_follow_sync(rill_table_t *t);
+/* Co-partitioned: evict the partitions no follower has held for
+ * evict_after_ms (their keys and offset, one store transaction each). 0,
+ * or -1 after failing the table. */
+int rill__table_evict_due(rill_table_t *t);
+/* Free what the follow kept (the reported topic names). */
+void rill__table_follow_free(rill_table_t *t);
 /* Co-partitioned: publish each partition's readiness and the table's
  * caught_up after the reader's progress. */
 void rill__table_follow_publish(rill_table_t *t);

@@ -20,7 +20,16 @@
  *                    and serves only those partitions and joins their
  *                    records; two group members with a table each split
  *                    the partitions and join every record with its key's
- *                    value; a table nobody follows never catches up
+ *                    value; a table nobody follows never catches up;
+ *                    a member that joins and then leaves while records
+ *                    flow loses none and joins each with its key's value
+ *   co-partitioning  a follower holding a topic of another partition count
+ *                    fails the table and its join, naming both topics and
+ *                    counts; a record of a partition the table's topic
+ *                    does not have fails the join
+ *   eviction         a partition no follower holds is deleted from the
+ *                    store after evict_ms (counted), and read again from
+ *                    its beginning when it comes back
  *
  * Table topics are loaded with the testkit's generator (kafka_kit.h):
  * record seq has key "key-<seq>" and a value starting "seq=<seq> ".
@@ -359,20 +368,6 @@ static int joined_has(joined_t *j, const char *s)
     for (size_t i = 0; i < j->n && !found; i++)
         found = strcmp(j->v[i], s) == 0;
     pthread_mutex_unlock(&j->mu);
-    return found;
-}
-
-/* How many of the n keys (with their values) either member joined: each
- * counted once (a record joined by a member that then lost its partition
- * uncommitted is joined again by the other). */
-static size_t joined_keys(joined_t *a, joined_t *b, int n, char (*keys)[16], char (*vals)[16])
-{
-    size_t found = 0;
-    for (int i = 0; i < n; i++) {
-        char want[48];
-        snprintf(want, sizeof want, "%.15s|%.15s", keys[i], vals[i]);
-        found += joined_has(a, want) || joined_has(b, want);
-    }
     return found;
 }
 
@@ -841,13 +836,34 @@ Test(state_table, a_co_partitioned_table_holds_and_joins_only_its_sources_partit
                      (int)part[i]);
     }
     drain_ok(p);
-    /* The run's end revoked the partitions: kept in the store, not served. */
+    /* The run's end revoked the partitions: kept in the store (evict_ms's
+     * default is 10 minutes), not served. */
     cr_assert_eq(stats_ok(t).followed, 0);
-    for (int i = 0; i < CP_KEYS; i++)
+    cr_assert_eq(stats_ok(t).evicted, 0);
+    cr_assert_eq(stats_ok(t).keys, mine);
+    for (int i = 0; i < CP_KEYS; i++) {
         cr_assert(has_value(t, keys[i], NULL));
+        char buf[16];
+        size_t len = 0;
+        rill_err_t r = rill_store_read(rill_table_store(t), table_topic, part[i], keys[i],
+                                       strlen(keys[i]), buf, sizeof buf, &len);
+        cr_assert_eq(r, part[i] == 0 || part[i] == 2 ? RILL_OK : RILL_ENOENT, "%s kept", keys[i]);
+    }
     rill_table_close(t);
     joined_free(&out);
     kk_env_fini(&e);
+}
+
+/* Whether every key's record was joined with its value, by either member. */
+static int cp_all_joined(joined_t out[2], char keys[CP_KEYS][16], char vals[CP_KEYS][16])
+{
+    for (int i = 0; i < CP_KEYS; i++) {
+        char want[48];
+        snprintf(want, sizeof want, "%.15s|%.15s", keys[i], vals[i]);
+        if (!joined_has(&out[0], want) && !joined_has(&out[1], want))
+            return 0;
+    }
+    return 1;
 }
 
 Test(state_table, two_group_members_split_the_partitions_and_join_every_record, .timeout = 240)
@@ -886,10 +902,13 @@ Test(state_table, two_group_members_split_the_partitions_and_join_every_record, 
      * member had its partition when. */
     int ok;
     size_t total = 0;
+    /* Each key, not a count: a record joined by one member, then again
+     * by the other after a rebalance (at-least-once), counts twice. */
     KK_WAIT_UNTIL(ok, 90000,
-                  (total = joined_keys(&out[0], &out[1], CP_KEYS, keys, vals),
-                   total == CP_KEYS && stats_ok(t[0]).followed > 0 && stats_ok(t[1]).followed > 0 &&
-                       rill_table_caught_up(t[0]) && rill_table_caught_up(t[1])));
+                  (total = joined_count(&out[0]) + joined_count(&out[1]),
+                   cp_all_joined(out, keys, vals) && stats_ok(t[0]).followed > 0 &&
+                       stats_ok(t[1]).followed > 0 && rill_table_caught_up(t[0]) &&
+                       rill_table_caught_up(t[1])));
     cr_assert(ok, "joined %zu of %d; followed %d and %d", total, CP_KEYS,
               (int)stats_ok(t[0]).followed, (int)stats_ok(t[1]).followed);
     cr_assert_eq(stats_ok(t[0]).followed + stats_ok(t[1]).followed, CP_PARTS,
@@ -968,5 +987,400 @@ Test(state_table, following_a_table_refuses_bad_arguments, .timeout = 120)
     cr_assert_eq(stats_ok(global).followed, 2);
     rill_table_close(global);
     rill_table_close(cp);
+    kk_env_fini(&e);
+}
+
+/* ---- co-partitioning checked ---------------------------------------------- */
+
+/* A pipeline over a co-partitioned table t: a source of stream's
+ * partitions parts[0..n-1] (fixed, from their beginning; following t if
+ * follow), a left join with join_fn, the collecting sink. */
+static rill_pipeline_t *cp_pipeline(kk_env_t *e, const char *name, const char *stream,
+                                    const int32_t *parts, int n, rill_table_t *t, int follow,
+                                    joined_t *out)
+{
+    rill_consumer_conf_t *c = kk_conf_new(e->boot, name, NULL);
+    char err[256] = "";
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(rill_consumer_conf_assign(c, stream, parts[i], RD_KAFKA_OFFSET_BEGINNING, err,
+                                               sizeof err),
+                     RILL_OK, "%s", err);
+    if (follow)
+        cr_assert_eq(rill_consumer_conf_follow_table(c, t), RILL_OK);
+    rill_pipeline_t *p = rill_pipeline_new(e->sys, name);
+    rill_pipeline_add(p, rill_kafka_source(c), NULL);
+    rill_pipeline_add(p, rill_stage_join(t, RILL_JOIN_LEFT, NULL, join_fn, out), NULL);
+    rill_pipeline_add(p, rill_sink_foreach(collect, out), NULL);
+    cr_assert_eq(rill_pipeline_start(p, err, sizeof err), RILL_OK, "%s", err);
+    return p;
+}
+
+/* Wait for p's end (it must end by itself) and destroy it. */
+static rill_pipeline_result_t ended(rill_pipeline_t *p)
+{
+    rill_pipeline_result_t res;
+    cr_assert_eq(rill_pipeline_wait(p, 30000, &res), RILL_OK);
+    rill_pipeline_destroy(p);
+    return res;
+}
+
+Test(state_table, a_follower_of_another_partition_count_fails_the_table_and_its_join,
+     .timeout = 120)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    const char *table_topic = "cpx-table";
+    kk_create_topic(&e, table_topic, CP_PARTS);
+    rill_testkit_record_t tr = rec("a", "tv-a");
+    tr.partition = 0;
+    produce(&e, table_topic, &tr, 1);
+    /* A topic of more partitions, and one of fewer: each has a record of
+     * key "a" in partition 0, the table's too, which a check of the keys
+     * alone would let through. */
+    const struct {
+        const char *stream;
+        int parts;
+    } cases[] = {{"cpx-more", 6}, {"cpx-fewer", 2}};
+    const int32_t all[6] = {0, 1, 2, 3, 4, 5};
+    for (int k = 0; k < 2; k++) {
+        kk_create_topic(&e, cases[k].stream, cases[k].parts);
+        rill_testkit_record_t sr = rec("a", "order");
+        sr.partition = 0;
+        produce(&e, cases[k].stream, &sr, 1);
+        rill_table_t *t = open_partitioned(&e, table_topic);
+        joined_t out = {.table = t};
+        pthread_mutex_init(&out.mu, NULL);
+        rill_pipeline_t *p =
+            cp_pipeline(&e, cases[k].stream, cases[k].stream, all, cases[k].parts, t, 1, &out);
+        rill_err_t w = rill_table_wait_caught_up(t, KK_WAIT_MS);
+        cr_assert_eq(w, RILL_EINVAL, "%s: %s", cases[k].stream, rill_err_name(w));
+        char want[256];
+        snprintf(want, sizeof want,
+                 "table %s: not co-partitioned with %s: %s has %d partitions, %s has %d",
+                 table_topic, cases[k].stream, cases[k].stream, cases[k].parts, table_topic,
+                 CP_PARTS);
+        rill_table_stats_t s = stats_ok(t);
+        cr_assert_eq(s.error, RILL_EINVAL);
+        cr_assert_str_eq(s.error_text, want);
+        cr_assert_not(s.caught_up);
+        cr_assert_not(rill_table_caught_up(t), "a failed table is not caught up");
+        cr_assert_eq(s.records, 0, "it read nothing of a stream it cannot serve");
+        /* The join fails with the table's sentence instead of holding its
+         * stream for ever; nothing was joined. */
+        rill_pipeline_result_t res = ended(p);
+        cr_assert_eq(res.end, RILL_PIPELINE_FAILED);
+        cr_assert_not_null(strstr(res.text, want), "%s", res.text);
+        cr_assert_eq(joined_count(&out), 0);
+        joined_free(&out);
+        rill_table_close(t);
+    }
+
+    /* A record of a partition the table's topic does not have, from a
+     * source that does not follow the table (the table cannot tell): the
+     * join fails with a sentence rather than find it no match. */
+    rill_testkit_record_t sr = rec("a", "order");
+    sr.partition = 5;
+    produce(&e, "cpx-more", &sr, 1);
+    rill_table_t *t = open_partitioned(&e, table_topic);
+    joined_t out = {.table = t};
+    pthread_mutex_init(&out.mu, NULL);
+    rill_pipeline_t *p = cp_pipeline(&e, "cpx-p5", "cpx-more", &all[5], 1, t, 0, &out);
+    rill_pipeline_result_t res = ended(p);
+    cr_assert_eq(res.end, RILL_PIPELINE_FAILED);
+    cr_assert_not_null(strstr(res.text, "table cpx-table: not co-partitioned with cpx-more: a "
+                                        "record of its partition 5, cpx-table has 4"),
+                       "%s", res.text);
+    cr_assert_eq(joined_count(&out), 0);
+    cr_assert_eq(stats_ok(t).error, RILL_OK, "the table itself is fine");
+    joined_free(&out);
+    rill_table_close(t);
+    kk_env_fini(&e);
+}
+
+/* ---- eviction ----------------------------------------------------------- */
+
+static int count_visit(void *opaque, const void *key, size_t key_len, const void *value,
+                       size_t value_len)
+{
+    (void)key;
+    (void)key_len;
+    (void)value;
+    (void)value_len;
+    (*(size_t *)opaque)++;
+    return 0;
+}
+
+/* The keys of (topic, p) in store. */
+static size_t store_keys(rill_store_t *s, const char *topic, int32_t p)
+{
+    size_t n = 0;
+    cr_assert_eq(rill_store_scan(s, topic, p, NULL, 0, NULL, 0, count_visit, &n), RILL_OK);
+    return n;
+}
+
+#define EV_MS 300
+
+Test(state_table, a_partition_no_follower_holds_is_evicted_and_read_again_when_it_comes_back,
+     .timeout = 180)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    const char *table_topic = "ev-table", *stream = "ev-stream";
+    int32_t part[CP_KEYS];
+    char keys[CP_KEYS][16], vals[CP_KEYS][16];
+    cp_setup(&e, table_topic, stream, part, keys, vals);
+    size_t n0 = 0, n2 = 0;
+    for (int i = 0; i < CP_KEYS; i++) {
+        n0 += part[i] == 0;
+        n2 += part[i] == 2;
+    }
+    cr_assert(n0 > 0 && n2 > 0, "keys in partitions 0 and 2");
+    rill_table_opts_t o = {.partitioned = 1, .evict_ms = EV_MS};
+    rill_table_t *t = open_ok(&e, table_topic, NULL, &o);
+    rill_store_t *s = rill_table_store(t);
+
+    /* A source holds partitions 0 and 2, then its run ends. */
+    const int32_t held[] = {0, 2};
+    joined_t out = {.table = t};
+    pthread_mutex_init(&out.mu, NULL);
+    rill_pipeline_t *p = cp_pipeline(&e, "ev-1", stream, held, 2, t, 1, &out);
+    cr_assert_eq(rill_table_wait_caught_up(t, KK_WAIT_MS), RILL_OK);
+    int ok;
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, joined_count(&out) == n0 + n2);
+    cr_assert(ok, "joined %zu of %zu", joined_count(&out), n0 + n2);
+    cr_assert_eq(store_keys(s, table_topic, 0), n0);
+    cr_assert_eq(store_keys(s, table_topic, 2), n2);
+    int64_t off = -1;
+    cr_assert_eq(rill_store_offset(s, table_topic, 0, &off), RILL_OK);
+    int64_t before_drain = kit_now_ms();
+    drain_ok(p);
+    joined_free(&out);
+
+    /* Evicted once evict_ms passed: keys and offsets gone from the store,
+     * counted; never before evict_ms after the partitions went. */
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, stats_ok(t).evicted == 2);
+    int64_t evicted_after = kit_now_ms() - before_drain;
+    cr_assert(ok, "evicted %" PRIu64, stats_ok(t).evicted);
+    cr_assert_geq(evicted_after, EV_MS, "evicted %" PRId64 " ms after the drain began",
+                  evicted_after);
+    rill_table_stats_t st = stats_ok(t);
+    cr_assert_eq(st.evicted_keys, n0 + n2);
+    cr_assert_eq(st.keys, 0);
+    cr_assert_eq(st.followed, 0);
+    cr_assert_eq(st.error, RILL_OK);
+    for (int32_t q = 0; q < CP_PARTS; q++) {
+        cr_assert_eq(store_keys(s, table_topic, q), 0, "partition %d's keys are gone", (int)q);
+        cr_assert_eq(rill_store_offset(s, table_topic, q, &off), RILL_ENOENT,
+                     "partition %d's offset is gone", (int)q);
+    }
+
+    /* Partition 0 comes back: read again from its beginning, served and
+     * joined as before. */
+    out = (joined_t){.table = t};
+    pthread_mutex_init(&out.mu, NULL);
+    p = cp_pipeline(&e, "ev-2", stream, held, 1, t, 1, &out);
+    cr_assert_eq(rill_table_wait_caught_up(t, KK_WAIT_MS), RILL_OK);
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS, joined_count(&out) == n0);
+    cr_assert(ok, "joined %zu of %zu", joined_count(&out), n0);
+    st = stats_ok(t);
+    cr_assert_eq(st.records, n0 + n2 + n0, "partition 0 read again: %" PRIu64 " records",
+                 st.records);
+    cr_assert_eq(st.keys, n0);
+    cr_assert_eq(st.evicted, 2);
+    cr_assert_eq(store_keys(s, table_topic, 0), n0);
+    for (int i = 0; i < CP_KEYS; i++) {
+        if (part[i] != 0)
+            continue;
+        cr_assert(has_value(t, keys[i], vals[i]), "%s", keys[i]);
+        char want[48];
+        snprintf(want, sizeof want, "%.15s|%.15s", keys[i], vals[i]);
+        cr_assert(joined_has(&out, want), "missing %s", want);
+    }
+    drain_ok(p);
+    joined_free(&out);
+    rill_table_close(t);
+    kk_env_fini(&e);
+}
+
+/* ---- a rebalance while records flow ------------------------------------- */
+
+#define RB_KEYS  40
+#define RB_BATCH 20
+
+/* "<stream value>|<record key>|<table value, or NULL>" */
+static rill_err_t rb_join_fn(void *opaque, rill_elem_t *in, const void *value, size_t value_len,
+                             rill_elem_t *out)
+{
+    (void)opaque;
+    const rd_kafka_message_t *m = rill_record(in);
+    char *s = malloc(160);
+    if (!s) {
+        rill_elem_release(in);
+        return RILL_ENOMEM;
+    }
+    snprintf(s, 160, "%.*s|%.*s|%.*s", (int)(m->len < 40 ? m->len : 40), (const char *)m->payload,
+             (int)(m->key_len < 40 ? m->key_len : 40), (const char *)m->key,
+             value ? (int)(value_len < 40 ? value_len : 40) : 4,
+             value ? (const char *)value : "NULL");
+    rill_elem_release(in);
+    *out = (rill_elem_t){.payload = s, .dtor = free};
+    return RILL_OK;
+}
+
+/* Produce RB_BATCH stream records from *seq on: record seq has key
+ * "ck-<seq % RB_KEYS>" and value "s<seq>". Returns 1 (for use in a
+ * condition). */
+static int rb_produce(kk_env_t *e, const char *stream, int *seq)
+{
+    rill_testkit_record_t r[RB_BATCH];
+    char keys[RB_BATCH][16], vals[RB_BATCH][16];
+    for (int i = 0; i < RB_BATCH; i++) {
+        snprintf(keys[i], sizeof keys[i], "ck-%d", (*seq + i) % RB_KEYS);
+        snprintf(vals[i], sizeof vals[i], "s%d", *seq + i);
+        r[i] = rec(keys[i], vals[i]);
+    }
+    produce(e, stream, r, RB_BATCH);
+    *seq += RB_BATCH;
+    return 1;
+}
+
+typedef struct rb_check {
+    size_t covered; /* distinct seqs below n joined */
+    size_t dups;    /* outputs of a seq joined before */
+    size_t wrong;   /* outputs whose key or table value is not seq's */
+    char first_wrong[160];
+} rb_check_t;
+
+/* Check every output of both members against what it must be, computed
+ * from its seq alone: key ck-<seq % RB_KEYS>, table value tv-<same>. */
+static rb_check_t rb_check(joined_t out[2], int n)
+{
+    rb_check_t c = {0};
+    unsigned char *seen = calloc((size_t)n + 1, 1);
+    cr_assert_not_null(seen);
+    for (int m = 0; m < 2; m++) {
+        pthread_mutex_lock(&out[m].mu);
+        for (size_t k = 0; k < out[m].n; k++) {
+            const char *v = out[m].v[k];
+            int seq = -1, key = -1, tv = -1;
+            char want[64];
+            if (sscanf(v, "s%d|ck-%d|tv-%d", &seq, &key, &tv) == 3 && seq >= 0)
+                snprintf(want, sizeof want, "s%d|ck-%d|tv-%d", seq, seq % RB_KEYS, seq % RB_KEYS);
+            if (seq < 0 || strcmp(v, want) != 0) {
+                if (!c.wrong++)
+                    snprintf(c.first_wrong, sizeof c.first_wrong, "%s", v);
+                continue;
+            }
+            if (seq >= n)
+                continue;
+            if (seen[seq])
+                c.dups++;
+            else
+                c.covered++;
+            seen[seq] = 1;
+        }
+        pthread_mutex_unlock(&out[m].mu);
+    }
+    free(seen);
+    return c;
+}
+
+/* Two instances, each with its own co-partitioned table, in one group
+ * (range assignor: the mock's cooperative rebalances are unreliable).
+ * Stream records are produced the whole time: while the first member is
+ * alone, while the second joins (its table must read the partitions it
+ * gets before its join may use them) and while it leaves again (the
+ * first gets them back: its table still has them, and goes on from its
+ * stored offsets). Every record must be joined, with its own key's value:
+ * the table rows all exist before the first stream record. */
+Test(state_table, a_member_joining_and_leaving_mid_stream_loses_no_record_and_joins_it_right,
+     .timeout = 300)
+{
+    kk_env_t e;
+    kk_env_init(&e);
+    const char *table_topic = "rb-table", *stream = "rb-stream";
+    kk_create_topic(&e, table_topic, CP_PARTS);
+    kk_create_topic(&e, stream, CP_PARTS);
+    rill_testkit_record_t tr[RB_KEYS];
+    char keys[RB_KEYS][16], vals[RB_KEYS][16];
+    for (int i = 0; i < RB_KEYS; i++) {
+        snprintf(keys[i], sizeof keys[i], "ck-%d", i);
+        snprintf(vals[i], sizeof vals[i], "tv-%d", i);
+        tr[i] = rec(keys[i], vals[i]);
+    }
+    produce(&e, table_topic, tr, RB_KEYS);
+    const char *kv[] = {"session.timeout.ms",
+                        "6000",
+                        "heartbeat.interval.ms",
+                        "500",
+                        "auto.offset.reset",
+                        "earliest",
+                        "partition.assignment.strategy",
+                        "range",
+                        NULL};
+    rill_table_t *t[2];
+    joined_t out[2];
+    rill_pipeline_t *p[2];
+    for (int m = 0; m < 2; m++) {
+        t[m] = open_partitioned(&e, table_topic);
+        out[m] = (joined_t){.table = t[m]};
+        pthread_mutex_init(&out[m].mu, NULL);
+    }
+    int seq = 0, ok;
+    for (int m = 0; m < 2; m++) {
+        rill_consumer_conf_t *c = kk_conf_new(e.boot, "rb-g", kv);
+        kk_conf_subscribe1(c, stream);
+        cr_assert_eq(rill_consumer_conf_follow_table(c, t[m]), RILL_OK);
+        p[m] = rill_pipeline_new(e.sys, m ? "rb-b" : "rb-a");
+        rill_pipeline_add(p[m], rill_kafka_source(c), NULL);
+        rill_pipeline_add(p[m], rill_stage_join(t[m], RILL_JOIN_LEFT, NULL, rb_join_fn, NULL),
+                          NULL);
+        rill_pipeline_add(p[m], rill_sink_foreach(collect, &out[m]), NULL);
+        char err[256] = "";
+        cr_assert_eq(rill_pipeline_start(p[m], err, sizeof err), RILL_OK, "%s", err);
+        /* Records flow until this member joins records of its own: the
+         * first holds every partition, then the two split them. */
+        KK_WAIT_UNTIL(ok, 90000,
+                      rb_produce(&e, stream, &seq) && joined_count(&out[m]) >= 100 &&
+                          stats_ok(t[m]).followed > 0 &&
+                          stats_ok(t[0]).followed + (m ? stats_ok(t[1]).followed : 0) == CP_PARTS);
+        cr_assert(ok, "member %d: joined %zu; followed %d and %d", m, joined_count(&out[m]),
+                  (int)stats_ok(t[0]).followed, (int)stats_ok(t[1]).followed);
+    }
+    /* The second leaves while records keep coming: the first takes its
+     * partitions back and joins records of them again. */
+    size_t a_before = joined_count(&out[0]);
+    cr_assert_eq(rill_pipeline_drain(p[1]), RILL_OK);
+    rill_pipeline_result_t res = {0};
+    int b_ended = 0;
+    KK_WAIT_UNTIL(ok, 90000,
+                  rb_produce(&e, stream, &seq) &&
+                      (b_ended = b_ended || rill_pipeline_wait(p[1], 0, &res) == RILL_OK) &&
+                      stats_ok(t[0]).followed == CP_PARTS && rill_table_caught_up(t[0]) &&
+                      joined_count(&out[0]) >= a_before + 200);
+    cr_assert(ok, "ended %d; followed %d; joined %zu since", b_ended, (int)stats_ok(t[0]).followed,
+              joined_count(&out[0]) - a_before);
+    cr_assert_eq(res.end, RILL_PIPELINE_COMPLETED, "%s", res.text);
+    rill_pipeline_destroy(p[1]);
+    cr_assert_eq(stats_ok(t[1]).followed, 0, "the member that left follows nothing");
+
+    /* No more records: every one of the seq produced is joined, each with
+     * its own key's value (never none: every row was there before). */
+    KK_WAIT_UNTIL(ok, KK_WAIT_MS,
+                  joined_count(&out[0]) + joined_count(&out[1]) >= (size_t)seq &&
+                      rb_check(out, seq).covered == (size_t)seq);
+    rb_check_t c = rb_check(out, seq);
+    fprintf(stderr,
+            "state_table rebalance: %d records, joined %zu + %zu, %zu again after a "
+            "rebalance\n",
+            seq, joined_count(&out[0]), joined_count(&out[1]), c.dups);
+    cr_assert_eq(c.wrong, 0, "%zu outputs wrong, the first: %s", c.wrong, c.first_wrong);
+    cr_assert_eq(c.covered, (size_t)seq, "joined %zu of %d records", c.covered, seq);
+    cr_assert_gt(joined_count(&out[1]), 0, "the second member joined records too");
+    drain_ok(p[0]);
+    for (int m = 0; m < 2; m++) {
+        rill_table_close(t[m]);
+        joined_free(&out[m]);
+    }
     kk_env_fini(&e);
 }

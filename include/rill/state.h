@@ -401,7 +401,10 @@ RILL_API rill_stage_t *rill_stage_window(rill_store_t *store, const rill_window_
  * CO-PARTITIONED TABLES (opts.partitioned = 1; Kafka Streams' KTable in a
  * stream-table join): the table topic and the stream's input topic have
  * the same partition count and partition keys alike (produced with the
- * same keys and the default partitioner), and the table reads only
+ * same keys and the default partitioner; rill checks the count, not the
+ * keys: a stream topic a follower holds with another partition count
+ * fails the table with RILL_EINVAL and a sentence naming both topics and
+ * both counts, and so every join over it), and the table reads only
  * partition p of its topic while a source made from a conf that follows it
  * (rill_consumer_conf_follow_table()) holds a partition numbered p. A
  * partition the table starts to follow (or that a source is assigned
@@ -414,7 +417,9 @@ RILL_API rill_stage_t *rill_stage_window(rill_store_t *store, const rill_window_
  * the state of (T, p). A partition no follower holds any more (revoked,
  * lost, or the end of a run) is dropped: its keys and offset stay in the
  * store but are not served (rill_table_get() and the joins skip it), and
- * if it comes back the table goes on from where it was.
+ * if it comes back within opts.evict_ms the table goes on from where it
+ * was; after that, they are deleted from the store (evicted) and a
+ * partition that comes back is read again from its beginning.
  */
 typedef struct rill_table rill_table_t;
 
@@ -443,6 +448,16 @@ typedef struct rill_table_opts {
     /** Called when the table caught up (NULL: not called), with opaque. */
     rill_table_caught_up_fn *on_caught_up;
     void *opaque; /**< for on_caught_up */
+    /** Co-partitioned tables: how long, in ms, the keys and offset of a
+     * partition no follower holds any more stay in the store (so that it
+     * goes on from there if it comes back) before the table deletes them,
+     * in one store transaction (rill_table_stats_t.evicted). A partition
+     * an earlier run left in opts.store that no follower holds is
+     * evicted this long after the first assignment a follower reports.
+     * 0 = 600,000 (10 minutes, as Kafka Streams' state.cleanup.delay.ms);
+     * UINT32_MAX = never (the store keeps every partition it ever read).
+     * Global tables ignore it. */
+    uint32_t evict_ms;
     /** When the table caught up, send this actor a signal (rill_signal())
      * of type notify_type (RILL_MSG_USER and up), with arg 0 and no
      * payload. RILL_AID_NONE: none. */
@@ -485,7 +500,11 @@ RILL_API void rill_table_close(rill_table_t *table);
  * holds a partition numbered p (of any of its topics). Uses conf's
  * rebalance callback (RILL_ESTATE if one is set: one table per conf). The
  * table must outlive every source made from conf. Several confs may follow
- * one table (the partitions any of their sources hold are followed).
+ * one table (the partitions any of their sources hold are followed). Each
+ * stream topic the sources hold must have as many partitions as the
+ * table's topic: the table checks it when a source first reports the
+ * topic (and before it serves that topic's partitions), and fails
+ * otherwise (RILL_EINVAL in rill_table_stats_t.error).
  * @return RILL_OK; RILL_EINVAL (NULL, or a global table); RILL_ESTATE.
  * @locality any thread.
  */
@@ -498,7 +517,8 @@ RILL_API rill_err_t rill_consumer_conf_follow_table(rill_consumer_conf_t *conf,
  * that were empty then count at once. It stays so after. A co-partitioned
  * table's: while every partition it follows is caught up (see "CO-
  * PARTITIONED TABLES" above; 0 until a follower reported an assignment).
- * 0 for NULL.
+ * 0 for NULL, and 0 once the table failed (stopped reading:
+ * rill_table_stats_t.error says why).
  * @locality any thread.
  */
 RILL_API int rill_table_caught_up(const rill_table_t *table);
@@ -533,7 +553,7 @@ typedef struct rill_table_stats {
     uint64_t deletes;   /**< tombstones that deleted a key */
     uint64_t skipped;   /**< records without a key, or with one too long */
     uint64_t keys;      /**< keys in the table now */
-    uint64_t commits;   /**< write transactions committed */
+    uint64_t commits;   /**< write transactions committed (evictions too) */
     int32_t partitions; /**< partitions of the topic */
     /** Partitions the table follows now: all of them for a global table,
      * those its followers' sources hold for a co-partitioned one. */
@@ -541,9 +561,14 @@ typedef struct rill_table_stats {
     int caught_up;        /**< rill_table_caught_up() */
     int64_t caught_up_ms; /**< from the open to caught up, in ms; -1 while not */
     /** RILL_OK, or why the table stopped reading (a store full, a commit
-     * that failed). */
+     * that failed, a co-partitioned table's follower holding a topic of
+     * another partition count: RILL_EINVAL). */
     rill_err_t error;
     char error_text[160]; /**< error's sentence, naming the table ("" without one) */
+    /** Co-partitioned tables: partitions evicted (see
+     * rill_table_opts_t.evict_ms), and the keys they held. */
+    uint64_t evicted;
+    uint64_t evicted_keys; /**< keys deleted by evictions (not in keys any more) */
 } rill_table_stats_t;
 
 /** A snapshot of the table's counters (NULL arguments: RILL_EINVAL).
@@ -596,9 +621,11 @@ typedef struct rill_join_opts {
  * every run of the stage. Over a co-partitioned table, a Kafka record of
  * partition p waits for the table's partition p only and is looked up
  * there (a key function must give keys partitioned as the record's; a
- * partition the table does not follow has no match); another element
- * waits until the table is caught up and is looked up in every partition
- * it follows. Until a follower reported an assignment, everything waits.
+ * partition the table does not follow has no match; a partition number
+ * the table's topic does not have fails the stage: the topics are not
+ * co-partitioned); another element waits until the table is caught up
+ * and is looked up in every partition it follows. Until a follower
+ * reported an assignment, everything waits.
  * @locality any thread.
  */
 RILL_API rill_stage_t *rill_stage_join(rill_table_t *table, rill_join_type_t type,
