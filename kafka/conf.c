@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../actors/util.h"
 #include "kafka_int.h"
 
 #define DAY_MS (24u * 3600 * 1000)
@@ -80,24 +81,38 @@ static const rill__kprop_t *find_prop(const char *key)
     return NULL;
 }
 
-/* librdkafka's errors, and only those, on stderr, named by client kind. */
+/* librdkafka's lines go to rill's log hook (actors/log.c), facility
+ * "rdkafka.consumer.FAC" or "rdkafka.producer.FAC": those at or above the
+ * log level; a client made with "debug" set passes every line it makes. */
+static void client_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf, int all)
+{
+    if (!all && !rill__log_wanted(level))
+        return;
+    char facility[96];
+    snprintf(facility, sizeof(facility), "rdkafka.%s.%s",
+             rd_kafka_type(rk) == RD_KAFKA_CONSUMER ? "consumer" : "producer", fac);
+    rill__log_line(level, facility, buf);
+}
+
 static void quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
-    if (level <= 3)
-        fprintf(stderr, "rill %s: %s: %s\n",
-                rd_kafka_type(rk) == RD_KAFKA_CONSUMER ? "consumer" : "producer", fac, buf);
+    client_log(rk, level, fac, buf, 0);
+}
+
+static void debug_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    client_log(rk, level, fac, buf, 1);
 }
 
 void rill__kafka_quiet_log(rd_kafka_conf_t *kc)
 {
-    /* With "debug" set, librdkafka's own logger prints everything asked.
-     * Read the value itself: the size librdkafka 2.0.2 reports for an
+    /* Read the value itself: the size librdkafka 2.0.2 reports for an
      * unset "debug" without a buffer is 2, not 1, so a size test never
-     * saw it unset and rill's logger was never used. */
+     * saw it unset. */
     char debug[8] = "";
     size_t size = sizeof(debug);
-    if (rd_kafka_conf_get(kc, "debug", debug, &size) != RD_KAFKA_CONF_OK || debug[0] == '\0')
-        rd_kafka_conf_set_log_cb(kc, quiet_log_cb);
+    int dbg = rd_kafka_conf_get(kc, "debug", debug, &size) == RD_KAFKA_CONF_OK && debug[0];
+    rd_kafka_conf_set_log_cb(kc, dbg ? debug_log_cb : quiet_log_cb);
 }
 
 const char *rill__topics_next(const char *list, char *name, size_t size)

@@ -261,11 +261,11 @@ static void note_blocked(ksrc_t *k)
     k->stats.blocked = blocked;
     if (blocked && !k->blocked_logged && now - k->blocked_since_ms >= BLOCKED_LOG_MS) {
         k->blocked_logged = 1;
-        fprintf(stderr,
-                "rill consumer: %u records are out unconfirmed (rill.max.unconfirmed) since "
-                "%" PRId64 " ms: no more are emitted until confirms come back (records must be "
-                "confirmed, also with rill.commit=false)\n",
-                k->tr.unconfirmed, now - k->blocked_since_ms);
+        rill_log(RILL_LOG_WARNING, "kafka.consumer",
+                 "%u records are out unconfirmed (rill.max.unconfirmed) since "
+                 "%" PRId64 " ms: no more are emitted until confirms come back (records must be "
+                 "confirmed, also with rill.commit=false)",
+                 k->tr.unconfirmed, now - k->blocked_since_ms);
     }
 }
 

@@ -590,8 +590,9 @@ static void producer_destroy(void *impl)
         pr->stats.undelivered_at_stop += left;
         if (left > 0 || rd_kafka_outq_len(pr->rk) > 0) {
             if (left > 0)
-                fprintf(stderr, "rill producer: %u record(s) not delivered within %u ms at stop\n",
-                        left, pr->conf->o.flush_ms);
+                rill_log(RILL_LOG_WARNING, "kafka.producer",
+                         "%u record(s) not delivered within %u ms at stop", left,
+                         pr->conf->o.flush_ms);
             rd_kafka_purge(pr->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
             rd_kafka_poll(pr->rk, 0);
         }

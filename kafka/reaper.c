@@ -91,10 +91,10 @@ static void *reap_main(void *arg)
         /* relaxed: counters, read for statistics only. */
         atomic_fetch_add_explicit(&reaper.destroyed, 1, memory_order_relaxed);
     } else {
-        fprintf(stderr,
-                "rill consumer: %s did not finish leaving its group within %d ms after the "
-                "stop: abandoned (not destroyed: librdkafka would never return)\n",
-                rd_kafka_name(r->rk), REAP_CLOSE_MS);
+        rill_log(RILL_LOG_WARNING, "kafka.consumer",
+                 "%s did not finish leaving its group within %d ms after the "
+                 "stop: abandoned (not destroyed: librdkafka would never return)",
+                 rd_kafka_name(r->rk), REAP_CLOSE_MS);
         atomic_fetch_add_explicit(&reaper.abandoned_n, 1, memory_order_relaxed);
     }
     atomic_fetch_sub_explicit(&reaper.closing, 1, memory_order_relaxed);
@@ -119,10 +119,10 @@ void rill__kclient_reap(rd_kafka_t *rk, rd_kafka_queue_t *close_q, int never_ass
         return;
     if (never_assigned_sticky) {
         /* Its destroy may abort the process (pick_strategy). */
-        fprintf(stderr,
-                "rill consumer: %s (cooperative-sticky, never assigned) abandoned: librdkafka "
-                "%s may abort destroying it (librdkafka #4312)\n",
-                rd_kafka_name(rk), rd_kafka_version_str());
+        rill_log(RILL_LOG_WARNING, "kafka.consumer",
+                 "%s (cooperative-sticky, never assigned) abandoned: librdkafka "
+                 "%s may abort destroying it (librdkafka #4312)",
+                 rd_kafka_name(rk), rd_kafka_version_str());
         reap_t *r = calloc(1, sizeof(*r));
         atomic_fetch_add_explicit(&reaper.abandoned_n, 1, memory_order_relaxed);
         if (!r)
@@ -162,8 +162,8 @@ void rill__kclient_reap(rd_kafka_t *rk, rd_kafka_queue_t *close_q, int never_ass
             free(r);
         }
         if (close_q) {
-            fprintf(stderr, "rill consumer: %s abandoned unclosed (no thread to close it)\n",
-                    rd_kafka_name(rk));
+            rill_log(RILL_LOG_WARNING, "kafka.consumer",
+                     "%s abandoned unclosed (no thread to close it)", rd_kafka_name(rk));
             atomic_fetch_add_explicit(&reaper.abandoned_n, 1, memory_order_relaxed);
             return;
         }
@@ -190,10 +190,10 @@ void rill__kclient_reap(rd_kafka_t *rk, rd_kafka_queue_t *close_q, int never_ass
         pthread_mutex_unlock(&r->mu);
         if (!done) {
             atomic_fetch_add_explicit(&reaper.late, 1, memory_order_relaxed);
-            fprintf(stderr,
-                    "rill consumer: %s not destroyed within %d ms: its thread goes on "
-                    "alone\n",
-                    rd_kafka_name(rk), REAP_WAIT_MS);
+            rill_log(RILL_LOG_WARNING, "kafka.consumer",
+                     "%s not destroyed within %d ms: its thread goes on "
+                     "alone",
+                     rd_kafka_name(rk), REAP_WAIT_MS);
         }
     }
     reap_unref(r);

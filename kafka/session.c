@@ -179,11 +179,11 @@ static rill_err_t pick_strategy(rd_kafka_conf_t *kc, int *sticky_unsafe, char *e
                               errstr_size);
     if (strstr(strat, "cooperative-sticky") && !rill__kafka_sticky_safe()) {
         *sticky_unsafe = 1;
-        fprintf(stderr,
-                "rill consumer: partition.assignment.strategy=%s on librdkafka %s: before "
-                "2.3.0 closing a member that joined but has no assignment yet aborts the "
-                "process (librdkafka #4312); such clients are left undestroyed\n",
-                strat, rd_kafka_version_str());
+        rill_log(RILL_LOG_WARNING, "kafka.consumer",
+                 "partition.assignment.strategy=%s on librdkafka %s: before "
+                 "2.3.0 closing a member that joined but has no assignment yet aborts the "
+                 "process (librdkafka #4312); such clients are left undestroyed",
+                 strat, rd_kafka_version_str());
     }
     return RILL_OK;
 }

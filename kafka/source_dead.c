@@ -92,10 +92,9 @@ static void give_up(ksrc_t *k, rill__tpart_t *p, const rd_kafka_message_t *m, co
     rill__tracker_confirm(&k->tr, p->id, m->offset);
     k->since_commit++;
     k->stats.skipped++;
-    fprintf(stderr,
-            "rill consumer: record %s [%d] offset %" PRId64
-            " skipped (no rill.dead.letter.topic): %s\n",
-            p->topic, (int)p->partition, m->offset, why);
+    rill_log(RILL_LOG_WARNING, "kafka.consumer",
+             "record %s [%d] offset %" PRId64 " skipped (no rill.dead.letter.topic): %s", p->topic,
+             (int)p->partition, m->offset, why);
     rill__kholder_forget(k->holder, p->topic, p->partition, m->offset, m->offset + 1);
 }
 

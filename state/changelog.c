@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../actors/util.h"
+#include "../kafka/kafka_int.h"
 #include "changelog.h"
 
 /* ---------------------------------------------------------------- batches */
@@ -211,6 +212,7 @@ static rd_kafka_t *reader_of(struct rill__changelog *cl, char *errstr, size_t er
     size_t gl = sizeof(gid);
     if (rd_kafka_conf_get(kc, "group.id", gid, &gl) != RD_KAFKA_CONF_OK || !gid[0])
         rd_kafka_conf_set(kc, "group.id", "rill-changelog-restore", NULL, 0);
+    rill__kafka_quiet_log(kc);
     char why[256] = "";
     cl->reader = rd_kafka_new(RD_KAFKA_CONSUMER, kc, why, sizeof(why));
     if (!cl->reader) {

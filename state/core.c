@@ -128,7 +128,8 @@ rill_err_t rill__sf_start(rill__sf_t *c, rill__stage_t *st)
     char why[256] = "";
     rill_producer_conf_t *pc = rill__changelog_producer_conf(c->store->cl, why, sizeof(why));
     if (!pc) {
-        fprintf(stderr, "rill: store %s: changelog producer: %s\n", c->store->name, why);
+        rill_log(RILL_LOG_WARNING, "state.store", "store %s: changelog producer: %s",
+                 c->store->name, why);
         return RILL_EKAFKA;
     }
     /* Restores are applied with a partition's first record, and by this
@@ -138,7 +139,8 @@ rill_err_t rill__sf_start(rill__sf_t *c, rill__stage_t *st)
     rill_stage_opts_t o = {.link_to = st->self, .mailbox_capacity = 4096};
     rill_err_t err = rill_producer_spawn(st->sys, pc, &o, &c->producer, why, sizeof(why));
     if (err)
-        fprintf(stderr, "rill: store %s: changelog producer: %s\n", c->store->name, why);
+        rill_log(RILL_LOG_WARNING, "state.store", "store %s: changelog producer: %s",
+                 c->store->name, why);
     return err;
 }
 

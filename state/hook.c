@@ -22,8 +22,8 @@ static int store_assigned(void *opaque, rill_assignment_t *asg,
              * the start; the partition waits paused. */
             rill_err_t err = rill__restorer_submit(store, asg, tp->topic, tp->partition);
             if (err) {
-                fprintf(stderr, "rill: store %s: cannot restore %s [%d]: %s\n",
-                        rill_store_name(store), tp->topic, (int)tp->partition, rill_err2str(err));
+                rill_log(RILL_LOG_ERR, "state.store", "store %s: cannot restore %s [%d]: %s",
+                         rill_store_name(store), tp->topic, (int)tp->partition, rill_err2str(err));
                 return -1;
             }
             tp->offset = RILL_OFFSET_LATER;
@@ -35,8 +35,8 @@ static int store_assigned(void *opaque, rill_assignment_t *asg,
         else if (err == RILL_ENOENT)
             tp->offset = RD_KAFKA_OFFSET_BEGINNING;
         else {
-            fprintf(stderr, "rill: store %s: cannot read the offset of %s [%d]: %s\n",
-                    rill_store_name(store), tp->topic, (int)tp->partition, rill_err2str(err));
+            rill_log(RILL_LOG_ERR, "state.store", "store %s: cannot read the offset of %s [%d]: %s",
+                     rill_store_name(store), tp->topic, (int)tp->partition, rill_err2str(err));
             return -1; /* the source fails: starting elsewhere could lose or repeat */
         }
     }

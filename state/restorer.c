@@ -36,7 +36,7 @@ static void run_job(rill_store_t *s, rill__restore_job_t *j)
         char text[1024];
         snprintf(text, sizeof(text), "store %s: cannot restore %s [%d]: %s", s->name, j->topic,
                  (int)j->partition, why);
-        fprintf(stderr, "rill: %s\n", text);
+        rill_log(RILL_LOG_ERR, "state.restore", "%s", text);
         rill_assignment_fail(j->asg, text);
     }
 }

@@ -151,7 +151,7 @@ static int handle(rill_table_t *t, void **txn, const rd_kafka_message_t *m, int6
         return 0;
     }
     /* Transient errors (a broker down): librdkafka retries on its own. */
-    fprintf(stderr, "rill: table %s: %s\n", t->topic, rd_kafka_message_errstr(m));
+    rill_log(RILL_LOG_WARNING, "state.table", "table %s: %s", t->topic, rd_kafka_message_errstr(m));
     return 0;
 }
 

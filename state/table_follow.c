@@ -130,8 +130,9 @@ static int follow_start(rill_table_t *t, int32_t p)
     rd_kafka_resp_err_t kerr =
         rd_kafka_query_watermark_offsets(t->rk, t->topic, p, &low, &high, FOLLOW_WATERMARK_MS);
     if (kerr) {
-        fprintf(stderr, "rill: table %s: cannot read the end offset of partition %d: %s\n",
-                t->topic, (int)p, rd_kafka_err2str(kerr));
+        rill_log(RILL_LOG_ERR, "state.table",
+                 "table %s: cannot read the end offset of partition %d: %s", t->topic, (int)p,
+                 rd_kafka_err2str(kerr));
         return -1;
     }
     if (!tp->followed) {
@@ -166,8 +167,9 @@ static int check_topics(rill_table_t *t, int n)
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t kerr = rd_kafka_metadata(t->rk, 1, NULL, &md, FOLLOW_WATERMARK_MS);
     if (kerr) {
-        fprintf(stderr, "rill: table %s: cannot read the partition counts of its followers: %s\n",
-                t->topic, rd_kafka_err2str(kerr));
+        rill_log(RILL_LOG_ERR, "state.table",
+                 "table %s: cannot read the partition counts of its followers: %s", t->topic,
+                 rd_kafka_err2str(kerr));
         return 1;
     }
     int r = 0;
@@ -180,8 +182,9 @@ static int check_topics(rill_table_t *t, int n)
             if (strcmp(md->topics[i].topic, name) == 0)
                 mt = &md->topics[i];
         if (!mt || mt->err) {
-            fprintf(stderr, "rill: table %s: cannot read the partition count of %s: %s\n", t->topic,
-                    name, mt ? rd_kafka_err2str(mt->err) : "not in the metadata");
+            rill_log(RILL_LOG_ERR, "state.table",
+                     "table %s: cannot read the partition count of %s: %s", t->topic, name,
+                     mt ? rd_kafka_err2str(mt->err) : "not in the metadata");
             r = 1;
         } else if (mt->partition_cnt != t->n_parts) {
             char why[512]; /* rill__table_fail cuts it to its error_text */

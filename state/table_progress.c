@@ -37,8 +37,9 @@ void rill__table_mark_caught_up(rill_table_t *t)
         rill_msg_t m = {.type = t->opts.notify_type};
         rill_err_t err = rill_signal(t->sys, t->opts.notify, &m);
         if (err)
-            fprintf(stderr, "rill: table %s: cannot tell actor %llu it caught up: %s\n", t->topic,
-                    (unsigned long long)t->opts.notify.id, rill_err2str(err));
+            rill_log(RILL_LOG_WARNING, "state.table",
+                     "table %s: cannot tell actor %llu it caught up: %s", t->topic,
+                     (unsigned long long)t->opts.notify.id, rill_err2str(err));
     }
 }
 
@@ -64,5 +65,5 @@ void rill__table_fail(rill_table_t *t, rill_err_t err, const char *text)
     }
     pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
-    fprintf(stderr, "rill: table %s: %s; it stopped reading\n", t->topic, text);
+    rill_log(RILL_LOG_ERR, "state.table", "table %s: %s; it stopped reading", t->topic, text);
 }

@@ -309,6 +309,8 @@ static void child_exited(rill__sup_t *s, rill_ctx_t *ctx, size_t i, const rill_e
                        "too many restarts (more than %d in %u ms); last: %.40s %s: %.40s",
                        (int)rill__sup_intensity(s->spec), rill__sup_period_ms(s->spec), c->id,
                        rill_exit_kind_name(why->kind), why->text);
+        rill_log(RILL_LOG_ERR, "supervisor", "%s: %s: it gives up and stops its children",
+                 s->name[0] ? s->name : "(unnamed)", esc.text);
         begin_shutdown(s, ctx, 1, &esc);
         return;
     }
@@ -319,6 +321,10 @@ static void child_exited(rill__sup_t *s, rill_ctx_t *ctx, size_t i, const rill_e
     uint32_t delay = rill__sup_backoff_delay(s, c);
     c->consecutive++;
     c->restarts++;
+    rill_log(rill_exit_abnormal(why) ? RILL_LOG_WARNING : RILL_LOG_NOTICE, "supervisor",
+             "%s: child %s exited (%s: %s); restart %u in %u ms",
+             s->name[0] ? s->name : "(unnamed)", c->id, rill_exit_kind_name(why->kind), why->text,
+             c->restarts, delay);
 
     switch (s->spec->strategy) {
     case RILL_SUP_ONE_FOR_ONE:

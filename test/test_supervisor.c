@@ -681,8 +681,25 @@ static uint32_t stats_restarts(tw_t *w, rill_aid_t aid)
 /* Strategies                                                               */
 /* ======================================================================== */
 
+/* Lines the supervisor logs (the log hook): the restart is told. */
+typedef struct sup_lines {
+    pthread_mutex_t mu;
+    int restart_of_b; /* WARNING lines "... child b exited (failure: ...); restart 1 ..." */
+} sup_lines_t;
+
+static void sup_log(void *opaque, rill_log_level_t level, const char *facility, const char *text)
+{
+    sup_lines_t *l = opaque;
+    pthread_mutex_lock(&l->mu);
+    l->restart_of_b += level == RILL_LOG_WARNING && !strcmp(facility, "supervisor") &&
+                       strstr(text, "child b exited (failure: b crashed on purpose); restart 1");
+    pthread_mutex_unlock(&l->mu);
+}
+
 Test(sup_strategy, one_for_one_restarts_only_the_failed_child, .timeout = 60)
 {
+    static sup_lines_t lines = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    rill_log_set(sup_log, &lines);
     tw_t *w = tw_new();
     carg_t a = child_arg(w, "a"), b = child_arg(w, "b"), c = child_arg(w, "c");
     rill_child_spec_t ch[] = {worker("a", &a), worker("b", &b), worker("c", &c)};
@@ -718,6 +735,10 @@ Test(sup_strategy, one_for_one_restarts_only_the_failed_child, .timeout = 60)
     cr_assert_eq(kid(w, sup, "a").restarts, 0);
     cr_assert_eq(kid(w, sup, "c").restarts, 0);
     cr_assert_eq(kid(w, sup, "b").last_exit.kind, RILL_EXIT_FAILURE);
+    pthread_mutex_lock(&lines.mu);
+    cr_assert_eq(lines.restart_of_b, 1, "the restart was logged %d times", lines.restart_of_b);
+    pthread_mutex_unlock(&lines.mu);
+    rill_log_set(NULL, NULL);
 
     stop_sup(w, sup);
     tw_free(w);

@@ -62,10 +62,10 @@ static void host_log_cb(const rd_kafka_t *rk, int level, const char *fac, const 
     if (b && strstr(buf, "Failed to accept")) {
         int64_t now = rill__now_ms();
         if (!b->accept_fail_last_ms || now - b->accept_fail_last_ms > ACCEPT_EPISODE_GAP_MS) {
-            fprintf(stderr,
-                    "rill embedded broker: %s: %s (retrying every %d ms; not logged again "
-                    "until no accept has failed for %d s)\n",
-                    fac, buf, ACCEPT_RETRY_MS, ACCEPT_EPISODE_GAP_MS / 1000);
+            rill_log(RILL_LOG_WARNING, "broker",
+                     "%s: %s (retrying every %d ms; not logged again "
+                     "until no accept has failed for %d s)",
+                     fac, buf, ACCEPT_RETRY_MS, ACCEPT_EPISODE_GAP_MS / 1000);
         }
         b->accept_fail_last_ms = rill__now_ms();
         struct timespec ts = {.tv_sec = 0, .tv_nsec = ACCEPT_RETRY_MS * 1000000L};
@@ -73,7 +73,7 @@ static void host_log_cb(const rd_kafka_t *rk, int level, const char *fac, const 
             ;
         return;
     }
-    fprintf(stderr, "rill embedded broker: %s: %s\n", fac, buf);
+    rill_log((rill_log_level_t)level, "broker", "%s: %s", fac, buf);
 }
 
 rill_broker_t *rill_broker_new(int broker_count, char *errstr, size_t errstr_size)

@@ -75,6 +75,61 @@ RILL_API const char *rill_err_name(rill_err_t err);
  */
 RILL_API const char *rill_version_str(void);
 
+/** @name Logging
+ * rill's own log lines and its Kafka clients' (librdkafka's) go through
+ * one process-wide hook.
+ * @{ */
+
+/** Severities, as syslog's (and librdkafka's log levels). */
+typedef enum rill_log_level {
+    RILL_LOG_EMERG = 0, /**< unusable */
+    RILL_LOG_ALERT,     /**< act at once */
+    RILL_LOG_CRIT,      /**< critical */
+    RILL_LOG_ERR,       /**< an error: something failed */
+    RILL_LOG_WARNING,   /**< something went wrong and was dealt with (the default level) */
+    RILL_LOG_NOTICE,    /**< normal but worth noting */
+    RILL_LOG_INFO,      /**< information */
+    RILL_LOG_DEBUG      /**< debugging (a client with "debug" set) */
+} rill_log_level_t;
+
+/**
+ * A log hook: level, facility ("kafka.consumer", "state.table",
+ * "rdkafka.FAIL" for librdkafka's facility FAIL, ...) and one line of
+ * text without a newline. Called on whichever thread logs (an executor,
+ * a librdkafka thread, a store's thread): it must be quick and must not
+ * call back into rill.
+ * @locality any thread.
+ */
+typedef void rill_log_fn(void *opaque, rill_log_level_t level, const char *facility,
+                         const char *text);
+
+/**
+ * Send the lines at or above the log level (rill_log_set_level) to fn
+ * with opaque, instead of the default writer (stderr: `rill LEVEL
+ * [FACILITY]: TEXT`); NULL fn: back to the default writer. Lines of
+ * Kafka clients made with "debug" set reach fn whatever the level.
+ * @locality any thread (lines logged at the same time go to the old hook
+ * or the new one).
+ */
+RILL_API void rill_log_set(rill_log_fn *fn, void *opaque);
+
+/** The least severe level passed on (default RILL_LOG_WARNING); out of
+ * range: unchanged. Returns the level before.
+ * @locality any thread. */
+RILL_API rill_log_level_t rill_log_set_level(rill_log_level_t level);
+
+/** "error", "warning", ...; "unknown" out of range. Never NULL.
+ * @locality any thread. The string is static. */
+RILL_API const char *rill_log_level_name(rill_log_level_t level);
+
+/** Log a line through the hook (rill's own lines come this way; an
+ * application may use it too). NULL facility: "app".
+ * @locality any thread. */
+RILL_API void rill_log(rill_log_level_t level, const char *facility, const char *fmt, ...)
+    RILL_PRINTF(3, 4);
+
+/** @} */
+
 /** Produce to the partition chosen by the key (librdkafka's partitioner). */
 #define RILL_PARTITION_ANY ((int32_t)-1)
 
