@@ -201,8 +201,10 @@ static void prune(ksrc_t *k)
         rill_assignment_t *asg = k->later[i];
         int used = 0;
         pthread_mutex_lock(&asg->lock);
+        /* noted: left LATER, not held yet (perhaps answered already: its
+         * answer is on its way and finds it held) */
         for (size_t j = 0; j < asg->n && !used; j++)
-            used = asg->v[j].held || asg->v[j].waiting; /* waiting: not held yet */
+            used = asg->v[j].held || asg->v[j].noted || asg->v[j].waiting;
         if (!used)
             asg->alive = 0;
         pthread_mutex_unlock(&asg->lock);
@@ -365,29 +367,22 @@ void rill__ksrc_later_msg(ksrc_t *k, rill_msg_t *msg)
 
 void rill__ksrc_resume_ready(ksrc_t *k, rd_kafka_topic_partition_list_t *parts)
 {
-    rd_kafka_topic_partition_list_t *ready = NULL;
-    for (int i = 0; k->n_later && i < parts->cnt; i++) {
-        rill__tpart_t *p =
-            rill__tracker_find(&k->tr, parts->elems[i].topic, parts->elems[i].partition);
-        if (p && p->start_wait) {
-            ready = rd_kafka_topic_partition_list_new(parts->cnt);
-            break;
-        }
-    }
-    if (!ready) {
+    if (!k->n_later) { /* nothing waits for its start */
         rd_kafka_resume_partitions(k->rk, parts);
         return;
     }
-    for (int i = 0; i < parts->cnt; i++) {
+    rd_kafka_topic_partition_list_t *ready = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; ready && i < parts->cnt; i++) {
         rill__tpart_t *p =
             rill__tracker_find(&k->tr, parts->elems[i].topic, parts->elems[i].partition);
         if (!p || !p->start_wait)
             rd_kafka_topic_partition_list_add(ready, parts->elems[i].topic,
                                               parts->elems[i].partition);
     }
-    if (ready->cnt)
+    if (ready && ready->cnt)
         rd_kafka_resume_partitions(k->rk, ready);
-    rd_kafka_topic_partition_list_destroy(ready);
+    if (ready)
+        rd_kafka_topic_partition_list_destroy(ready);
 }
 
 void rill__ksrc_later_end(ksrc_t *k)
