@@ -43,17 +43,10 @@ static void note_topic(rill_table_t *t, const char *topic)
     for (int i = t->n_ftopics - 1; i >= 0; i--)
         if (strcmp(t->ftopics[i], topic) == 0)
             return;
-    if (t->n_ftopics == t->cap_ftopics) {
-        int cap = t->cap_ftopics ? 2 * t->cap_ftopics : 4;
-        char **more = realloc(t->ftopics, (size_t)cap * sizeof *more);
-        if (!more) {
-            t->foom = 1;
-            return;
-        }
+    char **more = rill__grow(t->ftopics, &t->cap_ftopics, (size_t)t->n_ftopics, sizeof(*more), 4);
+    char *name = more ? strdup(topic) : NULL;
+    if (more)
         t->ftopics = more;
-        t->cap_ftopics = cap;
-    }
-    char *name = strdup(topic);
     if (!name) {
         t->foom = 1;
         return;

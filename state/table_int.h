@@ -99,7 +99,8 @@ struct rill_table {
      * never freed before the table: the reader reads a name outside fmu),
      * under fmu; the reader checked the first ftopics_checked. */
     char **ftopics;
-    int n_ftopics, cap_ftopics;
+    int n_ftopics;
+    size_t cap_ftopics;
     int ftopics_checked;    /* the reader's */
     int64_t check_retry_ms; /* the reader's: no metadata check before */
     /* Under fmu: the first partition a follower reported that the table's
