@@ -15,62 +15,45 @@
  * the sync's snapshot is evicted and then read from its beginning by the
  * next sync, which is exact too.
  *
- * The keys are collected by a scan, then deleted: neither backend allows
- * a write inside its scan's callback.
+ * The keys are collected by a scan (into a changelog batch of deletes),
+ * then deleted: neither backend allows a write inside its scan's
+ * callback.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../actors/util.h"
+#include "changelog.h"
 #include "table_int.h"
 
-/* The encoded keys of a scan, each as 2 bytes of length then the key. */
-typedef struct keybuf {
-    uint8_t *b;
-    size_t len, cap;
-    uint64_t n;
+/* The keys of a scan, copied (a changelog batch of deletes). */
+typedef struct collected {
+    rill__cl_batch_t keys;
     int oom;
-} keybuf_t;
+} collected_t;
 
 static int collect_key(void *opaque, const void *key, size_t key_len, const void *value,
                        size_t value_len)
 {
     (void)value;
     (void)value_len;
-    keybuf_t *kb = opaque;
-    if (kb->len + 2 + key_len > kb->cap) {
-        size_t cap = kb->cap ? 2 * kb->cap : 4096;
-        while (cap < kb->len + 2 + key_len)
-            cap *= 2;
-        uint8_t *b = realloc(kb->b, cap);
-        if (!b) {
-            kb->oom = 1;
-            return 1;
-        }
-        kb->b = b;
-        kb->cap = cap;
-    }
-    kb->b[kb->len++] = (uint8_t)(key_len >> 8);
-    kb->b[kb->len++] = (uint8_t)key_len;
-    memcpy(kb->b + kb->len, key, key_len);
-    kb->len += key_len;
-    kb->n++;
-    return 0;
+    collected_t *c = opaque;
+    c->oom = rill__cl_batch_add(&c->keys, key, key_len, NULL, 0, 1) != 0;
+    return c->oom; /* stops the scan */
 }
 
 /* Delete the collected keys and p's offset in txn; *found: something was
  * there. */
-static rill_err_t delete_all(rill_table_t *t, void *txn, int32_t p, const keybuf_t *kb, int *found)
+static rill_err_t delete_all(rill_table_t *t, void *txn, int32_t p, const rill__cl_batch_t *keys,
+                             int *found)
 {
     rill_store_t *s = t->store;
-    *found = kb->n > 0;
-    for (size_t i = 0; i < kb->len;) {
-        size_t kl = (size_t)kb->b[i] << 8 | kb->b[i + 1];
-        rill_err_t err = s->ops->del(txn, kb->b + i + 2, kl);
+    *found = keys->n > 0;
+    for (size_t i = 0; i < keys->n; i++) {
+        rill_err_t err = s->ops->del(txn, keys->v[i].key, keys->v[i].kl);
         if (err && err != RILL_ENOENT)
             return err;
-        i += 2 + kl;
     }
     uint8_t k[RILL__ENCODED_KEY_MAX];
     size_t kl = rill__state_prefix(k, RILL__NS_OFFSET, t->topic, p);
@@ -97,14 +80,15 @@ static int evict(rill_table_t *t, int32_t p)
     uint8_t from[RILL__ENCODED_KEY_MAX], to[RILL__ENCODED_KEY_MAX];
     size_t fl = rill__state_prefix(from, RILL__NS_STATE, t->topic, p);
     size_t tl = rill__state_prefix(to, RILL__NS_STATE, t->topic, p + 1);
-    keybuf_t kb = {0};
+    collected_t c = {0};
     int found = 0;
-    err = s->ops->scan(txn, from, fl, to, tl, collect_key, &kb);
-    if (!err && kb.oom)
+    err = s->ops->scan(txn, from, fl, to, tl, collect_key, &c);
+    if (!err && c.oom)
         err = RILL_ENOMEM;
     if (!err)
-        err = delete_all(t, txn, p, &kb, &found);
-    free(kb.b);
+        err = delete_all(t, txn, p, &c.keys, &found);
+    uint64_t n = c.keys.n;
+    rill__cl_batch_free(&c.keys);
     if (err || !found) {
         s->ops->abort(txn);
         if (err) {
@@ -122,9 +106,9 @@ static int evict(rill_table_t *t, int32_t p)
         /* Relaxed: counts, ordering nothing. */
         atomic_fetch_add_explicit(&s->commits, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&t->commits, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&s->deletes, kb.n, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&t->keys, kb.n, memory_order_relaxed);
-        atomic_fetch_add_explicit(&t->evicted_keys, kb.n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->deletes, n, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&t->keys, n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&t->evicted_keys, n, memory_order_relaxed);
         atomic_fetch_add_explicit(&t->evicted, 1, memory_order_relaxed);
     }
     t->parts[p].kept = 0;
