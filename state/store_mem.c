@@ -203,7 +203,8 @@ static mem_entry_t *table_swap(mem_table_t *t, mem_entry_t *e)
     return old;
 }
 
-static void table_free(mem_table_t *t)
+/* Free t's entries; its buckets stay, all NULL. */
+static void table_clear(mem_table_t *t)
 {
     for (size_t i = 0; i < t->nbuckets; i++) {
         mem_entry_t *e = t->buckets[i];
@@ -212,7 +213,14 @@ static void table_free(mem_table_t *t)
             free(e);
             e = next;
         }
+        t->buckets[i] = NULL;
     }
+    t->n = 0;
+}
+
+static void table_free(mem_table_t *t)
+{
+    table_clear(t);
     free(t->buckets);
     *t = (mem_table_t){0};
 }
@@ -256,15 +264,7 @@ static void txn_free(mem_txn_t *t)
     if (t->write) {
         mem_table_t *o = &t->overlay;
         if (o->nbuckets && o->nbuckets <= SPARE_MAX && !t->m->spare) {
-            for (size_t i = 0; o->n && i < o->nbuckets; i++) {
-                mem_entry_t *e = o->buckets[i];
-                while (e) {
-                    mem_entry_t *next = e->next;
-                    free(e);
-                    e = next;
-                }
-                o->buckets[i] = NULL;
-            }
+            table_clear(o);
             t->m->spare = o->buckets;
             t->m->n_spare = o->nbuckets;
             *o = (mem_table_t){0};
