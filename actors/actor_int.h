@@ -236,6 +236,10 @@ struct rill__executor {
     int64_t gap_avg_ns;
     uint64_t idle_periods;
     int64_t idle_since_ns;
+    /* Actor turns run so far, and the clocks read in the turn numbered
+     * *_turn (rill__turn_now_ns, rill__turn_wall_ms); owner thread only. */
+    uint64_t turn_seq, mono_turn, wall_turn;
+    int64_t mono_ns, wall_ms;
 };
 
 /* ---- name registry -------------------------------------------------- */
