@@ -60,8 +60,11 @@ RILL_API rill_err_t rill_observer_add_pipeline(rill_observer_t *obs, rill_pipeli
 /** Watch a supervisor as a root of the tree (its children, and theirs,
  * are found by asking it). Liveness follows the roots: once a root has
  * given up (ended abnormally), the service is not live. name (copied; NULL
- * = "supervisor") labels it. RILL_EINVAL for NULL arguments or
- * RILL_AID_NONE, RILL_EFULL beyond 64 roots. @locality any thread. */
+ * = "supervisor") labels it; it is monitored when this returns.
+ * RILL_EINVAL for NULL arguments or RILL_AID_NONE, RILL_EFULL beyond 64
+ * roots, RILL_ESTATE on an executor.
+ * @locality any thread except an executor thread (it asks the observer's
+ * watcher actor). */
 RILL_API rill_err_t rill_observer_add_supervisor(rill_observer_t *obs, rill_aid_t sup,
                                                  const char *name);
 
