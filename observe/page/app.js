@@ -19,15 +19,16 @@
   function obj(v) { return v && typeof v === "object" && !Array.isArray(v) ? v : {}; }
   function bool(v) { return v === true; }
 
-  /* el("div", {class: "x"}, child, "text", ...): children may be nodes,
-   * strings (as text) or null (skipped). */
+  /* el("div", {class: "x", style: {width: "5%"}}, child, "text", ...):
+   * children may be nodes, strings (as text) or null (skipped). Styles are
+   * set through the CSSOM: the page's policy refuses style attributes. */
   function el(tag, attrs) {
     var e = document.createElement(tag);
     var a = attrs || {};
     Object.keys(a).forEach(function (k) {
       if (a[k] === null || a[k] === undefined || a[k] === false) return;
       if (k === "class") e.className = a[k];
-      else if (k === "style") e.setAttribute("style", a[k]);
+      else if (k === "style") Object.keys(a[k]).forEach(function (p) { e.style[p] = a[k][p]; });
       else e.setAttribute(k, a[k] === true ? "" : a[k]);
     });
     for (var i = 2; i < arguments.length; i++) {
@@ -75,9 +76,9 @@
 
   function bar(fillPct, cls, hwmPct) {
     return el("div", {class: "bar" + (cls ? " " + cls : "")},
-      el("div", {class: "fill " + level(fillPct), style: "width:" + fillPct.toFixed(1) + "%"}),
+      el("div", {class: "fill " + level(fillPct), style: {width: fillPct.toFixed(1) + "%"}}),
       hwmPct === null || hwmPct === undefined ? null
-        : el("div", {class: "hwm", style: "left:calc(" + hwmPct.toFixed(1) + "% - 1px)",
+        : el("div", {class: "hwm", style: {left: "calc(" + hwmPct.toFixed(1) + "% - 1px)"},
                      title: "high-water mark"}));
   }
 
@@ -321,7 +322,7 @@
         }
       })
       .catch(function (e) {
-        showError("no answer from the service (" + (e && e.message ? e.message : String(e)) + ")");
+        showError("no status from the service: " + (e && e.message ? e.message : String(e)));
       })
       .then(function () { window.setTimeout(poll, PERIOD_MS); });
   }
