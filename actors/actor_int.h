@@ -236,6 +236,11 @@ struct rill__executor {
     int64_t gap_avg_ns;
     uint64_t idle_periods;
     int64_t idle_since_ns;
+    /* Time spent running actors (not sleeping, not spinning idle), and
+     * when the executor's thread started: written by the owner, read by
+     * rill_executor_stats(). */
+    _Atomic uint64_t busy_ns;
+    _Atomic int64_t started_ns;
 };
 
 /* ---- name registry -------------------------------------------------- */

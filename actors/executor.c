@@ -238,6 +238,16 @@ static void gap_observe(rill__executor_t *e, int64_t gap_ns)
     e->gap_avg_ns += (gap_ns - e->gap_avg_ns) / 4;
 }
 
+/* Busy time (rill_executor_stats): one writer, so a relaxed load and
+ * store instead of an atomic add. */
+static inline void busy_add(rill__executor_t *e, int64_t ns)
+{
+    if (ns > 0)
+        atomic_store_explicit(
+            &e->busy_ns, atomic_load_explicit(&e->busy_ns, memory_order_relaxed) + (uint64_t)ns,
+            memory_order_relaxed);
+}
+
 /* How long to spin now that the run list is empty, in ns (0: sleep). */
 static int64_t spin_window_ns(rill__executor_t *e)
 {
@@ -272,7 +282,7 @@ static void run_slice(rill__executor_t *e)
         gap_observe(e, now - e->idle_since_ns);
         e->idle_since_ns = 0;
     }
-    int64_t idle_start = 0, spin_end = 0;
+    int64_t idle_start = 0, spin_end = 0, busy_from = now;
     uint32_t spins = 0;
     for (;;) {
         drain_inbox(e);
@@ -281,17 +291,21 @@ static void run_slice(rill__executor_t *e)
                 /* A spin caught it. */
                 gap_observe(e, now - idle_start);
                 idle_start = 0;
+                busy_from = now;
             }
             run_round(e);
             qs_pass(e);
             if (e->limbo_head)
                 reap_ready(e);
             now = now_ns();
-            if (now >= slice_end)
+            if (now >= slice_end) {
+                busy_add(e, now - busy_from);
                 break; /* let libev serve I/O and timers, then come back */
+            }
             continue;
         }
         if (!idle_start) {
+            busy_add(e, now - busy_from);
             idle_start = now;
             int64_t window = spin_window_ns(e);
             if (!window)
@@ -390,6 +404,7 @@ static void *executor_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "rill-exec-%d", e->index);
     pthread_setname_np(pthread_self(), name);
+    atomic_store_explicit(&e->started_ns, now_ns(), memory_order_relaxed);
     ev_run(e->loop, 0);
     rill__tls_exec = NULL;
     return NULL;
@@ -444,4 +459,15 @@ void rill__executor_join(rill__executor_t *e)
 void rill__executor_reap_all(rill__executor_t *e)
 {
     reap_all(e);
+}
+
+rill_err_t rill_executor_stats(rill_system_t *sys, int index, rill_executor_stats_t *out)
+{
+    if (!sys || !out || index < 0 || index >= sys->nexec)
+        return RILL_EINVAL;
+    const rill__executor_t *e = &sys->execs[index];
+    int64_t started = atomic_load_explicit(&e->started_ns, memory_order_relaxed);
+    out->busy_ns = atomic_load_explicit(&e->busy_ns, memory_order_relaxed);
+    out->uptime_ns = started ? (uint64_t)(now_ns() - started) : 0;
+    return RILL_OK;
 }

@@ -30,8 +30,20 @@
  *   rill-broker --topic clicks:8:1 --topic enriched:8:1   (prints its address)
  *   pipeline --bootstrap 127.0.0.1:PORT
  *
+ * With --http 127.0.0.1:PORT it also serves what rill shows of itself
+ * (include/rill/observe.h): open http://127.0.0.1:PORT/ for the status
+ * page (backpressure is visible there: the slow stage's mailbox full, the
+ * consumer's partitions paused, the lag), /metrics for Prometheus,
+ * /health/ready, /tree. --fail-at SEQ makes the slow stage fail once on
+ * that record, so the supervisor restarts the pipeline (the page's tree
+ * shows the restart; the record comes again and is processed); --linger S
+ * keeps serving S seconds after the records are through. rill's log
+ * lines (and librdkafka's) go through a logging hook that stamps them
+ * with the time since the start.
+ *
  * usage: pipeline [--records N] [--slow-us MICROSECONDS] [--partitions P]
  *                 [--bootstrap SERVERS (a broker with both topics, P partitions)]
+ *                 [--http HOST:PORT [--token TOKEN]] [--fail-at SEQ] [--linger SECONDS]
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -58,6 +70,8 @@ typedef struct io {
 typedef struct demo {
     uint64_t n_records;
     int slow_us;
+    int64_t fail_at;        /* the slow stage fails once on this record (-1: never) */
+    _Atomic int failed;     /* it did */
     _Atomic uint64_t generated, consumed, enriched;
     io_t io;
 } demo_t;
@@ -158,6 +172,12 @@ static rill_err_t slow_to_request(void *opaque, rill_elem_t *in, rill_elem_t *ou
     struct timespec ts = {0, (long)d->slow_us * 1000};
     nanosleep(&ts, NULL); /* the slow part of the system under demonstration */
     click_t *c = in->payload;
+    if (d->fail_at >= 0 && c->seq == (uint64_t)d->fail_at && !atomic_exchange(&d->failed, 1)) {
+        /* --fail-at: the stage fails holding the record; its supervisor
+         * restarts the pipeline, and the record comes again. */
+        rill_elem_release(in);
+        return RILL_EINVAL;
+    }
     char value[128];
     int vl = snprintf(value, sizeof(value), "seq=%" PRIu64 " page=%s region=%s", c->seq, c->page,
                       c->region);
@@ -240,6 +260,19 @@ static long rss_mib10(void)
     return rss * sysconf(_SC_PAGESIZE) * 10 / (1024 * 1024);
 }
 
+/* The logging hook: rill's lines and librdkafka's, stamped with the time
+ * since the start, on stderr. */
+static struct timespec log_t0;
+
+static void log_line(void *opaque, rill_log_level_t level, const char *facility, const char *text)
+{
+    (void)opaque;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double t = (double)(now.tv_sec - log_t0.tv_sec) + (now.tv_nsec - log_t0.tv_nsec) / 1e9;
+    fprintf(stderr, "[%8.3f] %-7s %s: %s\n", t, rill_log_level_name(level), facility, text);
+}
+
 static uint32_t depth(rill_system_t *sys, rill_pipeline_t *p, int stage)
 {
     rill_actor_stats_t s;
@@ -252,14 +285,21 @@ int main(int argc, char **argv)
     static demo_t demo = {
         .n_records = 150000,
         .slow_us = 80,
+        .fail_at = -1,
         .io = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER}};
     demo_t *d = &demo;
     int partitions = 8;
     const char *boot = NULL; /* NULL: the embedded broker */
+    const char *http_listen = NULL, *token = NULL;
+    int linger_s = 0;
     static const struct option opts[] = {{"records", required_argument, NULL, 'n'},
                                          {"slow-us", required_argument, NULL, 's'},
                                          {"partitions", required_argument, NULL, 'p'},
                                          {"bootstrap", required_argument, NULL, 'b'},
+                                         {"http", required_argument, NULL, 'H'},
+                                         {"token", required_argument, NULL, 'T'},
+                                         {"fail-at", required_argument, NULL, 'F'},
+                                         {"linger", required_argument, NULL, 'L'},
                                          {NULL, 0, NULL, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "n:s:p:b:", opts, NULL)) != -1) {
@@ -271,9 +311,18 @@ int main(int argc, char **argv)
             partitions = atoi(optarg);
         else if (opt == 'b')
             boot = optarg;
+        else if (opt == 'H')
+            http_listen = optarg;
+        else if (opt == 'T')
+            token = optarg;
+        else if (opt == 'F')
+            d->fail_at = strtoll(optarg, NULL, 10);
+        else if (opt == 'L')
+            linger_s = atoi(optarg);
         else {
             fprintf(stderr, "usage: pipeline [--records N] [--slow-us US] [--partitions P] "
-                            "[--bootstrap SERVERS]\n");
+                            "[--bootstrap SERVERS] [--http HOST:PORT [--token TOKEN]] "
+                            "[--fail-at SEQ] [--linger SECONDS]\n");
             return 2;
         }
     }
@@ -285,6 +334,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "pipeline: --bootstrap needs a broker address\n");
         return 2;
     }
+    clock_gettime(CLOCK_MONOTONIC, &log_t0);
+    rill_log_set(log_line, NULL);
     char err[512];
     rill_broker_t *broker = NULL;
     if (!boot) {
@@ -319,6 +370,24 @@ int main(int argc, char **argv)
         fprintf(stderr, "pipeline: %s\n", err);
         return 1;
     }
+    rill_observer_t *obs = NULL;
+    rill_http_t *http = NULL;
+    if (http_listen) {
+        obs = rill_observer_new(sys, "click-demo");
+        rill_http_opts_t ho = {.listen = http_listen, .token = token};
+        if (!obs || rill_observer_add_pipeline(obs, gen) || rill_observer_add_pipeline(obs, p) ||
+            rill_http_start(obs, &ho, &http, err, sizeof(err))) {
+            fprintf(stderr, "http: %s\n", obs ? err : "out of memory");
+            return 1;
+        }
+        /* The host as given (none, or 0.0.0.0: this machine's loopback). */
+        int hl = (int)strcspn(http_listen, ":");
+        if (!hl || !strncmp(http_listen, "0.0.0.0", 7))
+            http_listen = "127.0.0.1", hl = 9;
+        printf("http: serving http://%.*s:%u/%s%s (status page), /metrics, /health/ready, /tree\n",
+               hl, http_listen, rill_http_port(http), token ? "?token=" : "", token ? token : "");
+        fflush(stdout);
+    }
 
     printf("\n%4s %9s %9s %9s %8s %7s %22s %8s\n", "s", "gen", "in/s", "out/s", "lag", "paused",
            "mailboxes p/e/s/prod", "RSS MiB");
@@ -350,6 +419,8 @@ int main(int argc, char **argv)
         if (cs.confirmed >= d->n_records)
             break;
     }
+    for (int t = 0; t < linger_s && http; t++)
+        sleep(1); /* --linger: the page stays up */
     /* Stop: the source stops, what is in flight is delivered and
      * committed, then the clients close. */
     rill_pipeline_result_t res, gres;
@@ -361,6 +432,8 @@ int main(int argc, char **argv)
         fflush(stdout);
         _exit(1);
     }
+    rill_http_stop(http);
+    rill_observer_free(obs);
     rill_pipeline_destroy(p);
     rill_pipeline_destroy(gen);
     if (rill_system_stop(sys, 20000) != RILL_OK) {

@@ -392,6 +392,36 @@ rill_aid_t rill_pipeline_stage(const rill_pipeline_t *p, int i)
     return aid;
 }
 
+rill_err_t rill_pipeline_info(const rill_pipeline_t *p, rill_pipeline_info_t *out)
+{
+    if (!p || !out)
+        return RILL_EINVAL;
+    memset(out, 0, sizeof(*out));
+    snprintf(out->name, sizeof(out->name), "%s", p->name);
+    out->stages = p->n;
+    rill_pipeline_t *mp = (rill_pipeline_t *)p; /* the lock, not the blueprint */
+    pthread_mutex_lock(&mp->lock);
+    out->runs = mp->runs;
+    out->supervisor = mp->mode == RILL__PIPE_SUPERVISED && !mp->sup_done ? mp->sup : RILL_AID_NONE;
+    out->started = mp->mode != RILL__PIPE_IDLE;
+    pthread_mutex_unlock(&mp->lock);
+    return RILL_OK;
+}
+
+rill_err_t rill_pipeline_stage_info(const rill_pipeline_t *p, int i, rill_stage_info_t *out)
+{
+    if (!p || !out || i < 0 || i >= p->n)
+        return RILL_EINVAL;
+    memset(out, 0, sizeof(*out));
+    const rill__pstage_t *s = &p->stages[i];
+    snprintf(out->kind, sizeof(out->kind), "%s", s->spec->kind->name);
+    snprintf(out->name, sizeof(out->name), "%s", s->name[0] ? s->name : out->kind);
+    out->source = i == 0;
+    out->sink = i == p->n - 1;
+    out->aid = rill_pipeline_stage(p, i);
+    return RILL_OK;
+}
+
 void rill_pipeline_destroy(rill_pipeline_t *p)
 {
     if (!p)

@@ -528,6 +528,17 @@ typedef struct rill_system_stats {
 /** System-wide counters. @locality any thread. */
 RILL_API void rill_system_stats(rill_system_t *sys, rill_system_stats_t *out);
 
+/** An executor's time (rill_executor_stats()). busy_ns / uptime_ns over an
+ * interval is how busy it was. */
+typedef struct rill_executor_stats {
+    uint64_t busy_ns;   /**< time spent running actors (not sleeping, not spinning idle) */
+    uint64_t uptime_ns; /**< time since its thread started (0 before) */
+} rill_executor_stats_t;
+
+/** Counters of executor index (0 .. rill_system_executors() - 1);
+ * RILL_EINVAL for a bad index or NULL arguments. @locality any thread. */
+RILL_API rill_err_t rill_executor_stats(rill_system_t *sys, int index, rill_executor_stats_t *out);
+
 /* ------------------------------------------------------------------ */
 /* Payload pool                                                        */
 /* ------------------------------------------------------------------ */

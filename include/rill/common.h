@@ -130,6 +130,38 @@ RILL_API void rill_log(rill_log_level_t level, const char *facility, const char 
 
 /** @} */
 
+/** @name Latency histograms
+ * What the Kafka layer's stats measure latencies with (commit, end to
+ * end, delivery), in Prometheus's shape.
+ * @{ */
+
+/** Latency histogram buckets: upper bounds in seconds, see rill_hist_bounds(). */
+#define RILL_HIST_BUCKETS 20
+
+/** A latency histogram (Prometheus style, non-cumulative buckets; the last is +Inf).
+ * Written by one thread; read from snapshots (stats calls copy it). */
+typedef struct rill_hist {
+    uint64_t count;                      /**< observations */
+    uint64_t sum_ns;                     /**< their sum, in nanoseconds */
+    uint64_t buckets[RILL_HIST_BUCKETS]; /**< observations per bucket (not cumulative) */
+} rill_hist_t;
+
+/** The buckets' upper bounds in seconds: RILL_HIST_BUCKETS - 1 finite values, ascending (the last
+ * bucket is +Inf). @locality any thread. */
+RILL_API const double *rill_hist_bounds(void);
+
+/** Record one observation of ns nanoseconds (NULL: no-op). @locality the histogram's one writer. */
+RILL_API void rill_hist_record(rill_hist_t *h, uint64_t ns);
+
+/** The q-quantile (0 <= q <= 1) in seconds, interpolated linearly inside its bucket (the +Inf
+ * bucket answers the last finite bound); 0 for an empty histogram or NULL. @locality any thread. */
+RILL_API double rill_hist_quantile(const rill_hist_t *h, double q);
+
+/** Add b's observations to a (merging snapshots). @locality any thread. */
+RILL_API void rill_hist_add(rill_hist_t *a, const rill_hist_t *b);
+
+/** @} */
+
 /** Produce to the partition chosen by the key (librdkafka's partitioner). */
 #define RILL_PARTITION_ANY ((int32_t)-1)
 

@@ -14,5 +14,6 @@
 #include <rill/supervisor.h>
 #include <rill/kafka.h>
 #include <rill/state.h>
+#include <rill/observe.h>
 
 #endif /* RILL_H */

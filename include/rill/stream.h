@@ -686,6 +686,34 @@ RILL_API rill_err_t rill_pipeline_wait(rill_pipeline_t *p, int timeout_ms,
 /** The aid of stage i (0 = source) of the current run, for statistics;
  * RILL_AID_NONE if none (or between two runs). @locality any thread. */
 RILL_API rill_aid_t rill_pipeline_stage(const rill_pipeline_t *p, int i);
+/** What a pipeline is (rill_pipeline_info()). */
+typedef struct rill_pipeline_info {
+    char name[48];         /**< its name */
+    int stages;            /**< stages added */
+    int started;           /**< started (any way but as a supervisor's child) */
+    uint32_t runs;         /**< runs started so far */
+    rill_aid_t supervisor; /**< started supervised: its own supervisor while it runs */
+} rill_pipeline_info_t;
+
+/** A pipeline's name, stage count, runs and own supervisor (RILL_EINVAL
+ * for NULL arguments). How it ended: rill_pipeline_wait() with timeout 0.
+ * @locality any thread. */
+RILL_API rill_err_t rill_pipeline_info(const rill_pipeline_t *p, rill_pipeline_info_t *out);
+
+/** One stage of a pipeline (rill_pipeline_stage_info()). */
+typedef struct rill_stage_info {
+    char name[48];  /**< rill_stage_opts_t.name, or its kind when unnamed */
+    char kind[32];  /**< the stage kind: "map", "kafka_source", ... */
+    int source;     /**< the pipeline's first stage */
+    int sink;       /**< the pipeline's last stage */
+    rill_aid_t aid; /**< the current run's actor (RILL_AID_NONE between runs) */
+} rill_stage_info_t;
+
+/** Stage i (0 = source) of a pipeline; RILL_EINVAL for NULL arguments or
+ * a bad index. @locality any thread. */
+RILL_API rill_err_t rill_pipeline_stage_info(const rill_pipeline_t *p, int i,
+                                             rill_stage_info_t *out);
+
 /** Stops the pipeline if it runs, waits for it to end, frees it. NULL is a
  * no-op. A pipeline that is a supervisor's child must not be destroyed
  * before that supervisor ended. @locality not an executor. */
