@@ -38,8 +38,6 @@ static rill_err_t watcher_behavior(rill_ctx_t *ctx, void *state, rill_msg_t *msg
         rill_reply(ctx, msg, &(rill_msg_t){.type = WATCH_MSG});
     } else if (msg->type == RILL_MSG_DOWN && msg->payload) {
         const rill_down_t *d = msg->payload;
-                (unsigned long)d->actor.id, d->reason.kind, d->reason.text,
-                (unsigned long)w->roots[0].aid.id, w->nroots);
         pthread_mutex_lock(&w->lock);
         for (int i = 0; i < w->nroots; i++)
             if (rill_aid_eq(w->roots[i].aid, d->actor) && !w->roots[i].down) {
