@@ -150,7 +150,7 @@ int main(int argc, char **argv)
         broker = rill_broker_new(1, err, sizeof(err));
         if (!broker ||
             rill_broker_create_topic(broker, svc.topic, partitions, 1, err, sizeof(err))) {
-            fprintf(stderr, "embedded broker: %s\n", err);
+            rill_log(RILL_LOG_ERR, "consumer_service", "embedded broker: %s", err);
             return 1;
         }
         svc.bootstraps = rill_broker_bootstraps(broker);
@@ -160,18 +160,18 @@ int main(int argc, char **argv)
     rill_testkit_opts_t popts = {.timeout_ms = 120000};
     if (rill_testkit_produce_generated(svc.bootstraps, svc.topic, svc.count, NULL, &popts, err,
                                        sizeof(err))) {
-        fprintf(stderr, "produce: %s\n", err);
+        rill_log(RILL_LOG_ERR, "consumer_service", "produce: %s", err);
         return 1;
     }
 
     rill_system_t *sys = rill_system_new(NULL, err, sizeof(err));
     if (!sys || rill_system_start(sys)) {
-        fprintf(stderr, "system: %s\n", err);
+        rill_log(RILL_LOG_ERR, "consumer_service", "system: %s", err);
         return 1;
     }
     rill_pipeline_t *service = start_service(sys, &svc, err, sizeof(err));
     if (!service) {
-        fprintf(stderr, "service: %s\n", err);
+        rill_log(RILL_LOG_ERR, "consumer_service", "service: %s", err);
         return 1;
     }
     printf("consumer -> processing, supervised; the processing fails on every %" PRIu64
