@@ -5,7 +5,7 @@
  * supervisor gives up, the tree and the status JSON show the pipeline,
  * bad arguments are refused.
  */
-#include <criterion/criterion.h>
+#include "support/rtest.h"
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -114,7 +114,7 @@ Test(observe, lag_per_partition_is_produced_minus_confirmed, .timeout = 120)
     if (!ok) {
         char *text = NULL;
         rill_observer_metrics(obs, &text, NULL);
-        cr_log_error("%s", text ? text : "");
+        fprintf(stderr, "%s\n", text ? text : "");
         free(text);
     }
     cr_assert(ok, "rill_consumer_lag is not %d on every partition", LAG_N - LAG_M);
