@@ -203,8 +203,8 @@ static rill_pipeline_t *start_generator(rill_system_t *sys, demo_t *d, const cha
         return NULL;
     }
     rill_pipeline_t *g = rill_pipeline_new(sys, "generator");
-    rill_pipeline_add(g, rill_source_fn(generate, d), NULL);
-    rill_pipeline_add(g, rill_kafka_sink(pc), NULL);
+    rill_pipeline_add(g, rill_source_fn(generate, d), &(rill_stage_opts_t){.name = "generate"});
+    rill_pipeline_add(g, rill_kafka_sink(pc), &(rill_stage_opts_t){.name = "produce"});
     if (rill_pipeline_start(g, err, err_size)) {
         rill_pipeline_destroy(g);
         return NULL;
