@@ -126,14 +126,7 @@ rill_err_t rill_ask_sync(rill_system_t *sys, rill_aid_t to, const rill_msg_t *re
     m.flags &= ~RILL__MSG_F_REPLY;
     err = rill_tell(sys, to, &m);
     if (err == RILL_OK) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += timeout_ms / 1000;
-        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = rill__realtime_after_ms(timeout_ms);
         pthread_mutex_lock(&s->lock);
         while (!s->answered && s->refs == 2 && pthread_cond_timedwait(&s->cond, &s->lock, &ts) == 0)
             ;

@@ -146,14 +146,7 @@ rill_err_t rill_system_stop(rill_system_t *sys, int timeout_ms)
             return RILL_ETIMEDOUT;
         }
         int64_t wait_ms = deadline - now < 100 ? deadline - now : 100;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += wait_ms / 1000;
-        ts.tv_nsec += (wait_ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = rill__realtime_after_ms(wait_ms);
         pthread_cond_timedwait(&sys->alive_cond, &sys->alive_lock, &ts);
     }
     pthread_mutex_unlock(&sys->alive_lock);

@@ -57,6 +57,23 @@ static inline int64_t rill__now_ms(void)
     return rill__now_us() / 1000;
 }
 
+/* The CLOCK_REALTIME time ms milliseconds from now (ms < 0 counts as 0):
+ * a deadline for pthread_cond_timedwait. */
+static inline struct timespec rill__realtime_after_ms(int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ms < 0)
+        ms = 0;
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
 /* Milliseconds left until deadline_ms (a rill__now_ms() value), never < 0,
  * clamped to INT_MAX so it fits librdkafka's int timeouts. */
 static inline int rill__ms_left(int64_t deadline_ms)

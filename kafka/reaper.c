@@ -175,14 +175,7 @@ void rill__kclient_reap(rd_kafka_t *rk, rd_kafka_queue_t *close_q, int never_ass
      * stopped system leaves no client behind. A half-closed one's thread
      * goes on alone. */
     if (!close_q) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += REAP_WAIT_MS / 1000;
-        ts.tv_nsec += (long)(REAP_WAIT_MS % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = rill__realtime_after_ms(REAP_WAIT_MS);
         pthread_mutex_lock(&r->mu);
         while (!r->done && pthread_cond_timedwait(&r->cv, &r->mu, &ts) == 0)
             ;

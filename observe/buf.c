@@ -55,7 +55,10 @@ static void buf_putc(obs_buf_t *b, char c)
     }
 }
 
-void obs_json_str(obs_buf_t *b, const char *s)
+/* s quoted, with quotes, backslashes and newlines escaped; other control
+ * characters as \u00XX (json) or left out (a Prometheus label value,
+ * whose format has no escape for them). */
+static void quoted(obs_buf_t *b, const char *s, int json)
 {
     buf_putc(b, '"');
     for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
@@ -65,7 +68,8 @@ void obs_json_str(obs_buf_t *b, const char *s)
         } else if (*p == '\n') {
             obs_printf(b, "\\n");
         } else if (*p < 0x20 || *p == 0x7f) {
-            obs_printf(b, "\\u%04x", *p);
+            if (json)
+                obs_printf(b, "\\u%04x", *p);
         } else {
             buf_putc(b, (char)*p);
         }
@@ -73,20 +77,14 @@ void obs_json_str(obs_buf_t *b, const char *s)
     buf_putc(b, '"');
 }
 
+void obs_json_str(obs_buf_t *b, const char *s)
+{
+    quoted(b, s, 1);
+}
+
 void obs_label(obs_buf_t *b, const char *s)
 {
-    buf_putc(b, '"');
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p == '"' || *p == '\\') {
-            buf_putc(b, '\\');
-            buf_putc(b, (char)*p);
-        } else if (*p == '\n') {
-            obs_printf(b, "\\n");
-        } else if (*p >= 0x20) {
-            buf_putc(b, (char)*p);
-        }
-    }
-    buf_putc(b, '"');
+    quoted(b, s, 0);
 }
 
 rill_err_t obs_take(obs_buf_t *b, char **out, size_t *len)

@@ -500,15 +500,7 @@ rill_err_t rill_table_wait_caught_up(rill_table_t *t, int timeout_ms)
 {
     if (!t)
         return RILL_EINVAL;
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    int64_t ms = timeout_ms > 0 ? timeout_ms : 0;
-    deadline.tv_sec += ms / 1000;
-    deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = rill__realtime_after_ms(timeout_ms);
     rill_err_t err = RILL_OK;
     pthread_mutex_lock(&t->mu);
     while (!rill_table_caught_up(t) && !t->err) {

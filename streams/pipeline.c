@@ -339,16 +339,7 @@ rill_err_t rill_pipeline_wait(rill_pipeline_t *p, int timeout_ms, rill_pipeline_
     memset(result, 0, sizeof(*result));
     if (p->mode == RILL__PIPE_IDLE)
         return RILL_ESTATE;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (timeout_ms >= 0) {
-        ts.tv_sec += timeout_ms / 1000;
-        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-    }
+    struct timespec ts = rill__realtime_after_ms(timeout_ms); /* unused when < 0 */
     pthread_mutex_lock(&p->lock);
     while (!ended_locked(p)) {
         int rc = timeout_ms < 0 ? pthread_cond_wait(&p->cond, &p->lock)

@@ -33,36 +33,6 @@
 #define N     200 /* records per partition */
 #define M     120 /* of them confirmed */
 
-/* Confirms the records below offset M, holds the others (unconfirmed). */
-typedef struct holder {
-    pthread_mutex_t mu;
-    rill_elem_t held[PARTS * N];
-    size_t n_held;
-    atomic_long confirmed;
-} holder_t;
-
-static rill_err_t hold_sink(void *opaque, rill_elem_t *e)
-{
-    holder_t *h = opaque;
-    const rd_kafka_message_t *m = rill_record(e);
-    if (!m) {
-        rill_elem_release(e);
-        return RILL_EINVAL;
-    }
-    if (m->offset < M) {
-        rill_elem_confirm(e);
-        atomic_fetch_add(&h->confirmed, 1);
-        return RILL_OK;
-    }
-    pthread_mutex_lock(&h->mu);
-    if (h->n_held < PARTS * N)
-        h->held[h->n_held++] = *e;
-    else
-        rill_elem_release(e);
-    pthread_mutex_unlock(&h->mu);
-    return RILL_OK;
-}
-
 /* Every partition says lag N - M (and the offsets behind it). */
 static int lag_settled(rill_system_t *sys, rill_aid_t consumer, rill_partition_stats_t *ps)
 {
@@ -94,10 +64,8 @@ Test(kafka_metrics, lag_per_partition_follows_commits, .timeout = 120)
                       n == PARTS);
     cr_assert(ok, "the source has its %d partitions (%zu)", PARTS, n);
 
-    holder_t *h = calloc(1, sizeof(*h));
-    cr_assert_not_null(h);
-    pthread_mutex_init(&h->mu, NULL);
-    rill_aid_t sink = kk_sink_spawn_ok(env.sys, hold_sink, h, 1, consumer);
+    kk_holder_t *h = kk_holder_new(M, PARTS * N);
+    rill_aid_t sink = kk_sink_spawn_ok(env.sys, kk_holder_sink, h, 1, consumer);
 
     /* Everything is consumed: M of each partition confirmed, the rest held. */
     KK_WAIT_UNTIL(ok, KK_WAIT_MS, atomic_load(&h->confirmed) == PARTS * M);
@@ -160,11 +128,8 @@ Test(kafka_metrics, lag_per_partition_follows_commits, .timeout = 120)
     kk_stop_wait(env.sys, sink);
     kk_stop_wait(env.sys, consumer);
     cr_assert_eq(rill_consumer_partitions(env.sys, consumer, ps, PARTS, &n), RILL_ESTOPPED);
-    for (size_t i = 0; i < h->n_held; i++)
-        rill_elem_release(&h->held[i]);
+    kk_holder_free(h); /* releases what it holds: before the system goes */
     kk_env_fini(&env);
-    pthread_mutex_destroy(&h->mu);
-    free(h);
 }
 
 Test(kafka_metrics, delivery_latency_counts_deliveries, .timeout = 120)

@@ -71,32 +71,6 @@ static int http_status(uint16_t port, const char *path)
 #define LAG_N     200 /* records per partition */
 #define LAG_M     120 /* of those, confirmed (offsets 0 .. M-1) */
 
-typedef struct held {
-    pthread_mutex_t mu;
-    rill_elem_t e[LAG_PARTS * LAG_N];
-    int n;
-    atomic_long confirmed;
-} held_t;
-
-/* Confirms offsets below LAG_M, holds the others unconfirmed. */
-static rill_err_t hold_from_m(void *opaque, rill_elem_t *e)
-{
-    held_t *h = opaque;
-    const rd_kafka_message_t *r = rill_record(e);
-    if (r && r->offset < LAG_M) {
-        rill_elem_confirm(e);
-        atomic_fetch_add(&h->confirmed, 1);
-        return RILL_OK;
-    }
-    pthread_mutex_lock(&h->mu);
-    if (h->n < (int)(sizeof(h->e) / sizeof(h->e[0])))
-        h->e[h->n++] = *e;
-    else
-        rill_elem_release(e);
-    pthread_mutex_unlock(&h->mu);
-    return RILL_OK;
-}
-
 static int lag_is(rill_observer_t *obs, double want)
 {
     for (int p = 0; p < LAG_PARTS; p++) {
@@ -123,10 +97,10 @@ Test(observe, lag_per_partition_is_produced_minus_confirmed, .timeout = 120)
                         NULL};
     rill_consumer_conf_t *cc = kk_conf_new(env.boot, "obs-lag", kv);
     kk_conf_subscribe1(cc, "lag");
-    held_t h = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    kk_holder_t *h = kk_holder_new(LAG_M, LAG_PARTS * LAG_N);
     rill_pipeline_t *p = rill_pipeline_new(env.sys, "lagging");
     rill_pipeline_add(p, rill_kafka_source(cc), &(rill_stage_opts_t){.name = "source"});
-    rill_pipeline_add(p, rill_sink_foreach_manual(hold_from_m, &h), NULL);
+    rill_pipeline_add(p, rill_sink_foreach_manual(kk_holder_sink, h), NULL);
     char err[256] = "";
     cr_assert_eq(rill_pipeline_start(p, err, sizeof(err)), RILL_OK, "%s", err);
     rill_observer_t *obs = rill_observer_new(env.sys, "lag-test");
@@ -134,8 +108,8 @@ Test(observe, lag_per_partition_is_produced_minus_confirmed, .timeout = 120)
     cr_assert_eq(rill_observer_add_pipeline(obs, p), RILL_OK);
 
     int ok;
-    KK_WAIT_UNTIL(ok, 30000, atomic_load(&h.confirmed) == LAG_PARTS * LAG_M);
-    cr_assert(ok, "confirmed %ld of %d", atomic_load(&h.confirmed), LAG_PARTS * LAG_M);
+    KK_WAIT_UNTIL(ok, 30000, atomic_load(&h->confirmed) == LAG_PARTS * LAG_M);
+    cr_assert(ok, "confirmed %ld of %d", atomic_load(&h->confirmed), LAG_PARTS * LAG_M);
     /* Committed M per partition, end N: the gauge says N - M. */
     KK_WAIT_UNTIL(ok, 20000, lag_is(obs, LAG_N - LAG_M));
     if (!ok) {
@@ -150,16 +124,13 @@ Test(observe, lag_per_partition_is_produced_minus_confirmed, .timeout = 120)
                  0);
 
     /* The held records confirmed: the lag falls to 0. */
-    pthread_mutex_lock(&h.mu);
-    for (int i = 0; i < h.n; i++)
-        rill_elem_confirm(&h.e[i]);
-    h.n = 0;
-    pthread_mutex_unlock(&h.mu);
+    kk_holder_confirm_all(h);
     KK_WAIT_UNTIL(ok, 20000, lag_is(obs, 0));
     cr_assert(ok, "the lag did not fall to 0");
 
     rill_observer_free(obs);
     rill_pipeline_destroy(p);
+    kk_holder_free(h); /* releases what it holds: before the system goes */
     kk_env_fini(&env);
 }
 

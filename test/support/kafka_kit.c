@@ -315,3 +315,59 @@ int32_t kk_java_partition(const void *key, size_t len, int32_t partitions)
 {
     return (int32_t)(((uint32_t)kk_java_murmur2(key, len) & 0x7fffffffu) % (uint32_t)partitions);
 }
+
+/* ---- a sink that confirms some records and holds the others ---------- */
+
+kk_holder_t *kk_holder_new(int64_t below, size_t cap)
+{
+    kk_holder_t *h = calloc(1, sizeof(*h));
+    cr_assert_not_null(h);
+    h->held = calloc(cap ? cap : 1, sizeof(*h->held));
+    cr_assert_not_null(h->held);
+    pthread_mutex_init(&h->mu, NULL);
+    h->cap = cap;
+    h->below = below;
+    return h;
+}
+
+rill_err_t kk_holder_sink(void *opaque, rill_elem_t *e)
+{
+    kk_holder_t *h = opaque;
+    const rd_kafka_message_t *m = rill_record(e);
+    if (!m) {
+        rill_elem_release(e);
+        return RILL_EINVAL;
+    }
+    if (m->offset < h->below) {
+        rill_elem_confirm(e);
+        atomic_fetch_add(&h->confirmed, 1);
+        return RILL_OK;
+    }
+    pthread_mutex_lock(&h->mu);
+    if (h->n < h->cap)
+        h->held[h->n++] = *e;
+    else
+        rill_elem_release(e);
+    pthread_mutex_unlock(&h->mu);
+    return RILL_OK;
+}
+
+void kk_holder_confirm_all(kk_holder_t *h)
+{
+    pthread_mutex_lock(&h->mu);
+    for (size_t i = 0; i < h->n; i++)
+        rill_elem_confirm(&h->held[i]);
+    h->n = 0;
+    pthread_mutex_unlock(&h->mu);
+}
+
+void kk_holder_free(kk_holder_t *h)
+{
+    if (!h)
+        return;
+    for (size_t i = 0; i < h->n; i++)
+        rill_elem_release(&h->held[i]);
+    pthread_mutex_destroy(&h->mu);
+    free(h->held);
+    free(h);
+}

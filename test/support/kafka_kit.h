@@ -18,6 +18,8 @@
 #ifndef RILL_TEST_KAFKA_KIT_H
 #define RILL_TEST_KAFKA_KIT_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -86,6 +88,28 @@ rill_consumed_t *kk_consume_all(const char *boot, const char *topic, int timeout
 /* The value of rec's header `name` as a string in buf (cut to size - 1),
  * or NULL when rec has no such header. */
 const char *kk_header(const rill_testkit_record_t *rec, const char *name, char *buf, size_t size);
+
+/* ---- a sink that confirms some records and holds the others ---------- */
+
+/* kk_holder_sink (a rill_foreach_fn for foreach_manual sinks, opaque: a
+ * kk_holder_t) confirms the records below offset `below` and holds the
+ * others unconfirmed (up to cap, beyond which they are released), so the
+ * committed offset stops at `below`. */
+typedef struct kk_holder {
+    pthread_mutex_t mu;
+    rill_elem_t *held;
+    size_t n, cap;
+    int64_t below;
+    atomic_long confirmed;
+} kk_holder_t;
+
+/* A holder for `cap` records (asserts the allocation). */
+kk_holder_t *kk_holder_new(int64_t below, size_t cap);
+rill_err_t kk_holder_sink(void *opaque, rill_elem_t *e);
+/* Confirm everything held now. */
+void kk_holder_confirm_all(kk_holder_t *h);
+/* Release what is still held (the records come again) and free h. */
+void kk_holder_free(kk_holder_t *h);
 
 /* ---- committed offsets, through a plain librdkafka consumer --------- */
 
