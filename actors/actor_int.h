@@ -241,6 +241,10 @@ struct rill__executor {
      * rill_executor_stats(). */
     _Atomic uint64_t busy_ns;
     _Atomic int64_t started_ns;
+    /* Actor turns run so far, and the clocks read in the turn numbered
+     * *_turn (rill__turn_now_ns, rill__turn_wall_ms); owner thread only. */
+    uint64_t turn_seq, mono_turn, wall_turn;
+    int64_t mono_ns, wall_ms;
 };
 
 /* ---- name registry -------------------------------------------------- */

@@ -185,6 +185,7 @@ static void run_round(rill__executor_t *e)
         if (!a)
             return;
         int was_last = a == last;
+        e->turn_seq++; /* the clocks read in the last turn are stale now */
         int r = rill__actor_turn(a);
         if (r > 0) {
             runlist_append(e, a);
@@ -225,6 +226,39 @@ static inline int64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- clocks read once per actor turn (seam.h) ---- */
+
+int64_t rill__turn_now_ns(void)
+{
+    rill__executor_t *e = rill__tls_exec;
+    if (!e || !e->turn_seq)
+        return now_ns();
+    if (e->mono_turn != e->turn_seq) {
+        e->mono_turn = e->turn_seq;
+        e->mono_ns = now_ns();
+    }
+    return e->mono_ns;
+}
+
+static int64_t wall_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t rill__turn_wall_ms(void)
+{
+    rill__executor_t *e = rill__tls_exec;
+    if (!e || !e->turn_seq)
+        return wall_now_ms();
+    if (e->wall_turn != e->turn_seq) {
+        e->wall_turn = e->turn_seq;
+        e->wall_ms = wall_now_ms();
+    }
+    return e->wall_ms;
 }
 
 /* An idle gap ended after gap_ns: fold it into the average (weight 1/4,

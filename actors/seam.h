@@ -24,6 +24,14 @@ typedef struct rill__executor rill__executor_t;
  * to run on an executor). */
 extern _Thread_local rill__executor_t *rill__tls_exec;
 
+/* Clocks read at most once per actor turn, for what is measured per
+ * record (latencies): the first call in a turn reads the clock, the
+ * others in the same turn get that reading. Off an executor, or outside
+ * any turn, every call reads. Monotonic, in ns; wall clock (the epoch, as
+ * Kafka's record timestamps), in ms. */
+int64_t rill__turn_now_ns(void);
+int64_t rill__turn_wall_ms(void);
+
 /* Fill an exit reason; the text is formatted into e->text (truncated). */
 void rill__exit_set(rill_exit_t *e, rill_exit_kind_t kind, rill_err_t code, const char *fmt, ...)
     RILL_PRINTF(4, 5);

@@ -37,7 +37,14 @@ static inline rill_err_t rill__fail(rill_err_t err, char *errstr, size_t errstr_
     return err;
 }
 
-/* Monotonic clock in microseconds and milliseconds. */
+/* Monotonic clock in nanoseconds, microseconds and milliseconds. */
+static inline int64_t rill__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static inline int64_t rill__now_us(void)
 {
     struct timespec ts;

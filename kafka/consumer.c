@@ -282,7 +282,8 @@ static void ksrc_pump(rill__stage_t *st)
         const rd_kafka_message_t *m = e.payload;
         if (!p || p->revoking || rill__ksrc_confirmed_before(k, p, m) ||
             rill__ksrc_done_for(k, p, m) ||
-            rill__tracker_emit(&k->tr, p->id, m->offset, now) != RILL__TRACK_ACCEPTED) {
+            rill__tracker_emit_ts(&k->tr, p->id, m->offset, now,
+                                  rd_kafka_message_timestamp(m, NULL)) != RILL__TRACK_ACCEPTED) {
             rill_elem_release(&e);
             continue;
         }
@@ -315,12 +316,22 @@ static void ksrc_pump(rill__stage_t *st)
 /* K_STATS with this arg raises a fatal error (corr: the code) in the
  * client (rill__consumer_test_fatal), a test hook. */
 #define STATS_TEST_FATAL       2
+/* K_STATS with this arg asks for the assigned partitions
+ * (rill_consumer_partitions). */
+#define STATS_PARTITIONS       3
 
 static void reply_stats(ksrc_t *k, rill_msg_t *msg)
 {
     if (msg->arg == STATS_ASK_DLQ_PRODUCER) {
         rill_msg_t r = {.type = K_STATS, .arg = k->dlq.own.id};
         rill_reply(k->st->ctx, msg, &r);
+        return;
+    }
+    if (msg->arg == STATS_PARTITIONS) {
+        rill__kparts_reply_t *parts = rill__ksrc_partitions(k);
+        rill_msg_t r = {.type = K_STATS, .payload = parts, .dtor = free};
+        if (parts && rill_reply(k->st->ctx, msg, &r) != RILL_OK)
+            free(parts);
         return;
     }
     rill_consumer_stats_t *s = malloc(sizeof(*s));
@@ -341,6 +352,7 @@ static void reply_stats(ksrc_t *k, rill_msg_t *msg)
         s->connected = h->brokers_up > 0;
         snprintf(s->last_error, sizeof(s->last_error), "%s", h->last_error);
     }
+    rill__ksrc_stats_fill(k, s);
     s->revoking = 0;
     for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p;
          p = rill__tracker_next(&k->tr, p)) {
@@ -611,6 +623,7 @@ static rill_err_t ksrc_prepare(void *impl, rill_system_t *sys, char *errstr, siz
     if (rill__equeue_init(&k->buf, (size_t)c->o.buffer_high * 2 + 1) ||
         rill__tracker_init(&k->tr, MAX_PARTS))
         return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
+    k->tr.wall_ms = rill__turn_wall_ms; /* e2e latencies: one reading per turn */
     k->reset_earliest = reset_earliest(c);
     rill_err_t err = rill__dlq_init(&k->dlq, sys, c, errstr, errstr_size);
     if (err)
@@ -712,6 +725,30 @@ rill_err_t rill_consumer_stats(rill_system_t *sys, rill_aid_t consumer, rill_con
         return RILL_ESTATE;
     }
     *out = *(rill_consumer_stats_t *)r.payload;
+    r.dtor(r.payload);
+    return RILL_OK;
+}
+
+rill_err_t rill_consumer_partitions(rill_system_t *sys, rill_aid_t consumer,
+                                    rill_partition_stats_t *out, size_t max, size_t *n)
+{
+    if (!sys || rill_aid_is_none(consumer) || (!out && max) || !n)
+        return RILL_EINVAL;
+    rill_err_t err = rill__stage_kind_check(sys, consumer, &ksrc_kind);
+    if (err)
+        return err;
+    rill_msg_t q = {.type = K_STATS, .arg = STATS_PARTITIONS}, r;
+    if ((err = rill_ask_sync(sys, consumer, &q, 10000, &r)))
+        return err;
+    if (r.type != K_STATS || !r.payload) {
+        if (r.dtor)
+            r.dtor(r.payload);
+        return r.type == K_STATS ? RILL_ENOMEM : RILL_ESTATE;
+    }
+    const rill__kparts_reply_t *parts = r.payload;
+    *n = parts->n;
+    if (max)
+        memcpy(out, parts->v, (parts->n < max ? parts->n : max) * sizeof(*out));
     r.dtor(r.payload);
     return RILL_OK;
 }

@@ -42,7 +42,10 @@ struct rill_produce {
     rill_origin_t *origin;
     rill_aid_t reply_to;
     uint64_t reply_arg;
-    int direct;  /* sent with rill_producer_send: no result downstream */
+    int direct; /* sent with rill_producer_send: no result downstream */
+    /* When it was handed to librdkafka (rill__turn_now_ns), for the
+     * delivery latency; 0: not handed over. */
+    int64_t handoff_ns;
     char *bad;   /* why it cannot be produced (bad arguments), or NULL */
     char data[]; /* topic, key, value (produce_alloc) */
 };
@@ -97,11 +100,30 @@ const char *rill__topics_next(const char *list, char *name, size_t size);
 /* A client's view of its cluster (health.c)                           */
 /* ------------------------------------------------------------------ */
 
+/* One partition in a consumer's last statistics (offsets -1: unknown). */
+typedef struct rill__kpstat {
+    char topic[128];
+    int32_t partition;
+    int64_t end_offset;       /* hi_offset (read_committed: ls_offset) */
+    int64_t log_start_offset; /* lo_offset */
+    int64_t committed_offset; /* committed_offset */
+    int64_t position;         /* app_offset */
+    int64_t lag;              /* consumer_lag */
+    char fetch_state[16];
+} rill__kpstat_t;
+
 typedef struct rill__khealth {
     uint64_t errors;      /* error events librdkafka reported */
     uint32_t brokers_up;  /* brokers UP in the last statistics (0 after all down) */
     int connected_once;   /* a broker was UP at some point */
     char last_error[160]; /* the last error's sentence */
+    /* Consumers (want_parts): every partition of the last statistics,
+     * sorted by topic and partition, and when librdkafka took them
+     * (rill__now_ms() time; 0: never). */
+    int want_parts, read_committed;
+    rill__kpstat_t *parts;
+    size_t n_parts, cap_parts;
+    int64_t parts_at_ms;
 } rill__khealth_t;
 
 /* Ask for statistics once a second (unless the application set
@@ -115,9 +137,17 @@ void rill__kclient_telemetry_default(rd_kafka_conf_t *kc, int app_set);
 /* Brokers UP in librdkafka's statistics JSON (the internal one not
  * counted), -1 if it has no brokers section. */
 int rill__khealth_brokers_up(const char *json, size_t len);
-/* An error event; a statistics JSON. */
+/* An error event; a statistics JSON (parsed once: brokers, and for a
+ * consumer its partitions). */
 void rill__khealth_error(rill__khealth_t *h, rd_kafka_resp_err_t err, const char *text);
 void rill__khealth_stats(rill__khealth_t *h, const char *json, size_t len);
+/* h serves consumer rk: keep its partitions from the statistics. */
+void rill__khealth_consumer(rill__khealth_t *h, rd_kafka_t *rk);
+/* A partition of the last statistics, or NULL. */
+const rill__kpstat_t *rill__khealth_partition(const rill__khealth_t *h, const char *topic,
+                                              int32_t partition);
+/* Free what h holds (h stays usable). */
+void rill__khealth_free(rill__khealth_t *h);
 
 /* The table of rill.* properties, n entries. */
 const rill__kprop_t *rill__kprops(size_t *n);

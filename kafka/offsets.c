@@ -130,7 +130,7 @@ static rill__offent_t *ring_at(const rill__tpart_t *p, size_t i)
     return &p->ring[(p->head + i) % p->cap];
 }
 
-static int ring_push(rill__tpart_t *p, int64_t offset, int64_t now_ms)
+static int ring_push(rill__tpart_t *p, int64_t offset, int64_t now_ms, int64_t ts_ms)
 {
     if (p->count == p->cap) {
         /* Unwrapped into a ring twice the size: entries stay in order from
@@ -146,7 +146,8 @@ static int ring_push(rill__tpart_t *p, int64_t offset, int64_t now_ms)
         p->cap = cap;
         p->head = 0;
     }
-    *ring_at(p, p->count) = (rill__offent_t){.offset = offset, .emitted_ms = now_ms};
+    *ring_at(p, p->count) =
+        (rill__offent_t){.offset = offset, .emitted_ms = now_ms, .ts_ms = ts_ms};
     p->count++;
     return 0;
 }
@@ -198,12 +199,23 @@ static void entry_confirm(rill__tracker_t *tr, rill__tpart_t *p, rill__offent_t 
     tr->unconfirmed--;
     tr->unsettled--;
     tr->confirmed++;
+    if (e->ts_ms >= 0 && tr->wall_ms) {
+        int64_t now = tr->wall_ms(); /* the owner's: read once per turn */
+        if (now >= e->ts_ms)
+            rill_hist_record(&tr->e2e, (uint64_t)(now - e->ts_ms) * 1000000u);
+    }
 }
 
 /* ---- records ---- */
 
 rill__track_res_t rill__tracker_emit(rill__tracker_t *tr, rill__part_id_t id, int64_t offset,
                                      int64_t now_ms)
+{
+    return rill__tracker_emit_ts(tr, id, offset, now_ms, -1);
+}
+
+rill__track_res_t rill__tracker_emit_ts(rill__tracker_t *tr, rill__part_id_t id, int64_t offset,
+                                        int64_t now_ms, int64_t ts_ms)
 {
     rill__tpart_t *p = rill__tracker_part(tr, id);
     if (!p)
@@ -217,12 +229,13 @@ rill__track_res_t rill__tracker_emit(rill__tracker_t *tr, rill__part_id_t id, in
          * unsettled; it still counted as unconfirmed. */
         e->awaiting = e->wanted = e->failed = e->dead_letter = 0;
         e->emitted_ms = now_ms;
+        e->ts_ms = ts_ms;
         p->pending--;
         p->unsettled++;
         tr->unsettled++;
         return RILL__TRACK_ACCEPTED;
     }
-    if (ring_push(p, offset, now_ms))
+    if (ring_push(p, offset, now_ms, ts_ms))
         return RILL__TRACK_NOMEM;
     /* The first record out after all were confirmed is the first
      * unconfirmed one; what lies between (a gap) has nothing to wait for. */

@@ -43,6 +43,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <rill/common.h> /* rill_hist_t */
+
 /* Partition id bits: generation << RILL__PART_ID_SHIFT | slot. */
 #define RILL__PART_ID_SHIFT     16
 /* The most partitions a tracker can hold (slots). */
@@ -58,6 +60,7 @@ typedef struct rill__part_id {
 typedef struct rill__offent {
     int64_t offset;
     int64_t emitted_ms;  /* when it was emitted (or its dead letter failed) */
+    int64_t ts_ms;       /* the record's timestamp (ms since the epoch); -1 none */
     uint8_t confirmed;   /* processed: may be committed past */
     uint8_t failed;      /* settled without a confirm: never committed past */
     uint8_t dead_letter; /* on its way to the dead-letter topic: not due */
@@ -121,6 +124,11 @@ typedef struct rill__tracker {
     uint32_t unsettled;   /* emitted, neither confirmed nor failed */
     uint64_t confirmed;   /* records confirmed, ever */
     uint64_t fenced;      /* confirms and fails that named an ended assignment */
+    /* With a wall clock (the owner's: ms since the epoch; NULL: none),
+     * every confirm of a record with a timestamp not in the future is
+     * observed in e2e: from the timestamp to the confirm. */
+    int64_t (*wall_ms)(void);
+    rill_hist_t e2e;
 } rill__tracker_t;
 
 /* What became of an emit, a confirm or a fail. */
@@ -174,6 +182,10 @@ rill__tpart_t *rill__tracker_next(rill__tracker_t *tr, const rill__tpart_t *prev
  */
 rill__track_res_t rill__tracker_emit(rill__tracker_t *tr, rill__part_id_t id, int64_t offset,
                                      int64_t now_ms);
+/* The same, for a record with timestamp ts_ms (ms since the epoch; -1:
+ * none), kept for the end-to-end latency of its confirm. */
+rill__track_res_t rill__tracker_emit_ts(rill__tracker_t *tr, rill__part_id_t id, int64_t offset,
+                                        int64_t now_ms, int64_t ts_ms);
 
 /* The record at `offset` was processed. ACCEPTED, DUPLICATE (confirmed or
  * failed already), UNKNOWN or FENCED (counted). */

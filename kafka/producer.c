@@ -129,6 +129,11 @@ typedef struct producer {
     int stopping;
     rill_producer_stats_t stats;
     rill__khealth_t health; /* errors and brokers up (error and stats callbacks) */
+    /* Inside a poll of delivery reports (reports_poll) its reports share
+     * one clock reading, taken by the first (reports_ns, 0 until then);
+     * outside one (the stop's flush) each report reads the clock. */
+    int reports_batch;
+    int64_t reports_ns;
 } producer_t;
 
 static const rill__kind_t producer_kind;
@@ -282,6 +287,16 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         return;
     }
     pr->stats.delivered++;
+    if (req->handoff_ns) {
+        int64_t now = pr->reports_ns;
+        if (!now) {
+            now = rill__now_ns();
+            if (pr->reports_batch)
+                pr->reports_ns = now;
+        }
+        rill_hist_record(&pr->stats.delivery_latency,
+                         now > req->handoff_ns ? (uint64_t)(now - req->handoff_ns) : 0);
+    }
     if (!req->direct)
         pr->st->delivered++; /* what reached the end of the pipeline */
     produce_done(req);
@@ -369,6 +384,8 @@ static int produce_one(producer_t *pr, rill_produce_t *req)
             : rd_kafka_producev(pr->rk, RD_KAFKA_V_TOPIC(req->topic), REQUEST_ARGS);
 #undef REQUEST_ARGS
     if (!err) {
+        /* One clock reading per turn, shared by its produces. */
+        req->handoff_ns = rill__turn_now_ns();
         pr->inflight++;
         if (pr->inflight > pr->stats.inflight_max)
             pr->stats.inflight_max = pr->inflight;
@@ -388,10 +405,25 @@ static int produce_one(producer_t *pr, rill_produce_t *req)
     return -1;
 }
 
-static void serve_reports(producer_t *pr)
+/* Serve what librdkafka has for us (delivery reports, errors,
+ * statistics) without waiting; with flush, first wake its broker threads
+ * (rd_kafka_flush(rk, 0) serves the reports too). Its delivery reports
+ * share one clock reading. */
+static void reports_poll(producer_t *pr, int flush)
+{
+    pr->reports_batch = 1;
+    pr->reports_ns = 0;
+    if (flush)
+        rd_kafka_flush(pr->rk, 0);
+    rd_kafka_poll(pr->rk, 0);
+    pr->reports_batch = 0;
+    pr->reports_ns = 0;
+}
+
+static void serve_reports(producer_t *pr, int flush)
 {
     char fatal[256];
-    rd_kafka_poll(pr->rk, 0);
+    reports_poll(pr, flush);
     if (!pr->st->finished && rd_kafka_fatal_error(pr->rk, fatal, sizeof(fatal)))
         rill__stage_fail(pr->st, RILL_EKAFKA, "fatal producer error: %s", fatal);
 }
@@ -488,7 +520,7 @@ static void producer_on_msg(rill__stage_t *st, rill_msg_t *m)
     switch (m->type) {
     case P_WAKE:
         rill__kq_woken(&pr->kq);
-        serve_reports(pr);
+        serve_reports(pr, 0);
         break;
     case P_TICK:
         /* librdkafka 2.0.2 schedules no wakeup for a batch waiting out its
@@ -496,9 +528,7 @@ static void producer_on_msg(rill__stage_t *st, rill_msg_t *m)
          * sleeps up to socket.blocking.max.ms (1 s) before retrying. A
          * flush without waiting wakes the broker threads (and serves the
          * reports), so a retry goes out within a tick of its backoff. */
-        if (pr->inflight)
-            rd_kafka_flush(pr->rk, 0);
-        serve_reports(pr);
+        serve_reports(pr, pr->inflight > 0);
         break;
     case P_SEND: {
         rill_produce_t *req = rill_msg_take(m);
@@ -515,7 +545,7 @@ static void producer_on_msg(rill__stage_t *st, rill_msg_t *m)
     case P_TEST_FATAL:
         rd_kafka_test_fatal_error(pr->rk, (rd_kafka_resp_err_t)m->arg,
                                   m->payload ? (const char *)m->payload : "test");
-        serve_reports(pr);
+        serve_reports(pr, 0);
         break;
     case P_CONF_GET: {
         /* The client's configuration, as librdkafka holds it: what a

@@ -243,6 +243,7 @@ rill__ksession_t *rill__ksession_new(const rill_consumer_conf_t *c, char *errstr
         return NULL;
     }
     h->rk = rk;
+    rill__khealth_consumer(&s->health, rk);
     h->sticky_unsafe = sticky_unsafe;
     s->h = h;
     s->rk = rk;
@@ -347,6 +348,7 @@ void rill__ksession_free(rill__ksession_t *s)
         rd_kafka_topic_partition_list_destroy(s->resume);
     if (s->q)
         rd_kafka_queue_destroy(s->q);
+    rill__khealth_free(&s->health);
     rill__khandle_unref(s->h); /* the client goes with the last record */
     free(s);
 }

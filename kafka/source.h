@@ -56,6 +56,7 @@ typedef struct ksrc {
     uint32_t commits_out;   /* async commits not answered yet (at most one but after a resend) */
     int commit_due;         /* a commit came due while one was out */
     int64_t commit_sent_ms; /* when the oldest of them went */
+    int64_t commit_sent_ns; /* the same, for stats.commit_latency */
 
     /* a revoke waiting for its in-flight confirms */
     rd_kafka_topic_partition_list_t *revoking;
@@ -155,6 +156,19 @@ int rill__ksrc_pause_due(ksrc_t *k);
 void rill__ksrc_nudge(ksrc_t *k);
 /* Where each partition goes on in the next run (NULL without memory). */
 rd_kafka_topic_partition_list_t *rill__ksrc_resume_list(ksrc_t *k);
+
+/* ---- source_stats.c: figures for observability ---- */
+
+/* The figures of stats that come from elsewhere than k->stats: group,
+ * lag, e2e_latency (the tracker's). */
+void rill__ksrc_stats_fill(ksrc_t *k, rill_consumer_stats_t *s);
+/* What rill_consumer_partitions answers: the assigned partitions. */
+typedef struct rill__kparts_reply {
+    size_t n;
+    rill_partition_stats_t v[];
+} rill__kparts_reply_t;
+/* A new reply (free() it), NULL without memory. */
+rill__kparts_reply_t *rill__ksrc_partitions(ksrc_t *k);
 
 /* ---- source_dead.c: records given up on, or not processed again ---- */
 

@@ -118,10 +118,14 @@ int rill__ksrc_keep_live(ksrc_t *k, const rill_elem_t *e)
 /* Commits                                                             */
 /* ------------------------------------------------------------------ */
 
+/* A commit's result; sent_ns: when it was requested (0: it never went). */
 static void report_commit(ksrc_t *k, rd_kafka_resp_err_t err,
-                          const rd_kafka_topic_partition_list_t *offsets)
+                          const rd_kafka_topic_partition_list_t *offsets, int64_t sent_ns)
 {
     int failed = err != RD_KAFKA_RESP_ERR_NO_ERROR;
+    int64_t took = sent_ns ? rill__now_ns() - sent_ns : -1;
+    if (took >= 0 && offsets && offsets->cnt)
+        rill_hist_record(&k->stats.commit_latency, (uint64_t)took);
     for (int i = 0; offsets && i < offsets->cnt && !failed; i++)
         failed = offsets->elems[i].err != 0;
     if (failed) {
@@ -151,11 +155,12 @@ static void on_commit_result(void *owner, rd_kafka_resp_err_t err,
                              rd_kafka_topic_partition_list_t *offsets)
 {
     ksrc_t *k = owner;
+    int64_t sent_ns = k->commits_out ? k->commit_sent_ns : 0;
     if (k->commits_out && --k->commits_out)
         k->commit_sent_ms = now_ms(); /* the next one is younger: roughly */
     if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
         return; /* nothing to commit */
-    report_commit(k, err, offsets);
+    report_commit(k, err, offsets, sent_ns);
 }
 
 /* The offsets to commit: partitions whose committable offset moved. With
@@ -204,11 +209,13 @@ void rill__ksrc_commit_async(ksrc_t *k)
     if (!l)
         return;
     /* The result comes back through on_commit_result when we poll. */
+    int64_t sent_ns = rill__now_ns();
     rd_kafka_resp_err_t err = rd_kafka_commit(k->rk, l, 1);
     if (err) {
-        report_commit(k, err, l);
+        report_commit(k, err, l, 0);
     } else if (k->commits_out++ == 0) {
-        k->commit_sent_ms = now_ms();
+        k->commit_sent_ns = sent_ns;
+        k->commit_sent_ms = sent_ns / 1000000;
     }
     rd_kafka_topic_partition_list_destroy(l);
 }
@@ -272,6 +279,7 @@ void rill__ksrc_commit_sync(ksrc_t *k, int only_revoking, int64_t deadline)
     if (!l)
         return;
     rd_kafka_queue_t *tq = rd_kafka_queue_new(k->rk);
+    int64_t sent_ns = rill__now_ns();
     rd_kafka_resp_err_t err = rd_kafka_commit_queue(k->rk, l, tq, NULL, NULL);
     if (!err) {
         err = RD_KAFKA_RESP_ERR__TIMED_OUT;
@@ -283,7 +291,7 @@ void rill__ksrc_commit_sync(ksrc_t *k, int only_revoking, int64_t deadline)
             if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT) {
                 const rd_kafka_topic_partition_list_t *res =
                     rd_kafka_event_topic_partition_list(ev);
-                report_commit(k, rd_kafka_event_error(ev), res ? res : l);
+                report_commit(k, rd_kafka_event_error(ev), res ? res : l, sent_ns);
                 rd_kafka_event_destroy(ev);
                 err = RD_KAFKA_RESP_ERR_NO_ERROR;
                 break;
@@ -293,9 +301,9 @@ void rill__ksrc_commit_sync(ksrc_t *k, int only_revoking, int64_t deadline)
                 break;
         }
         if (err)
-            report_commit(k, err, l);
+            report_commit(k, err, l, 0); /* no answer in time */
     } else {
-        report_commit(k, err, l);
+        report_commit(k, err, l, 0);
     }
     rd_kafka_queue_destroy(tq);
     rd_kafka_topic_partition_list_destroy(l);

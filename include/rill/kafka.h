@@ -454,6 +454,20 @@ typedef struct rill_consumer_stats {
     uint64_t not_replayed; /**< records the previous run confirmed that came again
                                 (after the record it stopped at) and were not
                                 processed again */
+    /** Commits (async and the final or revoke's sync ones), from the
+     * request to librdkafka's result, successful and failed ones alike. */
+    rill_hist_t commit_latency;
+    /** Records confirmed: from the record's timestamp (its Kafka
+     * timestamp, rd_kafka_message_timestamp) to its confirm reaching the
+     * source. Records without a timestamp, or with one in the future, are
+     * not counted. The clock is read once per actor turn. */
+    rill_hist_t e2e_latency;
+    /** The consumer's group.id (rill's "rill-fixed-partitions" for fixed
+     * partitions without one). */
+    char group[128];
+    /** The sum of the assigned partitions' known lags (as
+     * rill_partition_stats_t.lag), -1 if none is known. */
+    int64_t lag;
 } rill_consumer_stats_t;
 
 /** A snapshot of a Kafka source's counters (its aid: rill_pipeline_stage()
@@ -462,6 +476,28 @@ typedef struct rill_consumer_stats {
  * @locality any thread except an executor thread (it asks the actor). */
 RILL_API rill_err_t rill_consumer_stats(rill_system_t *sys, rill_aid_t consumer,
                                         rill_consumer_stats_t *out);
+
+/** One assigned partition of a Kafka source, as of librdkafka's last statistics
+ * (statistics.interval.ms, 1 s by default) and the source's own offsets. */
+typedef struct rill_partition_stats {
+    char topic[128];    /**< the topic (cut to fit) */
+    int32_t partition;  /**< the partition */
+    int64_t end_offset; /**< high watermark (read_committed: last stable offset); -1 unknown */
+    int64_t log_start_offset; /**< -1 unknown */
+    int64_t committed_offset; /**< last committed (the source's own view, falling back to
+                                 librdkafka's); -1 none */
+    int64_t position;         /**< next offset to fetch; -1 unknown */
+    int64_t lag; /**< end_offset − committed_offset when both known (0 floor), else end_offset −
+                    log_start_offset if nothing committed yet and end known, else -1 */
+    int paused;  /**< paused now (backpressure or held) */
+    int64_t stats_age_ms; /**< ms since these statistics were taken; -1 never */
+} rill_partition_stats_t;
+
+/** The source's assigned partitions into out[0..max), *n = how many it has (may exceed max).
+ * RILL_EINVAL for a non-source, RILL_ESTOPPED if gone. @locality any thread except an executor
+ * thread (it asks the actor). */
+RILL_API rill_err_t rill_consumer_partitions(rill_system_t *sys, rill_aid_t consumer,
+                                             rill_partition_stats_t *out, size_t max, size_t *n);
 
 /**
  * What became of the consumer clients rill closed, counted over the whole
@@ -653,6 +689,12 @@ typedef struct rill_producer_stats {
     int connected;
     /** librdkafka's sentence for the last error ("" if none). */
     char last_error[160];
+    /** Records delivered: from their hand-off to librdkafka
+     * (rd_kafka_producev) to their delivery report (one count per
+     * delivered record; failed deliveries are not in it). The hand-off
+     * time is read once per actor turn and the report time once per poll
+     * of reports, so a reading may be early by up to a turn. */
+    rill_hist_t delivery_latency;
 } rill_producer_stats_t;
 
 /** A snapshot of a Kafka sink's counters. For one whose stop has finished
