@@ -8,7 +8,7 @@
  *
  * The reserved range, in order:
  *     1..3    actors, public: RILL_MSG_DOWN, RILL_MSG_EXIT, RILL_MSG_ASK_TIMEOUT
- *     4       actors, internal: RILL__MSG_SETTLED
+ *     4..5    actors, internal: RILL__MSG_SETTLED, RILL__SYNC_ASK_GONE
  *    16..22   streams, public: RILL_STREAM_SUBSCRIBE .. RILL_STREAM_ERROR
  *    23..36   streams, internal: RILL__STREAM_*, RILL__RUN_* (pipeline runs)
  *   128..136  supervision: RILL__SUP_*
@@ -30,7 +30,8 @@
 enum rill__msgtype {
     /* actors: after the public types, before the stream range */
     RILL__MSG_SETTLED = RILL_MSG_ASK_TIMEOUT + 1, /* origins settled: payload rill__settled_t */
-    RILL__ACTORS_LAST = RILL__MSG_SETTLED,
+    RILL__SYNC_ASK_GONE, /* rill_ask_sync's reply actor: the asked actor ended (ask.c) */
+    RILL__ACTORS_LAST = RILL__SYNC_ASK_GONE,
 
     /* streams (stream_int.h): after the public signals, inside the
      * stream range */

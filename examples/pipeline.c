@@ -70,8 +70,8 @@ typedef struct io {
 typedef struct demo {
     uint64_t n_records;
     int slow_us;
-    int64_t fail_at;        /* the slow stage fails once on this record (-1: never) */
-    _Atomic int failed;     /* it did */
+    int64_t fail_at;    /* the slow stage fails once on this record (-1: never) */
+    _Atomic int failed; /* it did */
     _Atomic uint64_t generated, consumed, enriched;
     io_t io;
 } demo_t;

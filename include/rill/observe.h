@@ -60,8 +60,11 @@ RILL_API rill_err_t rill_observer_add_pipeline(rill_observer_t *obs, rill_pipeli
 /** Watch a supervisor as a root of the tree (its children, and theirs,
  * are found by asking it). Liveness follows the roots: once a root has
  * given up (ended abnormally), the service is not live. name (copied; NULL
- * = "supervisor") labels it. RILL_EINVAL for NULL arguments or
- * RILL_AID_NONE, RILL_EFULL beyond 64 roots. @locality any thread. */
+ * = "supervisor") labels it; it is monitored when this returns.
+ * RILL_EINVAL for NULL arguments or RILL_AID_NONE, RILL_EFULL beyond 64
+ * roots, RILL_ESTATE on an executor.
+ * @locality any thread except an executor thread (it asks the observer's
+ * watcher actor). */
 RILL_API rill_err_t rill_observer_add_supervisor(rill_observer_t *obs, rill_aid_t sup,
                                                  const char *name);
 
@@ -122,7 +125,8 @@ typedef struct rill_http_opts {
     const char *listen;
     /** When set (copied), every request must carry "Authorization: Bearer
      * <token>" (or, for the page in a browser, "?token=<token>"); 401
-     * otherwise. */
+     * otherwise. The page's script and style sheet (/app.js, /app.css:
+     * the same in every service, no data) are served without it. */
     const char *token;
     /** Connections served at once; 0 = 16. */
     uint32_t max_connections;
@@ -138,13 +142,18 @@ typedef struct rill_http rill_http_t;
  *  - GET /health/live, GET /health/ready: 200 or 503 with JSON;
  *  - GET /tree (JSON), GET /tree.dot (Graphviz);
  *  - GET /api/status: the status JSON (rill_observer_status());
- *  - GET /: the status page (HTML, CSS and JS served from the library).
+ *  - GET /: the status page (HTML, CSS and JS served from the library,
+ *    as /, /app.js and /app.css; it asks /api/status once a second).
  *
  * Anything else is answered with a 4xx and changes nothing: unknown paths
  * 404, other methods 405, a request with a body 413, a missing or wrong
- * token 401, malformed requests 400. opts may be NULL. Returns RILL_OK
- * with *out, RILL_EINVAL (bad arguments, a listen address that does not
- * parse) or RILL_EIO (cannot listen) with a sentence in errstr.
+ * token 401, malformed requests 400, headers beyond 32 KiB 431 or 414
+ * (an HTTP version other than 1.0 and 1.1: 505). A connection idle for
+ * 10 s is closed; beyond max_connections, new ones wait to be accepted.
+ * opts may be NULL. Returns RILL_OK with *out, RILL_EINVAL (bad
+ * arguments, a listen address that does not parse, an empty token),
+ * RILL_ESTATE (on an executor) or RILL_EIO (cannot listen) with a
+ * sentence in errstr.
  * @locality any thread except an executor thread.
  */
 RILL_API rill_err_t rill_http_start(rill_observer_t *obs, const rill_http_opts_t *opts,
