@@ -18,6 +18,9 @@
   function arr(v) { return Array.isArray(v) ? v : []; }
   function obj(v) { return v && typeof v === "object" && !Array.isArray(v) ? v : {}; }
   function bool(v) { return v === true; }
+  /* Lags and offsets: a negative value (-1) means not known yet (before
+   * librdkafka's first statistics, nothing committed): nothing to show. */
+  function known(v) { v = num(v); return v !== null && v >= 0 ? v : null; }
 
   /* el("div", {class: "x", style: {width: "5%"}}, child, "text", ...):
    * children may be nodes, strings (as text) or null (skipped). Styles are
@@ -110,7 +113,7 @@
         c = obj(c);
         var n = num(c.emitted) !== null ? num(c.emitted) : num(c.polled);
         if (n !== null) { t.in += n; t.seenIn = true; }
-        if (num(c.lag) !== null) { t.lag += num(c.lag); t.seenLag = true; }
+        if (known(c.lag) !== null) { t.lag += known(c.lag); t.seenLag = true; }
       });
       arr(p.producers).forEach(function (s) {
         s = obj(s);
@@ -159,8 +162,8 @@
       num(s.processed) !== null ? el("div", {class: "numbers"}, fmtInt(s.processed) + " processed") : null,
       producer && num(producer.inflight) !== null
         ? el("div", {class: "numbers"}, fmtInt(producer.inflight) + " in flight") : null,
-      consumer && num(consumer.lag) !== null
-        ? el("div", {class: "numbers"}, "lag " + fmtInt(consumer.lag)) : null,
+      consumer && known(consumer.lag) !== null
+        ? el("div", {class: "numbers"}, "lag " + fmtInt(known(consumer.lag))) : null,
       paused ? el("span", {class: "flag"}, "PAUSED") : null);
   }
 
@@ -170,7 +173,7 @@
     consumers.forEach(function (c) {
       arr(c.partitions).forEach(function (x) {
         x = obj(x);
-        if (num(x.lag) !== null) maxLag = Math.max(maxLag, num(x.lag));
+        if (known(x.lag) !== null) maxLag = Math.max(maxLag, known(x.lag));
         rows.push({c: c, x: x});
       });
     });
@@ -183,9 +186,10 @@
       return el("tr", {class: paused ? "paused" : ""},
         el("td", null, str(r.c.stage) + (str(r.c.group) ? " (" + str(r.c.group) + ")" : "")),
         el("td", null, str(r.x.topic)), el("td", {class: "num"}, str(r.x.partition)),
-        el("td", {class: "num"}, fmtInt(r.x.lag)),
-        el("td", null, bar(pct(r.x.lag, maxLag), "lag", null)),
-        el("td", {class: "num"}, fmtInt(r.x.committed_offset)), el("td", {class: "num"}, fmtInt(r.x.end_offset)),
+        el("td", {class: "num"}, fmtInt(known(r.x.lag))),
+        el("td", null, bar(pct(known(r.x.lag), maxLag), "lag", null)),
+        el("td", {class: "num"}, fmtInt(known(r.x.committed_offset))),
+        el("td", {class: "num"}, fmtInt(known(r.x.end_offset))),
         el("td", null, paused ? "paused" : "fetching"));
     });
     return el("table", {class: "partitions"}, el("thead", null, head), el.apply(null, ["tbody", null].concat(body)));
