@@ -90,6 +90,8 @@ until_deadline() { [ "$SECONDS" -lt "$1" ]; }
 # DEMO_URL (http://127.0.0.1:PORT, no trailing slash).
 start_demo() {
   local end url
+  : >"$OBS_TMP/demo.out"
+  : >"$OBS_TMP/demo.err"
   "$@" >"$OBS_TMP/demo.out" 2>"$OBS_TMP/demo.err" &
   DEMO_PID=$!
   track "$DEMO_PID"

@@ -61,7 +61,7 @@ browse() {
   demo_alive
   if ! timeout -k 5 60 "$CHROMIUM" --headless --no-sandbox --disable-gpu --no-first-run \
     --disable-extensions --hide-scrollbars --mute-audio --user-data-dir="$OBS_TMP/profile-$name" \
-    --enable-logging=stderr --v=0 --virtual-time-budget=3000 --window-size=1280,1400 \
+    --enable-logging=stderr --v=0 --virtual-time-budget=3000 --window-size=1280,1200 \
     --screenshot="$png" --dump-dom "$DEMO_URL/" >"$dom" 2>"$log"; then
     LAST_SEEN=$(tail -n 20 "$log")
     fail "chromium failed on $DEMO_URL/ ($name)"
@@ -113,7 +113,18 @@ for f in /:text/html /app.js:javascript /app.css:text/css; do
 done
 say "/, /app.js and /app.css answer 200"
 
-# 3. (a) and (b): two loads 3 s apart while the backlog drains.
+# 3. (a) and (b): two loads 3 s apart while the backlog drains, once the
+# lag is known (librdkafka's first statistics: till then the page shows
+# "–"), i.e. once /metrics has a rill_consumer_lag sample per partition.
+end=$((SECONDS + 30))
+while :; do
+  demo_alive
+  n=$("$CURL" -s --max-time 5 "$DEMO_URL/metrics" | grep -c '^rill_consumer_lag{.*group="click-enricher"')
+  LAST_SEEN="rill_consumer_lag samples in /metrics: $n"
+  [ "$n" -ge 4 ] && break
+  until_deadline "$end" || fail "the lag of the 4 partitions was not known within 30 s"
+  sleep 0.2
+done
 browse first
 next=$((SECONDS + 3))
 while until_deadline "$next"; do sleep 0.2; done
