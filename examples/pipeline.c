@@ -203,8 +203,8 @@ static rill_pipeline_t *start_generator(rill_system_t *sys, demo_t *d, const cha
         return NULL;
     }
     rill_pipeline_t *g = rill_pipeline_new(sys, "generator");
-    rill_pipeline_add(g, rill_source_fn(generate, d), NULL);
-    rill_pipeline_add(g, rill_kafka_sink(pc), NULL);
+    rill_pipeline_add(g, rill_source_fn(generate, d), &(rill_stage_opts_t){.name = "generate"});
+    rill_pipeline_add(g, rill_kafka_sink(pc), &(rill_stage_opts_t){.name = "produce"});
     if (rill_pipeline_start(g, err, err_size)) {
         rill_pipeline_destroy(g);
         return NULL;
@@ -234,11 +234,13 @@ static rill_pipeline_t *start_enricher(rill_system_t *sys, demo_t *d, const char
         return NULL;
     }
     rill_pipeline_t *p = rill_pipeline_new(sys, "click-enricher");
-    rill_pipeline_add(p, rill_kafka_source(cc), NULL);
-    rill_pipeline_add(p, rill_stage_map(parse, d), NULL);
-    rill_pipeline_add(p, rill_stage_map_async(enrich, d, 16, 1), NULL);
-    rill_pipeline_add(p, rill_stage_map(slow_to_request, d), NULL);
-    rill_pipeline_add(p, rill_kafka_sink(pc), NULL);
+    /* Named stages: the names label their metrics and boxes on the page. */
+    rill_pipeline_add(p, rill_kafka_source(cc), &(rill_stage_opts_t){.name = "consume"});
+    rill_pipeline_add(p, rill_stage_map(parse, d), &(rill_stage_opts_t){.name = "parse"});
+    rill_pipeline_add(p, rill_stage_map_async(enrich, d, 16, 1),
+                      &(rill_stage_opts_t){.name = "enrich"});
+    rill_pipeline_add(p, rill_stage_map(slow_to_request, d), &(rill_stage_opts_t){.name = "slow"});
+    rill_pipeline_add(p, rill_kafka_sink(pc), &(rill_stage_opts_t){.name = "produce"});
     if (rill_pipeline_start_supervised(p, NULL, err, err_size)) {
         rill_pipeline_destroy(p);
         return NULL;
@@ -378,6 +380,7 @@ int main(int argc, char **argv)
         if (!obs || rill_observer_add_pipeline(obs, gen) || rill_observer_add_pipeline(obs, p) ||
             rill_http_start(obs, &ho, &http, err, sizeof(err))) {
             fprintf(stderr, "http: %s\n", obs ? err : "out of memory");
+            rill_observer_free(obs);
             return 1;
         }
         /* The host as given (none, or 0.0.0.0: this machine's loopback). */
@@ -392,6 +395,7 @@ int main(int argc, char **argv)
     printf("\n%4s %9s %9s %9s %8s %7s %22s %8s\n", "s", "gen", "in/s", "out/s", "lag", "paused",
            "mailboxes p/e/s/prod", "RSS MiB");
     uint64_t last_in = 0, last_out = 0, delivered = 0;
+    int quiet = 0;
     long rss_start = 0, rss_max = 0;
     rill_consumer_stats_t cs = {0};
     for (int t = 1; t < 600; t++) {
@@ -407,17 +411,31 @@ int main(int argc, char **argv)
             rss_start = rss;
         if (t >= 3 && rss > rss_max)
             rss_max = rss;
-        printf("%4d %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8" PRIu64
-               " %7s %7u/%3u/%3u/%4u %5ld.%ld\n",
-               t, atomic_load(&d->generated), in - last_in, delivered - last_out,
-               atomic_load(&d->generated) - cs.confirmed, cs.paused ? "yes" : "no",
+        /* Counters are per run: after a restart (--fail-at) they start
+         * again, so a delta below zero is the new run's count. The lag is
+         * Kafka's: the partitions' ends minus the group's committed
+         * offsets, from librdkafka's statistics (once a second). */
+        uint64_t out_s = delivered >= last_out ? delivered - last_out : delivered;
+        char lag[24] = "-";
+        if (cs.lag >= 0)
+            snprintf(lag, sizeof(lag), "%" PRId64, cs.lag);
+        printf("%4d %9" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8s %7s %7u/%3u/%3u/%4u %5ld.%ld\n", t,
+               atomic_load(&d->generated), in - last_in, out_s, lag, cs.paused ? "yes" : "no",
                depth(sys, p, 1), depth(sys, p, 2), depth(sys, p, 3), depth(sys, p, 4), rss / 10,
                rss % 10);
         fflush(stdout);
         last_in = in;
         last_out = delivered;
-        if (cs.confirmed >= d->n_records)
-            break;
+        /* Done: the generator's records are all in Kafka, and twice in a
+         * row (so with statistics taken after that) the lag is 0:
+         * everything is committed. */
+        rill_pipeline_result_t gen_res;
+        if (rill_pipeline_wait(gen, 0, &gen_res) == RILL_OK && cs.lag == 0) {
+            if (++quiet == 2)
+                break;
+        } else {
+            quiet = 0;
+        }
     }
     for (int t = 0; t < linger_s && http; t++)
         sleep(1); /* --linger: the page stays up */

@@ -415,7 +415,10 @@ rill_err_t rill_pipeline_stage_info(const rill_pipeline_t *p, int i, rill_stage_
     memset(out, 0, sizeof(*out));
     const rill__pstage_t *s = &p->stages[i];
     snprintf(out->kind, sizeof(out->kind), "%s", s->spec->kind->name);
-    snprintf(out->name, sizeof(out->name), "%s", s->name[0] ? s->name : out->kind);
+    if (s->name[0])
+        snprintf(out->name, sizeof(out->name), "%s", s->name);
+    else /* unnamed: its position and kind, unique in the pipeline */
+        snprintf(out->name, sizeof(out->name), "%d-%.32s", i, out->kind);
     out->source = i == 0;
     out->sink = i == p->n - 1;
     out->aid = rill_pipeline_stage(p, i);

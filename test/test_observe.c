@@ -5,13 +5,19 @@
  * supervisor gives up, the tree and the status JSON show the pipeline,
  * bad arguments are refused.
  */
-#include <criterion/criterion.h>
+#include "support/rtest.h"
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <rill/observe.h>
 
@@ -36,6 +42,27 @@ static double metric(rill_observer_t *obs, const char *series)
     double v = sample_of(text, series);
     free(text);
     return v;
+}
+
+/* The status code of GET path from the endpoint on port (-1 on error). */
+static int http_status(uint16_t port, const char *path)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    char req[256], rsp[64] = "";
+    int n =
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+    int code = -1;
+    if (!connect(fd, (struct sockaddr *)&a, sizeof(a)) && write(fd, req, (size_t)n) == n &&
+        read(fd, rsp, sizeof(rsp) - 1) > 12)
+        code = atoi(rsp + 9); /* "HTTP/1.1 503 ..." */
+    close(fd);
+    return code;
 }
 
 /* ---- lag is N - M per partition ----------------------------------------- */
@@ -114,7 +141,7 @@ Test(observe, lag_per_partition_is_produced_minus_confirmed, .timeout = 120)
     if (!ok) {
         char *text = NULL;
         rill_observer_metrics(obs, &text, NULL);
-        cr_log_error("%s", text ? text : "");
+        fprintf(stderr, "%s\n", text ? text : "");
         free(text);
     }
     cr_assert(ok, "rill_consumer_lag is not %d on every partition", LAG_N - LAG_M);
@@ -162,12 +189,16 @@ Test(observe, readiness_is_lost_while_the_broker_is_down_and_comes_back, .timeou
     cr_assert_eq(rill_pipeline_start_supervised(p, NULL, err, sizeof(err)), RILL_OK, "%s", err);
     rill_observer_t *obs = rill_observer_new(env.sys, NULL);
     cr_assert_eq(rill_observer_add_pipeline(obs, p), RILL_OK);
+    rill_http_t *http = NULL;
+    cr_assert_eq(rill_http_start(obs, NULL, &http, err, sizeof(err)), RILL_OK, "%s", err);
+    uint16_t port = rill_http_port(http);
 
     char why[400] = "";
     int ok;
     KK_WAIT_UNTIL(ok, 30000, ready_is(obs, 1, why, sizeof(why)));
     cr_assert(ok, "never ready: %s", why);
     cr_assert_eq(rill_observer_live(obs, NULL), 1);
+    cr_assert_eq(http_status(port, "/health/ready"), 200);
 
     cr_assert_eq(rill_broker_set_down(env.broker, 1), RILL_OK);
     KK_WAIT_UNTIL(ok, 30000, ready_is(obs, 0, why, sizeof(why)));
@@ -175,12 +206,17 @@ Test(observe, readiness_is_lost_while_the_broker_is_down_and_comes_back, .timeou
     cr_assert(strstr(why, "brokers"), "the reason does not name the brokers: %s", why);
     cr_assert_eq(rill_observer_live(obs, NULL), 1, "a broker outage is not death");
     cr_assert_eq(metric(obs, "rill_ready"), 0);
+    cr_assert_eq(http_status(port, "/health/ready"), 503);
+    cr_assert_eq(http_status(port, "/health/live"), 200);
 
     cr_assert_eq(rill_broker_set_up(env.broker, 1), RILL_OK);
     KK_WAIT_UNTIL(ok, 60000, ready_is(obs, 1, why, sizeof(why)));
     cr_assert(ok, "not ready again after the broker came back: %s", why);
     cr_assert_eq(metric(obs, "rill_ready"), 1);
+    KK_WAIT_UNTIL(ok, 10000, http_status(port, "/health/ready") == 200);
+    cr_assert(ok, "/health/ready did not answer 200 again");
 
+    rill_http_stop(http);
     rill_observer_free(obs);
     rill_pipeline_destroy(p);
     kk_env_fini(&env);
@@ -227,6 +263,9 @@ Test(observe, liveness_ends_when_the_root_supervisor_gives_up, .timeout = 60)
     cr_assert_eq(rill_sup_start(sys, &spec, "root", &sup, err, sizeof(err)), RILL_OK, "%s", err);
     rill_observer_t *obs = rill_observer_new(sys, "live-test");
     cr_assert_eq(rill_observer_add_supervisor(obs, sup, "root"), RILL_OK);
+    rill_http_t *http = NULL;
+    cr_assert_eq(rill_http_start(obs, NULL, &http, err, sizeof(err)), RILL_OK, "%s", err);
+    cr_assert_eq(http_status(rill_http_port(http), "/health/live"), 200);
     char *json = NULL;
     cr_assert_eq(rill_observer_live(obs, &json), 1, "%s", json);
     free(json);
@@ -260,7 +299,10 @@ Test(observe, liveness_ends_when_the_root_supervisor_gives_up, .timeout = 60)
     free(json);
     cr_assert_eq(rill_observer_ready(obs, NULL), 0);
     cr_assert_eq(metric(obs, "rill_live"), 0);
+    cr_assert_eq(http_status(rill_http_port(http), "/health/live"), 503);
+    cr_assert_eq(http_status(rill_http_port(http), "/health/ready"), 503);
 
+    rill_http_stop(http);
     rill_observer_free(obs);
     cr_assert_eq(rill_system_stop(sys, 10000), RILL_OK);
     rill_system_destroy(sys);

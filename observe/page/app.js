@@ -18,8 +18,7 @@
   function arr(v) { return Array.isArray(v) ? v : []; }
   function obj(v) { return v && typeof v === "object" && !Array.isArray(v) ? v : {}; }
   function bool(v) { return v === true; }
-  /* Lags and offsets: a negative value (-1) means not known yet (before
-   * librdkafka's first statistics, nothing committed): nothing to show. */
+  /* Lags and offsets: -1 means not known yet. */
   function known(v) { v = num(v); return v !== null && v >= 0 ? v : null; }
 
   /* el("div", {class: "x", style: {width: "5%"}}, child, "text", ...):
@@ -152,19 +151,24 @@
     var fill = pct(depth, cap);
     var paused = consumer && (bool(consumer.paused) ||
       arr(consumer.partitions).some(function (x) { return bool(obj(x).paused); }));
-    var cls = "stage " + level(fill) + (paused ? " paused" : "");
+    var stopped = s.running === false;
+    var disconnected = (consumer && consumer.connected === false) || (producer && producer.connected === false);
+    var lastError = str((consumer || {}).last_error) || str((producer || {}).last_error);
+    var cls = "stage " + level(fill) + (paused ? " paused" : "") + (stopped ? " stopped" : "");
     return el("div", {class: cls, "data-stage": str(s.name)},
       el("div", {class: "name"}, str(s.name) || ("stage " + str(s.index))),
       el("div", {class: "kind"}, str(s.kind)),
-      bar(fill, "", cap ? pct(hwm, cap) : null),
-      el("div", {class: "numbers"},
+      stopped ? el("div", {class: "numbers"}, "not running") : bar(fill, "", cap ? pct(hwm, cap) : null),
+      stopped ? null : el("div", {class: "numbers"},
         "mailbox " + fmtInt(depth) + " / " + fmtInt(cap) + (hwm !== null ? " · peak " + fmtInt(hwm) : "")),
       num(s.processed) !== null ? el("div", {class: "numbers"}, fmtInt(s.processed) + " processed") : null,
       producer && num(producer.inflight) !== null
         ? el("div", {class: "numbers"}, fmtInt(producer.inflight) + " in flight") : null,
       consumer && known(consumer.lag) !== null
-        ? el("div", {class: "numbers"}, "lag " + fmtInt(known(consumer.lag))) : null,
-      paused ? el("span", {class: "flag"}, "PAUSED") : null);
+        ? el("div", {class: "numbers"}, "lag " + fmtInt(consumer.lag)) : null,
+      paused ? el("span", {class: "flag"}, "PAUSED") : null,
+      disconnected ? el("span", {class: "flag bad"}, "NO BROKER") : null,
+      lastError ? el("div", {class: "numbers error-text", title: lastError}, lastError) : null);
   }
 
   function partitionTable(consumers) {
@@ -230,7 +234,8 @@
     return el("div", {class: "pipeline", "data-pipeline": str(p.name)},
       el("div", {class: "pipeline-head"},
         el("span", {class: "name"}, str(p.name) || "pipeline"),
-        str(p.end) ? el("span", null, str(p.end)) : null,
+        str(p.end) ? el("span", {class: "end " + str(p.end)}, str(p.end)) : null,
+        str(p.end_text) && str(p.end_text) !== str(p.end) ? el("span", {class: "meta"}, str(p.end_text)) : null,
         num(p.runs) !== null ? el("span", {class: "meta"}, "run " + fmtInt(p.runs)) : null,
         restarts !== null ? el("span", {class: "meta"}, fmtInt(restarts) + " restart" + (restarts === 1 ? "" : "s")) : null),
       flow.childNodes.length ? flow : el("p", {class: "empty"}, "no stages reported"),
@@ -250,6 +255,16 @@
     return n;
   }
 
+  /* An exit: {kind, text} (or, from older documents, a string); nothing
+   * for a normal one without text. */
+  function exitText(e, prefix) {
+    if (typeof e === "string") return e ? el("span", {class: "exit"}, prefix + e) : null;
+    e = obj(e);
+    var kind = str(e.kind), text = str(e.text);
+    if (!text && (kind === "" || kind === "normal")) return null;
+    return el("span", {class: "exit"}, prefix + kind + (text ? ": " + text : ""));
+  }
+
   function treeList(nodes, depth) {
     if (depth > 32 || !arr(nodes).length) return null;
     var ul = el("ul", {class: depth ? "" : "tree"});
@@ -266,7 +281,9 @@
             : (x.running === true ? el("span", {class: "badge ok"}, "running")
               : (x.running === false ? el("span", {class: "badge"}, "stopped") : null)),
           r !== null ? el("span", {class: "restarts" + (r > 0 ? " some" : "")}, fmtInt(r) + " restart" + (r === 1 ? "" : "s")) : null,
-          str(x.last_exit) ? el("span", {class: "exit"}, "last exit: " + str(x.last_exit)) : null),
+          restarting && num(x.next_delay_ms) !== null
+            ? el("span", {class: "exit"}, "next try in " + fmtInt(x.next_delay_ms) + " ms") : null,
+          exitText(x.exit, "gave up: ") || exitText(x.last_exit, "last exit: ")),
         treeList(x.children, depth + 1)));
     });
     return ul;
@@ -286,6 +303,19 @@
     return el("table", null, el("thead", null, head), el.apply(null, ["tbody", null].concat(rows)));
   }
 
+  function tableTable(tables) {
+    if (!tables.length) return null;
+    var head = el("tr", null, el("th", null, "table"), el("th", null, "keys"), el("th", null, "records"),
+      el("th", null, "state"));
+    var rows = tables.map(function (t) {
+      var behind = t.caught_up === false;
+      return el("tr", {class: behind ? "paused" : ""}, el("td", null, str(t.name)),
+        el("td", {class: "num"}, fmtInt(t.keys)), el("td", {class: "num"}, fmtInt(t.records)),
+        el("td", null, behind ? "catching up" : (t.caught_up === true ? "caught up" : "–")));
+    });
+    return el("table", null, el("thead", null, head), el.apply(null, ["tbody", null].concat(rows)));
+  }
+
   function draw(doc) {
     doc = obj(doc);
     drawHealth(doc);
@@ -295,7 +325,11 @@
     var tree = treeList(doc.tree, 0);
     replace("tree", [tree || el("p", {class: "empty"}, "no supervisor watched")]);
     setText("restarts-total", arr(doc.tree).length ? fmtInt(countRestarts(doc.tree)) : "–");
-    replace("stores", [storeTable(arr(doc.stores).map(obj)) || el("p", {class: "empty"}, "no store watched")]);
+    var stores = storeTable(arr(doc.stores).map(obj)), tables = tableTable(arr(doc.tables).map(obj));
+    replace("stores", stores || tables ? [stores, tables] : [el("p", {class: "empty"}, "no store or table watched")]);
+    var actors = obj(doc.actors);
+    setText("actors", num(actors.alive) === null ? "" : fmtInt(actors.alive) + " actors" +
+      (num(actors.dead_letters) ? " · " + fmtInt(actors.dead_letters) + " dead letters" : ""));
     answers++;
     document.body.setAttribute("data-answers", String(answers));
     setText("updated", "updated " + new Date().toLocaleTimeString());
