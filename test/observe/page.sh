@@ -160,7 +160,10 @@ while :; do
   until_deadline "$end" || fail "/tree reported no restart within 40 s (--fail-at 45000)"
   sleep 0.5
 done
-say "/tree reports a restart"
+printf '%s' "$tree" | grep -qE '"restarts": ?([2-9]|[1-9][0-9])' &&
+  fail "/tree reports more restarts than the one --fail-at causes"
+say "/tree reports a restart; the demo's log says:"
+grep -i 'restart' "$OBS_TMP/demo.err"
 browse restarted
 tree_html=$(sed -n '/<h2>Supervision tree/,/<\/section>/p' "$OBS_TMP/restarted.html")
 LAST_SEEN="the page's tree: $tree_html"
