@@ -164,6 +164,16 @@ printf '%s' "$tree" | grep -qE '"restarts": ?([2-9]|[1-9][0-9])' &&
   fail "/tree reports more restarts than the one --fail-at causes"
 say "/tree reports a restart; the demo's log says:"
 grep -i 'restart' "$OBS_TMP/demo.err"
+# The restarted pipeline's clients reconnect: once the service is ready
+# again (a page with all its badges green for docs/status-page.png).
+end=$((SECONDS + 30))
+until ready=$("$CURL" -s --max-time 5 -w ' %{http_code}' "$DEMO_URL/health/ready") &&
+  [ "${ready##* }" = 200 ]; do
+  LAST_SEEN="GET /health/ready: $ready"
+  until_deadline "$end" || fail "the service was not ready again within 30 s of the restart"
+  demo_alive
+  sleep 0.2
+done
 browse restarted
 tree_html=$(sed -n '/<h2>Supervision tree/,/<\/section>/p' "$OBS_TMP/restarted.html")
 LAST_SEEN="the page's tree: $tree_html"
@@ -172,7 +182,7 @@ printf '%s' "$tree_html" | grep -qE '>1 restart<' ||
 total=$(text_of "$OBS_TMP/restarted.html" restarts-total)
 LAST_SEEN="#restarts-total: '$total'"
 [[ $total =~ ^[1-9][0-9]*$ ]] || fail "the restarts card shows '$total', want >= 1"
-say "the page's tree shows '1 restart', the restarts card $total"
+say "the page's tree shows '1 restart', the restarts card $total, the badges: $(text_of "$OBS_TMP/restarted.html" live), $(text_of "$OBS_TMP/restarted.html" ready)"
 
 if [ "${RILL_UPDATE_SCREENSHOT:-0}" = 1 ]; then
   cp "$OBS_TMP/restarted.png" "$here/../../docs/status-page.png"
