@@ -121,11 +121,11 @@ int main(void)
     char err[256];
     rill_system_t *sys = rill_system_new(NULL, err, sizeof(err));
     if (!sys) {
-        fprintf(stderr, "system: %s\n", err);
+        rill_log(RILL_LOG_ERR, "actor_basics", "system: %s", err);
         return 1;
     }
     if (rill_system_start(sys)) {
-        fprintf(stderr, "system: cannot start\n");
+        rill_log(RILL_LOG_ERR, "actor_basics", "system: cannot start");
         return 1;
     }
     printf("rill %s: %d executors\n", rill_version_str(), rill_system_executors(sys));
@@ -138,7 +138,7 @@ int main(void)
     rill_spawn_opts_t oc = {.behavior = counter_behavior, .state = &counter, .name = "counter"};
     rill_spawn_opts_t ow = {.behavior = watcher_behavior, .state = &watcher};
     if (rill_spawn(sys, &oc, &c) || rill_spawn(sys, &ow, &w)) {
-        fprintf(stderr, "spawn failed\n");
+        rill_log(RILL_LOG_ERR, "actor_basics", "spawn failed");
         return 1;
     }
     /* Both monitored from the start: no race with an early exit. */
@@ -146,7 +146,7 @@ int main(void)
         .behavior = ticker_behavior, .init = ticker_init, .state = &ticker, .monitor_by = w};
     rill_spawn_opts_t ok = {.behavior = worker_behavior, .state = &worker, .monitor_by = w};
     if (rill_spawn(sys, &ot, &t) || rill_spawn(sys, &ok, &k)) {
-        fprintf(stderr, "spawn failed\n");
+        rill_log(RILL_LOG_ERR, "actor_basics", "spawn failed");
         return 1;
     }
 

@@ -14,8 +14,16 @@
  * lost; some records are processed twice. The summary at the end checks
  * exactly that against the topic.
  *
+ * Logging: the service's own lines, rill's and librdkafka's all reach one
+ * hook (rill_log_set), which writes each as one JSON object per line on
+ * stderr, {"ts":...,"level":...,"facility":...,"msg":...}, because log
+ * shippers (Fluent Bit, Vector, Promtail, ...) parse JSON lines without a
+ * pattern per format. --log-level (or RILL_LOG_LEVEL) sets the least
+ * severe level written (default warning; notice shows the start line).
+ *
  * usage: consumer_service [--count N] [--fail-every N] [--partitions P]
  *                         [--bootstrap SERVERS] [--topic NAME] [--group ID]
+ *                         [--log-level LEVEL]
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -46,6 +54,44 @@ static int64_t record_seq(const rd_kafka_message_t *m)
     return strtoll((const char *)m->payload + 4, NULL, 10);
 }
 
+/* ---- logging: one JSON object per line, on stderr ---- */
+
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* The hook: called on whichever thread logs, so the line is written under
+ * stderr's lock, whole. */
+static void log_json(void *opaque, rill_log_level_t level, const char *facility, const char *msg)
+{
+    (void)opaque;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    char ts[32];
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    flockfile(stderr);
+    fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"facility\":", ts,
+            now.tv_nsec / 1000000, rill_log_level_name(level));
+    json_string(stderr, facility);
+    fputs(",\"msg\":", stderr);
+    json_string(stderr, msg);
+    fputs("}\n", stderr);
+    funlockfile(stderr);
+}
+
 /* ---- the processing: RILL_OK confirms the record ---- */
 
 static rill_err_t process(void *opaque, rill_elem_t *e)
@@ -58,6 +104,7 @@ static rill_err_t process(void *opaque, rill_elem_t *e)
     if (svc->fail_every && n % svc->fail_every == 0) {
         /* A processing failure: not confirmed, so it will come again. */
         atomic_fetch_add(&svc->failures, 1);
+        rill_log(RILL_LOG_WARNING, "consumer_service", "record seq=%" PRId64 " failed", seq);
         return RILL_EIO;
     }
     if (seq >= 0 && (uint64_t)seq < svc->count)
@@ -102,18 +149,18 @@ static uint64_t distinct_seen(service_t *svc)
 
 int main(int argc, char **argv)
 {
+    rill_log_set(log_json, NULL); /* first: every line from here on is JSON */
+    const char *log_level = getenv("RILL_LOG_LEVEL");
     service_t svc = {
         .count = 20000, .fail_every = 4000, .topic = "orders", .group = "order-service"};
     int partitions = 4;
-    static const struct option opts[] = {{"count", required_argument, NULL, 'n'},
-                                         {"fail-every", required_argument, NULL, 'f'},
-                                         {"partitions", required_argument, NULL, 'p'},
-                                         {"bootstrap", required_argument, NULL, 'b'},
-                                         {"topic", required_argument, NULL, 't'},
-                                         {"group", required_argument, NULL, 'g'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"count", required_argument, NULL, 'n'},      {"fail-every", required_argument, NULL, 'f'},
+        {"partitions", required_argument, NULL, 'p'}, {"bootstrap", required_argument, NULL, 'b'},
+        {"topic", required_argument, NULL, 't'},      {"group", required_argument, NULL, 'g'},
+        {"log-level", required_argument, NULL, 'l'},  {NULL, 0, NULL, 0}};
     int opt;
-    while ((opt = getopt_long(argc, argv, "n:f:p:b:t:g:", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "n:f:p:b:t:g:l:", opts, NULL)) != -1) {
         switch (opt) {
         case 'n':
             svc.count = strtoull(optarg, NULL, 10);
@@ -133,15 +180,30 @@ int main(int argc, char **argv)
         case 'g':
             svc.group = optarg;
             break;
+        case 'l':
+            log_level = optarg;
+            break;
         default:
             fprintf(stderr, "usage: consumer_service [--count N] [--fail-every N] "
-                            "[--partitions P] [--bootstrap SERVERS] [--topic T] [--group G]\n");
+                            "[--partitions P] [--bootstrap SERVERS] [--topic T] [--group G] "
+                            "[--log-level LEVEL]\n");
             return 2;
         }
     }
     if (svc.count == 0 || partitions < 1) {
         fprintf(stderr, "consumer_service: --count and --partitions must be positive\n");
         return 2;
+    }
+    if (log_level) {
+        int l = RILL_LOG_EMERG;
+        while (l <= RILL_LOG_DEBUG && strcmp(log_level, rill_log_level_name((rill_log_level_t)l)))
+            l++;
+        if (l > RILL_LOG_DEBUG) {
+            fprintf(stderr, "consumer_service: log level: emerg, alert, crit, error, warning, "
+                            "notice, info or debug\n");
+            return 2;
+        }
+        rill_log_set_level((rill_log_level_t)l);
     }
     svc.seen = calloc(svc.count, sizeof(*svc.seen));
     char err[512];
@@ -150,7 +212,7 @@ int main(int argc, char **argv)
         broker = rill_broker_new(1, err, sizeof(err));
         if (!broker ||
             rill_broker_create_topic(broker, svc.topic, partitions, 1, err, sizeof(err))) {
-            fprintf(stderr, "embedded broker: %s\n", err);
+            rill_log(RILL_LOG_ERR, "consumer_service", "embedded broker: %s", err);
             return 1;
         }
         svc.bootstraps = rill_broker_bootstraps(broker);
@@ -160,20 +222,22 @@ int main(int argc, char **argv)
     rill_testkit_opts_t popts = {.timeout_ms = 120000};
     if (rill_testkit_produce_generated(svc.bootstraps, svc.topic, svc.count, NULL, &popts, err,
                                        sizeof(err))) {
-        fprintf(stderr, "produce: %s\n", err);
+        rill_log(RILL_LOG_ERR, "consumer_service", "produce: %s", err);
         return 1;
     }
 
     rill_system_t *sys = rill_system_new(NULL, err, sizeof(err));
     if (!sys || rill_system_start(sys)) {
-        fprintf(stderr, "system: %s\n", err);
+        rill_log(RILL_LOG_ERR, "consumer_service", "system: %s", err);
         return 1;
     }
     rill_pipeline_t *service = start_service(sys, &svc, err, sizeof(err));
     if (!service) {
-        fprintf(stderr, "service: %s\n", err);
+        rill_log(RILL_LOG_ERR, "consumer_service", "service: %s", err);
         return 1;
     }
+    rill_log(RILL_LOG_NOTICE, "consumer_service", "consuming %s as group %s from %s", svc.topic,
+             svc.group, svc.bootstraps);
     printf("consumer -> processing, supervised; the processing fails on every %" PRIu64
            "th record\n",
            svc.fail_every);

@@ -169,7 +169,7 @@ int main(int argc, char **argv)
     if (!bootstraps) {
         broker = rill_broker_new(1, err, sizeof(err));
         if (!broker || rill_broker_create_topic(broker, topic, partitions, 1, err, sizeof(err))) {
-            fprintf(stderr, "embedded broker: %s\n", err);
+            rill_log(RILL_LOG_ERR, "fan_out", "embedded broker: %s", err);
             return 1;
         }
         bootstraps = rill_broker_bootstraps(broker);
@@ -182,13 +182,13 @@ int main(int argc, char **argv)
     printf("producing %" PRIu64 " records to %s\n", count, topic);
     rill_testkit_opts_t popts = {.timeout_ms = 120000};
     if (rill_testkit_produce_generated(bootstraps, topic, count, NULL, &popts, err, sizeof(err))) {
-        fprintf(stderr, "produce: %s\n", err);
+        rill_log(RILL_LOG_ERR, "fan_out", "produce: %s", err);
         return 1;
     }
 
     rill_system_t *sys = rill_system_new(NULL, err, sizeof(err));
     if (!sys || rill_system_start(sys)) {
-        fprintf(stderr, "system: %s\n", err);
+        rill_log(RILL_LOG_ERR, "fan_out", "system: %s", err);
         return 1;
     }
     group_t groups[2] = {{.name = "audit"}, {.name = "billing", .work_us = billing_us}};
@@ -199,7 +199,8 @@ int main(int argc, char **argv)
         g->count = count;
         g->seen = calloc(count, sizeof(*g->seen));
         if (!g->seen || group_start(sys, g, err, sizeof(err))) {
-            fprintf(stderr, "group %s: %s\n", g->name, g->seen ? err : "out of memory");
+            rill_log(RILL_LOG_ERR, "fan_out", "group %s: %s", g->name,
+                     g->seen ? err : "out of memory");
             return 1;
         }
     }

@@ -152,7 +152,7 @@ int main(int argc, char **argv)
             rill_broker_create_topic(broker, "authorisations", 4, 1, err, sizeof(err)) ||
             rill_broker_create_topic(broker, "cards", 2, 1, err, sizeof(err)) ||
             rill_broker_create_topic(broker, "possible_fraud", 2, 1, err, sizeof(err))) {
-            fprintf(stderr, "embedded broker: %s\n", err);
+            rill_log(RILL_LOG_ERR, "fraud_alerts", "embedded broker: %s", err);
             return 1;
         }
         boot = rill_broker_bootstraps(broker);
@@ -184,7 +184,7 @@ int main(int argc, char **argv)
         }
     rill_testkit_opts_t po = {.timeout_ms = 60000};
     if (rill_testkit_produce(boot, "cards", cr, n, &po, err, sizeof(err))) {
-        fprintf(stderr, "produce cards: %s\n", err);
+        rill_log(RILL_LOG_ERR, "fraud_alerts", "produce cards: %s", err);
         return 1;
     }
     free(cr);
@@ -218,7 +218,7 @@ int main(int argc, char **argv)
      * would not matter; an hour apart, it does). */
     qsort(ar, (size_t)auths, sizeof(*ar), by_time);
     if (rill_testkit_produce(boot, "authorisations", ar, (size_t)auths, &po, err, sizeof(err))) {
-        fprintf(stderr, "produce authorisations: %s\n", err);
+        rill_log(RILL_LOG_ERR, "fraud_alerts", "produce authorisations: %s", err);
         return 1;
     }
     /* Stream time past the last window, in every partition. */
@@ -230,7 +230,7 @@ int main(int argc, char **argv)
                                       .value = "tick",
                                       .value_len = 4};
         if (rill_testkit_produce(boot, "authorisations", &tick, 1, &po, err, sizeof(err))) {
-            fprintf(stderr, "produce ticks: %s\n", err);
+            rill_log(RILL_LOG_ERR, "fraud_alerts", "produce ticks: %s", err);
             return 1;
         }
     }
@@ -251,7 +251,7 @@ int main(int argc, char **argv)
     rill_store_t *store = NULL;
     if (rill_table_open(sys, "cards", tc, NULL, &table, err, sizeof(err)) ||
         rill_store_open_memory("fraud-windows", &store, err, sizeof(err))) {
-        fprintf(stderr, "table or store: %s\n", err);
+        rill_log(RILL_LOG_ERR, "fraud_alerts", "table or store: %s", err);
         return 1;
     }
     rill_consumer_conf_t *cc = rill_consumer_conf_new();
@@ -263,7 +263,7 @@ int main(int argc, char **argv)
         rill_consumer_conf_use_store(cc, store) ||
         rill_producer_conf_set(pc, "bootstrap.servers", boot, err, sizeof(err)) ||
         rill_producer_conf_set(pc, "rill.topics", "possible_fraud", err, sizeof(err))) {
-        fprintf(stderr, "configuration: %s\n", err);
+        rill_log(RILL_LOG_ERR, "fraud_alerts", "configuration: %s", err);
         return 1;
     }
     rill_window_opts_t wo = {.type = RILL_WINDOW_TUMBLING,
@@ -279,7 +279,7 @@ int main(int argc, char **argv)
     rill_pipeline_add(p, rill_stage_join(table, RILL_JOIN_LEFT, &jo, make_alert, NULL), NULL);
     rill_pipeline_add(p, rill_kafka_sink(pc), NULL);
     if (rill_pipeline_start_supervised(p, NULL, err, sizeof(err))) {
-        fprintf(stderr, "start: %s\n", err);
+        rill_log(RILL_LOG_ERR, "fraud_alerts", "start: %s", err);
         return 1;
     }
 

@@ -116,7 +116,7 @@ static void *produce(void *arg)
     rd_kafka_conf_set_dr_msg_cb(kc, on_delivery);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, sizeof(err));
     if (!rk) {
-        fprintf(stderr, "producer: %s\n", err);
+        rill_log(RILL_LOG_ERR, "keep_latest", "producer: %s", err);
         atomic_fetch_add(&r->delivery_errors, 1);
         return NULL;
     }
@@ -248,7 +248,7 @@ int main(int argc, char **argv)
     if (!r.boot) {
         if (!(broker = rill_broker_new(1, err, sizeof(err))) ||
             rill_broker_create_topic(broker, TOPIC, (int)r.parts, 1, err, sizeof(err))) {
-            fprintf(stderr, "embedded broker: %s\n", err);
+            rill_log(RILL_LOG_ERR, "keep_latest", "embedded broker: %s", err);
             return 1;
         }
         r.boot = rill_broker_bootstraps(broker);
@@ -271,7 +271,7 @@ int main(int argc, char **argv)
     for (int p = 0; !bad && p < r.parts; p++)
         bad = rill_consumer_conf_assign(cc, TOPIC, p, RILL_OFFSET_BEGINNING, err, sizeof(err));
     if (bad) {
-        fprintf(stderr, "consumer: %s\n", err);
+        rill_log(RILL_LOG_ERR, "keep_latest", "consumer: %s", err);
         return 1;
     }
     rill_pipeline_t *p = rill_pipeline_new(sys, "keep-latest");
@@ -281,7 +281,7 @@ int main(int argc, char **argv)
                       &first);
     rill_pipeline_add(p, rill_sink_foreach(slow_sink, &r), &sink);
     if (rill_pipeline_start(p, err, sizeof(err))) {
-        fprintf(stderr, "start: %s\n", err);
+        rill_log(RILL_LOG_ERR, "keep_latest", "start: %s", err);
         return 1;
     }
     printf("producing %ld keys at %ld/s for %ld s; the sink takes %ld us a message\n", r.keys,

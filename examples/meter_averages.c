@@ -223,7 +223,7 @@ int main(int argc, char **argv)
     if (!boot) {
         if (!(broker = rill_broker_new(1, err, sizeof(err))) ||
             rill_broker_create_topic(broker, TOPIC, PARTS, 1, err, sizeof(err))) {
-            fprintf(stderr, "embedded broker: %s\n", err);
+            rill_log(RILL_LOG_ERR, "meter_averages", "embedded broker: %s", err);
             return 1;
         }
         boot = rill_broker_bootstraps(broker);
@@ -252,7 +252,7 @@ int main(int argc, char **argv)
         free(recs);
         free(kv);
         if (e) {
-            fprintf(stderr, "produce: %s\n", err);
+            rill_log(RILL_LOG_ERR, "meter_averages", "produce: %s", err);
             return 1;
         }
         printf("produced %ld readings of %ld meters over %ld hours\n", readings, meters, hours);
@@ -263,7 +263,7 @@ int main(int argc, char **argv)
     rill_store_t *store = NULL;
     rill_store_opts_t so = {.no_sync = 1}; /* survives kill -9; not a power cut */
     if (rill_store_open_lmdb(store_dir, &so, &store, err, sizeof(err))) {
-        fprintf(stderr, "store: %s\n", err);
+        rill_log(RILL_LOG_ERR, "meter_averages", "store: %s", err);
         return 1;
     }
     rill_system_t *sys = rill_system_new(NULL, err, sizeof(err));
@@ -279,7 +279,7 @@ int main(int argc, char **argv)
         rill_consumer_conf_set(cc, "heartbeat.interval.ms", "500", err, sizeof(err)) ||
         rill_consumer_conf_subscribe(cc, topics, 1, err, sizeof(err)) ||
         rill_consumer_conf_use_store(cc, store)) {
-        fprintf(stderr, "consumer: %s\n", err);
+        rill_log(RILL_LOG_ERR, "meter_averages", "consumer: %s", err);
         return 1;
     }
     uint64_t processed = 0;
@@ -289,7 +289,7 @@ int main(int argc, char **argv)
         rill_pipeline_add(p, rill_stage_throttle((uint32_t)rate, 1000), NULL);
     rill_pipeline_add(p, rill_stage_stateful(store, NULL, add_reading, &processed), NULL);
     if (rill_pipeline_start_supervised(p, NULL, err, sizeof(err))) {
-        fprintf(stderr, "start: %s\n", err);
+        rill_log(RILL_LOG_ERR, "meter_averages", "start: %s", err);
         return 1;
     }
     printf("store %s; consuming %s\n", store_dir, TOPIC);
@@ -362,7 +362,7 @@ int main(int argc, char **argv)
         char cmd[128];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
         if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", tmp);
+            rill_log(RILL_LOG_WARNING, "meter_averages", "could not remove %s", tmp);
     }
     return ok ? 0 : 1;
 }

@@ -185,7 +185,7 @@ int main(int argc, char **argv)
     if (!q.bootstraps) {
         broker = rill_broker_new(1, err, sizeof(err));
         if (!broker || rill_broker_create_topic(broker, q.topic, 1, 1, err, sizeof(err))) {
-            fprintf(stderr, "embedded broker: %s\n", err);
+            rill_log(RILL_LOG_ERR, "ordered_queue", "embedded broker: %s", err);
             return 1;
         }
         q.bootstraps = rill_broker_bootstraps(broker);
@@ -204,7 +204,7 @@ int main(int argc, char **argv)
     rill_testkit_opts_t popts = {.timeout_ms = 120000};
     if (rill_testkit_produce_generated(q.bootstraps, q.topic, (size_t)q.count, &gen, &popts, err,
                                        sizeof(err))) {
-        fprintf(stderr, "produce: %s\n", err);
+        rill_log(RILL_LOG_ERR, "ordered_queue", "produce: %s", err);
         return 1;
     }
 
@@ -216,12 +216,12 @@ int main(int argc, char **argv)
 
     rill_system_t *sys = rill_system_new(NULL, err, sizeof(err));
     if (!sys || !rk || rill_system_start(sys)) {
-        fprintf(stderr, "start: %s\n", err);
+        rill_log(RILL_LOG_ERR, "ordered_queue", "start: %s", err);
         return 1;
     }
     rill_pipeline_t *queue = start_queue(sys, &q, err, sizeof(err));
     if (!queue) {
-        fprintf(stderr, "queue: %s\n", err);
+        rill_log(RILL_LOG_ERR, "ordered_queue", "queue: %s", err);
         return 1;
     }
     if (q.fail_at >= 0)

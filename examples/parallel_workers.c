@@ -35,6 +35,7 @@
  *          [--stop-timeout-s S]
  *          [-X KEY=VALUE ...]
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -363,7 +364,7 @@ int main(int argc, char **argv)
         broker = rill_broker_new(1, err, sizeof(err));
         if (!broker ||
             rill_broker_create_topic(broker, app.topic, partitions, 1, err, sizeof(err))) {
-            fprintf(stderr, "embedded broker: %s\n", err);
+            rill_log(RILL_LOG_ERR, "parallel_workers", "embedded broker: %s", err);
             return 1;
         }
         app.bootstraps = rill_broker_bootstraps(broker);
@@ -377,7 +378,7 @@ int main(int argc, char **argv)
         rill_testkit_opts_t popts = {.timeout_ms = 120000};
         if (rill_testkit_produce_generated(app.bootstraps, app.topic, produce, NULL, &popts, err,
                                            sizeof(err))) {
-            fprintf(stderr, "produce: %s\n", err);
+            rill_log(RILL_LOG_ERR, "parallel_workers", "produce: %s", err);
             rill_broker_destroy(broker);
             return 1;
         }
@@ -385,7 +386,7 @@ int main(int argc, char **argv)
     if (n_workers == 0)
         return 0; /* --workers 0 --produce N: load the topic, nothing else */
     if (out_path && !(app.out = fopen(out_path, "w"))) {
-        perror(out_path);
+        rill_log(RILL_LOG_ERR, "parallel_workers", "%s: %s", out_path, strerror(errno));
         rill_broker_destroy(broker);
         return 1;
     }
@@ -405,7 +406,7 @@ int main(int argc, char **argv)
 
     rill_system_t *sys = rill_system_new(NULL, err, sizeof(err));
     if (!sys || !checker || rill_system_start(sys)) {
-        fprintf(stderr, "start: %s\n", err);
+        rill_log(RILL_LOG_ERR, "parallel_workers", "start: %s", err);
         return 1;
     }
     worker_t workers[MAX_WORKERS] = {0};
@@ -413,7 +414,7 @@ int main(int argc, char **argv)
         workers[i].id = i + 1;
         workers[i].app = &app;
         if (worker_start(sys, &workers[i], err, sizeof(err))) {
-            fprintf(stderr, "worker %d: %s\n", i + 1, err);
+            rill_log(RILL_LOG_ERR, "parallel_workers", "worker %d: %s", i + 1, err);
             return 1;
         }
     }
@@ -463,8 +464,8 @@ int main(int argc, char **argv)
         rill_pipeline_result_t res;
         rill_pipeline_wait(workers[i].pipeline, stop_s * 1000, &res);
         if (res.end != RILL_PIPELINE_STOPPED) {
-            fprintf(stderr, "worker %d: %s\n", workers[i].id,
-                    res.end ? res.text : "did not stop in time");
+            rill_log(RILL_LOG_ERR, "parallel_workers", "worker %d: %s", workers[i].id,
+                     res.end ? res.text : "did not stop in time");
             clean = 0;
         }
         if (res.end) /* else left running: the system's stop ends it */

@@ -347,31 +347,31 @@ int main(int argc, char **argv)
         if (!broker ||
             rill_broker_create_topic(broker, "clicks", partitions, 1, err, sizeof(err)) ||
             rill_broker_create_topic(broker, "enriched", partitions, 1, err, sizeof(err))) {
-            fprintf(stderr, "embedded broker: %s\n", err);
+            rill_log(RILL_LOG_ERR, "pipeline", "embedded broker: %s", err);
             return 1;
         }
         boot = rill_broker_bootstraps(broker);
     }
     rill_system_t *sys = rill_system_new(&(rill_system_opts_t){.executors = 2}, err, sizeof(err));
     if (!sys || rill_system_start(sys)) {
-        fprintf(stderr, "system: %s\n", err);
+        rill_log(RILL_LOG_ERR, "pipeline", "system: %s", err);
         return 1;
     }
     pthread_t io_thread;
     if (pthread_create(&io_thread, NULL, io_main, &d->io)) {
-        fprintf(stderr, "cannot start the I/O thread\n");
+        rill_log(RILL_LOG_ERR, "pipeline", "cannot start the I/O thread");
         return 1;
     }
     printf("rill %s: %s broker at %s; %" PRIu64 " records; slow stage %d us/record\n",
            rill_version_str(), broker ? "embedded" : "external", boot, d->n_records, d->slow_us);
     rill_pipeline_t *gen = start_generator(sys, d, boot, err, sizeof(err));
     if (!gen) {
-        fprintf(stderr, "generator: %s\n", err);
+        rill_log(RILL_LOG_ERR, "pipeline", "generator: %s", err);
         return 1;
     }
     rill_pipeline_t *p = start_enricher(sys, d, boot, partitions, err, sizeof(err));
     if (!p) {
-        fprintf(stderr, "pipeline: %s\n", err);
+        rill_log(RILL_LOG_ERR, "pipeline", "pipeline: %s", err);
         return 1;
     }
     rill_observer_t *obs = NULL;
@@ -381,7 +381,7 @@ int main(int argc, char **argv)
         rill_http_opts_t ho = {.listen = http_listen, .token = token};
         if (!obs || rill_observer_add_pipeline(obs, gen) || rill_observer_add_pipeline(obs, p) ||
             rill_http_start(obs, &ho, &http, err, sizeof(err))) {
-            fprintf(stderr, "http: %s\n", obs ? err : "out of memory");
+            rill_log(RILL_LOG_ERR, "pipeline", "http: %s", obs ? err : "out of memory");
             rill_observer_free(obs);
             return 1;
         }

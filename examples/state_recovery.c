@@ -102,7 +102,7 @@ static int instance(const char *name, const char *boot, const char *dir, long ra
     rill_store_opts_t so = {.no_sync = 1};
     if (rill_store_open_lmdb(dir, &so, &store, err, sizeof(err)) ||
         rill_store_set_changelog(store, "totals-changelog", kconf, err, sizeof(err))) {
-        fprintf(stderr, "%s: store: %s\n", name, err);
+        rill_log(RILL_LOG_ERR, "state_recovery", "%s: store: %s", name, err);
         return 1;
     }
     rill_system_t *sys = rill_system_new(NULL, err, sizeof(err));
@@ -121,7 +121,7 @@ static int instance(const char *name, const char *boot, const char *dir, long ra
         rill_consumer_conf_subscribe(cc, topics, 1, err, sizeof(err)) ||
         rill_consumer_conf_set_rebalance_cb(cc, on_rebalance, (void *)name) ||
         rill_consumer_conf_use_store(cc, store)) {
-        fprintf(stderr, "%s: consumer: %s\n", name, err);
+        rill_log(RILL_LOG_ERR, "state_recovery", "%s: consumer: %s", name, err);
         return 1;
     }
     uint64_t processed = 0;
@@ -131,7 +131,7 @@ static int instance(const char *name, const char *boot, const char *dir, long ra
         rill_pipeline_add(p, rill_stage_throttle((uint32_t)rate, 1000), NULL);
     rill_pipeline_add(p, rill_stage_stateful(store, NULL, add_payment, &processed), NULL);
     if (rill_pipeline_start_supervised(p, NULL, err, sizeof(err))) {
-        fprintf(stderr, "%s: start: %s\n", name, err);
+        rill_log(RILL_LOG_ERR, "state_recovery", "%s: start: %s", name, err);
         return 1;
     }
     /* Until the store holds every partition to its end. */
@@ -237,7 +237,7 @@ int main(int argc, char **argv)
     if (!broker || rill_broker_create_topic(broker, TOPIC, PARTS, 1, err, sizeof(err)) ||
         rill_broker_create_topic(broker, "totals-changelog", PARTS, 1, err, sizeof(err)) ||
         !mkdtemp(tmp)) {
-        fprintf(stderr, "embedded broker: %s\n", err);
+        rill_log(RILL_LOG_ERR, "state_recovery", "embedded broker: %s", err);
         return 1;
     }
     boot = rill_broker_bootstraps(broker);
@@ -266,7 +266,7 @@ int main(int argc, char **argv)
     free(recs);
     free(kv);
     if (e) {
-        fprintf(stderr, "produce: %s\n", err);
+        rill_log(RILL_LOG_ERR, "state_recovery", "produce: %s", err);
         return 1;
     }
     printf("produced %ld payments over %d accounts; instance a, then b, %ld a second each\n",
@@ -336,7 +336,7 @@ int main(int argc, char **argv)
     char cmd[96];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
     if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", tmp);
+        rill_log(RILL_LOG_WARNING, "state_recovery", "could not remove %s", tmp);
     rill_broker_destroy(broker);
     return ok ? 0 : 1;
 }

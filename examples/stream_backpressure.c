@@ -152,7 +152,7 @@ int main(int argc, char **argv)
     char err[256];
     rill_system_t *sys = rill_system_new(&(rill_system_opts_t){.executors = 2}, err, sizeof(err));
     if (!sys || rill_system_start(sys)) {
-        fprintf(stderr, "system: %s\n", sys ? "cannot start" : err);
+        rill_log(RILL_LOG_ERR, "stream_backpressure", "system: %s", sys ? "cannot start" : err);
         return 1;
     }
     io_worker_t io = {.stats = &stats};
@@ -160,7 +160,7 @@ int main(int argc, char **argv)
     pthread_cond_init(&io.cond, NULL);
     pthread_t io_thread;
     if (pthread_create(&io_thread, NULL, io_main, &io)) {
-        fprintf(stderr, "cannot start the I/O thread\n");
+        rill_log(RILL_LOG_ERR, "stream_backpressure", "cannot start the I/O thread");
         return 1;
     }
 
@@ -172,7 +172,7 @@ int main(int argc, char **argv)
     rill_pipeline_add(p, rill_stage_map_async(enrich, &io, 16, 1), &small);
     rill_pipeline_add(p, rill_sink_foreach(slow_sink, &stats), &small);
     if (rill_pipeline_start(p, err, sizeof(err))) {
-        fprintf(stderr, "pipeline: %s\n", err);
+        rill_log(RILL_LOG_ERR, "stream_backpressure", "pipeline: %s", err);
         return 1;
     }
     printf("source -> parse -> enrich (async, 16 in flight) -> sink (%d us/element)\n",

@@ -191,11 +191,11 @@ int main(int argc, char **argv)
     char err[256];
     rill_system_t *sys = rill_system_new(NULL, err, sizeof(err));
     if (!sys) {
-        fprintf(stderr, "system: %s\n", err);
+        rill_log(RILL_LOG_ERR, "supervisor_tree", "system: %s", err);
         return 1;
     }
     if (rill_system_start(sys)) {
-        fprintf(stderr, "system: cannot start\n");
+        rill_log(RILL_LOG_ERR, "supervisor_tree", "system: cannot start");
         return 1;
     }
 
@@ -236,13 +236,13 @@ int main(int argc, char **argv)
 
     rill_aid_t root;
     if (rill_sup_start(sys, &root_spec, "root", &root, err, sizeof(err))) {
-        fprintf(stderr, "root: %s\n", err);
+        rill_log(RILL_LOG_ERR, "supervisor_tree", "root: %s", err);
         return 1;
     }
     rill_aid_t pool_aid = rill_lookup(sys, "pool");
     for (int i = 0; i < 3; i++)
         if (rill_sup_start_child(sys, pool_aid, NULL, NULL)) {
-            fprintf(stderr, "pool: cannot start worker %d\n", i + 1);
+            rill_log(RILL_LOG_ERR, "supervisor_tree", "pool: cannot start worker %d", i + 1);
             return 1;
         }
 
@@ -250,7 +250,7 @@ int main(int argc, char **argv)
     rill_aid_t watcher;
     rill_spawn_opts_t wo = {.behavior = watch_behavior, .init = watch_init, .state = &w};
     if (rill_spawn(sys, &wo, &watcher)) {
-        fprintf(stderr, "cannot spawn the watcher\n");
+        rill_log(RILL_LOG_ERR, "supervisor_tree", "cannot spawn the watcher");
         return 1;
     }
 
