@@ -202,9 +202,11 @@ static rill_pipeline_t *start_generator(rill_system_t *sys, demo_t *d, const cha
         rill_producer_conf_destroy(pc);
         return NULL;
     }
+    /* Stage names are actor names: unique in the system (the enricher's
+     * sink is "produce"; a second one would fail its start with EEXIST). */
     rill_pipeline_t *g = rill_pipeline_new(sys, "generator");
     rill_pipeline_add(g, rill_source_fn(generate, d), &(rill_stage_opts_t){.name = "generate"});
-    rill_pipeline_add(g, rill_kafka_sink(pc), &(rill_stage_opts_t){.name = "produce"});
+    rill_pipeline_add(g, rill_kafka_sink(pc), &(rill_stage_opts_t){.name = "produce-clicks"});
     if (rill_pipeline_start(g, err, err_size)) {
         rill_pipeline_destroy(g);
         return NULL;
