@@ -909,8 +909,9 @@ int main(int argc, char **argv)
         bench_summary(name, 0, rate[k], rate[RILL], runs, "rec/s");
         bench_summary(cname, 1, cost[k], cost[RILL], runs, "us/1000rec");
     }
+    bench_stats_t sc = {0};
     if (n_scrape_cpu) {
-        bench_stats_t sc = bench_stats(scrape_cpu, n_scrape_cpu);
+        sc = bench_stats(scrape_cpu, n_scrape_cpu);
         printf("  scrape cost: %.2f ms cpu per scrape, median of %d observed runs (%.2f..%.2f; "
                "%d scrapes back to back on the idle pipeline after the clock, less its idle "
                "cpu): at one a second %.3f %% of one core\n",
@@ -919,8 +920,18 @@ int main(int argc, char **argv)
     if (on[OBSERVED] && on[RILL]) {
         bench_stats_t o = bench_stats(rate[OBSERVED], runs), p = bench_stats(rate[RILL], runs);
         double ratio = p.median != 0 ? o.median / p.median : 0;
-        printf("  goal pipeline_observed (scraped every %d ms): ratio >= 0.98: %s (%.3f)\n",
+        printf("  goal pipeline_observed (scraped every %d ms): ratio >= 0.98: %s (%.3f; per "
+               "run rill's own throughput moves by far more, see the spread lines)\n",
                SCRAPE_MS, ratio >= 0.98 ? "met" : "missed", ratio);
+        /* The same goal judged by the scrape's cost (no noise of the
+         * pipeline's throughput in it): the CPU the scrapes of a second
+         * take, against the CPU the observed pipeline spends in a second. */
+        double pipe_ms = o.median * bench_stats(cost[OBSERVED], runs).median / 1e6;
+        double scrape_ms_s = sc.median * 1000.0 / SCRAPE_MS;
+        double share = pipe_ms > 0 ? scrape_ms_s / pipe_ms : 1;
+        printf("  goal pipeline_observed by the scrape's cost: %.3f ms cpu a second of %.0f ms "
+               "the pipeline spends, %.3f %% <= 2 %%: %s\n",
+               scrape_ms_s, pipe_ms, share * 100.0, share <= 0.02 ? "met" : "missed");
         fflush(stdout);
     }
     return ok ? 0 : 1;
