@@ -40,7 +40,12 @@
  *             endpoint's CPU count. Its lines compare it with the plain
  *             rill side of the same run: pipeline_observed (rill:
  *             observed, baseline: plain rill; the goal is >= 0.98) and
- *             pipeline_observed_cost.
+ *             pipeline_observed_cost. After its clock, each observed side
+ *             measures what one scrape costs (scrape_cost(): 100 back to
+ *             back on the idle pipeline): the "scrape cost" line, and the
+ *             goal judged by it (a second's scrapes against the CPU the
+ *             pipeline spends in a second), which rill's own run-to-run
+ *             spread (far wider than 2 %) does not blur.
  *   fast      (only with BENCH_SCRAPE_MS=<ms>) observed, scraped every
  *             <ms> ms instead, to make the cost of a scrape visible above
  *             the noise: lines pipeline_observed_<ms>ms and
