@@ -26,6 +26,35 @@
  *             input record, the source commits (async every 1,000
  *             confirms), rill defaults otherwise
  *
+ *   observed  the rill pipeline again, with an observer watching it
+ *             (rill_observer_add_pipeline) and its HTTP endpoint on
+ *             127.0.0.1:0, scraped by a thread of the bench: a plain
+ *             socket GET /metrics, the whole answer read, which must be
+ *             HTTP 200 and hold rill_consumer_records_in_total (a failed
+ *             scrape fails the run's check). The first scrape as the
+ *             pipeline has started, then one every second (Prometheus's
+ *             pace is 15 s or more: a second is the issue's harsh case); a
+ *             run shorter than a second still gets its one scrape. The
+ *             observer and the endpoint are made before the clock starts
+ *             (a service makes them once), the scraper's thread and the
+ *             endpoint's CPU count. Its lines compare it with the plain
+ *             rill side of the same run: pipeline_observed (rill:
+ *             observed, baseline: plain rill; the goal is >= 0.98) and
+ *             pipeline_observed_cost. After its clock, each observed side
+ *             measures what one scrape costs (scrape_cost(): 100 back to
+ *             back on the idle pipeline): the "scrape cost" line, and the
+ *             goal judged by it (a second's scrapes against the CPU the
+ *             pipeline spends in a second), which rill's own run-to-run
+ *             spread (far wider than 2 %) does not blur.
+ *   fast      (only with BENCH_SCRAPE_MS=<ms>) observed, scraped every
+ *             <ms> ms instead, to make the cost of a scrape visible above
+ *             the noise: lines pipeline_observed_<ms>ms and
+ *             pipeline_observed_<ms>ms_cost against plain rill.
+ *
+ * The sides run raw, rill, observed, fast in even runs and in the reverse
+ * order in odd ones (a palindrome: raw against rill alternates as in
+ * bench_sides, and a drift over two runs favours no side).
+ *
  * Both producers are idempotent with acks=all and linger.ms=5 (rill's
  * default). The broker is a separate `rill-broker` process, so this
  * process's CPU time (getrusage: user + sys, librdkafka's threads
@@ -44,8 +73,9 @@
  * is read and checked: every input record must be there, uppercased;
  * duplicates are counted and printed.
  *
- * Experiments (the reported runs set none of these): BENCH_ONLY=rill|raw
- * runs one side; BENCH_STATS=1 prints rill's counters; BENCH_TRACE=1 a
+ * Experiments (the reported runs set none of these):
+ * BENCH_ONLY=rill|raw|observed|fast runs one side; BENCH_OBSERVED=0 leaves
+ * the observed side out; BENCH_STATS=1 prints rill's counters; BENCH_TRACE=1 a
  * timeline and per-thread CPU; BENCH_RILL_CONSUMER_CONF and
  * BENCH_RILL_PRODUCER_CONF="key=value,..." add rill properties,
  * BENCH_RAW_CONF the raw consumer's (it starts from rill's defaults);
@@ -55,7 +85,9 @@
  * usage: bench_pipeline [records, default 300000] [runs, default 5]
  *                       [path to rill-broker, default: next to this binary]
  */
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -64,8 +96,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <rill/observe.h>
 #include <rill/rill.h>
 #include <rill/testkit.h>
 
@@ -84,6 +119,13 @@
 /* The baseline's records per rd_kafka_consume_batch_queue call at most. */
 #define BATCH 1024
 
+/* The observed side's scrape interval (the line), in ms. */
+#define SCRAPE_MS 1000
+
+/* The sides, in the order of an even run (odd runs: reversed). */
+enum { RAW, RILL, OBSERVED, FAST, SIDES };
+static const char *const side_name[SIDES] = {"raw", "rill", "observed", "fast"};
+
 static void die(const char *what, const char *why)
 {
     fprintf(stderr, "bench_pipeline: %s: %s\n", what, why);
@@ -95,6 +137,11 @@ typedef struct result {
     double cost;   /* CPU us per 1,000 records */
     int ok;        /* the checks passed */
     uint64_t dups; /* output records beyond one per input record */
+    /* observed sides: scrapes answered (each checked), failed, the
+     * longest one's wall time */
+    uint64_t scrapes, scrape_failed;
+    double scrape_max_ms;
+    double scrape_cpu_ms; /* CPU per scrape, measured after the clock (scrape_cost) */
 } result_t;
 
 /* The transformation both sides apply. */
@@ -403,6 +450,158 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
     return res;
 }
 
+/* ---- the scraper of the observed sides ---- */
+
+typedef struct scraper {
+    uint16_t port;
+    long interval_ms;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int stop;
+    /* the thread's own until it is joined */
+    uint64_t scrapes, failed;
+    double max_ms;
+    char why[200]; /* the first failure */
+} scraper_t;
+
+/* One GET /metrics over a fresh connection, the whole answer read: NULL
+ * when it was HTTP 200 with rill_consumer_records_in_total in it, else
+ * why not (a static string). */
+static const char *scrape_once(uint16_t port, size_t *bytes)
+{
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              "Connection: close\r\n\r\n";
+    *bytes = 0;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return "socket";
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const char *why = NULL;
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)))
+        why = "connect";
+    for (size_t off = 0; !why && off < sizeof(req) - 1;) {
+        ssize_t w = send(fd, req + off, sizeof(req) - 1 - off, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            why = "send";
+        else
+            off += (size_t)w;
+    }
+    size_t cap = 64 * 1024, len = 0;
+    char *buf = why ? NULL : malloc(cap);
+    if (!why && !buf)
+        why = "out of memory";
+    while (!why) {
+        if (len + 1 == cap) {
+            char *b = realloc(buf, cap * 2);
+            if (!b) {
+                why = "out of memory";
+                break;
+            }
+            buf = b;
+            cap *= 2;
+        }
+        ssize_t r = recv(fd, buf + len, cap - 1 - len, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            why = "recv";
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    if (!why) {
+        buf[len] = '\0';
+        *bytes = len;
+        if (strncmp(buf, "HTTP/1.1 200 ", 13) && strncmp(buf, "HTTP/1.0 200 ", 13))
+            why = "not HTTP 200";
+        else if (!strstr(buf, "\r\n\r\n") || !strstr(buf, "rill_consumer_records_in_total"))
+            why = "no rill_consumer_records_in_total in the answer";
+    }
+    free(buf);
+    return why;
+}
+
+/* The first scrape at once, then one every interval_ms until stopped. */
+static void *scraper_main(void *arg)
+{
+    scraper_t *sc = arg;
+    pthread_mutex_lock(&sc->lock);
+    while (!sc->stop) {
+        pthread_mutex_unlock(&sc->lock);
+        struct timespec next = bench_realtime_in_ms(sc->interval_ms);
+        double t = bench_now_s();
+        size_t bytes;
+        const char *why = scrape_once(sc->port, &bytes);
+        double ms = (bench_now_s() - t) * 1000.0;
+        if (ms > sc->max_ms)
+            sc->max_ms = ms;
+        if (why) {
+            if (!sc->failed++)
+                snprintf(sc->why, sizeof(sc->why), "%s", why);
+        } else {
+            sc->scrapes++;
+        }
+        if (getenv("BENCH_VERBOSE"))
+            fprintf(stderr, "    scrape: %zu bytes in %.2f ms%s%s\n", bytes, ms, why ? ": " : "",
+                    why ? why : "");
+        pthread_mutex_lock(&sc->lock);
+        while (!sc->stop && pthread_cond_timedwait(&sc->cond, &sc->lock, &next) != ETIMEDOUT)
+            ;
+    }
+    pthread_mutex_unlock(&sc->lock);
+    return NULL;
+}
+
+static void scraper_start(scraper_t *sc, uint16_t port, long interval_ms)
+{
+    memset(sc, 0, sizeof(*sc));
+    sc->port = port;
+    sc->interval_ms = interval_ms;
+    pthread_mutex_init(&sc->lock, NULL);
+    pthread_cond_init(&sc->cond, NULL);
+    if (pthread_create(&sc->thread, NULL, scraper_main, sc))
+        die("scraper", "cannot start its thread");
+}
+
+static void scraper_stop(scraper_t *sc)
+{
+    pthread_mutex_lock(&sc->lock);
+    sc->stop = 1;
+    pthread_cond_signal(&sc->cond);
+    pthread_mutex_unlock(&sc->lock);
+    pthread_join(sc->thread, NULL);
+    pthread_cond_destroy(&sc->cond);
+    pthread_mutex_destroy(&sc->lock);
+}
+
+/* The process CPU (ms) one scrape costs, from SCRAPE_BURST scrapes back
+ * to back once the pipeline is idle (after the clock), less the CPU the
+ * idle process spends in as long a sleep; -1 if a scrape fails. Run by
+ * run, the throughput of a side scraped every second cannot resolve a
+ * cost of 2 % (rill's own spread is wider): this is the cost itself. */
+#define SCRAPE_BURST 100
+static double scrape_cost(uint16_t port)
+{
+    double t = bench_now_s(), c = bench_cpu_us();
+    for (int i = 0; i < SCRAPE_BURST; i++) {
+        size_t bytes;
+        if (scrape_once(port, &bytes))
+            return -1;
+    }
+    double wall = bench_now_s() - t, cpu = bench_cpu_us() - c;
+    long us = (long)(wall * 1e6);
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    c = bench_cpu_us();
+    nanosleep(&ts, NULL); /* the idle pipeline's own CPU over as long */
+    double idle = bench_cpu_us() - c;
+    return (cpu - idle) / 1000.0 / SCRAPE_BURST;
+}
+
 /* ---- rill ---- */
 
 typedef struct map_state {
@@ -459,15 +658,17 @@ static int producer_set(void *c, const char *k, const char *v, char *e, size_t e
     return rill_producer_conf_set(c, k, v, e, es);
 }
 
-static result_t run_rill(const char *boot, uint64_t n, int run)
+/* The rill pipeline; side RILL plain, OBSERVED and FAST watched by an
+ * observer whose endpoint is scraped every scrape_ms. */
+static result_t run_rill(const char *boot, uint64_t n, int run, int side, long scrape_ms)
 {
     char err[512], group[64];
-    snprintf(group, sizeof(group), "pipe-rill-%d", run);
+    snprintf(group, sizeof(group), "pipe-%s-%d", side_name[side], run);
     map_state_t ms;
     memset(&ms, 0, sizeof(ms));
     pthread_mutex_init(&ms.lock, NULL);
     pthread_cond_init(&ms.cond, NULL);
-    snprintf(ms.topic, sizeof(ms.topic), "pout-rill-%d", run);
+    snprintf(ms.topic, sizeof(ms.topic), "pout-%s-%d", side_name[side], run);
     rill_system_t *sys = rill_system_new(
         &(rill_system_opts_t){.executors = 2,
                               .spin_us = getenv("BENCH_SPIN_US")
@@ -503,11 +704,25 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
     rill_pipeline_add(pl, rill_kafka_source(c), &co);
     rill_pipeline_add(pl, rill_stage_map(to_request, &ms), &mo);
     rill_pipeline_add(pl, rill_kafka_sink(pc), &po);
+    /* The observed sides: the observer and its endpoint before the clock
+     * (a service makes them once, at its start). */
+    rill_observer_t *obs = NULL;
+    rill_http_t *http = NULL;
+    scraper_t sc;
+    if (side != RILL) {
+        if (!(obs = rill_observer_new(sys, "bench_pipeline")) ||
+            rill_observer_add_pipeline(obs, pl))
+            die("observer", "cannot watch the pipeline");
+        if (rill_http_start(obs, NULL, &http, err, sizeof(err)))
+            die("http endpoint", err);
+    }
     /* The pipeline makes its producer when it starts: its clock includes
      * the producer's start, which the baseline's warm-up leaves out. */
     double t0 = bench_now_s(), c0 = bench_cpu_us();
     if (rill_pipeline_start(pl, err, sizeof(err)))
         die("rill pipeline", err);
+    if (http)
+        scraper_start(&sc, rill_http_port(http), scrape_ms);
     rill_aid_t consumer = rill_pipeline_stage(pl, 0), prod = rill_pipeline_stage(pl, 2);
     /* The end: the source's commits (async, every 1,000 confirms; n is a
      * multiple of 1,000) cover every input offset, as the baseline ends
@@ -533,6 +748,18 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
     }
     pthread_mutex_unlock(&ms.lock);
     double dt = bench_now_s() - t0, cpu = bench_cpu_us() - c0;
+    double scrape_cpu_ms = 0;
+    if (http) {
+        scraper_stop(&sc);
+        scrape_cpu_ms = scrape_cost(rill_http_port(http));
+        if (scrape_cpu_ms < 0)
+            sc.failed++;
+        rill_http_stop(http);
+        rill_observer_free(obs);
+        if (sc.failed)
+            fprintf(stderr, "bench_pipeline: %s: %" PRIu64 " scrapes failed, the first: %s\n",
+                    side_name[side], sc.failed, sc.why);
+    }
     rill_consumer_stats_t cs = {0};
     rill_producer_stats_t ps = {0};
     rill_consumer_stats(sys, consumer, &cs);
@@ -558,7 +785,14 @@ static result_t run_rill(const char *boot, uint64_t n, int run)
     pthread_mutex_destroy(&ms.lock);
     result_t res = {
         .rate = (double)n / dt, .cost = cpu / ((double)n / 1000.0), .ok = !ps.failed && ended};
-    res.ok = check_output(boot, ms.topic, group, n, "rill", &res.dups) && res.ok;
+    if (http) {
+        res.scrapes = sc.scrapes;
+        res.scrape_failed = sc.failed;
+        res.scrape_max_ms = sc.max_ms;
+        res.scrape_cpu_ms = scrape_cpu_ms;
+        res.ok = res.ok && !sc.failed && sc.scrapes;
+    }
+    res.ok = check_output(boot, ms.topic, group, n, side_name[side], &res.dups) && res.ok;
     return res;
 }
 
@@ -578,14 +812,24 @@ int main(int argc, char **argv)
                 PARTITIONS * 40000, MAX_RUNS);
         return 2;
     }
+    /* Which sides run, and how often the observed ones are scraped. */
+    long scrape_ms[SIDES] = {0, 0, SCRAPE_MS, bench_env_int("BENCH_SCRAPE_MS", 0)};
+    int on[SIDES] = {1, 1, bench_env_int("BENCH_OBSERVED", 1) != 0, scrape_ms[FAST] > 0};
+    const char *only = getenv("BENCH_ONLY");
+    for (int k = 0; only && k < SIDES; k++)
+        on[k] = on[k] && !strcmp(only, side_name[k]);
+    if (only && !on[RAW] && !on[RILL] && !on[OBSERVED] && !on[FAST]) {
+        fprintf(stderr, "bench_pipeline: BENCH_ONLY=%s: no such side (or it is off)\n", only);
+        return 2;
+    }
     bench_header("bench_pipeline", 1, argc, argv);
     char boot[512] = "";
     /* The input topic and a fresh output topic per run and side. */
     bench_broker_topic("%s:%d:1", IN_TOPIC, PARTITIONS);
-    for (int r = 0; r < runs; r++) {
-        bench_broker_topic("pout-raw-%d:%d:1", r, PARTITIONS);
-        bench_broker_topic("pout-rill-%d:%d:1", r, PARTITIONS);
-    }
+    for (int r = 0; r < runs; r++)
+        for (int k = 0; k < SIDES; k++)
+            if (on[k])
+                bench_broker_topic("pout-%s-%d:%d:1", side_name[k], r, PARTITIONS);
     bench_broker_start("bench_pipeline", bin, boot, sizeof(boot));
     char err[512];
     rill_gen_t gen = RILL_GEN_DEFAULT;
@@ -596,39 +840,104 @@ int main(int argc, char **argv)
     if (limit)
         snprintf(bound, sizeof(bound), "at most %d", limit);
     const char *mode = getenv("BENCH_RAW_POLL");
+    char scraped[96] = "";
+    for (int k = OBSERVED, at = 0; k < SIDES; k++)
+        if (on[k])
+            at += snprintf(scraped + at, sizeof(scraped) - (size_t)at, "%s%ld ms",
+                           at ? " and every " : ", observed rill scraped every ", scrape_ms[k]);
     printf("bench_pipeline: %" PRIu64 " records of %d bytes over %d partitions, %d alternating "
-           "runs, raw loop: %s, raw in flight: %s, broker %s\n",
+           "runs, raw loop: %s, raw in flight: %s%s, broker %s\n",
            n, VALUE, PARTITIONS, runs,
            mode && !strcmp(mode, "poll") ? "consumer_poll per record" : "consume_batch_queue",
-           bound, boot);
+           bound, scraped, boot);
     fflush(stdout);
     if (rill_testkit_produce_generated(boot, IN_TOPIC, n, &gen, &po, err, sizeof(err)))
         die("produce", err);
-    double rr[MAX_RUNS], rc[MAX_RUNS], br[MAX_RUNS], bc[MAX_RUNS];
+    double rate[SIDES][MAX_RUNS], cost[SIDES][MAX_RUNS];
+    double scrape_cpu[2 * MAX_RUNS];
+    int n_scrape_cpu = 0;
     int ok = 1;
     for (int r = 0; r < runs; r++) {
-        result_t b = {.rate = 1, .cost = 1, .ok = 1}, x = b;
-        int side[2], sides = bench_sides(r, side); /* alternating which goes first */
-        for (int k = 0; k < sides; k++)
-            if (side[k] == BENCH_SIDE_RAW)
-                b = run_raw(boot, n, r);
-            else
-                x = run_rill(boot, n, r);
-        ok = ok && b.ok && x.ok;
-        br[r] = b.rate;
-        bc[r] = b.cost;
-        rr[r] = x.rate;
-        rc[r] = x.cost;
+        result_t res[SIDES];
+        /* raw, rill, observed, fast; reversed in odd runs */
+        for (int i = 0; i < SIDES; i++) {
+            int k = r % 2 ? SIDES - 1 - i : i;
+            res[k] = (result_t){.rate = 1, .cost = 1, .ok = 1};
+            if (!on[k])
+                continue;
+            res[k] = k == RAW ? run_raw(boot, n, r) : run_rill(boot, n, r, k, scrape_ms[k]);
+        }
+        for (int k = 0; k < SIDES; k++) {
+            ok = ok && res[k].ok;
+            rate[k][r] = res[k].rate;
+            cost[k][r] = res[k].cost;
+        }
+        result_t b = res[RAW], x = res[RILL];
         printf("  run %d: raw %.0f rec/s %.0f us/1k cpu %" PRIu64 " dup%s | rill %.0f rec/s %.0f "
-               "us/1k cpu %" PRIu64 " dup%s\n",
+               "us/1k cpu %" PRIu64 " dup%s",
                r + 1, b.rate, b.cost, b.dups, b.ok ? "" : " (CHECK FAILED)", x.rate, x.cost, x.dups,
                x.ok ? "" : " (CHECK FAILED)");
+        for (int k = OBSERVED; k < SIDES; k++)
+            if (on[k])
+                printf(" | observed %ld ms %.0f rec/s %.0f us/1k cpu %" PRIu64 " dup, %" PRIu64
+                       " scrapes (longest %.1f ms), %.2f ms cpu a scrape%s",
+                       scrape_ms[k], res[k].rate, res[k].cost, res[k].dups, res[k].scrapes,
+                       res[k].scrape_max_ms, res[k].scrape_cpu_ms,
+                       res[k].ok ? "" : " (CHECK FAILED)");
+        for (int k = OBSERVED; k < SIDES; k++)
+            if (on[k])
+                scrape_cpu[n_scrape_cpu++] = res[k].scrape_cpu_ms;
+        printf("\n");
         fflush(stdout);
     }
-    printf("  checks: %s\n", ok ? "every run committed all input offsets and every input record "
-                                  "reached the output topic, uppercased"
-                                : "FAILED (see above)");
-    bench_summary("pipeline", 0, rr, br, runs, "rec/s");
-    bench_summary("pipeline_cost", 1, rc, bc, runs, "us/1000rec");
+    printf("  checks: %s\n",
+           !ok ? "FAILED (see above)"
+           : on[OBSERVED] || on[FAST]
+               ? "every run committed all input offsets and every input record "
+                 "reached the output topic, uppercased; every scrape was HTTP 200 "
+                 "with rill_consumer_records_in_total"
+               : "every run committed all input offsets and every input record "
+                 "reached the output topic, uppercased");
+    bench_summary("pipeline", 0, rate[RILL], rate[RAW], runs, "rec/s");
+    bench_summary("pipeline_cost", 1, cost[RILL], cost[RAW], runs, "us/1000rec");
+    /* The observed sides against plain rill (rill: observed, baseline:
+     * plain rill). The issue's goal: >= 0.98 at one scrape a second. */
+    for (int k = OBSERVED; k < SIDES; k++) {
+        if (!on[k])
+            continue;
+        char name[48], cname[64];
+        if (k == OBSERVED)
+            snprintf(name, sizeof(name), "pipeline_observed");
+        else
+            snprintf(name, sizeof(name), "pipeline_observed_%ldms", scrape_ms[k]);
+        snprintf(cname, sizeof(cname), "%s_cost", name);
+        bench_summary(name, 0, rate[k], rate[RILL], runs, "rec/s");
+        bench_summary(cname, 1, cost[k], cost[RILL], runs, "us/1000rec");
+    }
+    bench_stats_t sc = {0};
+    if (n_scrape_cpu) {
+        sc = bench_stats(scrape_cpu, n_scrape_cpu);
+        printf("  scrape cost: %.2f ms cpu per scrape, median of %d observed runs (%.2f..%.2f; "
+               "%d scrapes back to back on the idle pipeline after the clock, less its idle "
+               "cpu): at one a second %.3f %% of one core\n",
+               sc.median, sc.n, sc.min, sc.max, SCRAPE_BURST, sc.median / 10.0);
+    }
+    if (on[OBSERVED] && on[RILL]) {
+        bench_stats_t o = bench_stats(rate[OBSERVED], runs), p = bench_stats(rate[RILL], runs);
+        double ratio = p.median != 0 ? o.median / p.median : 0;
+        printf("  goal pipeline_observed (scraped every %d ms): ratio >= 0.98: %s (%.3f; per "
+               "run rill's own throughput moves by far more, see the spread lines)\n",
+               SCRAPE_MS, ratio >= 0.98 ? "met" : "missed", ratio);
+        /* The same goal judged by the scrape's cost (no noise of the
+         * pipeline's throughput in it): the CPU the scrapes of a second
+         * take, against the CPU the observed pipeline spends in a second. */
+        double pipe_ms = o.median * bench_stats(cost[OBSERVED], runs).median / 1e6;
+        double scrape_ms_s = sc.median * 1000.0 / SCRAPE_MS;
+        double share = pipe_ms > 0 ? scrape_ms_s / pipe_ms : 1;
+        printf("  goal pipeline_observed by the scrape's cost: %.3f ms cpu a second of %.0f ms "
+               "the pipeline spends, %.3f %% <= 2 %%: %s\n",
+               scrape_ms_s, pipe_ms, share * 100.0, share <= 0.02 ? "met" : "missed");
+        fflush(stdout);
+    }
     return ok ? 0 : 1;
 }

@@ -354,7 +354,7 @@ rill_aid_t bench_spawn(const char *name, rill_system_t *sys, rill_behavior_fn *f
 
 /* ---- the broker process ---- */
 
-#define MAX_TOPICS 64
+#define MAX_TOPICS 96
 
 static pid_t broker_pid;
 static char topics[MAX_TOPICS][64];
