@@ -331,8 +331,8 @@ Test(observe, status_and_metrics_describe_a_running_pipeline, .timeout = 120)
                               "# TYPE rill_supervisor_restarts_total counter",
                               "# TYPE rill_executor_busy_seconds_total counter",
                               "rill_mailbox_capacity{pipeline=\"st\\\"quoted\\\"\",stage=\"sink\"}",
-                              "rill_e2e_latency_seconds_bucket{pipeline=\"st\\\"quoted\\\"\","
-                              "stage=\"source\",group=\"obs-st\",le=\"+Inf\"} 1000",
+                              ("rill_e2e_latency_seconds_bucket{pipeline=\"st\\\"quoted\\\"\","
+                               "stage=\"source\",group=\"obs-st\",le=\"+Inf\"} 1000"),
                               "rill_executor_busy_seconds_total{executor=\"1\"}"};
     for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++)
         cr_expect(strstr(text, families[i]), "no %s in:\n%s", families[i], text);
