@@ -2,6 +2,7 @@
 #include "kafka_kit.h"
 
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
