@@ -36,6 +36,8 @@ const double *rill_hist_bounds(void)
 
 /* The bucket of ns: how many finite bounds are below it (bucket i holds
  * what is at most bound i; RILL_HIST_BUCKETS - 1 is +Inf). */
+size_t rill__hist_bucket(uint64_t ns);
+
 static inline size_t bucket_of(uint64_t ns)
 {
     size_t i = 0;
@@ -91,4 +93,9 @@ void rill_hist_add(rill_hist_t *a, const rill_hist_t *b)
     a->sum_ns += b->sum_ns;
     for (size_t i = 0; i < RILL_HIST_BUCKETS; i++)
         a->buckets[i] += b->buckets[i];
+}
+
+size_t rill__hist_bucket(uint64_t ns)
+{
+    return bucket_of(ns);
 }

@@ -405,9 +405,11 @@ static void ksrc_on_msg(rill__stage_t *st, rill_msg_t *msg)
     ksrc_t *k = st->spec.impl;
     switch (msg->type) {
     case RILL__MSG_SETTLED:
+        k->tr.wall_now_ms = rill__turn_wall_ms(); /* e2e latencies: one reading per turn */
         rill__ksrc_settle_batch(k, msg->payload);
         break;
     case K_CONFIRM_UPTO:
+        k->tr.wall_now_ms = rill__turn_wall_ms();
         rill__ksrc_settle_one(k, msg->corr, (int64_t)msg->arg, 1, 1);
         break;
     case K_WAKE:
@@ -499,11 +501,13 @@ static int ksrc_linger(rill__stage_t *st, int final)
 static void drained_msg(void *opaque, rill_msg_t *m)
 {
     ksrc_t *k = opaque;
-    if (m->type == RILL__MSG_SETTLED)
+    if (m->type == RILL__MSG_SETTLED) {
+        k->tr.wall_now_ms = rill__turn_wall_ms();
         rill__ksrc_settle_batch(k, m->payload);
-    else if (m->type == K_CONFIRM_UPTO)
+    } else if (m->type == K_CONFIRM_UPTO) {
+        k->tr.wall_now_ms = rill__turn_wall_ms();
         rill__ksrc_settle_one(k, m->corr, (int64_t)m->arg, 1, 1);
-    else if (m->type == RILL_MSG_DELIVERY)
+    } else if (m->type == RILL_MSG_DELIVERY)
         rill__ksrc_dlq_result(k, m->payload, m->arg);
 }
 
@@ -623,7 +627,7 @@ static rill_err_t ksrc_prepare(void *impl, rill_system_t *sys, char *errstr, siz
     if (rill__equeue_init(&k->buf, (size_t)c->o.buffer_high * 2 + 1) ||
         rill__tracker_init(&k->tr, MAX_PARTS))
         return rill__fail(RILL_ENOMEM, errstr, errstr_size, "out of memory");
-    k->tr.wall_ms = rill__turn_wall_ms; /* e2e latencies: one reading per turn */
+    k->tr.e2e_last_ms = -1;
     k->reset_earliest = reset_earliest(c);
     rill_err_t err = rill__dlq_init(&k->dlq, sys, c, errstr, errstr_size);
     if (err)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../actors/util.h"
 #include "offsets.h"
 
 #define RING_MIN_CAP 64
@@ -199,10 +200,15 @@ static void entry_confirm(rill__tracker_t *tr, rill__tpart_t *p, rill__offent_t 
     tr->unconfirmed--;
     tr->unsettled--;
     tr->confirmed++;
-    if (e->ts_ms >= 0 && tr->wall_ms) {
-        int64_t now = tr->wall_ms(); /* the owner's: read once per turn */
-        if (now >= e->ts_ms)
-            rill_hist_record(&tr->e2e, (uint64_t)(now - e->ts_ms) * 1000000u);
+    int64_t lat_ms = tr->wall_now_ms - e->ts_ms;
+    if (e->ts_ms >= 0 && tr->wall_now_ms && lat_ms >= 0) {
+        if (lat_ms != tr->e2e_last_ms) {
+            tr->e2e_last_ms = lat_ms;
+            tr->e2e_last_bucket = rill__hist_bucket((uint64_t)lat_ms * 1000000u);
+        }
+        tr->e2e.count++;
+        tr->e2e.sum_ns += (uint64_t)lat_ms * 1000000u;
+        tr->e2e.buckets[tr->e2e_last_bucket]++;
     }
 }
 

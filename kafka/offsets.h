@@ -124,10 +124,14 @@ typedef struct rill__tracker {
     uint32_t unsettled;   /* emitted, neither confirmed nor failed */
     uint64_t confirmed;   /* records confirmed, ever */
     uint64_t fenced;      /* confirms and fails that named an ended assignment */
-    /* With a wall clock (the owner's: ms since the epoch; NULL: none),
-     * every confirm of a record with a timestamp not in the future is
-     * observed in e2e: from the timestamp to the confirm. */
-    int64_t (*wall_ms)(void);
+    /* The wall clock now (ms since the epoch), set by the owner before it
+     * hands the tracker a batch of confirms (0: none): every confirm of a
+     * record with a timestamp not after it is observed in e2e, from the
+     * timestamp to the confirm. Records confirmed together mostly share a
+     * latency (ms resolution), so the last one's bucket is kept. */
+    int64_t wall_now_ms;
+    int64_t e2e_last_ms;
+    size_t e2e_last_bucket;
     rill_hist_t e2e;
 } rill__tracker_t;
 
