@@ -63,10 +63,10 @@ void rill__kclient_telemetry_default(rd_kafka_conf_t *kc, int app_set)
  * Field names checked against rd_kafka_stats_emit_all and
  * rd_kafka_stats_emit_toppar of librdkafka 2.0.2 and 2.8.0 (the same in
  * both): brokers.<name>.{nodeid, source, state}; topics.<topic>.partitions
- * .<p>.{partition, fetch_state, app_offset, committed_offset, lo_offset,
- * hi_offset, ls_offset, consumer_lag}; "ts", librdkafka's monotonic clock
- * in microseconds (rd_clock: CLOCK_MONOTONIC on Linux). Offsets librdkafka
- * does not know are -1001 (RD_KAFKA_OFFSET_INVALID): kept as -1. */
+ * .<p>.{partition, app_offset, committed_offset, lo_offset, hi_offset,
+ * ls_offset} (the lag is the source's own: end minus its committed offset); "ts", librdkafka's
+ * monotonic clock in microseconds (rd_clock: CLOCK_MONOTONIC on Linux). Offsets librdkafka does not
+ * know are -1001 (RD_KAFKA_OFFSET_INVALID): kept as -1. */
 
 static int64_t jint(const json_t *o, const char *key)
 {
@@ -112,14 +112,6 @@ static int brokers_up(const json_t *root)
     return up ? up : bootstrap_up;
 }
 
-int rill__khealth_brokers_up(const char *json, size_t len)
-{
-    json_t *root = json_loadb(json, len, 0, NULL);
-    int up = root ? brokers_up(root) : -1;
-    json_decref(root);
-    return up;
-}
-
 static int kpstat_cmp(const void *a, const void *b)
 {
     const rill__kpstat_t *x = a, *y = b;
@@ -157,8 +149,6 @@ static void take_partitions(rill__khealth_t *h, const json_t *root)
             e->log_start_offset = joffset(p, "lo_offset");
             e->committed_offset = joffset(p, "committed_offset");
             e->position = joffset(p, "app_offset");
-            e->lag = joffset(p, "consumer_lag");
-            snprintf(e->fetch_state, sizeof(e->fetch_state), "%s", jstr(p, "fetch_state"));
         }
     }
 done:

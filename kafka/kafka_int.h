@@ -108,8 +108,6 @@ typedef struct rill__kpstat {
     int64_t log_start_offset; /* lo_offset */
     int64_t committed_offset; /* committed_offset */
     int64_t position;         /* app_offset */
-    int64_t lag;              /* consumer_lag */
-    char fetch_state[16];
 } rill__kpstat_t;
 
 typedef struct rill__khealth {
@@ -134,9 +132,6 @@ void rill__khealth_conf(rd_kafka_conf_t *kc, int app_set_interval,
  * librdkafka 2.5-2.8's destroy can wait a second for its telemetry
  * (health.c says why); a no-op before 2.5, which lacks the property. */
 void rill__kclient_telemetry_default(rd_kafka_conf_t *kc, int app_set);
-/* Brokers UP in librdkafka's statistics JSON (the internal one not
- * counted), -1 if it has no brokers section. */
-int rill__khealth_brokers_up(const char *json, size_t len);
 /* An error event; a statistics JSON (parsed once: brokers, and for a
  * consumer its partitions). */
 void rill__khealth_error(rill__khealth_t *h, rd_kafka_resp_err_t err, const char *text);
