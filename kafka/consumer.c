@@ -384,7 +384,7 @@ static void on_tick(ksrc_t *k)
         k->last_redeliver_check_ms = now;
         check_redelivery(k);
     }
-    if (k->commits_out && now - k->commit_sent_ms >= COMMIT_RESEND_MS) {
+    if (k->commits_out && now - k->commit_sent_ns / 1000000 >= COMMIT_RESEND_MS) {
         /* Unanswered (an outage): send every offset again. */
         k->commits_out = 0;
         rill__ksrc_commit_again_all(k);

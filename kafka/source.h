@@ -55,8 +55,7 @@ typedef struct ksrc {
     int idle_commit_timer;  /* a K_IDLE_COMMIT is on its way */
     uint32_t commits_out;   /* async commits not answered yet (at most one but after a resend) */
     int commit_due;         /* a commit came due while one was out */
-    int64_t commit_sent_ms; /* when the oldest of them went */
-    int64_t commit_sent_ns; /* the same, for stats.commit_latency */
+    int64_t commit_sent_ns; /* when the oldest of them went (rill__now_ns) */
 
     /* a revoke waiting for its in-flight confirms */
     rd_kafka_topic_partition_list_t *revoking;

@@ -157,7 +157,7 @@ static void on_commit_result(void *owner, rd_kafka_resp_err_t err,
     ksrc_t *k = owner;
     int64_t sent_ns = k->commits_out ? k->commit_sent_ns : 0;
     if (k->commits_out && --k->commits_out)
-        k->commit_sent_ms = now_ms(); /* the next one is younger: roughly */
+        k->commit_sent_ns = rill__now_ns(); /* the next one is younger: roughly */
     if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
         return; /* nothing to commit */
     report_commit(k, err, offsets, sent_ns);
@@ -215,7 +215,6 @@ void rill__ksrc_commit_async(ksrc_t *k)
         report_commit(k, err, l, 0);
     } else if (k->commits_out++ == 0) {
         k->commit_sent_ns = sent_ns;
-        k->commit_sent_ms = sent_ns / 1000000;
     }
     rd_kafka_topic_partition_list_destroy(l);
 }
