@@ -221,23 +221,16 @@ static void run_round(rill__executor_t *e)
 #define SPIN_PROBE_EVERY 16
 #define GAP_MAX_NS       (1000 * 1000000LL) /* longer gaps count as this */
 
-static inline int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ---- clocks read once per actor turn (seam.h) ---- */
 
 int64_t rill__turn_now_ns(void)
 {
     rill__executor_t *e = rill__tls_exec;
     if (!e || !e->turn_seq)
-        return now_ns();
+        return rill__now_ns();
     if (e->mono_turn != e->turn_seq) {
         e->mono_turn = e->turn_seq;
-        e->mono_ns = now_ns();
+        e->mono_ns = rill__now_ns();
     }
     return e->mono_ns;
 }
@@ -309,7 +302,7 @@ static void run_slice(rill__executor_t *e)
      * 16 looks while spinning, never just for the gap statistics, so a
      * spin that catches work within 16 looks counts as a gap of 0 (the
      * clock is what ping-pong pays for on every idle period). */
-    int64_t now = now_ns();
+    int64_t now = rill__now_ns();
     int64_t slice_end = now + SLICE_US * 1000LL;
     if (e->idle_since_ns) {
         /* Work came while we slept: the gap ends now. */
@@ -331,7 +324,7 @@ static void run_slice(rill__executor_t *e)
             qs_pass(e);
             if (e->limbo_head)
                 reap_ready(e);
-            now = now_ns();
+            now = rill__now_ns();
             if (now >= slice_end) {
                 busy_add(e, now - busy_from);
                 break; /* let libev serve I/O and timers, then come back */
@@ -350,7 +343,7 @@ static void run_slice(rill__executor_t *e)
         /* One pause per look at the inbox (a pause can take ~100 cycles);
          * the clock is read every 16 looks. */
         if ((++spins & 15) == 0) {
-            now = now_ns();
+            now = rill__now_ns();
             if (now >= spin_end || now >= slice_end)
                 break;
         }
@@ -438,7 +431,7 @@ static void *executor_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "rill-exec-%d", e->index);
     pthread_setname_np(pthread_self(), name);
-    atomic_store_explicit(&e->started_ns, now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&e->started_ns, rill__now_ns(), memory_order_relaxed);
     ev_run(e->loop, 0);
     rill__tls_exec = NULL;
     return NULL;
@@ -502,6 +495,6 @@ rill_err_t rill_executor_stats(rill_system_t *sys, int index, rill_executor_stat
     const rill__executor_t *e = &sys->execs[index];
     int64_t started = atomic_load_explicit(&e->started_ns, memory_order_relaxed);
     out->busy_ns = atomic_load_explicit(&e->busy_ns, memory_order_relaxed);
-    out->uptime_ns = started ? (uint64_t)(now_ns() - started) : 0;
+    out->uptime_ns = started ? (uint64_t)(rill__now_ns() - started) : 0;
     return RILL_OK;
 }

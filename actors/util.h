@@ -99,13 +99,13 @@ static inline void *rill__grow(void *v, size_t *cap, size_t n, size_t size, size
     return nv;
 }
 
-/* The log hook's internals (log.c), for the layers' own logging: a line
- * at this level wanted?; a line passed on as it is (a Kafka client's,
- * filtered by its caller). */
 /* The bucket of a latency of ns in a rill_hist_t (hist.c), for writers
  * that keep it between observations of the same value. */
 size_t rill__hist_bucket(uint64_t ns);
 
+/* The log hook's internals (log.c), for the layers' own logging: a line
+ * at this level wanted?; a line passed on as it is (a Kafka client's,
+ * filtered by its caller). */
 int rill__log_wanted(int level);
 void rill__log_line(int level, const char *facility, const char *text);
 
