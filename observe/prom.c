@@ -71,24 +71,32 @@ static void value(obs_buf_t *b, double v)
         obs_printf(b, " %.9g\n", v);
 }
 
-/* name{k1="v1",k2="v2"...} with up to three labels (NULL keys end). */
+/* name<suffix>{k1="v1",k2="v2",k3="v3",le="le"}: up to three labels (NULL
+ * keys end them), then le when not NULL (a histogram's bucket). */
+static void sample_le(obs_buf_t *b, const char *name, const char *suffix, const char *k1,
+                      const char *v1, const char *k2, const char *v2, const char *k3,
+                      const char *v3, const char *le)
+{
+    obs_printf(b, "%s%s", name, suffix ? suffix : "");
+    const char *keys[] = {k1, k2, k3}, *vals[] = {v1, v2, v3};
+    int n = 0;
+    for (int i = 0; i < 3 && keys[i]; i++, n++) {
+        obs_printf(b, "%c%s=", n ? ',' : '{', keys[i]);
+        obs_label(b, vals[i]);
+    }
+    if (le) {
+        obs_printf(b, "%cle=", n ? ',' : '{');
+        obs_label(b, le);
+        n++;
+    }
+    if (n)
+        obs_printf(b, "}");
+}
+
 static void sample(obs_buf_t *b, const char *name, const char *suffix, const char *k1,
                    const char *v1, const char *k2, const char *v2, const char *k3, const char *v3)
 {
-    obs_printf(b, "%s%s", name, suffix ? suffix : "");
-    if (!k1)
-        return;
-    obs_printf(b, "{%s=", k1);
-    obs_label(b, v1);
-    if (k2) {
-        obs_printf(b, ",%s=", k2);
-        obs_label(b, v2);
-    }
-    if (k3) {
-        obs_printf(b, ",%s=", k3);
-        obs_label(b, v3);
-    }
-    obs_printf(b, "}");
+    sample_le(b, name, suffix, k1, v1, k2, v2, k3, v3, NULL);
 }
 
 static void histogram(obs_buf_t *b, const char *name, const rill_hist_t *h, const char *k1,
@@ -104,24 +112,7 @@ static void histogram(obs_buf_t *b, const char *name, const rill_hist_t *h, cons
             snprintf(le, sizeof(le), "+Inf");
         else
             snprintf(le, sizeof(le), "%g", bounds[i]);
-        /* The bucket's labels, then le. */
-        obs_printf(b, "%s_bucket{", name);
-        if (k1) {
-            obs_printf(b, "%s=", k1);
-            obs_label(b, v1);
-            obs_printf(b, ",");
-        }
-        if (k2) {
-            obs_printf(b, "%s=", k2);
-            obs_label(b, v2);
-            obs_printf(b, ",");
-        }
-        if (k3) {
-            obs_printf(b, "%s=", k3);
-            obs_label(b, v3);
-            obs_printf(b, ",");
-        }
-        obs_printf(b, "le=\"%s\"}", le);
+        sample_le(b, name, "_bucket", k1, v1, k2, v2, k3, v3, le);
         value(b, (double)cum);
     }
     sample(b, name, "_sum", k1, v1, k2, v2, k3, v3);
@@ -242,32 +233,64 @@ static const char *group_of(const obs_stage_t *st)
     return st->cs.group;
 }
 
+/* Which stats struct of a stage a family reads: its actor's, its Kafka
+ * source's or its Kafka sink's; NULL when the stage has none now. */
+enum { OF_ACTOR, OF_CONSUMER, OF_PRODUCER };
+
+static const void *stats_of(const obs_stage_t *st, int of)
+{
+    switch (of) {
+    case OF_ACTOR:
+        return st->have_actor ? (const void *)&st->astats : NULL;
+    case OF_CONSUMER:
+        return st->have_cs ? (const void *)&st->cs : NULL;
+    default:
+        return st->have_ps ? (const void *)&st->ps : NULL;
+    }
+}
+
+/* The labels of a stage's samples: pipeline, stage and, for a Kafka
+ * source, group. */
+#define STAGE_LABELS(p, st, of)                                                                    \
+    "pipeline", (p)->info.name, "stage", (st)->info.name, (of) == OF_CONSUMER ? "group" : NULL,    \
+        (of) == OF_CONSUMER ? group_of(st) : NULL
+
+/* The families fs of the stages' struct of. */
+static void stage_fields(obs_buf_t *b, const obs_snap_t *s, const field_t *fs, size_t nf, int of)
+{
+    for (size_t f = 0; f < nf; f++) {
+        family(b, fs[f].name, fs[f].type, fs[f].help);
+        for (int i = 0; i < s->npipes; i++)
+            for (int j = 0; j < s->pipes[i].nstages; j++) {
+                const obs_stage_t *st = &s->pipes[i].stages[j];
+                const void *v = stats_of(st, of);
+                if (!v)
+                    continue;
+                sample(b, fs[f].name, NULL, STAGE_LABELS(&s->pipes[i], st, of));
+                value(b, field_value(v, &fs[f]));
+            }
+    }
+}
+
+/* A histogram family: the rill_hist_t at hist_off in the stages' struct of. */
+static void stage_hist(obs_buf_t *b, const obs_snap_t *s, const char *name, const char *help,
+                       int of, size_t hist_off)
+{
+    family(b, name, "histogram", help);
+    for (int i = 0; i < s->npipes; i++)
+        for (int j = 0; j < s->pipes[i].nstages; j++) {
+            const obs_stage_t *st = &s->pipes[i].stages[j];
+            const char *v = stats_of(st, of);
+            if (v)
+                histogram(b, name, (const rill_hist_t *)(const void *)(v + hist_off),
+                          STAGE_LABELS(&s->pipes[i], st, of));
+        }
+}
+
 static void stage_families(obs_buf_t *b, const obs_snap_t *s)
 {
-    for (size_t f = 0; f < N(actor_fields); f++) {
-        family(b, actor_fields[f].name, actor_fields[f].type, actor_fields[f].help);
-        for (int i = 0; i < s->npipes; i++)
-            for (int j = 0; j < s->pipes[i].nstages; j++) {
-                const obs_stage_t *st = &s->pipes[i].stages[j];
-                if (!st->have_actor)
-                    continue;
-                sample(b, actor_fields[f].name, NULL, "pipeline", s->pipes[i].info.name, "stage",
-                       st->info.name, NULL, NULL);
-                value(b, field_value(&st->astats, &actor_fields[f]));
-            }
-    }
-    for (size_t f = 0; f < N(consumer_fields); f++) {
-        family(b, consumer_fields[f].name, consumer_fields[f].type, consumer_fields[f].help);
-        for (int i = 0; i < s->npipes; i++)
-            for (int j = 0; j < s->pipes[i].nstages; j++) {
-                const obs_stage_t *st = &s->pipes[i].stages[j];
-                if (!st->have_cs)
-                    continue;
-                sample(b, consumer_fields[f].name, NULL, "pipeline", s->pipes[i].info.name, "stage",
-                       st->info.name, "group", group_of(st));
-                value(b, field_value(&st->cs, &consumer_fields[f]));
-            }
-    }
+    stage_fields(b, s, actor_fields, N(actor_fields), OF_ACTOR);
+    stage_fields(b, s, consumer_fields, N(consumer_fields), OF_CONSUMER);
     for (size_t f = 0; f < N(part_fields); f++) {
         family(b, part_fields[f].name, part_fields[f].type, part_fields[f].help);
         for (int i = 0; i < s->npipes; i++)
@@ -286,42 +309,16 @@ static void stage_families(obs_buf_t *b, const obs_snap_t *s)
                 }
             }
     }
-    static const char *const hists[] = {"rill_commit_latency_seconds", "rill_e2e_latency_seconds"};
-    static const char *const hist_help[] = {
-        "Time from an offset commit's request to its result.",
-        "Time from a record's Kafka timestamp to its confirm reaching the source."};
-    for (int h = 0; h < 2; h++) {
-        family(b, hists[h], "histogram", hist_help[h]);
-        for (int i = 0; i < s->npipes; i++)
-            for (int j = 0; j < s->pipes[i].nstages; j++) {
-                const obs_stage_t *st = &s->pipes[i].stages[j];
-                if (st->have_cs)
-                    histogram(b, hists[h], h ? &st->cs.e2e_latency : &st->cs.commit_latency,
-                              "pipeline", s->pipes[i].info.name, "stage", st->info.name, "group",
-                              group_of(st));
-            }
-    }
-    for (size_t f = 0; f < N(producer_fields); f++) {
-        family(b, producer_fields[f].name, producer_fields[f].type, producer_fields[f].help);
-        for (int i = 0; i < s->npipes; i++)
-            for (int j = 0; j < s->pipes[i].nstages; j++) {
-                const obs_stage_t *st = &s->pipes[i].stages[j];
-                if (!st->have_ps)
-                    continue;
-                sample(b, producer_fields[f].name, NULL, "pipeline", s->pipes[i].info.name, "stage",
-                       st->info.name, NULL, NULL);
-                value(b, field_value(&st->ps, &producer_fields[f]));
-            }
-    }
-    family(b, "rill_delivery_latency_seconds", "histogram",
-           "Time from a record's hand-off to librdkafka to its delivery report.");
-    for (int i = 0; i < s->npipes; i++)
-        for (int j = 0; j < s->pipes[i].nstages; j++) {
-            const obs_stage_t *st = &s->pipes[i].stages[j];
-            if (st->have_ps)
-                histogram(b, "rill_delivery_latency_seconds", &st->ps.delivery_latency, "pipeline",
-                          s->pipes[i].info.name, "stage", st->info.name, NULL, NULL);
-        }
+    stage_hist(b, s, "rill_commit_latency_seconds",
+               "Time from an offset commit's request to its result.", OF_CONSUMER,
+               offsetof(rill_consumer_stats_t, commit_latency));
+    stage_hist(b, s, "rill_e2e_latency_seconds",
+               "Time from a record's Kafka timestamp to its confirm reaching the source.",
+               OF_CONSUMER, offsetof(rill_consumer_stats_t, e2e_latency));
+    stage_fields(b, s, producer_fields, N(producer_fields), OF_PRODUCER);
+    stage_hist(b, s, "rill_delivery_latency_seconds",
+               "Time from a record's hand-off to librdkafka to its delivery report.", OF_PRODUCER,
+               offsetof(rill_producer_stats_t, delivery_latency));
     family(b, "rill_pipeline_runs_total", "counter",
            "Runs of the pipeline started (restarts + 1).");
     for (int i = 0; i < s->npipes; i++) {
