@@ -111,7 +111,6 @@ typedef struct obs_root {
     rill_exit_t reason;
     obs_node_t *kids;
     size_t nkids;
-    int asked; /* the supervisor answered */
 } obs_root_t;
 
 typedef struct obs_store {

@@ -282,7 +282,6 @@ obs_snap_t *obs_snap_take(rill_observer_t *obs, int what)
             obs_root_t *r = &s->roots[i];
             if (!r->down)
                 r->kids = walk(obs->sys, r->aid, OBS_MAX_DEPTH, &r->nkids);
-            r->asked = r->kids != NULL || r->nkids == 0;
         }
     judge_live(s);
     judge_ready(s);
