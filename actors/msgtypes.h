@@ -12,8 +12,8 @@
  *    16..22   streams, public: RILL_STREAM_SUBSCRIBE .. RILL_STREAM_ERROR
  *    23..36   streams, internal: RILL__STREAM_*, RILL__RUN_* (pipeline runs)
  *   128..136  supervision: RILL__SUP_*
- *   191..195  kafka consumer: RILL__CONSUMER_*
- *   207..212  kafka producer: RILL__PRODUCER_*
+ *   191..197  kafka consumer: RILL__CONSUMER_*
+ *   207..213  kafka producer: RILL__PRODUCER_*
  *   215..218  kafka stage harness (testkit support): RILL__HARNESS_*
  *   223       kafka, public: RILL_MSG_DELIVERY
  * A new type goes at the end of its layer's block; a new layer gets a
@@ -70,7 +70,8 @@ enum rill__msgtype {
     RILL__CONSUMER_STATS,                            /* ask: reply with a rill_consumer_stats_t */
     RILL__CONSUMER_IDLE_COMMIT,                      /* one-shot timer: see idle_commit() */
     RILL__CONSUMER_START,                            /* a later start (source_later.c) */
-    RILL__CONSUMER_LAST = RILL__CONSUMER_START,
+    RILL__CONSUMER_TXN, /* from a transactional sink: arg = RILL__TXN_* (kafka/txn.h) */
+    RILL__CONSUMER_LAST = RILL__CONSUMER_TXN,
 
     /* Kafka producer (kafka/producer.c) */
     RILL__PRODUCER_WAKE = RILL_MSG_STREAM_LAST + 80, /* 207: the main queue has delivery reports */
@@ -79,7 +80,8 @@ enum rill__msgtype {
     RILL__PRODUCER_SEND,       /* a request sent directly (rill_producer_send) */
     RILL__PRODUCER_TEST_FATAL, /* rill__producer_test_fatal: arg = error code, payload = reason */
     RILL__PRODUCER_CONF_GET,   /* rill__producer_conf_get: payload = key; reply: arg, payload */
-    RILL__PRODUCER_LAST = RILL__PRODUCER_CONF_GET,
+    RILL__PRODUCER_TXN,        /* from a Kafka source: arg = RILL__TXN_* (kafka/txn.h) */
+    RILL__PRODUCER_LAST = RILL__PRODUCER_TXN,
 
     /* The stage harness (kafka/harness.c), test support in librill */
     RILL__HARNESS_PUSH = RILL_MSG_STREAM_LAST + 88, /* 215: payload a fake record, with origin */

@@ -322,13 +322,13 @@ rill_origin_t *rill__origin_join(rill_origin_t *acc, rill_origin_t *o)
     return acc;
 }
 
-int rill__origin_mark(rill_origin_t *o, uint32_t verdict, uint32_t delay_ms, const char *text)
+int rill__origin_walk(rill_origin_t *o, void (*fn)(void *ctx, rill_origin_t *leaf), void *ctx)
 {
-    if (!o || !verdict)
+    if (!o)
         return -1;
-    /* Walk the groups with a work list: aggregates can nest deeply. Kids
-     * do not change while the caller holds its reference (a group grows
-     * only in the hands of its one holder). */
+    /* A work list: aggregates can nest deeply. Kids do not change while
+     * the caller holds its reference (a group grows only in the hands of
+     * its one holder). */
     rill_origin_t *stack[STACK_LIST], **list = stack;
     size_t n = 0, cap = STACK_LIST;
     int rc = 0;
@@ -336,12 +336,7 @@ int rill__origin_mark(rill_origin_t *o, uint32_t verdict, uint32_t delay_ms, con
     while (n) {
         rill_origin_t *x = list[--n];
         if (x->kind == ORIGIN_LEAF) {
-            uint32_t none = 0;
-            if (!atomic_compare_exchange_strong_explicit(
-                    &x->verdict, &none, verdict, memory_order_relaxed, memory_order_relaxed))
-                continue; /* it has its verdict already */
-            x->delay_ms = delay_ms;
-            x->text = text ? strdup(text) : NULL;
+            fn(ctx, x);
             continue;
         }
         for (uint32_t i = 0; i < x->n; i++) {
@@ -363,6 +358,30 @@ int rill__origin_mark(rill_origin_t *o, uint32_t verdict, uint32_t delay_ms, con
     if (list != stack)
         free(list);
     return rc;
+}
+
+typedef struct mark_ctx {
+    uint32_t verdict, delay_ms;
+    const char *text;
+} mark_ctx_t;
+
+static void mark_leaf(void *ctx, rill_origin_t *x)
+{
+    const mark_ctx_t *m = ctx;
+    uint32_t none = 0;
+    if (!atomic_compare_exchange_strong_explicit(&x->verdict, &none, m->verdict,
+                                                 memory_order_relaxed, memory_order_relaxed))
+        return; /* it has its verdict already */
+    x->delay_ms = m->delay_ms;
+    x->text = m->text ? strdup(m->text) : NULL;
+}
+
+int rill__origin_mark(rill_origin_t *o, uint32_t verdict, uint32_t delay_ms, const char *text)
+{
+    if (!o || !verdict)
+        return -1;
+    mark_ctx_t m = {.verdict = verdict, .delay_ms = delay_ms, .text = text};
+    return rill__origin_walk(o, mark_leaf, &m);
 }
 
 int rill__origin_leaf(const rill_origin_t *o, rill_system_t **sys, rill_aid_t *source,

@@ -97,6 +97,11 @@ rill_origin_t *rill__origin_join(rill_origin_t *acc, rill_origin_t *o);
 int rill__origin_leaf(const rill_origin_t *o, rill_system_t **sys, rill_aid_t *source,
                       uint64_t *key, int64_t *value);
 
+/* Call fn for every leaf under o (o itself if it is one); the caller's
+ * reference keeps them (read them with rill__origin_leaf). 0, or -1 for
+ * NULL or without memory (some leaves may have been missed then). */
+int rill__origin_walk(rill_origin_t *o, void (*fn)(void *ctx, rill_origin_t *leaf), void *ctx);
+
 /* Why a leaf was released unconfirmed, when something said so: a stage
  * failed while it held the record (BLAME: the suspect of the failure),
  * processing rejected it (REJECT: for the dead letters) or asked for it

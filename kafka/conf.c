@@ -52,7 +52,8 @@ static const rill__kprop_t props[] = {
     {"rill.pause.after.ms", RILL__KP_CONSUMER, RILL__KP_U32, 0, DAY_MS, "1000", OFF(pause_after_ms),
      "pause the partitions when the buffer stayed full this long"},
     {"rill.commit", RILL__KP_CONSUMER, RILL__KP_BOOL, 0, 1, "true", OFF(commit),
-     "false: the offsets are the application's, nothing is committed"},
+     "false: the offsets are the application's, nothing is committed; transaction: they go "
+     "in the transactions of the pipeline's transactional sink (rill_kafka_txn_sink)"},
     {"rill.restart.keep.ms", RILL__KP_CONSUMER, RILL__KP_U32, 0, DAY_MS, "30000",
      OFF(restart_keep_ms),
      "a pipeline that failed keeps its client, and its group membership, this long for its "
@@ -63,6 +64,14 @@ static const rill__kprop_t props[] = {
      "the topics it will write to, made known to the client when it is created (a topic first "
      "named after the client connected waits for librdkafka's next topic scan: up to a "
      "second in 2.0.2)"},
+    {"rill.txn.max.records", RILL__KP_PRODUCER, RILL__KP_U32, 1, 10000000, "1000", OFF(txn_records),
+     "a transactional sink commits its transaction after this many records"},
+    {"rill.txn.max.ms", RILL__KP_PRODUCER, RILL__KP_U32, 1, DAY_MS, "100", OFF(txn_ms),
+     "a transactional sink commits its transaction at most this long after it began"},
+    {"rill.txn.timeout.ms", RILL__KP_PRODUCER, RILL__KP_U32, 100, DAY_MS, "10000",
+     OFF(txn_timeout_ms),
+     "a transactional call, with its retries, and a source's answer wait at most this long; "
+     "then the sink fails"},
     {"rill.flush.timeout.ms", RILL__KP_PRODUCER, RILL__KP_U32, 0, DAY_MS, "5000", OFF(flush_ms),
      "deliver what is in flight at most this long when the producer stops"},
 };
@@ -205,9 +214,15 @@ rill_err_t rill__kopts_set(rill__kopts_t *o, unsigned scope, const char *key, co
     if (!(prop->scope & scope))
         return rill__fail(RILL_EINVAL, errstr, errstr_size, "%s is a %s property", key,
                           prop->scope & RILL__KP_CONSUMER ? "consumer" : "producer");
-    rill_err_t err = prop_parse(prop, o, value, errstr, errstr_size);
-    if (!err && !strcmp(key, "rill.commit"))
+    int txn = !strcmp(key, "rill.commit") && !strcmp(value, "transaction");
+    rill_err_t err = prop_parse(prop, o, txn ? "false" : value, errstr, errstr_size);
+    if (err && !strcmp(key, "rill.commit"))
+        return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                          "rill.commit must be true, false or transaction, got \"%s\"", value);
+    if (!err && !strcmp(key, "rill.commit")) {
         o->commit_set = 1;
+        o->txn = txn;
+    }
     return err;
 }
 
@@ -505,6 +520,24 @@ rill_err_t rill__consumer_conf_check(const rill_consumer_conf_t *c, char *errstr
                           c->o.buffer_low, c->o.buffer_high);
     if (!c->have_bootstrap)
         return rill__fail(RILL_EINVAL, errstr, errstr_size, RILL__NO_BOOTSTRAP_TEXT);
+    if (c->o.txn) {
+        char iso[32] = "";
+        size_t size = sizeof(iso);
+        if (rd_kafka_conf_get(c->kconf, "isolation.level", iso, &size) == RD_KAFKA_CONF_OK &&
+            !strcmp(iso, "read_uncommitted"))
+            return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                              "rill.commit=transaction reads with isolation.level=read_committed, "
+                              "not read_uncommitted (it would process records of aborted "
+                              "transactions)");
+        if (c->assigned_cb)
+            return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                              "rill.commit=transaction and an assigned callback: the offsets are "
+                              "either the transactions' or the application's");
+        if (c->o.unconfirmed_timeout_ms)
+            return rill__fail(RILL_EINVAL, errstr, errstr_size,
+                              "rill.commit=transaction rewinds to the last transaction instead "
+                              "of redelivering: leave rill.unconfirmed.timeout.ms 0");
+    }
     return RILL_OK;
 }
 
@@ -601,9 +634,20 @@ rill_producer_conf_t *rill__producer_conf_dup(const rill_producer_conf_t *c)
     d->have_bootstrap = c->have_bootstrap;
     d->have_stats_interval = c->have_stats_interval;
     d->have_metrics_push = c->have_metrics_push;
+    d->txn_cb = c->txn_cb;
+    d->txn_opaque = c->txn_opaque;
     if (!(d->kconf = rd_kafka_conf_dup(c->kconf)) || kopts_copy(&d->o, &c->o)) {
         rill_producer_conf_destroy(d);
         return NULL;
     }
     return d;
+}
+
+rill_err_t rill_producer_conf_set_txn_cb(rill_producer_conf_t *c, rill_txn_fn *fn, void *opaque)
+{
+    if (!c)
+        return RILL_EINVAL;
+    c->txn_cb = fn;
+    c->txn_opaque = opaque;
+    return RILL_OK;
 }

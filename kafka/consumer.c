@@ -287,6 +287,10 @@ static void ksrc_pump(rill__stage_t *st)
             rill_elem_release(&e);
             continue;
         }
+        if (!p->txn_has_base) { /* where a rewind goes back to (source_txn.c) */
+            p->txn_has_base = 1;
+            p->txn_base = m->offset;
+        }
         e.origin = rill__origin_new(k->sys, st->self, p->id.v, m->offset);
         if (!e.origin) {
             /* Without an origin nobody could confirm it: fail it now, so
@@ -367,7 +371,11 @@ static void reply_stats(ksrc_t *k, rill_msg_t *msg)
 /* A lingering source ends once nothing is out or its time is up. */
 static void linger_check(ksrc_t *k)
 {
-    if (k->st->lingering && (k->tr.unsettled == 0 || now_ms() >= k->linger_deadline_ms))
+    /* With a transactional sink, until it ended (its last commit asks for
+     * offsets): then nothing can confirm any more. */
+    int txn = k->conf->o.txn && !rill_aid_is_none(k->txn_sink);
+    if (k->st->lingering && ((!txn && k->tr.unsettled == 0) || (txn && k->txn_sink_left) ||
+                             now_ms() >= k->linger_deadline_ms))
         rill__stage_end(k->st);
 }
 
@@ -426,6 +434,9 @@ static void ksrc_on_msg(rill__stage_t *st, rill_msg_t *msg)
     case K_START:
         rill__ksrc_later_msg(k, msg);
         break;
+    case K_TXN:
+        rill__ksrc_txn_msg(k, msg);
+        break;
     case RILL_MSG_DELIVERY:
         rill__ksrc_dlq_result(k, msg->payload, msg->arg);
         break;
@@ -443,6 +454,7 @@ static void ksrc_on_msg(rill__stage_t *st, rill_msg_t *msg)
     }
     if (k->since_commit >= k->conf->o.commit_count)
         rill__ksrc_commit_async(k);
+    rill__ksrc_txn_check(k); /* an OFFSETS request whose confirms came */
     if (st->finished) {
         linger_check(k);
         return;
@@ -491,7 +503,8 @@ static int ksrc_linger(rill__stage_t *st, int final)
     ksrc_t *k = st->spec.impl;
     rill__ksrc_drop_buffer(k);
     rill__ksrc_set_paused(k, 1); /* nothing more to fetch for this run */
-    if (k->tr.unsettled == 0 || k->conf->o.drain_ms == 0)
+    int txn = k->conf->o.txn && !rill_aid_is_none(k->txn_sink);
+    if ((!txn && k->tr.unsettled == 0) || (txn && k->txn_sink_left) || k->conf->o.drain_ms == 0)
         return 0;
     k->linger_deadline_ms = now_ms() + (int64_t)k->conf->o.drain_ms;
     return 1;
@@ -589,6 +602,7 @@ static void ksrc_destroy(void *impl)
     rill__tracker_free(&k->tr);
     if (k->revoking)
         rd_kafka_topic_partition_list_destroy(k->revoking);
+    rill__ksrc_txn_free(k);
     rill_consumer_conf_destroy(k->conf);
     rill__kholder_unref(k->holder);
     free(k);

@@ -51,6 +51,34 @@ struct rill_produce {
 };
 
 /* ------------------------------------------------------------------ */
+/* The transactional sink's transactions (txn.c)                       */
+/* ------------------------------------------------------------------ */
+
+typedef struct rill__txn rill__txn_t;
+struct rill__stage;
+/* NULL without memory. conf is the sink's (it outlives the txn). */
+rill__txn_t *rill__txn_new(const rill_producer_conf_t *conf);
+/* init_transactions (blocking, retried): 0, or -1 after failing st. */
+int rill__txn_start(rill__txn_t *t, struct rill__stage *st, rd_kafka_t *rk,
+                    rill_producer_stats_t *stats);
+/* Before a request is produced: 1 produce it (a transaction is open), 0
+ * hold it (a commit or a rewind is under way), -1 it was dropped (stale:
+ * from before a rewind) or the stage failed; req is freed then. */
+int rill__txn_admit(rill__txn_t *t, rill_produce_t *req);
+/* After librdkafka took it: its records count in the transaction. */
+void rill__txn_produced(rill__txn_t *t, rill_produce_t *req);
+/* A delivery failed, or a produce said the transaction needs an abort. */
+void rill__txn_delivery_failed(rill__txn_t *t, rd_kafka_resp_err_t err);
+/* Commit when due, drive the commit and the rewinds (inflight: records
+ * not delivered; final: upstream ended). 1 when nothing is open or
+ * waited for. */
+int rill__txn_pump(rill__txn_t *t, uint32_t inflight, int final);
+/* A RILL__PRODUCER_TXN message from a source. */
+void rill__txn_msg(rill__txn_t *t, rill_msg_t *m);
+/* Abort what is open (the stage stops) and free. NULL is a no-op. */
+void rill__txn_free(rill__txn_t *t);
+
+/* ------------------------------------------------------------------ */
 /* Configuration (conf.c)                                              */
 /* ------------------------------------------------------------------ */
 
@@ -62,11 +90,13 @@ typedef struct rill__kopts {
     uint32_t unconfirmed_timeout_ms, max_redeliveries, max_failures;
     uint32_t buffer_high, buffer_low, max_unconfirmed, pause_after_ms, restart_keep_ms;
     int commit, commit_set;
+    int txn; /* rill.commit=transaction: the offsets go in a transactional sink's transactions */
     char *dlq_topic;
     char *dlq_producer; /* name of the producer actor for dead letters */
     /* producer */
     uint32_t max_inflight, flush_ms;
-    char *topics; /* rill.topics: names, comma-separated */
+    uint32_t txn_records, txn_ms, txn_timeout_ms; /* rill.txn.* (the transactional sink) */
+    char *topics;                                 /* rill.topics: names, comma-separated */
 } rill__kopts_t;
 
 enum { RILL__KP_CONSUMER = 1, RILL__KP_PRODUCER = 2 };
@@ -183,6 +213,8 @@ struct rill_producer_conf {
     int have_bootstrap;
     int have_stats_interval; /* the application set statistics.interval.ms */
     int have_metrics_push;   /* the application set enable.metrics.push */
+    rill_txn_fn *txn_cb;     /* the transactional sink's observer */
+    void *txn_opaque;
 };
 
 /* What a consumer needs before a client can be made: a subscription or

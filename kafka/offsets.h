@@ -100,6 +100,11 @@ typedef struct rill__tpart {
      * lowest offset of them, where a next run must go on. */
     int dropped;
     int64_t dropped_from;
+    /* owner's (rill.commit=transaction): where the partition goes back to
+     * on a rewind: the offset the last committed transaction left it at,
+     * else the first record this assignment emitted. */
+    int txn_has_base;
+    int64_t txn_base;
 
     /* The ring of emitted records, oldest first. */
     rill__offent_t *ring;

@@ -35,6 +35,7 @@
 #define P_SEND       RILL__PRODUCER_SEND
 #define P_TEST_FATAL RILL__PRODUCER_TEST_FATAL
 #define P_CONF_GET   RILL__PRODUCER_CONF_GET
+#define P_TXN        RILL__PRODUCER_TXN
 
 #define TICK_MS 100
 
@@ -129,6 +130,8 @@ typedef struct producer {
     int stopping;
     rill_producer_stats_t stats;
     rill__khealth_t health; /* errors and brokers up (error and stats callbacks) */
+    int transactional;      /* rill_kafka_txn_sink */
+    rill__txn_t *txn;       /* its transactions (txn.c), from the start */
     /* Inside a poll of delivery reports (reports_poll) its reports share
      * one clock reading, taken by the first (reports_ns, 0 until then);
      * outside one (the stop's flush) each report reads the clock. */
@@ -275,9 +278,16 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         blame_request(req, m->err, NULL);
         rill_produce_free(req); /* its origin is released unconfirmed */
         char fatal[256];
+        int fatal_now = rd_kafka_fatal_error(pr->rk, fatal, sizeof(fatal)) != 0;
+        if (pr->txn && !fatal_now) {
+            /* The transaction is aborted instead, and its records come again. */
+            rill__txn_delivery_failed(pr->txn, m->err);
+            free(d);
+            return;
+        }
         /* A fatal error purges what is queued: report the cause, not the
          * purge. */
-        if (!pr->stopping && rd_kafka_fatal_error(pr->rk, fatal, sizeof(fatal)))
+        if (!pr->stopping && fatal_now)
             rill__stage_fail(pr->st, RILL_EKAFKA, "fatal producer error: %s", fatal);
         else if (!pr->stopping)
             rill__stage_fail(pr->st, RILL_EKAFKA, "delivery to %s [%d] failed: %s",
@@ -359,6 +369,11 @@ static rd_kafka_topic_t *topic_for(producer_t *pr, const char *name)
  * full (keep it), -1 on a permanent error (already handled). */
 static int produce_one(producer_t *pr, rill_produce_t *req)
 {
+    if (pr->txn && !req->bad) {
+        int admit = rill__txn_admit(pr->txn, req);
+        if (admit <= 0)
+            return admit; /* held for the next transaction, or dropped */
+    }
     if (req->bad) {
         /* A stream's bad request fails the stream; a direct one is
          * answered. */
@@ -384,6 +399,8 @@ static int produce_one(producer_t *pr, rill_produce_t *req)
             : rd_kafka_producev(pr->rk, RD_KAFKA_V_TOPIC(req->topic), REQUEST_ARGS);
 #undef REQUEST_ARGS
     if (!err) {
+        if (pr->txn)
+            rill__txn_produced(pr->txn, req);
         /* One clock reading per turn, shared by its produces. */
         req->handoff_ns = rill__turn_now_ns();
         pr->inflight++;
@@ -395,6 +412,12 @@ static int produce_one(producer_t *pr, rill_produce_t *req)
         rd_kafka_headers_destroy(h);
     if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
         pr->stats.retried++;
+        return 0;
+    }
+    if (pr->txn && err == RD_KAFKA_RESP_ERR__STATE && !rd_kafka_fatal_error(pr->rk, NULL, 0)) {
+        /* The transaction needs an abort (an abortable error came back):
+         * the request waits for the next one. */
+        rill__txn_delivery_failed(pr->txn, err);
         return 0;
     }
     pr->stats.failed++;
@@ -504,8 +527,17 @@ static void producer_pump(rill__stage_t *st)
         rill__stage_emit(st, 0, &e);
     if (st->finished)
         return;
+    /* The transaction's clock, its commit and its rewinds; done: nothing
+     * open or waited for. */
+    int txn_done = !pr->txn || rill__txn_pump(pr->txn, pr->inflight, pr->upstream_done);
+    if (st->finished)
+        return;
+    if (pr->txn && txn_done && pr->pending.count && !pr->inflight) {
+        /* Held requests may go now (a new transaction, a rewind over). */
+        rill__stage_repump(st);
+    }
     if (pr->upstream_done) {
-        if (!pr->inflight && !pr->pending.count && !pr->results.count)
+        if (!pr->inflight && !pr->pending.count && !pr->results.count && txn_done)
             rill__stage_complete(st);
         return;
     }
@@ -546,6 +578,10 @@ static void producer_on_msg(rill__stage_t *st, rill_msg_t *m)
         rd_kafka_test_fatal_error(pr->rk, (rd_kafka_resp_err_t)m->arg,
                                   m->payload ? (const char *)m->payload : "test");
         serve_reports(pr, 0);
+        break;
+    case P_TXN:
+        if (pr->txn)
+            rill__txn_msg(pr->txn, m);
         break;
     case P_CONF_GET: {
         /* The client's configuration, as librdkafka holds it: what a
@@ -593,6 +629,12 @@ static rill_err_t producer_start(rill__stage_t *st)
         return RILL_EIO;
     rill_msg_t tick = {.type = P_TICK};
     rill_timer_start(st->ctx, TICK_MS, TICK_MS, &tick, NULL);
+    if (pr->transactional) {
+        /* init_transactions: blocking, on this executor (kafka.h says so). */
+        if (!(pr->txn = rill__txn_new(pr->conf)))
+            return RILL_ENOMEM;
+        rill__txn_start(pr->txn, st, pr->rk, &pr->stats);
+    }
     return RILL_OK;
 }
 
@@ -610,6 +652,8 @@ static void producer_destroy(void *impl)
             pr->stats.undelivered_at_stop++;
             rill_elem_release(&e); /* never handed over: released unconfirmed */
         }
+    rill__txn_free(pr->txn); /* aborts what is open */
+    pr->txn = NULL;
     if (pr->rk) {
         /* Flush with a deadline; what is left is purged, and its delivery
          * reports (with an error) fail the origins. */
@@ -694,6 +738,8 @@ static void *producer_clone(const void *impl)
         free(pr);
         pr = NULL;
     }
+    if (pr)
+        pr->transactional = from->transactional;
     return pr;
 }
 
@@ -717,7 +763,7 @@ static const rill__kind_t producer_kind = {.name = "kafka-sink",
                                            .prepare = producer_prepare,
                                            .mailbox_min = producer_mailbox_min};
 
-rill_stage_t *rill_kafka_sink(rill_producer_conf_t *c)
+static rill_stage_t *sink_new(rill_producer_conf_t *c, int transactional)
 {
     if (!c)
         return rill__stage_spec_bad(&producer_kind, RILL_EINVAL,
@@ -726,13 +772,38 @@ rill_stage_t *rill_kafka_sink(rill_producer_conf_t *c)
         rill_producer_conf_destroy(c);
         return rill__stage_spec_bad(&producer_kind, RILL_EINVAL, RILL__NO_BOOTSTRAP_TEXT);
     }
+    char id[8];
+    size_t size = sizeof(id);
+    int has_id =
+        rd_kafka_conf_get(c->kconf, "transactional.id", id, &size) == RD_KAFKA_CONF_OK && size > 1;
+    if (transactional && !has_id) {
+        rill_producer_conf_destroy(c);
+        return rill__stage_spec_bad(&producer_kind, RILL_EINVAL,
+                                    "a transactional sink needs transactional.id");
+    }
+    if (!transactional && has_id) {
+        rill_producer_conf_destroy(c);
+        return rill__stage_spec_bad(&producer_kind, RILL_EINVAL,
+                                    "transactional.id is set: use rill_kafka_txn_sink()");
+    }
     producer_t *pr = calloc(1, sizeof(*pr));
     if (!pr) {
         rill_producer_conf_destroy(c);
         return rill__stage_spec_new(&producer_kind, NULL);
     }
     pr->conf = c;
+    pr->transactional = transactional;
     return rill__stage_spec_new(&producer_kind, pr);
+}
+
+rill_stage_t *rill_kafka_sink(rill_producer_conf_t *c)
+{
+    return sink_new(c, 0);
+}
+
+rill_stage_t *rill_kafka_txn_sink(rill_producer_conf_t *c)
+{
+    return sink_new(c, 1);
 }
 
 rill_err_t rill_producer_spawn(rill_system_t *sys, rill_producer_conf_t *c,

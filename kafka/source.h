@@ -17,6 +17,7 @@
 #define K_STATS        RILL__CONSUMER_STATS
 #define K_IDLE_COMMIT  RILL__CONSUMER_IDLE_COMMIT
 #define K_START        RILL__CONSUMER_START
+#define K_TXN          RILL__CONSUMER_TXN
 
 #define TICK_MS          100
 #define MAX_PARTS        4096u
@@ -88,6 +89,18 @@ typedef struct ksrc {
     } * ends;
     size_t n_ends, cap_ends;
 
+    /* rill.commit=transaction (source_txn.c) */
+    rill_aid_t txn_sink;           /* the transactional sink that joined */
+    int txn_sink_left;             /* it ended (LEAVE) */
+    uint64_t txn_floor;            /* ids of older generations are stale */
+    struct rill__txn_ask *txn_ask; /* an OFFSETS request waiting for its confirms */
+    int64_t txn_ask_deadline_ms;
+    rd_kafka_topic_partition_list_t *txn_sent; /* answered, not committed yet */
+    uint64_t txn_sent_seq;
+    int64_t txn_sent_ns;
+    int txn_barrier; /* 0, 1: a revoke waits for the sink's END, 2: it came */
+    int64_t txn_barrier_deadline_ms;
+
     rill_consumer_stats_t stats;
 } ksrc_t;
 
@@ -155,6 +168,25 @@ int rill__ksrc_pause_due(ksrc_t *k);
 void rill__ksrc_nudge(ksrc_t *k);
 /* Where each partition goes on in the next run (NULL without memory). */
 rd_kafka_topic_partition_list_t *rill__ksrc_resume_list(ksrc_t *k);
+
+/* Stop tracking p (it goes, or is tracked anew). */
+void rill__ksrc_part_remove(ksrc_t *k, rill__tpart_t *p);
+
+/* ---- source_txn.c: rill.commit=transaction (protocol in txn.h) ---- */
+
+/* A RILL__CONSUMER_TXN message from a transactional sink. */
+void rill__ksrc_txn_msg(ksrc_t *k, rill_msg_t *m);
+/* Answer the OFFSETS request waiting, if its confirms are in or its time
+ * is up. */
+void rill__ksrc_txn_check(ksrc_t *k);
+/* A revoke is about to release its partitions: 1 if it must wait for the
+ * sink's transaction to end first (asked now or before), 0 to go on. */
+int rill__ksrc_txn_barrier(ksrc_t *k);
+/* Partitions were released (revoked or lost): rewind the others, and tell
+ * the sink the new floor. */
+void rill__ksrc_txn_released(ksrc_t *k);
+/* The run ends: free what the protocol holds. */
+void rill__ksrc_txn_free(ksrc_t *k);
 
 /* ---- source_stats.c: figures for observability ---- */
 

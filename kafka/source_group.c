@@ -43,7 +43,7 @@ rill__tpart_t *rill__ksrc_part_of_msg(ksrc_t *k, const rd_kafka_message_t *m)
     return NULL;
 }
 
-static void part_remove(ksrc_t *k, rill__tpart_t *p)
+void rill__ksrc_part_remove(ksrc_t *k, rill__tpart_t *p)
 {
     if (k->last_hit == p)
         k->last_hit = NULL;
@@ -55,7 +55,7 @@ static void remove_revoking(ksrc_t *k)
 {
     for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p; p = rill__tracker_next(&k->tr, p))
         if (p->revoking)
-            part_remove(k, p);
+            rill__ksrc_part_remove(k, p);
 }
 
 void rill__ksrc_observe(ksrc_t *k, rill_rebalance_event_t ev,
@@ -336,8 +336,8 @@ void rill__ksrc_set_paused(ksrc_t *k, int pause)
 void rill__ksrc_finish_revoke(ksrc_t *k, int64_t deadline)
 {
     rd_kafka_topic_partition_list_t *l = k->revoking;
-    if (!l)
-        return;
+    if (!l || (k->conf->o.txn && rill__ksrc_txn_barrier(k)))
+        return; /* (the transaction with their records ends first) */
     k->revoking = NULL;
     /* The application first (its "save on revoke" point: everything that
      * came back is in), then the commit, then the partitions go. */
@@ -345,6 +345,8 @@ void rill__ksrc_finish_revoke(ksrc_t *k, int64_t deadline)
     rill__ksrc_commit_sync(k, 1, deadline);
     rill__kafka_let_go(k->rk, l);
     remove_revoking(k);
+    if (k->conf->o.txn)
+        rill__ksrc_txn_released(k);
     rd_kafka_topic_partition_list_destroy(l);
 }
 
@@ -417,6 +419,8 @@ static void on_revoke(ksrc_t *k, rd_kafka_topic_partition_list_t *parts)
         mark_revoking(k, parts);
         remove_revoking(k);
         rill__kafka_let_go(k->rk, parts);
+        if (k->conf->o.txn)
+            rill__ksrc_txn_released(k);
         rill__ksrc_observe(k, RILL_REBALANCE_LOST, parts);
         return;
     }
@@ -769,7 +773,8 @@ rd_kafka_topic_partition_list_t *rill__ksrc_resume_list(ksrc_t *k)
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
     for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); l && p;
          p = rill__tracker_next(&k->tr, p)) {
-        int64_t at = p->committable;
+        /* (rill.commit=transaction: what the last transaction committed) */
+        int64_t at = !k->conf->o.txn ? p->committable : p->txn_has_base ? p->txn_base : -1;
         if (p->dropped && (at < 0 || p->dropped_from < at))
             at = p->dropped_from;
         if (at >= 0)

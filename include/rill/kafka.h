@@ -228,7 +228,11 @@ RILL_API void rill_consumer_conf_destroy(rill_consumer_conf_t *conf);
  *  - rill.commit: "false": the offsets are the application's, nothing is
  *    committed; records must still be confirmed (a sink, a drop, or
  *    rill_elem_confirm()), else consumption stops for good after
- *    rill.max.unconfirmed records [true]
+ *    rill.max.unconfirmed records; "transaction": the offsets go in the
+ *    transactions of the pipeline's transactional sink
+ *    (rill_kafka_txn_sink()), which asks for them, and a rebalance or an
+ *    aborted transaction rewinds the source to the last committed offsets
+ *    [true]
  *  - rill.restart.keep.ms: a supervised pipeline that failed keeps its
  *    client, and its group membership, this long for its next run;
  *    0 = close it [30000]
@@ -612,6 +616,12 @@ RILL_API void rill_producer_conf_destroy(rill_producer_conf_t *conf);
  *    second in 2.0.2, before its first records go out [none]
  *  - rill.flush.timeout.ms: deliver what is in flight at most this long
  *    when the sink stops [5000]
+ *  - rill.txn.max.records: a transactional sink commits after this many
+ *    records [1000]
+ *  - rill.txn.max.ms: ... or this long after its transaction began [100]
+ *  - rill.txn.timeout.ms: a transactional call with its retries, and the
+ *    wait for a source's offsets, at most this long; then the sink fails
+ *    [10000]
  *
  * Every other key goes to librdkafka unchanged and is checked at once.
  * @return RILL_OK, or RILL_EINVAL / RILL_EKAFKA with a sentence in errstr.
@@ -639,6 +649,78 @@ RILL_API rill_err_t rill_producer_conf_set(rill_producer_conf_t *conf, const cha
  * @locality any thread.
  */
 RILL_API rill_stage_t *rill_kafka_sink(rill_producer_conf_t *conf);
+
+/**
+ * EXACTLY-ONCE. A transactional sink: produces the request elements it
+ * takes inside Kafka transactions, and with each transaction the input
+ * offsets of the records they were made from (rd_kafka_send_offsets_to_transaction
+ * with the Kafka source's consumer group metadata: EOS v2, KIP-447), so a
+ * record's outputs and its consumption are committed together or not at
+ * all. Takes conf, also on error; transactional.id and bootstrap.servers
+ * are required (transactional.id: unique per running instance, the same
+ * after a restart of that instance). Its Kafka source must be set
+ * rill.commit=transaction (it then commits nothing itself) and read with
+ * isolation.level=read_committed (librdkafka's default; read_uncommitted is
+ * refused), as must every consumer of its output.
+ *
+ * A transaction begins with the first record after the last one ended and
+ * is committed after rill.txn.max.records records or rill.txn.max.ms after
+ * it began, whichever comes first, when the source's partitions are
+ * revoked (before they are released), and when the pipeline stops or
+ * drains. To commit, the sink stops producing, waits for its records'
+ * deliveries, asks each Kafka source for the offsets to commit (per
+ * partition the first record not confirmed: every record before it was
+ * delivered in this transaction or an earlier one, or dropped on purpose),
+ * sends them and commits (EndTxn). The offsets never pass a record whose
+ * output is still on its way, and never stay behind one whose output is in
+ * the transaction (the source waits for those confirms).
+ *
+ * FAILURES, as librdkafka classifies them (rd_kafka_error_t): a retriable
+ * error is retried until rill.txn.timeout.ms runs out; an abortable one
+ * (txn_requires_abort), a failed delivery, or a source that cannot give
+ * its offsets aborts the transaction and rewinds its Kafka sources to
+ * their last committed offsets: what was in flight is dropped (counted in
+ * txn_stale_dropped), consumed and processed again; the stage goes on. A
+ * fatal one (ProducerFenced, InvalidProducerEpoch, a fatal idempotence
+ * error) fails the stage: a supervised pipeline restarts with a new
+ * producer, whose init_transactions fences the old one and aborts what it
+ * left open, and the source goes on from the last committed offsets. A
+ * failed or stopped stage aborts its open transaction.
+ *
+ * Transactional calls block the sink's executor (init_transactions at the
+ * start; each commit: one round trip per call, with the flush): give the
+ * sink an executor of its own where other actors share it. Stages between
+ * the source and the sink may filter, map, batch and fan in; a stage that
+ * reorders a partition's records makes commits wait for the earlier ones.
+ * @locality any thread.
+ */
+RILL_API rill_stage_t *rill_kafka_txn_sink(rill_producer_conf_t *conf);
+
+/** What became of one transaction of a transactional sink. */
+typedef enum rill_txn_event {
+    RILL_TXN_COMMITTED = 1, /**< committed: its records and offsets are in */
+    RILL_TXN_ABORTED        /**< aborted: its sources were rewound */
+} rill_txn_event_t;
+
+/** A transaction that ended, as told to rill_producer_conf_set_txn_cb()'s callback. */
+typedef struct rill_txn_info {
+    rill_txn_event_t event; /**< committed or aborted */
+    uint64_t seq;           /**< the transaction's number in this sink, from 1 */
+    uint64_t records;       /**< records produced in it */
+    /** The input offsets sent with it (the next offset to consume, per partition), NULL if
+     * none; only during the call. */
+    const rd_kafka_topic_partition_list_t *offsets;
+    rd_kafka_resp_err_t err; /**< why it was aborted; RD_KAFKA_RESP_ERR_NO_ERROR if committed */
+    const char *reason;      /**< a sentence for err ("" if committed) */
+} rill_txn_info_t;
+
+/** Called on the transactional sink's executor after each transaction ended. */
+typedef void rill_txn_fn(void *opaque, const rill_txn_info_t *info);
+
+/** Observe a transactional sink's transactions. RILL_EINVAL for a NULL conf.
+ * @locality any thread. */
+RILL_API rill_err_t rill_producer_conf_set_txn_cb(rill_producer_conf_t *conf, rill_txn_fn *fn,
+                                                  void *opaque);
 
 /** Run a Kafka sink alone, as a producer actor: rill_stage_spawn() of
  * rill_kafka_sink(conf). Takes conf, also on error.
@@ -695,6 +777,20 @@ typedef struct rill_producer_stats {
      * time is read once per actor turn and the report time once per poll
      * of reports, so a reading may be early by up to a turn. */
     rill_hist_t delivery_latency;
+    /** 1 for a transactional sink (rill_kafka_txn_sink); the txn_ counters below are its. */
+    int transactional;
+    uint64_t txn_committed;         /**< transactions committed */
+    uint64_t txn_aborted;           /**< transactions aborted (each followed by a rewind) */
+    uint64_t txn_retries;           /**< transactional calls retried (retriable errors) */
+    uint64_t txn_records_committed; /**< records produced in committed transactions */
+    uint64_t txn_records_aborted;   /**< records produced in aborted transactions */
+    /** Records dropped unproduced: their input was from before a rewind (an abort, a
+     * rebalance), so it is consumed and processed again. */
+    uint64_t txn_stale_dropped;
+    /** Commits: from the decision to commit (rill.txn.max.records, rill.txn.max.ms, a
+     * rebalance, the end) to EndTxn's answer: the deliveries' flush, the source's offsets,
+     * AddOffsetsToTxn, TxnOffsetCommit and EndTxn. Committed transactions only. */
+    rill_hist_t txn_latency;
 } rill_producer_stats_t;
 
 /** A snapshot of a Kafka sink's counters. For one whose stop has finished

@@ -1,0 +1,538 @@
+/*
+ * Exactly-once consume -> transform -> produce (rill_kafka_txn_sink,
+ * rill.commit=transaction) against the embedded broker.
+ *
+ * What the mock can show, and these tests assert: the transactional
+ * request flow and its order (request tracking where the librdkafka in use
+ * has it: 2.8; elsewhere by what each transaction reports and by injected
+ * errors consumed), the offsets each transaction sends (the sink's
+ * transaction callback), abortable errors on AddPartitionsToTxn,
+ * TxnOffsetCommit and EndTxn leading to an abort and a rewind, a fatal
+ * error restarting the pipeline under its supervisor, and a rebalance in
+ * the middle of a transaction. What it cannot show (it keeps no
+ * transaction markers: aborted records stay visible, read_committed sees
+ * everything, TxnOffsetCommit offsets are not stored): that a
+ * read_committed consumer never sees an aborted record. So the output is
+ * checked deduplicated by the marker each output record carries (the
+ * input's seq): every input is there, and the records of committed
+ * transactions hold every input exactly once (docs/exactly-once.md; the
+ * real-cluster check is tools/eos-check).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include <rill/kafka.h>
+#include <rill/stream.h>
+#include <rill/supervisor.h>
+#include <rill/testkit.h>
+
+#include "support/kafka_kit.h"
+#include "support/rtest.h"
+
+#define TX_WAIT_MS 60000
+
+/* Kafka API keys (the protocol's numbers: librdkafka keeps its names private). */
+enum {
+    API_PRODUCE = 0,
+    API_INIT_PRODUCER_ID = 22,
+    API_ADD_PARTITIONS_TO_TXN = 24,
+    API_ADD_OFFSETS_TO_TXN = 25,
+    API_END_TXN = 26,
+    API_TXN_OFFSET_COMMIT = 28
+};
+
+/* ------------------------------------------------------------------ */
+/* What the sink's transaction callback saw                            */
+/* ------------------------------------------------------------------ */
+
+#define TX_MAX_PARTS 8
+
+typedef struct tx_log {
+    pthread_mutex_t mu;
+    int committed, aborted;
+    uint64_t records_committed, records_aborted;
+    int64_t last[TX_MAX_PARTS]; /* the last committed input offset per partition */
+    int offsets_backwards;      /* a committed offset below an earlier one */
+    rd_kafka_resp_err_t last_abort_err;
+    char input[64];
+    /* the delivered output offsets are not known here; the records of
+     * committed transactions are counted by their seq markers instead */
+} tx_log_t;
+
+static void tx_log_init(tx_log_t *l, const char *input)
+{
+    memset(l, 0, sizeof(*l));
+    pthread_mutex_init(&l->mu, NULL);
+    snprintf(l->input, sizeof(l->input), "%s", input);
+    for (int i = 0; i < TX_MAX_PARTS; i++)
+        l->last[i] = -1;
+}
+
+static void tx_cb(void *opaque, const rill_txn_info_t *info)
+{
+    tx_log_t *l = opaque;
+    pthread_mutex_lock(&l->mu);
+    if (info->event == RILL_TXN_COMMITTED) {
+        l->committed++;
+        l->records_committed += info->records;
+        for (int i = 0; info->offsets && i < info->offsets->cnt; i++) {
+            const rd_kafka_topic_partition_t *tp = &info->offsets->elems[i];
+            if (strcmp(tp->topic, l->input) || tp->partition < 0 || tp->partition >= TX_MAX_PARTS)
+                continue;
+            if (tp->offset < l->last[tp->partition])
+                l->offsets_backwards = 1;
+            l->last[tp->partition] = tp->offset;
+        }
+    } else {
+        l->aborted++;
+        l->records_aborted += info->records;
+        l->last_abort_err = info->err;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+static int tx_committed_upto(tx_log_t *l, int parts, int64_t per)
+{
+    pthread_mutex_lock(&l->mu);
+    int ok = 1;
+    for (int i = 0; i < parts; i++)
+        ok &= l->last[i] == per;
+    pthread_mutex_unlock(&l->mu);
+    return ok;
+}
+
+static int tx_aborted(tx_log_t *l)
+{
+    pthread_mutex_lock(&l->mu);
+    int n = l->aborted;
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* The transform: "seq=<n> ..." -> a record keyed by the input, with   */
+/* the marker header "in-seq"                                          */
+/* ------------------------------------------------------------------ */
+
+typedef struct tx_map {
+    char out[64];
+    long nap_us; /* per record: a slow transform */
+    _Atomic uint64_t seen;
+    _Atomic int64_t fail_at; /* fail the stage (once) at this seq; -1 never */
+} tx_map_t;
+
+static int64_t value_seq(const void *v, size_t len)
+{
+    char buf[32];
+    if (!v || len < 5 || memcmp(v, "seq=", 4))
+        return -1;
+    size_t n = len - 4 < sizeof(buf) - 1 ? len - 4 : sizeof(buf) - 1;
+    memcpy(buf, (const char *)v + 4, n);
+    buf[n] = '\0';
+    return strtoll(buf, NULL, 10);
+}
+
+static rill_err_t tx_map_fn(void *opaque, rill_elem_t *in, rill_elem_t *out)
+{
+    tx_map_t *x = opaque;
+    const rd_kafka_message_t *m = rill_record(in);
+    int64_t seq = m ? value_seq(m->payload, m->len) : -1;
+    atomic_fetch_add(&x->seen, 1);
+    if (x->nap_us)
+        kk_nap_us(x->nap_us);
+    if (seq < 0) {
+        rill_elem_release(in);
+        return RILL_EINVAL;
+    }
+    int64_t fail = atomic_load(&x->fail_at);
+    if (fail >= 0 && seq == fail && atomic_compare_exchange_strong(&x->fail_at, &fail, -1)) {
+        rill_elem_release(in);
+        return RILL_EIO;
+    }
+    char key[32], val[64];
+    int kl = snprintf(key, sizeof(key), "%" PRId64, seq);
+    int vl = snprintf(val, sizeof(val), "out-of=%" PRId64, seq);
+    rill_produce_t *p =
+        rill_produce_new(x->out, RILL_PARTITION_ANY, key, (size_t)kl, val, (size_t)vl);
+    rill_elem_release(in);
+    if (!p)
+        return RILL_ENOMEM;
+    rill_produce_add_header(p, "in-seq", key, (size_t)kl);
+    *out = rill_produce_elem(p);
+    return RILL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* The output, deduplicated by marker                                  */
+/* ------------------------------------------------------------------ */
+
+typedef struct tx_out {
+    size_t records, distinct, dups, missing, foreign;
+} tx_out_t;
+
+static tx_out_t tx_check_output(const char *boot, const char *topic, uint64_t total)
+{
+    tx_out_t r = {0};
+    rill_consumed_t *c = kk_consume_all(boot, topic, 30000);
+    uint8_t *seen = calloc(total ? total : 1, 1);
+    cr_assert_not_null(seen);
+    r.records = rill_consumed_count(c);
+    for (size_t i = 0; i < r.records; i++) {
+        char buf[32];
+        const char *h = kk_header(rill_consumed_at(c, i), "in-seq", buf, sizeof(buf));
+        long long seq = h ? strtoll(h, NULL, 10) : -1;
+        if (seq < 0 || (uint64_t)seq >= total) {
+            r.foreign++;
+            continue;
+        }
+        if (seen[seq]++)
+            r.dups++;
+        else
+            r.distinct++;
+    }
+    r.missing = total - r.distinct;
+    free(seen);
+    rill_consumed_destroy(c);
+    return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* The pipeline                                                        */
+/* ------------------------------------------------------------------ */
+
+typedef struct tx_setup {
+    const char *name;
+    const char *in, *out;
+    int parts;
+    int64_t per;
+    const char *txn_records;
+    const char *txn_ms;
+    int group;            /* subscribe with a group (else fixed partitions) */
+    const char *group_id; /* NULL: name */
+} tx_setup_t;
+
+static rill_pipeline_t *tx_pipeline(kk_env_t *env, const tx_setup_t *s, tx_map_t *map,
+                                    tx_log_t *log)
+{
+    const char *kv[] = {"rill.commit",
+                        "transaction",
+                        "rill.drain.timeout.ms",
+                        "5000",
+                        "auto.offset.reset",
+                        "earliest",
+                        "session.timeout.ms",
+                        "6000",
+                        "partition.assignment.strategy",
+                        "range",
+                        NULL};
+    rill_consumer_conf_t *cc = kk_conf_new(env->boot, s->group_id ? s->group_id : s->name, kv);
+    if (s->group)
+        kk_conf_subscribe1(cc, s->in);
+    else
+        kk_conf_assign_all(cc, s->in, s->parts, RILL_OFFSET_COMMITTED);
+    rill_producer_conf_t *pc = rill_producer_conf_new();
+    char err[256];
+    char tid[96];
+    snprintf(tid, sizeof(tid), "%s-txn", s->name);
+    cr_assert_eq(rill_producer_conf_set(pc, "bootstrap.servers", env->boot, err, sizeof(err)),
+                 RILL_OK, "%s", err);
+    cr_assert_eq(rill_producer_conf_set(pc, "transactional.id", tid, err, sizeof(err)), RILL_OK,
+                 "%s", err);
+    cr_assert_eq(rill_producer_conf_set(pc, "rill.topics", s->out, err, sizeof(err)), RILL_OK);
+    cr_assert_eq(
+        rill_producer_conf_set(pc, "rill.txn.max.records", s->txn_records, err, sizeof(err)),
+        RILL_OK, "%s", err);
+    cr_assert_eq(rill_producer_conf_set(pc, "rill.txn.max.ms", s->txn_ms, err, sizeof(err)),
+                 RILL_OK, "%s", err);
+    cr_assert_eq(rill_producer_conf_set_txn_cb(pc, tx_cb, log), RILL_OK);
+    snprintf(map->out, sizeof(map->out), "%s", s->out);
+    rill_pipeline_t *p = rill_pipeline_new(env->sys, s->name);
+    cr_assert_not_null(p);
+    cr_assert_eq(rill_pipeline_add(p, rill_kafka_source(cc), NULL), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, rill_stage_map(tx_map_fn, map), NULL), RILL_OK);
+    cr_assert_eq(rill_pipeline_add(p, rill_kafka_txn_sink(pc), NULL), RILL_OK);
+    return p;
+}
+
+static void tx_start(rill_pipeline_t *p, int supervised)
+{
+    char err[256] = "";
+    rill_err_t e = supervised ? rill_pipeline_start_supervised(p, NULL, err, sizeof(err))
+                              : rill_pipeline_start(p, err, sizeof(err));
+    cr_assert_eq(e, RILL_OK, "start: %s: %s", rill_err_name(e), err);
+}
+
+static rill_producer_stats_t tx_sink_stats(kk_env_t *env, rill_pipeline_t *p)
+{
+    rill_producer_stats_t s;
+    memset(&s, 0, sizeof(s));
+    rill_producer_stats(env->sys, rill_pipeline_stage(p, 2), &s);
+    return s;
+}
+
+/* What the stages were at when a wait ran out. */
+static void tx_diag(kk_env_t *env, rill_pipeline_t *p)
+{
+    rill_pipeline_result_t r;
+    if (rill_pipeline_wait(p, 0, &r) == RILL_OK)
+        fprintf(stderr, "the pipeline ended: %d %s: %s: %s\n", (int)r.end, rill_err_name(r.code),
+                r.stage, r.text);
+    rill_consumer_stats_t c;
+    rill_producer_stats_t k;
+    if (rill_consumer_stats(env->sys, rill_pipeline_stage(p, 0), &c) == RILL_OK)
+        fprintf(stderr,
+                "source: polled %" PRIu64 " emitted %" PRIu64 " confirmed %" PRIu64
+                " fenced %" PRIu64 " committed %" PRIu64 " buffered %u unconfirmed %u assigned %u"
+                " paused %d blocked %d\n",
+                c.polled, c.emitted, c.confirmed, c.fenced, c.committed, c.buffered, c.unconfirmed,
+                c.assigned, c.paused, c.blocked);
+    if (rill_producer_stats(env->sys, rill_pipeline_stage(p, 2), &k) == RILL_OK)
+        fprintf(stderr,
+                "sink: requested %" PRIu64 " delivered %" PRIu64 " failed %" PRIu64
+                " inflight %u txn committed %" PRIu64 " aborted %" PRIu64 " stale %" PRIu64
+                " last error \"%s\"\n",
+                k.requested, k.delivered, k.failed, k.inflight, k.txn_committed, k.txn_aborted,
+                k.txn_stale_dropped, k.last_error);
+}
+
+/* Wait until every input offset was committed, stop, and check the
+ * output against the inputs: every input there, and no more extra copies
+ * than the aborted transactions produced (visible only because the mock
+ * keeps aborted records). Returns the sink's last stats. */
+static tx_out_t tx_finish(kk_env_t *env, rill_pipeline_t *p, const tx_setup_t *s, tx_log_t *log,
+                          uint64_t extra, rill_pipeline_result_t *r)
+{
+    int ok;
+    rill_pipeline_result_t early;
+    KK_WAIT_UNTIL(ok, TX_WAIT_MS,
+                  tx_committed_upto(log, s->parts, s->per) ||
+                      rill_pipeline_wait(p, 0, &early) == RILL_OK);
+    ok = tx_committed_upto(log, s->parts, s->per);
+    if (!ok)
+        tx_diag(env, p);
+    cr_assert(ok,
+              "the transactions did not commit every input offset (last: %" PRId64 ", %" PRId64
+              "; %d committed, %d aborted)",
+              log->last[0], log->last[1], log->committed, log->aborted);
+    cr_assert_eq(rill_pipeline_stop(p), RILL_OK);
+    cr_assert_eq(rill_pipeline_wait(p, 60000, r), RILL_OK);
+    cr_assert_eq(log->offsets_backwards, 0, "a committed input offset went backwards");
+    uint64_t total = (uint64_t)(s->parts * s->per);
+    /* Every input was produced in a committed transaction exactly once. */
+    cr_assert_eq(log->records_committed, total,
+                 "%" PRIu64 " records in committed transactions for %" PRIu64 " inputs",
+                 log->records_committed, total);
+    tx_out_t o = tx_check_output(env->boot, s->out, total);
+    cr_assert_eq(o.missing, 0, "%zu inputs missing from the output", o.missing);
+    cr_assert_eq(o.foreign, 0);
+    cr_assert_leq(o.dups, log->records_aborted + extra,
+                  "%zu extra copies, more than the %" PRIu64
+                  " records of aborted transactions (+ %" PRIu64 ")",
+                  o.dups, log->records_aborted, extra);
+    return o;
+}
+
+/* ------------------------------------------------------------------ */
+/* 1. A clean run                                                      */
+/* ------------------------------------------------------------------ */
+
+Test(kafka_txn, clean_run_commits_every_input_once_with_its_offsets, .timeout = 180)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    tx_setup_t s = {.name = "tx-clean",
+                    .in = "tx-clean-in",
+                    .out = "tx-clean-out",
+                    .parts = 2,
+                    .per = 1500,
+                    .txn_records = "100",
+                    .txn_ms = "60000"};
+    kk_load_topic(&env, s.in, s.parts, (size_t)s.per, 40);
+    kk_create_topic(&env, s.out, 2);
+    tx_map_t map = {.fail_at = -1};
+    tx_log_t log;
+    tx_log_init(&log, s.in);
+    rill_pipeline_t *p = tx_pipeline(&env, &s, &map, &log);
+    tx_start(p, 0);
+    int ok;
+    KK_WAIT_UNTIL(ok, TX_WAIT_MS, tx_committed_upto(&log, s.parts, s.per));
+    cr_assert(ok);
+    rill_producer_stats_t ps = tx_sink_stats(&env, p);
+    cr_assert_eq(ps.transactional, 1);
+    cr_assert_eq(ps.txn_aborted, 0, "no transaction aborts in a clean run");
+    cr_assert_eq(ps.txn_records_committed, (uint64_t)(s.parts * s.per));
+    /* rill.txn.max.records=100 over 3,000 records, rill.txn.max.ms out of reach */
+    cr_assert_eq(ps.txn_committed, 30, "%" PRIu64 " transactions", ps.txn_committed);
+    cr_assert_eq(ps.txn_latency.count, 30);
+    rill_consumer_stats_t cs;
+    cr_assert_eq(rill_consumer_stats(env.sys, rill_pipeline_stage(p, 0), &cs), RILL_OK);
+    cr_assert_eq(cs.commit_errors, 0);
+    cr_assert_eq(cs.committed, 30, "the source took each transaction's offsets as committed");
+    cr_assert_eq(cs.emitted, (uint64_t)(s.parts * s.per), "nothing was rewound");
+    rill_pipeline_result_t r;
+    tx_out_t o = tx_finish(&env, p, &s, &log, 0, &r);
+    cr_assert_eq(o.dups, 0, "a clean run duplicates nothing (%zu)", o.dups);
+    cr_assert_eq(o.records, (size_t)(s.parts * s.per));
+    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED);
+    rill_pipeline_destroy(p);
+    kk_env_fini(&env);
+}
+
+/* ------------------------------------------------------------------ */
+/* 2. Abortable errors: abort, rewind, go on                           */
+/* ------------------------------------------------------------------ */
+
+/* `ok_before` requests of api_key succeed, the next fails with err (an
+ * error librdkafka classifies abortable). The transaction that meets it is
+ * aborted and its sources rewound; the pipeline goes on. With exact, the
+ * request is one per transaction (AddOffsetsToTxn, TxnOffsetCommit,
+ * EndTxn): the abort is of transaction ok_before + 1, which counts the
+ * requests the sink sent, by API. */
+static void tx_abort_case(const char *name, int16_t api_key, rd_kafka_resp_err_t err, int ok_before,
+                          int exact)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    char in[64], out[64];
+    snprintf(in, sizeof(in), "%s-in", name);
+    snprintf(out, sizeof(out), "%s-out", name);
+    tx_setup_t s = {.name = name,
+                    .in = in,
+                    .out = out,
+                    .parts = 2,
+                    .per = 1000,
+                    .txn_records = "100",
+                    .txn_ms = "60000"};
+    kk_load_topic(&env, s.in, s.parts, (size_t)s.per, 40);
+    kk_create_topic(&env, s.out, 2);
+    rd_kafka_mock_cluster_t *mc = rill_broker_mock_cluster(env.broker);
+    cr_assert_not_null(mc);
+    rd_kafka_resp_err_t errs[16] = {0};
+    cr_assert_lt(ok_before, 15);
+    errs[ok_before] = err;
+    rd_kafka_mock_push_request_errors_array(mc, api_key, (size_t)ok_before + 1, errs);
+    tx_map_t map = {.fail_at = -1};
+    tx_log_t log;
+    tx_log_init(&log, s.in);
+    rill_pipeline_t *p = tx_pipeline(&env, &s, &map, &log);
+    tx_start(p, 0);
+    int ok;
+    KK_WAIT_UNTIL(ok, TX_WAIT_MS, tx_aborted(&log) > 0);
+    cr_assert(ok, "no transaction was aborted");
+    pthread_mutex_lock(&log.mu);
+    int committed_before = log.committed;
+    rd_kafka_resp_err_t why = log.last_abort_err;
+    pthread_mutex_unlock(&log.mu);
+    /* AddPartitionsToTxn fails the transaction inside librdkafka, which
+     * purges what is queued: the sink sees the purge, or a refused produce. */
+    cr_assert(why == err || (!exact && (why == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
+                                        why == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT ||
+                                        why == RD_KAFKA_RESP_ERR__STATE)),
+              "aborted for %s, not for the injected %s", rd_kafka_err2name(why),
+              rd_kafka_err2name(err));
+    if (exact)
+        cr_assert_eq(committed_before, ok_before,
+                     "the abort came after %d commits, not after the %d requests that succeeded",
+                     committed_before, ok_before);
+    else
+        cr_assert_leq(committed_before, ok_before);
+    rill_pipeline_result_t r;
+    tx_out_t o = tx_finish(&env, p, &s, &log, 0, &r);
+    cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "the abort did not fail the pipeline");
+    cr_assert_eq(log.aborted, 1);
+    (void)o;
+    rill_pipeline_destroy(p);
+    kk_env_fini(&env);
+}
+
+Test(kafka_txn, abortable_add_partitions_to_txn_aborts_rewinds_and_goes_on, .timeout = 180)
+{
+    tx_abort_case("tx-apt", API_ADD_PARTITIONS_TO_TXN, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+                  3, 0);
+}
+
+Test(kafka_txn, abortable_txn_offset_commit_aborts_rewinds_and_goes_on, .timeout = 180)
+{
+    tx_abort_case("tx-toc", API_TXN_OFFSET_COMMIT, RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION, 3, 1);
+}
+
+Test(kafka_txn, abortable_end_txn_aborts_rewinds_and_goes_on, .timeout = 180)
+{
+    tx_abort_case("tx-end", API_END_TXN, RD_KAFKA_RESP_ERR_TRANSACTION_COORDINATOR_FENCED, 3, 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* 3. A fatal error: the supervisor restarts with a new producer       */
+/* ------------------------------------------------------------------ */
+
+Test(kafka_txn, fatal_producer_fenced_restarts_under_the_supervisor, .timeout = 180)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    tx_setup_t s = {.name = "tx-fatal",
+                    .in = "tx-fatal-in",
+                    .out = "tx-fatal-out",
+                    .parts = 2,
+                    .per = 1000,
+                    .txn_records = "100",
+                    .txn_ms = "60000"};
+    kk_load_topic(&env, s.in, s.parts, (size_t)s.per, 40);
+    kk_create_topic(&env, s.out, 2);
+    rd_kafka_mock_cluster_t *mc = rill_broker_mock_cluster(env.broker);
+    rd_kafka_resp_err_t errs[4] = {0, 0, 0, RD_KAFKA_RESP_ERR_PRODUCER_FENCED};
+    rd_kafka_mock_push_request_errors_array(mc, API_END_TXN, 4, errs);
+    tx_map_t map = {.fail_at = -1};
+    tx_log_t log;
+    tx_log_init(&log, s.in);
+    rill_pipeline_t *p = tx_pipeline(&env, &s, &map, &log);
+    rill_aid_t first_sink;
+    tx_start(p, 1);
+    int up;
+    KK_WAIT_UNTIL(up, TX_WAIT_MS, !rill_aid_is_none(first_sink = rill_pipeline_stage(p, 2)));
+    cr_assert(up);
+    rill_pipeline_result_t r;
+    /* The fenced transaction's records (at most rill.txn.max.records) stay
+     * on the mock, never aborted: a real broker aborts them when the new
+     * producer's init_transactions fences the old one. */
+    tx_finish(&env, p, &s, &log, 100, &r);
+    cr_assert_geq(r.restarts, 1, "the fenced producer did not restart the pipeline");
+    /* A fenced producer cannot abort: nothing was told aborted, and what its
+     * open transaction held came again from the last committed offsets. */
+    cr_assert_eq(log.aborted, 0);
+    cr_assert_geq(log.committed, 4);
+    rill_pipeline_destroy(p);
+    kk_env_fini(&env);
+}
+
+/* A stage failing (a processing error) aborts the open transaction; the
+ * supervised restart goes on from the last committed offsets. */
+Test(kafka_txn, stage_failure_aborts_the_open_transaction_and_restarts, .timeout = 180)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    tx_setup_t s = {.name = "tx-stage",
+                    .in = "tx-stage-in",
+                    .out = "tx-stage-out",
+                    .parts = 2,
+                    .per = 1000,
+                    .txn_records = "100",
+                    .txn_ms = "60000"};
+    kk_load_topic(&env, s.in, s.parts, (size_t)s.per, 40);
+    kk_create_topic(&env, s.out, 2);
+    tx_map_t map = {.fail_at = 1234};
+    tx_log_t log;
+    tx_log_init(&log, s.in);
+    rill_pipeline_t *p = tx_pipeline(&env, &s, &map, &log);
+    tx_start(p, 1);
+    rill_pipeline_result_t r;
+    tx_finish(&env, p, &s, &log, 0, &r);
+    cr_assert_eq(r.restarts, 1);
+    cr_assert_geq(log.aborted, 1, "the failed run's open transaction was not aborted");
+    rill_pipeline_destroy(p);
+    kk_env_fini(&env);
+}
