@@ -195,6 +195,19 @@ static const field_t producer_fields[] = {
       rill_producer_stats_t, inflight, '4'),
     F("rill_producer_connected", "gauge", "1 while the sink reaches its brokers.",
       rill_producer_stats_t, connected, 'i'),
+    F("rill_txn_committed_total", "counter", "Transactions committed (transactional sinks).",
+      rill_producer_stats_t, txn_committed, '8'),
+    F("rill_txn_aborted_total", "counter", "Transactions aborted, each followed by a rewind.",
+      rill_producer_stats_t, txn_aborted, '8'),
+    F("rill_txn_records_committed_total", "counter", "Records produced in committed transactions.",
+      rill_producer_stats_t, txn_records_committed, '8'),
+    F("rill_txn_records_aborted_total", "counter", "Records produced in aborted transactions.",
+      rill_producer_stats_t, txn_records_aborted, '8'),
+    F("rill_txn_stale_dropped_total", "counter",
+      "Records dropped unproduced: their input was from before a rewind.", rill_producer_stats_t,
+      txn_stale_dropped, '8'),
+    F("rill_txn_retries_total", "counter", "Transactional calls retried (retriable errors).",
+      rill_producer_stats_t, txn_retries, '8'),
 };
 
 static const field_t store_fields[] = {
@@ -319,6 +332,9 @@ static void stage_families(obs_buf_t *b, const obs_snap_t *s)
     stage_hist(b, s, "rill_delivery_latency_seconds",
                "Time from a record's hand-off to librdkafka to its delivery report.", OF_PRODUCER,
                offsetof(rill_producer_stats_t, delivery_latency));
+    stage_hist(b, s, "rill_txn_commit_seconds",
+               "Time from a transaction's commit decision to EndTxn's answer.", OF_PRODUCER,
+               offsetof(rill_producer_stats_t, txn_latency));
     family(b, "rill_pipeline_runs_total", "counter",
            "Runs of the pipeline started (restarts + 1).");
     for (int i = 0; i < s->npipes; i++) {

@@ -54,6 +54,14 @@ enum {
 
 typedef struct tx_log {
     pthread_mutex_t mu;
+    /* the partitions its source holds (rebalance callback), and order */
+    unsigned owned;
+    int follow_owned;    /* check each commit against owned */
+    int foreign_commits; /* offsets committed for a partition not held */
+    _Atomic int *clock;  /* a clock shared by the logs of one test */
+    int first_commit_at; /* its tick at the first commit (0: none) */
+    uint64_t first_commit_records;
+    int first_revoke_at; /* its tick at the first REVOKED (0: none) */
     int committed, aborted;
     uint64_t records_committed, records_aborted;
     int64_t last[TX_MAX_PARTS]; /* the last committed input offset per partition */
@@ -78,6 +86,13 @@ static void tx_cb(void *opaque, const rill_txn_info_t *info)
     tx_log_t *l = opaque;
     pthread_mutex_lock(&l->mu);
     if (info->event == RILL_TXN_COMMITTED) {
+        if (!l->first_commit_at && l->clock) {
+            l->first_commit_at = atomic_fetch_add(l->clock, 1) + 1;
+            l->first_commit_records = info->records;
+        }
+        for (int i = 0; l->follow_owned && info->offsets && i < info->offsets->cnt; i++)
+            if (!(l->owned & (1u << info->offsets->elems[i].partition)))
+                l->foreign_commits++;
         l->committed++;
         l->records_committed += info->records;
         for (int i = 0; info->offsets && i < info->offsets->cnt; i++) {
@@ -214,6 +229,8 @@ typedef struct tx_setup {
     const char *txn_ms;
     int group;            /* subscribe with a group (else fixed partitions) */
     const char *group_id; /* NULL: name */
+    rill_rebalance_fn *rebalance_cb;
+    void *rebalance_opaque;
 } tx_setup_t;
 
 static rill_pipeline_t *tx_pipeline(kk_env_t *env, const tx_setup_t *s, tx_map_t *map,
@@ -231,6 +248,9 @@ static rill_pipeline_t *tx_pipeline(kk_env_t *env, const tx_setup_t *s, tx_map_t
                         "range",
                         NULL};
     rill_consumer_conf_t *cc = kk_conf_new(env->boot, s->group_id ? s->group_id : s->name, kv);
+    if (s->rebalance_cb)
+        cr_assert_eq(rill_consumer_conf_set_rebalance_cb(cc, s->rebalance_cb, s->rebalance_opaque),
+                     RILL_OK);
     if (s->group)
         kk_conf_subscribe1(cc, s->in);
     else
@@ -467,7 +487,221 @@ Test(kafka_txn, abortable_end_txn_aborts_rewinds_and_goes_on, .timeout = 180)
 }
 
 /* ------------------------------------------------------------------ */
-/* 3. A fatal error: the supervisor restarts with a new producer       */
+/* 3. A rebalance in the middle of a transaction                       */
+/* ------------------------------------------------------------------ */
+
+static void tx_rebalance_cb(void *opaque, rill_rebalance_event_t ev,
+                            const rd_kafka_topic_partition_list_t *parts)
+{
+    tx_log_t *l = opaque;
+    pthread_mutex_lock(&l->mu);
+    for (int i = 0; parts && i < parts->cnt; i++) {
+        unsigned bit = 1u << parts->elems[i].partition;
+        if (ev == RILL_REBALANCE_ASSIGNED)
+            l->owned |= bit;
+        else
+            l->owned &= ~bit;
+    }
+    if (ev == RILL_REBALANCE_REVOKED && !l->first_revoke_at && l->clock)
+        l->first_revoke_at = atomic_fetch_add(l->clock, 1) + 1;
+    pthread_mutex_unlock(&l->mu);
+}
+
+static int tx_owns_any(tx_log_t *l)
+{
+    pthread_mutex_lock(&l->mu);
+    int any = l->owned != 0;
+    pthread_mutex_unlock(&l->mu);
+    return any;
+}
+
+/* The source read every assigned partition to its end, and everything it
+ * emitted came back. */
+static int tx_caught_up(kk_env_t *env, rill_pipeline_t *p)
+{
+    rill_partition_stats_t v[TX_MAX_PARTS];
+    size_t n = 0;
+    rill_consumer_stats_t c;
+    rill_aid_t src = rill_pipeline_stage(p, 0);
+    if (rill_consumer_partitions(env->sys, src, v, TX_MAX_PARTS, &n) != RILL_OK || !n ||
+        rill_consumer_stats(env->sys, src, &c) != RILL_OK)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].end_offset < 0 || v[i].position < v[i].end_offset)
+            return 0;
+    return c.unconfirmed == 0 && c.buffered == 0;
+}
+
+static int tx_both_upto(tx_log_t *a, tx_log_t *b, int parts, int64_t per)
+{
+    int ok = 1;
+    pthread_mutex_lock(&a->mu);
+    pthread_mutex_lock(&b->mu);
+    for (int i = 0; i < parts; i++)
+        ok &= a->last[i] == per || b->last[i] == per;
+    pthread_mutex_unlock(&b->mu);
+    pthread_mutex_unlock(&a->mu);
+    return ok;
+}
+
+/* Member A holds a transaction open (neither rill.txn.max.records nor
+ * rill.txn.max.ms can end it) when member B joins: A's partitions are
+ * revoked, and the transaction is committed before they are released;
+ * nothing of them is committed by A afterwards. */
+Test(kafka_txn, rebalance_mid_transaction_commits_before_the_release, .timeout = 240)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    const int parts = 2;
+    const int64_t per = 1500;
+    kk_load_topic(&env, "tx-reb-in", parts, (size_t)per, 40);
+    kk_create_topic(&env, "tx-reb-out", 2);
+    _Atomic int clock = 0;
+    tx_log_t la, lb;
+    tx_log_init(&la, "tx-reb-in");
+    tx_log_init(&lb, "tx-reb-in");
+    la.clock = lb.clock = &clock;
+    la.follow_owned = lb.follow_owned = 1;
+    tx_setup_t sa = {.name = "tx-reb-a",
+                     .in = "tx-reb-in",
+                     .out = "tx-reb-out",
+                     .parts = parts,
+                     .per = per,
+                     .txn_records = "1000000",
+                     .txn_ms = "60000",
+                     .group = 1,
+                     .group_id = "tx-reb",
+                     .rebalance_cb = tx_rebalance_cb,
+                     .rebalance_opaque = &la};
+    tx_setup_t sb = sa;
+    sb.name = "tx-reb-b";
+    sb.rebalance_opaque = &lb;
+    tx_map_t ma = {.fail_at = -1, .nap_us = 1000}, mb = {.fail_at = -1, .nap_us = 1000};
+    rill_pipeline_t *pa = tx_pipeline(&env, &sa, &ma, &la);
+    tx_start(pa, 0);
+    int ok;
+    KK_WAIT_UNTIL(ok, TX_WAIT_MS, atomic_load(&ma.seen) >= 300);
+    cr_assert(ok, "member A processed nothing");
+    cr_assert_eq(la.committed, 0, "A committed before the rebalance");
+    rill_pipeline_t *pb = tx_pipeline(&env, &sb, &mb, &lb);
+    tx_start(pb, 0);
+    /* Both hold a partition after the rebalance and have read it to its
+     * end; their stops commit what their open transactions hold. */
+    KK_WAIT_UNTIL(ok, TX_WAIT_MS,
+                  tx_owns_any(&la) && tx_owns_any(&lb) && tx_caught_up(&env, pa) &&
+                      tx_caught_up(&env, pb));
+    if (!ok) {
+        tx_diag(&env, pa);
+        tx_diag(&env, pb);
+    }
+    cr_assert(ok, "the members did not share the partitions and read them to their ends");
+    rill_pipeline_result_t r;
+    cr_assert_eq(rill_pipeline_stop(pa), RILL_OK);
+    cr_assert_eq(rill_pipeline_stop(pb), RILL_OK);
+    cr_assert_eq(rill_pipeline_wait(pa, 60000, &r), RILL_OK);
+    cr_assert_eq(rill_pipeline_wait(pb, 60000, &r), RILL_OK);
+    cr_assert(tx_both_upto(&la, &lb, parts, per),
+              "the stops did not commit every input offset (A %" PRId64 " %" PRId64 ", B %" PRId64
+              " %" PRId64 ")",
+              la.last[0], la.last[1], lb.last[0], lb.last[1]);
+    pthread_mutex_lock(&la.mu);
+    cr_assert_gt(la.first_revoke_at, 0, "A's partitions were never revoked");
+    cr_assert_gt(la.first_commit_at, 0, "A never committed");
+    cr_assert_lt(la.first_commit_at, la.first_revoke_at,
+                 "A's open transaction was not committed before its partitions were released");
+    cr_assert_gt(la.first_commit_records, 0, "the transaction A committed at the revoke was empty");
+    cr_assert_eq(la.foreign_commits, 0, "A committed offsets of a partition it no longer held");
+    cr_assert_eq(lb.foreign_commits, 0, "B committed offsets of a partition it did not hold");
+    pthread_mutex_unlock(&la.mu);
+    /* Nothing lost. (Duplicates are expected here: the mock does not store
+     * transactional offsets, so each new owner starts from the earliest
+     * offset; a real cluster hands it the committed ones.) */
+    tx_out_t o = tx_check_output(env.boot, "tx-reb-out", (uint64_t)(parts * per));
+    cr_assert_eq(o.missing, 0, "%zu inputs missing", o.missing);
+    rill_pipeline_destroy(pa);
+    rill_pipeline_destroy(pb);
+    kk_env_fini(&env);
+}
+
+#if RD_KAFKA_VERSION >= 0x02080000
+/* ------------------------------------------------------------------ */
+/* The request flow, as the mock saw it (librdkafka 2.8)               */
+/* ------------------------------------------------------------------ */
+
+Test(kafka_txn, request_flow_of_a_clean_run_in_order, .timeout = 120)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    tx_setup_t s = {.name = "tx-flow",
+                    .in = "tx-flow-in",
+                    .out = "tx-flow-out",
+                    .parts = 1,
+                    .per = 500,
+                    .txn_records = "100",
+                    .txn_ms = "60000"};
+    kk_load_topic(&env, s.in, s.parts, (size_t)s.per, 40);
+    kk_create_topic(&env, s.out, 1);
+    rd_kafka_mock_cluster_t *mc = rill_broker_mock_cluster(env.broker);
+    rd_kafka_mock_start_request_tracking(mc);
+    tx_map_t map = {.fail_at = -1};
+    tx_log_t log;
+    tx_log_init(&log, s.in);
+    rill_pipeline_t *p = tx_pipeline(&env, &s, &map, &log);
+    tx_start(p, 0);
+    rill_pipeline_result_t r;
+    tx_finish(&env, p, &s, &log, 0, &r);
+    size_t n = 0;
+    rd_kafka_mock_request_t **req = rd_kafka_mock_get_requests(mc, &n);
+    rd_kafka_mock_stop_request_tracking(mc);
+    /* The transactional requests in order: InitProducerId first; then per
+     * transaction AddPartitionsToTxn before its Produce requests, and
+     * AddOffsetsToTxn, TxnOffsetCommit, EndTxn after every Produce of it
+     * (the sink waits for its deliveries before it sends the offsets). */
+    char seq[512];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 1 < sizeof(seq); i++) {
+        int16_t key = rd_kafka_mock_request_api_key(req[i]);
+        char c = key == API_INIT_PRODUCER_ID        ? 'I'
+                 : key == API_ADD_PARTITIONS_TO_TXN ? 'A'
+                 : key == API_PRODUCE               ? 'P'
+                 : key == API_ADD_OFFSETS_TO_TXN    ? 'O'
+                 : key == API_TXN_OFFSET_COMMIT     ? 'T'
+                 : key == API_END_TXN               ? 'E'
+                                                    : 0;
+        if (c && !(c == 'P' && k && seq[k - 1] == 'P')) /* Produce requests: one letter a run */
+            seq[k++] = c;
+    }
+    seq[k] = '\0';
+    rd_kafka_mock_request_destroy_array(req, n);
+    fprintf(stderr, "request flow: %s\n", seq);
+    cr_assert_eq(seq[0], 'I', "InitProducerId first: %s", seq);
+    int ends = 0;
+    for (const char *c = seq + 1; *c;) {
+        /* one transaction: A P (A and P may interleave), then O T E */
+        const char *end = strchr(c, 'E');
+        cr_assert_not_null(end, "a transaction without EndTxn: %s", c);
+        size_t len = (size_t)(end - c) + 1;
+        cr_assert_geq(len, 5, "a short transaction: %.*s", (int)len, c);
+        cr_assert(c[0] == 'A', "AddPartitionsToTxn opens a transaction: %.*s", (int)len, c);
+        cr_assert(!memcmp(end - 2, "OT", 2), "AddOffsetsToTxn, TxnOffsetCommit before EndTxn: %.*s",
+                  (int)len, c);
+        for (const char *x = c; x < end - 2; x++)
+            cr_assert(*x == 'A' || *x == 'P',
+                      "only AddPartitionsToTxn and Produce before the "
+                      "offsets: %.*s",
+                      (int)len, c);
+        ends++;
+        c = end + 1;
+    }
+    cr_assert_eq(ends, log.committed, "%d EndTxn for %d transactions", ends, log.committed);
+    cr_assert_eq(ends, 5);
+    rill_pipeline_destroy(p);
+    kk_env_fini(&env);
+}
+#endif
+
+/* ------------------------------------------------------------------ */
+/* 4. A fatal error: the supervisor restarts with a new producer       */
 /* ------------------------------------------------------------------ */
 
 Test(kafka_txn, fatal_producer_fenced_restarts_under_the_supervisor, .timeout = 180)
