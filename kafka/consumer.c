@@ -646,6 +646,10 @@ static rill_err_t ksrc_prepare(void *impl, rill_system_t *sys, char *errstr, siz
     rill_err_t err = rill__dlq_init(&k->dlq, sys, c, errstr, errstr_size);
     if (err)
         return err;
+    if (c->o.txn) {
+        k->txn_hold = rill__ksrc_txn_barrier;
+        k->txn_released = rill__ksrc_txn_released;
+    }
     k->s = rill__kholder_take(k->holder);
     if (!k->s && !(k->s = rill__ksession_new(c, errstr, errstr_size)))
         return RILL_EKAFKA;

@@ -99,6 +99,13 @@ typedef struct ksrc {
     uint64_t txn_sent_seq;
     int64_t txn_sent_ns;
     int txn_barrier; /* 0, 1: a revoke waits for the sink's END, 2: it came */
+    /* rill.commit=transaction: source_txn.c's answers to a revoke, set by
+     * consumer.c (source_group.c calls them, source_txn.c calls it):
+     * hold: 1 if the release must wait for the sink's transaction to end
+     * (asked now or before); released: partitions went (revoked or lost),
+     * rewind the others and tell the sink the new floor. NULL otherwise. */
+    int (*txn_hold)(struct ksrc *k);
+    void (*txn_released)(struct ksrc *k);
     int64_t txn_barrier_deadline_ms;
 
     rill_consumer_stats_t stats;

@@ -336,7 +336,7 @@ void rill__ksrc_set_paused(ksrc_t *k, int pause)
 void rill__ksrc_finish_revoke(ksrc_t *k, int64_t deadline)
 {
     rd_kafka_topic_partition_list_t *l = k->revoking;
-    if (!l || (k->conf->o.txn && rill__ksrc_txn_barrier(k)))
+    if (!l || (k->txn_hold && k->txn_hold(k)))
         return; /* (the transaction with their records ends first) */
     k->revoking = NULL;
     /* The application first (its "save on revoke" point: everything that
@@ -345,8 +345,8 @@ void rill__ksrc_finish_revoke(ksrc_t *k, int64_t deadline)
     rill__ksrc_commit_sync(k, 1, deadline);
     rill__kafka_let_go(k->rk, l);
     remove_revoking(k);
-    if (k->conf->o.txn)
-        rill__ksrc_txn_released(k);
+    if (k->txn_released)
+        k->txn_released(k);
     rd_kafka_topic_partition_list_destroy(l);
 }
 
@@ -419,8 +419,8 @@ static void on_revoke(ksrc_t *k, rd_kafka_topic_partition_list_t *parts)
         mark_revoking(k, parts);
         remove_revoking(k);
         rill__kafka_let_go(k->rk, parts);
-        if (k->conf->o.txn)
-            rill__ksrc_txn_released(k);
+        if (k->txn_released)
+            k->txn_released(k);
         rill__ksrc_observe(k, RILL_REBALANCE_LOST, parts);
         return;
     }

@@ -714,7 +714,8 @@ typedef struct rill_txn_info {
     const char *reason;      /**< a sentence for err ("" if committed) */
 } rill_txn_info_t;
 
-/** Called on the transactional sink's executor after each transaction ended. */
+/** Called after each transaction ended.
+ * @locality the transactional sink's executor. */
 typedef void rill_txn_fn(void *opaque, const rill_txn_info_t *info);
 
 /** Observe a transactional sink's transactions. RILL_EINVAL for a NULL conf.
