@@ -15,13 +15,7 @@
 
 static void send_sink(ksrc_t *k, rill_aid_t to, int sub, void *payload, void (*dtor)(void *))
 {
-    rill_msg_t m = {.type = RILL__PRODUCER_TXN,
-                    .arg = (uint64_t)sub,
-                    .corr = k->st->self.id,
-                    .payload = payload,
-                    .dtor = dtor};
-    if (rill_signal(k->sys, to, &m) != RILL_OK && dtor)
-        dtor(payload);
+    rill__txn_send(k->sys, to, RILL__PRODUCER_TXN, sub, k->st->self, payload, dtor);
 }
 
 static void send_floor(ksrc_t *k)

@@ -98,14 +98,7 @@ static tsrc_t *src_find(rill__txn_t *t, rill_aid_t aid)
 
 static void send_source(rill__txn_t *t, rill_aid_t to, int sub, void *payload, void (*dtor)(void *))
 {
-    rill_msg_t m = {.type = RILL__CONSUMER_TXN,
-                    .arg = (uint64_t)sub,
-                    .corr = t->st->self.id,
-                    .payload = payload,
-                    .dtor = dtor};
-    /* A source that is gone has nothing to commit or rewind. */
-    if (rill_signal(t->st->sys, to, &m) != RILL_OK && dtor)
-        dtor(payload);
+    rill__txn_send(t->st->sys, to, RILL__CONSUMER_TXN, sub, t->st->self, payload, dtor);
 }
 
 /* A source named for the first time: it is told who produces its records. */
@@ -135,20 +128,28 @@ static int any_floor_wait(const rill__txn_t *t)
 /* Records                                                             */
 /* ------------------------------------------------------------------ */
 
+/* The source of a leaf of this system (named for the first time: added
+ * if `add`), with the leaf's partition id and offset; NULL if none. */
+static tsrc_t *leaf_src(rill__txn_t *t, rill_origin_t *leaf, int add, uint64_t *key, int64_t *value)
+{
+    rill_system_t *sys;
+    rill_aid_t source;
+    if (!rill__origin_leaf(leaf, &sys, &source, key, value) || sys != t->st->sys)
+        return NULL;
+    tsrc_t *s = src_find(t, source);
+    if (!s && add && !(s = src_add(t, source)))
+        t->walk_oom = 1;
+    return s;
+}
+
 static void walk_check(void *ctx, rill_origin_t *leaf)
 {
     rill__txn_t *t = ctx;
-    rill_system_t *sys;
-    rill_aid_t source;
     uint64_t key;
     int64_t value;
-    if (!rill__origin_leaf(leaf, &sys, &source, &key, &value) || sys != t->st->sys)
+    tsrc_t *s = leaf_src(t, leaf, 1, &key, &value);
+    if (!s)
         return;
-    tsrc_t *s = src_find(t, source);
-    if (!s && !(s = src_add(t, source))) {
-        t->walk_oom = 1;
-        return;
-    }
     if (RILL__TXN_GEN(key) < s->floor)
         t->walk_stale++;
     else
@@ -158,13 +159,9 @@ static void walk_check(void *ctx, rill_origin_t *leaf)
 static void walk_note(void *ctx, rill_origin_t *leaf)
 {
     rill__txn_t *t = ctx;
-    rill_system_t *sys;
-    rill_aid_t source;
     uint64_t key;
     int64_t value;
-    if (!rill__origin_leaf(leaf, &sys, &source, &key, &value) || sys != t->st->sys)
-        return;
-    tsrc_t *s = src_find(t, source);
+    tsrc_t *s = leaf_src(t, leaf, 0, &key, &value);
     if (!s)
         return;
     if (s->last < s->n_parts && s->parts[s->last].key == key) {

@@ -97,4 +97,16 @@ typedef struct rill__txn_floor {
     uint64_t floor; /* records of generations below are stale */
 } rill__txn_floor_t;
 
+/* Send one of these messages (type RILL__CONSUMER_TXN or
+ * RILL__PRODUCER_TXN, sub-type sub, from the actor `from`); a receiver
+ * that is gone has nothing to commit or rewind: the payload is freed. */
+static inline void rill__txn_send(rill_system_t *sys, rill_aid_t to, uint32_t type, int sub,
+                                  rill_aid_t from, void *payload, void (*dtor)(void *))
+{
+    rill_msg_t m = {
+        .type = type, .arg = (uint64_t)sub, .corr = from.id, .payload = payload, .dtor = dtor};
+    if (rill_signal(sys, to, &m) != RILL_OK && dtor)
+        dtor(payload);
+}
+
 #endif /* RILL_KAFKA_TXN_H */

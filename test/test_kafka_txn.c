@@ -357,50 +357,93 @@ static tx_out_t tx_finish(kk_env_t *env, rill_pipeline_t *p, const tx_setup_t *s
     return o;
 }
 
+/* One test's broker, topics, transform, log and pipeline. */
+typedef struct tx_case {
+    kk_env_t env;
+    char in[64], out[64];
+    tx_setup_t s;
+    tx_map_t map;
+    tx_log_t log;
+    rill_pipeline_t *p;
+} tx_case_t;
+
+/* A broker with <name>-in (parts x per records) and <name>-out (2
+ * partitions); the setup commits every txn_records records (the clock out
+ * of reach). Adjust c->s, c->map, inject errors, then tx_case_pipeline. */
+static void tx_case_init(tx_case_t *c, const char *name, int parts, int64_t per,
+                         const char *txn_records)
+{
+    memset(c, 0, sizeof(*c));
+    kk_env_init(&c->env);
+    snprintf(c->in, sizeof(c->in), "%s-in", name);
+    snprintf(c->out, sizeof(c->out), "%s-out", name);
+    c->s = (tx_setup_t){.name = name,
+                        .in = c->in,
+                        .out = c->out,
+                        .parts = parts,
+                        .per = per,
+                        .txn_records = txn_records,
+                        .txn_ms = "60000"};
+    kk_load_topic(&c->env, c->in, parts, (size_t)per, 40);
+    kk_create_topic(&c->env, c->out, 2);
+    atomic_store(&c->map.fail_at, -1);
+    tx_log_init(&c->log, c->in);
+}
+
+static rill_pipeline_t *tx_case_pipeline(tx_case_t *c)
+{
+    return c->p = tx_pipeline(&c->env, &c->s, &c->map, &c->log);
+}
+
+static void tx_case_fini(tx_case_t *c)
+{
+    rill_pipeline_destroy(c->p);
+    kk_env_fini(&c->env);
+}
+
+/* `ok_before` requests of api_key succeed, the next fails with err. */
+static void tx_inject(tx_case_t *c, int16_t api_key, int ok_before, rd_kafka_resp_err_t err)
+{
+    rd_kafka_mock_cluster_t *mc = rill_broker_mock_cluster(c->env.broker);
+    cr_assert_not_null(mc);
+    rd_kafka_resp_err_t errs[16] = {0};
+    cr_assert_lt(ok_before, 15);
+    errs[ok_before] = err;
+    rd_kafka_mock_push_request_errors_array(mc, api_key, (size_t)ok_before + 1, errs);
+}
+
 /* ------------------------------------------------------------------ */
 /* 1. A clean run                                                      */
 /* ------------------------------------------------------------------ */
 
 Test(kafka_txn, clean_run_commits_every_input_once_with_its_offsets, .timeout = 180)
 {
-    kk_env_t env;
-    kk_env_init(&env);
-    tx_setup_t s = {.name = "tx-clean",
-                    .in = "tx-clean-in",
-                    .out = "tx-clean-out",
-                    .parts = 2,
-                    .per = 1500,
-                    .txn_records = "100",
-                    .txn_ms = "60000"};
-    kk_load_topic(&env, s.in, s.parts, (size_t)s.per, 40);
-    kk_create_topic(&env, s.out, 2);
-    tx_map_t map = {.fail_at = -1};
-    tx_log_t log;
-    tx_log_init(&log, s.in);
-    rill_pipeline_t *p = tx_pipeline(&env, &s, &map, &log);
+    tx_case_t c;
+    tx_case_init(&c, "tx-clean", 2, 1500, "100");
+    const uint64_t total = 3000;
+    rill_pipeline_t *p = tx_case_pipeline(&c);
     tx_start(p, 0);
     int ok;
-    KK_WAIT_UNTIL(ok, TX_WAIT_MS, tx_committed_upto(&log, s.parts, s.per));
+    KK_WAIT_UNTIL(ok, TX_WAIT_MS, tx_committed_upto(&c.log, c.s.parts, c.s.per));
     cr_assert(ok);
-    rill_producer_stats_t ps = tx_sink_stats(&env, p);
+    rill_producer_stats_t ps = tx_sink_stats(&c.env, p);
     cr_assert_eq(ps.transactional, 1);
     cr_assert_eq(ps.txn_aborted, 0, "no transaction aborts in a clean run");
-    cr_assert_eq(ps.txn_records_committed, (uint64_t)(s.parts * s.per));
+    cr_assert_eq(ps.txn_records_committed, total);
     /* rill.txn.max.records=100 over 3,000 records, rill.txn.max.ms out of reach */
     cr_assert_eq(ps.txn_committed, 30, "%" PRIu64 " transactions", ps.txn_committed);
     cr_assert_eq(ps.txn_latency.count, 30);
     rill_consumer_stats_t cs;
-    cr_assert_eq(rill_consumer_stats(env.sys, rill_pipeline_stage(p, 0), &cs), RILL_OK);
+    cr_assert_eq(rill_consumer_stats(c.env.sys, rill_pipeline_stage(p, 0), &cs), RILL_OK);
     cr_assert_eq(cs.commit_errors, 0);
     cr_assert_eq(cs.committed, 30, "the source took each transaction's offsets as committed");
-    cr_assert_eq(cs.emitted, (uint64_t)(s.parts * s.per), "nothing was rewound");
+    cr_assert_eq(cs.emitted, total, "nothing was rewound");
     rill_pipeline_result_t r;
-    tx_out_t o = tx_finish(&env, p, &s, &log, 0, &r);
+    tx_out_t o = tx_finish(&c.env, p, &c.s, &c.log, 0, &r);
     cr_assert_eq(o.dups, 0, "a clean run duplicates nothing (%zu)", o.dups);
-    cr_assert_eq(o.records, (size_t)(s.parts * s.per));
+    cr_assert_eq(o.records, total);
     cr_assert_eq(r.end, RILL_PIPELINE_STOPPED);
-    rill_pipeline_destroy(p);
-    kk_env_fini(&env);
+    tx_case_fini(&c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -416,38 +459,17 @@ Test(kafka_txn, clean_run_commits_every_input_once_with_its_offsets, .timeout = 
 static void tx_abort_case(const char *name, int16_t api_key, rd_kafka_resp_err_t err, int ok_before,
                           int exact)
 {
-    kk_env_t env;
-    kk_env_init(&env);
-    char in[64], out[64];
-    snprintf(in, sizeof(in), "%s-in", name);
-    snprintf(out, sizeof(out), "%s-out", name);
-    tx_setup_t s = {.name = name,
-                    .in = in,
-                    .out = out,
-                    .parts = 2,
-                    .per = 1000,
-                    .txn_records = "100",
-                    .txn_ms = "60000"};
-    kk_load_topic(&env, s.in, s.parts, (size_t)s.per, 40);
-    kk_create_topic(&env, s.out, 2);
-    rd_kafka_mock_cluster_t *mc = rill_broker_mock_cluster(env.broker);
-    cr_assert_not_null(mc);
-    rd_kafka_resp_err_t errs[16] = {0};
-    cr_assert_lt(ok_before, 15);
-    errs[ok_before] = err;
-    rd_kafka_mock_push_request_errors_array(mc, api_key, (size_t)ok_before + 1, errs);
-    tx_map_t map = {.fail_at = -1};
-    tx_log_t log;
-    tx_log_init(&log, s.in);
-    rill_pipeline_t *p = tx_pipeline(&env, &s, &map, &log);
-    tx_start(p, 0);
+    tx_case_t c;
+    tx_case_init(&c, name, 2, 1000, "100");
+    tx_inject(&c, api_key, ok_before, err);
+    tx_start(tx_case_pipeline(&c), 0);
     int ok;
-    KK_WAIT_UNTIL(ok, TX_WAIT_MS, tx_aborted(&log) > 0);
+    KK_WAIT_UNTIL(ok, TX_WAIT_MS, tx_aborted(&c.log) > 0);
     cr_assert(ok, "no transaction was aborted");
-    pthread_mutex_lock(&log.mu);
-    int committed_before = log.committed;
-    rd_kafka_resp_err_t why = log.last_abort_err;
-    pthread_mutex_unlock(&log.mu);
+    pthread_mutex_lock(&c.log.mu);
+    int committed_before = c.log.committed;
+    rd_kafka_resp_err_t why = c.log.last_abort_err;
+    pthread_mutex_unlock(&c.log.mu);
     /* AddPartitionsToTxn fails the transaction inside librdkafka, which
      * purges what is queued: the sink sees the purge, or a refused produce. */
     cr_assert(why == err || (!exact && (why == RD_KAFKA_RESP_ERR__PURGE_QUEUE ||
@@ -462,12 +484,10 @@ static void tx_abort_case(const char *name, int16_t api_key, rd_kafka_resp_err_t
     else
         cr_assert_leq(committed_before, ok_before);
     rill_pipeline_result_t r;
-    tx_out_t o = tx_finish(&env, p, &s, &log, 0, &r);
+    tx_finish(&c.env, c.p, &c.s, &c.log, 0, &r);
     cr_assert_eq(r.end, RILL_PIPELINE_STOPPED, "the abort did not fail the pipeline");
-    cr_assert_eq(log.aborted, 1);
-    (void)o;
-    rill_pipeline_destroy(p);
-    kk_env_fini(&env);
+    cr_assert_eq(c.log.aborted, 1);
+    tx_case_fini(&c);
 }
 
 Test(kafka_txn, abortable_add_partitions_to_txn_aborts_rewinds_and_goes_on, .timeout = 180)
@@ -630,26 +650,13 @@ Test(kafka_txn, rebalance_mid_transaction_commits_before_the_release, .timeout =
 
 Test(kafka_txn, request_flow_of_a_clean_run_in_order, .timeout = 120)
 {
-    kk_env_t env;
-    kk_env_init(&env);
-    tx_setup_t s = {.name = "tx-flow",
-                    .in = "tx-flow-in",
-                    .out = "tx-flow-out",
-                    .parts = 1,
-                    .per = 500,
-                    .txn_records = "100",
-                    .txn_ms = "60000"};
-    kk_load_topic(&env, s.in, s.parts, (size_t)s.per, 40);
-    kk_create_topic(&env, s.out, 1);
-    rd_kafka_mock_cluster_t *mc = rill_broker_mock_cluster(env.broker);
+    tx_case_t c;
+    tx_case_init(&c, "tx-flow", 1, 500, "100");
+    rd_kafka_mock_cluster_t *mc = rill_broker_mock_cluster(c.env.broker);
     rd_kafka_mock_start_request_tracking(mc);
-    tx_map_t map = {.fail_at = -1};
-    tx_log_t log;
-    tx_log_init(&log, s.in);
-    rill_pipeline_t *p = tx_pipeline(&env, &s, &map, &log);
-    tx_start(p, 0);
+    tx_start(tx_case_pipeline(&c), 0);
     rill_pipeline_result_t r;
-    tx_finish(&env, p, &s, &log, 0, &r);
+    tx_finish(&c.env, c.p, &c.s, &c.log, 0, &r);
     size_t n = 0;
     rd_kafka_mock_request_t **req = rd_kafka_mock_get_requests(mc, &n);
     rd_kafka_mock_stop_request_tracking(mc);
@@ -693,10 +700,9 @@ Test(kafka_txn, request_flow_of_a_clean_run_in_order, .timeout = 120)
         ends++;
         c = end + 1;
     }
-    cr_assert_eq(ends, log.committed, "%d EndTxn for %d transactions", ends, log.committed);
+    cr_assert_eq(ends, c.log.committed, "%d EndTxn for %d transactions", ends, c.log.committed);
     cr_assert_eq(ends, 5);
-    rill_pipeline_destroy(p);
-    kk_env_fini(&env);
+    tx_case_fini(&c);
 }
 #endif
 
@@ -706,67 +712,35 @@ Test(kafka_txn, request_flow_of_a_clean_run_in_order, .timeout = 120)
 
 Test(kafka_txn, fatal_producer_fenced_restarts_under_the_supervisor, .timeout = 180)
 {
-    kk_env_t env;
-    kk_env_init(&env);
-    tx_setup_t s = {.name = "tx-fatal",
-                    .in = "tx-fatal-in",
-                    .out = "tx-fatal-out",
-                    .parts = 2,
-                    .per = 1000,
-                    .txn_records = "100",
-                    .txn_ms = "60000"};
-    kk_load_topic(&env, s.in, s.parts, (size_t)s.per, 40);
-    kk_create_topic(&env, s.out, 2);
-    rd_kafka_mock_cluster_t *mc = rill_broker_mock_cluster(env.broker);
-    rd_kafka_resp_err_t errs[4] = {0, 0, 0, RD_KAFKA_RESP_ERR_PRODUCER_FENCED};
-    rd_kafka_mock_push_request_errors_array(mc, API_END_TXN, 4, errs);
-    tx_map_t map = {.fail_at = -1};
-    tx_log_t log;
-    tx_log_init(&log, s.in);
-    rill_pipeline_t *p = tx_pipeline(&env, &s, &map, &log);
-    rill_aid_t first_sink;
+    tx_case_t c;
+    tx_case_init(&c, "tx-fatal", 2, 1000, "100");
+    tx_inject(&c, API_END_TXN, 3, RD_KAFKA_RESP_ERR_PRODUCER_FENCED);
+    rill_pipeline_t *p = tx_case_pipeline(&c);
     tx_start(p, 1);
-    int up;
-    KK_WAIT_UNTIL(up, TX_WAIT_MS, !rill_aid_is_none(first_sink = rill_pipeline_stage(p, 2)));
-    cr_assert(up);
     rill_pipeline_result_t r;
     /* The fenced transaction's records (at most rill.txn.max.records) stay
      * on the mock, never aborted: a real broker aborts them when the new
      * producer's init_transactions fences the old one. */
-    tx_finish(&env, p, &s, &log, 100, &r);
+    tx_finish(&c.env, p, &c.s, &c.log, 100, &r);
     cr_assert_geq(r.restarts, 1, "the fenced producer did not restart the pipeline");
     /* A fenced producer cannot abort: nothing was told aborted, and what its
      * open transaction held came again from the last committed offsets. */
-    cr_assert_eq(log.aborted, 0);
-    cr_assert_geq(log.committed, 4);
-    rill_pipeline_destroy(p);
-    kk_env_fini(&env);
+    cr_assert_eq(c.log.aborted, 0);
+    cr_assert_geq(c.log.committed, 4);
+    tx_case_fini(&c);
 }
 
 /* A stage failing (a processing error) aborts the open transaction; the
  * supervised restart goes on from the last committed offsets. */
 Test(kafka_txn, stage_failure_aborts_the_open_transaction_and_restarts, .timeout = 180)
 {
-    kk_env_t env;
-    kk_env_init(&env);
-    tx_setup_t s = {.name = "tx-stage",
-                    .in = "tx-stage-in",
-                    .out = "tx-stage-out",
-                    .parts = 2,
-                    .per = 1000,
-                    .txn_records = "100",
-                    .txn_ms = "60000"};
-    kk_load_topic(&env, s.in, s.parts, (size_t)s.per, 40);
-    kk_create_topic(&env, s.out, 2);
-    tx_map_t map = {.fail_at = 1234};
-    tx_log_t log;
-    tx_log_init(&log, s.in);
-    rill_pipeline_t *p = tx_pipeline(&env, &s, &map, &log);
-    tx_start(p, 1);
+    tx_case_t c;
+    tx_case_init(&c, "tx-stage", 2, 1000, "100");
+    atomic_store(&c.map.fail_at, 1234);
+    tx_start(tx_case_pipeline(&c), 1);
     rill_pipeline_result_t r;
-    tx_finish(&env, p, &s, &log, 0, &r);
+    tx_finish(&c.env, c.p, &c.s, &c.log, 0, &r);
     cr_assert_eq(r.restarts, 1);
-    cr_assert_geq(log.aborted, 1, "the failed run's open transaction was not aborted");
-    rill_pipeline_destroy(p);
-    kk_env_fini(&env);
+    cr_assert_geq(c.log.aborted, 1, "the failed run's open transaction was not aborted");
+    tx_case_fini(&c);
 }
