@@ -526,17 +526,16 @@ rill_err_t rill__consumer_conf_check(const rill_consumer_conf_t *c, char *errstr
         if (rd_kafka_conf_get(c->kconf, "isolation.level", iso, &size) == RD_KAFKA_CONF_OK &&
             !strcmp(iso, "read_uncommitted"))
             return rill__fail(RILL_EINVAL, errstr, errstr_size,
-                              "rill.commit=transaction reads with isolation.level=read_committed, "
-                              "not read_uncommitted (it would process records of aborted "
-                              "transactions)");
+                              "isolation.level=read_uncommitted with rill.commit=transaction: "
+                              "it would process the records of aborted transactions");
         if (c->assigned_cb)
             return rill__fail(RILL_EINVAL, errstr, errstr_size,
-                              "rill.commit=transaction and an assigned callback: the offsets are "
-                              "either the transactions' or the application's");
+                              "an assigned callback with rill.commit=transaction: the offsets are "
+                              "the application's or the transactions'");
         if (c->o.unconfirmed_timeout_ms)
             return rill__fail(RILL_EINVAL, errstr, errstr_size,
-                              "rill.commit=transaction rewinds to the last transaction instead "
-                              "of redelivering: leave rill.unconfirmed.timeout.ms 0");
+                              "rill.unconfirmed.timeout.ms must be 0 with rill.commit=transaction "
+                              "(a rewind to the last transaction replaces redelivery)");
     }
     return RILL_OK;
 }

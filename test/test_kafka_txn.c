@@ -744,3 +744,116 @@ Test(kafka_txn, stage_failure_aborts_the_open_transaction_and_restarts, .timeout
     cr_assert_geq(c.log.aborted, 1, "the failed run's open transaction was not aborted");
     tx_case_fini(&c);
 }
+
+/* ------------------------------------------------------------------ */
+/* 6. The clock: rill.txn.max.ms ends a transaction that stays small   */
+/* ------------------------------------------------------------------ */
+
+Test(kafka_txn, a_transaction_ends_after_rill_txn_max_ms, .timeout = 120)
+{
+    tx_case_t c;
+    tx_case_init(&c, "tx-clock", 1, 400, "1000000");
+    c.s.txn_ms = "200";
+    c.map.nap_us = 3000; /* 400 records: 1.2 s at least */
+    int64_t t0 = kit_now_ms();
+    tx_start(tx_case_pipeline(&c), 0);
+    int ok;
+    KK_WAIT_UNTIL(ok, TX_WAIT_MS, tx_committed_upto(&c.log, 1, 400));
+    cr_assert(ok);
+    int64_t took = kit_now_ms() - t0;
+    /* One commit per 200 ms of processing, give or take the first and the
+     * last (the count cannot decide: 1,000,000 records). */
+    cr_assert_geq(c.log.committed, 4, "%d transactions in %" PRId64 " ms", c.log.committed, took);
+    cr_assert_leq(c.log.committed, took / 200 + 2, "%d transactions in %" PRId64 " ms",
+                  c.log.committed, took);
+    rill_pipeline_result_t r;
+    tx_finish(&c.env, c.p, &c.s, &c.log, 0, &r);
+    tx_case_fini(&c);
+}
+
+/* ------------------------------------------------------------------ */
+/* 7. Misuse: refused with a sentence                                  */
+/* ------------------------------------------------------------------ */
+
+static rill_producer_conf_t *tx_pconf(const char *boot, const char *tid)
+{
+    rill_producer_conf_t *pc = rill_producer_conf_new();
+    char err[256];
+    cr_assert_eq(rill_producer_conf_set(pc, "bootstrap.servers", boot, err, sizeof(err)), RILL_OK);
+    if (tid)
+        cr_assert_eq(rill_producer_conf_set(pc, "transactional.id", tid, err, sizeof(err)),
+                     RILL_OK);
+    return pc;
+}
+
+/* The pipeline's start (or its first run) fails with a sentence holding `needle`. */
+static void tx_refused(kk_env_t *env, rill_stage_t *src, rill_stage_t *sink, const char *needle)
+{
+    rill_pipeline_t *p = rill_pipeline_new(env->sys, "tx-misuse");
+    rill_pipeline_add(p, src, NULL);
+    rill_pipeline_add(p, sink, NULL);
+    char err[256] = "";
+    rill_err_t e = rill_pipeline_start(p, err, sizeof(err));
+    if (e == RILL_OK) {
+        rill_pipeline_result_t r;
+        cr_assert_eq(rill_pipeline_wait(p, TX_WAIT_MS, &r), RILL_OK, "it did not fail");
+        cr_assert_eq(r.end, RILL_PIPELINE_FAILED);
+        snprintf(err, sizeof(err), "%s", r.text);
+    }
+    cr_assert(strstr(err, needle), "\"%s\" does not say \"%s\"", err, needle);
+    rill_pipeline_destroy(p);
+}
+
+Test(kafka_txn, misuse_is_refused_with_a_sentence, .timeout = 120)
+{
+    kk_env_t env;
+    kk_env_init(&env);
+    kk_load_topic(&env, "tx-mis-in", 1, 10, 40);
+    char err[256] = "";
+    /* rill.commit takes true, false or transaction */
+    rill_consumer_conf_t *cc = rill_consumer_conf_new();
+    cr_assert_eq(rill_consumer_conf_set(cc, "rill.commit", "txn", err, sizeof(err)), RILL_EINVAL);
+    cr_assert(strstr(err, "true, false or transaction"), "%s", err);
+    rill_consumer_conf_destroy(cc);
+    /* read_uncommitted, an assigned callback, a redelivery timeout */
+    const char *ru[] = {"rill.commit", "transaction", "isolation.level", "read_uncommitted", NULL};
+    cc = kk_conf_new(env.boot, "tx-mis", ru);
+    kk_conf_subscribe1(cc, "tx-mis-in");
+    tx_refused(&env, rill_kafka_source(cc), rill_kafka_txn_sink(tx_pconf(env.boot, "t1")),
+               "isolation.level=read_uncommitted");
+    const char *rt[] = {"rill.commit", "transaction", "rill.unconfirmed.timeout.ms", "1000", NULL};
+    cc = kk_conf_new(env.boot, "tx-mis", rt);
+    kk_conf_subscribe1(cc, "tx-mis-in");
+    tx_refused(&env, rill_kafka_source(cc), rill_kafka_txn_sink(tx_pconf(env.boot, "t1")),
+               "rill.unconfirmed.timeout.ms");
+    /* a transactional sink without transactional.id; a plain sink with one */
+    const char *tx[] = {"rill.commit", "transaction", "auto.offset.reset", "earliest", NULL};
+    cc = kk_conf_new(env.boot, "tx-mis", tx);
+    kk_conf_subscribe1(cc, "tx-mis-in");
+    tx_refused(&env, rill_kafka_source(cc), rill_kafka_txn_sink(tx_pconf(env.boot, NULL)),
+               "needs transactional.id");
+    cc = kk_conf_new(env.boot, "tx-mis", tx);
+    kk_conf_subscribe1(cc, "tx-mis-in");
+    tx_refused(&env, rill_kafka_source(cc), rill_kafka_sink(tx_pconf(env.boot, "t1")),
+               "rill_kafka_txn_sink");
+    /* a transactional sink fed by a source that commits its own offsets:
+     * its first record fails the sink */
+    const char *plain[] = {"auto.offset.reset", "earliest", NULL};
+    cc = kk_conf_new(env.boot, "tx-mis-plain", plain);
+    kk_conf_assign_all(cc, "tx-mis-in", 1, RILL_OFFSET_BEGINNING);
+    tx_map_t map;
+    memset(&map, 0, sizeof(map));
+    atomic_store(&map.fail_at, -1);
+    snprintf(map.out, sizeof(map.out), "tx-mis-out");
+    rill_pipeline_t *p = rill_pipeline_new(env.sys, "tx-mis-plain");
+    rill_pipeline_add(p, rill_kafka_source(cc), NULL);
+    rill_pipeline_add(p, rill_stage_map(tx_map_fn, &map), NULL);
+    rill_pipeline_add(p, rill_kafka_txn_sink(tx_pconf(env.boot, "t2")), NULL);
+    tx_start(p, 0);
+    rill_pipeline_result_t r;
+    cr_assert_eq(rill_pipeline_wait(p, TX_WAIT_MS, &r), RILL_OK, "it did not fail");
+    cr_assert_eq(r.end, RILL_PIPELINE_FAILED);
+    cr_assert(strstr(r.text, "rill.commit=transaction"), "%s", r.text);
+    rill_pipeline_destroy(p);
+    kk_env_fini(&env);
+}
