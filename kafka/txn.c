@@ -584,18 +584,34 @@ void rill__txn_free(rill__txn_t *t)
     if (!t)
         return;
     /* A stage that stops with a transaction open aborts it: its records
-     * come again from the last committed offsets. */
-    if (t->rk && t->state != T_IDLE && !rd_kafka_fatal_error(t->rk, NULL, 0)) {
-        rd_kafka_error_t *e = rd_kafka_abort_transaction(t->rk, (int)t->conf->o.txn_timeout_ms);
-        if (e) {
-            rill_log(RILL_LOG_WARNING, "kafka.txn", "abort_transaction at stop: %s",
-                     rd_kafka_error_string(e));
-            rd_kafka_error_destroy(e);
+     * come again from the last committed offsets. One it cannot abort (a
+     * fatal error, an abort refused) is abandoned: never committed, and
+     * aborted by the coordinator when the next producer with this
+     * transactional.id starts (or after transaction.timeout.ms). Either
+     * way it is told and counted as aborted. */
+    if (t->rk && t->stats && t->state != T_IDLE) {
+        char fatal[160], reason[240];
+        rd_kafka_resp_err_t code = rd_kafka_fatal_error(t->rk, fatal, sizeof(fatal));
+        if (code) {
+            snprintf(reason, sizeof(reason), "abandoned (fatal: %s)", fatal);
         } else {
-            t->stats->txn_aborted++;
-            t->stats->txn_records_aborted += t->records;
-            tell_cb(t, RILL_TXN_ABORTED, NULL, RD_KAFKA_RESP_ERR__DESTROY, "the sink stopped");
+            rd_kafka_error_t *e = rd_kafka_abort_transaction(t->rk, (int)t->conf->o.txn_timeout_ms);
+            code = e ? rd_kafka_error_code(e) : RD_KAFKA_RESP_ERR__DESTROY;
+            snprintf(reason, sizeof(reason), "%s%s",
+                     e ? "abandoned (abort at stop: " : "the sink stopped",
+                     e ? rd_kafka_error_string(e) : "");
+            if (e) {
+                strncat(reason, ")", sizeof(reason) - strlen(reason) - 1);
+                rd_kafka_error_destroy(e);
+            }
         }
+        if (code != RD_KAFKA_RESP_ERR__DESTROY)
+            rill_log(RILL_LOG_WARNING, "kafka.txn",
+                     "transaction %" PRIu64 " (%" PRIu64 " records) %s", t->seq, t->records,
+                     reason);
+        t->stats->txn_aborted++;
+        t->stats->txn_records_aborted += t->records;
+        tell_cb(t, RILL_TXN_ABORTED, NULL, code, reason);
     }
     for (size_t i = 0; i < t->n_srcs; i++) {
         if (t->st)
