@@ -19,8 +19,12 @@
  *
  * The embedded broker keeps no transaction markers: aborted records stay
  * visible to read_committed readers there, so the output holds extra
- * copies, at most the records of aborted transactions. A real cluster
- * (--bootstrap) hides them: there every input must be read exactly once.
+ * copies, at most the records of aborted transactions, plus, for each
+ * pipeline restart, one transaction the failed run could not abort (its
+ * EndTxn failed too): the callback does not report that one, and a real
+ * cluster aborts it when the next run's producer fences the old one. A real
+ * cluster (--bootstrap) hides them all: there every input must be read
+ * exactly once.
  *
  * usage: exactly_once [--records N] [--partitions P] [--fail-at SEQ]
  *                     [--bootstrap SERVERS [--mock]] [--prefix NAME] [--no-inject]
@@ -46,6 +50,7 @@
 #define LOG         "exactly_once"
 #define API_END_TXN 26 /* Kafka's API key of EndTxn */
 #define MAX_PARTS   64
+#define TXN_RECORDS 500 /* rill.txn.max.records: the most records one transaction holds */
 
 typedef struct app {
     const char *boot;
@@ -149,10 +154,12 @@ static rill_pipeline_t *start_pipeline(rill_system_t *sys, app_t *a, char *err, 
         return NULL;
     }
     rill_producer_conf_t *k = rill_producer_conf_new();
+    char txn_records[16];
+    snprintf(txn_records, sizeof(txn_records), "%d", TXN_RECORDS);
     if (rill_producer_conf_set(k, "bootstrap.servers", a->boot, err, n) ||
         rill_producer_conf_set(k, "transactional.id", a->txn_id, err, n) ||
         rill_producer_conf_set(k, "rill.topics", a->out, err, n) ||
-        rill_producer_conf_set(k, "rill.txn.max.records", "500", err, n) ||
+        rill_producer_conf_set(k, "rill.txn.max.records", txn_records, err, n) ||
         rill_producer_conf_set_txn_cb(k, on_txn, a)) {
         rill_consumer_conf_destroy(c);
         rill_producer_conf_destroy(k);
@@ -392,16 +399,19 @@ int main(int argc, char **argv)
     printf("  output records read             %zu from %s (read_committed)\n", read, a.out);
     printf("  distinct markers                %zu, missing %zu, foreign %zu\n", distinct, missing,
            foreign);
+    /* On the mock: the aborted records, and per restart one transaction that may have
+     * failed to abort when its run ended (not told to the callback). */
+    uint64_t allowed = mock ? a.records_aborted + (uint64_t)res.restarts * TXN_RECORDS : 0;
+    printf("  extra copies                    %zu\n", extra);
     if (mock)
-        printf("  extra copies                    %zu, at most the aborted records: the embedded "
-               "broker keeps no transaction markers, so aborted records stay visible; a real "
-               "cluster's read_committed consumer sees none\n",
-               extra);
+        printf("  extra copies allowed            %" PRIu64 " (aborted records + %d per restart): "
+               "the embedded broker keeps no transaction markers, so aborted records stay "
+               "visible; a real cluster's read_committed consumer sees none\n",
+               allowed, TXN_RECORDS);
     else
-        printf("  extra copies                    %zu (a real cluster hides aborted records)\n",
-               extra);
+        printf("  extra copies allowed            0 (a real cluster hides aborted records)\n");
     int ok = all_in && missing == 0 && foreign == 0 && a.records_committed == a.records &&
-             res.end == RILL_PIPELINE_STOPPED && (mock ? extra <= a.records_aborted : extra == 0);
+             res.end == RILL_PIPELINE_STOPPED && extra <= allowed;
     if (ok)
         printf("  OK: every input committed exactly once%s\n",
                mock ? "; extra copies only from aborted transactions" : ", and read once");
@@ -411,7 +421,7 @@ int main(int argc, char **argv)
                                  : missing || foreign ? "inputs missing from the output"
                                  : a.records_committed != a.records
                                      ? "records in committed transactions != inputs"
-                                     : "more extra copies than aborted records");
+                                     : "more extra copies than allowed");
     if (res.end != RILL_PIPELINE_STOPPED)
         printf("  the pipeline ended: %s: %s: %s\n", rill_err_name(res.code), res.stage, res.text);
     pthread_mutex_destroy(&a.mu);
