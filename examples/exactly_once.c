@@ -7,15 +7,17 @@
  *   ├── transform     the value in upper case, header in-seq = the input's seq
  *   └── txn-sink      rill_kafka_txn_sink: records + input offsets per transaction
  *
- * Failures, injected on purpose unless --no-inject: the 6th transaction's
- * EndTxn fails with an abortable error (embedded broker only: its mock
- * cluster takes injected errors), and the transform fails once half way
- * through partition 0 (--fail-at SEQ; -1: never), which fails the pipeline; its supervisor starts
- * it again. Either way the open transaction is aborted and the source goes back to the offsets of
- * the last committed one: the aborted records are produced again, in a transaction that commits.
- * The sink's transaction callback logs every abort (rill_log) and tracks the committed input
- * offsets; once they are at the end of every input partition, the pipeline stops and the output is
- * read back with isolation.level=read_committed.
+ * Failures, injected on purpose unless --no-inject: the 6th EndTxn fails
+ * with an abortable error (embedded broker only: its mock cluster takes
+ * injected errors), and the transform fails once half way through
+ * partition 0 (--fail-at SEQ; -1: never), which fails the pipeline's run;
+ * its supervisor starts another. Either way the open transaction is
+ * aborted and the source goes back to the offsets of the last committed
+ * one: the aborted records are produced again, in a transaction that
+ * commits. The sink's transaction callback logs every abort (rill_log) and
+ * tracks the committed input offsets; once they are at the end of every
+ * input partition, the pipeline stops and the output is read back with
+ * isolation.level=read_committed.
  *
  * The embedded broker keeps no transaction markers: aborted records stay
  * visible to read_committed readers there, so the output holds extra
