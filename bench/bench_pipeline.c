@@ -365,8 +365,8 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
     for (int p = 0; p < PARTITIONS; p++)
         free(x.parts[p].done);
     result_t res = {.rate = (double)n / dt, .cost = cpu / ((double)n / 1000.0), .ok = !x.failed};
-    res.ok = bench_check_output("bench_pipeline", boot, out, IN_TOPIC, PARTITIONS, group, n, VALUE,
-                                "raw", &res.dups) &&
+    res.ok = bench_check_output("bench_pipeline", boot, out, IN_TOPIC, PARTITIONS, group, -1, n,
+                                VALUE, "raw", &res.dups) &&
              res.ok;
     return res;
 }
@@ -668,8 +668,8 @@ static result_t run_rill(const char *boot, uint64_t n, int run, int side, long s
         res.scrape_cpu_ms = scrape_cpu_ms;
         res.ok = res.ok && !sc.failed && sc.scrapes;
     }
-    res.ok = bench_check_output("bench_pipeline", boot, ms.topic, IN_TOPIC, PARTITIONS, group, n,
-                                VALUE, side_name[side], &res.dups) &&
+    res.ok = bench_check_output("bench_pipeline", boot, ms.topic, IN_TOPIC, PARTITIONS, group, -1,
+                                n, VALUE, side_name[side], &res.dups) &&
              res.ok;
     return res;
 }
