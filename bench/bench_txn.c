@@ -33,9 +33,12 @@
  * includes init_transactions) and stop when every input offset is
  * committed. After each run, untimed: the output topic is read back
  * (read_committed, librdkafka's default) and every input record must be
- * there once at least, uppercased, and the group's committed offsets must
- * cover every input record; duplicates are counted. An eos run must also
- * commit every transaction (none aborted) and find no duplicate.
+ * there once at least, uppercased, and the committed offsets must cover
+ * every input record (alo: the group's, read back; eos: those the committed
+ * transactions carried, as librdkafka's mock broker acknowledges
+ * TxnOffsetCommit without storing its offsets); duplicates are counted. An
+ * eos run must also commit every transaction (none aborted) and find no
+ * duplicate.
  *
  * Lines: txn<N> (rill: eos<N>, baseline: alo of the same runs) in records
  * per second, txn<N>_cost in CPU us per 1,000 records; then per mode the
