@@ -86,7 +86,6 @@
  *                       [path to rill-broker, default: next to this binary]
  */
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -144,15 +143,6 @@ typedef struct result {
     double scrape_cpu_ms; /* CPU per scrape, measured after the clock (scrape_cost) */
 } result_t;
 
-/* The transformation both sides apply. */
-static size_t upper(char *dst, const void *src, size_t len)
-{
-    const unsigned char *s = src;
-    for (size_t i = 0; i < len; i++)
-        dst[i] = (char)toupper(s[i]);
-    return len;
-}
-
 /* Until 2026-12-06 the baseline made its producer and waited 1.5 s for
  * it before its clock started (librdkafka's idempotent producer has to
  * get its producer id first, a one-off cost of ~10 ms from a rill-broker
@@ -171,77 +161,6 @@ static void warm_up(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000 * 1000};
     nanosleep(&ts, NULL); /* the producer gets its producer id meanwhile */
-}
-
-/* ---- checks (untimed) ---- */
-
-/* The sum over partitions of the group's committed input offsets: n when
- * every input record was committed (every partition starts at 0). */
-static int64_t committed_sum(const char *boot, const char *group)
-{
-    char err[512];
-    rd_kafka_conf_t *c = rd_kafka_conf_new();
-    rd_kafka_conf_set(c, "bootstrap.servers", boot, err, sizeof(err));
-    rd_kafka_conf_set(c, "group.id", group, err, sizeof(err));
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
-    if (!rk)
-        die("committed offsets", err);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTITIONS);
-    for (int p = 0; p < PARTITIONS; p++)
-        rd_kafka_topic_partition_list_add(l, IN_TOPIC, p);
-    int64_t sum = -1;
-    if (rd_kafka_committed(rk, l, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        sum = 0;
-        for (int i = 0; i < l->cnt; i++)
-            sum += l->elems[i].offset > 0 ? l->elems[i].offset : 0;
-    }
-    rd_kafka_topic_partition_list_destroy(l);
-    rd_kafka_destroy(rk);
-    return sum;
-}
-
-/* Read the output topic back: every input seq once at least, uppercased. */
-static int check_output(const char *boot, const char *topic, const char *group, uint64_t n,
-                        const char *side, uint64_t *duplicates)
-{
-    char err[512];
-    rill_consumed_t *out = NULL;
-    rill_testkit_opts_t o = {.timeout_ms = 120000};
-    rill_err_t e =
-        rill_testkit_consume(boot, topic, RILL_CONSUME_TO_END, &o, &out, err, sizeof(err));
-    if (e) {
-        fprintf(stderr, "bench_pipeline: reading %s back: %s\n", topic, err);
-        rill_consumed_destroy(out);
-        return 0;
-    }
-    uint8_t *seen = calloc(n, 1);
-    uint64_t distinct = 0, dups = 0, bad = 0;
-    for (size_t i = 0; i < rill_consumed_count(out); i++) {
-        const rill_testkit_record_t *r = rill_consumed_at(out, i);
-        char v[40] = "";
-        uint64_t seq;
-        if (r->value)
-            memcpy(v, r->value, r->value_len < sizeof(v) - 1 ? r->value_len : sizeof(v) - 1);
-        if (r->value_len != VALUE || sscanf(v, "SEQ=%" SCNu64 " KEY=KEY-", &seq) != 1 || seq >= n) {
-            bad++;
-            continue;
-        }
-        if (seen[seq]++)
-            dups++;
-        else
-            distinct++;
-    }
-    free(seen);
-    int64_t committed = committed_sum(boot, group);
-    int ok = distinct == n && !bad && committed == (int64_t)n;
-    *duplicates = dups;
-    if (!ok || dups || getenv("BENCH_VERBOSE"))
-        printf("    %s check: output %zu records, %" PRIu64 " of %" PRIu64 " inputs, %" PRIu64
-               " duplicates, %" PRIu64 " malformed; committed %" PRId64 " of %" PRIu64 "%s\n",
-               side, rill_consumed_count(out), distinct, n, dups, bad, committed, n,
-               ok ? "" : "  FAILED");
-    rill_consumed_destroy(out);
-    return ok;
 }
 
 /* ---- baseline: raw librdkafka ---- */
@@ -405,7 +324,7 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
             track_t *t = &x.parts[m->partition];
             if (t->base < 0)
                 t->base = m->offset;
-            size_t len = upper(buf, m->payload, m->len < sizeof(buf) ? m->len : sizeof(buf));
+            size_t len = bench_upper(buf, m->payload, m->len < sizeof(buf) ? m->len : sizeof(buf));
             void *tag = (void *)(((uintptr_t)m->partition << 48) | (uintptr_t)m->offset);
             for (;;) {
                 rd_kafka_resp_err_t err = rd_kafka_producev(
@@ -446,7 +365,9 @@ static result_t run_raw(const char *boot, uint64_t n, int run)
     for (int p = 0; p < PARTITIONS; p++)
         free(x.parts[p].done);
     result_t res = {.rate = (double)n / dt, .cost = cpu / ((double)n / 1000.0), .ok = !x.failed};
-    res.ok = check_output(boot, out, group, n, "raw", &res.dups) && res.ok;
+    res.ok = bench_check_output("bench_pipeline", boot, out, IN_TOPIC, PARTITIONS, group, -1, n,
+                                VALUE, "raw", &res.dups) &&
+             res.ok;
     return res;
 }
 
@@ -604,49 +525,6 @@ static double scrape_cost(uint16_t port)
 
 /* ---- rill ---- */
 
-typedef struct map_state {
-    char topic[64];
-    /* The end: every input offset committed (the commit callback). */
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int64_t committed[PARTITIONS];
-    int64_t committed_sum;
-} map_state_t;
-
-static void on_commit(void *opaque, rd_kafka_resp_err_t err,
-                      const rd_kafka_topic_partition_list_t *offsets)
-{
-    map_state_t *s = opaque;
-    pthread_mutex_lock(&s->lock);
-    for (int i = 0; !err && i < offsets->cnt; i++) {
-        const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
-        if (!tp->err && tp->partition >= 0 && tp->partition < PARTITIONS &&
-            tp->offset > s->committed[tp->partition]) {
-            s->committed_sum += tp->offset - s->committed[tp->partition];
-            s->committed[tp->partition] = tp->offset;
-        }
-    }
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
-}
-
-/* Uppercase the value into a produce request for the same partition of
- * the output topic. The map stage carries the input record's origin to
- * the request, so the record is confirmed when the output is delivered. */
-static rill_err_t to_request(void *opaque, rill_elem_t *in, rill_elem_t *out)
-{
-    map_state_t *s = opaque;
-    const rd_kafka_message_t *m = rill_record(in);
-    char buf[4096];
-    size_t len = upper(buf, m->payload, m->len < sizeof(buf) ? m->len : sizeof(buf));
-    rill_produce_t *p = rill_produce_new(s->topic, m->partition, m->key, m->key_len, buf, len);
-    rill_elem_release(in);
-    if (!p)
-        return RILL_ENOMEM;
-    *out = rill_produce_elem(p);
-    return RILL_OK;
-}
-
 /* The setters bench_conf_from_env() uses for the extra rill properties. */
 static int consumer_set(void *c, const char *k, const char *v, char *e, size_t es)
 {
@@ -664,11 +542,10 @@ static result_t run_rill(const char *boot, uint64_t n, int run, int side, long s
 {
     char err[512], group[64];
     snprintf(group, sizeof(group), "pipe-%s-%d", side_name[side], run);
-    map_state_t ms;
-    memset(&ms, 0, sizeof(ms));
-    pthread_mutex_init(&ms.lock, NULL);
-    pthread_cond_init(&ms.cond, NULL);
-    snprintf(ms.topic, sizeof(ms.topic), "pout-%s-%d", side_name[side], run);
+    char out[64];
+    snprintf(out, sizeof(out), "pout-%s-%d", side_name[side], run);
+    bench_pipe_t ms;
+    bench_pipe_init(&ms, IN_TOPIC, out);
     rill_system_t *sys = rill_system_new(
         &(rill_system_opts_t){.executors = 2,
                               .spin_us = getenv("BENCH_SPIN_US")
@@ -680,7 +557,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run, int side, long s
     rill_consumer_conf_t *c = rill_consumer_conf_new();
     if (rill_consumer_conf_set(c, "bootstrap.servers", boot, err, sizeof(err)) ||
         rill_consumer_conf_set(c, "group.id", group, err, sizeof(err)) ||
-        rill_consumer_conf_set_commit_cb(c, on_commit, &ms))
+        rill_consumer_conf_set_commit_cb(c, bench_pipe_on_commit, &ms))
         die("rill consumer config", err);
     for (int p = 0; p < PARTITIONS; p++)
         if (rill_consumer_conf_assign(c, IN_TOPIC, p, 0, err, sizeof(err)))
@@ -702,7 +579,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run, int side, long s
     rill_stage_opts_t po = {.executor = RILL_EXECUTOR(bench_env_int("BENCH_EX_PRODUCER", 1))};
     rill_pipeline_t *pl = rill_pipeline_new(sys, "pipeline");
     rill_pipeline_add(pl, rill_kafka_source(c), &co);
-    rill_pipeline_add(pl, rill_stage_map(to_request, &ms), &mo);
+    rill_pipeline_add(pl, rill_stage_map(bench_pipe_map, &ms), &mo);
     rill_pipeline_add(pl, rill_kafka_sink(pc), &po);
     /* The observed sides: the observer and its endpoint before the clock
      * (a service makes them once, at its start). */
@@ -781,8 +658,7 @@ static result_t run_rill(const char *boot, uint64_t n, int run, int side, long s
     rill_pipeline_destroy(pl);
     rill_system_stop(sys, 10000);
     rill_system_destroy(sys);
-    pthread_cond_destroy(&ms.cond);
-    pthread_mutex_destroy(&ms.lock);
+    bench_pipe_destroy(&ms);
     result_t res = {
         .rate = (double)n / dt, .cost = cpu / ((double)n / 1000.0), .ok = !ps.failed && ended};
     if (http) {
@@ -792,7 +668,9 @@ static result_t run_rill(const char *boot, uint64_t n, int run, int side, long s
         res.scrape_cpu_ms = scrape_cpu_ms;
         res.ok = res.ok && !sc.failed && sc.scrapes;
     }
-    res.ok = check_output(boot, ms.topic, group, n, side_name[side], &res.dups) && res.ok;
+    res.ok = bench_check_output("bench_pipeline", boot, ms.topic, IN_TOPIC, PARTITIONS, group, -1,
+                                n, VALUE, side_name[side], &res.dups) &&
+             res.ok;
     return res;
 }
 

@@ -3,7 +3,9 @@
 
 #include "kafka/kafka_int.h"
 
+#include <ctype.h>
 #include <dirent.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -17,6 +19,8 @@
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
+#include <rill/rill.h>
+#include <rill/testkit.h>
 
 #include "bench_commit.h" /* BENCH_COMMIT, generated at build time (CMakeLists.txt) */
 
@@ -601,4 +605,133 @@ int bench_sides(int run, int side[2])
     side[0] = run % 2 ? BENCH_SIDE_RILL : BENCH_SIDE_RAW;
     side[1] = !side[0];
     return 2;
+}
+
+/* ---- consume -> uppercase -> produce ---- */
+
+size_t bench_upper(char *dst, const void *src, size_t len)
+{
+    const unsigned char *s = src;
+    for (size_t i = 0; i < len; i++)
+        dst[i] = (char)toupper(s[i]);
+    return len;
+}
+
+void bench_pipe_init(bench_pipe_t *s, const char *in_topic, const char *out_topic)
+{
+    memset(s, 0, sizeof(*s));
+    snprintf(s->in_topic, sizeof(s->in_topic), "%s", in_topic);
+    snprintf(s->topic, sizeof(s->topic), "%s", out_topic);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+}
+
+void bench_pipe_destroy(bench_pipe_t *s)
+{
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
+}
+
+void bench_pipe_committed(bench_pipe_t *s, const rd_kafka_topic_partition_list_t *offsets)
+{
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        const rd_kafka_topic_partition_t *tp = &offsets->elems[i];
+        if (!tp->err && tp->partition >= 0 && tp->partition < BENCH_PIPE_MAX_PARTS &&
+            !strcmp(tp->topic, s->in_topic) && tp->offset > s->committed[tp->partition]) {
+            s->committed_sum += tp->offset - s->committed[tp->partition];
+            s->committed[tp->partition] = tp->offset;
+        }
+    }
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void bench_pipe_on_commit(void *opaque, rd_kafka_resp_err_t err,
+                          const rd_kafka_topic_partition_list_t *offsets)
+{
+    bench_pipe_committed(opaque, err ? NULL : offsets);
+}
+
+rill_err_t bench_pipe_map(void *opaque, rill_elem_t *in, rill_elem_t *out)
+{
+    bench_pipe_t *s = opaque;
+    const rd_kafka_message_t *m = rill_record(in);
+    char buf[4096];
+    size_t len = bench_upper(buf, m->payload, m->len < sizeof(buf) ? m->len : sizeof(buf));
+    rill_produce_t *p = rill_produce_new(s->topic, m->partition, m->key, m->key_len, buf, len);
+    rill_elem_release(in);
+    if (!p)
+        return RILL_ENOMEM;
+    *out = rill_produce_elem(p);
+    return RILL_OK;
+}
+
+int64_t bench_committed_sum(const char *name, const char *boot, const char *group,
+                            const char *topic, int parts)
+{
+    rd_kafka_t *rk = bench_plain_consumer(name, boot, group);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
+    for (int p = 0; p < parts; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p);
+    int64_t sum = -1;
+    if (rd_kafka_committed(rk, l, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        sum = 0;
+        for (int i = 0; i < l->cnt; i++)
+            sum += l->elems[i].offset > 0 ? l->elems[i].offset : 0;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+    return sum;
+}
+
+int bench_check_output(const char *name, const char *boot, const char *out_topic,
+                       const char *in_topic, int parts, const char *group, int64_t committed,
+                       uint64_t n, size_t value_len, const char *side, uint64_t *dups)
+{
+    char err[512];
+    rill_consumed_t *out = NULL;
+    rill_testkit_opts_t o = {.timeout_ms = 120000};
+    *dups = 0;
+    rill_err_t e =
+        rill_testkit_consume(boot, out_topic, RILL_CONSUME_TO_END, &o, &out, err, sizeof(err));
+    if (e) {
+        fprintf(stderr, "%s: reading %s back: %s\n", name, out_topic, err);
+        rill_consumed_destroy(out);
+        return 0;
+    }
+    uint8_t *seen = calloc(n, 1);
+    if (!seen) {
+        fprintf(stderr, "%s: out of memory\n", name);
+        exit(1);
+    }
+    uint64_t distinct = 0, dup = 0, bad = 0;
+    for (size_t i = 0; i < rill_consumed_count(out); i++) {
+        const rill_testkit_record_t *r = rill_consumed_at(out, i);
+        char v[40] = "";
+        uint64_t seq;
+        if (r->value)
+            memcpy(v, r->value, r->value_len < sizeof(v) - 1 ? r->value_len : sizeof(v) - 1);
+        if (r->value_len != value_len || sscanf(v, "SEQ=%" SCNu64 " KEY=KEY-", &seq) != 1 ||
+            seq >= n) {
+            bad++;
+            continue;
+        }
+        if (seen[seq]++)
+            dup++;
+        else
+            distinct++;
+    }
+    free(seen);
+    if (committed < 0)
+        committed = bench_committed_sum(name, boot, group, in_topic, parts);
+    int ok = distinct == n && !bad && committed == (int64_t)n;
+    *dups = dup;
+    if (!ok || dup || getenv("BENCH_VERBOSE"))
+        printf("    %s check: output %zu records, %" PRIu64 " of %" PRIu64 " inputs, %" PRIu64
+               " duplicates, %" PRIu64 " malformed; committed %" PRId64 " of %" PRIu64 "%s\n",
+               side, rill_consumed_count(out), distinct, n, dup, bad, committed, n,
+               ok ? "" : "  FAILED");
+    rill_consumed_destroy(out);
+    return ok;
 }

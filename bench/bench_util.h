@@ -14,6 +14,7 @@
 
 #include <librdkafka/rdkafka.h>
 #include <rill/actor.h>
+#include <rill/kafka.h>
 
 /* Seconds on CLOCK_MONOTONIC. */
 double bench_now_s(void);
@@ -244,5 +245,64 @@ void bench_broker_start(const char *name, const char *bin, char *boot, size_t si
 /* Stops the broker subprocess (SIGTERM) and waits for it; nothing when
  * none was started. */
 void bench_broker_stop(void);
+
+/* ---- consume -> uppercase -> produce (bench_pipeline, bench_txn) ----
+ * Every input record's value uppercased and produced to the same
+ * partition of an output topic, the input's offsets committed; the input
+ * is generated records (rill_testkit_produce_generated) read from offset 0
+ * of every partition. */
+
+#define BENCH_PIPE_MAX_PARTS 64
+
+/* dst[0..len) = src[0..len) uppercased; returns len. */
+size_t bench_upper(char *dst, const void *src, size_t len);
+
+/* A rill pipeline's map stage state and its end: the output topic, and the
+ * input offsets committed so far (per partition, from 0; their sum is the
+ * number of input records committed when every partition starts at 0). */
+typedef struct bench_pipe {
+    char topic[64];    /* the output topic */
+    char in_topic[64]; /* the input topic: offsets of others are not counted */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int64_t committed[BENCH_PIPE_MAX_PARTS];
+    int64_t committed_sum;
+} bench_pipe_t;
+
+void bench_pipe_init(bench_pipe_t *s, const char *in_topic, const char *out_topic);
+void bench_pipe_destroy(bench_pipe_t *s);
+
+/* Counts `offsets` (the next offset to consume, per partition; entries of
+ * other topics and with an error are left out) as committed and wakes a
+ * waiter. */
+void bench_pipe_committed(bench_pipe_t *s, const rd_kafka_topic_partition_list_t *offsets);
+
+/* A rill_commit_fn (rill_consumer_conf_set_commit_cb; opaque: bench_pipe_t):
+ * bench_pipe_committed for a commit without error. */
+void bench_pipe_on_commit(void *opaque, rd_kafka_resp_err_t err,
+                          const rd_kafka_topic_partition_list_t *offsets);
+
+/* The map stage (rill_stage_map; opaque: bench_pipe_t): the record's value
+ * uppercased into a produce request for the same partition of the output
+ * topic. The map stage carries the input record's origin to the request,
+ * so the record is confirmed when the output is delivered. */
+rill_err_t bench_pipe_map(void *opaque, rill_elem_t *in, rill_elem_t *out);
+
+/* The sum over partitions 0..parts-1 of topic of group's committed offsets
+ * (none: 0); -1 when they cannot be read. */
+int64_t bench_committed_sum(const char *name, const char *boot, const char *group,
+                            const char *topic, int parts);
+
+/* Untimed check of one run: reads `out_topic` back, every one of the `n`
+ * input records (seq 0..n-1, `value_len` bytes) must be there, uppercased,
+ * and the committed offsets of in_topic must sum to n: group's, read back
+ * from the broker when `committed` is -1, else `committed` (what the run
+ * saw committed: librdkafka's mock broker answers TxnOffsetCommit without
+ * storing its offsets, so a transactional run's cannot be read back).
+ * Duplicates go to *dups. Prints "    <side> check: ..." when it fails,
+ * finds duplicates or BENCH_VERBOSE is set; returns 1 when it passed. */
+int bench_check_output(const char *name, const char *boot, const char *out_topic,
+                       const char *in_topic, int parts, const char *group, int64_t committed,
+                       uint64_t n, size_t value_len, const char *side, uint64_t *dups);
 
 #endif
