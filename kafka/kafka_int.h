@@ -58,9 +58,10 @@ typedef struct rill__txn rill__txn_t;
 struct rill__stage;
 /* NULL without memory. conf is the sink's (it outlives the txn). */
 rill__txn_t *rill__txn_new(const rill_producer_conf_t *conf);
-/* init_transactions (blocking, retried): 0, or -1 after failing st. */
+/* init_transactions (blocking, retried): 0, or -1 after failing st.
+ * inflight: the sink's count of records not delivered yet. */
 int rill__txn_start(rill__txn_t *t, struct rill__stage *st, rd_kafka_t *rk,
-                    rill_producer_stats_t *stats);
+                    rill_producer_stats_t *stats, const uint32_t *inflight);
 /* Before a request is produced: 1 produce it (a transaction is open), 0
  * hold it (a commit or a rewind is under way), -1 it was dropped (stale:
  * from before a rewind) or the stage failed; req is freed then. */
@@ -69,10 +70,9 @@ int rill__txn_admit(rill__txn_t *t, rill_produce_t *req);
 void rill__txn_produced(rill__txn_t *t, rill_produce_t *req);
 /* A delivery failed, or a produce said the transaction needs an abort. */
 void rill__txn_delivery_failed(rill__txn_t *t, rd_kafka_resp_err_t err);
-/* Commit when due, drive the commit and the rewinds (inflight: records
- * not delivered; final: upstream ended). 1 when nothing is open or
- * waited for. */
-int rill__txn_pump(rill__txn_t *t, uint32_t inflight, int final);
+/* Commit when due, drive the commit and the rewinds (final: upstream
+ * ended). 1 when nothing is open or waited for. */
+int rill__txn_pump(rill__txn_t *t, int final);
 /* A RILL__PRODUCER_TXN message from a source. */
 void rill__txn_msg(rill__txn_t *t, rill_msg_t *m);
 /* Abort what is open (the stage stops) and free. NULL is a no-op. */

@@ -529,7 +529,7 @@ static void producer_pump(rill__stage_t *st)
         return;
     /* The transaction's clock, its commit and its rewinds; done: nothing
      * open or waited for. */
-    int txn_done = !pr->txn || rill__txn_pump(pr->txn, pr->inflight, pr->upstream_done);
+    int txn_done = !pr->txn || rill__txn_pump(pr->txn, pr->upstream_done);
     if (st->finished)
         return;
     if (pr->txn && txn_done && pr->pending.count && !pr->inflight) {
@@ -633,7 +633,7 @@ static rill_err_t producer_start(rill__stage_t *st)
         /* init_transactions: blocking, on this executor (kafka.h says so). */
         if (!(pr->txn = rill__txn_new(pr->conf)))
             return RILL_ENOMEM;
-        rill__txn_start(pr->txn, st, pr->rk, &pr->stats);
+        rill__txn_start(pr->txn, st, pr->rk, &pr->stats, &pr->inflight);
     }
     return RILL_OK;
 }
