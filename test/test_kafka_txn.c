@@ -735,17 +735,22 @@ Test(kafka_txn, fatal_producer_fenced_restarts_under_the_supervisor, .timeout = 
 }
 
 /* A stage failing (a processing error) aborts the open transaction; the
- * supervised restart goes on from the last committed offsets. */
+ * supervised restart goes on from the last committed offsets. One
+ * transaction a second (the count out of reach): the failure, a few
+ * hundred records in, meets the first one open. */
 Test(kafka_txn, stage_failure_aborts_the_open_transaction_and_restarts, .timeout = 180)
 {
     tx_case_t c;
-    tx_case_init(&c, "tx-stage", 2, 1000, "100");
+    tx_case_init(&c, "tx-stage", 2, 1000, "1000000");
+    c.s.txn_ms = "1000";
     atomic_store(&c.map.fail_at, 1234);
     tx_start(tx_case_pipeline(&c), 1);
     rill_pipeline_result_t r;
     tx_finish(&c.env, c.p, &c.s, &c.log, 0, &r);
     cr_assert_eq(r.restarts, 1);
-    cr_assert_geq(c.log.aborted, 1, "the failed run's open transaction was not aborted");
+    cr_assert_eq(c.log.aborted, 1, "the failed run's open transaction was not aborted");
+    cr_assert_eq(c.log.committed_before_abort, 0);
+    cr_assert_gt(c.log.records_aborted, 0);
     tx_case_fini(&c);
 }
 
