@@ -671,37 +671,37 @@ Test(kafka_txn, request_flow_of_a_clean_run_in_order, .timeout = 120)
     size_t k = 0;
     for (size_t i = 0; i < n && k + 1 < sizeof(seq); i++) {
         int16_t key = rd_kafka_mock_request_api_key(req[i]);
-        char c = key == API_INIT_PRODUCER_ID        ? 'I'
-                 : key == API_ADD_PARTITIONS_TO_TXN ? 'A'
-                 : key == API_PRODUCE               ? 'P'
-                 : key == API_ADD_OFFSETS_TO_TXN    ? 'O'
-                 : key == API_TXN_OFFSET_COMMIT     ? 'T'
-                 : key == API_END_TXN               ? 'E'
-                                                    : 0;
-        if (c && !(c == 'P' && k && seq[k - 1] == 'P')) /* Produce requests: one letter a run */
-            seq[k++] = c;
+        char ch = key == API_INIT_PRODUCER_ID        ? 'I'
+                  : key == API_ADD_PARTITIONS_TO_TXN ? 'A'
+                  : key == API_PRODUCE               ? 'P'
+                  : key == API_ADD_OFFSETS_TO_TXN    ? 'O'
+                  : key == API_TXN_OFFSET_COMMIT     ? 'T'
+                  : key == API_END_TXN               ? 'E'
+                                                     : 0;
+        if (ch && !(ch == 'P' && k && seq[k - 1] == 'P')) /* Produce requests: one letter a run */
+            seq[k++] = ch;
     }
     seq[k] = '\0';
     rd_kafka_mock_request_destroy_array(req, n);
     fprintf(stderr, "request flow: %s\n", seq);
     cr_assert_eq(seq[0], 'I', "InitProducerId first: %s", seq);
     int ends = 0;
-    for (const char *c = seq + 1; *c;) {
+    for (const char *t = seq + 1; *t;) {
         /* one transaction: A P (A and P may interleave), then O T E */
-        const char *end = strchr(c, 'E');
-        cr_assert_not_null(end, "a transaction without EndTxn: %s", c);
-        size_t len = (size_t)(end - c) + 1;
-        cr_assert_geq(len, 5, "a short transaction: %.*s", (int)len, c);
-        cr_assert(c[0] == 'A', "AddPartitionsToTxn opens a transaction: %.*s", (int)len, c);
+        const char *end = strchr(t, 'E');
+        cr_assert_not_null(end, "a transaction without EndTxn: %s", t);
+        size_t len = (size_t)(end - t) + 1;
+        cr_assert_geq(len, 5, "a short transaction: %.*s", (int)len, t);
+        cr_assert(t[0] == 'A', "AddPartitionsToTxn opens a transaction: %.*s", (int)len, t);
         cr_assert(!memcmp(end - 2, "OT", 2), "AddOffsetsToTxn, TxnOffsetCommit before EndTxn: %.*s",
-                  (int)len, c);
-        for (const char *x = c; x < end - 2; x++)
+                  (int)len, t);
+        for (const char *x = t; x < end - 2; x++)
             cr_assert(*x == 'A' || *x == 'P',
                       "only AddPartitionsToTxn and Produce before the "
                       "offsets: %.*s",
-                      (int)len, c);
+                      (int)len, t);
         ends++;
-        c = end + 1;
+        t = end + 1;
     }
     cr_assert_eq(ends, c.log.committed, "%d EndTxn for %d transactions", ends, c.log.committed);
     cr_assert_eq(ends, 5);
