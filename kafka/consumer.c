@@ -368,14 +368,20 @@ static void reply_stats(ksrc_t *k, rill_msg_t *msg)
         free(s);
 }
 
-/* A lingering source ends once nothing is out or its time is up. */
+/* Nothing more will come back for this run: nothing is out unsettled;
+ * with a transactional sink, the sink ended (until then its last commit
+ * may still ask for offsets). */
+static int all_back(const ksrc_t *k)
+{
+    if (k->conf->o.txn && !rill_aid_is_none(k->txn_sink))
+        return k->txn_sink_left;
+    return k->tr.unsettled == 0;
+}
+
+/* A lingering source ends once all is back or its time is up. */
 static void linger_check(ksrc_t *k)
 {
-    /* With a transactional sink, until it ended (its last commit asks for
-     * offsets): then nothing can confirm any more. */
-    int txn = k->conf->o.txn && !rill_aid_is_none(k->txn_sink);
-    if (k->st->lingering && ((!txn && k->tr.unsettled == 0) || (txn && k->txn_sink_left) ||
-                             now_ms() >= k->linger_deadline_ms))
+    if (k->st->lingering && (all_back(k) || now_ms() >= k->linger_deadline_ms))
         rill__stage_end(k->st);
 }
 
@@ -503,8 +509,7 @@ static int ksrc_linger(rill__stage_t *st, int final)
     ksrc_t *k = st->spec.impl;
     rill__ksrc_drop_buffer(k);
     rill__ksrc_set_paused(k, 1); /* nothing more to fetch for this run */
-    int txn = k->conf->o.txn && !rill_aid_is_none(k->txn_sink);
-    if ((!txn && k->tr.unsettled == 0) || (txn && k->txn_sink_left) || k->conf->o.drain_ms == 0)
+    if (all_back(k) || k->conf->o.drain_ms == 0)
         return 0;
     k->linger_deadline_ms = now_ms() + (int64_t)k->conf->o.drain_ms;
     return 1;

@@ -58,6 +58,26 @@ void rill__tracker_free(rill__tracker_t *tr)
     memset(tr, 0, sizeof(*tr));
 }
 
+/* Slot `slot` holds a new assignment of topic (taken) [partition]: a
+ * fresh id, nothing emitted, nothing committed. */
+static rill__tpart_t *part_init(rill__tracker_t *tr, uint32_t slot, char *topic, int32_t partition)
+{
+    rill__tpart_t *p = &tr->parts[slot];
+    memset(p, 0, sizeof(*p));
+    p->topic = topic;
+    /* A new generation for every assignment: an id of an earlier one (of
+     * this slot, whichever partition it held) never matches again. */
+    p->id.v = (++tr->next_gen << RILL__PART_ID_SHIFT) | slot;
+    p->partition = partition;
+    p->committable = -1;
+    p->committed = -1;
+    p->acked = -1;
+    p->purge_from = -1;
+    p->next_min = -1;
+    tr->assigned++;
+    return p;
+}
+
 rill__tpart_t *rill__tracker_assign(rill__tracker_t *tr, const char *topic, int32_t partition)
 {
     uint32_t slot = 0;
@@ -70,20 +90,25 @@ rill__tpart_t *rill__tracker_assign(rill__tracker_t *tr, const char *topic, int3
         return NULL;
     if (slot == tr->n_slots)
         tr->n_slots++;
-    rill__tpart_t *p = &tr->parts[slot];
-    memset(p, 0, sizeof(*p));
-    p->topic = t;
-    /* A new generation for every assignment: an id of an earlier one (of
-     * this slot, whichever partition it held) never matches again. */
-    p->id.v = (++tr->next_gen << RILL__PART_ID_SHIFT) | slot;
-    p->partition = partition;
-    p->committable = -1;
-    p->committed = -1;
-    p->acked = -1;
-    p->purge_from = -1;
-    p->next_min = -1;
-    tr->assigned++;
-    return p;
+    return part_init(tr, slot, t, partition);
+}
+
+void rill__tracker_renew(rill__tracker_t *tr, rill__tpart_t *p)
+{
+    uint32_t slot = (uint32_t)(p - tr->parts);
+    char *topic = p->topic;
+    int32_t partition = p->partition;
+    int64_t committed = p->committed, acked = p->acked;
+    p->topic = NULL; /* kept */
+    rill__tracker_remove(tr, p);
+    p = part_init(tr, slot, topic, partition);
+    p->committed = committed;
+    p->acked = acked;
+}
+
+uint64_t rill__tracker_gen_floor(const rill__tracker_t *tr)
+{
+    return tr->next_gen + 1;
 }
 
 rill__tpart_t *rill__tracker_part(rill__tracker_t *tr, rill__part_id_t id)

@@ -47,6 +47,8 @@
 
 /* Partition id bits: generation << RILL__PART_ID_SHIFT | slot. */
 #define RILL__PART_ID_SHIFT     16
+/* The generation of a partition id's value. */
+#define RILL__PART_ID_GEN(v)    ((uint64_t)(v) >> RILL__PART_ID_SHIFT)
 /* The most partitions a tracker can hold (slots). */
 #define RILL__TRACKER_MAX_SLOTS (1u << RILL__PART_ID_SHIFT)
 
@@ -167,6 +169,14 @@ void rill__tracker_free(rill__tracker_t *tr);
  * tracked already): a fresh id, nothing emitted. NULL when the table is
  * full or out of memory. */
 rill__tpart_t *rill__tracker_assign(rill__tracker_t *tr, const char *topic, int32_t partition);
+/* Track p anew in its slot, as if removed and assigned again: a new id
+ * (the old one is fenced from now on), nothing emitted, what it had out
+ * leaves the counts; its topic, partition and commit figures (committed,
+ * acked) stay, the owner's fields are zeroed. */
+void rill__tracker_renew(rill__tracker_t *tr, rill__tpart_t *p);
+/* The generation the next assignment (or renewal) gets: every id given
+ * from now on is of it or a later one (RILL__PART_ID_GEN). */
+uint64_t rill__tracker_gen_floor(const rill__tracker_t *tr);
 /* The partition with this id; NULL when the id is stale (fenced) or 0. */
 rill__tpart_t *rill__tracker_part(rill__tracker_t *tr, rill__part_id_t id);
 /* The assigned partition topic/partition, or NULL. */

@@ -99,6 +99,7 @@ typedef struct ksrc {
     uint64_t txn_sent_seq;
     int64_t txn_sent_ns;
     int txn_barrier; /* 0, 1: a revoke waits for the sink's END, 2: it came */
+    int64_t txn_barrier_deadline_ms;
     /* rill.commit=transaction: source_txn.c's answers to a revoke, set by
      * consumer.c (source_group.c calls them, source_txn.c calls it):
      * hold: 1 if the release must wait for the sink's transaction to end
@@ -106,7 +107,6 @@ typedef struct ksrc {
      * rewind the others and tell the sink the new floor. NULL otherwise. */
     int (*txn_hold)(struct ksrc *k);
     void (*txn_released)(struct ksrc *k);
-    int64_t txn_barrier_deadline_ms;
 
     rill_consumer_stats_t stats;
 } ksrc_t;
@@ -176,8 +176,14 @@ void rill__ksrc_nudge(ksrc_t *k);
 /* Where each partition goes on in the next run (NULL without memory). */
 rd_kafka_topic_partition_list_t *rill__ksrc_resume_list(ksrc_t *k);
 
-/* Stop tracking p (it goes, or is tracked anew). */
-void rill__ksrc_part_remove(ksrc_t *k, rill__tpart_t *p);
+/* The offsets to commit: partitions whose committable offset moved (with
+ * only_revoking, just the revoking ones); with mark, taken as sent. NULL
+ * if none. */
+rd_kafka_topic_partition_list_t *rill__ksrc_commit_list(ksrc_t *k, int only_revoking, int mark);
+/* A commit's result (counts, latency, acked offsets, the commit callback);
+ * sent_ns: when it was requested (0: it never went). */
+void rill__ksrc_report_commit(ksrc_t *k, rd_kafka_resp_err_t err,
+                              const rd_kafka_topic_partition_list_t *offsets, int64_t sent_ns);
 
 /* ---- source_txn.c: rill.commit=transaction (protocol in txn.h) ---- */
 

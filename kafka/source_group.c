@@ -43,7 +43,7 @@ rill__tpart_t *rill__ksrc_part_of_msg(ksrc_t *k, const rd_kafka_message_t *m)
     return NULL;
 }
 
-void rill__ksrc_part_remove(ksrc_t *k, rill__tpart_t *p)
+static void part_remove(ksrc_t *k, rill__tpart_t *p)
 {
     if (k->last_hit == p)
         k->last_hit = NULL;
@@ -55,7 +55,7 @@ static void remove_revoking(ksrc_t *k)
 {
     for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p; p = rill__tracker_next(&k->tr, p))
         if (p->revoking)
-            rill__ksrc_part_remove(k, p);
+            part_remove(k, p);
 }
 
 void rill__ksrc_observe(ksrc_t *k, rill_rebalance_event_t ev,
@@ -118,9 +118,8 @@ int rill__ksrc_keep_live(ksrc_t *k, const rill_elem_t *e)
 /* Commits                                                             */
 /* ------------------------------------------------------------------ */
 
-/* A commit's result; sent_ns: when it was requested (0: it never went). */
-static void report_commit(ksrc_t *k, rd_kafka_resp_err_t err,
-                          const rd_kafka_topic_partition_list_t *offsets, int64_t sent_ns)
+void rill__ksrc_report_commit(ksrc_t *k, rd_kafka_resp_err_t err,
+                              const rd_kafka_topic_partition_list_t *offsets, int64_t sent_ns)
 {
     int failed = err != RD_KAFKA_RESP_ERR_NO_ERROR;
     int64_t took = sent_ns ? rill__now_ns() - sent_ns : -1;
@@ -160,12 +159,10 @@ static void on_commit_result(void *owner, rd_kafka_resp_err_t err,
         k->commit_sent_ns = rill__now_ns(); /* the next one is younger: roughly */
     if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
         return; /* nothing to commit */
-    report_commit(k, err, offsets, sent_ns);
+    rill__ksrc_report_commit(k, err, offsets, sent_ns);
 }
 
-/* The offsets to commit: partitions whose committable offset moved. With
- * only_revoking, just the revoking ones. */
-static rd_kafka_topic_partition_list_t *commit_list(ksrc_t *k, int only_revoking)
+rd_kafka_topic_partition_list_t *rill__ksrc_commit_list(ksrc_t *k, int only_revoking, int mark)
 {
     rd_kafka_topic_partition_list_t *l = NULL;
     for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p;
@@ -178,7 +175,8 @@ static rd_kafka_topic_partition_list_t *commit_list(ksrc_t *k, int only_revoking
         if (!l)
             l = rd_kafka_topic_partition_list_new(8);
         rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = offset;
-        rill__tracker_mark_committed(p, offset);
+        if (mark)
+            rill__tracker_mark_committed(p, offset);
     }
     return l;
 }
@@ -205,14 +203,14 @@ void rill__ksrc_commit_async(ksrc_t *k)
     k->last_commit_ms = now_ms();
     if (!k->conf->o.commit)
         return;
-    rd_kafka_topic_partition_list_t *l = commit_list(k, 0);
+    rd_kafka_topic_partition_list_t *l = rill__ksrc_commit_list(k, 0, 1);
     if (!l)
         return;
     /* The result comes back through on_commit_result when we poll. */
     int64_t sent_ns = rill__now_ns();
     rd_kafka_resp_err_t err = rd_kafka_commit(k->rk, l, 1);
     if (err) {
-        report_commit(k, err, l, 0);
+        rill__ksrc_report_commit(k, err, l, 0);
     } else if (k->commits_out++ == 0) {
         k->commit_sent_ns = sent_ns;
     }
@@ -274,7 +272,7 @@ void rill__ksrc_commit_sync(ksrc_t *k, int only_revoking, int64_t deadline)
 {
     if (!k->conf->o.commit)
         return;
-    rd_kafka_topic_partition_list_t *l = commit_list(k, only_revoking);
+    rd_kafka_topic_partition_list_t *l = rill__ksrc_commit_list(k, only_revoking, 1);
     if (!l)
         return;
     rd_kafka_queue_t *tq = rd_kafka_queue_new(k->rk);
@@ -290,7 +288,7 @@ void rill__ksrc_commit_sync(ksrc_t *k, int only_revoking, int64_t deadline)
             if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT) {
                 const rd_kafka_topic_partition_list_t *res =
                     rd_kafka_event_topic_partition_list(ev);
-                report_commit(k, rd_kafka_event_error(ev), res ? res : l, sent_ns);
+                rill__ksrc_report_commit(k, rd_kafka_event_error(ev), res ? res : l, sent_ns);
                 rd_kafka_event_destroy(ev);
                 err = RD_KAFKA_RESP_ERR_NO_ERROR;
                 break;
@@ -300,9 +298,9 @@ void rill__ksrc_commit_sync(ksrc_t *k, int only_revoking, int64_t deadline)
                 break;
         }
         if (err)
-            report_commit(k, err, l, 0); /* no answer in time */
+            rill__ksrc_report_commit(k, err, l, 0); /* no answer in time */
     } else {
-        report_commit(k, err, l, 0);
+        rill__ksrc_report_commit(k, err, l, 0);
     }
     rd_kafka_queue_destroy(tq);
     rd_kafka_topic_partition_list_destroy(l);

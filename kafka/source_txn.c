@@ -40,63 +40,33 @@ static void refuse(ksrc_t *k, rill_aid_t sink, const char *why)
 /* Rewind                                                              */
 /* ------------------------------------------------------------------ */
 
-typedef struct again {
-    char *topic;
-    int32_t partition;
-    int64_t to, committed, acked;
-} again_t;
-
 /* Track every partition not being revoked anew (a new id: what was out is
  * fenced) and seek it back to its base: the last committed transaction's
  * offset, or where this assignment started. The buffer goes first (its
- * records carry the old ids). Records of generations below the new floor
- * are stale. */
-static void rewind_all(ksrc_t *k)
+ * records carry the old ids). Then the sink hears the new floor: records
+ * of older generations are stale. */
+static void rewind_kept(ksrc_t *k)
 {
     rill__ksrc_drop_buffer(k);
-    k->txn_floor = k->tr.next_gen + 1;
-    size_t n = 0, cap = k->tr.assigned; /* (removing lowers tr.assigned) */
-    again_t *v = calloc(cap ? cap : 1, sizeof(*v));
+    k->last_hit = NULL;
+    k->txn_floor = rill__tracker_gen_floor(&k->tr);
     rd_kafka_topic_partition_list_t *seek = rd_kafka_topic_partition_list_new(8);
-    if (!v || !seek) {
-        free(v);
-        if (seek)
-            rd_kafka_topic_partition_list_destroy(seek);
+    if (!seek) {
         rill__stage_fail(k->st, RILL_ENOMEM, "out of memory rewinding to the last transaction");
         return;
     }
     for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p;
          p = rill__tracker_next(&k->tr, p)) {
-        if (p->revoking || n == cap)
+        if (p->revoking)
             continue;
         int64_t to = p->txn_has_base ? p->txn_base : p->dropped ? p->dropped_from : -1;
-        v[n] = (again_t){.topic = strdup(p->topic),
-                         .partition = p->partition,
-                         .to = to,
-                         .committed = p->committed,
-                         .acked = p->acked};
-        if (!v[n].topic)
-            break;
-        n++;
-        rill__ksrc_part_remove(k, p);
-    }
-    for (size_t i = 0; i < n; i++) {
-        rill__tpart_t *p = rill__tracker_assign(&k->tr, v[i].topic, v[i].partition);
-        if (!p) {
-            rill__stage_fail(k->st, RILL_ENOMEM, "cannot track more partitions");
-        } else {
-            p->committed = v[i].committed;
-            p->acked = v[i].acked;
-            if (v[i].to >= 0) {
-                p->txn_has_base = 1;
-                p->txn_base = v[i].to;
-                rd_kafka_topic_partition_list_add(seek, v[i].topic, v[i].partition)->offset =
-                    v[i].to;
-            }
+        rill__tracker_renew(&k->tr, p);
+        if (to >= 0) {
+            p->txn_has_base = 1;
+            p->txn_base = to;
+            rd_kafka_topic_partition_list_add(seek, p->topic, p->partition)->offset = to;
         }
-        free(v[i].topic);
     }
-    free(v);
     if (seek->cnt) {
         rd_kafka_error_t *e = rd_kafka_seek_partitions(k->rk, seek, 0);
         if (e) {
@@ -111,6 +81,7 @@ static void rewind_all(ksrc_t *k)
                                  seek->elems[i].offset, rd_kafka_err2str(seek->elems[i].err));
     }
     rd_kafka_topic_partition_list_destroy(seek);
+    send_floor(k);
 }
 
 void rill__ksrc_txn_released(ksrc_t *k)
@@ -120,8 +91,7 @@ void rill__ksrc_txn_released(ksrc_t *k)
     /* Records of the released partitions may still be on their way to the
      * sink: the floor fences them, and with them those of the partitions
      * kept, which are rewound (an eager rebalance keeps none). */
-    rewind_all(k);
-    send_floor(k);
+    rewind_kept(k);
 }
 
 /* ------------------------------------------------------------------ */
@@ -143,15 +113,7 @@ static void answer(ksrc_t *k, int err, const char *why)
     snprintf(a->reason, sizeof(a->reason), "%s", why ? why : "");
     if (!err) {
         a->cgmd = rd_kafka_consumer_group_metadata(k->rk);
-        for (rill__tpart_t *p = rill__tracker_next(&k->tr, NULL); p;
-             p = rill__tracker_next(&k->tr, p)) {
-            int64_t offset = rill__tracker_to_commit(p);
-            if (offset < 0)
-                continue;
-            if (!a->offsets)
-                a->offsets = rd_kafka_topic_partition_list_new(8);
-            rd_kafka_topic_partition_list_add(a->offsets, p->topic, p->partition)->offset = offset;
-        }
+        a->offsets = rill__ksrc_commit_list(k, 0, 0); /* taken as committed by END */
         if (k->txn_sent)
             rd_kafka_topic_partition_list_destroy(k->txn_sent);
         k->txn_sent = a->offsets ? rd_kafka_topic_partition_list_copy(a->offsets) : NULL;
@@ -192,7 +154,8 @@ void rill__ksrc_txn_check(ksrc_t *k)
     answer(k, 0, NULL);
 }
 
-/* The transaction that took the offsets answered committed. */
+/* The transaction that took the offsets answered committed: they are
+ * committed, and the base a rewind goes back to. */
 static void committed(ksrc_t *k)
 {
     rd_kafka_topic_partition_list_t *l = k->txn_sent;
@@ -204,15 +167,10 @@ static void committed(ksrc_t *k)
         if (!p)
             continue;
         rill__tracker_mark_committed(p, l->elems[i].offset);
-        rill__tracker_commit_acked(p, l->elems[i].offset);
         p->txn_has_base = 1;
         p->txn_base = l->elems[i].offset;
     }
-    k->stats.committed++;
-    int64_t took = rill__now_ns() - k->txn_sent_ns;
-    rill_hist_record(&k->stats.commit_latency, took > 0 ? (uint64_t)took : 0);
-    if (k->conf->commit_cb)
-        k->conf->commit_cb(k->conf->commit_opaque, RD_KAFKA_RESP_ERR_NO_ERROR, l);
+    rill__ksrc_report_commit(k, RD_KAFKA_RESP_ERR_NO_ERROR, l, k->txn_sent_ns);
     rd_kafka_topic_partition_list_destroy(l);
 }
 
@@ -286,13 +244,11 @@ void rill__ksrc_txn_msg(ksrc_t *k, rill_msg_t *m)
             if (k->revoking) {
                 rill__ksrc_finish_revoke(k, rill__now_ms() + (int64_t)k->conf->o.shutdown_ms);
             } else {
-                rewind_all(k);
-                send_floor(k);
+                rewind_kept(k);
             }
             k->txn_barrier = 0;
         } else if (!e->committed && e->involved) {
-            rewind_all(k);
-            send_floor(k);
+            rewind_kept(k);
         }
         return;
     }

@@ -49,6 +49,8 @@
 
 #include <rill/actor.h>
 
+#include "offsets.h" /* partition ids and their generations */
+
 /* The sub-types, in msg.arg. */
 enum {
     RILL__TXN_JOIN = 1,
@@ -60,9 +62,6 @@ enum {
     RILL__TXN_BARRIER,
     RILL__TXN_FLOOR
 };
-
-/* The generation of a partition id (offsets.h: generation << 16 | slot). */
-#define RILL__TXN_GEN(key) ((key) >> 16)
 
 typedef struct rill__txn_need {
     uint64_t key; /* the partition's assignment id */

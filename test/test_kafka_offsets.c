@@ -419,6 +419,40 @@ Test(kafka_offsets, an_earlier_assignment_is_fenced)
     rill__tracker_free(&tr);
 }
 
+/* Renewed (a transactional source's rewind): a new id in the same slot,
+ * the old one fenced, what it had out gone from the counts, its commit
+ * figures kept; the new id is of the floor's generation or later. */
+Test(kafka_offsets, a_renewed_partition_is_fenced_and_keeps_its_commits)
+{
+    rill__tracker_t tr;
+    cr_assert_eq(rill__tracker_init(&tr, 16), 0);
+    rill__tpart_t *other = assign_ok(&tr, "t", 1);
+    rill__tpart_t *p = assign_ok(&tr, "t", 0);
+    emit_range(&tr, p, 0, 10, 0);
+    emit_range(&tr, other, 0, 3, 0);
+    rill__tracker_mark_committed(p, 4);
+    rill__tracker_commit_acked(p, 4);
+    rill__part_id_t old = p->id;
+    uint64_t floor = rill__tracker_gen_floor(&tr);
+    cr_assert_gt(floor, RILL__PART_ID_GEN(old.v));
+    cr_assert_gt(floor, RILL__PART_ID_GEN(other->id.v));
+
+    rill__tracker_renew(&tr, p);
+    cr_assert_null(rill__tracker_part(&tr, old), "the old id still matches");
+    cr_assert_eq(rill__tracker_part(&tr, p->id), p, "renewed in another slot");
+    cr_assert_geq(RILL__PART_ID_GEN(p->id.v), floor);
+    cr_assert_str_eq(p->topic, "t");
+    cr_assert_eq(p->partition, 0);
+    cr_assert_eq(p->committed, 4);
+    cr_assert_eq(p->acked, 4);
+    cr_assert_eq(p->committable, -1, "nothing emitted since");
+    cr_assert_eq(tr.assigned, 2);
+    cr_assert_eq(tr.unconfirmed, 3, "what it had out left the counts");
+    cr_assert_eq(rill__tracker_confirm(&tr, old, 5), RILL__TRACK_FENCED);
+    emit_ok(&tr, p, 4, 0); /* from its committed offset again */
+    rill__tracker_free(&tr);
+}
+
 Test(kafka_offsets, table_iteration_and_limits)
 {
     rill__tracker_t tr;
