@@ -64,9 +64,10 @@ struct rill__txn {
     int walk_stale, walk_fresh, walk_oom;
 };
 
-static int64_t mono_ms(void)
+/* A FLUSH, an ASK or a FLOOR owed waits from now for rill.txn.timeout.ms. */
+static void wait_from_now(rill__txn_t *t)
 {
-    return rill__now_ms();
+    t->wait_deadline_ms = rill__now_ms() + (int64_t)t->conf->o.txn_timeout_ms;
 }
 
 rill__txn_t *rill__txn_new(const rill_producer_conf_t *conf)
@@ -112,7 +113,7 @@ static tsrc_t *src_add(rill__txn_t *t, rill_aid_t aid)
     tsrc_t *s = &t->srcs[t->n_srcs++];
     /* Its FLOOR answers the JOIN: nothing is produced until it came. */
     *s = (tsrc_t){.aid = aid, .floor_wait = 1};
-    t->wait_deadline_ms = mono_ms() + (int64_t)t->conf->o.txn_timeout_ms;
+    wait_from_now(t);
     send_source(t, aid, RILL__TXN_JOIN, NULL, NULL);
     return s;
 }
@@ -151,7 +152,7 @@ static void walk_check(void *ctx, rill_origin_t *leaf)
     tsrc_t *s = leaf_src(t, leaf, 1, &key, &value);
     if (!s)
         return;
-    if (RILL__TXN_GEN(key) < s->floor)
+    if (RILL__PART_ID_GEN(key) < s->floor)
         t->walk_stale++;
     else
         t->walk_fresh++;
@@ -165,26 +166,24 @@ static void walk_note(void *ctx, rill_origin_t *leaf)
     tsrc_t *s = leaf_src(t, leaf, 0, &key, &value);
     if (!s)
         return;
-    if (s->last < s->n_parts && s->parts[s->last].key == key) {
-        if (value + 1 > s->parts[s->last].upto)
-            s->parts[s->last].upto = value + 1;
-        return;
-    }
-    for (size_t i = 0; i < s->n_parts; i++)
-        if (s->parts[i].key == key) {
-            s->last = i;
-            if (value + 1 > s->parts[i].upto)
-                s->parts[i].upto = value + 1;
-            return;
+    /* Records come in runs of one partition: the one hit last first. */
+    if (s->last >= s->n_parts || s->parts[s->last].key != key) {
+        size_t i = 0;
+        while (i < s->n_parts && s->parts[i].key != key)
+            i++;
+        if (i == s->n_parts) {
+            tpart_t *v = rill__grow(s->parts, &s->cap_parts, s->n_parts, sizeof(*v), 8);
+            if (!v) {
+                t->walk_oom = 1;
+                return;
+            }
+            s->parts = v;
+            s->parts[s->n_parts++] = (tpart_t){.key = key, .upto = -1};
         }
-    tpart_t *v = rill__grow(s->parts, &s->cap_parts, s->n_parts, sizeof(*v), 8);
-    if (!v) {
-        t->walk_oom = 1;
-        return;
+        s->last = i;
     }
-    s->parts = v;
-    s->last = s->n_parts;
-    s->parts[s->n_parts++] = (tpart_t){.key = key, .upto = value + 1};
+    if (value + 1 > s->parts[s->last].upto)
+        s->parts[s->last].upto = value + 1;
 }
 
 static void doom(rill__txn_t *t, rd_kafka_resp_err_t err, const char *why)
@@ -243,7 +242,7 @@ int rill__txn_admit(rill__txn_t *t, rill_produce_t *req)
         t->state = T_OPEN;
         t->seq++;
         t->records = 0;
-        t->begun_ms = mono_ms();
+        t->begun_ms = rill__now_ms();
     }
     return 1;
 }
@@ -287,9 +286,9 @@ static const char *const call_name[] = {"init_transactions", "send_offsets_to_tr
 static rd_kafka_error_t *call(rill__txn_t *t, int what, const rd_kafka_topic_partition_list_t *l,
                               const rd_kafka_consumer_group_metadata_t *g)
 {
-    int64_t deadline = mono_ms() + (int64_t)t->conf->o.txn_timeout_ms;
+    int64_t deadline = rill__now_ms() + (int64_t)t->conf->o.txn_timeout_ms;
     for (;;) {
-        int left = (int)(deadline - mono_ms());
+        int left = (int)(deadline - rill__now_ms());
         if (left < 1)
             left = 1;
         rd_kafka_error_t *e;
@@ -308,7 +307,7 @@ static rd_kafka_error_t *call(rill__txn_t *t, int what, const rd_kafka_topic_par
             break;
         }
         if (!e || !rd_kafka_error_is_retriable(e) || rd_kafka_error_is_fatal(e) ||
-            rd_kafka_error_txn_requires_abort(e) || mono_ms() >= deadline)
+            rd_kafka_error_txn_requires_abort(e) || rill__now_ms() >= deadline)
             return e;
         t->stats->txn_retries++;
         rill_log(RILL_LOG_INFO, "kafka.txn", "%s: %s (retried)", call_name[what],
@@ -378,7 +377,15 @@ static void finish(rill__txn_t *t, int committed)
     t->records = 0;
     t->doomed = 0;
     if (any_floor_wait(t))
-        t->wait_deadline_ms = mono_ms() + (int64_t)t->conf->o.txn_timeout_ms;
+        wait_from_now(t);
+}
+
+/* The open transaction ended aborted (or abandoned): counted and told. */
+static void aborted(rill__txn_t *t, rd_kafka_resp_err_t err, const char *reason)
+{
+    t->stats->txn_aborted++;
+    t->stats->txn_records_aborted += t->records;
+    tell_cb(t, RILL_TXN_ABORTED, NULL, err, reason);
 }
 
 static void abort_txn(rill__txn_t *t, rd_kafka_resp_err_t err, const char *reason)
@@ -388,12 +395,10 @@ static void abort_txn(rill__txn_t *t, rd_kafka_resp_err_t err, const char *reaso
         fail_error(t, "abort_transaction", e);
         return;
     }
-    t->stats->txn_aborted++;
-    t->stats->txn_records_aborted += t->records;
     rill_log(RILL_LOG_WARNING, "kafka.txn",
              "transaction %" PRIu64 " (%" PRIu64 " records) aborted: %s; rewinding", t->seq,
              t->records, reason);
-    tell_cb(t, RILL_TXN_ABORTED, NULL, err, reason);
+    aborted(t, err, reason);
     finish(t, 0);
 }
 
@@ -453,7 +458,7 @@ static void commit(rill__txn_t *t)
 static void ask(rill__txn_t *t)
 {
     t->state = T_ASK;
-    t->wait_deadline_ms = mono_ms() + (int64_t)t->conf->o.txn_timeout_ms;
+    wait_from_now(t);
     for (size_t i = 0; i < t->n_srcs; i++) {
         tsrc_t *s = &t->srcs[i];
         if (!s->n_parts && !s->barrier)
@@ -477,14 +482,14 @@ static void decide(rill__txn_t *t)
 {
     t->state = T_FLUSH;
     t->decided_ns = rill__now_ns();
-    t->wait_deadline_ms = mono_ms() + (int64_t)t->conf->o.txn_timeout_ms;
+    wait_from_now(t);
 }
 
 /* One step of the commit; 1 if it may take another at once. */
 static int step(rill__txn_t *t, int final)
 {
     uint32_t inflight = *t->inflight;
-    int64_t now = mono_ms();
+    int64_t now = rill__now_ms();
     int barrier = 0;
     for (size_t i = 0; i < t->n_srcs; i++)
         barrier |= t->srcs[i].barrier;
@@ -522,9 +527,8 @@ static int step(rill__txn_t *t, int final)
             if (s->asked && !s->answer) {
                 waiting = 1;
             } else if (s->answer && s->answer->err) {
-                char reason[200];
-                snprintf(reason, sizeof(reason), "%s", s->answer->reason);
-                abort_txn(t, RD_KAFKA_RESP_ERR__STATE, reason);
+                /* (finish frees the answer after the reason was told) */
+                abort_txn(t, RD_KAFKA_RESP_ERR__STATE, s->answer->reason);
                 return 0;
             }
         }
@@ -623,9 +627,7 @@ void rill__txn_free(rill__txn_t *t)
             rill_log(RILL_LOG_WARNING, "kafka.txn",
                      "transaction %" PRIu64 " (%" PRIu64 " records) %s", t->seq, t->records,
                      reason);
-        t->stats->txn_aborted++;
-        t->stats->txn_records_aborted += t->records;
-        tell_cb(t, RILL_TXN_ABORTED, NULL, code, reason);
+        aborted(t, code, reason);
     }
     for (size_t i = 0; i < t->n_srcs; i++) {
         if (t->st)
