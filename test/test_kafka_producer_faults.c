@@ -263,7 +263,13 @@ Test(kafka_producer_faults, testkit_writer_loses_nothing_under_produce_timeouts,
     cr_assert_not_null(kv);
     cr_assert_str_eq(kv[0], "max.in.flight.requests.per.connection");
     cr_assert_str_eq(kv[1], "1");
-    cr_assert_null(kv[2]);
+    if (rd_kafka_version() >= 0x02030000) {
+        cr_assert_str_eq(kv[2], "retry.backoff.max.ms");
+        cr_assert_str_eq(kv[3], "100");
+        cr_assert_null(kv[4]);
+    } else {
+        cr_assert_null(kv[2]);
+    }
     cr_assert_eq(rill_broker_push_request_errors(env.broker, rill_api_key_from_name("Produce"), 5,
                                                  RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT),
                  RILL_OK);

@@ -189,10 +189,14 @@ static rill_err_t producer_new(const char *bootstraps, const rill_testkit_opts_t
     const char *defaults[] = {"bootstrap.servers", bootstraps, "client.id", "rill-testkit-producer",
                               "enable.idempotence", "true", "linger.ms", "5",
                               /* keys land where Java producers put them */
-                              "partitioner", "murmur2_random", "message.timeout.ms", timeout,
-                              /* immune to the mock's loss under injected
-                               * Produce errors (rill_testkit_produce_faults_config) */
-                              "max.in.flight.requests.per.connection", "1", NULL};
+                              "partitioner", "murmur2_random", "message.timeout.ms", timeout, NULL};
+    /* Immune to the mock's loss under injected Produce errors. */
+    rill_err_t err =
+        rill__conf_apply(conf, rill_testkit_produce_faults_config(), errstr, errstr_size);
+    if (err) {
+        rd_kafka_conf_destroy(conf);
+        return err;
+    }
     return client_new(RD_KAFKA_PRODUCER, conf, defaults, opts, out, errstr, errstr_size);
 }
 

@@ -163,9 +163,12 @@ RILL_API rill_err_t rill_broker_push_request_errors(rill_broker_t *b, int16_t ap
  * rill_broker_push_request_errors()): a NULL-terminated array of "key",
  * "value" pairs, today max.in.flight.requests.per.connection=1 (one Produce
  * request in flight per broker connection, so no later batch can succeed
- * while a failed one waits for its retry). Idempotence, acks and ordering
- * stay as configured. Set them on every producer of a test that injects
- * Produce errors, e.g. with rill_producer_conf_set() for each pair.
+ * while a failed one waits for its retry) and, with librdkafka 2.3 or later,
+ * retry.backoff.max.ms=100 (a constant retry backoff, as 2.0.2 has: with
+ * the exponential one a batch failed a few times in a row retries once a
+ * second, and errors pushed more often than that fail every retry).
+ * Idempotence, acks and ordering stay as configured. Set them on every producer of a test that
+ * injects Produce errors, e.g. with rill_producer_conf_set() for each pair.
  * @locality any thread. The array is static.
  */
 RILL_API const char *const *rill_testkit_produce_faults_config(void);
