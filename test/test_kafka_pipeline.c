@@ -1200,8 +1200,20 @@ static long drop_run(kk_env_t *env, int kind, int redeliver, int64_t *committed,
         /* Every record dropped or sunk is confirmed: the commits get to
          * the end while the pipeline runs. */
         KK_WAIT_UNTIL(ok, KK_WAIT_MS, cobs_all(&obs, DR_PARTS, DR_PER));
-        cr_assert(ok, "%s: the commits stopped at %" PRId64 " and %" PRId64 " of %d",
-                  drop_names[kind], obs.committed[0], obs.committed[1], DR_PER);
+        if (!ok) {
+            rill_consumer_stats_t s = kpipe_cstats(env->sys, p);
+            cr_assert(ok,
+                      "%s: the commits stopped at %" PRId64 " and %" PRId64 " of %d; the sink "
+                      "took %ld and %ld; the source polled %llu, emitted %llu, confirmed %llu, "
+                      "%u unconfirmed, %u buffered, paused %d, blocked %d, %u assigned, %llu "
+                      "commits, %llu commit errors, %llu redelivered",
+                      drop_names[kind], obs.committed[0], obs.committed[1], DR_PER,
+                      atomic_load(&sunk.per[0]), atomic_load(&sunk.per[1]),
+                      (unsigned long long)s.polled, (unsigned long long)s.emitted,
+                      (unsigned long long)s.confirmed, s.unconfirmed, s.buffered, s.paused,
+                      s.blocked, s.assigned, (unsigned long long)s.committed,
+                      (unsigned long long)s.commit_errors, (unsigned long long)s.redelivered);
+        }
     } else {
         /* Everything was emitted; then the pipeline drains and makes its
          * final commit. */
