@@ -207,20 +207,27 @@ static recs_t read_out(const char *path)
     return rs;
 }
 
-/* Of the partitions in `held`, those no worker has processed to within
- * 100 records of their end. */
-static uint32_t unfinished(uint32_t held, const int64_t *end)
+/* Every worker's file as it is now: how many records each holds (got),
+ * and the highest offset of each partition any of them processed (max,
+ * -1 if none). */
+static void scan_out(size_t *got, int64_t *max)
 {
-    int64_t max[PARTS];
     for (int p = 0; p < PARTS; p++)
         max[p] = -1;
     for (int i = 0; i < N_WORKERS; i++) {
         recs_t rs = read_out(workers[i].out);
+        got[i] = rs.n;
         for (size_t j = 0; j < rs.n; j++)
             if (rs.r[j].part >= 0 && rs.r[j].part < PARTS && rs.r[j].off > max[rs.r[j].part])
                 max[rs.r[j].part] = rs.r[j].off;
         free(rs.r);
     }
+}
+
+/* Of the partitions in `held`, those nobody processed (max, from
+ * scan_out) to within 100 records of their end. */
+static uint32_t unfinished(uint32_t held, const int64_t *max, const int64_t *end)
+{
     uint32_t open = 0;
     for (int p = 0; p < PARTS; p++)
         if ((held & (1u << p)) && max[p] < end[p] - 100)
@@ -423,17 +430,16 @@ static void kill_one_of_three(const char *assignment)
     int ok = 0;
     int64_t deadline = proc_now_ms() + WAIT_MS;
     size_t got[N_WORKERS] = {0};
+    int64_t max[PARTS];
     uint32_t open0 = 0;
     while (!ok && proc_now_ms() < deadline) {
-        ok = 1;
-        for (int i = 0; i < N_WORKERS; i++) {
+        for (int i = 0; i < N_WORKERS; i++)
             child_drain(&workers[i]);
-            recs_t rs = read_out(workers[i].out);
-            got[i] = rs.n;
-            free(rs.r);
+        scan_out(got, max);
+        ok = 1;
+        for (int i = 0; i < N_WORKERS; i++)
             ok = ok && got[i] >= 200;
-        }
-        open0 = ok ? unfinished(last_assignment(&workers[0]), end) : 0;
+        open0 = ok ? unfinished(last_assignment(&workers[0]), max, end) : 0;
         ok = ok && open0;
         if (!ok)
             proc_nap_ms(20);

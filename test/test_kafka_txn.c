@@ -586,10 +586,9 @@ static void rebalance_mid_txn(const char *strategy, const char *prefix, int64_t 
     kk_env_t env;
     kk_env_init(&env);
     const int parts = 2;
-    char in[64], out[64], group[64], na[64], nb[64];
+    char in[64], out[64], na[64], nb[64];
     snprintf(in, sizeof(in), "%s-in", prefix);
     snprintf(out, sizeof(out), "%s-out", prefix);
-    snprintf(group, sizeof(group), "%s", prefix);
     snprintf(na, sizeof(na), "%s-a", prefix);
     snprintf(nb, sizeof(nb), "%s-b", prefix);
     kk_load_topic(&env, in, parts, (size_t)per, 40);
@@ -608,7 +607,7 @@ static void rebalance_mid_txn(const char *strategy, const char *prefix, int64_t 
                      .txn_records = "1000000",
                      .txn_ms = "60000",
                      .group = 1,
-                     .group_id = group,
+                     .group_id = prefix, /* the group */
                      .rebalance_cb = tx_rebalance_cb,
                      .rebalance_opaque = &la,
                      .strategy = strategy};

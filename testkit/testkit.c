@@ -156,11 +156,16 @@ static const rill_testkit_record_t *source_gen(void *src, size_t i, gen_buf_t *g
 /* A client of `type` from conf (taken, also on error): rill's defaults
  * (NULL-terminated key/value list), then the caller's own config over
  * them. */
+/* conf with defaults, then more (NULL: none), then the caller's
+ * opts->config. */
 static rill_err_t client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
-                             const char *const *defaults, const rill_testkit_opts_t *opts,
-                             rd_kafka_t **out, char *errstr, size_t errstr_size)
+                             const char *const *defaults, const char *const *more,
+                             const rill_testkit_opts_t *opts, rd_kafka_t **out, char *errstr,
+                             size_t errstr_size)
 {
     rill_err_t err = rill__conf_apply(conf, defaults, errstr, errstr_size);
+    if (!err)
+        err = rill__conf_apply(conf, more, errstr, errstr_size);
     if (!err)
         err = rill__conf_apply(conf, opts ? opts->config : NULL, errstr, errstr_size);
     if (err) {
@@ -191,13 +196,8 @@ static rill_err_t producer_new(const char *bootstraps, const rill_testkit_opts_t
                               /* keys land where Java producers put them */
                               "partitioner", "murmur2_random", "message.timeout.ms", timeout, NULL};
     /* Immune to the mock's loss under injected Produce errors. */
-    rill_err_t err =
-        rill__conf_apply(conf, rill_testkit_produce_faults_config(), errstr, errstr_size);
-    if (err) {
-        rd_kafka_conf_destroy(conf);
-        return err;
-    }
-    return client_new(RD_KAFKA_PRODUCER, conf, defaults, opts, out, errstr, errstr_size);
+    return client_new(RD_KAFKA_PRODUCER, conf, defaults, rill_testkit_produce_faults_config(), opts,
+                      out, errstr, errstr_size);
 }
 
 static rd_kafka_resp_err_t produce_one(rd_kafka_t *rk, const char *topic,
@@ -450,7 +450,7 @@ static rill_err_t consumer_new(const char *bootstraps, const rill_testkit_opts_t
                               /* a short fetch wait so the tail of a partition
                                * is not held back by the broker's long poll */
                               "fetch.wait.max.ms", "50", NULL};
-    return client_new(RD_KAFKA_CONSUMER, conf, defaults, opts, out, errstr, errstr_size);
+    return client_new(RD_KAFKA_CONSUMER, conf, defaults, NULL, opts, out, errstr, errstr_size);
 }
 
 /*
