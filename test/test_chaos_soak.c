@@ -449,10 +449,15 @@ static void broker_cmd(const char *fmt, ...)
     va_end(ap);
     strcat(cmd, "\n");
     if (proc_write(&broker, cmd) != 0) {
-        /* Seen once (2.8.0 tree, seed 682708653, not reproduced with it):
-         * what it said last and how it ended. */
+        /* What it said last and how it ended, and what the workers said
+         * (with RILL_CHAOS_DEBUG=cgrp their member ids: that is how the
+         * mock's reuse of member ids was found, see docs/chaos-soak.md). */
         broker_drain(1000);
         int st = proc_wait(&broker, 1000);
+        for (int i = 0; i < N_WORKERS; i++)
+            if (workers[i].p.pid > 0)
+                proc_collect(&workers[i].p, &workers[i].log, &workers[i].log_len);
+        dump_workers(8000);
         cr_assert_fail("rill-broker is gone at %.1f s (status %d, -1: not reaped); it said:\n%s",
                        secs(), st, tail(broker_log, broker_log_len, 4000));
     }
