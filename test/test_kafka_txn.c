@@ -769,14 +769,6 @@ Test(kafka_txn, fatal_producer_fenced_restarts_under_the_supervisor, .timeout = 
     tx_case_fini(&c);
 }
 
-static int tx_aborts(tx_log_t *l)
-{
-    pthread_mutex_lock(&l->mu);
-    int n = l->aborted;
-    pthread_mutex_unlock(&l->mu);
-    return n;
-}
-
 /* A stage failing (a processing error) aborts the open transaction; the
  * supervised restart goes on from the last committed offsets. Neither the
  * count nor the clock (60 s) ends a transaction, so the failure, at the
@@ -791,11 +783,11 @@ Test(kafka_txn, stage_failure_aborts_the_open_transaction_and_restarts, .timeout
     atomic_store(&c.map.fail_at, 300);
     tx_start(tx_case_pipeline(&c), 1);
     int ok;
-    KK_WAIT_UNTIL(ok, TX_WAIT_MS, tx_aborts(&c.log) >= 1 && tx_caught_up(&c.env, c.p));
+    KK_WAIT_UNTIL(ok, TX_WAIT_MS, tx_aborted(&c.log) >= 1 && tx_caught_up(&c.env, c.p));
     if (!ok)
         tx_diag(&c.env, c.p);
     cr_assert(ok, "no abort and a restarted run that read every input (%d aborted)",
-              tx_aborts(&c.log));
+              tx_aborted(&c.log));
     rill_pipeline_result_t r;
     cr_assert_eq(rill_pipeline_stop(c.p), RILL_OK);
     cr_assert_eq(rill_pipeline_wait(c.p, 60000, &r), RILL_OK);
