@@ -154,10 +154,8 @@ static const rill_testkit_record_t *source_gen(void *src, size_t i, gen_buf_t *g
 }
 
 /* A client of `type` from conf (taken, also on error): rill's defaults
- * (NULL-terminated key/value list), then the caller's own config over
- * them. */
-/* conf with defaults, then more (NULL: none), then the caller's
- * opts->config. */
+ * (NULL-terminated key/value list), then `more` over them (same form;
+ * NULL: none), then the caller's own opts->config over both. */
 static rill_err_t client_new(rd_kafka_type_t type, rd_kafka_conf_t *conf,
                              const char *const *defaults, const char *const *more,
                              const rill_testkit_opts_t *opts, rd_kafka_t **out, char *errstr,
